@@ -1,0 +1,90 @@
+"""The one exception tree of epochgate.
+
+    EpochgateError
+    ├── MigrationError                 an inapplicable transition; nothing changed
+    │   ├── UnknownPartition           the partition is not in the table
+    │   ├── AlreadyMigrating           begin_migration on a draining/cutover partition
+    │   ├── NotMigrating               enter_cutover/complete/abort on an active partition
+    │   ├── NotDraining                enter_cutover on a partition already in cutover
+    │   ├── NotCutover                 complete_migration on a draining partition
+    │   ├── NoOpMove                   begin_migration to the node that already owns it
+    │   └── BackendError               a distributed store could not be reached: retryable
+    │       └── ConflictError          compare-and-set lost too many times in a row
+    ├── ConfigError                    bad configuration; the message names the field
+    │   └── PlacementFileError         bad placement file; the message names the entry
+    └── GateUnavailable                the write gate could not be asked (fail closed)
+
+``MigrationError.Backend`` is ``BackendError`` (DESIGN §3), so callers may write
+``except MigrationError.Backend``.  Foreign exceptions (aiohttp, py-consul, grpc)
+are re-raised as one of these with ``raise ... from exc``.
+"""
+
+from __future__ import annotations
+
+
+class EpochgateError(Exception):
+    """Root of every error epochgate raises on purpose."""
+
+
+class MigrationError(EpochgateError):
+    """A transition that does not apply to the partition's current state.
+
+    ``partition`` names the partition; the store is unchanged.
+    """
+
+    Backend: type["BackendError"]
+
+    def __init__(self, message: str, partition: str | None = None) -> None:
+        super().__init__(message)
+        self.partition = partition
+
+
+class UnknownPartition(MigrationError):
+    """The partition is not in the table."""
+
+
+class AlreadyMigrating(MigrationError):
+    """``begin_migration`` on a partition that is already draining or in cutover."""
+
+
+class NotMigrating(MigrationError):
+    """A migration step on a partition that is active (no migration in progress)."""
+
+
+class NotDraining(MigrationError):
+    """``enter_cutover`` on a partition that is migrating but not draining."""
+
+
+class NotCutover(MigrationError):
+    """``complete_migration`` on a partition that is migrating but not in cutover."""
+
+
+class NoOpMove(MigrationError):
+    """``begin_migration`` to the node that already owns the partition."""
+
+
+class BackendError(MigrationError):
+    """The distributed store could not be reached or answered badly. Retryable."""
+
+
+class ConflictError(BackendError):
+    """A compare-and-set kept losing to concurrent writers past the retry bound."""
+
+
+MigrationError.Backend = BackendError
+
+
+class ConfigError(EpochgateError, ValueError):
+    """Invalid configuration. ``field`` names the offending setting."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+class PlacementFileError(ConfigError):
+    """Invalid placement file. ``field`` names the bad entry (e.g. ``partitions.t1``)."""
+
+
+class GateUnavailable(EpochgateError):
+    """The write gate could not be consulted; the write must be refused."""

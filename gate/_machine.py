@@ -1,0 +1,133 @@
+"""The migration state machine: one pure, table-driven function (DESIGN §3).
+
+Every store — the in-process table, the consensus store, the replica — calls
+``step`` and nothing else to decide a transition, so they cannot disagree.
+
+    set(p, a)                any / unknown        → Active(a)
+    begin_migration(p, b)    Active(a), b ≠ a     → Draining(a→b)
+    enter_cutover(p)         Draining(a→b)        → Cutover(a→b)
+    complete_migration(p)    Cutover(a→b)         → Active(b)
+    abort_migration(p)       Draining/Cutover     → Active(a)
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Callable
+
+from ._exceptions import (
+    AlreadyMigrating,
+    MigrationError,
+    NoOpMove,
+    NotCutover,
+    NotDraining,
+    NotMigrating,
+    UnknownPartition,
+)
+from ._types import Phase, PartitionState, Placement
+
+
+class Op(str, enum.Enum):
+    """A transition's name, as recorded in history and the change log."""
+
+    SET = "set"
+    BEGIN = "begin_migration"
+    ENTER_CUTOVER = "enter_cutover"
+    COMPLETE = "complete_migration"
+    ABORT = "abort_migration"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+_State = PartitionState | None
+_Rule = Callable[[str, _State, "Placement | None"], PartitionState]
+
+
+def _set(p: str, s: _State, node: Placement | None) -> PartitionState:
+    return PartitionState(Phase.ACTIVE, _need(node, p))
+
+
+def _begin(p: str, s: _State, node: Placement | None) -> PartitionState:
+    assert s is not None
+    target = _need(node, p)
+    if target == s.source:
+        raise NoOpMove(f"partition {p!r} is already on {target!r}", p)
+    return PartitionState(Phase.DRAINING, s.source, target)
+
+
+def _cutover(p: str, s: _State, node: Placement | None) -> PartitionState:
+    assert s is not None and s.target is not None
+    return PartitionState(Phase.CUTOVER, s.source, s.target)
+
+
+def _complete(p: str, s: _State, node: Placement | None) -> PartitionState:
+    assert s is not None and s.target is not None
+    return PartitionState(Phase.ACTIVE, s.target)
+
+
+def _abort(p: str, s: _State, node: Placement | None) -> PartitionState:
+    assert s is not None
+    return PartitionState(Phase.ACTIVE, s.source)
+
+
+def _refuse(exc: type[MigrationError], why: str) -> _Rule:
+    def rule(p: str, s: _State, node: Placement | None) -> PartitionState:
+        raise exc(f"{Op_label[exc]} partition {p!r}: {why}", p)
+
+    rule.refuses = exc  # type: ignore[attr-defined]  (lets tests read the table)
+    return rule
+
+
+Op_label: dict[type[MigrationError], str] = {
+    UnknownPartition: "unknown",
+    AlreadyMigrating: "cannot begin migration of",
+    NotMigrating: "no migration in progress for",
+    NotDraining: "cannot enter cutover of",
+    NotCutover: "cannot complete migration of",
+}
+
+_unknown = _refuse(UnknownPartition, "not in the table")
+
+# (phase or None for an unknown partition, op) → rule. Every pair is present;
+# tests/test_machine.py checks the table is total.
+TABLE: dict[tuple[Phase | None, Op], _Rule] = {
+    (None, Op.SET): _set,
+    (None, Op.BEGIN): _unknown,
+    (None, Op.ENTER_CUTOVER): _unknown,
+    (None, Op.COMPLETE): _unknown,
+    (None, Op.ABORT): _unknown,
+    (Phase.ACTIVE, Op.SET): _set,
+    (Phase.ACTIVE, Op.BEGIN): _begin,
+    (Phase.ACTIVE, Op.ENTER_CUTOVER): _refuse(NotMigrating, "it is active"),
+    (Phase.ACTIVE, Op.COMPLETE): _refuse(NotMigrating, "it is active"),
+    (Phase.ACTIVE, Op.ABORT): _refuse(NotMigrating, "it is active"),
+    (Phase.DRAINING, Op.SET): _set,
+    (Phase.DRAINING, Op.BEGIN): _refuse(AlreadyMigrating, "it is already draining"),
+    (Phase.DRAINING, Op.ENTER_CUTOVER): _cutover,
+    (Phase.DRAINING, Op.COMPLETE): _refuse(NotCutover, "it is draining, not in cutover"),
+    (Phase.DRAINING, Op.ABORT): _abort,
+    (Phase.CUTOVER, Op.SET): _set,
+    (Phase.CUTOVER, Op.BEGIN): _refuse(AlreadyMigrating, "it is already in cutover"),
+    (Phase.CUTOVER, Op.ENTER_CUTOVER): _refuse(NotDraining, "it is already in cutover"),
+    (Phase.CUTOVER, Op.COMPLETE): _complete,
+    (Phase.CUTOVER, Op.ABORT): _abort,
+}
+
+NEEDS_NODE = frozenset({Op.SET, Op.BEGIN})
+
+
+def step(partition: str, state: PartitionState | None, op: Op, node: str | None = None) -> PartitionState:
+    """Apply ``op`` to ``state`` (None = unknown partition) and return the new state.
+
+    Raises a ``MigrationError`` subclass when the operation does not apply; the
+    caller then changes nothing. ``node`` is the target for SET and BEGIN.
+    """
+    phase = None if state is None else state.phase
+    return TABLE[(phase, Op(op))](partition, state, None if node is None else Placement(node))
+
+
+def _need(node: Placement | None, p: str) -> Placement:
+    if not node:
+        raise ValueError(f"operation on {p!r} needs a target node")
+    return node

@@ -1,0 +1,216 @@
+"""``PlacementTable``: the in-process placement table (DESIGN §3, §4.1).
+
+Writers (transitions) serialise on a lock and replace a partition's entry with
+a new immutable ``_Entry``; readers (``get``, ``admit_write``) take no lock: a
+single dict lookup returns one entry, and an entry never changes after it is
+published, so a reader always decides against one consistent (state, epoch).
+That is what makes ``get`` + ``admit_write`` cost about two dict lookups.
+
+The same class is the local copy a replica keeps (``apply`` takes a state and
+epoch decided elsewhere and applies it only if newer), so the embedded store
+and the Consul replica answer reads with literally the same code.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Callable, Iterable, Mapping
+
+from ._exceptions import UnknownPartition
+from ._machine import Op, step
+from ._types import (
+    ADMIT,
+    Epoch,
+    Phase,
+    PartitionState,
+    PlacementAt,
+    Reject,
+    RejectReason,
+    WriteAdmission,
+    node_name,
+    partition_id,
+)
+
+Subscriber = Callable[[str, "PartitionState | None", Epoch], None]
+"""Called as ``fn(partition, new_state_or_None_if_removed, epoch)`` after a change."""
+
+
+class _Entry:
+    """One partition's published state. Immutable once built; prebuilt answers."""
+
+    __slots__ = ("state", "epoch", "at", "cutover", "reject_stale", "reject_cutover")
+
+    def __init__(self, state: PartitionState, epoch: Epoch) -> None:
+        self.state = state
+        self.epoch = epoch
+        self.at = PlacementAt(state.read_placement, epoch)
+        self.cutover = state.phase is Phase.CUTOVER
+        self.reject_stale = Reject(RejectReason.STALE_EPOCH, self.at, state.phase)
+        self.reject_cutover = Reject(RejectReason.CUTOVER, self.at, state.phase)
+
+
+_REJECT_UNKNOWN = Reject(RejectReason.UNKNOWN_PARTITION, None, None)
+
+
+class PlacementTable:
+    """Thread-safe in-process placement table with the migration state machine.
+
+    Share it by reference. Transitions return the epoch they stamped.
+    """
+
+    def __init__(self, partitions: Mapping[str, str] | None = None) -> None:
+        self._entries: dict[str, _Entry] = {}
+        self._epoch = Epoch.ZERO
+        self._lock = threading.Lock()
+        self._subscribers: list[Subscriber] = []
+        for p, node in (partitions or {}).items():
+            self.set(p, node)
+
+    # ---- reads (lock-free) -------------------------------------------------
+
+    def get(self, partition: str) -> PlacementAt:
+        """The read placement and the partition epoch; ``UnknownPartition`` if absent."""
+        entry = self._entries.get(partition)
+        if entry is None:
+            raise UnknownPartition(f"unknown partition {partition!r}", partition)
+        return entry.at
+
+    def lookup(self, partition: str) -> PlacementAt | None:
+        """Like ``get`` but returns None for an unknown partition (no exception cost)."""
+        entry = self._entries.get(partition)
+        return None if entry is None else entry.at
+
+    def admit_write(self, partition: str, epoch: int) -> WriteAdmission:
+        """Admit a write resolved at ``epoch``, or say why not (DESIGN §3)."""
+        entry = self._entries.get(partition)
+        if entry is None:
+            return _REJECT_UNKNOWN
+        if entry.cutover:
+            return entry.reject_cutover
+        if entry.epoch != epoch:
+            return entry.reject_stale
+        return ADMIT
+
+    def state(self, partition: str) -> tuple[PartitionState, Epoch] | None:
+        entry = self._entries.get(partition)
+        return None if entry is None else (entry.state, entry.epoch)
+
+    def current_epoch(self) -> Epoch:
+        """The epoch the most recent change produced (``Epoch.ZERO`` when empty)."""
+        return self._epoch
+
+    def partitions(self) -> dict[str, tuple[PartitionState, Epoch]]:
+        """A snapshot of every partition's state and epoch."""
+        return {p: (e.state, e.epoch) for p, e in list(self._entries.items())}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, partition: object) -> bool:
+        return partition in self._entries
+
+    # ---- transitions -------------------------------------------------------
+
+    def set(self, partition: str, node: str) -> Epoch:
+        """Register or override: ``Active(node)`` from any state. Never refused."""
+        return self._transition(partition_id(partition), Op.SET, node_name(node))
+
+    def begin_migration(self, partition: str, target: str) -> Epoch:
+        return self._transition(partition, Op.BEGIN, node_name(target, "target"))
+
+    def enter_cutover(self, partition: str) -> Epoch:
+        return self._transition(partition, Op.ENTER_CUTOVER)
+
+    def complete_migration(self, partition: str) -> Epoch:
+        return self._transition(partition, Op.COMPLETE)
+
+    def abort_migration(self, partition: str) -> Epoch:
+        return self._transition(partition, Op.ABORT)
+
+    def remove(self, partition: str) -> Epoch:
+        """Forget a partition (operator action; its writes then get ``unknown_partition``)."""
+        with self._lock:
+            if partition not in self._entries:
+                raise UnknownPartition(f"unknown partition {partition!r}", partition)
+            del self._entries[partition]
+            self._epoch = epoch = Epoch(self._epoch + 1)
+        self._notify(partition, None, epoch)
+        return epoch
+
+    def _transition(self, partition: str, op: Op, node: str | None = None) -> Epoch:
+        with self._lock:
+            entry = self._entries.get(partition)
+            new = step(partition, None if entry is None else entry.state, op, node)
+            self._epoch = epoch = Epoch(self._epoch + 1)
+            self._entries[partition] = _Entry(new, epoch)
+        self._notify(partition, new, epoch)
+        return epoch
+
+    # ---- replica side ------------------------------------------------------
+
+    def apply(self, partition: str, state: PartitionState | None, epoch: int) -> bool:
+        """Apply a change decided elsewhere if ``epoch`` is newer than what we hold.
+
+        ``state=None`` removes the partition. Returns True if anything changed.
+        The table epoch becomes the highest epoch applied.
+        """
+        epoch = Epoch(epoch)
+        with self._lock:
+            entry = self._entries.get(partition)
+            if entry is not None and entry.epoch >= epoch:
+                return False
+            if state is None:
+                if entry is None:
+                    return False
+                del self._entries[partition]
+            else:
+                self._entries[partition] = _Entry(state, epoch)
+            if epoch > self._epoch:
+                self._epoch = epoch
+        self._notify(partition, state, epoch)
+        return True
+
+    def replace(self, snapshot: Mapping[str, tuple[PartitionState, int]], epoch: int | None = None) -> list[str]:
+        """Make the table equal to ``snapshot`` (a fresh read of the whole store).
+
+        Partitions whose (state, epoch) differ are replaced, missing ones removed.
+        Returns the changed partitions. ``epoch`` raises the table epoch (e.g. the
+        store index the snapshot was read at).
+        """
+        changed: list[tuple[str, PartitionState | None, Epoch]] = []
+        with self._lock:
+            for p in [p for p in self._entries if p not in snapshot]:
+                del self._entries[p]
+                changed.append((p, None, self._epoch))
+            for p, (state, e) in snapshot.items():
+                e = Epoch(e)
+                old = self._entries.get(p)
+                if old is None or old.epoch != e or old.state != state:
+                    self._entries[p] = _Entry(state, e)
+                    changed.append((p, state, e))
+                if e > self._epoch:
+                    self._epoch = e
+            if epoch is not None and epoch > self._epoch:
+                self._epoch = Epoch(epoch)
+        for p, s, e in changed:
+            self._notify(p, s, e)
+        return [c[0] for c in changed]
+
+    # ---- subscribers -------------------------------------------------------
+
+    def subscribe(self, fn: Subscriber) -> Callable[[], None]:
+        """Call ``fn`` after every change; returns an unsubscribe function.
+
+        Subscribers run on the thread that made the change, after the lock is
+        released; they must be quick (e.g. ``loop.call_soon_threadsafe``).
+        """
+        self._subscribers.append(fn)
+        return lambda: self._subscribers.remove(fn) if fn in self._subscribers else None
+
+    def _notify(self, partition: str, state: PartitionState | None, epoch: Epoch) -> None:
+        for fn in list(self._subscribers):
+            fn(partition, state, epoch)
+
+    @classmethod
+    def from_items(cls, items: Iterable[tuple[str, str]]) -> "PlacementTable":
+        return cls(dict(items))

@@ -1,0 +1,225 @@
+"""Real Consul for the tests: a dev agent and a 3-server loopback cluster.
+
+Both bind loopback ports picked free at start, and are always stopped.
+``ConsulProcess`` can be killed (SIGKILL), frozen (SIGSTOP) and restarted, for
+fault tests. The binary comes from ``scripts/get-consul``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def consul_binary() -> str:
+    found = os.environ.get("EPOCHGATE_CONSUL") or shutil.which("consul")
+    if found:
+        return found
+    out = subprocess.run([str(ROOT / "scripts" / "get-consul")], check=True, capture_output=True, text=True, timeout=300)
+    return out.stdout.strip().splitlines()[-1]
+
+
+def free_ports(n: int) -> list[int]:
+    socks, ports = [], []
+    for _ in range(n):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        socks.append(s)
+        ports.append(s.getsockname()[1])
+    for s in socks:
+        s.close()
+    return ports
+
+
+@dataclass
+class ConsulProcess:
+    """One consul agent process (dev agent or cluster server)."""
+
+    name: str
+    args: list[str]
+    http_port: int
+    data_dir: str
+    log_path: str
+    proc: subprocess.Popen | None = field(default=None, repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def start(self) -> None:
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+    def freeze(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+
+    def leader(self, timeout: float = 1.0) -> str:
+        with urllib.request.urlopen(f"{self.url}/v1/status/leader", timeout=timeout) as r:
+            return json.loads(r.read())
+
+    def wait_ready(self, deadline_s: float = 30.0) -> None:
+        end = time.monotonic() + deadline_s
+        while time.monotonic() < end:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"consul {self.name} exited: {Path(self.log_path).read_text()[-2000:]}")
+            try:
+                if self.leader():
+                    # KV must answer too (the leader can be known before raft is writable).
+                    req = urllib.request.Request(f"{self.url}/v1/kv/epochgate-probe", data=b"1", method="PUT")
+                    with urllib.request.urlopen(req, timeout=1) as r:
+                        if r.read().strip() == b"true":
+                            return
+            except (OSError, urllib.error.URLError, ValueError):
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"consul {self.name} not ready after {deadline_s}s")
+
+
+def dev_agent(tmp: str) -> ConsulProcess:
+    http, dns, serf_lan, serf_wan, server, grpc = free_ports(6)
+    data = tempfile.mkdtemp(prefix="dev-", dir=tmp)
+    cfg = {"ports": {"http": http, "dns": dns, "serf_lan": serf_lan, "serf_wan": serf_wan, "server": server,
+                     "grpc": grpc}, "bind_addr": "127.0.0.1", "client_addr": "127.0.0.1",
+           "disable_update_check": True}
+    cfg_path = os.path.join(data, "cfg.json")
+    Path(cfg_path).write_text(json.dumps(cfg))
+    args = [consul_binary(), "agent", "-dev", "-config-file", cfg_path, "-node", "dev", "-log-level", "warn"]
+    return ConsulProcess("dev", args, http, data, os.path.join(data, "consul.log"))
+
+
+class ConsulCluster:
+    """Three servers on loopback, ``raft_multiplier = 1`` for quick failover."""
+
+    def __init__(self, tmp: str, size: int = 3) -> None:
+        ports = [free_ports(5) for _ in range(size)]
+        joins = [f"127.0.0.1:{p[1]}" for p in ports]
+        self.servers: list[ConsulProcess] = []
+        for i, (http, serf_lan, serf_wan, server, dns) in enumerate(ports):
+            data = tempfile.mkdtemp(prefix=f"s{i}-", dir=tmp)
+            cfg = {
+                "server": True, "bootstrap_expect": size, "node_name": f"s{i}", "datacenter": "dc1",
+                "data_dir": data, "bind_addr": "127.0.0.1", "client_addr": "127.0.0.1",
+                "ports": {"http": http, "serf_lan": serf_lan, "serf_wan": serf_wan, "server": server, "dns": dns,
+                          "grpc": -1},
+                "retry_join": [j for j in joins if j != f"127.0.0.1:{serf_lan}"],
+                "performance": {"raft_multiplier": 1}, "disable_update_check": True, "log_level": "warn",
+                "leave_on_terminate": False, "skip_leave_on_interrupt": True,
+            }
+            cfg_path = os.path.join(data, "cfg.json")
+            Path(cfg_path).write_text(json.dumps(cfg))
+            self.servers.append(ConsulProcess(f"s{i}", [consul_binary(), "agent", "-config-file", cfg_path],
+                                              http, data, os.path.join(data, "consul.log")))
+
+    def start(self) -> None:
+        for s in self.servers:
+            s.start()
+        for s in self.servers:
+            s.wait_ready(60)
+
+    def stop(self) -> None:
+        for s in self.servers:
+            s.stop()
+
+    @property
+    def urls(self) -> list[str]:
+        return [s.url for s in self.servers]
+
+    def leader_server(self) -> ConsulProcess:
+        """The server process currently leading (by its raft server port)."""
+        for s in self.servers:
+            try:
+                addr = s.leader()
+            except OSError:
+                continue
+            if addr:
+                port = int(addr.rsplit(":", 1)[1])
+                for t in self.servers:
+                    if f'"server": {port}' in Path(t.data_dir, "cfg.json").read_text():
+                        return t
+        raise RuntimeError("no leader")
+
+
+@pytest.fixture(scope="session")
+def consul_tmp():
+    d = tempfile.mkdtemp(prefix="epochgate-consul-")
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def consul_agent(consul_tmp):
+    """A session-wide dev agent. Tests isolate themselves with a unique KV prefix."""
+    agent = dev_agent(consul_tmp)
+    agent.start()
+    try:
+        agent.wait_ready()
+        yield agent
+    finally:
+        agent.stop()
+
+
+@pytest.fixture
+def fresh_consul_agent(consul_tmp):
+    """A dev agent of this test's own (to kill, freeze or restart)."""
+    agent = dev_agent(consul_tmp)
+    agent.start()
+    try:
+        agent.wait_ready()
+        yield agent
+    finally:
+        agent.stop()
+
+
+@pytest.fixture
+def consul_cluster(consul_tmp):
+    cluster = ConsulCluster(consul_tmp)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+_counter = iter(range(1_000_000))
+
+
+@pytest.fixture
+def kv_prefix(request) -> str:
+    """A KV prefix unique to this test, ending in '/'."""
+    return f"t{os.getpid()}-{next(_counter)}-{request.node.name[:40].replace('[', '-').replace(']', '')}/"
