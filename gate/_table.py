@@ -141,8 +141,11 @@ class PlacementTable:
         with self._lock:
             entry = self._entries.get(partition)
             new = step(partition, None if entry is None else entry.state, op, node)
-            self._epoch = epoch = Epoch(self._epoch + 1)
+            epoch = Epoch(self._epoch + 1)
+            # Publish the entry before the table epoch: a reader that sees
+            # current_epoch() ≥ E is guaranteed to see the entry stamped E.
             self._entries[partition] = _Entry(new, epoch)
+            self._epoch = epoch
         self._notify(partition, new, epoch)
         return epoch
 
