@@ -1,0 +1,97 @@
+"""Conversions between the ``epochgate.v1`` messages and gate's types.
+
+Kept apart from the servicers so both the server and the CLI use one mapping
+(phase enum values, the removed-partition convention, job records).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from gate import Epoch, PartitionState, Phase
+from gate._types import Reject, WriteAdmission
+
+from ._pb.epochgate.v1 import epochgate_pb2 as pb
+
+_PHASE_TO_PB = {
+    Phase.ACTIVE: pb.PHASE_ACTIVE,
+    Phase.DRAINING: pb.PHASE_DRAINING,
+    Phase.CUTOVER: pb.PHASE_CUTOVER,
+}
+_PHASE_FROM_PB = {v: k for k, v in _PHASE_TO_PB.items()}
+_PHASE_NAMES = {pb.PHASE_UNSPECIFIED: "removed", **{v: k.value for k, v in _PHASE_TO_PB.items()}}
+
+
+def phase_to_pb(phase: Phase | None) -> int:
+    return pb.PHASE_UNSPECIFIED if phase is None else _PHASE_TO_PB[phase]
+
+
+def phase_name(value: int) -> str:
+    """The lower-case label of a proto phase (``removed`` for PHASE_UNSPECIFIED)."""
+    return _PHASE_NAMES.get(value, "unknown")
+
+
+def state_to_pb(partition: str, state: PartitionState | None, epoch: int) -> pb.PartitionState:
+    """A partition's state as a message. ``state=None`` (removed) is PHASE_UNSPECIFIED
+    with empty placements."""
+    if state is None:
+        return pb.PartitionState(partition=partition, phase=pb.PHASE_UNSPECIFIED, epoch=int(epoch))
+    return pb.PartitionState(
+        partition=partition,
+        phase=_PHASE_TO_PB[state.phase],
+        from_node=state.source,
+        to_node=state.target or "",
+        epoch=int(epoch),
+    )
+
+
+def state_from_pb(msg: pb.PartitionState) -> tuple[str, PartitionState | None, Epoch]:
+    """Inverse of ``state_to_pb``; raises ``ValueError`` on an inconsistent message."""
+    if msg.phase == pb.PHASE_UNSPECIFIED:
+        return msg.partition, None, Epoch(msg.epoch)
+    phase = _PHASE_FROM_PB[msg.phase]
+    return msg.partition, PartitionState(phase, msg.from_node, msg.to_node or None), Epoch(msg.epoch)
+
+
+def admission_to_pb(
+    partition: str, decision: WriteAdmission, state: tuple[PartitionState, Epoch] | None
+) -> pb.AdmitWriteResponse:
+    """An admission decision plus the partition's state now (absent when unknown)."""
+    current = None if state is None else state_to_pb(partition, state[0], state[1])
+    if decision:
+        return pb.AdmitWriteResponse(admitted=True, reason="", current=current)
+    assert isinstance(decision, Reject)
+    return pb.AdmitWriteResponse(admitted=False, reason=decision.reason.value, current=current)
+
+
+_JOB_SCALARS = ("id", "partition", "from_node", "to_node", "status", "error", "bytes_copied", "started", "finished")
+
+
+def job_to_pb(job: Any) -> pb.Job:
+    """A job record (anything with ``to_dict()`` keyed like ``Job``, or such a dict).
+
+    Unknown keys are ignored and ``None`` means "not set", so the controller's
+    record may carry more than the wire shows.
+    """
+    data: Mapping[str, Any] = job if isinstance(job, Mapping) else job.to_dict()
+    fields = {k: data[k] for k in _JOB_SCALARS if data.get(k) is not None}
+    phases = []
+    for rec in data.get("phases") or ():
+        if not isinstance(rec, Mapping):  # tolerate (phase, epoch, at) tuples
+            rec = dict(zip(("phase", "epoch", "at"), rec))
+        phases.append(
+            pb.PhaseRecord(
+                phase=str(rec.get("phase") or ""), epoch=int(rec.get("epoch") or 0), at=float(rec.get("at") or 0.0)
+            )
+        )
+    return pb.Job(phases=phases, **fields)
+
+
+def job_to_dict(msg: pb.Job) -> dict[str, Any]:
+    """A ``Job`` message as plain data (the CLI's ``--json`` output)."""
+    out: dict[str, Any] = {k: getattr(msg, k) for k in _JOB_SCALARS}
+    out["phases"] = [{"phase": r.phase, "epoch": r.epoch, "at": r.at} for r in msg.phases]
+    return out
+
+
+TERMINAL_STATUSES = frozenset({"completed", "failed", "aborted"})
