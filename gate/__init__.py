@@ -5,6 +5,9 @@ Implementation lives in private modules; this package re-exports the public
 names (``__all__`` is checked by a test).
 """
 
+from ._admit import AdmitClient, Admitter, LocalAdmitter, SyncAdmitClient
+from ._aiohttp import aiohttp_middleware
+from ._asgi import AsgiGateMiddleware
 from ._exceptions import (
     AlreadyMigrating,
     BackendError,
@@ -18,10 +21,15 @@ from ._exceptions import (
     NotDraining,
     NotMigrating,
     PlacementFileError,
+    StaleEpoch,
     UnknownPartition,
+    UnstampedWrite,
 )
+from ._grpc_interceptor import grpc_interceptor
+from ._guard import CommitGuard, Stamp, commit_point, current_guard
 from ._machine import Op, step
 from ._placement_file import PlacementConfig, load_placement_file, parse_placement
+from ._problem import ProblemDocument, is_stale_epoch_problem, problem_document, unstamped_problem
 from ._store import EmbeddedStore, MigrationStore, PlacementSource
 from ._table import PlacementTable
 from ._types import (
@@ -41,14 +49,19 @@ from ._types import (
 __all__ = [
     "ADMIT",
     "Admit",
+    "AdmitClient",
+    "Admitter",
     "AlreadyMigrating",
+    "AsgiGateMiddleware",
     "BackendError",
+    "CommitGuard",
     "ConfigError",
     "ConflictError",
     "EmbeddedStore",
     "Epoch",
     "EpochgateError",
     "GateUnavailable",
+    "LocalAdmitter",
     "MigrationError",
     "MigrationStore",
     "NoOpMove",
@@ -65,11 +78,23 @@ __all__ = [
     "PlacementFileError",
     "PlacementSource",
     "PlacementTable",
+    "ProblemDocument",
     "Reject",
     "RejectReason",
+    "StaleEpoch",
+    "Stamp",
+    "SyncAdmitClient",
     "UnknownPartition",
+    "UnstampedWrite",
     "WriteAdmission",
+    "aiohttp_middleware",
+    "commit_point",
+    "current_guard",
+    "grpc_interceptor",
+    "is_stale_epoch_problem",
     "load_placement_file",
     "parse_placement",
+    "problem_document",
     "step",
+    "unstamped_problem",
 ]

@@ -12,7 +12,9 @@
     │       └── ConflictError          compare-and-set lost too many times in a row
     ├── ConfigError                    bad configuration; the message names the field
     │   └── PlacementFileError         bad placement file; the message names the entry
-    └── GateUnavailable                the write gate could not be asked (fail closed)
+    ├── GateUnavailable                the write gate could not be asked (fail closed)
+    ├── StaleEpoch                     the commit-point admit refused the write; roll back
+    └── UnstampedWrite                 a write arrived without the sidecar's stamped headers
 
 ``MigrationError.Backend`` is ``BackendError`` (DESIGN §3), so callers may write
 ``except MigrationError.Backend``.  Foreign exceptions (aiohttp, py-consul, grpc)
@@ -20,6 +22,11 @@ are re-raised as one of these with ``raise ... from exc``.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._types import Reject
 
 
 class EpochgateError(Exception):
@@ -88,3 +95,30 @@ class PlacementFileError(ConfigError):
 
 class GateUnavailable(EpochgateError):
     """The write gate could not be consulted; the write must be refused."""
+
+
+class StaleEpoch(EpochgateError):
+    """The commit-point admit refused this write: roll the transaction back.
+
+    ``reject`` is the ``Reject`` (reason, current placement, phase); ``partition``
+    and ``epoch`` are what the request was stamped with. The gate middlewares
+    turn it into the stale-epoch problem document (HTTP 503) or ``ABORTED``.
+    """
+
+    def __init__(self, reject: "Reject", partition: str, epoch: int) -> None:
+        super().__init__(f"write to partition {partition!r} at epoch {int(epoch)} refused: {reject.reason}")
+        self.reject = reject
+        self.partition = partition
+        self.epoch = epoch
+
+
+class UnstampedWrite(EpochgateError):
+    """A write reached the application without a valid stamp from the sidecar.
+
+    ``field`` names the missing or malformed header (``X-Partition`` or
+    ``X-Placement-Epoch``).
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field

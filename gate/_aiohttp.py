@@ -1,0 +1,64 @@
+"""The gate middleware for aiohttp applications.
+
+aiohttp is imported when the middleware is built, not when ``gate`` is.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Collection
+
+from ._exceptions import StaleEpoch, UnstampedWrite
+from ._guard import EPOCH_HEADER, PARTITION_HEADER, WRITE_METHODS, _current, request_guard
+from ._problem import ProblemDocument, problem_document, unstamped_problem
+
+GUARD_KEY = "epochgate.guard"
+"""``request[GUARD_KEY]`` is the request's ``CommitGuard``."""
+
+
+def aiohttp_middleware(
+    admitter: Any,
+    *,
+    allow_unstamped: bool = False,
+    write_methods: Collection[str] = WRITE_METHODS,
+    retry_after_s: int = 1,
+) -> Any:
+    """An aiohttp middleware that gates writes at their commit point.
+
+    For every request it builds a ``CommitGuard`` from ``X-Partition`` and
+    ``X-Placement-Epoch`` (``request["epochgate.guard"]``, and
+    ``gate.current_guard()`` inside the handler). A write (``write_methods``)
+    without a valid stamp is answered ``428`` with a problem naming the header,
+    unless ``allow_unstamped=True`` (local development: the guard then admits
+    everything). A ``StaleEpoch`` raised by the handler becomes the stale-epoch
+    problem (503, ``Retry-After``), which the sidecar retries.
+    """
+    from aiohttp import web
+
+    methods = frozenset(m.upper() for m in write_methods)
+
+    def respond(doc: ProblemDocument) -> web.Response:
+        return web.Response(status=doc.status, body=doc.encode(), headers=dict(doc.headers))
+
+    @web.middleware
+    async def epochgate_gate(request: web.Request, handler: Any) -> web.StreamResponse:
+        headers = request.headers
+        try:
+            guard = request_guard(
+                admitter,
+                request.method in methods,
+                headers.get(PARTITION_HEADER),
+                headers.get(EPOCH_HEADER),
+                allow_unstamped=allow_unstamped,
+            )
+        except UnstampedWrite as exc:
+            return respond(unstamped_problem(exc.field, str(exc).split(": ", 1)[-1]))
+        request[GUARD_KEY] = guard
+        token = _current.set(guard)
+        try:
+            return await handler(request)
+        except StaleEpoch as exc:
+            return respond(problem_document(exc.reject, exc.partition, retry_after_s=retry_after_s))
+        finally:
+            _current.reset(token)
+
+    return epochgate_gate
