@@ -1,0 +1,437 @@
+"""The barrier participant: what makes "writes are rejected fleet-wide" true (DESIGN §5).
+
+Every process that admits writes runs one. It holds a Consul session with TTL
+``T``, publishes ``sidecars/<id>`` = its applied table epoch under that
+session, and answers ``writable()`` — registered as a ``WriteGate`` guard — so
+that the controller's barrier can trust an ack or a vanished key.
+
+The order of the steps is the protocol; each rule of DESIGN §5 is one method
+so a test can break exactly one rule in a subclass:
+
+1. ``_join``: new session → publish ``sidecars/<id>`` under it → only then a
+   fresh replica read; writes are admitted only after all three.
+3. ``check``: a table read older than the lease ``L`` fails closed at once
+   (``writable``) and the run loop gives the session up (destroy: the key is
+   deleted, so the barrier stops waiting) and rejoins through rule 1.
+4. a lost session (renewal or publish refused) stops writes at once and the
+   run loop starts over at rule 1 with a new session and a fresh replica.
+5. ``writable`` is false once the last successful renewal (timed from when
+   it was *sent*) is older than ``L``; Consul cannot expire the session before
+   ``T`` > ``L`` after that renewal reached it.
+
+The ack (``_ack_loop``): on applying a transition into CUTOVER at epoch E the
+participant waits until no write of that partition admitted at an epoch < E
+is in flight (``tracker.wait_drained``), then publishes an epoch ≥ E.
+
+The session's behavior is ``delete``: when the session ends (expiry, destroy)
+Consul deletes ``sidecars/<id>``, so a dead participant leaves no key behind
+and "listed key gone, or held by another session" is exactly "that session is
+lost" to the controller. Lock-delay is 0 so a restarted process can re-acquire
+its id at once (its reads come after, so that is safe).
+
+The participant is also a ``PlacementSource``: it delegates reads to the
+replica of the current generation, so a ``WriteGate`` built on it follows the
+fresh replica after a rejoin.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from typing import Any, Callable, Protocol
+
+from ._exceptions import BackendError, ConfigError, UnknownPartition
+from ._sessions import ConsulHTTP, SessionLost
+from ._types import Epoch, PartitionState, Phase, PlacementAt, Reject, RejectReason, WriteAdmission
+
+log = logging.getLogger("epochgate.participant")
+
+MIN_TTL_S = 10.0
+_REJECT_CLOSED = Reject(RejectReason.FAIL_CLOSED, None, None)
+
+
+class Tracker(Protocol):
+    async def wait_drained(self, partition: str, below_epoch: int, timeout: float | None = None) -> bool: ...
+
+
+class ReplicaLike(Protocol):
+    last_read: float
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+def default_lease(ttl_s: float) -> float:
+    """``L`` = T/2: the margin T − L is also how long an admitted write may take
+    to commit in an application without a commit-point admit (DESIGN §5 rule 6)."""
+    return ttl_s / 2
+
+
+class Participant:
+    """One barrier participant (DESIGN §5 rules 1–5). See the module docstring.
+
+    ``replica_factory()`` returns an unstarted replica (``start``/``stop``,
+    ``last_read`` on the same ``clock``, a ``PlacementTable``-like read API,
+    ``subscribe``); it is called for every (re)join, and its blocking queries
+    must wait at most ``lease_s / 3`` (``self.wait_s``).
+    """
+
+    def __init__(self, consul_url: str, prefix: str = "epochgate/", *, participant_id: str,
+                 replica_factory: Callable[[], Any], tracker: Tracker | None = None, ttl_s: float = 10.0,
+                 lease_s: float | None = None, token: str | None = None,
+                 clock: Callable[[], float] = time.monotonic, consul: Any = None) -> None:
+        if not participant_id or "/" in participant_id or not participant_id.isprintable():
+            raise ConfigError("participant_id", f"must be a non-empty printable string without '/', got {participant_id!r}")
+        if ttl_s < MIN_TTL_S:
+            raise ConfigError("ttl_s", f"Consul session TTL must be ≥ {MIN_TTL_S:g} s, got {ttl_s!r}")
+        lease = default_lease(ttl_s) if lease_s is None else float(lease_s)
+        if not 0 < lease <= ttl_s * 0.8:
+            raise ConfigError("lease_s", f"lease must be > 0 and ≤ 0.8 × ttl_s ({ttl_s * 0.8:g}), got {lease_s!r}")
+        if prefix and not prefix.endswith("/"):
+            prefix += "/"
+        self.id = participant_id
+        self.prefix = prefix
+        self.key = f"{prefix}sidecars/{participant_id}"
+        self.ttl_s = float(ttl_s)
+        self.lease_s = lease
+        self.wait_s = lease / 3          # rule 3: a quiet table still counts as fresh
+        self.renew_every_s = lease / 4   # several renewals fit inside the lease
+        self._consul_url, self._token, self._consul = consul_url, token, consul
+        self._factory = replica_factory
+        self.tracker = tracker
+        self.clock = clock
+        self.replica: Any = None
+        self.session: str | None = None
+        self.generation = 0
+        self.joins = 0
+        self._joined = False
+        self._stopping = False
+        self._last_renew = float("-inf")
+        self._published = Epoch.ZERO
+        self._seen = Epoch.ZERO
+        self._cutovers: dict[str, Epoch] = {}
+        self._subs: list[Callable[..., None]] = []
+        self._unsub: Callable[[], None] | None = None
+        self._wake: asyncio.Event | None = None
+        self._rejoin: asyncio.Event | None = None
+        self._reason = ""
+        self._task: asyncio.Task | None = None
+        self._joined_once: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # ---- the guard ---------------------------------------------------------
+
+    def check(self) -> str | None:
+        """Why writes must be refused now (None: they may be admitted). Pure: reads the clock."""
+        if self._stopping:
+            return "stopping"
+        if not self._joined or self.replica is None:
+            return "not_registered"
+        now = self.clock()
+        if now - self._last_renew >= self.lease_s:
+            return "lease_expired"        # rule 5
+        if now - self.replica.last_read >= self.lease_s:
+            return "stale_table"          # rule 3
+        return None
+
+    def table_stale(self) -> bool:
+        """Rule 3: the last successful table read is older than the lease."""
+        r = self.replica
+        return r is not None and self.clock() - r.last_read >= self.lease_s
+
+    def writable(self) -> bool:
+        """True when this participant may admit writes (the ``WriteGate`` guard)."""
+        return self.check() is None
+
+    @property
+    def published(self) -> Epoch:
+        """The epoch last acknowledged under the current session."""
+        return self._published
+
+    # ---- life cycle --------------------------------------------------------
+
+    async def start(self, *, wait_joined_s: float | None = None) -> None:
+        """Start the run loop. With ``wait_joined_s``, wait that long for the first
+        join (raise ``BackendError`` if it did not happen)."""
+        if self._task is not None:
+            return
+        self._loop = asyncio.get_running_loop()
+        self._joined_once = asyncio.Event()
+        if self._consul is None:
+            self._consul = ConsulHTTP(self._consul_url, token=self._token,
+                                      request_timeout_s=max(0.5, min(5.0, self.renew_every_s)))
+            self._own_consul = True
+        else:
+            self._own_consul = False
+        self._task = asyncio.create_task(self._run(), name=f"participant-{self.id}")
+        if wait_joined_s is not None:
+            try:
+                await asyncio.wait_for(self._joined_once.wait(), wait_joined_s)
+            except asyncio.TimeoutError as exc:
+                raise BackendError(f"participant {self.id}: not registered after {wait_joined_s:g}s") from exc
+
+    async def wait_joined(self, timeout_s: float) -> bool:
+        """Wait until the participant is writable (True) or ``timeout_s`` passed."""
+        end = time.monotonic() + timeout_s
+        while time.monotonic() < end:
+            if self.writable():
+                return True
+            await asyncio.sleep(0.02)
+        return self.writable()
+
+    async def stop(self) -> None:
+        """Stop admitting, give the session up (its key goes with it), stop the replica."""
+        self._stopping = True
+        self._joined = False
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001 - shutting down
+                pass
+            self._task = None
+        await self._leave()
+        if self._consul is not None and getattr(self, "_own_consul", False):
+            await self._consul.close()
+
+    async def _run(self) -> None:
+        backoff = 0.05
+        while not self._stopping:
+            acker = None
+            try:
+                await self._join()
+                backoff = 0.05
+                acker = asyncio.create_task(self._ack_loop(), name=f"ack-{self.id}")
+                await self._serve(acker)
+                log.warning("participant %s leaving (%s); rejoining", self.id, self._reason)
+            except BackendError as exc:
+                log.warning("participant %s: %s", self.id, exc)
+            finally:
+                self._joined = False   # rules 3/4: stop writes before anything else
+                if acker is not None:
+                    acker.cancel()
+                    await asyncio.gather(acker, return_exceptions=True)
+            if self._stopping:
+                break
+            await self._leave()
+            await asyncio.sleep(backoff * (0.5 + random.random()))
+            backoff = min(backoff * 2, self.lease_s / 2)
+
+    # ---- rule 1: register before you read -------------------------------------
+
+    async def _join(self) -> None:
+        self._joined = False
+        self.generation += 1
+        self._rejoin = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._published = self._seen = Epoch.ZERO
+        self._cutovers = {}
+        await self._open_session()
+        await self._register()
+        await self._read_table()
+        self._joined = True
+        self.joins += 1
+        assert self._joined_once is not None
+        self._joined_once.set()
+        self._wake.set()
+
+    async def _open_session(self) -> None:
+        sent = self.clock()
+        self.session = await self._consul.session_create(f"epochgate-participant-{self.id}", self.ttl_s)
+        self._last_renew = sent
+
+    async def _register(self) -> None:
+        assert self.session is not None
+        if not await self._consul.acquire(self.key, b"0", self.session):
+            raise BackendError(f"participant {self.id}: could not acquire {self.key} (held by another session?)")
+
+    async def _read_table(self) -> None:
+        """A fresh replica: a new snapshot read, never the old view (rule 4)."""
+        old, self.replica = self.replica, None
+        if old is not None:
+            await old.stop()
+        replica = self._factory()
+        unsub = replica.subscribe(self._on_change)
+        try:
+            await replica.start()
+        except BaseException:
+            unsub()
+            await replica.stop()
+            raise
+        self.replica, self._unsub = replica, unsub
+        for p, (state, epoch) in replica.partitions().items():
+            if state.phase is Phase.CUTOVER:
+                self._cutovers[p] = epoch
+        self._seen = max(self._seen, replica.current_epoch())
+
+    def _on_change(self, partition: str, state: PartitionState | None, epoch: int) -> None:
+        loop = self._loop
+        if loop is not None and not _on_loop(loop):
+            loop.call_soon_threadsafe(self._on_change, partition, state, epoch)
+            return
+        if state is not None and state.phase is Phase.CUTOVER:
+            self._cutovers[partition] = Epoch(epoch)
+        if epoch > self._seen:
+            self._seen = Epoch(epoch)
+        if self._wake is not None:
+            self._wake.set()
+        for fn in list(self._subs):
+            fn(partition, state, epoch)
+
+    # ---- serving: renewals (rules 4, 5) and the watchdog (rule 3) -------------
+
+    async def _serve(self, acker: asyncio.Task) -> None:
+        renewer = asyncio.create_task(self._renew_loop(), name=f"renew-{self.id}")
+        tick = min(self.renew_every_s, self.lease_s / 10)
+        assert self._rejoin is not None
+        try:
+            while not self._rejoin.is_set():
+                if self.table_stale():
+                    self._reason = "stale table"   # rule 3: fail closed (check) and leave
+                    return
+                for t in (acker, renewer):
+                    if t.done() and not t.cancelled() and t.exception() is not None:
+                        raise BackendError(f"participant task failed: {t.exception()!r}")
+                try:
+                    await asyncio.wait_for(self._rejoin.wait(), tick)
+                except asyncio.TimeoutError:
+                    pass
+        finally:
+            renewer.cancel()
+            await asyncio.gather(renewer, return_exceptions=True)
+
+    async def _renew_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.renew_every_s)
+            await self.renew_once()
+
+    async def renew_once(self) -> None:
+        sent = self.clock()   # Consul restarts the TTL when it receives this: later than `sent`
+        try:
+            await self._consul.session_renew(self.session)
+        except SessionLost:
+            self.session_lost("renewal refused")
+        except BackendError as exc:
+            log.info("participant %s: renewal failed: %s", self.id, exc)
+        else:
+            self._last_renew = max(self._last_renew, sent)
+
+    def session_lost(self, why: str) -> None:
+        """Rule 4: stop writes at once; the run loop rejoins with a new session."""
+        self._joined = False
+        self._reason = f"session lost: {why}"
+        if self._rejoin is not None:
+            self._rejoin.set()
+
+    # ---- the ack ----------------------------------------------------------------
+
+    async def _ack_loop(self) -> None:
+        assert self._wake is not None
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            target = self._seen
+            for p, e in sorted(self._cutovers.items(), key=lambda kv: kv[1]):
+                if e <= target:
+                    await self._drain(p, e)
+                    if self._cutovers.get(p) == e:
+                        del self._cutovers[p]
+            if target > self._published:
+                await self._publish(target)
+
+    async def _drain(self, partition: str, epoch: Epoch) -> None:
+        """Wait for writes of ``partition`` admitted below ``epoch`` — while the
+        partition is still in that cutover (once it moved on, no barrier waits for it)."""
+        if self.tracker is None:
+            return
+        while not await self.tracker.wait_drained(partition, epoch, timeout=0.5):
+            st = self.replica.state(partition) if self.replica is not None else None
+            if st is None or st[1] != epoch:
+                return
+
+    async def _publish(self, epoch: Epoch) -> None:
+        try:
+            ok = await self._consul.acquire(self.key, str(int(epoch)).encode(), self.session)
+        except BackendError as exc:
+            log.info("participant %s: publish failed: %s", self.id, exc)
+            await asyncio.sleep(0.05)
+            assert self._wake is not None
+            self._wake.set()   # try again
+            return
+        if not ok:
+            self.session_lost("publish refused")
+            return
+        self._published = epoch
+
+    async def _leave(self) -> None:
+        """Give the session up (best effort) and stop the replica."""
+        self._joined = False
+        sid, self.session = self.session, None
+        if sid is not None and self._consul is not None:
+            try:
+                await asyncio.wait_for(self._consul.session_destroy(sid), self.renew_every_s)
+            except (BackendError, asyncio.TimeoutError) as exc:
+                log.info("participant %s: could not destroy session: %s", self.id, exc)
+        if self._unsub is not None:
+            self._unsub()
+            self._unsub = None
+        replica, self.replica = self.replica, None
+        if replica is not None:
+            await replica.stop()
+
+    # ---- PlacementSource over the current replica ------------------------------
+
+    def get(self, partition: str) -> PlacementAt:
+        r = self.replica
+        if r is None:
+            raise UnknownPartition(f"unknown partition {partition!r} (no table yet)", partition)
+        return r.get(partition)
+
+    def lookup(self, partition: str) -> PlacementAt | None:
+        r = self.replica
+        return None if r is None else r.lookup(partition)
+
+    def admit_write(self, partition: str, epoch: int) -> WriteAdmission:
+        """The replica's answer, but fail closed unless ``writable()``."""
+        r = self.replica
+        if r is None or not self.writable():
+            cur = None if r is None else r.lookup(partition)
+            return _REJECT_CLOSED if cur is None else Reject(RejectReason.FAIL_CLOSED, cur, None)
+        return r.admit_write(partition, epoch)
+
+    def state(self, partition: str) -> tuple[PartitionState, Epoch] | None:
+        r = self.replica
+        return None if r is None else r.state(partition)
+
+    def current_epoch(self) -> Epoch:
+        r = self.replica
+        return Epoch.ZERO if r is None else r.current_epoch()
+
+    def partitions(self) -> dict[str, tuple[PartitionState, Epoch]]:
+        r = self.replica
+        return {} if r is None else r.partitions()
+
+    @property
+    def last_read(self) -> float:
+        r = self.replica
+        return float("-inf") if r is None else r.last_read
+
+    @property
+    def nodes(self) -> dict[str, str]:
+        r = self.replica
+        return {} if r is None else dict(getattr(r, "nodes", {}) or {})
+
+    def subscribe(self, fn: Callable[..., None]) -> Callable[[], None]:
+        """Changes of whichever replica is current (re-attached across rejoins)."""
+        self._subs.append(fn)
+        return lambda: self._subs.remove(fn) if fn in self._subs else None
+
+
+def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
