@@ -8,6 +8,9 @@ names (``__all__`` is checked by a test).
 from ._admit import AdmitClient, Admitter, LocalAdmitter, SyncAdmitClient
 from ._aiohttp import aiohttp_middleware
 from ._asgi import AsgiGateMiddleware
+from ._consensus import Consensus, MemoryConsensus, TxnOp, Versioned
+from ._consensus_store import ConsensusStore, HistoryEntry
+from ._consul_consensus import ConsulConsensus, open_consul
 from ._exceptions import (
     AlreadyMigrating,
     BackendError,
@@ -30,6 +33,7 @@ from ._guard import CommitGuard, Stamp, commit_point, current_guard
 from ._machine import Op, step
 from ._placement_file import PlacementConfig, load_placement_file, parse_placement
 from ._problem import ProblemDocument, is_stale_epoch_problem, problem_document, unstamped_problem
+from ._replica import Backoff, Replica
 from ._store import EmbeddedStore, MigrationStore, PlacementSource
 from ._table import PlacementTable
 from ._types import (
@@ -54,14 +58,20 @@ __all__ = [
     "AlreadyMigrating",
     "AsgiGateMiddleware",
     "BackendError",
+    "Backoff",
     "CommitGuard",
     "ConfigError",
     "ConflictError",
+    "Consensus",
+    "ConsensusStore",
+    "ConsulConsensus",
     "EmbeddedStore",
     "Epoch",
     "EpochgateError",
     "GateUnavailable",
+    "HistoryEntry",
     "LocalAdmitter",
+    "MemoryConsensus",
     "MigrationError",
     "MigrationStore",
     "NoOpMove",
@@ -81,11 +91,14 @@ __all__ = [
     "ProblemDocument",
     "Reject",
     "RejectReason",
+    "Replica",
     "StaleEpoch",
     "Stamp",
     "SyncAdmitClient",
+    "TxnOp",
     "UnknownPartition",
     "UnstampedWrite",
+    "Versioned",
     "WriteAdmission",
     "aiohttp_middleware",
     "commit_point",
@@ -93,6 +106,7 @@ __all__ = [
     "grpc_interceptor",
     "is_stale_epoch_problem",
     "load_placement_file",
+    "open_consul",
     "parse_placement",
     "problem_document",
     "step",

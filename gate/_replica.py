@@ -1,0 +1,280 @@
+"""``Replica``: a sidecar's local copy of the consensus store (DESIGN §4.3).
+
+It reads ``partitions/`` (and ``nodes/``) once, then follows the change log:
+a blocking query on ``log/head`` wakes it on every transition and hands it the
+newest entry, so a transition costs each replica one small response however
+large the table is. When it sees a jump in the log's sequence numbers it reads
+the missing entries from ``log/e/``; when those were already truncated (it fell
+too far behind) or the store went backwards (index reset: agent restart,
+restore from backup) it reads the snapshot again.
+
+Changes go into a ``PlacementTable`` through ``apply`` (only newer epochs), so
+reads are answered by the same code as the embedded store. ``last_read`` is the
+clock time of the last successful read of the store — a blocking query that
+returns "no change" counts — and is what a sidecar's lease is measured against.
+
+A value that does not parse is logged, counted in ``errors`` and skipped; the
+partition keeps its last good state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from typing import Awaitable, Callable
+
+from ._consensus import Consensus, Versioned
+from ._consensus_store import HEAD, LOG, NODES, PARTITIONS, LogEntry, decode_state, seq_of
+from ._exceptions import BackendError, ConfigError
+from ._placement_file import validate_url
+from ._table import PlacementTable
+from ._types import PartitionState, node_name
+
+log = logging.getLogger("epochgate.replica")
+
+
+class Backoff:
+    """Capped exponential backoff with jitter: the n-th delay is drawn from
+    [d/2, d] with d = min(cap, base·2ⁿ), so a fleet that lost Consul together
+    does not come back in lockstep."""
+
+    def __init__(self, base_s: float = 0.05, cap_s: float = 5.0, rng: Callable[[], float] = random.random) -> None:
+        if not 0 < base_s <= cap_s:
+            raise ConfigError("backoff", f"need 0 < base ≤ cap, got base={base_s!r} cap={cap_s!r}")
+        self.base_s, self.cap_s, self._rng = base_s, cap_s, rng
+        self.failures = 0
+
+    def next(self) -> float:
+        d = min(self.cap_s, self.base_s * (2 ** min(self.failures, 30)))
+        self.failures += 1
+        return d / 2 + self._rng() * d / 2
+
+    def reset(self) -> None:
+        self.failures = 0
+
+
+class Replica:
+    """Follows a Consensus store into a local ``PlacementTable``.
+
+    ``wait_s`` is the blocking-query wait (keep it ≤ a third of the sidecar's
+    lease, DESIGN §5 rule 3). ``clock`` stamps ``last_read``; ``sleep`` and
+    ``backoff`` are injectable for tests.
+    """
+
+    def __init__(self, consensus: Consensus, *, wait_s: float = 5.0, clock: Callable[[], float] = time.monotonic,
+                 backoff: Backoff | None = None, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+        if not isinstance(wait_s, (int, float)) or not 0 < wait_s <= 300:
+            raise ConfigError("wait_s", f"blocking-query wait must be in (0, 300] seconds, got {wait_s!r}")
+        self.consensus = consensus
+        self.wait_s = float(wait_s)
+        self._clock = clock
+        self._sleep = sleep
+        self.backoff = backoff or Backoff(cap_s=min(5.0, max(0.05, wait_s)))
+        self.table = PlacementTable()
+        t = self.table
+        self.get, self.lookup, self.admit_write = t.get, t.lookup, t.admit_write
+        self.state, self.current_epoch, self.partitions, self.subscribe = t.state, t.current_epoch, t.partitions, t.subscribe
+        self.nodes: dict[str, str] = {}
+        self.last_read: float | None = None
+        self.errors = 0      # failed reads and unparseable values
+        self.updates = 0     # changes applied from the log (table or nodes)
+        self.snapshots = 0   # full reads of partitions/
+        self.resets = 0      # times the store's index went backwards
+        self.seq = 0         # last change-log sequence number applied
+        self.index = 0       # blocking-query index on log/head
+        self.stale_store = False  # the store lost its data; serving the last table
+        self._log_index = 0  # seqno of the last log entry applied
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task | None = None
+        self._refreshing: asyncio.Future | None = None
+        self._last_bad: tuple[str, int] | None = None
+
+    # ---- life cycle --------------------------------------------------------
+
+    async def start(self) -> None:
+        """Read the snapshot (``BackendError`` if the store cannot be read), then follow."""
+        if self._task is not None:
+            return
+        async with self._lock:
+            await self._snapshot()
+        self._task = asyncio.create_task(self._run(), name="epochgate-replica")
+
+    async def stop(self) -> None:
+        """Stop following. Idempotent; the table keeps serving its last state."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def refresh(self) -> None:
+        """Catch up with the store now (non-blocking read). Concurrent callers
+        share one read; raises ``BackendError`` when the store cannot be read."""
+        if self._refreshing is None:
+            self._refreshing = asyncio.ensure_future(self._refresh_once())
+            self._refreshing.add_done_callback(self._refresh_done)
+        await asyncio.shield(self._refreshing)
+
+    def _refresh_done(self, fut: asyncio.Future) -> None:
+        self._refreshing = None
+        if not fut.cancelled():
+            fut.exception()  # retrieved here so an unawaited failure is not reported twice
+
+    async def _refresh_once(self) -> None:
+        value, index = await self.consensus.watch(HEAD, 0, 0.0)
+        async with self._lock:
+            await self._on_head(value, index)
+
+    # ---- the follow loop ---------------------------------------------------
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                value, index = await self.consensus.watch(HEAD, self.index, self.wait_s)
+                async with self._lock:
+                    await self._on_head(value, index)
+                self.backoff.reset()
+            except BackendError as exc:
+                self.errors += 1
+                delay = self.backoff.next()
+                log.warning("replica: store read failed (retry in %.2fs): %s", delay, exc)
+                await self._sleep(delay)
+
+    async def _on_head(self, value: Versioned | None, index: int) -> None:
+        """Process one answer of the head query (caller holds the lock)."""
+        if index < self.index or index <= 0:
+            # The store went backwards (restart without data, restore): nothing we
+            # hold about its positions is valid any more. Start over from a snapshot.
+            self.resets += 1
+            log.warning("replica: store index went backwards (%d → %d); re-reading the snapshot", self.index, index)
+            self.index = 0
+            await self._snapshot()
+            return
+        self.index = index
+        if value is None:
+            if self.seq > 0 or self.stale_store:
+                await self._snapshot()  # the log vanished: wiped store
+            else:
+                self._fresh()  # still an empty store
+            return
+        entry = self._parse_entry(value)
+        if self.stale_store or (entry is not None and entry.seq < self.seq):
+            await self._snapshot()
+        elif entry is not None and entry.seq == self.seq:
+            self._fresh()  # the wait ended with no change: the table is confirmed current
+        elif entry is not None and entry.seq == self.seq + 1:
+            self._apply(entry, value.seqno)
+            self._fresh()
+        else:
+            await self._catch_up(entry)
+
+    async def _catch_up(self, head: LogEntry | None) -> None:
+        """Read the log entries after the last one applied; snapshot on a gap."""
+        for v in await self.consensus.scan(LOG, self._log_index + 1):
+            s = seq_of(v.key)
+            if s is None:
+                self._bad(v.key, "not a log entry key")
+                continue
+            if s <= self.seq:
+                continue
+            if s > self.seq + 1:
+                log.info("replica: log truncated past seq %d (next kept is %d); re-reading the snapshot", self.seq, s)
+                await self._snapshot()
+                return
+            entry = self._parse_entry(v)
+            if entry is not None:
+                self._apply(entry, v.seqno)
+            self.seq, self._log_index = s, v.seqno
+        if head is not None and head.seq > self.seq:
+            await self._snapshot()  # the head is ahead of every entry we could read
+            return
+        self._fresh()
+
+    def _apply(self, entry: LogEntry, epoch: int) -> None:
+        if entry.partition is not None:
+            if self.table.apply(entry.partition, entry.state, epoch):
+                self.updates += 1
+        elif self.nodes.get(entry.node or "") != entry.url:
+            self.nodes[entry.node or ""] = entry.url or ""
+            self.updates += 1
+        self.seq, self._log_index = entry.seq, epoch
+
+    # ---- snapshot ----------------------------------------------------------
+
+    async def _snapshot(self) -> None:
+        head = await self.consensus.head(HEAD)
+        items, read_index = await self.consensus.read_prefix(PARTITIONS)
+        node_items, _ = await self.consensus.read_prefix(NODES)
+        if head is None and len(self.table) and self.last_read is not None:
+            # The store holds nothing at all after holding a table: it was wiped (a
+            # dev agent restarted, a botched restore). Keep serving the last table;
+            # last_read stays old, so the sidecar's lease fails writes closed until
+            # the store is seeded again.
+            if not self.stale_store:
+                log.error("replica: the store is empty; keeping the last table until it is re-seeded")
+                self.errors += 1
+            self.stale_store = True
+            self.seq, self._log_index, self.index = 0, 0, max(read_index, 1)
+            return
+        entry = None if head is None else self._parse_entry(head)
+        if head is not None and entry is None:
+            seqs = [s for s in map(seq_of, await self.consensus.list_keys(LOG)) if s is not None]
+            seq = max(seqs, default=0)
+        else:
+            seq = 0 if entry is None else entry.seq
+        snap: dict[str, tuple[PartitionState, int]] = {}
+        for v in items:
+            p = v.key[len(PARTITIONS):]
+            try:
+                snap[p] = (decode_state(v.value), v.seqno)
+            except ValueError as exc:
+                self._bad(v.key, str(exc))
+                kept = self.table.state(p)
+                if kept is not None:
+                    snap[p] = kept  # the last good state stays
+        self.table.replace(snap)
+        self.nodes = self._parse_nodes(node_items)
+        self.seq, self._log_index = seq, 0 if head is None else head.seqno
+        self.index = head.seqno if head is not None else max(read_index, 1)
+        self.stale_store = False
+        self.snapshots += 1
+        self._fresh()
+
+    def _parse_nodes(self, items: list[Versioned]) -> dict[str, str]:
+        out = {}
+        for v in items:
+            try:
+                out[node_name(v.key[len(NODES):])] = validate_url(v.value.decode(), v.key)
+            except (ConfigError, UnicodeDecodeError) as exc:
+                self._bad(v.key, str(exc))
+                old = self.nodes.get(v.key[len(NODES):])
+                if old is not None:
+                    out[v.key[len(NODES):]] = old
+        return out
+
+    # ---- helpers -----------------------------------------------------------
+
+    def _parse_entry(self, v: Versioned) -> LogEntry | None:
+        try:
+            return LogEntry.decode(v.value)
+        except ValueError as exc:
+            if (v.key, v.seqno) != self._last_bad:  # count a bad value once, not on every wait
+                self._last_bad = (v.key, v.seqno)
+                self._bad(v.key, str(exc))
+            return None
+
+    def _bad(self, key: str, why: str) -> None:
+        self.errors += 1
+        log.warning("replica: skipping unparseable value at %s: %s", key, why)
+
+    def _fresh(self) -> None:
+        if not self.stale_store:
+            self.last_read = self._clock()
