@@ -4,9 +4,6 @@ embedded store: every RPC, the error-code mapping, the bearer token, Watch."""
 from __future__ import annotations
 
 import asyncio
-import time
-from dataclasses import dataclass, field
-from typing import AsyncIterator
 
 import grpc
 import pytest
@@ -15,78 +12,9 @@ from gate import BackendError, ConflictError, EmbeddedStore, PlacementTable
 from sidecar._grpc_server import start_control_server
 from sidecar._pb.epochgate.v1 import epochgate_pb2 as pb
 from sidecar._pb.epochgate.v1 import epochgate_pb2_grpc as pb_grpc
+from tests._control_fakes import FakeJobs
 
 NODES = {"a": "http://127.0.0.1:9001", "b": "http://127.0.0.1:9002"}
-
-
-@dataclass
-class _Job:
-    id: str
-    partition: str
-    from_node: str
-    to_node: str
-    status: str = "pending"
-    error: str = ""
-    bytes_copied: int = 0
-    started: float = field(default_factory=time.time)
-    finished: float | None = None
-    phases: list = field(default_factory=list)
-
-    def to_dict(self) -> dict:
-        return {**self.__dict__, "extra_field_the_wire_ignores": 1}
-
-
-class _Jobs:
-    """A JobService that drives the real store synchronously (no mover)."""
-
-    def __init__(self, store: EmbeddedStore) -> None:
-        self.store = store
-        self.jobs: dict[str, _Job] = {}
-        self.changed = asyncio.Condition()
-
-    async def migrate(self, partition: str, to: str, deadline_s: float | None) -> _Job:
-        st = await self.store.state(partition)
-        if st is None:
-            from gate import UnknownPartition
-
-            raise UnknownPartition(f"unknown partition {partition!r}", partition)
-        job = _Job(f"j{len(self.jobs) + 1}", partition, st[0].source, to, error=f"deadline={deadline_s}")
-        self.jobs[job.id] = job
-        return job
-
-    async def get(self, job_id: str) -> _Job | None:
-        return self.jobs.get(job_id)
-
-    async def list(self) -> list[_Job]:
-        return list(self.jobs.values())
-
-    async def abort(self, job_id: str) -> _Job | None:
-        job = self.jobs.get(job_id)
-        if job is not None:
-            await self.advance(job_id, "aborted")
-        return job
-
-    async def advance(self, job_id: str, status: str) -> None:
-        async with self.changed:
-            job = self.jobs[job_id]
-            job.status = status
-            job.bytes_copied += 10
-            job.phases.append({"phase": status, "epoch": 7, "at": time.time()})
-            if status in ("completed", "failed", "aborted"):
-                job.finished = time.time()
-            self.changed.notify_all()
-
-    async def watch(self, job_id: str) -> AsyncIterator[_Job]:
-        job = self.jobs[job_id]
-        seen = None
-        while True:
-            async with self.changed:
-                if job.status == seen:
-                    await self.changed.wait()
-            seen = job.status
-            yield job
-            if job.status in ("completed", "failed", "aborted"):
-                return
 
 
 class _Gate:
@@ -287,7 +215,7 @@ async def test_job_rpcs_unimplemented_without_a_job_service(control):
 
 async def test_job_rpcs_delegate(control):
     _, store, start = control
-    jobs = _Jobs(store)
+    jobs = FakeJobs(store, auto=False)
     _, mig = await start(jobs=jobs)
     job = await mig.Migrate(pb.MigrateRequest(partition="t1", to_node="b", cutover_deadline_s=2.5))
     assert (job.id, job.partition, job.from_node, job.to_node, job.status) == ("j1", "t1", "a", "b", "pending")
@@ -309,7 +237,7 @@ async def test_job_rpcs_delegate(control):
     aborted = await mig.AbortJob(pb.JobRequest(id="j1"))
     assert aborted.status == "aborted" and aborted.finished > 0 and [p.phase for p in aborted.phases] == ["draining", "aborted"]
     last = await asyncio.wait_for(stream.read(), 5)
-    assert last.status == "aborted" and last.bytes_copied == 20
+    assert last.status == "aborted" and last.bytes_copied == 2000
     assert await stream.read() is grpc.aio.EOF
     assert (await _code(mig.WatchJob(pb.JobRequest(id="j9")).read()))[0] is grpc.StatusCode.NOT_FOUND
 
