@@ -93,13 +93,15 @@ class Replica:
 
     # ---- life cycle --------------------------------------------------------
 
-    async def start(self) -> None:
-        """Read the snapshot (``BackendError`` if the store cannot be read), then follow."""
+    async def start(self, *, follow: bool = True) -> None:
+        """Read the snapshot (``BackendError`` if the store cannot be read), then
+        follow the log in a background task (``follow=False``: only ``refresh``)."""
         if self._task is not None:
             return
         async with self._lock:
             await self._snapshot()
-        self._task = asyncio.create_task(self._run(), name="epochgate-replica")
+        if follow:
+            self._task = asyncio.create_task(self._run(), name="epochgate-replica")
 
     async def stop(self) -> None:
         """Stop following. Idempotent; the table keeps serving its last state."""
