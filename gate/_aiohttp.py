@@ -5,14 +5,24 @@ aiohttp is imported when the middleware is built, not when ``gate`` is.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Collection
 
 from ._exceptions import StaleEpoch, UnstampedWrite
 from ._guard import EPOCH_HEADER, PARTITION_HEADER, WRITE_METHODS, _current, request_guard
 from ._problem import ProblemDocument, problem_document, unstamped_problem
 
-GUARD_KEY = "epochgate.guard"
-"""``request[GUARD_KEY]`` is the request's ``CommitGuard``."""
+
+
+@functools.cache
+def guard_key() -> Any:
+    """The ``web.RequestKey`` under which the request's ``CommitGuard`` is stored
+    (``request[guard_key()]``); handlers normally use ``gate.current_guard()``."""
+    from aiohttp import web
+
+    from ._guard import CommitGuard
+
+    return web.RequestKey("epochgate_guard", CommitGuard)
 
 
 def aiohttp_middleware(
@@ -25,8 +35,8 @@ def aiohttp_middleware(
     """An aiohttp middleware that gates writes at their commit point.
 
     For every request it builds a ``CommitGuard`` from ``X-Partition`` and
-    ``X-Placement-Epoch`` (``request["epochgate.guard"]``, and
-    ``gate.current_guard()`` inside the handler). A write (``write_methods``)
+    ``X-Placement-Epoch`` (``gate.current_guard()`` inside the
+    handler; also ``request[gate._aiohttp.guard_key()]``). A write (``write_methods``)
     without a valid stamp is answered ``428`` with a problem naming the header,
     unless ``allow_unstamped=True`` (local development: the guard then admits
     everything). A ``StaleEpoch`` raised by the handler becomes the stale-epoch
@@ -35,6 +45,7 @@ def aiohttp_middleware(
     from aiohttp import web
 
     methods = frozenset(m.upper() for m in write_methods)
+    key = guard_key()
 
     def respond(doc: ProblemDocument) -> web.Response:
         return web.Response(status=doc.status, body=doc.encode(), headers=dict(doc.headers))
@@ -52,7 +63,7 @@ def aiohttp_middleware(
             )
         except UnstampedWrite as exc:
             return respond(unstamped_problem(exc.field, str(exc).split(": ", 1)[-1]))
-        request[GUARD_KEY] = guard
+        request[key] = guard
         token = _current.set(guard)
         try:
             return await handler(request)
