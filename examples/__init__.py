@@ -1,0 +1,1 @@
+"""Example applications that run behind epochgate sidecars."""

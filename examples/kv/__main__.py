@@ -1,0 +1,125 @@
+"""``python -m examples.kv --node NAME --listen HOST:PORT --data DIR [--consul URL | --gate HOST:PORT]``
+
+With ``--gate`` (the default, at ``127.0.0.1:50051``) the commit-point admit
+asks the node's sidecar over its ``epochgate.v1.Gate`` gRPC API. With
+``--consul`` the app embeds its own replica of the placement table and a
+barrier participant (DESIGN §5 rule 6), and admits in-process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+from typing import Any, Sequence
+
+from aiohttp import web
+
+from gate import AdmitClient, ConfigError, LocalAdmitter
+from gate._types import node_name
+
+from ._app import build_app
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m examples.kv", description="epochgate example key-value node")
+    p.add_argument("--node", required=True, help="this node's name (as in the placement table)")
+    p.add_argument("--listen", required=True, metavar="HOST:PORT", help="HTTP listener (port 0 picks one)")
+    p.add_argument("--data", required=True, metavar="DIR", help="holds kv.sqlite and commits.jsonl")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--gate", metavar="HOST:PORT",
+                      help="the sidecar's control API answering AdmitWrite (default: EPOCHGATE_CONTROL or 127.0.0.1:50051)")
+    mode.add_argument("--consul", metavar="URL", help="embed a replica + barrier participant on this Consul agent")
+    p.add_argument("--prefix", default="epochgate/", help="Consul KV prefix (with --consul)")
+    p.add_argument("--token", default=os.environ.get("EPOCHGATE_TOKEN"),
+                   help="bearer token of the sidecar's control API (env EPOCHGATE_TOKEN)")
+    p.add_argument("--consul-token", default=os.environ.get("CONSUL_HTTP_TOKEN"), help="Consul ACL token")
+    p.add_argument("--participant-id", help="barrier participant id with --consul (default kv-NODE)")
+    p.add_argument("--admit-timeout", type=float, default=0.5, metavar="S",
+                   help="commit-point admit deadline; past it the write is refused (default %(default)s)")
+    return p
+
+
+def _hostport(value: str, field: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ConfigError(field, f"expected HOST:PORT, got {value!r}")
+    return host.strip("[]"), int(port)
+
+
+async def _admitter(args: argparse.Namespace) -> tuple[Any, Any]:
+    """(admitter, async close) for the chosen mode."""
+    if args.consul is None:
+        target = args.gate or os.environ.get("EPOCHGATE_CONTROL") or "127.0.0.1:50051"
+        _hostport(target, "--gate")
+        client = AdmitClient(target, timeout_s=args.admit_timeout, token=args.token)
+        return client, client.close
+
+    from gate import ConsulConsensus, Replica
+    from gate._participant import Participant
+    from sidecar._inflight import InflightTracker
+
+    consensus = ConsulConsensus(args.consul, args.prefix, args.consul_token)
+    tracker = InflightTracker()
+    participant: Any = None
+
+    def replica() -> Replica:
+        return Replica(consensus, wait_s=participant.wait_s)  # rule 3: wait ≤ lease / 3
+
+    participant = Participant(args.consul, args.prefix, participant_id=args.participant_id or f"kv-{args.node}",
+                              replica_factory=replica, tracker=tracker, token=args.consul_token)
+    try:
+        await participant.start(wait_joined_s=30)
+    except BaseException:
+        await participant.stop()
+        await consensus.close()
+        raise
+
+    async def close() -> None:
+        await participant.stop()
+        await consensus.close()
+
+    return LocalAdmitter(participant, participant, tracker=tracker), close
+
+
+async def serve(args: argparse.Namespace) -> None:
+    host, port = _hostport(args.listen, "--listen")
+    node_name(args.node, "--node")
+    admitter, close_admitter = await _admitter(args)
+    runner = web.AppRunner(build_app(args.node, args.data, admitter), access_log=None)
+    try:
+        await runner.setup()
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        bound = runner.addresses[0]
+        print(f"examples.kv node {args.node} listening on http://{bound[0]}:{bound[1]}", flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+        await close_admitter()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        asyncio.run(serve(args))
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: --listen {args.listen}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # a clear line rather than a traceback (e.g. Consul unreachable)
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,129 @@
+"""The example's SQLite storage: one file per node, ``DIR/kv.sqlite``.
+
+Every change (a client commit or a mover import) takes the next value of one
+per-node counter, ``seq``, in the same transaction, and each row remembers the
+``seq`` of its last change. So a mover's cursor is exact: an export reads the
+rows and the counter in one read transaction (a snapshot, WAL mode), and
+"the delta since cursor C" is every row of the partition with ``seq > C``.
+
+There are no deletes in this API, so the latest value per key is the whole
+delta. Writes go through one connection guarded by an ``asyncio.Lock`` (the
+commit-point admit is awaited inside the open transaction); reads and
+exports use a second connection and only ever see committed data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import AsyncIterator, Iterable
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS kv (
+    partition TEXT NOT NULL,
+    key       TEXT NOT NULL,
+    value     TEXT NOT NULL,
+    seq       INTEGER NOT NULL,
+    PRIMARY KEY (partition, key)
+);
+CREATE INDEX IF NOT EXISTS kv_seq ON kv (partition, seq);
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT OR IGNORE INTO meta (name, value) VALUES ('seq', 0);
+"""
+
+_UPSERT = (
+    "INSERT INTO kv (partition, key, value, seq) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (partition, key) DO UPDATE SET value = excluded.value, seq = excluded.seq"
+)
+
+
+class KvStore:
+    """The node's key-value table with an exact change cursor."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._w = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._w.execute("PRAGMA journal_mode=WAL")
+        self._w.execute("PRAGMA synchronous=NORMAL")
+        self._w.executescript(_SCHEMA)
+        self._r = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self.write_lock = asyncio.Lock()
+
+    def close(self) -> None:
+        self._w.close()
+        self._r.close()
+
+    # ---- writes ------------------------------------------------------------
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator["_Txn"]:
+        """An open write transaction: the body stages changes and calls
+        ``txn.commit()``; leaving without committing (or by an exception) rolls back."""
+        async with self.write_lock:
+            self._w.execute("BEGIN IMMEDIATE")
+            txn = _Txn(self._w)
+            try:
+                yield txn
+            finally:
+                if not txn.committed:
+                    self._w.execute("ROLLBACK")
+
+    async def import_rows(self, partition: str, rows: Iterable[tuple[str, str]]) -> int:
+        """Upsert ``rows`` of a partition in one transaction (the mover's import)."""
+        async with self.transaction() as txn:
+            n = 0
+            for key, value in rows:
+                txn.put(partition, key, value)
+                n += 1
+            txn.commit()
+        return n
+
+    # ---- reads -------------------------------------------------------------
+
+    def get(self, partition: str, key: str) -> str | None:
+        row = self._r.execute("SELECT value FROM kv WHERE partition = ? AND key = ?", (partition, key)).fetchone()
+        return None if row is None else row[0]
+
+    def export(self, partition: str) -> tuple[int, list[tuple[str, str]]]:
+        """(cursor, every key/value of the partition) from one snapshot."""
+        return self._snapshot("SELECT key, value FROM kv WHERE partition = ? ORDER BY key", (partition,))
+
+    def delta(self, partition: str, since: int) -> tuple[int, list[tuple[str, str]]]:
+        """(cursor, the latest value of every key changed after ``since``) from one snapshot."""
+        return self._snapshot(
+            "SELECT key, value FROM kv WHERE partition = ? AND seq > ? ORDER BY seq", (partition, since)
+        )
+
+    def _snapshot(self, sql: str, params: tuple) -> tuple[int, list[tuple[str, str]]]:
+        r = self._r
+        r.execute("BEGIN")
+        try:
+            cursor = r.execute("SELECT value FROM meta WHERE name = 'seq'").fetchone()[0]
+            rows = r.execute(sql, params).fetchall()
+        finally:
+            r.execute("COMMIT")
+        return cursor, rows
+
+    def cursor(self) -> int:
+        return self._r.execute("SELECT value FROM meta WHERE name = 'seq'").fetchone()[0]
+
+
+class _Txn:
+    __slots__ = ("_c", "committed", "last_seq")
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._c = conn
+        self.committed = False
+        self.last_seq = 0
+
+    def put(self, partition: str, key: str, value: str) -> int:
+        seq = self._c.execute("UPDATE meta SET value = value + 1 WHERE name = 'seq' RETURNING value").fetchone()[0]
+        self._c.execute(_UPSERT, (partition, key, value, seq))
+        self.last_seq = seq
+        return seq
+
+    def commit(self) -> None:
+        self._c.execute("COMMIT")
+        self.committed = True
