@@ -133,14 +133,14 @@ class Participant:
         now = self.clock()
         if now - self._last_renew >= self.lease_s:
             return "lease_expired"        # rule 5
-        if now - self.replica.last_read >= self.lease_s:
+        if now - _read_at(self.replica) >= self.lease_s:
             return "stale_table"          # rule 3
         return None
 
     def table_stale(self) -> bool:
         """Rule 3: the last successful table read is older than the lease."""
         r = self.replica
-        return r is not None and self.clock() - r.last_read >= self.lease_s
+        return r is not None and self.clock() - _read_at(r) >= self.lease_s
 
     def writable(self) -> bool:
         """True when this participant may admit writes (the ``WriteGate`` guard)."""
@@ -256,7 +256,12 @@ class Participant:
         replica = self._factory()
         unsub = replica.subscribe(self._on_change)
         try:
-            await replica.start()
+            # bounded: a registered participant that cannot read holds the barrier up
+            await asyncio.wait_for(replica.start(), self.lease_s / 2)
+        except asyncio.TimeoutError as exc:
+            unsub()
+            await replica.stop()
+            raise BackendError(f"participant {self.id}: table read took longer than {self.lease_s / 2:g}s") from exc
         except BaseException:
             unsub()
             await replica.stop()
@@ -417,7 +422,7 @@ class Participant:
     @property
     def last_read(self) -> float:
         r = self.replica
-        return float("-inf") if r is None else r.last_read
+        return float("-inf") if r is None else _read_at(r)
 
     @property
     def nodes(self) -> dict[str, str]:
@@ -428,6 +433,11 @@ class Participant:
         """Changes of whichever replica is current (re-attached across rejoins)."""
         self._subs.append(fn)
         return lambda: self._subs.remove(fn) if fn in self._subs else None
+
+
+def _read_at(replica: Any) -> float:
+    last = replica.last_read
+    return float("-inf") if last is None else last
 
 
 def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:

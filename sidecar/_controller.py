@@ -1,0 +1,360 @@
+"""``python -m sidecar controller``: the migration controller (DESIGN §6).
+
+Any number may run; one leads, holding the Consul lock ``controller/leader``
+with a TTL session. The leader watches ``jobs/`` and runs every unfinished
+job (its own new ones, and any a dead leader left behind). Every controller
+serves the control API — a standby accepts ``migrate`` too: the job record is
+written to Consul as ``pending`` and the leader picks it up.
+
+Like a participant, the leader stops acting once its last successful renewal
+is older than its lease (< TTL): Consul cannot hand the lock to another
+controller before TTL after that renewal, so two controllers never drive the
+same job at once (job record writes are compare-and-sets as a second fence).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import asyncio
+import logging
+import os
+import signal
+import socket
+import time
+from typing import AsyncIterator, Sequence
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from gate._exceptions import BackendError, ConfigError, MigrationError
+from gate._placement_file import validate_url
+from gate._sessions import ConsulHTTP, SessionLost
+from gate._types import PartitionState, node_name, partition_id
+
+from ._barrier import Barrier
+from ._jobs import Job, JobConflict, JobRecords
+from ._metrics import Metrics
+from ._mover import HttpHooksMover, Mover
+from ._runner import JobRunner, LostLeadership
+
+log = logging.getLogger("epochgate.controller")
+
+
+class Leadership:
+    """The ``controller/leader`` lock: a TTL session, renewed; ``held()`` within the lease."""
+
+    def __init__(self, consul: ConsulHTTP, key: str, owner: str, *, ttl_s: float = 10.0,
+                 clock=time.monotonic) -> None:
+        self.consul, self.key, self.owner, self.ttl_s, self.clock = consul, key, owner, ttl_s, clock
+        self.lease_s = ttl_s / 2
+        self.session: str | None = None
+        self._last_renew = float("-inf")
+        self._lost = False
+
+    def held(self) -> bool:
+        return self.session is not None and not self._lost and self.clock() - self._last_renew < self.lease_s
+
+    def check(self) -> None:
+        if not self.held():
+            raise LostLeadership(f"controller {self.owner} no longer holds {self.key}")
+
+    async def acquire(self) -> bool:
+        if self.session is None:
+            sent = self.clock()
+            self.session = await self.consul.session_create(f"epochgate-controller-{self.owner}", self.ttl_s)
+            self._last_renew, self._lost = sent, False
+        return await self.consul.acquire(self.key, self.owner.encode(), self.session)
+
+    async def renew(self) -> None:
+        sent = self.clock()
+        try:
+            await self.consul.session_renew(self.session)
+            self._last_renew = sent
+        except SessionLost:
+            self._lost = True
+            self.session = None
+
+    async def release(self) -> None:
+        sid, self.session = self.session, None
+        if sid is not None:
+            try:
+                await self.consul.session_destroy(sid)
+            except BackendError:
+                pass
+
+
+class Controller:
+    """Leader election + job runner + ``JobService`` for the control API."""
+
+    def __init__(self, consul_url: str, prefix: str = "epochgate/", *, token: str | None = None,
+                 deadline_s: float = 10.0, extra_nodes: dict[str, str] | None = None, mover: Mover | None = None,
+                 metrics: Metrics | None = None, owner: str | None = None, ttl_s: float = 10.0,
+                 barrier_cls: type[Barrier] = Barrier) -> None:
+        from gate._consul_consensus import open_consul
+
+        if deadline_s <= 0:
+            raise ConfigError("cutover_deadline", f"must be > 0 seconds, got {deadline_s!r}")
+        self.prefix = prefix if prefix.endswith("/") else prefix + "/"
+        self.deadline_s = deadline_s
+        self.extra_nodes = dict(extra_nodes or {})
+        self.owner = owner or f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
+        self.metrics = metrics or Metrics()
+        self._consul_url, self._token, self._ttl = consul_url, token, ttl_s
+        self._open_consul = open_consul
+        self.mover = mover
+        self._barrier_cls = barrier_cls
+        self.runner: JobRunner | None = None
+        self._tasks: dict[str, asyncio.Task] = {}
+        self._main: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        self.consul = ConsulHTTP(self._consul_url, token=self._token)
+        self.consensus, self.store, self.replica = await self._open_consul(
+            self._consul_url, self.prefix, self._token, wait_s=2.0)
+        self.records = JobRecords(self.consul, self.prefix)
+        self.barrier = self._barrier_cls(self.consul, self.prefix)
+        self.leadership = Leadership(self.consul, f"{self.prefix}controller/leader", self.owner, ttl_s=self._ttl)
+        if self.mover is None:
+            self.mover = HttpHooksMover()
+        self.runner = JobRunner(self.store, self.records, self.barrier, self.mover, self.nodes, owner=self.owner,
+                                check=self.leadership.check, metrics=self.metrics)
+        self._main = asyncio.create_task(self._lead(), name="controller")
+
+    async def stop(self) -> None:
+        if self._main is not None:
+            self._main.cancel()
+            await asyncio.gather(self._main, return_exceptions=True)
+        await self._drop_jobs()
+        await self.leadership.release()
+        self.metrics.controller_leader.set(0)
+        if hasattr(self.mover, "close"):
+            await self.mover.close()  # type: ignore[union-attr]
+        await self.replica.stop()
+        await self.consensus.close()
+        await self.consul.close()
+
+    async def nodes(self) -> dict[str, str]:
+        nodes = dict(self.extra_nodes)
+        nodes.update(await self.store.nodes())
+        return nodes
+
+    @property
+    def leading(self) -> bool:
+        return self.leadership.held()
+
+    # ---- leading -------------------------------------------------------------
+
+    async def _lead(self) -> None:
+        while True:
+            try:
+                if not await self.leadership.acquire():
+                    self.metrics.controller_leader.set(0)
+                    await self._wait_lock_free()
+                    continue
+                log.info("controller %s: leading", self.owner)
+                self.metrics.controller_leader.set(1)
+                await self._run_jobs()
+            except BackendError as exc:
+                log.warning("controller %s: %s", self.owner, exc)
+                await asyncio.sleep(0.5)
+            self.metrics.controller_leader.set(0)
+            await self._drop_jobs()
+
+    async def _wait_lock_free(self) -> None:
+        entry, index = await self.consul.list(self.leadership.key)
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline:
+            if not entry or entry[0].session is None:
+                return
+            entry, index = await self.consul.list(self.leadership.key, index=index, wait_s=2.0)
+            if self.leadership.session is not None:
+                await self.leadership.renew()
+
+    async def _run_jobs(self) -> None:
+        index = 0
+        last_renew = 0.0
+        while True:
+            if time.monotonic() - last_renew >= self.leadership.lease_s / 4:
+                last_renew = time.monotonic()
+                await self.leadership.renew()
+            if not self.leadership.held():
+                log.warning("controller %s: lost the lock", self.owner)
+                return
+            jobs, new_index = await self.records.list(index=index or None,
+                                                      wait_s=self.leadership.lease_s / 4)
+            index = new_index if new_index >= index else 0
+            for job in jobs:
+                if not job.terminal and job.id not in self._tasks:
+                    self._tasks[job.id] = asyncio.create_task(self._run_one(job), name=f"job-{job.id}")
+
+    async def _run_one(self, job: Job) -> None:
+        try:
+            await self.runner.run(job)   # type: ignore[union-attr]
+        except (LostLeadership, JobConflict) as exc:
+            log.info("job %s: %s", job.id, exc)
+            await asyncio.sleep(0.1)
+        except Exception:   # noqa: BLE001 - a job must not take the controller down
+            log.exception("job %s crashed", job.id)
+            await asyncio.sleep(0.5)
+        finally:
+            self._tasks.pop(job.id, None)
+
+    async def _drop_jobs(self) -> None:
+        tasks = list(self._tasks.values())
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._tasks.clear()
+
+    # ---- JobService ------------------------------------------------------------
+
+    async def migrate(self, partition: str, to: str, deadline_s: float | None = None) -> Job:
+        """Record a pending job (validated against the store now); the leader runs it."""
+        partition = partition_id(partition)
+        to = node_name(to, "to_node")
+        st = await self.store.state(partition)
+        if st is None:
+            raise MigrationError(f"unknown partition {partition!r}", partition)
+        state, _ = st
+        if state.migrating:
+            from gate._exceptions import AlreadyMigrating
+            raise AlreadyMigrating(f"partition {partition} is already {state}", partition)
+        if state == PartitionState.active(to):
+            from gate._exceptions import NoOpMove
+            raise NoOpMove(f"partition {partition} already lives on {to}", partition)
+        nodes = await self.nodes()
+        if to not in nodes:
+            raise ConfigError("to_node", f"unknown node {to!r} (known: {sorted(nodes)})")
+        for job in await self.list():
+            if job.partition == partition and not job.terminal:
+                from gate._exceptions import AlreadyMigrating
+                raise AlreadyMigrating(f"job {job.id} is already moving {partition}", partition)
+        job = Job.new(partition, state.source, to, deadline_s or self.deadline_s)
+        return await self.records.create(job)
+
+    async def get(self, job_id: str) -> Job | None:
+        return await self.records.get(job_id)
+
+    async def list(self) -> list[Job]:
+        jobs, _ = await self.records.list()
+        return jobs
+
+    async def abort(self, job_id: str) -> Job | None:
+        """Ask for an abort (the runner aborts at its next step or save)."""
+        for _ in range(20):
+            job = await self.records.get(job_id)
+            if job is None or job.terminal:
+                return job
+            try:
+                return await self.records.save(job.with_(abort_requested=True))
+            except JobConflict:
+                await asyncio.sleep(0.01)
+        raise BackendError(f"could not record the abort of job {job_id}")
+
+    async def watch(self, job_id: str) -> AsyncIterator[Job]:
+        """The job now, then on every change, until it is final."""
+        key = f"{self.records.dir}{job_id}"
+        index, last = 0, None
+        while True:
+            entries, new_index = await self.consul.list(key, index=index or None, wait_s=5.0)
+            index = new_index if new_index >= index else 0
+            job = next((Job.from_dict(json.loads(e.value), e.modify_index)
+                        for e in entries if e.key == key), None)
+            if job is None:
+                return
+            if last is None or job.version != last:
+                last = job.version
+                yield job
+            if job.terminal:
+                return
+
+
+async def start_admin(addr: str, controller: Controller) -> web.AppRunner:
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(controller.metrics.registry),
+                            headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def readyz(_: web.Request) -> web.Response:
+        return web.Response(text="leader\n" if controller.leading else "standby\n")
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    host, _, port = addr.rpartition(":")
+    try:
+        await web.TCPSite(runner, host or "127.0.0.1", int(port)).start()
+    except (OSError, ValueError) as exc:
+        await runner.cleanup()
+        raise ConfigError("admin", f"cannot listen on {addr}: {exc}") from exc
+    return runner
+
+
+def _parse(argv: Sequence[str]) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m sidecar controller",
+                                 description="The epochgate migration controller (one leads; Consul lock).")
+    ap.add_argument("--consul", default=os.environ.get("EPOCHGATE_CONSUL"), help="Consul URL (required)")
+    ap.add_argument("--prefix", default=os.environ.get("EPOCHGATE_PREFIX", "epochgate/"))
+    ap.add_argument("--control", default=os.environ.get("EPOCHGATE_CONTROL", "127.0.0.1:50051"))
+    ap.add_argument("--admin", default=os.environ.get("EPOCHGATE_ADMIN", "127.0.0.1:9901"))
+    ap.add_argument("--token", default=os.environ.get("EPOCHGATE_TOKEN"))
+    ap.add_argument("--cutover-deadline", type=float, default=float(os.environ.get("EPOCHGATE_CUTOVER_DEADLINE", 10)),
+                    metavar="S", help="abort a job whose barrier has not passed after S seconds (default 10)")
+    ap.add_argument("--node", action="append", default=[], metavar="NAME=URL", help="a node's URL (repeatable)")
+    ap.add_argument("--log-level", default="INFO")
+    args = ap.parse_args(list(argv))
+    if not args.consul:
+        ap.error("--consul URL is required")
+    return args
+
+
+async def _amain(args: argparse.Namespace) -> int:
+    from ._grpc_server import start_control_server
+
+    nodes = {}
+    for item in args.node:
+        name, sep, url = item.partition("=")
+        if not sep:
+            raise ConfigError("node", f"expected NAME=URL, got {item!r}")
+        nodes[node_name(name)] = validate_url(url, f"node.{name}")
+    validate_url(args.consul, "consul")
+    ctl = Controller(args.consul, args.prefix, token=args.token, deadline_s=args.cutover_deadline, extra_nodes=nodes)
+    await ctl.start()
+    try:
+        await ctl.replica.start()
+    except BackendError as exc:
+        log.warning("controller: replica not started yet: %s", exc)
+    server = await start_control_server(args.control, store=ctl.store, source=ctl.replica, jobs=ctl,
+                                        token=args.token, extra_nodes=nodes)
+    admin = await start_admin(args.admin, ctl)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("controller %s: control %s, admin %s", ctl.owner, args.control, args.admin)
+    try:
+        await stop.wait()
+    finally:
+        await server.stop(1.0)
+        await admin.cleanup()
+        await ctl.stop()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(argv or [])
+    if argv and argv[0] == "controller":
+        argv = argv[1:]
+    args = _parse(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return asyncio.run(_amain(args))
+    except ConfigError as exc:
+        print(f"error: {exc}", flush=True)
+        return 2
