@@ -209,3 +209,41 @@ async def test_command_line_entry_point(world, tmp_path):
     )
     _, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 2 and err.decode().strip().startswith("error: --node:") and b"Traceback" not in err
+
+
+@pytest.mark.consul
+async def test_consul_mode_admits_through_an_embedded_participant(consul_agent, kv_prefix, tmp_path):
+    from gate import open_consul
+
+    consensus, store, _ = await open_consul(consul_agent.url, kv_prefix)
+    proc = None
+    try:
+        epoch = await store.set("t1", "a")
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "examples.kv", "--node", "a", "--listen", "127.0.0.1:0", "--data", str(tmp_path),
+            "--consul", consul_agent.url, "--prefix", kv_prefix, cwd=ROOT,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        line = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode()
+        assert "listening on" in line, line + (await proc.stderr.read()).decode()
+        url = line.split()[-1]
+        # Rule 1: the app registered itself as a barrier participant before admitting.
+        assert any(k.endswith("sidecars/kv-a") for k in await consensus.list_keys("sidecars/"))
+        async with aiohttp.ClientSession() as http:
+            async with http.put(f"{url}/kv/k", data="v", headers=stamp("t1", epoch)) as r:
+                assert r.status == 200, await r.text()
+            await store.begin("t1", "b")
+            cut = await store.enter_cutover("t1")
+            for _ in range(200):  # the embedded replica follows Consul's change log
+                async with http.put(f"{url}/kv/k", data="w", headers=stamp("t1", cut)) as r:
+                    doc = await r.json()
+                if r.status == 503 and doc["reason"] == "cutover":
+                    break
+                await asyncio.sleep(0.05)
+            assert r.status == 503 and doc["reason"] == "cutover"
+        assert [(c["value"], c["epoch"]) for c in Node("a", tmp_path, url).commits()] == [("v", epoch)]
+    finally:
+        if proc is not None and proc.returncode is None:
+            proc.terminate()
+            assert await asyncio.wait_for(proc.wait(), 30) == 0
+        await consensus.close()
