@@ -24,8 +24,10 @@ from urllib.parse import quote
 import aiohttp
 
 from ._consensus import CHECK, DELETE, PUT, TxnOp, Versioned, put
+from ._consensus_store import ConsensusStore
 from ._exceptions import BackendError, ConfigError
 from ._placement_file import validate_url
+from ._replica import Replica
 
 _TXN_MAX_OPS = 64  # Consul's limit per transaction
 
@@ -177,14 +179,12 @@ class ConsulConsensus:
             await self._session.close()
 
 
-async def open_consul(url: str, prefix: str = "epochgate/", token: str | None = None, wait_s: float = 5.0):
+async def open_consul(url: str, prefix: str = "epochgate/", token: str | None = None,
+                      wait_s: float = 5.0) -> tuple[ConsulConsensus, ConsensusStore, Replica]:
     """Build the Consul trio for a sidecar or controller: ``(consensus, store, replica)``.
 
     The replica is not started (``await replica.start()``); close the consensus
     with ``await consensus.close()`` when done.
     """
-    from ._consensus_store import ConsensusStore
-    from ._replica import Replica
-
     consensus = ConsulConsensus(url, prefix, token)
     return consensus, ConsensusStore(consensus), Replica(consensus, wait_s=wait_s)

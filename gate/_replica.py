@@ -149,6 +149,11 @@ class Replica:
                 delay = self.backoff.next()
                 log.warning("replica: store read failed (retry in %.2fs): %s", delay, exc)
                 await self._sleep(delay)
+            except Exception:  # a bug must not end the loop silently: last_read would just go stale
+                self.errors += 1
+                delay = self.backoff.next()
+                log.exception("replica: unexpected error while following (retry in %.2fs)", delay)
+                await self._sleep(delay)
 
     async def _on_head(self, value: Versioned | None, index: int) -> None:
         """Process one answer of the head query (caller holds the lock)."""
