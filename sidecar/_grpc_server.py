@@ -63,7 +63,7 @@ def _status_for(exc: BaseException) -> grpc.StatusCode:
         return grpc.StatusCode.UNAVAILABLE
     if isinstance(exc, MigrationError):
         return grpc.StatusCode.FAILED_PRECONDITION
-    if isinstance(exc, (ConfigError, ValueError, TypeError)):
+    if isinstance(exc, (ConfigError, ValueError)):
         return grpc.StatusCode.INVALID_ARGUMENT
     return grpc.StatusCode.INTERNAL
 
@@ -83,7 +83,7 @@ def _errors(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
     async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
             return await fn(self, request, context)
-        except (EpochgateError, KeyError, ValueError, TypeError) as exc:
+        except (EpochgateError, KeyError, ValueError) as exc:
             await _abort_with(context, exc)
 
     wrapper.__name__ = fn.__name__
@@ -325,7 +325,7 @@ class MigrationServicer(pb_grpc.MigrationServicer):
                 raise NotFound(f"unknown job {job_id!r}")
             async for job in jobs.watch(job_id):
                 yield conv.job_to_pb(job)
-        except (EpochgateError, KeyError, ValueError, TypeError) as exc:
+        except (EpochgateError, KeyError, ValueError) as exc:
             await _abort_with(context, exc)
 
 
