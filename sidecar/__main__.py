@@ -1,14 +1,75 @@
-"""``python -m sidecar``: the sidecar, or one of its subcommands (DESIGN §10)."""
+"""``python -m sidecar`` / ``epochgate-sidecar``: the sidecar, or one of its subcommands (DESIGN §10).
+
+    python -m sidecar [--config FILE] [flags]          the sidecar proxy
+    python -m sidecar controller --consul URL …        the migration controller
+    python -m sidecar migrate|jobs|partitions|nodes …  operator commands (control API clients)
+
+Configuration errors print one line naming the field and exit 2.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from typing import Sequence
 
 _CLI = {"migrate", "jobs", "partitions", "nodes"}
 
 
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop when available (the data path is measured on it), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency off Windows
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+async def _serve(cfg) -> None:
+    from ._sidecar import Sidecar
+
+    sidecar = Sidecar(cfg)
+    try:
+        await sidecar.start()
+    except BaseException:
+        await sidecar.shutdown()
+        raise
+    sidecar.install_signals()
+    await sidecar.run()
+
+
+def run_sidecar(argv: Sequence[str]) -> int:
+    from gate import ConfigError, EpochgateError
+
+    from ._config import parse_args
+    from ._log import setup_logging
+
+    try:
+        cfg = parse_args(argv)
+    except ConfigError as exc:
+        print(f"epochgate-sidecar: error: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(cfg.log_format)
+    if cfg.workers > 1:
+        from ._supervisor import run_supervisor
+
+        return run_supervisor(cfg)
+    try:
+        with asyncio.Runner(loop_factory=new_event_loop) as runner:
+            runner.run(_serve(cfg))
+    except ConfigError as exc:
+        print(f"epochgate-sidecar: error: {exc}", file=sys.stderr)
+        return 2
+    except (EpochgateError, OSError) as exc:
+        print(f"epochgate-sidecar: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; ``argv`` includes the program name (as ``sys.argv``)."""
     argv = list(sys.argv if argv is None else argv)
     command = argv[1] if len(argv) > 1 else None
     if command == "controller":
@@ -19,8 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from ._cli import main as cli_main
 
         return cli_main(argv[1:])
-    print("error: the sidecar proxy is not available in this build", file=sys.stderr)
-    return 2
+    return run_sidecar(argv[1:])
 
 
 if __name__ == "__main__":

@@ -1,0 +1,108 @@
+"""Everything the data path shares: config, router, source, gate, pool, hold,
+stats, logs, node map, and the coarse clock that drives timeouts.
+
+Timeouts do not arm a timer per request: ``tick()`` runs every 250 ms,
+refreshes ``now`` and walks the (short) set of requests waiting on an upstream
+and of idle client connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+from typing import Any, Mapping
+from urllib.parse import urlsplit
+
+from gate._store import PlacementSource
+
+from ._config import SidecarConfig
+from ._hold import Hold
+from ._log import AccessLog
+from ._partition import Router
+from ._stats import Stats
+from ._upstream import UpstreamPool
+from ._writegate import WriteGate
+
+TICK_S = 0.25
+
+
+class Node:
+    """An upstream node: pool key and the ``Host`` header value."""
+
+    __slots__ = ("name", "url", "key", "netloc")
+
+    def __init__(self, name: str, url: str) -> None:
+        parts = urlsplit(url)
+        if parts.scheme != "http":
+            raise ValueError(f"node {name}: only http:// upstreams are supported, got {url!r}")
+        self.name = name
+        self.url = url
+        self.key = (parts.hostname or "127.0.0.1", parts.port or 80)
+        self.netloc = parts.netloc.encode("idna")
+
+
+class ProxyContext:
+    """Shared state of one sidecar process (or one worker)."""
+
+    def __init__(self, cfg: SidecarConfig, source: PlacementSource, gate: WriteGate, stats: Stats,
+                 access: AccessLog, nodes: Mapping[str, str], loop: asyncio.AbstractEventLoop) -> None:
+        self.cfg = cfg
+        self.loop = loop
+        self.source = source
+        self.gate = gate
+        self.stats = stats
+        self.access = access
+        self.router = Router(cfg.partition_from, cfg.route, cfg.hash_slots)
+        self.pool = UpstreamPool(loop, connect_timeout=cfg.connect_timeout)
+        self.hold = Hold(loop, source, max_held=cfg.hold_max, seconds=cfg.hold_seconds,
+                         on_count=stats.metrics.held_writes.set, on_released=stats.hold.observe)
+        self.nodes: dict[str, Node] = {}
+        self.set_nodes(nodes)
+        self.now = loop.time()
+        self.read_timeout = cfg.read_timeout
+        self.idle_timeout = cfg.idle_timeout
+        self.max_header = cfg.max_header_bytes
+        self.retry_body_max = cfg.retry_body_max
+        self.waiting: set[Any] = set()    # requests with an upstream deadline
+        self.clients: set[Any] = set()    # open client connections
+        self._rid_prefix = f"{random.getrandbits(40):010x}{os.getpid() % 4096:03x}"
+        self._rid_n = 0
+        self._ticker: asyncio.TimerHandle | None = None
+        self.closing = False
+
+    def set_nodes(self, nodes: Mapping[str, str]) -> None:
+        self.nodes = {name: Node(name, url) for name, url in nodes.items()}
+
+    def request_id(self) -> bytes:
+        self._rid_n += 1
+        return f"{self._rid_prefix}-{self._rid_n:x}".encode()
+
+    def start(self) -> None:
+        self.access.tick()
+        self._ticker = self.loop.call_later(TICK_S, self._tick)
+
+    def stop(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            self._ticker = None
+        self.hold.close()
+        self.pool.close()
+        self.stats.flush()
+        self.access.flush()
+
+    def _tick(self) -> None:
+        self._ticker = self.loop.call_later(TICK_S, self._tick)
+        now = self.now = self.loop.time()
+        try:
+            for req in [r for r in self.waiting if r.deadline < now]:
+                req.timed_out()
+            idle = self.idle_timeout
+            for conn in [c for c in self.clients if c.current is None and now - c.last_active > idle]:
+                conn.close_idle()
+            self.pool.sweep(now)
+            self.access.tick()
+        except Exception:  # never let the clock die
+            import logging
+
+            logging.getLogger("epochgate.sidecar").exception("tick failed")

@@ -1,0 +1,297 @@
+"""One proxied request: resolve → gate → forward → stream the response back.
+
+A ``Request`` is created by the client connection when a request head has
+been parsed (``_proxy.ClientConn``); it drives everything after that with
+plain callbacks (no task per request on the fast path): the upstream
+connection's parser calls ``on_response_*``, the client's parser calls
+``client_body``/``client_body_end``, the hold calls ``hold_wake``/
+``hold_expired``, the context's tick calls ``timed_out``.
+
+Writes are admitted immediately before the request head goes upstream and
+stay counted in flight until the upstream's response ends (``finish``).
+A write refused for cutover or a stale epoch never reached the application,
+so it may be held and retried; so may one the application itself refused with
+a stale-epoch problem, if its whole body was kept (``replay``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from time import perf_counter
+from typing import TYPE_CHECKING, Any
+
+from gate import RejectReason
+
+from . import _httpmsg as H
+from ._partition import KeyError400
+from ._response import ResponseMixin
+
+if TYPE_CHECKING:
+    from ._context import Node, ProxyContext
+    from ._proxy import ClientConn
+    from ._upstream import UpstreamConn
+
+PENDING_HIGH = 256 * 1024
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+_HOLDABLE = (RejectReason.CUTOVER, RejectReason.STALE_EPOCH)
+
+
+class Request(ResponseMixin):
+    __slots__ = (
+        "ctx", "conn", "ctransport", "method", "url", "version", "fwd", "host", "clen", "chunked", "te",
+        "upgrade", "rid", "rid_given", "ctoks", "keyh", "xff", "xfp", "xfh", "expect", "keep_alive",
+        "partition", "phase", "epoch", "placement", "is_write", "admitted", "decision", "node",
+        "up", "pending", "pending_len", "body_done", "head_sent", "replay", "replay_len", "sent_all",
+        "tunnel", "done", "status", "outcome", "retries", "deadline", "hold_timer", "held_at", "was_held",
+        "t0", "t_res", "t_adm", "t_up", "t_up_end", "resp_chunked", "resp_eof", "resp_started", "resp_buf",
+        "resp_keep", "interim", "bad", "no_resp_body", "resp_held",
+    )
+
+    def __init__(self, ctx: "ProxyContext", conn: "ClientConn") -> None:
+        self.ctx = ctx
+        self.conn = conn
+        self.ctransport = conn.transport
+        self.url = b""
+        self.fwd: list[bytes] = []
+        self.host = self.clen = self.te = self.rid = self.xff = self.xfp = self.xfh = None
+        self.ctoks: set[bytes] | None = None
+        self.keyh: dict[bytes, bytes] = {}
+        self.chunked = self.upgrade = self.expect = self.rid_given = False
+        self.partition = ""
+        self.phase = "none"
+        self.epoch = 0
+        self.placement = ""
+        self.is_write = self.admitted = False
+        self.decision = "-"
+        self.node: Node | None = None
+        self.up: UpstreamConn | None = None
+        self.pending: list[bytes] = []
+        self.pending_len = 0
+        self.body_done = self.head_sent = self.sent_all = self.tunnel = self.done = False
+        self.replay: list[bytes] | None = None
+        self.replay_len = 0
+        self.status = 0
+        self.outcome = "ok"
+        self.retries = 0
+        self.deadline = 0.0
+        self.hold_timer: asyncio.TimerHandle | None = None
+        self.held_at = 0.0
+        self.was_held = False
+        self.t0 = self.t_res = self.t_adm = self.t_up = self.t_up_end = 0.0
+        self.resp_chunked = self.resp_eof = self.resp_started = self.resp_keep = self.interim = False
+        self.resp_buf: list[bytes] | None = None
+        self.resp_held: tuple[int, bytes, list[tuple[bytes, bytes]]] | None = None
+        self.bad: tuple[int, str, str] | None = None
+        self.no_resp_body = False
+
+    # ------------------------------------------------------------ routing
+    def dispatch(self) -> None:
+        """Called once the head is parsed and this is the connection's current request."""
+        self.t0 = perf_counter()
+        ctx = self.ctx
+        if self.bad is not None:
+            status, title, detail = self.bad
+            return self.fail(status, "bad-request", title, detail, outcome="bad_request")
+        path, _, query = self.url.partition(b"?")
+        spath = path.decode("latin-1")
+        self.is_write = ctx.router.is_write(self.method, spath)
+        try:
+            self.partition = ctx.router.partition(spath, query.decode("latin-1") if query else None, self.keyh,
+                                                  self.host)
+        except KeyError400 as exc:
+            return self.fail(400, "bad-partition-key", exc.title, exc.detail, outcome="bad_request", rule=exc.rule)
+        self.route()
+
+    def route(self) -> None:
+        """Resolve the partition and, for a write, admit it; then forward. Re-run on hold wake-ups."""
+        ctx = self.ctx
+        p = self.partition
+        st = ctx.source.state(p)
+        if st is None:
+            if self.is_write:
+                ctx.stats.decision("none", "reject", "unknown_partition")
+            return self.fail(404, "unknown-partition", "unknown partition",
+                             f"partition {p!r} is not in the placement table", outcome="unknown_partition",
+                             partition=p, reason="unknown_partition")
+        state, epoch = st
+        self.phase = state.phase.value
+        self.epoch = int(epoch)
+        self.placement = state.source
+        self.t_res = perf_counter()
+        if self.is_write:
+            r = ctx.gate.admit(p, epoch)
+            self.t_adm = perf_counter()
+            if not r:
+                ctx.stats.decision(self.phase, "reject", r.reason.value)
+                return self.rejected(r)
+            ctx.stats.decision(self.phase, "admit", "none")
+            self.admitted = True
+            self.decision = "admit"
+            if self.hold_timer is not None:
+                ctx.hold.release(self)
+        else:
+            self.decision = "read"
+        node = ctx.nodes.get(self.placement)
+        if node is None:
+            return self.fail(502, "no-upstream", "no upstream for node",
+                             f"node {self.placement!r} has no upstream URL", outcome="upstream_error")
+        self.node = node
+        up = ctx.pool.get_idle(node.key)
+        if up is not None:
+            self.attach(up)
+        else:
+            ctx.loop.create_task(self._connect(node))
+
+    def rejected(self, r: Any) -> None:
+        ctx = self.ctx
+        if r.reason is RejectReason.STALE_EPOCH and self.retries < 3:
+            self.retries += 1  # the table moved between resolve and admit: resolve again
+            return self.route()
+        if r.reason in _HOLDABLE and self.conn.transport is not None and ctx.hold.try_hold(self):
+            self.was_held = True
+            self.decision = "held"
+            self.conn.pause(2)
+            return
+        if self.hold_timer is not None:
+            ctx.hold.release(self)
+        self.reject_503(r)
+
+    def reject_503(self, r: Any) -> None:
+        cur = r.current
+        phase = r.phase.value if r.phase is not None else self.phase
+        self.decision = "reject"
+        self.fail(503, "stale-epoch", "write rejected: placement is changing",
+                  f"writes to partition {self.partition!r} are refused ({r.reason.value}); retry",
+                  outcome="rejected", retry_after=True, partition=self.partition, reason=r.reason.value,
+                  phase=phase, epoch=int(cur.epoch) if cur else None, placement=cur.placement if cur else None)
+
+    def hold_wake(self) -> None:
+        if not self.done:
+            self.route()
+
+    def hold_expired(self) -> None:
+        if self.done:
+            return
+        st = self.ctx.source.state(self.partition)
+        from gate import Reject
+
+        at = None if st is None else self.ctx.source.lookup(self.partition)
+        reason = RejectReason.CUTOVER if st is not None and st[0].phase.value == "cutover" else RejectReason.STALE_EPOCH
+        self.reject_503(Reject(reason, at, None if st is None else st[0].phase))
+
+    async def _connect(self, node: "Node") -> None:
+        try:
+            up = await self.ctx.pool.connect(node.key)
+        except asyncio.TimeoutError:
+            return self.fail(502, "upstream-connect-timeout", "upstream connect timed out",
+                             f"no connection to node {node.name!r} within {self.ctx.pool.connect_timeout:g}s",
+                             outcome="timeout")
+        except OSError as exc:
+            return self.fail(502, "upstream-unavailable", "upstream unavailable",
+                             f"cannot connect to node {node.name!r}: {exc.strerror or exc}", outcome="upstream_error")
+        if self.done:
+            up.release(True)
+            return
+        self.attach(up)
+
+    # ------------------------------------------------------------ request upstream
+    def attach(self, up: "UpstreamConn") -> None:
+        self.up = up
+        up.exchange = self
+        node = self.node
+        ctx = self.ctx
+        parts = [self.method.encode(), b" ", self.url, b" HTTP/1.1\r\nHost: ", node.netloc, b"\r\n"]
+        if self.ctoks:
+            for line in self.fwd:
+                if line.split(b":", 1)[0].strip().lower() not in self.ctoks:
+                    parts.append(line)
+        else:
+            parts.extend(self.fwd)
+        ip = self.conn.peer
+        parts += (b"X-Forwarded-For: ", self.xff + b", " + ip if self.xff else ip, b"\r\n")
+        if self.xfp is None:
+            parts.append(b"X-Forwarded-Proto: http\r\n")
+        if self.xfh is None and self.host is not None:
+            parts += (b"X-Forwarded-Host: ", self.host.encode("latin-1"), b"\r\n")
+        if not self.rid_given:
+            self.rid = ctx.request_id()
+            parts += (b"X-Request-Id: ", self.rid, b"\r\n")
+        parts += (b"X-Partition: ", self.partition.encode(), b"\r\nX-Placement: ", self.placement.encode(),
+                  b"\r\nX-Placement-Epoch: ", str(self.epoch).encode(), b"\r\n")
+        if self.upgrade:
+            parts += (b"Connection: upgrade\r\nUpgrade: ", self.upgrade, b"\r\n")
+        elif self.chunked:
+            parts.append(b"Transfer-Encoding: chunked\r\n")
+        elif self.clen is not None:
+            parts += (b"Content-Length: ", self.clen, b"\r\n")
+        parts.append(b"\r\n")
+        if self.is_write and ctx.retry_body_max and not self.upgrade:
+            self.replay = []
+            self.replay_len = 0
+        self.head_sent = True
+        self.t_up = perf_counter()
+        self.deadline = ctx.now + ctx.read_timeout
+        ctx.waiting.add(self)
+        up.transport.write(b"".join(parts))
+        if self.conn.wpaused:
+            up.transport.pause_reading()
+        if self.expect and not self.body_done and not self.pending:
+            self.ctransport.write(H.CONTINUE_100)
+        if self.pending:
+            pending, self.pending, self.pending_len = self.pending, [], 0
+            for data in pending:
+                self._send(data)
+        self.conn.resume(2 | 4)
+        if self.body_done:
+            self._send_end()
+        if up.paused:
+            self.conn.pause(8)
+
+    def _send(self, data: bytes) -> None:
+        if self.upgrade:
+            self.up.transport.write(data)
+            return
+        self.up.transport.write(H.chunk(data) if self.chunked else data)
+        if self.replay is not None:
+            self.replay_len += len(data)
+            if self.replay_len <= self.ctx.retry_body_max:
+                self.replay.append(data)
+            else:
+                self.replay = None
+
+    def _send_end(self) -> None:
+        if self.chunked:
+            self.up.transport.write(H.LAST_CHUNK)
+        self.sent_all = True
+
+    def client_body(self, data: bytes) -> None:
+        if self.done:
+            return
+        if self.up is not None and self.head_sent:
+            self._send(data)
+        else:
+            self.pending.append(data)
+            self.pending_len += len(data)
+            if self.pending_len > PENDING_HIGH:
+                self.conn.pause(4)
+
+    def client_body_end(self) -> None:
+        self.body_done = True
+        if self.up is not None and self.head_sent and not self.done:
+            self._send_end()
+
+    def upstream_paused(self, paused: bool) -> None:
+        if paused:
+            self.conn.pause(8)
+        else:
+            self.conn.resume(8)
+
+    def replay_request(self) -> bool:
+        """Put the kept body back into ``pending`` for a retry; False if it was not kept whole."""
+        if self.replay is None or not self.body_done:
+            return False
+        self.pending = self.replay
+        self.pending_len = self.replay_len
+        self.replay = None
+        self.head_sent = self.sent_all = False
+        return True

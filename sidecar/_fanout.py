@@ -1,0 +1,95 @@
+"""The embedded store with an in-process barrier (DESIGN §5, §10 "Workers").
+
+On the embedded store a transition is decided by the process that owns the
+``PlacementTable``. It *counts* — the ``MigrationStore`` call returns, so a
+controller may go on to copy the delta — only after every member that serves
+requests has applied it, and, for a transition into cutover, has let the
+writes it admitted at older epochs of that partition finish:
+
+* a single sidecar process is its own member (``LocalMember``: waits on its
+  ``InflightTracker``);
+* with ``--workers N`` the parent owns the table and every worker is a member
+  (``_supervisor.WorkerLink``): the parent pushes each change to each worker
+  and waits for the worker's ack, which the worker sends after its own drain.
+
+So no worker admits a write against an epoch the store has moved past once
+the transition has been acknowledged, and workers never disagree about a
+partition for longer than a transition is in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Protocol
+
+from gate import EmbeddedStore, Epoch, Phase, PartitionState
+
+from ._inflight import InflightTracker
+
+log = logging.getLogger("epochgate.sidecar")
+
+
+class Member(Protocol):
+    async def applied(self, partition: str, epoch: int) -> None:
+        """Return once this member has applied ``epoch`` (and drained, for a cutover)."""
+
+
+class LocalMember:
+    """The sidecar process itself: the table is shared, so only the drain is waited for."""
+
+    def __init__(self, store: EmbeddedStore, tracker: InflightTracker, drain_s: float) -> None:
+        self.store = store
+        self.tracker = tracker
+        self.drain_s = drain_s
+
+    async def applied(self, partition: str, epoch: int) -> None:
+        st = self.store.table.state(partition)
+        if st is not None and st[0].phase is Phase.CUTOVER and st[1] == epoch:
+            if not await self.tracker.wait_drained(partition, epoch, self.drain_s):
+                log.warning("cutover of %s at epoch %d acknowledged with writes still in flight after %gs",
+                            partition, epoch, self.drain_s)
+
+
+class FanoutStore(EmbeddedStore):
+    """``EmbeddedStore`` whose transitions return after every member applied them."""
+
+    def __init__(self, inner: EmbeddedStore, members: list[Member], timeout_s: float = 60.0) -> None:
+        super().__init__(inner.table, {})
+        self._nodes = inner._nodes  # share the node map
+        self.members = members
+        self.timeout_s = timeout_s
+
+    async def _settle(self, partition: str, epoch: Epoch) -> Epoch:
+        if self.members:
+            done, pending = await asyncio.wait([asyncio.ensure_future(m.applied(partition, epoch))
+                                                for m in list(self.members)], timeout=self.timeout_s)
+            for t in pending:
+                t.cancel()
+            if pending:
+                log.warning("transition of %s at epoch %d: %d member(s) did not acknowledge within %gs",
+                            partition, epoch, len(pending), self.timeout_s)
+        return epoch
+
+    async def set(self, partition: str, node: str) -> Epoch:
+        return await self._settle(partition, self.table.set(partition, node))
+
+    async def begin(self, partition: str, target: str) -> Epoch:
+        return await self._settle(partition, self.table.begin_migration(partition, target))
+
+    async def enter_cutover(self, partition: str) -> Epoch:
+        return await self._settle(partition, self.table.enter_cutover(partition))
+
+    async def complete(self, partition: str) -> Epoch:
+        return await self._settle(partition, self.table.complete_migration(partition))
+
+    async def abort(self, partition: str) -> Epoch:
+        return await self._settle(partition, self.table.abort_migration(partition))
+
+
+def state_to_wire(state: PartitionState | None) -> dict | None:
+    return None if state is None else state.to_dict()
+
+
+def state_from_wire(data: dict | None) -> PartitionState | None:
+    return None if data is None else PartitionState.from_dict(data)

@@ -1,0 +1,81 @@
+"""HTTP/1.1 message pieces for the data path: header filtering, heads, problems.
+
+Hop-by-hop handling follows RFC 9110 §7.6.1: ``Connection`` and every header
+it lists, plus ``Keep-Alive``, ``Proxy-Connection``, ``TE``, ``Trailer``,
+``Transfer-Encoding`` and ``Upgrade`` are never forwarded as received; the
+proxy frames each hop itself (``Content-Length`` or chunked) and re-adds
+``Upgrade``/``Connection: upgrade`` only on a tunnelled upgrade.
+"""
+
+from __future__ import annotations
+
+import json
+from http import HTTPStatus
+
+HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer",
+                        b"transfer-encoding", b"upgrade"})
+#: request headers the proxy owns: stripped from the client's request, set by the proxy
+OWNED_REQUEST = frozenset({b"host", b"x-partition", b"x-placement", b"x-placement-epoch", b"expect",
+                           b"content-length", b"x-forwarded-for"})
+PROBLEM_BASE = "https://epochgate.dev/problems/"
+STALE_EPOCH_TYPE = PROBLEM_BASE + "stale-epoch"
+
+_REASONS = {s.value: s.phrase.encode("latin-1") for s in HTTPStatus}
+
+
+def reason(status: int) -> bytes:
+    return _REASONS.get(status, b"Unknown")
+
+
+def connection_tokens(value: bytes) -> set[bytes]:
+    """Lower-case header names listed in a ``Connection`` header value."""
+    return {t.strip().lower() for t in value.split(b",") if t.strip()}
+
+
+def is_placement_header(lname: bytes) -> bool:
+    """Client-supplied ``X-Partition`` / ``X-Placement*`` headers are never trusted."""
+    return lname == b"x-partition" or lname.startswith(b"x-placement")
+
+
+def chunk(data: bytes) -> bytes:
+    """One chunk of a chunked body."""
+    return b"%x\r\n%b\r\n" % (len(data), data)
+
+
+LAST_CHUNK = b"0\r\n\r\n"
+CONTINUE_100 = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+def problem_body(status: int, slug: str, title: str, detail: str | None = None, **extra: object) -> bytes:
+    """An RFC 9457 problem document."""
+    doc: dict[str, object] = {"type": PROBLEM_BASE + slug, "title": title, "status": status}
+    if detail:
+        doc["detail"] = detail
+    doc.update(extra)
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def response(status: int, body: bytes, *, content_type: bytes = b"application/problem+json",
+             close: bool = False, extra: list[tuple[bytes, bytes]] | None = None,
+             request_id: bytes | None = None) -> bytes:
+    """A whole small response (the proxy's own answers)."""
+    head = [b"HTTP/1.1 %d %b\r\nContent-Type: %b\r\nContent-Length: %d\r\n" % (status, reason(status), content_type,
+                                                                               len(body))]
+    if request_id is not None:
+        head.append(b"X-Request-Id: %b\r\n" % request_id)
+    for k, v in extra or ():
+        head.append(b"%b: %b\r\n" % (k, v))
+    if close:
+        head.append(b"Connection: close\r\n")
+    head.append(b"\r\n")
+    head.append(body)
+    return b"".join(head)
+
+
+def is_stale_epoch_problem(body: bytes) -> bool:
+    """Is this an application's stale-epoch problem document (DESIGN §7)?"""
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(doc, dict) and isinstance(doc.get("type"), str) and doc["type"].endswith("stale-epoch")

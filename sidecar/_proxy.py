@@ -1,0 +1,283 @@
+"""Client side of the data path: an ``asyncio.Protocol`` per client connection.
+
+httptools parses request heads; ``on_header`` sorts each header once: the
+ones the proxy owns (framing, hop-by-hop, ``Host``, ``X-Forwarded-For``,
+client-supplied ``X-Partition``/``X-Placement*``) are captured or dropped,
+everything else is kept for forwarding as a ready-made line. Requests on one
+connection are served in order; a pipelined request waits (reading paused)
+until the one before it has been answered.
+
+Refused before anything is forwarded: request smuggling shapes
+(``Content-Length`` with ``Transfer-Encoding``, differing duplicate
+``Content-Length``, a transfer coding that does not end in chunked) → 400,
+heads larger than ``--max-header-bytes`` → 431, ``CONNECT`` → 405.
+
+Reading from the client is paused for several independent reasons (bit flags
+in ``pause``/``resume``): a pipelined request queued (1), a write held (2),
+body bytes buffered before an upstream connection is ready (4), the upstream's
+send buffer full (8).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections import deque
+from typing import Any
+
+import httptools
+
+from . import _httpmsg as H
+from ._context import ProxyContext
+from ._exchange import Request
+
+
+class _HeadTooLarge(Exception):
+    pass
+
+
+# header (lower-case) → how on_header treats it
+_DROP, _HOST, _CLEN, _TE, _CONN, _UPG, _RID, _EXPECT, _XFF, _XFP, _XFH = range(11)
+_SPECIAL = {
+    b"host": _HOST, b"content-length": _CLEN, b"transfer-encoding": _TE, b"connection": _CONN,
+    b"upgrade": _UPG, b"x-request-id": _RID, b"expect": _EXPECT, b"x-forwarded-for": _XFF,
+    b"x-forwarded-proto": _XFP, b"x-forwarded-host": _XFH, b"keep-alive": _DROP, b"proxy-connection": _DROP,
+    b"te": _DROP, b"trailer": _DROP, b"x-partition": _DROP, b"x-placement": _DROP, b"x-placement-epoch": _DROP,
+}
+
+
+class ClientConn(asyncio.Protocol):
+    """One downstream connection."""
+
+    __slots__ = ("ctx", "transport", "parser", "peer", "peer_s", "current", "parsing", "queue", "flags",
+                 "hsize", "last_active", "upgraded", "tunnel", "wpaused", "keyh_names")
+
+    def __init__(self, ctx: ProxyContext) -> None:
+        self.ctx = ctx
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.current: Request | None = None
+        self.parsing: Request | None = None
+        self.queue: deque[Request] = deque()
+        self.flags = 0
+        self.hsize = 0
+        self.last_active = ctx.now
+        self.upgraded = False
+        self.tunnel: Any = None
+        self.wpaused = False
+        self.keyh_names = ctx.router.header_names
+        self.peer = b"unknown"
+        self.peer_s = "unknown"
+
+    # ---------------------------------------------------------------- transport
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        if peer:
+            self.peer_s = str(peer[0])
+            self.peer = self.peer_s.encode()
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+        self.ctx.clients.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.last_active = self.ctx.now
+        if self.upgraded:
+            if self.tunnel is not None:
+                self.tunnel.transport.write(data)
+            elif self.current is not None:
+                self.current.client_body(data)
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            self.upgraded = True
+            rest = data[exc.args[0]:]
+            if rest and self.current is not None:
+                self.current.client_body(rest)
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            if isinstance(cause, _HeadTooLarge):
+                self._reject_raw(431, "request-header-too-large", "request header fields too large",
+                                 f"the request head exceeds {self.ctx.max_header} bytes")
+            else:
+                self.ctx.loop.call_exception_handler({"message": "proxy request handling failed",
+                                                      "exception": cause or exc})
+                self._reject_raw(500, "internal-error", "internal error", "the proxy failed on this request")
+        except httptools.HttpParserError as exc:
+            self._reject_raw(400, "bad-request", "malformed request", f"cannot parse the request: {exc}")
+
+    def _reject_raw(self, status: int, slug: str, title: str, detail: str) -> None:
+        """A request the parser refused: answer if nothing is in progress, then close."""
+        if self.transport is None:
+            return
+        cur = self.current
+        if cur is None or cur is self.parsing and not cur.head_sent:
+            body = H.problem_body(status, slug, title, detail)
+            self.transport.write(H.response(status, body, close=True))
+            if cur is not None:
+                cur.status = status
+                cur.keep_alive = False
+                cur.finish("bad_request")
+        self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self.ctx.clients.discard(self)
+        cur = self.current
+        self.queue.clear()
+        if cur is not None and not cur.done:
+            if cur.tunnel:
+                cur.tunnel_closed()
+            else:
+                cur.keep_alive = False
+                cur.abort("error")
+
+    def pause_writing(self) -> None:  # client is slow to read: stop reading the upstream
+        self.wpaused = True
+        up = self.tunnel or (self.current.up if self.current is not None else None)
+        if up is not None and up.transport is not None:
+            up.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.wpaused = False
+        up = self.tunnel or (self.current.up if self.current is not None else None)
+        if up is not None and up.transport is not None:
+            up.transport.resume_reading()
+
+    def pause(self, flag: int) -> None:
+        if not self.flags and self.transport is not None:
+            self.transport.pause_reading()
+        self.flags |= flag
+
+    def resume(self, flag: int) -> None:
+        if self.flags & flag:
+            self.flags &= ~flag
+            if not self.flags and self.transport is not None:
+                self.transport.resume_reading()
+
+    def close_idle(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def tunnel_to(self, up: Any, req: Request) -> None:
+        self.tunnel = up
+        self.resume(0xFF)
+
+    # ---------------------------------------------------------------- httptools callbacks
+    def on_message_begin(self) -> None:
+        self.hsize = 0
+        self.parsing = Request(self.ctx, self)
+
+    def on_url(self, url: bytes) -> None:
+        self.hsize += len(url)
+        if self.hsize > self.ctx.max_header:
+            raise _HeadTooLarge
+        self.parsing.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.hsize += len(name) + len(value) + 4
+        if self.hsize > self.ctx.max_header:
+            raise _HeadTooLarge
+        req = self.parsing
+        lname = name.lower()
+        if lname in self.keyh_names:
+            old = req.keyh.get(lname)
+            if old is not None and old != value:
+                req.bad = (400, "conflicting partition keys", f"header {name.decode('latin-1')} given twice")
+            req.keyh[lname] = value
+        kind = _SPECIAL.get(lname)
+        if kind is None:
+            if lname.startswith(b"x-placement"):
+                return
+            req.fwd.append(name + b": " + value + b"\r\n")
+            return
+        if kind == _HOST:
+            req.host = value.decode("latin-1")
+        elif kind == _CLEN:
+            if req.clen is not None and req.clen != value.strip():
+                req.bad = (400, "conflicting Content-Length", "differing Content-Length headers")
+            req.clen = value.strip()
+            if req.te is not None:
+                req.bad = (400, "ambiguous framing", "Content-Length together with Transfer-Encoding")
+        elif kind == _TE:
+            req.te = value if req.te is None else req.te + b", " + value
+            if req.clen is not None:
+                req.bad = (400, "ambiguous framing", "Content-Length together with Transfer-Encoding")
+        elif kind == _CONN:
+            toks = H.connection_tokens(value)
+            req.ctoks = toks if req.ctoks is None else req.ctoks | toks
+        elif kind == _UPG:
+            req.upgrade = value
+        elif kind == _RID:
+            req.rid = value
+            req.rid_given = True
+            req.fwd.append(name + b": " + value + b"\r\n")
+        elif kind == _EXPECT:
+            req.expect = value.strip().lower() == b"100-continue"
+        elif kind == _XFF:
+            req.xff = value if req.xff is None else req.xff + b", " + value
+        elif kind == _XFP:
+            req.xfp = value
+            req.fwd.append(name + b": " + value + b"\r\n")
+        elif kind == _XFH:
+            req.xfh = value
+            req.fwd.append(name + b": " + value + b"\r\n")
+
+    def on_headers_complete(self) -> None:
+        req = self.parsing
+        p = self.parser
+        req.method = p.get_method().decode("ascii", "replace")
+        req.version = p.get_http_version()
+        req.keep_alive = p.should_keep_alive()
+        if req.te is not None:
+            codings = [c.strip().lower() for c in req.te.split(b",")]
+            if codings[-1] != b"chunked" or codings.count(b"chunked") > 1:
+                req.bad = (400, "unsupported transfer coding", "Transfer-Encoding must end in a single chunked")
+            req.chunked = True
+        if req.upgrade and not (p.should_upgrade() and req.ctoks and b"upgrade" in req.ctoks):
+            req.upgrade = False  # Upgrade without Connection: upgrade is just a hop-by-hop header
+        if req.ctoks:
+            req.ctoks -= {b"upgrade", b"close", b"keep-alive"}
+            # never let Connection remove what the proxy itself sets
+            req.ctoks -= {b"host", b"x-partition", b"x-placement", b"x-placement-epoch", b"x-request-id"}
+        if req.method == "CONNECT":
+            req.bad = (405, "method not allowed", "CONNECT is not proxied")
+        if req.host is None and req.version == "1.1":
+            req.bad = (400, "missing Host", "HTTP/1.1 requests need a Host header")
+        if req.bad is not None:
+            req.keep_alive = False
+        if self.current is None:
+            self.current = req
+            req.dispatch()
+        else:
+            self.queue.append(req)
+            self.pause(1)
+
+    def on_body(self, body: bytes) -> None:
+        self.parsing.client_body(body)
+
+    def on_message_complete(self) -> None:
+        self.parsing.client_body_end()
+
+    # ---------------------------------------------------------------- request life cycle
+    def request_done(self, req: Request) -> None:
+        if self.current is req:
+            self.current = None
+        if self.transport is None:
+            return
+        if not (req.keep_alive and (req.body_done or not req.has_body())) or req.upgrade or self.ctx.closing:
+            self.transport.close()
+            return
+        self.last_active = self.ctx.now
+        if self.queue:
+            nxt = self.current = self.queue.popleft()
+            if not self.queue:
+                self.resume(1)
+            nxt.dispatch()
+        else:
+            self.resume(1 | 2 | 4 | 8)

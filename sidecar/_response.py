@@ -1,0 +1,305 @@
+"""The response half of a proxied request (mixed into ``_exchange.Request``).
+
+Response heads are re-framed for the client hop: hop-by-hop headers and the
+ones ``Connection`` lists are dropped; a body with a ``Content-Length`` keeps
+it, any other body is sent chunked to an HTTP/1.1 client (close-delimited to
+an HTTP/1.0 one). ``101 Switching Protocols`` turns both connections into a
+byte tunnel. An admitted write answered ``503`` with a problem document is
+buffered (≤ 64 KiB) to see whether it is the application's stale-epoch
+refusal: then the write is retried like a held one instead of being relayed.
+"""
+
+from __future__ import annotations
+
+from time import perf_counter
+from typing import Any
+
+from . import _httpmsg as H
+
+RESP_BUF_MAX = 64 * 1024
+
+
+class ResponseMixin:
+    __slots__ = ()
+
+    # ------------------------------------------------------------ upstream → client
+    def on_response_head(self: Any, status: int, reason: bytes, headers: list[tuple[bytes, bytes]],
+                         keep: bool) -> None:
+        if status < 200 and status != 101:
+            self.interim = True  # 100/102/103: swallowed, the final response follows
+            return
+        self.interim = False
+        self.resp_keep = keep
+        self.status = status
+        self.deadline = self.ctx.now + self.ctx.read_timeout
+        if status == 101 and not self.upgrade:
+            return self.upstream_failed("upstream switched protocols without an upgrade request")
+        if status == 503 and self.admitted and (self.replay is not None or not self.has_body()):
+            for name, value in headers:
+                if name.lower() == b"content-type" and value.startswith(b"application/problem+json"):
+                    self.resp_held = (status, reason, headers)
+                    self.resp_buf = []
+                    return
+        self._write_head(status, reason, headers)
+        if self.method == "HEAD":  # httptools cannot be told to expect no body: finish here, drop the conn
+            self._end_response(reusable=False)
+
+    def has_body(self: Any) -> bool:
+        return self.chunked or (self.clen is not None and self.clen != b"0")
+
+    def _write_head(self: Any, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+        self.resp_started = True
+        lines: list[bytes] = [b"HTTP/1.1 %d %b\r\n" % (status, reason or H.reason(status))]
+        names: list[bytes] = []
+        ctoks = clen = te = upg = None
+        hop = H.HOP_BY_HOP
+        for name, value in headers:
+            ln = name.lower()
+            if ln in hop:
+                if ln == b"connection":
+                    ctoks = H.connection_tokens(value)
+                elif ln == b"transfer-encoding":
+                    te = value
+                elif ln == b"upgrade":
+                    upg = value
+                continue
+            if ln == b"content-length":
+                clen = value
+                continue
+            lines.append(name + b": " + value + b"\r\n")
+            names.append(ln)
+        if ctoks:
+            lines = lines[:1] + [line for line, ln in zip(lines[1:], names) if ln not in ctoks]
+        no_body = self.method == "HEAD" or status in (204, 304)
+        self.no_resp_body = no_body
+        close = not self.keep_alive or (not self.body_done and self.has_body()) or self.ctx.closing
+        if status == 101:
+            lines += (b"Connection: upgrade\r\nUpgrade: ", upg or self.upgrade, b"\r\n")
+            close = False
+        elif no_body:
+            if clen is not None and status != 204:
+                lines += (b"Content-Length: ", clen, b"\r\n")
+        elif te is None and clen is not None:
+            lines += (b"Content-Length: ", clen, b"\r\n")
+        else:
+            self.resp_eof = te is None  # upstream ends this body by closing
+            if self.version == "1.1":
+                lines.append(b"Transfer-Encoding: chunked\r\n")
+                self.resp_chunked = True
+            else:
+                close = True  # HTTP/1.0 client: delimit by closing
+        if self.upgrade and status != 101:
+            close = True  # the client connection was handed to the upgrade; it cannot carry another request
+        if close:
+            self.keep_alive = False
+            lines.append(b"Connection: close\r\n")
+        elif self.version == "1.0":
+            lines.append(b"Connection: keep-alive\r\n")
+        lines.append(b"\r\n")
+        self.ctransport.write(b"".join(lines))
+
+    def on_response_body(self: Any, data: bytes) -> None:
+        if self.interim or self.done:
+            return
+        buf = self.resp_buf
+        if buf is not None:
+            buf.append(data)
+            if sum(map(len, buf)) > RESP_BUF_MAX:  # too big to be a stale-epoch problem: relay it
+                self._relay_held()
+            return
+        self.deadline = self.ctx.now + self.ctx.read_timeout
+        self.ctransport.write(H.chunk(data) if self.resp_chunked else data)
+
+    def _relay_held(self: Any) -> None:
+        status, reason, headers = self.resp_held
+        buf = self.resp_buf
+        self.resp_held = self.resp_buf = None
+        self._write_head(status, reason, headers)
+        for data in buf:
+            self.ctransport.write(H.chunk(data) if self.resp_chunked else data)
+
+    def on_response_end(self: Any) -> None:
+        if self.interim:
+            self.interim = False
+            return
+        if self.done:
+            return
+        if self.resp_held is not None:
+            body = b"".join(self.resp_buf)
+            if H.is_stale_epoch_problem(body) and self._retry_after_app_reject():
+                return
+            self._relay_held()
+        self._end_response(reusable=self.resp_keep and self.sent_all)
+
+    def _end_response(self: Any, reusable: bool) -> None:
+        if self.resp_chunked:
+            self.ctransport.write(H.LAST_CHUNK)
+        up = self.up
+        self.up = None
+        if up is not None:
+            if self.conn.wpaused and up.transport is not None:
+                up.transport.resume_reading()
+            up.release(reusable and self.method != "HEAD")
+        self.finish("ok")
+
+    def _retry_after_app_reject(self: Any) -> bool:
+        """The application refused at its commit point (stale epoch): nothing committed. Retry."""
+        ctx = self.ctx
+        if not self.replay_request() and self.has_body():
+            return False
+        ctx.stats.decision(self.phase, "reject", "stale_epoch")
+        up = self.up
+        self.up = None
+        if up is not None:
+            up.release(self.resp_keep)
+        ctx.waiting.discard(self)
+        self.admitted = False
+        ctx.gate.done(self.partition, self.epoch)
+        self.resp_held = self.resp_buf = None
+        self.resp_started = False
+        self.retries += 1
+        st = ctx.source.state(self.partition)
+        if st is not None and st[1] != self.epoch and self.retries <= 5:
+            self.route()  # the table has already moved on
+        elif ctx.hold.try_hold(self):
+            self.was_held = True
+            self.decision = "held"
+        else:
+            return False  # (body is gone only when replay_request succeeded; nothing was written yet)
+        return True
+
+    # ------------------------------------------------------------ upgrades, failures, timeouts
+    def upstream_upgraded(self: Any, rest: bytes) -> None:
+        if self.done or self.status != 101:
+            return
+        up = self.up
+        self.tunnel = True
+        self.ctx.waiting.discard(self)
+        self.conn.tunnel_to(up, self)
+        if rest:
+            self.ctransport.write(rest)
+        pending, self.pending = self.pending, []
+        for data in pending:
+            up.transport.write(data)
+
+    def tunnel_closed(self: Any) -> None:
+        up = self.up
+        self.up = None
+        if up is not None:
+            up.exchange = None
+            up.close()
+        self.keep_alive = False
+        self.finish("ok")
+
+    def upstream_lost(self: Any, up: Any) -> None:
+        if self.done:
+            return
+        self.up = None
+        if self.tunnel:
+            self.tunnel_closed()
+            return
+        if not self.resp_started and self.resp_held is None:
+            if (up.served > 0 and self.retries < 2 and self.method in ("GET", "HEAD", "OPTIONS", "PUT", "DELETE")
+                    and (not self.has_body() or self.replay_request())):
+                # a pooled keep-alive connection closed under us before answering: retry on a fresh one
+                self.retries += 1
+                self.head_sent = False
+                if self.admitted:
+                    self.admitted = False
+                    self.ctx.gate.done(self.partition, self.epoch)
+                self.ctx.waiting.discard(self)
+                return self.route()
+            return self.fail(502, "upstream-closed", "upstream closed the connection",
+                             f"node {self.placement!r} closed the connection before responding",
+                             outcome="upstream_error")
+        if self.resp_eof and not self.resp_held:
+            if self.resp_chunked:
+                self.ctransport.write(H.LAST_CHUNK)
+            self.finish("ok")
+            return
+        self.abort("upstream_error")
+
+    def upstream_failed(self: Any, msg: str) -> None:
+        if self.done:
+            return
+        if self.resp_started:
+            return self.abort("upstream_error")
+        self.fail(502, "bad-upstream-response", "invalid upstream response", msg, outcome="upstream_error")
+
+    def timed_out(self: Any) -> None:
+        if self.done:
+            return
+        if self.resp_started:
+            return self.abort("timeout")
+        self.fail(504, "upstream-timeout", "upstream timed out",
+                  f"node {self.placement!r} did not answer within {self.ctx.read_timeout:g}s", outcome="timeout")
+
+    def abort(self: Any, outcome: str) -> None:
+        """Mid-response failure: the client cannot be told; cut both connections."""
+        up = self.up
+        self.up = None
+        if up is not None:
+            up.exchange = None
+            up.close()
+        self.keep_alive = False
+        if self.conn.transport is not None:
+            self.conn.transport.abort()
+        self.finish(outcome)
+
+    def fail(self: Any, status: int, slug: str, title: str, detail: str, *, outcome: str,
+             retry_after: bool = False, **extra: Any) -> None:
+        """Answer with the proxy's own problem document (nothing sent to the client yet)."""
+        if self.done:
+            return
+        if self.resp_started:
+            return self.abort(outcome)
+        up = self.up
+        self.up = None
+        if up is not None:
+            up.exchange = None
+            up.close()
+        close = ((not self.body_done and self.has_body()) or not self.keep_alive or bool(self.upgrade)
+                 or self.ctx.closing)
+        self.keep_alive = not close
+        self.status = status
+        body = H.problem_body(status, slug, title, detail, **extra)
+        if self.conn.transport is not None:
+            self.ctransport.write(H.response(status, body, close=close, request_id=self.rid,
+                                             extra=[(b"Retry-After", b"1")] if retry_after else None))
+        self.finish(outcome)
+
+    def finish(self: Any, outcome: str) -> None:
+        if self.done:
+            return
+        self.done = True
+        ctx = self.ctx
+        ctx.waiting.discard(self)
+        if self.hold_timer is not None:
+            ctx.hold.release(self)
+        if self.admitted:
+            self.admitted = False
+            ctx.gate.done(self.partition, self.epoch)
+        if self.was_held and outcome == "ok":
+            outcome = "held_ok"
+        t = perf_counter()
+        write = self.is_write
+        kind = "write" if write else "read"
+        stats = ctx.stats
+        stats.request(kind, self.phase, outcome)
+        h_res, h_adm, h_up, h_tot = stats.hist_w if write else stats.hist_r
+        if self.t_res:
+            h_res.observe(self.t_res - self.t0)
+            if self.t_adm:
+                h_adm.observe(self.t_adm - self.t_res)
+        up_s = t - self.t_up if self.t_up else 0.0
+        if self.t_up:
+            h_up.observe(up_s)
+        total = t - self.t0 if self.t0 else 0.0
+        h_tot.observe(total)
+        if ctx.access.enabled:
+            rid = self.rid.decode("latin-1") if self.rid else "-"
+            ctx.access.write(self.conn.peer_s, self.method, self.url.decode("latin-1"), self.partition, self.phase,
+                             self.epoch, self.decision, self.status or 499, up_s, total, rid,
+                             self.node.name if self.node is not None else "")
+        self.conn.request_done(self)
+

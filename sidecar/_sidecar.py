@@ -1,0 +1,275 @@
+"""One sidecar process: store, gate, proxy listener, admin and control servers,
+and its life cycle (DESIGN §10).
+
+* embedded store: a ``PlacementTable`` loaded from the placement file, behind
+  a ``FanoutStore`` so a transition counts once this process (or, with
+  workers, every worker) has applied it and drained the writes it admitted
+  at older epochs;
+* Consul: a barrier participant (``gate._participant.Participant``) owning a
+  fresh replica per join; it is the placement source and a guard of the
+  ``WriteGate`` (DESIGN §5). Its lease also fails writes closed when the table
+  is stale.
+
+SIGTERM/SIGINT: ``/readyz`` fails at once, the listener closes, idle
+keep-alive connections close, requests in flight get ``--drain-seconds`` to
+finish (keep-alive responses carry ``Connection: close``), then exit 0.
+SIGHUP re-reads the placement file; a bad file is refused and logged, the old
+table kept.
+
+The same class runs as a ``--workers`` worker (``proxy`` only, table fed by
+the parent) and as the parent (``admin_control`` only, no listener).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+from typing import Any, Awaitable, Callable
+
+from gate import EmbeddedStore, Phase, PlacementFileError, PlacementTable, load_placement_file
+
+from ._admin import AdminServer, refresh_metrics, registry_text
+from ._config import SidecarConfig
+from ._context import ProxyContext
+from ._fanout import FanoutStore, LocalMember
+from ._inflight import InflightTracker
+from ._log import AccessLog, event
+from ._metrics import Metrics
+from ._proxy import ClientConn
+from ._stats import Stats
+from ._writegate import WriteGate
+
+log = logging.getLogger("epochgate.sidecar")
+
+
+class Sidecar:
+    """A sidecar process (or one role of it). ``await start()``, then ``await run()`` or ``shutdown()``."""
+
+    def __init__(self, cfg: SidecarConfig, *, proxy: bool = True, admin_control: bool = True,
+                 table: PlacementTable | None = None, reuse_port: bool | None = None,
+                 metrics_text: Callable[[], Awaitable[bytes]] | None = None) -> None:
+        self.cfg = cfg
+        self.proxy = proxy
+        self.admin_control = admin_control
+        self.reuse_port = cfg.workers > 1 if reuse_port is None else reuse_port
+        self.metrics = Metrics()
+        self.tracker = InflightTracker()
+        self.table = table
+        self.store: Any = None
+        self.source: Any = None
+        self.participant: Any = None
+        self.consensus: Any = None
+        self.gate: WriteGate | None = None
+        self.stats: Stats | None = None
+        self.ctx: ProxyContext | None = None
+        self.server: asyncio.base_events.Server | None = None
+        self.admin: AdminServer | None = None
+        self.control: Any = None
+        self.port = self.admin_port = self.control_port = 0
+        self.nodes: dict[str, str] = {}
+        self._metrics_text = metrics_text
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task] = []
+        self._stopped = False
+
+    # ------------------------------------------------------------ start
+    async def start(self) -> None:
+        cfg = self.cfg
+        loop = asyncio.get_running_loop()
+        if cfg.consul is not None:
+            await self._start_consul()
+        else:
+            self._start_embedded()
+        lease = cfg.lease_seconds if cfg.consul is not None else None
+        self.gate = gate = WriteGate(self.source, self.tracker, lease_s=lease)
+        if self.participant is not None:
+            gate.add_guard(self.participant.writable)
+        self.stats = Stats(self.metrics)
+        if self.proxy:
+            access = AccessLog(cfg.log_format, enabled=cfg.access_log)
+            self.ctx = ctx = ProxyContext(cfg, self.source, gate, self.stats, access, self.nodes, loop)
+            ctx.start()
+            host, port = cfg.listen_addr
+            try:
+                self.server = await loop.create_server(lambda: ClientConn(ctx), host, port,
+                                                       reuse_port=self.reuse_port or None, backlog=2048)
+            except OSError as exc:
+                from gate import ConfigError
+
+                raise ConfigError("listen", f"cannot listen on {cfg.listen}: {exc.strerror or exc}") from exc
+            self.port = self.server.sockets[0].getsockname()[1]
+        if self.admin_control:
+            await self._start_admin_control()
+        if cfg.consul is not None:
+            self._tasks.append(loop.create_task(self._follow_nodes()))
+        event("sidecar started", listen=f"{cfg.listen_addr[0]}:{self.port}" if self.proxy else "-",
+              admin=self.admin_port or "-", control=self.control_port or "-",
+              store="consul" if cfg.consul else "embedded", partitions=len(self.source.partitions()), pid=os.getpid())
+
+    def _start_embedded(self) -> None:
+        cfg = self.cfg
+        if self.table is None:
+            pc = load_placement_file(cfg.placement)
+            pc.check_nodes(cfg.nodes())
+            self.table = PlacementTable(pc.partitions)
+            self.nodes = {**pc.nodes, **cfg.nodes()}
+        else:
+            self.nodes = cfg.nodes()
+        inner = EmbeddedStore(self.table, self.nodes)
+        self.store = FanoutStore(inner, [LocalMember(inner, self.tracker, cfg.drain_seconds)] if self.proxy else [])
+        self.source = self.table
+
+    async def _start_consul(self) -> None:
+        from gate import ConsensusStore, ConsulConsensus, Replica
+        from gate._participant import Participant
+
+        cfg = self.cfg
+        self.consensus = consensus = ConsulConsensus(cfg.consul, cfg.prefix, cfg.consul_token)
+        self.store = ConsensusStore(consensus)
+        pid = cfg.participant_id or f"{socket.gethostname()}-{os.getpid()}"
+        if cfg.participant_id and cfg.workers > 1:
+            pid = f"{cfg.participant_id}-{os.getpid()}"  # one participant per worker process
+        participant: Any = None
+
+        def replica() -> Replica:
+            return Replica(consensus, wait_s=participant.wait_s)  # wait ≤ lease/3: quiet ≠ stale
+
+        self.participant = participant = Participant(
+            cfg.consul, cfg.prefix, participant_id=pid, replica_factory=replica, tracker=self.tracker,
+            ttl_s=cfg.session_ttl, lease_s=cfg.lease_seconds, token=cfg.consul_token)
+        await participant.start()
+        if not await participant.wait_joined(min(30.0, cfg.session_ttl * 2)):
+            event("not registered with Consul yet: writes fail closed until it is", logging.WARNING,
+                  consul=cfg.consul, participant=pid)
+        self.source = participant
+        self.nodes = {**participant.nodes, **cfg.nodes()}
+
+    async def _follow_nodes(self) -> None:
+        """Consul mode: node URLs live in the store; pick up changes."""
+        while True:
+            await asyncio.sleep(1.0)
+            nodes = {**self.participant.nodes, **self.cfg.nodes()}
+            if nodes != self.nodes:
+                self.nodes = nodes
+                if self.ctx is not None:
+                    self.ctx.set_nodes(nodes)
+
+    async def _start_admin_control(self) -> None:
+        cfg = self.cfg
+        self.admin = AdminServer(self._metrics_text or self._own_metrics, self.ready, self.not_ready_reason)
+        host, port = cfg.admin_addr
+        try:
+            self.admin_port = await self.admin.start(host, port)
+        except OSError as exc:
+            from gate import ConfigError
+
+            raise ConfigError("admin", f"cannot listen on {cfg.admin}: {exc.strerror or exc}") from exc
+        from ._grpc_server import start_control_server
+
+        self.control = await start_control_server(cfg.control, store=self.store, source=self.source, gate=self.gate,
+                                                  token=cfg.token, extra_nodes=cfg.nodes())
+        self.control_port = getattr(self.control, "epochgate_port", 0)
+
+    async def _own_metrics(self) -> bytes:
+        refresh_metrics(self.metrics, self.stats, self.source, self.gate, self.tracker)
+        return registry_text(self.metrics)
+
+    def ready(self) -> bool:
+        return not self._stopped and self.gate is not None and self.gate.ready()
+
+    def not_ready_reason(self) -> str:
+        if self._stopped or (self.gate is not None and self.gate._closing):
+            return "shutting down"
+        if self.participant is not None and self.participant.check():
+            return f"fail closed ({self.participant.check()})"
+        return "fail closed (table older than the lease)"
+
+    # ------------------------------------------------------------ reload
+    def reload(self) -> bool:
+        """SIGHUP: re-read the placement file (embedded store). False if refused."""
+        cfg = self.cfg
+        if cfg.placement is None or self.table is None:
+            event("reload ignored: no placement file (Consul mode)", logging.WARNING)
+            return False
+        try:
+            pc = load_placement_file(cfg.placement)
+            pc.check_nodes(cfg.nodes())
+        except PlacementFileError as exc:
+            event("placement reload refused; keeping the current table", logging.ERROR, error=str(exc))
+            return False
+        table = self.table
+        changed = 0
+        for p, node in pc.partitions.items():
+            st = table.state(p)
+            if st is None or st[0].source != node or (st[0].phase is not Phase.ACTIVE and st[0].target == node):
+                table.set(p, node)  # operator registration / override
+                changed += 1
+        for p in list(table.partitions()):
+            if p not in pc.partitions:
+                table.remove(p)
+                changed += 1
+        self.nodes = {**pc.nodes, **cfg.nodes()}
+        if isinstance(self.store, EmbeddedStore):
+            self.store._nodes.clear()
+            self.store._nodes.update(self.nodes)
+        if self.ctx is not None:
+            self.ctx.set_nodes(self.nodes)
+        event("placement reloaded", file=cfg.placement, partitions=len(pc.partitions), changed=changed,
+              epoch=int(table.current_epoch()))
+        return True
+
+    # ------------------------------------------------------------ run / stop
+    def install_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self._stop.set)
+        loop.add_signal_handler(signal.SIGINT, self._stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        await self._stop.wait()
+        await self.shutdown()
+
+    async def shutdown(self) -> None:
+        """Fail readiness, stop accepting, drain within ``drain_seconds``, stop everything."""
+        if self._stopped:
+            return
+        self._stopped = True
+        loop = asyncio.get_running_loop()
+        if self.gate is not None:
+            self.gate.close()
+        ctx = self.ctx
+        inflight = len(ctx.clients) if ctx is not None else 0
+        event("draining", connections=inflight, grace_s=self.cfg.drain_seconds)
+        if self.server is not None:
+            self.server.close()
+        if ctx is not None:
+            ctx.closing = True
+            for c in list(ctx.clients):
+                if c.current is None:
+                    c.close_idle()
+            deadline = loop.time() + self.cfg.drain_seconds
+            while ctx.clients and loop.time() < deadline:
+                await asyncio.sleep(0.02)
+            left = len(ctx.clients)
+            for c in list(ctx.clients):
+                if c.transport is not None:
+                    c.transport.abort()
+            ctx.stop()
+            event("drained", cut=left)
+        for t in self._tasks:
+            t.cancel()
+        if self.control is not None:
+            await self.control.stop(0.5)
+        if self.admin is not None:
+            await self.admin.stop()
+        if self.participant is not None:
+            await self.participant.stop()
+        if self.consensus is not None:
+            await self.consensus.close()
+

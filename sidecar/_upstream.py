@@ -1,0 +1,188 @@
+"""Upstream side of the data path: keep-alive connections and their pool.
+
+An ``UpstreamConn`` is an ``asyncio.Protocol`` with an httptools response
+parser. It serves one exchange at a time (``conn.exchange``, the client-side
+request object) and forwards parser callbacks to it; the exchange decides what
+reaches the client. When a response ends cleanly on a keep-alive connection
+with the request fully sent, the connection goes back to the pool.
+
+The pool is per upstream ``(host, port)``: a LIFO stack of idle connections
+(the most recently used one is the least likely to have been closed by the
+upstream's idle timeout), bounded, with idle connections older than
+``idle_s`` closed by the periodic sweep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import Any
+
+import httptools
+
+
+class UpstreamConn(asyncio.Protocol):
+    """One connection to an upstream node."""
+
+    __slots__ = ("pool", "key", "transport", "parser", "exchange", "closed", "served", "idle_since",
+                 "paused", "status", "reason_phrase", "headers")
+
+    def __init__(self, pool: "UpstreamPool", key: tuple[str, int]) -> None:
+        self.pool = pool
+        self.key = key
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.exchange: Any = None
+        self.closed = False
+        self.served = 0          # responses completed on this connection
+        self.idle_since = 0.0
+        self.paused = False      # the upstream's write buffer is full: client reading paused
+        self.status = 0
+        self.reason_phrase = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+
+    # -- asyncio.Protocol ----------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+
+    def data_received(self, data: bytes) -> None:
+        ex = self.exchange
+        if ex is None:  # bytes on an idle connection: protocol error, do not reuse
+            self.close()
+            return
+        if ex.tunnel:
+            ex.ctransport.write(data)
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            ex.upstream_upgraded(data[exc.args[0]:])
+        except httptools.HttpParserError as exc:
+            if self.exchange is not None:
+                self.exchange.upstream_failed(f"invalid response from upstream: {exc}")
+            self.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.pool.forget(self)
+        ex = self.exchange
+        if ex is not None:
+            self.exchange = None
+            ex.upstream_lost(self)
+
+    def pause_writing(self) -> None:
+        ex = self.exchange
+        if ex is not None:
+            self.paused = True
+            ex.upstream_paused(True)
+
+    def resume_writing(self) -> None:
+        ex = self.exchange
+        self.paused = False
+        if ex is not None:
+            ex.upstream_paused(False)
+
+    # -- httptools callbacks ---------------------------------------------------
+    def on_message_begin(self) -> None:
+        self.headers = []
+        self.reason_phrase = b""
+
+    def on_status(self, status: bytes) -> None:
+        self.reason_phrase += status
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        ex = self.exchange
+        if ex is not None:
+            ex.on_response_head(self.parser.get_status_code(), self.reason_phrase, self.headers,
+                                self.parser.should_keep_alive())
+
+    def on_body(self, body: bytes) -> None:
+        ex = self.exchange
+        if ex is not None:
+            ex.on_response_body(body)
+
+    def on_message_complete(self) -> None:
+        ex = self.exchange
+        if ex is not None:
+            ex.on_response_end()
+
+    # -- pool side -----------------------------------------------------------
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def release(self, reusable: bool) -> None:
+        """The exchange is done with this connection."""
+        self.exchange = None
+        if self.paused:
+            reusable = False
+        if reusable and not self.closed:
+            self.served += 1
+            self.pool.put(self)
+        else:
+            self.close()
+
+
+class UpstreamPool:
+    """Idle keep-alive connections per upstream ``(host, port)``."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, *, max_idle: int = 256, idle_s: float = 30.0,
+                 connect_timeout: float = 5.0) -> None:
+        self.loop = loop
+        self.max_idle = max_idle
+        self.idle_s = idle_s
+        self.connect_timeout = connect_timeout
+        self._idle: dict[tuple[str, int], list[UpstreamConn]] = {}
+        self.now = loop.time()
+        self._open: set[UpstreamConn] = set()
+
+    def get_idle(self, key: tuple[str, int]) -> UpstreamConn | None:
+        stack = self._idle.get(key)
+        while stack:
+            conn = stack.pop()
+            if not conn.closed and not conn.transport.is_closing():  # type: ignore[union-attr]
+                return conn
+        return None
+
+    async def connect(self, key: tuple[str, int]) -> UpstreamConn:
+        """A new connection; raises ``OSError``/``asyncio.TimeoutError``."""
+        _, conn = await asyncio.wait_for(
+            self.loop.create_connection(lambda: UpstreamConn(self, key), key[0], key[1]), self.connect_timeout)
+        self._open.add(conn)
+        return conn
+
+    def put(self, conn: UpstreamConn) -> None:
+        stack = self._idle.setdefault(conn.key, [])
+        if len(stack) >= self.max_idle:
+            conn.close()
+            return
+        conn.idle_since = self.now
+        stack.append(conn)
+
+    def forget(self, conn: UpstreamConn) -> None:
+        self._open.discard(conn)
+        stack = self._idle.get(conn.key)
+        if stack and conn in stack:
+            stack.remove(conn)
+
+    def sweep(self, now: float) -> None:
+        """Close connections idle for longer than ``idle_s`` (called periodically)."""
+        self.now = now
+        for stack in self._idle.values():
+            while stack and now - stack[0].idle_since > self.idle_s:
+                stack.pop(0).close()
+
+    def close(self) -> None:
+        for conn in list(self._open):
+            conn.close()
+        self._idle.clear()
