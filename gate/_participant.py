@@ -245,8 +245,18 @@ class Participant:
 
     async def _register(self) -> None:
         assert self.session is not None
+        if await self._consul.acquire(self.key, b"0", self.session):
+            return
+        # Held by another session: this id's previous process (killed, or one that lost
+        # its session and is starting over). Ids are unique per process by contract, so
+        # that process is dead or must start over anyway (rule 4): end its session —
+        # the barrier then stops waiting for it — and take the key.
+        entry = await self._consul.get(self.key)
+        if entry is not None and entry.session and entry.session != self.session:
+            log.warning("participant %s: taking over %s from stale session %s", self.id, self.key, entry.session)
+            await self._consul.session_destroy(entry.session)
         if not await self._consul.acquire(self.key, b"0", self.session):
-            raise BackendError(f"participant {self.id}: could not acquire {self.key} (held by another session?)")
+            raise BackendError(f"participant {self.id}: could not acquire {self.key}")
 
     async def _read_table(self) -> None:
         """A fresh replica: a new snapshot read, never the old view (rule 4)."""

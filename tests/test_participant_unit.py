@@ -15,7 +15,7 @@ import pytest
 
 from gate import ConfigError, PlacementTable, RejectReason
 from gate._participant import Participant
-from gate._sessions import SessionLost
+from gate._sessions import KVEntry, SessionLost
 from sidecar._inflight import InflightTracker
 
 
@@ -60,6 +60,11 @@ class FakeConsul:
             return False
         self.kv[key] = (value, sid)
         return True
+
+    async def get(self, key):
+        if key not in self.kv:
+            return None
+        return KVEntry(key, self.kv[key][0], self.kv[key][1], 1)
 
     async def close(self):
         pass
@@ -215,3 +220,12 @@ def test_config_validation():
         Participant("http://x:1", participant_id="a/b", replica_factory=lambda: None)
     p = Participant("http://x:1", participant_id="a", replica_factory=lambda: None, ttl_s=12)
     assert p.lease_s < p.ttl_s and p.wait_s <= p.lease_s / 3 and p.renew_every_s < p.lease_s
+
+
+async def test_restart_under_same_id_takes_over_stale_session(world):
+    part, clock, consul, *_ = world
+    stale = await consul.session_create("old", 10)
+    await consul.acquire("eg/sidecars/s1", b"7", stale)      # a killed predecessor's key
+    await part._join()
+    assert stale not in consul.sessions                       # its session ended: the barrier drops it
+    assert consul.kv["eg/sidecars/s1"][1] == part.session
