@@ -306,8 +306,12 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
                 dump(conv.job_to_dict(job))
             elif action == "show":
                 _show_job(job, out)
-            else:
-                out.write(f"job {job.id} {job.status}\n")
+            elif job.status == "aborted":
+                out.write(f"job {job.id} aborted\n")
+            elif job.status in conv.TERMINAL_STATUSES:
+                raise CliError(f"job {job.id} already {job.status}; nothing to abort", EXIT_REFUSED)
+            else:  # the controller aborts it at its next step (the store goes back to the source)
+                out.write(f"job {job.id}: abort requested (status {job.status})\n")
             return EXIT_OK
 
         if args.command == "partitions":

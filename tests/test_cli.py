@@ -72,6 +72,8 @@ async def test_migrate_follows_to_completion_with_plain_lines(server):
                          enumerate(("pending", "draining", "cutover", "replaying", "completed"))]
     assert lines[5].startswith("job j1 completed: t1 a→b, 3.9 KiB copied in ")
     assert "\r" not in out and table.get("t1").placement == "b"
+    rc, _, err = await cli("jobs", "abort", "j1", "--control", addr)
+    assert rc == _cli.EXIT_REFUSED and _one_line_error(err) == "error: job j1 already completed; nothing to abort"
 
 
 async def test_migrate_exit_codes_say_the_outcome(server):
