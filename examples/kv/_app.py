@@ -76,7 +76,7 @@ async def put_kv(request: web.Request) -> web.StreamResponse:
         # the block without committing, so the transaction rolls back.
         async with guard:
             txn.commit()
-        t = time.time()
+            t = time.time()  # before the guard lets an in-process participant ack the cutover
     epoch = int(guard.epoch) if guard.epoch is not None else None
     line = json.dumps({"partition": partition, "key": key, "value": value, "node": request.app[NODE_KEY],
                        "epoch": epoch, "t": t}, ensure_ascii=False)
