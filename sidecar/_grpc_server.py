@@ -14,9 +14,7 @@ Errors map onto status codes as the proto header says; the mapping lives in
 from __future__ import annotations
 
 import asyncio
-import hmac
 import inspect
-import ipaddress
 import logging
 from collections import deque
 from typing import Any, AsyncIterator, Awaitable, Callable, Mapping
@@ -41,6 +39,7 @@ from gate._placement_file import validate_url
 from gate._types import node_name, partition_id
 
 from . import _grpc_convert as conv
+from ._grpc_auth import TokenInterceptor, is_loopback, split_hostport
 from ._pb.epochgate.v1 import epochgate_pb2 as pb
 from ._pb.epochgate.v1 import epochgate_pb2_grpc as pb_grpc
 
@@ -335,58 +334,6 @@ def _job_id(value: str) -> str:
     return value
 
 
-class _TokenInterceptor(grpc.aio.ServerInterceptor):
-    """Refuse every call that lacks ``authorization: Bearer <token>``."""
-
-    def __init__(self, token: str) -> None:
-        self._expected = f"Bearer {token}".encode()
-
-    async def intercept_service(self, continuation: Any, details: grpc.HandlerCallDetails) -> Any:
-        handler = await continuation(details)
-        for key, value in details.invocation_metadata or ():
-            if key == "authorization":
-                got = value.encode() if isinstance(value, str) else value
-                if hmac.compare_digest(got, self._expected):
-                    return handler
-                break
-        return _refusal(handler)
-
-
-def _refusal(handler: Any) -> Any:
-    if handler is None:
-        return None
-
-    async def deny_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
-
-    async def deny_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
-        yield  # pragma: no cover - makes this an async generator
-
-    kw = dict(request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer)
-    if handler.unary_stream:
-        return grpc.unary_stream_rpc_method_handler(deny_stream, **kw)
-    return grpc.unary_unary_rpc_method_handler(deny_unary, **kw)
-
-
-def _is_loopback(host: str) -> bool:
-    host = host.strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def split_hostport(addr: str, field: str = "control") -> tuple[str, int]:
-    """``HOST:PORT`` (``[v6]:PORT``) → (host, port); ``ConfigError`` naming ``field``."""
-    host, sep, port = addr.rpartition(":")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise ConfigError(field, f"expected HOST:PORT, got {addr!r}")
-    return host, int(port)
-
-
 async def start_control_server(
     addr: str = DEFAULT_CONTROL,
     *,
@@ -408,9 +355,9 @@ async def start_control_server(
     host, _ = split_hostport(addr)
     if token is not None and not token:
         raise ConfigError("token", "an empty token would refuse nothing; omit it instead")
-    if not _is_loopback(host) and token is None:
+    if not is_loopback(host) and token is None:
         log.warning("control API on non-loopback %s without a token: anyone who can reach it can move partitions", addr)
-    interceptors = [_TokenInterceptor(token)] if token else []
+    interceptors = [TokenInterceptor(token)] if token else []
     server = grpc.aio.server(interceptors=interceptors)
     pb_grpc.add_GateServicer_to_server(GateServicer(store, source, gate), server)
     pb_grpc.add_MigrationServicer_to_server(MigrationServicer(store, source, jobs, extra_nodes or {}), server)
