@@ -122,7 +122,7 @@ class ResponseMixin:
         if self.interim:
             self.interim = False
             return
-        if self.done:
+        if self.done or self.status == 101:  # 101: the parser raises HttpParserUpgrade next
             return
         if self.resp_held is not None:
             body = b"".join(self.resp_buf)

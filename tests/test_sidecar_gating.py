@@ -1,0 +1,166 @@
+"""Writes through the sidecar in every phase: stamping, hold, rejection, app stale-epoch retry, fail closed."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+import pytest
+
+from tests._sidecar_util import Upstream, config, running_sidecar, write_placement
+
+KEY = {"X-Partition-Key": "t1"}
+
+
+@pytest.fixture
+async def nodes():
+    a = await Upstream("a").start()
+    b = await Upstream("b").start()
+    yield a, b
+    await a.stop()
+    await b.stop()
+
+
+@pytest.fixture
+def placement(nodes, tmp_path):
+    a, b = nodes
+    return write_placement(tmp_path / "p.toml", {"a": a.url, "b": b.url}, {"t1": "a", "t2": "b"})
+
+
+@pytest.fixture
+async def session():
+    async with aiohttp.ClientSession() as s:
+        yield s
+
+
+async def until(pred, timeout=5.0):
+    end = asyncio.get_running_loop().time() + timeout
+    while not pred():
+        if asyncio.get_running_loop().time() > end:
+            raise AssertionError("condition not reached")
+        await asyncio.sleep(0.01)
+
+
+def writes(up):
+    return [s for s in up.seen if s["method"] == "PUT"]
+
+
+async def put(session, sc, path="/kv/k", data=b"v", headers=KEY):
+    async with session.put(f"http://127.0.0.1:{sc.port}{path}", data=data, headers=headers) as r:
+        return r.status, dict(r.headers), await r.read()
+
+
+async def test_active_and_draining_writes_go_to_source_with_epoch(placement, nodes, session):
+    a, b = nodes
+    async with running_sidecar(config(placement)) as sc:
+        status, _, _ = await put(session, sc)
+        assert status == 200
+        e0 = int(sc.table.state("t1")[1])
+        assert writes(a)[-1]["headers"]["X-Placement-Epoch"] == str(e0)
+        e1 = await sc.store.begin("t1", "b")
+        status, _, _ = await put(session, sc)
+        assert status == 200
+        assert writes(a)[-1]["headers"]["X-Placement-Epoch"] == str(int(e1)) and not writes(b)
+
+
+async def test_cutover_write_is_held_then_lands_on_target(placement, nodes, session):
+    a, b = nodes
+    async with running_sidecar(config(placement, hold_seconds=10)) as sc:
+        await sc.store.begin("t1", "b")
+        await sc.store.enter_cutover("t1")
+        task = asyncio.create_task(put(session, sc, data=b"held-value"))
+        await until(lambda: sc.ctx.hold.count == 1)
+        assert not writes(a) and not writes(b)  # INV-M1: nothing committed during cutover
+        e = await sc.store.complete("t1")
+        status, _, _ = await task
+        assert status == 200
+        assert not writes(a) and len(writes(b)) == 1
+        assert writes(b)[0]["headers"]["X-Placement-Epoch"] == str(int(e))
+        assert sc.ctx.hold.count == 0
+        await asyncio.sleep(0)
+        sc.stats.flush()
+        m = sc.metrics.requests.labels("write", "active", "held_ok")._value.get()
+        assert m == 1
+
+
+async def test_hold_bound_exceeded_gives_full_problem(placement, nodes, session):
+    a, b = nodes
+    async with running_sidecar(config(placement, hold_seconds=0.2)) as sc:
+        await sc.store.begin("t1", "b")
+        e = await sc.store.enter_cutover("t1")
+        status, headers, body = await put(session, sc)
+    assert status == 503 and headers["Retry-After"] == "1"
+    assert headers["Content-Type"] == "application/problem+json"
+    import json
+
+    doc = json.loads(body)
+    assert doc["type"].endswith("stale-epoch")
+    assert doc["partition"] == "t1" and doc["reason"] == "cutover" and doc["phase"] == "cutover"
+    assert doc["epoch"] == int(e) and doc["placement"] == "a"
+    assert not writes(a) and not writes(b)
+
+
+async def test_hold_disabled_rejects_at_once(placement, nodes, session):
+    async with running_sidecar(config(placement, hold_max=0)) as sc:
+        await sc.store.begin("t1", "b")
+        await sc.store.enter_cutover("t1")
+        status, _, _ = await put(session, sc)
+        assert status == 503
+        status, _, _ = await put(session, sc, headers={"X-Partition-Key": "t2"})
+        assert status == 200  # other partitions keep writing
+
+
+async def test_reads_continue_during_cutover(placement, nodes, session):
+    async with running_sidecar(config(placement, hold_max=0)) as sc:
+        await sc.store.begin("t1", "b")
+        await sc.store.enter_cutover("t1")
+        async with session.get(f"http://127.0.0.1:{sc.port}/kv/k", headers=KEY) as r:
+            assert r.status == 200
+            assert (await r.json())["node"] == "a"  # INV-M4: one read placement until the flip
+
+
+async def test_app_stale_epoch_is_retried(placement, nodes, session):
+    a, b = nodes
+    a.stale_left = 1
+    async with running_sidecar(config(placement)) as sc:
+        task = asyncio.create_task(put(session, sc, data=b"replayed-body"))
+        await until(lambda: sc.ctx.hold.count == 1)  # the app refused; the table has not moved yet: held
+        assert a.seen[-1].get("stale")
+        e = await sc.store.begin("t1", "b")
+        status, _, body = await task
+        assert status == 200
+        ok = [s for s in writes(a) if not s.get("stale")]
+        assert len(ok) == 1 and ok[0]["len"] == len(b"replayed-body")
+        assert ok[0]["headers"]["X-Placement-Epoch"] == str(int(e))
+
+
+async def test_inflight_write_holds_cutover_ack(placement, nodes, session):
+    a, _ = nodes
+    async with running_sidecar(config(placement)) as sc:
+        await sc.store.begin("t1", "b")
+        task = asyncio.create_task(put(session, sc, path="/wait"))
+        await until(lambda: sc.tracker.count("t1") == 1)
+        cut = asyncio.create_task(sc.store.enter_cutover("t1"))
+        await asyncio.sleep(0.1)
+        assert not cut.done()  # the transition does not count while a draining-epoch write is in flight
+        a.release.set()
+        assert (await task)[0] == 200
+        await asyncio.wait_for(cut, 5)
+        assert sc.tracker.count() == 0
+
+
+async def test_fail_closed_guard_refuses_writes_not_reads(placement, nodes, session):
+    async with running_sidecar(config(placement)) as sc:
+        open_ = [True]
+        sc.gate.add_guard(lambda: open_[0])
+        open_[0] = False
+        status, _, body = await put(session, sc)
+        assert status == 503 and b'"reason":"fail_closed"' in body
+        async with session.get(f"http://127.0.0.1:{sc.port}/kv/k", headers=KEY) as r:
+            assert r.status == 200
+        async with session.get(f"http://127.0.0.1:{sc.admin_port}/readyz") as r:
+            assert r.status == 503
+        open_[0] = True
+        assert (await put(session, sc))[0] == 200
+        async with session.get(f"http://127.0.0.1:{sc.admin_port}/readyz") as r:
+            assert r.status == 200
