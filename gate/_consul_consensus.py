@@ -61,6 +61,8 @@ class ConsulConsensus:
                     data: bytes | None = None, timeout_s: float | None = None,
                     ok: tuple[int, ...] = (200,)) -> tuple[int, Any, bytes]:
         timeout = aiohttp.ClientTimeout(total=timeout_s or self.timeout_s)
+        if self._session.closed:
+            raise BackendError(f"consul {method} {url}: this ConsulConsensus is closed")
         try:
             async with self._session.request(method, url, params=params, data=data, timeout=timeout) as resp:
                 body = await resp.read()

@@ -238,6 +238,8 @@ async def test_consul_transport_failure_is_backend_error():
             await ConsensusStore(c).set("t1", "a")
     finally:
         await c.close()
+    with pytest.raises(BackendError, match="closed"):
+        await c.head("k")
 
 
 async def test_consul_consensus_rejects_bad_config():
