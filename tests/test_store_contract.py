@@ -24,6 +24,7 @@ from gate import (
     Phase,
     UnknownPartition,
 )
+from gate._consensus import put
 
 
 @pytest.fixture(params=["table", "memory", pytest.param("consul", marks=pytest.mark.consul)])
@@ -177,21 +178,32 @@ async def test_log_is_bounded_and_gap_free(cstore):
 
 
 async def test_racing_controllers_exactly_one_wins(cstore):
-    """Many controllers fire the same transition at once: exactly one wins each
-    round, the rest get the state machine's refusal, and history has each
-    winning transition exactly once."""
-    await cstore.set("t1", "a")
-    rounds = [("begin", ("t1", "b"), AlreadyMigrating), ("enter_cutover", ("t1",), NotDraining),
-              ("complete", ("t1",), NotMigrating)]
-    for name, args, loser in rounds:
-        results = await asyncio.gather(*(getattr(cstore, name)(*args) for _ in range(6)), return_exceptions=True)
-        wins = [r for r in results if not isinstance(r, BaseException)]
-        assert len(wins) == 1, results
-        assert all(isinstance(r, loser) for r in results if isinstance(r, BaseException)), results
-    h = await cstore.history("t1")
-    assert [x.op for x in h] == ["set", "begin_migration", "enter_cutover", "complete_migration"]
-    assert len({x.seq for x in h}) == len(h)
-    assert cstore.conflicts > 0
+    """Six controllers (each its own client and connection) fire the same
+    transition at once: exactly one wins each round, the others get the state
+    machine's refusal, and history holds each winning transition exactly once."""
+    c = cstore.consensus
+    clients = [c] + [ConsulConsensus(c.url, c.prefix) if isinstance(c, ConsulConsensus) else c for _ in range(5)]
+    ctls = [ConsensusStore(k, actor=f"ctl{i}") for i, k in enumerate(clients)]
+    try:
+        await cstore.set("t1", "a")
+        rounds = [("begin", ("t1", "b"), AlreadyMigrating), ("enter_cutover", ("t1",), NotDraining),
+                  ("complete", ("t1",), NotMigrating)]
+        winners = []
+        for name, args, loser in rounds:
+            results = await asyncio.gather(*(getattr(s, name)(*args) for s in ctls), return_exceptions=True)
+            wins = [(i, r) for i, r in enumerate(results) if not isinstance(r, BaseException)]
+            assert len(wins) == 1, results
+            assert all(isinstance(r, loser) for r in results if isinstance(r, BaseException)), results
+            winners.append(wins[0])
+        h = await cstore.history("t1")
+        assert [x.op for x in h] == ["set", "begin_migration", "enter_cutover", "complete_migration"]
+        assert [(x.actor, x.epoch) for x in h[1:]] == [(f"ctl{i}", e) for i, e in winners]
+        assert len({x.seq for x in h}) == len(h)
+        assert sum(s.conflicts for s in ctls) > 0
+    finally:
+        for k in clients[1:]:
+            if k is not c:
+                await k.close()
 
 
 async def test_racing_on_different_partitions_all_commit(cstore):
@@ -205,7 +217,7 @@ async def test_racing_on_different_partitions_all_commit(cstore):
 
 async def test_unreadable_state_is_a_backend_error_and_set_overrides_it(cstore):
     await cstore.set("t1", "a")
-    await cstore.consensus.txn([__import__("gate._consensus", fromlist=["put"]).put("partitions/t1", b"{garbage")])
+    await cstore.consensus.txn([put("partitions/t1", b"{garbage")])
     with pytest.raises(BackendError, match="partitions/t1"):
         await cstore.begin("t1", "b")
     assert "t1" not in await cstore.partitions()
@@ -214,7 +226,6 @@ async def test_unreadable_state_is_a_backend_error_and_set_overrides_it(cstore):
 
 
 async def test_garbage_log_head_does_not_stop_transitions(cstore):
-    from gate._consensus import put
     await cstore.set("t1", "a")
     await cstore.consensus.txn([put("log/head", b"\xff not json")])
     await cstore.set("t1", "b")
