@@ -231,7 +231,9 @@ class LocalAdmitter:
     A replica-backed admitter must be a barrier participant (DESIGN §5 rule 6):
     pass the ``participant`` (any object with ``writable() -> bool``, normally
     ``gate._participant.Participant``); every admit then also requires
-    ``participant.writable()``. Without one, a source that has ``last_read``
+    ``participant.writable()``. A source that has ``writable()`` (a
+    ``Participant``, which serves reads from its current replica) is its own
+    participant: ``LocalAdmitter(participant)``. Without one, a source that has ``last_read``
     (a replica) is refused unless ``require_participant=False`` is said out loud.
 
     ``tracker`` (``begin``/``end``; default: the participant's ``tracker``)
@@ -249,6 +251,8 @@ class LocalAdmitter:
     ) -> None:
         if not callable(getattr(source, "admit_write", None)):
             raise ConfigError("source", f"needs admit_write(partition, epoch), got {type(source).__name__}")
+        if participant is None and callable(getattr(source, "writable", None)):
+            participant = source  # a Participant is itself a PlacementSource
         if participant is not None and not callable(getattr(participant, "writable", None)):
             raise ConfigError("participant", f"needs writable() -> bool, got {type(participant).__name__}")
         if require_participant is None:

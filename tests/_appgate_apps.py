@@ -30,6 +30,7 @@ class KV:
 
     path: Path
     pause: asyncio.Event | None = None  # when set, a write waits here before its commit
+    pause_in_guard: asyncio.Event | None = None  # ... or inside the guard, just before COMMIT
     paused: asyncio.Event = field(default_factory=asyncio.Event)  # set once a write reached the pause
     conn: sqlite3.Connection = field(init=False)
 
@@ -46,6 +47,9 @@ class KV:
                 self.paused.set()
                 await self.pause.wait()
             async with gate.current_guard():
+                if self.pause_in_guard is not None:  # admitted at the commit point, not yet committed
+                    self.paused.set()
+                    await self.pause_in_guard.wait()
                 self.conn.execute("COMMIT")
             return int(cur.lastrowid)
         except BaseException:
