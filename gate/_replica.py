@@ -30,7 +30,7 @@ from ._consensus_store import HEAD, LOG, NODES, PARTITIONS, LogEntry, decode_sta
 from ._exceptions import BackendError, ConfigError
 from ._placement_file import validate_url
 from ._table import PlacementTable
-from ._types import PartitionState, node_name
+from ._types import Epoch, PartitionState, node_name
 
 log = logging.getLogger("epochgate.replica")
 
@@ -75,7 +75,8 @@ class Replica:
         self.table = PlacementTable()
         t = self.table
         self.get, self.lookup, self.admit_write = t.get, t.lookup, t.admit_write
-        self.state, self.current_epoch, self.partitions, self.subscribe = t.state, t.current_epoch, t.partitions, t.subscribe
+        self.state, self.partitions, self.subscribe = t.state, t.partitions, t.subscribe
+        self._epoch = Epoch.ZERO
         self.nodes: dict[str, str] = {}
         self.last_read: float | None = None
         self.errors = 0      # failed reads and unparseable values
@@ -112,6 +113,16 @@ class Replica:
                 await task
             except asyncio.CancelledError:
                 pass
+
+    def current_epoch(self) -> Epoch:
+        """The highest epoch applied since the store last went backwards.
+
+        Kept here rather than read from the table: after the store is reset
+        (indexes start over) the table's own high-water mark would stay at the
+        old generation's epochs, and a barrier ack compared against the new
+        generation's epochs must not pass on those.
+        """
+        return self._epoch
 
     @property
     def running(self) -> bool:
@@ -209,6 +220,8 @@ class Replica:
         if entry.partition is not None:
             if self.table.apply(entry.partition, entry.state, epoch):
                 self.updates += 1
+                if epoch > self._epoch:
+                    self._epoch = Epoch(epoch)
         elif self.nodes.get(entry.node or "") != entry.url:
             self.nodes[entry.node or ""] = entry.url or ""
             self.updates += 1
@@ -248,6 +261,7 @@ class Replica:
                 if kept is not None:
                     snap[p] = kept  # the last good state stays
         self.table.replace(snap)
+        self._epoch = Epoch(max((e for _, e in snap.values()), default=0))
         self.nodes = self._parse_nodes(node_items)
         self.seq, self._log_index = seq, 0 if head is None else head.seqno
         self.index = head.seqno if head is not None else max(read_index, 1)

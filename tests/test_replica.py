@@ -198,6 +198,7 @@ async def test_index_going_backwards_rereads_the_snapshot():
     await r.refresh()
     assert r.resets == 1 and r.index < old_index
     assert same_as_store(r, await s2.partitions())  # t2..t4 are gone; lower epochs replaced
+    assert r.current_epoch() == max(e for _, e in (await s2.partitions()).values())  # not the old generation's
     e = await s2.begin("t0", "b")
     await r.refresh()
     assert r.state("t0") == (PartitionState.draining("a", "b"), e)
