@@ -36,13 +36,15 @@ class KV:
 
     def __post_init__(self) -> None:
         self.conn = sqlite3.connect(self.path, isolation_level=None)
-        self.conn.execute("CREATE TABLE IF NOT EXISTS kv (seq INTEGER PRIMARY KEY, partition TEXT, k TEXT, v TEXT)")
+        self.conn.execute("CREATE TABLE IF NOT EXISTS kv (seq INTEGER PRIMARY KEY, partition TEXT, k TEXT, v TEXT, epoch INTEGER)")
 
     async def put(self, partition: str, key: str, value: str) -> int:
         """Insert a row; commit through the current request's guard."""
         self.conn.execute("BEGIN")
         try:
-            cur = self.conn.execute("INSERT INTO kv (partition, k, v) VALUES (?, ?, ?)", (partition, key, value))
+            epoch = gate.current_guard().epoch  # the stamp this attempt carries
+            cur = self.conn.execute("INSERT INTO kv (partition, k, v, epoch) VALUES (?, ?, ?, ?)",
+                                    (partition, key, value, None if epoch is None else int(epoch)))
             if self.pause is not None:
                 self.paused.set()
                 await self.pause.wait()
@@ -58,6 +60,10 @@ class KV:
 
     def rows(self) -> list[tuple[str, str, str]]:
         return self.conn.execute("SELECT partition, k, v FROM kv ORDER BY seq").fetchall()
+
+    def epochs(self) -> list[int | None]:
+        """The stamped epoch of every committed row."""
+        return [r[0] for r in self.conn.execute("SELECT epoch FROM kv ORDER BY seq")]
 
     def close(self) -> None:
         self.conn.close()
