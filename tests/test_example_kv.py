@@ -118,6 +118,29 @@ async def test_refused_admit_rolls_back_and_answers_the_problem(world, case):
     assert [c["value"] for c in a.commits()] == ["v1"]
 
 
+async def test_concurrent_writes_group_commit_only_the_admitted(world):
+    table, node, http = world
+    a = await node("a")
+    table.set("t2", "a")  # t2 moves to epoch 3: writes stamped 2 are stale
+
+    async def put(i: int):
+        partition, epoch = ("t1", 1) if i % 2 == 0 else ("t2", 2)
+        async with http.put(f"{a.url}/kv/k{i}", data=f"v{i}", headers=stamp(partition, epoch)) as r:
+            return i, r.status, await r.json()
+
+    results = await asyncio.gather(*(put(i) for i in range(40)))
+    assert {i for i, status, _ in results if status == 200} == set(range(0, 40, 2))
+    assert all(doc["reason"] == "stale_epoch" and doc["epoch"] == 3 for i, status, doc in results if status != 200)
+    seqs = sorted(doc["seq"] for _, status, doc in results if status == 200)
+    assert seqs == list(range(1, 21))  # refused writes took no sequence number
+    logged = a.commits()
+    assert sorted(c["key"] for c in logged) == sorted(f"k{i}" for i in range(0, 40, 2))
+    assert {(c["partition"], c["epoch"]) for c in logged} == {("t1", 1)}
+    for i in (1, 2):
+        async with http.get(f"{a.url}/kv/k{i}", headers={"X-Partition": "t1" if i == 2 else "t2"}) as r:
+            assert r.status == (200 if i == 2 else 404)
+
+
 async def test_unreachable_gate_fails_closed(world, tmp_path):
     table, node, http = world
     a = await node("a", target="127.0.0.1:1")

@@ -8,8 +8,9 @@ Each PUT is admitted again at its commit point — inside the SQLite
 transaction, right before COMMIT — through ``gate``'s aiohttp middleware and
 ``current_guard()``. A refusal rolls the transaction back and the middleware
 answers the stale-epoch problem (503), which the sidecar retries. A committed
-write is appended to ``DIR/commits.jsonl`` before the response is sent, so the
-log holds every write a client saw acknowledged.
+write is appended to ``DIR/commits.jsonl`` right after COMMIT, before the
+response is sent, so the log holds every write a client saw acknowledged.
+Concurrent writes are group-committed (one transaction, one round of admits).
 
 The mover hooks (``/_epochgate/export|import|delta``) are not gated: the
 controller's mover copies data to a node that is not the partition's
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -69,18 +69,10 @@ async def put_kv(request: web.Request) -> web.StreamResponse:
     except UnicodeDecodeError:
         return _problem(400, "body", "the value must be UTF-8 text")
     guard = current_guard()  # built by the gate middleware from the stamped headers
-    store = request.app[STORE_KEY]
-    async with store.transaction() as txn:
-        seq = txn.put(partition, key, value)
-        # The commit point: admit again right before COMMIT. StaleEpoch leaves
-        # the block without committing, so the transaction rolls back.
-        async with guard:
-            txn.commit()
-            t = time.time()  # before the guard lets an in-process participant ack the cutover
+    # The commit point: the store asks the guard inside the transaction, right
+    # before COMMIT; a refusal (StaleEpoch) leaves the write out of it.
+    seq, _ = await request.app[STORE_KEY].put_admitted(partition, key, value, guard)
     epoch = int(guard.epoch) if guard.epoch is not None else None
-    line = json.dumps({"partition": partition, "key": key, "value": value, "node": request.app[NODE_KEY],
-                       "epoch": epoch, "t": t}, ensure_ascii=False)
-    os.write(request.app[LOG_KEY], line.encode() + b"\n")  # O_APPEND: one write per line
     return web.json_response({"partition": partition, "key": key, "node": request.app[NODE_KEY],
                               "epoch": epoch, "seq": seq})
 
@@ -159,8 +151,19 @@ def build_app(node: str, data_dir: str | Path, admitter: Any) -> web.Application
     data.mkdir(parents=True, exist_ok=True)
     app = web.Application(middlewares=[_gated(admitter)], client_max_size=64 * 1024 * 1024)
     app[NODE_KEY] = node
-    app[STORE_KEY] = KvStore(data / "kv.sqlite")
-    app[LOG_KEY] = os.open(data / "commits.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    log_fd = os.open(data / "commits.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+    def log_commits(rows: list[tuple], t: float) -> None:
+        # Written after COMMIT and before any client hears back, so the log
+        # holds every acknowledged write (and a commit whose client went away).
+        lines = b"".join(
+            json.dumps({"partition": p, "key": k, "value": v, "node": node,
+                        "epoch": None if e is None else int(e), "t": t}, ensure_ascii=False).encode() + b"\n"
+            for p, k, v, e, _ in rows)
+        os.write(log_fd, lines)  # O_APPEND: one write per batch
+
+    app[STORE_KEY] = KvStore(data / "kv.sqlite", on_commit=log_commits)
+    app[LOG_KEY] = log_fd
 
     async def close(app: web.Application) -> None:
         app[STORE_KEY].close()

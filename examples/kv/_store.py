@@ -8,17 +8,19 @@ rows and the counter in one read transaction (a snapshot, WAL mode), and
 
 There are no deletes in this API, so the latest value per key is the whole
 delta. Writes go through one connection guarded by an ``asyncio.Lock`` (the
-commit-point admit is awaited inside the open transaction); reads and
-exports use a second connection and only ever see committed data.
+commit-point admit is awaited inside the open transaction, so concurrent
+client writes are group-committed: one round of admits per transaction);
+reads and exports use a second connection and only ever see committed data.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import AsyncIterator, Iterable
+from typing import Any, AsyncIterator, Callable, Iterable
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (
@@ -42,14 +44,19 @@ _UPSERT = (
 class KvStore:
     """The node's key-value table with an exact change cursor."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, on_commit: Callable[[list[tuple], float], None] | None = None) -> None:
+        """``on_commit(rows, t)`` runs right after each COMMIT of client writes with
+        ``(partition, key, value, epoch, seq)`` rows (the app's commit log)."""
         self.path = Path(path)
+        self.on_commit = on_commit
         self._w = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._w.execute("PRAGMA journal_mode=WAL")
         self._w.execute("PRAGMA synchronous=NORMAL")
         self._w.executescript(_SCHEMA)
         self._r = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self.write_lock = asyncio.Lock()
+        self._pending: list = []
+        self._flusher: asyncio.Future | None = None
 
     def close(self) -> None:
         self._w.close()
@@ -69,6 +76,60 @@ class KvStore:
             finally:
                 if not txn.committed:
                     self._w.execute("ROLLBACK")
+
+    async def put_admitted(self, partition: str, key: str, value: str, guard: Any) -> tuple[int, float]:
+        """Commit one client write, admitted by ``guard`` at the commit point.
+
+        Concurrent writes are group-committed: one transaction holds a batch,
+        every write's admit is asked inside it (concurrently, right before
+        COMMIT), only the admitted ones are applied, then COMMIT. A refused
+        write raises the guard's exception (``StaleEpoch``) and is in no
+        transaction that commits. Returns (seq, commit time).
+        """
+        fut: asyncio.Future[tuple[int, float]] = asyncio.get_running_loop().create_future()
+        self._pending.append((partition, key, value, guard, fut))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.ensure_future(self._flush())
+        return await fut
+
+    async def _flush(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            async with self.write_lock:
+                await self._commit_batch(batch)
+
+    async def _commit_batch(self, batch: list) -> None:
+        admitted: list = []  # (item, seq)
+        try:
+            self._w.execute("BEGIN IMMEDIATE")
+            try:
+                answers = await asyncio.gather(*(g.__aenter__() for _, _, _, g, _ in batch), return_exceptions=True)
+                txn = _Txn(self._w)
+                for item, answer in zip(batch, answers):
+                    if isinstance(answer, BaseException):
+                        if not item[4].done():
+                            item[4].set_exception(answer)
+                    else:
+                        admitted.append((item, txn.put(item[0], item[1], item[2])))
+                txn.commit()
+            except BaseException:
+                self._w.execute("ROLLBACK")
+                raise
+            t = time.time()  # before the guards let an in-process participant ack a cutover
+            if self.on_commit is not None and admitted:
+                self.on_commit([(p, k, v, g.epoch, seq) for (p, k, v, g, _), seq in admitted], t)
+            for item, seq in admitted:
+                if not item[4].done():
+                    item[4].set_result((seq, t))
+        except BaseException as exc:
+            for item in batch:
+                if not item[4].done():
+                    item[4].set_exception(exc) if isinstance(exc, Exception) else item[4].cancel()
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            for item, _ in admitted:
+                await item[3].__aexit__(None, None, None)
 
     async def import_rows(self, partition: str, rows: Iterable[tuple[str, str]]) -> int:
         """Upsert ``rows`` of a partition in one transaction (the mover's import)."""
