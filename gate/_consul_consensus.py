@@ -4,7 +4,8 @@ A key's seqno is its ``ModifyIndex`` (the raft index of its last write);
 ``txn`` is ``PUT /v1/txn`` (one raft entry: every write in it gets the same
 index); conditions are ``cas`` / ``delete-cas`` / ``check-index`` /
 ``check-not-exists``. Blocking reads use ``?index=&wait=`` and ``?raw`` so a
-watcher receives the value bytes and the index header, nothing else.
+watcher receives the value bytes and the index header, nothing else; those go
+over ``LongPollClient`` (a lean keep-alive GET), the rest over aiohttp.
 
 It talks HTTP with aiohttp directly rather than through py-consul: the token
 must go on every request (py-consul's ``txn.put`` drops it), and counting the
@@ -19,13 +20,14 @@ import asyncio
 import base64
 import json
 from typing import Any, Sequence
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import aiohttp
 
 from ._consensus import CHECK, DELETE, PUT, TxnOp, Versioned, put
 from ._consensus_store import ConsensusStore
 from ._exceptions import BackendError, ConfigError
+from ._longpoll import LongPollClient
 from ._placement_file import validate_url
 from ._replica import Replica
 
@@ -49,6 +51,9 @@ class ConsulConsensus:
         headers = {"X-Consul-Token": token} if token else {}
         # One keep-alive pool; blocking queries hold a connection each for up to `wait`.
         self._session = aiohttp.ClientSession(headers=headers, connector=aiohttp.TCPConnector(limit=64))
+        # Blocking queries (a replica's steady-state traffic) go over a leaner client.
+        self._poll = LongPollClient(self.url, headers)
+        self._path = urlsplit(self.url).path
         self.bytes_received = 0
         self.requests = 0
 
@@ -78,10 +83,11 @@ class ConsulConsensus:
 
     @staticmethod
     def _index(headers: Any) -> int:
+        raw = headers.get("X-Consul-Index") or headers.get("x-consul-index") or "0"
         try:
-            return int(headers.get("X-Consul-Index", "0"))
+            return int(raw)
         except ValueError as exc:
-            raise BackendError(f"bad X-Consul-Index {headers.get('X-Consul-Index')!r}") from exc
+            raise BackendError(f"bad X-Consul-Index {raw!r}") from exc
 
     def _entries(self, body: bytes) -> list[Versioned]:
         try:
@@ -167,16 +173,22 @@ class ConsulConsensus:
         return ([] if status == 404 else self._entries(body)), self._index(headers)
 
     async def watch(self, key: str, index: int, wait_s: float) -> tuple[Versioned | None, int]:
-        params = {"raw": ""}
+        target = f"{self._path}/v1/kv/{quote(self.prefix + key, safe='/')}?raw"
         if index > 0:
-            params.update(index=str(index), wait=f"{max(1, int(wait_s * 1000))}ms")
+            target += f"&index={index}&wait={max(1, int(wait_s * 1000))}ms"
+        if self._session.closed:
+            raise BackendError(f"consul GET {target}: this ConsulConsensus is closed")
         # Consul adds up to wait/16 of jitter; leave room for it and a slow answer.
-        status, headers, body = await self._call("GET", self._kv(key), params=params, ok=(200, 404),
-                                                 timeout_s=wait_s * 1.1 + self.timeout_s)
-        got = self._index(headers)
-        return (Versioned(key, body, got) if status == 200 else None), got
+        resp = await self._poll.get(target, wait_s * 1.1 + self.timeout_s)
+        self.requests += 1
+        self.bytes_received += resp.wire_bytes
+        if resp.status not in (200, 404):
+            raise BackendError(f"consul GET {target}: HTTP {resp.status}: {resp.body[:200]!r}")
+        got = self._index(resp.headers)
+        return (Versioned(key, resp.body, got) if resp.status == 200 else None), got
 
     async def close(self) -> None:
+        await self._poll.close()
         if not self._session.closed:
             await self._session.close()
 
