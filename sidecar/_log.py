@@ -95,11 +95,23 @@ class AccessLog:
             self.flush()
 
     def flush(self) -> None:
-        if self._buf:
-            data = "\n".join(self._buf) + "\n"
-            self._buf.clear()
-            try:
-                self.stream.write(data)
+        """Write buffered lines in pieces of at most 4 KiB (PIPE_BUF), so that the
+        lines of several worker processes sharing one pipe never interleave."""
+        if not self._buf:
+            return
+        lines, self._buf = self._buf, []
+        piece: list[str] = []
+        size = 0
+        try:
+            for line in lines:
+                if size + len(line) >= 4000 and piece:
+                    self.stream.write("\n".join(piece) + "\n")
+                    self.stream.flush()
+                    piece, size = [], 0
+                piece.append(line)
+                size += len(line) + 1
+            if piece:
+                self.stream.write("\n".join(piece) + "\n")
                 self.stream.flush()
-            except (OSError, ValueError):
-                pass
+        except (OSError, ValueError):
+            pass

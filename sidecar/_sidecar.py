@@ -245,7 +245,8 @@ class Sidecar:
             self.gate.close()
         ctx = self.ctx
         inflight = len(ctx.clients) if ctx is not None else 0
-        event("draining", connections=inflight, grace_s=self.cfg.drain_seconds)
+        if self.server is not None or self.admin is not None:  # not after a failed start
+            event("draining", connections=inflight, grace_s=self.cfg.drain_seconds)
         if self.server is not None:
             self.server.close()
         if ctx is not None:
