@@ -74,7 +74,7 @@ async def seed(c: ConsulConsensus, n: int) -> None:
 async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--partitions", type=int, default=10_000)
-    ap.add_argument("--transitions", type=int, default=40, help="transitions measured per fleet size")
+    ap.add_argument("--transitions", type=int, default=100, help="transitions measured per fleet size")
     ap.add_argument("--fleet", default="1,50,100,200", help="replica counts, ascending")
     ap.add_argument("--wait", type=float, default=5.0, help="blocking-query wait of each replica (s)")
     args = ap.parse_args()
@@ -111,6 +111,7 @@ async def main() -> None:
         cold_ms: list[float] = []
         cold_bytes: list[int] = []
         applied: dict[int, list[float]] = {}
+        all_applied = asyncio.Event()
 
         async def add_replica() -> None:
             c = ConsulConsensus(agent.url, "epochgate/", timeout_s=30)
@@ -121,7 +122,10 @@ async def main() -> None:
             cold_bytes.append(c.bytes_received)
 
             def on_change(p, state, epoch):
-                applied.setdefault(int(epoch), []).append(time.perf_counter())
+                times = applied.setdefault(int(epoch), [])
+                times.append(time.perf_counter())
+                if len(times) >= len(replicas):
+                    all_applied.set()
             r.subscribe(on_change)
             replicas.append((r, c))
 
@@ -145,7 +149,11 @@ async def main() -> None:
                 commit.append((time.perf_counter() - t0) * 1000)
                 end = time.perf_counter() + 10
                 while len(applied.get(int(epoch), ())) < n and time.perf_counter() < end:
-                    await asyncio.sleep(0.0005)
+                    all_applied.clear()  # set by the subscriber of the last replica to apply
+                    try:
+                        await asyncio.wait_for(all_applied.wait(), max(0.001, end - time.perf_counter()))
+                    except asyncio.TimeoutError:
+                        pass
                 times = applied.pop(int(epoch), [])
                 if len(times) < n:
                     print(f"  ! transition {i}: only {len(times)}/{n} replicas applied within 10 s")
