@@ -67,13 +67,19 @@ async def test_garbage_under_the_prefix_is_skipped(trio, consul_agent, kv_prefix
     raw_put(consul_agent.url, f"{kv_prefix}partitions/evil", b'{"phase":"active","from":"a b c"}')
     raw_put(consul_agent.url, f"{kv_prefix}log/e/0000000000000004", b"[1,2,3]")
     raw_put(consul_agent.url, f"{kv_prefix}log/head", b"not json")
-    await wait_until(lambda: r.errors >= 2, what="garbage noticed")
-    for i in range(6):  # push the log past log_keep so the replica re-reads the (garbage) snapshot too
+    await wait_until(lambda: r.errors >= 2, what="garbage head and log entry noticed")
+    e = await store.set("t2", "b")  # the store carries on past the garbage head
+    await wait_until(lambda: r.state("t2") == (PartitionState.active("b"), e), what="next transition applied")
+    await r.stop()  # fall behind: the log moves past log_keep, so the next read is a snapshot
+    for i in range(6):
         await store.set("t0", "ab"[i % 2])
-    await wait_until(lambda: r.state("t0")[0] == PartitionState.active("b"), what="good transitions applied")
+    errors = r.errors
+    await r.refresh()
+    assert r.snapshots == 2
+    assert r.errors == errors + 2  # partitions/t1 and partitions/evil
     assert r.state("t1") == good  # last good state kept
     assert r.lookup("evil") is None
-    assert r.running
+    assert r.state("t0") == (await store.partitions())["t0"]
 
 
 async def test_log_truncated_past_a_lagging_replica(trio):
