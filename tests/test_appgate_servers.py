@@ -337,3 +337,18 @@ async def test_grpc_read_method_passes_unstamped_and_abort_carries_trailers(gate
             assert kv.rows() == []
         finally:
             await app.close()
+
+
+async def test_bearer_token_reaches_the_gate_and_a_wrong_one_fails_closed():
+    table = PlacementTable({"t1": "a"})
+    server = await start_control_server("127.0.0.1:0", store=EmbeddedStore(table), source=table, token="s3cret")
+    target = f"127.0.0.1:{server.epochgate_port}"
+    try:
+        async with AdmitClient(target, token="s3cret") as good, AdmitClient(target, token="wrong") as bad:
+            assert await good.admit("t1", 1) is gate.ADMIT
+            assert (await bad.admit("t1", 1)).reason is gate.RejectReason.FAIL_CLOSED
+            assert "UNAUTHENTICATED" in bad.last_error
+        with SyncAdmitClient(target, token="s3cret") as sync_good:
+            assert sync_good.admit("t1", 1) is gate.ADMIT
+    finally:
+        await server.stop(None)
