@@ -259,11 +259,16 @@ class Participant:
             raise BackendError(f"participant {self.id}: could not acquire {self.key}")
 
     async def _read_table(self) -> None:
-        """A fresh replica: a new snapshot read, never the old view (rule 4)."""
-        old, self.replica = self.replica, None
+        """A fresh replica: a new snapshot read, never the old view (rule 4). Until it
+        has read, the old (stopped) replica keeps answering reads from its last table;
+        writes stay refused (``_joined`` is false)."""
+        old = self.replica
         if old is not None:
             await old.stop()
         replica = self._factory()
+        if replica is old and self._unsub is not None:   # a factory that reuses one replica
+            self._unsub()
+            self._unsub = None
         unsub = replica.subscribe(self._on_change)
         try:
             # bounded: a registered participant that cannot read holds the barrier up
@@ -276,6 +281,8 @@ class Participant:
             unsub()
             await replica.stop()
             raise
+        if self._unsub is not None:
+            self._unsub()
         self.replica, self._unsub = replica, unsub
         for p, (state, epoch) in replica.partitions().items():
             if state.phase is Phase.CUTOVER:
@@ -390,12 +397,10 @@ class Participant:
                 await asyncio.wait_for(self._consul.session_destroy(sid), self.renew_every_s)
             except (BackendError, asyncio.TimeoutError) as exc:
                 log.info("participant %s: could not destroy session: %s", self.id, exc)
-        if self._unsub is not None:
-            self._unsub()
-            self._unsub = None
-        replica, self.replica = self.replica, None
-        if replica is not None:
-            await replica.stop()
+        # The replica stops following but stays: reads continue from its last table
+        # (DESIGN §5) while writes are refused; the next join replaces it.
+        if self.replica is not None:
+            await self.replica.stop()
 
     # ---- PlacementSource over the current replica ------------------------------
 

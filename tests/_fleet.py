@@ -1,0 +1,210 @@
+"""A fleet of real processes for the migration end-to-end tests: example KV
+nodes (``python -m examples.kv --consul``), sidecars (``python -m sidecar
+--consul``) and controllers (``python -m sidecar controller``), each logging to
+a file under the test's tmp dir, all stopped at the end."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+import grpc
+
+from sidecar._pb.epochgate.v1 import epochgate_pb2 as pb
+from sidecar._pb.epochgate.v1 import epochgate_pb2_grpc as pb_grpc
+
+from ._consul import free_ports
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EPOCHGATE_")}
+    env["PYTHONPATH"] = str(ROOT)
+    return env
+
+
+@dataclass
+class Proc:
+    name: str
+    args: list[str]
+    log_path: Path
+    popen: subprocess.Popen | None = None
+    info: dict = field(default_factory=dict)
+
+    def start(self) -> "Proc":
+        with open(self.log_path, "ab") as log:
+            self.popen = subprocess.Popen([sys.executable, "-m", *self.args], cwd=ROOT, env=_env(), stdout=log,
+                                          stderr=subprocess.STDOUT, start_new_session=True)
+        return self
+
+    def signal(self, sig: int) -> None:
+        if self.popen is not None and self.popen.poll() is None:
+            self.popen.send_signal(sig)
+
+    def kill(self) -> None:
+        self.signal(signal.SIGCONT)
+        self.signal(signal.SIGKILL)
+        if self.popen is not None:
+            self.popen.wait(10)
+
+    def stop(self) -> None:
+        if self.popen is None or self.popen.poll() is not None:
+            return
+        self.signal(signal.SIGCONT)
+        self.popen.terminate()
+        try:
+            self.popen.wait(5)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait(10)
+
+    def tail(self, n: int = 3000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-n:]
+        except OSError:
+            return ""
+
+
+async def wait_http(url: str, timeout_s: float = 30.0, proc: Proc | None = None) -> None:
+    end = time.monotonic() + timeout_s
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1)) as http:
+        while time.monotonic() < end:
+            if proc is not None and proc.popen is not None and proc.popen.poll() is not None:
+                raise RuntimeError(f"{proc.name} exited: {proc.tail()}")
+            try:
+                async with http.get(url) as r:
+                    if r.status == 200:
+                        return
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+                pass
+            await asyncio.sleep(0.1)
+    raise RuntimeError(f"{url} not ready after {timeout_s}s" + (f": {proc.tail()}" if proc else ""))
+
+
+class Fleet:
+    def __init__(self, consul_url: str, prefix: str, tmp: Path) -> None:
+        self.consul_url, self.prefix, self.tmp = consul_url, prefix, tmp
+        self.procs: list[Proc] = []
+
+    def _proc(self, name: str, args: list[str]) -> Proc:
+        p = Proc(name, args, self.tmp / f"{name}.log")
+        self.procs.append(p)
+        return p.start()
+
+    async def node(self, name: str) -> Proc:
+        (port,) = free_ports(1)
+        p = self._proc(f"node-{name}", ["examples.kv", "--node", name, "--listen", f"127.0.0.1:{port}",
+                                        "--data", str(self.tmp / f"data-{name}"), "--consul", self.consul_url,
+                                        "--prefix", self.prefix, "--participant-id", f"kv-{name}"])
+        p.info.update(url=f"http://127.0.0.1:{port}", data=self.tmp / f"data-{name}")
+        await wait_http(p.info["url"] + "/healthz", 30, p)
+        return p
+
+    async def sidecar(self, pid: str, ports: tuple[int, int, int] | None = None, wait: bool = True) -> Proc:
+        listen, admin, control = ports or free_ports(3)
+        p = self._proc(f"sidecar-{pid}-{len(self.procs)}",
+                       ["sidecar", "--consul", self.consul_url, "--prefix", self.prefix,
+                        "--listen", f"127.0.0.1:{listen}", "--admin", f"127.0.0.1:{admin}",
+                        "--control", f"127.0.0.1:{control}", "--participant-id", pid, "--no-access-log"])
+        p.info.update(url=f"http://127.0.0.1:{listen}", admin=f"http://127.0.0.1:{admin}",
+                      ports=(listen, admin, control), pid=pid)
+        if wait:
+            await wait_http(p.info["admin"] + "/readyz", 30, p)
+        return p
+
+    async def controller(self, name: str, deadline_s: float = 5.0) -> Proc:
+        control, admin = free_ports(2)
+        p = self._proc(f"controller-{name}", ["sidecar", "controller", "--consul", self.consul_url,
+                                              "--prefix", self.prefix, "--control", f"127.0.0.1:{control}",
+                                              "--admin", f"127.0.0.1:{admin}",
+                                              "--cutover-deadline", str(deadline_s)])
+        p.info.update(control=f"127.0.0.1:{control}", admin=f"http://127.0.0.1:{admin}")
+        await wait_http(p.info["admin"] + "/healthz", 30, p)
+        return p
+
+    def stop(self) -> None:
+        for p in reversed(self.procs):
+            p.stop()
+
+    def commits(self, *nodes: Proc) -> list[dict]:
+        out = []
+        for n in nodes:
+            path = Path(n.info["data"]) / "commits.jsonl"
+            if path.exists():
+                out += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        return out
+
+
+class ControlClient:
+    """The controller's Migration service over gRPC."""
+
+    def __init__(self, addr: str) -> None:
+        self.channel = grpc.aio.insecure_channel(addr)
+        self.stub = pb_grpc.MigrationStub(self.channel)
+
+    async def migrate(self, partition: str, to: str, deadline_s: float = 0.0, timeout_s: float = 60.0) -> pb.Job:
+        job = await self.stub.Migrate(pb.MigrateRequest(partition=partition, to_node=to,
+                                                        cutover_deadline_s=deadline_s), timeout=10)
+        return await self.wait(job.id, timeout_s)
+
+    async def wait(self, job_id: str, timeout_s: float = 60.0) -> pb.Job:
+        end = time.monotonic() + timeout_s
+        while time.monotonic() < end:
+            job = await self.stub.GetJob(pb.JobRequest(id=job_id), timeout=10)
+            if job.status in ("completed", "failed", "aborted"):
+                return job
+            await asyncio.sleep(0.05)
+        raise TimeoutError(f"job {job_id} not final after {timeout_s}s: {job}")
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+
+def check_invariants(commits: list[dict], jobs: list[dict], initial: dict[str, tuple[str, int]]) -> list[str]:
+    """INV-M1/M2/M3 and one node per (partition, epoch), from the backends' commit
+    logs and the job records (``Job.to_dict()``). ``initial``: partition → (node, epoch)
+    of the registration before any job."""
+    errors: list[str] = []
+    by_pe: dict[tuple[str, int], set[str]] = {}
+    for c in commits:
+        by_pe.setdefault((c["partition"], c["epoch"]), set()).add(c["node"])
+    for (p, e), nodes in by_pe.items():
+        if len(nodes) > 1:
+            errors.append(f"partition {p} epoch {e} committed on {sorted(nodes)}")
+    # owner of each partition as a function of epoch, from completed jobs
+    flips: dict[str, list[tuple[int, str]]] = {p: [(e, n)] for p, (n, e) in initial.items()}
+    for j in jobs:
+        ph = {r["phase"]: r for r in j["phases"]}
+        if j["status"] == "completed":
+            flips.setdefault(j["partition"], []).append((ph["completed"]["epoch"], j["to_node"]))
+            acked, done = ph.get("acked"), ph["completed"]
+            if acked is not None:   # INV-M1: nothing commits between the barrier and the flip
+                for c in commits:
+                    # commits at the flip epoch or later are after the flip by definition
+                    if c["partition"] == j["partition"] and c["epoch"] < done["epoch"] and c["t"] > acked["at"]:
+                        errors.append(f"INV-M1: job {j['id']}: commit {c} between barrier and flip")
+        elif j["status"] in ("aborted", "failed") and "draining" in ph:
+            lo = ph["draining"]["epoch"]
+            hi = max(r["epoch"] for r in j["phases"])
+            for c in commits:   # INV-M3: nothing committed on `to` for an aborted job
+                if c["partition"] == j["partition"] and c["node"] == j["to_node"] and lo <= c["epoch"] <= hi:
+                    errors.append(f"INV-M3: aborted job {j['id']}: commit on to: {c}")
+    for p in flips:
+        flips[p].sort()
+    for c in commits:   # INV-M2: every commit went to the placement current at its epoch
+        owner = None
+        for e, n in flips.get(c["partition"], []):
+            if e <= c["epoch"]:
+                owner = n
+        if owner is not None and owner != c["node"]:
+            errors.append(f"INV-M2: commit {c} on {c['node']}, placement at that epoch was {owner}")
+    return errors
