@@ -166,7 +166,8 @@ class SyncAdmitClient:
     """Blocking client of ``Gate/AdmitWrite`` for threaded (WSGI-style) apps.
 
     Thread-safe; one channel, opened on first use. Fails closed like
-    ``AdmitClient``.
+    ``AdmitClient``. It blocks the calling thread for up to ``timeout_s``: do
+    not call it on an event loop's thread (use ``AdmitClient`` there).
     """
 
     def __init__(self, target: str = "127.0.0.1:50051", *, timeout_s: float = 0.25, token: str | None = None) -> None:
