@@ -94,7 +94,9 @@ class CommitGuard:
     guard a no-op: only for local development.
 
     Use as ``async with guard:``, ``with guard:`` (sync admitters only), or as a
-    decorator ``@guard`` on the commit function. Each use admits afresh.
+    decorator ``@guard`` on the commit function. Each use admits afresh. In
+    async code use ``AdmitClient`` or ``LocalAdmitter``; ``SyncAdmitClient``
+    belongs to threaded apps (it would block the event loop).
     """
 
     __slots__ = ("admitter", "stamp", "last", "_held")
@@ -123,9 +125,11 @@ class CommitGuard:
     def epoch(self) -> Epoch | None:
         return None if self.stamp is None else self.stamp.epoch
 
-    def _decide(self, result: WriteAdmission) -> None:
-        if self._held:
+    def _not_held(self) -> None:
+        if self._held:  # checked before admitting, so a refused nesting leaves no in-flight count
             raise RuntimeError("CommitGuard is not re-entrant: one commit at a time per guard")
+
+    def _decide(self, result: WriteAdmission) -> None:
         self.last = result
         self._held = bool(result)
         if not result:
@@ -140,6 +144,7 @@ class CommitGuard:
     async def __aenter__(self) -> "CommitGuard":
         if self.stamp is None:
             return self
+        self._not_held()
         result = self.admitter.admit(self.stamp.partition, self.stamp.epoch)
         if inspect.isawaitable(result):
             result = await result
@@ -152,6 +157,7 @@ class CommitGuard:
     def __enter__(self) -> "CommitGuard":
         if self.stamp is None:
             return self
+        self._not_held()
         result = self.admitter.admit(self.stamp.partition, self.stamp.epoch)
         if inspect.isawaitable(result):
             close = getattr(result, "close", None)

@@ -222,6 +222,7 @@ async def test_unstamped_guard_is_a_noop_and_guard_is_not_reentrant():
         with pytest.raises(RuntimeError, match="re-entrant"):
             async with guard:
                 pass
+    assert [c[0] for c in rec.calls] == ["admit", "done"]  # the refused nesting admitted nothing
     with pytest.raises(ConfigError, match="admitter"):
         CommitGuard(object(), None)
 
