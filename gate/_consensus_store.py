@@ -131,6 +131,11 @@ class HistoryEntry:
     actor: str
     seq: int
 
+    def to_dict(self) -> dict[str, Any]:
+        """The audit record as operators read it (``from``/``to`` as in DESIGN §4)."""
+        return {"epoch": int(self.epoch), "op": self.op, "phase": self.phase, "from": self.source,
+                "to": self.target, "time": self.time, "actor": self.actor}
+
 
 def default_actor() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"

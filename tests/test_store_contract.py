@@ -161,6 +161,8 @@ async def test_history_records_every_transition(cstore):
         ("set", "active", "a", None), ("begin_migration", "draining", "a", "b"),
         ("enter_cutover", "cutover", "a", "b"), ("complete_migration", "active", "b", None)]
     assert all(x.actor == "tester" and x.time > 0 for x in h)
+    assert h[1].to_dict() == {"epoch": epochs[1], "op": "begin_migration", "phase": "draining", "from": "a",
+                              "to": "b", "time": h[1].time, "actor": "tester"}
     assert await cstore.compact_history("t1", epochs[2]) == 2
     assert [x.epoch for x in await cstore.history("t1")] == epochs[2:]
 
