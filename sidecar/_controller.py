@@ -51,9 +51,12 @@ class Leadership:
         self.session: str | None = None
         self._last_renew = float("-inf")
         self._lost = False
+        self._holding = False
 
     def held(self) -> bool:
-        return self.session is not None and not self._lost and self.clock() - self._last_renew < self.lease_s
+        """True while this controller holds the lock and renewed its session within the lease."""
+        return (self._holding and self.session is not None and not self._lost
+                and self.clock() - self._last_renew < self.lease_s)
 
     def check(self) -> None:
         if not self.held():
@@ -64,7 +67,8 @@ class Leadership:
             sent = self.clock()
             self.session = await self.consul.session_create(f"epochgate-controller-{self.owner}", self.ttl_s)
             self._last_renew, self._lost = sent, False
-        return await self.consul.acquire(self.key, self.owner.encode(), self.session)
+        self._holding = await self.consul.acquire(self.key, self.owner.encode(), self.session)
+        return self._holding
 
     async def renew(self) -> None:
         sent = self.clock()
@@ -73,9 +77,11 @@ class Leadership:
             self._last_renew = sent
         except SessionLost:
             self._lost = True
+            self._holding = False
             self.session = None
 
     async def release(self) -> None:
+        self._holding = False
         sid, self.session = self.session, None
         if sid is not None:
             try:

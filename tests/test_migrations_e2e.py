@@ -20,6 +20,7 @@ import aiohttp
 import pytest
 
 from gate._consul_consensus import open_consul
+from sidecar._pb.epochgate.v1 import epochgate_pb2 as pb
 
 from ._fleet import ControlClient, Fleet, check_invariants
 
@@ -170,5 +171,69 @@ async def test_twenty_migrations_under_writes_with_kill_and_freeze(consul_agent,
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await client.close()
+        fleet.stop()
+        await consensus.close()
+
+
+async def _leader(ctls) -> int:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as http:
+        for _ in range(200):
+            for i, c in enumerate(ctls):
+                try:
+                    async with http.get(c.info["admin"] + "/readyz") as r:
+                        if (await r.text()).strip() == "leader":
+                            return i
+                except (aiohttp.ClientError, asyncio.TimeoutError):
+                    pass
+            await asyncio.sleep(0.05)
+    raise AssertionError("no controller leads")
+
+
+async def test_controller_killed_mid_job_next_one_finishes_or_aborts(consul_agent, kv_prefix, tmp_path):
+    fleet, consensus, store, nodes, sidecars, initial = await _setup(consul_agent, kv_prefix, tmp_path, 2)
+    ctls = list(await asyncio.gather(fleet.controller("c1"), fleet.controller("c2")))
+    writers = Writers()
+    tasks = []
+    clients = [ControlClient(c.info["control"]) for c in ctls]
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=40)) as http:
+            for i in range(len(sidecars)):
+                tasks.append(asyncio.create_task(writers.run(f"w{i}", lambda i=i: sidecars[i], ["t1"], http)))
+            while len(writers.acked) < 20:
+                await asyncio.sleep(0.05)
+            lead = await _leader(ctls)
+            nodes[1].signal(signal.SIGSTOP)          # node b hangs: the bulk copy's import blocks
+            job = await clients[1 - lead].stub.Migrate(pb.MigrateRequest(partition="t1", to_node="b"), timeout=10)
+            for _ in range(200):
+                got = await clients[1 - lead].stub.GetJob(pb.JobRequest(id=job.id), timeout=5)
+                if got.status == "draining":
+                    break
+                await asyncio.sleep(0.05)
+            assert got.status == "draining", got
+            owner0 = [j["owner"] for j in await _jobs(consul_agent.url, kv_prefix) if j["id"] == job.id][0]
+            ctls[lead].kill()                         # the leader dies mid-job
+            nodes[1].signal(signal.SIGCONT)
+            final = await clients[1 - lead].wait(job.id, timeout_s=60)
+            assert final.status in ("completed", "aborted"), final
+            assert await _leader([ctls[1 - lead]]) == 0
+            await asyncio.sleep(0.5)
+            writers.running = False
+            await asyncio.gather(*tasks)
+        st = await store.state("t1")
+        assert st is not None and not st[0].migrating
+        assert st[0].source == ("b" if final.status == "completed" else "a")
+        assert not [e[2] for e in writers.errors], writers.errors[:5]
+        jobs = await _jobs(consul_agent.url, kv_prefix)
+        owner1 = [j["owner"] for j in jobs if j["id"] == job.id][0]
+        assert owner0 and owner1 and owner1 != owner0   # the next controller took the job over
+        errors = check_invariants(fleet.commits(*nodes), jobs, initial)
+        assert not errors, errors[:10]
+    finally:
+        writers.running = False
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for c in clients:
+            await c.close()
         fleet.stop()
         await consensus.close()
