@@ -80,6 +80,15 @@ def admission_from_response(resp: Any) -> WriteAdmission:
     return Reject(reason, current, phase)
 
 
+# The sidecar is on loopback: after it restarts, reconnect within about a second
+# instead of gRPC's default backoff (up to 120 s of failing closed).
+_CHANNEL_OPTIONS = (
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+)
+
+
 def _check_timeout(timeout_s: float) -> float:
     if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not 0 < timeout_s <= 60:
         raise ConfigError("timeout_s", f"must be a number of seconds in (0, 60], got {timeout_s!r}")
@@ -123,7 +132,7 @@ class AdmitClient:
             import grpc
 
             pb2, pb2_grpc = _pb()
-            self._channel = grpc.aio.insecure_channel(self.target)
+            self._channel = grpc.aio.insecure_channel(self.target, options=_CHANNEL_OPTIONS)
             self._stub = pb2_grpc.GateStub(self._channel)
             self._request = pb2.AdmitWriteRequest
             self._loop = loop
@@ -187,7 +196,7 @@ class SyncAdmitClient:
                     import grpc
 
                     pb2, pb2_grpc = _pb()
-                    self._channel = grpc.insecure_channel(self.target)
+                    self._channel = grpc.insecure_channel(self.target, options=_CHANNEL_OPTIONS)
                     self._request = pb2.AdmitWriteRequest
                     self._stub = pb2_grpc.GateStub(self._channel)
                 stub = self._stub

@@ -353,3 +353,28 @@ async def test_bearer_token_reaches_the_gate_and_a_wrong_one_fails_closed():
             assert await asyncio.to_thread(sync_good.admit, "t1", 1) is gate.ADMIT, sync_good.last_error
     finally:
         await server.stop(None)
+
+
+async def test_admits_again_soon_after_the_sidecar_restarts_on_its_port():
+    """Recovery after a short outage. (The reconnect-backoff cap in ``_admit``
+    matters after long outages, which this test does not wait through.)"""
+    table = PlacementTable({"t1": "a"})
+    (port,) = free_ports(1)
+    addr = f"127.0.0.1:{port}"
+    server = await start_control_server(addr, store=EmbeddedStore(table), source=table)
+    async with AdmitClient(addr) as client:
+        assert await client.admit("t1", 1) is gate.ADMIT
+        await server.stop(None)
+        for _ in range(3):  # a few failures push gRPC's reconnect backoff up
+            assert (await client.admit("t1", 1)).reason is gate.RejectReason.FAIL_CLOSED
+            await asyncio.sleep(0.3)
+        server = await start_control_server(addr, store=EmbeddedStore(table), source=table)
+        try:
+            for _ in range(100):  # bounded poll, not a timing assertion
+                if await client.admit("t1", 1) is gate.ADMIT:
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                raise AssertionError(f"still failing closed after the restart: {client.last_error}")
+        finally:
+            await server.stop(None)
