@@ -233,7 +233,7 @@ class Replica:
         head = await self.consensus.head(HEAD)
         items, read_index = await self.consensus.read_prefix(PARTITIONS)
         node_items, _ = await self.consensus.read_prefix(NODES)
-        if head is None and len(self.table) and self.last_read is not None:
+        if head is None and not items and len(self.table) and self.last_read is not None:
             # The store holds nothing at all after holding a table: it was wiped (a
             # dev agent restarted, a botched restore). Keep serving the last table;
             # last_read stays old, so the sidecar's lease fails writes closed until
