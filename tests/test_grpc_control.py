@@ -184,6 +184,10 @@ async def test_watch_streams_snapshot_then_changes(control):
     recent = mig.Watch(pb.WatchRequest(after_epoch=2))
     got = [await everything.read(), await everything.read()]
     assert [(m.partition, m.epoch) for m in got] == [("t1", 1), ("t2", 2)]
+    table.set("t3", "a")  # once both streams carry this, both servers are subscribed
+    for stream in (everything, recent):
+        m = await asyncio.wait_for(stream.read(), 5)
+        assert (m.partition, m.epoch) == ("t3", 3)
 
     table.begin_migration("t1", "b")
     table.enter_cutover("t1")
@@ -191,9 +195,9 @@ async def test_watch_streams_snapshot_then_changes(control):
     for stream in (everything, recent):
         msgs = [await asyncio.wait_for(stream.read(), 5) for _ in range(3)]
         assert [(m.partition, m.phase, m.epoch) for m in msgs] == [
-            ("t1", pb.PHASE_DRAINING, 3),
-            ("t1", pb.PHASE_CUTOVER, 4),
-            ("t2", pb.PHASE_UNSPECIFIED, 5),
+            ("t1", pb.PHASE_DRAINING, 4),
+            ("t1", pb.PHASE_CUTOVER, 5),
+            ("t2", pb.PHASE_UNSPECIFIED, 6),
         ]
         stream.cancel()
 
