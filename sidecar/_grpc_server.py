@@ -120,7 +120,10 @@ class GateServicer(pb_grpc.GateServicer):
         if st is None:
             raise UnknownPartition(f"unknown partition {p!r}", p)
         state, epoch = st
-        upstream = (await _known_nodes(self._store, self._source, required=False)).get(state.read_placement, "")
+        local = getattr(self._source, "nodes", None)  # a replica's copy: no store round trip per Resolve
+        upstream = local.get(state.read_placement) if isinstance(local, Mapping) else None
+        if upstream is None:
+            upstream = (await _known_nodes(self._store, self._source, required=False)).get(state.read_placement, "")
         return pb.ResolveResponse(
             partition=p,
             placement=state.read_placement,
