@@ -22,6 +22,7 @@ including before each import batch of a copy.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any, Callable
@@ -51,13 +52,15 @@ class JobRunner:
 
     def __init__(self, store: MigrationStore, records: JobRecords, barrier: Barrier, mover: Mover,
                  nodes: Callable[[], Any], *, owner: str, check: Callable[[], None],
-                 metrics: Metrics | None = None, save_progress_every_s: float = 0.5) -> None:
+                 metrics: Metrics | None = None, save_progress_every_s: float = 0.5,
+                 abort_retry_s: float = 30.0) -> None:
         self.store, self.records, self.barrier, self.mover = store, records, barrier, mover
         self._nodes = nodes
         self.owner = owner
         self.check = check          # raises LostLeadership
         self.metrics = metrics
         self.save_every = save_progress_every_s
+        self.abort_retry_s = abort_retry_s
         self.last_barrier = None    # BarrierResult of the last cutover (benchmarks read it)
 
     async def run(self, job: Job) -> Job:
@@ -112,7 +115,26 @@ class JobRunner:
         def check() -> None:
             self.check()
 
-        cursor = await self.mover.copy(job.partition, src, dst, progress, check)
+        async def save_progress() -> None:   # bytes for `migrate`'s progress; picks up abort requests
+            saved = job.bytes_copied
+            while True:
+                await asyncio.sleep(self.save_every)
+                if state["job"].bytes_copied != saved:
+                    saved = state["job"].bytes_copied
+                    state["job"] = await self._save(state["job"])
+
+        saver = asyncio.create_task(save_progress())
+        try:
+            copy = asyncio.create_task(self.mover.copy(job.partition, src, dst, progress, check))
+            done, _ = await asyncio.wait({copy, saver}, return_when=asyncio.FIRST_COMPLETED)
+            if saver in done:          # AbortRequested / LostLeadership from a progress save
+                copy.cancel()
+                await asyncio.gather(copy, return_exceptions=True)
+                saver.result()
+            cursor = copy.result()
+        finally:
+            saver.cancel()
+            await asyncio.gather(saver, return_exceptions=True)
         job = await self._save(state["job"].with_(cursor=cursor))
         self._observe("draining", t0)
         return job
@@ -159,15 +181,26 @@ class JobRunner:
         """Abort the store back to ``from`` (when it is still this job's move) and record."""
         log.warning("job %s: %s: %s", job.id, status, error)
         epoch = 0
-        try:
-            st = await self.store.state(job.partition)
-            if st is not None and st[0].migrating and st[0].source == job.source and st[0].target == job.target:
-                self.check()
-                epoch = await self.store.abort(job.partition)
-            elif st is not None and st[0] == PartitionState.active(job.target) and job.status in ("replaying",):
-                return await self._save(job.at_phase("completed", st[1]))
-        except (MigrationError, BackendError) as exc:
-            error += f"; store abort failed: {exc}"
+        # A partition left in draining/cutover blocks its writes (cutover) or the next
+        # move: keep trying the store abort through a store outage (e.g. a leader election).
+        end = time.monotonic() + self.abort_retry_s
+        while True:
+            try:
+                st = await self.store.state(job.partition)
+                if st is not None and st[0].migrating and st[0].source == job.source and st[0].target == job.target:
+                    self.check()
+                    epoch = await self.store.abort(job.partition)
+                elif st is not None and st[0] == PartitionState.active(job.target) and job.status in ("replaying",):
+                    return await self._save(job.at_phase("completed", st[1]))
+                break
+            except BackendError as exc:
+                if time.monotonic() >= end:
+                    error += f"; store abort failed: {exc}"
+                    break
+                await asyncio.sleep(0.2)
+            except MigrationError as exc:
+                error += f"; store abort failed: {exc}"
+                break
         try:
             latest = await self.records.get(job.id)
             job = (latest or job).at_phase(status, epoch, error=error)
