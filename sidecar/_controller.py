@@ -27,7 +27,7 @@ from typing import AsyncIterator, Sequence
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from gate._exceptions import BackendError, ConfigError, MigrationError
+from gate._exceptions import AlreadyMigrating, BackendError, ConfigError, NoOpMove, UnknownPartition
 from gate._placement_file import validate_url
 from gate._sessions import ConsulHTTP, SessionLost
 from gate._types import PartitionState, node_name, partition_id
@@ -221,20 +221,17 @@ class Controller:
         to = node_name(to, "to_node")
         st = await self.store.state(partition)
         if st is None:
-            raise MigrationError(f"unknown partition {partition!r}", partition)
+            raise UnknownPartition(f"unknown partition {partition!r}", partition)
         state, _ = st
         if state.migrating:
-            from gate._exceptions import AlreadyMigrating
             raise AlreadyMigrating(f"partition {partition} is already {state}", partition)
         if state == PartitionState.active(to):
-            from gate._exceptions import NoOpMove
             raise NoOpMove(f"partition {partition} already lives on {to}", partition)
         nodes = await self.nodes()
         if to not in nodes:
             raise ConfigError("to_node", f"unknown node {to!r} (known: {sorted(nodes)})")
         for job in await self.list():
             if job.partition == partition and not job.terminal:
-                from gate._exceptions import AlreadyMigrating
                 raise AlreadyMigrating(f"job {job.id} is already moving {partition}", partition)
         job = Job.new(partition, state.source, to, deadline_s or self.deadline_s)
         return await self.records.create(job)

@@ -1,0 +1,215 @@
+"""The job runner's steps and takeover reconciliation (DESIGN §6), on real Consul,
+with a recording mover that moves nothing (the HTTP-hooks mover runs in the
+end-to-end tests)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from gate import PartitionState
+from gate._consul_consensus import open_consul
+from gate._sessions import ConsulHTTP
+from sidecar._barrier import Barrier
+from sidecar._grpc_convert import job_to_dict, job_to_pb
+from sidecar._jobs import Job, JobRecords
+from sidecar._metrics import Metrics
+from sidecar._runner import JobRunner
+
+pytestmark = [pytest.mark.consul]
+
+
+class RecordingMover:
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+        self.block: asyncio.Event | None = None
+
+    async def copy(self, partition, source_url, target_url, progress, check=None):
+        self.calls.append(("copy", partition, source_url, target_url))
+        progress(1234)
+        if self.block is not None:
+            await self.block.wait()
+        return "7"
+
+    async def copy_delta(self, partition, source_url, target_url, since, progress, check=None):
+        self.calls.append(("delta", partition, since))
+        progress(10)
+        return "9"
+
+
+@pytest.fixture
+async def env(consul_agent, kv_prefix):
+    consensus, store, _ = await open_consul(consul_agent.url, kv_prefix)
+    consul = ConsulHTTP(consul_agent.url)
+    await store.set_node("a", "http://127.0.0.1:1")
+    await store.set_node("b", "http://127.0.0.1:2")
+    await store.set("t1", "a")
+    records = JobRecords(consul, kv_prefix)
+    mover = RecordingMover()
+    metrics = Metrics()
+
+    async def nodes():
+        return await store.nodes()
+
+    runner = JobRunner(store, records, Barrier(consul, kv_prefix, poll_wait_s=0.2), mover, nodes, owner="me",
+                       check=lambda: None, metrics=metrics, save_progress_every_s=0.05, abort_retry_s=2)
+    try:
+        yield store, records, runner, mover, metrics, consul, kv_prefix
+    finally:
+        await consul.close()
+        await consensus.close()
+
+
+def test_job_record_maps_onto_the_proto_message():
+    job = Job.new("t1", "a", "b", 5.0).at_phase("draining", 11).with_(bytes_copied=42, cursor="3")
+    data = job_to_dict(job_to_pb(job))
+    assert data["id"] == job.id and data["from_node"] == "a" and data["to_node"] == "b"
+    assert data["status"] == "draining" and data["bytes_copied"] == 42
+    assert data["phases"] == [{"phase": "draining", "epoch": 11, "at": job.phases[0].at}]
+    assert Job.from_dict(job.to_dict()) == job
+    with pytest.raises(ValueError, match="status"):
+        Job.new("t1", "a", "b", 5.0).with_(status="sideways")
+    with pytest.raises(ValueError, match="cutover_deadline_s"):
+        Job.new("t1", "a", "b", 0)
+
+
+async def test_runs_a_job_to_completion(env):
+    store, records, runner, mover, metrics, *_ = env
+    job = await runner.run(await records.create(Job.new("t1", "a", "b", 5.0)))
+    assert job.status == "completed", job.error
+    assert [p.phase for p in job.phases] == ["draining", "cutover", "acked", "replaying", "completed"]
+    assert mover.calls == [("copy", "t1", "http://127.0.0.1:1", "http://127.0.0.1:2"), ("delta", "t1", "7")]
+    assert job.bytes_copied == 1244 and job.cursor == "9"
+    assert (await store.state("t1"))[0] == PartitionState.active("b")
+    assert (await records.get(job.id)).status == "completed"
+    assert metrics.cutover_window._sum.get() > 0   # observed once
+
+
+async def test_takeover_in_cutover_replays_from_the_saved_cursor(env):
+    store, records, runner, mover, *_ = env
+    e = await store.begin("t1", "b")
+    job = await records.create(Job.new("t1", "a", "b", 5.0).at_phase("draining", e).with_(cursor="5", owner="dead"))
+    await store.enter_cutover("t1")   # the dead controller committed the cutover, then died
+    job = await runner.run(job)
+    assert job.status == "completed", job.error
+    assert mover.calls == [("delta", "t1", "5")]      # no second bulk copy
+    assert job.owner == "me"
+
+
+async def test_takeover_in_cutover_without_cursor_aborts_back_to_from(env):
+    store, records, runner, mover, *_ = env
+    e = await store.begin("t1", "b")
+    job = await records.create(Job.new("t1", "a", "b", 5.0).at_phase("draining", e))
+    await store.enter_cutover("t1")
+    job = await runner.run(job)
+    assert job.status == "failed" and "cursor" in job.error
+    assert (await store.state("t1"))[0] == PartitionState.active("a")
+
+
+async def test_takeover_after_the_flip_records_completed(env):
+    store, records, runner, mover, *_ = env
+    await store.begin("t1", "b")
+    job = await records.create(Job.new("t1", "a", "b", 5.0).at_phase("replaying", 0).with_(cursor="5"))
+    await store.enter_cutover("t1")
+    await store.complete("t1")
+    job = await runner.run(job)
+    assert job.status == "completed" and mover.calls == []
+
+
+async def test_takeover_draining_copies_again(env):
+    store, records, runner, mover, *_ = env
+    e = await store.begin("t1", "b")
+    job = await records.create(Job.new("t1", "a", "b", 5.0).at_phase("draining", e))
+    job = await runner.run(job)
+    assert job.status == "completed" and mover.calls[0][0] == "copy"
+
+
+async def test_pending_job_on_a_moved_partition_fails_without_touching_it(env):
+    store, records, runner, mover, *_ = env
+    await store.set("t1", "b")
+    job = await runner.run(await records.create(Job.new("t1", "a", "b", 5.0)))
+    assert job.status == "failed"
+    assert (await store.state("t1"))[0] == PartitionState.active("b")
+
+
+async def test_abort_request_during_the_copy(env):
+    store, records, runner, mover, *_ = env
+    mover.block = asyncio.Event()
+    job = await records.create(Job.new("t1", "a", "b", 5.0))
+    task = asyncio.create_task(runner.run(job))
+    for _ in range(100):
+        cur = await records.get(job.id)
+        if cur.status == "draining":
+            break
+        await asyncio.sleep(0.02)
+    await records.save(cur.with_(abort_requested=True))
+    done = await asyncio.wait_for(task, 10)
+    assert done.status == "aborted" and "operator" in done.error
+    assert (await store.state("t1"))[0] == PartitionState.active("a")
+
+
+async def test_barrier_deadline_aborts(env):
+    store, records, runner, mover, metrics, consul, prefix = env
+    sid = await consul.session_create("silent", 10)
+    await consul.acquire(f"{prefix}sidecars/silent", b"0", sid)   # a live participant that never acks
+    try:
+        job = await runner.run(await records.create(Job.new("t1", "a", "b", 0.5)))
+    finally:
+        await consul.session_destroy(sid)
+    assert job.status == "aborted" and "silent" in job.error
+    assert (await store.state("t1"))[0] == PartitionState.active("a")
+    assert [p.phase for p in job.phases][-1] == "aborted"
+    assert mover.calls[-1][0] == "copy"                  # never replayed onto `to`
+
+
+async def test_controller_service_validates_runs_watches_and_aborts(consul_agent, kv_prefix):
+    from gate import AlreadyMigrating, ConfigError, NoOpMove, UnknownPartition
+    from sidecar._controller import Controller
+
+    mover = RecordingMover()
+    ctl = Controller(consul_agent.url, kv_prefix, deadline_s=3.0, mover=mover, owner="solo")
+    await ctl.start()
+    try:
+        await ctl.store.set_node("a", "http://127.0.0.1:1")
+        await ctl.store.set_node("b", "http://127.0.0.1:2")
+        await ctl.store.set("t1", "a")
+        with pytest.raises(UnknownPartition):
+            await ctl.migrate("nope", "b")
+        with pytest.raises(NoOpMove):
+            await ctl.migrate("t1", "a")
+        with pytest.raises(ConfigError, match="to_node"):
+            await ctl.migrate("t1", "zz")
+        mover.block = asyncio.Event()
+        job = await ctl.migrate("t1", "b")
+        with pytest.raises(AlreadyMigrating):
+            await ctl.migrate("t1", "b")
+        seen = []
+
+        async def follow():
+            async for j in ctl.watch(job.id):
+                seen.append(j.status)
+
+        watcher = asyncio.create_task(follow())
+        for _ in range(200):
+            if ctl.leading and (await ctl.get(job.id)).status == "draining":
+                break
+            await asyncio.sleep(0.02)
+        mover.block.set()
+        await asyncio.wait_for(watcher, 15)
+        assert seen[0] in ("pending", "draining") and seen[-1] == "completed"
+        assert [j.id for j in await ctl.list()] == [job.id]
+        mover.block = asyncio.Event()
+        job2 = await ctl.migrate("t1", "a")
+        await asyncio.sleep(0.2)
+        await ctl.abort(job2.id)
+        mover.block.set()
+        for _ in range(200):
+            j2 = await ctl.get(job2.id)
+            if j2.terminal:
+                break
+            await asyncio.sleep(0.02)
+        assert j2.status == "aborted"
+        assert (await ctl.store.state("t1"))[0] == PartitionState.active("b")
+    finally:
+        await ctl.stop()
