@@ -168,10 +168,13 @@ class Participant:
             self._own_consul = False
         self._task = asyncio.create_task(self._run(), name=f"participant-{self.id}")
         if wait_joined_s is not None:
-            try:
-                await asyncio.wait_for(self._joined_once.wait(), wait_joined_s)
-            except asyncio.TimeoutError as exc:
-                raise BackendError(f"participant {self.id}: not registered after {wait_joined_s:g}s") from exc
+            joined = asyncio.ensure_future(self._joined_once.wait())
+            await asyncio.wait({joined, self._task}, timeout=wait_joined_s, return_when=asyncio.FIRST_COMPLETED)
+            if not joined.done():
+                joined.cancel()
+                if self._task.done() and not self._task.cancelled() and self._task.exception() is not None:
+                    raise self._task.exception()  # type: ignore[misc]  # e.g. ConfigError
+                raise BackendError(f"participant {self.id}: not registered after {wait_joined_s:g}s")
 
     async def wait_joined(self, timeout_s: float) -> bool:
         """Wait until the participant is writable (True) or ``timeout_s`` passed."""
@@ -209,6 +212,9 @@ class Participant:
                 log.warning("participant %s leaving (%s); rejoining", self.id, self._reason)
             except BackendError as exc:
                 log.warning("participant %s: %s", self.id, exc)
+            except ConfigError:
+                log.exception("participant %s: misconfigured; not admitting writes", self.id)
+                raise
             finally:
                 self._joined = False   # rules 3/4: stop writes before anything else
                 if acker is not None:
@@ -266,6 +272,10 @@ class Participant:
         if old is not None:
             await old.stop()
         replica = self._factory()
+        wait = getattr(replica, "wait_s", None)
+        if isinstance(wait, (int, float)) and wait > self.wait_s * 1.001:
+            raise ConfigError("replica_factory", f"the replica's blocking-query wait {wait:g}s exceeds lease/3 = "
+                                                 f"{self.wait_s:g}s: a quiet table would look stale (rule 3)")
         if replica is old and self._unsub is not None:   # a factory that reuses one replica
             self._unsub()
             self._unsub = None

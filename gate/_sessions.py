@@ -84,7 +84,7 @@ class ConsulHTTP:
     async def session_create(self, name: str, ttl_s: float, *, behavior: str = "delete") -> str:
         """A TTL-only session (no node health checks: only the TTL or a destroy
         ends it) with no lock-delay, so a restarted holder can re-acquire at once."""
-        body = {"Name": name, "TTL": f"{int(ttl_s)}s", "Behavior": behavior, "LockDelay": "0s", "Checks": []}
+        body = {"Name": name, "TTL": f"{ttl_s:g}s", "Behavior": behavior, "LockDelay": "0s", "Checks": []}
         _, out, _ = await self._call("PUT", "/v1/session/create", body=body)
         try:
             return str(out["ID"])

@@ -229,3 +229,17 @@ async def test_restart_under_same_id_takes_over_stale_session(world):
     await part._join()
     assert stale not in consul.sessions                       # its session ended: the barrier drops it
     assert consul.kv["eg/sidecars/s1"][1] == part.session
+
+
+async def test_replica_wait_longer_than_a_third_of_the_lease_is_refused(world):
+    part, clock, consul, table, replicas, _ = world
+    orig = part._factory
+
+    def slow_factory():
+        r = orig()
+        r.wait_s = part.lease_s   # a quiet table would read as stale between two answers
+        return r
+    part._factory = slow_factory
+    with pytest.raises(ConfigError, match="replica_factory"):
+        await part._join()
+    assert not part.writable()
