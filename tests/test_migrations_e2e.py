@@ -141,6 +141,14 @@ async def test_twenty_migrations_under_writes_with_kill_and_freeze(consul_agent,
 
             completed = sum(1 for r in results if r[2] == "completed")
             assert completed >= 20, results
+            async with http.get(ctl.info["admin"] + "/metrics") as r:
+                text = await r.text()
+            metrics = {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines()
+                       if line and not line.startswith("#")}
+            assert metrics['epochgate_migration_jobs_total{status="completed"}'] == completed
+            assert metrics["epochgate_cutover_window_seconds_count"] == completed
+            assert metrics["epochgate_fleet_ack_lag_seconds_count"] >= completed
+            assert metrics["epochgate_controller_leader"] == 1
             # Writes queued on the frozen sidecar — and sent to it while it rejoins —
             # are refused when it wakes with an expired lease (503 fail_closed, retryable:
             # it admits nothing at its old epoch; the hold does not park fail_closed).
