@@ -9,18 +9,26 @@ the label-values API, and every alerting rule must evaluate without error.
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import json
+import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
 
+import grpc
 import pytest
 
+from gate._consul_consensus import open_consul
+from sidecar._pb.epochgate.v1 import epochgate_pb2 as pb
+from sidecar._pb.epochgate.v1 import epochgate_pb2_grpc as pb_grpc
 from tests._consul import free_ports
 from tests.test_observability_names import RULES, panel_queries, rule_exprs, substitute, variable_queries
 
@@ -106,71 +114,222 @@ class Prometheus:
             time.sleep(0.25)
 
 
-# A stand-in for a sidecar/controller while those are being built: serves sidecar._metrics.Metrics()
-# on a port and moves every metric the way one migration does.
-STANDIN = r'''
-import sys, time
-from prometheus_client import start_http_server
-from sidecar._metrics import Metrics
-role, port = sys.argv[1], int(sys.argv[2])
-m = Metrics()
-start_http_server(port, addr="127.0.0.1", registry=m.registry)
-m.partitions.labels("active").set(2)
-m.table_epoch.set(10)
-t0 = time.monotonic()
-while True:
-    m.store_last_contact.set(0.2)
-    m.watch_updates.inc()
-    if role == "sidecar":
-        for kind in ("read", "write"):
-            m.requests.labels(kind, "active", "ok").inc(5)
-            for stage in ("resolve", "admit", "upstream", "total"):
-                m.request_duration.labels(kind, stage).observe(0.002)
-        m.gate_decisions.labels("active", "admit", "none").inc(5)
-        m.gate_decisions.labels("cutover", "reject", "cutover").inc()
-        m.requests.labels("write", "cutover", "held_ok").inc()
-        m.hold_duration.observe(0.3)
-        m.held_writes.set(1)
-        m.inflight_writes.set(2)
-    else:
-        m.controller_leader.set(1)
-        m.participants.set(1)
-        m.migration_jobs.labels("completed").inc()
-        for phase in ("draining", "cutover", "replaying"):
-            m.migration_phase_duration.labels(phase).observe(0.5)
-        m.cutover_window.observe(0.4)
-        m.ack_lag.observe(0.05)
-    time.sleep(0.2)
-'''
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EPOCHGATE_")}
+    env["PYTHONPATH"] = str(ROOT)
+    return env
+
+
+class Procs:
+    """Real epochgate processes (``python -m …``), each logging to a file, all stopped at the end."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp, self.procs = tmp, {}
+
+    def start(self, name: str, *args: str) -> None:
+        with open(self.tmp / f"{name}.log", "ab") as log:
+            self.procs[name] = subprocess.Popen([sys.executable, "-m", *args], cwd=ROOT, env=_env(), stdout=log,
+                                                stderr=subprocess.STDOUT, start_new_session=True)
+
+    def tail(self, name: str) -> str:
+        return (self.tmp / f"{name}.log").read_text(errors="replace")[-3000:]
+
+    def wait_http(self, name: str, url: str, deadline_s: float = 30.0) -> None:
+        end = time.monotonic() + deadline_s
+        while time.monotonic() < end:
+            assert self.procs[name].poll() is None, f"{name} exited: {self.tail(name)}"
+            try:
+                if _get(url, 1)[0] == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"{name}: {url} not ready after {deadline_s}s: {self.tail(name)}")
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs.values()):
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs.values():
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+
+
+class Traffic:
+    """Reads and writes through the sidecar from a thread until stopped; counts the answers."""
+
+    def __init__(self, url: str, partitions: list[str]) -> None:
+        self.url, self.partitions, self.status = url, partitions, {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="traffic", daemon=True)
+
+    def _run(self) -> None:
+        for n in itertools.count():
+            if self._stop.is_set():
+                return
+            p = self.partitions[(n // 2) % len(self.partitions)]  # a GET reads the key the PUT before wrote
+            method, data = ("PUT", f"v{n}".encode()) if n % 2 == 0 else ("GET", None)
+            req = urllib.request.Request(f"{self.url}/kv/k{n // 2}", data=data, method=method,
+                                         headers={"X-Partition-Key": p})
+            try:
+                with urllib.request.urlopen(req, timeout=15) as r:
+                    code = r.status
+            except urllib.error.HTTPError as exc:
+                code = exc.code
+            except OSError:
+                code = 0
+            self.status[(method, code)] = self.status.get((method, code), 0) + 1
+            self._stop.wait(0.01)
+
+    def __enter__(self) -> "Traffic":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(20)
+
+
+async def _seed(consul_url: str, prefix: str, nodes: dict[str, str], partitions: dict[str, str]) -> None:
+    consensus, store, _replica = await open_consul(consul_url, prefix)
+    try:
+        for name, url in nodes.items():
+            await store.set_node(name, url)
+        for partition, node in partitions.items():
+            await store.set(partition, node)
+    finally:
+        await consensus.close()
 
 
 @pytest.fixture
-def fleet(tmp_path):
-    """(sidecar admin address, controller admin address) of processes running a migration."""
-    ports = free_ports(2)
-    procs = [subprocess.Popen([sys.executable, "-c", STANDIN, role, str(port)], cwd=ROOT, start_new_session=True)
-             for role, port in zip(("sidecar", "controller"), ports)]
+def fleet(tmp_path, consul_agent, kv_prefix):
+    """A running fleet on real Consul: example KV nodes a and b behind one sidecar, and the controller.
+    Yields (Procs, {name: address})."""
+    procs = Procs(tmp_path)
+    kv_a, kv_b, listen, admin, control, ctl_admin, ctl_control = free_ports(7)
+    nodes = {"a": f"http://127.0.0.1:{kv_a}", "b": f"http://127.0.0.1:{kv_b}"}
+    asyncio.run(_seed(consul_agent.url, kv_prefix, nodes, {"t1": "a", "t2": "b"}))
+    consul = ["--consul", consul_agent.url, "--prefix", kv_prefix]
     try:
-        yield f"127.0.0.1:{ports[0]}", f"127.0.0.1:{ports[1]}"
+        for name, port in (("a", kv_a), ("b", kv_b)):
+            # The app admits at its commit point through the sidecar's Gate API (one table, no lag between
+            # the sidecar's view and the app's).
+            procs.start(f"kv-{name}", "examples.kv", "--node", name, "--listen", f"127.0.0.1:{port}",
+                        "--data", str(tmp_path / f"data-{name}"), "--gate", f"127.0.0.1:{control}")
+        procs.start("sidecar", "sidecar", *consul, "--listen", f"127.0.0.1:{listen}", "--admin",
+                    f"127.0.0.1:{admin}", "--control", f"127.0.0.1:{control}", "--participant-id", "sc0",
+                    "--no-access-log")
+        procs.start("controller", "sidecar", "controller", *consul, "--control", f"127.0.0.1:{ctl_control}",
+                    "--admin", f"127.0.0.1:{ctl_admin}")
+        for name, port in (("kv-a", kv_a), ("kv-b", kv_b)):
+            procs.wait_http(name, f"http://127.0.0.1:{port}/healthz")
+        procs.wait_http("sidecar", f"http://127.0.0.1:{admin}/readyz")
+        procs.wait_http("controller", f"http://127.0.0.1:{ctl_admin}/healthz")
+        yield procs, {"sidecar": f"http://127.0.0.1:{listen}", "sidecar_admin": f"127.0.0.1:{admin}",
+                      "controller_admin": f"127.0.0.1:{ctl_admin}", "controller_control": f"127.0.0.1:{ctl_control}"}
     finally:
-        for p in procs:
-            p.terminate()
-            p.wait(10)
+        procs.stop()
 
 
+def _admin_value(admin: str, sample: str) -> float | None:
+    """One sample's value from a process's /metrics (``sample`` as written in the exposition)."""
+    text = _get(f"http://{admin}/metrics")[1].decode()
+    for line in text.splitlines():
+        if line.startswith(sample + " "):
+            return float(line.split()[-1])
+    return None
+
+
+def _wait_admin(admin: str, sample: str, at_least: float, deadline_s: float = 5.0) -> None:
+    end = time.monotonic() + deadline_s
+    while (_admin_value(admin, sample) or 0.0) < at_least:
+        assert time.monotonic() < end, f"{admin}: {sample} never reached {at_least}"
+        time.sleep(0.05)
+
+
+def _held_write_through_cutover(addresses: dict[str, str], partition: str, to: str) -> None:
+    """Step ``partition`` through a cutover by hand (Migration RPCs on the controller's control API) with a
+    write arriving while it is held, so rejections and hold times show without depending on timing."""
+    admin = addresses["sidecar_admin"]
+    with grpc.insecure_channel(addresses["controller_control"]) as channel:
+        stub = pb_grpc.MigrationStub(channel)
+        stub.Begin(pb.BeginRequest(partition=partition, to_node=to), timeout=10)
+        stub.EnterCutover(pb.PartitionRequest(partition=partition), timeout=10)
+        _wait_admin(admin, 'epochgate_partitions{phase="cutover"}', 1.0)
+        answer: list[tuple[int, bytes]] = []
+
+        def write() -> None:
+            req = urllib.request.Request(f"{addresses['sidecar']}/kv/held", data=b"v", method="PUT",
+                                         headers={"X-Partition-Key": partition})
+            try:
+                with urllib.request.urlopen(req, timeout=30) as r:
+                    answer.append((r.status, r.read()))
+            except urllib.error.HTTPError as exc:
+                answer.append((exc.code, exc.read()))
+
+        writer = threading.Thread(target=write)
+        writer.start()
+        try:
+            _wait_admin(admin, "epochgate_held_writes", 1.0)
+            time.sleep(1.5)  # let Prometheus scrape the cutover and the held write (scrape interval 1 s)
+        finally:
+            stub.Complete(pb.PartitionRequest(partition=partition), timeout=10)
+            writer.join(30)
+    assert [status for status, _ in answer] == [200], f"the held write was not released by the flip: {answer}"
+
+
+def _migrate(addresses: dict[str, str], partition: str, to: str) -> None:
+    """Through the operator CLI, as an operator would; follows the job to its end."""
+    out = subprocess.run([sys.executable, "-m", "sidecar", "migrate", "--partition", partition, "--to", to,
+                          "--control", addresses["controller_control"]], cwd=ROOT, env=_env(),
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, f"migrate {partition} → {to}: {out.stdout}{out.stderr}"
+
+
+# Panels that read 0 on a healthy fleet once a migration has finished (by title).
+QUIET_WHEN_HEALTHY = {
+    "Sidecars failing closed", "Fail-closed processes", "Table epoch spread", "Non-ok request ratio",
+    "Held and in-flight writes", "Held writes", "Partitions migrating", "Partitions in cutover",
+    # Known gap: the sidecar does not yet feed epochgate_watch_updates_total / epochgate_watch_errors_total
+    # from its replica (gate.Replica counts them as .updates / .errors), so the panel only has zeros.
+    "Watch updates and errors",
+}
+
+
+def _number(sample: dict) -> bool:
+    """True when an instant-vector sample is a real non-zero number (not 0, NaN or ±Inf)."""
+    value = float(sample["value"][1])
+    return value == value and value not in (0.0, float("inf"), float("-inf"))
+
+
+@pytest.mark.consul
 def test_every_panel_and_alert_query_evaluates_against_live_metrics(tmp_path, fleet):
-    sidecar_admin, controller_admin = fleet
-    prom = Prometheus(tmp_path, {SIDECAR_JOB: [sidecar_admin], CONTROLLER_JOB: [controller_admin]})
+    procs, addr = fleet
+    prom = Prometheus(tmp_path, {SIDECAR_JOB: [addr["sidecar_admin"]], CONTROLLER_JOB: [addr["controller_admin"]]})
     prom.start()
     try:
-        # rate() and increase() need two samples inside their window; a few more make the result settled.
-        prom.wait_scrapes(SIDECAR_JOB, 4)
-        prom.wait_scrapes(CONTROLLER_JOB, 1)
+        with Traffic(addr["sidecar"], ["t1", "t2"]) as traffic:
+            prom.wait_scrapes(SIDECAR_JOB, 2)  # a baseline before the migration, so increase() sees it
+            _migrate(addr, "t1", "b")
+            _held_write_through_cutover(addr, "t2", "a")
+            # rate() and increase() need two samples inside their window; a few more settle the result.
+            prom.wait_scrapes(SIDECAR_JOB, 3)
+            prom.wait_scrapes(CONTROLLER_JOB, 1)
+        assert traffic.status.get(("PUT", 200)) and traffic.status.get(("GET", 200)), traffic.status
         for job in (SIDECAR_JOB, CONTROLLER_JOB):
             assert prom.query(f'up{{job="{job}"}}')[0]["value"][1] == "1", f"{job} not scraped"
 
-        empty = [where for where, expr in panel_queries() if not prom.query(substitute(expr))]
+        results = {where: prom.query(substitute(expr)) for where, expr in panel_queries()}
+        empty = [where for where, result in results.items() if not result]
         assert not empty, f"panel queries with no data: {empty}"
+        # Beyond "returns a series": after a migration under traffic each panel shows a non-zero number,
+        # except those that are zero on a healthy fleet at rest.
+        dead = [where for where, result in results.items()
+                if not any(_number(r) for r in result) and where.split(" / ")[1] not in QUIET_WHEN_HEALTHY]
+        assert not dead, f"panels showing only 0/NaN after a migration under traffic: {dead}"
 
         for where, expr in rule_exprs():
             prom.query(expr)  # parses and evaluates (an error fails inside query())
@@ -193,6 +352,9 @@ def test_every_panel_and_alert_query_evaluates_against_live_metrics(tmp_path, fl
         for name in ("EpochgateNoControllerLeader", "EpochgateSidecarFailingClosed", "EpochgateStoreContactStale"):
             assert not prom.query(dict(rule_exprs())[name]), f"{name} would fire on a healthy fleet"
         # And the migration shows where an operator looks for it.
-        assert float(prom.query('sum(epochgate_migration_jobs_total{status="completed"})')[0]["value"][1]) >= 1
+        assert float(prom.query('sum(epochgate_migration_jobs_total{status="completed"})')[0]["value"][1]) == 1
+        assert float(prom.query("sum(epochgate_cutover_window_seconds_count)")[0]["value"][1]) == 1
+        assert float(prom.query(f'max(epochgate_table_epoch{{job="{SIDECAR_JOB}"}})')[0]["value"][1]) > 0
+        assert float(prom.query(f'sum(epochgate_controller_leader{{job="{CONTROLLER_JOB}"}})')[0]["value"][1]) == 1
     finally:
         prom.stop()
