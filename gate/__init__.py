@@ -31,6 +31,7 @@ from ._exceptions import (
 from ._grpc_interceptor import grpc_interceptor
 from ._guard import CommitGuard, Stamp, commit_point, current_guard
 from ._machine import Op, step
+from ._participant import Participant
 from ._placement_file import PlacementConfig, load_placement_file, parse_placement
 from ._problem import ProblemDocument, is_stale_epoch_problem, problem_document, unstamped_problem
 from ._replica import Backoff, Replica
@@ -79,6 +80,7 @@ __all__ = [
     "NotDraining",
     "NotMigrating",
     "Op",
+    "Participant",
     "PartitionId",
     "PartitionState",
     "Phase",

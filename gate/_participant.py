@@ -42,14 +42,14 @@ import random
 import time
 from typing import Any, Callable, Protocol
 
-from ._exceptions import BackendError, ConfigError, UnknownPartition
+from ._current_replica import CurrentReplica, read_at as _read_at
+from ._exceptions import BackendError, ConfigError
 from ._sessions import ConsulHTTP, SessionLost
-from ._types import Epoch, PartitionState, Phase, PlacementAt, Reject, RejectReason, WriteAdmission
+from ._types import Epoch, PartitionState, Phase
 
 log = logging.getLogger("epochgate.participant")
 
 MIN_TTL_S = 10.0
-_REJECT_CLOSED = Reject(RejectReason.FAIL_CLOSED, None, None)
 
 
 class Tracker(Protocol):
@@ -70,7 +70,7 @@ def default_lease(ttl_s: float) -> float:
     return ttl_s / 2
 
 
-class Participant:
+class Participant(CurrentReplica):
     """One barrier participant (DESIGN §5 rules 1–5). See the module docstring.
 
     ``replica_factory()`` returns an unstarted replica (``start``/``stop``,
@@ -411,58 +411,6 @@ class Participant:
         # (DESIGN §5) while writes are refused; the next join replaces it.
         if self.replica is not None:
             await self.replica.stop()
-
-    # ---- PlacementSource over the current replica ------------------------------
-
-    def get(self, partition: str) -> PlacementAt:
-        r = self.replica
-        if r is None:
-            raise UnknownPartition(f"unknown partition {partition!r} (no table yet)", partition)
-        return r.get(partition)
-
-    def lookup(self, partition: str) -> PlacementAt | None:
-        r = self.replica
-        return None if r is None else r.lookup(partition)
-
-    def admit_write(self, partition: str, epoch: int) -> WriteAdmission:
-        """The replica's answer, but fail closed unless ``writable()``."""
-        r = self.replica
-        if r is None or not self.writable():
-            cur = None if r is None else r.lookup(partition)
-            return _REJECT_CLOSED if cur is None else Reject(RejectReason.FAIL_CLOSED, cur, None)
-        return r.admit_write(partition, epoch)
-
-    def state(self, partition: str) -> tuple[PartitionState, Epoch] | None:
-        r = self.replica
-        return None if r is None else r.state(partition)
-
-    def current_epoch(self) -> Epoch:
-        r = self.replica
-        return Epoch.ZERO if r is None else r.current_epoch()
-
-    def partitions(self) -> dict[str, tuple[PartitionState, Epoch]]:
-        r = self.replica
-        return {} if r is None else r.partitions()
-
-    @property
-    def last_read(self) -> float:
-        r = self.replica
-        return float("-inf") if r is None else _read_at(r)
-
-    @property
-    def nodes(self) -> dict[str, str]:
-        r = self.replica
-        return {} if r is None else dict(getattr(r, "nodes", {}) or {})
-
-    def subscribe(self, fn: Callable[..., None]) -> Callable[[], None]:
-        """Changes of whichever replica is current (re-attached across rejoins)."""
-        self._subs.append(fn)
-        return lambda: self._subs.remove(fn) if fn in self._subs else None
-
-
-def _read_at(replica: Any) -> float:
-    last = replica.last_read
-    return float("-inf") if last is None else last
 
 
 def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
