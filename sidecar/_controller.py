@@ -299,14 +299,27 @@ async def start_admin(addr: str, controller: Controller) -> web.AppRunner:
     return runner
 
 
+class _NeverAdmit:
+    """The controller's Gate service: its replica is not a barrier participant, so it
+    must never answer a commit-point admit (DESIGN §5 rule 6) — always fail closed."""
+
+    def writable(self) -> bool:
+        return False
+
+
 def _parse(argv: Sequence[str]) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m sidecar controller",
                                  description="The epochgate migration controller (one leads; Consul lock).")
     ap.add_argument("--consul", default=os.environ.get("EPOCHGATE_CONSUL"), help="Consul URL (required)")
-    ap.add_argument("--prefix", default=os.environ.get("EPOCHGATE_PREFIX", "epochgate/"))
-    ap.add_argument("--control", default=os.environ.get("EPOCHGATE_CONTROL", "127.0.0.1:50051"))
-    ap.add_argument("--admin", default=os.environ.get("EPOCHGATE_ADMIN", "127.0.0.1:9901"))
-    ap.add_argument("--token", default=os.environ.get("EPOCHGATE_TOKEN"))
+    ap.add_argument("--prefix", default=os.environ.get("EPOCHGATE_PREFIX", "epochgate/"),
+                    help="Consul KV prefix (default epochgate/)")
+    ap.add_argument("--control", default=os.environ.get("EPOCHGATE_CONTROL", "127.0.0.1:50051"), metavar="HOST:PORT",
+                    help="gRPC control API (default 127.0.0.1:50051)")
+    ap.add_argument("--admin", default=os.environ.get("EPOCHGATE_ADMIN", "127.0.0.1:9901"), metavar="HOST:PORT",
+                    help="/metrics /healthz /readyz (default 127.0.0.1:9901)")
+    ap.add_argument("--token", default=os.environ.get("EPOCHGATE_TOKEN"),
+                    help="bearer token the control API requires (env EPOCHGATE_TOKEN)")
+    ap.add_argument("--consul-token", default=os.environ.get("CONSUL_HTTP_TOKEN"), help="Consul ACL token")
     ap.add_argument("--cutover-deadline", type=float, default=float(os.environ.get("EPOCHGATE_CUTOVER_DEADLINE", 10)),
                     metavar="S", help="abort a job whose barrier has not passed after S seconds (default 10)")
     ap.add_argument("--node", action="append", default=[], metavar="NAME=URL", help="a node's URL (repeatable)")
@@ -327,14 +340,15 @@ async def _amain(args: argparse.Namespace) -> int:
             raise ConfigError("node", f"expected NAME=URL, got {item!r}")
         nodes[node_name(name)] = validate_url(url, f"node.{name}")
     validate_url(args.consul, "consul")
-    ctl = Controller(args.consul, args.prefix, token=args.token, deadline_s=args.cutover_deadline, extra_nodes=nodes)
+    ctl = Controller(args.consul, args.prefix, token=args.consul_token, deadline_s=args.cutover_deadline,
+                     extra_nodes=nodes)
     await ctl.start()
     try:
         await ctl.replica.start()
     except BackendError as exc:
         log.warning("controller: replica not started yet: %s", exc)
-    server = await start_control_server(args.control, store=ctl.store, source=ctl.replica, jobs=ctl,
-                                        token=args.token, extra_nodes=nodes)
+    server = await start_control_server(args.control, store=ctl.store, source=ctl.replica, gate=_NeverAdmit(),
+                                        jobs=ctl, token=args.token, extra_nodes=nodes)
     admin = await start_admin(args.admin, ctl)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

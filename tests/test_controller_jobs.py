@@ -213,3 +213,34 @@ async def test_controller_service_validates_runs_watches_and_aborts(consul_agent
         assert (await ctl.store.state("t1"))[0] == PartitionState.active("b")
     finally:
         await ctl.stop()
+
+
+async def test_controller_process_token_and_gate_fails_closed(consul_agent, kv_prefix, tmp_path):
+    import grpc
+
+    from sidecar._pb.epochgate.v1 import epochgate_pb2 as pb
+    from sidecar._pb.epochgate.v1 import epochgate_pb2_grpc as pb_grpc
+
+    from ._fleet import Fleet
+
+    consensus, store, _ = await open_consul(consul_agent.url, kv_prefix)
+    await store.set("t1", "a")
+    fleet = Fleet(consul_agent.url, kv_prefix, tmp_path)
+    try:
+        ctl = await fleet.controller("c", extra=["--token", "s3cret"])
+        async with grpc.aio.insecure_channel(ctl.info["control"]) as ch:
+            mig, gate = pb_grpc.MigrationStub(ch), pb_grpc.GateStub(ch)
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await mig.ListJobs(pb.ListJobsRequest(), timeout=5)
+            assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            md = (("authorization", "Bearer s3cret"),)
+            assert list((await mig.ListJobs(pb.ListJobsRequest(), metadata=md, timeout=5)).jobs) == []
+            for _ in range(50):   # its replica reads the table
+                r = await gate.AdmitWrite(pb.AdmitWriteRequest(partition="t1", epoch=1), metadata=md, timeout=5)
+                if r.reason:
+                    break
+                await asyncio.sleep(0.1)
+            assert not r.admitted and r.reason == "fail_closed"   # not a barrier participant (rule 6)
+    finally:
+        fleet.stop()
+        await consensus.close()
