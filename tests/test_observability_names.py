@@ -55,13 +55,15 @@ def all_panels(dashboard: dict):
         yield from panel.get("panels", [])
 
 
-def panel_queries() -> list[tuple[str, str]]:
-    """(``"<dashboard> / <panel> / <refId>"``, expr) for every panel target."""
+def panel_queries(with_kind: bool = False) -> list[tuple]:
+    """(``"<dashboard> / <panel> / <refId>"``, expr) for every panel target; with ``with_kind`` a third
+    item says whether Grafana runs it as a range query (time-series panels) or an instant one."""
     out = []
     for name, dash in dashboards().items():
         for panel in all_panels(dash):
             for target in panel.get("targets", []):
-                out.append((f"{name} / {panel['title']} / {target['refId']}", target["expr"]))
+                item = (f"{name} / {panel['title']} / {target['refId']}", target["expr"])
+                out.append(item + (bool(target.get("range", True)),) if with_kind else item)
     return out
 
 
