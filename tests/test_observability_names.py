@@ -216,6 +216,30 @@ def test_promtool_check_rules():
     assert f"SUCCESS: {len(rule_exprs())} rules found" in out.stdout
 
 
+def test_promtool_unit_tests_of_the_alerts():
+    """grafana/prometheus/rules_test.yml: each alert fires on its failure after its ``for:``, with its
+    summary and description rendered, and stays quiet on the healthy series next to it."""
+    tests = RULES.with_name("rules_test.yml")
+    out = subprocess.run([_promtool(), "test", "rules", str(tests)], capture_output=True, text=True, timeout=60,
+                         cwd=tests.parent)
+    assert out.returncode == 0, out.stdout + out.stderr
+    import yaml  # noqa: PLC0415
+
+    tested = {case["alertname"] for test in yaml.safe_load(tests.read_text())["tests"]
+              for case in test["alert_rule_test"] if case.get("exp_alerts")}
+    assert tested == {name for name, _ in rule_exprs()}, "an alert without a firing unit test"
+
+
+def test_scrape_config_jobs_match_the_rules():
+    import yaml  # noqa: PLC0415
+
+    doc = yaml.safe_load(SCRAPE_CONFIG.read_text())
+    assert doc["rule_files"] == ["rules.yml"]
+    jobs = {c["job_name"] for c in doc["scrape_configs"]}
+    assert jobs == {"epochgate-sidecar", "epochgate-controller"}
+    assert 'job=~"epochgate-.*"' in RULES.read_text()  # EpochgateTargetDown covers exactly these jobs
+
+
 def test_promtool_check_config():
     out = subprocess.run([_promtool(), "check", "config", str(SCRAPE_CONFIG)], capture_output=True, text=True,
                          timeout=60)

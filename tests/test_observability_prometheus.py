@@ -322,6 +322,7 @@ def _number(point: list) -> bool:
 
 
 @pytest.mark.consul
+@pytest.mark.slow
 def test_every_panel_and_alert_query_evaluates_against_live_metrics(tmp_path, fleet):
     procs, addr = fleet
     prom = Prometheus(tmp_path, {SIDECAR_JOB: [addr["sidecar_admin"]], CONTROLLER_JOB: [addr["controller_admin"]]})
