@@ -236,7 +236,7 @@ class RejoinWithOldView(Participant):
 @pytest.mark.parametrize("variant", ["ok", "broken"])
 async def test_rule4_lost_session_starts_over(world, variant):
     cls = Participant if variant == "ok" else RejoinWithOldView
-    pod = await world.add("lost", cls=cls)
+    pod = await world.add("lost", cls=cls, ttl_s=20)   # lease 10 s: the broken rejoin happens well inside it
     old = pod.participant.session
     pod.watch_proxy.cut()
     pod.session_proxy.cut()
