@@ -64,9 +64,11 @@ class ProxyContext:
         self.idle_timeout = cfg.idle_timeout
         self.max_header = cfg.max_header_bytes
         self.retry_body_max = cfg.retry_body_max
+        self.header_kinds: dict[bytes, tuple[int, bytes]] = {}  # request header name → (kind, lower-case)
         self.waiting: set[Any] = set()    # requests with an upstream deadline
         self.clients: set[Any] = set()    # open client connections
-        self._rid_prefix = f"{random.getrandbits(40):010x}{os.getpid() % 4096:03x}"
+        self._rid_prefix = f"{random.getrandbits(40):010x}{os.getpid() % 4096:03x}-".encode()
+        self._stamps: dict[tuple[str, int, str], bytes] = {}
         self._rid_n = 0
         self._ticker: asyncio.TimerHandle | None = None
         self.closing = False
@@ -75,8 +77,20 @@ class ProxyContext:
         self.nodes = {name: Node(name, url) for name, url in nodes.items()}
 
     def request_id(self) -> bytes:
+        """Unique per process and request: a random per-process prefix and a counter."""
         self._rid_n += 1
-        return f"{self._rid_prefix}-{self._rid_n:x}".encode()
+        return self._rid_prefix + b"%x" % self._rid_n
+
+    def stamp(self, partition: str, placement: str, epoch: int) -> bytes:
+        """The ``X-Partition``/``X-Placement``/``X-Placement-Epoch`` lines (cached: they change per transition)."""
+        key = (partition, epoch, placement)
+        v = self._stamps.get(key)
+        if v is None:
+            if len(self._stamps) > 10000:
+                self._stamps.clear()
+            v = self._stamps[key] = (b"X-Partition: %b\r\nX-Placement: %b\r\nX-Placement-Epoch: %d\r\n"
+                                     % (partition.encode(), placement.encode(), epoch))
+        return v
 
     def start(self) -> None:
         self.access.tick()

@@ -37,15 +37,65 @@ _HOLDABLE = (RejectReason.CUTOVER, RejectReason.STALE_EPOCH)
 
 
 class Request(ResponseMixin):
-    __slots__ = (
-        "ctx", "conn", "ctransport", "method", "url", "version", "fwd", "host", "clen", "chunked", "te",
-        "upgrade", "rid", "rid_given", "ctoks", "keyh", "xff", "xfp", "xfh", "expect", "keep_alive",
-        "partition", "phase", "epoch", "placement", "is_write", "admitted", "decision", "node",
-        "up", "pending", "pending_len", "body_done", "head_sent", "replay", "replay_len", "sent_all",
-        "tunnel", "done", "status", "outcome", "retries", "deadline", "hold_timer", "held_at", "was_held",
-        "t0", "t_res", "t_adm", "t_up", "t_up_end", "resp_chunked", "resp_eof", "resp_started", "resp_buf",
-        "resp_keep", "interim", "bad", "no_resp_body", "resp_held",
-    )
+    """One request/response exchange. Defaults live on the class (not in
+    ``__init__``) so that creating a request costs a handful of stores."""
+
+    # request head (filled by the client connection's parser callbacks)
+    method = "GET"
+    method_b = b"GET"
+    version = "1.1"
+    keep_alive = True
+    host: bytes | None = None
+    clen: bytes | None = None
+    te: bytes | None = None
+    chunked = False
+    upgrade: bytes | bool = False
+    expect = False
+    rid: bytes | None = None
+    rid_given = False
+    ctoks: set[bytes] | None = None
+    xff: bytes | None = None
+    xfp: bytes | None = None
+    xfh: bytes | None = None
+    bad: tuple[int, str, str] | None = None
+    # routing and gating
+    partition = ""
+    phase = "none"
+    epoch = 0
+    placement = ""
+    is_write = False
+    admitted = False
+    decision = "-"
+    node: "Node | None" = None
+    retries = 0
+    hold_timer: asyncio.TimerHandle | None = None
+    held_at = 0.0
+    was_held = False
+    # request body
+    up: "UpstreamConn | None" = None
+    pending_len = 0
+    body_done = False
+    head_sent = False
+    sent_all = False
+    replay: list[bytes] | None = None
+    replay_len = 0
+    # response
+    status = 0
+    resp_chunked = False
+    resp_eof = False
+    resp_started = False
+    resp_keep = False
+    resp_buf: list[bytes] | None = None
+    resp_held: Any = None
+    interim = False
+    no_resp_body = False
+    tunnel = False
+    done = False
+    deadline = 0.0
+    uout: list[bytes] | None = None  # batched writes to the upstream (within one client read)
+    cout: list[bytes] | None = None  # batched writes to the client (within one upstream read)
+    # timings (perf_counter)
+    t0 = t_res = t_adm = t_up = 0.0
 
     def __init__(self, ctx: "ProxyContext", conn: "ClientConn") -> None:
         self.ctx = ctx
@@ -53,36 +103,8 @@ class Request(ResponseMixin):
         self.ctransport = conn.transport
         self.url = b""
         self.fwd: list[bytes] = []
-        self.host = self.clen = self.te = self.rid = self.xff = self.xfp = self.xfh = None
-        self.ctoks: set[bytes] | None = None
         self.keyh: dict[bytes, bytes] = {}
-        self.chunked = self.upgrade = self.expect = self.rid_given = False
-        self.partition = ""
-        self.phase = "none"
-        self.epoch = 0
-        self.placement = ""
-        self.is_write = self.admitted = False
-        self.decision = "-"
-        self.node: Node | None = None
-        self.up: UpstreamConn | None = None
         self.pending: list[bytes] = []
-        self.pending_len = 0
-        self.body_done = self.head_sent = self.sent_all = self.tunnel = self.done = False
-        self.replay: list[bytes] | None = None
-        self.replay_len = 0
-        self.status = 0
-        self.outcome = "ok"
-        self.retries = 0
-        self.deadline = 0.0
-        self.hold_timer: asyncio.TimerHandle | None = None
-        self.held_at = 0.0
-        self.was_held = False
-        self.t0 = self.t_res = self.t_adm = self.t_up = self.t_up_end = 0.0
-        self.resp_chunked = self.resp_eof = self.resp_started = self.resp_keep = self.interim = False
-        self.resp_buf: list[bytes] | None = None
-        self.resp_held: tuple[int, bytes, list[tuple[bytes, bytes]]] | None = None
-        self.bad: tuple[int, str, str] | None = None
-        self.no_resp_body = False
 
     # ------------------------------------------------------------ routing
     def dispatch(self) -> None:
@@ -96,8 +118,7 @@ class Request(ResponseMixin):
         spath = path.decode("latin-1")
         self.is_write = ctx.router.is_write(self.method, spath)
         try:
-            self.partition = ctx.router.partition(spath, query.decode("latin-1") if query else None, self.keyh,
-                                                  self.host)
+            self.partition = ctx.router.partition(spath, query, self.keyh, self.host)
         except KeyError400 as exc:
             return self.fail(400, "bad-partition-key", exc.title, exc.detail, outcome="bad_request", rule=exc.rule)
         self.route()
@@ -200,24 +221,25 @@ class Request(ResponseMixin):
         up.exchange = self
         node = self.node
         ctx = self.ctx
-        parts = [self.method.encode(), b" ", self.url, b" HTTP/1.1\r\nHost: ", node.netloc, b"\r\n"]
+        parts = [self.method_b, b" ", self.url, b" HTTP/1.1\r\nHost: ", node.netloc, b"\r\n"]
         if self.ctoks:
             for line in self.fwd:
                 if line.split(b":", 1)[0].strip().lower() not in self.ctoks:
                     parts.append(line)
         else:
             parts.extend(self.fwd)
-        ip = self.conn.peer
-        parts += (b"X-Forwarded-For: ", self.xff + b", " + ip if self.xff else ip, b"\r\n")
+        if self.xff is None:
+            parts.append(self.conn.xff_line)
+        else:
+            parts += (b"X-Forwarded-For: ", self.xff, b", ", self.conn.peer, b"\r\n")
         if self.xfp is None:
             parts.append(b"X-Forwarded-Proto: http\r\n")
         if self.xfh is None and self.host is not None:
-            parts += (b"X-Forwarded-Host: ", self.host.encode("latin-1"), b"\r\n")
+            parts += (b"X-Forwarded-Host: ", self.host, b"\r\n")
         if not self.rid_given:
-            self.rid = ctx.request_id()
-            parts += (b"X-Request-Id: ", self.rid, b"\r\n")
-        parts += (b"X-Partition: ", self.partition.encode(), b"\r\nX-Placement: ", self.placement.encode(),
-                  b"\r\nX-Placement-Epoch: ", str(self.epoch).encode(), b"\r\n")
+            self.rid = rid = ctx.request_id()
+            parts += (b"X-Request-Id: ", rid, b"\r\n")
+        parts.append(ctx.stamp(self.partition, self.placement, self.epoch))
         if self.upgrade:
             parts += (b"Connection: upgrade\r\nUpgrade: ", self.upgrade, b"\r\n")
         elif self.chunked:
@@ -232,7 +254,7 @@ class Request(ResponseMixin):
         self.t_up = perf_counter()
         self.deadline = ctx.now + ctx.read_timeout
         ctx.waiting.add(self)
-        up.transport.write(b"".join(parts))
+        self.uout = [b"".join(parts)]  # head and the body bytes at hand leave in one send
         if self.conn.wpaused:
             up.transport.pause_reading()
         if self.expect and not self.body_done and not self.pending:
@@ -246,12 +268,31 @@ class Request(ResponseMixin):
             self._send_end()
         if up.paused:
             self.conn.pause(8)
+        if not self.conn.in_feed:
+            self.flush_up()
+
+    def flush_up(self) -> None:
+        """Send what was batched for the upstream (one syscall per client read)."""
+        out = self.uout
+        self.uout = None
+        if out and self.up is not None:
+            self.up.transport.write(out[0] if len(out) == 1 else b"".join(out))
+
+    def _uw(self, data: bytes) -> None:
+        out = self.uout
+        if out is not None:
+            out.append(data)
+        elif self.conn.in_feed:
+            self.uout = [data]
+        else:
+            self.up.transport.write(data)
 
     def _send(self, data: bytes) -> None:
         if self.upgrade:
+            self.flush_up()
             self.up.transport.write(data)
             return
-        self.up.transport.write(H.chunk(data) if self.chunked else data)
+        self._uw(H.chunk(data) if self.chunked else data)
         if self.replay is not None:
             self.replay_len += len(data)
             if self.replay_len <= self.ctx.retry_body_max:
@@ -261,7 +302,7 @@ class Request(ResponseMixin):
 
     def _send_end(self) -> None:
         if self.chunked:
-            self.up.transport.write(H.LAST_CHUNK)
+            self._uw(H.LAST_CHUNK)
         self.sent_all = True
 
     def client_body(self, data: bytes) -> None:

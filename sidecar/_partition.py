@@ -120,6 +120,9 @@ class Router:
         self.header_names = frozenset(r.arg.encode("latin-1") for r in self.rules if r.kind == "header")
         self._names = ", ".join(r.text for r in self.rules)
         self._cache: dict[str, str] = {}
+        self._bcache: dict[bytes, str] = {}
+        only = self.rules[0] if len(self.rules) == 1 and self.rules[0].kind == "header" else None
+        self._fast = None if only is None else self._hnames[only.text]
 
     def is_write(self, method: str, path: str) -> bool:
         for m, rx, write in self.routes:
@@ -127,8 +130,19 @@ class Router:
                 return write
         return method not in SAFE_METHODS
 
-    def partition(self, path: str, query: str | None, headers: Mapping[bytes, bytes], host: str | None) -> str:
+    def partition(self, path: str, query: bytes | str | None, headers: Mapping[bytes, bytes],
+                  host: bytes | str | None) -> str:
         """The request's partition id; ``KeyError400`` when missing/invalid/conflicting."""
+        if self._fast is not None:  # one header rule: a dict lookup for a key seen before
+            raw = headers.get(self._fast)
+            if raw is not None:
+                hit = self._bcache.get(raw)
+                if hit is not None:
+                    return hit
+        if isinstance(query, bytes):
+            query = query.decode("latin-1")
+        if isinstance(host, bytes):
+            host = host.decode("latin-1")
         found: str | None = None
         found_rule: KeyRule | None = None
         for rule in self.rules:
@@ -154,6 +168,8 @@ class Router:
         result = slot_of(pid, self.hash_slots) if self.hash_slots else str(pid)
         if len(self._cache) < 65536:  # bounded: keys are client-chosen
             self._cache[found] = result
+            if self._fast is not None:
+                self._bcache[headers[self._fast]] = result
         return result
 
     def _extract(self, rule: KeyRule, path: str, query: str | None, headers: Mapping[bytes, bytes],

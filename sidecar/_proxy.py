@@ -32,12 +32,15 @@ from ._context import ProxyContext
 from ._exchange import Request
 
 
+_CONN_OPTIONS = frozenset({b"upgrade", b"close", b"keep-alive"})
+
+
 class _HeadTooLarge(Exception):
     pass
 
 
 # header (lower-case) → how on_header treats it
-_DROP, _HOST, _CLEN, _TE, _CONN, _UPG, _RID, _EXPECT, _XFF, _XFP, _XFH = range(11)
+_DROP, _HOST, _CLEN, _TE, _CONN, _UPG, _RID, _EXPECT, _XFF, _XFP, _XFH, _PLAIN, _KEY = range(13)
 _SPECIAL = {
     b"host": _HOST, b"content-length": _CLEN, b"transfer-encoding": _TE, b"connection": _CONN,
     b"upgrade": _UPG, b"x-request-id": _RID, b"expect": _EXPECT, b"x-forwarded-for": _XFF,
@@ -46,11 +49,14 @@ _SPECIAL = {
 }
 
 
+_METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE")}
+
+
 class ClientConn(asyncio.Protocol):
     """One downstream connection."""
 
     __slots__ = ("ctx", "transport", "parser", "peer", "peer_s", "current", "parsing", "queue", "flags",
-                 "hsize", "last_active", "upgraded", "tunnel", "wpaused", "keyh_names")
+                 "hsize", "last_active", "upgraded", "tunnel", "wpaused", "keyh_names", "xff_line", "in_feed")
 
     def __init__(self, ctx: ProxyContext) -> None:
         self.ctx = ctx
@@ -68,6 +74,8 @@ class ClientConn(asyncio.Protocol):
         self.keyh_names = ctx.router.header_names
         self.peer = b"unknown"
         self.peer_s = "unknown"
+        self.xff_line = b"X-Forwarded-For: unknown\r\n"
+        self.in_feed = False  # inside parser.feed_data: upstream writes are batched
 
     # ---------------------------------------------------------------- transport
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -76,6 +84,7 @@ class ClientConn(asyncio.Protocol):
         if peer:
             self.peer_s = str(peer[0])
             self.peer = self.peer_s.encode()
+            self.xff_line = b"X-Forwarded-For: " + self.peer + b"\r\n"
         sock = transport.get_extra_info("socket")
         if sock is not None:
             try:
@@ -92,9 +101,14 @@ class ClientConn(asyncio.Protocol):
             elif self.current is not None:
                 self.current.client_body(data)
             return
+        self.in_feed = True
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
+            self.in_feed = False
+            cur = self.current
+            if cur is not None and cur.uout:
+                cur.flush_up()
             self.upgraded = True
             rest = data[exc.args[0]:]
             if rest and self.current is not None:
@@ -110,6 +124,11 @@ class ClientConn(asyncio.Protocol):
                 self._reject_raw(500, "internal-error", "internal error", "the proxy failed on this request")
         except httptools.HttpParserError as exc:
             self._reject_raw(400, "bad-request", "malformed request", f"cannot parse the request: {exc}")
+        finally:
+            self.in_feed = False
+            cur = self.current
+            if cur is not None and cur.uout:
+                cur.flush_up()
 
     def _reject_raw(self, status: int, slug: str, title: str, detail: str) -> None:
         """A request the parser refused: answer if nothing is in progress, then close."""
@@ -177,27 +196,33 @@ class ClientConn(asyncio.Protocol):
         self.hsize += len(url)
         if self.hsize > self.ctx.max_header:
             raise _HeadTooLarge
-        self.parsing.url += url
+        req = self.parsing
+        req.url = req.url + url if req.url else url
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.hsize += len(name) + len(value) + 4
         if self.hsize > self.ctx.max_header:
             raise _HeadTooLarge
         req = self.parsing
-        lname = name.lower()
-        if lname in self.keyh_names:
+        # classify the name once per distinct spelling (names repeat: no lower() per header)
+        hit = self.ctx.header_kinds.get(name)
+        if hit is None:
+            hit = self._classify(name)
+        kind, lname = hit
+        if kind == _PLAIN:
+            req.fwd.append(name + b": " + value + b"\r\n")
+            return
+        if kind == _KEY:
             old = req.keyh.get(lname)
             if old is not None and old != value:
                 req.bad = (400, "conflicting partition keys", f"header {name.decode('latin-1')} given twice")
             req.keyh[lname] = value
-        kind = _SPECIAL.get(lname)
-        if kind is None:
-            if lname.startswith(b"x-placement"):
-                return
             req.fwd.append(name + b": " + value + b"\r\n")
             return
+        if kind == _DROP:
+            return
         if kind == _HOST:
-            req.host = value.decode("latin-1")
+            req.host = value
         elif kind == _CLEN:
             if req.clen is not None and req.clen != value.strip():
                 req.bad = (400, "conflicting Content-Length", "differing Content-Length headers")
@@ -209,8 +234,9 @@ class ClientConn(asyncio.Protocol):
             if req.clen is not None:
                 req.bad = (400, "ambiguous framing", "Content-Length together with Transfer-Encoding")
         elif kind == _CONN:
-            toks = H.connection_tokens(value)
-            req.ctoks = toks if req.ctoks is None else req.ctoks | toks
+            toks = H.connection_tokens(value) - _CONN_OPTIONS
+            if toks:
+                req.ctoks = toks if req.ctoks is None else req.ctoks | toks
         elif kind == _UPG:
             req.upgrade = value
         elif kind == _RID:
@@ -228,10 +254,25 @@ class ClientConn(asyncio.Protocol):
             req.xfh = value
             req.fwd.append(name + b": " + value + b"\r\n")
 
+    def _classify(self, name: bytes) -> tuple[int, bytes]:
+        lname = name.lower()
+        if lname in self.keyh_names:
+            hit = (_KEY, lname)
+        elif lname in _SPECIAL:
+            hit = (_SPECIAL[lname], lname)
+        elif lname.startswith(b"x-placement"):
+            hit = (_DROP, lname)
+        else:
+            hit = (_PLAIN, lname)
+        if len(self.ctx.header_kinds) < 4096:  # bounded: names are client-chosen
+            self.ctx.header_kinds[name] = hit
+        return hit
+
     def on_headers_complete(self) -> None:
         req = self.parsing
         p = self.parser
-        req.method = p.get_method().decode("ascii", "replace")
+        req.method_b = mb = p.get_method()
+        req.method = _METHODS.get(mb) or mb.decode("ascii", "replace")
         req.version = p.get_http_version()
         req.keep_alive = p.should_keep_alive()
         if req.te is not None:
@@ -239,10 +280,10 @@ class ClientConn(asyncio.Protocol):
             if codings[-1] != b"chunked" or codings.count(b"chunked") > 1:
                 req.bad = (400, "unsupported transfer coding", "Transfer-Encoding must end in a single chunked")
             req.chunked = True
-        if req.upgrade and not (p.should_upgrade() and req.ctoks and b"upgrade" in req.ctoks):
+        if req.upgrade and not p.should_upgrade():  # llhttp: Upgrade plus Connection: upgrade
             req.upgrade = False  # Upgrade without Connection: upgrade is just a hop-by-hop header
         if req.ctoks:
-            req.ctoks -= {b"upgrade", b"close", b"keep-alive"}
+            req.ctoks -= _CONN_OPTIONS
             # never let Connection remove what the proxy itself sets
             req.ctoks -= {b"host", b"x-partition", b"x-placement", b"x-placement-epoch", b"x-request-id"}
         if req.method == "CONNECT":

@@ -1,6 +1,7 @@
 """The response half of a proxied request (mixed into ``_exchange.Request``).
 
-Response heads are re-framed for the client hop: hop-by-hop headers and the
+Response heads are re-framed for the client hop (the status line carries the
+standard reason phrase; parsing the upstream's costs a callback per response): hop-by-hop headers and the
 ones ``Connection`` lists are dropped; a body with a ``Content-Length`` keeps
 it, any other body is sent chunked to an HTTP/1.1 client (close-delimited to
 an HTTP/1.0 one). ``101 Switching Protocols`` turns both connections into a
@@ -17,86 +18,80 @@ from typing import Any
 from . import _httpmsg as H
 
 RESP_BUF_MAX = 64 * 1024
+_STATUS_LINES: dict[tuple[int, bytes], bytes] = {}
 
 
 class ResponseMixin:
     __slots__ = ()
 
     # ------------------------------------------------------------ upstream → client
-    def on_response_head(self: Any, status: int, reason: bytes, headers: list[tuple[bytes, bytes]],
-                         keep: bool) -> None:
+    def on_response_head(self: Any, head: Any) -> None:
+        status = head.status
         if status < 200 and status != 101:
             self.interim = True  # 100/102/103: swallowed, the final response follows
             return
         self.interim = False
-        self.resp_keep = keep
+        self.resp_keep = head.keep
         self.status = status
         self.deadline = self.ctx.now + self.ctx.read_timeout
         if status == 101 and not self.upgrade:
             return self.upstream_failed("upstream switched protocols without an upgrade request")
-        if status == 503 and self.admitted and (self.replay is not None or not self.has_body()):
-            for name, value in headers:
-                if name.lower() == b"content-type" and value.startswith(b"application/problem+json"):
-                    self.resp_held = (status, reason, headers)
-                    self.resp_buf = []
-                    return
-        self._write_head(status, reason, headers)
+        if (status == 503 and self.admitted and head.ctype is not None
+                and head.ctype.startswith(b"application/problem+json")
+                and (self.replay is not None or not self.has_body())):
+            self.resp_held = head
+            self.resp_buf = []
+            return
+        self._write_head(head)
         if self.method == "HEAD":  # httptools cannot be told to expect no body: finish here, drop the conn
             self._end_response(reusable=False)
 
     def has_body(self: Any) -> bool:
         return self.chunked or (self.clen is not None and self.clen != b"0")
 
-    def _write_head(self: Any, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    def _write_head(self: Any, head: Any) -> None:
         self.resp_started = True
-        lines: list[bytes] = [b"HTTP/1.1 %d %b\r\n" % (status, reason or H.reason(status))]
-        names: list[bytes] = []
-        ctoks = clen = te = upg = None
-        hop = H.HOP_BY_HOP
-        for name, value in headers:
-            ln = name.lower()
-            if ln in hop:
-                if ln == b"connection":
-                    ctoks = H.connection_tokens(value)
-                elif ln == b"transfer-encoding":
-                    te = value
-                elif ln == b"upgrade":
-                    upg = value
-                continue
-            if ln == b"content-length":
-                clen = value
-                continue
-            lines.append(name + b": " + value + b"\r\n")
-            names.append(ln)
-        if ctoks:
-            lines = lines[:1] + [line for line, ln in zip(lines[1:], names) if ln not in ctoks]
+        status = head.status
+        key = (status, head.reason)
+        first = _STATUS_LINES.get(key)
+        if first is None:
+            first = b"HTTP/1.1 %d %b\r\n" % (status, head.reason or H.reason(status))
+            if len(_STATUS_LINES) < 1000:
+                _STATUS_LINES[key] = first
+        lines = head.lines
+        if head.ctoks:
+            drop = head.ctoks
+            lines = [line for line in lines if line.split(b":", 1)[0].strip().lower() not in drop]
+        clen = head.clen
+        te = head.te
         no_body = self.method == "HEAD" or status in (204, 304)
         self.no_resp_body = no_body
         close = not self.keep_alive or (not self.body_done and self.has_body()) or self.ctx.closing
         if status == 101:
-            lines += (b"Connection: upgrade\r\nUpgrade: ", upg or self.upgrade, b"\r\n")
+            tail = b"Connection: upgrade\r\nUpgrade: " + (head.upg or self.upgrade) + b"\r\n"
             close = False
         elif no_body:
-            if clen is not None and status != 204:
-                lines += (b"Content-Length: ", clen, b"\r\n")
+            tail = b"Content-Length: " + clen + b"\r\n" if clen is not None and status != 204 else b""
         elif te is None and clen is not None:
-            lines += (b"Content-Length: ", clen, b"\r\n")
+            tail = b"Content-Length: " + clen + b"\r\n"
         else:
             self.resp_eof = te is None  # upstream ends this body by closing
             if self.version == "1.1":
-                lines.append(b"Transfer-Encoding: chunked\r\n")
+                tail = b"Transfer-Encoding: chunked\r\n"
                 self.resp_chunked = True
             else:
+                tail = b""
                 close = True  # HTTP/1.0 client: delimit by closing
         if self.upgrade and status != 101:
             close = True  # the client connection was handed to the upgrade; it cannot carry another request
         if close:
             self.keep_alive = False
-            lines.append(b"Connection: close\r\n")
+            tail += b"Connection: close\r\n\r\n"
         elif self.version == "1.0":
-            lines.append(b"Connection: keep-alive\r\n")
-        lines.append(b"\r\n")
-        self.ctransport.write(b"".join(lines))
+            tail += b"Connection: keep-alive\r\n\r\n"
+        else:
+            tail += b"\r\n"
+        self._cw(first + b"".join(lines) + tail)
 
     def on_response_body(self: Any, data: bytes) -> None:
         if self.interim or self.done:
@@ -108,15 +103,29 @@ class ResponseMixin:
                 self._relay_held()
             return
         self.deadline = self.ctx.now + self.ctx.read_timeout
-        self.ctransport.write(H.chunk(data) if self.resp_chunked else data)
+        self._cw(H.chunk(data) if self.resp_chunked else data)
+
+    def _cw(self: Any, data: bytes) -> None:
+        out = self.cout
+        if out is not None:
+            out.append(data)
+        else:
+            self.ctransport.write(data)
+
+    def flush_client(self: Any) -> None:
+        """Send what was batched for the client (one syscall per upstream read)."""
+        out = self.cout
+        self.cout = None
+        if out and self.conn.transport is not None:
+            self.ctransport.write(out[0] if len(out) == 1 else b"".join(out))
 
     def _relay_held(self: Any) -> None:
-        status, reason, headers = self.resp_held
+        head = self.resp_held
         buf = self.resp_buf
         self.resp_held = self.resp_buf = None
-        self._write_head(status, reason, headers)
+        self._write_head(head)
         for data in buf:
-            self.ctransport.write(H.chunk(data) if self.resp_chunked else data)
+            self._cw(H.chunk(data) if self.resp_chunked else data)
 
     def on_response_end(self: Any) -> None:
         if self.interim:
@@ -133,7 +142,7 @@ class ResponseMixin:
 
     def _end_response(self: Any, reusable: bool) -> None:
         if self.resp_chunked:
-            self.ctransport.write(H.LAST_CHUNK)
+            self._cw(H.LAST_CHUNK)
         up = self.up
         self.up = None
         if up is not None:
@@ -173,6 +182,7 @@ class ResponseMixin:
         if self.done or self.status != 101:
             return
         up = self.up
+        self.flush_client()
         self.tunnel = True
         self.ctx.waiting.discard(self)
         self.conn.tunnel_to(up, self)
@@ -214,7 +224,7 @@ class ResponseMixin:
                              outcome="upstream_error")
         if self.resp_eof and not self.resp_held:
             if self.resp_chunked:
-                self.ctransport.write(H.LAST_CHUNK)
+                self._cw(H.LAST_CHUNK)
             self.finish("ok")
             return
         self.abort("upstream_error")
@@ -242,6 +252,7 @@ class ResponseMixin:
             up.exchange = None
             up.close()
         self.keep_alive = False
+        self.cout = None
         if self.conn.transport is not None:
             self.conn.transport.abort()
         self.finish(outcome)
@@ -272,6 +283,9 @@ class ResponseMixin:
         if self.done:
             return
         self.done = True
+        if self.cout:
+            self.flush_client()
+        self.cout = None
         ctx = self.ctx
         ctx.waiting.discard(self)
         if self.hold_timer is not None:

@@ -21,11 +21,43 @@ from typing import Any
 import httptools
 
 
+# response headers the proxy must look at (lower-case) → kind; the rest are forwarded as ready-made lines
+_DROP, _CONN, _CLEN, _TE, _UPG, _CTYPE = range(6)
+_RESP_SPECIAL = {b"connection": _CONN, b"content-length": _CLEN, b"transfer-encoding": _TE, b"upgrade": _UPG,
+                 b"content-type": _CTYPE, b"keep-alive": _DROP, b"proxy-connection": _DROP, b"te": _DROP,
+                 b"trailer": _DROP}
+
+
+_CONN_OPTIONS = frozenset({b"keep-alive", b"close", b"upgrade"})
+_PLAIN_CONN = frozenset({b"keep-alive", b"close", b"Keep-Alive", b"Close", b"upgrade", b"Upgrade"})
+_KINDS: dict[bytes, int | None] = {}  # header name as spelled → kind (names repeat: no lower() per header)
+
+
+def _kind(name: bytes) -> int | None:
+    kind = _RESP_SPECIAL.get(name.lower())
+    if len(_KINDS) < 4096:
+        _KINDS[name] = kind
+    return kind
+
+
+class RespHead:
+    """A parsed upstream response head, sorted for re-framing (see ``_response``)."""
+
+    __slots__ = ("status", "reason", "lines", "ctoks", "clen", "te", "upg", "ctype", "keep")
+
+    def __init__(self) -> None:
+        self.reason = b""
+        self.lines: list[bytes] = []
+        self.ctoks = self.clen = self.te = self.upg = self.ctype = None
+        self.status = 0
+        self.keep = True
+
+
 class UpstreamConn(asyncio.Protocol):
     """One connection to an upstream node."""
 
     __slots__ = ("pool", "key", "transport", "parser", "exchange", "closed", "served", "idle_since",
-                 "paused", "status", "reason_phrase", "headers")
+                 "paused", "head")
 
     def __init__(self, pool: "UpstreamPool", key: tuple[str, int]) -> None:
         self.pool = pool
@@ -37,9 +69,7 @@ class UpstreamConn(asyncio.Protocol):
         self.served = 0          # responses completed on this connection
         self.idle_since = 0.0
         self.paused = False      # the upstream's write buffer is full: client reading paused
-        self.status = 0
-        self.reason_phrase = b""
-        self.headers: list[tuple[bytes, bytes]] = []
+        self.head = RespHead()
 
     # -- asyncio.Protocol ----------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -59,14 +89,22 @@ class UpstreamConn(asyncio.Protocol):
         if ex.tunnel:
             ex.ctransport.write(data)
             return
+        ex.cout = []  # batch this read's output to the client into one send
         try:
             self.parser.feed_data(data)
+            if ex.cout:
+                ex.flush_client()
+            ex.cout = None
         except httptools.HttpParserUpgrade as exc:
             ex.upstream_upgraded(data[exc.args[0]:])
         except httptools.HttpParserError as exc:
             if self.exchange is not None:
                 self.exchange.upstream_failed(f"invalid response from upstream: {exc}")
             self.close()
+        finally:
+            if ex.cout:
+                ex.flush_client()
+            ex.cout = None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -90,20 +128,38 @@ class UpstreamConn(asyncio.Protocol):
 
     # -- httptools callbacks ---------------------------------------------------
     def on_message_begin(self) -> None:
-        self.headers = []
-        self.reason_phrase = b""
-
-    def on_status(self, status: bytes) -> None:
-        self.reason_phrase += status
+        self.head = RespHead()
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
+        kind = _KINDS.get(name, -1)
+        if kind == -1:
+            kind = _kind(name)
+        if kind is None:
+            self.head.lines.append(name + b": " + value + b"\r\n")
+            return
+        h = self.head
+        if kind == _CTYPE:
+            h.ctype = value
+            h.lines.append(name + b": " + value + b"\r\n")
+        elif kind == _CLEN:
+            h.clen = value
+        elif kind == _TE:
+            h.te = value if h.te is None else h.te + b", " + value
+        elif kind == _CONN:
+            if value not in _PLAIN_CONN:
+                toks = {t.strip().lower() for t in value.split(b",") if t.strip()} - _CONN_OPTIONS
+                if toks:
+                    h.ctoks = toks if h.ctoks is None else h.ctoks | toks
+        elif kind == _UPG:
+            h.upg = value
 
     def on_headers_complete(self) -> None:
         ex = self.exchange
         if ex is not None:
-            ex.on_response_head(self.parser.get_status_code(), self.reason_phrase, self.headers,
-                                self.parser.should_keep_alive())
+            h = self.head
+            h.status = self.parser.get_status_code()
+            h.keep = self.parser.should_keep_alive()
+            ex.on_response_head(h)
 
     def on_body(self, body: bytes) -> None:
         ex = self.exchange

@@ -1,0 +1,277 @@
+"""What the sidecar costs per request, against nginx, haproxy and a minimal aiohttp proxy.
+
+    python bench/bench_proxy.py [--seconds 5] [--connections 32]
+
+One run: an nginx upstream answering 1 KiB; then wrk drives, for GET and POST
+(1 KiB body), in turn: the upstream directly, nginx and haproxy as plain
+reverse proxies (keep-alive to the upstream; configs generated into a temp
+dir, loopback ports), a minimal aiohttp proxy (server + ClientSession), and
+a bare asyncio.Protocol + httptools forwarder on uvloop (``_bare_forwarder.py``,
+the floor for any Python data path), and the sidecar with 1 and 2 workers (gating, metrics and access log on; POST is
+a gated write). For each cell it prints req/s, p50/p99 latency and the proxy's
+CPU time per request (utime+stime of the proxy's whole process group from
+/proc, divided by the requests wrk completed), and the ratio to nginx's
+CPU-µs/request measured in the same run. Figures are noisy on a shared
+machine: compare the ratios, not the absolute numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TICK = os.sysconf("SC_CLK_TCK")
+BODY = "x" * 1024
+
+AIOHTTP_PROXY = r'''
+import sys
+from aiohttp import web, ClientSession, TCPConnector
+UP = sys.argv[2]
+async def handler(request):
+    body = await request.read()
+    hdrs = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "connection", "content-length", "transfer-encoding")}
+    async with request.app["s"].request(request.method, UP + request.path_qs, headers=hdrs, data=body) as r:
+        data = await r.read()
+        return web.Response(status=r.status, body=data, headers={"Content-Type": r.headers.get("Content-Type", "text/plain")})
+async def start(app):
+    app["s"] = ClientSession(connector=TCPConnector(limit=256))
+async def stop(app):
+    await app["s"].close()
+app = web.Application(); app.on_startup.append(start); app.on_cleanup.append(stop)
+app.router.add_route("*", "/{tail:.*}", handler)
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)
+'''
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float = 15) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            with socket.create_connection(("127.0.0.1", port), 0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"port {port} not listening")
+
+
+def group_cpu_s(pgid: int) -> float:
+    """utime+stime of every live process in a process group, in seconds."""
+    total = 0
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2:].split()
+        if int(fields[2]) == pgid:  # field 5: pgrp
+            total += int(fields[11]) + int(fields[12])  # fields 14, 15: utime, stime
+    return total / TICK
+
+
+class Proc:
+    def __init__(self, name: str, argv: list[str], port: int, tmp: Path, **kw) -> None:
+        self.name = name
+        self.port = port
+        self.log = open(tmp / f"{name}.log", "w")
+        self.p = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+                                  cwd=ROOT, **kw)
+        wait_port(port)
+
+    def cpu(self) -> float:
+        return group_cpu_s(self.p.pid)
+
+    def stop(self) -> None:
+        try:
+            os.killpg(self.p.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            self.p.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.p.pid, signal.SIGKILL)
+            self.p.wait()
+        self.log.close()
+
+
+def nginx_conf(tmp: Path, name: str, port: int, body: str) -> Path:
+    d = tmp / name
+    d.mkdir()
+    conf = d / "nginx.conf"
+    conf.write_text(f"""
+worker_processes 1;
+daemon off;
+master_process on;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+{"user root;" if os.geteuid() == 0 else ""}
+events {{ worker_connections 4096; }}
+http {{
+  client_body_temp_path {d}/body; proxy_temp_path {d}/proxy; fastcgi_temp_path {d}/fcgi;
+  uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
+  keepalive_requests 1000000;
+  {body}
+}}
+""")
+    return conf
+
+
+def run_wrk(url: str, seconds: float, conns: int, post: bool, tmp: Path) -> dict:
+    script = tmp / ("post.lua" if post else "get.lua")
+    if not script.exists():
+        lines = ['wrk.headers["X-Partition-Key"] = "t1"']
+        if post:
+            lines += ['wrk.method = "POST"', f'wrk.body = string.rep("x", 1024)',
+                      'wrk.headers["Content-Type"] = "application/octet-stream"']
+        script.write_text("\n".join(lines) + "\n")
+    out = subprocess.run(["wrk", "-t1", f"-c{conns}", f"-d{max(1, round(seconds))}s", "--latency", "-s", str(script), url],
+                         capture_output=True, text=True, timeout=seconds + 30).stdout
+    reqs = int(re.search(r"(\d+) requests in", out).group(1))
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+
+    def lat(pct: str) -> float:
+        m = re.search(rf"\s{pct}%\s+([\d.]+)(us|ms|s)", out)
+        v, unit = float(m.group(1)), m.group(2)
+        return v / 1000 if unit == "us" else v if unit == "ms" else v * 1000
+
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {"reqs": reqs, "rps": rps, "p50": lat("50"), "p99": lat("99"),
+            "non2xx": int(errors.group(1)) if errors else 0}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--only", help="comma-separated subset of targets")
+    a = ap.parse_args()
+    for tool in ("wrk", "nginx", "haproxy"):
+        if not shutil.which(tool) and not Path(f"/usr/sbin/{tool}").exists():
+            print(f"bench_proxy: {tool} not found (apt-get install {tool})", file=sys.stderr)
+            return 2
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
+    tmp = Path(tempfile.mkdtemp(prefix="bench-proxy-"))
+    procs: list[Proc] = []
+    try:
+        up_port = free_port()
+        conf = nginx_conf(tmp, "upstream", up_port, f"""
+  access_log off;
+  server {{ listen 127.0.0.1:{up_port}; location / {{ default_type text/plain; return 200 "{BODY}"; }} }}""")
+        procs.append(Proc("upstream", [nginx, "-c", str(conf), "-p", str(tmp)], up_port, tmp))
+        upstream_url = f"http://127.0.0.1:{up_port}"
+
+        def nginx_proxy(port: int) -> Proc:
+            c = nginx_conf(tmp, "nginx-proxy", port, f"""
+  access_log {tmp}/nginx-proxy/access.log combined buffer=64k flush=1s;
+  upstream up {{ server 127.0.0.1:{up_port}; keepalive 64; }}
+  server {{ listen 127.0.0.1:{port};
+    location / {{ proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; }} }}""")
+            return Proc("nginx", [nginx, "-c", str(c), "-p", str(tmp)], port, tmp)
+
+        def haproxy_proxy(port: int) -> Proc:
+            c = tmp / "haproxy.cfg"
+            c.write_text(f"""global
+  nbthread 1
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+  http-reuse always
+frontend f
+  bind 127.0.0.1:{port}
+  default_backend b
+backend b
+  server s1 127.0.0.1:{up_port}
+""")
+            return Proc("haproxy", [haproxy, "-f", str(c), "-db"], port, tmp)
+
+        def aiohttp_proxy(port: int) -> Proc:
+            script = tmp / "aiohttp_proxy.py"
+            script.write_text(AIOHTTP_PROXY)
+            return Proc("aiohttp", [sys.executable, str(script), str(port), upstream_url], port, tmp)
+
+        def bare(port: int) -> Proc:
+            return Proc("bare", [sys.executable, str(ROOT / "bench" / "_bare_forwarder.py"), str(port), str(up_port)],
+                        port, tmp)
+
+        placement = tmp / "placement.toml"
+        placement.write_text(f'[nodes]\na = "{upstream_url}"\n\n[partitions]\nt1 = "a"\n')
+
+        def sidecar(workers: int):
+            def start(port: int) -> Proc:
+                argv = [sys.executable, "-m", "sidecar", "--placement", str(placement), "--listen",
+                        f"127.0.0.1:{port}", "--admin", f"127.0.0.1:{free_port()}", "--control",
+                        f"127.0.0.1:{free_port()}", "--workers", str(workers)]
+                p = Proc(f"sidecar-{workers}w", argv, port, tmp,
+                         env=dict(os.environ, PYTHONPATH=str(ROOT)))
+                time.sleep(1.0 if workers > 1 else 0.3)  # all workers listening
+                return p
+            return start
+
+        targets = [("direct", None), ("nginx", nginx_proxy), ("haproxy", haproxy_proxy),
+                   ("aiohttp-proxy", aiohttp_proxy), ("bare-forwarder", bare), ("sidecar-1w", sidecar(1)),
+                   ("sidecar-2w", sidecar(2))]
+        if a.only:
+            keep = set(a.only.split(",")) | {"nginx"}
+            targets = [t for t in targets if t[0] in keep]
+        rows = []
+        for name, factory in targets:
+            proc = None
+            port = up_port
+            if factory is not None:
+                port = free_port()
+                proc = factory(port)
+            url = f"http://127.0.0.1:{port}/kv/bench"
+            try:
+                run_wrk(url, 1.0, a.connections, False, tmp)  # warm-up: connections, pools, JIT-less caches
+                for post in (False, True):
+                    c0 = proc.cpu() if proc else procs[0].cpu()
+                    r = run_wrk(url, a.seconds, a.connections, post, tmp)
+                    c1 = proc.cpu() if proc else procs[0].cpu()
+                    r.update(name=name, method="POST" if post else "GET",
+                             cpu_us=(c1 - c0) * 1e6 / max(1, r["reqs"]), is_upstream=proc is None)
+                    rows.append(r)
+                    print(f"  {name:14s} {r['method']:4s} done: {r['rps']:.0f} req/s", file=sys.stderr, flush=True)
+            finally:
+                if proc is not None:
+                    proc.stop()
+        base = {r["method"]: r["cpu_us"] for r in rows if r["name"] == "nginx"}
+        print(f"\nwrk -t1 -c{a.connections} -d{a.seconds:g}s, 1 KiB responses, POST bodies 1 KiB; {os.cpu_count()} CPUs")
+        print(f"{'target':14s} {'method':6s} {'req/s':>9s} {'p50 ms':>8s} {'p99 ms':>8s} {'CPU-µs/req':>11s} "
+              f"{'x nginx':>8s} {'non-2xx':>8s}")
+        for r in rows:
+            cpu = f"{r['cpu_us']:.1f}" + ("*" if r["is_upstream"] else "")
+            ratio = "-" if r["is_upstream"] else f"{r['cpu_us'] / base[r['method']]:.2f}"
+            print(f"{r['name']:14s} {r['method']:6s} {r['rps']:9.0f} {r['p50']:8.2f} {r['p99']:8.2f} {cpu:>11s} "
+                  f"{ratio:>8s} {r['non2xx']:8d}")
+        print("* direct: CPU of the upstream itself (no proxy in the path)")
+    finally:
+        for p in procs:
+            p.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

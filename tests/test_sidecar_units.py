@@ -1,0 +1,132 @@
+"""Pure-logic units of the sidecar: in-flight tracker, write gate (injected clock), key rules, config."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from gate import ConfigError, PlacementTable, RejectReason
+from sidecar._config import SidecarConfig
+from sidecar._inflight import InflightTracker
+from sidecar._partition import KeyError400, Router, slot_of
+from sidecar._writegate import WriteGate
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+class StaleableSource(PlacementTable):
+    """A table with a ``last_read`` the test controls (what a replica exposes)."""
+
+    last_read: float | None = None
+
+
+async def test_tracker_waits_only_for_older_epochs():
+    t = InflightTracker()
+    t.begin("p", 3)
+    t.begin("p", 3)
+    t.begin("p", 5)
+    t.begin("q", 1)
+    assert t.count() == 4 and t.count("p") == 3
+    assert t.drained("p", 3) and not t.drained("p", 4)
+    waiter = asyncio.create_task(t.wait_drained("p", 4))
+    await asyncio.sleep(0)
+    t.end("p", 3)
+    await asyncio.sleep(0)
+    assert not waiter.done()
+    t.end("p", 3)
+    assert await asyncio.wait_for(waiter, 1) is True
+    assert await t.wait_drained("p", 6, timeout=0.01) is False  # epoch 5 still in flight
+    t.end("p", 5)
+    t.end("p", 5)  # unmatched end is ignored
+    assert t.count("p") == 0 and t.count() == 1
+
+
+def test_writegate_fails_closed_after_lease_and_recovers():
+    clock = FakeClock()
+    src = StaleableSource({"p": "a"})
+    src.last_read = clock.t
+    tracker = InflightTracker()
+    gate = WriteGate(src, tracker, lease_s=5.0, clock=clock)
+    epoch = src.get("p").epoch
+    assert gate.admit("p", epoch) and tracker.count("p") == 1
+    gate.done("p", epoch)
+    clock.t += 4.9
+    assert gate.writable() and gate.ready()
+    clock.t += 0.2  # last read now 5.1 s old
+    r = gate.admit("p", epoch)
+    assert not r and r.reason is RejectReason.FAIL_CLOSED and r.current.placement == "a"
+    assert not gate.ready() and tracker.count() == 0
+    assert src.get("p").placement == "a"  # reads still answer from the last table
+    src.last_read = clock.t  # the store answered again
+    assert gate.admit("p", epoch)
+
+
+def test_writegate_guards_and_close():
+    src = PlacementTable({"p": "a"})
+    gate = WriteGate(src, InflightTracker())
+    flag = [True]
+    remove = gate.add_guard(lambda: flag[0])
+    assert gate.admit("p", src.get("p").epoch)
+    flag[0] = False
+    assert gate.admit("p", src.get("p").epoch).reason is RejectReason.FAIL_CLOSED
+    remove()
+    assert gate.writable()
+    gate.close()
+    assert not gate.ready() and gate.writable()
+    src.begin_migration("p", "b")
+    old = src.get("p").epoch
+    src.enter_cutover("p")
+    assert gate.admit("p", old).reason is RejectReason.CUTOVER
+
+
+def test_router_rules():
+    r = Router(["header:X-Tenant", r"path:^/t/(?P<partition>[^/]+)", "query:tenant", "host"])
+    assert r.partition("/t/acme/x", None, {}, None) == "acme"
+    assert r.partition("/x", "tenant=zed", {}, None) == "zed"
+    assert r.partition("/x", None, {}, "Shop.Example:8080") == "shop.example"
+    assert r.partition("/t/acme", None, {b"x-tenant": b"acme"}, None) == "acme"
+    with pytest.raises(KeyError400) as ei:
+        r.partition("/t/acme", None, {b"x-tenant": b"other"}, None)
+    assert "header:X-Tenant" in ei.value.detail and "path:" in ei.value.detail
+    with pytest.raises(KeyError400, match="different values"):
+        Router(["query:t"]).partition("/", "t=a&t=b", {}, None)
+    with pytest.raises(KeyError400) as ei:
+        Router(["header:X-Tenant"]).partition("/", None, {}, None)
+    assert ei.value.title == "missing partition key"
+
+
+def test_hash_slots_and_route_rules():
+    r = Router(["header:X-K"], ["POST ^/search=read", "* ^/admin/=write"], hash_slots=16)
+    p = r.partition("/", None, {b"x-k": b"user-42"}, None)
+    assert p == slot_of("user-42", 16) and p.startswith("slot-") and 0 <= int(p[5:]) < 16
+    assert not r.is_write("POST", "/search/q")
+    assert r.is_write("GET", "/admin/x")
+    assert r.is_write("DELETE", "/x") and not r.is_write("GET", "/x")
+
+
+@pytest.mark.parametrize("kw, field", [
+    ({"partition_from": ("cookie:x",)}, "partition_from[0]"),
+    ({"route": ("GET /x=maybe",)}, "route[0]"),
+    ({"hold_max": -1}, "hold_max"),
+    ({"log_format": "xml"}, "log_format"),
+    ({"lease_seconds": 9.0}, "lease_seconds"),
+    ({"consul": "http://127.0.0.1:8500"}, "consul"),
+    ({"admin": "127.0.0.1"}, "admin"),
+])
+def test_config_validation_names_field(kw, field):
+    with pytest.raises(ConfigError) as ei:
+        SidecarConfig(placement="p.toml", **kw)
+    assert ei.value.field == field
+
+
+def test_config_round_trips_for_workers():
+    cfg = SidecarConfig(placement="p.toml", node=("a=http://127.0.0.1:1",), workers=2, route=("GET ^/x=write",))
+    assert SidecarConfig.from_json(cfg.to_json()) == cfg
+    assert cfg.nodes() == {"a": "http://127.0.0.1:1"}
