@@ -317,6 +317,7 @@ class Participant(CurrentReplica):
 
     async def _serve(self, acker: asyncio.Task) -> None:
         renewer = asyncio.create_task(self._renew_loop(), name=f"renew-{self.id}")
+        watcher = asyncio.create_task(self._watch_key(), name=f"key-{self.id}")
         tick = min(self.renew_every_s, self.lease_s / 10)
         assert self._rejoin is not None
         try:
@@ -324,7 +325,7 @@ class Participant(CurrentReplica):
                 if self.table_stale():
                     self._reason = "stale table"   # rule 3: fail closed (check) and leave
                     return
-                for t in (acker, renewer):
+                for t in (acker, renewer, watcher):
                     if t.done() and not t.cancelled() and t.exception() is not None:
                         raise BackendError(f"participant task failed: {t.exception()!r}")
                 try:
@@ -333,7 +334,27 @@ class Participant(CurrentReplica):
                     pass
         finally:
             renewer.cancel()
-            await asyncio.gather(renewer, return_exceptions=True)
+            watcher.cancel()
+            await asyncio.gather(renewer, watcher, return_exceptions=True)
+
+    async def _watch_key(self) -> None:
+        """Rule 4, sooner than the next renewal: a session ended from outside (an
+        operator's destroy, the agent's node leaving) deletes ``sidecars/<id>``; a
+        blocking query on it sees that within one round trip."""
+        if not hasattr(self._consul, "list"):
+            return
+        index = 0
+        while True:
+            try:
+                entries, new = await self._consul.list(self.key, index=index or None, wait_s=self.wait_s)
+            except BackendError:
+                await asyncio.sleep(self.renew_every_s)   # renewals and the lease cover an outage
+                continue
+            index = new if new >= index else 0
+            mine = [e for e in entries if e.key == self.key]
+            if not mine or mine[0].session != self.session:
+                self.session_lost(f"{self.key} is gone or held by another session")
+                return
 
     async def _renew_loop(self) -> None:
         while True:

@@ -304,3 +304,12 @@ async def test_rule6_commit_point_admit_from_a_participant(world, variant):
         pod.log.append(type(w)(pod.id, P, w.epoch, time.time(), True, "commit"))
     lost = lost_writes(world.pods, P, epoch, passed)
     assert bool(lost) == (variant == "broken")
+
+
+async def test_rule4_session_ended_from_outside_is_seen_before_the_next_renewal(world):
+    pod = await world.add("ext", ttl_s=20)             # renewals every 2.5 s
+    old = pod.participant.session
+    await world.consul.session_destroy(old)
+    assert await wait_until(lambda: not pod.participant.writable(), 5)
+    assert "gone" in pod.participant._reason          # the watch on sidecars/<id>, not a refused renewal
+    assert await wait_until(lambda: pod.participant.writable() and pod.participant.session != old, 10)
