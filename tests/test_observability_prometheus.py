@@ -233,7 +233,7 @@ def fleet(tmp_path, consul_agent, kv_prefix):
                         "--data", str(tmp_path / f"data-{name}"), "--gate", f"127.0.0.1:{control}")
         procs.start("sidecar", "sidecar", *consul, "--listen", f"127.0.0.1:{listen}", "--admin",
                     f"127.0.0.1:{admin}", "--control", f"127.0.0.1:{control}", "--participant-id", "sc0",
-                    "--no-access-log")
+                    "--no-access-log", "--hold-seconds", "30")  # margin for the hand cutover on a busy machine
         procs.start("controller", "sidecar", "controller", *consul, "--control", f"127.0.0.1:{ctl_control}",
                     "--admin", f"127.0.0.1:{ctl_admin}")
         for name, port in (("kv-a", kv_a), ("kv-b", kv_b)):
@@ -255,7 +255,7 @@ def _admin_value(admin: str, sample: str) -> float | None:
     return None
 
 
-def _wait_admin(admin: str, sample: str, at_least: float, deadline_s: float = 5.0) -> None:
+def _wait_admin(admin: str, sample: str, at_least: float, deadline_s: float = 10.0) -> None:
     end = time.monotonic() + deadline_s
     while (_admin_value(admin, sample) or 0.0) < at_least:
         assert time.monotonic() < end, f"{admin}: {sample} never reached {at_least}"
