@@ -22,11 +22,35 @@ from ._stats import Stats
 from ._writegate import WriteGate
 
 
+class _ReplicaErrors:
+    """Turns the current replica's ``errors`` count into increments of the watch-error counter
+    (a participant starts a fresh replica on every rejoin)."""
+
+    def __init__(self) -> None:
+        self.replica: object = None
+        self.seen = 0
+
+    def update(self, metrics: Metrics, source: object) -> None:
+        r = getattr(source, "replica", None)
+        if r is None:
+            return
+        if r is not self.replica:
+            self.replica, self.seen = r, 0
+        errors = getattr(r, "errors", 0)
+        if errors > self.seen:
+            metrics.watch_errors.inc(errors - self.seen)
+            self.seen = errors
+
+
+_ERRORS: dict[int, _ReplicaErrors] = {}
+
+
 def refresh_metrics(metrics: Metrics, stats: Stats | None, source: PlacementSource, gate: WriteGate,
                     tracker: InflightTracker) -> None:
     """Update the scrape-time gauges of one sidecar process."""
     if stats is not None:
         stats.flush()
+    _ERRORS.setdefault(id(metrics), _ReplicaErrors()).update(metrics, source)
     metrics.table_epoch.set(int(source.current_epoch()))
     counts = {"active": 0, "draining": 0, "cutover": 0}
     for state, _ in source.partitions().values():

@@ -63,6 +63,7 @@ class SidecarConfig:
     connect_timeout: float = 5.0
     read_timeout: float = 60.0
     idle_timeout: float = 75.0                       # client keep-alive / header read timeout
+    upstream_idle: float = 4.0                       # close pooled upstream connections idle this long
     max_header_bytes: int = 32768
     token: str | None = None                         # bearer token for the control API
     consul_token: str | None = None
@@ -94,7 +95,7 @@ class SidecarConfig:
         _check_int(self, "hold_max", 0, 1 << 20)
         _check_int(self, "retry_body_max", 0, 1 << 30)
         _check_int(self, "max_header_bytes", 1024, 1 << 20)
-        for name in ("drain_seconds", "hold_seconds", "connect_timeout", "read_timeout", "idle_timeout",
+        for name in ("drain_seconds", "hold_seconds", "connect_timeout", "read_timeout", "idle_timeout", "upstream_idle",
                      "lease_seconds", "session_ttl"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 86400:
@@ -144,7 +145,7 @@ _FIELDS = {f.name: f for f in fields(SidecarConfig)}
 _LISTS = {"node", "partition_from", "route"}
 _INTS = {"hash_slots", "workers", "hold_max", "retry_body_max", "max_header_bytes"}
 _FLOATS = {"drain_seconds", "hold_seconds", "connect_timeout", "read_timeout", "idle_timeout", "lease_seconds",
-           "session_ttl"}
+           "session_ttl", "upstream_idle"}
 _BOOLS = {"access_log"}
 
 
@@ -261,6 +262,9 @@ def make_parser() -> argparse.ArgumentParser:
     a("--connect-timeout", metavar="S", help="upstream connect timeout → 502 (default 5)")
     a("--read-timeout", metavar="S", help="upstream read timeout → 504 (default 60)")
     a("--idle-timeout", metavar="S", help="client keep-alive idle timeout (default 75)")
+    a("--upstream-idle", metavar="S",
+      help="close pooled upstream keep-alive connections idle this long; keep it below the app's own "
+           "keep-alive timeout (default 4)")
     a("--max-header-bytes", metavar="BYTES", help="larger request heads get 431 (default 32768)")
     a("--token", help="bearer token required by the control API")
     a("--consul-token", help="Consul ACL token")

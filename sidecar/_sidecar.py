@@ -88,6 +88,7 @@ class Sidecar:
         if self.participant is not None:
             gate.add_guard(self.participant.writable)
         self.stats = Stats(self.metrics)
+        self.source.subscribe(lambda *_: self.metrics.watch_updates.inc())
         if self.proxy:
             access = AccessLog(cfg.log_format, enabled=cfg.access_log)
             self.ctx = ctx = ProxyContext(cfg, self.source, gate, self.stats, access, self.nodes, loop)
