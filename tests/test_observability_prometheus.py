@@ -217,12 +217,13 @@ async def _seed(consul_url: str, prefix: str, nodes: dict[str, str], partitions:
 
 
 @pytest.fixture
-def fleet(tmp_path, consul_agent, kv_prefix):
-    """A running fleet on real Consul: example KV nodes a and b behind one sidecar, and the controller.
-    Yields (Procs, {name: address})."""
+def fleet(tmp_path, fresh_consul_agent, kv_prefix):
+    """A running fleet on a real Consul agent of its own: example KV nodes a and b behind one sidecar, and the
+    controller. Yields (Procs, {name: address}, the Consul agent)."""
     procs = Procs(tmp_path)
     kv_a, kv_b, listen, admin, control, ctl_admin, ctl_control = free_ports(7)
     nodes = {"a": f"http://127.0.0.1:{kv_a}", "b": f"http://127.0.0.1:{kv_b}"}
+    consul_agent = fresh_consul_agent  # this test freezes it
     asyncio.run(_seed(consul_agent.url, kv_prefix, nodes, {"t1": "a", "t2": "b"}))
     consul = ["--consul", consul_agent.url, "--prefix", kv_prefix]
     try:
@@ -231,9 +232,11 @@ def fleet(tmp_path, consul_agent, kv_prefix):
             # the sidecar's view and the app's).
             procs.start(f"kv-{name}", "examples.kv", "--node", name, "--listen", f"127.0.0.1:{port}",
                         "--data", str(tmp_path / f"data-{name}"), "--gate", f"127.0.0.1:{control}")
+        # A short lease (and so a short blocking wait) makes "Consul unreachable" show within seconds.
         procs.start("sidecar", "sidecar", *consul, "--listen", f"127.0.0.1:{listen}", "--admin",
                     f"127.0.0.1:{admin}", "--control", f"127.0.0.1:{control}", "--participant-id", "sc0",
-                    "--no-access-log", "--hold-seconds", "30")  # margin for the hand cutover on a busy machine
+                    "--no-access-log", "--hold-seconds", "30",  # margin for the hand cutover on a busy machine
+                    "--lease-seconds", "3")
         procs.start("controller", "sidecar", "controller", *consul, "--control", f"127.0.0.1:{ctl_control}",
                     "--admin", f"127.0.0.1:{ctl_admin}")
         for name, port in (("kv-a", kv_a), ("kv-b", kv_b)):
@@ -241,7 +244,8 @@ def fleet(tmp_path, consul_agent, kv_prefix):
         procs.wait_http("sidecar", f"http://127.0.0.1:{admin}/readyz")
         procs.wait_http("controller", f"http://127.0.0.1:{ctl_admin}/healthz")
         yield procs, {"sidecar": f"http://127.0.0.1:{listen}", "sidecar_admin": f"127.0.0.1:{admin}",
-                      "controller_admin": f"127.0.0.1:{ctl_admin}", "controller_control": f"127.0.0.1:{ctl_control}"}
+                      "controller_admin": f"127.0.0.1:{ctl_admin}", "controller_control": f"127.0.0.1:{ctl_control}"}, \
+            consul_agent
     finally:
         procs.stop()
 
@@ -323,8 +327,8 @@ def _number(point: list) -> bool:
 
 @pytest.mark.consul
 @pytest.mark.slow
-def test_every_panel_and_alert_query_evaluates_against_live_metrics(tmp_path, fleet):
-    procs, addr = fleet
+def test_dashboards_and_alerts_against_a_live_fleet(tmp_path, fleet):
+    procs, addr, consul = fleet
     prom = Prometheus(tmp_path, {SIDECAR_JOB: [addr["sidecar_admin"]], CONTROLLER_JOB: [addr["controller_admin"]]})
     prom.start()
     started = time.time()
@@ -380,5 +384,17 @@ def test_every_panel_and_alert_query_evaluates_against_live_metrics(tmp_path, fl
         assert float(prom.query("sum(epochgate_cutover_window_seconds_count)")[0]["value"][1]) == 1
         assert float(prom.query(f'max(epochgate_table_epoch{{job="{SIDECAR_JOB}"}})')[0]["value"][1]) > 0
         assert float(prom.query(f'sum(epochgate_controller_leader{{job="{CONTROLLER_JOB}"}})')[0]["value"][1]) == 1
+
+        # Then break things: each alert's expression must catch the real failure it is named after.
+        rules = dict(rule_exprs())
+        procs.procs["controller"].terminate()
+        procs.procs["controller"].wait(10)
+        prom.wait_true(rules["EpochgateNoControllerLeader"])
+        prom.wait_true(rules["EpochgateTargetDown"])
+        assert [r["metric"]["instance"] for r in prom.query(rules["EpochgateTargetDown"])] == [addr["controller_admin"]]
+        consul.freeze()  # the sidecar's store stops answering: past its 3 s lease it must fail closed
+        for name in ("EpochgateSidecarFailingClosed", "EpochgateStoreContactStale"):
+            prom.wait_true(rules[name], deadline_s=20)
+            assert [r["metric"]["instance"] for r in prom.query(rules[name])] == [addr["sidecar_admin"]], name
     finally:
         prom.stop()
