@@ -61,14 +61,14 @@ def fmt(name: str, xs: list[float], base: float | None = None) -> str:
     return f"{name:<46} n={len(xs):<4} p50 {p50:8.2f} ms   p99 {p99:8.2f} ms{ratio}"
 
 
-async def participants(url: str, prefix: str, n: int) -> tuple[list[Participant], ConsulConsensus]:
+async def participants(url: str, prefix: str, n: int, watch_key: bool = True) -> tuple[list[Participant], ConsulConsensus]:
     consensus = ConsulConsensus(url, prefix)
     parts: list[Participant] = []
     for i in range(n):
         holder: dict = {}
         p = Participant(url, prefix, participant_id=f"bench-{i}",
                         replica_factory=lambda h=holder: Replica(consensus, wait_s=h["p"].wait_s),
-                        tracker=InflightTracker())
+                        tracker=InflightTracker(), watch_key=watch_key)
         holder["p"] = p
         parts.append(p)
     await asyncio.gather(*(p.start(wait_joined_s=60) for p in parts))
@@ -128,6 +128,12 @@ class DeltaMover(HttpHooksMover):
 async def main(args: argparse.Namespace) -> None:
     tmp = tempfile.mkdtemp(prefix="bench-barrier-")
     agent = dev_agent(tmp)
+    # every participant of this one process talks from 127.0.0.1 with 3 connections
+    # (replica watch, own-key watch, renew/publish): lift the per-client-IP cap (200)
+    cfg_path = Path(agent.data_dir) / "cfg.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["limits"] = {"http_max_conns_per_client": 4096}
+    cfg_path.write_text(json.dumps(cfg))
     agent.start()
     procs: list[subprocess.Popen] = []
     try:
@@ -143,7 +149,7 @@ async def main(args: argparse.Namespace) -> None:
         kv_p50 = pct(base, 50)
         print(fmt("baseline: one Consul KV write", base))
 
-        parts, pconsensus = await participants(url, prefix, args.participants)
+        parts, pconsensus = await participants(url, prefix, args.participants, not args.no_key_watch)
         barrier = Barrier(kv, prefix)
         await store.set("p", "a")
         lags = []
@@ -210,4 +216,6 @@ if __name__ == "__main__":
     ap.add_argument("--rounds", type=int, default=40)
     ap.add_argument("--migrations", type=int, default=20)
     ap.add_argument("--delta", type=int, default=20)
+    ap.add_argument("--no-key-watch", action="store_true",
+                    help="participants without the blocking watch on their own key (Participant(watch_key=False))")
     asyncio.run(main(ap.parse_args()))

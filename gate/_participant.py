@@ -82,7 +82,7 @@ class Participant(CurrentReplica):
     def __init__(self, consul_url: str, prefix: str = "epochgate/", *, participant_id: str,
                  replica_factory: Callable[[], Any], tracker: Tracker | None = None, ttl_s: float = 10.0,
                  lease_s: float | None = None, token: str | None = None,
-                 clock: Callable[[], float] = time.monotonic, consul: Any = None) -> None:
+                 clock: Callable[[], float] = time.monotonic, consul: Any = None, watch_key: bool = True) -> None:
         if not participant_id or "/" in participant_id or not participant_id.isprintable():
             raise ConfigError("participant_id", f"must be a non-empty printable string without '/', got {participant_id!r}")
         if ttl_s < MIN_TTL_S:
@@ -101,6 +101,10 @@ class Participant(CurrentReplica):
         self.renew_every_s = lease / 4   # several renewals fit inside the lease
         self._consul_url, self._token, self._consul = consul_url, token, consul
         self._factory = replica_factory
+        # One more long-poll connection per participant (Consul limits connections per
+        # client IP: limits.http_max_conns_per_client, default 200); without it an
+        # outside session end is noticed at the next renewal (≤ lease/4).
+        self.watch_key = watch_key
         self.tracker = tracker
         self.clock = clock
         self.replica: Any = None
@@ -341,7 +345,7 @@ class Participant(CurrentReplica):
         """Rule 4, sooner than the next renewal: a session ended from outside (an
         operator's destroy, the agent's node leaving) deletes ``sidecars/<id>``; a
         blocking query on it sees that within one round trip."""
-        if not hasattr(self._consul, "list"):
+        if not self.watch_key or not hasattr(self._consul, "list"):
             return
         index = 0
         while True:
