@@ -1,10 +1,15 @@
 """The dashboards and alerts against a real Prometheus scraping real epochgate processes.
 
 A Prometheus (the Debian package's binary) scrapes a sidecar and the controller
-every second while a migration runs; then every panel query of both dashboards
-and every alert expression goes through ``/api/v1/query``: each must parse, and
-each panel query must return data. The template-variable queries go through
-the label-values API, and every alerting rule must evaluate without error.
+(on a Consul agent, example KV nodes behind the sidecar) every second while a
+controller job migrates one partition and another goes through a cutover with a
+write held. Then every panel query of both dashboards goes through the HTTP API
+as Grafana sends it (range queries for time series, instant for stats): each
+parses, returns data, and all but a listed few show a non-zero value. The
+template-variable queries go through the label-values API; every alert
+expression evaluates, and Prometheus' own evaluation of the rule file is
+healthy. Finally the controller is stopped and Consul frozen, and the alert
+expressions for those failures must name the failed process.
 """
 
 from __future__ import annotations
