@@ -164,3 +164,19 @@ async def test_fail_closed_guard_refuses_writes_not_reads(placement, nodes, sess
         assert (await put(session, sc))[0] == 200
         async with session.get(f"http://127.0.0.1:{sc.admin_port}/readyz") as r:
             assert r.status == 200
+
+
+async def test_hold_count_bound(placement, nodes, session):
+    async with running_sidecar(config(placement, hold_max=1, hold_seconds=10)) as sc:
+        await sc.store.begin("t1", "b")
+        await sc.store.enter_cutover("t1")
+        first = asyncio.create_task(put(session, sc, data=b"first"))
+        await until(lambda: sc.ctx.hold.count == 1)
+        status, _, body = await put(session, sc, data=b"second")  # the hold is full: refused at once
+        assert status == 503 and b'"reason":"cutover"' in body
+        await sc.store.complete("t1")
+        assert (await first)[0] == 200
+        async with session.get(f"http://127.0.0.1:{sc.admin_port}/metrics") as r:
+            text = await r.text()
+        assert "epochgate_held_writes 0.0" in text
+        assert 'epochgate_hold_duration_seconds_count 1.0' in text
