@@ -122,6 +122,10 @@ class JobRunner:
                 if state["job"].bytes_copied != saved:
                     saved = state["job"].bytes_copied
                     state["job"] = await self._save(state["job"])
+                else:   # a stuck copy still notices an abort request
+                    latest = await self.records.get(job.id)
+                    if latest is not None and latest.abort_requested:
+                        raise AbortRequested(job.id)
 
         saver = asyncio.create_task(save_progress())
         try:

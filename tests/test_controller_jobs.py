@@ -143,7 +143,8 @@ async def test_abort_request_during_the_copy(env):
         if cur.status == "draining":
             break
         await asyncio.sleep(0.02)
-    await records.save(cur.with_(abort_requested=True))
+    await asyncio.sleep(0.2)   # the copy is stuck now: no progress, no saves
+    await records.save((await records.get(job.id)).with_(abort_requested=True))
     done = await asyncio.wait_for(task, 10)
     assert done.status == "aborted" and "operator" in done.error
     assert (await store.state("t1"))[0] == PartitionState.active("a")
