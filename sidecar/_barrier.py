@@ -15,7 +15,6 @@ draining epoch with nobody waiting for it.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable
