@@ -144,8 +144,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def clean_env() -> dict[str, str]:
+    """The environment without EPOCHGATE_* settings (scripts/test exports EPOCHGATE_CONSUL as the
+    Consul *binary* path; to a sidecar that variable is its --consul URL)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EPOCHGATE_")}
+    env["PYTHONPATH"] = str(ROOT)
+    return env
+
+
 def spawn_sidecar(args: list[str], **kw: Any) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = clean_env()
     return subprocess.Popen([sys.executable, "-m", "sidecar", *args], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, **kw)
 

@@ -14,7 +14,7 @@ import urllib.request
 import aiohttp
 import pytest
 
-from tests._sidecar_util import ROOT, Upstream, free_port, spawn_sidecar, wait_http, write_placement
+from tests._sidecar_util import ROOT, Upstream, clean_env, free_port, spawn_sidecar, wait_http, write_placement
 
 KEY = {"X-Partition-Key": "t1"}
 
@@ -52,7 +52,7 @@ async def stop(proc: subprocess.Popen) -> tuple[int, str, str]:
 
 def run_cli(*argv: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "sidecar", *argv], cwd=ROOT, capture_output=True, text=True,
-                          timeout=30)
+                          timeout=30, env=clean_env())
 
 
 @pytest.mark.parametrize("argv, field", [
