@@ -73,6 +73,7 @@ class Request(ResponseMixin):
     was_held = False
     # request body
     up: "UpstreamConn | None" = None
+    spare: "UpstreamConn | None" = None  # connected, not yet used (see route)
     pending_len = 0
     body_done = False
     head_sent = False
@@ -124,7 +125,8 @@ class Request(ResponseMixin):
         self.route()
 
     def route(self) -> None:
-        """Resolve the partition and, for a write, admit it; then forward. Re-run on hold wake-ups."""
+        """Resolve the partition, get an upstream connection and — for a write — admit it
+        immediately before forwarding (DESIGN §7). Re-run on hold wake-ups and retries."""
         ctx = self.ctx
         p = self.partition
         st = ctx.source.state(p)
@@ -135,14 +137,31 @@ class Request(ResponseMixin):
                              f"partition {p!r} is not in the placement table", outcome="unknown_partition",
                              partition=p, reason="unknown_partition")
         state, epoch = st
-        self.phase = state.phase.value
+        self.phase = state.phase._value_
         self.epoch = int(epoch)
         self.placement = state.source
         self.t_res = perf_counter()
+        node = ctx.nodes.get(self.placement)
+        if node is None:
+            return self.fail(502, "no-upstream", "no upstream for node",
+                             f"node {self.placement!r} has no upstream URL", outcome="upstream_error")
+        self.node = node
+        up = self.spare
+        if up is not None:
+            self.spare = None
+            if up.key != node.key or up.closed:  # connected for a placement that has since moved
+                ctx.pool.put(up)
+                up = None
+        if up is None:
+            up = ctx.pool.get_idle(node.key)
+            if up is None:  # connect first, then resolve and admit again: admission stays next to the send
+                ctx.loop.create_task(self._connect(node))
+                return
         if self.is_write:
             r = ctx.gate.admit(p, epoch)
             self.t_adm = perf_counter()
             if not r:
+                ctx.pool.put(up)
                 ctx.stats.decision(self.phase, "reject", r.reason.value)
                 return self.rejected(r)
             ctx.stats.decision(self.phase, "admit", "none")
@@ -152,16 +171,7 @@ class Request(ResponseMixin):
                 ctx.hold.release(self)
         else:
             self.decision = "read"
-        node = ctx.nodes.get(self.placement)
-        if node is None:
-            return self.fail(502, "no-upstream", "no upstream for node",
-                             f"node {self.placement!r} has no upstream URL", outcome="upstream_error")
-        self.node = node
-        up = ctx.pool.get_idle(node.key)
-        if up is not None:
-            self.attach(up)
-        else:
-            ctx.loop.create_task(self._connect(node))
+        self.attach(up)
 
     def rejected(self, r: Any) -> None:
         ctx = self.ctx
@@ -211,9 +221,10 @@ class Request(ResponseMixin):
             return self.fail(502, "upstream-unavailable", "upstream unavailable",
                              f"cannot connect to node {node.name!r}: {exc.strerror or exc}", outcome="upstream_error")
         if self.done:
-            up.release(True)
+            self.ctx.pool.put(up)
             return
-        self.attach(up)
+        self.spare = up
+        self.route()
 
     # ------------------------------------------------------------ request upstream
     def attach(self, up: "UpstreamConn") -> None:

@@ -286,6 +286,9 @@ class ResponseMixin:
         if self.cout:
             self.flush_client()
         self.cout = None
+        if self.spare is not None:
+            self.ctx.pool.put(self.spare)
+            self.spare = None
         ctx = self.ctx
         ctx.waiting.discard(self)
         if self.hold_timer is not None:

@@ -218,6 +218,8 @@ class UpstreamPool:
         return conn
 
     def put(self, conn: UpstreamConn) -> None:
+        if conn.closed:
+            return
         stack = self._idle.setdefault(conn.key, [])
         if len(stack) >= self.max_idle:
             conn.close()
