@@ -72,7 +72,12 @@ def wait_port(port: int, timeout: float = 15) -> None:
 
 def group_cpu_s(pgid: int) -> float:
     """utime+stime of every live process in a process group, in seconds."""
-    total = 0
+    return sum(group_cpu_by_pid(pgid).values())
+
+
+def group_cpu_by_pid(pgid: int) -> dict[int, float]:
+    """utime+stime per live process of a process group, in seconds."""
+    out: dict[int, float] = {}
     for d in os.listdir("/proc"):
         if not d.isdigit():
             continue
@@ -83,8 +88,8 @@ def group_cpu_s(pgid: int) -> float:
             continue
         fields = stat[stat.rfind(")") + 2:].split()
         if int(fields[2]) == pgid:  # field 5: pgrp
-            total += int(fields[11]) + int(fields[12])  # fields 14, 15: utime, stime
-    return total / TICK
+            out[int(d)] = (int(fields[11]) + int(fields[12])) / TICK  # fields 14, 15: utime, stime
+    return out
 
 
 class Proc:
@@ -245,11 +250,17 @@ backend b
             try:
                 run_wrk(url, 1.0, a.connections, False, tmp)  # warm-up: connections, pools, JIT-less caches
                 for post in (False, True):
-                    c0 = proc.cpu() if proc else procs[0].cpu()
+                    owner = proc or procs[0]
+                    p0 = group_cpu_by_pid(owner.p.pid)
                     r = run_wrk(url, a.seconds, a.connections, post, tmp)
-                    c1 = proc.cpu() if proc else procs[0].cpu()
+                    p1 = group_cpu_by_pid(owner.p.pid)
+                    deltas = {pid: p1[pid] - p0.get(pid, 0.0) for pid in p1}
+                    busy = sorted((d for pid, d in deltas.items() if pid != owner.p.pid or len(deltas) == 1),
+                                  reverse=True)
                     r.update(name=name, method="POST" if post else "GET",
-                             cpu_us=(c1 - c0) * 1e6 / max(1, r["reqs"]), is_upstream=proc is None)
+                             cpu_us=sum(deltas.values()) * 1e6 / max(1, r["reqs"]), is_upstream=proc is None,
+                             split="/".join(f"{100 * d / max(1e-9, sum(busy)):.0f}%" for d in busy)
+                             if len(busy) > 1 else "")
                     rows.append(r)
                     print(f"  {name:14s} {r['method']:4s} done: {r['rps']:.0f} req/s", file=sys.stderr, flush=True)
             finally:
@@ -258,12 +269,12 @@ backend b
         base = {r["method"]: r["cpu_us"] for r in rows if r["name"] == "nginx"}
         print(f"\nwrk -t1 -c{a.connections} -d{a.seconds:g}s, 1 KiB responses, POST bodies 1 KiB; {os.cpu_count()} CPUs")
         print(f"{'target':14s} {'method':6s} {'req/s':>9s} {'p50 ms':>8s} {'p99 ms':>8s} {'CPU-µs/req':>11s} "
-              f"{'x nginx':>8s} {'non-2xx':>8s}")
+              f"{'x nginx':>8s} {'non-2xx':>8s}  worker CPU split")
         for r in rows:
             cpu = f"{r['cpu_us']:.1f}" + ("*" if r["is_upstream"] else "")
             ratio = "-" if r["is_upstream"] else f"{r['cpu_us'] / base[r['method']]:.2f}"
             print(f"{r['name']:14s} {r['method']:6s} {r['rps']:9.0f} {r['p50']:8.2f} {r['p99']:8.2f} {cpu:>11s} "
-                  f"{ratio:>8s} {r['non2xx']:8d}")
+                  f"{ratio:>8s} {r['non2xx']:8d}  {r['split']}")
         print("* direct: CPU of the upstream itself (no proxy in the path)")
     finally:
         for p in procs:
