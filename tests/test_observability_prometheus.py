@@ -317,10 +317,7 @@ def _migrate(addresses: dict[str, str], partition: str, to: str) -> None:
 # writes in flight at the instant of a scrape (light sequential traffic rarely has one).
 QUIET_WHEN_HEALTHY = {
     "Sidecars failing closed", "Fail-closed processes", "Table epoch spread", "Non-ok request ratio",
-    "Partitions migrating", "Partitions in cutover", "Held and in-flight writes / B",
-    # Known gap: the sidecar does not yet feed epochgate_watch_updates_total / epochgate_watch_errors_total
-    # from its replica (gate.Replica counts them as .updates / .errors), so the panel only has zeros.
-    "Watch updates and errors",
+    "Partitions migrating", "Partitions in cutover", "Held and in-flight writes / B", "Watch updates and errors / B",
 }
 
 
