@@ -9,16 +9,18 @@ and of idle client connections.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import random
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
+from gate import ConfigError
 from gate._store import PlacementSource
 
 from ._config import SidecarConfig
 from ._hold import Hold
-from ._log import AccessLog
+from ._log import AccessLog, event
 from ._partition import Router
 from ._stats import Stats
 from ._upstream import UpstreamPool
@@ -35,7 +37,7 @@ class Node:
     def __init__(self, name: str, url: str) -> None:
         parts = urlsplit(url)
         if parts.scheme != "http":
-            raise ValueError(f"node {name}: only http:// upstreams are supported, got {url!r}")
+            raise ConfigError(f"node.{name}", f"only http:// upstreams are supported (TLS to the app is not), got {url!r}")
         self.name = name
         self.url = url
         self.key = (parts.hostname or "127.0.0.1", parts.port or 80)
@@ -58,7 +60,7 @@ class ProxyContext:
         self.hold = Hold(loop, source, max_held=cfg.hold_max, seconds=cfg.hold_seconds,
                          on_count=stats.metrics.held_writes.set, on_released=stats.hold.observe)
         self.nodes: dict[str, Node] = {}
-        self.set_nodes(nodes)
+        self.set_nodes(nodes, strict=True)
         self.now = loop.time()
         self.read_timeout = cfg.read_timeout
         self.idle_timeout = cfg.idle_timeout
@@ -73,8 +75,18 @@ class ProxyContext:
         self._ticker: asyncio.TimerHandle | None = None
         self.closing = False
 
-    def set_nodes(self, nodes: Mapping[str, str]) -> None:
-        self.nodes = {name: Node(name, url) for name, url in nodes.items()}
+    def set_nodes(self, nodes: Mapping[str, str], strict: bool = False) -> None:
+        """Replace the node map. ``strict`` (start-up): a bad URL is a ``ConfigError``;
+        otherwise (reload, Consul) it is logged and that node left out."""
+        out = {}
+        for name, url in nodes.items():
+            try:
+                out[name] = Node(name, url)
+            except ConfigError as exc:
+                if strict:
+                    raise
+                event("node ignored", logging.ERROR, error=str(exc))
+        self.nodes = out
 
     def request_id(self) -> bytes:
         """Unique per process and request: a random per-process prefix and a counter."""
@@ -117,6 +129,4 @@ class ProxyContext:
             self.pool.sweep(now)
             self.access.tick()
         except Exception:  # never let the clock die
-            import logging
-
             logging.getLogger("epochgate.sidecar").exception("tick failed")
