@@ -180,3 +180,13 @@ async def test_hold_count_bound(placement, nodes, session):
             text = await r.text()
         assert "epochgate_held_writes 0.0" in text
         assert 'epochgate_hold_duration_seconds_count 1.0' in text
+
+
+async def test_route_rule_marks_post_as_read(placement, nodes, session):
+    async with running_sidecar(config(placement, hold_max=0, route=("POST ^/search=read", "GET ^/admin/=write"))) as sc:
+        await sc.store.begin("t1", "b")
+        await sc.store.enter_cutover("t1")
+        async with session.post(f"http://127.0.0.1:{sc.port}/search", headers=KEY, data=b"q") as r:
+            assert r.status == 200  # a read: not gated during cutover
+        async with session.get(f"http://127.0.0.1:{sc.port}/admin/x", headers=KEY) as r:
+            assert r.status == 503  # a write by route rule: gated
