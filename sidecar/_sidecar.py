@@ -71,6 +71,7 @@ class Sidecar:
         self.port = self.admin_port = self.control_port = 0
         self.nodes: dict[str, str] = {}
         self._metrics_text = metrics_text
+        self.ready_checks: list[Callable[[], bool]] = []  # e.g. the supervisor: every worker alive
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self._stopped = False
@@ -179,13 +180,16 @@ class Sidecar:
         return registry_text(self.metrics)
 
     def ready(self) -> bool:
-        return not self._stopped and self.gate is not None and self.gate.ready()
+        return (not self._stopped and self.gate is not None and self.gate.ready()
+                and all(check() for check in self.ready_checks))
 
     def not_ready_reason(self) -> str:
         if self._stopped or (self.gate is not None and self.gate._closing):
             return "shutting down"
         if self.participant is not None and self.participant.check():
             return f"fail closed ({self.participant.check()})"
+        if not all(check() for check in self.ready_checks):
+            return "a worker is down"
         return "fail closed (table older than the lease)"
 
     # ------------------------------------------------------------ reload

@@ -141,6 +141,7 @@ class Supervisor:
 
     async def start(self) -> None:
         await self.parent.start()
+        self.parent.ready_checks.append(lambda: all(link.alive for link in self.links))
         self.table = self.parent.table
         if self.table is not None:
             self.parent.store.members = self.links
