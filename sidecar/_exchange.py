@@ -103,7 +103,7 @@ class Request(ResponseMixin):
         self.conn = conn
         self.ctransport = conn.transport
         self.url = b""
-        self.fwd: list[bytes] = []
+        self.fwd: list[bytes] = []  # headers to forward, flat: name, b": ", value, b"\r\n", …
         self.keyh: dict[bytes, bytes] = {}
         self.pending: list[bytes] = []
 
@@ -233,12 +233,14 @@ class Request(ResponseMixin):
         node = self.node
         ctx = self.ctx
         parts = [self.method_b, b" ", self.url, b" HTTP/1.1\r\nHost: ", node.netloc, b"\r\n"]
+        fwd = self.fwd  # flat: name, ": ", value, CRLF per header
         if self.ctoks:
-            for line in self.fwd:
-                if line.split(b":", 1)[0].strip().lower() not in self.ctoks:
-                    parts.append(line)
+            drop = self.ctoks
+            for i in range(0, len(fwd), 4):
+                if fwd[i].lower() not in drop:
+                    parts += fwd[i:i + 4]
         else:
-            parts.extend(self.fwd)
+            parts += fwd
         if self.xff is None:
             parts.append(self.conn.xff_line)
         else:

@@ -210,14 +210,14 @@ class ClientConn(asyncio.Protocol):
             hit = self._classify(name)
         kind, lname = hit
         if kind == _PLAIN:
-            req.fwd.append(name + b": " + value + b"\r\n")
+            req.fwd += (name, b": ", value, b"\r\n")
             return
         if kind == _KEY:
             old = req.keyh.get(lname)
             if old is not None and old != value:
                 req.bad = (400, "conflicting partition keys", f"header {name.decode('latin-1')} given twice")
             req.keyh[lname] = value
-            req.fwd.append(name + b": " + value + b"\r\n")
+            req.fwd += (name, b": ", value, b"\r\n")
             return
         if kind == _DROP:
             return
@@ -242,17 +242,17 @@ class ClientConn(asyncio.Protocol):
         elif kind == _RID:
             req.rid = value
             req.rid_given = True
-            req.fwd.append(name + b": " + value + b"\r\n")
+            req.fwd += (name, b": ", value, b"\r\n")
         elif kind == _EXPECT:
             req.expect = value.strip().lower() == b"100-continue"
         elif kind == _XFF:
             req.xff = value if req.xff is None else req.xff + b", " + value
         elif kind == _XFP:
             req.xfp = value
-            req.fwd.append(name + b": " + value + b"\r\n")
+            req.fwd += (name, b": ", value, b"\r\n")
         elif kind == _XFH:
             req.xfh = value
-            req.fwd.append(name + b": " + value + b"\r\n")
+            req.fwd += (name, b": ", value, b"\r\n")
 
     def _classify(self, name: bytes) -> tuple[int, bytes]:
         lname = name.lower()

@@ -58,10 +58,14 @@ class ResponseMixin:
             first = b"HTTP/1.1 %d %b\r\n" % (status, head.reason or H.reason(status))
             if len(_STATUS_LINES) < 1000:
                 _STATUS_LINES[key] = first
-        lines = head.lines
+        lines = head.lines  # flat: name, ": ", value, CRLF per header
         if head.ctoks:
             drop = head.ctoks
-            lines = [line for line in lines if line.split(b":", 1)[0].strip().lower() not in drop]
+            kept: list[bytes] = []
+            for i in range(0, len(lines), 4):
+                if lines[i].lower() not in drop:
+                    kept += lines[i:i + 4]
+            lines = kept
         clen = head.clen
         te = head.te
         no_body = self.method == "HEAD" or status in (204, 304)
@@ -91,7 +95,9 @@ class ResponseMixin:
             tail += b"Connection: keep-alive\r\n\r\n"
         else:
             tail += b"\r\n"
-        self._cw(first + b"".join(lines) + tail)
+        lines.insert(0, first)
+        lines.append(tail)
+        self._cw(b"".join(lines))
 
     def on_response_body(self: Any, data: bytes) -> None:
         if self.interim or self.done:

@@ -47,7 +47,7 @@ class RespHead:
 
     def __init__(self) -> None:
         self.reason = b""
-        self.lines: list[bytes] = []
+        self.lines: list[bytes] = []  # forwarded headers, flat: name, b": ", value, b"\r\n", …
         self.ctoks = self.clen = self.te = self.upg = self.ctype = None
         self.status = 0
         self.keep = True
@@ -135,12 +135,12 @@ class UpstreamConn(asyncio.Protocol):
         if kind == -1:
             kind = _kind(name)
         if kind is None:
-            self.head.lines.append(name + b": " + value + b"\r\n")
+            self.head.lines += (name, b": ", value, b"\r\n")
             return
         h = self.head
         if kind == _CTYPE:
             h.ctype = value
-            h.lines.append(name + b": " + value + b"\r\n")
+            h.lines += (name, b": ", value, b"\r\n")
         elif kind == _CLEN:
             h.clen = value
         elif kind == _TE:
