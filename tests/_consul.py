@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def consul_binary() -> str:
-    found = os.environ.get("EPOCHGATE_CONSUL") or shutil.which("consul")
+    found = os.environ.get("EPOCHGATE_CONSUL_BIN") or shutil.which("consul")
     if found:
         return found
     out = subprocess.run([str(ROOT / "scripts" / "get-consul")], check=True, capture_output=True, text=True, timeout=300)
