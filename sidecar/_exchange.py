@@ -20,7 +20,7 @@ import asyncio
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
-from gate import RejectReason
+from gate import Phase, Reject, RejectReason
 
 from . import _httpmsg as H
 from ._partition import KeyError400
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 PENDING_HIGH = 256 * 1024
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 _HOLDABLE = (RejectReason.CUTOVER, RejectReason.STALE_EPOCH)
+_PHASES = {p.value: p for p in Phase}
 
 
 class Request(ResponseMixin):
@@ -188,13 +189,12 @@ class Request(ResponseMixin):
         self.reject_503(r)
 
     def reject_503(self, r: Any) -> None:
-        cur = r.current
-        phase = r.phase.value if r.phase is not None else self.phase
+        if r.phase is None and self.phase in _PHASES:  # the phase this request was resolved in
+            r = Reject(r.reason, r.current, _PHASES[self.phase])
         self.decision = "reject"
-        self.fail(503, "stale-epoch", "write rejected: placement is changing",
-                  f"writes to partition {self.partition!r} are refused ({r.reason.value}); retry",
-                  outcome="rejected", retry_after=True, partition=self.partition, reason=r.reason.value,
-                  phase=phase, epoch=int(cur.epoch) if cur else None, placement=cur.placement if cur else None)
+        body, extra = H.stale_epoch_problem(
+            r, self.partition, f"writes to partition {self.partition!r} are refused ({r.reason.value}); retry")
+        self.answer(503, body, "rejected", extra)
 
     def hold_wake(self) -> None:
         if not self.done:
@@ -204,8 +204,6 @@ class Request(ResponseMixin):
         if self.done:
             return
         st = self.ctx.source.state(self.partition)
-        from gate import Reject
-
         at = None if st is None else self.ctx.source.lookup(self.partition)
         reason = RejectReason.CUTOVER if st is not None and st[0].phase.value == "cutover" else RejectReason.STALE_EPOCH
         self.reject_503(Reject(reason, at, None if st is None else st[0].phase))

@@ -9,16 +9,17 @@ proxy frames each hop itself (``Content-Length`` or chunked) and re-adds
 
 from __future__ import annotations
 
-import json
 from http import HTTPStatus
+
+from gate import Reject
+from gate._problem import PROBLEM_TYPE_PREFIX, ProblemDocument, problem_document
+from gate._problem import is_stale_epoch_problem as _is_stale
 
 HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer",
                         b"transfer-encoding", b"upgrade"})
 #: request headers the proxy owns: stripped from the client's request, set by the proxy
 OWNED_REQUEST = frozenset({b"host", b"x-partition", b"x-placement", b"x-placement-epoch", b"expect",
                            b"content-length", b"x-forwarded-for"})
-PROBLEM_BASE = "https://epochgate.dev/problems/"
-STALE_EPOCH_TYPE = PROBLEM_BASE + "stale-epoch"
 
 _REASONS = {s.value: s.phrase.encode("latin-1") for s in HTTPStatus}
 
@@ -47,12 +48,20 @@ CONTINUE_100 = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
 def problem_body(status: int, slug: str, title: str, detail: str | None = None, **extra: object) -> bytes:
-    """An RFC 9457 problem document."""
-    doc: dict[str, object] = {"type": PROBLEM_BASE + slug, "title": title, "status": status}
+    """The proxy's own RFC 9457 problem document (not a refused write: see
+    ``stale_epoch_problem``), built by the one builder ``gate._problem``."""
+    doc: dict[str, object] = {"type": PROBLEM_TYPE_PREFIX + slug, "title": title, "status": status}
     if detail:
         doc["detail"] = detail
     doc.update(extra)
-    return json.dumps(doc, separators=(",", ":")).encode()
+    return ProblemDocument(status, doc).encode()
+
+
+def stale_epoch_problem(reject: Reject, partition: str, detail: str) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+    """A refused write's 503 problem (DESIGN §7): body and the headers besides Content-Type."""
+    doc = problem_document(reject, partition, retry_after_s=1, detail=detail)
+    extra = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in doc.headers.items() if k != "Content-Type"]
+    return doc.encode(), extra
 
 
 def response(status: int, body: bytes, *, content_type: bytes = b"application/problem+json",
@@ -72,10 +81,6 @@ def response(status: int, body: bytes, *, content_type: bytes = b"application/pr
     return b"".join(head)
 
 
-def is_stale_epoch_problem(body: bytes) -> bool:
-    """Is this an application's stale-epoch problem document (DESIGN §7)?"""
-    try:
-        doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        return False
-    return isinstance(doc, dict) and isinstance(doc.get("type"), str) and doc["type"].endswith("stale-epoch")
+def is_stale_epoch_problem(status: int, content_type: bytes | None, body: bytes) -> bool:
+    """Is this an application's stale-epoch problem response (DESIGN §7)?"""
+    return _is_stale(status, None if content_type is None else content_type.decode("latin-1"), body)

@@ -141,7 +141,8 @@ class ResponseMixin:
             return
         if self.resp_held is not None:
             body = b"".join(self.resp_buf)
-            if H.is_stale_epoch_problem(body) and self._retry_after_app_reject():
+            if (H.is_stale_epoch_problem(self.status, self.resp_held.ctype, body)
+                    and self._retry_after_app_reject()):
                 return
             self._relay_held()
         self._end_response(reusable=self.resp_keep and self.sent_all)
@@ -263,9 +264,14 @@ class ResponseMixin:
             self.conn.transport.abort()
         self.finish(outcome)
 
-    def fail(self: Any, status: int, slug: str, title: str, detail: str, *, outcome: str,
-             retry_after: bool = False, **extra: Any) -> None:
+    def fail(self: Any, status: int, slug: str, title: str, detail: str, *, outcome: str, **extra: Any) -> None:
         """Answer with the proxy's own problem document (nothing sent to the client yet)."""
+        if not self.done:
+            self.answer(status, H.problem_body(status, slug, title, detail, **extra), outcome)
+
+    def answer(self: Any, status: int, body: bytes, outcome: str,
+               extra: list[tuple[bytes, bytes]] | None = None) -> None:
+        """Send the proxy's own problem response ``body`` and finish."""
         if self.done:
             return
         if self.resp_started:
@@ -279,10 +285,8 @@ class ResponseMixin:
                  or self.ctx.closing)
         self.keep_alive = not close
         self.status = status
-        body = H.problem_body(status, slug, title, detail, **extra)
         if self.conn.transport is not None:
-            self.ctransport.write(H.response(status, body, close=close, request_id=self.rid,
-                                             extra=[(b"Retry-After", b"1")] if retry_after else None))
+            self.ctransport.write(H.response(status, body, close=close, request_id=self.rid, extra=extra))
         self.finish(outcome)
 
     def finish(self: Any, outcome: str) -> None:

@@ -95,6 +95,11 @@ async def test_hold_bound_exceeded_gives_full_problem(placement, nodes, session)
 
     doc = json.loads(body)
     assert doc["type"].endswith("stale-epoch")
+    # the same builder as the gate middleware's: one type URI prefix, recognised by the shared check
+    from gate import is_stale_epoch_problem
+    from gate._problem import STALE_EPOCH_TYPE
+
+    assert doc["type"] == STALE_EPOCH_TYPE and is_stale_epoch_problem(status, headers["Content-Type"], body)
     assert doc["partition"] == "t1" and doc["reason"] == "cutover" and doc["phase"] == "cutover"
     assert doc["epoch"] == int(e) and doc["placement"] == "a"
     assert not writes(a) and not writes(b)
