@@ -7,6 +7,7 @@ fault tests. The binary comes from ``scripts/get-consul``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -182,28 +183,30 @@ def consul_tmp():
     shutil.rmtree(d, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
-def consul_agent(consul_tmp):
-    """A session-wide dev agent. Tests isolate themselves with a unique KV prefix."""
-    agent = dev_agent(consul_tmp)
+@contextlib.contextmanager
+def running_dev_agent(tmp: str):
+    """Start a dev agent, wait until KV answers, always stop it."""
+    agent = dev_agent(tmp)
     agent.start()
     try:
         agent.wait_ready()
         yield agent
     finally:
         agent.stop()
+
+
+@pytest.fixture(scope="session")
+def consul_agent(consul_tmp):
+    """A session-wide dev agent. Tests isolate themselves with a unique KV prefix."""
+    with running_dev_agent(consul_tmp) as agent:
+        yield agent
 
 
 @pytest.fixture
 def fresh_consul_agent(consul_tmp):
     """A dev agent of this test's own (to kill, freeze or restart)."""
-    agent = dev_agent(consul_tmp)
-    agent.start()
-    try:
-        agent.wait_ready()
+    with running_dev_agent(consul_tmp) as agent:
         yield agent
-    finally:
-        agent.stop()
 
 
 @pytest.fixture
