@@ -58,7 +58,8 @@ class ProxyContext:
         self.router = Router(cfg.partition_from, cfg.route, cfg.hash_slots)
         self.pool = UpstreamPool(loop, connect_timeout=cfg.connect_timeout, idle_s=cfg.upstream_idle)
         self.hold = Hold(loop, source, max_held=cfg.hold_max, seconds=cfg.hold_seconds,
-                         on_count=stats.metrics.held_writes.set, on_released=stats.hold.observe)
+                         on_count=stats.metrics.held_writes.set, on_released=stats.hold.observe,
+                         writable=gate.writable)
         self.nodes: dict[str, Node] = {}
         self.set_nodes(nodes, strict=True)
         self.now = loop.time()

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 PENDING_HIGH = 256 * 1024
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
-_HOLDABLE = (RejectReason.CUTOVER, RejectReason.STALE_EPOCH)
+_HOLDABLE = (RejectReason.CUTOVER, RejectReason.STALE_EPOCH, RejectReason.FAIL_CLOSED)  # never reached the app
 _PHASES = {p.value: p for p in Phase}
 
 
@@ -206,6 +206,8 @@ class Request(ResponseMixin):
         st = self.ctx.source.state(self.partition)
         at = None if st is None else self.ctx.source.lookup(self.partition)
         reason = RejectReason.CUTOVER if st is not None and st[0].phase.value == "cutover" else RejectReason.STALE_EPOCH
+        if not self.ctx.gate.writable():
+            reason = RejectReason.FAIL_CLOSED   # held because the sidecar fails closed, and it still does
         self.reject_503(Reject(reason, at, None if st is None else st[0].phase))
 
     async def _connect(self, node: "Node") -> None:

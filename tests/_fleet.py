@@ -109,12 +109,14 @@ class Fleet:
         await wait_http(p.info["url"] + "/healthz", 30, p)
         return p
 
-    async def sidecar(self, pid: str, ports: tuple[int, int, int] | None = None, wait: bool = True) -> Proc:
+    async def sidecar(self, pid: str, ports: tuple[int, int, int] | None = None, wait: bool = True,
+                      extra: list[str] | None = None) -> Proc:
         listen, admin, control = ports or free_ports(3)
         p = self._proc(f"sidecar-{pid}-{len(self.procs)}",
                        ["sidecar", "--consul", self.consul_url, "--prefix", self.prefix,
                         "--listen", f"127.0.0.1:{listen}", "--admin", f"127.0.0.1:{admin}",
-                        "--control", f"127.0.0.1:{control}", "--participant-id", pid, "--no-access-log"])
+                        "--control", f"127.0.0.1:{control}", "--participant-id", pid, "--no-access-log",
+                        *(extra or [])])
         p.info.update(url=f"http://127.0.0.1:{listen}", admin=f"http://127.0.0.1:{admin}",
                       ports=(listen, admin, control), pid=pid)
         if wait:

@@ -155,7 +155,8 @@ async def test_inflight_write_holds_cutover_ack(placement, nodes, session):
 
 
 async def test_fail_closed_guard_refuses_writes_not_reads(placement, nodes, session):
-    async with running_sidecar(config(placement)) as sc:
+    # hold off: a held fail_closed write waits for the gate (tests/test_hold_fail_closed.py)
+    async with running_sidecar(config(placement, hold_max=0)) as sc:
         open_ = [True]
         sc.gate.add_guard(lambda: open_[0])
         open_[0] = False
