@@ -2,8 +2,9 @@
 
 One access line per request (DESIGN §10): method, path, partition, phase,
 epoch, decision, status, upstream and total time, plus request id and client.
-Lines are buffered and written in batches (at 64 lines or every flush tick),
-so logging costs a string format per request, not a syscall.
+The data path queues a tuple of raw values per request; lines are formatted
+and written in batches (at 256 lines or every flush tick), so logging costs a
+tuple on the request path and a syscall per few dozen lines.
 
 Event logs (start, reload, fail-closed, drain, …) go through ``logging`` with
 either a text or a one-JSON-object-per-line formatter (``--log-format``).
@@ -58,52 +59,67 @@ def event(msg: str, level: int = logging.INFO, **fields: Any) -> None:
 
 
 class AccessLog:
-    """Buffered access lines; ``enabled=False`` makes ``write`` a no-op."""
+    """Buffered access lines; ``enabled=False`` turns logging off.
 
-    __slots__ = ("fmt", "stream", "enabled", "_buf", "_ts", "_ts_at")
+    The data path appends one tuple of raw values per request to ``rows``
+    (see ``write`` for the fields); ``flush`` formats and writes them. The
+    timestamp is the one cached at the last tick (≤ 250 ms old)."""
+
+    __slots__ = ("fmt", "stream", "enabled", "rows", "_ts", "_ts_at")
 
     def __init__(self, fmt: str = "text", stream: IO[str] | None = None, enabled: bool = True) -> None:
         self.fmt = fmt
         self.stream = stream if stream is not None else sys.stdout
         self.enabled = enabled
-        self._buf: list[str] = []
+        self.rows: list[tuple[Any, ...]] = []
         self._ts = ""
         self._ts_at = 0.0
 
     def tick(self) -> None:
-        """Refresh the cached timestamp and flush (called a few times a second)."""
+        """Flush, then refresh the cached timestamp (called a few times a second)."""
+        self.flush()
         now = time.time()
         self._ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + "Z"
         self._ts_at = now
-        self.flush()
 
-    def write(self, client: str, method: str, path: str, partition: str, phase: str, epoch: int, decision: str,
-              status: int, upstream_s: float, total_s: float, rid: str, node: str) -> None:
+    def write(self, client: str, method: str, path: bytes, partition: str, phase: str, epoch: int, decision: str,
+              status: int, upstream_s: float, total_s: float, rid: bytes | None, node: str) -> None:
+        """Queue one access line (the data path appends the same tuple to ``rows`` directly)."""
         if not self.enabled:
             return
-        if self.fmt == "json":
-            line = json.dumps({"ts": self._ts or time.time(), "client": client, "method": method, "path": path,
-                               "partition": partition, "phase": phase, "epoch": epoch, "decision": decision,
-                               "status": status, "upstream": node, "upstream_ms": round(upstream_s * 1000, 3),
-                               "total_ms": round(total_s * 1000, 3), "request_id": rid})
-        else:
-            line = (f'{self._ts} {client} "{method} {path}" {status} partition={partition or "-"} phase={phase} '
-                    f'epoch={epoch} decision={decision} upstream={node or "-"} up_ms={upstream_s * 1000:.2f} '
-                    f'total_ms={total_s * 1000:.2f} rid={rid}')
-        self._buf.append(line)
-        if len(self._buf) >= 64:
+        self.rows.append((client, method, path, partition, phase, epoch, decision, status, upstream_s, total_s,
+                          rid, node))
+        if len(self.rows) >= 256:
             self.flush()
 
+    def _format(self, rows: list[tuple[Any, ...]]) -> list[str]:
+        ts = self._ts
+        out = []
+        if self.fmt == "json":
+            for client, method, path, partition, phase, epoch, decision, status, up_s, total_s, rid, node in rows:
+                out.append(json.dumps({"ts": ts or time.time(), "client": client, "method": method,
+                                       "path": path.decode("latin-1"), "partition": partition, "phase": phase,
+                                       "epoch": epoch, "decision": decision, "status": status, "upstream": node,
+                                       "upstream_ms": round(up_s * 1000, 3), "total_ms": round(total_s * 1000, 3),
+                                       "request_id": rid.decode("latin-1") if rid else "-"}))
+        else:
+            for client, method, path, partition, phase, epoch, decision, status, up_s, total_s, rid, node in rows:
+                out.append(f'{ts} {client} "{method} {path.decode("latin-1")}" {status} partition={partition or "-"} '
+                           f'phase={phase} epoch={epoch} decision={decision} upstream={node or "-"} '
+                           f'up_ms={up_s * 1000:.2f} total_ms={total_s * 1000:.2f} '
+                           f'rid={rid.decode("latin-1") if rid else "-"}')
+        return out
+
     def flush(self) -> None:
-        """Write buffered lines in pieces of at most 4 KiB (PIPE_BUF), so that the
-        lines of several worker processes sharing one pipe never interleave."""
-        if not self._buf:
+        """Format and write the queued lines in pieces of at most 4 KiB (PIPE_BUF), so that
+        the lines of several worker processes sharing one pipe never interleave."""
+        if not self.rows:
             return
-        lines, self._buf = self._buf, []
+        rows, self.rows = self.rows, []
         piece: list[str] = []
         size = 0
         try:
-            for line in lines:
+            for line in self._format(rows):
                 if size + len(line) >= 4000 and piece:
                     self.stream.write("\n".join(piece) + "\n")
                     self.stream.flush()

@@ -309,24 +309,16 @@ class ResponseMixin:
         if self.was_held and outcome == "ok":
             outcome = "held_ok"
         t = perf_counter()
-        write = self.is_write
-        kind = "write" if write else "read"
-        stats = ctx.stats
-        stats.request(kind, self.phase, outcome)
-        h_res, h_adm, h_up, h_tot = stats.hist_w if write else stats.hist_r
-        if self.t_res:
-            h_res.observe(self.t_res - self.t0)
-            if self.t_adm:
-                h_adm.observe(self.t_adm - self.t_res)
-        up_s = t - self.t_up if self.t_up else 0.0
-        if self.t_up:
-            h_up.observe(up_s)
-        total = t - self.t0 if self.t0 else 0.0
-        h_tot.observe(total)
-        if ctx.access.enabled:
-            rid = self.rid.decode("latin-1") if self.rid else "-"
-            ctx.access.write(self.conn.peer_s, self.method, self.url.decode("latin-1"), self.partition, self.phase,
-                             self.epoch, self.decision, self.status or 499, up_s, total, rid,
-                             self.node.name if self.node is not None else "")
+        t0 = self.t0
+        ctx.stats.record(self.is_write, self.phase, outcome, t0, self.t_res, self.t_adm, self.t_up, t)
+        access = ctx.access
+        if access.enabled:  # formatted at the next flush, not here
+            rows = access.rows
+            node = self.node
+            rows.append((self.conn.peer_s, self.method, self.url, self.partition, self.phase, self.epoch,
+                         self.decision, self.status or 499, t - self.t_up if self.t_up else 0.0,
+                         t - t0 if t0 else 0.0, self.rid, node.name if node is not None else ""))
+            if len(rows) >= 256:
+                access.flush()
         self.conn.request_done(self)
 

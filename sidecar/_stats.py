@@ -73,6 +73,34 @@ class Stats:
         key = (kind, phase, outcome)
         self._requests[key] = self._requests.get(key, 0) + 1
 
+    def record(self, write: bool, phase: str, outcome: str, t0: float, t_res: float, t_adm: float, t_up: float,
+               t: float) -> None:
+        """One finished request: its counter and stage durations, in one call (perf_counter stamps;
+        0.0 = stage not reached). Inlined ``_Hist.observe``: this runs once per request."""
+        key = ("write" if write else "read", phase, outcome)
+        req = self._requests
+        req[key] = req.get(key, 0) + 1
+        h_res, h_adm, h_up, h_tot = self.hist_w if write else self.hist_r
+        if t_res:
+            v = t_res - t0
+            h_res.counts[bisect_left(h_res.bounds, v)] += 1
+            h_res.sum += v
+            h_res.n += 1
+            if t_adm:
+                v = t_adm - t_res
+                h_adm.counts[bisect_left(h_adm.bounds, v)] += 1
+                h_adm.sum += v
+                h_adm.n += 1
+        if t_up:
+            v = t - t_up
+            h_up.counts[bisect_left(h_up.bounds, v)] += 1
+            h_up.sum += v
+            h_up.n += 1
+        v = t - t0 if t0 else 0.0
+        h_tot.counts[bisect_left(h_tot.bounds, v)] += 1
+        h_tot.sum += v
+        h_tot.n += 1
+
     def decision(self, phase: str, decision: str, reason: str) -> None:
         key = (phase, decision, reason)
         self._decisions[key] = self._decisions.get(key, 0) + 1
