@@ -70,9 +70,9 @@ class ProxyContext:
         self.header_kinds: dict[bytes, tuple[int, bytes]] = {}  # request header name → (kind, lower-case)
         self.waiting: set[Any] = set()    # requests with an upstream deadline
         self.clients: set[Any] = set()    # open client connections
-        self._rid_prefix = f"{random.getrandbits(40):010x}{os.getpid() % 4096:03x}-".encode()
+        self.rid_prefix = f"{random.getrandbits(40):010x}{os.getpid() % 4096:03x}-".encode()
         self._stamps: dict[tuple[str, int, str], bytes] = {}
-        self._rid_n = 0
+        self.rid_n = 0
         self._ticker: asyncio.TimerHandle | None = None
         self.closing = False
 
@@ -91,8 +91,8 @@ class ProxyContext:
 
     def request_id(self) -> bytes:
         """Unique per process and request: a random per-process prefix and a counter."""
-        self._rid_n += 1
-        return self._rid_prefix + b"%x" % self._rid_n
+        self.rid_n += 1  # (inlined in Request.attach)
+        return self.rid_prefix + b"%x" % self.rid_n
 
     def stamp(self, partition: str, placement: str, epoch: int) -> bytes:
         """The ``X-Partition``/``X-Placement``/``X-Placement-Epoch`` lines (cached: they change per transition)."""

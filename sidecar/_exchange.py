@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from gate import Phase, Reject, RejectReason
 
 from . import _httpmsg as H
-from ._partition import KeyError400
+from ._partition import SAFE_METHODS, KeyError400
 from ._response import ResponseMixin
 
 if TYPE_CHECKING:
@@ -127,7 +127,9 @@ class Request(ResponseMixin):
             return self.fail(status, "bad-request", title, detail, outcome="bad_request")
         path, _, query = self.url.partition(b"?")
         spath = path.decode("latin-1")
-        self.is_write = ctx.router.is_write(self.method, spath)
+        router = ctx.router
+        # no route rules (the common case): the method decides, without a call
+        self.is_write = router.is_write(self.method, spath) if router.routes else self.method not in SAFE_METHODS
         try:
             self.partition = ctx.router.partition(spath, query, self.keyh, self.host)
         except KeyError400 as exc:
@@ -259,7 +261,8 @@ class Request(ResponseMixin):
         if self.xfh is None and self.host is not None:
             parts += (b"X-Forwarded-Host: ", self.host, b"\r\n")
         if not self.rid_given:
-            self.rid = rid = ctx.request_id()
+            ctx.rid_n += 1  # ctx.request_id(), inlined
+            self.rid = rid = ctx.rid_prefix + b"%x" % ctx.rid_n
             parts += (b"X-Request-Id: ", rid, b"\r\n")
         parts.append(ctx.stamp(self.partition, self.placement, self.epoch))
         if self.upgrade:
@@ -285,7 +288,8 @@ class Request(ResponseMixin):
             pending, self.pending, self.pending_len = self.pending, [], 0
             for data in pending:
                 self._send(data)
-        self.conn.resume(2 | 4)
+        if self.conn.flags & 6:
+            self.conn.resume(2 | 4)
         if self.body_done:
             self._send_end()
         if up.paused:

@@ -320,5 +320,5 @@ class ClientConn(asyncio.Protocol):
             if not self.queue:
                 self.resume(1)
             nxt.dispatch()
-        else:
+        elif self.flags:
             self.resume(1 | 2 | 4 | 8)

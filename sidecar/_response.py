@@ -97,7 +97,11 @@ class ResponseMixin:
             tail += b"\r\n"
         lines.insert(0, first)
         lines.append(tail)
-        self._cw(b"".join(lines))
+        out = self.cout  # self._cw(), inlined
+        if out is not None:
+            out.append(b"".join(lines))
+        else:
+            self.ctransport.write(b"".join(lines))
 
     def on_response_body(self: Any, data: bytes) -> None:
         if self.interim or self.done:
@@ -109,7 +113,13 @@ class ResponseMixin:
                 self._relay_held()
             return
         self.deadline = self.ctx.now + self.ctx.read_timeout
-        self._cw(H.chunk(data) if self.resp_chunked else data)
+        if self.resp_chunked:
+            data = H.chunk(data)
+        out = self.cout  # self._cw(), inlined
+        if out is not None:
+            out.append(data)
+        else:
+            self.ctransport.write(data)
 
     def _cw(self: Any, data: bytes) -> None:
         out = self.cout
