@@ -47,7 +47,7 @@ async def until(pred, timeout=10.0):
         await asyncio.sleep(0.01)
 
 
-def writes(up, body_len=None):
+def writes(up):
     return [s for s in up.seen if s["method"] == "PUT"]
 
 
