@@ -27,7 +27,7 @@ import logging
 import time
 from typing import Any, Callable
 
-from gate._exceptions import BackendError, EpochgateError, MigrationError
+from gate._exceptions import BackendError, EpochgateError, MigrationError, UnknownPartition
 from gate._store import MigrationStore
 from gate._types import Phase, PartitionState
 
@@ -218,7 +218,7 @@ class JobRunner:
     async def _reconcile(self, job: Job) -> Job:
         st = await self.store.state(job.partition)
         if st is None:
-            raise MigrationError(f"unknown partition {job.partition!r}", job.partition)
+            raise UnknownPartition(f"unknown partition {job.partition!r}", job.partition)
         state, epoch = st
         moving = state.migrating and state.source == job.source and state.target == job.target
         if job.status == "pending":
