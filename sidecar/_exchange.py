@@ -125,13 +125,21 @@ class Request(ResponseMixin):
         if self.bad is not None:
             status, title, detail = self.bad
             return self.fail(status, "bad-request", title, detail, outcome="bad_request")
+        router = ctx.router
+        fast = router.fast_header
+        if fast is not None:  # one header rule, no route rules: two dict lookups for a key seen before
+            raw = self.keyh.get(fast)
+            if raw is not None:
+                hit = router.fast_cache.get(raw)
+                if hit is not None:
+                    self.is_write = self.method not in SAFE_METHODS
+                    self.partition = hit
+                    return self.route()
         path, _, query = self.url.partition(b"?")
         spath = path.decode("latin-1")
-        router = ctx.router
-        # no route rules (the common case): the method decides, without a call
-        self.is_write = router.is_write(self.method, spath) if router.routes else self.method not in SAFE_METHODS
+        self.is_write = router.is_write(self.method, spath)
         try:
-            self.partition = ctx.router.partition(spath, query, self.keyh, self.host)
+            self.partition = router.partition(spath, query, self.keyh, self.host)
         except KeyError400 as exc:
             return self.fail(400, "bad-partition-key", exc.title, exc.detail, outcome="bad_request", rule=exc.rule)
         self.route()
@@ -165,7 +173,11 @@ class Request(ResponseMixin):
                 ctx.pool.put(up)
                 up = None
         if up is None:
-            up = ctx.pool.get_idle(node.key)
+            stack = ctx.pool.idle.get(node.key)  # ctx.pool.get_idle(), inlined for the usual hit
+            if stack:
+                up = stack.pop()
+                if up.closed or up.transport.is_closing():
+                    up = ctx.pool.get_idle(node.key)
             if up is None:  # connect first, then resolve and admit again: admission stays next to the send
                 ctx.loop.create_task(self._connect(node))
                 return

@@ -123,6 +123,10 @@ class Router:
         self._bcache: dict[bytes, str] = {}
         only = self.rules[0] if len(self.rules) == 1 and self.rules[0].kind == "header" else None
         self._fast = None if only is None else self._hnames[only.text]
+        #: for the data path's inlined lookup: with one header rule and no route rules, the
+        #: (lower-case) header name, and raw header value → partition for keys seen before
+        self.fast_header = self._fast if not self.routes else None
+        self.fast_cache = self._bcache
 
     def is_write(self, method: str, path: str) -> bool:
         for m, rx, write in self.routes:

@@ -127,9 +127,6 @@ class UpstreamConn(asyncio.Protocol):
             ex.upstream_paused(False)
 
     # -- httptools callbacks ---------------------------------------------------
-    def on_message_begin(self) -> None:
-        self.head = RespHead()
-
     def on_header(self, name: bytes, value: bytes) -> None:
         kind = _KINDS.get(name, -1)
         if kind == -1:
@@ -154,9 +151,11 @@ class UpstreamConn(asyncio.Protocol):
             h.upg = value
 
     def on_headers_complete(self) -> None:
+        # the next message's head starts empty (done here: no on_message_begin callback per response)
+        h = self.head
+        self.head = RespHead()
         ex = self.exchange
         if ex is not None:
-            h = self.head
             h.status = self.parser.get_status_code()
             h.keep = self.parser.should_keep_alive()
             ex.on_response_head(h)
@@ -198,12 +197,12 @@ class UpstreamPool:
         self.max_idle = max_idle
         self.idle_s = idle_s
         self.connect_timeout = connect_timeout
-        self._idle: dict[tuple[str, int], list[UpstreamConn]] = {}
+        self.idle: dict[tuple[str, int], list[UpstreamConn]] = {}
         self.now = loop.time()
         self._open: set[UpstreamConn] = set()
 
     def get_idle(self, key: tuple[str, int]) -> UpstreamConn | None:
-        stack = self._idle.get(key)
+        stack = self.idle.get(key)
         while stack:
             conn = stack.pop()
             if not conn.closed and not conn.transport.is_closing():  # type: ignore[union-attr]
@@ -220,7 +219,9 @@ class UpstreamPool:
     def put(self, conn: UpstreamConn) -> None:
         if conn.closed:
             return
-        stack = self._idle.setdefault(conn.key, [])
+        stack = self.idle.get(conn.key)
+        if stack is None:
+            stack = self.idle[conn.key] = []
         if len(stack) >= self.max_idle:
             conn.close()
             return
@@ -229,18 +230,18 @@ class UpstreamPool:
 
     def forget(self, conn: UpstreamConn) -> None:
         self._open.discard(conn)
-        stack = self._idle.get(conn.key)
+        stack = self.idle.get(conn.key)
         if stack and conn in stack:
             stack.remove(conn)
 
     def sweep(self, now: float) -> None:
         """Close connections idle for longer than ``idle_s`` (called periodically)."""
         self.now = now
-        for stack in self._idle.values():
+        for stack in self.idle.values():
             while stack and now - stack[0].idle_since > self.idle_s:
                 stack.pop(0).close()
 
     def close(self) -> None:
         for conn in list(self._open):
             conn.close()
-        self._idle.clear()
+        self.idle.clear()
