@@ -188,7 +188,9 @@ class Request(ResponseMixin):
                 ctx.pool.put(up)
                 ctx.stats.decision(self.phase, "reject", r.reason.value)
                 return self.rejected(r)
-            ctx.stats.decision(self.phase, "admit", "none")
+            dec = ctx.stats.decisions  # ctx.stats.decision(), inlined
+            key = (self.phase, "admit", "none")
+            dec[key] = dec.get(key, 0) + 1
             self.admitted = True
             self.decision = "admit"
             if self.hold_timer is not None:
@@ -347,7 +349,21 @@ class Request(ResponseMixin):
         if self.done:
             return
         if self.up is not None and self.head_sent:
-            self._send(data)
+            if self.upgrade or self.chunked:
+                return self._send(data)
+            out = self.uout  # self._send() → self._uw(), inlined for a plain body
+            if out is not None:
+                out.append(data)
+            elif self.conn.in_feed:
+                self.uout = [data]
+            else:
+                self.up.transport.write(data)
+            if self.replay is not None:
+                self.replay_len += len(data)
+                if self.replay_len <= self.ctx.retry_body_max:
+                    self.replay.append(data)
+                else:
+                    self.replay = None
         else:
             self.pending.append(data)
             self.pending_len += len(data)
@@ -357,7 +373,9 @@ class Request(ResponseMixin):
     def client_body_end(self) -> None:
         self.body_done = True
         if self.up is not None and self.head_sent and not self.done:
-            self._send_end()
+            if self.chunked:  # self._send_end(), inlined
+                self._uw(H.LAST_CHUNK)
+            self.sent_all = True
 
     def upstream_paused(self, paused: bool) -> None:
         if paused:

@@ -65,13 +65,14 @@ class AccessLog:
     (see ``write`` for the fields); ``flush`` formats and writes them. The
     timestamp is the one cached at the last tick (≤ 250 ms old)."""
 
-    __slots__ = ("fmt", "stream", "enabled", "rows", "_ts", "_ts_at")
+    __slots__ = ("fmt", "stream", "enabled", "rows", "_ts", "_ts_at", "_mids")
 
     def __init__(self, fmt: str = "text", stream: IO[str] | None = None, enabled: bool = True) -> None:
         self.fmt = fmt
         self.stream = stream if stream is not None else sys.stdout
         self.enabled = enabled
         self.rows: list[tuple[Any, ...]] = []
+        self._mids: dict[tuple[Any, ...], str] = {}
         self._ts = ""
         self._ts_at = 0.0
 
@@ -103,10 +104,20 @@ class AccessLog:
                                        "upstream_ms": round(up_s * 1000, 3), "total_ms": round(total_s * 1000, 3),
                                        "request_id": rid.decode("latin-1") if rid else "-"}))
         else:
-            for client, method, path, partition, phase, epoch, decision, status, up_s, total_s, rid, node in rows:
-                out.append(f'{ts} {client} "{method} {path.decode("latin-1")}" {status} partition={partition or "-"} '
-                           f'phase={phase} epoch={epoch} decision={decision} upstream={node or "-"} '
-                           f'up_ms={up_s * 1000:.2f} total_ms={total_s * 1000:.2f} '
+            # the middle of a line repeats (same client, path, partition, …): format it once
+            mids = self._mids
+            if len(mids) > 4096:  # bounded: paths are client-chosen
+                mids.clear()
+            for row in rows:
+                key = row[:8] + row[11:]
+                mid = mids.get(key)
+                if mid is None:
+                    client, method, path, partition, phase, epoch, decision, status, _, _, _, node = row
+                    mid = mids[key] = (f'{client} "{method} {path.decode("latin-1")}" {status} '
+                                       f'partition={partition or "-"} phase={phase} epoch={epoch} '
+                                       f'decision={decision} upstream={node or "-"} up_ms=')
+                rid = row[10]
+                out.append(f'{ts} {mid}{row[8] * 1000:.2f} total_ms={row[9] * 1000:.2f} '
                            f'rid={rid.decode("latin-1") if rid else "-"}')
         return out
 

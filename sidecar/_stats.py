@@ -31,7 +31,7 @@ class _Hist:
         self.n += 1
 
     def flush(self) -> None:
-        if not self.n:
+        if not self.n and not any(self.counts):  # (Stats.record bumps counts and sum, not n)
             return
         buckets = getattr(self.child, "_buckets", None)
         total = getattr(self.child, "_sum", None)
@@ -66,8 +66,10 @@ class Stats:
         self.hist_r = tuple(h(m.request_duration.labels("read", s)) for s in ("resolve", "admit", "upstream", "total"))
         self.hist_w = tuple(h(m.request_duration.labels("write", s)) for s in ("resolve", "admit", "upstream", "total"))
         self.hold = h(m.hold_duration)
+        #: the request-duration buckets (one histogram family: the same for every kind and stage)
+        self.bounds = self.hist_r[0].bounds
         self._requests: dict[tuple[str, str, str], int] = {}
-        self._decisions: dict[tuple[str, str, str], int] = {}
+        self.decisions: dict[tuple[str, str, str], int] = {}
 
     def request(self, kind: str, phase: str, outcome: str) -> None:
         key = (kind, phase, outcome)
@@ -81,36 +83,33 @@ class Stats:
         req = self._requests
         req[key] = req.get(key, 0) + 1
         h_res, h_adm, h_up, h_tot = self.hist_w if write else self.hist_r
+        b = self.bounds
         if t_res:
             v = t_res - t0
-            h_res.counts[bisect_left(h_res.bounds, v)] += 1
+            h_res.counts[bisect_left(b, v)] += 1
             h_res.sum += v
-            h_res.n += 1
             if t_adm:
                 v = t_adm - t_res
-                h_adm.counts[bisect_left(h_adm.bounds, v)] += 1
+                h_adm.counts[bisect_left(b, v)] += 1
                 h_adm.sum += v
-                h_adm.n += 1
         if t_up:
             v = t - t_up
-            h_up.counts[bisect_left(h_up.bounds, v)] += 1
+            h_up.counts[bisect_left(b, v)] += 1
             h_up.sum += v
-            h_up.n += 1
         v = t - t0 if t0 else 0.0
-        h_tot.counts[bisect_left(h_tot.bounds, v)] += 1
+        h_tot.counts[bisect_left(b, v)] += 1
         h_tot.sum += v
-        h_tot.n += 1
 
     def decision(self, phase: str, decision: str, reason: str) -> None:
         key = (phase, decision, reason)
-        self._decisions[key] = self._decisions.get(key, 0) + 1
+        self.decisions[key] = self.decisions.get(key, 0) + 1
 
     def flush(self) -> None:
         """Move accumulated values into the Prometheus metrics."""
         req, self._requests = self._requests, {}
         for key, n in req.items():
             self.metrics.requests.labels(*key).inc(n)
-        dec, self._decisions = self._decisions, {}
+        dec, self.decisions = self.decisions, {}
         for key, n in dec.items():
             self.metrics.gate_decisions.labels(*key).inc(n)
         for x in self._hists:

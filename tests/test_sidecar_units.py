@@ -130,3 +130,39 @@ def test_config_round_trips_for_workers():
     cfg = SidecarConfig(placement="p.toml", node=("a=http://127.0.0.1:1",), workers=2, route=("GET ^/x=write",))
     assert SidecarConfig.from_json(cfg.to_json()) == cfg
     assert cfg.nodes() == {"a": "http://127.0.0.1:1"}
+
+
+def test_access_log_lines_text_and_json():
+    """Queued rows become one line each; the cached middle of a text line never leaks
+    between requests that differ in path, status or decision."""
+    import io
+    import json
+
+    from sidecar._log import AccessLog
+
+    rows = [("10.0.0.1", "GET", b"/kv/a", "t1", "active", 3, "read", 200, 0.00035, 0.00168, b"r-1", "a"),
+            ("10.0.0.1", "GET", b"/kv/b", "t1", "active", 3, "read", 200, 0.00135, 0.00268, b"r-2", "a"),
+            ("10.0.0.1", "GET", b"/kv/a", "t1", "active", 3, "read", 404, 0.001, 0.002, b"r-3", "a"),
+            ("10.0.0.1", "POST", b"/kv/a", "", "none", 0, "-", 499, 0.0, 0.001, None, "")]
+    text = io.StringIO()
+    log = AccessLog("text", text)
+    log.tick()
+    for r in rows:
+        log.write(*r)
+    log.flush()
+    lines = text.getvalue().splitlines()
+    assert len(lines) == 4
+    assert lines[0].endswith('10.0.0.1 "GET /kv/a" 200 partition=t1 phase=active epoch=3 decision=read upstream=a '
+                             'up_ms=0.35 total_ms=1.68 rid=r-1')
+    assert '"GET /kv/b" 200' in lines[1] and "up_ms=1.35 total_ms=2.68 rid=r-2" in lines[1]
+    assert '"GET /kv/a" 404' in lines[2] and "rid=r-3" in lines[2]
+    assert lines[3].endswith('"POST /kv/a" 499 partition=- phase=none epoch=0 decision=- upstream=- '
+                             'up_ms=0.00 total_ms=1.00 rid=-')
+    js = io.StringIO()
+    log = AccessLog("json", js)
+    for r in rows:
+        log.write(*r)
+    log.flush()
+    docs = [json.loads(x) for x in js.getvalue().splitlines()]
+    assert [d["path"] for d in docs] == ["/kv/a", "/kv/b", "/kv/a", "/kv/a"]
+    assert docs[1]["request_id"] == "r-2" and docs[3]["request_id"] == "-" and docs[0]["upstream_ms"] == 0.35
