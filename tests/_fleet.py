@@ -1,16 +1,16 @@
 """A fleet of real processes for the migration end-to-end tests: example KV
 nodes (``python -m examples.kv --consul``), sidecars (``python -m sidecar
 --consul``) and controllers (``python -m sidecar controller``), each logging to
-a file under the test's tmp dir, all stopped at the end."""
+a file under the test's tmp dir, all stopped at the end (``Fleet.stop``; and
+whatever a failed or timed-out test leaves running is reaped by
+``tests/_procs.py``)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import os
-import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +22,7 @@ from sidecar._pb.epochgate.v1 import epochgate_pb2 as pb
 from sidecar._pb.epochgate.v1 import epochgate_pb2_grpc as pb_grpc
 
 from ._consul import free_ports
+from ._procs import kill_group, reap, spawn_python
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -42,8 +43,7 @@ class Proc:
 
     def start(self) -> "Proc":
         with open(self.log_path, "ab") as log:
-            self.popen = subprocess.Popen([sys.executable, "-m", *self.args], cwd=ROOT, env=_env(), stdout=log,
-                                          stderr=subprocess.STDOUT, start_new_session=True)
+            self.popen = spawn_python(["-m", *self.args], cwd=ROOT, env=_env(), stdout=log, stderr=subprocess.STDOUT)
         return self
 
     def signal(self, sig: int) -> None:
@@ -51,21 +51,14 @@ class Proc:
             self.popen.send_signal(sig)
 
     def kill(self) -> None:
-        self.signal(signal.SIGCONT)
-        self.signal(signal.SIGKILL)
+        """SIGKILL (its whole process group), as when a pod dies."""
         if self.popen is not None:
-            self.popen.wait(10)
+            kill_group(self.popen)
 
     def stop(self) -> None:
-        if self.popen is None or self.popen.poll() is not None:
-            return
-        self.signal(signal.SIGCONT)
-        self.popen.terminate()
-        try:
-            self.popen.wait(5)
-        except subprocess.TimeoutExpired:
-            self.popen.kill()
-            self.popen.wait(10)
+        """SIGTERM (after SIGCONT), SIGKILL after 5 s; its process group with it."""
+        if self.popen is not None:
+            reap(self.popen, grace_s=5.0)
 
     def tail(self, n: int = 3000) -> str:
         try:

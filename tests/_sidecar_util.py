@@ -9,7 +9,6 @@ import json
 import os
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any, AsyncIterator
@@ -153,9 +152,13 @@ def clean_env() -> dict[str, str]:
 
 
 def spawn_sidecar(args: list[str], **kw: Any) -> subprocess.Popen:
+    """``python -m sidecar *args`` in its own process group; reaped (with its workers)
+    at the end of the test if still running (``tests/_procs.py``)."""
+    from tests._procs import spawn_python
+
     env = clean_env()
-    return subprocess.Popen([sys.executable, "-m", "sidecar", *args], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, **kw)
+    return spawn_python(["-m", "sidecar", *args], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                        stderr=subprocess.PIPE, text=True, **kw)
 
 
 def wait_http(url: str, timeout: float = 15.0, status: int | None = 200) -> None:
