@@ -71,7 +71,7 @@ class ProxyContext:
         self.waiting: set[Any] = set()    # requests with an upstream deadline
         self.clients: set[Any] = set()    # open client connections
         self.rid_prefix = f"{random.getrandbits(40):010x}{os.getpid() % 4096:03x}-".encode()
-        self._stamps: dict[tuple[str, int, str], bytes] = {}
+        self.stamps: dict[tuple[str, int, str], bytes] = {}
         self.rid_n = 0
         self._ticker: asyncio.TimerHandle | None = None
         self.closing = False
@@ -97,11 +97,11 @@ class ProxyContext:
     def stamp(self, partition: str, placement: str, epoch: int) -> bytes:
         """The ``X-Partition``/``X-Placement``/``X-Placement-Epoch`` lines (cached: they change per transition)."""
         key = (partition, epoch, placement)
-        v = self._stamps.get(key)
+        v = self.stamps.get(key)
         if v is None:
-            if len(self._stamps) > 10000:
-                self._stamps.clear()
-            v = self._stamps[key] = (b"X-Partition: %b\r\nX-Placement: %b\r\nX-Placement-Epoch: %d\r\n"
+            if len(self.stamps) > 10000:
+                self.stamps.clear()
+            v = self.stamps[key] = (b"X-Partition: %b\r\nX-Placement: %b\r\nX-Placement-Epoch: %d\r\n"
                                      % (partition.encode(), placement.encode(), epoch))
         return v
 

@@ -278,7 +278,8 @@ class Request(ResponseMixin):
             ctx.rid_n += 1  # ctx.request_id(), inlined
             self.rid = rid = ctx.rid_prefix + b"%x" % ctx.rid_n
             parts += (b"X-Request-Id: ", rid, b"\r\n")
-        parts.append(ctx.stamp(self.partition, self.placement, self.epoch))
+        stamp = ctx.stamps.get((self.partition, self.epoch, self.placement))  # cached ctx.stamp()
+        parts.append(stamp if stamp is not None else ctx.stamp(self.partition, self.placement, self.epoch))
         if self.upgrade:
             parts += (b"Connection: upgrade\r\nUpgrade: ", self.upgrade, b"\r\n")
         elif self.chunked:

@@ -56,7 +56,8 @@ class ClientConn(asyncio.Protocol):
     """One downstream connection."""
 
     __slots__ = ("ctx", "transport", "parser", "peer", "peer_s", "current", "parsing", "queue", "flags",
-                 "hsize", "last_active", "upgraded", "tunnel", "wpaused", "keyh_names", "xff_line", "in_feed")
+                 "hsize", "last_active", "upgraded", "tunnel", "wpaused", "keyh_names", "xff_line", "in_feed",
+                 "max_header", "kinds")
 
     def __init__(self, ctx: ProxyContext) -> None:
         self.ctx = ctx
@@ -72,6 +73,8 @@ class ClientConn(asyncio.Protocol):
         self.tunnel: Any = None
         self.wpaused = False
         self.keyh_names = ctx.router.header_names
+        self.max_header = ctx.max_header  # copies of ctx fields read once per header
+        self.kinds = ctx.header_kinds
         self.peer = b"unknown"
         self.peer_s = "unknown"
         self.xff_line = b"X-Forwarded-For: unknown\r\n"
@@ -200,12 +203,12 @@ class ClientConn(asyncio.Protocol):
         req.url = req.url + url if req.url else url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.hsize += len(name) + len(value) + 4
-        if self.hsize > self.ctx.max_header:
+        n = self.hsize = self.hsize + len(name) + len(value) + 4
+        if n > self.max_header:
             raise _HeadTooLarge
         req = self.parsing
         # classify the name once per distinct spelling (names repeat: no lower() per header)
-        hit = self.ctx.header_kinds.get(name)
+        hit = self.kinds.get(name)
         if hit is None:
             hit = self._classify(name)
         kind, lname = hit

@@ -129,11 +129,14 @@ class UpstreamConn(asyncio.Protocol):
     # -- httptools callbacks ---------------------------------------------------
     def on_header(self, name: bytes, value: bytes) -> None:
         kind = _KINDS.get(name, -1)
-        if kind == -1:
-            kind = _kind(name)
-        if kind is None:
+        if kind is None:  # the usual case: forwarded as is
             self.head.lines += (name, b": ", value, b"\r\n")
             return
+        if kind == -1:
+            kind = _kind(name)
+            if kind is None:
+                self.head.lines += (name, b": ", value, b"\r\n")
+                return
         h = self.head
         if kind == _CTYPE:
             h.ctype = value
