@@ -94,6 +94,12 @@ class ConsulProcess:
         with urllib.request.urlopen(f"{self.url}/v1/status/leader", timeout=timeout) as r:
             return json.loads(r.read())
 
+    def _node_registered(self) -> bool:
+        with urllib.request.urlopen(f"{self.url}/v1/agent/self", timeout=1) as r:
+            node = json.loads(r.read())["Config"]["NodeName"]
+        with urllib.request.urlopen(f"{self.url}/v1/catalog/node/{node}", timeout=1) as r:
+            return json.loads(r.read()) is not None
+
     def wait_ready(self, deadline_s: float = 30.0) -> None:
         end = time.monotonic() + deadline_s
         while time.monotonic() < end:
@@ -104,8 +110,11 @@ class ConsulProcess:
                     # KV must answer too (the leader can be known before raft is writable).
                     req = urllib.request.Request(f"{self.url}/v1/kv/epochgate-probe", data=b"1", method="PUT")
                     with urllib.request.urlopen(req, timeout=1) as r:
-                        if r.read().strip() == b"true":
-                            return
+                        kv_ok = r.read().strip() == b"true"
+                    # Sessions need the agent's node in the catalog ("Missing node
+                    # registration" otherwise), which can trail the first KV write.
+                    if kv_ok and self._node_registered():
+                        return
             except (OSError, urllib.error.URLError, ValueError):
                 pass
             time.sleep(0.1)
