@@ -184,7 +184,7 @@ class Request(ResponseMixin):
         if self.is_write:
             r = ctx.gate.admit(p, epoch)
             self.t_adm = perf_counter()
-            if not r:
+            if not r.admitted:
                 ctx.pool.put(up)
                 ctx.stats.decision(self.phase, "reject", r.reason.value)
                 return self.rejected(r)

@@ -74,7 +74,7 @@ class WriteGate:
             at = self.source.lookup(p)
             return Reject(RejectReason.FAIL_CLOSED, at, None if st is None else st[0].phase)
         r = self.source.admit_write(p, epoch)
-        if r:
+        if r.admitted:  # (an attribute, not ``bool(r)``: Admit/Reject define __bool__ in Python)
             self.tracker.begin(p, epoch)
         return r
 
