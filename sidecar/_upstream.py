@@ -186,7 +186,13 @@ class UpstreamConn(asyncio.Protocol):
             reusable = False
         if reusable and not self.closed:
             self.served += 1
-            self.pool.put(self)
+            pool = self.pool
+            stack = pool.idle.get(self.key)
+            if stack is not None and len(stack) < pool.max_idle:  # pool.put(self), inlined for the usual case
+                self.idle_since = pool.now
+                stack.append(self)
+            else:
+                pool.put(self)
         else:
             self.close()
 
