@@ -51,6 +51,7 @@ class Hold:
         self.recheck_s = recheck_s
         self._waiters: dict[str, list[Any]] = {}
         self._closed: dict[Any, None] = {}       # parked while not writable (insertion-ordered set)
+        self._timed: dict[Any, asyncio.TimerHandle] = {}  # parked with a retry timer (retry_in)
         self._recheck: asyncio.TimerHandle | None = None
         self._thread = threading.get_ident()
         self._on_count = on_count
@@ -74,6 +75,9 @@ class Hold:
 
     def _wake(self, partition: str) -> None:
         for req in self._waiters.pop(partition, ()):
+            timer = self._timed.pop(req, None)
+            if timer is not None:
+                timer.cancel()
             req.hold_wake()
 
     def _check_open(self) -> None:
@@ -85,11 +89,20 @@ class Hold:
             return
         woken, self._closed = self._closed, {}
         for req in woken:
+            timer = self._timed.pop(req, None)
+            if timer is not None:
+                timer.cancel()
             req.hold_wake()   # re-resolves and re-admits; refused again → parked again
 
-    def try_hold(self, req: Any) -> bool:
+    def try_hold(self, req: Any, retry_in: float | None = None) -> bool:
         """Park ``req`` until its partition changes (or, while the gate is not
-        writable, until it is); False when the bound is exhausted."""
+        writable, until it is); False when the bound is exhausted.
+
+        ``retry_in`` also wakes it after that many seconds even if nothing
+        changes here: the application refused at its commit point while this
+        sidecar's table already stands at the request's epoch, i.e. the
+        application's own view is behind ours, and no transition of ours will
+        ever come to wake it."""
         if req.hold_timer is None:
             if self.count >= self.max_held or self.seconds <= 0:
                 return False
@@ -106,7 +119,16 @@ class Hold:
                 self._recheck = self.loop.call_later(self.recheck_s, self._check_open)
         else:
             self._waiters.setdefault(req.partition, []).append(req)
+        if retry_in is not None:
+            self._timed[req] = self.loop.call_later(retry_in, self._retry, req)
         return True
+
+    def _retry(self, req: Any) -> None:
+        self._timed.pop(req, None)
+        if req not in self._closed and req not in self._waiters.get(req.partition, ()):
+            return  # already woken by something else: never route a request twice
+        self._unpark(req)
+        req.hold_wake()   # re-resolves and re-admits; refused again → parked again
 
     def _expire(self, req: Any) -> None:
         self._unpark(req)
@@ -124,6 +146,9 @@ class Hold:
 
     def _unpark(self, req: Any) -> None:
         self._closed.pop(req, None)
+        timer = self._timed.pop(req, None)
+        if timer is not None:
+            timer.cancel()
         lst = self._waiters.get(req.partition)
         if lst and req in lst:
             lst.remove(req)

@@ -187,7 +187,10 @@ class ResponseMixin:
         st = ctx.source.state(self.partition)
         if st is not None and st[1] != self.epoch and self.retries <= 5:
             self.route()  # the table has already moved on
-        elif ctx.hold.try_hold(self):
+        elif ctx.hold.try_hold(self, retry_in=min(0.005 * 2 ** min(self.retries, 6), 0.25)):
+            # Our table still stands at the epoch the app refused: either the app's
+            # view is behind ours (no transition of ours will come: retry on a
+            # backoff timer) or ahead (our next transition wakes it sooner).
             self.was_held = True
             self.decision = "held"
         else:

@@ -124,19 +124,36 @@ async def test_reads_continue_during_cutover(placement, nodes, session):
             assert (await r.json())["node"] == "a"  # INV-M4: one read placement until the flip
 
 
-async def test_app_stale_epoch_is_retried(placement, nodes, session):
+async def test_app_stale_epoch_is_retried_when_the_table_moves(placement, nodes, session):
+    # The app is ahead of the sidecar: it keeps refusing until the sidecar's table moves.
     a, b = nodes
-    a.stale_left = 1
+    a.stale_left = 10**6
     async with running_sidecar(config(placement)) as sc:
         task = asyncio.create_task(put(session, sc, data=b"replayed-body"))
-        await until(lambda: sc.ctx.hold.count == 1)  # the app refused; the table has not moved yet: held
-        assert a.seen[-1].get("stale")
+        await until(lambda: len(writes(a)) >= 3)  # refused, held, retried on the backoff timer, refused again
+        assert sc.ctx.hold.count == 1 and all(s.get("stale") for s in writes(a))
         e = await sc.store.begin("t1", "b")
+        a.stale_left = 0  # no await since begin: every later attempt is stamped e
         status, _, body = await task
         assert status == 200
         ok = [s for s in writes(a) if not s.get("stale")]
         assert len(ok) == 1 and ok[0]["len"] == len(b"replayed-body")
         assert ok[0]["headers"]["X-Placement-Epoch"] == str(int(e))
+
+
+async def test_app_behind_the_sidecar_is_retried_without_a_transition(placement, nodes, session):
+    # The app's own replica lags: it refuses the epoch the sidecar already stands at.
+    # No transition of the sidecar's will come, so the hold retries on a timer.
+    a, b = nodes
+    a.stale_left = 3
+    async with running_sidecar(config(placement, hold_seconds=10)) as sc:
+        epoch = str(int(sc.table.state("t1")[1]))
+        status, _, body = await put(session, sc, data=b"late-app")
+        assert status == 200, body
+        assert [bool(s.get("stale")) for s in writes(a)] == [True, True, True, False]
+        assert all(s["headers"]["X-Placement-Epoch"] == epoch for s in writes(a))
+        assert writes(a)[-1]["len"] == len(b"late-app") and not writes(b)
+        assert sc.ctx.hold.count == 0
 
 
 async def test_inflight_write_holds_cutover_ack(placement, nodes, session):
