@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, AsyncIterator
 
 import aiohttp
+import pytest
 from aiohttp import web
 
 from sidecar._config import SidecarConfig
@@ -202,3 +203,45 @@ async def raw_request(port: int, data: bytes, read_until_close: bool = True, tim
         pass
     writer.close()
     return out
+
+
+# ---- shared fixtures for in-process sidecar tests (import them into the test module) ----
+
+KEY = {"X-Partition-Key": "t1"}
+
+
+@pytest.fixture
+async def nodes():
+    """Two real upstream servers, nodes ``a`` and ``b``."""
+    a = await Upstream("a").start()
+    b = await Upstream("b").start()
+    yield a, b
+    await a.stop()
+    await b.stop()
+
+
+@pytest.fixture
+def placement(nodes, tmp_path):
+    """A placement file: t1 on a, t2 on b."""
+    a, b = nodes
+    return write_placement(tmp_path / "p.toml", {"a": a.url, "b": b.url}, {"t1": "a", "t2": "b"})
+
+
+@pytest.fixture
+async def session():
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as s:
+        yield s
+
+
+async def until(pred, timeout: float = 10.0) -> None:
+    """Wait (bounded) until ``pred()`` holds."""
+    end = asyncio.get_running_loop().time() + timeout
+    while not pred():
+        if asyncio.get_running_loop().time() > end:
+            raise AssertionError("condition not reached")
+        await asyncio.sleep(0.01)
+
+
+def writes(up: Upstream) -> list[dict[str, Any]]:
+    """The PUTs an upstream saw."""
+    return [s for s in up.seen if s["method"] == "PUT"]

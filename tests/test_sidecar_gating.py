@@ -4,45 +4,19 @@ from __future__ import annotations
 
 import asyncio
 
-import aiohttp
-import pytest
 
-from tests._sidecar_util import Upstream, config, running_sidecar, write_placement
-
-KEY = {"X-Partition-Key": "t1"}
-
-
-@pytest.fixture
-async def nodes():
-    a = await Upstream("a").start()
-    b = await Upstream("b").start()
-    yield a, b
-    await a.stop()
-    await b.stop()
-
-
-@pytest.fixture
-def placement(nodes, tmp_path):
-    a, b = nodes
-    return write_placement(tmp_path / "p.toml", {"a": a.url, "b": b.url}, {"t1": "a", "t2": "b"})
-
-
-@pytest.fixture
-async def session():
-    async with aiohttp.ClientSession() as s:
-        yield s
-
-
-async def until(pred, timeout=5.0):
-    end = asyncio.get_running_loop().time() + timeout
-    while not pred():
-        if asyncio.get_running_loop().time() > end:
-            raise AssertionError("condition not reached")
-        await asyncio.sleep(0.01)
-
-
-def writes(up):
-    return [s for s in up.seen if s["method"] == "PUT"]
+from tests._sidecar_util import (  # noqa: F401 (nodes, placement, session are fixtures)
+    KEY,
+    Upstream,
+    config,
+    nodes,
+    placement,
+    running_sidecar,
+    session,
+    until,
+    write_placement,
+    writes,
+)
 
 
 async def put(session, sc, path="/kv/k", data=b"v", headers=KEY):

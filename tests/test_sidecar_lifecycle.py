@@ -14,18 +14,17 @@ import urllib.request
 import aiohttp
 import pytest
 
-from tests._sidecar_util import ROOT, Upstream, clean_env, free_port, spawn_sidecar, wait_http, write_placement
-
-KEY = {"X-Partition-Key": "t1"}
-
-
-@pytest.fixture
-async def nodes():
-    a = await Upstream("a").start()
-    b = await Upstream("b").start()
-    yield a, b
-    await a.stop()
-    await b.stop()
+from tests._sidecar_util import (  # noqa: F401 (nodes, placement, session are fixtures)
+    KEY,
+    ROOT,
+    Upstream,
+    clean_env,
+    free_port,
+    nodes,
+    spawn_sidecar,
+    wait_http,
+    write_placement,
+)
 
 
 def ports() -> dict[str, int]:
