@@ -14,14 +14,12 @@ import pytest
 
 from tests._sidecar_util import (  # noqa: F401 (nodes, placement, session are fixtures)
     KEY,
-    Upstream,
     config,
     nodes,
     placement,
     running_sidecar,
     session,
     until,
-    write_placement,
     writes,
 )
 

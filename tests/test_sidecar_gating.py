@@ -7,14 +7,12 @@ import asyncio
 
 from tests._sidecar_util import (  # noqa: F401 (nodes, placement, session are fixtures)
     KEY,
-    Upstream,
     config,
     nodes,
     placement,
     running_sidecar,
     session,
     until,
-    write_placement,
     writes,
 )
 

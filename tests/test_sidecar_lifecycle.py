@@ -17,7 +17,6 @@ import pytest
 from tests._sidecar_util import (  # noqa: F401 (nodes, placement, session are fixtures)
     KEY,
     ROOT,
-    Upstream,
     clean_env,
     free_port,
     nodes,
