@@ -17,6 +17,8 @@ a stale-epoch problem, if its whole body was kept (``replay``).
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +37,24 @@ PENDING_HIGH = 256 * 1024
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 _HOLDABLE = (RejectReason.CUTOVER, RejectReason.STALE_EPOCH, RejectReason.FAIL_CLOSED)  # never reached the app
 _PHASES = {p.value: p for p in Phase}
+
+
+def client_gone(transport: Any) -> bool:
+    """True when the client has closed its side (FIN or RST) of a connection we are
+    not reading. Peeks one byte on a duplicate of the socket (uvloop's socket object
+    has no ``recv``); called only when a held request wakes, never per request."""
+    if transport is None or transport.is_closing():
+        return True
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return False
+    try:
+        with socket.socket(fileno=os.dup(sock.fileno())) as dup:
+            return dup.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except (BlockingIOError, InterruptedError):
+        return False  # still open, nothing sent since
+    except OSError:
+        return True  # reset
 
 
 class Request(ResponseMixin):
@@ -222,8 +242,14 @@ class Request(ResponseMixin):
         self.answer(503, body, "rejected", extra)
 
     def hold_wake(self) -> None:
-        if not self.done:
-            self.route()
+        if self.done:
+            return
+        if client_gone(self.conn.transport):
+            # A held write's connection is not read (paused), so a client that gave
+            # up was never noticed: do not send its write now — it may be retrying.
+            self.abort("error")
+            return
+        self.route()
 
     def hold_expired(self) -> None:
         if self.done:

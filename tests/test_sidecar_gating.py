@@ -185,3 +185,24 @@ async def test_route_rule_marks_post_as_read(placement, nodes, session):
             assert r.status == 200  # a read: not gated during cutover
         async with session.get(f"http://127.0.0.1:{sc.port}/admin/x", headers=KEY) as r:
             assert r.status == 503  # a write by route rule: gated
+
+
+async def test_held_write_whose_client_left_is_not_sent(placement, nodes, session):
+    a, b = nodes
+    async with running_sidecar(config(placement, hold_seconds=10)) as sc:
+        await sc.store.begin("t1", "b")
+        await sc.store.enter_cutover("t1")
+        reader, writer = await asyncio.open_connection("127.0.0.1", sc.port)
+        writer.write(b"PUT /kv/k HTTP/1.1\r\nHost: x\r\nX-Partition-Key: t1\r\nContent-Length: 4\r\n\r\ngone")
+        await writer.drain()
+        await until(lambda: sc.ctx.hold.count == 1)
+        writer.close()                      # the client gives up while its write is held
+        await writer.wait_closed()
+        await asyncio.sleep(0.05)
+        await sc.store.complete("t1")       # wakes the held write
+        await until(lambda: sc.ctx.hold.count == 0)
+        await asyncio.sleep(0.05)
+        assert not writes(a) and not writes(b)  # never sent: the client may be retrying it elsewhere
+        # a client still connected is served as before
+        status, _, _ = await put(session, sc, data=b"here")
+        assert status == 200 and len(writes(b)) == 1
