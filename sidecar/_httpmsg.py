@@ -9,7 +9,9 @@ proxy frames each hop itself (``Content-Length`` or chunked) and re-adds
 
 from __future__ import annotations
 
+import socket
 from http import HTTPStatus
+from typing import Any
 
 from gate import Reject
 from gate._problem import PROBLEM_TYPE_PREFIX, ProblemDocument, problem_document
@@ -84,3 +86,14 @@ def response(status: int, body: bytes, *, content_type: bytes = b"application/pr
 def is_stale_epoch_problem(status: int, content_type: bytes | None, body: bytes) -> bool:
     """Is this an application's stale-epoch problem response (DESIGN §7)?"""
     return _is_stale(status, None if content_type is None else content_type.decode("latin-1"), body)
+
+
+def set_nodelay(transport: Any) -> None:
+    """TCP_NODELAY on a proxy socket (client or upstream side): heads and small bodies go
+    out at once instead of waiting on Nagle."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass

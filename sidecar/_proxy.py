@@ -21,7 +21,6 @@ send buffer full (8).
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections import deque
 from typing import Any
 
@@ -88,12 +87,7 @@ class ClientConn(asyncio.Protocol):
             self.peer_s = str(peer[0])
             self.peer = self.peer_s.encode()
             self.xff_line = b"X-Forwarded-For: " + self.peer + b"\r\n"
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
-                pass
+        H.set_nodelay(transport)
         self.ctx.clients.add(self)
 
     def data_received(self, data: bytes) -> None:

@@ -212,12 +212,16 @@ class ResponseMixin:
         for data in pending:
             up.transport.write(data)
 
-    def tunnel_closed(self: Any) -> None:
+    def _drop_upstream(self: Any) -> None:
+        """Detach this exchange's upstream connection and close it (never reused)."""
         up = self.up
         self.up = None
         if up is not None:
             up.exchange = None
             up.close()
+
+    def tunnel_closed(self: Any) -> None:
+        self._drop_upstream()
         self.keep_alive = False
         self.finish("ok")
 
@@ -266,11 +270,7 @@ class ResponseMixin:
 
     def abort(self: Any, outcome: str) -> None:
         """Mid-response failure: the client cannot be told; cut both connections."""
-        up = self.up
-        self.up = None
-        if up is not None:
-            up.exchange = None
-            up.close()
+        self._drop_upstream()
         self.keep_alive = False
         self.cout = None
         if self.conn.transport is not None:
@@ -289,11 +289,7 @@ class ResponseMixin:
             return
         if self.resp_started:
             return self.abort(outcome)
-        up = self.up
-        self.up = None
-        if up is not None:
-            up.exchange = None
-            up.close()
+        self._drop_upstream()
         close = ((not self.body_done and self.has_body()) or not self.keep_alive or bool(self.upgrade)
                  or self.ctx.closing)
         self.keep_alive = not close

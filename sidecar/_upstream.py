@@ -15,10 +15,11 @@ upstream's idle timeout), bounded, with idle connections older than
 from __future__ import annotations
 
 import asyncio
-import socket
 from typing import Any
 
 import httptools
+
+from . import _httpmsg as H
 
 
 # response headers the proxy must look at (lower-case) → kind; the rest are forwarded as ready-made lines
@@ -74,12 +75,7 @@ class UpstreamConn(asyncio.Protocol):
     # -- asyncio.Protocol ----------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
-                pass
+        H.set_nodelay(transport)
 
     def data_received(self, data: bytes) -> None:
         ex = self.exchange
