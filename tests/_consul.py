@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pytest
 
+from tests._procs import reap
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -73,14 +75,8 @@ class ConsulProcess:
             self.proc.wait(10)
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGCONT)
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        if self.proc:
+            reap(self.proc, grace_s=10.0)   # thaws a frozen agent first
 
     def freeze(self) -> None:
         assert self.proc is not None

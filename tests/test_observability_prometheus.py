@@ -35,6 +35,7 @@ from gate._consul_consensus import open_consul
 from sidecar._pb.epochgate.v1 import epochgate_pb2 as pb
 from sidecar._pb.epochgate.v1 import epochgate_pb2_grpc as pb_grpc
 from tests._consul import free_ports
+from tests._procs import reap
 from tests.test_observability_names import RULES, panel_queries, rule_exprs, substitute, variable_queries
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -89,13 +90,8 @@ class Prometheus:
         raise AssertionError(f"prometheus not ready: {self.log.read_text()[-3000:]}")
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        if self.proc:
+            reap(self.proc, grace_s=10.0)
 
     def api(self, path: str, **params) -> tuple[int, dict]:
         status, body = _get(f"{self.url}/api/v1/{path}?{urllib.parse.urlencode(params, doseq=True)}")
@@ -165,14 +161,7 @@ class Procs:
 
     def stop(self) -> None:
         for proc in reversed(self.procs.values()):
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in self.procs.values():
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
+            reap(proc, grace_s=10.0)
 
 
 class Traffic:
