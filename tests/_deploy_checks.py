@@ -217,8 +217,8 @@ def violations(docs: list[dict], dashboards_dir: Path | None = None) -> list[str
         elif pdb["spec"].get("minAvailable", 0) < 1 and "maxUnavailable" not in pdb["spec"]:
             out.append(f"PodDisruptionBudget/{pdb['metadata']['name']}: minAvailable < 1")
         for _, _, cfg in sidecars:
-            if ns is not None and cfg is not None and cfg.hold_seconds < ns.cutover_deadline:
-                out.append(f"--hold-seconds {cfg.hold_seconds:g} < the controller's --cutover-deadline "
+            if ns is not None and cfg is not None and cfg.hold_seconds <= ns.cutover_deadline:
+                out.append(f"--hold-seconds {cfg.hold_seconds:g} ≤ the controller's --cutover-deadline "
                            f"{ns.cutover_deadline:g}: writes held through a slow cutover get 503s")
     services = [d for d in docs if d.get("kind") == "Service"]
     for obj, c, cfg in sidecars:

@@ -257,7 +257,7 @@ def _bad_flag(d: list[dict]) -> None:
 
 
 def _hold_below_deadline(d: list[dict]) -> None:
-    _set_arg(_sidecar(d), "--hold-seconds", "5")
+    _set_arg(_sidecar(d), "--hold-seconds", "10")   # = the deadline: a held write times out as it aborts
 
 
 def _one_controller(d: list[dict]) -> None:
@@ -300,7 +300,7 @@ MUTATIONS: list[tuple[str, Callable[[list[dict]], None], str]] = [
     ("controller Consul token a literal", _controller_token, "CONSUL_HTTP_TOKEN is not taken from a Secret"),
     ("Consul not the node agent", _consul_fixed, "not the node's agent"),
     ("a flag the sidecar refuses", _bad_flag, "refuses its arguments"),
-    ("hold shorter than the cutover deadline", _hold_below_deadline, "< the controller's --cutover-deadline"),
+    ("hold shorter than the cutover deadline", _hold_below_deadline, "≤ the controller's --cutover-deadline"),
     ("one controller", _one_controller, "at least 2 replicas"),
     ("no PodDisruptionBudget", _no_pdb, "no PodDisruptionBudget"),
     ("scrape port not admin", _scrape_port, "scrape annotations"),
@@ -393,6 +393,10 @@ def test_controller_unit_parses() -> None:
         ns = _parse(argv[2:])
     assert ns.consul == "http://127.0.0.1:8500" and ns.cutover_deadline == 10
     assert float(unit["TimeoutStopSec"][-1]) >= 10
+    from sidecar._config import load_file
+
+    hold = load_file(str(SYSTEMD / "sidecar.toml"))["hold_seconds"]
+    assert hold > ns.cutover_deadline, "a write held through a cutover that runs to its deadline gets its retry"
 
 
 # ---------------------------------------------------------------- the image itself
