@@ -64,18 +64,62 @@ def _get(url: str, headers: dict[str, str] | None = None, timeout: float = 5.0) 
         return exc.code, exc.read()
 
 
-def run_image_check(podman: str, root: Path, tmp_path: Path) -> None:
+def build_image(podman: str, root: Path) -> list[str]:
+    """Build ``TAG`` with scripts/build-image; returns the podman command prefix to run it with."""
     build = subprocess.run([str(root / "scripts" / "build-image"), TAG], capture_output=True, text=True,
                            timeout=840, cwd=root)
     assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
     glob, ulimits = podman_flags(podman)
-    pm = [podman, *glob]
+    return [podman, *glob, "run", *ulimits]
 
+
+def _podman(run: list[str]) -> list[str]:
+    """``podman [--runtime X]`` from a run prefix."""
+    return run[:run.index("run")]
+
+
+def start(run: list[str], name: str, args: list[str], env: dict[str, str] | None = None,
+          mounts: list[str] | None = None) -> None:
+    cmd = [*run, "-d", "--name", name, "--network", "host", "--read-only"]
+    for k, v in (env or {}).items():
+        cmd += ["-e", f"{k}={v}"]
+    for m in mounts or []:
+        cmd += ["-v", m]
+    subprocess.run([*cmd, TAG, *args], check=True, capture_output=True, timeout=120)
+
+
+def wait_ready(run: list[str], name: str, admin: int, deadline_s: float = 60.0) -> None:
+    pm = _podman(run)
+    deadline = time.monotonic() + deadline_s
+    while True:
+        try:
+            if _get(f"http://127.0.0.1:{admin}/readyz", timeout=1)[0] == 200:
+                return
+        except OSError:
+            pass
+        state = subprocess.run([*pm, "inspect", "-f", "{{.State.Running}}", name], capture_output=True,
+                               text=True).stdout.strip()
+        assert state == "true" and time.monotonic() < deadline, logs(run, name)
+        time.sleep(0.2)
+
+
+def logs(run: list[str], name: str) -> str:
+    res = subprocess.run([*_podman(run), "logs", name], capture_output=True, text=True)
+    return (res.stdout + res.stderr)[-3000:]
+
+
+def remove(run: list[str], *names: str) -> None:
+    subprocess.run([*_podman(run), "rm", "-f", *names], capture_output=True, timeout=60)
+
+
+def check_shape_and_proxy(run: list[str], tmp_path: Path) -> None:
+    """Non-root, no shell, proxies a request on the embedded store, drains and exits 0 on SIGTERM."""
+    pm = _podman(run)
     inspect = json.loads(subprocess.run([*pm, "image", "inspect", TAG], capture_output=True, text=True,
                                         check=True).stdout)[0]
     assert inspect["Config"]["User"] == "65532:65532"
     assert inspect["Config"]["Entrypoint"][-2:] == ["-m", "sidecar"]
-    shell = subprocess.run([*pm, "run", "--rm", *ulimits, "--entrypoint", "/bin/sh", TAG, "-c", "true"],
+    shell = subprocess.run([*run, "--rm", "--entrypoint", "/bin/sh", TAG, "-c", "true"],
                            capture_output=True, text=True, timeout=120)
     assert shell.returncode != 0 and "/bin/sh" in shell.stderr, "the run-time image must have no shell"
 
@@ -90,23 +134,10 @@ def run_image_check(podman: str, root: Path, tmp_path: Path) -> None:
     (conf / "placement.toml").chmod(0o644)
     name = f"epochgate-test-{os.getpid()}"
     try:
-        subprocess.run([*pm, "run", "-d", "--name", name, "--network", "host", *ulimits, "--read-only",
-                        "-v", f"{conf}:/etc/epochgate:ro", TAG,
-                        "--placement", "/etc/epochgate/placement.toml", "--listen", f"127.0.0.1:{listen}",
-                        "--admin", f"127.0.0.1:{admin}", "--control", f"127.0.0.1:{control}",
-                        "--drain-seconds", "5"], check=True, capture_output=True, timeout=120)
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if _get(f"http://127.0.0.1:{admin}/readyz", timeout=1)[0] == 200:
-                    break
-            except OSError:
-                pass
-            state = subprocess.run([*pm, "inspect", "-f", "{{.State.Running}}", name], capture_output=True,
-                                   text=True).stdout.strip()
-            assert state == "true" and time.monotonic() < deadline, subprocess.run(
-                [*pm, "logs", name], capture_output=True, text=True).stderr[-3000:]
-            time.sleep(0.2)
+        start(run, name, ["--placement", "/etc/epochgate/placement.toml", "--listen", f"127.0.0.1:{listen}",
+                          "--admin", f"127.0.0.1:{admin}", "--control", f"127.0.0.1:{control}",
+                          "--drain-seconds", "5"], mounts=[f"{conf}:/etc/epochgate:ro"])
+        wait_ready(run, name, admin)
         status, body = _get(f"http://127.0.0.1:{listen}/kv/greeting", {"X-Partition-Key": "tenant-1"})
         assert (status, body) == (200, b"hello from upstream\n")
         seen = _Upstream.seen[-1]
@@ -116,9 +147,9 @@ def run_image_check(podman: str, root: Path, tmp_path: Path) -> None:
         subprocess.run([*pm, "stop", "-t", "20", name], check=True, capture_output=True, timeout=60)
         code = subprocess.run([*pm, "inspect", "-f", "{{.State.ExitCode}}", name], capture_output=True,
                               text=True, check=True).stdout.strip()
-        logs = subprocess.run([*pm, "logs", name], capture_output=True, text=True).stderr
-        assert code == "0" and "drained" in logs, logs[-3000:]
+        out = logs(run, name)
+        assert code == "0" and "drained" in out, out
     finally:
-        subprocess.run([*pm, "rm", "-f", name], capture_output=True, timeout=60)
+        remove(run, name)
         server.shutdown()
         server.server_close()
