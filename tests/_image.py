@@ -153,3 +153,50 @@ def check_shape_and_proxy(run: list[str], tmp_path: Path) -> None:
         remove(run, name)
         server.shutdown()
         server.server_close()
+
+
+def _put(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+    req = urllib.request.Request(url, data=body, headers=headers, method="PUT")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def check_app_behind_sidecar(run: list[str], tmp_path: Path) -> None:
+    """The example Deployment's two containers from the one image, as the manifest runs them:
+    the sidecar with a control token, the application (``python3 -m examples.kv``) admitting
+    every write at its commit point through the sidecar's Gate API with the same token. Both
+    root filesystems read-only with no tmpfs, as ``readOnlyRootFilesystem`` gives them."""
+    listen, admin, control, app = free_ports(4)
+    conf, data = tmp_path / "conf", tmp_path / "data"
+    conf.mkdir()
+    data.mkdir()
+    (conf / "placement.toml").write_text(f'[nodes]\na = "http://127.0.0.1:{app}"\n\n[partitions]\ntenant-1 = "a"\n')
+    conf.chmod(0o755)
+    (conf / "placement.toml").chmod(0o644)
+    os.chown(data, 65532, 65532)
+    sidecar, kv = f"epochgate-sc-{os.getpid()}", f"epochgate-app-{os.getpid()}"
+    ro = ["--read-only-tmpfs=false"]
+    try:
+        start([*run, *ro], sidecar, ["--placement", "/etc/epochgate/placement.toml", "--listen", f"127.0.0.1:{listen}",
+                                     "--admin", f"127.0.0.1:{admin}", "--control", f"127.0.0.1:{control}"],
+              env={"EPOCHGATE_TOKEN": "t0ken"}, mounts=[f"{conf}:/etc/epochgate:ro"])
+        wait_ready(run, sidecar, admin)
+        start([*run, *ro, "--entrypoint", "/usr/bin/python3"], kv,
+              ["-m", "examples.kv", "--node", "a", "--listen", f"127.0.0.1:{app}", "--data", "/data",
+               "--gate", f"127.0.0.1:{control}"], env={"EPOCHGATE_TOKEN": "t0ken"}, mounts=[f"{data}:/data"])
+        key = {"X-Partition-Key": "tenant-1"}
+        deadline = time.monotonic() + 60
+        while True:
+            status, body = _put(f"http://127.0.0.1:{listen}/kv/greeting", b"hello", key)
+            if status == 200 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)   # 502 until the application listens
+        assert status == 200 and json.loads(body)["node"] == "a", (status, body, logs(run, kv))
+        assert _get(f"http://127.0.0.1:{listen}/kv/greeting", key) == (200, b"hello")
+        commits = [json.loads(line) for line in (data / "commits.jsonl").read_text().splitlines()]
+        assert [(c["key"], c["node"]) for c in commits] == [("greeting", "a")]
+    finally:
+        remove(run, sidecar, kv)

@@ -423,6 +423,14 @@ def test_image_runs_shell_less_proxies_and_drains(image_run: list[str], tmp_path
     check_shape_and_proxy(image_run, tmp_path)
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_image_runs_the_example_pod_app_behind_its_sidecar(image_run: list[str], tmp_path: Path) -> None:
+    from tests._image import check_app_behind_sidecar
+
+    check_app_behind_sidecar(image_run, tmp_path)
+
+
 def _kv_session(consul: str, key: str) -> str | None:
     import urllib.error
     import urllib.request
