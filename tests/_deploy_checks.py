@@ -138,6 +138,9 @@ def _check_sidecar(where: str, obj: dict, spec: dict, container: dict, native: b
     grace = spec.get("terminationGracePeriodSeconds", 30)
     pre_stop = max([((c.get("lifecycle") or {}).get("preStop") or {}).get("sleep", {}).get("seconds", 0)
                     for c in spec.get("containers", [])] or [0])
+    if pre_stop < 1:
+        out.append(f"{where}: no preStop sleep on the application: it can stop before the Service stops "
+                   "sending to the pod")
     need = pre_stop + APP_SHUTDOWN_S + cfg.drain_seconds
     if grace <= cfg.drain_seconds or grace < need:
         out.append(f"{where}: terminationGracePeriodSeconds {grace} < app preStop {pre_stop} + app shutdown "

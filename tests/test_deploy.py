@@ -211,6 +211,11 @@ def _grace(d: list[dict]) -> None:
     pod_spec(_workload(d, "kv"))["terminationGracePeriodSeconds"] = 25
 
 
+def _no_prestop(d: list[dict]) -> None:
+    for c in pod_spec(_workload(d, "kv"))["containers"]:
+        c.pop("lifecycle", None)
+
+
 def _readiness_path(d: list[dict]) -> None:
     _sidecar(d)["readinessProbe"]["httpGet"]["path"] = "/healthz"
 
@@ -290,6 +295,7 @@ def _dashboard_edited(d: list[dict]) -> None:
 MUTATIONS: list[tuple[str, Callable[[list[dict]], None], str]] = [
     ("sidecar moved to containers", _not_native, "not a native sidecar"),
     ("grace period below the drain", _grace, "terminationGracePeriodSeconds 25"),
+    ("no preStop on the application", _no_prestop, "no preStop sleep"),
     ("readiness on /healthz", _readiness_path, "readinessProbe path '/healthz'"),
     ("admin port moved, probes not", _admin_port, "is not the --admin port 9902"),
     ("admin on loopback", _admin_loopback, "not reachable by the kubelet"),
