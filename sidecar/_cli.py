@@ -31,8 +31,8 @@ from typing import Any, Callable, Iterator, Sequence, TextIO
 import grpc
 
 from . import _grpc_convert as conv
-from ._pb.epochgate.v1 import epochgate_pb2 as pb
-from ._pb.epochgate.v1 import epochgate_pb2_grpc as pb_grpc
+from gate.pb.epochgate.v1 import epochgate_pb2 as pb
+from gate.pb.epochgate.v1 import epochgate_pb2_grpc as pb_grpc
 
 EXIT_OK = 0  # the asked outcome happened (for migrate: the job completed)
 EXIT_FAILED = 1  # the migration job failed

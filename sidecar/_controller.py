@@ -27,10 +27,19 @@ from typing import AsyncIterator, Sequence
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from gate._exceptions import AlreadyMigrating, BackendError, ConfigError, NoOpMove, UnknownPartition
-from gate._placement_file import validate_url
-from gate._sessions import ConsulHTTP, SessionLost
-from gate._types import PartitionState, node_name, partition_id
+from gate import (
+    AlreadyMigrating,
+    BackendError,
+    ConfigError,
+    ConsulHTTP,
+    NoOpMove,
+    PartitionState,
+    SessionLost,
+    UnknownPartition,
+    node_name,
+    partition_id,
+    validate_url,
+)
 
 from ._barrier import Barrier
 from ._jobs import Job, JobConflict, JobRecords
@@ -97,7 +106,7 @@ class Controller:
                  deadline_s: float = 10.0, extra_nodes: dict[str, str] | None = None, mover: Mover | None = None,
                  metrics: Metrics | None = None, owner: str | None = None, ttl_s: float = 10.0,
                  barrier_cls: type[Barrier] = Barrier) -> None:
-        from gate._consul_consensus import open_consul
+        from gate import open_consul
 
         if deadline_s <= 0:
             raise ConfigError("cutover_deadline", f"must be > 0 seconds, got {deadline_s!r}")

@@ -13,9 +13,8 @@ import socket
 from http import HTTPStatus
 from typing import Any
 
-from gate import Reject
-from gate._problem import PROBLEM_TYPE_PREFIX, ProblemDocument, problem_document
-from gate._problem import is_stale_epoch_problem as _is_stale
+from gate import PROBLEM_TYPE_PREFIX, ProblemDocument, Reject, problem_document
+from gate import is_stale_epoch_problem as _is_stale
 
 HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer",
                         b"transfer-encoding", b"upgrade"})
@@ -51,7 +50,7 @@ CONTINUE_100 = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 def problem_body(status: int, slug: str, title: str, detail: str | None = None, **extra: object) -> bytes:
     """The proxy's own RFC 9457 problem document (not a refused write: see
-    ``stale_epoch_problem``), built by the one builder ``gate._problem``."""
+    ``stale_epoch_problem``), built by the one builder ``gate.problem_document``."""
     doc: dict[str, object] = {"type": PROBLEM_TYPE_PREFIX + slug, "title": title, "status": status}
     if detail:
         doc["detail"] = detail

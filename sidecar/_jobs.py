@@ -21,9 +21,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Protocol, runtime_checkable
 
-from gate._exceptions import BackendError, ConfigError
-from gate._sessions import ConsulHTTP
-from gate._types import node_name, partition_id
+from gate import BackendError, ConfigError, ConsulHTTP, node_name, partition_id
 
 STATUSES = ("pending", "draining", "cutover", "replaying", "completed", "failed", "aborted")
 TERMINAL = frozenset({"completed", "failed", "aborted"})

@@ -27,9 +27,7 @@ import logging
 import time
 from typing import Any, Callable
 
-from gate._exceptions import BackendError, EpochgateError, MigrationError, UnknownPartition
-from gate._store import MigrationStore
-from gate._types import Phase, PartitionState
+from gate import BackendError, EpochgateError, MigrationError, MigrationStore, PartitionState, Phase, UnknownPartition
 
 from ._barrier import Barrier, BarrierTimeout
 from ._jobs import Job, JobConflict, JobRecords, PhaseRecord

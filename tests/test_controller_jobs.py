@@ -219,8 +219,8 @@ async def test_controller_service_validates_runs_watches_and_aborts(consul_agent
 async def test_controller_process_token_and_gate_fails_closed(consul_agent, kv_prefix, tmp_path):
     import grpc
 
-    from sidecar._pb.epochgate.v1 import epochgate_pb2 as pb
-    from sidecar._pb.epochgate.v1 import epochgate_pb2_grpc as pb_grpc
+    from gate.pb.epochgate.v1 import epochgate_pb2 as pb
+    from gate.pb.epochgate.v1 import epochgate_pb2_grpc as pb_grpc
 
     from ._fleet import Fleet
 
