@@ -52,7 +52,7 @@ def _begin(p: str, s: _State, node: Placement | None) -> PartitionState:
     assert s is not None
     target = _need(node, p)
     if target == s.source:
-        raise NoOpMove(f"partition {p!r} is already on {target!r}", p)
+        raise NoOpMove(f"partition {p!r} already lives on {target}", p)
     return PartitionState(Phase.DRAINING, s.source, target)
 
 

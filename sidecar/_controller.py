@@ -32,12 +32,11 @@ from gate import (
     BackendError,
     ConfigError,
     ConsulHTTP,
-    NoOpMove,
-    PartitionState,
+    Op,
     SessionLost,
-    UnknownPartition,
     node_name,
     partition_id,
+    step,
     validate_url,
 )
 
@@ -229,13 +228,11 @@ class Controller:
         partition = partition_id(partition)
         to = node_name(to, "to_node")
         st = await self.store.state(partition)
-        if st is None:
-            raise UnknownPartition(f"unknown partition {partition!r}", partition)
-        state, _ = st
-        if state.migrating:
-            raise AlreadyMigrating(f"partition {partition} is already {state}", partition)
-        if state == PartitionState.active(to):
-            raise NoOpMove(f"partition {partition} already lives on {to}", partition)
+        state = None if st is None else st[0]
+        # Ask the state machine, as the store's begin will: UnknownPartition,
+        # AlreadyMigrating or NoOpMove come from the one table, not a copy of it.
+        step(partition, state, Op.BEGIN, to)
+        assert state is not None  # (step refused an unknown partition)
         nodes = await self.nodes()
         if to not in nodes:
             raise ConfigError("to_node", f"unknown node {to!r} (known: {sorted(nodes)})")

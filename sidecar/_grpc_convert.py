@@ -13,6 +13,8 @@ from gate.pb.epochgate.v1 import epochgate_pb2 as pb
 from gate.wire import PHASE_TO_PB as _PHASE_TO_PB
 from gate.wire import phase_to_pb  # noqa: F401 - conv.phase_to_pb for the server
 
+from ._jobstatus import FINAL
+
 _PHASE_NAMES = {pb.PHASE_UNSPECIFIED: "removed", **{v: k.value for k, v in _PHASE_TO_PB.items()}}
 
 
@@ -76,4 +78,4 @@ def job_to_dict(msg: pb.Job) -> dict[str, Any]:
     return out
 
 
-TERMINAL_STATUSES = frozenset({"completed", "failed", "aborted"})
+TERMINAL_STATUSES = frozenset(s.value for s in FINAL)

@@ -205,6 +205,9 @@ class JobRunner:
                 break
         try:
             latest = await self.records.get(job.id)
+            if latest is not None and latest.terminal:   # a final status is never overwritten
+                log.warning("job %s: already %s; not recording %s", job.id, latest.status, status)
+                return latest
             job = (latest or job).at_phase(status, epoch, error=error)
             job = await self._save(job)
         except BackendError as exc:

@@ -110,7 +110,8 @@ async def test_takeover_in_cutover_without_cursor_aborts_back_to_from(env):
 async def test_takeover_after_the_flip_records_completed(env):
     store, records, runner, mover, *_ = env
     await store.begin("t1", "b")
-    job = await records.create(Job.new("t1", "a", "b", 5.0).at_phase("replaying", 0).with_(cursor="5"))
+    job = Job.new("t1", "a", "b", 5.0).at_phase("draining", 0).at_phase("cutover", 0).at_phase("replaying", 0)
+    job = await records.create(job.with_(cursor="5"))
     await store.enter_cutover("t1")
     await store.complete("t1")
     job = await runner.run(job)
