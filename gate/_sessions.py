@@ -16,7 +16,6 @@ timeout longer than it (aiohttp's default total timeout is 300 s).
 from __future__ import annotations
 
 import asyncio
-import base64
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -41,13 +40,6 @@ class KVEntry:
     value: bytes
     session: str | None
     modify_index: int
-
-    @classmethod
-    def from_json(cls, raw: dict[str, Any]) -> "KVEntry":
-        """From Consul's raw JSON (``Value`` still base64)."""
-        value = raw.get("Value")
-        return cls(raw["Key"], base64.b64decode(value) if value else b"", raw.get("Session") or None,
-                   int(raw.get("ModifyIndex", 0)))
 
     @classmethod
     def from_decoded(cls, raw: dict[str, Any]) -> "KVEntry":

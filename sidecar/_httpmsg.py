@@ -16,12 +16,6 @@ from typing import Any
 from gate import PROBLEM_TYPE_PREFIX, ProblemDocument, Reject, problem_document
 from gate import is_stale_epoch_problem as _is_stale
 
-HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer",
-                        b"transfer-encoding", b"upgrade"})
-#: request headers the proxy owns: stripped from the client's request, set by the proxy
-OWNED_REQUEST = frozenset({b"host", b"x-partition", b"x-placement", b"x-placement-epoch", b"expect",
-                           b"content-length", b"x-forwarded-for"})
-
 _REASONS = {s.value: s.phrase.encode("latin-1") for s in HTTPStatus}
 
 
@@ -32,11 +26,6 @@ def reason(status: int) -> bytes:
 def connection_tokens(value: bytes) -> set[bytes]:
     """Lower-case header names listed in a ``Connection`` header value."""
     return {t.strip().lower() for t in value.split(b",") if t.strip()}
-
-
-def is_placement_header(lname: bytes) -> bool:
-    """Client-supplied ``X-Partition`` / ``X-Placement*`` headers are never trusted."""
-    return lname == b"x-partition" or lname.startswith(b"x-placement")
 
 
 def chunk(data: bytes) -> bytes:
