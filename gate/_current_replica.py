@@ -37,7 +37,8 @@ class CurrentReplica:
         r = self.replica
         if r is None:
             raise UnknownPartition(f"unknown partition {partition!r} (no table yet)", partition)
-        return r.get(partition)
+        at: PlacementAt = r.get(partition)
+        return at
 
     def lookup(self, partition: str) -> PlacementAt | None:
         r = self.replica

@@ -52,7 +52,7 @@ class SessionLost(BackendError):
     """The Consul session this process held no longer exists (expired or destroyed)."""
 
 
-class _HTTPClient(consul.aio.HTTPClient):
+class _HTTPClient(consul.aio.HTTPClient):  # type: ignore[misc]  # py-consul is untyped
     """``consul.aio.HTTPClient`` with our own aiohttp session.
 
     py-consul 1.8 builds its ``TCPConnector`` with ``verify_ssl=`` and
@@ -73,7 +73,7 @@ class _HTTPClient(consul.aio.HTTPClient):
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s))
 
 
-class _Consul(consul.aio.Consul):
+class _Consul(consul.aio.Consul):  # type: ignore[misc]  # py-consul is untyped
     """``consul.aio.Consul`` over ``_HTTPClient``, with exactly the token given."""
 
     def __init__(self, url: str, *, token: str | None, timeout_s: float) -> None:
