@@ -2,7 +2,7 @@
 
 The placement state machine (``gate.step``) says what the *store* may do; this
 table says what a job *record* may say next. Every change of ``Job.status``
-goes through ``job_step`` (``Job.at_phase`` calls it), so a record can never
+goes through it (``Job.with_`` and ``Job.at_phase`` ask ``event_between``), so a record can never
 jump backwards from a final status — a late ``aborted`` cannot overwrite a
 ``completed`` — nor skip the barrier (draining → replaying without cutover).
 
