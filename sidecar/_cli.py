@@ -30,10 +30,11 @@ from typing import Any, Callable, Iterator, Sequence, TextIO
 
 import grpc
 
-from . import _grpc_convert as conv
-from ._jobstatus import JobStatus
 from gate.pb.epochgate.v1 import epochgate_pb2 as pb
 from gate.pb.epochgate.v1 import epochgate_pb2_grpc as pb_grpc
+
+from . import _grpc_convert as conv
+from ._jobstatus import JobStatus
 
 EXIT_OK = 0  # the asked outcome happened (for migrate: the job completed)
 EXIT_FAILED = 1  # the migration job failed
