@@ -5,10 +5,11 @@
 ``DIR`` is another checkout of the project (e.g. ``git archive <commit> | tar -x
 -C DIR``). One nginx upstream answering 1 KiB; the 1-worker sidecar of each tree
 (gating, metrics and access log on; POST is a gated write) is started in turn,
-``--rounds`` times alternating baseline/candidate so drift on a shared machine
-hits both alike, and wrk measures GET and POST. Prints each round and the
-median CPU-µs per request of each tree with the ratio candidate/baseline: a
-refactor that claims "no slower" shows a ratio within the spread of the rounds.
+``--rounds`` times, alternating which tree goes first so drift on a shared
+machine hits both alike, and wrk measures GET and POST. Prints each round, the
+median CPU-µs per request of each tree, and the median of the per-round
+candidate/baseline ratios (each pair measured back to back): a refactor that
+claims "no slower" shows a ratio within the spread of the rounds.
 """
 
 from __future__ import annotations
@@ -68,7 +69,8 @@ def main() -> int:
         trees = {"baseline": a.baseline.resolve(), "candidate": ROOT}
         cpu: dict[tuple[str, str], list[float]] = {}
         for rnd in range(a.rounds):
-            for name, tree in trees.items():
+            order = list(trees.items()) if rnd % 2 == 0 else list(trees.items())[::-1]  # cancel drift
+            for name, tree in order:
                 port = free_port()
                 argv = [sys.executable, "-m", "sidecar", "--placement", str(placement), "--listen",
                         f"127.0.0.1:{port}", "--admin", f"127.0.0.1:{free_port()}", "--control",
@@ -94,8 +96,9 @@ def main() -> int:
             b = statistics.median(cpu[("baseline", method)])
             c = statistics.median(cpu[("candidate", method)])
             spread = max(cpu[("baseline", method)]) / min(cpu[("baseline", method)])
-            print(f"{method:4s} baseline {b:6.1f} µs  candidate {c:6.1f} µs  ratio {c / b:.3f}  "
-                  f"(baseline max/min across rounds {spread:.2f})")
+            paired = statistics.median(x / y for x, y in zip(cpu[("candidate", method)], cpu[("baseline", method)]))
+            print(f"{method:4s} baseline {b:6.1f} µs  candidate {c:6.1f} µs  ratio of medians {c / b:.3f}  "
+                  f"median of per-round ratios {paired:.3f}  (baseline max/min across rounds {spread:.2f})")
     finally:
         if up is not None:
             up.stop()
