@@ -37,12 +37,8 @@ sys.path.insert(0, str(ROOT))
 
 import aiohttp  # noqa: E402
 
-from gate._consul_consensus import ConsulConsensus, open_consul  # noqa: E402
-from gate._participant import Participant  # noqa: E402
-from gate._replica import Replica  # noqa: E402
-from gate._sessions import ConsulHTTP  # noqa: E402
 from sidecar._barrier import Barrier  # noqa: E402
-from sidecar._inflight import InflightTracker  # noqa: E402
+from gate import ConsulConsensus, ConsulHTTP, InflightTracker, Participant, Replica, open_consul  # noqa: E402
 from sidecar._jobs import Job, JobRecords  # noqa: E402
 from sidecar._mover import HttpHooksMover  # noqa: E402
 from sidecar._runner import JobRunner  # noqa: E402

@@ -33,9 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from gate import ConsensusStore, ConsulConsensus, PartitionState, Replica  # noqa: E402
-from gate._consensus import put  # noqa: E402
-from gate._consensus_store import PARTITIONS, encode_state  # noqa: E402
+from gate import ConsensusStore, ConsulConsensus, PartitionState, Replica, TxnOp  # noqa: E402
 from tests._consul import ConsulProcess, consul_binary, free_ports  # noqa: E402
 
 
@@ -64,11 +62,15 @@ def kb(n: float) -> str:
     return f"{n / 1024:,.1f} KiB" if n >= 1024 else f"{n:,.0f} B"
 
 
+PARTITIONS = "partitions/"  # the current-state keys of the Consul layout (DESIGN §4)
+
+
 async def seed(c: ConsulConsensus, n: int) -> None:
-    state = encode_state(PartitionState.active("node-a"))
+    """Write ``n`` Active partitions straight into the layout, 64 per transaction."""
+    state = json.dumps(PartitionState.active("node-a").to_dict(), separators=(",", ":")).encode()
     keys = [f"{PARTITIONS}tenant-{i:05d}" for i in range(n)]
     for i in range(0, n, 64):
-        assert await c.txn([put(k, state) for k in keys[i:i + 64]]) is not None
+        assert await c.txn([TxnOp("put", k, state) for k in keys[i:i + 64]]) is not None
 
 
 async def main() -> None:

@@ -5,7 +5,9 @@ Implementation lives in private modules; this package re-exports the public
 names (``__all__`` is checked by a test).
 """
 
+from ._admission import FAIL_CLOSED, fail_closed_admit, fail_closed_reject
 from ._admit import AdmitClient, Admitter, LocalAdmitter, SyncAdmitClient
+from ._app_participant import AppParticipant, make_participant, open_participant
 from ._aiohttp import aiohttp_middleware
 from ._asgi import AsgiGateMiddleware
 from ._consensus import Consensus, MemoryConsensus, TxnOp, Versioned
@@ -30,11 +32,20 @@ from ._exceptions import (
 )
 from ._grpc_interceptor import grpc_interceptor
 from ._guard import CommitGuard, Stamp, commit_point, current_guard
+from ._inflight import InflightTracker
 from ._machine import Op, step
 from ._participant import Participant
-from ._placement_file import PlacementConfig, load_placement_file, parse_placement
-from ._problem import ProblemDocument, is_stale_epoch_problem, problem_document, unstamped_problem
+from ._placement_file import PlacementConfig, load_placement_file, parse_placement, validate_url
+from ._problem import (
+    PROBLEM_CONTENT_TYPE,
+    PROBLEM_TYPE_PREFIX,
+    ProblemDocument,
+    is_stale_epoch_problem,
+    problem_document,
+    unstamped_problem,
+)
 from ._replica import Backoff, Replica
+from ._sessions import ConsulHTTP, KVEntry, SessionLost
 from ._store import EmbeddedStore, MigrationStore, PlacementSource
 from ._table import PlacementTable
 from ._types import (
@@ -49,6 +60,8 @@ from ._types import (
     Reject,
     RejectReason,
     WriteAdmission,
+    node_name,
+    partition_id,
 )
 
 __all__ = [
@@ -57,6 +70,7 @@ __all__ = [
     "AdmitClient",
     "Admitter",
     "AlreadyMigrating",
+    "AppParticipant",
     "AsgiGateMiddleware",
     "BackendError",
     "Backoff",
@@ -66,11 +80,15 @@ __all__ = [
     "Consensus",
     "ConsensusStore",
     "ConsulConsensus",
+    "ConsulHTTP",
     "EmbeddedStore",
     "Epoch",
     "EpochgateError",
+    "FAIL_CLOSED",
     "GateUnavailable",
     "HistoryEntry",
+    "InflightTracker",
+    "KVEntry",
     "LocalAdmitter",
     "MemoryConsensus",
     "MigrationError",
@@ -80,6 +98,8 @@ __all__ = [
     "NotDraining",
     "NotMigrating",
     "Op",
+    "PROBLEM_CONTENT_TYPE",
+    "PROBLEM_TYPE_PREFIX",
     "Participant",
     "PartitionId",
     "PartitionState",
@@ -94,6 +114,7 @@ __all__ = [
     "Reject",
     "RejectReason",
     "Replica",
+    "SessionLost",
     "StaleEpoch",
     "Stamp",
     "SyncAdmitClient",
@@ -105,12 +126,19 @@ __all__ = [
     "aiohttp_middleware",
     "commit_point",
     "current_guard",
+    "fail_closed_admit",
+    "fail_closed_reject",
     "grpc_interceptor",
     "is_stale_epoch_problem",
     "load_placement_file",
+    "make_participant",
+    "node_name",
     "open_consul",
+    "open_participant",
     "parse_placement",
+    "partition_id",
     "problem_document",
     "step",
     "unstamped_problem",
+    "validate_url",
 ]

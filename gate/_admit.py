@@ -20,24 +20,11 @@ import logging
 import threading
 from typing import Any, Awaitable, Protocol, runtime_checkable
 
+from ._admission import FAIL_CLOSED, fail_closed_admit
 from ._exceptions import ConfigError
-from ._types import (
-    ADMIT,
-    Epoch,
-    Phase,
-    Placement,
-    PlacementAt,
-    Reject,
-    RejectReason,
-    WriteAdmission,
-)
+from ._types import WriteAdmission
 
 log = logging.getLogger("epochgate.admit")
-
-FAIL_CLOSED = Reject(RejectReason.FAIL_CLOSED, None, None)
-"""The answer when the gate cannot be asked (no current placement known)."""
-
-_PHASES = {1: Phase.ACTIVE, 2: Phase.DRAINING, 3: Phase.CUTOVER}
 
 
 @runtime_checkable
@@ -53,31 +40,16 @@ class Admitter(Protocol):
 
 
 def _pb() -> tuple[Any, Any]:
-    from sidecar._pb.epochgate.v1 import epochgate_pb2, epochgate_pb2_grpc
+    from .pb.epochgate.v1 import epochgate_pb2, epochgate_pb2_grpc
 
     return epochgate_pb2, epochgate_pb2_grpc
 
 
 def admission_from_response(resp: Any) -> WriteAdmission:
-    """Map an ``AdmitWriteResponse`` onto ``ADMIT``/``Reject``.
+    """See ``gate.wire.admission_from_response`` (imported lazily: it loads protobuf)."""
+    from .wire import admission_from_response as convert
 
-    A refusal with a reason this version does not know is taken as fail closed
-    (still a refusal: an unknown "no" is never read as a "yes").
-    """
-    if resp.admitted:
-        return ADMIT
-    try:
-        reason = RejectReason(resp.reason)
-    except ValueError:
-        reason = RejectReason.FAIL_CLOSED
-    current = None
-    phase = None
-    if resp.HasField("current") and resp.current.from_node:
-        current = PlacementAt(Placement(resp.current.from_node), Epoch(resp.current.epoch))
-        phase = _PHASES.get(resp.current.phase)
-    if current is None and reason is RejectReason.FAIL_CLOSED:
-        return FAIL_CLOSED
-    return Reject(reason, current, phase)
+    return convert(resp)
 
 
 # The sidecar is on loopback: after it restarts, reconnect within about a second
@@ -289,13 +261,11 @@ class LocalAdmitter:
         if tracker is not None:
             tracker.begin(partition, epoch)
         try:
-            if self.participant is not None and not self.participant.writable():
-                result: WriteAdmission = _fail_closed_at(self.source, partition)
-            else:
-                result = self.source.admit_write(partition, epoch)
+            writable = self.participant is None or self.participant.writable()
         except Exception as exc:
             log.warning("local admit failed closed: %s", _short(exc))
-            result = FAIL_CLOSED
+            writable = False
+        result = fail_closed_admit(self.source, partition, epoch, writable)
         if not result and tracker is not None:
             tracker.end(partition, epoch)
         return result
@@ -307,17 +277,6 @@ class LocalAdmitter:
 
     def __repr__(self) -> str:
         return f"LocalAdmitter({type(self.source).__name__}, participant={self.participant is not None})"
-
-
-def _fail_closed_at(source: Any, partition: str) -> Reject:
-    try:
-        state = source.state(partition)
-    except Exception:
-        state = None
-    if state is None:
-        return FAIL_CLOSED
-    st, epoch = state
-    return Reject(RejectReason.FAIL_CLOSED, PlacementAt(st.read_placement, epoch), st.phase)
 
 
 def _short(exc: BaseException) -> str:

@@ -66,7 +66,8 @@ def aiohttp_middleware(
         request[key] = guard
         token = _current.set(guard)
         try:
-            return await handler(request)
+            response: web.StreamResponse = await handler(request)
+            return response
         except StaleEpoch as exc:
             return respond(problem_document(exc.reject, exc.partition, retry_after_s=retry_after_s))
         finally:

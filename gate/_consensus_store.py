@@ -256,7 +256,7 @@ class ConsensusStore:
 
     async def nodes(self) -> dict[str, str]:
         items, _ = await self.consensus.read_prefix(NODES)
-        out = {}
+        out: dict[str, str] = {}
         for v in items:
             try:
                 out[node_name(v.key[len(NODES):])] = validate_url(v.value.decode(), v.key)

@@ -13,10 +13,9 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from ._admission import fail_closed_admit
 from ._exceptions import UnknownPartition
-from ._types import Epoch, PartitionState, PlacementAt, Reject, RejectReason, WriteAdmission
-
-_REJECT_CLOSED = Reject(RejectReason.FAIL_CLOSED, None, None)
+from ._types import Epoch, PartitionState, PlacementAt, WriteAdmission
 
 
 def read_at(replica: Any) -> float:
@@ -38,7 +37,8 @@ class CurrentReplica:
         r = self.replica
         if r is None:
             raise UnknownPartition(f"unknown partition {partition!r} (no table yet)", partition)
-        return r.get(partition)
+        at: PlacementAt = r.get(partition)
+        return at
 
     def lookup(self, partition: str) -> PlacementAt | None:
         r = self.replica
@@ -47,10 +47,7 @@ class CurrentReplica:
     def admit_write(self, partition: str, epoch: int) -> WriteAdmission:
         """The replica's answer, but fail closed unless ``writable()``."""
         r = self.replica
-        if r is None or not self.writable():
-            cur = None if r is None else r.lookup(partition)
-            return _REJECT_CLOSED if cur is None else Reject(RejectReason.FAIL_CLOSED, cur, None)
-        return r.admit_write(partition, epoch)
+        return fail_closed_admit(r, partition, epoch, r is not None and self.writable())
 
     def state(self, partition: str) -> tuple[PartitionState, Epoch] | None:
         r = self.replica

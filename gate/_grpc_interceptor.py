@@ -88,7 +88,7 @@ def _interceptor_class() -> type:
 
         return run
 
-    class GateInterceptor(grpc.aio.ServerInterceptor):
+    class GateInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc is untyped
         """Builds each call's ``CommitGuard`` from its metadata (see module doc)."""
 
         def __init__(self, admitter: Any, allow_unstamped: bool, read_methods: frozenset[str]) -> None:

@@ -23,8 +23,9 @@ import inspect
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, TypeVar
 
+from ._admission import FAIL_CLOSED
 from ._exceptions import ConfigError, StaleEpoch, UnstampedWrite
-from ._types import Epoch, WriteAdmission, partition_id
+from ._types import Epoch, Reject, WriteAdmission, partition_id
 
 PARTITION_HEADER = "X-Partition"
 EPOCH_HEADER = "X-Placement-Epoch"
@@ -81,7 +82,7 @@ def _get_ci(headers: Mapping[str, str], name: str) -> str | None:
         lname = name.lower()
         for k, v in headers.items():
             if k.lower() == lname:
-                return v
+                return str(v)
     return value
 
 
@@ -134,7 +135,9 @@ class CommitGuard:
         self._held = bool(result)
         if not result:
             assert self.stamp is not None
-            raise StaleEpoch(result, self.stamp.partition, self.stamp.epoch)
+            # (an admitter answering some other falsy value is refused all the same)
+            raise StaleEpoch(result if isinstance(result, Reject) else FAIL_CLOSED, self.stamp.partition,
+                             self.stamp.epoch)
 
     async def check(self) -> None:
         """Admit now; raise ``StaleEpoch`` if refused (no in-flight accounting)."""

@@ -115,7 +115,8 @@ class LongPollClient:
 
 
 async def _read_chunked(reader: asyncio.StreamReader) -> tuple[bytes, int]:
-    parts, overhead = [], 0
+    parts: list[bytes] = []
+    overhead = 0
     while True:
         size_line = await reader.readuntil(b"\r\n")
         size = int(size_line.split(b";", 1)[0].strip(), 16)

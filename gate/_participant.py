@@ -122,7 +122,7 @@ class Participant(CurrentReplica):
         self._wake: asyncio.Event | None = None
         self._rejoin: asyncio.Event | None = None
         self._reason = ""
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
         self._joined_once: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -319,7 +319,7 @@ class Participant(CurrentReplica):
 
     # ---- serving: renewals (rules 4, 5) and the watchdog (rule 3) -------------
 
-    async def _serve(self, acker: asyncio.Task) -> None:
+    async def _serve(self, acker: asyncio.Task[None]) -> None:
         renewer = asyncio.create_task(self._renew_loop(), name=f"renew-{self.id}")
         watcher = asyncio.create_task(self._watch_key(), name=f"key-{self.id}")
         tick = min(self.renew_every_s, self.lease_s / 10)

@@ -73,8 +73,8 @@ def parse_placement(data: Any, source: str = "placement") -> PlacementConfig:
         if not isinstance(value, dict):
             raise PlacementFileError(name, f"expected a table, got {type(value).__name__}")
     try:
-        nodes = {node_name(k, f"nodes.{k}"): validate_url(v, f"nodes.{k}") for k, v in nodes_raw.items()}
-        partitions = {
+        nodes: dict[str, str] = {node_name(k, f"nodes.{k}"): validate_url(v, f"nodes.{k}") for k, v in nodes_raw.items()}
+        partitions: dict[str, str] = {
             partition_id(k, f"partitions.{k}"): node_name(v, f"partitions.{k}") for k, v in parts_raw.items()
         }
     except PlacementFileError:

@@ -49,7 +49,7 @@ class Backoff:
     def next(self) -> float:
         d = min(self.cap_s, self.base_s * (2 ** min(self.failures, 30)))
         self.failures += 1
-        return d / 2 + self._rng() * d / 2
+        return float(d / 2 + self._rng() * d / 2)
 
     def reset(self) -> None:
         self.failures = 0
@@ -88,8 +88,8 @@ class Replica:
         self.stale_store = False  # the store lost its data; serving the last table
         self._log_index = 0  # seqno of the last log entry applied
         self._lock = asyncio.Lock()
-        self._task: asyncio.Task | None = None
-        self._refreshing: asyncio.Future | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._refreshing: asyncio.Future[None] | None = None
         self._last_bad: tuple[str, int] | None = None
 
     # ---- life cycle --------------------------------------------------------
@@ -136,7 +136,7 @@ class Replica:
             self._refreshing.add_done_callback(self._refresh_done)
         await asyncio.shield(self._refreshing)
 
-    def _refresh_done(self, fut: asyncio.Future) -> None:
+    def _refresh_done(self, fut: asyncio.Future[None]) -> None:
         self._refreshing = None
         if not fut.cancelled():
             fut.exception()  # retrieved here so an unawaited failure is not reported twice
@@ -270,7 +270,7 @@ class Replica:
         self._fresh()
 
     def _parse_nodes(self, items: list[Versioned]) -> dict[str, str]:
-        out = {}
+        out: dict[str, str] = {}
         for v in items:
             try:
                 out[node_name(v.key[len(NODES):])] = validate_url(v.value.decode(), v.key)

@@ -16,7 +16,6 @@ timeout longer than it (aiohttp's default total timeout is 300 s).
 from __future__ import annotations
 
 import asyncio
-import base64
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -43,13 +42,6 @@ class KVEntry:
     modify_index: int
 
     @classmethod
-    def from_json(cls, raw: dict[str, Any]) -> "KVEntry":
-        """From Consul's raw JSON (``Value`` still base64)."""
-        value = raw.get("Value")
-        return cls(raw["Key"], base64.b64decode(value) if value else b"", raw.get("Session") or None,
-                   int(raw.get("ModifyIndex", 0)))
-
-    @classmethod
     def from_decoded(cls, raw: dict[str, Any]) -> "KVEntry":
         """From py-consul's answer (``Value`` already decoded to bytes, or None)."""
         return cls(raw["Key"], raw.get("Value") or b"", raw.get("Session") or None,
@@ -60,7 +52,7 @@ class SessionLost(BackendError):
     """The Consul session this process held no longer exists (expired or destroyed)."""
 
 
-class _HTTPClient(consul.aio.HTTPClient):
+class _HTTPClient(consul.aio.HTTPClient):  # type: ignore[misc]  # py-consul is untyped
     """``consul.aio.HTTPClient`` with our own aiohttp session.
 
     py-consul 1.8 builds its ``TCPConnector`` with ``verify_ssl=`` and
@@ -81,7 +73,7 @@ class _HTTPClient(consul.aio.HTTPClient):
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s))
 
 
-class _Consul(consul.aio.Consul):
+class _Consul(consul.aio.Consul):  # type: ignore[misc]  # py-consul is untyped
     """``consul.aio.Consul`` over ``_HTTPClient``, with exactly the token given."""
 
     def __init__(self, url: str, *, token: str | None, timeout_s: float) -> None:

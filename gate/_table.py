@@ -14,7 +14,7 @@ and the Consul replica answer reads with literally the same code.
 from __future__ import annotations
 
 import threading
-from typing import Callable, Iterable, Mapping
+from typing import Callable, Mapping
 
 from ._exceptions import UnknownPartition
 from ._machine import Op, step
@@ -128,7 +128,16 @@ class PlacementTable:
         return self._transition(partition, Op.ABORT)
 
     def remove(self, partition: str) -> Epoch:
-        """Forget a partition (operator action; its writes then get ``unknown_partition``)."""
+        """Forget a partition (operator action; its writes then get ``unknown_partition``).
+
+        Deliberately *outside* the state machine (``step``): removal is not a
+        migration transition and no store other than this in-process table has
+        it. It exists for the embedded store's SIGHUP reload, where a partition
+        that left the placement file is forgotten whatever its phase (like
+        ``set``, an operator override). It still stamps a fresh epoch and
+        notifies subscribers with ``state=None``, so a replica, the worker
+        fan-out and ``Watch`` streams see it as a change like any other.
+        """
         with self._lock:
             if partition not in self._entries:
                 raise UnknownPartition(f"unknown partition {partition!r}", partition)
@@ -213,7 +222,3 @@ class PlacementTable:
     def _notify(self, partition: str, state: PartitionState | None, epoch: Epoch) -> None:
         for fn in list(self._subscribers):
             fn(partition, state, epoch)
-
-    @classmethod
-    def from_items(cls, items: Iterable[tuple[str, str]]) -> "PlacementTable":
-        return cls(dict(items))

@@ -13,16 +13,9 @@ import asyncio
 import sys
 from typing import Sequence
 
+from ._loop import new_event_loop
+
 _CLI = {"migrate", "jobs", "partitions", "nodes"}
-
-
-def new_event_loop() -> asyncio.AbstractEventLoop:
-    """uvloop when available (the data path is measured on it), else asyncio's."""
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency off Windows
-        return asyncio.new_event_loop()
-    return uvloop.new_event_loop()
 
 
 async def _serve(cfg) -> None:

@@ -14,9 +14,8 @@ from typing import Awaitable, Callable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from gate._store import PlacementSource
+from gate import InflightTracker, PlacementSource
 
-from ._inflight import InflightTracker
 from ._metrics import Metrics
 from ._stats import Stats
 from ._writegate import WriteGate

@@ -19,9 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
-from gate._exceptions import BackendError
-from gate._sessions import ConsulHTTP, KVEntry
-from gate._store import MigrationStore
+from gate import BackendError, ConsulHTTP, KVEntry, MigrationStore
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,9 +30,11 @@ from typing import Any, Callable, Iterator, Sequence, TextIO
 
 import grpc
 
+from gate.pb.epochgate.v1 import epochgate_pb2 as pb
+from gate.pb.epochgate.v1 import epochgate_pb2_grpc as pb_grpc
+
 from . import _grpc_convert as conv
-from ._pb.epochgate.v1 import epochgate_pb2 as pb
-from ._pb.epochgate.v1 import epochgate_pb2_grpc as pb_grpc
+from ._jobstatus import JobStatus
 
 EXIT_OK = 0  # the asked outcome happened (for migrate: the job completed)
 EXIT_FAILED = 1  # the migration job failed
@@ -43,7 +45,7 @@ EXIT_REFUSED = 5  # the control API refused the call (unknown partition/job/node
 EXIT_INTERRUPTED = 130  # Ctrl-C while following a job (the job keeps running)
 
 DEFAULT_CONTROL = "127.0.0.1:50051"
-_STEPS = ("pending", "draining", "cutover", "replaying", "completed")
+_STEPS = tuple(s.value for s in JobStatus if s not in (JobStatus.FAILED, JobStatus.ABORTED))
 _FOLLOW_RECONNECT_S = 30.0  # a controller fail-over (Consul lock) fits in this
 
 

@@ -19,9 +19,7 @@ import tomllib
 from dataclasses import dataclass, fields
 from typing import Any, Mapping, Sequence
 
-from gate import ConfigError
-from gate._placement_file import validate_url
-from gate._types import node_name
+from gate import ConfigError, node_name, validate_url
 
 ENV_PREFIX = "EPOCHGATE_"
 

@@ -15,8 +15,7 @@ import random
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
-from gate import ConfigError
-from gate._store import PlacementSource
+from gate import ConfigError, PlacementSource
 
 from ._config import SidecarConfig
 from ._hold import Hold

@@ -27,10 +27,18 @@ from typing import AsyncIterator, Sequence
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from gate._exceptions import AlreadyMigrating, BackendError, ConfigError, NoOpMove, UnknownPartition
-from gate._placement_file import validate_url
-from gate._sessions import ConsulHTTP, SessionLost
-from gate._types import PartitionState, node_name, partition_id
+from gate import (
+    AlreadyMigrating,
+    BackendError,
+    ConfigError,
+    ConsulHTTP,
+    Op,
+    SessionLost,
+    node_name,
+    partition_id,
+    step,
+    validate_url,
+)
 
 from ._barrier import Barrier
 from ._jobs import Job, JobConflict, JobRecords
@@ -97,7 +105,7 @@ class Controller:
                  deadline_s: float = 10.0, extra_nodes: dict[str, str] | None = None, mover: Mover | None = None,
                  metrics: Metrics | None = None, owner: str | None = None, ttl_s: float = 10.0,
                  barrier_cls: type[Barrier] = Barrier) -> None:
-        from gate._consul_consensus import open_consul
+        from gate import open_consul
 
         if deadline_s <= 0:
             raise ConfigError("cutover_deadline", f"must be > 0 seconds, got {deadline_s!r}")
@@ -220,13 +228,11 @@ class Controller:
         partition = partition_id(partition)
         to = node_name(to, "to_node")
         st = await self.store.state(partition)
-        if st is None:
-            raise UnknownPartition(f"unknown partition {partition!r}", partition)
-        state, _ = st
-        if state.migrating:
-            raise AlreadyMigrating(f"partition {partition} is already {state}", partition)
-        if state == PartitionState.active(to):
-            raise NoOpMove(f"partition {partition} already lives on {to}", partition)
+        state = None if st is None else st[0]
+        # Ask the state machine, as the store's begin will: UnknownPartition,
+        # AlreadyMigrating or NoOpMove come from the one table, not a copy of it.
+        step(partition, state, Op.BEGIN, to)
+        assert state is not None  # (step refused an unknown partition)
         nodes = await self.nodes()
         if to not in nodes:
             raise ConfigError("to_node", f"unknown node {to!r} (known: {sorted(nodes)})")

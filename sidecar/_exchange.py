@@ -34,7 +34,6 @@ if TYPE_CHECKING:
     from ._upstream import UpstreamConn
 
 PENDING_HIGH = 256 * 1024
-IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 _HOLDABLE = (RejectReason.CUTOVER, RejectReason.STALE_EPOCH, RejectReason.FAIL_CLOSED)  # never reached the app
 _PHASES = {p.value: p for p in Phase}
 

@@ -23,9 +23,8 @@ import asyncio
 import logging
 from typing import Protocol
 
-from gate import EmbeddedStore, Epoch, Phase, PartitionState
+from gate import EmbeddedStore, Epoch, InflightTracker, Phase, PartitionState
 
-from ._inflight import InflightTracker
 
 log = logging.getLogger("epochgate.sidecar")
 

@@ -8,22 +8,14 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from gate import Epoch, PartitionState, Phase
-from gate._types import Reject, WriteAdmission
+from gate import PartitionState, Reject, WriteAdmission
+from gate.pb.epochgate.v1 import epochgate_pb2 as pb
+from gate.wire import PHASE_TO_PB as _PHASE_TO_PB
+from gate.wire import phase_to_pb  # noqa: F401 - conv.phase_to_pb for the server
 
-from ._pb.epochgate.v1 import epochgate_pb2 as pb
+from ._jobstatus import FINAL
 
-_PHASE_TO_PB = {
-    Phase.ACTIVE: pb.PHASE_ACTIVE,
-    Phase.DRAINING: pb.PHASE_DRAINING,
-    Phase.CUTOVER: pb.PHASE_CUTOVER,
-}
-_PHASE_FROM_PB = {v: k for k, v in _PHASE_TO_PB.items()}
 _PHASE_NAMES = {pb.PHASE_UNSPECIFIED: "removed", **{v: k.value for k, v in _PHASE_TO_PB.items()}}
-
-
-def phase_to_pb(phase: Phase | None) -> int:
-    return pb.PHASE_UNSPECIFIED if phase is None else _PHASE_TO_PB[phase]
 
 
 def phase_name(value: int) -> str:
@@ -45,16 +37,8 @@ def state_to_pb(partition: str, state: PartitionState | None, epoch: int) -> pb.
     )
 
 
-def state_from_pb(msg: pb.PartitionState) -> tuple[str, PartitionState | None, Epoch]:
-    """Inverse of ``state_to_pb``; raises ``ValueError`` on an inconsistent message."""
-    if msg.phase == pb.PHASE_UNSPECIFIED:
-        return msg.partition, None, Epoch(msg.epoch)
-    phase = _PHASE_FROM_PB[msg.phase]
-    return msg.partition, PartitionState(phase, msg.from_node, msg.to_node or None), Epoch(msg.epoch)
-
-
 def admission_to_pb(
-    partition: str, decision: WriteAdmission, state: tuple[PartitionState, Epoch] | None
+    partition: str, decision: WriteAdmission, state: tuple[PartitionState, int] | None
 ) -> pb.AdmitWriteResponse:
     """An admission decision plus the partition's state now (absent when unknown)."""
     current = None if state is None else state_to_pb(partition, state[0], state[1])
@@ -94,4 +78,4 @@ def job_to_dict(msg: pb.Job) -> dict[str, Any]:
     return out
 
 
-TERMINAL_STATUSES = frozenset({"completed", "failed", "aborted"})
+TERMINAL_STATUSES = frozenset(s.value for s in FINAL)

@@ -31,17 +31,17 @@ from gate import (
     MigrationStore,
     PartitionState,
     PlacementSource,
-    Reject,
-    RejectReason,
     UnknownPartition,
+    fail_closed_admit,
+    node_name,
+    partition_id,
+    validate_url,
 )
-from gate._placement_file import validate_url
-from gate._types import node_name, partition_id
+from gate.pb.epochgate.v1 import epochgate_pb2 as pb
+from gate.pb.epochgate.v1 import epochgate_pb2_grpc as pb_grpc
 
 from . import _grpc_convert as conv
 from ._grpc_auth import TokenInterceptor, is_loopback, split_hostport
-from ._pb.epochgate.v1 import epochgate_pb2 as pb
-from ._pb.epochgate.v1 import epochgate_pb2_grpc as pb_grpc
 
 log = logging.getLogger("epochgate.control")
 
@@ -105,10 +105,8 @@ class GateServicer(pb_grpc.GateServicer):
     async def AdmitWrite(self, request: pb.AdmitWriteRequest, context: Any) -> pb.AdmitWriteResponse:
         p = partition_id(request.partition)
         state = self._source.state(p)
-        if self._gate is not None and not self._gate.writable():
-            # Fail closed: the barrier participant or the lease says no write may commit.
-            return conv.admission_to_pb(p, Reject(RejectReason.FAIL_CLOSED, None, None), state)
-        decision = self._source.admit_write(p, request.epoch)
+        # Fail closed when the barrier participant or the lease says no write may commit.
+        decision = fail_closed_admit(self._source, p, request.epoch, self._gate is None or self._gate.writable())
         # Report the state the decision was made against when it did not change
         # meanwhile; a concurrent transition only makes ``current`` newer.
         return conv.admission_to_pb(p, decision, self._source.state(p) or state)

@@ -23,7 +23,7 @@ import asyncio
 import threading
 from typing import Any, Callable
 
-from gate._store import PlacementSource
+from gate import PlacementSource
 
 RECHECK_S = 0.02   # fail-closed waiters see the gate open again within this (cost: one writable() per tick)
 

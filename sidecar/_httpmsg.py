@@ -13,15 +13,8 @@ import socket
 from http import HTTPStatus
 from typing import Any
 
-from gate import Reject
-from gate._problem import PROBLEM_TYPE_PREFIX, ProblemDocument, problem_document
-from gate._problem import is_stale_epoch_problem as _is_stale
-
-HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer",
-                        b"transfer-encoding", b"upgrade"})
-#: request headers the proxy owns: stripped from the client's request, set by the proxy
-OWNED_REQUEST = frozenset({b"host", b"x-partition", b"x-placement", b"x-placement-epoch", b"expect",
-                           b"content-length", b"x-forwarded-for"})
+from gate import PROBLEM_TYPE_PREFIX, ProblemDocument, Reject, problem_document
+from gate import is_stale_epoch_problem as _is_stale
 
 _REASONS = {s.value: s.phrase.encode("latin-1") for s in HTTPStatus}
 
@@ -35,11 +28,6 @@ def connection_tokens(value: bytes) -> set[bytes]:
     return {t.strip().lower() for t in value.split(b",") if t.strip()}
 
 
-def is_placement_header(lname: bytes) -> bool:
-    """Client-supplied ``X-Partition`` / ``X-Placement*`` headers are never trusted."""
-    return lname == b"x-partition" or lname.startswith(b"x-placement")
-
-
 def chunk(data: bytes) -> bytes:
     """One chunk of a chunked body."""
     return b"%x\r\n%b\r\n" % (len(data), data)
@@ -51,7 +39,7 @@ CONTINUE_100 = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 def problem_body(status: int, slug: str, title: str, detail: str | None = None, **extra: object) -> bytes:
     """The proxy's own RFC 9457 problem document (not a refused write: see
-    ``stale_epoch_problem``), built by the one builder ``gate._problem``."""
+    ``stale_epoch_problem``), built by the one builder ``gate.problem_document``."""
     doc: dict[str, object] = {"type": PROBLEM_TYPE_PREFIX + slug, "title": title, "status": status}
     if detail:
         doc["detail"] = detail

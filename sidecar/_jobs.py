@@ -21,12 +21,14 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Protocol, runtime_checkable
 
-from gate._exceptions import BackendError, ConfigError
-from gate._sessions import ConsulHTTP
-from gate._types import node_name, partition_id
+from gate import BackendError, ConfigError, ConsulHTTP, node_name, partition_id
 
-STATUSES = ("pending", "draining", "cutover", "replaying", "completed", "failed", "aborted")
-TERMINAL = frozenset({"completed", "failed", "aborted"})
+from ._jobstatus import FINAL, JobStatus, event_between
+
+# The record keeps the status as its plain string value (JSON, the wire, metric
+# labels); the names below are derived from the enum, never written out again.
+STATUSES = tuple(s.value for s in JobStatus)
+TERMINAL = frozenset(s.value for s in FINAL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +84,14 @@ class Job:
         return self.status in TERMINAL
 
     def with_(self, **changes: Any) -> "Job":
+        """An updated copy. A status change must be a transition of the job table
+        (``sidecar._jobstatus``); otherwise ``JobTransitionError`` and nothing changes."""
+        status = changes.get("status")
+        if status is not None and status != self.status:
+            if status not in STATUSES:
+                raise ConfigError("status", f"unknown job status {status!r}")
+            event_between(self.status, status)
+            changes["status"] = JobStatus(status).value
         return dataclasses.replace(self, **changes)
 
     def at_phase(self, phase: str, epoch: int = 0, **changes: Any) -> "Job":

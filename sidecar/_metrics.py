@@ -13,14 +13,19 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-PHASES = ("active", "draining", "cutover", "none")  # "none": partition unknown / not resolved
+from gate import Phase, RejectReason
+
+from ._jobstatus import JobStatus
+
+# Label values come from the enums they count; "none" = not resolved / no reason.
+PHASES = (*(p.value for p in Phase), "none")
 KINDS = ("read", "write")
 OUTCOMES = ("ok", "held_ok", "rejected", "bad_request", "unknown_partition", "upstream_error", "timeout", "error")
 STAGES = ("resolve", "admit", "upstream", "total")
 DECISIONS = ("admit", "reject")
-REASONS = ("none", "stale_epoch", "cutover", "unknown_partition", "fail_closed")
-JOB_STATUSES = ("pending", "draining", "cutover", "replaying", "completed", "failed", "aborted")
-MIGRATION_PHASES = ("draining", "cutover", "replaying")
+REASONS = ("none", *(r.value for r in RejectReason))
+JOB_STATUSES = tuple(s.value for s in JobStatus)
+MIGRATION_PHASES = tuple(s.value for s in JobStatus if not s.final and s is not JobStatus.PENDING)
 
 _FAST = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 _SLOW = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)

@@ -23,7 +23,7 @@ from typing import Callable, Protocol, runtime_checkable
 
 import aiohttp
 
-from gate._exceptions import BackendError
+from gate import BackendError
 
 Progress = Callable[[int], None]
 Check = Callable[[], None]

@@ -22,8 +22,7 @@ from dataclasses import dataclass
 from typing import Mapping, Sequence
 from urllib.parse import parse_qsl, unquote
 
-from gate import ConfigError
-from gate._types import partition_id
+from gate import ConfigError, partition_id
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 

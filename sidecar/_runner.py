@@ -27,9 +27,7 @@ import logging
 import time
 from typing import Any, Callable
 
-from gate._exceptions import BackendError, EpochgateError, MigrationError, UnknownPartition
-from gate._store import MigrationStore
-from gate._types import Phase, PartitionState
+from gate import BackendError, EpochgateError, MigrationError, MigrationStore, PartitionState, Phase, UnknownPartition
 
 from ._barrier import Barrier, BarrierTimeout
 from ._jobs import Job, JobConflict, JobRecords, PhaseRecord
@@ -61,7 +59,6 @@ class JobRunner:
         self.metrics = metrics
         self.save_every = save_progress_every_s
         self.abort_retry_s = abort_retry_s
-        self.last_barrier = None    # BarrierResult of the last cutover (benchmarks read it)
 
     async def run(self, job: Job) -> Job:
         try:
@@ -144,7 +141,6 @@ class JobRunner:
         return job
 
     async def _after_barrier(self, job: Job, res: Any) -> Job:
-        self.last_barrier = res
         if self.metrics is not None:
             self.metrics.ack_lag.observe(max(0.0, res.ack_lag))
             self.metrics.participants.set(len(res.listed))
@@ -207,6 +203,9 @@ class JobRunner:
                 break
         try:
             latest = await self.records.get(job.id)
+            if latest is not None and latest.terminal:   # a final status is never overwritten
+                log.warning("job %s: already %s; not recording %s", job.id, latest.status, status)
+                return latest
             job = (latest or job).at_phase(status, epoch, error=error)
             job = await self._save(job)
         except BackendError as exc:
@@ -257,7 +256,6 @@ class JobRunner:
             if latest is None or (latest.owner and latest.owner != self.owner):
                 raise LostLeadership(f"job {job.id} claimed by {latest.owner if latest else 'nobody'}") from None
             if latest.abort_requested and not job.terminal:
-                self._abort_version = latest.version
                 raise AbortRequested(job.id) from None
             raise
 

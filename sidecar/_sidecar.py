@@ -5,7 +5,7 @@ and its life cycle (DESIGN §10).
   a ``FanoutStore`` so a transition counts once this process (or, with
   workers, every worker) has applied it and drained the writes it admitted
   at older epochs;
-* Consul: a barrier participant (``gate._participant.Participant``) owning a
+* Consul: a barrier participant (``gate.Participant``) owning a
   fresh replica per join; it is the placement source and a guard of the
   ``WriteGate`` (DESIGN §5). Its lease also fails writes closed when the table
   is stale.
@@ -29,13 +29,12 @@ import signal
 import socket
 from typing import Any, Awaitable, Callable
 
-from gate import EmbeddedStore, Phase, PlacementFileError, PlacementTable, load_placement_file
+from gate import EmbeddedStore, InflightTracker, Phase, PlacementFileError, PlacementTable, load_placement_file
 
 from ._admin import AdminServer, refresh_metrics, registry_text
 from ._config import SidecarConfig
 from ._context import ProxyContext
 from ._fanout import FanoutStore, LocalMember
-from ._inflight import InflightTracker
 from ._log import AccessLog, event
 from ._metrics import Metrics
 from ._proxy import ClientConn
@@ -125,8 +124,7 @@ class Sidecar:
         self.source = self.table
 
     async def _start_consul(self) -> None:
-        from gate import ConsensusStore, ConsulConsensus, Replica
-        from gate._participant import Participant
+        from gate import ConsensusStore, ConsulConsensus, make_participant
 
         cfg = self.cfg
         self.consensus = consensus = ConsulConsensus(cfg.consul, cfg.prefix, cfg.consul_token)
@@ -134,13 +132,8 @@ class Sidecar:
         pid = cfg.participant_id or f"{socket.gethostname()}-{os.getpid()}"
         if cfg.participant_id and cfg.workers > 1:
             pid = f"{cfg.participant_id}-{os.getpid()}"  # one participant per worker process
-        participant: Any = None
-
-        def replica() -> Replica:
-            return Replica(consensus, wait_s=participant.wait_s)  # wait ≤ lease/3: quiet ≠ stale
-
-        self.participant = participant = Participant(
-            cfg.consul, cfg.prefix, participant_id=pid, replica_factory=replica, tracker=self.tracker,
+        self.participant = participant = make_participant(
+            consensus, cfg.consul, cfg.prefix, participant_id=pid, tracker=self.tracker,
             ttl_s=cfg.session_ttl, lease_s=cfg.lease_seconds, token=cfg.consul_token)
         await participant.start()
         if not await participant.wait_joined(min(30.0, cfg.session_ttl * 2)):

@@ -71,10 +71,6 @@ class Stats:
         self._requests: dict[tuple[str, str, str], int] = {}
         self.decisions: dict[tuple[str, str, str], int] = {}
 
-    def request(self, kind: str, phase: str, outcome: str) -> None:
-        key = (kind, phase, outcome)
-        self._requests[key] = self._requests.get(key, 0) + 1
-
     def record(self, write: bool, phase: str, outcome: str, t0: float, t_res: float, t_adm: float, t_up: float,
                t: float) -> None:
         """One finished request: its counter and stage durations, in one call (perf_counter stamps;

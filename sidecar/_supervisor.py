@@ -265,7 +265,7 @@ async def _supervise(cfg: SidecarConfig) -> int:
 def run_supervisor(cfg: SidecarConfig) -> int:
     from gate import ConfigError, EpochgateError
 
-    from .__main__ import new_event_loop
+    from ._loop import new_event_loop
 
     try:
         with asyncio.Runner(loop_factory=new_event_loop) as runner:

@@ -91,7 +91,7 @@ def main() -> int:
     fd = int(sys.argv[1])
     cfg = SidecarConfig.from_json(os.environ["EPOCHGATE_WORKER_CONFIG"])
     setup_logging(cfg.log_format)
-    from .__main__ import new_event_loop
+    from ._loop import new_event_loop
 
     with asyncio.Runner(loop_factory=new_event_loop) as runner:
         runner.run(_serve(cfg, fd))

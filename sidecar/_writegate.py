@@ -21,10 +21,7 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-from gate import Reject, RejectReason, WriteAdmission
-from gate._store import PlacementSource
-
-from ._inflight import InflightTracker
+from gate import InflightTracker, PlacementSource, WriteAdmission, fail_closed_admit
 
 
 class WriteGate:
@@ -69,11 +66,7 @@ class WriteGate:
 
     def admit(self, p: str, epoch: int) -> WriteAdmission:
         """Admit a write of ``p`` resolved at ``epoch``; on Admit it is counted in flight."""
-        if (self._guards or self.lease_s is not None) and not self.writable():
-            st = self.source.state(p)
-            at = self.source.lookup(p)
-            return Reject(RejectReason.FAIL_CLOSED, at, None if st is None else st[0].phase)
-        r = self.source.admit_write(p, epoch)
+        r = fail_closed_admit(self.source, p, epoch, not (self._guards or self.lease_s is not None) or self.writable())
         if r.admitted:  # (an attribute, not ``bool(r)``: Admit/Reject define __bool__ in Python)
             self.tracker.begin(p, epoch)
         return r

@@ -19,7 +19,7 @@ from urllib.parse import urlparse
 from gate._consul_consensus import ConsulConsensus
 from gate._participant import Participant
 from gate._replica import Replica
-from sidecar._inflight import InflightTracker
+from gate import InflightTracker
 from sidecar._writegate import WriteGate
 
 

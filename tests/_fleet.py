@@ -18,8 +18,8 @@ from pathlib import Path
 import aiohttp
 import grpc
 
-from sidecar._pb.epochgate.v1 import epochgate_pb2 as pb
-from sidecar._pb.epochgate.v1 import epochgate_pb2_grpc as pb_grpc
+from gate.pb.epochgate.v1 import epochgate_pb2 as pb
+from gate.pb.epochgate.v1 import epochgate_pb2_grpc as pb_grpc
 
 from ._consul import free_ports
 from ._procs import kill_group, reap, spawn_python

@@ -22,7 +22,7 @@ import pytest
 from gate import ConsulConsensus, LocalAdmitter, Replica
 from gate._consul_consensus import open_consul
 from gate._participant import Participant
-from sidecar._inflight import InflightTracker
+from gate import InflightTracker
 from tests._appgate_apps import KV, start_aiohttp
 
 pytestmark = pytest.mark.consul

@@ -28,7 +28,7 @@ from gate import (
     problem_document,
 )
 from gate._admit import FAIL_CLOSED, admission_from_response
-from sidecar._pb.epochgate.v1 import epochgate_pb2 as pb
+from gate.pb.epochgate.v1 import epochgate_pb2 as pb
 
 
 # ---- problem documents -----------------------------------------------------------

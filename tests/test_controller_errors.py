@@ -10,8 +10,8 @@ import grpc
 import pytest
 
 from gate._consul_consensus import open_consul
-from sidecar._pb.epochgate.v1 import epochgate_pb2 as pb
-from sidecar._pb.epochgate.v1 import epochgate_pb2_grpc as pb_grpc
+from gate.pb.epochgate.v1 import epochgate_pb2 as pb
+from gate.pb.epochgate.v1 import epochgate_pb2_grpc as pb_grpc
 
 from ._fleet import Fleet
 

@@ -110,7 +110,8 @@ async def test_takeover_in_cutover_without_cursor_aborts_back_to_from(env):
 async def test_takeover_after_the_flip_records_completed(env):
     store, records, runner, mover, *_ = env
     await store.begin("t1", "b")
-    job = await records.create(Job.new("t1", "a", "b", 5.0).at_phase("replaying", 0).with_(cursor="5"))
+    job = Job.new("t1", "a", "b", 5.0).at_phase("draining", 0).at_phase("cutover", 0).at_phase("replaying", 0)
+    job = await records.create(job.with_(cursor="5"))
     await store.enter_cutover("t1")
     await store.complete("t1")
     job = await runner.run(job)
@@ -219,8 +220,8 @@ async def test_controller_service_validates_runs_watches_and_aborts(consul_agent
 async def test_controller_process_token_and_gate_fails_closed(consul_agent, kv_prefix, tmp_path):
     import grpc
 
-    from sidecar._pb.epochgate.v1 import epochgate_pb2 as pb
-    from sidecar._pb.epochgate.v1 import epochgate_pb2_grpc as pb_grpc
+    from gate.pb.epochgate.v1 import epochgate_pb2 as pb
+    from gate.pb.epochgate.v1 import epochgate_pb2_grpc as pb_grpc
 
     from ._fleet import Fleet
 

@@ -10,8 +10,8 @@ import pytest
 
 from gate import BackendError, ConflictError, EmbeddedStore, PlacementTable
 from sidecar._grpc_server import start_control_server
-from sidecar._pb.epochgate.v1 import epochgate_pb2 as pb
-from sidecar._pb.epochgate.v1 import epochgate_pb2_grpc as pb_grpc
+from gate.pb.epochgate.v1 import epochgate_pb2 as pb
+from gate.pb.epochgate.v1 import epochgate_pb2_grpc as pb_grpc
 from tests._control_fakes import FakeJobs
 
 NODES = {"a": "http://127.0.0.1:9001", "b": "http://127.0.0.1:9002"}
@@ -91,7 +91,7 @@ async def test_admit_write_answers_in_the_message(control):
 
 async def test_admit_write_does_not_count_in_flight(control):
     writegate = pytest.importorskip("sidecar._writegate")
-    inflight = pytest.importorskip("sidecar._inflight")
+    inflight = pytest.importorskip("gate._inflight")
     table, _, start = control
     tracker = inflight.InflightTracker()
     wg = writegate.WriteGate(table, tracker)

@@ -32,8 +32,8 @@ import grpc
 import pytest
 
 from gate._consul_consensus import open_consul
-from sidecar._pb.epochgate.v1 import epochgate_pb2 as pb
-from sidecar._pb.epochgate.v1 import epochgate_pb2_grpc as pb_grpc
+from gate.pb.epochgate.v1 import epochgate_pb2 as pb
+from gate.pb.epochgate.v1 import epochgate_pb2_grpc as pb_grpc
 from tests._consul import free_ports
 from tests._procs import reap
 from tests.test_observability_names import RULES, panel_queries, rule_exprs, substitute, variable_queries

@@ -16,7 +16,7 @@ import pytest
 from gate import ConfigError, PlacementTable, RejectReason
 from gate._participant import Participant
 from gate._sessions import KVEntry, SessionLost
-from sidecar._inflight import InflightTracker
+from gate import InflightTracker
 
 
 class Clock:

@@ -8,7 +8,7 @@ import pytest
 
 from gate import ConfigError, PlacementTable, RejectReason
 from sidecar._config import SidecarConfig
-from sidecar._inflight import InflightTracker
+from gate import InflightTracker
 from sidecar._partition import KeyError400, Router, slot_of
 from sidecar._writegate import WriteGate
 

@@ -17,8 +17,7 @@ from typing import Any, Sequence
 
 from aiohttp import web
 
-from gate import AdmitClient, ConfigError, LocalAdmitter
-from gate._types import node_name
+from gate import AdmitClient, ConfigError, node_name, open_participant
 
 from ._app import build_app
 
@@ -57,31 +56,9 @@ async def _admitter(args: argparse.Namespace) -> tuple[Any, Any]:
         client = AdmitClient(target, timeout_s=args.admit_timeout, token=args.token)
         return client, client.close
 
-    from gate import ConsulConsensus, Replica
-    from gate._participant import Participant
-    from sidecar._inflight import InflightTracker
-
-    consensus = ConsulConsensus(args.consul, args.prefix, args.consul_token)
-    tracker = InflightTracker()
-    participant: Any = None
-
-    def replica() -> Replica:
-        return Replica(consensus, wait_s=participant.wait_s)  # rule 3: wait ≤ lease / 3
-
-    participant = Participant(args.consul, args.prefix, participant_id=args.participant_id or f"kv-{args.node}",
-                              replica_factory=replica, tracker=tracker, token=args.consul_token)
-    try:
-        await participant.start(wait_joined_s=30)
-    except BaseException:
-        await participant.stop()
-        await consensus.close()
-        raise
-
-    async def close() -> None:
-        await participant.stop()
-        await consensus.close()
-
-    return LocalAdmitter(participant, participant, tracker=tracker), close
+    app_gate = await open_participant(args.consul, args.prefix, participant_id=args.participant_id or f"kv-{args.node}",
+                                      token=args.consul_token, wait_joined_s=30)
+    return app_gate.admitter, app_gate.close
 
 
 async def serve(args: argparse.Namespace) -> None:

@@ -26,9 +26,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gate import aiohttp_middleware, current_guard
-from gate._problem import PROBLEM_CONTENT_TYPE
-from gate._types import partition_id
+from gate import PROBLEM_CONTENT_TYPE, aiohttp_middleware, current_guard, partition_id
 
 from ._store import KvStore
 

@@ -1,4 +1,4 @@
-"""Admitted writes still in flight, per partition and epoch (DESIGN §5).
+"""Admitted writes still in flight, per partition and epoch (DESIGN §5): ``gate.InflightTracker``.
 
 The cutover barrier acknowledges a transition only after every write admitted
 at an older epoch of that partition has finished (its upstream response
