@@ -28,6 +28,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gate._exceptions import AlreadyMigrating, BackendError, ConfigError, NoOpMove, UnknownPartition
+from gate._group_commit import GroupCommit
 from gate._placement_file import validate_url
 from gate._sessions import ConsulHTTP, SessionLost
 from gate._types import PartitionState, node_name, partition_id
@@ -118,8 +119,10 @@ class Controller:
         self.consul = ConsulHTTP(self._consul_url, token=self._token)
         self.consensus, self.store, self.replica = await self._open_consul(
             self._consul_url, self.prefix, self._token, wait_s=2.0)
+        self.store.group = GroupCommit(self.store)   # concurrent jobs' transitions share commits
         self.records = JobRecords(self.consul, self.prefix)
         self.barrier = self._barrier_cls(self.consul, self.prefix)
+        self.barrier.keep_connections = True         # per-key ack watches reuse their connections
         self.leadership = Leadership(self.consul, f"{self.prefix}controller/leader", self.owner, ttl_s=self._ttl)
         if self.mover is None:
             self.mover = HttpHooksMover()
@@ -137,6 +140,7 @@ class Controller:
         if hasattr(self.mover, "close"):
             await self.mover.close()  # type: ignore[union-attr]
         await self.replica.stop()
+        await self.barrier.close()
         await self.consensus.close()
         await self.consul.close()
 
