@@ -98,14 +98,17 @@ async def test_lost_and_taken_over_sessions_are_dropped_and_silence_times_out(fl
     listed, index = await barrier.list()
     assert set(listed) == {"gone", "taken", "silent", "good"}
 
+    # after the list, before the wait: a restarted process took "taken"'s id and
+    # published a high epoch under its new session — that is no ack of the listed one
+    old = fleet.sessions["taken"]
+    new = await fleet.consul.session_create("t-taken-2", 10)
+    await fleet.consul.session_destroy(old)
+    fleet.sessions["taken"] = new
+    assert await fleet.consul.acquire(f"{fleet.prefix}sidecars/taken", b"999999999", new)
+
     async def act() -> None:
         await asyncio.sleep(0.05)
         await fleet.consul.session_destroy(fleet.sessions["gone"])      # key deleted with the session
-        old = fleet.sessions["taken"]
-        new = await fleet.consul.session_create("t-taken-2", 10)        # a restarted process takes its id
-        await fleet.consul.session_destroy(old)
-        fleet.sessions["taken"] = new
-        assert await fleet.consul.acquire(f"{fleet.prefix}sidecars/taken", b"999999999", new)
         await fleet.ack("good", int(epoch))
 
     task = asyncio.create_task(act())
