@@ -118,3 +118,27 @@ async def test_group_commit_on_consul_with_a_following_replica(consul_agent, kv_
         await follower.stop()
         await rc.close()
         await c.close()
+
+
+async def test_a_replica_that_missed_a_few_entries_reads_just_those():
+    c = MemoryConsensus()
+    store = ConsensusStore(c)
+    await store.set("p", "a")
+    r = Replica(c)
+    await r.start(follow=False)
+    scans = []
+    orig = c.scan
+
+    async def counting_scan(*a, **kw):
+        scans.append(a)
+        return await orig(*a, **kw)
+    c.scan = counting_scan   # type: ignore[method-assign]
+    for node in ("b", "c", "d"):
+        await store.set("p", node)
+    await r.refresh()
+    assert r.state("p") == await store.state("p") and r.seq == 4
+    assert scans == [] and r.snapshots == 1
+    for i in range(40):   # too many missed: one scan of the kept log
+        await store.set(f"q{i}", "a")
+    await r.refresh()
+    assert r.partitions() == await store.partitions() and len(scans) == 1
