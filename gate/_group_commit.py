@@ -36,8 +36,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ._consensus import TxnOp, delete, put
-from ._consensus_store import HEAD, HISTORY, PARTITIONS, LogEntry, decode_head, encode_head, encode_state, log_key
+from ._consensus import TxnOp, delete_tree, put
+from ._consensus_store import HEAD, HISTORY, PARTITIONS, LogEntry, encode_head, encode_state, log_key
 from ._exceptions import BackendError, ConflictError, MigrationError
 from ._machine import Op, step
 from ._types import Epoch, PartitionState
@@ -46,8 +46,10 @@ if TYPE_CHECKING:
     from ._consensus_store import ConsensusStore
 
 _TXN_MAX_OPS = 64          # Consul's limit per transaction
-_OPS_PER_TRANSITION = 4    # state, log entry, history, trimmed entry
-MAX_BATCH = (_TXN_MAX_OPS - 1) // _OPS_PER_TRANSITION   # 15, leaving one op for the head
+# state, log entry and history per transition; the head; and the log trimmed ten
+# entries at a time (one delete-tree of a block of ten seqs: at most 2 per batch)
+MAX_BATCH = 20
+assert 3 * MAX_BATCH + 1 + 2 <= _TXN_MAX_OPS
 _CACHE_MAX = 100_000
 
 
@@ -146,8 +148,9 @@ class GroupCommit:
                 entries.append(entry)
                 ops += [put(PARTITIONS + r.p, encode_state(new), seqno), put(log_key(seq), raw),
                         put(f"{HISTORY}{r.p}/{seq:016d}", raw)]
-                if seq - store.log_keep >= 1:
-                    ops.append(delete(log_key(seq - store.log_keep)))
+                old = seq - store.log_keep   # falls off the end; its block of ten goes once complete
+                if old >= 9 and old % 10 == 9:
+                    ops.append(delete_tree(log_key(old)[:-1]))
             ops.append(put(HEAD, encode_head(entries), head_seqno))
             index = await store.consensus.txn(ops)
             if index is not None:

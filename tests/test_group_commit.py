@@ -142,3 +142,12 @@ async def test_a_replica_that_missed_a_few_entries_reads_just_those():
         await store.set(f"q{i}", "a")
     await r.refresh()
     assert r.partitions() == await store.partitions() and len(scans) == 1
+
+
+async def test_group_commit_trims_the_log_ten_at_a_time():
+    c = MemoryConsensus()
+    store = ConsensusStore(c, log_keep=20, group_commit=True)
+    await _storm(store, 20)      # 80 transitions, up to 20 per commit
+    seqs = [int(v.key.rsplit("/", 1)[1]) for v in await c.scan("log/e/")]
+    assert seqs == list(range(seqs[0], 81)) and 20 <= len(seqs) < 30
+    assert max(store.group.transitions / store.group.commits, 0) > 4
