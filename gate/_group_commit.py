@@ -102,6 +102,10 @@ class GroupCommit:
             self._queue = later
             try:
                 await self._commit(batch)
+                # Let the callers just answered submit their next transitions, so they
+                # join the batch now waiting instead of forming a second one behind it.
+                for _ in range(3):
+                    await asyncio.sleep(0)
             except BaseException as exc:  # noqa: BLE001 - every waiter must get an answer
                 self._forget(batch)
                 for r in batch:
