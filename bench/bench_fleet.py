@@ -252,6 +252,7 @@ async def run_n(urls: list[str], cpu_pids: list[int], n: int, args: argparse.Nam
         await asyncio.sleep(1.0)
         st = await fleet.stats()
         assert st["writable"] == n, st
+        settle = 0.5 + 0.2   # Participant.ack_every_s + a margin
         for name, barrier, rounds in (("new", Barrier(kv, prefix), args.rounds),
                                       ("old", OldBarrier(kv, prefix), args.old_rounds)):
             lags, nbytes, cpu = [], [], []
@@ -259,7 +260,8 @@ async def run_n(urls: list[str], cpu_pids: list[int], n: int, args: argparse.Nam
                 p = "t000001"
                 where = (await plain.state(p))[0].source
                 await plain.begin(p, "b" if where == "a" else "a")
-                await asyncio.sleep(0.05)
+                # a real move copies data here; let the begin's coalesced acks land first
+                await asyncio.sleep(settle)
                 b0, c0 = barrier.reader.bytes_received, server_cpu(cpu_pids)
                 res = await barrier.cutover(plain, p, 30.0)
                 cpu.append(server_cpu(cpu_pids) - c0)
@@ -267,7 +269,7 @@ async def run_n(urls: list[str], cpu_pids: list[int], n: int, args: argparse.Nam
                 assert len(res.acked) == n, (len(res.acked), len(res.dropped))
                 lags.append(res.ack_lag)
                 await plain.complete(p)
-                await asyncio.sleep(0.2)
+                await asyncio.sleep(settle)
             row[f"{name}_p50"], row[f"{name}_p99"] = pct(lags, 50) * 1000, pct(lags, 99) * 1000
             row[f"{name}_bytes"] = pct(nbytes, 50)
             row[f"{name}_cpu_ms"] = pct(cpu, 50) * 1000
