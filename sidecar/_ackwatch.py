@@ -23,7 +23,6 @@ counted (``bytes_received``) for bench/bench_fleet.py.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 from dataclasses import dataclass
