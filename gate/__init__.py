@@ -12,6 +12,7 @@ from ._aiohttp import aiohttp_middleware
 from ._asgi import AsgiGateMiddleware
 from ._consensus import Consensus, MemoryConsensus, TxnOp, Versioned
 from ._consensus_store import ConsensusStore, HistoryEntry
+from ._group_commit import GroupCommit
 from ._consul_consensus import ConsulConsensus, open_consul
 from ._exceptions import (
     AlreadyMigrating,
@@ -86,6 +87,7 @@ __all__ = [
     "EpochgateError",
     "FAIL_CLOSED",
     "GateUnavailable",
+    "GroupCommit",
     "HistoryEntry",
     "InflightTracker",
     "KVEntry",

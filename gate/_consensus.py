@@ -30,6 +30,7 @@ from ._exceptions import ConfigError
 PUT = "put"
 DELETE = "delete"
 CHECK = "check"
+DELETE_TREE = "delete-tree"   # every key under the prefix ``key``; unconditional
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +57,7 @@ class TxnOp:
     expected: int | None = None
 
     def __post_init__(self) -> None:
-        if self.kind not in (PUT, DELETE, CHECK):
+        if self.kind not in (PUT, DELETE, CHECK, DELETE_TREE):
             raise ConfigError("kind", f"unknown txn op {self.kind!r}")
         if not isinstance(self.key, str) or not self.key:
             raise ConfigError("key", "a txn op needs a non-empty key")
@@ -66,6 +67,8 @@ class TxnOp:
             raise ConfigError("expected", f"expected seqno must be ≥ 0, got {self.expected!r}")
         if self.kind == CHECK and self.expected is None:
             raise ConfigError("expected", "a check op needs an expected seqno")
+        if self.kind == DELETE_TREE and self.expected is not None:
+            raise ConfigError("expected", "a delete-tree op takes no condition")
 
 
 def put(key: str, value: bytes, expected: int | None = None) -> TxnOp:
@@ -78,6 +81,10 @@ def delete(key: str, expected: int | None = None) -> TxnOp:
 
 def check(key: str, expected: int) -> TxnOp:
     return TxnOp(CHECK, key, None, expected)
+
+
+def delete_tree(prefix: str) -> TxnOp:
+    return TxnOp(DELETE_TREE, prefix)
 
 
 @runtime_checkable
@@ -168,6 +175,9 @@ class MemoryConsensus:
             if op.kind == PUT:
                 assert op.value is not None
                 self._cells[op.key] = _Cell(op.value, seqno)
+            elif op.kind == DELETE_TREE:
+                for k in [k for k in self._cells if k.startswith(op.key)]:
+                    del self._cells[k]
             else:
                 self._cells.pop(op.key, None)
         self._wake()

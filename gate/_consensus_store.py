@@ -106,7 +106,14 @@ class LogEntry:
     def decode(cls, raw: bytes) -> "LogEntry":
         """Parse a log entry; ``ValueError`` on anything malformed."""
         try:
-            d = json.loads(raw)
+            return cls.from_dict(json.loads(raw))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ValueError(f"malformed log entry {raw[:80]!r}: {exc}") from exc
+
+    @classmethod
+    def from_dict(cls, d: Any) -> "LogEntry":
+        """From the decoded JSON object; ``ValueError`` on anything malformed."""
+        try:
             if not isinstance(d, dict):
                 raise ValueError("not an object")
             if "p" in d:
@@ -115,7 +122,34 @@ class LogEntry:
             return cls(d["seq"], node=node_name(d["node"]), url=validate_url(d["url"], "url"),
                        time=float(d.get("time", 0)), actor=str(d.get("actor", "")))
         except (ValueError, KeyError, TypeError, UnicodeDecodeError, ConfigError) as exc:
-            raise ValueError(f"malformed log entry {raw[:80]!r}: {exc}") from exc
+            raise ValueError(f"malformed log entry {str(d)[:80]!r}: {exc}") from exc
+
+
+def encode_head(entries: list[LogEntry]) -> bytes:
+    """The value of ``log/head``: the newest entry, or — when a group commit wrote
+    several in one transaction — ``{"batch": [...]}`` holding all of them, oldest
+    first, so a replica gets the whole commit in one blocking-query answer."""
+    if len(entries) == 1:
+        return entries[0].encode()
+    return b'{"batch":[' + b",".join(e.encode() for e in entries) + b"]}"
+
+
+def decode_head(raw: bytes) -> list[LogEntry]:
+    """The entries a ``log/head`` value holds (one, or a group commit's batch),
+    in seq order; ``ValueError`` when malformed or not consecutive."""
+    try:
+        d = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"malformed log head {raw[:80]!r}: {exc}") from exc
+    if isinstance(d, dict) and "batch" in d:
+        rows = d["batch"]
+        if not isinstance(rows, list) or not rows:
+            raise ValueError("a log head batch must be a non-empty list")
+        out = [LogEntry.from_dict(r) for r in rows]
+        if any(b.seq != a.seq + 1 for a, b in zip(out, out[1:])):
+            raise ValueError("a log head batch must hold consecutive seqs")
+        return out
+    return [LogEntry.from_dict(d)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +183,8 @@ class ConsensusStore:
     """
 
     def __init__(self, consensus: Consensus, *, actor: str | None = None, log_keep: int = 256,
-                 max_attempts: int = 32, clock: Callable[[], float] = time.time) -> None:
+                 max_attempts: int = 32, clock: Callable[[], float] = time.time,
+                 group_commit: bool = False) -> None:
         if not isinstance(log_keep, int) or not 1 <= log_keep <= 100_000:
             raise ConfigError("log_keep", f"must be an int in 1..100000, got {log_keep!r}")
         if not isinstance(max_attempts, int) or max_attempts < 1:
@@ -160,6 +195,12 @@ class ConsensusStore:
         self.max_attempts = max_attempts
         self._clock = clock
         self.conflicts = 0  # lost compare-and-sets (retried)
+        # group_commit: concurrent transitions of this store share transactions
+        # (gate/_group_commit.py) instead of serialising on log/head one by one.
+        self.group: Any = None
+        if group_commit:
+            from ._group_commit import GroupCommit
+            self.group = GroupCommit(self)
 
     # ---- transitions -------------------------------------------------------
 
@@ -187,6 +228,8 @@ class ConsensusStore:
             raise UnknownPartition(f"unknown partition {partition!r}", str(partition)) from exc
 
     async def _transition(self, p: str, op: Op, node: str | None = None) -> Epoch:
+        if self.group is not None:
+            return await self.group.submit(p, op, node)
         for attempt in range(self.max_attempts):
             cur, head = await asyncio.gather(self.consensus.head(PARTITIONS + p), self.consensus.head(HEAD))
             state = self._current(p, cur, op)
@@ -224,7 +267,7 @@ class ConsensusStore:
     async def _next_seq(self, head: Versioned | None) -> int:
         if head is not None:
             try:
-                return LogEntry.decode(head.value).seq + 1
+                return decode_head(head.value)[-1].seq + 1
             except ValueError:
                 pass
         # No (readable) head: continue after the highest entry still in the log.

@@ -24,7 +24,7 @@ from urllib.parse import quote, urlsplit
 
 import aiohttp
 
-from ._consensus import CHECK, DELETE, PUT, TxnOp, Versioned, put
+from ._consensus import CHECK, DELETE, DELETE_TREE, PUT, TxnOp, Versioned, put
 from ._consensus_store import ConsensusStore
 from ._exceptions import BackendError, ConfigError
 from ._longpoll import LongPollClient
@@ -133,6 +133,8 @@ class ConsulConsensus:
             else:
                 out.update(Verb="cas", Index=op.expected)
             return out
+        if op.kind == DELETE_TREE:
+            return {"Verb": "delete-tree", "Key": key}
         if op.kind == DELETE:
             if op.expected is None:
                 return {"Verb": "delete", "Key": key}

@@ -105,6 +105,8 @@ class Participant(CurrentReplica):
         # client IP: limits.http_max_conns_per_client, default 200); without it an
         # outside session end is noticed at the next renewal (≤ lease/4).
         self.watch_key = watch_key
+        self.ack_every_s = 0.5           # non-cutover acks coalesce (see _coalesce)
+        self._pending_since: float | None = None
         self.tracker = tracker
         self.clock = clock
         self.replica: Any = None
@@ -238,6 +240,7 @@ class Participant(CurrentReplica):
         self._rejoin = asyncio.Event()
         self._wake = asyncio.Event()
         self._published = self._seen = Epoch.ZERO
+        self._pending_since = None
         self._cutovers = {}
         await self._open_session()
         await self._register()
@@ -391,13 +394,35 @@ class Participant(CurrentReplica):
             await self._wake.wait()
             self._wake.clear()
             target = self._seen
+            urgent = self._published == 0      # the first publish after a join
             for p, e in sorted(self._cutovers.items(), key=lambda kv: kv[1]):
                 if e <= target:
                     await self._drain(p, e)
+                    urgent = True              # a barrier waits for this one
                     if self._cutovers.get(p) == e:
                         del self._cutovers[p]
+            if target > self._published and not urgent and await self._coalesce():
+                continue                       # changed again meanwhile: look at it first
             if target > self._published:
                 await self._publish(target)
+
+    async def _coalesce(self) -> bool:
+        """A transition no barrier waits for (not a cutover) is published ``ack_every_s``
+        after the first unpublished one, with whatever came meanwhile — or at once with
+        the next cutover. An ack is a raft write: publishing every transition made each
+        one cost N writes fleet-wide (issue 19). True when woken by a new change."""
+        assert self._wake is not None
+        loop = asyncio.get_running_loop()   # loop time: a throttle, not a safety clock
+        if self._pending_since is None:
+            self._pending_since = loop.time()
+        remaining = self._pending_since + self.ack_every_s - loop.time()
+        if remaining <= 0:
+            return False
+        try:
+            await asyncio.wait_for(self._wake.wait(), remaining)
+        except asyncio.TimeoutError:
+            return False
+        return True
 
     async def _drain(self, partition: str, epoch: Epoch) -> None:
         """Wait for writes of ``partition`` admitted below ``epoch`` — while the
@@ -422,6 +447,7 @@ class Participant(CurrentReplica):
             self.session_lost("publish refused")
             return
         self._published = epoch
+        self._pending_since = None
 
     async def _leave(self) -> None:
         """Give the session up (best effort) and stop the replica."""

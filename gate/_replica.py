@@ -26,13 +26,15 @@ import time
 from typing import Awaitable, Callable
 
 from ._consensus import Consensus, Versioned
-from ._consensus_store import HEAD, LOG, NODES, PARTITIONS, LogEntry, decode_state, seq_of
+from ._consensus_store import HEAD, LOG, NODES, PARTITIONS, LogEntry, decode_head, decode_state, log_key, seq_of
 from ._exceptions import BackendError, ConfigError
 from ._placement_file import validate_url
 from ._table import PlacementTable
 from ._types import Epoch, PartitionState, node_name
 
 log = logging.getLogger("epochgate.replica")
+
+_GAP_FETCH_MAX = 16   # missed entries read one key each; more than that: one scan of the log
 
 
 class Backoff:
@@ -183,16 +185,38 @@ class Replica:
             else:
                 self._fresh()  # still an empty store
             return
-        entry = self._parse_entry(value)
+        # The head holds the newest entry, or a group commit's consecutive batch.
+        batch = self._parse_head(value)
+        entry = None if batch is None else batch[-1]
         if self.stale_store or (entry is not None and entry.seq < self.seq):
             await self._snapshot()
         elif entry is not None and entry.seq == self.seq:
             self._fresh()  # the wait ended with no change: the table is confirmed current
-        elif entry is not None and entry.seq == self.seq + 1:
-            self._apply(entry, value.seqno)
+        elif batch is not None and batch[0].seq <= self.seq + 1:
+            for e in batch:   # applied together, with no await between: an ack sees all or none
+                if e.seq > self.seq:
+                    self._apply(e, value.seqno)
             self._fresh()
-        else:
+        elif not (batch is not None and await self._fill_gap(batch, value.seqno)):
             await self._catch_up(entry)
+
+    async def _fill_gap(self, batch: list[LogEntry], head_index: int) -> bool:
+        """A few entries missed (the fleet's CPU was busy while transitions kept
+        coming): read just those keys rather than the whole kept log, so bytes per
+        transition stay one entry each. False: leave it to ``_catch_up``."""
+        missing = range(self.seq + 1, batch[0].seq)
+        if not 0 < len(missing) <= _GAP_FETCH_MAX:
+            return False
+        got = await asyncio.gather(*(self.consensus.head(log_key(s)) for s in missing))
+        entries = [None if v is None else self._parse_entry(v) for v in got]
+        if any(e is None or e.seq != s for e, s in zip(entries, missing)):
+            return False
+        for e, v in zip(entries, got):
+            self._apply(e, v.seqno)  # type: ignore[arg-type, union-attr]
+        for e in batch:
+            self._apply(e, head_index)
+        self._fresh()
+        return True
 
     async def _catch_up(self, head: LogEntry | None) -> None:
         """Read the log entries after the last one applied; snapshot on a gap."""
@@ -244,7 +268,8 @@ class Replica:
             self.stale_store = True
             self.seq, self._log_index, self.index = 0, 0, max(read_index, 1)
             return
-        entry = None if head is None else self._parse_entry(head)
+        batch = None if head is None else self._parse_head(head)
+        entry = None if batch is None else batch[-1]
         if head is not None and entry is None:
             seqs = [s for s in map(seq_of, await self.consensus.list_keys(LOG)) if s is not None]
             seq = max(seqs, default=0)
@@ -282,6 +307,15 @@ class Replica:
         return out
 
     # ---- helpers -----------------------------------------------------------
+
+    def _parse_head(self, v: Versioned) -> list[LogEntry] | None:
+        try:
+            return decode_head(v.value)
+        except ValueError as exc:
+            if (v.key, v.seqno) != self._last_bad:  # count a bad value once, not on every wait
+                self._last_bad = (v.key, v.seqno)
+                self._bad(v.key, str(exc))
+            return None
 
     def _parse_entry(self, v: Versioned) -> LogEntry | None:
         try:

@@ -32,6 +32,7 @@ from gate import (
     BackendError,
     ConfigError,
     ConsulHTTP,
+    GroupCommit,
     Op,
     SessionLost,
     node_name,
@@ -126,8 +127,10 @@ class Controller:
         self.consul = ConsulHTTP(self._consul_url, token=self._token)
         self.consensus, self.store, self.replica = await self._open_consul(
             self._consul_url, self.prefix, self._token, wait_s=2.0)
+        self.store.group = GroupCommit(self.store)   # concurrent jobs' transitions share commits
         self.records = JobRecords(self.consul, self.prefix)
         self.barrier = self._barrier_cls(self.consul, self.prefix)
+        self.barrier.keep_connections = True         # per-key ack watches reuse their connections
         self.leadership = Leadership(self.consul, f"{self.prefix}controller/leader", self.owner, ttl_s=self._ttl)
         if self.mover is None:
             self.mover = HttpHooksMover()
@@ -145,6 +148,7 @@ class Controller:
         if hasattr(self.mover, "close"):
             await self.mover.close()  # type: ignore[union-attr]
         await self.replica.stop()
+        await self.barrier.close()
         await self.consensus.close()
         await self.consul.close()
 

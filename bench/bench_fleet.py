@@ -1,0 +1,393 @@
+"""Fleet scale on a real 3-server Consul cluster (issue 19).
+
+    python bench/bench_fleet.py --n 100,300,1000 [--partitions 1000] [--rounds 20] [--p-sizes 10000,100000]
+
+Starts three Consul servers on loopback (``limits.http_max_conns_per_client``
+raised: every participant here connects from 127.0.0.1), then for each N
+(one fresh KV prefix per N) starts N barrier participants in several worker
+processes — each participant with its own session, its own replica and its
+own Consul connections, spread over the three servers as pods over their
+agents — and measures from this (the controller's) process:
+
+* barrier: ``enter_cutover`` committed → every listed participant acked, p50/p99,
+  and the bytes Consul sent the controller for it, with the barrier as built
+  (list once, then per-key waits) and with the old wait (a blocking list of
+  ``sidecars/`` re-read on every ack) in the same run;
+* transitions/s: one migration at a time through the store as it was (read,
+  then compare-and-set on ``log/head``: today's serialised rate), 20 partitions
+  migrating at once through that same path, and 20 at once with group commit;
+  bytes each replica received per transition and Consul servers' CPU per
+  transition (utime+stime of the three server processes, /proc) in each;
+* bytes a replica receives per transition with 10,000 and 100,000 partitions
+  (``--p-sizes``, a few replicas in this process, transitions one at a time).
+
+The fleet's table has ``--partitions`` entries (default 1,000): a replica's
+cold start reads the whole table, and 1,000 cold starts of 10,000 partitions
+(2.4 GB through Consul) would measure the snapshot, not the fleet. Figures are
+noisy (2 shared cores hold the cluster, the fleet and this process): compare
+the ratios within one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from gate import ConsensusStore, ConsulConsensus, PartitionState, Replica  # noqa: E402
+from gate._consensus import put  # noqa: E402
+from gate._consensus_store import PARTITIONS, encode_state  # noqa: E402
+from gate._exceptions import ConflictError  # noqa: E402
+from gate._group_commit import GroupCommit  # noqa: E402
+from gate._participant import Participant  # noqa: E402
+from gate._sessions import ConsulHTTP  # noqa: E402
+from sidecar._ackwatch import parse_entry  # noqa: E402
+from sidecar._barrier import Barrier, BarrierResult, BarrierTimeout, Listed  # noqa: E402
+from sidecar._inflight import InflightTracker  # noqa: E402
+
+
+def pct(xs: list[float], q: float) -> float:
+    if not xs:
+        return float("nan")
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(q / 100 * (len(xs) - 1))))]
+
+
+def kb(n: float) -> str:
+    return f"{n / 1024:,.1f} KiB" if n >= 1024 else f"{n:,.0f} B"
+
+
+# ---- the worker process: a slice of the fleet ----------------------------------
+
+async def worker(args: argparse.Namespace) -> None:
+    urls = args.urls.split(",")
+    parts: list[Participant] = []
+    cons: list[ConsulConsensus] = []
+    for i in range(args.first, args.first + args.count):
+        url = urls[i % len(urls)]
+        c = ConsulConsensus(url, args.prefix, timeout_s=30)
+        holder: dict = {}
+        p = Participant(url, args.prefix, participant_id=f"f{i}", ttl_s=args.ttl,
+                        replica_factory=lambda c=c, h=holder: Replica(c, wait_s=h["p"].wait_s),
+                        tracker=InflightTracker())
+        holder["p"] = p
+        parts.append(p)
+        cons.append(c)
+    for k in range(0, len(parts), 20):   # join in waves: a cold start reads the whole table
+        await asyncio.gather(*(p.start(wait_joined_s=120) for p in parts[k:k + 20]))
+    print("READY", flush=True)
+    loop = asyncio.get_running_loop()
+    while True:
+        line = (await loop.run_in_executor(None, sys.stdin.readline)).strip()
+        if line == "STATS" or not line:
+            reps = [p.replica for p in parts]
+            print(json.dumps({"bytes": sum(c.bytes_received for c in cons), "updates": sum(r.updates for r in reps),
+                              "snapshots": sum(r.snapshots for r in reps), "joins": sum(p.joins for p in parts),
+                              "writable": sum(p.writable() for p in parts), "cpu": time.process_time()}), flush=True)
+        if line == "STOP" or not line:
+            break
+    await asyncio.gather(*(p.stop() for p in parts), return_exceptions=True)
+    for c in cons:
+        await c.close()
+
+
+# ---- the controller side ---------------------------------------------------------
+
+class Fleet:
+    def __init__(self, urls: list[str], prefix: str, n: int, ttl: float) -> None:
+        self.urls, self.prefix, self.n, self.ttl = urls, prefix, n, ttl
+        self.procs: list[asyncio.subprocess.Process] = []
+
+    async def start(self) -> None:
+        workers = max(2, math.ceil(self.n / 100))
+        per = math.ceil(self.n / workers)
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        for w in range(workers):
+            first, count = w * per, min(per, self.n - w * per)
+            if count <= 0:
+                break
+            self.procs.append(await asyncio.create_subprocess_exec(
+                sys.executable, __file__, "--worker", "--urls", ",".join(self.urls), "--prefix", self.prefix,
+                "--first", str(first), "--count", str(count), "--ttl", str(self.ttl),
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=env))
+        for p in self.procs:
+            line = await asyncio.wait_for(p.stdout.readline(), 600)
+            if line.strip() != b"READY":
+                raise RuntimeError(f"worker failed to start: {line!r}")
+
+    async def stats(self) -> dict:
+        out: dict = {}
+        for p in self.procs:
+            p.stdin.write(b"STATS\n")
+            await p.stdin.drain()
+        for p in self.procs:
+            for k, v in json.loads(await p.stdout.readline()).items():
+                out[k] = out.get(k, 0) + v
+        return out
+
+    async def stop(self) -> None:
+        for p in self.procs:
+            if p.returncode is None:
+                try:
+                    p.stdin.write(b"STOP\n")
+                    await p.stdin.drain()
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+        for p in self.procs:
+            try:
+                await asyncio.wait_for(p.wait(), 60)
+            except asyncio.TimeoutError:
+                p.kill()
+                await p.wait()
+
+
+class OldBarrier(Barrier):
+    """The wait as it was before issue 19, for the same-run baseline: a blocking
+    list of the whole ``sidecars/`` prefix, re-read whenever any key changes."""
+
+    async def wait(self, epoch, listed, index, committed_at, deadline_s) -> BarrierResult:
+        res = BarrierResult(int(epoch), list(listed.values()), committed_at=committed_at)
+        end = committed_at + deadline_s
+        current = dict(listed)
+        try:
+            while True:
+                res.acked.clear(), res.dropped.clear(), res.pending.clear()
+                for pid, item in listed.items():
+                    now = current.get(pid)
+                    if now is None or now.session != item.session:
+                        res.dropped.add(pid)
+                    elif now.epoch >= epoch:
+                        res.acked.add(pid)
+                    else:
+                        res.pending.add(pid)
+                if not res.pending:
+                    res.passed_at, res.passed_wall = time.monotonic(), time.time()
+                    return res
+                if end - time.monotonic() <= 0:
+                    raise BarrierTimeout(res)
+                target = self.reader._target(self.dir) + f"?recurse&index={index}&wait=1000ms"
+                status, headers, body = await self.reader._get(target, 12.0)
+                index = int(headers.get("x-consul-index", "0"))
+                rows = json.loads(body) if status == 200 and body else []
+                current = {}
+                for r in rows:
+                    k = parse_entry(r)
+                    if k.session is not None:
+                        pid = r["Key"][len(self.dir):]
+                        current[pid] = Listed(pid, k.session, k.epoch, k.index)
+        finally:
+            await self.reader.close()
+
+
+def server_cpu(pids: list[int]) -> float:
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / tick
+
+
+async def seed(c: ConsulConsensus, prefix_keys: list[str]) -> None:
+    state = encode_state(PartitionState.active("a"))
+    for i in range(0, len(prefix_keys), 64):
+        assert await c.txn([put(k, state) for k in prefix_keys[i:i + 64]]) is not None
+
+
+async def _retrying(call, failed: list[int]):
+    while True:
+        try:
+            return await call()
+        except ConflictError:   # lost max_attempts compare-and-sets in a row: the old path under load
+            failed[0] += 1
+
+
+async def migrate_loop(store: ConsensusStore, p: str, until: float, count: list[int], failed: list[int]) -> None:
+    to = "b" if (await store.state(p))[0].source == "a" else "a"
+    while time.monotonic() < until:
+        await _retrying(lambda: store.begin(p, to), failed)
+        await _retrying(lambda: store.enter_cutover(p), failed)
+        await _retrying(lambda: store.complete(p), failed)
+        count[0] += 3
+        to = "a" if to == "b" else "b"
+
+
+async def rate(store: ConsensusStore, parts: list[str], seconds: float, fleet: Fleet, cpu_pids: list[int]) -> dict:
+    s0, c0, t0 = await fleet.stats(), server_cpu(cpu_pids), time.monotonic()
+    count, failed = [0], [0]
+    await asyncio.gather(*(migrate_loop(store, p, t0 + seconds, count, failed) for p in parts))
+    el = time.monotonic() - t0
+    await asyncio.sleep(0.5)   # let the fleet's last answers arrive before counting bytes
+    s1, c1 = await fleet.stats(), server_cpu(cpu_pids)
+    n = count[0]
+    return {"tps": n / el, "n": n, "replica_bytes": (s1["bytes"] - s0["bytes"]) / max(1, n * fleet.n),
+            "consul_ms": (c1 - c0) * 1000 / max(1, n), "conflict_errors": failed[0]}
+
+
+async def run_n(urls: list[str], cpu_pids: list[int], n: int, args: argparse.Namespace) -> dict:
+    prefix = f"fleet{n}/"
+    admin = ConsulConsensus(urls[0], prefix, timeout_s=30)
+    plain = ConsensusStore(admin)
+    grouped = ConsensusStore(admin)
+    grouped.group = GroupCommit(grouped)
+    await seed(admin, [f"{PARTITIONS}t{i:06d}" for i in range(args.partitions)])
+    await plain.set("t000000", "a")   # the log exists before replicas start
+    fleet = Fleet(urls, prefix, n, args.ttl)
+    kv = ConsulHTTP(urls[0])
+    row: dict = {"n": n}
+    t0 = time.monotonic()
+    try:
+        await fleet.start()
+        row["start_s"] = time.monotonic() - t0
+        await asyncio.sleep(1.0)
+        st = await fleet.stats()
+        assert st["writable"] == n, st
+        settle = 0.5 + 0.2   # Participant.ack_every_s + a margin
+        for name, barrier, rounds in (("new", Barrier(kv, prefix), args.rounds),
+                                      ("old", OldBarrier(kv, prefix), args.old_rounds)):
+            lags, nbytes, cpu = [], [], []
+            for r in range(rounds):
+                p = "t000001"
+                where = (await plain.state(p))[0].source
+                await plain.begin(p, "b" if where == "a" else "a")
+                # a real move copies data here; let the begin's coalesced acks land first
+                await asyncio.sleep(settle)
+                b0, c0 = barrier.reader.bytes_received, server_cpu(cpu_pids)
+                res = await barrier.cutover(plain, p, 30.0)
+                cpu.append(server_cpu(cpu_pids) - c0)
+                nbytes.append(barrier.reader.bytes_received - b0)
+                assert len(res.acked) == n, (len(res.acked), len(res.dropped))
+                lags.append(res.ack_lag)
+                await plain.complete(p)
+                await asyncio.sleep(settle)
+            row[f"{name}_p50"], row[f"{name}_p99"] = pct(lags, 50) * 1000, pct(lags, 99) * 1000
+            row[f"{name}_bytes"] = pct(nbytes, 50)
+            row[f"{name}_cpu_ms"] = pct(cpu, 50) * 1000
+        movers = [f"t{i:06d}" for i in range(10, 30)]
+        row["serial"] = await rate(plain, movers[:1], args.rate_seconds, fleet, cpu_pids)
+        row["c20_old"] = await rate(plain, movers, args.rate_seconds, fleet, cpu_pids)
+        row["c20_group"] = await rate(grouped, movers, args.rate_seconds, fleet, cpu_pids)
+        row["batch"] = grouped.group.transitions / max(1, grouped.group.commits)
+        row["conflicts_old"] = plain.conflicts
+        st = await fleet.stats()
+        row["rejoins"] = st["joins"] - n
+    finally:
+        await fleet.stop()
+        await kv.close()
+        await admin.close()
+    return row
+
+
+async def p_sizes(urls: list[str], sizes: list[int], replicas: int, transitions: int) -> list[tuple[int, float]]:
+    out = []
+    for size in sizes:
+        prefix = f"psize{size}/"
+        admin = ConsulConsensus(urls[0], prefix, timeout_s=60)
+        store = ConsensusStore(admin)
+        await seed(admin, [f"{PARTITIONS}t{i:06d}" for i in range(size)])
+        await store.set("t000000", "b")
+        cs = [ConsulConsensus(urls[i % len(urls)], prefix, timeout_s=60) for i in range(replicas)]
+        reps = [Replica(c, wait_s=5.0) for c in cs]
+        for r in reps:
+            await r.start()
+        await asyncio.sleep(0.5)
+        b0 = sum(c.bytes_received for c in cs)
+        for i in range(transitions):
+            p = f"t{(i * 7919) % size:06d}"
+            await store.set(p, "b" if i % 2 == 0 else "a")
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.5)
+        per = (sum(c.bytes_received for c in cs) - b0) / (replicas * transitions)
+        assert all(r.partitions() == reps[0].partitions() for r in reps)
+        out.append((size, per))
+        for r in reps:
+            await r.stop()
+        for c in cs:
+            await c.close()
+        await admin.close()
+    return out
+
+
+def start_cluster(tmp: str, max_conns: int):
+    from tests._consul import ConsulCluster
+    cluster = ConsulCluster(tmp)
+    for s in cluster.servers:
+        cfg_path = Path(s.data_dir) / "cfg.json"
+        cfg = json.loads(cfg_path.read_text())
+        cfg["limits"] = {"http_max_conns_per_client": max_conns}
+        cfg_path.write_text(json.dumps(cfg))
+    cluster.start()
+    return cluster
+
+
+async def main(args: argparse.Namespace) -> None:
+    tmp = tempfile.mkdtemp(prefix="bench-fleet-")
+    sizes = [int(x) for x in args.n.split(",")]
+    cluster = start_cluster(tmp, max(4096, 6 * max(sizes)))
+    rows = []
+    try:
+        urls = cluster.urls
+        pids = [s.proc.pid for s in cluster.servers]
+        print(f"consul: 3 servers {urls}; fleet table {args.partitions:,} partitions; session TTL {args.ttl:g}s", flush=True)
+        if args.p_sizes:
+            for size, per in await p_sizes(urls, [int(x) for x in args.p_sizes.split(",")], 5, 40):
+                print(f"replica bytes per transition, {size:,} partitions: {per:,.0f} B", flush=True)
+        for n in sizes:
+            row = await run_n(urls, pids, n, args)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    finally:
+        cluster.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    print()
+    print(f"{'N':>5} | {'barrier p50/p99 ms':>19} | {'ctl bytes/barrier':>17} | {'old: p50/p99 ms':>16} | "
+          f"{'old bytes':>10} | {'Consul CPU/cutover':>18} | {'replica B/transition':>20} | "
+          f"{'tps serial':>10} | {'tps 20 old':>10} | {'tps 20 group':>12} | {'ratio':>5} | "
+          f"{'Consul CPU/trans.':>17}")
+    for r in rows:
+        s, o, g = r["serial"], r["c20_old"], r["c20_group"]
+        print(f"{r['n']:>5} | {r['new_p50']:>8.0f} / {r['new_p99']:>7.0f} | {kb(r['new_bytes']):>17} | "
+              f"{r['old_p50']:>7.0f} / {r['old_p99']:>6.0f} | {kb(r['old_bytes']):>10} | "
+              f"{r['new_cpu_ms']:>15.0f} ms | {kb(s['replica_bytes']):>8} / {kb(g['replica_bytes']):>9} | "
+              f"{s['tps']:>10.0f} | {o['tps']:>10.0f} | {g['tps']:>12.0f} | {g['tps'] / s['tps']:>4.1f}x | "
+              f"{s['consul_ms']:>5.1f} / {g['consul_ms']:>5.1f} ms")
+    print("replica B/transition: serial / group commit; Consul CPU/trans.: serial / group commit "
+          "(3 servers' utime+stime); batch size with group commit: "
+          + ", ".join(f"N={r['n']}: {r['batch']:.1f}" for r in rows))
+    if len(rows) > 1:
+        a, b = rows[0], rows[-1]
+        print(f"controller bytes per barrier, N={b['n']} / N={a['n']}: {b['new_bytes'] / a['new_bytes']:.1f} "
+              f"(fleet {b['n'] / a['n']:.0f}x; old wait: {b['old_bytes'] / a['old_bytes']:.1f})")
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", default="100,300,1000", help="fleet sizes, ascending")
+    ap.add_argument("--partitions", type=int, default=1000, help="partitions in the fleet's table")
+    ap.add_argument("--rounds", type=int, default=20, help="barriers measured per N (as built)")
+    ap.add_argument("--old-rounds", type=int, default=5, help="barriers measured per N with the old wait")
+    ap.add_argument("--rate-seconds", type=float, default=4.0)
+    ap.add_argument("--ttl", type=float, default=30.0, help="participants' session TTL (lease = TTL/2)")
+    ap.add_argument("--p-sizes", default="10000,100000", help="table sizes for replica bytes per transition ('' = skip)")
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--urls", help=argparse.SUPPRESS)
+    ap.add_argument("--prefix", help=argparse.SUPPRESS)
+    ap.add_argument("--first", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--count", type=int, help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    try:
+        import uvloop
+        uvloop.install()
+    except ImportError:
+        pass
+    asyncio.run(worker(a) if a.worker else main(a))
