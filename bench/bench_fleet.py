@@ -44,14 +44,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from gate import ConsensusStore, ConsulConsensus, PartitionState, Replica  # noqa: E402
-from gate._consensus import put  # noqa: E402
-from gate._consensus_store import PARTITIONS, encode_state  # noqa: E402
-from gate._exceptions import ConflictError  # noqa: E402
-from gate._group_commit import GroupCommit  # noqa: E402
-from gate._participant import Participant  # noqa: E402
-from gate._sessions import ConsulHTTP  # noqa: E402
-from sidecar._ackwatch import parse_entry  # noqa: E402
+from gate import (  # noqa: E402
+    ConflictError,
+    ConsensusStore,
+    ConsulConsensus,
+    ConsulHTTP,
+    GroupCommit,
+    Participant,
+    PartitionState,
+    Replica,
+    TxnOp,
+    parse_ack_entry,
+)
 from sidecar._barrier import Barrier, BarrierResult, BarrierTimeout, Listed  # noqa: E402
 from sidecar._inflight import InflightTracker  # noqa: E402
 
@@ -181,7 +185,7 @@ class OldBarrier(Barrier):
                 rows = json.loads(body) if status == 200 and body else []
                 current = {}
                 for r in rows:
-                    k = parse_entry(r)
+                    k = parse_ack_entry(r)
                     if k.session is not None:
                         pid = r["Key"][len(self.dir):]
                         current[pid] = Listed(pid, k.session, k.epoch, k.index)
@@ -199,9 +203,10 @@ def server_cpu(pids: list[int]) -> float:
 
 
 async def seed(c: ConsulConsensus, prefix_keys: list[str]) -> None:
-    state = encode_state(PartitionState.active("a"))
+    # The store's own value format for partitions/<p>, written in bulk for speed.
+    state = json.dumps(PartitionState.active("a").to_dict(), separators=(",", ":")).encode()
     for i in range(0, len(prefix_keys), 64):
-        assert await c.txn([put(k, state) for k in prefix_keys[i:i + 64]]) is not None
+        assert await c.txn([TxnOp("put", k, state) for k in prefix_keys[i:i + 64]]) is not None
 
 
 async def _retrying(call, failed: list[int]):
@@ -240,7 +245,7 @@ async def run_n(urls: list[str], cpu_pids: list[int], n: int, args: argparse.Nam
     plain = ConsensusStore(admin)
     grouped = ConsensusStore(admin)
     grouped.group = GroupCommit(grouped)
-    await seed(admin, [f"{PARTITIONS}t{i:06d}" for i in range(args.partitions)])
+    await seed(admin, [f"partitions/t{i:06d}" for i in range(args.partitions)])
     await plain.set("t000000", "a")   # the log exists before replicas start
     fleet = Fleet(urls, prefix, n, args.ttl)
     kv = ConsulHTTP(urls[0])
@@ -294,7 +299,7 @@ async def p_sizes(urls: list[str], sizes: list[int], replicas: int, transitions:
         prefix = f"psize{size}/"
         admin = ConsulConsensus(urls[0], prefix, timeout_s=60)
         store = ConsensusStore(admin)
-        await seed(admin, [f"{PARTITIONS}t{i:06d}" for i in range(size)])
+        await seed(admin, [f"partitions/t{i:06d}" for i in range(size)])
         await store.set("t000000", "b")
         cs = [ConsulConsensus(urls[i % len(urls)], prefix, timeout_s=60) for i in range(replicas)]
         reps = [Replica(c, wait_s=5.0) for c in cs]

@@ -11,6 +11,8 @@ from ._app_participant import AppParticipant, make_participant, open_participant
 from ._aiohttp import aiohttp_middleware
 from ._asgi import AsgiGateMiddleware
 from ._consensus import Consensus, MemoryConsensus, TxnOp, Versioned
+from ._ackwatch import AckReader
+from ._ackwatch import parse_entry as parse_ack_entry
 from ._consensus_store import ConsensusStore, HistoryEntry
 from ._group_commit import GroupCommit
 from ._consul_consensus import ConsulConsensus, open_consul
@@ -67,6 +69,7 @@ from ._types import (
 
 __all__ = [
     "ADMIT",
+    "AckReader",
     "Admit",
     "AdmitClient",
     "Admitter",
@@ -137,6 +140,7 @@ __all__ = [
     "node_name",
     "open_consul",
     "open_participant",
+    "parse_ack_entry",
     "parse_placement",
     "partition_id",
     "problem_document",

@@ -183,8 +183,7 @@ class ConsensusStore:
     """
 
     def __init__(self, consensus: Consensus, *, actor: str | None = None, log_keep: int = 256,
-                 max_attempts: int = 32, clock: Callable[[], float] = time.time,
-                 group_commit: bool = False) -> None:
+                 max_attempts: int = 32, clock: Callable[[], float] = time.time) -> None:
         if not isinstance(log_keep, int) or not 1 <= log_keep <= 100_000:
             raise ConfigError("log_keep", f"must be an int in 1..100000, got {log_keep!r}")
         if not isinstance(max_attempts, int) or max_attempts < 1:
@@ -195,12 +194,11 @@ class ConsensusStore:
         self.max_attempts = max_attempts
         self._clock = clock
         self.conflicts = 0  # lost compare-and-sets (retried)
-        # group_commit: concurrent transitions of this store share transactions
-        # (gate/_group_commit.py) instead of serialising on log/head one by one.
+        # Set by GroupCommit(store) (gate/_group_commit.py): concurrent transitions
+        # of this store then share transactions instead of serialising on
+        # log/head one by one. Attached from outside so this module does not
+        # import the one that builds on it.
         self.group: Any = None
-        if group_commit:
-            from ._group_commit import GroupCommit
-            self.group = GroupCommit(self)
 
     # ---- transitions -------------------------------------------------------
 
@@ -229,7 +227,8 @@ class ConsensusStore:
 
     async def _transition(self, p: str, op: Op, node: str | None = None) -> Epoch:
         if self.group is not None:
-            return await self.group.submit(p, op, node)
+            epoch: Epoch = await self.group.submit(p, op, node)
+            return epoch
         for attempt in range(self.max_attempts):
             cur, head = await asyncio.gather(self.consensus.head(PARTITIONS + p), self.consensus.head(HEAD))
             state = self._current(p, cur, op)

@@ -58,7 +58,7 @@ class _Req:
     p: str
     op: Op
     node: str | None
-    fut: asyncio.Future = field(repr=False)
+    fut: asyncio.Future[Epoch] = field(repr=False)
 
 
 class GroupCommit:
@@ -68,9 +68,10 @@ class GroupCommit:
         if not 1 <= max_batch <= MAX_BATCH:
             raise ValueError(f"max_batch must be in 1..{MAX_BATCH}, got {max_batch!r}")
         self.store = store
+        store.group = self          # the store routes its transitions through us from now on
         self.max_batch = max_batch
         self._queue: deque[_Req] = deque()
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
         # p -> (seqno, state or None when unreadable/absent); head -> (seqno, last seq)
         self._states: dict[str, tuple[int, PartitionState | None]] = {}
         self._head: tuple[int, int] | None = None
@@ -78,7 +79,7 @@ class GroupCommit:
         self.transitions = 0    # transitions committed through them
 
     async def submit(self, p: str, op: Op, node: str | None) -> Epoch:
-        fut = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[Epoch] = asyncio.get_running_loop().create_future()
         self._queue.append(_Req(p, op, node, fut))
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._drain(), name="epochgate-group-commit")
@@ -88,7 +89,9 @@ class GroupCommit:
 
     async def _drain(self) -> None:
         while self._queue:
-            batch, seen, later = [], set(), deque()
+            batch: list[_Req] = []
+            seen: set[str] = set()
+            later: deque[_Req] = deque()
             while self._queue and len(batch) < self.max_batch:
                 r = self._queue.popleft()
                 if r.fut.done():

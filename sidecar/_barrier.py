@@ -22,7 +22,7 @@ from typing import Awaitable, Callable
 
 from gate import BackendError, ConsulHTTP, MigrationStore
 
-from ._ackwatch import AckReader
+from gate import AckReader
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +67,7 @@ class BarrierTimeout(BackendError):
 class Barrier:
     """Enter cutover and wait for the fleet (rule 2). Subclassable for tests.
 
-    The wait reads O(N) bytes per cutover (sidecar/_ackwatch.py): the list
+    The wait reads O(N) bytes per cutover (gate/_ackwatch.py): the list
     after the commit, then one blocking query per participant still pending.
     ``poll_wait_s`` is kept for callers; the per-key waits run to the deadline.
     ``keep_connections``: keep the per-key connections for the next barrier

@@ -1,4 +1,4 @@
-"""The barrier reads O(N) from Consul per cutover (sidecar/_ackwatch.py), and
+"""The barrier reads O(N) from Consul per cutover (gate/_ackwatch.py), and
 its per-key waits keep rule 2's meaning: acked ≥ E under the listed session,
 or dropped when the key is gone or held by another session. Real Consul;
 participants here are bare sessions holding ``sidecars/<id>`` so each ack is

@@ -8,8 +8,13 @@ import asyncio
 
 import pytest
 
-from gate import AlreadyMigrating, ConsensusStore, ConsulConsensus, MemoryConsensus, PartitionState, Replica
+from gate import AlreadyMigrating, ConsensusStore, GroupCommit, ConsulConsensus, MemoryConsensus, PartitionState, Replica
 from gate._consensus_store import decode_head, encode_head, LogEntry
+
+
+def _grouped(store: ConsensusStore) -> ConsensusStore:
+    GroupCommit(store)
+    return store
 
 
 async def _follow_until(replica: Replica, store: ConsensusStore, timeout_s: float = 10.0) -> None:
@@ -33,7 +38,7 @@ async def _storm(store: ConsensusStore, n: int) -> None:
 
 async def test_concurrent_transitions_share_commits_and_the_log_stays_gap_free():
     c = MemoryConsensus()
-    store = ConsensusStore(c, log_keep=1000, group_commit=True)
+    store = _grouped(ConsensusStore(c, log_keep=1000))
     follower = Replica(c, wait_s=1.0)
     await follower.start()
     try:
@@ -62,7 +67,7 @@ async def test_a_refusal_comes_from_a_fresh_read_not_the_cache():
     AlreadyMigrating on the cached state — and a begin that really is refused
     is refused."""
     c = MemoryConsensus()
-    mine = ConsensusStore(c, group_commit=True)
+    mine = _grouped(ConsensusStore(c))
     other = ConsensusStore(c)
     await mine.set("p", "a")
     await mine.begin("p", "b")
@@ -75,7 +80,7 @@ async def test_a_refusal_comes_from_a_fresh_read_not_the_cache():
 
 async def test_a_stale_cache_loses_its_condition_and_rereads():
     c = MemoryConsensus()
-    mine = ConsensusStore(c, group_commit=True)
+    mine = _grouped(ConsensusStore(c))
     other = ConsensusStore(c)
     await mine.set("p", "a")
     await other.set("p", "z")                       # mine still caches Active(a)
@@ -86,7 +91,7 @@ async def test_a_stale_cache_loses_its_condition_and_rereads():
 
 async def test_two_transitions_of_one_partition_never_share_a_commit():
     c = MemoryConsensus()
-    store = ConsensusStore(c, group_commit=True)
+    store = _grouped(ConsensusStore(c))
     await store.set("p", "a")
     e1, e2 = await asyncio.gather(store.begin("p", "b"), store.enter_cutover("p"))
     assert e1 < e2
@@ -105,7 +110,7 @@ def test_head_codec_round_trips_a_batch_and_refuses_gaps():
 async def test_group_commit_on_consul_with_a_following_replica(consul_agent, kv_prefix):
     c = ConsulConsensus(consul_agent.url, kv_prefix)
     rc = ConsulConsensus(consul_agent.url, kv_prefix)
-    store = ConsensusStore(c, group_commit=True)
+    store = _grouped(ConsensusStore(c))
     await store.set("seed", "a")
     follower = Replica(rc, wait_s=1.0)
     await follower.start()
@@ -146,7 +151,7 @@ async def test_a_replica_that_missed_a_few_entries_reads_just_those():
 
 async def test_group_commit_trims_the_log_ten_at_a_time():
     c = MemoryConsensus()
-    store = ConsensusStore(c, log_keep=20, group_commit=True)
+    store = _grouped(ConsensusStore(c, log_keep=20))
     await _storm(store, 20)      # 80 transitions, up to 20 per commit
     seqs = [int(v.key.rsplit("/", 1)[1]) for v in await c.scan("log/e/")]
     assert seqs == list(range(seqs[0], 81)) and 20 <= len(seqs) < 30

@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from gate._exceptions import BackendError
-from gate._longpoll import LongPollClient
+from ._exceptions import BackendError
+from ._longpoll import LongPollClient
 
 
 @dataclass(frozen=True, slots=True)
