@@ -28,9 +28,11 @@ from ._exceptions import (
     UnknownPartition,
     UnstampedWrite,
 )
+from ._fence import FENCE_HEADER, STALE_MOVER_TYPE, MoverFence, StaleMover, check_fence, sqlite_fence
 from ._grpc_interceptor import grpc_interceptor
 from ._guard import CommitGuard, Stamp, commit_point, current_guard
 from ._machine import Op, step
+from ._mover_auth import MOVER_TOKEN_ENV, MOVER_TOKEN_HEADER, MoverAuth, mover_token_from_env
 from ._participant import Participant
 from ._placement_file import PlacementConfig, load_placement_file, parse_placement
 from ._problem import ProblemDocument, is_stale_epoch_problem, problem_document, unstamped_problem
@@ -69,12 +71,17 @@ __all__ = [
     "EmbeddedStore",
     "Epoch",
     "EpochgateError",
+    "FENCE_HEADER",
     "GateUnavailable",
     "HistoryEntry",
     "LocalAdmitter",
+    "MOVER_TOKEN_ENV",
+    "MOVER_TOKEN_HEADER",
     "MemoryConsensus",
     "MigrationError",
     "MigrationStore",
+    "MoverAuth",
+    "MoverFence",
     "NoOpMove",
     "NotCutover",
     "NotDraining",
@@ -94,7 +101,9 @@ __all__ = [
     "Reject",
     "RejectReason",
     "Replica",
+    "STALE_MOVER_TYPE",
     "StaleEpoch",
+    "StaleMover",
     "Stamp",
     "SyncAdmitClient",
     "TxnOp",
@@ -103,14 +112,17 @@ __all__ = [
     "Versioned",
     "WriteAdmission",
     "aiohttp_middleware",
+    "check_fence",
     "commit_point",
     "current_guard",
     "grpc_interceptor",
     "is_stale_epoch_problem",
     "load_placement_file",
+    "mover_token_from_env",
     "open_consul",
     "parse_placement",
     "problem_document",
+    "sqlite_fence",
     "step",
     "unstamped_problem",
 ]

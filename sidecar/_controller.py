@@ -28,6 +28,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gate._exceptions import AlreadyMigrating, BackendError, ConfigError, NoOpMove, UnknownPartition
+from gate._mover_auth import mover_token_from_env, provision_mover_token
 from gate._placement_file import validate_url
 from gate._sessions import ConsulHTTP, SessionLost
 from gate._types import PartitionState, node_name, partition_id
@@ -36,6 +37,7 @@ from ._barrier import Barrier
 from ._jobs import Job, JobConflict, JobRecords
 from ._metrics import Metrics
 from ._mover import HttpHooksMover, Mover
+from ._retry import RetryingStore
 from ._runner import JobRunner, LostLeadership
 
 log = logging.getLogger("epochgate.controller")
@@ -116,8 +118,10 @@ class Controller:
 
     async def start(self) -> None:
         self.consul = ConsulHTTP(self._consul_url, token=self._token)
-        self.consensus, self.store, self.replica = await self._open_consul(
+        self.consensus, store, self.replica = await self._open_consul(
             self._consul_url, self.prefix, self._token, wait_s=2.0)
+        # a Consul election is absorbed: control API calls and job steps retry BackendError (bounded)
+        self.store = RetryingStore(store)
         self.records = JobRecords(self.consul, self.prefix)
         self.barrier = self._barrier_cls(self.consul, self.prefix)
         self.leadership = Leadership(self.consul, f"{self.prefix}controller/leader", self.owner, ttl_s=self._ttl)
@@ -159,6 +163,7 @@ class Controller:
                     await self._wait_lock_free()
                     continue
                 log.info("controller %s: leading", self.owner)
+                await self._ensure_mover_token()
                 self.metrics.controller_leader.set(1)
                 await self._run_jobs()
             except BackendError as exc:
@@ -166,6 +171,13 @@ class Controller:
                 await asyncio.sleep(0.5)
             self.metrics.controller_leader.set(0)
             await self._drop_jobs()
+
+    async def _ensure_mover_token(self) -> None:
+        """The hooks' credential (DESIGN §6): EPOCHGATE_MOVER_TOKEN, else the one under
+        ``<prefix>mover/token``, created now if absent (applications with --consul read it)."""
+        if not isinstance(self.mover, HttpHooksMover) or self.mover.token is not None:
+            return
+        self.mover.token = mover_token_from_env() or await provision_mover_token(self.consul, self.prefix)
 
     async def _wait_lock_free(self) -> None:
         entry, index = await self.consul.list(self.leadership.key)
