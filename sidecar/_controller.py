@@ -98,13 +98,14 @@ class Controller:
     def __init__(self, consul_url: str, prefix: str = "epochgate/", *, token: str | None = None,
                  deadline_s: float = 10.0, extra_nodes: dict[str, str] | None = None, mover: Mover | None = None,
                  metrics: Metrics | None = None, owner: str | None = None, ttl_s: float = 10.0,
-                 barrier_cls: type[Barrier] = Barrier) -> None:
+                 barrier_cls: type[Barrier] = Barrier, prebarrier_s: float = 30.0) -> None:
         from gate._consul_consensus import open_consul
 
         if deadline_s <= 0:
             raise ConfigError("cutover_deadline", f"must be > 0 seconds, got {deadline_s!r}")
         self.prefix = prefix if prefix.endswith("/") else prefix + "/"
         self.deadline_s = deadline_s
+        self.prebarrier_s = prebarrier_s
         self.extra_nodes = dict(extra_nodes or {})
         self.owner = owner or f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
         self.metrics = metrics or Metrics()
@@ -128,7 +129,7 @@ class Controller:
         if self.mover is None:
             self.mover = HttpHooksMover()
         self.runner = JobRunner(self.store, self.records, self.barrier, self.mover, self.nodes, owner=self.owner,
-                                check=self.leadership.check, metrics=self.metrics)
+                                check=self.leadership.check, metrics=self.metrics, prebarrier_s=self.prebarrier_s)
         self._main = asyncio.create_task(self._lead(), name="controller")
 
     async def stop(self) -> None:
@@ -334,6 +335,10 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
     ap.add_argument("--consul-token", default=os.environ.get("CONSUL_HTTP_TOKEN"), help="Consul ACL token")
     ap.add_argument("--cutover-deadline", type=float, default=float(os.environ.get("EPOCHGATE_CUTOVER_DEADLINE", 10)),
                     metavar="S", help="abort a job whose barrier has not passed after S seconds (default 10)")
+    ap.add_argument("--prebarrier-deadline", type=float,
+                    default=float(os.environ.get("EPOCHGATE_PREBARRIER_DEADLINE", 30)), metavar="S",
+                    help="while draining, wait up to S seconds for every participant to ack or drop out "
+                         "before entering cutover; 0 turns it off (default 30)")
     ap.add_argument("--node", action="append", default=[], metavar="NAME=URL", help="a node's URL (repeatable)")
     ap.add_argument("--log-level", default="INFO")
     args = ap.parse_args(list(argv))
@@ -352,8 +357,10 @@ async def _amain(args: argparse.Namespace) -> int:
             raise ConfigError("node", f"expected NAME=URL, got {item!r}")
         nodes[node_name(name)] = validate_url(url, f"node.{name}")
     validate_url(args.consul, "consul")
+    if args.prebarrier_deadline < 0:
+        raise ConfigError("prebarrier_deadline", f"must be >= 0 seconds, got {args.prebarrier_deadline!r}")
     ctl = Controller(args.consul, args.prefix, token=args.consul_token, deadline_s=args.cutover_deadline,
-                     extra_nodes=nodes)
+                     extra_nodes=nodes, prebarrier_s=args.prebarrier_deadline)
     await ctl.start()
     try:
         await ctl.replica.start()

@@ -42,6 +42,7 @@ from ._barrier import Barrier, BarrierTimeout
 from ._jobs import Job, JobConflict, JobRecords, PhaseRecord
 from ._metrics import Metrics
 from ._mover import Mover
+from ._prebarrier import PreBarrierTimeout, pre_barrier
 from ._retry import RetryingStore
 
 log = logging.getLogger("epochgate.controller")
@@ -61,7 +62,7 @@ class JobRunner:
     def __init__(self, store: MigrationStore, records: JobRecords, barrier: Barrier, mover: Mover,
                  nodes: Callable[[], Any], *, owner: str, check: Callable[[], None],
                  metrics: Metrics | None = None, save_progress_every_s: float = 0.5,
-                 abort_retry_s: float = 30.0) -> None:
+                 abort_retry_s: float = 30.0, prebarrier_s: float = 30.0) -> None:
         # store errors during a Consul election are retried, bounded (sidecar/_retry.py)
         self.store = store if isinstance(store, RetryingStore) else RetryingStore(store)
         self.records, self.barrier, self.mover = records, barrier, mover
@@ -71,6 +72,7 @@ class JobRunner:
         self.metrics = metrics
         self.save_every = save_progress_every_s
         self.abort_retry_s = abort_retry_s
+        self.prebarrier_s = prebarrier_s   # 0 turns the pre-barrier off (sidecar/_prebarrier.py)
         self.last_barrier = None    # BarrierResult of the last cutover (benchmarks read it)
 
     async def run(self, job: Job) -> Job:
@@ -90,6 +92,8 @@ class JobRunner:
             draining = self._epoch(job, "draining")
             job = await self._bulk_copy(job, draining)
             self._abort_if_asked(job)
+            if self.prebarrier_s > 0:   # a dead participant drops out now, while writes still flow
+                await pre_barrier(self.barrier, draining, self.prebarrier_s, lambda: self._between(job))
             res = await self.barrier.cutover(_Cutover(self.store, job.deadline_s), job.partition, job.deadline_s,
                                              before_commit=lambda: self._expect(job, draining))
             job = await self._after_barrier(job, res)
@@ -100,6 +104,8 @@ class JobRunner:
         except JobConflict as exc:
             log.warning("job %s: record changed under us (%s); re-reading", job.id, exc)
             raise
+        except PreBarrierTimeout as exc:
+            return await self._fail(job, "aborted", str(exc))
         except BarrierTimeout as exc:
             return await self._fail(job, "aborted", f"cutover deadline {job.deadline_s:g}s passed: {exc}")
         except AbortRequested:
@@ -275,6 +281,14 @@ class JobRunner:
                 self._abort_version = latest.version
                 raise AbortRequested(job.id) from None
             raise
+
+    async def _between(self, job: Job) -> None:
+        """During a long wait: still leading, and no abort asked for (re-read the record)."""
+        self.check()
+        latest = await self.records.get(job.id)
+        self.check()
+        if latest is not None and latest.abort_requested:
+            raise AbortRequested(job.id)
 
     async def _expect(self, job: Job, epoch: int) -> None:
         """Before a transition: the partition must still be at this attempt's epoch (a

@@ -162,6 +162,7 @@ async def test_abort_request_during_the_copy(env):
 
 async def test_barrier_deadline_aborts(env):
     store, records, runner, mover, metrics, consul, prefix = env
+    runner.prebarrier_s = 0   # the cutover barrier's own deadline (tests/test_prebarrier.py has the other)
     sid = await consul.session_create("silent", 10)
     await consul.acquire(f"{prefix}sidecars/silent", b"0", sid)   # a live participant that never acks
     try:
