@@ -30,6 +30,7 @@ from . import _httpmsg as H
 from ._context import ProxyContext
 from ._exchange import Request
 from ._hookpath import is_hook_path
+from ._orphan import orphan_write
 
 
 _CONN_OPTIONS = frozenset({b"upgrade", b"close", b"keep-alive"})
@@ -152,6 +153,7 @@ class ClientConn(asyncio.Protocol):
                 cur.tunnel_closed()
             else:
                 cur.keep_alive = False
+                orphan_write(cur)   # an admitted write sent whole stays counted until upstream ends
                 cur.abort("error")
 
     def pause_writing(self) -> None:  # client is slow to read: stop reading the upstream
