@@ -129,3 +129,27 @@ async def test_workers_cutover_not_acknowledged_while_a_write_is_stuck(upstream,
     finally:
         proc.terminate()
         await asyncio.to_thread(proc.wait, 30)
+
+
+async def test_trickling_body_cannot_hold_a_cutover(upstream, tmp_path):
+    """A client sending its body slowly is cut BODY_GRACE_S after a drain starts waiting for
+    it (503, not applied: the app only ever saw a truncated body), so the cutover is
+    acknowledged — instead of being held until --drain-seconds and then refused."""
+    from sidecar._trickle import BODY_GRACE_S
+
+    p = write_placement(tmp_path / "p.toml", {"a": upstream.url, "b": "http://127.0.0.1:1"}, {"t1": "a"})
+    async with running_sidecar(config(p, drain_seconds=5.0, read_timeout=30.0)) as sc:
+        reader, writer = await asyncio.open_connection("127.0.0.1", sc.port)
+        writer.write(b"PUT /wait HTTP/1.1\r\nHost: x\r\nX-Partition-Key: t1\r\nContent-Length: 100\r\n\r\nab")
+        await writer.drain()
+        await _until(lambda: sc.tracker.count() == 1, 10, "the write to be admitted")
+        await sc.store.begin("t1", "b")
+        t0 = time.monotonic()
+        await sc.store.enter_cutover("t1")     # acknowledged: the trickler was cut
+        took = time.monotonic() - t0
+        assert sc.table.state("t1")[0].phase.value == "cutover"
+        head = await asyncio.wait_for(reader.read(4096), 5)
+        assert head.startswith(b"HTTP/1.1 503") and b"body-too-slow" in head, head[:300]
+        assert not [s for s in upstream.seen if s["path"] == "/wait"]   # the app never had the whole body
+        assert took >= BODY_GRACE_S   # the grace is given (no upper bound asserted: shared machine)
+        writer.close()
