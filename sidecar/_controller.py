@@ -37,7 +37,7 @@ from ._barrier import Barrier
 from ._jobs import Job, JobConflict, JobRecords
 from ._metrics import Metrics
 from ._mover import HttpHooksMover, Mover
-from ._retry import RetryingStore
+from ._retry import RetryingStore, retry_backend
 from ._runner import JobRunner, LostLeadership
 
 log = logging.getLogger("epochgate.controller")
@@ -194,14 +194,21 @@ class Controller:
         index = 0
         last_renew = 0.0
         while True:
-            if time.monotonic() - last_renew >= self.leadership.lease_s / 4:
-                last_renew = time.monotonic()
-                await self.leadership.renew()
-            if not self.leadership.held():
-                log.warning("controller %s: lost the lock", self.owner)
-                return
-            jobs, new_index = await self.records.list(index=index or None,
-                                                      wait_s=self.leadership.lease_s / 4)
+            try:   # a store error (a Consul election) is not a lost lock: the lease decides
+                if time.monotonic() - last_renew >= self.leadership.lease_s / 4:
+                    last_renew = time.monotonic()
+                    await self.leadership.renew()
+                if not self.leadership.held():
+                    log.warning("controller %s: lost the lock", self.owner)
+                    return
+                jobs, new_index = await self.records.list(index=index or None,
+                                                          wait_s=self.leadership.lease_s / 4)
+            except BackendError as exc:
+                if not self.leadership.held():
+                    raise
+                log.info("controller %s: %s (retrying)", self.owner, exc)
+                await asyncio.sleep(0.2)
+                continue
             index = new_index if new_index >= index else 0
             for job in jobs:
                 if not job.terminal and job.id not in self._tasks:
@@ -229,9 +236,19 @@ class Controller:
     # ---- JobService ------------------------------------------------------------
 
     async def migrate(self, partition: str, to: str, deadline_s: float | None = None) -> Job:
-        """Record a pending job (validated against the store now); the leader runs it."""
+        """Record a pending job (validated against the store now); the leader runs it.
+        A store outage (a Consul election) is retried for up to 15 s."""
         partition = partition_id(partition)
         to = node_name(to, "to_node")
+        mine: list[Job] = []   # the record this call creates: a retry whose first create landed finds it
+        return await retry_backend("migrate", lambda: self._migrate(partition, to, deadline_s, mine),
+                                   self.store.retry_s, lambda exc: not isinstance(exc, JobConflict))
+
+    async def _migrate(self, partition: str, to: str, deadline_s: float | None, mine: list[Job]) -> Job:
+        jobs = await self.list()
+        for job in jobs:
+            if mine and job.id == mine[0].id:
+                return job
         st = await self.store.state(partition)
         if st is None:
             raise UnknownPartition(f"unknown partition {partition!r}", partition)
@@ -243,11 +260,12 @@ class Controller:
         nodes = await self.nodes()
         if to not in nodes:
             raise ConfigError("to_node", f"unknown node {to!r} (known: {sorted(nodes)})")
-        for job in await self.list():
+        for job in jobs:
             if job.partition == partition and not job.terminal:
                 raise AlreadyMigrating(f"job {job.id} is already moving {partition}", partition)
-        job = Job.new(partition, state.source, to, deadline_s or self.deadline_s)
-        return await self.records.create(job)
+        if not mine:
+            mine.append(Job.new(partition, state.source, to, deadline_s or self.deadline_s))
+        return await self.records.create(mine[0])
 
     async def get(self, job_id: str) -> Job | None:
         return await self.records.get(job_id)

@@ -28,6 +28,25 @@ from gate._types import Epoch, PartitionState, Phase
 log = logging.getLogger("epochgate.controller")
 
 
+async def retry_backend(what: str, fn: Callable[[], Awaitable[Any]], retry_s: float = 15.0,
+                        retry_if: Callable[[BaseException], bool] = lambda exc: True) -> Any:
+    """``fn()``, retried on ``BackendError`` (for which ``retry_if`` holds) with backoff
+    for up to ``retry_s``; then the last error is raised."""
+    end = time.monotonic() + retry_s
+    delay, warned = 0.05, False
+    while True:
+        try:
+            return await fn()
+        except BackendError as exc:
+            if not retry_if(exc) or time.monotonic() + delay >= end:
+                raise
+            if not warned:
+                log.warning("%s: %s; retrying for up to %.0fs", what, exc, retry_s)
+                warned = True
+        await asyncio.sleep(delay)
+        delay = min(1.0, delay * 2)
+
+
 class RetryingStore:
     """``MigrationStore`` with bounded retries of ``BackendError`` (see module doc)."""
 

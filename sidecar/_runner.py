@@ -43,7 +43,7 @@ from ._jobs import Job, JobConflict, JobRecords, PhaseRecord
 from ._metrics import Metrics
 from ._mover import Mover
 from ._prebarrier import PreBarrierTimeout, pre_barrier
-from ._retry import RetryingStore
+from ._retry import RetryingStore, retry_backend
 
 log = logging.getLogger("epochgate.controller")
 
@@ -73,6 +73,7 @@ class JobRunner:
         self.save_every = save_progress_every_s
         self.abort_retry_s = abort_retry_s
         self.prebarrier_s = prebarrier_s   # 0 turns the pre-barrier off (sidecar/_prebarrier.py)
+        self.retry_s = self.store.retry_s  # how long a store/record error is retried (a Consul election)
         self.last_barrier = None    # BarrierResult of the last cutover (benchmarks read it)
 
     async def run(self, job: Job) -> Job:
@@ -272,9 +273,12 @@ class JobRunner:
         or another controller's claim (→ LostLeadership)."""
         self.check()
         try:
-            return await self.records.save(job)
+            return await retry_backend(f"job {job.id}: save", lambda: self.records.save(job), self.retry_s,
+                                       lambda exc: not isinstance(exc, JobConflict))
         except JobConflict:
-            latest = await self.records.get(job.id)
+            latest = await retry_backend(f"job {job.id}: read", lambda: self.records.get(job.id), self.retry_s)
+            if latest is not None and latest.to_dict() == job.to_dict():
+                return latest   # a retried save whose first try had landed
             if latest is None or (latest.owner and latest.owner != self.owner):
                 raise LostLeadership(f"job {job.id} claimed by {latest.owner if latest else 'nobody'}") from None
             if latest.abort_requested and not job.terminal:
