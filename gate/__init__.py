@@ -28,7 +28,7 @@ from ._exceptions import (
     UnknownPartition,
     UnstampedWrite,
 )
-from ._fence import FENCE_HEADER, STALE_MOVER_TYPE, MoverFence, StaleMover, check_fence, sqlite_fence
+from ._fence import FENCE_HEADER, STALE_MOVER_TYPE, MoverFence, StaleAttempt, StaleMover, check_fence, sqlite_fence
 from ._grpc_interceptor import grpc_interceptor
 from ._guard import CommitGuard, Stamp, commit_point, current_guard
 from ._machine import Op, step
@@ -102,6 +102,7 @@ __all__ = [
     "RejectReason",
     "Replica",
     "STALE_MOVER_TYPE",
+    "StaleAttempt",
     "StaleEpoch",
     "StaleMover",
     "Stamp",

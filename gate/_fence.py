@@ -30,7 +30,7 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Mapping
 
-from ._exceptions import ConfigError, EpochgateError
+from ._exceptions import ConfigError, EpochgateError, MigrationError
 from ._problem import PROBLEM_TYPE_PREFIX, ProblemDocument
 from ._types import partition_id
 
@@ -39,6 +39,11 @@ STALE_MOVER_TYPE = PROBLEM_TYPE_PREFIX + "stale-mover"
 
 _SQLITE_SCHEMA = ("CREATE TABLE IF NOT EXISTS epochgate_fence "
                   "(partition TEXT PRIMARY KEY, token INTEGER NOT NULL)")
+
+
+class StaleAttempt(MigrationError):
+    """A transition asked ``at_epoch`` E found the partition at another epoch: the
+    attempt that asked was superseded (a paused controller); nothing was written."""
 
 
 class StaleMover(EpochgateError):

@@ -101,18 +101,24 @@ class RetryingStore:
 
     # ---- transitions --------------------------------------------------------------------
 
+    def _call(self, name: str, *args: Any, at_epoch: int | None) -> Awaitable[Any]:
+        fn = getattr(self.store, name)
+        return fn(*args) if at_epoch is None else fn(*args, at_epoch=at_epoch)
+
     async def begin(self, partition: str, target: str, *, budget_s: float | None = None) -> Epoch:
         return await self._retry("begin", lambda: self.store.begin(partition, target), budget_s,
                                  lambda st: st.phase is Phase.DRAINING and st.target == target, partition)
 
-    async def enter_cutover(self, partition: str, *, budget_s: float | None = None) -> Epoch:
-        return await self._retry("enter_cutover", lambda: self.store.enter_cutover(partition), budget_s,
+    async def enter_cutover(self, partition: str, *, budget_s: float | None = None,
+                            at_epoch: int | None = None) -> Epoch:
+        return await self._retry("enter_cutover", lambda: self._call("enter_cutover", partition, at_epoch=at_epoch),
+                                 budget_s,
                                  lambda st: st.phase is Phase.CUTOVER, partition)
 
-    async def complete(self, partition: str, *, budget_s: float | None = None) -> Epoch:
+    async def complete(self, partition: str, *, budget_s: float | None = None, at_epoch: int | None = None) -> Epoch:
         before = await self.state(partition, budget_s=budget_s)
         target = None if before is None or not before[0].migrating else before[0].target
-        return await self._retry("complete", lambda: self.store.complete(partition), budget_s,
+        return await self._retry("complete", lambda: self._call("complete", partition, at_epoch=at_epoch), budget_s,
                                  lambda st: target is not None and st == PartitionState.active(target), partition)
 
     async def abort(self, partition: str, *, budget_s: float | None = None) -> Epoch:

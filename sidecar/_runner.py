@@ -34,7 +34,7 @@ import time
 from typing import Any, Callable
 
 from gate._exceptions import BackendError, EpochgateError, MigrationError, UnknownPartition
-from gate._fence import StaleMover
+from gate._fence import StaleAttempt, StaleMover
 from gate._store import MigrationStore
 from gate._types import PartitionState
 
@@ -95,11 +95,12 @@ class JobRunner:
             self._abort_if_asked(job)
             if self.prebarrier_s > 0:   # a dead participant drops out now, while writes still flow
                 await pre_barrier(self.barrier, draining, self.prebarrier_s, lambda: self._between(job))
-            res = await self.barrier.cutover(_Cutover(self.store, job.deadline_s), job.partition, job.deadline_s,
+            res = await self.barrier.cutover(_Cutover(self.store, job.deadline_s, draining), job.partition,
+                                             job.deadline_s,
                                              before_commit=lambda: self._expect(job, draining))
             job = await self._after_barrier(job, res)
             return await self._replay_and_complete(job, res.committed_at, res.epoch)
-        except (LostLeadership, StaleMover) as exc:
+        except (LostLeadership, StaleMover, StaleAttempt) as exc:
             log.warning("job %s: %s; leaving it to the next controller", job.id, exc)
             raise LostLeadership(str(exc)) from exc
         except JobConflict as exc:
@@ -196,7 +197,8 @@ class JobRunner:
         await self._expect(job, cutover_epoch)
         self.check()
         epoch = await self.store.complete(
-            job.partition, budget_s=job.deadline_s - (time.monotonic() - (cutover_started or time.monotonic())))
+            job.partition, budget_s=job.deadline_s - (time.monotonic() - (cutover_started or time.monotonic())),
+            at_epoch=cutover_epoch)
         done = time.monotonic()
         self._observe("replaying", t0)
         if self.metrics is not None and cutover_started is not None:
@@ -324,8 +326,10 @@ class _Cutover:
     """What ``Barrier.cutover`` needs of the store: ``enter_cutover``, retried through an
     outage no longer than the cutover deadline."""
 
-    def __init__(self, store: RetryingStore, deadline_s: float) -> None:
-        self.store, self.deadline_s = store, deadline_s
+    def __init__(self, store: RetryingStore, deadline_s: float, draining_epoch: int) -> None:
+        self.store, self.deadline_s, self.draining_epoch = store, deadline_s, draining_epoch
 
     async def enter_cutover(self, partition: str) -> Any:
-        return await self.store.enter_cutover(partition, budget_s=self.deadline_s)
+        # at_epoch: only this attempt's draining phase may enter cutover (a paused
+        # controller's enter_cutover cannot land on a newer attempt)
+        return await self.store.enter_cutover(partition, budget_s=self.deadline_s, at_epoch=self.draining_epoch)
