@@ -119,12 +119,12 @@ class Fleet:
         return p
 
     async def controller(self, name: str, deadline_s: float = 5.0, extra: list[str] | None = None,
-                         module: str = "sidecar") -> Proc:
+                         module: str = "sidecar", env: dict | None = None) -> Proc:
         control, admin = free_ports(2)
         p = self._proc(f"controller-{name}", [module, "controller", "--consul", self.consul_url,
                                               "--prefix", self.prefix, "--control", f"127.0.0.1:{control}",
                                               "--admin", f"127.0.0.1:{admin}",
-                                              "--cutover-deadline", str(deadline_s), *(extra or [])])
+                                              "--cutover-deadline", str(deadline_s), *(extra or [])], env)
         p.info.update(control=f"127.0.0.1:{control}", admin=f"http://127.0.0.1:{admin}")
         await wait_http(p.info["admin"] + "/healthz", 30, p)
         return p
