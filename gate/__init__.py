@@ -33,10 +33,12 @@ from ._exceptions import (
     UnknownPartition,
     UnstampedWrite,
 )
+from ._fence import FENCE_HEADER, STALE_MOVER_TYPE, MoverFence, StaleAttempt, StaleMover, check_fence, sqlite_fence
 from ._grpc_interceptor import grpc_interceptor
 from ._guard import CommitGuard, Stamp, commit_point, current_guard
 from ._inflight import InflightTracker
 from ._machine import Op, step
+from ._mover_auth import MOVER_TOKEN_ENV, MOVER_TOKEN_HEADER, MoverAuth, mover_token_from_env, provision_mover_token, read_mover_token
 from ._participant import Participant
 from ._placement_file import PlacementConfig, load_placement_file, parse_placement, validate_url
 from ._problem import (
@@ -89,15 +91,20 @@ __all__ = [
     "Epoch",
     "EpochgateError",
     "FAIL_CLOSED",
+    "FENCE_HEADER",
     "GateUnavailable",
     "GroupCommit",
     "HistoryEntry",
     "InflightTracker",
     "KVEntry",
     "LocalAdmitter",
+    "MOVER_TOKEN_ENV",
+    "MOVER_TOKEN_HEADER",
     "MemoryConsensus",
     "MigrationError",
     "MigrationStore",
+    "MoverAuth",
+    "MoverFence",
     "NoOpMove",
     "NotCutover",
     "NotDraining",
@@ -119,8 +126,11 @@ __all__ = [
     "Reject",
     "RejectReason",
     "Replica",
+    "STALE_MOVER_TYPE",
     "SessionLost",
+    "StaleAttempt",
     "StaleEpoch",
+    "StaleMover",
     "Stamp",
     "SyncAdmitClient",
     "TxnOp",
@@ -129,6 +139,7 @@ __all__ = [
     "Versioned",
     "WriteAdmission",
     "aiohttp_middleware",
+    "check_fence",
     "commit_point",
     "current_guard",
     "fail_closed_admit",
@@ -137,6 +148,7 @@ __all__ = [
     "is_stale_epoch_problem",
     "load_placement_file",
     "make_participant",
+    "mover_token_from_env",
     "node_name",
     "open_consul",
     "open_participant",
@@ -144,6 +156,9 @@ __all__ = [
     "parse_placement",
     "partition_id",
     "problem_document",
+    "provision_mover_token",
+    "read_mover_token",
+    "sqlite_fence",
     "step",
     "unstamped_problem",
     "validate_url",

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Protocol, Sequence, runtime_checkable
 
 from ._exceptions import ConfigError
+from ._truncate import check_truncate
 
 PUT = "put"
 DELETE = "delete"
@@ -107,7 +108,9 @@ class Consensus(Protocol):
         """Entries under prefix ``key`` written at seqno ≥ ``from_seqno``, oldest first."""
 
     async def truncate(self, key: str, seqno: int) -> int:
-        """Delete entries under prefix ``key`` written before ``seqno``; returns how many."""
+        """Delete entries under prefix ``key`` written before ``seqno``; returns how many were
+        deleted. Refuses (``ConfigError``) an empty ``key`` and a ``seqno`` past the newest
+        entry under it (``gate._truncate``)."""
 
     async def list_keys(self, prefix: str) -> list[str]:
         """Every key under ``prefix``, sorted."""
@@ -190,6 +193,8 @@ class MemoryConsensus:
         return [Versioned(k, self._cells[k].value, s) for s, k in found]
 
     async def truncate(self, key: str, seqno: int) -> int:
+        check_truncate(key, seqno, [Versioned(k, c.value, c.seqno) for k, c in self._cells.items()
+                                    if key and k.startswith(key)])
         doomed = [k for k, c in self._cells.items() if k.startswith(key) and c.seqno < seqno]
         if doomed:
             await self.txn([delete(k) for k in doomed])

@@ -36,6 +36,7 @@ from typing import Any, Callable
 
 from ._consensus import Consensus, TxnOp, Versioned, delete, put
 from ._exceptions import BackendError, ConfigError, ConflictError, UnknownPartition
+from ._fence import StaleAttempt
 from ._machine import Op, step
 from ._placement_file import validate_url
 from ._types import Epoch, PartitionState, node_name, partition_id
@@ -205,17 +206,21 @@ class ConsensusStore:
     async def set(self, partition: str, node: str) -> Epoch:
         return await self._transition(partition_id(partition), Op.SET, node_name(node))
 
-    async def begin(self, partition: str, target: str) -> Epoch:
-        return await self._transition(self._known_id(partition), Op.BEGIN, node_name(target, "target"))
+    # ``at_epoch``: apply only while the partition is still at that epoch — checked in the
+    # same compare-and-set, so a paused controller cannot move a newer attempt along
+    # (``StaleAttempt``; DESIGN §6 "Fencing").
 
-    async def enter_cutover(self, partition: str) -> Epoch:
-        return await self._transition(self._known_id(partition), Op.ENTER_CUTOVER)
+    async def begin(self, partition: str, target: str, *, at_epoch: int | None = None) -> Epoch:
+        return await self._transition(self._known_id(partition), Op.BEGIN, node_name(target, "target"), at_epoch)
 
-    async def complete(self, partition: str) -> Epoch:
-        return await self._transition(self._known_id(partition), Op.COMPLETE)
+    async def enter_cutover(self, partition: str, *, at_epoch: int | None = None) -> Epoch:
+        return await self._transition(self._known_id(partition), Op.ENTER_CUTOVER, at_epoch=at_epoch)
 
-    async def abort(self, partition: str) -> Epoch:
-        return await self._transition(self._known_id(partition), Op.ABORT)
+    async def complete(self, partition: str, *, at_epoch: int | None = None) -> Epoch:
+        return await self._transition(self._known_id(partition), Op.COMPLETE, at_epoch=at_epoch)
+
+    async def abort(self, partition: str, *, at_epoch: int | None = None) -> Epoch:
+        return await self._transition(self._known_id(partition), Op.ABORT, at_epoch=at_epoch)
 
     @staticmethod
     def _known_id(partition: str) -> str:
@@ -225,13 +230,16 @@ class ConsensusStore:
         except ConfigError as exc:
             raise UnknownPartition(f"unknown partition {partition!r}", str(partition)) from exc
 
-    async def _transition(self, p: str, op: Op, node: str | None = None) -> Epoch:
+    async def _transition(self, p: str, op: Op, node: str | None = None, at_epoch: int | None = None) -> Epoch:
         if self.group is not None:
-            epoch: Epoch = await self.group.submit(p, op, node)
+            epoch: Epoch = await self.group.submit(p, op, node, at_epoch)
             return epoch
         for attempt in range(self.max_attempts):
             cur, head = await asyncio.gather(self.consensus.head(PARTITIONS + p), self.consensus.head(HEAD))
             state = self._current(p, cur, op)
+            if at_epoch is not None and (cur is None or cur.seqno != int(at_epoch)):
+                raise StaleAttempt(f"{op.value} {p!r}: the partition is at epoch {cur.seqno if cur else 0}, "
+                                   f"not {int(at_epoch)}: a newer attempt moved it", p)
             new = step(p, state, op, node)  # MigrationError: refused, nothing written
             seq = await self._next_seq(head)
             entry = LogEntry(seq, partition=p, state=new, op=op.value, time=self._clock(), actor=self.actor)

@@ -30,6 +30,7 @@ from ._exceptions import BackendError, ConfigError
 from ._longpoll import LongPollClient
 from ._placement_file import validate_url
 from ._replica import Replica
+from ._truncate import check_truncate
 
 _TXN_MAX_OPS = 64  # Consul's limit per transaction
 
@@ -153,13 +154,20 @@ class ConsulConsensus:
         return found if limit is None else found[:limit]
 
     async def truncate(self, key: str, seqno: int) -> int:
-        items, _ = await self.read_prefix(key)
+        items, _ = await self.read_prefix(key) if key else ([], 0)
+        check_truncate(key, seqno, items)
         doomed = [v for v in items if v.seqno < seqno]
+        deleted = 0
         for i in range(0, len(doomed), _TXN_MAX_OPS):
             # delete-cas: an entry rewritten meanwhile is newer than the cut; keep it.
             chunk = [TxnOp(DELETE, v.key, None, v.seqno) for v in doomed[i:i + _TXN_MAX_OPS]]
-            await self.txn(chunk)
-        return len(doomed)
+            if await self.txn(chunk) is not None:
+                deleted += len(chunk)
+                continue
+            for op in chunk:   # one condition failed, so none was applied: one by one, counting
+                if await self.txn([op]) is not None:
+                    deleted += 1
+        return deleted
 
     async def list_keys(self, prefix: str) -> list[str]:
         status, _, body = await self._call("GET", self._kv(prefix), params={"keys": ""}, ok=(200, 404))

@@ -33,16 +33,21 @@ class CurrentReplica:
     def writable(self) -> bool:  # pragma: no cover - provided by the participant
         raise NotImplementedError
 
-    def get(self, partition: str) -> PlacementAt:
+    def get(self, partition: str) -> PlacementAt | None:
+        """``None`` for an unknown partition (or before the first table read)."""
         r = self.replica
         if r is None:
-            raise UnknownPartition(f"unknown partition {partition!r} (no table yet)", partition)
-        at: PlacementAt = r.get(partition)
+            return None
+        at: PlacementAt | None = r.get(partition)
         return at
 
-    def lookup(self, partition: str) -> PlacementAt | None:
-        r = self.replica
-        return None if r is None else r.lookup(partition)
+    lookup = get   # the older name, kept for callers
+
+    def get_or_raise(self, partition: str) -> PlacementAt:
+        at = self.get(partition)
+        if at is None:
+            raise UnknownPartition(f"unknown partition {partition!r}", partition)
+        return at
 
     def admit_write(self, partition: str, epoch: int) -> WriteAdmission:
         """The replica's answer, but fail closed unless ``writable()``."""

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 from ._consensus import TxnOp, delete_tree, put
 from ._consensus_store import HEAD, HISTORY, PARTITIONS, LogEntry, encode_head, encode_state, log_key
 from ._exceptions import BackendError, ConflictError, MigrationError
+from ._fence import StaleAttempt
 from ._machine import Op, step
 from ._types import Epoch, PartitionState
 
@@ -59,6 +60,7 @@ class _Req:
     op: Op
     node: str | None
     fut: asyncio.Future[Epoch] = field(repr=False)
+    at_epoch: int | None = None     # ConsensusStore's fencing of attempts: see _transition
 
 
 class GroupCommit:
@@ -78,9 +80,9 @@ class GroupCommit:
         self.commits = 0        # transactions written
         self.transitions = 0    # transitions committed through them
 
-    async def submit(self, p: str, op: Op, node: str | None) -> Epoch:
+    async def submit(self, p: str, op: Op, node: str | None, at_epoch: int | None = None) -> Epoch:
         fut: asyncio.Future[Epoch] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Req(p, op, node, fut))
+        self._queue.append(_Req(p, op, node, fut, at_epoch))
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._drain(), name="epochgate-group-commit")
         return await fut
@@ -133,6 +135,11 @@ class GroupCommit:
                 try:
                     if state is None and seqno and r.op is not Op.SET:
                         raise BackendError(f"partitions/{r.p} holds an unreadable value", r.p)
+                    # The same fence as the one-by-one path: the CAS below on this
+                    # seqno makes "still at at_epoch" atomic with the write.
+                    if r.at_epoch is not None and seqno != int(r.at_epoch):
+                        raise StaleAttempt(f"{r.op.value} {r.p!r}: the partition is at epoch {seqno}, "
+                                           f"not {int(r.at_epoch)}: a newer attempt moved it", r.p)
                     new = step(r.p, state, r.op, r.node)
                 except (MigrationError, BackendError) as exc:
                     if r.p in fresh:

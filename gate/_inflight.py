@@ -17,7 +17,7 @@ from typing import Callable
 class InflightTracker:
     """Counts of admitted-but-unfinished writes, keyed ``partition → epoch → n``."""
 
-    __slots__ = ("_counts", "_total", "_waiters", "on_change")
+    __slots__ = ("_counts", "_total", "_waiters", "on_change", "on_wait")
 
     def __init__(self, on_change: Callable[[int], None] | None = None) -> None:
         self._counts: dict[str, dict[int, int]] = {}
@@ -25,6 +25,8 @@ class InflightTracker:
         self._waiters: dict[str, list[tuple[int, asyncio.Future[bool]]]] = {}
         #: called with the new total after every change (e.g. a metrics gauge)
         self.on_change = on_change
+        #: called ``(partition, below_epoch)`` when a drain has to wait (sidecar/_trickle.py)
+        self.on_wait: Callable[[str, int], None] | None = None
 
     def begin(self, p: str, epoch: int) -> None:
         """A write of ``p`` admitted at ``epoch`` is now in flight."""
@@ -73,6 +75,8 @@ class InflightTracker:
         False if ``timeout`` seconds pass first."""
         if self.drained(p, below_epoch):
             return True
+        if self.on_wait is not None:
+            self.on_wait(p, below_epoch)
         fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         entry = (below_epoch, fut)
         self._waiters.setdefault(p, []).append(entry)

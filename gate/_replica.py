@@ -76,7 +76,7 @@ class Replica:
         self.backoff = backoff or Backoff(cap_s=min(5.0, max(0.05, wait_s)))
         self.table = PlacementTable()
         t = self.table
-        self.get, self.lookup, self.admit_write = t.get, t.lookup, t.admit_write
+        self.get, self.lookup, self.get_or_raise, self.admit_write = t.get, t.lookup, t.get_or_raise, t.admit_write
         self.state, self.partitions, self.subscribe = t.state, t.partitions, t.subscribe
         self._epoch = Epoch.ZERO
         self.nodes: dict[str, str] = {}

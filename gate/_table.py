@@ -68,17 +68,20 @@ class PlacementTable:
 
     # ---- reads (lock-free) -------------------------------------------------
 
-    def get(self, partition: str) -> PlacementAt:
-        """The read placement and the partition epoch; ``UnknownPartition`` if absent."""
+    def get(self, partition: str) -> PlacementAt | None:
+        """The read placement and the partition epoch; ``None`` for an unknown partition
+        (seed 001's ``Option<PlacementAt>``, Python's ``dict.get``)."""
+        entry = self._entries.get(partition)
+        return None if entry is None else entry.at
+
+    lookup = get   # the older name, kept for callers
+
+    def get_or_raise(self, partition: str) -> PlacementAt:
+        """Like ``get``, but ``UnknownPartition`` for an unknown partition."""
         entry = self._entries.get(partition)
         if entry is None:
             raise UnknownPartition(f"unknown partition {partition!r}", partition)
         return entry.at
-
-    def lookup(self, partition: str) -> PlacementAt | None:
-        """Like ``get`` but returns None for an unknown partition (no exception cost)."""
-        entry = self._entries.get(partition)
-        return None if entry is None else entry.at
 
     def admit_write(self, partition: str, epoch: int) -> WriteAdmission:
         """Admit a write resolved at ``epoch``, or say why not (DESIGN §3)."""

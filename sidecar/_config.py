@@ -56,7 +56,7 @@ class SidecarConfig:
     lease_seconds: float = 5.0                       # Consul mode: fail closed when the table/session is older
     session_ttl: float = 10.0                        # Consul session TTL of the barrier participant (> lease)
     hold_max: int = 1000                             # writes held at once (0 = never hold)
-    hold_seconds: float = 10.0                       # how long one write may be held
+    hold_seconds: float = 15.0                       # > cutover deadline (10) + abort: a held write outlives an aborted cutover
     retry_body_max: int = 1 << 20                    # request bytes kept to replay after an app stale-epoch
     connect_timeout: float = 5.0
     read_timeout: float = 60.0
@@ -255,7 +255,7 @@ def make_parser() -> argparse.ArgumentParser:
     a("--lease-seconds", metavar="S", help="Consul mode: fail closed when the table is older than this (default 5)")
     a("--session-ttl", metavar="S", help="Consul session TTL of the barrier participant (default 10, > lease)")
     a("--hold-max", metavar="N", help="rejected writes held at once for retry (default 1000; 0 = off)")
-    a("--hold-seconds", metavar="S", help="how long a write may be held (default 10)")
+    a("--hold-seconds", metavar="S", help="how long a write may be held (default 15)")
     a("--retry-body-max", metavar="BYTES", help="request body kept to replay after an app stale-epoch (default 1 MiB)")
     a("--connect-timeout", metavar="S", help="upstream connect timeout → 502 (default 5)")
     a("--read-timeout", metavar="S", help="upstream read timeout → 504 (default 60)")

@@ -35,8 +35,10 @@ from gate import (
     GroupCommit,
     Op,
     SessionLost,
+    mover_token_from_env,
     node_name,
     partition_id,
+    provision_mover_token,
     step,
     validate_url,
 )
@@ -45,6 +47,7 @@ from ._barrier import Barrier
 from ._jobs import Job, JobConflict, JobRecords
 from ._metrics import Metrics
 from ._mover import HttpHooksMover, Mover
+from ._retry import RetryingStore, retry_backend
 from ._runner import JobRunner, LostLeadership
 
 log = logging.getLogger("epochgate.controller")
@@ -105,13 +108,14 @@ class Controller:
     def __init__(self, consul_url: str, prefix: str = "epochgate/", *, token: str | None = None,
                  deadline_s: float = 10.0, extra_nodes: dict[str, str] | None = None, mover: Mover | None = None,
                  metrics: Metrics | None = None, owner: str | None = None, ttl_s: float = 10.0,
-                 barrier_cls: type[Barrier] = Barrier) -> None:
+                 barrier_cls: type[Barrier] = Barrier, prebarrier_s: float = 30.0) -> None:
         from gate import open_consul
 
         if deadline_s <= 0:
             raise ConfigError("cutover_deadline", f"must be > 0 seconds, got {deadline_s!r}")
         self.prefix = prefix if prefix.endswith("/") else prefix + "/"
         self.deadline_s = deadline_s
+        self.prebarrier_s = prebarrier_s
         self.extra_nodes = dict(extra_nodes or {})
         self.owner = owner or f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
         self.metrics = metrics or Metrics()
@@ -125,9 +129,11 @@ class Controller:
 
     async def start(self) -> None:
         self.consul = ConsulHTTP(self._consul_url, token=self._token)
-        self.consensus, self.store, self.replica = await self._open_consul(
+        self.consensus, store, self.replica = await self._open_consul(
             self._consul_url, self.prefix, self._token, wait_s=2.0)
-        self.store.group = GroupCommit(self.store)   # concurrent jobs' transitions share commits
+        GroupCommit(store)   # concurrent jobs' transitions share commits (gate/_group_commit.py)
+        # a Consul election is absorbed: control API calls and job steps retry BackendError (bounded)
+        self.store = RetryingStore(store)
         self.records = JobRecords(self.consul, self.prefix)
         self.barrier = self._barrier_cls(self.consul, self.prefix)
         self.barrier.keep_connections = True         # per-key ack watches reuse their connections
@@ -135,7 +141,7 @@ class Controller:
         if self.mover is None:
             self.mover = HttpHooksMover()
         self.runner = JobRunner(self.store, self.records, self.barrier, self.mover, self.nodes, owner=self.owner,
-                                check=self.leadership.check, metrics=self.metrics)
+                                check=self.leadership.check, metrics=self.metrics, prebarrier_s=self.prebarrier_s)
         self._main = asyncio.create_task(self._lead(), name="controller")
 
     async def stop(self) -> None:
@@ -171,6 +177,7 @@ class Controller:
                     await self._wait_lock_free()
                     continue
                 log.info("controller %s: leading", self.owner)
+                await self._ensure_mover_token()
                 self.metrics.controller_leader.set(1)
                 await self._run_jobs()
             except BackendError as exc:
@@ -178,6 +185,13 @@ class Controller:
                 await asyncio.sleep(0.5)
             self.metrics.controller_leader.set(0)
             await self._drop_jobs()
+
+    async def _ensure_mover_token(self) -> None:
+        """The hooks' credential (DESIGN §6): EPOCHGATE_MOVER_TOKEN, else the one under
+        ``<prefix>mover/token``, created now if absent (applications with --consul read it)."""
+        if not isinstance(self.mover, HttpHooksMover) or self.mover.token is not None:
+            return
+        self.mover.token = mover_token_from_env() or await provision_mover_token(self.consul, self.prefix)
 
     async def _wait_lock_free(self) -> None:
         entry, index = await self.consul.list(self.leadership.key)
@@ -193,14 +207,21 @@ class Controller:
         index = 0
         last_renew = 0.0
         while True:
-            if time.monotonic() - last_renew >= self.leadership.lease_s / 4:
-                last_renew = time.monotonic()
-                await self.leadership.renew()
-            if not self.leadership.held():
-                log.warning("controller %s: lost the lock", self.owner)
-                return
-            jobs, new_index = await self.records.list(index=index or None,
-                                                      wait_s=self.leadership.lease_s / 4)
+            try:   # a store error (a Consul election) is not a lost lock: the lease decides
+                if time.monotonic() - last_renew >= self.leadership.lease_s / 4:
+                    last_renew = time.monotonic()
+                    await self.leadership.renew()
+                if not self.leadership.held():
+                    log.warning("controller %s: lost the lock", self.owner)
+                    return
+                jobs, new_index = await self.records.list(index=index or None,
+                                                          wait_s=self.leadership.lease_s / 4)
+            except BackendError as exc:
+                if not self.leadership.held():
+                    raise
+                log.info("controller %s: %s (retrying)", self.owner, exc)
+                await asyncio.sleep(0.2)
+                continue
             index = new_index if new_index >= index else 0
             for job in jobs:
                 if not job.terminal and job.id not in self._tasks:
@@ -228,9 +249,19 @@ class Controller:
     # ---- JobService ------------------------------------------------------------
 
     async def migrate(self, partition: str, to: str, deadline_s: float | None = None) -> Job:
-        """Record a pending job (validated against the store now); the leader runs it."""
+        """Record a pending job (validated against the store now); the leader runs it.
+        A store outage (a Consul election) is retried for up to 15 s."""
         partition = partition_id(partition)
         to = node_name(to, "to_node")
+        mine: list[Job] = []   # the record this call creates: a retry whose first create landed finds it
+        return await retry_backend("migrate", lambda: self._migrate(partition, to, deadline_s, mine),
+                                   self.store.retry_s, lambda exc: not isinstance(exc, JobConflict))
+
+    async def _migrate(self, partition: str, to: str, deadline_s: float | None, mine: list[Job]) -> Job:
+        jobs = await self.list()
+        for job in jobs:
+            if mine and job.id == mine[0].id:
+                return job
         st = await self.store.state(partition)
         state = None if st is None else st[0]
         # Ask the state machine, as the store's begin will: UnknownPartition,
@@ -240,11 +271,12 @@ class Controller:
         nodes = await self.nodes()
         if to not in nodes:
             raise ConfigError("to_node", f"unknown node {to!r} (known: {sorted(nodes)})")
-        for job in await self.list():
+        for job in jobs:
             if job.partition == partition and not job.terminal:
                 raise AlreadyMigrating(f"job {job.id} is already moving {partition}", partition)
-        job = Job.new(partition, state.source, to, deadline_s or self.deadline_s)
-        return await self.records.create(job)
+        if not mine:
+            mine.append(Job.new(partition, state.source, to, deadline_s or self.deadline_s))
+        return await self.records.create(mine[0])
 
     async def get(self, job_id: str) -> Job | None:
         return await self.records.get(job_id)
@@ -332,6 +364,10 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
     ap.add_argument("--consul-token", default=os.environ.get("CONSUL_HTTP_TOKEN"), help="Consul ACL token")
     ap.add_argument("--cutover-deadline", type=float, default=float(os.environ.get("EPOCHGATE_CUTOVER_DEADLINE", 10)),
                     metavar="S", help="abort a job whose barrier has not passed after S seconds (default 10)")
+    ap.add_argument("--prebarrier-deadline", type=float,
+                    default=float(os.environ.get("EPOCHGATE_PREBARRIER_DEADLINE", 30)), metavar="S",
+                    help="while draining, wait up to S seconds for every participant to ack or drop out "
+                         "before entering cutover; 0 turns it off (default 30)")
     ap.add_argument("--node", action="append", default=[], metavar="NAME=URL", help="a node's URL (repeatable)")
     ap.add_argument("--log-level", default="INFO")
     args = ap.parse_args(list(argv))
@@ -350,8 +386,10 @@ async def _amain(args: argparse.Namespace) -> int:
             raise ConfigError("node", f"expected NAME=URL, got {item!r}")
         nodes[node_name(name)] = validate_url(url, f"node.{name}")
     validate_url(args.consul, "consul")
+    if args.prebarrier_deadline < 0:
+        raise ConfigError("prebarrier_deadline", f"must be >= 0 seconds, got {args.prebarrier_deadline!r}")
     ctl = Controller(args.consul, args.prefix, token=args.consul_token, deadline_s=args.cutover_deadline,
-                     extra_nodes=nodes)
+                     extra_nodes=nodes, prebarrier_s=args.prebarrier_deadline)
     await ctl.start()
     try:
         await ctl.replica.start()

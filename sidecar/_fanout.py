@@ -15,6 +15,11 @@ writes it admitted at older epochs of that partition finish:
 So no worker admits a write against an epoch the store has moved past once
 the transition has been acknowledged, and workers never disagree about a
 partition for longer than a transition is in flight.
+
+A member that cannot drain within ``--drain-seconds`` does not acknowledge a
+cutover (``NotDrained``): ``enter_cutover`` then aborts the migration back to
+``from`` and fails with ``CutoverNotAcknowledged`` — a write still in flight
+may commit on ``from`` after the delta was copied, so the cutover must not count.
 """
 
 from __future__ import annotations
@@ -23,10 +28,18 @@ import asyncio
 import logging
 from typing import Protocol
 
-from gate import EmbeddedStore, Epoch, InflightTracker, Phase, PartitionState
+from gate import EmbeddedStore, Epoch, InflightTracker, MigrationError, Phase, PartitionState
 
 
 log = logging.getLogger("epochgate.sidecar")
+
+
+class NotDrained(Exception):
+    """A member still has writes admitted before the cutover in flight after its drain bound."""
+
+
+class CutoverNotAcknowledged(MigrationError):
+    """A member could not drain: the cutover was aborted back to ``from``."""
 
 
 class Member(Protocol):
@@ -46,8 +59,8 @@ class LocalMember:
         st = self.store.table.state(partition)
         if st is not None and st[0].phase is Phase.CUTOVER and st[1] == epoch:
             if not await self.tracker.wait_drained(partition, epoch, self.drain_s):
-                log.warning("cutover of %s at epoch %d acknowledged with writes still in flight after %gs",
-                            partition, epoch, self.drain_s)
+                raise NotDrained(f"writes of {partition} admitted before epoch {epoch} still in flight "
+                                 f"after {self.drain_s:g}s")
 
 
 class FanoutStore(EmbeddedStore):
@@ -59,15 +72,25 @@ class FanoutStore(EmbeddedStore):
         self.members = members
         self.timeout_s = timeout_s
 
-    async def _settle(self, partition: str, epoch: Epoch) -> Epoch:
+    async def _settle(self, partition: str, epoch: Epoch, *, cutover: bool = False) -> Epoch:
         if self.members:
             done, pending = await asyncio.wait([asyncio.ensure_future(m.applied(partition, epoch))
                                                 for m in list(self.members)], timeout=self.timeout_s)
             for t in pending:
                 t.cancel()
+            failed = [str(t.exception()) for t in done if not t.cancelled() and t.exception() is not None]
             if pending:
-                log.warning("transition of %s at epoch %d: %d member(s) did not acknowledge within %gs",
-                            partition, epoch, len(pending), self.timeout_s)
+                failed.append(f"{len(pending)} member(s) did not acknowledge within {self.timeout_s:g}s")
+            if failed and cutover:
+                # Not acknowledged: a write admitted before the cutover may still commit on
+                # `from`. Abort (writes resume on `from`), and say so.
+                st = self.table.state(partition)
+                if st is not None and st[0].phase is Phase.CUTOVER and st[1] == epoch:
+                    await self._settle(partition, self.table.abort_migration(partition))
+                raise CutoverNotAcknowledged(f"cutover of {partition} at epoch {int(epoch)} not acknowledged "
+                                             f"({'; '.join(failed)}); migration aborted", partition)
+            if failed:
+                log.warning("transition of %s at epoch %d: %s", partition, epoch, "; ".join(failed))
         return epoch
 
     async def set(self, partition: str, node: str) -> Epoch:
@@ -77,7 +100,7 @@ class FanoutStore(EmbeddedStore):
         return await self._settle(partition, self.table.begin_migration(partition, target))
 
     async def enter_cutover(self, partition: str) -> Epoch:
-        return await self._settle(partition, self.table.enter_cutover(partition))
+        return await self._settle(partition, self.table.enter_cutover(partition), cutover=True)
 
     async def complete(self, partition: str) -> Epoch:
         return await self._settle(partition, self.table.complete_migration(partition))

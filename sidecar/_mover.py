@@ -14,16 +14,34 @@ The bulk copy runs while writes still go to ``from`` and remembers the export
 cursor; after the barrier (no more writes anywhere) the delta since that
 cursor is the rest. Imports are upserts, so a copy repeated after a controller
 takeover is harmless. ``progress(bytes)`` is called with the running total.
+
+Every hook call carries the mover credential (``X-Epochgate-Mover-Token``) and
+every import the fencing token of its attempt's phase (``X-Epochgate-Fence``,
+DESIGN §6; ``gate._fence``). Two rules make a delayed import harmless:
+
+* the delta copy always sends at least one import (an empty one when nothing
+  changed), so the target has seen the cutover epoch before the flip and
+  refuses every bulk-copy import of this or an older attempt still in the
+  network;
+* a bulk import whose answer was lost is retried at the same token (its twin
+  landing later is refused once the delta's token arrived, or is overwritten by
+  the delta), but a delta import is never retried: an unanswered delta import
+  fails the attempt, and a new attempt has higher tokens.
+
+A 409 ``stale-mover`` answer raises ``gate.StaleMover``: a newer attempt owns
+the partition's data movement, this one must stop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import time
 from typing import Callable, Protocol, runtime_checkable
 
 import aiohttp
 
-from gate import BackendError
+from gate import FENCE_HEADER, MOVER_TOKEN_HEADER, BackendError, StaleMover
 
 Progress = Callable[[int], None]
 Check = Callable[[], None]
@@ -35,21 +53,26 @@ CURSOR_HEADER = "X-Epochgate-Cursor"
 @runtime_checkable
 class Mover(Protocol):
     async def copy(self, partition: str, source_url: str, target_url: str, progress: Progress,
-                   check: Check | None = None) -> str:
-        """Copy the whole partition; return the source's cursor at export start."""
+                   check: Check | None = None, *, fence: int) -> str:
+        """Copy the whole partition; return the source's cursor at export start.
+        ``fence``: the token every write on the target carries (the draining epoch)."""
         ...
 
     async def copy_delta(self, partition: str, source_url: str, target_url: str, since: str,
-                         progress: Progress, check: Check | None = None) -> str:
-        """Copy the changes after ``since``; return the new cursor."""
+                         progress: Progress, check: Check | None = None, *, fence: int) -> str:
+        """Copy the changes after ``since`` (at least one import call, even if empty);
+        return the new cursor. ``fence``: the cutover epoch."""
         ...
 
 
 class HttpHooksMover:
     """The default ``Mover``: the application's ``/_epochgate/*`` hooks over HTTP."""
 
-    def __init__(self, *, batch_bytes: int = 256 * 1024, timeout_s: float = 60.0) -> None:
+    def __init__(self, *, batch_bytes: int = 256 * 1024, timeout_s: float = 60.0, token: str | None = None,
+                 retry_s: float = 15.0) -> None:
         self.batch_bytes = batch_bytes
+        self.token = token            # the mover credential (set by the controller)
+        self.retry_s = retry_s        # how long a bulk import is retried through transient errors
         self.timeout = aiohttp.ClientTimeout(total=timeout_s, sock_read=timeout_s)
         self._http: aiohttp.ClientSession | None = None
 
@@ -63,23 +86,33 @@ class HttpHooksMover:
             await self._http.close()
             self._http = None
 
+    def _headers(self) -> dict[str, str]:
+        return {} if self.token is None else {MOVER_TOKEN_HEADER: self.token}
+
     async def copy(self, partition: str, source_url: str, target_url: str, progress: Progress,
-                   check: Check | None = None) -> str:
+                   check: Check | None = None, *, fence: int) -> str:
         return await self._stream(f"{source_url.rstrip('/')}/_epochgate/export", {"partition": partition},
-                                  partition, target_url, progress, check)
+                                  partition, target_url, progress, check, fence, retry=True)
 
     async def copy_delta(self, partition: str, source_url: str, target_url: str, since: str,
-                         progress: Progress, check: Check | None = None) -> str:
+                         progress: Progress, check: Check | None = None, *, fence: int) -> str:
         return await self._stream(f"{source_url.rstrip('/')}/_epochgate/delta",
                                   {"partition": partition, "since": str(since)}, partition, target_url,
-                                  progress, check)
+                                  progress, check, fence, retry=False)
 
     async def _stream(self, url: str, params: dict[str, str], partition: str, target_url: str,
-                      progress: Progress, check: Check | None) -> str:
+                      progress: Progress, check: Check | None, fence: int, *, retry: bool) -> str:
         http = self._session()
         total = 0
+        sent = False
+
+        async def flush(batch: list[bytes]) -> int:
+            nonlocal sent
+            sent = True
+            return await self._import(partition, target_url, batch, check, fence, retry)
+
         try:
-            async with http.get(url, params=params) as resp:
+            async with http.get(url, params=params, headers=self._headers()) as resp:
                 if resp.status != 200:
                     raise BackendError(f"mover: GET {url}: HTTP {resp.status}: {(await resp.read())[:200]!r}")
                 cursor = resp.headers.get(CURSOR_HEADER)
@@ -95,25 +128,52 @@ class HttpHooksMover:
                     batch.append(line)
                     size += len(line)
                     if size >= self.batch_bytes:
-                        total += await self._import(partition, target_url, batch, check)
+                        total += await flush(batch)
                         progress(total)
                         batch, size = [], 0
-                if batch:
-                    total += await self._import(partition, target_url, batch, check)
+                if batch or (not sent and not retry):   # the delta stamps its token even when empty
+                    total += await flush(batch)
                 progress(total)
                 return cursor.strip()
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
             raise BackendError(f"mover: {url}: {type(exc).__name__}: {exc}") from exc
 
-    async def _import(self, partition: str, target_url: str, lines: list[bytes], check: Check | None) -> int:
-        if check is not None:
-            check()
+    async def _import(self, partition: str, target_url: str, lines: list[bytes], check: Check | None,
+                      fence: int, retry: bool) -> int:
         body = b"".join(lines)
         url = f"{target_url.rstrip('/')}/_epochgate/import"
-        async with self._session().post(url, params={"partition": partition}, data=body,
-                                        headers={"Content-Type": "application/x-ndjson"}) as resp:
-            text = await resp.read()
-            if resp.status != 200:
-                raise BackendError(f"mover: POST {url}: HTTP {resp.status}: {text[:200]!r}")
-        return len(body)
+        end = time.monotonic() + (self.retry_s if retry else 0.0)
+        delay = 0.05
+        while True:
+            if check is not None:
+                check()
+            try:
+                status, text = await self._post_import(url, partition, body, fence)
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+                status, text = 0, f"{type(exc).__name__}: {exc}".encode()
+            if status == 200:
+                return len(body)
+            if status == 409:
+                _raise_stale(partition, fence, text)
+            if not (retry and (status == 0 or status >= 500) and time.monotonic() + delay < end):
+                raise BackendError(f"mover: POST {url}: " + (f"HTTP {status}: " if status else "") + f"{text[:200]!r}")
+            await asyncio.sleep(delay)
+            delay = min(1.0, delay * 2)
+
+    async def _post_import(self, url: str, partition: str, body: bytes, fence: int) -> tuple[int, bytes]:
+        """One import call: (status, body). Separate so a test can pause right before the send."""
+        headers = {"Content-Type": "application/x-ndjson", FENCE_HEADER: str(int(fence)), **self._headers()}
+        async with self._session().post(url, params={"partition": partition}, data=body, headers=headers) as resp:
+            return resp.status, await resp.read()
+
+
+def _raise_stale(partition: str, fence: int, text: bytes) -> None:
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        doc = {}
+    if isinstance(doc, dict) and str(doc.get("type", "")).endswith("stale-mover"):
+        highest = doc.get("highest")
+        raise StaleMover(partition, int(fence), int(highest) if isinstance(highest, int) else -1)
+    raise BackendError(f"mover: import of {partition!r}: HTTP 409: {text[:200]!r}")
 

@@ -29,6 +29,8 @@ import httptools
 from . import _httpmsg as H
 from ._context import ProxyContext
 from ._exchange import Request
+from ._hookpath import is_hook_path
+from ._orphan import orphan_write
 
 
 _CONN_OPTIONS = frozenset({b"upgrade", b"close", b"keep-alive"})
@@ -151,6 +153,7 @@ class ClientConn(asyncio.Protocol):
                 cur.tunnel_closed()
             else:
                 cur.keep_alive = False
+                orphan_write(cur)   # an admitted write sent whole stays counted until upstream ends
                 cur.abort("error")
 
     def pause_writing(self) -> None:  # client is slow to read: stop reading the upstream
@@ -285,6 +288,8 @@ class ClientConn(asyncio.Protocol):
             req.ctoks -= {b"host", b"x-partition", b"x-placement", b"x-placement-epoch", b"x-request-id"}
         if req.method == "CONNECT":
             req.bad = (405, "method not allowed", "CONNECT is not proxied")
+        elif is_hook_path(req.url):   # the mover hooks belong to the controller (DESIGN §6)
+            req.bad = (404, "not found", "the /_epochgate/ mover hooks are not served through the sidecar")
         if req.host is None and req.version == "1.1":
             req.bad = (400, "missing Host", "HTTP/1.1 requests need a Host header")
         if req.bad is not None:

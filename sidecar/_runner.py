@@ -8,16 +8,22 @@ so a job is always finished or aborted, never stranded:
 
     store says              record says              the next controller
     Active(from)            pending                  begins
-    Draining(from→to)       pending/draining         copies again (imports are upserts)
-    Cutover(from→to)        draining/cutover/replay  waits for the fleet again (listing
-                                                     after the commit still holds), then
-                                                     replays from the saved cursor —
-                                                     or aborts when no cursor was saved
+    Draining/Cutover        pending/draining/        restarts the attempt: abort, begin
+      (from→to)               cutover/replaying        again, copy again (see below)
     Active(to)              anything not final       completed
     Active(from), later     draining or later        aborted (someone aborted it)
 
+Why restart rather than continue: the old attempt (a paused controller, or an
+import delayed in the network) may still land imports on ``to``. A fresh
+``begin`` gives the new attempt draining and cutover epochs above every token
+the old one used, and the target refuses lower tokens (DESIGN §6 "Fencing";
+``gate._fence``). The abort in between is harmless: writes keep going to
+``from``, held cutover writes are released to ``from``.
+
 Every step first checks the controller still holds its lock (``check``),
-including before each import batch of a copy.
+including before each import batch of a copy, and before ``enter_cutover`` and
+``complete`` that the partition is still at this attempt's epoch. Store errors
+(a Consul election) are retried for a bounded time (``sidecar/_retry.py``).
 """
 
 from __future__ import annotations
@@ -27,12 +33,24 @@ import logging
 import time
 from typing import Any, Callable
 
-from gate import BackendError, EpochgateError, MigrationError, MigrationStore, PartitionState, Phase, UnknownPartition
+from gate import (
+    BackendError,
+    EpochgateError,
+    MigrationError,
+    MigrationStore,
+    PartitionState,
+    Phase,
+    StaleAttempt,
+    StaleMover,
+    UnknownPartition,
+)
 
 from ._barrier import Barrier, BarrierTimeout
 from ._jobs import Job, JobConflict, JobRecords, PhaseRecord
 from ._metrics import Metrics
 from ._mover import Mover
+from ._prebarrier import PreBarrierTimeout, pre_barrier
+from ._retry import RetryingStore, retry_backend
 
 log = logging.getLogger("epochgate.controller")
 
@@ -51,14 +69,18 @@ class JobRunner:
     def __init__(self, store: MigrationStore, records: JobRecords, barrier: Barrier, mover: Mover,
                  nodes: Callable[[], Any], *, owner: str, check: Callable[[], None],
                  metrics: Metrics | None = None, save_progress_every_s: float = 0.5,
-                 abort_retry_s: float = 30.0) -> None:
-        self.store, self.records, self.barrier, self.mover = store, records, barrier, mover
+                 abort_retry_s: float = 30.0, prebarrier_s: float = 30.0) -> None:
+        # store errors during a Consul election are retried, bounded (sidecar/_retry.py)
+        self.store = store if isinstance(store, RetryingStore) else RetryingStore(store)
+        self.records, self.barrier, self.mover = records, barrier, mover
         self._nodes = nodes
         self.owner = owner
         self.check = check          # raises LostLeadership
         self.metrics = metrics
         self.save_every = save_progress_every_s
         self.abort_retry_s = abort_retry_s
+        self.prebarrier_s = prebarrier_s   # 0 turns the pre-barrier off (sidecar/_prebarrier.py)
+        self.retry_s = self.store.retry_s  # how long a store/record error is retried (a Consul election)
 
     async def run(self, job: Job) -> Job:
         try:
@@ -66,32 +88,32 @@ class JobRunner:
             job = await self._reconcile(job)
             if job.terminal:
                 return job
+            if job.status != "pending":
+                # Resumed (another controller's attempt, or ours before the lock was lost):
+                # its imports may still be in flight, so never reuse its fencing tokens.
+                job = await self._restart(job)
             if job.status == "pending":
                 self._abort_if_asked(job)
                 epoch = await self.store.begin(job.partition, job.target)
                 job = await self._save(job.at_phase("draining", epoch))
-            if job.status == "draining" and job.cursor is None:
-                job = await self._bulk_copy(job)
-            res = None
-            if job.status == "draining":
-                self._abort_if_asked(job)
-                res = await self.barrier.cutover(self.store, job.partition, job.deadline_s,
-                                                 before_commit=self._async_check)
-                job = await self._after_barrier(job, res)
-            elif job.status in ("cutover", "replaying"):
-                # taken over mid-cutover: the commit happened; list now (still after it) and wait
-                st = await self.store.state(job.partition)
-                assert st is not None
-                listed, index = await self.barrier.list()
-                res = await self.barrier.wait(st[1], listed, index, time.monotonic(), job.deadline_s)
-                job = await self._after_barrier(job, res)
-            return await self._replay_and_complete(job, None if res is None else res.committed_at)
-        except LostLeadership:
-            log.warning("job %s: lost the controller lock; leaving it to the next controller", job.id)
-            raise
+            draining = self._epoch(job, "draining")
+            job = await self._bulk_copy(job, draining)
+            self._abort_if_asked(job)
+            if self.prebarrier_s > 0:   # a dead participant drops out now, while writes still flow
+                await pre_barrier(self.barrier, draining, self.prebarrier_s, lambda: self._between(job))
+            res = await self.barrier.cutover(_Cutover(self.store, job.deadline_s, draining), job.partition,
+                                             job.deadline_s,
+                                             before_commit=lambda: self._expect(job, draining))
+            job = await self._after_barrier(job, res)
+            return await self._replay_and_complete(job, res.committed_at, res.epoch)
+        except (LostLeadership, StaleMover, StaleAttempt) as exc:
+            log.warning("job %s: %s; leaving it to the next controller", job.id, exc)
+            raise LostLeadership(str(exc)) from exc
         except JobConflict as exc:
             log.warning("job %s: record changed under us (%s); re-reading", job.id, exc)
             raise
+        except PreBarrierTimeout as exc:
+            return await self._fail(job, "aborted", str(exc))
         except BarrierTimeout as exc:
             return await self._fail(job, "aborted", f"cutover deadline {job.deadline_s:g}s passed: {exc}")
         except AbortRequested:
@@ -99,9 +121,22 @@ class JobRunner:
         except (MigrationError, BackendError, OSError, ValueError) as exc:
             return await self._fail(job, "failed", f"{type(exc).__name__}: {exc}")
 
+    async def _restart(self, job: Job) -> Job:
+        """A fresh attempt of a resumed job: abort the old attempt's transition and begin
+        again. The new draining and cutover epochs — the tokens this attempt's imports
+        carry — are above every token the old attempt used, so whatever it still has in
+        the network is refused by the target (DESIGN §6 "Fencing")."""
+        self._abort_if_asked(job)
+        self.check()
+        await self.store.abort(job.partition)
+        self._abort_if_asked(job)
+        epoch = await self.store.begin(job.partition, job.target)
+        log.info("job %s: resumed from %s; restarted as a fresh attempt at epoch %s", job.id, job.status, epoch)
+        return await self._save(job.with_(cursor=None).at_phase("draining", epoch))
+
     # ---- steps -------------------------------------------------------------------
 
-    async def _bulk_copy(self, job: Job) -> Job:
+    async def _bulk_copy(self, job: Job, fence: int) -> Job:
         src, dst = await self._urls(job)
         t0 = time.monotonic()
         state = {"job": job}
@@ -126,7 +161,7 @@ class JobRunner:
 
         saver = asyncio.create_task(save_progress())
         try:
-            copy = asyncio.create_task(self.mover.copy(job.partition, src, dst, progress, check))
+            copy = asyncio.create_task(self.mover.copy(job.partition, src, dst, progress, check, fence=fence))
             done, _ = await asyncio.wait({copy, saver}, return_when=asyncio.FIRST_COMPLETED)
             if saver in done:          # AbortRequested / LostLeadership from a progress save
                 copy.cancel()
@@ -145,14 +180,12 @@ class JobRunner:
             self.metrics.ack_lag.observe(max(0.0, res.ack_lag))
             self.metrics.participants.set(len(res.listed))
         committed_wall = res.passed_wall - (res.passed_at - res.committed_at)
-        phases = job.phases
-        if job.phase("cutover") is None:
-            phases += (PhaseRecord("cutover", res.epoch, committed_wall),)
+        phases = job.phases + (PhaseRecord("cutover", res.epoch, committed_wall),)
         # "acked": the barrier passed (INV-M1 is checked from here to the flip)
         phases += (PhaseRecord("acked", res.epoch, res.passed_wall),)
         return await self._save(job.with_(phases=phases, status="cutover").at_phase("replaying", res.epoch))
 
-    async def _replay_and_complete(self, job: Job, cutover_started: float | None) -> Job:
+    async def _replay_and_complete(self, job: Job, cutover_started: float | None, cutover_epoch: int) -> Job:
         if job.cursor is None:
             raise MigrationError(f"job {job.id}: no export cursor recorded; cannot replay the delta")
         src, dst = await self._urls(job)
@@ -164,9 +197,13 @@ class JobRunner:
             state["job"] = state["job"].with_(bytes_copied=base + n)
 
         self.check()
-        cursor = await self.mover.copy_delta(job.partition, src, dst, job.cursor, progress, self.check)
+        cursor = await self.mover.copy_delta(job.partition, src, dst, job.cursor, progress, self.check,
+                                             fence=cutover_epoch)
+        await self._expect(job, cutover_epoch)
         self.check()
-        epoch = await self.store.complete(job.partition)
+        epoch = await self.store.complete(
+            job.partition, budget_s=job.deadline_s - (time.monotonic() - (cutover_started or time.monotonic())),
+            at_epoch=cutover_epoch)
         done = time.monotonic()
         self._observe("replaying", t0)
         if self.metrics is not None and cutover_started is not None:
@@ -221,6 +258,8 @@ class JobRunner:
         state, epoch = st
         moving = state.migrating and state.source == job.source and state.target == job.target
         if job.status == "pending":
+            if moving:   # begun, then the controller died before recording it: restart
+                return job.with_(status="draining")
             if state != PartitionState.active(job.source):
                 raise MigrationError(f"partition {job.partition} is {state}, not Active({job.source})")
             return job
@@ -228,13 +267,7 @@ class JobRunner:
             return await self._save(job.at_phase("completed", epoch))
         if not moving:
             return await self._save(job.at_phase("aborted", epoch, error=f"found the partition {state} on takeover"))
-        if state.phase is Phase.CUTOVER and job.status == "draining":
-            if job.cursor is None:
-                raise MigrationError("taken over in cutover before the export cursor was saved")
-            return job.with_(status="cutover")
-        if state.phase is Phase.DRAINING and job.status != "draining":
-            return job.with_(status="draining", cursor=None)
-        return job
+        return job   # still this job's move: run() restarts it as a fresh attempt
 
     # ---- helpers -----------------------------------------------------------------
 
@@ -250,17 +283,42 @@ class JobRunner:
         or another controller's claim (→ LostLeadership)."""
         self.check()
         try:
-            return await self.records.save(job)
+            return await retry_backend(f"job {job.id}: save", lambda: self.records.save(job), self.retry_s,
+                                       lambda exc: not isinstance(exc, JobConflict))
         except JobConflict:
-            latest = await self.records.get(job.id)
+            latest = await retry_backend(f"job {job.id}: read", lambda: self.records.get(job.id), self.retry_s)
+            if latest is not None and latest.to_dict() == job.to_dict():
+                return latest   # a retried save whose first try had landed
             if latest is None or (latest.owner and latest.owner != self.owner):
                 raise LostLeadership(f"job {job.id} claimed by {latest.owner if latest else 'nobody'}") from None
             if latest.abort_requested and not job.terminal:
                 raise AbortRequested(job.id) from None
             raise
 
-    async def _async_check(self) -> None:
+    async def _between(self, job: Job) -> None:
+        """During a long wait: still leading, and no abort asked for (re-read the record)."""
         self.check()
+        latest = await self.records.get(job.id)
+        self.check()
+        if latest is not None and latest.abort_requested:
+            raise AbortRequested(job.id)
+
+    async def _expect(self, job: Job, epoch: int) -> None:
+        """Before a transition: the partition must still be at this attempt's epoch (a
+        resumed controller whose lock lapsed must not move a newer attempt along)."""
+        self.check()
+        st = await self.store.state(job.partition)
+        self.check()
+        if st is None or int(st[1]) != int(epoch):
+            raise LostLeadership(f"partition {job.partition} moved on to epoch {st and int(st[1])}; "
+                                 f"this attempt's is {int(epoch)}")
+
+    @staticmethod
+    def _epoch(job: Job, phase: str) -> int:
+        rec = job.phase(phase)
+        if rec is None or rec.epoch <= 0:
+            raise MigrationError(f"job {job.id}: no {phase} epoch recorded", job.partition)
+        return rec.epoch
 
     def _abort_if_asked(self, job: Job) -> None:
         if job.abort_requested:
@@ -269,3 +327,16 @@ class JobRunner:
     def _observe(self, phase: str, t0: float) -> None:
         if self.metrics is not None:
             self.metrics.migration_phase_duration.labels(phase).observe(time.monotonic() - t0)
+
+
+class _Cutover:
+    """What ``Barrier.cutover`` needs of the store: ``enter_cutover``, retried through an
+    outage no longer than the cutover deadline."""
+
+    def __init__(self, store: RetryingStore, deadline_s: float, draining_epoch: int) -> None:
+        self.store, self.deadline_s, self.draining_epoch = store, deadline_s, draining_epoch
+
+    async def enter_cutover(self, partition: str) -> Any:
+        # at_epoch: only this attempt's draining phase may enter cutover (a paused
+        # controller's enter_cutover cannot land on a newer attempt)
+        return await self.store.enter_cutover(partition, budget_s=self.deadline_s, at_epoch=self.draining_epoch)

@@ -39,6 +39,7 @@ from ._log import AccessLog, event
 from ._metrics import Metrics
 from ._proxy import ClientConn
 from ._stats import Stats
+from ._trickle import watch_trickling
 from ._writegate import WriteGate
 
 log = logging.getLogger("epochgate.sidecar")
@@ -93,6 +94,7 @@ class Sidecar:
             access = AccessLog(cfg.log_format, enabled=cfg.access_log)
             self.ctx = ctx = ProxyContext(cfg, self.source, gate, self.stats, access, self.nodes, loop)
             ctx.start()
+            watch_trickling(ctx, self.tracker)   # a trickled body cannot hold a cutover (sidecar/_trickle.py)
             host, port = cfg.listen_addr
             try:
                 self.server = await loop.create_server(lambda: ClientConn(ctx), host, port,

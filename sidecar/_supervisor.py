@@ -39,7 +39,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import Metric
 
 from ._config import SidecarConfig
-from ._fanout import state_to_wire
+from ._fanout import NotDrained, state_to_wire
 from ._log import event
 from ._sidecar import Sidecar
 
@@ -56,6 +56,7 @@ class WorkerLink:
         self.proc: asyncio.subprocess.Process | None = None
         self.writer: asyncio.StreamWriter | None = None
         self.acked = 0
+        self.undrained: set[int] = set()   # cutover epochs this worker could not drain
         self.alive = False
         self._ack = asyncio.Event()
         self._ready: asyncio.Future[None] | None = None
@@ -96,6 +97,8 @@ class WorkerLink:
                 msg = json.loads(line)
                 op = msg.get("op")
                 if op == "ack":
+                    if msg.get("drained") is False:
+                        self.undrained.add(int(msg["epoch"]))
                     self.acked = max(self.acked, int(msg["epoch"]))
                     self._ack.set()
                     self._ack = asyncio.Event()
@@ -117,6 +120,10 @@ class WorkerLink:
     async def applied(self, partition: str, epoch: int) -> None:
         while self.alive and self.acked < epoch:
             await self._ack.wait()
+        if epoch in self.undrained:
+            self.undrained.discard(epoch)
+            raise NotDrained(f"worker {self.index}: writes of {partition} admitted before epoch {epoch} "
+                             "still in flight after --drain-seconds")
 
     async def metrics(self) -> list:
         if not self.alive:

@@ -71,9 +71,10 @@ async def _serve(cfg: SidecarConfig, fd: int) -> None:
                 state = state_from_wire(msg["state"])
                 epoch = msg["epoch"]
                 table.apply(msg["p"], state, epoch)
+                drained = True   # a worker that cannot drain says so: the cutover must not count
                 if state is not None and state.phase is Phase.CUTOVER:
-                    await sc.tracker.wait_drained(msg["p"], epoch, cfg.drain_seconds)
-                send({"op": "ack", "epoch": epoch})
+                    drained = await sc.tracker.wait_drained(msg["p"], epoch, cfg.drain_seconds)
+                send({"op": "ack", "epoch": epoch, "drained": drained})
             elif op == "nodes":
                 sc.ctx.set_nodes(msg["nodes"])
             elif op == "metrics":

@@ -40,10 +40,12 @@ class Proc:
     log_path: Path
     popen: subprocess.Popen | None = None
     info: dict = field(default_factory=dict)
+    env: dict = field(default_factory=dict)   # added to the scrubbed environment
 
     def start(self) -> "Proc":
         with open(self.log_path, "ab") as log:
-            self.popen = spawn_python(["-m", *self.args], cwd=ROOT, env=_env(), stdout=log, stderr=subprocess.STDOUT)
+            self.popen = spawn_python(["-m", *self.args], cwd=ROOT, env={**_env(), **self.env}, stdout=log,
+                                      stderr=subprocess.STDOUT)
         return self
 
     def signal(self, sig: int) -> None:
@@ -88,16 +90,16 @@ class Fleet:
         self.consul_url, self.prefix, self.tmp = consul_url, prefix, tmp
         self.procs: list[Proc] = []
 
-    def _proc(self, name: str, args: list[str]) -> Proc:
-        p = Proc(name, args, self.tmp / f"{name}.log")
+    def _proc(self, name: str, args: list[str], env: dict | None = None) -> Proc:
+        p = Proc(name, args, self.tmp / f"{name}.log", env=dict(env or {}))
         self.procs.append(p)
         return p.start()
 
-    async def node(self, name: str) -> Proc:
+    async def node(self, name: str, env: dict | None = None) -> Proc:
         (port,) = free_ports(1)
         p = self._proc(f"node-{name}", ["examples.kv", "--node", name, "--listen", f"127.0.0.1:{port}",
                                         "--data", str(self.tmp / f"data-{name}"), "--consul", self.consul_url,
-                                        "--prefix", self.prefix, "--participant-id", f"kv-{name}"])
+                                        "--prefix", self.prefix, "--participant-id", f"kv-{name}"], env)
         p.info.update(url=f"http://127.0.0.1:{port}", data=self.tmp / f"data-{name}")
         await wait_http(p.info["url"] + "/healthz", 30, p)
         return p
@@ -116,12 +118,13 @@ class Fleet:
             await wait_http(p.info["admin"] + "/readyz", 30, p)
         return p
 
-    async def controller(self, name: str, deadline_s: float = 5.0, extra: list[str] | None = None) -> Proc:
+    async def controller(self, name: str, deadline_s: float = 5.0, extra: list[str] | None = None,
+                         module: str = "sidecar", env: dict | None = None) -> Proc:
         control, admin = free_ports(2)
-        p = self._proc(f"controller-{name}", ["sidecar", "controller", "--consul", self.consul_url,
+        p = self._proc(f"controller-{name}", [module, "controller", "--consul", self.consul_url,
                                               "--prefix", self.prefix, "--control", f"127.0.0.1:{control}",
                                               "--admin", f"127.0.0.1:{admin}",
-                                              "--cutover-deadline", str(deadline_s), *(extra or [])])
+                                              "--cutover-deadline", str(deadline_s), *(extra or [])], env)
         p.info.update(control=f"127.0.0.1:{control}", admin=f"http://127.0.0.1:{admin}")
         await wait_http(p.info["admin"] + "/healthz", 30, p)
         return p

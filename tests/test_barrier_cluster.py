@@ -27,11 +27,11 @@ P = "p1"
 
 
 class NullMover:
-    async def copy(self, partition, source_url, target_url, progress, check=None):
+    async def copy(self, partition, source_url, target_url, progress, check=None, *, fence=0):
         progress(0)
         return "0"
 
-    async def copy_delta(self, partition, source_url, target_url, since, progress, check=None):
+    async def copy_delta(self, partition, source_url, target_url, since, progress, check=None, *, fence=0):
         return since
 
     async def close(self):

@@ -23,17 +23,20 @@ pytestmark = [pytest.mark.consul]
 class RecordingMover:
     def __init__(self) -> None:
         self.calls: list[tuple] = []
+        self.fences: list[int] = []
         self.block: asyncio.Event | None = None
 
-    async def copy(self, partition, source_url, target_url, progress, check=None):
+    async def copy(self, partition, source_url, target_url, progress, check=None, *, fence=0):
         self.calls.append(("copy", partition, source_url, target_url))
+        self.fences.append(fence)
         progress(1234)
         if self.block is not None:
             await self.block.wait()
         return "7"
 
-    async def copy_delta(self, partition, source_url, target_url, since, progress, check=None):
+    async def copy_delta(self, partition, source_url, target_url, since, progress, check=None, *, fence=0):
         self.calls.append(("delta", partition, since))
+        self.fences.append(fence)
         progress(10)
         return "9"
 
@@ -86,25 +89,32 @@ async def test_runs_a_job_to_completion(env):
     assert metrics.cutover_window._sum.get() > 0   # observed once
 
 
-async def test_takeover_in_cutover_replays_from_the_saved_cursor(env):
+async def test_takeover_in_cutover_restarts_with_fresh_fencing_tokens(env):
+    """A job taken over (here: in cutover, by a dead controller) is restarted as a fresh
+    attempt — abort, begin, copy, cutover, delta — so every token it sends is above every
+    token the old attempt may still have in flight (DESIGN §6 "Fencing")."""
     store, records, runner, mover, *_ = env
     e = await store.begin("t1", "b")
     job = await records.create(Job.new("t1", "a", "b", 5.0).at_phase("draining", e).with_(cursor="5", owner="dead"))
-    await store.enter_cutover("t1")   # the dead controller committed the cutover, then died
+    old_cutover = await store.enter_cutover("t1")   # the dead controller committed the cutover, then died
     job = await runner.run(job)
     assert job.status == "completed", job.error
-    assert mover.calls == [("delta", "t1", "5")]      # no second bulk copy
+    assert [c[0] for c in mover.calls] == ["copy", "delta"]
+    assert min(mover.fences) > old_cutover and mover.fences[0] < mover.fences[1]
+    assert mover.fences == [job.phase("draining").epoch, job.phase("cutover").epoch]
+    assert mover.calls[1][2] == "7"   # the delta since the new attempt's own cursor
     assert job.owner == "me"
+    phases = [h.phase for h in await store.history("t1")]
+    assert phases[-5:] == ["cutover", "active", "draining", "cutover", "active"], phases
 
 
-async def test_takeover_in_cutover_without_cursor_aborts_back_to_from(env):
+async def test_pending_job_begun_by_a_dead_controller_restarts(env):
     store, records, runner, mover, *_ = env
-    e = await store.begin("t1", "b")
-    job = await records.create(Job.new("t1", "a", "b", 5.0).at_phase("draining", e))
-    await store.enter_cutover("t1")
+    job = await records.create(Job.new("t1", "a", "b", 5.0))
+    e = await store.begin("t1", "b")   # begun, then the controller died before recording it
     job = await runner.run(job)
-    assert job.status == "failed" and "cursor" in job.error
-    assert (await store.state("t1"))[0] == PartitionState.active("a")
+    assert job.status == "completed", job.error
+    assert min(mover.fences) > e
 
 
 async def test_takeover_after_the_flip_records_completed(env):
@@ -153,6 +163,7 @@ async def test_abort_request_during_the_copy(env):
 
 async def test_barrier_deadline_aborts(env):
     store, records, runner, mover, metrics, consul, prefix = env
+    runner.prebarrier_s = 0   # the cutover barrier's own deadline (tests/test_prebarrier.py has the other)
     sid = await consul.session_create("silent", 10)
     await consul.acquire(f"{prefix}sidecars/silent", b"0", sid)   # a live participant that never acks
     try:

@@ -15,10 +15,16 @@ import pytest
 from aiohttp import web
 
 from examples.kv import CURSOR_HEADER, build_app
-from gate import AdmitClient, EmbeddedStore, PlacementTable
+from gate import AdmitClient, EmbeddedStore, MoverAuth, PlacementTable
 from sidecar._grpc_server import start_control_server
 
 ROOT = Path(__file__).resolve().parent.parent
+MOVER_TOKEN = "test-mover-credential-0123456789"
+HOOK = {"X-Epochgate-Mover-Token": MOVER_TOKEN}
+
+
+def fenced(token: int) -> dict[str, str]:
+    return {**HOOK, "X-Epochgate-Fence": str(token)}
 
 
 class Node:
@@ -41,7 +47,7 @@ async def world(tmp_path):
     async def node(name: str, target: str = gate_addr) -> Node:
         client = AdmitClient(target, timeout_s=1.0)
         clients.append(client)
-        runner = web.AppRunner(build_app(name, tmp_path / name, client))
+        runner = web.AppRunner(build_app(name, tmp_path / name, client, mover_auth=MoverAuth(MOVER_TOKEN)))
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
@@ -113,7 +119,7 @@ async def test_refused_admit_rolls_back_and_answers_the_problem(world, case):
         assert doc["phase"] == ("cutover" if case == "cutover" else "active")
     async with http.get(f"{a.url}/kv/k", headers={"X-Partition": "t1"}) as r:
         assert await r.text() == "v1"  # rolled back
-    async with http.get(f"{a.url}/_epochgate/export?partition=t1") as r:
+    async with http.get(f"{a.url}/_epochgate/export?partition=t1", headers=HOOK) as r:
         assert r.headers[CURSOR_HEADER] == "1"  # the refused write took no sequence number
     assert [c["value"] for c in a.commits()] == ["v1"]
 
@@ -163,42 +169,75 @@ async def test_mover_hooks_round_trip_with_delta_since_cursor(world):
     async with http.put(f"{a.url}/kv/other", data="t2's", headers=stamp("t2", 2)) as r:
         assert r.status == 200
 
-    async with http.get(f"{a.url}/_epochgate/export?partition=t1") as r:
+    async with http.get(f"{a.url}/_epochgate/export?partition=t1", headers=HOOK) as r:
         rows = await _ndjson(r)
         cursor = int(r.headers[CURSOR_HEADER])
     assert cursor == 6 and rows == [{"key": f"k{i}", "value": f"v{i}"} for i in range(5)]
 
     body = b"".join(json.dumps(row).encode() + b"\n" for row in rows)
-    async with http.post(f"{b.url}/_epochgate/import?partition=t1", data=body) as r:
+    async with http.post(f"{b.url}/_epochgate/import?partition=t1", data=body, headers=fenced(3)) as r:
         assert r.status == 200 and await r.json() == {"imported": 5}
 
     # Writes keep landing on `from` while draining; the delta carries exactly them.
     for key, value in (("k1", "v1-new"), ("k9", "v9"), ("k1", "v1-newer")):
         async with http.put(f"{a.url}/kv/{key}", data=value, headers=stamp("t1", 1)) as r:
             assert r.status == 200
-    async with http.get(f"{a.url}/_epochgate/delta?partition=t1&since={cursor}") as r:
+    async with http.get(f"{a.url}/_epochgate/delta?partition=t1&since={cursor}", headers=HOOK) as r:
         delta = await _ndjson(r)
         cursor2 = int(r.headers[CURSOR_HEADER])
     assert delta == [{"key": "k9", "value": "v9"}, {"key": "k1", "value": "v1-newer"}] and cursor2 == 9
-    async with http.get(f"{a.url}/_epochgate/delta?partition=t1&since={cursor2}") as r:
+    async with http.get(f"{a.url}/_epochgate/delta?partition=t1&since={cursor2}", headers=HOOK) as r:
         assert await _ndjson(r) == [] and r.headers[CURSOR_HEADER] == "9"
 
     body = b"".join(json.dumps(row).encode() + b"\n" for row in delta)
-    async with http.post(f"{b.url}/_epochgate/import?partition=t1", data=body) as r:
+    async with http.post(f"{b.url}/_epochgate/import?partition=t1", data=body, headers=fenced(4)) as r:
         assert await r.json() == {"imported": 2}
-    async with http.get(f"{a.url}/_epochgate/export?partition=t1") as ra, \
-            http.get(f"{b.url}/_epochgate/export?partition=t1") as rb:
+    async with http.get(f"{a.url}/_epochgate/export?partition=t1", headers=HOOK) as ra, \
+            http.get(f"{b.url}/_epochgate/export?partition=t1", headers=HOOK) as rb:
         assert await _ndjson(ra) == await _ndjson(rb)
-    async with http.get(f"{b.url}/_epochgate/export?partition=t2") as r:
+    async with http.get(f"{b.url}/_epochgate/export?partition=t2", headers=HOOK) as r:
         assert await _ndjson(r) == []  # only the asked partition moved
     assert b.commits() == []  # imports are copies, not client commits (INV-M3 reads this log)
 
-    async with http.post(f"{b.url}/_epochgate/import?partition=t1", data=b'{"key": 1}\n') as r:
+    async with http.post(f"{b.url}/_epochgate/import?partition=t1", data=b'{"key": 1}\n', headers=fenced(4)) as r:
         assert r.status == 400 and (await r.json())["field"] == "line 1"
-    async with http.get(f"{a.url}/_epochgate/delta?partition=t1&since=x") as r:
+    async with http.get(f"{a.url}/_epochgate/delta?partition=t1&since=x", headers=HOOK) as r:
         assert r.status == 400 and (await r.json())["field"] == "since"
-    async with http.get(f"{a.url}/_epochgate/export") as r:
+    async with http.get(f"{a.url}/_epochgate/export", headers=HOOK) as r:
         assert r.status == 400 and (await r.json())["field"] == "partition"
+
+
+async def test_mover_hooks_need_the_credential_and_a_current_fence(world):
+    """DESIGN §6: the hooks are the controller's — no credential, no data; and an import
+    whose fencing token is below the highest the node recorded for the partition is
+    refused with 409 stale-mover and changes nothing (counted in /metrics)."""
+    table, node, http = world
+    b = await node("b")
+    row = b'{"key": "k", "value": "new"}\n'
+    for headers in ({}, {"X-Epochgate-Mover-Token": "wrong-credential-0123456789"}):
+        for method, path in (("GET", "export?partition=t1"), ("GET", "delta?partition=t1&since=0"),
+                             ("POST", "import?partition=t1")):
+            async with http.request(method, f"{b.url}/_epochgate/{path}", data=row, headers=headers) as r:
+                assert r.status == 401 and (await r.json())["field"] == "X-Epochgate-Mover-Token", path
+    async with http.post(f"{b.url}/_epochgate/import?partition=t1", data=row, headers=HOOK) as r:
+        assert r.status == 400 and (await r.json())["field"] == "X-Epochgate-Fence"
+    async with http.post(f"{b.url}/_epochgate/import?partition=t1", data=row, headers=fenced(7)) as r:
+        assert r.status == 200
+    old = b'{"key": "k", "value": "old"}\n'
+    async with http.post(f"{b.url}/_epochgate/import?partition=t1", data=old, headers=fenced(6)) as r:
+        body = await r.json()
+        assert r.status == 409 and r.headers["Content-Type"] == "application/problem+json"
+        assert body["type"].endswith("stale-mover") and body["token"] == 6 and body["highest"] == 7
+    async with http.post(f"{b.url}/_epochgate/import?partition=t2", data=old, headers=fenced(6)) as r:
+        assert r.status == 200   # the fence is per partition
+    async with http.post(f"{b.url}/_epochgate/import?partition=t1", data=row, headers=fenced(7)) as r:
+        assert r.status == 200   # equal tokens: the batches of one phase
+    async with http.get(f"{b.url}/_epochgate/export?partition=t1", headers=HOOK) as r:
+        assert await _ndjson(r) == [{"key": "k", "value": "new"}]
+    async with http.get(f"{b.url}/metrics") as r:
+        text = await r.text()
+    assert 'epochgate_mover_imports_total{outcome="stale"} 1.0' in text
+    assert 'epochgate_mover_imports_total{outcome="ok"} 3.0' in text
 
 
 async def test_command_line_entry_point(world, tmp_path):

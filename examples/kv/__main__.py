@@ -17,7 +17,7 @@ from typing import Any, Sequence
 
 from aiohttp import web
 
-from gate import AdmitClient, ConfigError, node_name, open_participant
+from gate import AdmitClient, ConfigError, ConsulHTTP, MoverAuth, mover_token_from_env, node_name, open_participant, read_mover_token
 
 from ._app import build_app
 
@@ -61,11 +61,25 @@ async def _admitter(args: argparse.Namespace) -> tuple[Any, Any]:
     return app_gate.admitter, app_gate.close
 
 
+async def _mover_auth(args: argparse.Namespace) -> tuple[MoverAuth, Any]:
+    """The hooks' credential (DESIGN §6): EPOCHGATE_MOVER_TOKEN, else with --consul
+    the one the controller provisions under the prefix (read when first needed)."""
+    fixed = mover_token_from_env()
+    if fixed is not None or args.consul is None:
+        async def nothing() -> None:
+            return None
+        return MoverAuth(fixed), nothing
+    consul = ConsulHTTP(args.consul, token=args.consul_token)
+    prefix = args.prefix if args.prefix.endswith("/") else args.prefix + "/"
+    return MoverAuth(fetch=lambda: read_mover_token(consul, prefix)), consul.close
+
+
 async def serve(args: argparse.Namespace) -> None:
     host, port = _hostport(args.listen, "--listen")
     node_name(args.node, "--node")
+    auth, close_auth = await _mover_auth(args)
     admitter, close_admitter = await _admitter(args)
-    runner = web.AppRunner(build_app(args.node, args.data, admitter), access_log=None)
+    runner = web.AppRunner(build_app(args.node, args.data, admitter, mover_auth=auth), access_log=None)
     try:
         await runner.setup()
         site = web.TCPSite(runner, host, port)
@@ -80,6 +94,7 @@ async def serve(args: argparse.Namespace) -> None:
     finally:
         await runner.cleanup()
         await close_admitter()
+        await close_auth()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

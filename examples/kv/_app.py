@@ -15,6 +15,11 @@ Concurrent writes are group-committed (one transaction, one round of admits).
 The mover hooks (``/_epochgate/export|import|delta``) are not gated: the
 controller's mover copies data to a node that is not the partition's
 placement yet, and those copies are not client commits (they are not logged).
+They belong to the controller's trust domain (DESIGN §6): every call needs the
+mover credential (``X-Epochgate-Mover-Token``, see ``gate._mover_auth``), and an
+import carries a fencing token (``X-Epochgate-Fence``) that is checked and
+recorded in the same SQLite transaction as the rows (``gate.sqlite_fence``): an
+import from a superseded attempt is refused with 409 ``stale-mover``.
 """
 
 from __future__ import annotations
@@ -26,7 +31,20 @@ from typing import Any
 
 from aiohttp import web
 
-from gate import PROBLEM_CONTENT_TYPE, aiohttp_middleware, current_guard, partition_id
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
+
+from gate import (
+    MOVER_TOKEN_HEADER,
+    PROBLEM_CONTENT_TYPE,
+    ConfigError,
+    MoverAuth,
+    MoverFence,
+    StaleMover,
+    aiohttp_middleware,
+    current_guard,
+    mover_token_from_env,
+    partition_id,
+)
 
 from ._store import KvStore
 
@@ -37,10 +55,16 @@ HOOKS = "/_epochgate/"
 STORE_KEY = web.AppKey("store", KvStore)
 NODE_KEY = web.AppKey("node", str)
 LOG_KEY = web.AppKey("commit_log", int)
+AUTH_KEY = web.AppKey("mover_auth", MoverAuth)
+IMPORTS_KEY = web.AppKey("imports_total", Counter)
+REGISTRY_KEY = web.AppKey("registry", CollectorRegistry)
+# Test-only switch (tests/test_fencing_e2e.py shows the loss without the fence): the
+# fencing token is still recorded but never refuses an import.
+UNFENCED = os.environ.get("EPOCHGATE_TEST_UNFENCED_IMPORT") == "1"
 
 
 def _problem(status: int, field: str, detail: str) -> web.Response:
-    title = {400: "Bad Request", 404: "Not Found"}.get(status, "Error")
+    title = {400: "Bad Request", 401: "Unauthorized", 404: "Not Found"}.get(status, "Error")
     body = {"type": "about:blank", "title": title, "status": status, "detail": f"{field}: {detail}", "field": field}
     return web.Response(status=status, body=json.dumps(body).encode(), content_type=PROBLEM_CONTENT_TYPE)
 
@@ -90,15 +114,25 @@ def _ndjson(cursor: int, rows: list[tuple[str, str]]) -> web.Response:
     return web.Response(body=body, content_type=NDJSON, headers={CURSOR_HEADER: str(cursor)})
 
 
+async def _hook_partition(request: web.Request) -> str | web.Response:
+    """The mover credential, then the partition: what every hook checks first."""
+    auth = request.app[AUTH_KEY]
+    if not await auth.verify(request.headers.get(MOVER_TOKEN_HEADER)):
+        why = ("missing or wrong" if auth.configured else
+               "no mover credential configured here (set EPOCHGATE_MOVER_TOKEN or start with --consul);")
+        return _problem(401, MOVER_TOKEN_HEADER, f"{why} the /_epochgate/ hooks are for the migration controller")
+    return _partition(request, "query")
+
+
 async def export_hook(request: web.Request) -> web.StreamResponse:
-    partition = _partition(request, "query")
+    partition = await _hook_partition(request)
     if isinstance(partition, web.Response):
         return partition
     return _ndjson(*request.app[STORE_KEY].export(partition))
 
 
 async def delta_hook(request: web.Request) -> web.StreamResponse:
-    partition = _partition(request, "query")
+    partition = await _hook_partition(request)
     if isinstance(partition, web.Response):
         return partition
     since = request.query.get("since", "")
@@ -108,9 +142,13 @@ async def delta_hook(request: web.Request) -> web.StreamResponse:
 
 
 async def import_hook(request: web.Request) -> web.StreamResponse:
-    partition = _partition(request, "query")
+    partition = await _hook_partition(request)
     if isinstance(partition, web.Response):
         return partition
+    try:
+        fence = MoverFence.from_headers(request.headers, partition)
+    except ConfigError as exc:
+        return _problem(400, exc.field, str(exc).split(": ", 1)[-1])
     rows: list[tuple[str, str]] = []
     for n, raw in enumerate((await request.read()).splitlines(), 1):
         if not raw.strip():
@@ -122,7 +160,18 @@ async def import_hook(request: web.Request) -> web.StreamResponse:
         if not (isinstance(item, dict) and isinstance(item.get("key"), str) and isinstance(item.get("value"), str)):
             return _problem(400, f"line {n}", 'expected {"key": string, "value": string}')
         rows.append((item["key"], item["value"]))
-    return web.json_response({"imported": await request.app[STORE_KEY].import_rows(partition, rows)})
+    try:
+        n = await request.app[STORE_KEY].import_rows(partition, rows, fence=fence.token, unfenced=UNFENCED)
+    except StaleMover as exc:
+        request.app[IMPORTS_KEY].labels("stale").inc()
+        doc = exc.problem()
+        return web.Response(status=doc.status, body=doc.encode(), content_type=PROBLEM_CONTENT_TYPE)
+    request.app[IMPORTS_KEY].labels("ok").inc()
+    return web.json_response({"imported": n})
+
+
+async def metrics(request: web.Request) -> web.StreamResponse:
+    return web.Response(body=generate_latest(request.app[REGISTRY_KEY]), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 async def healthz(request: web.Request) -> web.StreamResponse:
@@ -135,20 +184,27 @@ def _gated(admitter: Any) -> Any:
 
     @web.middleware
     async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
-        if request.path.startswith(HOOKS) or request.path == "/healthz":
+        if request.path.startswith(HOOKS) or request.path in ("/healthz", "/metrics"):
             return await handler(request)
         return await gate_mw(request, handler)
 
     return middleware
 
 
-def build_app(node: str, data_dir: str | Path, admitter: Any) -> web.Application:
+def build_app(node: str, data_dir: str | Path, admitter: Any, mover_auth: MoverAuth | None = None) -> web.Application:
     """The app for one node. ``admitter`` answers the commit-point admit
-    (``gate.AdmitClient`` for the sidecar's Gate API, or ``gate.LocalAdmitter``)."""
+    (``gate.AdmitClient`` for the sidecar's Gate API, or ``gate.LocalAdmitter``);
+    ``mover_auth`` checks the hooks' credential (default: ``EPOCHGATE_MOVER_TOKEN``)."""
     data = Path(data_dir)
     data.mkdir(parents=True, exist_ok=True)
     app = web.Application(middlewares=[_gated(admitter)], client_max_size=64 * 1024 * 1024)
     app[NODE_KEY] = node
+    app[AUTH_KEY] = mover_auth if mover_auth is not None else MoverAuth(mover_token_from_env())
+    app[REGISTRY_KEY] = registry = CollectorRegistry()
+    app[IMPORTS_KEY] = Counter("epochgate_mover_imports", "Mover imports by outcome (stale = refused by the fence)",
+                               ["outcome"], registry=registry)
+    for outcome in ("ok", "stale"):
+        app[IMPORTS_KEY].labels(outcome)
     log_fd = os.open(data / "commits.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
     def log_commits(rows: list[tuple], t: float) -> None:
@@ -174,5 +230,6 @@ def build_app(node: str, data_dir: str | Path, admitter: Any) -> web.Application
     app.router.add_get(HOOKS + "delta", delta_hook)
     app.router.add_post(HOOKS + "import", import_hook)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
     return app
 

@@ -22,6 +22,8 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Iterable
 
+from gate import StaleMover, sqlite_fence
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (
     partition TEXT NOT NULL,
@@ -131,9 +133,18 @@ class KvStore:
             for item, _ in admitted:
                 await item[3].__aexit__(None, None, None)
 
-    async def import_rows(self, partition: str, rows: Iterable[tuple[str, str]]) -> int:
-        """Upsert ``rows`` of a partition in one transaction (the mover's import)."""
+    async def import_rows(self, partition: str, rows: Iterable[tuple[str, str]], *, fence: int,
+                          unfenced: bool = False) -> int:
+        """Upsert ``rows`` of a partition in one transaction (the mover's import), fenced:
+        ``fence`` is checked against and recorded as the partition's highest mover token
+        in the same transaction (``StaleMover`` → nothing applied). ``unfenced`` (tests
+        only) records the token but never refuses."""
         async with self.transaction() as txn:
+            try:
+                sqlite_fence(self._w, partition, fence)
+            except StaleMover:
+                if not unfenced:
+                    raise
             n = 0
             for key, value in rows:
                 txn.put(partition, key, value)
