@@ -30,6 +30,7 @@ from ._exceptions import (
 )
 from ._grpc_interceptor import grpc_interceptor
 from ._guard import CommitGuard, Stamp, commit_point, current_guard
+from ._ids import key_segment
 from ._machine import Op, step
 from ._participant import Participant
 from ._placement_file import PlacementConfig, load_placement_file, parse_placement
@@ -107,6 +108,7 @@ __all__ = [
     "current_guard",
     "grpc_interceptor",
     "is_stale_epoch_problem",
+    "key_segment",
     "load_placement_file",
     "open_consul",
     "parse_placement",

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Protocol, runtime_checkable
 
 from gate._exceptions import BackendError, ConfigError
+from gate._ids import key_segment
 from gate._sessions import ConsulHTTP
 from gate._types import node_name, partition_id
 
@@ -63,8 +64,7 @@ class Job:
     version: int = field(default=0, compare=False)   # the Consul ModifyIndex it was read at
 
     def __post_init__(self) -> None:
-        if not self.id or "/" in self.id:
-            raise ConfigError("id", f"invalid job id {self.id!r}")
+        key_segment(self.id, "id")  # becomes the key jobs/<id>: one segment, never "." or ".."
         partition_id(self.partition)
         node_name(self.source, "from_node")
         node_name(self.target, "to_node")
