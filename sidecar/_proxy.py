@@ -194,6 +194,8 @@ class ClientConn(asyncio.Protocol):
         self.transport = None
         self.ctx.clients.discard(self)
         cur = self.current
+        for req in self.queue:  # never dispatched: give back the body bytes they buffered
+            req.uncharge(req.charged)
         self.queue.clear()
         if cur is not None and not cur.done:
             if cur.tunnel:

@@ -48,6 +48,7 @@ class H11Upstream:
     name: str
     seen: list[Seen] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    truncated: int = 0
     stale_writes: int = 0
     open_conns: int = 0
     accepted: int = 0
@@ -110,7 +111,8 @@ class H11Upstream:
                         break
                     writer.write(conn.send(h11.Response(status_code=200, headers=[
                         ("content-length", "7"), ("x-upstream", self.name)])))
-                    writer.write(conn.send(h11.Data(data=b"refused")))
+                    if cur.method != "HEAD":
+                        writer.write(conn.send(h11.Data(data=b"refused")))
                     writer.write(conn.send(h11.EndOfMessage()))
                     await writer.drain()
                     conn.start_next_cycle()
@@ -139,8 +141,13 @@ class H11Upstream:
                 if isinstance(ev, h11.ConnectionClosed):
                     break
         except h11.RemoteProtocolError as exc:
-            self.errors.append(f"conn {cid}: {exc}")
-        except (ConnectionError, h11.LocalProtocolError) as exc:
+            if "without sending complete message body" in str(exc):
+                self.truncated += 1  # the sidecar gave up on a body its client never finished
+            else:
+                self.errors.append(f"conn {cid}: {exc}")
+        except ConnectionError:
+            pass  # the sidecar cut the connection (e.g. its client went away): not a parse error
+        except h11.LocalProtocolError as exc:
             self.errors.append(f"conn {cid}: {type(exc).__name__}: {exc}")
         finally:
             writer.close()
@@ -158,7 +165,8 @@ class H11Upstream:
             body = b"ok " + self.name.encode()
             writer.write(conn.send(h11.Response(status_code=200, headers=[
                 ("content-length", str(len(body))), ("x-upstream", self.name)])))
-        writer.write(conn.send(h11.Data(data=body)))
+        if req.method != "HEAD":
+            writer.write(conn.send(h11.Data(data=body)))
         writer.write(conn.send(h11.EndOfMessage()))
         await writer.drain()
 
