@@ -277,8 +277,8 @@ def _check_ids(args: argparse.Namespace) -> None:
         if value is not None:
             try:
                 key_segment(value, label)
-            except ConfigError as exc:
-                raise CliError(str(exc), EXIT_USAGE) from None
+            except ConfigError as exc:  # the same status the control API's refusal of it gives
+                raise CliError(str(exc), EXIT_REFUSED) from None
     if getattr(args, "token_file", None):
         from ._tokens import read_token_file
 
