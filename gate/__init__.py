@@ -36,6 +36,7 @@ from ._exceptions import (
 from ._fence import FENCE_HEADER, STALE_MOVER_TYPE, MoverFence, StaleAttempt, StaleMover, check_fence, sqlite_fence
 from ._grpc_interceptor import grpc_interceptor
 from ._guard import CommitGuard, Stamp, commit_point, current_guard
+from ._ids import key_segment
 from ._inflight import InflightTracker
 from ._machine import Op, step
 from ._mover_auth import MOVER_TOKEN_ENV, MOVER_TOKEN_HEADER, MoverAuth, mover_token_from_env, provision_mover_token, read_mover_token
@@ -146,6 +147,7 @@ __all__ = [
     "fail_closed_reject",
     "grpc_interceptor",
     "is_stale_epoch_problem",
+    "key_segment",
     "load_placement_file",
     "make_participant",
     "mover_token_from_env",

@@ -20,13 +20,15 @@ import asyncio
 import base64
 import json
 from typing import Any, Sequence
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 import aiohttp
+from yarl import URL
 
 from ._consensus import CHECK, DELETE, DELETE_TREE, PUT, TxnOp, Versioned, put
 from ._consensus_store import ConsensusStore
 from ._exceptions import BackendError, ConfigError
+from ._ids import check_store_key, quote_key
 from ._longpoll import LongPollClient
 from ._placement_file import validate_url
 from ._replica import Replica
@@ -60,10 +62,12 @@ class ConsulConsensus:
 
     # ---- HTTP ----------------------------------------------------------------
 
-    def _kv(self, key: str) -> str:
-        return f"{self.url}/v1/kv/{quote(self.prefix + key, safe='/')}"
+    def _kv(self, key: str) -> URL:
+        # Each segment quoted on its own and the URL marked encoded: neither yarl nor
+        # Consul may re-read a segment (no dot-segment folding, no '%2F' becoming '/').
+        return URL(f"{self.url}/v1/kv/{quote_key(self.prefix + key)}", encoded=True)
 
-    async def _call(self, method: str, url: str, *, params: dict[str, str] | None = None,
+    async def _call(self, method: str, url: str | URL, *, params: dict[str, str] | None = None,
                     data: bytes | None = None, timeout_s: float | None = None,
                     ok: tuple[int, ...] = (200,)) -> tuple[int, Any, bytes]:
         timeout = aiohttp.ClientTimeout(total=timeout_s or self.timeout_s)
@@ -125,7 +129,7 @@ class ConsulConsensus:
         return max(indexes, default=0)
 
     def _op(self, op: TxnOp) -> dict[str, Any]:
-        key = self.prefix + op.key
+        key = check_store_key(self.prefix + op.key)
         if op.kind == PUT:
             assert op.value is not None
             out: dict[str, Any] = {"Key": key, "Value": base64.b64encode(op.value).decode()}
@@ -183,7 +187,7 @@ class ConsulConsensus:
         return ([] if status == 404 else self._entries(body)), self._index(headers)
 
     async def watch(self, key: str, index: int, wait_s: float) -> tuple[Versioned | None, int]:
-        target = f"{self._path}/v1/kv/{quote(self.prefix + key, safe='/')}?raw"
+        target = f"{self._path}/v1/kv/{quote_key(self.prefix + key)}?raw"
         if index > 0:
             target += f"&index={index}&wait={max(1, int(wait_s * 1000))}ms"
         if self._session.closed:

@@ -27,6 +27,7 @@ import consul.base
 from consul.exceptions import ConsulException, NotFound
 
 from ._exceptions import BackendError, ConfigError
+from ._ids import check_store_key
 from ._placement_file import validate_url
 
 _T = TypeVar("_T")
@@ -170,21 +171,26 @@ class ConsulHTTP:
     async def acquire(self, key: str, value: bytes, sid: str) -> bool:
         """Write ``value`` under ``key`` held by session ``sid`` (re-acquiring a
         key the session already holds just updates the value)."""
+        check_store_key(key)
         out = await self._do(f"acquire {key}", lambda c: c.kv.put(key, value, acquire=sid))
         return out is True
 
     async def release(self, key: str, sid: str) -> bool:
+        check_store_key(key)
         out = await self._do(f"release {key}", lambda c: c.kv.put(key, None, release=sid))
         return out is True
 
     async def put(self, key: str, value: bytes, *, cas: int | None = None) -> bool:
+        check_store_key(key)
         out = await self._do(f"put {key}", lambda c: c.kv.put(key, value, cas=cas))
         return out is True
 
     async def delete(self, key: str, *, recurse: bool = False) -> None:
+        check_store_key(key)
         await self._do(f"delete {key}", lambda c: c.kv.delete(key, recurse=recurse))
 
     async def get(self, key: str) -> KVEntry | None:
+        check_store_key(key)
         _, out = await self._do(f"get {key}", lambda c: c.kv.get(key))
         return None if not out else _entry(key, out)
 
@@ -192,6 +198,7 @@ class ConsulHTTP:
                    consistent: bool = False) -> tuple[list[KVEntry], int]:
         """Every key under ``prefix`` and the index; with ``index`` this is a
         blocking query that returns on a change or after ``wait_s``."""
+        check_store_key(prefix)
         wait = timeout = None
         if index is not None:
             # py-consul sends index and wait only for a truthy index; index 0 is

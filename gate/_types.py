@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import NamedTuple, NewType, Union
 
 from ._exceptions import ConfigError
+from ._ids import key_segment
 
 PartitionId = NewType("PartitionId", str)
 """A partition's id: a non-empty string."""
@@ -23,21 +24,18 @@ _MAX_ID = 256
 
 
 def partition_id(value: object, field: str = "partition") -> PartitionId:
-    """Validate ``value`` as a partition id; raise ``ConfigError`` naming ``field``."""
-    if not isinstance(value, str) or not value:
-        raise ConfigError(field, f"a partition id must be a non-empty string, got {value!r}")
-    if len(value) > _MAX_ID or not value.isprintable() or "/" in value or value != value.strip():
-        raise ConfigError(field, f"invalid partition id {value!r} (printable, no '/', no outer spaces, ≤ {_MAX_ID} chars)")
-    return PartitionId(value)
+    """Validate ``value`` as a partition id (one key segment, see ``gate.key_segment``);
+    raise ``ConfigError`` naming ``field``."""
+    return PartitionId(key_segment(value, field, max_len=_MAX_ID))
 
 
 def node_name(value: object, field: str = "node") -> Placement:
     """Validate ``value`` as a node name; raise ``ConfigError`` naming ``field``."""
     if not isinstance(value, str) or not value:
         raise ConfigError(field, f"a node name must be a non-empty string, got {value!r}")
-    if len(value) > 128 or not all(c.isalnum() or c in "-_." for c in value):
+    if len(value) > 128 or not all(c.isalnum() or c in "-_." for c in value) or not value.isascii():
         raise ConfigError(field, f"invalid node name {value!r} (letters, digits, '-', '_', '.')")
-    return Placement(value)
+    return Placement(key_segment(value, field, max_len=128))  # refuses "." and ".."
 
 
 class Epoch(int):

@@ -72,6 +72,8 @@ def _build_parser() -> argparse.ArgumentParser:
     common.add_argument("--control", metavar="HOST:PORT",
                         help=f"the control API (env EPOCHGATE_CONTROL; default {DEFAULT_CONTROL})")
     common.add_argument("--token", help="bearer token of the control API (env EPOCHGATE_TOKEN)")
+    common.add_argument("--token-file", metavar="FILE",
+                        help="read the bearer token from FILE (env EPOCHGATE_TOKEN_FILE; not shown by ps)")
     common.add_argument("--timeout", type=float, metavar="S",
                         help="seconds to wait for the control API to answer (default 5)")
     common.add_argument("--json", action="store_true", help="print machine-readable JSON")
@@ -154,7 +156,8 @@ class _Client:
 
 def _defaults(args: argparse.Namespace) -> argparse.Namespace:
     for name, value in (("control", os.environ.get("EPOCHGATE_CONTROL") or DEFAULT_CONTROL),
-                        ("token", os.environ.get("EPOCHGATE_TOKEN") or None), ("timeout", 5.0), ("json", False)):
+                        ("token", os.environ.get("EPOCHGATE_TOKEN") or None), ("timeout", 5.0), ("json", False),
+                        ("token_file", os.environ.get("EPOCHGATE_TOKEN_FILE") or None)):
         if not hasattr(args, name):
             setattr(args, name, value)
     return args
@@ -267,6 +270,26 @@ def _state_dict(s: pb.PartitionState) -> dict[str, Any]:
             "to": s.to_node or None, "epoch": s.epoch}
 
 
+def _check_ids(args: argparse.Namespace) -> None:
+    """Ids become store keys: refuse what is not one key segment here, naming the argument."""
+    from gate import ConfigError, key_segment
+
+    for attr, label in (("partition", "partition"), ("to", "--to"), ("node", "node"), ("name", "name"), ("id", "id")):
+        value = getattr(args, attr, None)
+        if value is not None:
+            try:
+                key_segment(value, label)
+            except ConfigError as exc:  # the same status the control API's refusal of it gives
+                raise CliError(str(exc), EXIT_REFUSED) from None
+    if getattr(args, "token_file", None):
+        from ._tokens import read_token_file
+
+        try:
+            args.token = read_token_file(args.token_file, "--token-file")
+        except ConfigError as exc:
+            raise CliError(str(exc), EXIT_USAGE) from None
+
+
 def _run(args: argparse.Namespace, out: TextIO) -> int:
     client = _Client(args)
     mig = client.migration
@@ -355,6 +378,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args = _defaults(_build_parser().parse_args(argv))
+        _check_ids(args)
         return _run(args, sys.stdout)
     except CliError as exc:
         sys.stdout.flush()

@@ -63,7 +63,12 @@ class SidecarConfig:
     idle_timeout: float = 75.0                       # client keep-alive / header read timeout
     upstream_idle: float = 4.0                       # close pooled upstream connections idle this long
     max_header_bytes: int = 32768
-    token: str | None = None                         # bearer token for the control API
+    head_timeout: float = 10.0                       # a request head must be complete within this (→ 408)
+    max_connections: int = 10000                     # client connections per process; more are refused (503)
+    body_budget: int = 64 << 20                      # request-body bytes held/kept for replay, per process
+    max_path_bytes: int = 8192                       # longer request targets get 414 (bounds what a rule sees)
+    token: str | None = None                         # bearer token for the control API (prefer token_file)
+    token_file: str | None = None                    # file holding the control API's bearer token
     consul_token: str | None = None
     participant_id: str | None = None                # default: hostname-pid
     config: str | None = None
@@ -93,6 +98,14 @@ class SidecarConfig:
         _check_int(self, "hold_max", 0, 1 << 20)
         _check_int(self, "retry_body_max", 0, 1 << 30)
         _check_int(self, "max_header_bytes", 1024, 1 << 20)
+        _check_int(self, "max_connections", 1, 1 << 20)
+        _check_int(self, "body_budget", 0, 1 << 40)
+        _check_int(self, "max_path_bytes", 256, 1 << 20)
+        if not 0 < self.head_timeout <= 3600:
+            raise ConfigError("head_timeout", f"expected seconds in (0, 3600], got {self.head_timeout!r}")
+        from ._tokens import require_token_for, resolve_token
+
+        require_token_for(self.control, resolve_token(self.token, self.token_file))
         for name in ("drain_seconds", "hold_seconds", "connect_timeout", "read_timeout", "idle_timeout", "upstream_idle",
                      "lease_seconds", "session_ttl"):
             v = getattr(self, name)
@@ -105,6 +118,12 @@ class SidecarConfig:
                                                f"got {self.lease_seconds:g}")
         if self.log_format not in ("text", "json"):
             raise ConfigError("log_format", f"expected 'text' or 'json', got {self.log_format!r}")
+
+    def control_token(self) -> str | None:
+        """The control API's bearer token: ``token``, or read from ``token_file``."""
+        from ._tokens import resolve_token
+
+        return resolve_token(self.token, self.token_file)
 
     @property
     def listen_addr(self) -> tuple[str, int]:
@@ -141,8 +160,9 @@ def _check_int(cfg: SidecarConfig, name: str, lo: int, hi: int) -> None:
 
 _FIELDS = {f.name: f for f in fields(SidecarConfig)}
 _LISTS = {"node", "partition_from", "route"}
-_INTS = {"hash_slots", "workers", "hold_max", "retry_body_max", "max_header_bytes"}
-_FLOATS = {"drain_seconds", "hold_seconds", "connect_timeout", "read_timeout", "idle_timeout", "lease_seconds",
+_INTS = {"hash_slots", "workers", "hold_max", "retry_body_max", "max_header_bytes", "max_connections",
+         "body_budget", "max_path_bytes"}
+_FLOATS = {"head_timeout", "drain_seconds", "hold_seconds", "connect_timeout", "read_timeout", "idle_timeout", "lease_seconds",
            "session_ttl", "upstream_idle"}
 _BOOLS = {"access_log"}
 
@@ -264,7 +284,14 @@ def make_parser() -> argparse.ArgumentParser:
       help="close pooled upstream keep-alive connections idle this long; keep it below the app's own "
            "keep-alive timeout (default 4)")
     a("--max-header-bytes", metavar="BYTES", help="larger request heads get 431 (default 32768)")
-    a("--token", help="bearer token required by the control API")
+    a("--head-timeout", metavar="S", help="a request head must arrive complete within S seconds, else 408 (default 10)")
+    a("--max-connections", metavar="N", help="client connections per process; more get 503 (default 10000)")
+    a("--body-budget", metavar="BYTES",
+      help="request-body bytes held or kept for replay, per process; when spent, writes are not held (default 64 MiB)")
+    a("--max-path-bytes", metavar="BYTES", help="longer request targets get 414 (default 8192)")
+    a("--token", help="bearer token required by the control API (env EPOCHGATE_TOKEN; prefer --token-file: "
+                      "a flag shows in ps)")
+    a("--token-file", metavar="FILE", help="read the control API's bearer token from FILE (env EPOCHGATE_TOKEN_FILE)")
     a("--consul-token", help="Consul ACL token")
     a("--participant-id", help="barrier participant id (default host-pid)")
     return p

@@ -19,6 +19,7 @@ from gate import ConfigError, PlacementSource
 
 from ._config import SidecarConfig
 from ._hold import Hold
+from ._limits import BodyBudget, sweep_heads
 from ._log import AccessLog, event
 from ._partition import Router
 from ._stats import Stats
@@ -65,6 +66,10 @@ class ProxyContext:
         self.read_timeout = cfg.read_timeout
         self.idle_timeout = cfg.idle_timeout
         self.max_header = cfg.max_header_bytes
+        self.max_path = cfg.max_path_bytes
+        self.head_timeout = cfg.head_timeout
+        self.max_connections = cfg.max_connections
+        self.budget = BodyBudget(cfg.body_budget)
         self.retry_body_max = cfg.retry_body_max
         self.header_kinds: dict[bytes, tuple[int, bytes]] = {}  # request header name → (kind, lower-case)
         self.waiting: set[Any] = set()    # requests with an upstream deadline
@@ -74,6 +79,8 @@ class ProxyContext:
         self.rid_n = 0
         self._ticker: asyncio.TimerHandle | None = None
         self.closing = False
+        stats.metrics.client_connections.set_function(lambda: len(self.clients))
+        stats.metrics.body_budget_used.set_function(lambda: self.budget.used)
 
     def set_nodes(self, nodes: Mapping[str, str], strict: bool = False) -> None:
         """Replace the node map. ``strict`` (start-up): a bad URL is a ``ConfigError``;
@@ -126,6 +133,7 @@ class ProxyContext:
             idle = self.idle_timeout
             for conn in [c for c in self.clients if c.current is None and now - c.last_active > idle]:
                 conn.close_idle()
+            sweep_heads(self, now)
             self.pool.sweep(now)
             self.access.tick()
         except Exception:  # never let the clock die

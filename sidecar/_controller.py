@@ -49,6 +49,7 @@ from ._metrics import Metrics
 from ._mover import HttpHooksMover, Mover
 from ._retry import RetryingStore, retry_backend
 from ._runner import JobRunner, LostLeadership
+from ._tokens import require_token_for, resolve_token
 
 log = logging.getLogger("epochgate.controller")
 
@@ -359,8 +360,11 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
                     help="gRPC control API (default 127.0.0.1:50051)")
     ap.add_argument("--admin", default=os.environ.get("EPOCHGATE_ADMIN", "127.0.0.1:9901"), metavar="HOST:PORT",
                     help="/metrics /healthz /readyz (default 127.0.0.1:9901)")
-    ap.add_argument("--token", default=os.environ.get("EPOCHGATE_TOKEN"),
-                    help="bearer token the control API requires (env EPOCHGATE_TOKEN)")
+    ap.add_argument("--token", default=None,
+                    help="bearer token the control API requires (env EPOCHGATE_TOKEN; prefer --token-file: "
+                         "a flag shows in ps)")
+    ap.add_argument("--token-file", default=None, metavar="FILE",
+                    help="read the bearer token from FILE (env EPOCHGATE_TOKEN_FILE)")
     ap.add_argument("--consul-token", default=os.environ.get("CONSUL_HTTP_TOKEN"), help="Consul ACL token")
     ap.add_argument("--cutover-deadline", type=float, default=float(os.environ.get("EPOCHGATE_CUTOVER_DEADLINE", 10)),
                     metavar="S", help="abort a job whose barrier has not passed after S seconds (default 10)")
@@ -388,6 +392,8 @@ async def _amain(args: argparse.Namespace) -> int:
     validate_url(args.consul, "consul")
     if args.prebarrier_deadline < 0:
         raise ConfigError("prebarrier_deadline", f"must be >= 0 seconds, got {args.prebarrier_deadline!r}")
+    token = resolve_token(args.token, args.token_file, os.environ)
+    require_token_for(args.control, token)  # before anything starts: a refused bind leaves nothing behind
     ctl = Controller(args.consul, args.prefix, token=args.consul_token, deadline_s=args.cutover_deadline,
                      extra_nodes=nodes, prebarrier_s=args.prebarrier_deadline)
     await ctl.start()
@@ -396,7 +402,7 @@ async def _amain(args: argparse.Namespace) -> int:
     except BackendError as exc:
         log.warning("controller: replica not started yet: %s", exc)
     server = await start_control_server(args.control, store=ctl.store, source=ctl.replica, gate=_NeverAdmit(),
-                                        jobs=ctl, token=args.token, extra_nodes=nodes)
+                                        jobs=ctl, token=token, extra_nodes=nodes)
     admin = await start_admin(args.admin, ctl)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

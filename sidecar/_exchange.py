@@ -68,13 +68,15 @@ class Request(ResponseMixin):
         "decision", "node", "retries", "hold_timer", "held_at", "was_held", "up", "spare", "pending_len",
         "body_done", "head_sent", "sent_all", "replay", "replay_len", "status", "resp_chunked", "resp_eof",
         "resp_started", "resp_keep", "resp_buf", "resp_held", "interim", "no_resp_body", "tunnel", "done",
-        "deadline", "uout", "cout", "t0", "t_res", "t_adm", "t_up")
+        "deadline", "uout", "cout", "t0", "t_res", "t_adm", "t_up", "rpath", "charged")
 
     def __init__(self, ctx: "ProxyContext", conn: "ClientConn") -> None:
         self.ctx = ctx
         self.conn = conn
         self.ctransport = conn.transport
         self.url = b""
+        self.rpath: str | None = None  # the path rules see, when it differs from the forwarded one (_target)
+        self.charged = 0  # body bytes this request holds against ctx.budget (_limits)
         self.fwd: list[bytes] = []  # headers to forward, flat: name, b": ", value, b"\r\n", …
         self.keyh: dict[bytes, bytes] = {}
         self.pending: list[bytes] = []
@@ -155,7 +157,7 @@ class Request(ResponseMixin):
                     self.partition = hit
                     return self.route()
         path, _, query = self.url.partition(b"?")
-        spath = path.decode("latin-1")
+        spath = path.decode("latin-1") if self.rpath is None else self.rpath
         self.is_write = router.is_write(self.method, spath)
         try:
             self.partition = router.partition(spath, query, self.keyh, self.host)
@@ -223,7 +225,8 @@ class Request(ResponseMixin):
         if r.reason is RejectReason.STALE_EPOCH and self.retries < 3:
             self.retries += 1  # the table moved between resolve and admit: resolve again
             return self.route()
-        if r.reason in _HOLDABLE and self.conn.transport is not None and ctx.hold.try_hold(self):
+        if (r.reason in _HOLDABLE and self.conn.transport is not None and ctx.budget.may_hold(self)
+                and ctx.hold.try_hold(self)):
             self.was_held = True
             self.decision = "held"
             self.conn.pause(2)
@@ -313,6 +316,8 @@ class Request(ResponseMixin):
             parts += (b"Content-Length: ", self.clen, b"\r\n")
         parts.append(b"\r\n")
         if self.is_write and ctx.retry_body_max and not self.upgrade:
+            if self.replay:
+                self.uncharge(self.replay_len)
             self.replay = []
             self.replay_len = 0
         self.head_sent = True
@@ -324,8 +329,9 @@ class Request(ResponseMixin):
             up.transport.pause_reading()
         if self.expect and not self.body_done and not self.pending:
             self.ctransport.write(H.CONTINUE_100)
-        if self.pending:
+        if self.pending and not self.upgrade:  # an upgrade's bytes wait for the 101 (upstream_upgraded)
             pending, self.pending, self.pending_len = self.pending, [], 0
+            self.uncharge(sum(map(len, pending)))
             for data in pending:
                 self._send(data)
         if self.conn.flags & 6:
@@ -360,11 +366,26 @@ class Request(ResponseMixin):
             return
         self._uw(H.chunk(data) if self.chunked else data)
         if self.replay is not None:
-            self.replay_len += len(data)
-            if self.replay_len <= self.ctx.retry_body_max:
-                self.replay.append(data)
-            else:
-                self.replay = None
+            self.keep_for_replay(data)
+
+    def keep_for_replay(self, data: bytes) -> None:
+        """Keep ``data`` to replay the write, within ``--retry-body-max`` and the body budget."""
+        n = len(data)
+        budget = self.ctx.budget
+        if self.replay_len + n <= self.ctx.retry_body_max and budget.used + n <= budget.total:
+            self.replay_len += n
+            self.replay.append(data)
+            self.charged += n
+            budget.used += n
+        else:
+            self.replay = None  # this write cannot be replayed: an app refusal is relayed as is
+            self.uncharge(self.replay_len)
+            self.replay_len = 0
+
+    def uncharge(self, n: int) -> None:
+        if n:
+            self.charged -= n
+            self.ctx.budget.used -= n
 
     def _send_end(self) -> None:
         if self.chunked:
@@ -374,6 +395,8 @@ class Request(ResponseMixin):
     def client_body(self, data: bytes) -> None:
         if self.done:
             return
+        if self.upgrade:  # bytes after an upgrade head: they reach the upstream only after its 101
+            return self._park(data)
         if self.up is not None and self.head_sent:
             if self.upgrade or self.chunked:
                 return self._send(data)
@@ -385,16 +408,19 @@ class Request(ResponseMixin):
             else:
                 self.up.transport.write(data)
             if self.replay is not None:
-                self.replay_len += len(data)
-                if self.replay_len <= self.ctx.retry_body_max:
-                    self.replay.append(data)
-                else:
-                    self.replay = None
+                self.keep_for_replay(data)
         else:
-            self.pending.append(data)
-            self.pending_len += len(data)
-            if self.pending_len > PENDING_HIGH:
-                self.conn.pause(4)
+            self._park(data)
+
+    def _park(self, data: bytes) -> None:
+        """Buffer body bytes until they can be sent (charged to the body budget)."""
+        n = len(data)
+        self.pending.append(data)
+        self.pending_len += n
+        self.charged += n
+        self.ctx.budget.used += n
+        if self.pending_len > PENDING_HIGH:
+            self.conn.pause(4)
 
     def client_body_end(self) -> None:
         self.body_done = True

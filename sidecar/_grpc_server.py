@@ -37,11 +37,13 @@ from gate import (
     partition_id,
     validate_url,
 )
+from gate import key_segment
 from gate.pb.epochgate.v1 import epochgate_pb2 as pb
 from gate.pb.epochgate.v1 import epochgate_pb2_grpc as pb_grpc
 
 from . import _grpc_convert as conv
-from ._grpc_auth import TokenInterceptor, is_loopback, split_hostport
+from ._grpc_auth import TokenInterceptor, split_hostport
+from ._tokens import require_token_for
 
 log = logging.getLogger("epochgate.control")
 
@@ -332,7 +334,7 @@ class MigrationServicer(pb_grpc.MigrationServicer):
 def _job_id(value: str) -> str:
     if not value:
         raise ConfigError("id", "a job id is required")
-    return value
+    return key_segment(value, "id")
 
 
 async def start_control_server(
@@ -353,11 +355,10 @@ async def start_control_server(
     call. ``extra_nodes`` adds node URLs known from configuration. The bound
     port is ``server.epochgate_port``; stop with ``await server.stop(grace)``.
     """
-    host, _ = split_hostport(addr)
+    split_hostport(addr)
     if token is not None and not token:
         raise ConfigError("token", "an empty token would refuse nothing; omit it instead")
-    if not is_loopback(host) and token is None:
-        log.warning("control API on non-loopback %s without a token: anyone who can reach it can move partitions", addr)
+    require_token_for(addr, token)  # refused, not warned about (anyone reaching it could move partitions)
     interceptors = [TokenInterceptor(token)] if token else []
     server = grpc.aio.server(interceptors=interceptors)
     pb_grpc.add_GateServicer_to_server(GateServicer(store, source, gate), server)

@@ -21,7 +21,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Protocol, runtime_checkable
 
-from gate import BackendError, ConfigError, ConsulHTTP, node_name, partition_id
+from gate import BackendError, ConfigError, ConsulHTTP, key_segment, node_name, partition_id
 
 from ._jobstatus import FINAL, JobStatus, event_between
 
@@ -65,8 +65,7 @@ class Job:
     version: int = field(default=0, compare=False)   # the Consul ModifyIndex it was read at
 
     def __post_init__(self) -> None:
-        if not self.id or "/" in self.id:
-            raise ConfigError("id", f"invalid job id {self.id!r}")
+        key_segment(self.id, "id")  # becomes the key jobs/<id>: one segment, never "." or ".."
         partition_id(self.partition)
         node_name(self.source, "from_node")
         node_name(self.target, "to_node")

@@ -14,11 +14,26 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 from typing import IO, Any
 
 log = logging.getLogger("epochgate.sidecar")
+
+# Client-chosen bytes in a text line: anything but visible ASCII, and the quote and
+# backslash that delimit fields, are written as \xHH (a NEL or CR must not end the line,
+# a quote must not end the field).
+_UNSAFE = re.compile(rb'[^\x21-\x7e]|["\\]')
+
+
+def escape(raw: bytes | None) -> str:
+    """Client-supplied bytes (path, request id) made safe for one text log field."""
+    if not raw:
+        return "-"
+    if _UNSAFE.search(raw) is None:
+        return raw.decode("ascii")
+    return _UNSAFE.sub(lambda m: b"\\x%02x" % m.group()[0], raw).decode("ascii")
 
 
 class JsonFormatter(logging.Formatter):
@@ -113,12 +128,12 @@ class AccessLog:
                 mid = mids.get(key)
                 if mid is None:
                     client, method, path, partition, phase, epoch, decision, status, _, _, _, node = row
-                    mid = mids[key] = (f'{client} "{method} {path.decode("latin-1")}" {status} '
+                    mid = mids[key] = (f'{client} "{escape(method.encode("latin-1"))} {escape(path)}" {status} '
                                        f'partition={partition or "-"} phase={phase} epoch={epoch} '
                                        f'decision={decision} upstream={node or "-"} up_ms=')
                 rid = row[10]
                 out.append(f'{ts} {mid}{row[8] * 1000:.2f} total_ms={row[9] * 1000:.2f} '
-                           f'rid={rid.decode("latin-1") if rid else "-"}')
+                           f'rid={escape(rid)}')
         return out
 
     def flush(self) -> None:

@@ -70,6 +70,15 @@ class Metrics:
         self.participants = Gauge("epochgate_barrier_participants", "Live barrier participants seen.", registry=r)
         self.controller_leader = Gauge("epochgate_controller_leader", "1 on the controller holding the lock.",
                                        registry=r)
+        # hostile-input bounds (see sidecar/_limits.py)
+        self.client_connections = Gauge("epochgate_client_connections", "Open client connections.", registry=r)
+        self.connections_refused = Counter("epochgate_connections_refused_total",
+                                           "Client connections refused at --max-connections.", registry=r)
+        self.head_timeouts = Counter("epochgate_request_head_timeouts_total",
+                                     "Connections closed (408) because a request head took longer than "
+                                     "--head-timeout.", registry=r)
+        self.body_budget_used = Gauge("epochgate_body_budget_bytes",
+                                      "Request-body bytes held or kept for replay (of --body-budget).", registry=r)
         self._prezero()
 
     def _prezero(self) -> None:

@@ -19,10 +19,12 @@ from __future__ import annotations
 import re
 import zlib
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 from urllib.parse import parse_qsl, unquote
 
 from gate import ConfigError, partition_id
+
+from ._rules import compile_rule
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 
@@ -69,17 +71,14 @@ def parse_key_rule(text: str, field: str = "partition_from") -> KeyRule:
     if kind == "query":
         return KeyRule("query", arg, text)
     if kind == "path":
-        try:
-            rx = re.compile(arg)
-        except re.error as exc:
-            raise ConfigError(field, f"invalid regex {arg!r}: {exc}") from exc
+        rx = compile_rule(arg, field)  # refuses what could stall the loop (see _rules)
         if "partition" not in rx.groupindex:
             raise ConfigError(field, f"path regex {arg!r} needs a (?P<partition>…) group")
         return KeyRule("path", arg, text)
     raise ConfigError(field, f"unknown rule kind {kind!r} in {text!r} (header, path, query, host)")
 
 
-def parse_route_rule(text: str, field: str = "route") -> tuple[str, re.Pattern[str], bool]:
+def parse_route_rule(text: str, field: str = "route") -> tuple[str, Any, bool]:
     """``"METHOD REGEX=read|write"`` → ``(METHOD or "*", compiled regex, is_write)``."""
     if not isinstance(text, str):
         raise ConfigError(field, f"expected a route rule string, got {text!r}")
@@ -91,10 +90,7 @@ def parse_route_rule(text: str, field: str = "route") -> tuple[str, re.Pattern[s
     method = method.strip().upper()
     if not method or not rx.strip() or not (method == "*" or method.isalpha()):
         raise ConfigError(field, f"expected 'METHOD REGEX=read|write', got {text!r}")
-    try:
-        return method, re.compile(rx.strip()), kind == "write"
-    except re.error as exc:
-        raise ConfigError(field, f"invalid regex {rx.strip()!r}: {exc}") from exc
+    return method, compile_rule(rx.strip(), field), kind == "write"
 
 
 def slot_of(key: str, slots: int) -> str:
@@ -113,7 +109,7 @@ class Router:
         self.rules = [parse_key_rule(r, f"partition_from[{i}]") for i, r in enumerate(key_rules)]
         self.routes = [parse_route_rule(r, f"route[{i}]") for i, r in enumerate(route_rules)]
         self.hash_slots = hash_slots
-        self._regex = {r.text: re.compile(r.arg) for r in self.rules if r.kind == "path"}
+        self._regex = {r.text: compile_rule(r.arg, "partition_from") for r in self.rules if r.kind == "path"}
         self._hnames = {r.text: r.arg.encode("latin-1") for r in self.rules if r.kind == "header"}
         #: lower-case header names (bytes) the proxy must capture for the rules
         self.header_names = frozenset(r.arg.encode("latin-1") for r in self.rules if r.kind == "header")

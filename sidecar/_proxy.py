@@ -10,7 +10,11 @@ until the one before it has been answered.
 Refused before anything is forwarded: request smuggling shapes
 (``Content-Length`` with ``Transfer-Encoding``, differing duplicate
 ``Content-Length``, a transfer coding that does not end in chunked) → 400,
-heads larger than ``--max-header-bytes`` → 431, ``CONNECT`` → 405.
+heads larger than ``--max-header-bytes`` → 431 (counted as bytes arrive, see
+``_limits``), ``CONNECT`` → 405, a second ``Host`` → 400, an upgrade carrying a
+body → 400, a bad target → 400/414 (``_target``). Trailers are dropped: they
+arrive after the head was checked and dispatched and must change nothing.
+Bytes after an upgrade request wait until the upstream answers 101.
 
 Reading from the client is paused for several independent reasons (bit flags
 in ``pause``/``resume``): a pipelined request queued (1), a write held (2),
@@ -31,6 +35,8 @@ from ._context import ProxyContext
 from ._exchange import Request
 from ._hookpath import is_hook_path
 from ._orphan import orphan_write
+from ._limits import BUSY_503
+from ._target import TargetError, normalize
 
 
 _CONN_OPTIONS = frozenset({b"upgrade", b"close", b"keep-alive"})
@@ -58,7 +64,7 @@ class ClientConn(asyncio.Protocol):
 
     __slots__ = ("ctx", "transport", "parser", "peer", "peer_s", "current", "parsing", "queue", "flags",
                  "hsize", "last_active", "upgraded", "tunnel", "wpaused", "keyh_names", "xff_line", "in_feed",
-                 "max_header", "kinds")
+                 "max_header", "kinds", "in_body", "head_seen", "head_since", "heads")
 
     def __init__(self, ctx: ProxyContext) -> None:
         self.ctx = ctx
@@ -80,6 +86,10 @@ class ClientConn(asyncio.Protocol):
         self.peer_s = "unknown"
         self.xff_line = b"X-Forwarded-For: unknown\r\n"
         self.in_feed = False  # inside parser.feed_data: upstream writes are batched
+        self.in_body = False  # between a head's end and its message's end (on_header there = a trailer)
+        self.head_seen = 0    # bytes of the current head that arrived (counted before parsing)
+        self.head_since = 0.0  # when the current head's first byte arrived (0: none in progress)
+        self.heads = 0        # heads completed on this connection
 
     # ---------------------------------------------------------------- transport
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -89,6 +99,11 @@ class ClientConn(asyncio.Protocol):
             self.peer_s = str(peer[0])
             self.peer = self.peer_s.encode()
             self.xff_line = b"X-Forwarded-For: " + self.peer + b"\r\n"
+        if len(self.ctx.clients) >= self.ctx.max_connections:
+            self.ctx.stats.metrics.connections_refused.inc()
+            transport.write(BUSY_503)  # type: ignore[attr-defined]
+            transport.close()
+            return
         H.set_nodelay(transport)
         self.ctx.clients.add(self)
 
@@ -97,21 +112,54 @@ class ClientConn(asyncio.Protocol):
         if self.upgraded:
             if self.tunnel is not None:
                 self.tunnel.transport.write(data)
-            elif self.current is not None:
-                self.current.client_body(data)
+            elif self.parsing is not None:
+                self.parsing.client_body(data)  # the upgrade request's: held until its 101 (or dropped)
             return
+        if self.in_body:
+            return self._feed(data)
+        if not self.head_since:
+            self.head_since = self.ctx.now
+        room = self.max_header - self.head_seen
+        if len(data) <= room:  # the usual case: the whole read fits what the head may still take
+            self.head_seen += len(data)
+            return self._feed(data)
+        # Feed the parser only what the head may still take: a head still incomplete after
+        # that is too large, and is answered before more of it is read into memory.
+        heads = self.heads
+        self.head_seen += room
+        self._feed(data[:room])
+        if self.transport is None or self.transport.is_closing():
+            return
+        if self.in_body or self.heads != heads or self.upgraded:
+            return self.data_received(data[room:])  # the head ended inside: the rest is body / next head
+        self._reject_raw(431, "request-header-too-large", "request header fields too large",
+                         f"the request head exceeds {self.ctx.max_header} bytes")
+
+    def head_timed_out(self) -> None:
+        """The request head did not arrive whole within ``--head-timeout`` (see ``_limits``)."""
+        self._reject_raw(408, "request-timeout", "request timeout",
+                         f"the request head did not arrive within {self.ctx.head_timeout:g}s")
+
+    def _feed(self, data: bytes) -> None:
         self.in_feed = True
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
             self.in_feed = False
+            req = self.parsing
+            if req is None or not req.upgrade:
+                # only a head that asked for an upgrade (and was accepted as one) may switch the
+                # connection; anything else must not turn the following bytes into a tunnel
+                self.upgraded = True  # the parser cannot go on; later bytes are dropped
+                self._reject_raw(400, "bad-request", "malformed request", "unexpected protocol upgrade")
+                return
             cur = self.current
             if cur is not None and cur.uout:
                 cur.flush_up()
             self.upgraded = True
             rest = data[exc.args[0]:]
-            if rest and self.current is not None:
-                self.current.client_body(rest)
+            if rest:
+                req.client_body(rest)  # the upgrade request's (it may be queued behind another)
         except httptools.HttpParserCallbackError as exc:
             cause = exc.__context__
             if isinstance(cause, _HeadTooLarge):
@@ -133,6 +181,7 @@ class ClientConn(asyncio.Protocol):
         """A request the parser refused: answer if nothing is in progress, then close."""
         if self.transport is None:
             return
+        self.head_since = 0.0
         cur = self.current
         if cur is None or cur is self.parsing and not cur.head_sent:
             body = H.problem_body(status, slug, title, detail)
@@ -147,6 +196,8 @@ class ClientConn(asyncio.Protocol):
         self.transport = None
         self.ctx.clients.discard(self)
         cur = self.current
+        for req in self.queue:  # never dispatched: give back the body bytes they buffered
+            req.uncharge(req.charged)
         self.queue.clear()
         if cur is not None and not cur.done:
             if cur.tunnel:
@@ -200,6 +251,8 @@ class ClientConn(asyncio.Protocol):
         req.url = req.url + url if req.url else url
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self.in_body:
+            return  # a trailer field: dropped (it arrives after the head was checked and acted on)
         n = self.hsize = self.hsize + len(name) + len(value) + 4
         if n > self.max_header:
             raise _HeadTooLarge
@@ -222,6 +275,8 @@ class ClientConn(asyncio.Protocol):
         if kind == _DROP:
             return
         if kind == _HOST:
+            if req.host is not None:
+                req.bad = (400, "duplicate Host", "more than one Host header")
             req.host = value
         elif kind == _CLEN:
             if req.clen is not None and req.clen != value.strip():
@@ -271,6 +326,10 @@ class ClientConn(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         req = self.parsing
         p = self.parser
+        self.in_body = True
+        self.heads += 1
+        self.head_seen = 0
+        self.head_since = 0.0
         req.method_b = mb = p.get_method()
         req.method = _METHODS.get(mb) or mb.decode("ascii", "replace")
         req.version = p.get_http_version()
@@ -290,6 +349,18 @@ class ClientConn(asyncio.Protocol):
             req.bad = (405, "method not allowed", "CONNECT is not proxied")
         elif is_hook_path(req.url):   # the mover hooks belong to the controller (DESIGN §6)
             req.bad = (404, "not found", "the /_epochgate/ mover hooks are not served through the sidecar")
+        elif req.bad is None:  # one normalised target for every rule and the upstream
+            try:
+                req.url, req.rpath, authority = normalize(req.url, req.method, self.ctx.max_path)
+            except TargetError as exc:
+                req.bad = (exc.status, exc.title, exc.detail)
+            else:
+                if authority is not None:
+                    req.host = authority  # absolute-form: the target's authority wins over Host (RFC 9112 §3.2.2)
+        if req.upgrade and req.has_body():
+            # An upgrade's body would reach the upstream unframed (the head goes without
+            # Content-Length/chunked): an upstream that refuses the upgrade reads it as a request.
+            req.bad = (400, "upgrade with a body", "a request asking for a protocol upgrade must not carry a body")
         if req.host is None and req.version == "1.1":
             req.bad = (400, "missing Host", "HTTP/1.1 requests need a Host header")
         if req.bad is not None:
@@ -305,6 +376,7 @@ class ClientConn(asyncio.Protocol):
         self.parsing.client_body(body)
 
     def on_message_complete(self) -> None:
+        self.in_body = False
         self.parsing.client_body_end()
 
     # ---------------------------------------------------------------- request life cycle

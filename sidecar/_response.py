@@ -155,7 +155,8 @@ class ResponseMixin:
                     and self._retry_after_app_reject()):
                 return
             self._relay_held()
-        self._end_response(reusable=self.resp_keep and self.sent_all)
+        # an upgrade answered otherwise: the upstream may still expect the other protocol — never reuse
+        self._end_response(reusable=self.resp_keep and self.sent_all and not self.upgrade)
 
     def _end_response(self: Any, reusable: bool) -> None:
         if self.resp_chunked:
@@ -187,7 +188,8 @@ class ResponseMixin:
         st = ctx.source.state(self.partition)
         if st is not None and st[1] != self.epoch and self.retries <= 5:
             self.route()  # the table has already moved on
-        elif ctx.hold.try_hold(self, retry_in=min(0.005 * 2 ** min(self.retries, 6), 0.25)):
+        elif ctx.budget.may_hold(self) and ctx.hold.try_hold(self, retry_in=min(0.005 * 2 ** min(self.retries, 6),
+                                                                                  0.25)):
             # Our table still stands at the epoch the app refused: either the app's
             # view is behind ours (no transition of ours will come: retry on a
             # backoff timer) or ahead (our next transition wakes it sooner).
@@ -208,7 +210,8 @@ class ResponseMixin:
         self.conn.tunnel_to(up, self)
         if rest:
             self.ctransport.write(rest)
-        pending, self.pending = self.pending, []
+        pending, self.pending, self.pending_len = self.pending, [], 0
+        self.uncharge(self.charged)
         for data in pending:
             up.transport.write(data)
 
@@ -302,6 +305,10 @@ class ResponseMixin:
         if self.done:
             return
         self.done = True
+        if self.charged:
+            self.uncharge(self.charged)
+            self.pending = []
+            self.replay = None
         if self.cout:
             self.flush_client()
         self.cout = None

@@ -167,7 +167,7 @@ class Sidecar:
         from ._grpc_server import start_control_server
 
         self.control = await start_control_server(cfg.control, store=self.store, source=self.source, gate=self.gate,
-                                                  token=cfg.token, extra_nodes=cfg.nodes())
+                                                  token=cfg.control_token(), extra_nodes=cfg.nodes())
         self.control_port = getattr(self.control, "epochgate_port", 0)
 
     async def _own_metrics(self) -> bytes:
