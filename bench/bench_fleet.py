@@ -57,7 +57,7 @@ from gate import (  # noqa: E402
     parse_ack_entry,
 )
 from sidecar._barrier import Barrier, BarrierResult, BarrierTimeout, Listed  # noqa: E402
-from sidecar._inflight import InflightTracker  # noqa: E402
+from gate import InflightTracker  # noqa: E402
 
 
 def pct(xs: list[float], q: float) -> float:

@@ -28,7 +28,7 @@ import aiohttp
 import pytest
 
 from gate._consul_consensus import open_consul
-from sidecar._pb.epochgate.v1 import epochgate_pb2 as pb
+from gate.pb.epochgate.v1 import epochgate_pb2 as pb
 
 from ._fleet import ControlClient, Fleet, check_invariants
 

@@ -21,8 +21,8 @@ import grpc
 import pytest
 
 from gate import PartitionState
-from sidecar._pb.epochgate.v1 import epochgate_pb2 as pb
-from sidecar._pb.epochgate.v1 import epochgate_pb2_grpc as pb_grpc
+from gate.pb.epochgate.v1 import epochgate_pb2 as pb
+from gate.pb.epochgate.v1 import epochgate_pb2_grpc as pb_grpc
 from tests._sidecar_util import (Upstream, config, free_port, running_sidecar, spawn_sidecar, wait_http,
                                  write_placement)
 
