@@ -41,6 +41,7 @@ from sidecar._barrier import Barrier  # noqa: E402
 from gate import ConsulConsensus, ConsulHTTP, InflightTracker, Participant, Replica, open_consul  # noqa: E402
 from sidecar._jobs import Job, JobRecords  # noqa: E402
 from sidecar._mover import HttpHooksMover  # noqa: E402
+from gate._mover_auth import provision_mover_token  # noqa: E402
 from sidecar._runner import JobRunner  # noqa: E402
 from tests._consul import dev_agent  # noqa: E402
 
@@ -106,8 +107,8 @@ class DeltaMover(HttpHooksMover):
         super().__init__()
         self.store, self.delta, self.n = store, delta, 0
 
-    async def copy(self, partition, source_url, target_url, progress, check=None):
-        cursor = await super().copy(partition, source_url, target_url, progress, check)
+    async def copy(self, partition, source_url, target_url, progress, check=None, *, fence):
+        cursor = await super().copy(partition, source_url, target_url, progress, check, fence=fence)
         st = await self.store.state(partition)
         http = self._session()
         for _ in range(self.delta):
@@ -174,6 +175,7 @@ async def main(args: argparse.Namespace) -> None:
         await http.close()
         records = JobRecords(kv, prefix)
         mover = DeltaMover(store, args.delta)
+        mover.token = await provision_mover_token(kv, prefix)   # what the controller does (DESIGN §6)
 
         async def node_urls():
             return await store.nodes()

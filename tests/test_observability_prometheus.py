@@ -130,6 +130,9 @@ class Prometheus:
 def _env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("EPOCHGATE_")}
     env["PYTHONPATH"] = str(ROOT)
+    # the kv nodes run with --gate (no Consul): the mover credential comes from the environment
+    # on both sides (DESIGN §6)
+    env["EPOCHGATE_MOVER_TOKEN"] = "observability-test-mover-token"
     return env
 
 
