@@ -52,6 +52,20 @@ def _from_secret(value: object) -> bool:
     return isinstance(value, str) and value.startswith("<secret ")
 
 
+def _secret_file(spec: dict, container: dict, path: object) -> bool:
+    """``path`` lies in a volume mounted from a Secret (a token file)."""
+    if not isinstance(path, str):
+        return False
+    secret_volumes = {v["name"] for v in spec.get("volumes", []) if "secret" in v}
+    return any(m["name"] in secret_volumes and path.startswith(m["mountPath"].rstrip("/") + "/")
+               for m in container.get("volumeMounts", []))
+
+
+def _token_ok(spec: dict, container: dict, token: object, token_file: object) -> bool:
+    """A token from a Secret: an env var from a secretKeyRef, or a file in a Secret volume."""
+    return _from_secret(token) if token is not None else _secret_file(spec, container, token_file)
+
+
 def _port(container: dict, port: Any) -> int | None:
     if isinstance(port, int):
         return port
@@ -97,7 +111,7 @@ def _token_errors(where: str, container: dict) -> list[str]:
     out = []
     env = _env(container)
     for name, value in env.items():
-        if "TOKEN" in name and not _from_secret(value):
+        if "TOKEN" in name and not name.endswith("_FILE") and not _from_secret(value):
             out.append(f"{where}: {name} is not taken from a Secret")
     for arg in container.get("args", []) + container.get("command", []):
         if re.match(r"--(consul-)?token(=|$)", str(arg)):
@@ -126,9 +140,11 @@ def _check_sidecar(where: str, obj: dict, spec: dict, container: dict, native: b
                    "(EPOCHGATE_PARTICIPANT_ID from fieldRef metadata.name)")
     if cfg.consul is None or cfg.consul.split("//", 1)[-1].rsplit(":", 1)[0] != HOST_IP:
         out.append(f"{where}: Consul is {cfg.consul!r}, not the node's agent (status.hostIP)")
-    for name in ("token", "consul_token"):
-        if not _from_secret(getattr(cfg, name)):
-            out.append(f"{where}: {name} is not taken from a Secret")
+    # token_file (EPOCHGATE_TOKEN_FILE) exists in later versions of the sidecar's configuration
+    if not _token_ok(spec, container, cfg.token, getattr(cfg, "token_file", None) or env.get("EPOCHGATE_TOKEN_FILE")):
+        out.append(f"{where}: token is not taken from a Secret")
+    if not _from_secret(cfg.consul_token):
+        out.append(f"{where}: consul_token is not taken from a Secret")
     admin_host, admin_port = cfg.admin_addr
     if admin_host not in _ANY:
         out.append(f"{where}: --admin {cfg.admin} is not reachable by the kubelet's probes")
@@ -154,7 +170,7 @@ def _check_sidecar(where: str, obj: dict, spec: dict, container: dict, native: b
     return out, cfg
 
 
-def _check_controller(where: str, obj: dict, container: dict) -> tuple[list[str], Any]:
+def _check_controller(where: str, obj: dict, spec: dict, container: dict) -> tuple[list[str], Any]:
     from sidecar._controller import _parse
 
     env = _env(container)
@@ -165,9 +181,13 @@ def _check_controller(where: str, obj: dict, container: dict) -> tuple[list[str]
             ns = _parse(args)
     except SystemExit:
         return [f"{where}: the controller refuses its arguments {args}"], None
-    for name in ("token", "consul_token"):
-        if not _from_secret(getattr(ns, name)):
-            out.append(f"{where}: controller {name} is not taken from a Secret")
+    # the parser may leave the control token to the environment (EPOCHGATE_TOKEN[_FILE]) for later
+    token = ns.token if ns.token is not None else env.get("EPOCHGATE_TOKEN")
+    token_file = getattr(ns, "token_file", None) or env.get("EPOCHGATE_TOKEN_FILE")
+    if not _token_ok(spec, container, token, token_file):
+        out.append(f"{where}: controller token is not taken from a Secret")
+    if not _from_secret(ns.consul_token):
+        out.append(f"{where}: controller consul_token is not taken from a Secret")
     if HOST_IP not in (ns.consul or ""):
         out.append(f"{where}: the controller's Consul is {ns.consul!r}, not the node's agent (status.hostIP)")
     admin_host, _, admin_port = ns.admin.rpartition(":")
@@ -200,7 +220,7 @@ def violations(docs: list[dict], dashboards_dir: Path | None = None) -> list[str
                 if not _is_epochgate(c):
                     continue
                 if (c.get("args") or [None])[0] == "controller":
-                    errs, ns = _check_controller(where, obj, c)
+                    errs, ns = _check_controller(where, obj, spec, c)
                     controllers.append((obj, ns))
                 else:
                     native = kind == "initContainers" and c.get("restartPolicy") == "Always"

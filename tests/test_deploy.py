@@ -131,13 +131,18 @@ def test_dockerignore_keeps_the_packages_and_drops_the_rest() -> None:
     patterns = [p.strip() for p in (ROOT / ".dockerignore").read_text().splitlines()
                 if p.strip() and not p.startswith("#")]
 
-    def ignored(path: str) -> bool:
-        return any(fnmatch.fnmatch(path, p) or path.startswith(p.rstrip("/") + "/") for p in patterns)
+    def ignored(path: str) -> bool:   # the last matching pattern decides; "!" re-includes
+        verdict = False
+        for p in patterns:
+            keep, p = p.startswith("!"), p.lstrip("!")
+            if fnmatch.fnmatch(path, p) or path.startswith(p.rstrip("/") + "/"):
+                verdict = not keep
+        return verdict
 
     for needed in ("pyproject.toml", "README.md", "gate/__init__.py", "sidecar/__main__.py",
                    "examples/kv/__main__.py"):
         assert not ignored(needed), needed
-    for dropped in (".git/HEAD", "tests/test_deploy.py", "bench/bench_proxy.py"):
+    for dropped in (".git/HEAD", "tests/test_deploy.py", "bench/bench_proxy.py", "DESIGN.md"):
         assert ignored(dropped), dropped
 
 
