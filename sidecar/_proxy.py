@@ -64,7 +64,8 @@ class ClientConn(asyncio.Protocol):
 
     __slots__ = ("ctx", "transport", "parser", "peer", "peer_s", "current", "parsing", "queue", "flags",
                  "hsize", "last_active", "upgraded", "tunnel", "wpaused", "keyh_names", "xff_line", "in_feed",
-                 "max_header", "kinds", "in_body", "head_seen", "head_since", "heads")
+                 "max_header", "kinds", "in_body", "head_seen", "head_since", "heads",
+                 "trailer")
 
     def __init__(self, ctx: ProxyContext) -> None:
         self.ctx = ctx
@@ -90,6 +91,7 @@ class ClientConn(asyncio.Protocol):
         self.head_seen = 0    # bytes of the current head that arrived (counted before parsing)
         self.head_since = 0.0  # when the current head's first byte arrived (0: none in progress)
         self.heads = 0        # heads completed on this connection
+        self.trailer = False  # after a chunk-size line and before its data: maybe the trailer section
 
     # ---------------------------------------------------------------- transport
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -115,23 +117,28 @@ class ClientConn(asyncio.Protocol):
             elif self.parsing is not None:
                 self.parsing.client_body(data)  # the upgrade request's: held until its 101 (or dropped)
             return
-        if self.in_body:
+        in_body = self.in_body
+        if in_body and not self.trailer:
             return self._feed(data)
-        if not self.head_since:
+        if not in_body and not self.head_since:
             self.head_since = self.ctx.now
         room = self.max_header - self.head_seen
         if len(data) <= room:  # the usual case: the whole read fits what the head may still take
             self.head_seen += len(data)
             return self._feed(data)
-        # Feed the parser only what the head may still take: a head still incomplete after
-        # that is too large, and is answered before more of it is read into memory.
+        # Feed the parser only what the head (or a trailer section) may still take: one still
+        # incomplete after that is too large, and is answered before more of it is read into memory.
         heads = self.heads
         self.head_seen += room
         self._feed(data[:room])
         if self.transport is None or self.transport.is_closing():
             return
-        if self.in_body or self.heads != heads or self.upgraded:
-            return self.data_received(data[room:])  # the head ended inside: the rest is body / next head
+        if in_body:
+            still = self.in_body and self.trailer  # chunk data would have cleared it (on_body)
+        else:
+            still = not self.in_body and self.heads == heads and not self.upgraded
+        if not still:
+            return self.data_received(data[room:])  # it ended inside: the rest is body / next head
         self._reject_raw(431, "request-header-too-large", "request header fields too large",
                          f"the request head exceeds {self.ctx.max_header} bytes")
 
@@ -373,10 +380,22 @@ class ClientConn(asyncio.Protocol):
             self.pause(1)
 
     def on_body(self, body: bytes) -> None:
+        self.trailer = False
         self.parsing.client_body(body)
+
+    def on_chunk_header(self) -> None:
+        # A chunk-size line: its data follows, or (size 0) the trailer section, which httptools
+        # buffers like a head — count what arrives until on_body says it was data.
+        self.trailer = True
+        self.head_seen = 0
+
+    def on_chunk_complete(self) -> None:
+        self.trailer = False
 
     def on_message_complete(self) -> None:
         self.in_body = False
+        self.trailer = False
+        self.head_seen = 0
         self.parsing.client_body_end()
 
     # ---------------------------------------------------------------- request life cycle

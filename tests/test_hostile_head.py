@@ -111,3 +111,48 @@ async def test_trailers_never_become_request_headers(tmp_path, h11_nodes):
         assert post.header("x-trailer") == [] and post.header("x-request-id") != ["forged"]
         assert post.header("x-forwarded-host") == ["app"] and post.header("x-partition") == ["t2"]
         assert h11_nodes[0].seen == []
+
+
+async def test_a_huge_trailer_is_cut_before_it_is_buffered(tmp_path, h11_nodes):
+    """Trailer fields are buffered by the parser like a head: the same arrival-time bound."""
+    async with hostile_sidecar(tmp_path, h11_nodes, max_header_bytes=16384) as sc:
+        reader, writer = await asyncio.open_connection("127.0.0.1", sc.port)
+        closed = asyncio.ensure_future(reader.read())  # until EOF: the request was already forwarded
+        writer.write(b"POST /kv/x HTTP/1.1\r\n" + HEAD + b"Transfer-Encoding: chunked\r\n\r\n"
+                     b"5\r\nhello\r\n" + b"3\r\nabc\r\n" * 100 + b"0\r\nX-Big: ")
+        sent = 0
+        try:
+            while not closed.done() and sent < 8 << 20:
+                writer.write(b"a" * 8192)
+                await writer.drain()
+                sent += 8192
+                await asyncio.sleep(0)
+        except ConnectionError:
+            pass
+        try:
+            await asyncio.wait_for(closed, 10)  # EOF, or a reset (the forwarded request is aborted)
+        except ConnectionError:
+            pass
+        writer.close()
+        assert sent < 1 << 20, f"{sent} bytes of one trailer were accepted"
+
+
+async def test_chunked_bodies_in_many_small_reads_are_not_mistaken_for_trailers(tmp_path, h11_nodes):
+    async with hostile_sidecar(tmp_path, h11_nodes, max_header_bytes=2048) as sc:
+        reader, writer = await asyncio.open_connection("127.0.0.1", sc.port)
+        writer.write(b"POST /kv/x HTTP/1.1\r\n" + HEAD + b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
+        body = b""
+        for i in range(200):  # each read ends right after a chunk-size line; its data comes next
+            data = bytes([97 + i % 26]) * 3000
+            body += data
+            writer.write(b"%x\r\n" % len(data))
+            await writer.drain()
+            await asyncio.sleep(0.001)
+            writer.write(data + b"\r\n")
+            await writer.drain()
+        writer.write(b"0\r\n\r\n")
+        out = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+        assert statuses(out) == [200], out
+        [post] = h11_nodes[1].seen
+        assert post.body == body
