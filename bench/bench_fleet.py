@@ -83,8 +83,8 @@ async def worker(args: argparse.Namespace) -> None:
         holder["p"] = p
         parts.append(p)
         cons.append(c)
-    for k in range(0, len(parts), 20):   # join in waves: a cold start reads the whole table
-        await asyncio.gather(*(p.start(wait_joined_s=120) for p in parts[k:k + 20]))
+    for k in range(0, len(parts), 10):   # join in waves: a cold start reads the whole table
+        await asyncio.gather(*(p.start(wait_joined_s=300) for p in parts[k:k + 10]))
     print("READY", flush=True)
     loop = asyncio.get_running_loop()
     while True:
@@ -112,15 +112,15 @@ class Fleet:
         workers = max(2, math.ceil(self.n / 100))
         per = math.ceil(self.n / workers)
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        for w in range(workers):
+        for w in range(workers):   # one worker joining at a time: 1,000 cold starts at once swamp 2 cores
             first, count = w * per, min(per, self.n - w * per)
             if count <= 0:
                 break
-            self.procs.append(await asyncio.create_subprocess_exec(
+            p = await asyncio.create_subprocess_exec(
                 sys.executable, __file__, "--worker", "--urls", ",".join(self.urls), "--prefix", self.prefix,
                 "--first", str(first), "--count", str(count), "--ttl", str(self.ttl),
-                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=env))
-        for p in self.procs:
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=env)
+            self.procs.append(p)
             line = await asyncio.wait_for(p.stdout.readline(), 600)
             if line.strip() != b"READY":
                 raise RuntimeError(f"worker failed to start: {line!r}")
@@ -390,4 +390,13 @@ if __name__ == "__main__":
         uvloop.install()
     except ImportError:
         pass
-    asyncio.run(worker(a) if a.worker else main(a))
+    if a.worker:
+        try:
+            asyncio.run(worker(a))
+        except BaseException:
+            import traceback
+            traceback.print_exc()
+            print(f"worker {a.first}: failed", file=sys.stderr, flush=True)
+            raise
+    else:
+        asyncio.run(main(a))
