@@ -191,6 +191,10 @@ class OldBarrier(Barrier):
             await self.reader.close()
 
 
+def note(msg: str) -> None:
+    print(f"{time.strftime('%H:%M:%S')} {msg}", file=sys.stderr, flush=True)
+
+
 def server_cpu(pids: list[int]) -> float:
     tick = os.sysconf("SC_CLK_TCK")
     total = 0
@@ -257,6 +261,7 @@ async def run_n(urls: list[str], cpu_pids: list[int], n: int, args: argparse.Nam
             if st["writable"] == n:
                 break
         row["writable_at_start"] = st["writable"]
+        note(f"N={n}: fleet up in {row['start_s']:.0f}s, {st['writable']} writable")
         settle = 0.5 + 0.2   # Participant.ack_every_s + a margin
         for name, barrier, rounds in (("new", Barrier(kv, prefix), args.rounds),
                                       ("old", OldBarrier(kv, prefix), args.old_rounds)):
@@ -285,13 +290,17 @@ async def run_n(urls: list[str], cpu_pids: list[int], n: int, args: argparse.Nam
                     continue
                 await plain.complete(p)
                 await asyncio.sleep(settle)
+            note(f"N={n}: {rounds} barriers ({name} wait) done; {(await fleet.stats())['writable']} writable")
             row[f"{name}_p50"], row[f"{name}_p99"] = pct(lags, 50) * 1000, pct(lags, 99) * 1000
             row[f"{name}_bytes"] = pct(nbytes, 50)
             row[f"{name}_cpu_ms"] = pct(cpu, 50) * 1000
         movers = [f"t{i:06d}" for i in range(10, 30)]
         row["serial"] = await rate(plain, movers[:1], args.rate_seconds, fleet, cpu_pids)
+        note(f"N={n}: serial rate {row['serial']['tps']:.0f}/s")
         row["c20_old"] = await rate(plain, movers, args.rate_seconds, fleet, cpu_pids)
+        note(f"N={n}: 20 at once, old path {row['c20_old']['tps']:.0f}/s")
         row["c20_group"] = await rate(grouped, movers, args.rate_seconds, fleet, cpu_pids)
+        note(f"N={n}: 20 at once, group commit {row['c20_group']['tps']:.0f}/s")
         row["batch"] = grouped.group.transitions / max(1, grouped.group.commits)
         row["conflicts_old"] = plain.conflicts
         st = await fleet.stats()
