@@ -145,12 +145,13 @@ class Fleet:
                     await p.stdin.drain()
                 except (BrokenPipeError, ConnectionResetError):
                     pass
-        for p in self.procs:
+        async def reap(p: asyncio.subprocess.Process) -> None:
             try:
                 await asyncio.wait_for(p.wait(), 60)
             except asyncio.TimeoutError:
                 p.kill()
                 await p.wait()
+        await asyncio.gather(*(reap(p) for p in self.procs))
 
 
 class OldBarrier(Barrier):
@@ -305,6 +306,7 @@ async def run_n(urls: list[str], cpu_pids: list[int], n: int, args: argparse.Nam
         row["conflicts_old"] = plain.conflicts
         st = await fleet.stats()
         row["rejoins"] = st["joins"] - n
+        print(json.dumps(row), flush=True)   # before the (slow) stop of the fleet
     finally:
         await fleet.stop()
         await kv.close()
@@ -367,9 +369,7 @@ async def main(args: argparse.Namespace) -> None:
             for size, per in await p_sizes(urls, [int(x) for x in args.p_sizes.split(",")], 5, 40):
                 print(f"replica bytes per transition, {size:,} partitions: {per:,.0f} B", flush=True)
         for n in sizes:
-            row = await run_n(urls, pids, n, args)
-            rows.append(row)
-            print(json.dumps(row), flush=True)
+            rows.append(await run_n(urls, pids, n, args))
     finally:
         cluster.stop()
         shutil.rmtree(tmp, ignore_errors=True)
