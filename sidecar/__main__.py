@@ -13,7 +13,7 @@ import asyncio
 import sys
 from typing import Sequence
 
-_CLI = {"migrate", "jobs", "partitions", "nodes"}
+_CLI = {"migrate", "jobs", "partitions", "nodes", "history", "drain", "balance", "ops"}
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:

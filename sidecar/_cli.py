@@ -30,6 +30,7 @@ from typing import Any, Callable, Iterator, Sequence, TextIO
 
 import grpc
 
+from . import _cli_ops
 from . import _grpc_convert as conv
 from ._pb.epochgate.v1 import epochgate_pb2 as pb
 from ._pb.epochgate.v1 import epochgate_pb2_grpc as pb_grpc
@@ -90,6 +91,7 @@ def _build_parser() -> argparse.ArgumentParser:
     js.add_parser("list", parents=[common])
     js.add_parser("show", parents=[common]).add_argument("id")
     js.add_parser("abort", parents=[common]).add_argument("id")
+    _cli_ops.add_parsers(sub, common, js, m, _Parser)   # history, --dry-run, pause/throttle, drain, balance, ops
 
     p = sub.add_parser("partitions", parents=[common], help="the placement table")
     ps = p.add_subparsers(dest="action", parser_class=_Parser)
@@ -270,6 +272,8 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
     mig = client.migration
     dump = (lambda obj: out.write(json.dumps(obj, indent=2, sort_keys=True) + "\n")) if args.json else None
     try:
+        if _cli_ops.wants(args):
+            return _cli_ops.run(args, client, out, dump, sys.modules[__name__])
         if args.command == "migrate":
             job = client.call(mig.Migrate, pb.MigrateRequest(partition=args.partition, to_node=args.to,
                                                              cutover_deadline_s=args.deadline))

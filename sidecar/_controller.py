@@ -34,7 +34,10 @@ from gate._types import PartitionState, node_name, partition_id
 
 from ._barrier import Barrier
 from ._jobs import Job, JobConflict, JobRecords
+from . import _retention as retention
 from ._metrics import Metrics
+from ._operator import OperatorService
+from ._retention import RetentionConfig
 from ._mover import HttpHooksMover, Mover
 from ._runner import JobRunner, LostLeadership
 
@@ -96,7 +99,7 @@ class Controller:
     def __init__(self, consul_url: str, prefix: str = "epochgate/", *, token: str | None = None,
                  deadline_s: float = 10.0, extra_nodes: dict[str, str] | None = None, mover: Mover | None = None,
                  metrics: Metrics | None = None, owner: str | None = None, ttl_s: float = 10.0,
-                 barrier_cls: type[Barrier] = Barrier) -> None:
+                 barrier_cls: type[Barrier] = Barrier, retention: RetentionConfig | None = None) -> None:
         from gate._consul_consensus import open_consul
 
         if deadline_s <= 0:
@@ -110,6 +113,7 @@ class Controller:
         self._open_consul = open_consul
         self.mover = mover
         self._barrier_cls = barrier_cls
+        self.retention = retention
         self.runner: JobRunner | None = None
         self._tasks: dict[str, asyncio.Task] = {}
         self._main: asyncio.Task | None = None
@@ -125,9 +129,13 @@ class Controller:
             self.mover = HttpHooksMover()
         self.runner = JobRunner(self.store, self.records, self.barrier, self.mover, self.nodes, owner=self.owner,
                                 check=self.leadership.check, metrics=self.metrics)
+        self.ops = OperatorService(self, self.retention)   # issue 17: history, dry runs, pause, drain
+        self.ops.install(self.runner, self.mover)
+        await self.ops.start()
         self._main = asyncio.create_task(self._lead(), name="controller")
 
     async def stop(self) -> None:
+        await self.ops.stop()
         if self._main is not None:
             self._main.cancel()
             await asyncio.gather(self._main, return_exceptions=True)
@@ -205,6 +213,7 @@ class Controller:
             await asyncio.sleep(0.5)
         finally:
             self._tasks.pop(job.id, None)
+            self.ops.job_finished(job)
 
     async def _drop_jobs(self) -> None:
         tasks = list(self._tasks.values())
@@ -324,6 +333,7 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
                     metavar="S", help="abort a job whose barrier has not passed after S seconds (default 10)")
     ap.add_argument("--node", action="append", default=[], metavar="NAME=URL", help="a node's URL (repeatable)")
     ap.add_argument("--log-level", default="INFO")
+    retention.add_arguments(ap)
     args = ap.parse_args(list(argv))
     if not args.consul:
         ap.error("--consul URL is required")
@@ -341,7 +351,7 @@ async def _amain(args: argparse.Namespace) -> int:
         nodes[node_name(name)] = validate_url(url, f"node.{name}")
     validate_url(args.consul, "consul")
     ctl = Controller(args.consul, args.prefix, token=args.consul_token, deadline_s=args.cutover_deadline,
-                     extra_nodes=nodes)
+                     extra_nodes=nodes, retention=retention.from_args(args))
     await ctl.start()
     try:
         await ctl.replica.start()

@@ -363,7 +363,9 @@ async def start_control_server(
     interceptors = [TokenInterceptor(token)] if token else []
     server = grpc.aio.server(interceptors=interceptors)
     pb_grpc.add_GateServicer_to_server(GateServicer(store, source, gate), server)
-    pb_grpc.add_MigrationServicer_to_server(MigrationServicer(store, source, jobs, extra_nodes or {}), server)
+    from ._grpc_ops import OpsMigrationServicer   # the operator's calls (issue 17); imports this module
+
+    pb_grpc.add_MigrationServicer_to_server(OpsMigrationServicer(store, source, jobs, extra_nodes or {}), server)
     try:
         port = server.add_insecure_port(addr)
     except RuntimeError as exc:

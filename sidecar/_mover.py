@@ -19,7 +19,7 @@ takeover is harmless. ``progress(bytes)`` is called with the running total.
 from __future__ import annotations
 
 import asyncio
-from typing import Callable, Protocol, runtime_checkable
+from typing import Awaitable, Callable, Protocol, runtime_checkable
 
 import aiohttp
 
@@ -52,6 +52,8 @@ class HttpHooksMover:
         self.batch_bytes = batch_bytes
         self.timeout = aiohttp.ClientTimeout(total=timeout_s, sock_read=timeout_s)
         self._http: aiohttp.ClientSession | None = None
+        # awaited with (partition, bytes) before each import batch: the copy throttle (_throttle.Pacer)
+        self.pace: Callable[[str, int], Awaitable[None]] | None = None
 
     def _session(self) -> aiohttp.ClientSession:
         if self._http is None:
@@ -109,6 +111,8 @@ class HttpHooksMover:
         if check is not None:
             check()
         body = b"".join(lines)
+        if self.pace is not None:
+            await self.pace(partition, len(body))
         url = f"{target_url.rstrip('/')}/_epochgate/import"
         async with self._session().post(url, params={"partition": partition}, data=body,
                                         headers={"Content-Type": "application/x-ndjson"}) as resp:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 from gate._exceptions import BackendError, EpochgateError, MigrationError, UnknownPartition
 from gate._store import MigrationStore
@@ -62,6 +62,7 @@ class JobRunner:
         self.save_every = save_progress_every_s
         self.abort_retry_s = abort_retry_s
         self.last_barrier = None    # BarrierResult of the last cutover (benchmarks read it)
+        self.hold: Callable[[Job, str], Awaitable[None]] | None = None   # pause/throttle hook (_jobctl)
 
     async def run(self, job: Job) -> Job:
         try:
@@ -71,13 +72,16 @@ class JobRunner:
                 return job
             if job.status == "pending":
                 self._abort_if_asked(job)
+                await self._held(job, "begin")
                 epoch = await self.store.begin(job.partition, job.target)
                 job = await self._save(job.at_phase("draining", epoch))
             if job.status == "draining" and job.cursor is None:
+                await self._held(job, "copy")
                 job = await self._bulk_copy(job)
             res = None
             if job.status == "draining":
                 self._abort_if_asked(job)
+                await self._held(job, "cutover")
                 res = await self.barrier.cutover(self.store, job.partition, job.deadline_s,
                                                  before_commit=self._async_check)
                 job = await self._after_barrier(job, res)
@@ -260,6 +264,10 @@ class JobRunner:
                 self._abort_version = latest.version
                 raise AbortRequested(job.id) from None
             raise
+
+    async def _held(self, job: Job, phase: str) -> None:
+        if self.hold is not None:
+            await self.hold(job, phase)
 
     async def _async_check(self) -> None:
         self.check()

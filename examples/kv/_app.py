@@ -127,6 +127,15 @@ async def import_hook(request: web.Request) -> web.StreamResponse:
     return web.json_response({"imported": await request.app[STORE_KEY].import_rows(partition, rows)})
 
 
+async def size_hook(request: web.Request) -> web.StreamResponse:
+    """The partition's size for ``migrate --dry-run``: keys, and the bytes an export would send."""
+    partition = _partition(request, "query")
+    if isinstance(partition, web.Response):
+        return partition
+    keys, size = request.app[STORE_KEY].size(partition)
+    return web.json_response({"partition": partition, "keys": keys, "bytes": size})
+
+
 async def healthz(request: web.Request) -> web.StreamResponse:
     return web.Response(text="ok")
 
@@ -175,6 +184,7 @@ def build_app(node: str, data_dir: str | Path, admitter: Any) -> web.Application
     app.router.add_get(HOOKS + "export", export_hook)
     app.router.add_get(HOOKS + "delta", delta_hook)
     app.router.add_post(HOOKS + "import", import_hook)
+    app.router.add_get(HOOKS + "size", size_hook)
     app.router.add_get("/healthz", healthz)
     return app
 
