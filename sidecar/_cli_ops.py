@@ -6,6 +6,7 @@
     python -m sidecar jobs throttle [ID] --rate BYTES/S    # 0 = unlimited; suffixes k, M, G (×1000), Ki, Mi, Gi
     python -m sidecar jobs controls                        # what is paused and throttled
     python -m sidecar drain NODE [--parallel K] [--by-size] [--dry-run] [--no-follow] [--deadline S]
+    python -m sidecar drain NODE --uncordon               # a drain cordons NODE: balance skips it until this
     python -m sidecar balance [--parallel K] [--by-size] [--threshold F] [--dry-run] [--no-follow]
     python -m sidecar ops [list | show ID | abort ID | watch ID]
 
@@ -62,6 +63,8 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser, jobs_sub: Any, migrat
         d = sub.add_parser(name, parents=[common], help=help_)
         if name == "drain":
             d.add_argument("node")
+            d.add_argument("--uncordon", action="store_true",
+                           help="let balance use NODE again (a drain cordons it); moves nothing")
         else:
             d.add_argument("--threshold", type=float, default=0.0, metavar="F",
                            help="allowed spread as a fraction of the mean load per node (default 0.1)")
@@ -222,7 +225,11 @@ def run(args: argparse.Namespace, client: Any, out: TextIO, dump: Callable | Non
                 raise codes.CliError(f"{flag}: must be ≥ 0, got {v}", codes.EXIT_USAGE)
         if args.command == "drain":
             op = client.call(mig.Drain, pb.DrainRequest(node=args.node, parallel=args.parallel, by_size=args.by_size,
-                                                        dry_run=args.dry_run, cutover_deadline_s=args.deadline))
+                                                        dry_run=args.dry_run, cutover_deadline_s=args.deadline,
+                                                        uncordon=args.uncordon))
+            if args.uncordon:
+                out.write(f"{args.node}: uncordoned (balance may place partitions on it again)\n")
+                return codes.EXIT_OK
         else:
             if args.threshold < 0:
                 raise codes.CliError(f"--threshold: must be ≥ 0, got {args.threshold}", codes.EXIT_USAGE)

@@ -70,7 +70,8 @@ class OpsMigrationServicer(MigrationServicer):
     async def Drain(self, request: pb.DrainRequest, context: Any) -> pb.Operation:
         ops = await self._ops(context)
         return await ops.drain(request.node, parallel=request.parallel, by_size=request.by_size,
-                               dry_run=request.dry_run, deadline_s=_deadline(request.cutover_deadline_s))
+                               dry_run=request.dry_run, deadline_s=_deadline(request.cutover_deadline_s),
+                               uncordon=request.uncordon)
 
     @_errors
     async def Balance(self, request: pb.BalanceRequest, context: Any) -> pb.Operation:

@@ -5,6 +5,7 @@ after a fail-over) sees the same switches:
 
     <prefix>control/fleet       {"paused": bool, "rate": bytes/s}   the fleet
     <prefix>control/jobs/<id>   {"paused": bool, "rate": bytes/s}   one job
+    <prefix>control/cordon      {"nodes": [...]}                    drained nodes balance skips
 
 A paused job holds before its next phase: before ``begin`` (so a paused
 fleet starts no job), before its bulk copy, and before ``enter_cutover``.
@@ -51,6 +52,13 @@ class Control:
             return cls()
 
 
+def _decode_nodes(raw: bytes) -> frozenset[str]:
+    try:
+        return frozenset(str(n) for n in json.loads(raw).get("nodes", ()))
+    except (ValueError, TypeError, AttributeError):
+        return frozenset()
+
+
 class JobControls:
     """The switches, cached from Consul (``refresh``/``follow``) and written through ``set``."""
 
@@ -59,6 +67,7 @@ class JobControls:
         self.dir = f"{prefix}control/"
         self.fleet = Control()
         self.jobs: dict[str, Control] = {}
+        self.cordoned: frozenset[str] = frozenset()
         self.changed = asyncio.Event()
         self.pacer = Pacer(lambda: self.fleet.rate, lambda job_id: self.get(job_id).rate)
         self._index = 0
@@ -73,14 +82,16 @@ class JobControls:
         return self.fleet.paused or self.get(job_id).paused
 
     def _apply(self, entries: list) -> None:
-        fleet, jobs = Control(), {}
+        fleet, jobs, cordoned = Control(), {}, frozenset()
         for e in entries:
             rel = e.key[len(self.dir):]
-            if rel == "fleet":
+            if rel == "cordon":
+                cordoned = _decode_nodes(e.value)
+            elif rel == "fleet":
                 fleet = Control.decode(e.value)
             elif rel.startswith("jobs/"):
                 jobs[rel[5:]] = Control.decode(e.value)
-        self.fleet, self.jobs = fleet, jobs
+        self.fleet, self.jobs, self.cordoned = fleet, jobs, cordoned
         self.changed.set()
 
     async def refresh(self, wait_s: float | None = None) -> None:
@@ -116,6 +127,20 @@ class JobControls:
                 return new
             await asyncio.sleep(0.01)
         raise BackendError(f"could not record the control of {job_id or 'the fleet'} (concurrent changes)")
+
+    async def cordon(self, node: str, on: bool) -> frozenset[str]:
+        """Add ``node`` to (or take it off) the cordoned set balance leaves alone."""
+        key = self.dir + "cordon"
+        for _ in range(20):
+            entry = await self.consul.get(key)
+            nodes = _decode_nodes(entry.value) if entry is not None else frozenset()
+            nodes = nodes | {node} if on else nodes - {node}
+            raw = json.dumps({"nodes": sorted(nodes)}).encode()
+            if await self.consul.put(key, raw, cas=entry.modify_index if entry is not None else 0):
+                self.cordoned = nodes
+                return nodes
+            await asyncio.sleep(0.01)
+        raise BackendError("could not record the cordoned nodes (concurrent changes)")
 
     async def forget(self, job_id: str) -> None:
         """Drop a finished job's switch."""

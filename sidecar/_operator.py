@@ -149,18 +149,31 @@ class OperatorService:
         return value or 1
 
     async def drain(self, node: str, *, parallel: int, by_size: bool, dry_run: bool,
-                    deadline_s: float) -> pb.Operation:
+                    deadline_s: float, uncordon: bool = False) -> pb.Operation:
         node = node_name(node, "node")
         parallel = self._parallel(parallel)
         placement, nodes, sizes = await self._placement(by_size)
-        moves = plan_drain(placement, nodes, node, sizes=sizes, by_size=by_size)
-        return await self._submit(Operation.new("drain", moves, node=node, parallel=parallel, deadline_s=deadline_s),
-                                  dry_run)
+        if node not in nodes:
+            raise ConfigError("node", f"unknown node {node!r} (known: {', '.join(nodes)})")
+        if uncordon:
+            await self.controls.cordon(node, False)
+            return Operation.new("drain", [], node=node).with_(error="uncordoned").to_pb()
+        # a cordoned node other than this one takes nothing either
+        targets = [n for n in nodes if n == node or n not in self.controls.cordoned]
+        placement = {p: n for p, n in placement.items() if n in targets}
+        moves = plan_drain(placement, targets, node, sizes=sizes, by_size=by_size)
+        op = await self._submit(Operation.new("drain", moves, node=node, parallel=parallel, deadline_s=deadline_s),
+                                dry_run)
+        if not dry_run:
+            await self.controls.cordon(node, True)
+        return op
 
     async def balance(self, *, parallel: int, by_size: bool, threshold: float, dry_run: bool,
                       deadline_s: float) -> pb.Operation:
         parallel = self._parallel(parallel)
         placement, nodes, sizes = await self._placement(by_size)
+        nodes = [n for n in nodes if n not in self.controls.cordoned]   # drained nodes stay empty
+        placement = {p: n for p, n in placement.items() if n in nodes}
         moves = plan_balance(placement, nodes, sizes=sizes, by_size=by_size, threshold=threshold or DEFAULT_THRESHOLD)
         return await self._submit(Operation.new("balance", moves, parallel=parallel, deadline_s=deadline_s), dry_run)
 

@@ -373,18 +373,20 @@ class Operation(_message.Message):
     def __init__(self, id: _Optional[str] = ..., kind: _Optional[str] = ..., node: _Optional[str] = ..., status: _Optional[str] = ..., parallel: _Optional[int] = ..., moves: _Optional[_Iterable[_Union[Move, _Mapping]]] = ..., error: _Optional[str] = ..., started: _Optional[float] = ..., finished: _Optional[float] = ..., dry_run: _Optional[bool] = ...) -> None: ...
 
 class DrainRequest(_message.Message):
-    __slots__ = ("node", "parallel", "by_size", "dry_run", "cutover_deadline_s")
+    __slots__ = ("node", "parallel", "by_size", "dry_run", "cutover_deadline_s", "uncordon")
     NODE_FIELD_NUMBER: _ClassVar[int]
     PARALLEL_FIELD_NUMBER: _ClassVar[int]
     BY_SIZE_FIELD_NUMBER: _ClassVar[int]
     DRY_RUN_FIELD_NUMBER: _ClassVar[int]
     CUTOVER_DEADLINE_S_FIELD_NUMBER: _ClassVar[int]
+    UNCORDON_FIELD_NUMBER: _ClassVar[int]
     node: str
     parallel: int
     by_size: bool
     dry_run: bool
     cutover_deadline_s: float
-    def __init__(self, node: _Optional[str] = ..., parallel: _Optional[int] = ..., by_size: _Optional[bool] = ..., dry_run: _Optional[bool] = ..., cutover_deadline_s: _Optional[float] = ...) -> None: ...
+    uncordon: bool
+    def __init__(self, node: _Optional[str] = ..., parallel: _Optional[int] = ..., by_size: _Optional[bool] = ..., dry_run: _Optional[bool] = ..., cutover_deadline_s: _Optional[float] = ..., uncordon: _Optional[bool] = ...) -> None: ...
 
 class BalanceRequest(_message.Message):
     __slots__ = ("parallel", "by_size", "threshold", "dry_run", "cutover_deadline_s")
