@@ -54,14 +54,15 @@ class OperatorService:
         if hasattr(mover, "pace"):
             mover.pace = self.controls.pacer.pace
 
-    async def start(self) -> None:
+    async def start(self, *, compaction: bool = True) -> None:
         try:
             await self.controls.refresh()
         except BackendError as exc:
             log.warning("job controls not read yet: %s", exc)
         self._loops = [asyncio.create_task(self.controls.follow(), name="job-controls"),
-                       asyncio.create_task(self.compactor.loop(lambda: self.ctl.leading), name="compaction"),
                        asyncio.create_task(self._drive_ops(), name="operations")]
+        if compaction:
+            self._loops.append(asyncio.create_task(self.compactor.loop(lambda: self.ctl.leading), name="compaction"))
 
     async def stop(self) -> None:
         tasks = self._loops + list(self._op_tasks.values())
