@@ -88,3 +88,32 @@ async def test_embedded_sidecar_migrates_with_a_copy_under_writes(tmp_path):
     finally:
         logs = [await _stop(p) for p in reversed(procs)]
     assert all("Traceback" not in log for log in logs), "\n".join(logs)
+
+
+async def test_local_barrier_refuses_to_pass_with_an_older_write_in_flight():
+    """The embedded store's enter_cutover gives up waiting for in-flight writes after
+    --drain-seconds and returns anyway; the barrier must not count that as an ack."""
+    from gate import EmbeddedStore, PlacementTable
+    from sidecar._barrier import BarrierTimeout
+    from sidecar._embedded_ctl import LocalBarrier
+    from sidecar._fanout import FanoutStore, LocalMember
+    from sidecar._inflight import InflightTracker
+
+    table = PlacementTable({"t1": "a"})
+    inner = EmbeddedStore(table, {"a": "http://127.0.0.1:1", "b": "http://127.0.0.1:2"})
+    tracker = InflightTracker()
+    store = FanoutStore(inner, [LocalMember(inner, tracker, drain_s=0.05)])
+    await store.begin("t1", "b")
+    tracker.begin("t1", int(table.state("t1")[1]))      # a write admitted while draining, still in flight
+    barrier = LocalBarrier(table, tracker)
+    with pytest.raises(BarrierTimeout) as err:
+        await barrier.cutover(store, "t1", deadline_s=0.2)
+    assert err.value.result.pending == {"local-sidecar"}
+    # the guard is what refuses: the store itself returned from enter_cutover with the write in flight
+    assert table.state("t1")[0].phase.value == "cutover" and tracker.count("t1") == 1
+    await store.abort("t1")
+    # once the write finishes, the next cutover passes
+    tracker.end("t1", 2)
+    await store.begin("t1", "b")
+    res = await barrier.cutover(store, "t1", deadline_s=0.2)
+    assert res.acked == {"local-sidecar"}
