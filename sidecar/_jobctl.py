@@ -68,6 +68,7 @@ class JobControls:
         self.fleet = Control()
         self.jobs: dict[str, Control] = {}
         self.cordoned: frozenset[str] = frozenset()
+        self.holding: dict[str, str] = {}   # job id → the phase it waits before (for views and tests)
         self.changed = asyncio.Event()
         self.pacer = Pacer(lambda: self.fleet.rate, lambda job_id: self.get(job_id).rate)
         self._index = 0
@@ -155,6 +156,12 @@ class JobControls:
             self.pacer.start(job.partition, job.id)
         elif phase == "cutover":
             self.pacer.stop(job.partition)
+        try:
+            await self._hold(job, check, records, phase)
+        finally:
+            self.holding.pop(job.id, None)
+
+    async def _hold(self, job: Any, check: Callable[[], None], records: Any, phase: str) -> None:
         announced = False
         while True:
             check()
@@ -164,6 +171,7 @@ class JobControls:
                 return
             if not announced:
                 log.info("job %s: paused before %s", job.id, phase)
+                self.holding[job.id] = phase
                 announced = True
             latest = await records.get(job.id)
             if latest is not None and latest.abort_requested:

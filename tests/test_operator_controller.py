@@ -77,7 +77,7 @@ async def test_compaction_scheduled_explicit_and_refused_past_the_current_record
         second = await _wait_job(ctl, (await ctl.migrate("t1", "a")).id)
         await ctl.ops.controls.set("", paused=True)   # keeps the next job unfinished
         unfinished = await ctl.migrate("t1", "b")
-        await until(lambda: unfinished.id in ctl._tasks, what="the runner holding the paused job")
+        await until(lambda: unfinished.id in ctl.ops.controls.holding, what="the runner holding the paused job")
 
         runs = ctl.ops.compactor.runs.labels("ok")
         seen = runs._value.get()
@@ -172,8 +172,7 @@ async def test_pause_holds_before_the_next_phase_and_resume_continues(consul_age
         code, out, _ = await cli(ctl.control, "jobs", "pause")
         assert code == 0 and "fleet: paused" in out
         job = await ctl.migrate("t1", "b")
-        await until(lambda: job.id in ctl._tasks, what="the leader picking the job up")
-        await until(lambda: ctl.get(job.id), what="record")
+        await until(lambda: ctl.ops.controls.holding.get(job.id) == "begin", what="the job held before begin")
         assert (await ctl.get(job.id)).status == "pending"    # a paused fleet starts no job
         assert (await ctl.store.state("t1"))[0] == PartitionState.active("a")
         code, _, _ = await cli(ctl.control, "jobs", "resume")
@@ -189,11 +188,9 @@ async def test_pause_holds_before_the_next_phase_and_resume_continues(consul_age
         ctl.mover.gate.set()
         await until(lambda: ctl.get(job.id), what="record")
 
-        async def held():
-            j = await ctl.get(job.id)
-            return j.cursor is not None and j.status == "draining"
-        await until(held, what="the job past its copy")
-        assert ctl.runner.hold is not None and job.id in ctl._tasks
+        await until(lambda: ctl.ops.controls.holding.get(job.id) == "cutover", what="the job held before cutover")
+        j = await ctl.get(job.id)
+        assert j.cursor is not None and j.status == "draining"
         assert (await ctl.store.state("t2"))[0].phase.value == "draining"
         code, out, _ = await cli(ctl.control, "jobs", "controls", "--json")
         assert json.loads(out)["jobs"][job.id]["paused"] is True
