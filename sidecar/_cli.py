@@ -166,6 +166,13 @@ def _ts(t: float) -> str:
     return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _ts_ms(t: float) -> str:
+    """Millisecond times: the phases of one job are often within the same second."""
+    if not t:
+        return "-"
+    return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
 def _bytes(n: int) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024 or unit == "GiB":
@@ -198,6 +205,7 @@ class _Progress:
         self.out = out
         self.tty = out.isatty()
         self.last: tuple[str, int] | None = None
+        self.phases_seen = 0
 
     def update(self, job: pb.Job) -> None:
         if self.tty:
@@ -207,9 +215,18 @@ class _Progress:
             self.out.write(f"\r\x1b[K job {job.id} [{'#' * filled}{'.' * (20 - filled)}] {job.status:<9} "
                            f"{_bytes(job.bytes_copied)} copied  {elapsed:.1f}s")
             self.out.flush()
-        elif self.last is None or self.last[0] != job.status:
-            self.out.write(f"job {job.id} {job.status} bytes={job.bytes_copied}\n")
-            self.out.flush()
+        else:   # one line per phase the job recorded (cutover and acked too), then per status change
+            lines = []
+            if self.last is None and not job.phases:
+                lines.append(f"job {job.id} {job.status} bytes={job.bytes_copied}")
+            for rec in job.phases[self.phases_seen:]:
+                lines.append(f"job {job.id} {rec.phase} bytes={job.bytes_copied} epoch={rec.epoch} at={_ts_ms(rec.at)}")
+            self.phases_seen = len(job.phases)
+            if not lines and self.last is not None and self.last[0] != job.status:
+                lines.append(f"job {job.id} {job.status} bytes={job.bytes_copied}")
+            if lines:
+                self.out.write("\n".join(lines) + "\n")
+                self.out.flush()
         self.last = (job.status, job.bytes_copied)
 
     def finish(self) -> None:
@@ -259,7 +276,7 @@ def _show_job(job: pb.Job, out: TextIO) -> None:
     if job.phases:
         out.write("phases:\n")
         for r in job.phases:
-            out.write(f"  {r.phase:<10} epoch {r.epoch:<8} at {_ts(r.at)}\n")
+            out.write(f"  {r.phase:<10} epoch {r.epoch:<8} at {_ts_ms(r.at)}\n")
 
 
 def _state_dict(s: pb.PartitionState) -> dict[str, Any]:

@@ -128,6 +128,7 @@ def _follow_op(client: Any, op: pb.Operation, out: TextIO, codes: Any) -> int:
     """One progress view: a line per move that changes status, and the summary when it does."""
     seen: dict[str, str] = {m.partition: m.status for m in op.moves}
     out.write(_op_summary(op) + "\n")
+    out.flush()
     give_up = None
     try:
         while op.status not in ("completed", "failed", "aborted"):
@@ -158,7 +159,8 @@ def _follow_op(client: Any, op: pb.Operation, out: TextIO, codes: Any) -> int:
     except KeyboardInterrupt:
         raise codes.CliError(f"stopped following operation {op.id}; it keeps running (`ops abort {op.id}` stops "
                              f"it)", codes.EXIT_INTERRUPTED) from None
-    out.write(_op_summary(op) + (f": {op.error}" if op.error else "") + "\n")
+    if op.error:   # the last summary line is already out; add why it did not complete
+        out.write(f"operation {op.id}: {op.error}\n")
     return _op_exit(op, codes)
 
 

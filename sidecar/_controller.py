@@ -238,7 +238,7 @@ class Controller:
             raise NoOpMove(f"partition {partition} already lives on {to}", partition)
         nodes = await self.nodes()
         if to not in nodes:
-            raise ConfigError("to_node", f"unknown node {to!r} (known: {sorted(nodes)})")
+            raise ConfigError("to_node", f"unknown node {to!r} (known: {', '.join(sorted(nodes))})")
         for job in await self.list():
             if job.partition == partition and not job.terminal:
                 raise AlreadyMigrating(f"job {job.id} is already moving {partition}", partition)
