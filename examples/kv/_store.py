@@ -158,9 +158,9 @@ class KvStore:
         )
 
     def size(self, partition: str) -> tuple[int, int]:
-        """(keys, bytes of the ndjson an export would send: ``{"key":…,"value":…}`` lines)."""
+        """(keys, bytes of the ndjson an export sends: ``{"key": …, "value": …}`` lines, before JSON escaping)."""
         row = self._r.execute("SELECT count(*), coalesce(sum(length(CAST(key AS BLOB)) + length(CAST(value AS BLOB))"
-                              " + 22), 0) FROM kv WHERE partition = ?", (partition,)).fetchone()
+                              " + 25), 0) FROM kv WHERE partition = ?", (partition,)).fetchone()
         return int(row[0]), int(row[1])
 
     def _snapshot(self, sql: str, params: tuple) -> tuple[int, list[tuple[str, str]]]:
