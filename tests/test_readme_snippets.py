@@ -73,7 +73,7 @@ def _block(kind: str) -> str:
 
 
 def test_table_snippet_runs():
-    ns: dict = {}
+    ns: dict = {"__name__": "readme"}
     exec(compile(_block("table"), "README:table", "exec"), ns)
     assert not ns["table"].admit_write("tenant-1", ns["at"].epoch)
 
@@ -96,15 +96,16 @@ async def test_commit_point_snippet_serves_and_refuses_a_stale_write():
 
     table = PlacementTable({"tenant-1": "a"})
     control = await start_control_server("127.0.0.1:0", store=EmbeddedStore(table, {}), source=table)
-    ns: dict = {}
-    code = _block("commit_point").replace("127.0.0.1:50051", f"127.0.0.1:{control.epochgate_port}")
-    exec(compile(code, "README:commit_point", "exec"), ns)
-    runner = web.AppRunner(ns["app"])
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/kv/greeting"
+    ns: dict = {"__name__": "readme"}
+    runner = None
     try:
+        code = _block("commit_point").replace("127.0.0.1:50051", f"127.0.0.1:{control.epochgate_port}")
+        exec(compile(code, "README:commit_point", "exec"), ns)
+        runner = web.AppRunner(ns["app"])
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/kv/greeting"
         epoch = int(table.get("tenant-1").epoch)
         async with aiohttp.ClientSession() as http:
             stamp = {"X-Partition": "tenant-1", "X-Placement-Epoch": str(epoch)}
@@ -115,7 +116,8 @@ async def test_commit_point_snippet_serves_and_refuses_a_stale_write():
                 assert r.status == 503 and (await r.json())["type"].endswith("stale-epoch")
         assert ns["db"].execute("SELECT v FROM kv WHERE k='greeting'").fetchone() == ("hello",)  # rolled back
     finally:
-        await runner.cleanup()
+        if runner is not None:
+            await runner.cleanup()
         await control.stop(0)
 
 
@@ -138,16 +140,16 @@ def test_every_concrete_command_line_parses():
     for line in _command_lines():
         if re.search(r"[\[\]|…]|\bP\b|\bNODE\b|\bNAME\b|\bURL\b|\bID\b", line):
             continue   # a synopsis, not a command
-        words = shlex.split(line.replace("$D", "/tmp/d"))[2:]
-        module = shlex.split(line)[2]
+        split = shlex.split(line.replace("$D", "/tmp/d"))
+        module, words = split[2], split[3:]
         if module == "examples.kv":
-            kv_parser().parse_args(words[1:] if words and words[0] == "examples.kv" else words)
+            kv_parser().parse_args(words)
         elif words and words[0] == "controller":
             _controller._parse(words[1:])
         elif words and words[0] in _CLI:
             _cli._build_parser().parse_args(words)
         else:
-            _config.parse_args(words[1:] if words and words[0] == "sidecar" else words, environ={})
+            _config.parse_args(words, environ={})
         parsed += 1
     assert parsed >= 10, _command_lines()
 
