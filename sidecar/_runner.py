@@ -226,6 +226,10 @@ class JobRunner:
         state, epoch = st
         moving = state.migrating and state.source == job.source and state.target == job.target
         if job.status == "pending":
+            if moving and state.phase is Phase.DRAINING:
+                # the last controller died between begin and recording it: ours (one unfinished
+                # job per partition), so carry on as draining and copy (imports are upserts)
+                return await self._save(job.at_phase("draining", epoch))
             if state != PartitionState.active(job.source):
                 raise MigrationError(f"partition {job.partition} is {state}, not Active({job.source})")
             return job

@@ -310,3 +310,18 @@ async def test_paused_drain_resumes_after_controller_failover(consul_agent, kv_p
 
 async def _noop() -> None:
     return None
+
+
+async def test_a_pending_job_whose_begin_committed_is_taken_over_as_draining(consul_agent, kv_prefix):
+    """A leader that dies between ``begin`` and recording ``draining`` leaves a pending
+    record and a Draining store (found by the drain fail-over e2e test): the next leader
+    carries on instead of failing the job."""
+    from sidecar._jobs import Job
+
+    async with controller(consul_agent.url, kv_prefix) as ctl:
+        await _setup(ctl)
+        await ctl.store.begin("t1", "b")                       # the dead leader's begin
+        job = await ctl.records.create(Job.new("t1", "a", "b", 5.0))   # its record, still pending
+        job = await _wait_job(ctl, job.id)
+        assert job.status == "completed", job.error
+        assert (await ctl.store.state("t1"))[0] == PartitionState.active("b")
