@@ -47,7 +47,7 @@ def run_sidecar(argv: Sequence[str]) -> int:
     try:
         cfg = parse_args(argv)
     except ConfigError as exc:
-        print(f"epochgate-sidecar: error: {exc}", file=sys.stderr)
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     setup_logging(cfg.log_format)
     if cfg.workers > 1:
@@ -58,10 +58,10 @@ def run_sidecar(argv: Sequence[str]) -> int:
         with asyncio.Runner(loop_factory=new_event_loop) as runner:
             runner.run(_serve(cfg))
     except ConfigError as exc:
-        print(f"epochgate-sidecar: error: {exc}", file=sys.stderr)
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     except (EpochgateError, OSError) as exc:
-        print(f"epochgate-sidecar: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 0

@@ -21,6 +21,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 import time
 from typing import AsyncIterator, Sequence
 
@@ -333,6 +334,8 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
                     metavar="S", help="abort a job whose barrier has not passed after S seconds (default 10)")
     ap.add_argument("--node", action="append", default=[], metavar="NAME=URL", help="a node's URL (repeatable)")
     ap.add_argument("--log-level", default="INFO")
+    ap.add_argument("--log-format", choices=("text", "json"), default=os.environ.get("EPOCHGATE_LOG_FORMAT", "text"),
+                    help="event log lines, as the sidecar's (default text)")
     retention.add_arguments(ap)
     args = ap.parse_args(list(argv))
     if not args.consul:
@@ -379,9 +382,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv and argv[0] == "controller":
         argv = argv[1:]
     args = _parse(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from ._log import setup_logging
+
+    setup_logging(args.log_format)   # the sidecar's event-log format (text or JSON lines)
+    logging.getLogger("epochgate").setLevel(args.log_level.upper())
     try:
         return asyncio.run(_amain(args))
     except ConfigError as exc:
-        print(f"error: {exc}", flush=True)
+        print(f"error: {exc}", file=sys.stderr, flush=True)
         return 2
