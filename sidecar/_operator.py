@@ -40,7 +40,7 @@ class OperatorService:
         self.controls = JobControls(ctl.consul, ctl.prefix)
         self.ops = OperationRecords(ctl.consul, ctl.prefix)
         self.compactor = Compactor(ctl.store, ctl.records, ctl.consensus, retention or RetentionConfig(),
-                                   ctl.metrics.registry)
+                                   ctl.metrics.registry, ops=self.ops)
         self.op_runner = OperationRunner(self.ops, ctl, check=ctl.leadership.check,
                                          paused=lambda: self.controls.fleet.paused)
         self._loops: list[asyncio.Task] = []

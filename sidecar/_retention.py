@@ -12,7 +12,8 @@ leading controller runs ``Compactor.run_once`` every ``interval_s``:
 * jobs: finished (completed/failed/aborted) records beyond ``jobs_keep`` or
   older than ``jobs_max_age_s``; a job that is not finished is never touched,
   and every delete is conditional on the record's version (a record rewritten
-  since it was read is kept).
+  since it was read is kept). Finished drain/balance operations and the
+  pause/rate switches of dropped jobs go by the same bounds.
 
 An explicit bound (``CompactHistory`` RPC, ``history compact``) goes through
 ``compact_partition_history``, which refuses a bound past the current record.
@@ -124,8 +125,9 @@ class Compactor:
     """One scheduled compaction pass over every partition's history and the job records."""
 
     def __init__(self, store: Any, records: Any, consensus: Any, config: RetentionConfig, registry: Any,
-                 *, clock: Callable[[], float] = time.time) -> None:
+                 *, ops: Any = None, clock: Callable[[], float] = time.time) -> None:
         self.store, self.records, self.consensus, self.config = store, records, consensus, config
+        self.ops = ops   # drain/balance operation records: compacted with the jobs' bounds
         self.clock = clock
         self.removed = Counter("epochgate_compaction_removed_total",
                                "Records removed by scheduled or explicit compaction.", ("kind",), registry=registry)
@@ -133,7 +135,7 @@ class Compactor:
                             registry=registry)
         self.last_run = Gauge("epochgate_compaction_last_run_timestamp_seconds",
                               "Unix time of the last successful compaction pass.", registry=registry)
-        for kind in ("history", "jobs"):
+        for kind in ("history", "jobs", "ops"):
             self.removed.labels(kind)
         for outcome in ("ok", "error"):
             self.runs.labels(outcome)
@@ -154,21 +156,30 @@ class Compactor:
                 if bound is not None:
                     hist += await compact_partition_history(self.store, p, bound)
             jobs, _ = await self.records.list()
-            dropped = 0
+            dropped = ops_dropped = 0
             for job in jobs_to_drop(jobs, cfg.jobs_keep, cfg.jobs_max_age_s, now):
-                # delete-cas on the version read: a record rewritten since is kept
-                if await self.consensus.txn([delete(f"jobs/{job.id}", job.version)]) is not None:
+                # delete-cas on the version read: a record rewritten since is kept; its
+                # pause/rate switch (if any) goes with it
+                if await self.consensus.txn([delete(f"jobs/{job.id}", job.version),
+                                             delete(f"control/jobs/{job.id}")]) is not None:
                     dropped += 1
+            if self.ops is not None:
+                ops, _ = await self.ops.list()
+                for op in jobs_to_drop(ops, cfg.jobs_keep, cfg.jobs_max_age_s, now):
+                    if await self.consensus.txn([delete(f"ops/{op.id}", op.version)]) is not None:
+                        ops_dropped += 1
         except BackendError:
             self.runs.labels("error").inc()
             raise
         self.removed.labels("history").inc(hist)
         self.removed.labels("jobs").inc(dropped)
+        self.removed.labels("ops").inc(ops_dropped)
         self.runs.labels("ok").inc()
         self.last_run.set(now)
-        if hist or dropped:
-            log.info("compaction: removed %d history records and %d finished jobs", hist, dropped)
-        return {"history": hist, "jobs": dropped}
+        if hist or dropped or ops_dropped:
+            log.info("compaction: removed %d history records, %d finished jobs, %d finished operations",
+                     hist, dropped, ops_dropped)
+        return {"history": hist, "jobs": dropped, "ops": ops_dropped}
 
     async def loop(self, leading: Callable[[], bool]) -> None:
         """Every ``interval_s``, on the leader only."""

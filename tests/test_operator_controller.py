@@ -75,18 +75,25 @@ async def test_compaction_scheduled_explicit_and_refused_past_the_current_record
             await ctl.store.set("t1", node)
         first = await _wait_job(ctl, (await ctl.migrate("t1", "b")).id)
         second = await _wait_job(ctl, (await ctl.migrate("t1", "a")).id)
+        from sidecar._fleetops import Operation
+        old_op = await ctl.ops.ops.create(Operation.new("drain", [], node="b"))     # finished at once
+        new_op = await ctl.ops.ops.create(Operation.new("drain", [], node="b"))
+        await ctl.ops.controls.set(first.id, rate=1000.0)                         # a finished job's switch
         await ctl.ops.controls.set("", paused=True)   # keeps the next job unfinished
         unfinished = await ctl.migrate("t1", "b")
         await until(lambda: unfinished.id in ctl.ops.controls.holding, what="the runner holding the paused job")
 
         runs = ctl.ops.compactor.runs.labels("ok")
         seen = runs._value.get()
-        await until(lambda: runs._value.get() >= seen + 1, what="a scheduled compaction pass")
+        # two passes: the second one started after everything above was written
+        await until(lambda: runs._value.get() >= seen + 2, what="a scheduled compaction pass")
         hist = await ctl.store.history("t1")
         current = int((await ctl.store.state("t1"))[1])
         assert len(hist) == 2 and hist[-1].epoch == current
         remaining = {j.id for j in await ctl.list()}
         assert unfinished.id in remaining and second.id in remaining and first.id not in remaining
+        assert [o.id for o in (await ctl.ops.ops.list())[0]] == [new_op.id] != [old_op.id]
+        assert await ctl.consul.get(f"{kv_prefix}control/jobs/{first.id}") is None
         text = generate_latest(ctl.metrics.registry).decode()
         removed = [ln for ln in text.splitlines() if ln.startswith("epochgate_compaction_removed_total")]
         assert any('kind="history"' in ln and not ln.endswith(" 0.0") for ln in removed), removed
