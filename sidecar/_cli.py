@@ -271,7 +271,7 @@ def _follow(client: _Client, job: pb.Job, out: TextIO) -> int:
 def _show_job(job: pb.Job, out: TextIO) -> None:
     for k, v in (("id", job.id), ("partition", job.partition), ("from", job.from_node), ("to", job.to_node),
                  ("status", job.status), ("error", job.error or "-"), ("bytes", job.bytes_copied),
-                 ("started", _ts(job.started)), ("finished", _ts(job.finished))):
+                 ("started", _ts_ms(job.started)), ("finished", _ts_ms(job.finished))):
         out.write(f"{k + ':':<11}{v}\n")
     if job.phases:
         out.write("phases:\n")

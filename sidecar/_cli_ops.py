@@ -100,7 +100,7 @@ def op_to_dict(op: pb.Operation) -> dict[str, Any]:
     return {"id": op.id, "kind": op.kind, "node": op.node or None, "status": op.status, "parallel": op.parallel,
             "error": op.error, "started": op.started, "finished": op.finished, "dry_run": op.dry_run,
             "moves": [{"partition": m.partition, "from_node": m.from_node, "to_node": m.to_node,
-                       "weight": m.size_bytes, "job_id": m.job_id or None, "status": m.status} for m in op.moves]}
+                       "weight": m.weight, "job_id": m.job_id or None, "status": m.status} for m in op.moves]}
 
 
 def _op_summary(op: pb.Operation) -> str:

@@ -115,7 +115,7 @@ class Operation:
         return pb.Operation(id=self.id, kind=self.kind, node=self.node, status=self.status, parallel=self.parallel,
                             error=self.error, started=self.started, finished=self.finished,
                             moves=[pb.Move(partition=m.partition, from_node=m.source, to_node=m.target,
-                                           size_bytes=int(m.weight), job_id=m.job_id, status=m.status)
+                                           weight=m.weight, job_id=m.job_id, status=m.status)
                                    for m in self.moves])
 
 

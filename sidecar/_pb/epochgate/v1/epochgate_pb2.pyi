@@ -333,20 +333,20 @@ class JobControlState(_message.Message):
     def __init__(self, fleet: _Optional[_Union[JobControl, _Mapping]] = ..., jobs: _Optional[_Iterable[_Union[JobControl, _Mapping]]] = ...) -> None: ...
 
 class Move(_message.Message):
-    __slots__ = ("partition", "from_node", "to_node", "size_bytes", "job_id", "status")
+    __slots__ = ("partition", "from_node", "to_node", "weight", "job_id", "status")
     PARTITION_FIELD_NUMBER: _ClassVar[int]
     FROM_NODE_FIELD_NUMBER: _ClassVar[int]
     TO_NODE_FIELD_NUMBER: _ClassVar[int]
-    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     partition: str
     from_node: str
     to_node: str
-    size_bytes: int
+    weight: float
     job_id: str
     status: str
-    def __init__(self, partition: _Optional[str] = ..., from_node: _Optional[str] = ..., to_node: _Optional[str] = ..., size_bytes: _Optional[int] = ..., job_id: _Optional[str] = ..., status: _Optional[str] = ...) -> None: ...
+    def __init__(self, partition: _Optional[str] = ..., from_node: _Optional[str] = ..., to_node: _Optional[str] = ..., weight: _Optional[float] = ..., job_id: _Optional[str] = ..., status: _Optional[str] = ...) -> None: ...
 
 class Operation(_message.Message):
     __slots__ = ("id", "kind", "node", "status", "parallel", "moves", "error", "started", "finished", "dry_run")
