@@ -115,6 +115,7 @@ class Controller:
         self.mover = mover
         self._barrier_cls = barrier_cls
         self.retention = retention
+        self.ops: OperatorService | None = None
         self.runner: JobRunner | None = None
         self._tasks: dict[str, asyncio.Task] = {}
         self._main: asyncio.Task | None = None
@@ -136,7 +137,8 @@ class Controller:
         self._main = asyncio.create_task(self._lead(), name="controller")
 
     async def stop(self) -> None:
-        await self.ops.stop()
+        if self.ops is not None:
+            await self.ops.stop()
         if self._main is not None:
             self._main.cancel()
             await asyncio.gather(self._main, return_exceptions=True)
@@ -214,7 +216,8 @@ class Controller:
             await asyncio.sleep(0.5)
         finally:
             self._tasks.pop(job.id, None)
-            self.ops.job_finished(job)
+            if self.ops is not None:
+                self.ops.job_finished(job)
 
     async def _drop_jobs(self) -> None:
         tasks = list(self._tasks.values())

@@ -45,11 +45,13 @@ class MemKV:
         self.index = 1
         self.changed = asyncio.Condition()
 
-    async def _bump(self) -> int:
+    def _next(self) -> int:
+        self.index += 1   # synchronous: no two writes share an index
+        return self.index
+
+    async def _notify(self) -> None:
         async with self.changed:
-            self.index += 1
             self.changed.notify_all()
-            return self.index
 
     async def get(self, key: str) -> KVEntry | None:
         return self.data.get(key)
@@ -58,15 +60,15 @@ class MemKV:
         cur = self.data.get(key)
         if cas is not None and (cur.modify_index if cur is not None else 0) != cas:
             return False
-        self.index += 1
-        self.data[key] = KVEntry(key, bytes(value), None, self.index)
-        await self._bump()
+        self.data[key] = KVEntry(key, bytes(value), None, self._next())
+        await self._notify()
         return True
 
     async def delete(self, key: str, *, recurse: bool = False) -> None:
         for k in [k for k in self.data if k == key or (recurse and k.startswith(key))]:
             del self.data[k]
-        await self._bump()
+        self._next()
+        await self._notify()
 
     async def list(self, prefix: str, *, index: int | None = None, wait_s: float = 1.0,
                    consistent: bool = False) -> tuple[list[KVEntry], int]:
@@ -158,7 +160,8 @@ class EmbeddedController(Controller):
         self._main = asyncio.create_task(self._run_jobs(), name="embedded-controller")
 
     async def stop(self) -> None:
-        await self.ops.stop()
+        if self.ops is not None:
+            await self.ops.stop()
         if self._main is not None:
             self._main.cancel()
             await asyncio.gather(self._main, return_exceptions=True)
