@@ -117,3 +117,26 @@ async def test_local_barrier_refuses_to_pass_with_an_older_write_in_flight():
     await store.begin("t1", "b")
     res = await barrier.cutover(store, "t1", deadline_s=0.2)
     assert res.acked == {"local-sidecar"}
+
+
+async def test_memkv_compare_and_set_and_blocking_list():
+    from sidecar._embedded_ctl import MemKV
+
+    kv = MemKV()
+    assert await kv.put("p/a", b"1", cas=0)
+    assert not await kv.put("p/a", b"2", cas=0)                 # exists: a create CAS fails
+    e = await kv.get("p/a")
+    assert await kv.put("p/a", b"2", cas=e.modify_index)
+    assert not await kv.put("p/a", b"3", cas=e.modify_index)    # stale version
+    entries, index = await kv.list("p/")
+    assert [(x.key, x.value) for x in entries] == [("p/a", b"2")]
+
+    async def later():
+        await asyncio.sleep(0.05)
+        await kv.put("p/b", b"x")
+    task = asyncio.create_task(later())
+    entries, new_index = await kv.list("p/", index=index, wait_s=5)   # returns on the change
+    await task
+    assert new_index > index and [x.key for x in entries] == ["p/a", "p/b"]
+    await kv.delete("p/", recurse=True)
+    assert (await kv.list("p/"))[0] == []
