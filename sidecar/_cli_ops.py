@@ -238,12 +238,20 @@ def run(args: argparse.Namespace, client: Any, out: TextIO, dump: Callable | Non
             op = client.call(mig.Balance, pb.BalanceRequest(parallel=args.parallel, by_size=args.by_size,
                                                             threshold=args.threshold, dry_run=args.dry_run,
                                                             cutover_deadline_s=args.deadline))
-        if args.dry_run or args.no_follow or not op.moves or dump:
+        if args.dry_run or args.no_follow or not op.moves:
             if dump:
                 dump(op_to_dict(op))
             else:
                 _show_plan(op, out, codes._table)
             return codes.EXIT_OK
+        if dump:   # machine output: follow quietly, print the final record (as `migrate --json`)
+            try:
+                for op in client.stream(mig.WatchOperation, pb.OperationRequest(id=op.id)):
+                    pass
+            except grpc.RpcError as exc:
+                raise client.error(exc) from None
+            dump(op_to_dict(op))
+            return _op_exit(op, codes)
         return _follow_op(client, op, out, codes)
 
     action = args.action or "list"   # ops

@@ -244,10 +244,15 @@ async def test_drain_with_k_at_once_and_balance_plans_nothing_when_even(consul_a
         assert mover.max_running == 2    # K was used, not just respected
         code, out, _ = await cli(ctl.control, "balance", "--json")
         assert code == 0 and json.loads(out)["moves"] == []    # the drained node is cordoned
-        code, out, _ = await cli(ctl.control, "drain", "c", "--uncordon")
-        assert code == 0 and "uncordoned" in out
+        code, out, _ = await cli(ctl.control, "drain", "b", "--json", "--parallel", "3")
+        final = json.loads(out)        # --json follows quietly and prints the finished operation
+        assert code == 0 and final["status"] == "completed" and len(final["moves"]) == 6
+        assert {m["status"] for m in final["moves"]} == {"completed"} and {m["to_node"] for m in final["moves"]} == {"a"}
+        for node in ("b", "c"):
+            code, out, _ = await cli(ctl.control, "drain", node, "--uncordon")
+            assert code == 0 and "uncordoned" in out
         code, out, _ = await cli(ctl.control, "balance", "--dry-run", "--json")
-        assert code == 0 and {m["to_node"] for m in json.loads(out)["moves"]} == {"c"}
+        assert code == 0 and {m["to_node"] for m in json.loads(out)["moves"]} == {"b", "c"}
         code, _, err = await cli(ctl.control, "drain", "zz")
         assert code == 5 and "unknown node 'zz'" in err
         code, _, err = await cli(ctl.control, "drain", "a", "--parallel", "-1")
