@@ -21,7 +21,6 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests._consul import free_ports
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
@@ -174,9 +173,12 @@ def _env() -> dict[str, str]:
 
 
 def _port_run_free(n: int) -> int:
-    """A base port with n consecutive free ports after it."""
-    for _ in range(50):
-        (base,) = free_ports(1)
+    """A base port with n consecutive free ports after it, below the ephemeral range (a busy
+    machine's outgoing connections can take a port there between our check and the bind)."""
+    import random
+
+    for _ in range(200):
+        base = random.randrange(20000, 32000)
         ok = True
         for p in range(base, base + n):
             with socket.socket() as s:
@@ -195,7 +197,7 @@ def _port_run_free(n: int) -> int:
 def test_fleet_script_runs_and_stops_cleanly_from_a_fresh_clone(tmp_path, consul_agent):
     clone = _clone(tmp_path)
     env = _env() | {"FLEET_CONSUL_PORT": str(_port_run_free(4)), "FLEET_NODE_PORT": str(_port_run_free(3)),
-                    "FLEET_PROXY_PORT": str(free_ports(1)[0]), "FLEET_CONTROL_PORT": str(_port_run_free(2)),
+                    "FLEET_PROXY_PORT": str(_port_run_free(1)), "FLEET_CONTROL_PORT": str(_port_run_free(2)),
                     "FLEET_ADMIN_PORT": str(_port_run_free(2))}
     if consul_agent is not None:   # the same binary the fixtures use (on PATH or fetched)
         env["PATH"] = f"{Path(consul_agent.args[0]).parent}:{env.get('PATH', '')}"
