@@ -35,7 +35,7 @@ from gate import ADMIT, AdmitClient, LocalAdmitter, PlacementTable, SyncAdmitCli
 SERVER = """
 import asyncio
 from gate import EmbeddedStore, PlacementTable
-from sidecar._grpc_server import start_control_server
+from sidecar._grpc_start import start_control_server
 async def main():
     t = PlacementTable({"t1": "a"})
     s = await start_control_server("127.0.0.1:0", store=EmbeddedStore(t), source=t)

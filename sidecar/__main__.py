@@ -15,7 +15,7 @@ from typing import Sequence
 
 from ._loop import new_event_loop
 
-_CLI = {"migrate", "jobs", "partitions", "nodes"}
+_CLI = {"migrate", "jobs", "partitions", "nodes", "history", "drain", "balance", "ops"}
 
 
 async def _serve(cfg) -> None:
@@ -40,7 +40,7 @@ def run_sidecar(argv: Sequence[str]) -> int:
     try:
         cfg = parse_args(argv)
     except ConfigError as exc:
-        print(f"epochgate-sidecar: error: {exc}", file=sys.stderr)
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     setup_logging(cfg.log_format)
     if cfg.workers > 1:
@@ -51,10 +51,10 @@ def run_sidecar(argv: Sequence[str]) -> int:
         with asyncio.Runner(loop_factory=new_event_loop) as runner:
             runner.run(_serve(cfg))
     except ConfigError as exc:
-        print(f"epochgate-sidecar: error: {exc}", file=sys.stderr)
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     except (EpochgateError, OSError) as exc:
-        print(f"epochgate-sidecar: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 0

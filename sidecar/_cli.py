@@ -33,6 +33,7 @@ import grpc
 from gate.pb.epochgate.v1 import epochgate_pb2 as pb
 from gate.pb.epochgate.v1 import epochgate_pb2_grpc as pb_grpc
 
+from . import _cli_ops
 from . import _grpc_convert as conv
 from ._jobstatus import JobStatus
 
@@ -94,6 +95,7 @@ def _build_parser() -> argparse.ArgumentParser:
     js.add_parser("list", parents=[common])
     js.add_parser("show", parents=[common]).add_argument("id")
     js.add_parser("abort", parents=[common]).add_argument("id")
+    _cli_ops.add_parsers(sub, common, js, m, _Parser)   # history, --dry-run, pause/throttle, drain, balance, ops
 
     p = sub.add_parser("partitions", parents=[common], help="the placement table")
     ps = p.add_subparsers(dest="action", parser_class=_Parser)
@@ -169,6 +171,13 @@ def _ts(t: float) -> str:
     return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _ts_ms(t: float) -> str:
+    """Millisecond times: the phases of one job are often within the same second."""
+    if not t:
+        return "-"
+    return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
 def _bytes(n: int) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024 or unit == "GiB":
@@ -201,6 +210,7 @@ class _Progress:
         self.out = out
         self.tty = out.isatty()
         self.last: tuple[str, int] | None = None
+        self.phases_seen = 0
 
     def update(self, job: pb.Job) -> None:
         if self.tty:
@@ -210,9 +220,18 @@ class _Progress:
             self.out.write(f"\r\x1b[K job {job.id} [{'#' * filled}{'.' * (20 - filled)}] {job.status:<9} "
                            f"{_bytes(job.bytes_copied)} copied  {elapsed:.1f}s")
             self.out.flush()
-        elif self.last is None or self.last[0] != job.status:
-            self.out.write(f"job {job.id} {job.status} bytes={job.bytes_copied}\n")
-            self.out.flush()
+        else:   # one line per phase the job recorded (cutover and acked too), then per status change
+            lines = []
+            if self.last is None and not job.phases:
+                lines.append(f"job {job.id} {job.status} bytes={job.bytes_copied}")
+            for rec in job.phases[self.phases_seen:]:
+                lines.append(f"job {job.id} {rec.phase} bytes={job.bytes_copied} epoch={rec.epoch} at={_ts_ms(rec.at)}")
+            self.phases_seen = len(job.phases)
+            if not lines and self.last is not None and self.last[0] != job.status:
+                lines.append(f"job {job.id} {job.status} bytes={job.bytes_copied}")
+            if lines:
+                self.out.write("\n".join(lines) + "\n")
+                self.out.flush()
         self.last = (job.status, job.bytes_copied)
 
     def finish(self) -> None:
@@ -257,12 +276,12 @@ def _follow(client: _Client, job: pb.Job, out: TextIO) -> int:
 def _show_job(job: pb.Job, out: TextIO) -> None:
     for k, v in (("id", job.id), ("partition", job.partition), ("from", job.from_node), ("to", job.to_node),
                  ("status", job.status), ("error", job.error or "-"), ("bytes", job.bytes_copied),
-                 ("started", _ts(job.started)), ("finished", _ts(job.finished))):
+                 ("started", _ts_ms(job.started)), ("finished", _ts_ms(job.finished))):
         out.write(f"{k + ':':<11}{v}\n")
     if job.phases:
         out.write("phases:\n")
         for r in job.phases:
-            out.write(f"  {r.phase:<10} epoch {r.epoch:<8} at {_ts(r.at)}\n")
+            out.write(f"  {r.phase:<10} epoch {r.epoch:<8} at {_ts_ms(r.at)}\n")
 
 
 def _state_dict(s: pb.PartitionState) -> dict[str, Any]:
@@ -295,6 +314,8 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
     mig = client.migration
     dump = (lambda obj: out.write(json.dumps(obj, indent=2, sort_keys=True) + "\n")) if args.json else None
     try:
+        if _cli_ops.wants(args):
+            return _cli_ops.run(args, client, out, dump, sys.modules[__name__])
         if args.command == "migrate":
             job = client.call(mig.Migrate, pb.MigrateRequest(partition=args.partition, to_node=args.to,
                                                              cutover_deadline_s=args.deadline))

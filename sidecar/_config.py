@@ -24,6 +24,16 @@ from gate import ConfigError, node_name, validate_url
 ENV_PREFIX = "EPOCHGATE_"
 
 
+SUBCOMMANDS = """subcommands (each has its own --help):
+  controller    the migration controller (Consul; one leads)
+  migrate       move a partition to another node (--dry-run: the plan only)
+  jobs          list | show | abort | pause | resume | throttle | controls
+  drain         move every partition off a node;  balance  even out the fleet
+  ops           drain/balance operations: list | show | abort | watch
+  history       a partition's transitions (who moved it, when, which job)
+  partitions    list | set P NODE;  nodes  list | set NAME URL"""
+
+
 def parse_hostport(value: object, field_name: str) -> tuple[str, int]:
     """``HOST:PORT`` (``[::1]:80`` for IPv6) → ``(host, port)``; port 0 = any free port."""
     if not isinstance(value, str) or ":" not in value:
@@ -252,7 +262,8 @@ def build(file_values: Mapping[str, Any], env_values: Mapping[str, Any], flag_va
 
 def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="epochgate-sidecar", description="epochgate sidecar: epoch-gated reverse proxy",
-                                argument_default=None)
+                                argument_default=None, epilog=SUBCOMMANDS,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     a = p.add_argument
     a("--config", metavar="FILE", help="TOML file holding any of these settings")
     a("--listen", metavar="HOST:PORT", help="proxy listener (default 127.0.0.1:8080)")

@@ -21,6 +21,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 import time
 from typing import AsyncIterator, Sequence
 
@@ -45,7 +46,10 @@ from gate import (
 
 from ._barrier import Barrier
 from ._jobs import Job, JobConflict, JobRecords
+from . import _retention as retention
 from ._metrics import Metrics
+from ._operator import OperatorService
+from ._retention import RetentionConfig
 from ._mover import HttpHooksMover, Mover
 from ._retry import RetryingStore, retry_backend
 from ._runner import JobRunner, LostLeadership
@@ -109,7 +113,8 @@ class Controller:
     def __init__(self, consul_url: str, prefix: str = "epochgate/", *, token: str | None = None,
                  deadline_s: float = 10.0, extra_nodes: dict[str, str] | None = None, mover: Mover | None = None,
                  metrics: Metrics | None = None, owner: str | None = None, ttl_s: float = 10.0,
-                 barrier_cls: type[Barrier] = Barrier, prebarrier_s: float = 30.0) -> None:
+                 barrier_cls: type[Barrier] = Barrier, prebarrier_s: float = 30.0,
+                 retention: RetentionConfig | None = None) -> None:
         from gate import open_consul
 
         if deadline_s <= 0:
@@ -124,6 +129,8 @@ class Controller:
         self._open_consul = open_consul
         self.mover = mover
         self._barrier_cls = barrier_cls
+        self.retention = retention
+        self.ops: OperatorService | None = None
         self.runner: JobRunner | None = None
         self._tasks: dict[str, asyncio.Task] = {}
         self._main: asyncio.Task | None = None
@@ -143,9 +150,14 @@ class Controller:
             self.mover = HttpHooksMover()
         self.runner = JobRunner(self.store, self.records, self.barrier, self.mover, self.nodes, owner=self.owner,
                                 check=self.leadership.check, metrics=self.metrics, prebarrier_s=self.prebarrier_s)
+        self.ops = OperatorService(self, self.retention)   # issue 17: history, dry runs, pause, drain
+        self.ops.install(self.runner, self.mover)
+        await self.ops.start()
         self._main = asyncio.create_task(self._lead(), name="controller")
 
     async def stop(self) -> None:
+        if self.ops is not None:
+            await self.ops.stop()
         if self._main is not None:
             self._main.cancel()
             await asyncio.gather(self._main, return_exceptions=True)
@@ -239,6 +251,8 @@ class Controller:
             await asyncio.sleep(0.5)
         finally:
             self._tasks.pop(job.id, None)
+            if self.ops is not None:
+                self.ops.job_finished(job)
 
     async def _drop_jobs(self) -> None:
         tasks = list(self._tasks.values())
@@ -271,7 +285,7 @@ class Controller:
         assert state is not None  # (step refused an unknown partition)
         nodes = await self.nodes()
         if to not in nodes:
-            raise ConfigError("to_node", f"unknown node {to!r} (known: {sorted(nodes)})")
+            raise ConfigError("to_node", f"unknown node {to!r} (known: {', '.join(sorted(nodes))})")
         for job in jobs:
             if job.partition == partition and not job.terminal:
                 raise AlreadyMigrating(f"job {job.id} is already moving {partition}", partition)
@@ -374,6 +388,9 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
                          "before entering cutover; 0 turns it off (default 30)")
     ap.add_argument("--node", action="append", default=[], metavar="NAME=URL", help="a node's URL (repeatable)")
     ap.add_argument("--log-level", default="INFO")
+    ap.add_argument("--log-format", choices=("text", "json"), default=os.environ.get("EPOCHGATE_LOG_FORMAT", "text"),
+                    help="event log lines, as the sidecar's (default text)")
+    retention.add_arguments(ap)
     args = ap.parse_args(list(argv))
     if not args.consul:
         ap.error("--consul URL is required")
@@ -381,7 +398,7 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
 
 
 async def _amain(args: argparse.Namespace) -> int:
-    from ._grpc_server import start_control_server
+    from ._grpc_start import start_control_server
 
     nodes = {}
     for item in args.node:
@@ -395,7 +412,8 @@ async def _amain(args: argparse.Namespace) -> int:
     token = resolve_token(args.token, args.token_file, os.environ)
     require_token_for(args.control, token)  # before anything starts: a refused bind leaves nothing behind
     ctl = Controller(args.consul, args.prefix, token=args.consul_token, deadline_s=args.cutover_deadline,
-                     extra_nodes=nodes, prebarrier_s=args.prebarrier_deadline)
+                     extra_nodes=nodes, prebarrier_s=args.prebarrier_deadline,
+                     retention=retention.from_args(args))
     await ctl.start()
     try:
         await ctl.replica.start()
@@ -423,9 +441,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv and argv[0] == "controller":
         argv = argv[1:]
     args = _parse(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from ._log import setup_logging
+
+    setup_logging(args.log_format)   # the sidecar's event-log format (text or JSON lines)
+    logging.getLogger("epochgate").setLevel(args.log_level.upper())
     try:
         return asyncio.run(_amain(args))
     except ConfigError as exc:
-        print(f"error: {exc}", flush=True)
+        print(f"error: {exc}", file=sys.stderr, flush=True)
         return 2

@@ -42,8 +42,6 @@ from gate.pb.epochgate.v1 import epochgate_pb2 as pb
 from gate.pb.epochgate.v1 import epochgate_pb2_grpc as pb_grpc
 
 from . import _grpc_convert as conv
-from ._grpc_auth import TokenInterceptor, split_hostport
-from ._tokens import require_token_for
 
 log = logging.getLogger("epochgate.control")
 
@@ -335,40 +333,3 @@ def _job_id(value: str) -> str:
     if not value:
         raise ConfigError("id", "a job id is required")
     return key_segment(value, "id")
-
-
-async def start_control_server(
-    addr: str = DEFAULT_CONTROL,
-    *,
-    store: MigrationStore,
-    source: PlacementSource,
-    gate: Any | None = None,
-    jobs: Any | None = None,
-    token: str | None = None,
-    extra_nodes: Mapping[str, str] | None = None,
-) -> grpc.aio.Server:
-    """Bind and start the control API on ``addr`` (``HOST:PORT``; port 0 picks one).
-
-    ``gate`` is the sidecar's ``WriteGate`` (its guards make AdmitWrite fail
-    closed); ``jobs`` a ``JobService`` (without one the job RPCs answer
-    UNIMPLEMENTED); ``token`` requires ``authorization: Bearer <token>`` on every
-    call. ``extra_nodes`` adds node URLs known from configuration. The bound
-    port is ``server.epochgate_port``; stop with ``await server.stop(grace)``.
-    """
-    split_hostport(addr)
-    if token is not None and not token:
-        raise ConfigError("token", "an empty token would refuse nothing; omit it instead")
-    require_token_for(addr, token)  # refused, not warned about (anyone reaching it could move partitions)
-    interceptors = [TokenInterceptor(token)] if token else []
-    server = grpc.aio.server(interceptors=interceptors)
-    pb_grpc.add_GateServicer_to_server(GateServicer(store, source, gate), server)
-    pb_grpc.add_MigrationServicer_to_server(MigrationServicer(store, source, jobs, extra_nodes or {}), server)
-    try:
-        port = server.add_insecure_port(addr)
-    except RuntimeError as exc:
-        raise ConfigError("control", f"cannot listen on {addr}: {exc}") from exc
-    if not port:
-        raise ConfigError("control", f"cannot listen on {addr}")
-    await server.start()
-    server.epochgate_port = port  # type: ignore[attr-defined]
-    return server

@@ -37,7 +37,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from typing import Callable, Protocol, runtime_checkable
+from typing import Awaitable, Callable, Protocol, runtime_checkable
 
 import aiohttp
 
@@ -75,6 +75,8 @@ class HttpHooksMover:
         self.retry_s = retry_s        # how long a bulk import is retried through transient errors
         self.timeout = aiohttp.ClientTimeout(total=timeout_s, sock_read=timeout_s)
         self._http: aiohttp.ClientSession | None = None
+        # awaited with (partition, bytes) before each import batch: the copy throttle (_throttle.Pacer)
+        self.pace: Callable[[str, int], Awaitable[None]] | None = None
 
     def _session(self) -> aiohttp.ClientSession:
         if self._http is None:
@@ -141,6 +143,8 @@ class HttpHooksMover:
     async def _import(self, partition: str, target_url: str, lines: list[bytes], check: Check | None,
                       fence: int, retry: bool) -> int:
         body = b"".join(lines)
+        if self.pace is not None:
+            await self.pace(partition, len(body))
         url = f"{target_url.rstrip('/')}/_epochgate/import"
         end = time.monotonic() + (self.retry_s if retry else 0.0)
         delay = 0.05

@@ -31,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 from gate import (
     BackendError,
@@ -81,6 +81,7 @@ class JobRunner:
         self.abort_retry_s = abort_retry_s
         self.prebarrier_s = prebarrier_s   # 0 turns the pre-barrier off (sidecar/_prebarrier.py)
         self.retry_s = self.store.retry_s  # how long a store/record error is retried (a Consul election)
+        self.hold: Callable[[Job, str], Awaitable[None]] | None = None   # pause/throttle hook (_jobctl)
 
     async def run(self, job: Job) -> Job:
         try:
@@ -94,11 +95,14 @@ class JobRunner:
                 job = await self._restart(job)
             if job.status == "pending":
                 self._abort_if_asked(job)
+                await self._held(job, "begin")
                 epoch = await self.store.begin(job.partition, job.target)
                 job = await self._save(job.at_phase("draining", epoch))
             draining = self._epoch(job, "draining")
+            await self._held(job, "copy")
             job = await self._bulk_copy(job, draining)
             self._abort_if_asked(job)
+            await self._held(job, "cutover")
             if self.prebarrier_s > 0:   # a dead participant drops out now, while writes still flow
                 await pre_barrier(self.barrier, draining, self.prebarrier_s, lambda: self._between(job))
             res = await self.barrier.cutover(_Cutover(self.store, job.deadline_s, draining), job.partition,
@@ -294,6 +298,11 @@ class JobRunner:
             if latest.abort_requested and not job.terminal:
                 raise AbortRequested(job.id) from None
             raise
+
+    async def _held(self, job: Job, phase: str) -> None:
+        """The pause/throttle hook (sidecar/_jobctl.py): waits while the job or fleet is paused."""
+        if self.hold is not None:
+            await self.hold(job, phase)
 
     async def _between(self, job: Job) -> None:
         """During a long wait: still leading, and no abort asked for (re-read the record)."""

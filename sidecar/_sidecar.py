@@ -68,6 +68,7 @@ class Sidecar:
         self.server: asyncio.base_events.Server | None = None
         self.admin: AdminServer | None = None
         self.control: Any = None
+        self.controller: Any = None   # the embedded migration controller (issue 17)
         self.port = self.admin_port = self.control_port = 0
         self.nodes: dict[str, str] = {}
         self._metrics_text = metrics_text
@@ -164,10 +165,16 @@ class Sidecar:
             from gate import ConfigError
 
             raise ConfigError("admin", f"cannot listen on {cfg.admin}: {exc.strerror or exc}") from exc
-        from ._grpc_server import start_control_server
+        from ._grpc_start import start_control_server
 
+        if cfg.consul is None and self.proxy and cfg.workers == 1:   # one process: it runs its own jobs
+            from ._embedded_ctl import EmbeddedController
+
+            self.controller = EmbeddedController(self.store, self.table, self.tracker, extra_nodes=cfg.nodes(),
+                                                 metrics=self.metrics)
+            await self.controller.start()
         self.control = await start_control_server(cfg.control, store=self.store, source=self.source, gate=self.gate,
-                                                  token=cfg.control_token(), extra_nodes=cfg.nodes())
+                                                  jobs=self.controller, token=cfg.control_token(), extra_nodes=cfg.nodes())
         self.control_port = getattr(self.control, "epochgate_port", 0)
 
     async def _own_metrics(self) -> bytes:
@@ -267,6 +274,8 @@ class Sidecar:
             t.cancel()
         if self.control is not None:
             await self.control.stop(0.5)
+        if self.controller is not None:
+            await self.controller.stop()
         if self.admin is not None:
             await self.admin.stop()
         if self.participant is not None:

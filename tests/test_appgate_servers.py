@@ -29,7 +29,7 @@ import pytest
 
 import gate
 from gate import AdmitClient, EmbeddedStore, PlacementTable, SyncAdmitClient
-from sidecar._grpc_server import start_control_server
+from sidecar._grpc_start import start_control_server
 from tests._appgate_apps import (
     GRPC_GET,
     GRPC_PUT,
@@ -221,7 +221,7 @@ async def test_sidecar_stopped_after_serving_refuses_commit(kv):
 _GATE_PROC = """
 import asyncio, sys
 from gate import EmbeddedStore, PlacementTable
-from sidecar._grpc_server import start_control_server
+from sidecar._grpc_start import start_control_server
 
 async def main():
     table = PlacementTable({"t1": "a"})

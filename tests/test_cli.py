@@ -14,7 +14,7 @@ import pytest
 
 from gate import EmbeddedStore, PlacementTable
 from sidecar import _cli
-from sidecar._grpc_server import start_control_server
+from sidecar._grpc_start import start_control_server
 from tests._control_fakes import FakeJobs
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -68,8 +68,10 @@ async def test_migrate_follows_to_completion_with_plain_lines(server):
     rc, out, err = await cli("migrate", "--partition", "t1", "--to", "b", "--control", addr)
     assert rc == _cli.EXIT_OK, err
     lines = out.splitlines()
-    assert lines[:5] == [f"job j1 {s} bytes={1000 * i}" for i, s in
-                         enumerate(("pending", "draining", "cutover", "replaying", "completed"))]
+    # one line per phase recorded (with its epoch and millisecond time), the first one the pending status
+    assert [ln.split()[:4] for ln in lines[:5]] == [["job", "j1", s, f"bytes={1000 * i}"] for i, s in
+                                                    enumerate(("pending", "draining", "cutover", "replaying", "completed"))]
+    assert all(" epoch=" in ln and " at=" in ln for ln in lines[1:5])
     assert lines[5].startswith("job j1 completed: t1 a→b, 3.9 KiB copied in ")
     assert "\r" not in out and table.get("t1").placement == "b"
     rc, _, err = await cli("jobs", "abort", "j1", "--control", addr)

@@ -9,7 +9,7 @@ import grpc
 import pytest
 
 from gate import BackendError, ConflictError, EmbeddedStore, PlacementTable
-from sidecar._grpc_server import start_control_server
+from sidecar._grpc_start import start_control_server
 from gate.pb.epochgate.v1 import epochgate_pb2 as pb
 from gate.pb.epochgate.v1 import epochgate_pb2_grpc as pb_grpc
 from tests._control_fakes import FakeJobs

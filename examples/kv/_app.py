@@ -174,6 +174,15 @@ async def metrics(request: web.Request) -> web.StreamResponse:
     return web.Response(body=generate_latest(request.app[REGISTRY_KEY]), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
+async def size_hook(request: web.Request) -> web.StreamResponse:
+    """The partition's size for ``migrate --dry-run``: keys, and the bytes an export would send."""
+    partition = _partition(request, "query")
+    if isinstance(partition, web.Response):
+        return partition
+    keys, size = request.app[STORE_KEY].size(partition)
+    return web.json_response({"partition": partition, "keys": keys, "bytes": size})
+
+
 async def healthz(request: web.Request) -> web.StreamResponse:
     return web.Response(text="ok")
 
@@ -229,6 +238,7 @@ def build_app(node: str, data_dir: str | Path, admitter: Any, mover_auth: MoverA
     app.router.add_get(HOOKS + "export", export_hook)
     app.router.add_get(HOOKS + "delta", delta_hook)
     app.router.add_post(HOOKS + "import", import_hook)
+    app.router.add_get(HOOKS + "size", size_hook)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     return app

@@ -168,6 +168,12 @@ class KvStore:
             "SELECT key, value FROM kv WHERE partition = ? AND seq > ? ORDER BY seq", (partition, since)
         )
 
+    def size(self, partition: str) -> tuple[int, int]:
+        """(keys, bytes of the ndjson an export sends: ``{"key": …, "value": …}`` lines, before JSON escaping)."""
+        row = self._r.execute("SELECT count(*), coalesce(sum(length(CAST(key AS BLOB)) + length(CAST(value AS BLOB))"
+                              " + 25), 0) FROM kv WHERE partition = ?", (partition,)).fetchone()
+        return int(row[0]), int(row[1])
+
     def _snapshot(self, sql: str, params: tuple) -> tuple[int, list[tuple[str, str]]]:
         r = self._r
         r.execute("BEGIN")

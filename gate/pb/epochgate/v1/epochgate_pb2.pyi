@@ -203,3 +203,213 @@ class ListJobsResponse(_message.Message):
     JOBS_FIELD_NUMBER: _ClassVar[int]
     jobs: _containers.RepeatedCompositeFieldContainer[Job]
     def __init__(self, jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ...) -> None: ...
+
+class Transition(_message.Message):
+    __slots__ = ("epoch", "op", "phase", "from_node", "to_node", "time", "actor", "job_id")
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    OP_FIELD_NUMBER: _ClassVar[int]
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    FROM_NODE_FIELD_NUMBER: _ClassVar[int]
+    TO_NODE_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    epoch: int
+    op: str
+    phase: str
+    from_node: str
+    to_node: str
+    time: float
+    actor: str
+    job_id: str
+    def __init__(self, epoch: _Optional[int] = ..., op: _Optional[str] = ..., phase: _Optional[str] = ..., from_node: _Optional[str] = ..., to_node: _Optional[str] = ..., time: _Optional[float] = ..., actor: _Optional[str] = ..., job_id: _Optional[str] = ...) -> None: ...
+
+class HistoryRequest(_message.Message):
+    __slots__ = ("partition",)
+    PARTITION_FIELD_NUMBER: _ClassVar[int]
+    partition: str
+    def __init__(self, partition: _Optional[str] = ...) -> None: ...
+
+class HistoryResponse(_message.Message):
+    __slots__ = ("partition", "current_epoch", "transitions")
+    PARTITION_FIELD_NUMBER: _ClassVar[int]
+    CURRENT_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    TRANSITIONS_FIELD_NUMBER: _ClassVar[int]
+    partition: str
+    current_epoch: int
+    transitions: _containers.RepeatedCompositeFieldContainer[Transition]
+    def __init__(self, partition: _Optional[str] = ..., current_epoch: _Optional[int] = ..., transitions: _Optional[_Iterable[_Union[Transition, _Mapping]]] = ...) -> None: ...
+
+class CompactHistoryRequest(_message.Message):
+    __slots__ = ("partition", "before_epoch")
+    PARTITION_FIELD_NUMBER: _ClassVar[int]
+    BEFORE_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    partition: str
+    before_epoch: int
+    def __init__(self, partition: _Optional[str] = ..., before_epoch: _Optional[int] = ...) -> None: ...
+
+class CompactHistoryResponse(_message.Message):
+    __slots__ = ("removed",)
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    removed: int
+    def __init__(self, removed: _Optional[int] = ...) -> None: ...
+
+class Participant(_message.Message):
+    __slots__ = ("id", "applied_epoch", "behind")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    BEHIND_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    applied_epoch: int
+    behind: int
+    def __init__(self, id: _Optional[str] = ..., applied_epoch: _Optional[int] = ..., behind: _Optional[int] = ...) -> None: ...
+
+class MigrationPlan(_message.Message):
+    __slots__ = ("partition", "from_node", "to_node", "source_url", "target_url", "size_bytes", "size_keys", "size_error", "participants", "table_epoch", "expected_cutover_s", "expected_cutover_max_s", "cutover_samples", "refusals", "would_go", "warnings")
+    PARTITION_FIELD_NUMBER: _ClassVar[int]
+    FROM_NODE_FIELD_NUMBER: _ClassVar[int]
+    TO_NODE_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_URL_FIELD_NUMBER: _ClassVar[int]
+    TARGET_URL_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SIZE_KEYS_FIELD_NUMBER: _ClassVar[int]
+    SIZE_ERROR_FIELD_NUMBER: _ClassVar[int]
+    PARTICIPANTS_FIELD_NUMBER: _ClassVar[int]
+    TABLE_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_CUTOVER_S_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_CUTOVER_MAX_S_FIELD_NUMBER: _ClassVar[int]
+    CUTOVER_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    REFUSALS_FIELD_NUMBER: _ClassVar[int]
+    WOULD_GO_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
+    partition: str
+    from_node: str
+    to_node: str
+    source_url: str
+    target_url: str
+    size_bytes: int
+    size_keys: int
+    size_error: str
+    participants: _containers.RepeatedCompositeFieldContainer[Participant]
+    table_epoch: int
+    expected_cutover_s: float
+    expected_cutover_max_s: float
+    cutover_samples: int
+    refusals: _containers.RepeatedScalarFieldContainer[str]
+    would_go: bool
+    warnings: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, partition: _Optional[str] = ..., from_node: _Optional[str] = ..., to_node: _Optional[str] = ..., source_url: _Optional[str] = ..., target_url: _Optional[str] = ..., size_bytes: _Optional[int] = ..., size_keys: _Optional[int] = ..., size_error: _Optional[str] = ..., participants: _Optional[_Iterable[_Union[Participant, _Mapping]]] = ..., table_epoch: _Optional[int] = ..., expected_cutover_s: _Optional[float] = ..., expected_cutover_max_s: _Optional[float] = ..., cutover_samples: _Optional[int] = ..., refusals: _Optional[_Iterable[str]] = ..., would_go: _Optional[bool] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class JobControlRequest(_message.Message):
+    __slots__ = ("id", "set_paused", "paused", "set_rate", "rate_bytes_per_s")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    SET_PAUSED_FIELD_NUMBER: _ClassVar[int]
+    PAUSED_FIELD_NUMBER: _ClassVar[int]
+    SET_RATE_FIELD_NUMBER: _ClassVar[int]
+    RATE_BYTES_PER_S_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    set_paused: bool
+    paused: bool
+    set_rate: bool
+    rate_bytes_per_s: float
+    def __init__(self, id: _Optional[str] = ..., set_paused: _Optional[bool] = ..., paused: _Optional[bool] = ..., set_rate: _Optional[bool] = ..., rate_bytes_per_s: _Optional[float] = ...) -> None: ...
+
+class JobControl(_message.Message):
+    __slots__ = ("id", "paused", "rate_bytes_per_s")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    PAUSED_FIELD_NUMBER: _ClassVar[int]
+    RATE_BYTES_PER_S_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    paused: bool
+    rate_bytes_per_s: float
+    def __init__(self, id: _Optional[str] = ..., paused: _Optional[bool] = ..., rate_bytes_per_s: _Optional[float] = ...) -> None: ...
+
+class JobControlState(_message.Message):
+    __slots__ = ("fleet", "jobs")
+    FLEET_FIELD_NUMBER: _ClassVar[int]
+    JOBS_FIELD_NUMBER: _ClassVar[int]
+    fleet: JobControl
+    jobs: _containers.RepeatedCompositeFieldContainer[JobControl]
+    def __init__(self, fleet: _Optional[_Union[JobControl, _Mapping]] = ..., jobs: _Optional[_Iterable[_Union[JobControl, _Mapping]]] = ...) -> None: ...
+
+class Move(_message.Message):
+    __slots__ = ("partition", "from_node", "to_node", "weight", "job_id", "status")
+    PARTITION_FIELD_NUMBER: _ClassVar[int]
+    FROM_NODE_FIELD_NUMBER: _ClassVar[int]
+    TO_NODE_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    partition: str
+    from_node: str
+    to_node: str
+    weight: float
+    job_id: str
+    status: str
+    def __init__(self, partition: _Optional[str] = ..., from_node: _Optional[str] = ..., to_node: _Optional[str] = ..., weight: _Optional[float] = ..., job_id: _Optional[str] = ..., status: _Optional[str] = ...) -> None: ...
+
+class Operation(_message.Message):
+    __slots__ = ("id", "kind", "node", "status", "parallel", "moves", "error", "started", "finished", "dry_run")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    PARALLEL_FIELD_NUMBER: _ClassVar[int]
+    MOVES_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    STARTED_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    kind: str
+    node: str
+    status: str
+    parallel: int
+    moves: _containers.RepeatedCompositeFieldContainer[Move]
+    error: str
+    started: float
+    finished: float
+    dry_run: bool
+    def __init__(self, id: _Optional[str] = ..., kind: _Optional[str] = ..., node: _Optional[str] = ..., status: _Optional[str] = ..., parallel: _Optional[int] = ..., moves: _Optional[_Iterable[_Union[Move, _Mapping]]] = ..., error: _Optional[str] = ..., started: _Optional[float] = ..., finished: _Optional[float] = ..., dry_run: _Optional[bool] = ...) -> None: ...
+
+class DrainRequest(_message.Message):
+    __slots__ = ("node", "parallel", "by_size", "dry_run", "cutover_deadline_s", "uncordon")
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    PARALLEL_FIELD_NUMBER: _ClassVar[int]
+    BY_SIZE_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    CUTOVER_DEADLINE_S_FIELD_NUMBER: _ClassVar[int]
+    UNCORDON_FIELD_NUMBER: _ClassVar[int]
+    node: str
+    parallel: int
+    by_size: bool
+    dry_run: bool
+    cutover_deadline_s: float
+    uncordon: bool
+    def __init__(self, node: _Optional[str] = ..., parallel: _Optional[int] = ..., by_size: _Optional[bool] = ..., dry_run: _Optional[bool] = ..., cutover_deadline_s: _Optional[float] = ..., uncordon: _Optional[bool] = ...) -> None: ...
+
+class BalanceRequest(_message.Message):
+    __slots__ = ("parallel", "by_size", "threshold", "dry_run", "cutover_deadline_s")
+    PARALLEL_FIELD_NUMBER: _ClassVar[int]
+    BY_SIZE_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    CUTOVER_DEADLINE_S_FIELD_NUMBER: _ClassVar[int]
+    parallel: int
+    by_size: bool
+    threshold: float
+    dry_run: bool
+    cutover_deadline_s: float
+    def __init__(self, parallel: _Optional[int] = ..., by_size: _Optional[bool] = ..., threshold: _Optional[float] = ..., dry_run: _Optional[bool] = ..., cutover_deadline_s: _Optional[float] = ...) -> None: ...
+
+class OperationRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class ListOperationsResponse(_message.Message):
+    __slots__ = ("operations",)
+    OPERATIONS_FIELD_NUMBER: _ClassVar[int]
+    operations: _containers.RepeatedCompositeFieldContainer[Operation]
+    def __init__(self, operations: _Optional[_Iterable[_Union[Operation, _Mapping]]] = ...) -> None: ...

@@ -226,6 +226,61 @@ class MigrationStub:
                 request_serializer=epochgate_dot_v1_dot_epochgate__pb2.JobRequest.SerializeToString,
                 response_deserializer=epochgate_dot_v1_dot_epochgate__pb2.Job.FromString,
                 _registered_method=True)
+        self.History = channel.unary_unary(
+                '/epochgate.v1.Migration/History',
+                request_serializer=epochgate_dot_v1_dot_epochgate__pb2.HistoryRequest.SerializeToString,
+                response_deserializer=epochgate_dot_v1_dot_epochgate__pb2.HistoryResponse.FromString,
+                _registered_method=True)
+        self.CompactHistory = channel.unary_unary(
+                '/epochgate.v1.Migration/CompactHistory',
+                request_serializer=epochgate_dot_v1_dot_epochgate__pb2.CompactHistoryRequest.SerializeToString,
+                response_deserializer=epochgate_dot_v1_dot_epochgate__pb2.CompactHistoryResponse.FromString,
+                _registered_method=True)
+        self.PlanMigration = channel.unary_unary(
+                '/epochgate.v1.Migration/PlanMigration',
+                request_serializer=epochgate_dot_v1_dot_epochgate__pb2.MigrateRequest.SerializeToString,
+                response_deserializer=epochgate_dot_v1_dot_epochgate__pb2.MigrationPlan.FromString,
+                _registered_method=True)
+        self.SetJobControl = channel.unary_unary(
+                '/epochgate.v1.Migration/SetJobControl',
+                request_serializer=epochgate_dot_v1_dot_epochgate__pb2.JobControlRequest.SerializeToString,
+                response_deserializer=epochgate_dot_v1_dot_epochgate__pb2.JobControl.FromString,
+                _registered_method=True)
+        self.GetJobControl = channel.unary_unary(
+                '/epochgate.v1.Migration/GetJobControl',
+                request_serializer=epochgate_dot_v1_dot_epochgate__pb2.Empty.SerializeToString,
+                response_deserializer=epochgate_dot_v1_dot_epochgate__pb2.JobControlState.FromString,
+                _registered_method=True)
+        self.Drain = channel.unary_unary(
+                '/epochgate.v1.Migration/Drain',
+                request_serializer=epochgate_dot_v1_dot_epochgate__pb2.DrainRequest.SerializeToString,
+                response_deserializer=epochgate_dot_v1_dot_epochgate__pb2.Operation.FromString,
+                _registered_method=True)
+        self.Balance = channel.unary_unary(
+                '/epochgate.v1.Migration/Balance',
+                request_serializer=epochgate_dot_v1_dot_epochgate__pb2.BalanceRequest.SerializeToString,
+                response_deserializer=epochgate_dot_v1_dot_epochgate__pb2.Operation.FromString,
+                _registered_method=True)
+        self.GetOperation = channel.unary_unary(
+                '/epochgate.v1.Migration/GetOperation',
+                request_serializer=epochgate_dot_v1_dot_epochgate__pb2.OperationRequest.SerializeToString,
+                response_deserializer=epochgate_dot_v1_dot_epochgate__pb2.Operation.FromString,
+                _registered_method=True)
+        self.ListOperations = channel.unary_unary(
+                '/epochgate.v1.Migration/ListOperations',
+                request_serializer=epochgate_dot_v1_dot_epochgate__pb2.Empty.SerializeToString,
+                response_deserializer=epochgate_dot_v1_dot_epochgate__pb2.ListOperationsResponse.FromString,
+                _registered_method=True)
+        self.AbortOperation = channel.unary_unary(
+                '/epochgate.v1.Migration/AbortOperation',
+                request_serializer=epochgate_dot_v1_dot_epochgate__pb2.OperationRequest.SerializeToString,
+                response_deserializer=epochgate_dot_v1_dot_epochgate__pb2.Operation.FromString,
+                _registered_method=True)
+        self.WatchOperation = channel.unary_stream(
+                '/epochgate.v1.Migration/WatchOperation',
+                request_serializer=epochgate_dot_v1_dot_epochgate__pb2.OperationRequest.SerializeToString,
+                response_deserializer=epochgate_dot_v1_dot_epochgate__pb2.Operation.FromString,
+                _registered_method=True)
 
 
 class MigrationServicer:
@@ -322,6 +377,73 @@ class MigrationServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def History(self, request, context):
+        """Operator's day (issue 17).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CompactHistory(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PlanMigration(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetJobControl(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetJobControl(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Drain(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Balance(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetOperation(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListOperations(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AbortOperation(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchOperation(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MigrationServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -399,6 +521,61 @@ def add_MigrationServicer_to_server(servicer, server):
                     servicer.WatchJob,
                     request_deserializer=epochgate_dot_v1_dot_epochgate__pb2.JobRequest.FromString,
                     response_serializer=epochgate_dot_v1_dot_epochgate__pb2.Job.SerializeToString,
+            ),
+            'History': grpc.unary_unary_rpc_method_handler(
+                    servicer.History,
+                    request_deserializer=epochgate_dot_v1_dot_epochgate__pb2.HistoryRequest.FromString,
+                    response_serializer=epochgate_dot_v1_dot_epochgate__pb2.HistoryResponse.SerializeToString,
+            ),
+            'CompactHistory': grpc.unary_unary_rpc_method_handler(
+                    servicer.CompactHistory,
+                    request_deserializer=epochgate_dot_v1_dot_epochgate__pb2.CompactHistoryRequest.FromString,
+                    response_serializer=epochgate_dot_v1_dot_epochgate__pb2.CompactHistoryResponse.SerializeToString,
+            ),
+            'PlanMigration': grpc.unary_unary_rpc_method_handler(
+                    servicer.PlanMigration,
+                    request_deserializer=epochgate_dot_v1_dot_epochgate__pb2.MigrateRequest.FromString,
+                    response_serializer=epochgate_dot_v1_dot_epochgate__pb2.MigrationPlan.SerializeToString,
+            ),
+            'SetJobControl': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetJobControl,
+                    request_deserializer=epochgate_dot_v1_dot_epochgate__pb2.JobControlRequest.FromString,
+                    response_serializer=epochgate_dot_v1_dot_epochgate__pb2.JobControl.SerializeToString,
+            ),
+            'GetJobControl': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetJobControl,
+                    request_deserializer=epochgate_dot_v1_dot_epochgate__pb2.Empty.FromString,
+                    response_serializer=epochgate_dot_v1_dot_epochgate__pb2.JobControlState.SerializeToString,
+            ),
+            'Drain': grpc.unary_unary_rpc_method_handler(
+                    servicer.Drain,
+                    request_deserializer=epochgate_dot_v1_dot_epochgate__pb2.DrainRequest.FromString,
+                    response_serializer=epochgate_dot_v1_dot_epochgate__pb2.Operation.SerializeToString,
+            ),
+            'Balance': grpc.unary_unary_rpc_method_handler(
+                    servicer.Balance,
+                    request_deserializer=epochgate_dot_v1_dot_epochgate__pb2.BalanceRequest.FromString,
+                    response_serializer=epochgate_dot_v1_dot_epochgate__pb2.Operation.SerializeToString,
+            ),
+            'GetOperation': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetOperation,
+                    request_deserializer=epochgate_dot_v1_dot_epochgate__pb2.OperationRequest.FromString,
+                    response_serializer=epochgate_dot_v1_dot_epochgate__pb2.Operation.SerializeToString,
+            ),
+            'ListOperations': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListOperations,
+                    request_deserializer=epochgate_dot_v1_dot_epochgate__pb2.Empty.FromString,
+                    response_serializer=epochgate_dot_v1_dot_epochgate__pb2.ListOperationsResponse.SerializeToString,
+            ),
+            'AbortOperation': grpc.unary_unary_rpc_method_handler(
+                    servicer.AbortOperation,
+                    request_deserializer=epochgate_dot_v1_dot_epochgate__pb2.OperationRequest.FromString,
+                    response_serializer=epochgate_dot_v1_dot_epochgate__pb2.Operation.SerializeToString,
+            ),
+            'WatchOperation': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchOperation,
+                    request_deserializer=epochgate_dot_v1_dot_epochgate__pb2.OperationRequest.FromString,
+                    response_serializer=epochgate_dot_v1_dot_epochgate__pb2.Operation.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -806,6 +983,303 @@ class Migration:
             '/epochgate.v1.Migration/WatchJob',
             epochgate_dot_v1_dot_epochgate__pb2.JobRequest.SerializeToString,
             epochgate_dot_v1_dot_epochgate__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def History(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/epochgate.v1.Migration/History',
+            epochgate_dot_v1_dot_epochgate__pb2.HistoryRequest.SerializeToString,
+            epochgate_dot_v1_dot_epochgate__pb2.HistoryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CompactHistory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/epochgate.v1.Migration/CompactHistory',
+            epochgate_dot_v1_dot_epochgate__pb2.CompactHistoryRequest.SerializeToString,
+            epochgate_dot_v1_dot_epochgate__pb2.CompactHistoryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PlanMigration(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/epochgate.v1.Migration/PlanMigration',
+            epochgate_dot_v1_dot_epochgate__pb2.MigrateRequest.SerializeToString,
+            epochgate_dot_v1_dot_epochgate__pb2.MigrationPlan.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetJobControl(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/epochgate.v1.Migration/SetJobControl',
+            epochgate_dot_v1_dot_epochgate__pb2.JobControlRequest.SerializeToString,
+            epochgate_dot_v1_dot_epochgate__pb2.JobControl.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetJobControl(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/epochgate.v1.Migration/GetJobControl',
+            epochgate_dot_v1_dot_epochgate__pb2.Empty.SerializeToString,
+            epochgate_dot_v1_dot_epochgate__pb2.JobControlState.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Drain(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/epochgate.v1.Migration/Drain',
+            epochgate_dot_v1_dot_epochgate__pb2.DrainRequest.SerializeToString,
+            epochgate_dot_v1_dot_epochgate__pb2.Operation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Balance(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/epochgate.v1.Migration/Balance',
+            epochgate_dot_v1_dot_epochgate__pb2.BalanceRequest.SerializeToString,
+            epochgate_dot_v1_dot_epochgate__pb2.Operation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetOperation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/epochgate.v1.Migration/GetOperation',
+            epochgate_dot_v1_dot_epochgate__pb2.OperationRequest.SerializeToString,
+            epochgate_dot_v1_dot_epochgate__pb2.Operation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListOperations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/epochgate.v1.Migration/ListOperations',
+            epochgate_dot_v1_dot_epochgate__pb2.Empty.SerializeToString,
+            epochgate_dot_v1_dot_epochgate__pb2.ListOperationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AbortOperation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/epochgate.v1.Migration/AbortOperation',
+            epochgate_dot_v1_dot_epochgate__pb2.OperationRequest.SerializeToString,
+            epochgate_dot_v1_dot_epochgate__pb2.Operation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchOperation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/epochgate.v1.Migration/WatchOperation',
+            epochgate_dot_v1_dot_epochgate__pb2.OperationRequest.SerializeToString,
+            epochgate_dot_v1_dot_epochgate__pb2.Operation.FromString,
             options,
             channel_credentials,
             insecure,
