@@ -73,7 +73,7 @@ class SidecarConfig:
     idle_timeout: float = 75.0                       # client keep-alive / header read timeout
     upstream_idle: float = 4.0                       # close pooled upstream connections idle this long
     max_header_bytes: int = 32768
-    head_timeout: float = 10.0                       # a request head must be complete within this (→ 408)
+    head_timeout: float = 20.0                       # a request head must be complete within this (→ 408)
     max_connections: int = 10000                     # client connections per process; more are refused (503)
     body_budget: int = 64 << 20                      # request-body bytes held/kept for replay, per process
     max_path_bytes: int = 8192                       # longer request targets get 414 (bounds what a rule sees)
@@ -295,7 +295,7 @@ def make_parser() -> argparse.ArgumentParser:
       help="close pooled upstream keep-alive connections idle this long; keep it below the app's own "
            "keep-alive timeout (default 4)")
     a("--max-header-bytes", metavar="BYTES", help="larger request heads get 431 (default 32768)")
-    a("--head-timeout", metavar="S", help="a request head must arrive complete within S seconds, else 408 (default 10)")
+    a("--head-timeout", metavar="S", help="a request head must arrive complete within S seconds, else 408 (default 20)")
     a("--max-connections", metavar="N", help="client connections per process; more get 503 (default 10000)")
     a("--body-budget", metavar="BYTES",
       help="request-body bytes held or kept for replay, per process; when spent, writes are not held (default 64 MiB)")

@@ -5,7 +5,7 @@
   buffered (a 48 MiB header: +100 MB per connection). ``ClientConn`` counts
   the bytes of a head *before* feeding them to the parser and feeds at most
   ``--max-header-bytes``; a head not complete by then is answered 431.
-* **Head deadline.** A head must arrive complete within ``--head-timeout``
+* **Head deadline.** A head must arrive complete within ``--head-timeout`` (20 s)
   of its first byte (one byte a minute otherwise holds a connection for
   ever): 408 and close, ``epochgate_request_head_timeouts_total``.
 * **Connection cap.** At most ``--max-connections`` client connections per

@@ -20,12 +20,16 @@ closes idle ones after ``upstream_idle``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 from dataclasses import dataclass, field
 from typing import Any
 
 import h11
+import pytest
+
+from tests._sidecar_util import config, running_sidecar, write_placement
 
 SMUGGLED_T1 = (b"PUT /kv/greet HTTP/1.1\r\nHost: app\r\nX-Partition: t1\r\nX-Placement: a\r\n"
                b"X-Placement-Epoch: 1\r\nContent-Length: 5\r\n\r\nhello")
@@ -224,12 +228,6 @@ def statuses(raw: bytes) -> list[int]:
 
 
 # ---- fixtures (import into a test module) ------------------------------------------------------
-
-import contextlib  # noqa: E402
-
-import pytest  # noqa: E402
-
-from tests._sidecar_util import config, running_sidecar, write_placement  # noqa: E402
 
 
 @pytest.fixture
