@@ -26,13 +26,14 @@ import asyncio
 import time
 from typing import Any
 
-from gate import KVEntry
+from gate import KVEntry, StaleAttempt, mover_token_from_env
 
 from ._barrier import BarrierResult, BarrierTimeout, Listed
 from ._controller import Controller
 from ._jobs import JobRecords
 from ._mover import HttpHooksMover
 from ._operator import OperatorService
+from ._retry import RetryingStore
 
 LOCAL = "local-sidecar"
 
@@ -131,6 +132,36 @@ class LocalBarrier:
         return res
 
 
+class _AtEpoch:
+    """The embedded store with ``at_epoch`` on the fenced transitions: refused with
+    ``StaleAttempt`` unless the partition is still at the attempt's epoch. This is
+    a read then an act, not one compare-and-set as on Consul: enough here, where
+    one process runs one controller, so no second attempt exists to race with (an
+    operator override between the two is the only interleaving, and the state
+    machine still refuses an inapplicable transition)."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    async def _check(self, partition: str, at_epoch: int | None) -> None:
+        if at_epoch is None:
+            return
+        st = await self.store.state(partition)
+        if st is None or int(st[1]) != int(at_epoch):
+            raise StaleAttempt(f"{partition!r} is at epoch {st and int(st[1])}, not {int(at_epoch)}", partition)
+
+    async def enter_cutover(self, partition: str, *, at_epoch: int | None = None) -> Any:
+        await self._check(partition, at_epoch)
+        return await self.store.enter_cutover(partition)
+
+    async def complete(self, partition: str, *, at_epoch: int | None = None) -> Any:
+        await self._check(partition, at_epoch)
+        return await self.store.complete(partition)
+
+
 class EmbeddedController(Controller):
     """``Controller`` over the sidecar's own table: same job service, no Consul."""
 
@@ -146,12 +177,17 @@ class EmbeddedController(Controller):
         store, table, tracker = self._embedded
         self.consul = MemKV()
         self.consensus = None
-        self.store, self.replica = store, table
+        # The runner's store interface: bounded retries (none needed in-process) and the
+        # at_epoch fence of each attempt's transitions (DESIGN §6), checked here.
+        self.store, self.replica = RetryingStore(_AtEpoch(store), retry_s=0.0), table
         self.records = JobRecords(self.consul, self.prefix)   # type: ignore[arg-type]
         self.barrier = LocalBarrier(table, tracker)            # type: ignore[assignment]
         self.leadership = AlwaysLeader()                       # type: ignore[assignment]
         if self.mover is None:
-            self.mover = HttpHooksMover()
+            # No Consul to provision the hooks' credential through: it comes from
+            # EPOCHGATE_MOVER_TOKEN, set for this sidecar and its applications alike
+            # (DESIGN §6); without it the applications answer the hooks 401.
+            self.mover = HttpHooksMover(token=mover_token_from_env())
         self.runner = JobRunner(self.store, self.records, self.barrier, self.mover, self.nodes,  # type: ignore[arg-type]
                                 owner=self.owner, check=self.leadership.check, metrics=self.metrics)
         self.ops = OperatorService(self, self.retention)

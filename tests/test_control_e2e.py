@@ -21,7 +21,9 @@ pytestmark = pytest.mark.consul
 
 
 def _env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("EPOCHGATE_")}
+    # No ambient EPOCHGATE_* setting reaches the processes, except the mover credential a
+    # test sets on purpose (monkeypatch) for processes that must share it.
+    return {k: v for k, v in os.environ.items() if not k.startswith("EPOCHGATE_") or k == "EPOCHGATE_MOVER_TOKEN"}
 
 
 async def _spawn(*args: str) -> asyncio.subprocess.Process:

@@ -57,13 +57,15 @@ def _kind(block: str) -> str:
         return "commit_point"
     if "PlacementTable(" in block:
         return "table"
+    if "sqlite_fence" in block:
+        return "fence"
     return "unknown"
 
 
 def test_every_python_snippet_is_executed():
     kinds = [(n, _kind(b)) for n, b in python_blocks()]
     assert kinds and all(k != "unknown" for _, k in kinds), f"README snippets without a runner here: {kinds}"
-    assert {k for _, k in kinds} == {"consul", "commit_point", "table"}
+    assert {k for _, k in kinds} == {"consul", "commit_point", "table", "fence"}
 
 
 def _block(kind: str) -> str:
@@ -75,6 +77,29 @@ def test_table_snippet_runs():
     ns: dict = {"__name__": "readme"}
     exec(compile(_block("table"), "README:table", "exec"), ns)
     assert not ns["table"].admit_write("tenant-1", ns["at"].epoch)
+
+
+def test_fence_snippet_imports_once_and_refuses_a_lower_token():
+    """The mover-hook snippet, as a handler body: a token records, a lower one is the 409."""
+    import sqlite3
+    import textwrap
+
+    from gate import FENCE_HEADER
+
+    src = "def handler(request, partition, conn, rows):\n" + textwrap.indent(_block("fence"), "    ") + "\n    return None\n"
+    ns: dict = {"__name__": "readme", "UPSERT": "INSERT OR REPLACE INTO kv (k, v) VALUES (?, ?)"}
+    exec(compile(src, "README:fence", "exec"), ns)
+    conn = sqlite3.connect(":memory:")
+    conn.execute("CREATE TABLE kv (k TEXT PRIMARY KEY, v TEXT)")
+
+    class Req:
+        def __init__(self, token: int) -> None:
+            self.headers = {FENCE_HEADER: str(token)}
+
+    assert ns["handler"](Req(7), "t1", conn, [("k", "new")]) is None
+    refused = ns["handler"](Req(3), "t1", conn, [("k", "stale")])
+    assert refused is not None and refused.status == 409 and str(refused.body["type"]).endswith("stale-mover")
+    assert conn.execute("SELECT v FROM kv").fetchall() == [("new",)]   # the stale rows never landed
 
 
 @pytest.mark.consul
