@@ -260,5 +260,5 @@ def test_demo_runs_a_migration_with_a_copy_from_a_fresh_clone(tmp_path):
 
 
 def test_readme_helpers_see_the_blocks():
-    assert len(code_blocks()) > 10 and len(python_blocks()) == 3
+    assert len(code_blocks()) > 10 and len(python_blocks()) == 4
     assert asyncio.iscoroutinefunction(test_commit_point_snippet_serves_and_refuses_a_stale_write)
