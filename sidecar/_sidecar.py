@@ -38,7 +38,7 @@ from ._fanout import FanoutStore, LocalMember
 from ._inflight import InflightTracker
 from ._log import AccessLog, event
 from ._metrics import Metrics
-from ._proxy import ClientConn
+from ._h2_server import DetectConn
 from ._stats import Stats
 from ._writegate import WriteGate
 
@@ -96,7 +96,8 @@ class Sidecar:
             ctx.start()
             host, port = cfg.listen_addr
             try:
-                self.server = await loop.create_server(lambda: ClientConn(ctx), host, port,
+                # DetectConn: HTTP/1.1 (ClientConn) or HTTP/2 (preface / ALPN) per connection
+                self.server = await loop.create_server(lambda: DetectConn(ctx), host, port, ssl=ctx.tls.server,
                                                        reuse_port=self.reuse_port or None, backlog=2048)
             except OSError as exc:
                 from gate import ConfigError
@@ -196,6 +197,8 @@ class Sidecar:
     def reload(self) -> bool:
         """SIGHUP: re-read the placement file (embedded store). False if refused."""
         cfg = self.cfg
+        if self.ctx is not None and (cfg.tls_cert or cfg.upstream_ca or cfg.upstream_cert):
+            self.ctx.tls.reload()  # certificates are re-read on SIGHUP too
         if cfg.placement is None or self.table is None:
             event("reload ignored: no placement file (Consul mode)", logging.WARNING)
             return False
