@@ -86,11 +86,16 @@ class H2UpstreamConn(H2Base):
         self.legs: dict[int, H2Leg] = {}
         self.goaway = False
         self.closed = False
+        self.heard = False  # any byte from the node yet
         self.idle_since = pool.loop.time()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self.set_nodelay()
+        if self.tls:
+            sslobj = transport.get_extra_info("ssl_object")
+            if sslobj is None or sslobj.selected_alpn_protocol() != "h2":
+                return  # the node chose http/1.1: no preface; _dial hands the node to HTTP/1.1
         h2 = self.h2
         h2.local_settings = Settings(client=True, initial_values={
             SettingCodes.INITIAL_WINDOW_SIZE: self.pool.window, SettingCodes.ENABLE_PUSH: 0,
@@ -122,6 +127,7 @@ class H2UpstreamConn(H2Base):
 
     # -- events -------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
+        self.heard = True
         self.in_read = True
         try:
             events = self.h2.receive_data(data)
@@ -209,7 +215,12 @@ class H2UpstreamConn(H2Base):
         self.closed = True
         self.transport = None
         self.pool.forget(self)
-        msg = "the upstream closed the connection" if exc is None else tls_reason(exc)
+        if exc is not None:
+            msg = tls_reason(exc)
+        elif self.tls and not self.heard:  # (a TLS 1.3 server refusing our client certificate often looks so)
+            msg = "the node closed the TLS connection right after the handshake (client certificate refused?)"
+        else:
+            msg = "the upstream closed the connection"
         self._lose_all(False, msg)
 
 
