@@ -9,8 +9,8 @@ HTTP/1.1 hot path is untouched.
 
 ``H2ServerConn`` runs one ``H2Exchange`` (``_h2_stream``) per stream. Limits:
 ``--h2-max-streams`` concurrent streams (a peer opening more is a protocol
-error: GOAWAY), ``--max-header-bytes`` for a header list (larger: GOAWAY
-ENHANCE_YOUR_CALM, from ``h2``), a rapid-reset guard (more than
+error: GOAWAY), ``--max-header-bytes`` for a header list (larger: 431 on that
+stream; over four times that: GOAWAY ENHANCE_YOUR_CALM, from ``h2``), a rapid-reset guard (more than
 ``RESET_LIMIT`` streams reset by the peer within ``RESET_WINDOW_S`` seconds:
 GOAWAY ENHANCE_YOUR_CALM), and a write buffer bound (``_h2_conn``). A broken
 preface or a malformed frame gets GOAWAY PROTOCOL_ERROR and the connection
@@ -129,6 +129,9 @@ class H2ServerConn(H2Base):
             SettingCodes.ENABLE_PUSH: 0,
         })
         h2.initiate_connection()
+        # hard cap at once (SETTINGS apply only when acknowledged): a list over 4× the limit is
+        # GOAWAY ENHANCE_YOUR_CALM; over the limit, that stream alone gets 431
+        h2.decoder.max_header_list_size = 4 * self.ctx.max_header
         h2.increment_flow_control_window(self.max_streams * self.window)
         if self.ctx.closing:
             self.close_idle()

@@ -97,7 +97,9 @@ class H2Exchange:
         self.ctype: bytes | None = None
         keyn = ctx.router.header_names
         host = None
+        size = 0
         for name, value in headers:
+            size += len(name) + len(value) + 32  # (RFC 9113 §6.5.2 accounting)
             if name[:1] == b":":
                 if name == b":method":
                     self.method_b = value
@@ -127,6 +129,8 @@ class H2Exchange:
             self.fwd.append((name, value))
         if self.authority is None:
             self.authority = host
+        if size > ctx.max_header:
+            self.bad = (431, "request header fields too large", f"the header list exceeds {ctx.max_header} bytes")
         self.method = self.method_b.decode("ascii", "replace")
         if self.method == "CONNECT":
             self.bad = (405, "method not allowed", "CONNECT is not proxied")
@@ -165,7 +169,8 @@ class H2Exchange:
         self.t0 = perf_counter()
         if self.bad is not None:
             status, title, detail = self.bad
-            return self.fail(status, "bad-request", title, detail, outcome="bad_request")
+            slug = "request-header-too-large" if status == 431 else "bad-request"
+            return self.fail(status, slug, title, detail, outcome="bad_request")
         router = self.ctx.router
         path, _, query = self.path.partition(b"?")
         spath = path.decode("latin-1")
