@@ -27,6 +27,7 @@ from h2.connection import H2Connection
 from h2.exceptions import H2Error, StreamClosedError
 
 from . import _httpmsg as H
+from ._hpack import CachingEncoder
 
 #: abort a connection whose peer lets this much unsent control traffic pile up (PING/SETTINGS
 #: acks are queued whatever the flow control; DATA stops at the transport's high-water mark)
@@ -51,6 +52,7 @@ class H2Base(asyncio.Protocol):
     def __init__(self, loop: asyncio.AbstractEventLoop, h2: H2Connection) -> None:
         self.loop = loop
         self.h2 = h2
+        h2.encoder = CachingEncoder()  # see _hpack: no dynamic table, cached per header
         self.transport: asyncio.Transport | None = None
         self.out: dict[int, Outbox] = {}
         self.wpaused = False

@@ -97,7 +97,11 @@ class H2ServerConn(H2Base):
 
     def __init__(self, ctx: ProxyContext) -> None:
         cfg = ctx.cfg
-        h2 = H2Connection(H2Configuration(client_side=False, header_encoding=None))
+        # Inbound headers are validated (h2's checks: pseudo-headers, connection-specific
+        # fields, case); outbound ones are built here or were validated inbound, so their
+        # re-validation (a third of h2's send cost) is skipped.
+        h2 = H2Connection(H2Configuration(client_side=False, header_encoding=None, validate_outbound_headers=False,
+                                          normalize_outbound_headers=False))
         super().__init__(ctx.loop, h2)
         self.ctx = ctx
         self.streams: dict[int, Any] = {}

@@ -370,7 +370,8 @@ class H2Exchange:
     def _send_head(self, headers: list[tuple[bytes, bytes]], ended: bool) -> None:
         self.resp_started = True
         s = self.sconn
-        s.open_outbox(self.sid, self.leg.ack_resp if self.leg is not None else None)
+        if not ended:  # (an ended stream has nothing more to send: no outbox to leave behind)
+            s.open_outbox(self.sid, self.leg.ack_resp if self.leg is not None else None)
         try:
             s.h2.send_headers(self.sid, headers, end_stream=ended)
         except Exception as exc:  # an upstream header h2 refuses to send (e.g. connection-specific)
@@ -541,7 +542,8 @@ class H2Exchange:
         s = self.sconn
         if s.transport is not None:
             self.resp_started = True
-            s.open_outbox(self.sid, None)
+            if body is not None:
+                s.open_outbox(self.sid, None)
             try:
                 s.h2.send_headers(self.sid, head, end_stream=body is None)
                 if body is not None:
