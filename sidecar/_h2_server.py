@@ -32,6 +32,7 @@ from h2.events import (ConnectionTerminated, DataReceived, RemoteSettingsChanged
                        StreamReset, TrailersReceived, WindowUpdated)
 from h2.exceptions import ProtocolError
 from h2.settings import SettingCodes
+from hyperframe.frame import GoAwayFrame
 
 from ._context import ProxyContext
 from ._h2_conn import H2Base
@@ -231,11 +232,11 @@ class H2ServerConn(H2Base):
             return
         if not self.goaway:
             self.goaway = True
-            try:
-                self.h2.close_connection(ErrorCodes.NO_ERROR, last_stream_id=self.h2.highest_inbound_stream_id)
-            except ProtocolError:
-                pass
+            # Written beside h2, not through close_connection(): h2 stops sending anything
+            # after its own GOAWAY, and the open streams must still finish.
             self.flush()
+            self.transport.write(GoAwayFrame(0, last_stream_id=self.h2.highest_inbound_stream_id,
+                                             error_code=ErrorCodes.NO_ERROR).serialize())
         if not self.streams:
             self.transport.close()
 

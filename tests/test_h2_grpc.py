@@ -222,3 +222,26 @@ async def test_streaming_calls_pass_intact_and_are_not_replayed(tmp_path):
             results = await asyncio.gather(slow_reader(), *(s["get"](msg(key="x"), metadata=MD) for _ in range(50)))
             assert results[0] == 5000
             assert sc.tracker.count() == 0
+
+
+async def test_drain_lets_an_open_stream_finish(tmp_path):
+    """SIGTERM drain: GOAWAY to the client (no new streams), the open server stream completes."""
+    async with Fleet(tmp_path) as f:
+        sc_cm = running_sidecar(f.config(drain_seconds=10))
+        sc = await sc_cm.__aenter__()
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{sc.port}") as ch:
+                call = stubs(ch)["watch"](msg(n=3000), metadata=MD)
+                got = []
+                async for m in call:
+                    got.append(json.loads(m)["i"])
+                    if len(got) == 10:
+                        shutdown = asyncio.create_task(sc.shutdown())
+                        await asyncio.sleep(0)
+                    if len(got) % 200 == 0:
+                        await asyncio.sleep(0.01)
+                assert got == list(range(3000))
+                assert await call.code() == grpc.StatusCode.OK
+            await asyncio.wait_for(shutdown, 10)
+        finally:
+            await sc_cm.__aexit__(None, None, None)

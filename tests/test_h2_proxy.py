@@ -164,3 +164,29 @@ async def test_proxy_problems_over_h2(h2placement):
         assert r.status_code == 400 and r.json()["type"].endswith("bad-partition-key")
         r = await c.put(f"http://127.0.0.1:{sc.port}/echo", content=b"v", headers={"x-partition-key": "nope"})
         assert r.status_code == 404
+
+
+@pytest.mark.slow
+async def test_100_mib_both_ways_rss_bounded(h2placement, h2nodes):
+    """(slow) 100 MiB up and 100 MiB down through one stream each; the process's RSS
+    grows by far less than the bodies (everything streams under flow control)."""
+    import resource
+
+    size = 100 << 20
+    block = b"b" * (1 << 20)
+
+    async def body():
+        for _ in range(size // len(block)):
+            yield block
+
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    async with running_sidecar(config(h2placement)) as sc, client() as c:
+        r = await c.post(f"http://127.0.0.1:{sc.port}/echo", content=body(), headers=KEY)
+        assert r.json()["len"] == size
+        n = 0
+        async with c.stream("GET", f"http://127.0.0.1:{sc.port}/big?size={size}", headers=KEY) as r:
+            async for chunk in r.aiter_raw():
+                n += len(chunk)
+        assert n == size
+    grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024
+    assert grown_mib < 48, grown_mib
