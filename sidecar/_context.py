@@ -19,6 +19,7 @@ from gate import ConfigError
 from gate._store import PlacementSource
 
 from ._config import SidecarConfig
+from ._h2_bridge import open_bridge
 from ._hold import Hold
 from ._log import AccessLog, event
 from ._partition import Router
@@ -66,6 +67,7 @@ class ProxyContext:
                          writable=gate.writable)
         self.tls = Tls(cfg)
         self.pool.ssl_context = lambda: self.tls.upstream_h1
+        self.pool.open_h2 = lambda key: open_bridge(self, key)  # HTTP/1.1 clients → h2c:// nodes
         self.nodes: dict[str, Node] = {}
         self.set_nodes(nodes, strict=True)
         self.h2pool: Any = None  # HTTP/2 upstream connections, made on first use (_h2_upstream)

@@ -206,7 +206,8 @@ class UpstreamPool:
         self.now = loop.time()
         self._open: set[UpstreamConn] = set()
         self.tls_hosts: dict[tuple[str, int], str] = {}  # https:// nodes → server name (set by the context)
-        self.h2_only: set[tuple[str, int]] = set()       # h2c:// nodes: not for HTTP/1.1 (see _h2_upstream)
+        self.h2_only: set[tuple[str, int]] = set()       # h2c:// nodes: reached through open_h2 (_h2_bridge)
+        self.open_h2: Any = None                         # async (key) → a bridge connection (set by the context)
         self.ssl_context: Any = None                     # () → ssl.SSLContext offering http/1.1 (the context's)
 
     def get_idle(self, key: tuple[str, int]) -> UpstreamConn | None:
@@ -220,7 +221,7 @@ class UpstreamPool:
     async def connect(self, key: tuple[str, int]) -> UpstreamConn:
         """A new connection; raises ``OSError``/``asyncio.TimeoutError``."""
         if key in self.h2_only:
-            raise OSError(0, "the node speaks HTTP/2 only (h2c://); send HTTP/2 to reach it")
+            return await asyncio.wait_for(self.open_h2(key), self.connect_timeout)
         host = self.tls_hosts.get(key)
         kw = {} if host is None else {"ssl": self.ssl_context(), "server_hostname": host}
         _, conn = await asyncio.wait_for(

@@ -190,3 +190,19 @@ async def test_100_mib_both_ways_rss_bounded(h2placement, h2nodes):
         assert n == size
     grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024
     assert grown_mib < 48, grown_mib
+
+
+@pytest.mark.parametrize("size", [0, 10, 3_000_000])
+async def test_http11_client_to_h2c_node(h2placement, h2nodes, size):
+    a, _ = h2nodes
+    body = b"q" * size
+    async with running_sidecar(config(h2placement)) as sc, httpx.AsyncClient(timeout=30) as c:
+        for _ in range(3):  # keep-alive: the bridge is pooled and reused
+            r = await c.put(f"http://127.0.0.1:{sc.port}/echo", content=body, headers=KEY)
+            assert r.status_code == 200 and r.http_version == "HTTP/1.1"
+            assert r.json() == {"node": "a", "len": size, "sha": hashlib.sha256(body).hexdigest()}
+        seen = a.seen[-1]["headers"]
+        assert seen["x-partition"] == "t1" and seen["x-placement"] == "a" and seen[":method"] == "PUT"
+        r = await c.get(f"http://127.0.0.1:{sc.port}/big?size=2500000", headers=KEY)
+        assert r.status_code == 200 and len(r.content) == 2_500_000
+        assert sc.tracker.count() == 0

@@ -134,11 +134,9 @@ async def test_tls_listener_alpn_h2_and_http11_and_grpc(pki, tmp_path):
                 assert r.status_code == 200 and r.http_version == "HTTP/2"
                 assert up.seen[-1]["headers"]["x-forwarded-proto"] == "https"
             async with httpx.AsyncClient(verify=ssl.create_default_context(cafile=ca)) as c:
-                # ALPN http/1.1 on the same listener; this node speaks h2c only, which HTTP/1.1
-                # requests cannot reach (yet): a clear 502 rather than a garbled exchange
+                # ALPN http/1.1 on the same listener, carried to the h2c node as a stream
                 r = await c.get(f"https://127.0.0.1:{sc.port}/echo", headers=KEY)
-                assert r.http_version == "HTTP/1.1"
-                assert r.status_code == 502 and "HTTP/2 only" in r.json()["detail"]
+                assert r.status_code == 200 and r.http_version == "HTTP/1.1"
             creds = grpc.ssl_channel_credentials(root_certificates=pki["ca"][0].read_bytes())
             async with grpc.aio.secure_channel(f"127.0.0.1:{sc.port}", creds,
                                                options=[("grpc.ssl_target_name_override", "localhost")]) as ch:
