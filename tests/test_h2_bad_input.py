@@ -150,10 +150,11 @@ async def test_peer_that_never_reads_is_bounded_and_others_are_served(sidecar):
     raw.flush()
     await until(lambda: any(getattr(c, "streams", None) for c in sc.ctx.clients))
     sconn = next(c for c in sc.ctx.clients if getattr(c, "streams", None))
-    await asyncio.sleep(0.5)  # (let the upstream push as much as it may; bounds checked below)
+    await until(lambda: sconn.wpaused)  # the peer's socket is full: the sidecar stops sending
     for _ in range(3):
         await still_serves(sc)
-    queued = sconn.queued(1) + (sconn.transport.get_write_buffer_size() if sconn.transport else 0)
+    assert sconn.transport is not None and 1 in sconn.streams  # stalled, not cut
+    queued = sconn.queued(1) + sconn.transport.get_write_buffer_size()
     # bounded by the stream window (what the sidecar acknowledged upstream) plus the
     # transport's buffer high-water mark — not by the 200 MiB body
     assert queued <= sc.cfg.h2_window + (1 << 20), queued
