@@ -31,6 +31,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_proxy import ROOT, Proc, free_port, nginx_conf, run_wrk  # noqa: E402
 
 
+def make_cert(tmp: Path) -> tuple[str, str]:
+    cert, key = tmp / "cert.pem", tmp / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                    "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    return str(cert), str(key)
+
+
 def run_h2load(url: str, n: int, conns: int, streams: int, tmp: Path) -> dict:
     data = tmp / "msg.bin"
     if not data.exists():
@@ -52,6 +60,7 @@ def main() -> int:
     ap.add_argument("--connections", type=int, default=16)
     ap.add_argument("--streams", type=int, default=10, help="h2load concurrent streams per connection")
     ap.add_argument("--seconds", type=float, default=5, help="wrk duration per HTTP/1.1 cell")
+    ap.add_argument("--handshakes", type=int, default=500, help="TLS connections (one call each)")
     a = ap.parse_args()
     for tool in ("h2load", "wrk", "nginx"):
         if not shutil.which(tool) and not Path(f"/usr/sbin/{tool}").exists():
@@ -86,14 +95,17 @@ def main() -> int:
                 p.h1 = h  # type: ignore[attr-defined]
                 return p
 
-            def sidecar() -> Proc:
+            def sidecar(tls: bool = False) -> Proc:
                 port = free_port()
                 placement = tmp / "placement.toml"
                 placement.write_text(f'[nodes]\ng = "h2c://127.0.0.1:{h2_port}"\nh = "http://127.0.0.1:{h1_port}"\n\n'
                                      f'[partitions]\nt1 = "g"\nt2 = "h"\n')
                 argv = [sys.executable, "-m", "sidecar", "--placement", str(placement), "--listen", f"127.0.0.1:{port}",
                         "--admin", f"127.0.0.1:{free_port()}", "--control", f"127.0.0.1:{free_port()}"]
-                p = Proc("sidecar", argv, port, tmp, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+                if tls:
+                    cert, key = make_cert(tmp)
+                    argv += ["--tls-cert", cert, "--tls-key", key]
+                p = Proc("sidecar-tls" if tls else "sidecar", argv, port, tmp, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
                 time.sleep(0.3)
                 p.h1 = port  # type: ignore[attr-defined]
                 return p
@@ -115,18 +127,36 @@ def main() -> int:
                 rows.append(r)
                 p.stop()
                 procs.remove(p)
+            # TLS on the listener (ALPN h2): per request on kept connections, and one handshake per call
+            p = sidecar(tls=True)
+            procs.append(p)
+            url = f"https://127.0.0.1:{p.port}/kv.v1.Store/Put"
+            run_h2load(url, 2000, a.connections, a.streams, tmp)
+            c0 = p.cpu()
+            r = run_h2load(url, a.requests, a.connections, a.streams, tmp)
+            r.update(name="sidecar", proto="h2 over TLS", cpu_us=(p.cpu() - c0) / max(r["reqs"], 1) * 1e6)
+            rows.append(r)
+            c0 = p.cpu()
+            r = run_h2load(url, a.handshakes, a.handshakes, 1, tmp)  # one call per connection
+            r.update(name="sidecar", proto="TLS conn per call", cpu_us=(p.cpu() - c0) / max(r["reqs"], 1) * 1e6)
+            rows.append(r)
+            p.stop()
+            procs.remove(p)
         finally:
             for p in procs:
                 p.stop()
     base = {r["proto"]: r["cpu_us"] for r in rows if r["name"] == "nginx"}
     print(f"{'proxy':10s} {'protocol':18s} {'req/s':>9s} {'CPU µs/req':>11s} {'x nginx':>8s} {'non-2xx':>8s}")
     for r in rows:
-        print(f"{r['name']:10s} {r['proto']:18s} {r['rps']:9.0f} {r['cpu_us']:11.1f} "
-              f"{r['cpu_us'] / base[r['proto']]:8.2f} {r['non2xx']:8d}")
+        ratio = f"{r['cpu_us'] / base[r['proto']]:8.2f}" if r["proto"] in base else f"{'-':>8s}"
+        print(f"{r['name']:10s} {r['proto']:18s} {r['rps']:9.0f} {r['cpu_us']:11.1f} {ratio} {r['non2xx']:8d}")
     sc = {r["proto"]: r["cpu_us"] for r in rows if r["name"] == "sidecar"}
     ng = base
     print(f"\nsidecar h2 / sidecar HTTP/1.1 CPU per request: {sc['h2 (gRPC unary)'] / sc['HTTP/1.1 POST']:.2f}x "
           f"(nginx: {ng['h2 (gRPC unary)'] / ng['HTTP/1.1 POST']:.2f}x)")
+    print(f"TLS on the listener: +{sc['h2 over TLS'] - sc['h2 (gRPC unary)']:.1f} µs per call on kept connections "
+          f"({sc['h2 over TLS'] / sc['h2 (gRPC unary)']:.2f}x); a connection per call costs "
+          f"{sc['TLS conn per call']:.0f} µs (handshake + connection set-up + one call)")
     return 0
 
 
