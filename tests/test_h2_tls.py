@@ -158,3 +158,31 @@ def test_tls_flags_are_checked_at_start(tmp_path):
     with pytest.raises(ConfigError, match="tls_cert.*cannot read"):
         config(p, tls_cert="/nonexistent", tls_key="/nonexistent")
     assert json.loads(config(p).to_json())["tls_cert"] is None
+
+
+async def test_sighup_rereads_the_listener_certificate(pki, tmp_path):
+    import shutil
+
+    up = await H2Upstream("a").start()
+    try:
+        p = write_placement(tmp_path / "p.toml", {"a": up.url}, {"t1": "a"})
+        cert, key = tmp_path / "live.pem", tmp_path / "live.key"
+        shutil.copy(pki["server"][0], cert)
+        shutil.copy(pki["server"][1], key)
+        new = make_cert(pki["dir"], pki["other"], "server2")  # signed by the other CA
+        async with running_sidecar(config(p, tls_cert=str(cert), tls_key=str(key))) as sc:
+            def client_for(ca):
+                return httpx.AsyncClient(http2=True, verify=ssl.create_default_context(cafile=str(ca)))
+
+            async with client_for(pki["ca"][0]) as c:
+                assert (await c.get(f"https://127.0.0.1:{sc.port}/echo", headers=KEY)).status_code == 200
+            shutil.copy(new[0], cert)
+            shutil.copy(new[1], key)
+            sc.reload()  # what SIGHUP runs
+            async with client_for(pki["other"][0]) as c:
+                assert (await c.get(f"https://127.0.0.1:{sc.port}/echo", headers=KEY)).status_code == 200
+            async with client_for(pki["ca"][0]) as c:
+                with pytest.raises(httpx.ConnectError):
+                    await c.get(f"https://127.0.0.1:{sc.port}/echo", headers=KEY)
+    finally:
+        await up.stop()
