@@ -245,3 +245,49 @@ async def test_drain_lets_an_open_stream_finish(tmp_path):
             await asyncio.wait_for(shutdown, 10)
         finally:
             await sc_cm.__aexit__(None, None, None)
+
+
+async def test_real_sidecar_process_two_workers_grpc(tmp_path):
+    """``python -m sidecar --workers 2`` in its own process: gRPC writes through it land stamped on
+    the owner; after ``partitions set`` (CLI) every worker routes to the new owner; SIGTERM → 0."""
+    import signal
+    import subprocess
+    import sys
+
+    from tests._sidecar_util import ROOT, clean_env, free_port, spawn_sidecar, wait_http
+
+    p = {"listen": free_port(), "admin": free_port(), "control": free_port()}
+    kv = {"a": KV(tmp_path / "a.sqlite"), "b": KV(tmp_path / "b.sqlite")}
+    admitter = AdmitClient(f"127.0.0.1:{p['control']}")
+    servers, urls = [], {}
+    for name in kv:
+        server, urls[name], _ = await start_app(kv[name], admitter)
+        servers.append(server)
+    placement = write_placement(tmp_path / "p.toml", urls, {"t1": "a"})
+    proc = spawn_sidecar(["--placement", str(placement), "--listen", f"127.0.0.1:{p['listen']}", "--admin",
+                          f"127.0.0.1:{p['admin']}", "--control", f"127.0.0.1:{p['control']}", "--workers", "2",
+                          "--route", ROUTES[0]])
+    try:
+        await asyncio.to_thread(wait_http, f"http://127.0.0.1:{p['admin']}/readyz")
+        for i in range(20):  # fresh channels: both workers serve
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{p['listen']}") as ch:
+                await stubs(ch)["put"](msg(key=f"k{i}", value="v"), metadata=MD, timeout=10)
+        assert len(kv["a"].rows()) == 20 and not kv["b"].rows()
+        r = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "sidecar", "partitions", "set", "t1", "b",
+                                                     "--control", f"127.0.0.1:{p['control']}"],
+                                    cwd=ROOT, capture_output=True, text=True, timeout=30, env=clean_env())
+        assert r.returncode == 0, r.stderr
+        for i in range(20):
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{p['listen']}") as ch:
+                await stubs(ch)["put"](msg(key=f"m{i}", value="v"), metadata=MD, timeout=10)
+        assert len(kv["a"].rows()) == 20 and len(kv["b"].rows()) == 20
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        _, err = await asyncio.to_thread(proc.communicate, timeout=30)
+        for s in servers:
+            await s.stop(0)
+        await admitter.close()
+        for k in kv.values():
+            k.close()
+    assert proc.returncode == 0, err
