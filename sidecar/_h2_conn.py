@@ -10,8 +10,10 @@ than its open streams' windows. The connection-level window is opened to
 ``streams × window`` so that one stream whose reader is slow keeps only its own
 window and never stalls the others.
 
-Sending: ``send_data`` appends to the stream's ``Outbox``; ``pump`` moves as
-much as the peer's windows allow into ``h2`` and reports the byte count to the
+Sending: ``send_data`` appends to the stream's ``Outbox``; at the next flush
+(end of the current read, or of the loop pass) ``pump`` moves as much as the
+peer's windows allow into ``h2`` (a body's last bytes and its end go as one
+DATA frame) and reports the byte count to the
 outbox's ``on_sent`` (which acknowledges the source). While the transport's
 write buffer is above its high-water mark nothing more is pumped. Frames are
 written once per event-loop pass (``mark``), not once per call.
@@ -58,6 +60,7 @@ class H2Base(asyncio.Protocol):
         self.wpaused = False
         self.flush_pending = False
         self.in_read = False
+        self.dirty: dict[int, None] = {}  # streams with queued sends: pumped at flush (one pass per read)
 
     # ------------------------------------------------------------ writing
     def mark(self) -> None:
@@ -68,6 +71,10 @@ class H2Base(asyncio.Protocol):
 
     def flush(self) -> None:
         self.flush_pending = False
+        if self.dirty:
+            dirty, self.dirty = self.dirty, {}
+            for sid in dirty:
+                self.pump(sid)
         t = self.transport
         data = self.h2.data_to_send()
         if data and t is not None and not t.is_closing():
@@ -95,8 +102,8 @@ class H2Base(asyncio.Protocol):
         if ob is None:
             ob = self.out[sid] = Outbox(None)
         ob.chunks.append(data)
-        if len(ob.chunks) == 1:
-            self.pump(sid)
+        self.dirty[sid] = None
+        self.mark()
 
     def send_end(self, sid: int, trailers: list[tuple[bytes, bytes]] | None = None) -> None:
         ob = self.out.get(sid)
@@ -104,7 +111,8 @@ class H2Base(asyncio.Protocol):
             ob = self.out[sid] = Outbox(None)
         ob.end = True
         ob.trailers = trailers
-        self.pump(sid)
+        self.dirty[sid] = None
+        self.mark()
 
     def queued(self, sid: int) -> int:
         ob = self.out.get(sid)
@@ -126,7 +134,12 @@ class H2Base(asyncio.Protocol):
                 n = min(win, len(data), h2.max_outbound_frame_size)
                 if n == len(data):
                     chunks.popleft()
-                    h2.send_data(sid, data)
+                    if not chunks and ob.end and not ob.trailers:  # last DATA carries END_STREAM
+                        del self.out[sid]
+                        ob.end = False
+                        h2.send_data(sid, data, end_stream=True)
+                    else:
+                        h2.send_data(sid, data)
                 else:
                     if not isinstance(data, memoryview):
                         data = memoryview(data)
