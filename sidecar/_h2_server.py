@@ -227,8 +227,12 @@ class H2ServerConn(H2Base):
             self.transport.close()
 
     def close_idle(self) -> None:
-        """Graceful: GOAWAY (no new streams), close once the open ones end."""
+        """Graceful: GOAWAY (no new streams), close once the open ones end. From the idle
+        sweep, a connection with open streams (a quiet long gRPC stream) is not idle."""
         if self.transport is None:
+            return
+        if self.streams and not self.ctx.closing:
+            self.last_active = self.ctx.now
             return
         if not self.goaway:
             self.goaway = True

@@ -166,6 +166,10 @@ async def test_writes_during_ten_migrations_land_exactly_once(tmp_path):
         assert sorted(landed) == sorted(acked)
         assert all(len(v) == 1 for v in landed.values())    # exactly once
         assert len(acked) > 40 and sc.tracker.count() == 0
+        sc.stats.flush()
+        held_ok = sum(smp.value for m in sc.metrics.requests.collect() for smp in m.samples
+                      if smp.name.endswith("_total") and smp.labels.get("outcome") == "held_ok")
+        assert held_ok > 0  # cutovers were crossed by held (and replayed) writes, none of them failed
 
 
 async def test_unheld_refusal_is_trailers_only_unavailable_with_pushback(tmp_path):
