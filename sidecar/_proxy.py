@@ -285,6 +285,8 @@ class ClientConn(asyncio.Protocol):
             req.ctoks -= {b"host", b"x-partition", b"x-placement", b"x-placement-epoch", b"x-request-id"}
         if req.method == "CONNECT":
             req.bad = (405, "method not allowed", "CONNECT is not proxied")
+        if req.upgrade and req.upgrade.lstrip()[:3].lower() == b"h2c":  # a tunnel would carry ungated streams
+            req.bad = (400, "h2c upgrade not proxied", "send HTTP/2 with prior knowledge instead of Upgrade: h2c")
         if req.host is None and req.version == "1.1":
             req.bad = (400, "missing Host", "HTTP/1.1 requests need a Host header")
         if req.bad is not None:

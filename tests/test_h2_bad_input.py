@@ -160,3 +160,15 @@ async def test_peer_that_never_reads_is_bounded_and_others_are_served(sidecar):
     assert queued <= sc.cfg.h2_window + (1 << 20), queued
     raw.close()
     await until(lambda: not sconn.streams)
+
+
+async def test_http11_upgrade_to_h2c_is_refused(sidecar):
+    """An ``Upgrade: h2c`` tunnel would carry HTTP/2 streams past the gate (h2c smuggling)."""
+    sc = sidecar
+    reader, writer = await asyncio.open_connection("127.0.0.1", sc.port)
+    writer.write(b"GET /echo HTTP/1.1\r\nHost: x\r\nX-Partition-Key: t1\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+                 b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n")
+    head = await asyncio.wait_for(reader.read(65536), 5)
+    assert head.startswith(b"HTTP/1.1 400") and b"h2c upgrade not proxied" in head
+    writer.close()
+    await still_serves(sc)
