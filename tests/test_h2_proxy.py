@@ -206,3 +206,42 @@ async def test_http11_client_to_h2c_node(h2placement, h2nodes, size):
         r = await c.get(f"http://127.0.0.1:{sc.port}/big?size=2500000", headers=KEY)
         assert r.status_code == 200 and len(r.content) == 2_500_000
         assert sc.tracker.count() == 0
+
+
+async def test_a_stalled_stream_does_not_stall_its_neighbours(h2placement, h2nodes):
+    """Stream 1's reader never hands its window back; stream 3 on the same client connection (and
+    the same upstream connection) still completes. Stream 1 stays bounded by its windows."""
+    import h2.connection
+    import h2.events
+
+    a, _ = h2nodes
+    async with running_sidecar(config(h2placement)) as sc:
+        reader, writer = await asyncio.open_connection("127.0.0.1", sc.port)
+        conn = h2.connection.H2Connection()
+        conn.initiate_connection()
+        conn.increment_flow_control_window(64 << 20)
+        for sid, size in ((1, 64 << 20), (3, 4 << 20)):
+            conn.send_headers(sid, [(":method", "GET"), (":path", f"/big?size={size}"), (":authority", "x"),
+                                    (":scheme", "http"), ("x-partition-key", "t1")], end_stream=True)
+        writer.write(conn.data_to_send())
+        got = {1: 0, 3: 0}
+        done3 = False
+        while not done3:
+            data = await asyncio.wait_for(reader.read(1 << 16), 10)
+            assert data
+            for ev in conn.receive_data(data):
+                if isinstance(ev, h2.events.DataReceived):
+                    got[ev.stream_id] += len(ev.data)
+                    # the connection window is always handed back; stream 1's own window never
+                    conn.increment_flow_control_window(ev.flow_controlled_length)
+                    if ev.stream_id == 3:
+                        conn.acknowledge_received_data(ev.flow_controlled_length, 3)
+                elif isinstance(ev, h2.events.StreamEnded) and ev.stream_id == 3:
+                    done3 = True
+            writer.write(conn.data_to_send())
+        assert got[3] == 4 << 20
+        assert got[1] <= 65535  # the client's stream window
+        sconn = next(c for c in sc.ctx.clients if getattr(c, "streams", None))
+        assert sconn.queued(1) <= sc.cfg.h2_window  # what the sidecar holds for it: its window, not 64 MiB
+        assert a.conns == 1  # both streams shared one upstream connection
+        writer.close()
