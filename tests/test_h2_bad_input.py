@@ -101,6 +101,10 @@ async def test_broken_preface(sidecar):
 async def test_header_list_over_the_limit_gets_431_then_goaway(sidecar):
     sc = sidecar
     raw = await Raw().open(sc.port)
+    await raw.until(lambda e: isinstance(e, h2.events.RemoteSettingsChanged))
+    raw.conn.ping(b"12345678")  # our SETTINGS ACK is processed first: the settled limits apply
+    raw.flush()
+    await raw.until(lambda e: isinstance(e, h2.events.PingAckReceived))
     raw.conn.send_headers(*req(1, extra=[("x-big", "v" * 10000)]), end_stream=True)  # limit 8192
     raw.flush()
     await raw.until(lambda e: isinstance(e, h2.events.ResponseReceived))
