@@ -35,10 +35,10 @@ from ._admin import AdminServer, refresh_metrics, registry_text
 from ._config import SidecarConfig
 from ._context import ProxyContext
 from ._fanout import FanoutStore, LocalMember
+from ._h2_server import DetectConn
 from ._inflight import InflightTracker
 from ._log import AccessLog, event
 from ._metrics import Metrics
-from ._h2_server import DetectConn
 from ._stats import Stats
 from ._writegate import WriteGate
 

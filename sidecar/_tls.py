@@ -67,34 +67,46 @@ class Tls:
 
     def __init__(self, cfg: Any) -> None:
         self.cfg = cfg
-        self.upstream_h1: ssl.SSLContext | None = None
-        self.upstream_h2: ssl.SSLContext | None = None
+        self._h1: ssl.SSLContext | None = None
+        self._h2: ssl.SSLContext | None = None
         self.server: ssl.SSLContext | None = None
         try:
-            self._load()
+            self.server = server_context(cfg.tls_cert, cfg.tls_key) if cfg.tls_cert else None
+            if cfg.upstream_ca or cfg.upstream_cert:  # (files checked at start; the system store lazily:
+                self._h1, self._h2 = self._clients()  # it costs tens of ms and most sidecars never use it)
         except (OSError, ssl.SSLError, ValueError) as exc:
             raise ConfigError("tls", f"cannot load TLS files: {exc}") from exc
 
-    def _load(self) -> None:
+    def _clients(self) -> tuple[ssl.SSLContext, ssl.SSLContext]:
         c = self.cfg
-        self.upstream_h1 = client_context(c.upstream_ca, c.upstream_cert, c.upstream_key, ["http/1.1"])
-        self.upstream_h2 = client_context(c.upstream_ca, c.upstream_cert, c.upstream_key, ALPN_BOTH)
-        self.server = server_context(c.tls_cert, c.tls_key) if c.tls_cert else None
+        return (client_context(c.upstream_ca, c.upstream_cert, c.upstream_key, ["http/1.1"]),
+                client_context(c.upstream_ca, c.upstream_cert, c.upstream_key, ALPN_BOTH))
+
+    @property
+    def upstream_h1(self) -> ssl.SSLContext:
+        if self._h1 is None:
+            self._h1, self._h2 = self._clients()
+        return self._h1
+
+    @property
+    def upstream_h2(self) -> ssl.SSLContext:
+        if self._h2 is None:
+            self._h1, self._h2 = self._clients()
+        return self._h2
 
     def reload(self) -> bool:
         """Re-read the certificate files; the server context is updated in place (asyncio's
         listener keeps its context object), the client ones replaced."""
         c = self.cfg
         try:
-            h1 = client_context(c.upstream_ca, c.upstream_cert, c.upstream_key, ["http/1.1"])
-            h2 = client_context(c.upstream_ca, c.upstream_cert, c.upstream_key, ALPN_BOTH)
+            h1, h2 = self._clients()
             if self.server is not None:
                 self.server.load_cert_chain(c.tls_cert, c.tls_key)
         except (OSError, ssl.SSLError, ValueError) as exc:
             logging.getLogger("epochgate.sidecar").error("TLS reload refused; keeping the current certificates: %s",
                                                          exc)
             return False
-        self.upstream_h1, self.upstream_h2 = h1, h2
+        self._h1, self._h2 = h1, h2
         return True
 
 
