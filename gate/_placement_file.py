@@ -24,12 +24,13 @@ from ._types import node_name, partition_id
 
 
 def validate_url(url: object, field_name: str) -> str:
-    """An upstream URL: ``http://host:port`` (optional path prefix). Returned normalised."""
+    """An upstream URL: ``http://host:port`` (optional path prefix) for HTTP/1.1, ``h2c://``
+    for HTTP/2 with prior knowledge, ``https://`` for TLS with ALPN. Returned normalised."""
     if not isinstance(url, str) or not url:
         raise ConfigError(field_name, f"expected an http:// URL, got {url!r}")
     parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(field_name, f"expected an http(s)://host[:port] URL, got {url!r}")
+    if parts.scheme not in ("http", "https", "h2c") or not parts.hostname:
+        raise ConfigError(field_name, f"expected an http://, h2c:// or https://host[:port] URL, got {url!r}")
     try:
         parts.port
     except ValueError as exc:

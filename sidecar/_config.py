@@ -81,6 +81,13 @@ class SidecarConfig:
     token_file: str | None = None                    # file holding the control API's bearer token
     consul_token: str | None = None
     participant_id: str | None = None                # default: hostname-pid
+    upstream_ca: str | None = None                   # CA bundle verifying https:// nodes (default: the system's)
+    upstream_cert: str | None = None                 # client certificate for mTLS to nodes
+    upstream_key: str | None = None
+    tls_cert: str | None = None                      # serve TLS on --listen (ALPN h2, http/1.1)
+    tls_key: str | None = None
+    h2_max_streams: int = 100                        # concurrent HTTP/2 streams per client connection
+    h2_window: int = 256 * 1024                      # HTTP/2 per-stream receive window (bytes buffered per stream)
     config: str | None = None
 
     def __post_init__(self) -> None:
@@ -116,6 +123,11 @@ class SidecarConfig:
         from ._tokens import require_token_for, resolve_token
 
         require_token_for(self.control, resolve_token(self.token, self.token_file))
+        _check_int(self, "h2_max_streams", 1, 10000)
+        _check_int(self, "h2_window", 65535, (1 << 31) - 1)
+        from ._tls import check_tls_config  # (imports ssl only)
+
+        check_tls_config(self)
         for name in ("drain_seconds", "hold_seconds", "connect_timeout", "read_timeout", "idle_timeout", "upstream_idle",
                      "lease_seconds", "session_ttl"):
             v = getattr(self, name)
@@ -171,7 +183,7 @@ def _check_int(cfg: SidecarConfig, name: str, lo: int, hi: int) -> None:
 _FIELDS = {f.name: f for f in fields(SidecarConfig)}
 _LISTS = {"node", "partition_from", "route"}
 _INTS = {"hash_slots", "workers", "hold_max", "retry_body_max", "max_header_bytes", "max_connections",
-         "body_budget", "max_path_bytes"}
+         "body_budget", "max_path_bytes", "h2_max_streams", "h2_window"}
 _FLOATS = {"head_timeout", "drain_seconds", "hold_seconds", "connect_timeout", "read_timeout", "idle_timeout", "lease_seconds",
            "session_ttl", "upstream_idle"}
 _BOOLS = {"access_log"}
@@ -305,6 +317,13 @@ def make_parser() -> argparse.ArgumentParser:
     a("--token-file", metavar="FILE", help="read the control API's bearer token from FILE (env EPOCHGATE_TOKEN_FILE)")
     a("--consul-token", help="Consul ACL token")
     a("--participant-id", help="barrier participant id (default host-pid)")
+    a("--upstream-ca", metavar="FILE", help="CA bundle that verifies https:// nodes (default: the system's)")
+    a("--upstream-cert", metavar="FILE", help="client certificate for mTLS to nodes (with --upstream-key)")
+    a("--upstream-key", metavar="FILE", help="private key of --upstream-cert")
+    a("--tls-cert", metavar="FILE", help="serve TLS on --listen with this certificate (ALPN h2, http/1.1)")
+    a("--tls-key", metavar="FILE", help="private key of --tls-cert")
+    a("--h2-max-streams", metavar="N", help="concurrent HTTP/2 streams per client connection (default 100)")
+    a("--h2-window", metavar="BYTES", help="HTTP/2 per-stream receive window (default 262144)")
     return p
 
 

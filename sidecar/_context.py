@@ -18,11 +18,13 @@ from urllib.parse import urlsplit
 from gate import ConfigError, PlacementSource
 
 from ._config import SidecarConfig
+from ._h2_bridge import open_bridge
 from ._hold import Hold
 from ._limits import BodyBudget, sweep_heads
 from ._log import AccessLog, event
 from ._partition import Router
 from ._stats import Stats
+from ._tls import Tls
 from ._upstream import UpstreamPool
 from ._writegate import WriteGate
 
@@ -30,17 +32,20 @@ TICK_S = 0.25
 
 
 class Node:
-    """An upstream node: pool key and the ``Host`` header value."""
+    """An upstream node: pool key, the ``Host`` header value, and how to speak to it
+    (``proto``: ``http`` HTTP/1.1, ``h2c`` HTTP/2 with prior knowledge, ``https`` TLS + ALPN)."""
 
-    __slots__ = ("name", "url", "key", "netloc")
+    __slots__ = ("name", "url", "key", "netloc", "proto", "host")
 
     def __init__(self, name: str, url: str) -> None:
         parts = urlsplit(url)
-        if parts.scheme != "http":
-            raise ConfigError(f"node.{name}", f"only http:// upstreams are supported (TLS to the app is not), got {url!r}")
+        if parts.scheme not in ("http", "h2c", "https"):
+            raise ConfigError(f"node.{name}", f"expected an http://, h2c:// or https:// upstream, got {url!r}")
         self.name = name
         self.url = url
-        self.key = (parts.hostname or "127.0.0.1", parts.port or 80)
+        self.proto = parts.scheme
+        self.host = parts.hostname or "127.0.0.1"
+        self.key = (self.host, parts.port or (443 if parts.scheme == "https" else 80))
         self.netloc = parts.netloc.encode("idna")
 
 
@@ -60,8 +65,12 @@ class ProxyContext:
         self.hold = Hold(loop, source, max_held=cfg.hold_max, seconds=cfg.hold_seconds,
                          on_count=stats.metrics.held_writes.set, on_released=stats.hold.observe,
                          writable=gate.writable)
+        self.tls = Tls(cfg)
+        self.pool.ssl_context = lambda: self.tls.upstream_h1
+        self.pool.open_h2 = lambda key: open_bridge(self, key)  # HTTP/1.1 clients → h2c:// nodes
         self.nodes: dict[str, Node] = {}
         self.set_nodes(nodes, strict=True)
+        self.h2pool: Any = None  # HTTP/2 upstream connections, made on first use (_h2_upstream)
         self.now = loop.time()
         self.read_timeout = cfg.read_timeout
         self.idle_timeout = cfg.idle_timeout
@@ -94,6 +103,8 @@ class ProxyContext:
                     raise
                 event("node ignored", logging.ERROR, error=str(exc))
         self.nodes = out
+        self.pool.tls_hosts = {n.key: n.host for n in out.values() if n.proto == "https"}
+        self.pool.h2_only = {n.key for n in out.values() if n.proto == "h2c"}
 
     def request_id(self) -> bytes:
         """Unique per process and request: a random per-process prefix and a counter."""
@@ -121,6 +132,8 @@ class ProxyContext:
             self._ticker = None
         self.hold.close()
         self.pool.close()
+        if self.h2pool is not None:
+            self.h2pool.close()
         self.stats.flush()
         self.access.flush()
 

@@ -368,6 +368,8 @@ class ClientConn(asyncio.Protocol):
             # An upgrade's body would reach the upstream unframed (the head goes without
             # Content-Length/chunked): an upstream that refuses the upgrade reads it as a request.
             req.bad = (400, "upgrade with a body", "a request asking for a protocol upgrade must not carry a body")
+        if req.upgrade and req.upgrade.lstrip()[:3].lower() == b"h2c":  # a tunnel would carry ungated streams
+            req.bad = (400, "h2c upgrade not proxied", "send HTTP/2 with prior knowledge instead of Upgrade: h2c")
         if req.host is None and req.version == "1.1":
             req.bad = (400, "missing Host", "HTTP/1.1 requests need a Host header")
         if req.bad is not None:

@@ -35,9 +35,9 @@ from ._admin import AdminServer, refresh_metrics, registry_text
 from ._config import SidecarConfig
 from ._context import ProxyContext
 from ._fanout import FanoutStore, LocalMember
+from ._h2_server import DetectConn
 from ._log import AccessLog, event
 from ._metrics import Metrics
-from ._proxy import ClientConn
 from ._stats import Stats
 from ._trickle import watch_trickling
 from ._writegate import WriteGate
@@ -98,7 +98,8 @@ class Sidecar:
             watch_trickling(ctx, self.tracker)   # a trickled body cannot hold a cutover (sidecar/_trickle.py)
             host, port = cfg.listen_addr
             try:
-                self.server = await loop.create_server(lambda: ClientConn(ctx), host, port,
+                # DetectConn: HTTP/1.1 (ClientConn) or HTTP/2 (preface / ALPN) per connection
+                self.server = await loop.create_server(lambda: DetectConn(ctx), host, port, ssl=ctx.tls.server,
                                                        reuse_port=self.reuse_port or None, backlog=2048)
             except OSError as exc:
                 from gate import ConfigError
@@ -198,6 +199,8 @@ class Sidecar:
     def reload(self) -> bool:
         """SIGHUP: re-read the placement file (embedded store). False if refused."""
         cfg = self.cfg
+        if self.ctx is not None and (cfg.tls_cert or cfg.upstream_ca or cfg.upstream_cert):
+            self.ctx.tls.reload()  # certificates are re-read on SIGHUP too
         if cfg.placement is None or self.table is None:
             event("reload ignored: no placement file (Consul mode)", logging.WARNING)
             return False

@@ -205,6 +205,10 @@ class UpstreamPool:
         self.idle: dict[tuple[str, int], list[UpstreamConn]] = {}
         self.now = loop.time()
         self._open: set[UpstreamConn] = set()
+        self.tls_hosts: dict[tuple[str, int], str] = {}  # https:// nodes → server name (set by the context)
+        self.h2_only: set[tuple[str, int]] = set()       # h2c:// nodes: reached through open_h2 (_h2_bridge)
+        self.open_h2: Any = None                         # async (key) → a bridge connection (set by the context)
+        self.ssl_context: Any = None                     # () → ssl.SSLContext offering http/1.1 (the context's)
 
     def get_idle(self, key: tuple[str, int]) -> UpstreamConn | None:
         stack = self.idle.get(key)
@@ -216,8 +220,12 @@ class UpstreamPool:
 
     async def connect(self, key: tuple[str, int]) -> UpstreamConn:
         """A new connection; raises ``OSError``/``asyncio.TimeoutError``."""
+        if key in self.h2_only:
+            return await asyncio.wait_for(self.open_h2(key), self.connect_timeout)
+        host = self.tls_hosts.get(key)
+        kw = {} if host is None else {"ssl": self.ssl_context(), "server_hostname": host}
         _, conn = await asyncio.wait_for(
-            self.loop.create_connection(lambda: UpstreamConn(self, key), key[0], key[1]), self.connect_timeout)
+            self.loop.create_connection(lambda: UpstreamConn(self, key), key[0], key[1], **kw), self.connect_timeout)
         self._open.add(conn)
         return conn
 

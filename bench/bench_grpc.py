@@ -1,0 +1,164 @@
+"""CPU per gRPC unary call through the sidecar, against nginx's ``grpc_pass``,
+with the HTTP/1.1 figure beside it.
+
+    python bench/bench_grpc.py [--requests 30000] [--connections 16] [--streams 10] [--seconds 5]
+
+One run, one machine: an nginx upstream answers gRPC-shaped unary calls on an
+h2c port (HEADERS+DATA, then ``grpc-status: 0`` trailers) and HTTP/1.1 on
+another. h2load drives POSTs with ``content-type: application/grpc`` and
+``te: trailers`` (16 connections × 10 concurrent streams by default, a 64-byte
+message) through, in turn, nginx ``grpc_pass`` and the sidecar (node
+``h2c://``, gated write: resolve, admit, stamp, in-flight, access log). wrk
+drives the same POST over HTTP/1.1 through nginx ``proxy_pass`` and the
+sidecar's HTTP/1.1 path (node ``http://``). Each cell: req/s and the proxy's
+CPU time per request (utime+stime of its process group over requests done).
+Ratios printed: sidecar/nginx per protocol, and the sidecar's h2 path against
+its HTTP/1.1 path. Noisy on a shared machine: compare the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_proxy import ROOT, Proc, free_port, nginx_conf, run_wrk  # noqa: E402
+
+
+def make_cert(tmp: Path) -> tuple[str, str]:
+    cert, key = tmp / "cert.pem", tmp / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                    "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    return str(cert), str(key)
+
+
+def run_h2load(url: str, n: int, conns: int, streams: int, tmp: Path) -> dict:
+    data = tmp / "msg.bin"
+    if not data.exists():
+        data.write_bytes(b"\x00" + (59).to_bytes(4, "big") + b"m" * 59)  # one length-prefixed gRPC message
+    out = subprocess.run(["h2load", "-n", str(n), "-c", str(conns), "-m", str(streams), "-d", str(data),
+                          "-H", "content-type: application/grpc", "-H", "te: trailers",
+                          "-H", "x-partition-key: t1", url], capture_output=True, text=True, timeout=300).stdout
+    m = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed", out)
+    if m is None:
+        raise RuntimeError(f"h2load output not understood:\n{out}")
+    rps = float(re.search(r"finished in [\d.]+m?s, ([\d.]+) req/s", out).group(1))
+    two = re.search(r"status codes: (\d+) 2xx", out)
+    return {"reqs": int(m.group(3)), "rps": rps, "non2xx": int(m.group(3)) - (int(two.group(1)) if two else 0)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--requests", type=int, default=30000, help="h2load requests per cell")
+    ap.add_argument("--connections", type=int, default=16)
+    ap.add_argument("--streams", type=int, default=10, help="h2load concurrent streams per connection")
+    ap.add_argument("--seconds", type=float, default=5, help="wrk duration per HTTP/1.1 cell")
+    ap.add_argument("--handshakes", type=int, default=500, help="TLS connections (one call each)")
+    a = ap.parse_args()
+    for tool in ("h2load", "wrk", "nginx"):
+        if not shutil.which(tool) and not Path(f"/usr/sbin/{tool}").exists():
+            print(f"{tool} not installed", file=sys.stderr)
+            return 2
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    procs: list[Proc] = []
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        h2_port, h1_port = free_port(), free_port()
+        conf = nginx_conf(tmp, "upstream", h2_port, f"""
+  access_log off;
+  server {{ listen 127.0.0.1:{h2_port} http2;
+    location / {{ add_trailer grpc-status 0 always; add_trailer grpc-message "" always;
+                 default_type application/grpc; return 200 "ok"; }} }}
+  server {{ listen 127.0.0.1:{h1_port}; location / {{ return 200 "ok"; }} }}
+""")
+        procs.append(Proc("upstream", [nginx, "-c", str(conf), "-p", str(tmp)], h2_port, tmp))
+        rows = []
+        try:
+            def nginx_proxy() -> Proc:
+                g, h = free_port(), free_port()
+                c = nginx_conf(tmp, "nginx-proxy", g, f"""
+  access_log {tmp}/nginx-proxy/access.log combined buffer=64k flush=1s;
+  upstream h1 {{ server 127.0.0.1:{h1_port}; keepalive 64; }}
+  upstream g {{ server 127.0.0.1:{h2_port}; keepalive 64; }}
+  server {{ listen 127.0.0.1:{g} http2; location / {{ grpc_pass grpc://g; }} }}
+  server {{ listen 127.0.0.1:{h}; location / {{ proxy_pass http://h1; proxy_http_version 1.1;
+                                             proxy_set_header Connection ""; }} }}
+""")
+                p = Proc("nginx", [nginx, "-c", str(c), "-p", str(tmp)], g, tmp)
+                p.h1 = h  # type: ignore[attr-defined]
+                return p
+
+            def sidecar(tls: bool = False) -> Proc:
+                port = free_port()
+                placement = tmp / "placement.toml"
+                placement.write_text(f'[nodes]\ng = "h2c://127.0.0.1:{h2_port}"\nh = "http://127.0.0.1:{h1_port}"\n\n'
+                                     f'[partitions]\nt1 = "g"\nt2 = "h"\n')
+                argv = [sys.executable, "-m", "sidecar", "--placement", str(placement), "--listen", f"127.0.0.1:{port}",
+                        "--admin", f"127.0.0.1:{free_port()}", "--control", f"127.0.0.1:{free_port()}"]
+                if tls:
+                    cert, key = make_cert(tmp)
+                    argv += ["--tls-cert", cert, "--tls-key", key]
+                p = Proc("sidecar-tls" if tls else "sidecar", argv, port, tmp, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+                time.sleep(0.3)
+                p.h1 = port  # type: ignore[attr-defined]
+                return p
+
+            for name, start in (("nginx", nginx_proxy), ("sidecar", sidecar)):
+                p = start()
+                procs.append(p)
+                run_h2load(f"http://127.0.0.1:{p.port}/kv.v1.Store/Put", 2000, a.connections, a.streams, tmp)  # warm
+                c0 = p.cpu()
+                r = run_h2load(f"http://127.0.0.1:{p.port}/kv.v1.Store/Put", a.requests, a.connections, a.streams, tmp)
+                r.update(name=name, proto="h2 (gRPC unary)", cpu_us=(p.cpu() - c0) / max(r["reqs"], 1) * 1e6)
+                rows.append(r)
+                (tmp / "post.lua").write_text('wrk.method = "POST"\nwrk.body = string.rep("m", 64)\n'
+                                              'wrk.headers["X-Partition-Key"] = "t2"\n')
+                h1url = f"http://127.0.0.1:{p.h1}/kv.v1.Store/Put"  # type: ignore[attr-defined]
+                c0 = p.cpu()
+                r = run_wrk(h1url, a.seconds, a.connections * 2, True, tmp)
+                r.update(name=name, proto="HTTP/1.1 POST", cpu_us=(p.cpu() - c0) / max(r["reqs"], 1) * 1e6)
+                rows.append(r)
+                p.stop()
+                procs.remove(p)
+            # TLS on the listener (ALPN h2): per request on kept connections, and one handshake per call
+            p = sidecar(tls=True)
+            procs.append(p)
+            url = f"https://127.0.0.1:{p.port}/kv.v1.Store/Put"
+            run_h2load(url, 2000, a.connections, a.streams, tmp)
+            c0 = p.cpu()
+            r = run_h2load(url, a.requests, a.connections, a.streams, tmp)
+            r.update(name="sidecar", proto="h2 over TLS", cpu_us=(p.cpu() - c0) / max(r["reqs"], 1) * 1e6)
+            rows.append(r)
+            c0 = p.cpu()
+            r = run_h2load(url, a.handshakes, a.handshakes, 1, tmp)  # one call per connection
+            r.update(name="sidecar", proto="TLS conn per call", cpu_us=(p.cpu() - c0) / max(r["reqs"], 1) * 1e6)
+            rows.append(r)
+            p.stop()
+            procs.remove(p)
+        finally:
+            for p in procs:
+                p.stop()
+    base = {r["proto"]: r["cpu_us"] for r in rows if r["name"] == "nginx"}
+    print(f"{'proxy':10s} {'protocol':18s} {'req/s':>9s} {'CPU µs/req':>11s} {'x nginx':>8s} {'non-2xx':>8s}")
+    for r in rows:
+        ratio = f"{r['cpu_us'] / base[r['proto']]:8.2f}" if r["proto"] in base else f"{'-':>8s}"
+        print(f"{r['name']:10s} {r['proto']:18s} {r['rps']:9.0f} {r['cpu_us']:11.1f} {ratio} {r['non2xx']:8d}")
+    sc = {r["proto"]: r["cpu_us"] for r in rows if r["name"] == "sidecar"}
+    ng = base
+    print(f"\nsidecar h2 / sidecar HTTP/1.1 CPU per request: {sc['h2 (gRPC unary)'] / sc['HTTP/1.1 POST']:.2f}x "
+          f"(nginx: {ng['h2 (gRPC unary)'] / ng['HTTP/1.1 POST']:.2f}x)")
+    print(f"TLS on the listener: +{sc['h2 over TLS'] - sc['h2 (gRPC unary)']:.1f} µs per call on kept connections "
+          f"({sc['h2 over TLS'] / sc['h2 (gRPC unary)']:.2f}x); a connection per call costs "
+          f"{sc['TLS conn per call']:.0f} µs (handshake + connection set-up + one call)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
