@@ -222,20 +222,24 @@ backend b
         placement = tmp / "placement.toml"
         placement.write_text(f'[nodes]\na = "{upstream_url}"\n\n[partitions]\nt1 = "a"\n')
 
-        def sidecar(workers: int):
+        def sidecar(workers: int, pure: bool = False):
             def start(port: int) -> Proc:
                 argv = [sys.executable, "-m", "sidecar", "--placement", str(placement), "--listen",
                         f"127.0.0.1:{port}", "--admin", f"127.0.0.1:{free_port()}", "--control",
                         f"127.0.0.1:{free_port()}", "--workers", str(workers)]
-                p = Proc(f"sidecar-{workers}w", argv, port, tmp,
-                         env=dict(os.environ, PYTHONPATH=str(ROOT)))
+                env = dict(os.environ, PYTHONPATH=str(ROOT))
+                if pure:  # the same source as plain Python (sidecar/_build.py)
+                    env["EPOCHGATE_PURE_PYTHON"] = "1"
+                else:
+                    env.pop("EPOCHGATE_PURE_PYTHON", None)
+                p = Proc(f"sidecar-{workers}w{'-pure' if pure else ''}", argv, port, tmp, env=env)
                 time.sleep(1.0 if workers > 1 else 0.3)  # all workers listening
                 return p
             return start
 
         targets = [("direct", None), ("nginx", nginx_proxy), ("haproxy", haproxy_proxy),
                    ("aiohttp-proxy", aiohttp_proxy), ("bare-forwarder", bare), ("sidecar-1w", sidecar(1)),
-                   ("sidecar-2w", sidecar(2))]
+                   ("sidecar-1w-pure", sidecar(1, pure=True)), ("sidecar-2w", sidecar(2))]
         if a.only:
             keep = set(a.only.split(",")) | {"nginx"}
             targets = [t for t in targets if t[0] in keep]

@@ -1,6 +1,7 @@
 """The sidecar's CPU per request, this checkout against another, in one run.
 
     python bench/bench_proxy_ab.py --baseline DIR [--rounds 3] [--seconds 5] [--connections 32]
+    python bench/bench_proxy_ab.py --baseline pure      # this checkout compiled vs as plain Python
 
 ``DIR`` is another checkout of the project (e.g. ``git archive <commit> | tar -x
 -C DIR``). One nginx upstream answering 1 KiB; the 1-worker sidecar of each tree
@@ -34,21 +35,33 @@ class TreeProc(Proc):
     """A ``Proc`` run from ``tree``: ``python -m sidecar`` imports from its working
     directory first, so the tree is both the cwd and PYTHONPATH."""
 
-    def __init__(self, name: str, argv: list[str], port: int, tmp: Path, tree: Path) -> None:
+    def __init__(self, name: str, argv: list[str], port: int, tmp: Path, tree: Path, pure: bool = False) -> None:
         self.name, self.port = name, port
         self.log = open(tmp / f"{name}.log", "w")
         self.p = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
-                                  cwd=tree, env=dict(os.environ, PYTHONPATH=str(tree)))
+                                  cwd=tree, env=self._env(tree, pure))
         wait_port(port)
+
+    @staticmethod
+    def _env(tree: Path, pure: bool) -> dict[str, str]:
+        env = dict(os.environ, PYTHONPATH=str(tree))
+        env.pop("EPOCHGATE_PURE_PYTHON", None)
+        if pure:  # the same checkout, its compiled modules ignored (sidecar/_build.py)
+            env["EPOCHGATE_PURE_PYTHON"] = "1"
+        return env
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--baseline", required=True, type=Path, help="another checkout of the project")
+    ap.add_argument("--baseline", required=True, type=Path,
+                    help="another checkout of the project, or 'pure': this one as plain Python")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--connections", type=int, default=32)
     a = ap.parse_args()
+    pure_base = str(a.baseline) == "pure"
+    if pure_base:
+        a.baseline = ROOT
     if not (a.baseline / "sidecar" / "__main__.py").is_file():
         print(f"bench_proxy_ab: --baseline {a.baseline}: not a checkout (no sidecar/__main__.py)", file=sys.stderr)
         return 2
@@ -75,7 +88,7 @@ def main() -> int:
                 argv = [sys.executable, "-m", "sidecar", "--placement", str(placement), "--listen",
                         f"127.0.0.1:{port}", "--admin", f"127.0.0.1:{free_port()}", "--control",
                         f"127.0.0.1:{free_port()}"]
-                proc = TreeProc(f"{name}-{rnd}", argv, port, tmp, tree)
+                proc = TreeProc(f"{name}-{rnd}", argv, port, tmp, tree, pure=pure_base and name == "baseline")
                 try:
                     time.sleep(0.3)
                     url = f"http://127.0.0.1:{port}/kv/bench"

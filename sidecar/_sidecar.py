@@ -36,6 +36,7 @@ from ._config import SidecarConfig
 from ._context import ProxyContext
 from ._fanout import FanoutStore, LocalMember
 from ._h2_server import DetectConn
+from . import _build
 from ._log import AccessLog, event
 from ._metrics import Metrics
 from ._stats import Stats
@@ -112,7 +113,8 @@ class Sidecar:
             self._tasks.append(loop.create_task(self._follow_nodes()))
         event("sidecar started", listen=f"{cfg.listen_addr[0]}:{self.port}" if self.proxy else "-",
               admin=self.admin_port or "-", control=self.control_port or "-",
-              store="consul" if cfg.consul else "embedded", partitions=len(self.source.partitions()), pid=os.getpid())
+              store="consul" if cfg.consul else "embedded", partitions=len(self.source.partitions()), pid=os.getpid(),
+              build=_build.describe())
 
     def _start_embedded(self) -> None:
         cfg = self.cfg

@@ -1,0 +1,105 @@
+"""Build: the data path's hot modules compiled with Cython when possible, plain Python otherwise.
+
+Metadata lives in pyproject.toml; this file only adds the optional extension modules.
+The modules compiled are ``sidecar._build.COMPILED`` (read from that file, not imported).
+No compile at all when ``EPOCHGATE_PURE_PYTHON`` is set, Cython is missing, or the
+compiler fails: the package then installs as pure Python and runs the same code.
+Each build writes ``sidecar/_compiled.json`` (the source hash per compiled module) beside
+the extension modules, so an out-of-date in-place ``.so`` is never loaded (see _build).
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+
+from setuptools import setup
+from setuptools.command.build_ext import build_ext
+
+ROOT = Path(__file__).resolve().parent
+PKG = ROOT / "sidecar"
+
+
+def _compiled_names() -> tuple[str, ...]:
+    tree = ast.parse((PKG / "_build.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "COMPILED" for t in node.targets):
+            return tuple(ast.literal_eval(node.value))
+    raise RuntimeError("sidecar/_build.py: COMPILED not found")
+
+
+def _source_hash(name: str) -> str:  # the same as sidecar._build.source_hash
+    h = hashlib.sha256()
+    for suffix in (".py", ".pxd"):
+        p = PKG / f"{name}{suffix}"
+        if p.exists():
+            h.update(suffix.encode() + b"\0" + p.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def _say(msg: str) -> None:
+    print(f"epochgate setup: {msg}", file=sys.stderr)
+
+
+class OptionalBuildExt(build_ext):
+    """Compile what compiles; a failure leaves that module as Python (never fails the install)."""
+
+    def run(self) -> None:
+        try:
+            super().run()
+        except Exception as exc:  # no compiler, missing headers, …
+            _say(f"extension build failed, installing pure Python: {exc}")
+            self.extensions = []
+        self._write_manifest()
+
+    def build_extension(self, ext) -> None:
+        try:
+            super().build_extension(ext)
+            ext._built = True
+        except Exception as exc:
+            _say(f"{ext.name}: compile failed, it stays Python: {exc}")
+
+    def _write_manifest(self) -> None:
+        built = [e for e in self.extensions if getattr(e, "_built", False)]
+        if not built:
+            return
+        out = Path(self.get_ext_fullpath(built[0].name)).parent
+        doc = {"modules": {e.name.rsplit(".", 1)[1]: _source_hash(e.name.rsplit(".", 1)[1]) for e in built}}
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "_compiled.json").write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
+        if not self.inplace and not getattr(self, "editable_mode", False):
+            return
+        # in-place/editable: the manifest must sit beside the .so files in the source tree too
+        (PKG / "_compiled.json").write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
+
+    def get_outputs(self):
+        outs = super().get_outputs()
+        built = [e for e in self.extensions if getattr(e, "_built", False)]
+        if built:
+            outs.append(str(Path(self.get_ext_fullpath(built[0].name)).parent / "_compiled.json"))
+        return outs
+
+
+def _extensions() -> list:
+    if os.environ.get("EPOCHGATE_PURE_PYTHON", "") not in ("", "0"):
+        _say("EPOCHGATE_PURE_PYTHON is set: pure-Python build")
+        return []
+    try:
+        from Cython.Build import cythonize
+    except ImportError:
+        _say("Cython not available: pure-Python build")
+        return []
+    modules = [f"sidecar/{n}.py" for n in _compiled_names()]
+    try:
+        return cythonize(modules, language_level=3, quiet=True,
+                         compiler_directives={"binding": False, "boundscheck": False, "wraparound": False})
+    except Exception as exc:
+        _say(f"cythonize failed, pure-Python build: {exc}")
+        return []
+
+
+setup(ext_modules=_extensions(), cmdclass={"build_ext": OptionalBuildExt})

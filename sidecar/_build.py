@@ -1,0 +1,122 @@
+"""Which build of the data path runs: Cython-compiled or plain Python (one source).
+
+``setup.py`` compiles the modules in ``COMPILED`` with Cython (pure-Python mode: the
+``.py`` is the source, a ``.pxd`` beside it may type its state) when Cython and a C
+compiler are there, and records the SHA-256 of each module's ``.py`` + ``.pxd`` in
+``_compiled.json`` next to the extension modules. At import (``sidecar/__init__``),
+``install()`` puts a finder in front of the extension modules that loads the ``.py``
+instead when
+
+* ``EPOCHGATE_PURE_PYTHON`` is set to anything but ``""``/``0`` (forced pure build), or
+* a module's source no longer matches the hash it was compiled from (an in-place
+  ``.so`` left behind by ``pip install -e .`` would otherwise shadow an edited ``.py``:
+  that module runs as Python and a warning names it), or
+* an extension module is there without a manifest entry (unknown origin).
+
+``describe()`` says which build runs; the sidecar logs it at start-up.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.machinery
+import importlib.util
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+#: the hot path: what setup.py compiles (module names relative to the package)
+COMPILED = ("_stats", "_partition", "_writegate", "_httpmsg", "_upstream", "_log", "_limits", "_target",
+            "_response", "_exchange", "_proxy", "_hold")
+MANIFEST = "_compiled.json"
+_HERE = Path(__file__).resolve().parent
+_state: dict[str, Any] = {"build": "pure", "compiled": [], "pure": [], "reason": "not installed"}
+
+
+def source_hash(name: str, root: Path = _HERE) -> str:
+    """SHA-256 over a module's ``.py`` and (if present) its augmenting ``.pxd``."""
+    h = hashlib.sha256()
+    for suffix in (".py", ".pxd"):
+        p = root / f"{name}{suffix}"
+        if p.exists():
+            h.update(suffix.encode() + b"\0" + p.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def forced_pure() -> bool:
+    return os.environ.get("EPOCHGATE_PURE_PYTHON", "") not in ("", "0")
+
+
+def _extension_present(name: str) -> bool:
+    return any((_HERE / f"{name}{suffix}").exists() for suffix in importlib.machinery.EXTENSION_SUFFIXES)
+
+
+class _PureFinder:
+    """Finds the listed ``sidecar`` modules as their ``.py`` source, ahead of any extension module."""
+
+    def __init__(self, names: set[str]) -> None:
+        self.names = names
+
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
+        if fullname not in self.names:
+            return None
+        src = _HERE / (fullname.rsplit(".", 1)[1] + ".py")
+        loader = importlib.machinery.SourceFileLoader(fullname, str(src))
+        return importlib.util.spec_from_file_location(fullname, str(src), loader=loader)
+
+    def invalidate_caches(self) -> None:
+        pass
+
+
+def install() -> None:
+    """Decide per module whether its extension may load; called once from ``sidecar/__init__``."""
+    present = [n for n in COMPILED if _extension_present(n)]
+    try:
+        manifest = json.loads((_HERE / MANIFEST).read_text())["modules"]
+    except (OSError, ValueError, KeyError, TypeError):
+        manifest = {}
+    pure: list[str] = []
+    stale: list[str] = []
+    if forced_pure():
+        pure = list(COMPILED)
+        reason = "EPOCHGATE_PURE_PYTHON is set"
+    else:
+        for n in COMPILED:
+            if n not in present:
+                pure.append(n)
+            elif manifest.get(n) != source_hash(n):
+                pure.append(n)
+                stale.append(n)
+        reason = "no compiled modules (built without Cython or a C compiler)" if not present else ""
+    if stale:
+        logging.getLogger("epochgate.sidecar").warning(
+            "compiled modules out of date with their source, running them as Python: %s "
+            "(rebuild: pip install -e . or python setup.py build_ext --inplace)", ", ".join(stale))
+        reason = f"stale extension modules: {', '.join(stale)}"
+    if pure and present:
+        sys.meta_path.insert(0, _PureFinder({f"{__package__}.{n}" for n in pure}))
+    compiled = [n for n in COMPILED if n not in pure]
+    _state.update(build="compiled" if compiled and not pure else "mixed" if compiled else "pure",
+                  compiled=compiled, pure=pure, reason=reason)
+
+
+def is_compiled(module: Any) -> bool:
+    """True when ``module`` was loaded from an extension module (not from its ``.py``)."""
+    return not str(getattr(module, "__file__", "")).endswith(".py")
+
+
+def describe() -> str:
+    """One line for the start-up log: ``compiled (12 modules, Cython 3.x)`` or ``pure (reason)``."""
+    s = _state
+    if s["build"] == "compiled":
+        return f"compiled ({len(s['compiled'])} modules)"
+    if s["build"] == "mixed":
+        return f"mixed (compiled: {', '.join(s['compiled'])}; pure: {s['reason'] or ', '.join(s['pure'])})"
+    return f"pure ({s['reason']})"
+
+
+def info() -> dict[str, Any]:
+    return dict(_state)
