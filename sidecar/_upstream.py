@@ -54,8 +54,9 @@ class RespHead:
         self.keep = True
 
 
-class UpstreamConn(asyncio.Protocol):
-    """One connection to an upstream node."""
+class UpstreamConn:
+    """One connection to an upstream node: an ``asyncio.Protocol`` by duck typing (no base
+    class, so the Cython build can make it an extension type, see ``_upstream.pxd``)."""
 
     __slots__ = ("pool", "key", "transport", "parser", "exchange", "closed", "served", "idle_since",
                  "paused", "head")
@@ -101,6 +102,9 @@ class UpstreamConn(asyncio.Protocol):
             if ex.cout:
                 ex.flush_client()
             ex.cout = None
+
+    def eof_received(self) -> bool | None:
+        return None  # the transport closes itself (asyncio.Protocol's default)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True

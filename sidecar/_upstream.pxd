@@ -1,0 +1,15 @@
+# Typed state for the Cython build (pure-Python mode: _upstream.py is the source; this file
+# only declares its classes as extension types with C-level attributes). See sidecar/_build.py.
+
+cdef class RespHead:
+    cdef public int status
+    cdef public object reason, lines, ctoks, clen, te, upg, ctype
+    cdef public bint keep
+
+
+cdef class UpstreamConn:
+    cdef public object pool, key, transport, parser, exchange
+    cdef public bint closed, paused
+    cdef public long served
+    cdef public double idle_since
+    cdef public RespHead head
