@@ -104,8 +104,10 @@ def _extensions() -> list:
         names = tuple(n for n in names if n in only.split(","))
     modules = [f"sidecar/{n}.py" for n in names]
     try:
-        return cythonize(modules, language_level=3, quiet=True, nthreads=os.cpu_count() or 1,
-                         compiler_directives={"binding": False, "boundscheck": False, "wraparound": False,
+        return cythonize(modules, language_level=3, quiet=True, nthreads=os.cpu_count() or 1, force=True,
+                         # Python semantics kept: negative indices and bounds
+                         # checks stay on (the source is plain Python, data[-1] means the last item)
+                         compiler_directives={"binding": False,
                                               # types come from the .pxd files only: an annotation stays a hint
                                               "annotation_typing": False})
     except Exception as exc:

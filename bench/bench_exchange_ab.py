@@ -1,6 +1,7 @@
 """The data path's own CPU per request, without sockets: this checkout against another.
 
     python bench/bench_exchange_ab.py [--baseline DIR] [--rounds 8] [--requests 20000]
+    python bench/bench_exchange_ab.py --baseline pure   # this checkout: compiled vs plain Python
 
 Drives keep-alive GETs and 1 KiB PUTs (gated writes) through the sidecar's
 exchange over the fake transports of ``tests/_fake_transport.py`` (same
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib.util
+import os
 import statistics
 import subprocess
 import sys
@@ -68,7 +70,8 @@ def measure(n: int) -> dict[str, float]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--baseline", type=Path, help="another checkout to compare against")
+    ap.add_argument("--baseline", type=Path,
+                    help="another checkout to compare against, or 'pure': this one as plain Python")
     ap.add_argument("--rounds", type=int, default=8)
     ap.add_argument("--requests", type=int, default=20000)
     ap.add_argument("--tree", type=Path, help=argparse.SUPPRESS)   # child mode: measure this tree
@@ -76,9 +79,14 @@ def main() -> int:
     if a.tree is not None:
         sys.path.insert(0, str(a.tree))
         r = measure(a.requests)
-        print(f"{r['GET']:.4f} {r['PUT']:.4f}")
+        import sidecar._build as build
+
+        print(f"{r['GET']:.4f} {r['PUT']:.4f} {build.describe().split(' ', 1)[0]}")
         return 0
     trees = {"candidate": ROOT}
+    pure_base = str(a.baseline) == "pure"
+    if pure_base:
+        a.baseline = ROOT
     if a.baseline is not None:
         if not (a.baseline / "sidecar" / "_exchange.py").is_file():
             print(f"bench_exchange_ab: --baseline {a.baseline}: not a checkout", file=sys.stderr)
@@ -87,10 +95,15 @@ def main() -> int:
     res: dict[str, list[tuple[float, float]]] = {k: [] for k in trees}
     for rnd in range(a.rounds):
         for name, tree in (list(trees.items()) if rnd % 2 == 0 else list(trees.items())[::-1]):
+            env = dict(os.environ)
+            if pure_base:  # the same tree twice: the baseline with its compiled modules ignored
+                env.pop("EPOCHGATE_PURE_PYTHON", None)
+                if name == "baseline":
+                    env["EPOCHGATE_PURE_PYTHON"] = "1"
             out = subprocess.run([sys.executable, __file__, "--tree", str(tree), "--requests", str(a.requests)],
-                                 cwd=tree, capture_output=True, text=True, check=True).stdout.split()
+                                 cwd=tree, capture_output=True, text=True, check=True, env=env).stdout.split()
             res[name].append((float(out[0]), float(out[1])))
-            print(f"round {rnd + 1} {name:9s} GET {out[0]} µs  PUT {out[1]} µs", flush=True)
+            print(f"round {rnd + 1} {name:9s} GET {out[0]} µs  PUT {out[1]} µs  ({out[2]})", flush=True)
     print(f"\nCPU-µs per request in the exchange (fake transports), median of {a.rounds} rounds of "
           f"{a.requests} requests")
     for i, method in enumerate(("GET", "PUT")):

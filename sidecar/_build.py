@@ -7,7 +7,9 @@ compiler are there, and records the SHA-256 of each module's ``.py`` + ``.pxd`` 
 ``install()`` puts a finder in front of the extension modules that loads the ``.py``
 instead when
 
-* ``EPOCHGATE_PURE_PYTHON`` is set to anything but ``""``/``0`` (forced pure build), or
+* ``EPOCHGATE_PURE_PYTHON`` is set to anything but ``""``/``0`` (forced pure build; a
+  comma-separated list of module names, e.g. ``_proxy,_exchange``, forces just those:
+  that is how a module's compiled cost is measured against its plain-Python cost), or
 * a module's source no longer matches the hash it was compiled from (an in-place
   ``.so`` left behind by ``pip install -e .`` would otherwise shadow an edited ``.py``:
   that module runs as Python and a warning names it), or
@@ -46,8 +48,13 @@ def source_hash(name: str, root: Path = _HERE) -> str:
     return h.hexdigest()
 
 
-def forced_pure() -> bool:
-    return os.environ.get("EPOCHGATE_PURE_PYTHON", "") not in ("", "0")
+def forced_pure() -> frozenset[str]:
+    """The modules ``EPOCHGATE_PURE_PYTHON`` forces to run as Python (all of them for ``1``)."""
+    v = os.environ.get("EPOCHGATE_PURE_PYTHON", "").strip()
+    if v in ("", "0"):
+        return frozenset()
+    names = {n.strip() for n in v.split(",")}
+    return frozenset(names & set(COMPILED)) if names <= set(COMPILED) else frozenset(COMPILED)
 
 
 def _extension_present(name: str) -> bool:
@@ -80,17 +87,20 @@ def install() -> None:
         manifest = {}
     pure: list[str] = []
     stale: list[str] = []
-    if forced_pure():
-        pure = list(COMPILED)
+    forced = forced_pure()
+    reason = ""
+    for n in COMPILED:
+        if n in forced or n not in present:
+            pure.append(n)
+        elif manifest.get(n) != source_hash(n):
+            pure.append(n)
+            stale.append(n)
+    if forced == frozenset(COMPILED):
         reason = "EPOCHGATE_PURE_PYTHON is set"
-    else:
-        for n in COMPILED:
-            if n not in present:
-                pure.append(n)
-            elif manifest.get(n) != source_hash(n):
-                pure.append(n)
-                stale.append(n)
-        reason = "no compiled modules (built without Cython or a C compiler)" if not present else ""
+    elif not present:
+        reason = "no compiled modules (built without Cython or a C compiler)"
+    elif forced:
+        reason = f"EPOCHGATE_PURE_PYTHON={','.join(sorted(forced))}"
     if stale:
         logging.getLogger("epochgate.sidecar").warning(
             "compiled modules out of date with their source, running them as Python: %s "
