@@ -11,9 +11,12 @@ instead when
   comma-separated list of module names, e.g. ``_proxy,_exchange``, forces just those:
   that is how a module's compiled cost is measured against its plain-Python cost), or
 * a module's source no longer matches the hash it was compiled from (an in-place
-  ``.so`` left behind by ``pip install -e .`` would otherwise shadow an edited ``.py``:
-  that module runs as Python and a warning names it), or
+  ``.so`` left behind by ``pip install -e .`` would otherwise shadow an edited ``.py``), or
 * an extension module is there without a manifest entry (unknown origin).
+
+A stale module turns the whole set to Python, with a warning naming it: the compiled
+modules share extension types (``cimport`` in the ``.pxd`` files), and one compiled
+against a type that now comes from a ``.py`` refuses to import.
 
 ``describe()`` says which build runs; the sidecar logs it at start-up.
 """
@@ -31,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 #: the hot path: what setup.py compiles (module names relative to the package)
-COMPILED = ("_stats", "_partition", "_writegate", "_httpmsg", "_upstream", "_log", "_limits", "_target",
+COMPILED = ("_context", "_stats", "_partition", "_writegate", "_httpmsg", "_upstream", "_log", "_limits", "_target",
             "_response", "_exchange", "_proxy", "_hold")
 MANIFEST = "_compiled.json"
 _HERE = Path(__file__).resolve().parent
@@ -102,8 +105,9 @@ def install() -> None:
     elif forced:
         reason = f"EPOCHGATE_PURE_PYTHON={','.join(sorted(forced))}"
     if stale:
+        pure = list(COMPILED)
         logging.getLogger("epochgate.sidecar").warning(
-            "compiled modules out of date with their source, running them as Python: %s "
+            "compiled modules out of date with their source, running the data path as Python: %s "
             "(rebuild: pip install -e . or python setup.py build_ext --inplace)", ", ".join(stale))
         reason = f"stale extension modules: {', '.join(stale)}"
     if pure and present:

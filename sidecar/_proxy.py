@@ -59,8 +59,8 @@ _SPECIAL = {
 _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE")}
 
 
-class ClientConn(asyncio.Protocol):
-    """One downstream connection."""
+class ClientConn:
+    """One downstream connection (an asyncio.Protocol by duck typing: see _proxy.pxd)."""
 
     __slots__ = ("ctx", "transport", "parser", "peer", "peer_s", "current", "parsing", "queue", "flags",
                  "hsize", "last_active", "upgraded", "tunnel", "wpaused", "keyh_names", "xff_line", "in_feed",
@@ -198,6 +198,9 @@ class ClientConn(asyncio.Protocol):
                 cur.keep_alive = False
                 cur.finish("bad_request")
         self.transport.close()
+
+    def eof_received(self) -> bool | None:
+        return None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None

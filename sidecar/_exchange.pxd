@@ -1,0 +1,11 @@
+from sidecar._response cimport ResponseMixin
+
+cdef class Request(ResponseMixin):
+    cpdef dispatch(self)
+    cpdef route(self)
+    cpdef attach(self, up)
+    cpdef flush_up(self)
+    cpdef _uw(self, data)
+    cpdef uncharge(self, long n)
+    cpdef client_body(self, data)
+    cpdef client_body_end(self)
