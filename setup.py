@@ -67,10 +67,14 @@ class OptionalBuildExt(build_ext):
             ext._built = True
         except Exception as exc:
             _say(f"{ext.name}: compile failed, it stays Python: {exc}")
+            stale = Path(self.get_ext_fullpath(ext.name))  # an older build's output must not ship
+            stale.unlink(missing_ok=True)
 
     def _write_manifest(self) -> None:
         built = [e for e in self.extensions if getattr(e, "_built", False)]
         if not built:
+            if self.extensions:  # an older build's manifest must not vouch for anything
+                Path(self.get_ext_fullpath(self.extensions[0].name)).with_name("_compiled.json").unlink(missing_ok=True)
             return
         out = Path(self.get_ext_fullpath(built[0].name)).parent
         doc = {"modules": {e.name.rsplit(".", 1)[1]: _source_hash(e.name.rsplit(".", 1)[1]) for e in built}}
