@@ -25,6 +25,9 @@ from typing import TYPE_CHECKING, Any
 from gate import Phase, Reject, RejectReason
 
 from . import _httpmsg as H
+from ._exstate import (APP_REPLAY_MAX, CONNECTING, DONE, FORWARDING, HELD, NEW, P_BUFFERED, P_HELD,
+                       P_HELD_OR_BUFFERED, P_UPSTREAM_FULL, POOLED_RETRY_MAX, REROUTE_MAX, RESPONDING, ROUTING,
+                       TUNNEL, ExState, step)
 from ._partition import SAFE_METHODS, KeyError400
 from ._response import ResponseMixin
 
@@ -65,10 +68,9 @@ class Request(ResponseMixin):
         "ctx", "conn", "ctransport", "url", "fwd", "keyh", "pending", "method", "method_b", "version",
         "keep_alive", "host", "clen", "te", "chunked", "upgrade", "expect", "rid", "rid_given", "ctoks",
         "xff", "xfp", "xfh", "bad", "partition", "phase", "epoch", "placement", "is_write", "admitted",
-        "decision", "node", "retries", "hold_timer", "held_at", "was_held", "up", "spare", "pending_len",
-        "body_done", "head_sent", "sent_all", "replay", "replay_len", "status", "resp_chunked", "resp_eof",
-        "resp_started", "resp_keep", "resp_buf", "resp_held", "interim", "no_resp_body", "tunnel", "done",
-        "deadline", "uout", "cout", "t0", "t_res", "t_adm", "t_up", "rpath", "charged")
+        "decision", "node", "state", "reroutes", "pooled_retries", "replays", "hold_timer", "held_at",
+        "was_held", "up", "spare", "pending_len", "body_done", "sent_all", "replay", "replay_len", "status",
+        "resp_chunked", "resp_eof", "resp_keep", "resp_buf", "resp_held", "interim", "no_resp_body", "deadline", "uout", "cout", "t0", "t_res", "t_adm", "t_up", "rpath", "charged")
 
     def __init__(self, ctx: "ProxyContext", conn: "ClientConn") -> None:
         self.ctx = ctx
@@ -107,7 +109,10 @@ class Request(ResponseMixin):
         self.admitted = False
         self.decision = "-"
         self.node: "Node | None" = None
-        self.retries = 0
+        self.state = NEW  # the life cycle (_exstate): changed only through step()
+        self.reroutes = 0        # budgets, each spent by its own cause (_exstate)
+        self.pooled_retries = 0
+        self.replays = 0
         self.hold_timer: asyncio.TimerHandle | None = None
         self.held_at = 0.0
         self.was_held = False
@@ -116,7 +121,6 @@ class Request(ResponseMixin):
         self.spare: "UpstreamConn | None" = None  # connected, not yet used (see route)
         self.pending_len = 0
         self.body_done = False
-        self.head_sent = False
         self.sent_all = False
         self.replay: list[bytes] | None = None
         self.replay_len = 0
@@ -124,19 +128,35 @@ class Request(ResponseMixin):
         self.status = 0
         self.resp_chunked = False
         self.resp_eof = False
-        self.resp_started = False
         self.resp_keep = False
         self.resp_buf: list[bytes] | None = None
         self.resp_held: Any = None
         self.interim = False
         self.no_resp_body = False
-        self.tunnel = False
-        self.done = False
         self.deadline = 0.0
         self.uout: list[bytes] | None = None  # batched writes to the upstream (within one client read)
         self.cout: list[bytes] | None = None  # batched writes to the client (within one upstream read)
         # timings (perf_counter)
         self.t0 = self.t_res = self.t_adm = self.t_up = 0.0
+
+    def __repr__(self) -> str:
+        return (f"<Request {self.state.name} {self.method} {self.url.decode('latin-1')!r} "
+                f"partition={self.partition!r} epoch={self.epoch} decision={self.decision}>")
+
+    # derived from the state, for the modules that ask (_proxy, _orphan, _trickle, _upstream)
+    @property
+    def done(self) -> bool:
+        return self.state is DONE
+
+    @property
+    def tunnel(self) -> bool:
+        return self.state is TUNNEL
+
+    @property
+    def head_sent(self) -> bool:
+        """The head went upstream for the current attempt (and the exchange is not over)."""
+        s = self.state
+        return s is FORWARDING or s is RESPONDING or s is TUNNEL
 
     # ------------------------------------------------------------ routing
     def dispatch(self) -> None:
@@ -167,7 +187,9 @@ class Request(ResponseMixin):
 
     def route(self) -> None:
         """Resolve the partition, get an upstream connection and — for a write — admit it
-        immediately before forwarding (DESIGN §7). Re-run on hold wake-ups and retries."""
+        immediately before forwarding (DESIGN §7). Re-run on hold wake-ups and retries
+        (the edges into ROUTING in ``_exstate.TRANSITIONS``)."""
+        self.state = step(self.state, ROUTING)
         ctx = self.ctx
         p = self.partition
         st = ctx.source.state(p)
@@ -200,6 +222,7 @@ class Request(ResponseMixin):
                 if up.closed or up.transport.is_closing():
                     up = ctx.pool.get_idle(node.key)
             if up is None:  # connect first, then resolve and admit again: admission stays next to the send
+                self.state = step(self.state, CONNECTING)
                 ctx.loop.create_task(self._connect(node))
                 return
         if self.is_write:
@@ -220,22 +243,23 @@ class Request(ResponseMixin):
             self.decision = "read"
         self.attach(up)
 
-    def rejected(self, r: Any) -> None:
+    def rejected(self, r: Reject) -> None:
         ctx = self.ctx
-        if r.reason is RejectReason.STALE_EPOCH and self.retries < 3:
-            self.retries += 1  # the table moved between resolve and admit: resolve again
+        if r.reason is RejectReason.STALE_EPOCH and self.reroutes < REROUTE_MAX:
+            self.reroutes += 1  # the table moved between resolve and admit: resolve again
             return self.route()
         if (r.reason in _HOLDABLE and self.conn.transport is not None and ctx.budget.may_hold(self)
                 and ctx.hold.try_hold(self)):
+            self.state = step(self.state, HELD)
             self.was_held = True
             self.decision = "held"
-            self.conn.pause(2)
+            self.conn.pause(P_HELD)
             return
         if self.hold_timer is not None:
             ctx.hold.release(self)
         self.reject_503(r)
 
-    def reject_503(self, r: Any) -> None:
+    def reject_503(self, r: Reject) -> None:
         if r.phase is None and self.phase in _PHASES:  # the phase this request was resolved in
             r = Reject(r.reason, r.current, _PHASES[self.phase])
         self.decision = "reject"
@@ -244,7 +268,7 @@ class Request(ResponseMixin):
         self.answer(503, body, "rejected", extra)
 
     def hold_wake(self) -> None:
-        if self.done:
+        if self.state is not HELD:
             return
         if client_gone(self.conn.transport):
             # A held write's connection is not read (paused), so a client that gave
@@ -254,7 +278,7 @@ class Request(ResponseMixin):
         self.route()
 
     def hold_expired(self) -> None:
-        if self.done:
+        if self.state is DONE:  # (it may be CONNECTING after a wake: the hold's bound still answers it)
             return
         st = self.ctx.source.state(self.partition)
         at = None if st is None else self.ctx.source.lookup(self.partition)
@@ -273,7 +297,7 @@ class Request(ResponseMixin):
         except OSError as exc:
             return self.fail(502, "upstream-unavailable", "upstream unavailable",
                              f"cannot connect to node {node.name!r}: {exc.strerror or exc}", outcome="upstream_error")
-        if self.done:
+        if self.state is not CONNECTING:  # the client left meanwhile
             self.ctx.pool.put(up)
             return
         self.spare = up
@@ -281,6 +305,7 @@ class Request(ResponseMixin):
 
     # ------------------------------------------------------------ request upstream
     def attach(self, up: "UpstreamConn") -> None:
+        self.state = step(self.state, FORWARDING)
         self.up = up
         up.exchange = self
         node = self.node
@@ -320,7 +345,6 @@ class Request(ResponseMixin):
                 self.uncharge(self.replay_len)
             self.replay = []
             self.replay_len = 0
-        self.head_sent = True
         self.t_up = perf_counter()
         self.deadline = ctx.now + ctx.read_timeout
         ctx.waiting.add(self)
@@ -334,12 +358,12 @@ class Request(ResponseMixin):
             self.uncharge(sum(map(len, pending)))
             for data in pending:
                 self._send(data)
-        if self.conn.flags & 6:
-            self.conn.resume(2 | 4)
+        if self.conn.flags & P_HELD_OR_BUFFERED:
+            self.conn.resume(P_HELD_OR_BUFFERED)
         if self.body_done:
             self._send_end()
         if up.paused:
-            self.conn.pause(8)
+            self.conn.pause(P_UPSTREAM_FULL)
         if not self.conn.in_feed:
             self.flush_up()
 
@@ -393,11 +417,12 @@ class Request(ResponseMixin):
         self.sent_all = True
 
     def client_body(self, data: bytes) -> None:
-        if self.done:
+        s = self.state
+        if s is DONE:
             return
         if self.upgrade:  # bytes after an upgrade head: they reach the upstream only after its 101
             return self._park(data)
-        if self.up is not None and self.head_sent:
+        if self.up is not None and (s is FORWARDING or s is RESPONDING):
             if self.upgrade or self.chunked:
                 return self._send(data)
             out = self.uout  # self._send() → self._uw(), inlined for a plain body
@@ -420,20 +445,21 @@ class Request(ResponseMixin):
         self.charged += n
         self.ctx.budget.used += n
         if self.pending_len > PENDING_HIGH:
-            self.conn.pause(4)
+            self.conn.pause(P_BUFFERED)
 
     def client_body_end(self) -> None:
         self.body_done = True
-        if self.up is not None and self.head_sent and not self.done:
+        s = self.state
+        if self.up is not None and (s is FORWARDING or s is RESPONDING):
             if self.chunked:  # self._send_end(), inlined
                 self._uw(H.LAST_CHUNK)
             self.sent_all = True
 
     def upstream_paused(self, paused: bool) -> None:
         if paused:
-            self.conn.pause(8)
+            self.conn.pause(P_UPSTREAM_FULL)
         else:
-            self.conn.resume(8)
+            self.conn.resume(P_UPSTREAM_FULL)
 
     def replay_request(self) -> bool:
         """Put the kept body back into ``pending`` for a retry; False if it was not kept whole."""
@@ -442,5 +468,5 @@ class Request(ResponseMixin):
         self.pending = self.replay
         self.pending_len = self.replay_len
         self.replay = None
-        self.head_sent = self.sent_all = False
+        self.sent_all = False
         return True

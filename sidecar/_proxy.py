@@ -16,10 +16,10 @@ body → 400, a bad target → 400/414 (``_target``). Trailers are dropped: they
 arrive after the head was checked and dispatched and must change nothing.
 Bytes after an upgrade request wait until the upstream answers 101.
 
-Reading from the client is paused for several independent reasons (bit flags
-in ``pause``/``resume``): a pipelined request queued (1), a write held (2),
-body bytes buffered before an upstream connection is ready (4), the upstream's
-send buffer full (8).
+Reading from the client is paused for several independent reasons
+(``_exstate.Pause``, bit flags in ``pause``/``resume``): a pipelined request
+queued, a write held, body bytes buffered before an upstream connection is
+ready, the upstream's send buffer full.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ import httptools
 from . import _httpmsg as H
 from ._context import ProxyContext
 from ._exchange import Request
+from ._exstate import P_ALL, P_QUEUED, Pause
 from ._hookpath import is_hook_path
 from ._orphan import orphan_write
 from ._limits import BUSY_503
@@ -219,7 +220,11 @@ class ClientConn(asyncio.Protocol):
         if up is not None and up.transport is not None:
             up.transport.resume_reading()
 
+    def __repr__(self) -> str:
+        return f"<ClientConn {self.peer_s} paused={Pause(self.flags)!r} current={self.current!r}>"
+
     def pause(self, flag: int) -> None:
+        """Stop reading for reason ``flag`` (a ``Pause`` value, as an int on the per-request paths)."""
         if not self.flags and self.transport is not None:
             self.transport.pause_reading()
         self.flags |= flag
@@ -236,7 +241,7 @@ class ClientConn(asyncio.Protocol):
 
     def tunnel_to(self, up: Any, req: Request) -> None:
         self.tunnel = up
-        self.resume(0xFF)
+        self.resume(P_ALL)
 
     # ---------------------------------------------------------------- httptools callbacks
     def on_message_begin(self) -> None:
@@ -370,7 +375,7 @@ class ClientConn(asyncio.Protocol):
             req.dispatch()
         else:
             self.queue.append(req)
-            self.pause(1)
+            self.pause(P_QUEUED)
 
     def on_body(self, body: bytes) -> None:
         self.parsing.client_body(body)
@@ -392,7 +397,7 @@ class ClientConn(asyncio.Protocol):
         if self.queue:
             nxt = self.current = self.queue.popleft()
             if not self.queue:
-                self.resume(1)
+                self.resume(P_QUEUED)
             nxt.dispatch()
         elif self.flags:
-            self.resume(1 | 2 | 4 | 8)
+            self.resume(P_ALL)
