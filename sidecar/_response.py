@@ -39,7 +39,7 @@ class ResponseMixin:
         self.resp_keep = head.keep
         self.status = status
         self.deadline = self.ctx.now + self.ctx.read_timeout
-        if status == 101 and not self.upgrade:
+        if status == 101 and not self.head.upgrade:
             return self.upstream_failed("upstream switched protocols without an upgrade request")
         if (status == 503 and self.admitted and head.ctype is not None
                 and head.ctype.startswith(b"application/problem+json")
@@ -48,14 +48,15 @@ class ResponseMixin:
             self.resp_buf = []
             return
         self._write_head(head)
-        if self.method == "HEAD":  # httptools cannot be told to expect no body: finish here, drop the conn
+        if self.head.method == "HEAD":  # httptools cannot be told to expect no body: finish here, drop the conn
             self._end_response(reusable=False)
 
     def has_body(self: "Request") -> bool:
-        return self.chunked or (self.clen is not None and self.clen != b"0")
+        return self.head.has_body()
 
     def _write_head(self: "Request", head: "RespHead") -> None:
         self.state = step(self.state, RESPONDING)
+        rq = self.head
         status = head.status
         key = (status, head.reason)
         first = _STATUS_LINES.get(key)
@@ -73,11 +74,11 @@ class ResponseMixin:
             lines = kept
         clen = head.clen
         te = head.te
-        no_body = self.method == "HEAD" or status in (204, 304)
+        no_body = rq.method == "HEAD" or status in (204, 304)
         self.no_resp_body = no_body
-        close = not self.keep_alive or (not self.body_done and self.has_body()) or self.ctx.closing
+        close = not self.keep_alive or (not self.body_done and rq.has_body()) or self.ctx.closing
         if status == 101:
-            tail = b"Connection: upgrade\r\nUpgrade: " + (head.upg or self.upgrade) + b"\r\n"
+            tail = b"Connection: upgrade\r\nUpgrade: " + (head.upg or rq.upgrade) + b"\r\n"
             close = False
         elif no_body:
             tail = b"Content-Length: " + clen + b"\r\n" if clen is not None and status != 204 else b""
@@ -85,18 +86,18 @@ class ResponseMixin:
             tail = b"Content-Length: " + clen + b"\r\n"
         else:
             self.resp_eof = te is None  # upstream ends this body by closing
-            if self.version == "1.1":
+            if rq.version == "1.1":
                 tail = b"Transfer-Encoding: chunked\r\n"
                 self.resp_chunked = True
             else:
                 tail = b""
                 close = True  # HTTP/1.0 client: delimit by closing
-        if self.upgrade and status != 101:
+        if rq.upgrade and status != 101:
             close = True  # the client connection was handed to the upgrade; it cannot carry another request
         if close:
             self.keep_alive = False
             tail += b"Connection: close\r\n\r\n"
-        elif self.version == "1.0":
+        elif rq.version == "1.0":
             tail += b"Connection: keep-alive\r\n\r\n"
         else:
             tail += b"\r\n"
@@ -161,7 +162,7 @@ class ResponseMixin:
                 return
             self._relay_held()
         # an upgrade answered otherwise: the upstream may still expect the other protocol — never reuse
-        self._end_response(reusable=self.resp_keep and self.sent_all and not self.upgrade)
+        self._end_response(reusable=self.resp_keep and self.sent_all and not self.head.upgrade)
 
     def _end_response(self: "Request", reusable: bool) -> None:
         if self.resp_chunked:
@@ -171,7 +172,7 @@ class ResponseMixin:
         if up is not None:
             if self.conn.wpaused and up.transport is not None:
                 up.transport.resume_reading()
-            up.release(reusable and self.method != "HEAD")
+            up.release(reusable and self.head.method != "HEAD")
         self.finish("ok")
 
     def _retry_after_app_reject(self: "Request") -> bool:
@@ -211,6 +212,7 @@ class ResponseMixin:
         up = self.up
         self.flush_client()
         self.state = step(self.state, TUNNEL)
+        self.tunnel = True
         self.ctx.waiting.discard(self)
         self.conn.tunnel_to(up, self)
         if rest:
@@ -243,7 +245,7 @@ class ResponseMixin:
             return
         if s is FORWARDING and self.resp_held is None:
             if (up.served > 0 and self.pooled_retries < POOLED_RETRY_MAX
-                    and self.method in ("GET", "HEAD", "OPTIONS", "PUT", "DELETE")
+                    and self.head.method in ("GET", "HEAD", "OPTIONS", "PUT", "DELETE")
                     and (not self.has_body() or self.replay_request())):
                 # a pooled keep-alive connection closed under us before answering: retry on a fresh one
                 self.pooled_retries += 1
@@ -302,12 +304,12 @@ class ResponseMixin:
         if s is RESPONDING or s is TUNNEL:
             return self.abort(outcome)
         self._drop_upstream()
-        close = ((not self.body_done and self.has_body()) or not self.keep_alive or bool(self.upgrade)
+        close = ((not self.body_done and self.has_body()) or not self.keep_alive or bool(self.head.upgrade)
                  or self.ctx.closing)
         self.keep_alive = not close
         self.status = status
         if self.conn.transport is not None:
-            self.ctransport.write(H.response(status, body, close=close, request_id=self.rid, extra=extra))
+            self.ctransport.write(H.response(status, body, close=close, request_id=self.head.rid, extra=extra))
         self.finish(outcome)
 
     def finish(self: "Request", outcome: str) -> None:
@@ -340,9 +342,9 @@ class ResponseMixin:
         if access.enabled:  # formatted at the next flush, not here
             rows = access.rows
             node = self.node
-            rows.append((self.conn.peer_s, self.method, self.url, self.partition, self.phase, self.epoch,
+            rows.append((self.conn.peer_s, self.head.method, self.head.url, self.partition, self.phase, self.epoch,
                          self.decision, self.status or 499, t - self.t_up if self.t_up else 0.0,
-                         t - t0 if t0 else 0.0, self.rid, node.name if node is not None else ""))
+                         t - t0 if t0 else 0.0, self.head.rid, node.name if node is not None else ""))
             if len(rows) >= 256:
                 access.flush()
         self.conn.request_done(self)
