@@ -9,6 +9,7 @@ from ._admission import FAIL_CLOSED, fail_closed_admit, fail_closed_reject
 from ._admit import AdmitClient, Admitter, LocalAdmitter, SyncAdmitClient
 from ._app_participant import AppParticipant, make_participant, open_participant
 from ._aiohttp import aiohttp_middleware
+from ._blocking import next_blocking_index
 from ._asgi import AsgiGateMiddleware
 from ._consensus import Consensus, MemoryConsensus, TxnOp, Versioned
 from ._ackwatch import AckReader
@@ -151,6 +152,7 @@ __all__ = [
     "load_placement_file",
     "make_participant",
     "mover_token_from_env",
+    "next_blocking_index",
     "node_name",
     "open_consul",
     "open_participant",

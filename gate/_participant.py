@@ -42,6 +42,7 @@ import random
 import time
 from typing import Any, Callable, Protocol
 
+from ._blocking import next_blocking_index
 from ._current_replica import CurrentReplica, read_at as _read_at
 from ._exceptions import BackendError, ConfigError
 from ._sessions import ConsulHTTP, SessionLost
@@ -357,7 +358,7 @@ class Participant(CurrentReplica):
             except BackendError:
                 await asyncio.sleep(self.renew_every_s)   # renewals and the lease cover an outage
                 continue
-            index = new if new >= index else 0
+            index = next_blocking_index(index, new)
             mine = [e for e in entries if e.key == self.key]
             if not mine or mine[0].session != self.session:
                 self.session_lost(f"{self.key} is gone or held by another session")

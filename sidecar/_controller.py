@@ -36,6 +36,7 @@ from gate import (
     Op,
     SessionLost,
     mover_token_from_env,
+    next_blocking_index,
     node_name,
     partition_id,
     provision_mover_token,
@@ -223,7 +224,7 @@ class Controller:
                 log.info("controller %s: %s (retrying)", self.owner, exc)
                 await asyncio.sleep(0.2)
                 continue
-            index = new_index if new_index >= index else 0
+            index = next_blocking_index(index, new_index)
             for job in jobs:
                 if not job.terminal and job.id not in self._tasks:
                     self._tasks[job.id] = asyncio.create_task(self._run_one(job), name=f"job-{job.id}")
@@ -304,7 +305,7 @@ class Controller:
         index, last = 0, None
         while True:
             entries, new_index = await self.consul.list(key, index=index or None, wait_s=5.0)
-            index = new_index if new_index >= index else 0
+            index = next_blocking_index(index, new_index)
             job = next((Job.from_dict(json.loads(e.value), e.modify_index)
                         for e in entries if e.key == key), None)
             if job is None:
