@@ -1,12 +1,12 @@
 """The life cycle of one proxied exchange (``_exchange.Request``), in one table.
 
-    NEW ──▶ ROUTING ──▶ FORWARDING ──▶ RESPONDING ──▶ TUNNEL
-             │  ▲  ▲        │  │  │          │           │
-             ▼  │  │        │  │  └─▶ HELD   │           │
-        CONNECTING │ ◀──────┘  │     (app    │           │
-             HELD ─┘   (retry) │    refusal) │           │
-                               ▼             ▼           ▼
-                  every state except DONE ──▶ DONE
+    NEW → ROUTING → FORWARDING → RESPONDING → (TUNNEL) → DONE, the usual path, with
+    ROUTING ⇄ CONNECTING    no idle upstream connection: open one, then route again
+    ROUTING ⇄ HELD          a write refused before reaching the app waits, then routes again
+    ROUTING → ROUTING       the table moved between resolve and admit
+    FORWARDING → ROUTING    pooled connection closed unanswered / app refused, table moved on
+    FORWARDING → HELD       app refused at the epoch our table still stands at (backoff)
+    every state but DONE → DONE
 
 * ``NEW``: the head is being parsed, or the request waits behind the one
   before it on the connection (pipelining).
@@ -89,8 +89,9 @@ TRANSITIONS: dict[tuple[ExState, ExState], str] = {
 
 # The table as bit masks on the members: ``step`` runs ~4 times per request, and a
 # dict/frozenset lookup would hash the members through Enum's Python-level
-# ``__hash__`` (bench_exchange_ab: step() with frozensets cost +5 % CPU per GET,
-# with masks +1-2 %).
+# ``__hash__``: 0.16 µs per step() with masks against ~0.5 µs with frozensets
+# (timeit, loaded machine); bench_exchange_ab GET ratio vs the tree without states
+# 1.05–1.08 with frozensets, 1.035 with masks.
 for _i, _s in enumerate(ExState):
     _s.bit = 1 << _i  # type: ignore[attr-defined]
 for _s in ExState:
