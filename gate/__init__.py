@@ -38,6 +38,7 @@ from ._fence import FENCE_HEADER, STALE_MOVER_TYPE, MoverFence, StaleAttempt, St
 from ._grpc_interceptor import grpc_interceptor
 from ._guard import CommitGuard, Stamp, commit_point, current_guard
 from ._ids import key_segment
+from ._lease import Lease
 from ._inflight import InflightTracker
 from ._machine import Op, step
 from ._mover_auth import MOVER_TOKEN_ENV, MOVER_TOKEN_HEADER, MoverAuth, mover_token_from_env, provision_mover_token, read_mover_token
@@ -99,6 +100,7 @@ __all__ = [
     "HistoryEntry",
     "InflightTracker",
     "KVEntry",
+    "Lease",
     "LocalAdmitter",
     "MOVER_TOKEN_ENV",
     "MOVER_TOKEN_HEADER",

@@ -33,6 +33,7 @@ from gate import (
     ConfigError,
     ConsulHTTP,
     GroupCommit,
+    Lease,
     Op,
     SessionLost,
     mover_token_from_env,
@@ -63,14 +64,14 @@ class Leadership:
         self.consul, self.key, self.owner, self.ttl_s, self.clock = consul, key, owner, ttl_s, clock
         self.lease_s = ttl_s / 2
         self.session: str | None = None
-        self._last_renew = float("-inf")
+        self._lease = Lease(self.lease_s, clock)
         self._lost = False
         self._holding = False
 
     def held(self) -> bool:
         """True while this controller holds the lock and renewed its session within the lease."""
         return (self._holding and self.session is not None and not self._lost
-                and self.clock() - self._last_renew < self.lease_s)
+                and self._lease.held())
 
     def check(self) -> None:
         if not self.held():
@@ -80,15 +81,14 @@ class Leadership:
         if self.session is None:
             sent = self.clock()
             self.session = await self.consul.session_create(f"epochgate-controller-{self.owner}", self.ttl_s)
-            self._last_renew, self._lost = sent, False
+            self._lease.started(sent)
+            self._lost = False
         self._holding = await self.consul.acquire(self.key, self.owner.encode(), self.session)
         return self._holding
 
     async def renew(self) -> None:
-        sent = self.clock()
         try:
-            await self.consul.session_renew(self.session)
-            self._last_renew = sent
+            await self._lease.renew(self.consul, self.session)
         except SessionLost:
             self._lost = True
             self._holding = False
