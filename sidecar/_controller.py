@@ -34,9 +34,11 @@ from gate import (
     ConfigError,
     ConsulHTTP,
     GroupCommit,
+    Lease,
     Op,
     SessionLost,
     mover_token_from_env,
+    next_blocking_index,
     node_name,
     partition_id,
     provision_mover_token,
@@ -66,14 +68,14 @@ class Leadership:
         self.consul, self.key, self.owner, self.ttl_s, self.clock = consul, key, owner, ttl_s, clock
         self.lease_s = ttl_s / 2
         self.session: str | None = None
-        self._last_renew = float("-inf")
+        self._lease = Lease(self.lease_s, clock)
         self._lost = False
         self._holding = False
 
     def held(self) -> bool:
         """True while this controller holds the lock and renewed its session within the lease."""
         return (self._holding and self.session is not None and not self._lost
-                and self.clock() - self._last_renew < self.lease_s)
+                and self._lease.held())
 
     def check(self) -> None:
         if not self.held():
@@ -83,15 +85,14 @@ class Leadership:
         if self.session is None:
             sent = self.clock()
             self.session = await self.consul.session_create(f"epochgate-controller-{self.owner}", self.ttl_s)
-            self._last_renew, self._lost = sent, False
+            self._lease.started(sent)
+            self._lost = False
         self._holding = await self.consul.acquire(self.key, self.owner.encode(), self.session)
         return self._holding
 
     async def renew(self) -> None:
-        sent = self.clock()
         try:
-            await self.consul.session_renew(self.session)
-            self._last_renew = sent
+            await self._lease.renew(self.consul, self.session)
         except SessionLost:
             self._lost = True
             self._holding = False
@@ -235,7 +236,7 @@ class Controller:
                 log.info("controller %s: %s (retrying)", self.owner, exc)
                 await asyncio.sleep(0.2)
                 continue
-            index = new_index if new_index >= index else 0
+            index = next_blocking_index(index, new_index)
             for job in jobs:
                 if not job.terminal and job.id not in self._tasks:
                     self._tasks[job.id] = asyncio.create_task(self._run_one(job), name=f"job-{job.id}")
@@ -318,7 +319,7 @@ class Controller:
         index, last = 0, None
         while True:
             entries, new_index = await self.consul.list(key, index=index or None, wait_s=5.0)
-            index = new_index if new_index >= index else 0
+            index = next_blocking_index(index, new_index)
             job = next((Job.from_dict(json.loads(e.value), e.modify_index)
                         for e in entries if e.key == key), None)
             if job is None:

@@ -16,10 +16,10 @@ body → 400, a bad target → 400/414 (``_target``). Trailers are dropped: they
 arrive after the head was checked and dispatched and must change nothing.
 Bytes after an upgrade request wait until the upstream answers 101.
 
-Reading from the client is paused for several independent reasons (bit flags
-in ``pause``/``resume``): a pipelined request queued (1), a write held (2),
-body bytes buffered before an upstream connection is ready (4), the upstream's
-send buffer full (8).
+Reading from the client is paused for several independent reasons
+(``_exstate.Pause``, bit flags in ``pause``/``resume``): a pipelined request
+queued, a write held, body bytes buffered before an upstream connection is
+ready, the upstream's send buffer full.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ import httptools
 from . import _httpmsg as H
 from ._context import ProxyContext
 from ._exchange import Request
+from ._exstate import P_ALL, P_QUEUED, Pause
 from ._hookpath import is_hook_path
 from ._orphan import orphan_write
 from ._limits import BUSY_503
@@ -154,7 +155,7 @@ class ClientConn(asyncio.Protocol):
         except httptools.HttpParserUpgrade as exc:
             self.in_feed = False
             req = self.parsing
-            if req is None or not req.upgrade:
+            if req is None or not req.head.upgrade:
                 # only a head that asked for an upgrade (and was accepted as one) may switch the
                 # connection; anything else must not turn the following bytes into a tunnel
                 self.upgraded = True  # the parser cannot go on; later bytes are dropped
@@ -226,7 +227,11 @@ class ClientConn(asyncio.Protocol):
         if up is not None and up.transport is not None:
             up.transport.resume_reading()
 
+    def __repr__(self) -> str:
+        return f"<ClientConn {self.peer_s} paused={Pause(self.flags)!r} current={self.current!r}>"
+
     def pause(self, flag: int) -> None:
+        """Stop reading for reason ``flag`` (a ``Pause`` value, as an int on the per-request paths)."""
         if not self.flags and self.transport is not None:
             self.transport.pause_reading()
         self.flags |= flag
@@ -243,7 +248,7 @@ class ClientConn(asyncio.Protocol):
 
     def tunnel_to(self, up: Any, req: Request) -> None:
         self.tunnel = up
-        self.resume(0xFF)
+        self.resume(P_ALL)
 
     # ---------------------------------------------------------------- httptools callbacks
     def on_message_begin(self) -> None:
@@ -254,8 +259,8 @@ class ClientConn(asyncio.Protocol):
         self.hsize += len(url)
         if self.hsize > self.ctx.max_header:
             raise _HeadTooLarge
-        req = self.parsing
-        req.url = req.url + url if req.url else url
+        h = self.parsing.head
+        h.url = h.url + url if h.url else url
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if self.in_body:
@@ -263,58 +268,58 @@ class ClientConn(asyncio.Protocol):
         n = self.hsize = self.hsize + len(name) + len(value) + 4
         if n > self.max_header:
             raise _HeadTooLarge
-        req = self.parsing
+        h = self.parsing.head  # the request head being filled (_reqhead)
         # classify the name once per distinct spelling (names repeat: no lower() per header)
         hit = self.kinds.get(name)
         if hit is None:
             hit = self._classify(name)
         kind, lname = hit
         if kind == _PLAIN:
-            req.fwd += (name, b": ", value, b"\r\n")
+            h.fwd += (name, b": ", value, b"\r\n")
             return
         if kind == _KEY:
-            old = req.keyh.get(lname)
+            old = h.keyh.get(lname)
             if old is not None and old != value:
-                req.bad = (400, "conflicting partition keys", f"header {name.decode('latin-1')} given twice")
-            req.keyh[lname] = value
-            req.fwd += (name, b": ", value, b"\r\n")
+                h.bad = (400, "conflicting partition keys", f"header {name.decode('latin-1')} given twice")
+            h.keyh[lname] = value
+            h.fwd += (name, b": ", value, b"\r\n")
             return
         if kind == _DROP:
             return
         if kind == _HOST:
-            if req.host is not None:
-                req.bad = (400, "duplicate Host", "more than one Host header")
-            req.host = value
+            if h.host is not None:
+                h.bad = (400, "duplicate Host", "more than one Host header")
+            h.host = value
         elif kind == _CLEN:
-            if req.clen is not None and req.clen != value.strip():
-                req.bad = (400, "conflicting Content-Length", "differing Content-Length headers")
-            req.clen = value.strip()
-            if req.te is not None:
-                req.bad = (400, "ambiguous framing", "Content-Length together with Transfer-Encoding")
+            if h.clen is not None and h.clen != value.strip():
+                h.bad = (400, "conflicting Content-Length", "differing Content-Length headers")
+            h.clen = value.strip()
+            if h.te is not None:
+                h.bad = (400, "ambiguous framing", "Content-Length together with Transfer-Encoding")
         elif kind == _TE:
-            req.te = value if req.te is None else req.te + b", " + value
-            if req.clen is not None:
-                req.bad = (400, "ambiguous framing", "Content-Length together with Transfer-Encoding")
+            h.te = value if h.te is None else h.te + b", " + value
+            if h.clen is not None:
+                h.bad = (400, "ambiguous framing", "Content-Length together with Transfer-Encoding")
         elif kind == _CONN:
             toks = H.connection_tokens(value) - _CONN_OPTIONS
             if toks:
-                req.ctoks = toks if req.ctoks is None else req.ctoks | toks
+                h.ctoks = toks if h.ctoks is None else h.ctoks | toks
         elif kind == _UPG:
-            req.upgrade = value
+            h.upgrade = value
         elif kind == _RID:
-            req.rid = value
-            req.rid_given = True
-            req.fwd += (name, b": ", value, b"\r\n")
+            h.rid = value
+            h.rid_given = True
+            h.fwd += (name, b": ", value, b"\r\n")
         elif kind == _EXPECT:
-            req.expect = value.strip().lower() == b"100-continue"
+            h.expect = value.strip().lower() == b"100-continue"
         elif kind == _XFF:
-            req.xff = value if req.xff is None else req.xff + b", " + value
+            h.xff = value if h.xff is None else h.xff + b", " + value
         elif kind == _XFP:
-            req.xfp = value
-            req.fwd += (name, b": ", value, b"\r\n")
+            h.xfp = value
+            h.fwd += (name, b": ", value, b"\r\n")
         elif kind == _XFH:
-            req.xfh = value
-            req.fwd += (name, b": ", value, b"\r\n")
+            h.xfh = value
+            h.fwd += (name, b": ", value, b"\r\n")
 
     def _classify(self, name: bytes) -> tuple[int, bytes]:
         lname = name.lower()
@@ -332,54 +337,55 @@ class ClientConn(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         req = self.parsing
+        h = req.head  # filled here and in on_url/on_header (_reqhead)
         p = self.parser
         self.in_body = True
         self.heads += 1
         self.head_seen = 0
         self.head_since = 0.0
-        req.method_b = mb = p.get_method()
-        req.method = _METHODS.get(mb) or mb.decode("ascii", "replace")
-        req.version = p.get_http_version()
-        req.keep_alive = p.should_keep_alive()
-        if req.te is not None:
-            codings = [c.strip().lower() for c in req.te.split(b",")]
+        h.method_b = mb = p.get_method()
+        h.method = _METHODS.get(mb) or mb.decode("ascii", "replace")
+        h.version = p.get_http_version()
+        h.keep = req.keep_alive = p.should_keep_alive()
+        if h.te is not None:
+            codings = [c.strip().lower() for c in h.te.split(b",")]
             if codings[-1] != b"chunked" or codings.count(b"chunked") > 1:
-                req.bad = (400, "unsupported transfer coding", "Transfer-Encoding must end in a single chunked")
-            req.chunked = True
-        if req.upgrade and not p.should_upgrade():  # llhttp: Upgrade plus Connection: upgrade
-            req.upgrade = False  # Upgrade without Connection: upgrade is just a hop-by-hop header
-        if req.ctoks:
-            req.ctoks -= _CONN_OPTIONS
+                h.bad = (400, "unsupported transfer coding", "Transfer-Encoding must end in a single chunked")
+            h.chunked = True
+        if h.upgrade and not p.should_upgrade():  # llhttp: Upgrade plus Connection: upgrade
+            h.upgrade = False  # Upgrade without Connection: upgrade is just a hop-by-hop header
+        if h.ctoks:
+            h.ctoks -= _CONN_OPTIONS
             # never let Connection remove what the proxy itself sets
-            req.ctoks -= {b"host", b"x-partition", b"x-placement", b"x-placement-epoch", b"x-request-id"}
-        if req.method == "CONNECT":
-            req.bad = (405, "method not allowed", "CONNECT is not proxied")
-        elif is_hook_path(req.url):   # the mover hooks belong to the controller (DESIGN §6)
-            req.bad = (404, "not found", "the /_epochgate/ mover hooks are not served through the sidecar")
-        elif req.bad is None:  # one normalised target for every rule and the upstream
+            h.ctoks -= {b"host", b"x-partition", b"x-placement", b"x-placement-epoch", b"x-request-id"}
+        if h.method == "CONNECT":
+            h.bad = (405, "method not allowed", "CONNECT is not proxied")
+        elif is_hook_path(h.url):   # the mover hooks belong to the controller (DESIGN §6)
+            h.bad = (404, "not found", "the /_epochgate/ mover hooks are not served through the sidecar")
+        elif h.bad is None:  # one normalised target for every rule and the upstream
             try:
-                req.url, req.rpath, authority = normalize(req.url, req.method, self.ctx.max_path)
+                h.url, h.rpath, authority = normalize(h.url, h.method, self.ctx.max_path)
             except TargetError as exc:
-                req.bad = (exc.status, exc.title, exc.detail)
+                h.bad = (exc.status, exc.title, exc.detail)
             else:
                 if authority is not None:
-                    req.host = authority  # absolute-form: the target's authority wins over Host (RFC 9112 §3.2.2)
-        if req.upgrade and req.has_body():
+                    h.host = authority  # absolute-form: the target's authority wins over Host (RFC 9112 §3.2.2)
+        if h.upgrade and h.has_body():
             # An upgrade's body would reach the upstream unframed (the head goes without
             # Content-Length/chunked): an upstream that refuses the upgrade reads it as a request.
-            req.bad = (400, "upgrade with a body", "a request asking for a protocol upgrade must not carry a body")
-        if req.upgrade and req.upgrade.lstrip()[:3].lower() == b"h2c":  # a tunnel would carry ungated streams
-            req.bad = (400, "h2c upgrade not proxied", "send HTTP/2 with prior knowledge instead of Upgrade: h2c")
-        if req.host is None and req.version == "1.1":
-            req.bad = (400, "missing Host", "HTTP/1.1 requests need a Host header")
-        if req.bad is not None:
+            h.bad = (400, "upgrade with a body", "a request asking for a protocol upgrade must not carry a body")
+        if h.upgrade and h.upgrade.lstrip()[:3].lower() == b"h2c":  # a tunnel would carry ungated streams
+            h.bad = (400, "h2c upgrade not proxied", "send HTTP/2 with prior knowledge instead of Upgrade: h2c")
+        if h.host is None and h.version == "1.1":
+            h.bad = (400, "missing Host", "HTTP/1.1 requests need a Host header")
+        if h.bad is not None:
             req.keep_alive = False
         if self.current is None:
             self.current = req
             req.dispatch()
         else:
             self.queue.append(req)
-            self.pause(1)
+            self.pause(P_QUEUED)
 
     def on_body(self, body: bytes) -> None:
         self.trailer = False
@@ -406,14 +412,14 @@ class ClientConn(asyncio.Protocol):
             self.current = None
         if self.transport is None:
             return
-        if not (req.keep_alive and (req.body_done or not req.has_body())) or req.upgrade or self.ctx.closing:
+        if not (req.keep_alive and (req.body_done or not req.has_body())) or req.head.upgrade or self.ctx.closing:
             self.transport.close()
             return
         self.last_active = self.ctx.now
         if self.queue:
             nxt = self.current = self.queue.popleft()
             if not self.queue:
-                self.resume(1)
+                self.resume(P_QUEUED)
             nxt.dispatch()
         elif self.flags:
-            self.resume(1 | 2 | 4 | 8)
+            self.resume(P_ALL)

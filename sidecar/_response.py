@@ -13,9 +13,14 @@ refusal: then the write is retried like a held one instead of being relayed.
 from __future__ import annotations
 
 from time import perf_counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import _httpmsg as H
+from ._exstate import APP_REPLAY_MAX, DONE, FORWARDING, HELD, POOLED_RETRY_MAX, RESPONDING, TUNNEL, step
+
+if TYPE_CHECKING:
+    from ._exchange import Request
+    from ._upstream import RespHead, UpstreamConn
 
 RESP_BUF_MAX = 64 * 1024
 _STATUS_LINES: dict[tuple[int, bytes], bytes] = {}
@@ -25,7 +30,7 @@ class ResponseMixin:
     __slots__ = ()
 
     # ------------------------------------------------------------ upstream → client
-    def on_response_head(self: Any, head: Any) -> None:
+    def on_response_head(self: "Request", head: "RespHead") -> None:
         status = head.status
         if status < 200 and status != 101:
             self.interim = True  # 100/102/103: swallowed, the final response follows
@@ -34,7 +39,7 @@ class ResponseMixin:
         self.resp_keep = head.keep
         self.status = status
         self.deadline = self.ctx.now + self.ctx.read_timeout
-        if status == 101 and not self.upgrade:
+        if status == 101 and not self.head.upgrade:
             return self.upstream_failed("upstream switched protocols without an upgrade request")
         if (status == 503 and self.admitted and head.ctype is not None
                 and head.ctype.startswith(b"application/problem+json")
@@ -43,14 +48,15 @@ class ResponseMixin:
             self.resp_buf = []
             return
         self._write_head(head)
-        if self.method == "HEAD":  # httptools cannot be told to expect no body: finish here, drop the conn
+        if self.head.method == "HEAD":  # httptools cannot be told to expect no body: finish here, drop the conn
             self._end_response(reusable=False)
 
-    def has_body(self: Any) -> bool:
-        return self.chunked or (self.clen is not None and self.clen != b"0")
+    def has_body(self: "Request") -> bool:
+        return self.head.has_body()
 
-    def _write_head(self: Any, head: Any) -> None:
-        self.resp_started = True
+    def _write_head(self: "Request", head: "RespHead") -> None:
+        self.state = step(self.state, RESPONDING)
+        rq = self.head
         status = head.status
         key = (status, head.reason)
         first = _STATUS_LINES.get(key)
@@ -68,11 +74,11 @@ class ResponseMixin:
             lines = kept
         clen = head.clen
         te = head.te
-        no_body = self.method == "HEAD" or status in (204, 304)
+        no_body = rq.method == "HEAD" or status in (204, 304)
         self.no_resp_body = no_body
-        close = not self.keep_alive or (not self.body_done and self.has_body()) or self.ctx.closing
+        close = not self.keep_alive or (not self.body_done and rq.has_body()) or self.ctx.closing
         if status == 101:
-            tail = b"Connection: upgrade\r\nUpgrade: " + (head.upg or self.upgrade) + b"\r\n"
+            tail = b"Connection: upgrade\r\nUpgrade: " + (head.upg or rq.upgrade) + b"\r\n"
             close = False
         elif no_body:
             tail = b"Content-Length: " + clen + b"\r\n" if clen is not None and status != 204 else b""
@@ -80,18 +86,18 @@ class ResponseMixin:
             tail = b"Content-Length: " + clen + b"\r\n"
         else:
             self.resp_eof = te is None  # upstream ends this body by closing
-            if self.version == "1.1":
+            if rq.version == "1.1":
                 tail = b"Transfer-Encoding: chunked\r\n"
                 self.resp_chunked = True
             else:
                 tail = b""
                 close = True  # HTTP/1.0 client: delimit by closing
-        if self.upgrade and status != 101:
+        if rq.upgrade and status != 101:
             close = True  # the client connection was handed to the upgrade; it cannot carry another request
         if close:
             self.keep_alive = False
             tail += b"Connection: close\r\n\r\n"
-        elif self.version == "1.0":
+        elif rq.version == "1.0":
             tail += b"Connection: keep-alive\r\n\r\n"
         else:
             tail += b"\r\n"
@@ -103,8 +109,8 @@ class ResponseMixin:
         else:
             self.ctransport.write(b"".join(lines))
 
-    def on_response_body(self: Any, data: bytes) -> None:
-        if self.interim or self.done:
+    def on_response_body(self: "Request", data: bytes) -> None:
+        if self.interim or self.state is DONE:
             return
         buf = self.resp_buf
         if buf is not None:
@@ -121,21 +127,21 @@ class ResponseMixin:
         else:
             self.ctransport.write(data)
 
-    def _cw(self: Any, data: bytes) -> None:
+    def _cw(self: "Request", data: bytes) -> None:
         out = self.cout
         if out is not None:
             out.append(data)
         else:
             self.ctransport.write(data)
 
-    def flush_client(self: Any) -> None:
+    def flush_client(self: "Request") -> None:
         """Send what was batched for the client (one syscall per upstream read)."""
         out = self.cout
         self.cout = None
         if out and self.conn.transport is not None:
             self.ctransport.write(out[0] if len(out) == 1 else b"".join(out))
 
-    def _relay_held(self: Any) -> None:
+    def _relay_held(self: "Request") -> None:
         head = self.resp_held
         buf = self.resp_buf
         self.resp_held = self.resp_buf = None
@@ -143,11 +149,11 @@ class ResponseMixin:
         for data in buf:
             self._cw(H.chunk(data) if self.resp_chunked else data)
 
-    def on_response_end(self: Any) -> None:
+    def on_response_end(self: "Request") -> None:
         if self.interim:
             self.interim = False
             return
-        if self.done or self.status == 101:  # 101: the parser raises HttpParserUpgrade next
+        if self.state is DONE or self.status == 101:  # 101: the parser raises HttpParserUpgrade next
             return
         if self.resp_held is not None:
             body = b"".join(self.resp_buf)
@@ -156,9 +162,9 @@ class ResponseMixin:
                 return
             self._relay_held()
         # an upgrade answered otherwise: the upstream may still expect the other protocol — never reuse
-        self._end_response(reusable=self.resp_keep and self.sent_all and not self.upgrade)
+        self._end_response(reusable=self.resp_keep and self.sent_all and not self.head.upgrade)
 
-    def _end_response(self: Any, reusable: bool) -> None:
+    def _end_response(self: "Request", reusable: bool) -> None:
         if self.resp_chunked:
             self._cw(H.LAST_CHUNK)
         up = self.up
@@ -166,10 +172,10 @@ class ResponseMixin:
         if up is not None:
             if self.conn.wpaused and up.transport is not None:
                 up.transport.resume_reading()
-            up.release(reusable and self.method != "HEAD")
+            up.release(reusable and self.head.method != "HEAD")
         self.finish("ok")
 
-    def _retry_after_app_reject(self: Any) -> bool:
+    def _retry_after_app_reject(self: "Request") -> bool:
         """The application refused at its commit point (stale epoch): nothing committed. Retry."""
         ctx = self.ctx
         if not self.replay_request() and self.has_body():
@@ -183,16 +189,16 @@ class ResponseMixin:
         self.admitted = False
         ctx.gate.done(self.partition, self.epoch)
         self.resp_held = self.resp_buf = None
-        self.resp_started = False
-        self.retries += 1
+        self.replays += 1
         st = ctx.source.state(self.partition)
-        if st is not None and st[1] != self.epoch and self.retries <= 5:
+        if st is not None and st[1] != self.epoch and self.replays <= APP_REPLAY_MAX:
             self.route()  # the table has already moved on
-        elif ctx.budget.may_hold(self) and ctx.hold.try_hold(self, retry_in=min(0.005 * 2 ** min(self.retries, 6),
+        elif ctx.budget.may_hold(self) and ctx.hold.try_hold(self, retry_in=min(0.005 * 2 ** min(self.replays, 6),
                                                                                   0.25)):
             # Our table still stands at the epoch the app refused: either the app's
             # view is behind ours (no transition of ours will come: retry on a
             # backoff timer) or ahead (our next transition wakes it sooner).
+            self.state = step(self.state, HELD)
             self.was_held = True
             self.decision = "held"
         else:
@@ -200,11 +206,12 @@ class ResponseMixin:
         return True
 
     # ------------------------------------------------------------ upgrades, failures, timeouts
-    def upstream_upgraded(self: Any, rest: bytes) -> None:
-        if self.done or self.status != 101:
+    def upstream_upgraded(self: "Request", rest: bytes) -> None:
+        if self.state is DONE or self.status != 101:
             return
         up = self.up
         self.flush_client()
+        self.state = step(self.state, TUNNEL)
         self.tunnel = True
         self.ctx.waiting.discard(self)
         self.conn.tunnel_to(up, self)
@@ -215,7 +222,7 @@ class ResponseMixin:
         for data in pending:
             up.transport.write(data)
 
-    def _drop_upstream(self: Any) -> None:
+    def _drop_upstream(self: "Request") -> None:
         """Detach this exchange's upstream connection and close it (never reused)."""
         up = self.up
         self.up = None
@@ -223,24 +230,25 @@ class ResponseMixin:
             up.exchange = None
             up.close()
 
-    def tunnel_closed(self: Any) -> None:
+    def tunnel_closed(self: "Request") -> None:
         self._drop_upstream()
         self.keep_alive = False
         self.finish("ok")
 
-    def upstream_lost(self: Any, up: Any) -> None:
-        if self.done:
+    def upstream_lost(self: "Request", up: "UpstreamConn") -> None:
+        s = self.state
+        if s is DONE:
             return
         self.up = None
-        if self.tunnel:
+        if s is TUNNEL:
             self.tunnel_closed()
             return
-        if not self.resp_started and self.resp_held is None:
-            if (up.served > 0 and self.retries < 2 and self.method in ("GET", "HEAD", "OPTIONS", "PUT", "DELETE")
+        if s is FORWARDING and self.resp_held is None:
+            if (up.served > 0 and self.pooled_retries < POOLED_RETRY_MAX
+                    and self.head.method in ("GET", "HEAD", "OPTIONS", "PUT", "DELETE")
                     and (not self.has_body() or self.replay_request())):
                 # a pooled keep-alive connection closed under us before answering: retry on a fresh one
-                self.retries += 1
-                self.head_sent = False
+                self.pooled_retries += 1
                 if self.admitted:
                     self.admitted = False
                     self.ctx.gate.done(self.partition, self.epoch)
@@ -256,22 +264,24 @@ class ResponseMixin:
             return
         self.abort("upstream_error")
 
-    def upstream_failed(self: Any, msg: str) -> None:
-        if self.done:
+    def upstream_failed(self: "Request", msg: str) -> None:
+        s = self.state
+        if s is DONE:
             return
-        if self.resp_started:
+        if s is RESPONDING or s is TUNNEL:
             return self.abort("upstream_error")
         self.fail(502, "bad-upstream-response", "invalid upstream response", msg, outcome="upstream_error")
 
-    def timed_out(self: Any) -> None:
-        if self.done:
+    def timed_out(self: "Request") -> None:
+        s = self.state
+        if s is DONE:
             return
-        if self.resp_started:
+        if s is RESPONDING or s is TUNNEL:
             return self.abort("timeout")
         self.fail(504, "upstream-timeout", "upstream timed out",
                   f"node {self.placement!r} did not answer within {self.ctx.read_timeout:g}s", outcome="timeout")
 
-    def abort(self: Any, outcome: str) -> None:
+    def abort(self: "Request", outcome: str) -> None:
         """Mid-response failure: the client cannot be told; cut both connections."""
         self._drop_upstream()
         self.keep_alive = False
@@ -280,31 +290,32 @@ class ResponseMixin:
             self.conn.transport.abort()
         self.finish(outcome)
 
-    def fail(self: Any, status: int, slug: str, title: str, detail: str, *, outcome: str, **extra: Any) -> None:
+    def fail(self: "Request", status: int, slug: str, title: str, detail: str, *, outcome: str, **extra: Any) -> None:
         """Answer with the proxy's own problem document (nothing sent to the client yet)."""
-        if not self.done:
+        if self.state is not DONE:
             self.answer(status, H.problem_body(status, slug, title, detail, **extra), outcome)
 
-    def answer(self: Any, status: int, body: bytes, outcome: str,
+    def answer(self: "Request", status: int, body: bytes, outcome: str,
                extra: list[tuple[bytes, bytes]] | None = None) -> None:
         """Send the proxy's own problem response ``body`` and finish."""
-        if self.done:
+        s = self.state
+        if s is DONE:
             return
-        if self.resp_started:
+        if s is RESPONDING or s is TUNNEL:
             return self.abort(outcome)
         self._drop_upstream()
-        close = ((not self.body_done and self.has_body()) or not self.keep_alive or bool(self.upgrade)
+        close = ((not self.body_done and self.has_body()) or not self.keep_alive or bool(self.head.upgrade)
                  or self.ctx.closing)
         self.keep_alive = not close
         self.status = status
         if self.conn.transport is not None:
-            self.ctransport.write(H.response(status, body, close=close, request_id=self.rid, extra=extra))
+            self.ctransport.write(H.response(status, body, close=close, request_id=self.head.rid, extra=extra))
         self.finish(outcome)
 
-    def finish(self: Any, outcome: str) -> None:
-        if self.done:
+    def finish(self: "Request", outcome: str) -> None:
+        if self.state is DONE:
             return
-        self.done = True
+        self.state = step(self.state, DONE)
         if self.charged:
             self.uncharge(self.charged)
             self.pending = []
@@ -331,9 +342,9 @@ class ResponseMixin:
         if access.enabled:  # formatted at the next flush, not here
             rows = access.rows
             node = self.node
-            rows.append((self.conn.peer_s, self.method, self.url, self.partition, self.phase, self.epoch,
+            rows.append((self.conn.peer_s, self.head.method, self.head.url, self.partition, self.phase, self.epoch,
                          self.decision, self.status or 499, t - self.t_up if self.t_up else 0.0,
-                         t - t0 if t0 else 0.0, self.rid, node.name if node is not None else ""))
+                         t - t0 if t0 else 0.0, self.head.rid, node.name if node is not None else ""))
             if len(rows) >= 256:
                 access.flush()
         self.conn.request_done(self)
