@@ -20,7 +20,7 @@ from gate._consul_consensus import open_consul
 from gate._participant import Participant
 from gate._replica import Replica
 from gate._sessions import ConsulHTTP
-from sidecar._barrier import Barrier, BarrierTimeout
+from sidecar.control.barrier import Barrier, BarrierTimeout
 
 from ._barrier_harness import Pod, lost_writes, wait_until
 

@@ -19,8 +19,8 @@ from typing import Awaitable, Callable
 import pytest
 
 from gate import PlacementTable, RejectReason
-from sidecar._exchange import Request
-from sidecar._response import ResponseMixin
+from sidecar.proxy.exchange import Request
+from sidecar.proxy.response import ResponseMixin
 from tests._fake_transport import Harness, header, request, response, settle, status_of
 
 STALE = json.dumps({"type": "urn:epochgate:problem:stale-epoch", "title": "stale epoch", "status": 503,

@@ -1,4 +1,4 @@
-"""The exchange's life cycle (``sidecar/_exstate.py``) against the harness.
+"""The exchange's life cycle (``sidecar/proxy/exstate.py``) against the harness.
 
 * ``step`` accepts exactly the edges of ``TRANSITIONS`` (every pair checked).
 * Every edge of the table is taken by some scenario (those of
@@ -15,10 +15,10 @@ import itertools
 
 import pytest
 
-import sidecar._exchange as exchange_mod
-import sidecar._response as response_mod
+import sidecar.proxy.exchange as exchange_mod
+import sidecar.proxy.response as response_mod
 from gate import PlacementTable
-from sidecar._exstate import (APP_REPLAY_MAX, POOLED_RETRY_MAX, REROUTE_MAX, TRANSITIONS, ExState, IllegalStep,
+from sidecar.proxy.exstate import (APP_REPLAY_MAX, POOLED_RETRY_MAX, REROUTE_MAX, TRANSITIONS, ExState, IllegalStep,
                               Pause, step)
 from tests._fake_transport import Harness, header, request, response, settle, status_of
 from tests.test_exchange_harness import SCENARIOS, STALE, Scenario

@@ -56,6 +56,6 @@ async def test_a_refused_renewal_changes_nothing_and_propagates():
 
 
 def test_participant_and_controller_use_the_one_lease():
-    for rel in ("gate/_participant.py", "sidecar/_controller.py"):
+    for rel in ("gate/_participant.py", "sidecar/control/controller.py"):
         src = (ROOT / rel).read_text()
         assert "Lease(" in src and "_last_renew" not in src, rel
