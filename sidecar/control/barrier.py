@@ -150,7 +150,7 @@ class Barrier:
                 if remaining <= 0:
                     return
                 try:
-                    now = await self.reader.watch(item.id, index, min(remaining, 10.0))
+                    now = await self.reader.watch(item.id, index, remaining)   # no answer per timeout
                 except BackendError:
                     await asyncio.sleep(min(0.05, max(0.0, end - time.monotonic())))
                     continue
