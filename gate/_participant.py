@@ -107,7 +107,8 @@ class Participant(CurrentReplica):
         # client IP: limits.http_max_conns_per_client, default 200); without it an
         # outside session end is noticed at the next renewal (≤ lease/4).
         self.watch_key = watch_key
-        self.ack_every_s = 0.5           # non-cutover acks coalesce (see _coalesce)
+        self.ack_every_s = 0.5           # acks no barrier waits for coalesce (see _coalesce)
+        self._draining_seen = Epoch(0)   # newest draining epoch seen (the pre-barrier's)
         self._pending_since: float | None = None
         self.tracker = tracker
         self.clock = clock
@@ -315,6 +316,9 @@ class Participant(CurrentReplica):
             return
         if state is not None and state.phase is Phase.CUTOVER:
             self._cutovers[partition] = Epoch(epoch)
+        elif state is not None and state.phase is Phase.DRAINING and epoch > self._draining_seen:
+            # the controller's pre-barrier waits for acks of a draining epoch: not coalesced
+            self._draining_seen = Epoch(epoch)
         if epoch > self._seen:
             self._seen = Epoch(epoch)
         if self._wake is not None:
@@ -394,6 +398,8 @@ class Participant(CurrentReplica):
             self._wake.clear()
             target = self._seen
             urgent = self._published == 0      # the first publish after a join
+            if self._published < self._draining_seen <= target:
+                urgent = True                  # a pre-barrier waits for this one
             for p, e in sorted(self._cutovers.items(), key=lambda kv: kv[1]):
                 if e <= target:
                     await self._drain(p, e)
