@@ -35,7 +35,7 @@ def _compiled_names() -> tuple[str, ...]:
 def _source_hash(name: str) -> str:  # the same as sidecar._build.source_hash
     h = hashlib.sha256()
     for suffix in (".py", ".pxd"):
-        p = PKG / f"{name}{suffix}"
+        p = PKG / f"{name.replace('.', '/')}{suffix}"
         if p.exists():
             h.update(suffix.encode() + b"\0" + p.read_bytes() + b"\0")
     return h.hexdigest()
@@ -74,10 +74,10 @@ class OptionalBuildExt(build_ext):
         built = [e for e in self.extensions if getattr(e, "_built", False)]
         if not built:
             if self.extensions:  # an older build's manifest must not vouch for anything
-                Path(self.get_ext_fullpath(self.extensions[0].name)).with_name("_compiled.json").unlink(missing_ok=True)
+                self._manifest_dir().joinpath("_compiled.json").unlink(missing_ok=True)
             return
-        out = Path(self.get_ext_fullpath(built[0].name)).parent
-        doc = {"modules": {e.name.rsplit(".", 1)[1]: _source_hash(e.name.rsplit(".", 1)[1]) for e in built}}
+        out = self._manifest_dir()
+        doc = {"modules": {e.name.split(".", 1)[1]: _source_hash(e.name.split(".", 1)[1]) for e in built}}
         out.mkdir(parents=True, exist_ok=True)
         (out / "_compiled.json").write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
         if not self.inplace and not getattr(self, "editable_mode", False):
@@ -85,11 +85,14 @@ class OptionalBuildExt(build_ext):
         # in-place/editable: the manifest must sit beside the .so files in the source tree too
         (PKG / "_compiled.json").write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
 
+    def _manifest_dir(self) -> Path:
+        """The ``sidecar`` package directory the extension modules are written under."""
+        return Path(self.get_ext_fullpath("sidecar._compiled")).parent
+
     def get_outputs(self):
         outs = super().get_outputs()
-        built = [e for e in self.extensions if getattr(e, "_built", False)]
-        if built:
-            outs.append(str(Path(self.get_ext_fullpath(built[0].name)).parent / "_compiled.json"))
+        if any(getattr(e, "_built", False) for e in self.extensions):
+            outs.append(str(self._manifest_dir() / "_compiled.json"))
         return outs
 
 
@@ -106,7 +109,7 @@ def _extensions() -> list:
     only = os.environ.get("EPOCHGATE_COMPILE", "")  # a subset, to measure one module's effect
     if only:
         names = tuple(n for n in names if n in only.split(","))
-    modules = [f"sidecar/{n}.py" for n in names]
+    modules = [f"sidecar/{n.replace('.', '/')}.py" for n in names]
     try:
         return cythonize(modules, language_level=3, quiet=True, nthreads=os.cpu_count() or 1, force=True,
                          # Python semantics kept: negative indices and bounds

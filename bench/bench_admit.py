@@ -2,7 +2,7 @@
 
     python bench/bench_admit.py [--calls 5000] [--concurrency 16]
 
-Starts a real control server (``sidecar._grpc_server.start_control_server`` on
+Starts a real control server (``sidecar.api.server.start_control_server`` on
 an embedded table) in its own process, as a sidecar beside the app would be,
 then measures, in this one run:
 
@@ -35,7 +35,7 @@ from gate import ADMIT, AdmitClient, LocalAdmitter, PlacementTable, SyncAdmitCli
 SERVER = """
 import asyncio
 from gate import EmbeddedStore, PlacementTable
-from sidecar._grpc_start import start_control_server
+from sidecar.api.start import start_control_server
 async def main():
     t = PlacementTable({"t1": "a"})
     s = await start_control_server("127.0.0.1:0", store=EmbeddedStore(t), source=t)

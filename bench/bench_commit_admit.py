@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CONTROL = """
 import asyncio, sys
 from gate import EmbeddedStore, PlacementTable
-from sidecar._grpc_start import start_control_server
+from sidecar.api.start import start_control_server
 async def main():
     t = PlacementTable({"t1": "a"})
     s = await start_control_server("127.0.0.1:0", store=EmbeddedStore(t, {"a": "http://127.0.0.1:1"}), source=t)

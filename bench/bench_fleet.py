@@ -56,7 +56,7 @@ from gate import (  # noqa: E402
     TxnOp,
     parse_ack_entry,
 )
-from sidecar._barrier import Barrier, BarrierResult, BarrierTimeout, Listed  # noqa: E402
+from sidecar.control.barrier import Barrier, BarrierResult, BarrierTimeout, Listed  # noqa: E402
 from gate import InflightTracker  # noqa: E402
 
 

@@ -9,6 +9,7 @@ from ._admission import FAIL_CLOSED, fail_closed_admit, fail_closed_reject
 from ._admit import AdmitClient, Admitter, LocalAdmitter, SyncAdmitClient
 from ._app_participant import AppParticipant, make_participant, open_participant
 from ._aiohttp import aiohttp_middleware
+from ._blocking import next_blocking_index
 from ._asgi import AsgiGateMiddleware
 from ._consensus import Consensus, MemoryConsensus, TxnOp, Versioned
 from ._ackwatch import AckReader
@@ -37,6 +38,7 @@ from ._fence import FENCE_HEADER, STALE_MOVER_TYPE, MoverFence, StaleAttempt, St
 from ._grpc_interceptor import grpc_interceptor
 from ._guard import CommitGuard, Stamp, commit_point, current_guard
 from ._ids import key_segment
+from ._lease import Lease
 from ._inflight import InflightTracker
 from ._machine import Op, step
 from ._mover_auth import MOVER_TOKEN_ENV, MOVER_TOKEN_HEADER, MoverAuth, mover_token_from_env, provision_mover_token, read_mover_token
@@ -98,6 +100,7 @@ __all__ = [
     "HistoryEntry",
     "InflightTracker",
     "KVEntry",
+    "Lease",
     "LocalAdmitter",
     "MOVER_TOKEN_ENV",
     "MOVER_TOKEN_HEADER",
@@ -151,6 +154,7 @@ __all__ = [
     "load_placement_file",
     "make_participant",
     "mover_token_from_env",
+    "next_blocking_index",
     "node_name",
     "open_consul",
     "open_participant",

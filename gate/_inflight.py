@@ -25,7 +25,7 @@ class InflightTracker:
         self._waiters: dict[str, list[tuple[int, asyncio.Future[bool]]]] = {}
         #: called with the new total after every change (e.g. a metrics gauge)
         self.on_change = on_change
-        #: called ``(partition, below_epoch)`` when a drain has to wait (sidecar/_trickle.py)
+        #: called ``(partition, below_epoch)`` when a drain has to wait (sidecar/proxy/trickle.py)
         self.on_wait: Callable[[str, int], None] | None = None
 
     def begin(self, p: str, epoch: int) -> None:

@@ -42,8 +42,10 @@ import random
 import time
 from typing import Any, Callable, Protocol
 
+from ._blocking import next_blocking_index
 from ._current_replica import CurrentReplica, read_at as _read_at
 from ._exceptions import BackendError, ConfigError
+from ._lease import Lease
 from ._sessions import ConsulHTTP, SessionLost
 from ._types import Epoch, PartitionState, Phase
 
@@ -105,7 +107,8 @@ class Participant(CurrentReplica):
         # client IP: limits.http_max_conns_per_client, default 200); without it an
         # outside session end is noticed at the next renewal (≤ lease/4).
         self.watch_key = watch_key
-        self.ack_every_s = 0.5           # non-cutover acks coalesce (see _coalesce)
+        self.ack_every_s = 0.5           # acks no barrier waits for coalesce (see _coalesce)
+        self._draining_seen = Epoch(0)   # newest draining epoch seen (the pre-barrier's)
         self._pending_since: float | None = None
         self.tracker = tracker
         self.clock = clock
@@ -115,7 +118,7 @@ class Participant(CurrentReplica):
         self.joins = 0
         self._joined = False
         self._stopping = False
-        self._last_renew = float("-inf")
+        self._lease = Lease(lease, clock)   # rule 5: from the last acknowledged renewal
         self._published = Epoch.ZERO
         self._seen = Epoch.ZERO
         self._cutovers: dict[str, Epoch] = {}
@@ -137,7 +140,7 @@ class Participant(CurrentReplica):
         if not self._joined or self.replica is None:
             return "not_registered"
         now = self.clock()
-        if now - self._last_renew >= self.lease_s:
+        if not self._lease.held(now):
             return "lease_expired"        # rule 5
         if now - _read_at(self.replica) >= self.lease_s:
             return "stale_table"          # rule 3
@@ -254,7 +257,7 @@ class Participant(CurrentReplica):
     async def _open_session(self) -> None:
         sent = self.clock()
         self.session = await self._consul.session_create(f"epochgate-participant-{self.id}", self.ttl_s)
-        self._last_renew = sent
+        self._lease.started(sent)
 
     async def _register(self) -> None:
         assert self.session is not None
@@ -313,6 +316,9 @@ class Participant(CurrentReplica):
             return
         if state is not None and state.phase is Phase.CUTOVER:
             self._cutovers[partition] = Epoch(epoch)
+        elif state is not None and state.phase is Phase.DRAINING and epoch > self._draining_seen:
+            # the controller's pre-barrier waits for acks of a draining epoch: not coalesced
+            self._draining_seen = Epoch(epoch)
         if epoch > self._seen:
             self._seen = Epoch(epoch)
         if self._wake is not None:
@@ -357,7 +363,7 @@ class Participant(CurrentReplica):
             except BackendError:
                 await asyncio.sleep(self.renew_every_s)   # renewals and the lease cover an outage
                 continue
-            index = new if new >= index else 0
+            index = next_blocking_index(index, new)
             mine = [e for e in entries if e.key == self.key]
             if not mine or mine[0].session != self.session:
                 self.session_lost(f"{self.key} is gone or held by another session")
@@ -369,15 +375,12 @@ class Participant(CurrentReplica):
             await self.renew_once()
 
     async def renew_once(self) -> None:
-        sent = self.clock()   # Consul restarts the TTL when it receives this: later than `sent`
         try:
-            await self._consul.session_renew(self.session)
+            await self._lease.renew(self._consul, self.session)
         except SessionLost:
             self.session_lost("renewal refused")
         except BackendError as exc:
             log.info("participant %s: renewal failed: %s", self.id, exc)
-        else:
-            self._last_renew = max(self._last_renew, sent)
 
     def session_lost(self, why: str) -> None:
         """Rule 4: stop writes at once; the run loop rejoins with a new session."""
@@ -395,6 +398,8 @@ class Participant(CurrentReplica):
             self._wake.clear()
             target = self._seen
             urgent = self._published == 0      # the first publish after a join
+            if self._published < self._draining_seen <= target:
+                urgent = True                  # a pre-barrier waits for this one
             for p, e in sorted(self._cutovers.items(), key=lambda kv: kv[1]):
                 if e <= target:
                     await self._drain(p, e)

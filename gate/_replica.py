@@ -25,6 +25,7 @@ import random
 import time
 from typing import Awaitable, Callable
 
+from ._blocking import next_blocking_index
 from ._consensus import Consensus, Versioned
 from ._consensus_store import HEAD, LOG, NODES, PARTITIONS, LogEntry, decode_head, decode_state, log_key, seq_of
 from ._exceptions import BackendError, ConfigError
@@ -170,7 +171,7 @@ class Replica:
 
     async def _on_head(self, value: Versioned | None, index: int) -> None:
         """Process one answer of the head query (caller holds the lock)."""
-        if index < self.index or index <= 0:
+        if next_blocking_index(self.index, index) == 0:
             # The store went backwards (restart without data, restore): nothing we
             # hold about its positions is valid any more. Start over from a snapshot.
             self.resets += 1

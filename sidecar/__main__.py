@@ -66,11 +66,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv if argv is None else argv)
     command = argv[1] if len(argv) > 1 else None
     if command == "controller":
-        from ._controller import main as controller_main
+        from .control.controller import main as controller_main
 
         return controller_main(argv[1:])
     if command in _CLI:
-        from ._cli import main as cli_main
+        from .control.cli import main as cli_main
 
         return cli_main(argv[1:])
     return run_sidecar(argv[1:])

@@ -17,8 +17,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from gate import InflightTracker, PlacementSource
 
 from ._metrics import Metrics
-from ._stats import Stats
-from ._writegate import WriteGate
+from .proxy.stats import Stats
+from .proxy.writegate import WriteGate
 
 
 class _ReplicaErrors:

@@ -8,7 +8,7 @@ compiler are there, and records the SHA-256 of each module's ``.py`` + ``.pxd`` 
 instead when
 
 * ``EPOCHGATE_PURE_PYTHON`` is set to anything but ``""``/``0`` (forced pure build; a
-  comma-separated list of module names, e.g. ``_proxy,_exchange``, forces just those:
+  comma-separated list of module names, e.g. ``proxy.conn,proxy.exchange``, forces just those:
   that is how a module's compiled cost is measured against its plain-Python cost), or
 * a module's source no longer matches the hash it was compiled from (an in-place
   ``.so`` left behind by ``pip install -e .`` would otherwise shadow an edited ``.py``), or
@@ -33,9 +33,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-#: the hot path: what setup.py compiles (module names relative to the package)
-COMPILED = ("_context", "_stats", "_partition", "_writegate", "_httpmsg", "_upstream", "_log", "_limits", "_target",
-            "_response", "_exchange", "_proxy", "_hold")
+#: the hot path: what setup.py compiles (module names relative to the ``sidecar`` package)
+COMPILED = ("proxy.context", "proxy.stats", "proxy.router", "proxy.writegate", "proxy.httpmsg", "proxy.upstream",
+            "_log", "proxy.limits", "proxy.target", "proxy.reqhead", "proxy.exstate", "proxy.response",
+            "proxy.exchange", "proxy.conn", "proxy.hold")
 MANIFEST = "_compiled.json"
 _HERE = Path(__file__).resolve().parent
 _state: dict[str, Any] = {"build": "pure", "compiled": [], "pure": [], "reason": "not installed"}
@@ -45,7 +46,7 @@ def source_hash(name: str, root: Path = _HERE) -> str:
     """SHA-256 over a module's ``.py`` and (if present) its augmenting ``.pxd``."""
     h = hashlib.sha256()
     for suffix in (".py", ".pxd"):
-        p = root / f"{name}{suffix}"
+        p = root / f"{name.replace('.', '/')}{suffix}"
         if p.exists():
             h.update(suffix.encode() + b"\0" + p.read_bytes() + b"\0")
     return h.hexdigest()
@@ -61,7 +62,8 @@ def forced_pure() -> frozenset[str]:
 
 
 def _extension_present(name: str) -> bool:
-    return any((_HERE / f"{name}{suffix}").exists() for suffix in importlib.machinery.EXTENSION_SUFFIXES)
+    base = _HERE / name.replace(".", "/")
+    return any(base.with_name(base.name + suffix).exists() for suffix in importlib.machinery.EXTENSION_SUFFIXES)
 
 
 class _PureFinder:
@@ -73,7 +75,7 @@ class _PureFinder:
     def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
         if fullname not in self.names:
             return None
-        src = _HERE / (fullname.rsplit(".", 1)[1] + ".py")
+        src = _HERE / (fullname.split(".", 1)[1].replace(".", "/") + ".py")
         loader = importlib.machinery.SourceFileLoader(fullname, str(src))
         return importlib.util.spec_from_file_location(fullname, str(src), loader=loader)
 

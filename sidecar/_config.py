@@ -104,7 +104,7 @@ class SidecarConfig:
         self.nodes()  # validates node
         if not self.partition_from:
             raise ConfigError("partition_from", "at least one rule is needed")
-        from ._partition import parse_key_rule, parse_route_rule  # cycle-free: _partition imports nothing here
+        from .proxy.router import parse_key_rule, parse_route_rule  # cycle-free: _partition imports nothing here
 
         for i, rule in enumerate(self.partition_from):
             parse_key_rule(rule, f"partition_from[{i}]")
@@ -125,7 +125,7 @@ class SidecarConfig:
         require_token_for(self.control, resolve_token(self.token, self.token_file))
         _check_int(self, "h2_max_streams", 1, 10000)
         _check_int(self, "h2_window", 65535, (1 << 31) - 1)
-        from ._tls import check_tls_config  # (imports ssl only)
+        from .proxy.tls import check_tls_config  # (imports ssl only)
 
         check_tls_config(self)
         for name in ("drain_seconds", "hold_seconds", "connect_timeout", "read_timeout", "idle_timeout", "upstream_idle",

@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from gate import Phase, RejectReason
 
-from ._jobstatus import JobStatus
+from .control.jobstatus import JobStatus
 
 # Label values come from the enums they count; "none" = not resolved / no reason.
 PHASES = (*(p.value for p in Phase), "none")
@@ -70,7 +70,7 @@ class Metrics:
         self.participants = Gauge("epochgate_barrier_participants", "Live barrier participants seen.", registry=r)
         self.controller_leader = Gauge("epochgate_controller_leader", "1 on the controller holding the lock.",
                                        registry=r)
-        # hostile-input bounds (see sidecar/_limits.py)
+        # hostile-input bounds (see sidecar/proxy/limits.py)
         self.client_connections = Gauge("epochgate_client_connections", "Open client connections.", registry=r)
         self.connections_refused = Counter("epochgate_connections_refused_total",
                                            "Client connections refused at --max-connections.", registry=r)

@@ -33,15 +33,15 @@ from gate import EmbeddedStore, InflightTracker, Phase, PlacementFileError, Plac
 
 from ._admin import AdminServer, refresh_metrics, registry_text
 from ._config import SidecarConfig
-from ._context import ProxyContext
+from .proxy.context import ProxyContext
 from ._fanout import FanoutStore, LocalMember
-from ._h2_server import DetectConn
+from .proxy.h2.server import DetectConn
 from . import _build
 from ._log import AccessLog, event
 from ._metrics import Metrics
-from ._stats import Stats
-from ._trickle import watch_trickling
-from ._writegate import WriteGate
+from .proxy.stats import Stats
+from .proxy.trickle import watch_trickling
+from .proxy.writegate import WriteGate
 
 log = logging.getLogger("epochgate.sidecar")
 
@@ -96,7 +96,7 @@ class Sidecar:
             access = AccessLog(cfg.log_format, enabled=cfg.access_log)
             self.ctx = ctx = ProxyContext(cfg, self.source, gate, self.stats, access, self.nodes, loop)
             ctx.start()
-            watch_trickling(ctx, self.tracker)   # a trickled body cannot hold a cutover (sidecar/_trickle.py)
+            watch_trickling(ctx, self.tracker)   # a trickled body cannot hold a cutover (sidecar/proxy/trickle.py)
             host, port = cfg.listen_addr
             try:
                 # DetectConn: HTTP/1.1 (ClientConn) or HTTP/2 (preface / ALPN) per connection
@@ -168,10 +168,10 @@ class Sidecar:
             from gate import ConfigError
 
             raise ConfigError("admin", f"cannot listen on {cfg.admin}: {exc.strerror or exc}") from exc
-        from ._grpc_start import start_control_server
+        from .api.start import start_control_server
 
         if cfg.consul is None and self.proxy and cfg.workers == 1:   # one process: it runs its own jobs
-            from ._embedded_ctl import EmbeddedController
+            from .control.embedded import EmbeddedController
 
             self.controller = EmbeddedController(self.store, self.table, self.tracker, extra_nodes=cfg.nodes(),
                                                  metrics=self.metrics)

@@ -14,7 +14,7 @@ from typing import Mapping
 
 from gate import ConfigError
 
-from ._grpc_auth import is_loopback, split_hostport
+from .api.auth import is_loopback, split_hostport
 
 MAX_TOKEN_FILE = 4096
 

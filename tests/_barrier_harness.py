@@ -20,7 +20,7 @@ from gate._consul_consensus import ConsulConsensus
 from gate._participant import Participant
 from gate._replica import Replica
 from gate import InflightTracker
-from sidecar._writegate import WriteGate
+from sidecar.proxy.writegate import WriteGate
 
 
 class FaultProxy:

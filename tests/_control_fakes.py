@@ -1,4 +1,4 @@
-"""A scripted stand-in for the controller's JobService (sidecar/_jobs.py) so the
+"""A scripted stand-in for the controller's JobService (sidecar/control/jobs.py) so the
 control API and the CLI can be exercised without Consul or a mover.
 
 It drives the real store's transitions (begin → enter_cutover → complete, or

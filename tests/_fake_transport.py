@@ -21,13 +21,13 @@ from typing import Any
 
 from gate import InflightTracker, PlacementSource
 from sidecar._config import SidecarConfig
-from sidecar._context import ProxyContext
+from sidecar.proxy.context import ProxyContext
 from sidecar._log import AccessLog
 from sidecar._metrics import Metrics
-from sidecar._proxy import ClientConn
-from sidecar._stats import Stats
-from sidecar._upstream import UpstreamConn, UpstreamPool
-from sidecar._writegate import WriteGate
+from sidecar.proxy.conn import ClientConn
+from sidecar.proxy.stats import Stats
+from sidecar.proxy.upstream import UpstreamConn, UpstreamPool
+from sidecar.proxy.writegate import WriteGate
 
 
 class FakeTransport(asyncio.Transport):

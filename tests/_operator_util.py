@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 from gate._sessions import ConsulHTTP
-from sidecar._controller import Controller
-from sidecar._grpc_start import start_control_server
-from sidecar._retention import RetentionConfig
+from sidecar.control.controller import Controller
+from sidecar.api.start import start_control_server
+from sidecar.control.retention import RetentionConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 

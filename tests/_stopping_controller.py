@@ -14,7 +14,8 @@ import os
 import signal
 import sys
 
-from sidecar import _mover, _retry
+from sidecar.control import mover as _mover
+from sidecar.control import retry as _retry
 
 WHERE = os.environ.get("EPOCHGATE_TEST_STOP_AT", "import")
 _state = {"stopped": False, "delta": False}
@@ -55,6 +56,6 @@ _mover.HttpHooksMover.copy_delta = _copy_delta
 _retry.RetryingStore.complete = _complete_
 
 if __name__ == "__main__":
-    from sidecar._controller import main
+    from sidecar.control.controller import main
 
     sys.exit(main(sys.argv[1:]))

@@ -26,8 +26,8 @@ from gate._current_replica import CurrentReplica
 from gate.pb.epochgate.v1 import epochgate_pb2 as pb
 from gate.pb.epochgate.v1 import epochgate_pb2_grpc as pb_grpc
 from gate.wire import PHASE_FROM_PB, PHASE_TO_PB, admission_from_response, phase_from_pb, phase_to_pb
-from sidecar._grpc_start import start_control_server
-from sidecar._writegate import WriteGate
+from sidecar.api.start import start_control_server
+from sidecar.proxy.writegate import WriteGate
 
 
 class Closed:

@@ -3,7 +3,7 @@
 Each framework — aiohttp, Starlette under uvicorn, plain ASGI under uvicorn,
 grpc.aio — serves a SQLite KV app behind its gate middleware; the commit-point
 admit goes over loopback gRPC to the real ``epochgate.v1.Gate`` server
-(``sidecar._grpc_server.start_control_server``) on an embedded table.
+(``sidecar.api.server.start_control_server``) on an embedded table.
 
 Here the sidecar's part (resolve, admit, stamp, retry a stale-epoch answer) is
 played by ``_StandInSidecar`` below — the retry is done by the test — so the
@@ -29,7 +29,7 @@ import pytest
 
 import gate
 from gate import AdmitClient, EmbeddedStore, PlacementTable, SyncAdmitClient
-from sidecar._grpc_start import start_control_server
+from sidecar.api.start import start_control_server
 from tests._appgate_apps import (
     GRPC_GET,
     GRPC_PUT,
@@ -221,7 +221,7 @@ async def test_sidecar_stopped_after_serving_refuses_commit(kv):
 _GATE_PROC = """
 import asyncio, sys
 from gate import EmbeddedStore, PlacementTable
-from sidecar._grpc_start import start_control_server
+from sidecar.api.start import start_control_server
 
 async def main():
     table = PlacementTable({"t1": "a"})

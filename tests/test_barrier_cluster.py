@@ -17,7 +17,7 @@ import time
 import pytest
 
 from gate._consul_consensus import open_consul
-from sidecar._controller import Controller
+from sidecar.control.controller import Controller
 
 from ._barrier_harness import Pod
 

@@ -14,7 +14,7 @@ import pytest
 from gate import MemoryConsensus
 from gate._consensus_store import ConsensusStore
 from gate._sessions import ConsulHTTP
-from sidecar._barrier import Barrier, BarrierTimeout
+from sidecar.control.barrier import Barrier, BarrierTimeout
 
 pytestmark = [pytest.mark.consul]
 

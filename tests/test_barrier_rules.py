@@ -20,7 +20,7 @@ from gate._consul_consensus import open_consul
 from gate._participant import Participant
 from gate._replica import Replica
 from gate._sessions import ConsulHTTP
-from sidecar._barrier import Barrier, BarrierTimeout
+from sidecar.control.barrier import Barrier, BarrierTimeout
 
 from ._barrier_harness import Pod, lost_writes, wait_until
 
@@ -266,7 +266,7 @@ async def test_rule5_lease_shorter_than_ttl(world, variant):
     pod = await world.add("cut", cls=Participant if variant == "ok" else NoLease)
     part = pod.participant
     pod.session_proxy.cut()                         # renewals stop getting through ...
-    part._last_renew -= part.ttl_s - 0.5           # ... for TTL − 0.5 s (time-travel the renewal age)
+    part._lease.renewed_at -= part.ttl_s - 0.5           # ... for TTL − 0.5 s (time-travel the renewal age)
     assert await wait_until(lambda: time.monotonic() - part.replica.last_read < 0.3, 5)   # table still fresh
     pod.watch_proxy.cut()                           # then the table reads stop too
     await world.consul.session_destroy(part.session or "")   # Consul may expire it from now on

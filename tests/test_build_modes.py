@@ -44,14 +44,14 @@ def _run(tmp: Path, code: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=e, cwd=tmp, timeout=60)
 
 
-_PROBE = ("import sidecar, sidecar._build as b, sidecar._limits as m; "
+_PROBE = ("import sidecar, sidecar._build as b, sidecar.proxy.limits as m; "
           "print(b.describe()); print(m.__file__); print(sidecar.__file__)")
 
 
 def _hash(pkg: Path, name: str) -> str:
     h = hashlib.sha256()
     for suffix in (".py", ".pxd"):
-        p = pkg / f"{name}{suffix}"
+        p = pkg / f"{name.replace('.', '/')}{suffix}"
         if p.exists():
             h.update(suffix.encode() + b"\0" + p.read_bytes() + b"\0")
     return h.hexdigest()
@@ -59,37 +59,37 @@ def _hash(pkg: Path, name: str) -> str:
 
 def test_forced_pure_build_runs_sources(tmp_path: Path) -> None:
     _copy_tree(tmp_path)
-    (tmp_path / "sidecar" / f"_limits{EXT}").write_bytes(b"not an extension module")
+    (tmp_path / "sidecar" / "proxy" / f"limits{EXT}").write_bytes(b"not an extension module")
     r = _run(tmp_path, _PROBE, EPOCHGATE_PURE_PYTHON="1")
     assert r.returncode == 0, r.stderr
     describe, mod, pkg = r.stdout.splitlines()
     assert pkg.startswith(str(tmp_path))
     assert describe.startswith("pure (EPOCHGATE_PURE_PYTHON is set)")
-    assert mod.endswith("_limits.py")
+    assert mod.endswith("limits.py")
 
 
 def test_extension_without_manifest_entry_is_not_loaded(tmp_path: Path) -> None:
     _copy_tree(tmp_path)
-    (tmp_path / "sidecar" / f"_limits{EXT}").write_bytes(b"not an extension module")
+    (tmp_path / "sidecar" / "proxy" / f"limits{EXT}").write_bytes(b"not an extension module")
     r = _run(tmp_path, _PROBE)
     assert r.returncode == 0, r.stderr
     describe, mod, _ = r.stdout.splitlines()
-    assert mod.endswith("_limits.py")
-    assert "stale extension modules: _limits" in describe
-    assert "out of date with their source" in r.stderr and "_limits" in r.stderr
+    assert mod.endswith("limits.py")
+    assert "stale extension modules: proxy.limits" in describe
+    assert "out of date with their source" in r.stderr and "proxy.limits" in r.stderr
 
 
 def test_extension_older_than_its_source_is_not_loaded(tmp_path: Path) -> None:
     pkg = _copy_tree(tmp_path) / "sidecar"
-    (pkg / f"_limits{EXT}").write_bytes(b"not an extension module")
-    old = _hash(pkg, "_limits")
-    (pkg / "_compiled.json").write_text(json.dumps({"modules": {"_limits": old}}))
-    with open(pkg / "_limits.py", "a") as f:
+    (pkg / "proxy" / f"limits{EXT}").write_bytes(b"not an extension module")
+    old = _hash(pkg, "proxy.limits")
+    (pkg / "_compiled.json").write_text(json.dumps({"modules": {"proxy.limits": old}}))
+    with open(pkg / "proxy" / "limits.py", "a") as f:
         f.write("\n# edited after the build\n")
     r = _run(tmp_path, _PROBE)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.splitlines()[1].endswith("_limits.py")
-    assert "_limits" in r.stderr
+    assert r.stdout.splitlines()[1].endswith("limits.py")
+    assert "proxy.limits" in r.stderr
 
 
 def test_planted_extension_loads_when_manifest_matches(tmp_path: Path) -> None:
@@ -97,8 +97,8 @@ def test_planted_extension_loads_when_manifest_matches(tmp_path: Path) -> None:
     Python loads the extension file (here garbage, so the import fails) — the guard is what
     kept it out."""
     pkg = _copy_tree(tmp_path) / "sidecar"
-    (pkg / f"_limits{EXT}").write_bytes(b"not an extension module")
-    (pkg / "_compiled.json").write_text(json.dumps({"modules": {"_limits": _hash(pkg, "_limits")}}))
+    (pkg / "proxy" / f"limits{EXT}").write_bytes(b"not an extension module")
+    (pkg / "_compiled.json").write_text(json.dumps({"modules": {"proxy.limits": _hash(pkg, "proxy.limits")}}))
     r = _run(tmp_path, _PROBE)
     assert r.returncode != 0
     assert "ImportError" in r.stderr
@@ -120,11 +120,11 @@ PURE_SUBSET = ["tests/test_exchange_harness.py", "tests/test_sidecar_proxy.py", 
 @pytest.mark.slow
 def test_data_path_subset_passes_on_the_pure_build() -> None:
     env = dict(os.environ, EPOCHGATE_PURE_PYTHON="1", PYTHONPATH=str(ROOT))
-    probe = subprocess.run([sys.executable, "-c", "import sidecar._build as b, sidecar._proxy as p; "
+    probe = subprocess.run([sys.executable, "-c", "import sidecar._build as b, sidecar.proxy.conn as p; "
                             "print(b.describe()); print(p.__file__)"],
                            capture_output=True, text=True, env=env, cwd=ROOT, timeout=60)
     assert probe.stdout.startswith("pure"), probe.stdout + probe.stderr
-    assert probe.stdout.splitlines()[1].endswith("_proxy.py")
+    assert probe.stdout.splitlines()[1].endswith("conn.py")
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *PURE_SUBSET],
                        capture_output=True, text=True, env=env, cwd=ROOT, timeout=110)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]

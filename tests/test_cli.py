@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from gate import EmbeddedStore, PlacementTable
-from sidecar import _cli
-from sidecar._grpc_start import start_control_server
+from sidecar.control import cli as _cli
+from sidecar.api.start import start_control_server
 from tests._control_fakes import FakeJobs
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -11,11 +11,11 @@ import pytest
 from gate import PartitionState
 from gate._consul_consensus import open_consul
 from gate._sessions import ConsulHTTP
-from sidecar._barrier import Barrier
-from sidecar._grpc_convert import job_to_dict, job_to_pb
-from sidecar._jobs import Job, JobRecords
+from sidecar.control.barrier import Barrier
+from sidecar.api.convert import job_to_dict, job_to_pb
+from sidecar.control.jobs import Job, JobRecords
 from sidecar._metrics import Metrics
-from sidecar._runner import JobRunner
+from sidecar.control.runner import JobRunner
 
 pytestmark = [pytest.mark.consul]
 
@@ -178,7 +178,7 @@ async def test_barrier_deadline_aborts(env):
 
 async def test_controller_service_validates_runs_watches_and_aborts(consul_agent, kv_prefix):
     from gate import AlreadyMigrating, ConfigError, NoOpMove, UnknownPartition
-    from sidecar._controller import Controller
+    from sidecar.control.controller import Controller
 
     mover = RecordingMover()
     ctl = Controller(consul_agent.url, kv_prefix, deadline_s=3.0, mover=mover, owner="solo")

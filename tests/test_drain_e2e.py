@@ -16,7 +16,7 @@ import grpc
 import pytest
 
 from gate._consul_consensus import open_consul
-from sidecar._grpc_convert import job_to_dict
+from sidecar.api.convert import job_to_dict
 from gate.pb.epochgate.v1 import epochgate_pb2 as pb
 from gate.pb.epochgate.v1 import epochgate_pb2_grpc as pb_grpc
 

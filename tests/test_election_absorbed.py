@@ -1,7 +1,7 @@
 """A Consul leader election is absorbed, not reported (issue 22): with three Consul
 servers, the raft leader SIGKILLed while a migration runs, the migration in flight and
 the ones asked for during the election all complete — ``Migrate``, ``SetPartition`` and
-every job step retry ``BackendError`` for a bounded time (sidecar/_retry.py) instead of
+every job step retry ``BackendError`` for a bounded time (sidecar/control/retry.py) instead of
 failing with the first ``No cluster leader`` / ``rpc error``."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 
 from gate import PartitionState
 from gate._consul_consensus import open_consul
-from sidecar._controller import Controller
+from sidecar.control.controller import Controller
 
 from ._barrier_harness import Pod
 from .test_barrier_cluster import NullMover

@@ -98,8 +98,8 @@ async def test_local_barrier_refuses_to_pass_with_an_older_write_in_flight():
     (CutoverNotAcknowledged) and the barrier reports no ack; once the write has
     finished, the next cutover passes."""
     from gate import EmbeddedStore, PartitionState, PlacementTable
-    from sidecar._barrier import BarrierTimeout
-    from sidecar._embedded_ctl import LocalBarrier
+    from sidecar.control.barrier import BarrierTimeout
+    from sidecar.control.embedded import LocalBarrier
     from sidecar._fanout import CutoverNotAcknowledged, FanoutStore, LocalMember
     from gate import InflightTracker
 
@@ -122,7 +122,7 @@ async def test_local_barrier_refuses_to_pass_with_an_older_write_in_flight():
 
 
 async def test_memkv_compare_and_set_and_blocking_list():
-    from sidecar._embedded_ctl import MemKV
+    from sidecar.control.embedded import MemKV
 
     kv = MemKV()
     assert await kv.put("p/a", b"1", cas=0)

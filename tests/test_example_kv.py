@@ -16,7 +16,7 @@ from aiohttp import web
 
 from examples.kv import CURSOR_HEADER, build_app
 from gate import AdmitClient, EmbeddedStore, MoverAuth, PlacementTable
-from sidecar._grpc_start import start_control_server
+from sidecar.api.start import start_control_server
 
 ROOT = Path(__file__).resolve().parent.parent
 MOVER_TOKEN = "test-mover-credential-0123456789"

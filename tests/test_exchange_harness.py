@@ -19,8 +19,8 @@ from typing import Awaitable, Callable
 import pytest
 
 from gate import PlacementTable, RejectReason
-from sidecar._exchange import Request
-from sidecar._response import ResponseMixin
+from sidecar.proxy.exchange import Request
+from sidecar.proxy.response import ResponseMixin
 from tests._fake_transport import Harness, header, request, response, settle, status_of
 
 STALE = json.dumps({"type": "urn:epochgate:problem:stale-epoch", "title": "stale epoch", "status": 503,
@@ -201,6 +201,7 @@ async def hold_expiry_answers_the_current_state(h: Harness) -> None:
     c.send(request("PUT", body=b"v"))
     await settle()
     [req] = h.ctx.hold._waiters["t1"]
+    assert repr(req).startswith("<Request HELD PUT '/kv/k'")   # the life-cycle state (_exstate) shows
     req.hold_timer.cancel()                             # the hold's own timer, fired now
     h.ctx.hold.release(req)
     req.hold_expired()

@@ -100,7 +100,7 @@ async def _lost(http: aiohttp.ClientSession, sidecar_url: str, last: dict[str, s
 
 async def _jobs(url: str, prefix: str) -> list[dict]:
     from gate._sessions import ConsulHTTP
-    from sidecar._jobs import JobRecords
+    from sidecar.control.jobs import JobRecords
 
     c = ConsulHTTP(url)
     try:

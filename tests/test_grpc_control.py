@@ -9,7 +9,7 @@ import grpc
 import pytest
 
 from gate import BackendError, ConflictError, EmbeddedStore, PlacementTable
-from sidecar._grpc_start import start_control_server
+from sidecar.api.start import start_control_server
 from gate.pb.epochgate.v1 import epochgate_pb2 as pb
 from gate.pb.epochgate.v1 import epochgate_pb2_grpc as pb_grpc
 from tests._control_fakes import FakeJobs
@@ -90,7 +90,7 @@ async def test_admit_write_answers_in_the_message(control):
 
 
 async def test_admit_write_does_not_count_in_flight(control):
-    writegate = pytest.importorskip("sidecar._writegate")
+    writegate = pytest.importorskip("sidecar.proxy.writegate")
     inflight = pytest.importorskip("gate._inflight")
     table, _, start = control
     tracker = inflight.InflightTracker()

@@ -11,7 +11,7 @@ import pytest
 
 from gate import ConfigError, EmbeddedStore, PlacementTable
 from sidecar._config import parse_args
-from sidecar._grpc_start import start_control_server
+from sidecar.api.start import start_control_server
 from gate.pb.epochgate.v1 import epochgate_pb2 as pb
 from gate.pb.epochgate.v1 import epochgate_pb2_grpc as pb_grpc
 from tests._hostile import h11_nodes, hostile_sidecar, send_raw, statuses  # noqa: F401

@@ -17,7 +17,7 @@ import pytest
 
 from gate import ConfigError, ConsensusStore, ConsulConsensus, MemoryConsensus, key_segment
 from gate._sessions import ConsulHTTP
-from sidecar._jobs import Job, JobRecords
+from sidecar.control.jobs import Job, JobRecords
 from gate.pb.epochgate.v1 import epochgate_pb2 as pb
 from gate.pb.epochgate.v1 import epochgate_pb2_grpc as pb_grpc
 from tests._hostile import h11_nodes, hostile_sidecar  # noqa: F401

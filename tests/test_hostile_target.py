@@ -12,7 +12,7 @@ import pytest
 
 from gate import ConfigError
 from sidecar._config import SidecarConfig
-from sidecar._rules import ENGINE, compile_rule
+from sidecar.proxy.rules import ENGINE, compile_rule
 from tests._hostile import h11_nodes, hostile_sidecar, send_raw, statuses  # noqa: F401
 
 HEAD = b"Host: app\r\nX-Partition-Key: t1\r\nConnection: close\r\n"

@@ -135,7 +135,7 @@ async def test_trickling_body_cannot_hold_a_cutover(upstream, tmp_path):
     """A client sending its body slowly is cut BODY_GRACE_S after a drain starts waiting for
     it (503, not applied: the app only ever saw a truncated body), so the cutover is
     acknowledged — instead of being held until --drain-seconds and then refused."""
-    from sidecar._trickle import BODY_GRACE_S
+    from sidecar.proxy.trickle import BODY_GRACE_S
 
     p = write_placement(tmp_path / "p.toml", {"a": upstream.url, "b": "http://127.0.0.1:1"}, {"t1": "a"})
     async with running_sidecar(config(p, drain_seconds=5.0, read_timeout=30.0)) as sc:

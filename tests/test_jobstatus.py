@@ -1,4 +1,4 @@
-"""The job status machine (sidecar/_jobstatus.py), checked over every
+"""The job status machine (sidecar/control/jobstatus.py), checked over every
 (status, event) pair against an expected table written out here, and its use by
 ``Job``: a status change that is not a transition is refused."""
 
@@ -8,8 +8,8 @@ import itertools
 
 import pytest
 
-from sidecar._jobs import STATUSES, TERMINAL, Job
-from sidecar._jobstatus import (
+from sidecar.control.jobs import STATUSES, TERMINAL, Job
+from sidecar.control.jobstatus import (
     FINAL,
     TRANSITIONS,
     JobEvent,

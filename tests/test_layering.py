@@ -158,3 +158,32 @@ def test_cycle_check_finds_a_cycle():
 @pytest.mark.parametrize("top", OUTSIDE_GATE)
 def test_scan_sees_files(top):
     assert _files(top), f"no Python files found under {top}/"
+
+
+# The sidecar's layers, by folder: the data path knows nothing of the control plane or
+# its API, and neither of those reaches into the data path (they meet only in the
+# process layer, sidecar/_sidecar.py, which wires them together).
+_FORBIDDEN = {
+    "sidecar.proxy": ("sidecar.api", "sidecar.control"),
+    "sidecar.api": ("sidecar.proxy",),
+    "sidecar.control": ("sidecar.proxy",),
+}
+
+
+def _layer_violations(graph: dict[str, set[str]]) -> list[str]:
+    bad = []
+    for mod, deps in sorted(graph.items()):
+        for layer, banned in _FORBIDDEN.items():
+            if mod == layer or mod.startswith(layer + "."):
+                bad += [f"{mod} -> {d}" for d in sorted(deps) if any(d == b or d.startswith(b + ".") for b in banned)]
+    return bad
+
+
+def test_sidecar_layers_by_folder():
+    assert _layer_violations(_graph()) == []
+
+
+def test_layer_check_finds_a_violation():
+    g = _graph()
+    g["sidecar.proxy.exchange"].add("sidecar.control.runner")
+    assert _layer_violations(g) == ["sidecar.proxy.exchange -> sidecar.control.runner"]

@@ -96,7 +96,7 @@ async def _setup(consul_agent, kv_prefix, tmp_path, n_sidecars=3):
 
 async def _jobs(store_consul_url: str, prefix: str) -> list[dict]:
     from gate._sessions import ConsulHTTP
-    from sidecar._jobs import JobRecords
+    from sidecar.control.jobs import JobRecords
 
     c = ConsulHTTP(store_consul_url)
     try:
@@ -171,7 +171,7 @@ async def test_twenty_migrations_under_writes_with_kill_and_freeze(consul_agent,
             # No exemption for the frozen sidecar: writes queued on it (and sent to it while it
             # rejoins) that it reads before it is writable again are refused fail_closed (its
             # lease ran out), held, and sent after the rejoin against the fresh table
-            # (sidecar/_hold.py). Their hold bound
+            # (sidecar/proxy/hold.py). Their hold bound
             # (10 s) starts when it reads them, after the thaw, so the >TTL freeze does not use
             # it up (the freeze starts with nothing held: see above).
             unexpected = [f"{e[1] - thawed_at:+.2f}s after thaw: {e[0]} {e[2][e[2].find('detail'):][:90]}"

@@ -7,7 +7,7 @@ from __future__ import annotations
 import aiohttp
 import pytest
 
-from sidecar._hookpath import is_hook_path
+from sidecar.proxy.hookpath import is_hook_path
 from tests._sidecar_util import Upstream, config, raw_request, running_sidecar, write_placement
 
 KEY = {"X-Partition-Key": "t1"}

@@ -17,7 +17,7 @@ from prometheus_client import generate_latest
 from gate import PartitionState
 from gate.pb.epochgate.v1 import epochgate_pb2 as pb
 from gate.pb.epochgate.v1 import epochgate_pb2_grpc as pb_grpc
-from sidecar._retention import RetentionConfig
+from sidecar.control.retention import RetentionConfig
 
 from ._operator_util import GatedMover, cli, controller, participants, until
 
@@ -75,7 +75,7 @@ async def test_compaction_scheduled_explicit_and_refused_past_the_current_record
             await ctl.store.set("t1", node)
         first = await _wait_job(ctl, (await ctl.migrate("t1", "b")).id)
         second = await _wait_job(ctl, (await ctl.migrate("t1", "a")).id)
-        from sidecar._fleetops import Operation
+        from sidecar.control.fleetops import Operation
         old_op = await ctl.ops.ops.create(Operation.new("drain", [], node="b"))     # finished at once
         new_op = await ctl.ops.ops.create(Operation.new("drain", [], node="b"))
         await ctl.ops.controls.set(first.id, rate=1000.0)                         # a finished job's switch
@@ -328,7 +328,7 @@ async def test_a_pending_job_whose_begin_committed_is_taken_over_as_draining(con
     """A leader that dies between ``begin`` and recording ``draining`` leaves a pending
     record and a Draining store (found by the drain fail-over e2e test): the next leader
     carries on instead of failing the job."""
-    from sidecar._jobs import Job
+    from sidecar.control.jobs import Job
 
     async with controller(consul_agent.url, kv_prefix) as ctl:
         await _setup(ctl)

@@ -11,10 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gate._exceptions import ConfigError
-from sidecar._cli_ops import rate
-from sidecar._planner import plan_balance, plan_drain, spread_threshold, weights, loads
-from sidecar._retention import RetentionConfig, history_cut, jobs_to_drop
-from sidecar._throttle import TokenBucket
+from sidecar.control.cli_ops import rate
+from sidecar.control.planner import plan_balance, plan_drain, spread_threshold, weights, loads
+from sidecar.control.retention import RetentionConfig, history_cut, jobs_to_drop
+from sidecar.control.throttle import TokenBucket
 
 
 class Clock:

@@ -33,11 +33,14 @@ async def test_non_cutover_acks_coalesce_and_a_cutover_acks_at_once(world):  # n
         table.set(f"q{i}", "a")
         await _spin()
     assert len(writes) == n0                     # none published yet
-    table.begin_migration("p1", "b")
+    table.begin_migration("p1", "b")             # a draining epoch: the pre-barrier waits for it
+    edrain = table.state("p1")[1]
+    await _spin()
+    assert len(writes) == n0 + 1 and int(writes[-1]) >= edrain   # at once, covering the five before it
     table.enter_cutover("p1")
     ecut = table.state("p1")[1]
     await _spin()
-    assert len(writes) == n0 + 1 and int(writes[-1]) >= ecut   # one write covers all of them
+    assert len(writes) == n0 + 2 and int(writes[-1]) >= ecut   # the cutover: at once too
     acker.cancel()
     await asyncio.gather(acker, return_exceptions=True)
 

@@ -144,14 +144,14 @@ async def test_rule5_renewal_counts_from_send_time(world):
         clock.now += 3.0   # the answer arrives 3 s later
     consul.session_renew = slow_renew
     await part.renew_once()
-    assert part._last_renew == sent
+    assert part._lease.renewed_at == sent
 
 
 async def test_rule3_stale_table_fails_closed(world):
     part, clock, *_ = world
     await part._join()
     clock.now += part.lease_s
-    part._last_renew = clock.now
+    part._lease.renewed_at = clock.now
     assert part.table_stale() and part.check() == "stale_table"
     assert not part.admit_write("p1", part.state("p1")[1])
 

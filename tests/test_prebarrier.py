@@ -1,4 +1,4 @@
-"""The pre-barrier (sidecar/_prebarrier.py): a participant that stopped answering is
+"""The pre-barrier (sidecar/control/prebarrier.py): a participant that stopped answering is
 waited out while the partition is still draining — writes flowing — so the cutover
 only waits for participants that acked moments ago. Real Consul, the real runner,
 a mover that moves nothing."""
@@ -12,9 +12,9 @@ import pytest
 from gate import PartitionState
 from gate._consul_consensus import open_consul
 from gate._sessions import ConsulHTTP
-from sidecar._barrier import Barrier
-from sidecar._jobs import Job, JobRecords
-from sidecar._runner import JobRunner
+from sidecar.control.barrier import Barrier
+from sidecar.control.jobs import Job, JobRecords
+from sidecar.control.runner import JobRunner
 
 from .test_controller_jobs import RecordingMover
 

@@ -1,4 +1,4 @@
-"""The exhaustive protocol check (sidecar/_protocol_model.py) at a small bound: with every
+"""The exhaustive protocol check (sidecar/control/protocol_model.py) at a small bound: with every
 guard, no reachable state loses an acknowledged write; with any one guard dropped — the
 mover fence, DESIGN §5 rule 1, 2, 4 or 5, a takeover's fresh tokens, the store's at_epoch
 check — there is a counter-example. Larger bounds: ``scripts/check-protocol``."""
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from sidecar._protocol_model import GUARDS, Bounds, check
+from sidecar.control.protocol_model import GUARDS, Bounds, check
 
 SMALL = Bounds(writes=1, rejoins=1, retries=0)
 

@@ -116,7 +116,7 @@ async def test_commit_point_snippet_serves_and_refuses_a_stale_write():
     from aiohttp import web
 
     from gate import EmbeddedStore, PlacementTable
-    from sidecar._grpc_start import start_control_server
+    from sidecar.api.start import start_control_server
 
     table = PlacementTable({"tenant-1": "a"})
     control = await start_control_server("127.0.0.1:0", store=EmbeddedStore(table, {}), source=table)
@@ -157,7 +157,9 @@ def _command_lines() -> list[str]:
 
 def test_every_concrete_command_line_parses():
     from examples.kv.__main__ import _parser as kv_parser
-    from sidecar import _cli, _config, _controller
+    from sidecar import _config
+    from sidecar.control import cli as _cli
+    from sidecar.control import controller as _controller
     from sidecar.__main__ import _CLI
 
     parsed = 0

@@ -1,4 +1,4 @@
-"""RetryingStore (sidecar/_retry.py): a store outage is retried for a bounded time, and a
+"""RetryingStore (sidecar/control/retry.py): a store outage is retried for a bounded time, and a
 transition whose answer was lost is recognised by its result instead of failing the job.
 Pure logic over the in-memory consensus store, with an injected clock."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from gate import BackendError, ConsensusStore, MemoryConsensus, NotDraining, PartitionState
-from sidecar._retry import RetryingStore
+from sidecar.control.retry import RetryingStore
 
 
 class Flaky:

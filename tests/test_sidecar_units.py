@@ -9,8 +9,8 @@ import pytest
 from gate import ConfigError, PlacementTable, RejectReason
 from sidecar._config import SidecarConfig
 from gate import InflightTracker
-from sidecar._partition import KeyError400, Router, slot_of
-from sidecar._writegate import WriteGate
+from sidecar.proxy.router import KeyError400, Router, slot_of
+from sidecar.proxy.writegate import WriteGate
 
 
 class FakeClock:

@@ -12,7 +12,7 @@ import grpc
 import pytest
 from aiohttp import web
 
-from sidecar._mover import HttpHooksMover
+from sidecar.control.mover import HttpHooksMover
 from gate.pb.epochgate.v1 import epochgate_pb2 as pb
 from gate.pb.epochgate.v1 import epochgate_pb2_grpc as pb_grpc
 

@@ -1,0 +1,453 @@
+"""``python -m sidecar controller``: the migration controller (DESIGN §6).
+
+Any number may run; one leads, holding the Consul lock ``controller/leader``
+with a TTL session. The leader watches ``jobs/`` and runs every unfinished
+job (its own new ones, and any a dead leader left behind). Every controller
+serves the control API — a standby accepts ``migrate`` too: the job record is
+written to Consul as ``pending`` and the leader picks it up.
+
+Like a participant, the leader stops acting once its last successful renewal
+is older than its lease (< TTL): Consul cannot hand the lock to another
+controller before TTL after that renewal, so two controllers never drive the
+same job at once (job record writes are compare-and-sets as a second fence).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import asyncio
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from typing import AsyncIterator, Sequence
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from gate import (
+    AlreadyMigrating,
+    BackendError,
+    ConfigError,
+    ConsulHTTP,
+    GroupCommit,
+    Lease,
+    Op,
+    SessionLost,
+    mover_token_from_env,
+    next_blocking_index,
+    node_name,
+    partition_id,
+    provision_mover_token,
+    step,
+    validate_url,
+)
+
+from .barrier import Barrier
+from .jobs import Job, JobConflict, JobRecords
+from . import retention as retention
+from .._metrics import Metrics
+from .operator import OperatorService
+from .retention import RetentionConfig
+from .mover import HttpHooksMover, Mover
+from .retry import RetryingStore, retry_backend
+from .runner import JobRunner, LostLeadership
+from .._tokens import require_token_for, resolve_token
+
+log = logging.getLogger("epochgate.controller")
+
+
+class Leadership:
+    """The ``controller/leader`` lock: a TTL session, renewed; ``held()`` within the lease."""
+
+    def __init__(self, consul: ConsulHTTP, key: str, owner: str, *, ttl_s: float = 10.0,
+                 clock=time.monotonic) -> None:
+        self.consul, self.key, self.owner, self.ttl_s, self.clock = consul, key, owner, ttl_s, clock
+        self.lease_s = ttl_s / 2
+        self.session: str | None = None
+        self._lease = Lease(self.lease_s, clock)
+        self._lost = False
+        self._holding = False
+
+    def held(self) -> bool:
+        """True while this controller holds the lock and renewed its session within the lease."""
+        return (self._holding and self.session is not None and not self._lost
+                and self._lease.held())
+
+    def check(self) -> None:
+        if not self.held():
+            raise LostLeadership(f"controller {self.owner} no longer holds {self.key}")
+
+    async def acquire(self) -> bool:
+        if self.session is None:
+            sent = self.clock()
+            self.session = await self.consul.session_create(f"epochgate-controller-{self.owner}", self.ttl_s)
+            self._lease.started(sent)
+            self._lost = False
+        self._holding = await self.consul.acquire(self.key, self.owner.encode(), self.session)
+        return self._holding
+
+    async def renew(self) -> None:
+        try:
+            await self._lease.renew(self.consul, self.session)
+        except SessionLost:
+            self._lost = True
+            self._holding = False
+            self.session = None
+
+    async def release(self) -> None:
+        self._holding = False
+        sid, self.session = self.session, None
+        if sid is not None:
+            try:
+                await self.consul.session_destroy(sid)
+            except BackendError:
+                pass
+
+
+class Controller:
+    """Leader election + job runner + ``JobService`` for the control API."""
+
+    def __init__(self, consul_url: str, prefix: str = "epochgate/", *, token: str | None = None,
+                 deadline_s: float = 10.0, extra_nodes: dict[str, str] | None = None, mover: Mover | None = None,
+                 metrics: Metrics | None = None, owner: str | None = None, ttl_s: float = 10.0,
+                 barrier_cls: type[Barrier] = Barrier, prebarrier_s: float = 30.0,
+                 retention: RetentionConfig | None = None) -> None:
+        from gate import open_consul
+
+        if deadline_s <= 0:
+            raise ConfigError("cutover_deadline", f"must be > 0 seconds, got {deadline_s!r}")
+        self.prefix = prefix if prefix.endswith("/") else prefix + "/"
+        self.deadline_s = deadline_s
+        self.prebarrier_s = prebarrier_s
+        self.extra_nodes = dict(extra_nodes or {})
+        self.owner = owner or f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
+        self.metrics = metrics or Metrics()
+        self._consul_url, self._token, self._ttl = consul_url, token, ttl_s
+        self._open_consul = open_consul
+        self.mover = mover
+        self._barrier_cls = barrier_cls
+        self.retention = retention
+        self.ops: OperatorService | None = None
+        self.runner: JobRunner | None = None
+        self._tasks: dict[str, asyncio.Task] = {}
+        self._main: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        self.consul = ConsulHTTP(self._consul_url, token=self._token)
+        self.consensus, store, self.replica = await self._open_consul(
+            self._consul_url, self.prefix, self._token, wait_s=2.0)
+        GroupCommit(store)   # concurrent jobs' transitions share commits (gate/_group_commit.py)
+        # a Consul election is absorbed: control API calls and job steps retry BackendError (bounded)
+        self.store = RetryingStore(store)
+        self.records = JobRecords(self.consul, self.prefix)
+        self.barrier = self._barrier_cls(self.consul, self.prefix)
+        self.barrier.keep_connections = True         # per-key ack watches reuse their connections
+        self.leadership = Leadership(self.consul, f"{self.prefix}controller/leader", self.owner, ttl_s=self._ttl)
+        if self.mover is None:
+            self.mover = HttpHooksMover()
+        self.runner = JobRunner(self.store, self.records, self.barrier, self.mover, self.nodes, owner=self.owner,
+                                check=self.leadership.check, metrics=self.metrics, prebarrier_s=self.prebarrier_s)
+        self.ops = OperatorService(self, self.retention)   # issue 17: history, dry runs, pause, drain
+        self.ops.install(self.runner, self.mover)
+        await self.ops.start()
+        self._main = asyncio.create_task(self._lead(), name="controller")
+
+    async def stop(self) -> None:
+        if self.ops is not None:
+            await self.ops.stop()
+        if self._main is not None:
+            self._main.cancel()
+            await asyncio.gather(self._main, return_exceptions=True)
+        await self._drop_jobs()
+        await self.leadership.release()
+        self.metrics.controller_leader.set(0)
+        if hasattr(self.mover, "close"):
+            await self.mover.close()  # type: ignore[union-attr]
+        await self.replica.stop()
+        await self.barrier.close()
+        await self.consensus.close()
+        await self.consul.close()
+
+    async def nodes(self) -> dict[str, str]:
+        nodes = dict(self.extra_nodes)
+        nodes.update(await self.store.nodes())
+        return nodes
+
+    @property
+    def leading(self) -> bool:
+        return self.leadership.held()
+
+    # ---- leading -------------------------------------------------------------
+
+    async def _lead(self) -> None:
+        while True:
+            try:
+                if not await self.leadership.acquire():
+                    self.metrics.controller_leader.set(0)
+                    await self._wait_lock_free()
+                    continue
+                log.info("controller %s: leading", self.owner)
+                await self._ensure_mover_token()
+                self.metrics.controller_leader.set(1)
+                await self._run_jobs()
+            except BackendError as exc:
+                log.warning("controller %s: %s", self.owner, exc)
+                await asyncio.sleep(0.5)
+            self.metrics.controller_leader.set(0)
+            await self._drop_jobs()
+
+    async def _ensure_mover_token(self) -> None:
+        """The hooks' credential (DESIGN §6): EPOCHGATE_MOVER_TOKEN, else the one under
+        ``<prefix>mover/token``, created now if absent (applications with --consul read it)."""
+        if not isinstance(self.mover, HttpHooksMover) or self.mover.token is not None:
+            return
+        self.mover.token = mover_token_from_env() or await provision_mover_token(self.consul, self.prefix)
+
+    async def _wait_lock_free(self) -> None:
+        entry, index = await self.consul.list(self.leadership.key)
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline:
+            if not entry or entry[0].session is None:
+                return
+            entry, index = await self.consul.list(self.leadership.key, index=index, wait_s=2.0)
+            if self.leadership.session is not None:
+                await self.leadership.renew()
+
+    async def _run_jobs(self) -> None:
+        index = 0
+        last_renew = 0.0
+        while True:
+            try:   # a store error (a Consul election) is not a lost lock: the lease decides
+                if time.monotonic() - last_renew >= self.leadership.lease_s / 4:
+                    last_renew = time.monotonic()
+                    await self.leadership.renew()
+                if not self.leadership.held():
+                    log.warning("controller %s: lost the lock", self.owner)
+                    return
+                jobs, new_index = await self.records.list(index=index or None,
+                                                          wait_s=self.leadership.lease_s / 4)
+            except BackendError as exc:
+                if not self.leadership.held():
+                    raise
+                log.info("controller %s: %s (retrying)", self.owner, exc)
+                await asyncio.sleep(0.2)
+                continue
+            index = next_blocking_index(index, new_index)
+            for job in jobs:
+                if not job.terminal and job.id not in self._tasks:
+                    self._tasks[job.id] = asyncio.create_task(self._run_one(job), name=f"job-{job.id}")
+
+    async def _run_one(self, job: Job) -> None:
+        try:
+            await self.runner.run(job)   # type: ignore[union-attr]
+        except (LostLeadership, JobConflict) as exc:
+            log.info("job %s: %s", job.id, exc)
+            await asyncio.sleep(0.1)
+        except Exception:   # noqa: BLE001 - a job must not take the controller down
+            log.exception("job %s crashed", job.id)
+            await asyncio.sleep(0.5)
+        finally:
+            self._tasks.pop(job.id, None)
+            if self.ops is not None:
+                self.ops.job_finished(job)
+
+    async def _drop_jobs(self) -> None:
+        tasks = list(self._tasks.values())
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._tasks.clear()
+
+    # ---- JobService ------------------------------------------------------------
+
+    async def migrate(self, partition: str, to: str, deadline_s: float | None = None) -> Job:
+        """Record a pending job (validated against the store now); the leader runs it.
+        A store outage (a Consul election) is retried for up to 15 s."""
+        partition = partition_id(partition)
+        to = node_name(to, "to_node")
+        mine: list[Job] = []   # the record this call creates: a retry whose first create landed finds it
+        return await retry_backend("migrate", lambda: self._migrate(partition, to, deadline_s, mine),
+                                   self.store.retry_s, lambda exc: not isinstance(exc, JobConflict))
+
+    async def _migrate(self, partition: str, to: str, deadline_s: float | None, mine: list[Job]) -> Job:
+        jobs = await self.list()
+        for job in jobs:
+            if mine and job.id == mine[0].id:
+                return job
+        st = await self.store.state(partition)
+        state = None if st is None else st[0]
+        # Ask the state machine, as the store's begin will: UnknownPartition,
+        # AlreadyMigrating or NoOpMove come from the one table, not a copy of it.
+        step(partition, state, Op.BEGIN, to)
+        assert state is not None  # (step refused an unknown partition)
+        nodes = await self.nodes()
+        if to not in nodes:
+            raise ConfigError("to_node", f"unknown node {to!r} (known: {', '.join(sorted(nodes))})")
+        for job in jobs:
+            if job.partition == partition and not job.terminal:
+                raise AlreadyMigrating(f"job {job.id} is already moving {partition}", partition)
+        if not mine:
+            mine.append(Job.new(partition, state.source, to, deadline_s or self.deadline_s))
+        return await self.records.create(mine[0])
+
+    async def get(self, job_id: str) -> Job | None:
+        return await self.records.get(job_id)
+
+    async def list(self) -> list[Job]:
+        jobs, _ = await self.records.list()
+        return jobs
+
+    async def abort(self, job_id: str) -> Job | None:
+        """Ask for an abort (the runner aborts at its next step or save)."""
+        for _ in range(20):
+            job = await self.records.get(job_id)
+            if job is None or job.terminal:
+                return job
+            try:
+                return await self.records.save(job.with_(abort_requested=True))
+            except JobConflict:
+                await asyncio.sleep(0.01)
+        raise BackendError(f"could not record the abort of job {job_id}")
+
+    async def watch(self, job_id: str) -> AsyncIterator[Job]:
+        """The job now, then on every change, until it is final."""
+        key = f"{self.records.dir}{job_id}"
+        index, last = 0, None
+        while True:
+            entries, new_index = await self.consul.list(key, index=index or None, wait_s=5.0)
+            index = next_blocking_index(index, new_index)
+            job = next((Job.from_dict(json.loads(e.value), e.modify_index)
+                        for e in entries if e.key == key), None)
+            if job is None:
+                return
+            if last is None or job.version != last:
+                last = job.version
+                yield job
+            if job.terminal:
+                return
+
+
+async def start_admin(addr: str, controller: Controller) -> web.AppRunner:
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(controller.metrics.registry),
+                            headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def readyz(_: web.Request) -> web.Response:
+        return web.Response(text="leader\n" if controller.leading else "standby\n")
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    host, _, port = addr.rpartition(":")
+    try:
+        await web.TCPSite(runner, host or "127.0.0.1", int(port)).start()
+    except (OSError, ValueError) as exc:
+        await runner.cleanup()
+        raise ConfigError("admin", f"cannot listen on {addr}: {exc}") from exc
+    return runner
+
+
+class _NeverAdmit:
+    """The controller's Gate service: its replica is not a barrier participant, so it
+    must never answer a commit-point admit (DESIGN §5 rule 6) — always fail closed."""
+
+    def writable(self) -> bool:
+        return False
+
+
+def _parse(argv: Sequence[str]) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m sidecar controller",
+                                 description="The epochgate migration controller (one leads; Consul lock).")
+    ap.add_argument("--consul", default=os.environ.get("EPOCHGATE_CONSUL"), help="Consul URL (required)")
+    ap.add_argument("--prefix", default=os.environ.get("EPOCHGATE_PREFIX", "epochgate/"),
+                    help="Consul KV prefix (default epochgate/)")
+    ap.add_argument("--control", default=os.environ.get("EPOCHGATE_CONTROL", "127.0.0.1:50051"), metavar="HOST:PORT",
+                    help="gRPC control API (default 127.0.0.1:50051)")
+    ap.add_argument("--admin", default=os.environ.get("EPOCHGATE_ADMIN", "127.0.0.1:9901"), metavar="HOST:PORT",
+                    help="/metrics /healthz /readyz (default 127.0.0.1:9901)")
+    ap.add_argument("--token", default=None,
+                    help="bearer token the control API requires (env EPOCHGATE_TOKEN; prefer --token-file: "
+                         "a flag shows in ps)")
+    ap.add_argument("--token-file", default=None, metavar="FILE",
+                    help="read the bearer token from FILE (env EPOCHGATE_TOKEN_FILE)")
+    ap.add_argument("--consul-token", default=os.environ.get("CONSUL_HTTP_TOKEN"), help="Consul ACL token")
+    ap.add_argument("--cutover-deadline", type=float, default=float(os.environ.get("EPOCHGATE_CUTOVER_DEADLINE", 10)),
+                    metavar="S", help="abort a job whose barrier has not passed after S seconds (default 10)")
+    ap.add_argument("--prebarrier-deadline", type=float,
+                    default=float(os.environ.get("EPOCHGATE_PREBARRIER_DEADLINE", 30)), metavar="S",
+                    help="while draining, wait up to S seconds for every participant to ack or drop out "
+                         "before entering cutover; 0 turns it off (default 30)")
+    ap.add_argument("--node", action="append", default=[], metavar="NAME=URL", help="a node's URL (repeatable)")
+    ap.add_argument("--log-level", default="INFO")
+    ap.add_argument("--log-format", choices=("text", "json"), default=os.environ.get("EPOCHGATE_LOG_FORMAT", "text"),
+                    help="event log lines, as the sidecar's (default text)")
+    retention.add_arguments(ap)
+    args = ap.parse_args(list(argv))
+    if not args.consul:
+        ap.error("--consul URL is required")
+    return args
+
+
+async def _amain(args: argparse.Namespace) -> int:
+    from ..api.start import start_control_server
+
+    nodes = {}
+    for item in args.node:
+        name, sep, url = item.partition("=")
+        if not sep:
+            raise ConfigError("node", f"expected NAME=URL, got {item!r}")
+        nodes[node_name(name)] = validate_url(url, f"node.{name}")
+    validate_url(args.consul, "consul")
+    if args.prebarrier_deadline < 0:
+        raise ConfigError("prebarrier_deadline", f"must be >= 0 seconds, got {args.prebarrier_deadline!r}")
+    token = resolve_token(args.token, args.token_file, os.environ)
+    require_token_for(args.control, token)  # before anything starts: a refused bind leaves nothing behind
+    ctl = Controller(args.consul, args.prefix, token=args.consul_token, deadline_s=args.cutover_deadline,
+                     extra_nodes=nodes, prebarrier_s=args.prebarrier_deadline,
+                     retention=retention.from_args(args))
+    await ctl.start()
+    try:
+        await ctl.replica.start()
+    except BackendError as exc:
+        log.warning("controller: replica not started yet: %s", exc)
+    server = await start_control_server(args.control, store=ctl.store, source=ctl.replica, gate=_NeverAdmit(),
+                                        jobs=ctl, token=token, extra_nodes=nodes)
+    admin = await start_admin(args.admin, ctl)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("controller %s: control %s, admin %s", ctl.owner, args.control, args.admin)
+    try:
+        await stop.wait()
+    finally:
+        await server.stop(1.0)
+        await admin.cleanup()
+        await ctl.stop()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(argv or [])
+    if argv and argv[0] == "controller":
+        argv = argv[1:]
+    args = _parse(argv)
+    from .._log import setup_logging
+
+    setup_logging(args.log_format)   # the sidecar's event-log format (text or JSON lines)
+    logging.getLogger("epochgate").setLevel(args.log_level.upper())
+    try:
+        return asyncio.run(_amain(args))
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 2

@@ -1,0 +1,340 @@
+"""An exhaustive check of the migration protocol (DESIGN §3, §5, §6), over its real
+decision functions, with controllers that pause and messages that are delayed.
+
+One partition moves a → b. The model explores *every* interleaving of:
+
+* a **sidecar** (barrier participant) that may start during the migration, register,
+  read the table, follow it late, acknowledge, admit and commit client writes, run out of
+  lease, renew, lose its session (Consul expiring it), notice that and rejoin;
+* **controller A**, which runs the job and may pause at any step (GC, SIGSTOP) — when it
+  resumes it performs the one action it was about to do (it had passed its lock check)
+  and stops;
+* **controller B**, which takes the job over once A paused: it restarts the attempt
+  (abort, begin) and runs it to the end;
+* the **network**: every import is a message delivered at any later point; a bulk
+  import may be sent again (its answer was lost) while the first copy is still in flight.
+
+Store transitions go through the real ``gate._machine.step`` with the ``at_epoch`` rule
+of ``ConsensusStore``; imports are accepted or refused by the real
+``gate._fence.check_fence``. The property, checked in every reachable state: while the
+partition is active, its owner holds the last acknowledged write (a single writer writes
+increasing values to one key). Turning off any one guard — the fence, DESIGN §5 rule 1,
+2, 4 or 5, the fresh tokens of a takeover, the ``at_epoch`` check — yields a
+counter-example; with all of them there is none (``tests/test_protocol_model.py`` runs
+a small bound, ``scripts/check-protocol`` larger ones).
+
+    python -m sidecar.control.protocol_model [--writes 3] [--rejoins 1] [--retries 1] [--drop RULE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import deque
+from dataclasses import dataclass
+from typing import Iterator, NamedTuple
+
+from gate import MigrationError
+from gate import StaleMover, check_fence
+from gate import Op, step
+from gate import PartitionState, Phase
+
+P = "p"
+GUARDS = ("fence", "rule1", "rule2", "rule4", "rule5", "fresh_tokens", "at_epoch")
+
+
+@dataclass(frozen=True, slots=True)
+class Bounds:
+    writes: int = 2      # client writes in a run
+    rejoins: int = 1     # sidecar session losses it recovers from
+    retries: int = 1     # extra copies of a bulk import put on the network
+    drop: frozenset[str] = frozenset()   # guards turned off (see GUARDS)
+
+
+class Sidecar(NamedTuple):
+    reg: bool = False          # sidecars/<id> published under session `sid`
+    sid: int = 0
+    alive: bool = False        # the session, as Consul sees it
+    fresh: bool = False        # within its lease (rule 5)
+    view: tuple | None = None  # (PartitionState, epoch) it last read
+    ready: bool = False        # read the table after registering (rule 1)
+    pub: int = 0               # published (acked) epoch
+    rejoins: int = 0
+
+
+class Ctl(NamedTuple):
+    pc: str = "idle"           # idle begin export await_bulk cutover list commit barrier delta await_delta complete done
+    draining: int = 0          # this attempt's epochs = its fencing tokens
+    cutover: int = 0
+    listed: tuple = ()         # sids the barrier waits for
+    paused: bool = False
+    halted: bool = False
+
+
+class State(NamedTuple):
+    store: tuple               # (PartitionState, epoch)
+    a: int
+    b: int
+    hb: int                    # highest fencing token b recorded
+    v: int                     # next value to write; v - 1 is the last acknowledged
+    sc: Sidecar
+    A: Ctl
+    B: Ctl
+    net: tuple                 # in-flight imports: (token, value, ctl, kind), sorted
+    next_sid: int
+    retries: int
+    paused_once: bool
+
+
+def initial() -> State:
+    return State((PartitionState.active("a"), 1), 0, 0, 0, 1, Sidecar(), Ctl(pc="begin"), Ctl(), (), 1, 0, False)
+
+
+def violation(s: State) -> str | None:
+    """The property: an active partition's owner holds the last acknowledged write."""
+    st, _ = s.store
+    if st.phase is Phase.ACTIVE:
+        have = s.a if st.source == "a" else s.b
+        if have != s.v - 1:
+            return f"owner {st.source} holds value {have}, the last acknowledged write is {s.v - 1}"
+    return None
+
+
+# ---- the store (real step function + ConsensusStore's at_epoch rule) ----------------
+
+def _transition(s: State, op: Op, node: str | None, at_epoch: int | None, bounds: Bounds) -> tuple | None:
+    st, epoch = s.store
+    if at_epoch is not None and "at_epoch" not in bounds.drop and epoch != at_epoch:
+        return None   # StaleAttempt: nothing written
+    try:
+        new = step(P, st, op, node)
+    except MigrationError:
+        return None
+    return new, epoch + 1
+
+
+# ---- controllers ---------------------------------------------------------------------
+
+def _ctl_action(s: State, name: str, c: Ctl, bounds: Bounds) -> Iterator[tuple[str, State]]:
+    """The next action of controller ``name`` in its program (one step)."""
+    other = "B" if name == "A" else "A"
+
+    def put(s2: State, c2: Ctl) -> State:
+        return s2._replace(**{name: c2})
+
+    pc = c.pc
+    if pc == "restart":   # B takes over: abort the old attempt, begin a fresh one
+        if "fresh_tokens" in bounds.drop:   # reuse the old attempt's tokens and phase
+            old = getattr(s, other)
+            yield f"{name} continues {other}'s attempt", put(s, c._replace(
+                pc={"await_bulk": "export", "cutover": "cutover", "list": "cutover", "commit": "cutover",
+                    "barrier": "barrier", "delta": "delta", "await_delta": "delta",
+                    "complete": "complete"}.get(old.pc, "export") if old.draining else "begin",
+                draining=old.draining, cutover=old.cutover, listed=old.listed))
+            return
+        st, _ = s.store
+        store = s.store
+        if st.migrating:
+            store = _transition(s, Op.ABORT, None, None, bounds) or store
+        s2 = s._replace(store=store)
+        nxt = _transition(s2, Op.BEGIN, "b", None, bounds)
+        if nxt is None:
+            yield f"{name} restart refused", put(s2, c._replace(halted=True))
+            return
+        yield f"{name} restarts: abort, begin at {nxt[1]}", put(s2._replace(store=nxt), c._replace(
+            pc="export", draining=nxt[1], cutover=0, listed=()))
+    elif pc == "begin":
+        nxt = _transition(s, Op.BEGIN, "b", None, bounds)
+        if nxt is None:
+            yield f"{name} begin refused", put(s, c._replace(halted=True))
+            return
+        yield f"{name} begin → draining {nxt[1]}", put(s._replace(store=nxt), c._replace(pc="export", draining=nxt[1]))
+    elif pc == "export":
+        msg = (c.draining, s.a, name, "bulk")
+        yield f"{name} exports {s.a}, sends bulk@{c.draining}", put(
+            s._replace(net=tuple(sorted(s.net + (msg,)))), c._replace(pc="await_bulk"))
+    elif pc == "await_bulk":
+        if s.retries < bounds.retries:   # the answer was lost: the same import again
+            msg = next((m for m in s.net if m[2] == name and m[3] == "bulk" and m[0] == c.draining), None)
+            if msg is not None:
+                yield f"{name} resends bulk@{c.draining}", s._replace(
+                    net=tuple(sorted(s.net + (msg,))), retries=s.retries + 1)
+    elif pc == "cutover":
+        if "rule2" in bounds.drop:   # list first, commit after
+            yield f"{name} lists (before its commit)", put(s, c._replace(pc="commit", listed=_listed(s)))
+            return
+        nxt = _transition(s, Op.ENTER_CUTOVER, None, c.draining, bounds)
+        if nxt is None:
+            yield f"{name} enter_cutover refused", put(s, c._replace(halted=True))
+            return
+        s2 = s._replace(store=nxt)
+        yield f"{name} enter_cutover → {nxt[1]}, then lists", put(s2, c._replace(
+            pc="barrier", cutover=nxt[1], listed=_listed(s2)))
+    elif pc == "commit":
+        nxt = _transition(s, Op.ENTER_CUTOVER, None, c.draining, bounds)
+        if nxt is None:
+            yield f"{name} enter_cutover refused", put(s, c._replace(halted=True))
+            return
+        yield f"{name} enter_cutover → {nxt[1]}", put(s._replace(store=nxt), c._replace(pc="barrier", cutover=nxt[1]))
+    elif pc == "barrier":
+        sc = s.sc
+        if all(not (sc.reg and sc.alive and sc.sid == sid) or sc.pub >= c.cutover for sid in c.listed):
+            yield f"{name} barrier passes", put(s, c._replace(pc="delta"))
+    elif pc == "delta":
+        msg = (c.cutover, s.a, name, "delta")
+        yield f"{name} exports delta {s.a}, sends delta@{c.cutover}", put(
+            s._replace(net=tuple(sorted(s.net + (msg,)))), c._replace(pc="await_delta"))
+    elif pc == "complete":
+        nxt = _transition(s, Op.COMPLETE, None, c.cutover, bounds)
+        if nxt is None:
+            yield f"{name} complete refused", put(s, c._replace(halted=True))
+            return
+        yield f"{name} complete → active(b) {nxt[1]}", put(s._replace(store=nxt), c._replace(pc="done"))
+
+
+def _listed(s: State) -> tuple:
+    sc = s.sc
+    return (sc.sid,) if sc.reg and sc.alive else ()
+
+
+def _controllers(s: State, bounds: Bounds) -> Iterator[tuple[str, State]]:
+    A, B = s.A, s.B
+    if not A.paused and not A.halted and A.pc != "done":
+        yield from _ctl_action(s, "A", A, bounds)
+        if not s.paused_once and A.pc not in ("idle",):
+            yield f"A pauses before {A.pc}", s._replace(A=A._replace(paused=True), paused_once=True)
+    if A.paused and not A.halted:
+        if B.pc == "idle":   # A's lock lapsed: B leads
+            yield "B takes the job over", s._replace(B=B._replace(pc="restart"))
+        # A resumes: the one action it had passed its check for, then it stops
+        for label, s2 in _ctl_action(s, "A", A._replace(paused=False), bounds):
+            yield "A resumes: " + label, s2._replace(A=s2.A._replace(paused=False, halted=True))
+        yield "A resumes and stops", s._replace(A=A._replace(paused=False, halted=True))
+    if B.pc not in ("idle", "done") and not B.halted:
+        yield from _ctl_action(s, "B", B, bounds)
+
+
+# ---- the network -----------------------------------------------------------------
+
+def _deliveries(s: State, bounds: Bounds) -> Iterator[tuple[str, State]]:
+    for i, msg in enumerate(s.net):
+        if i and s.net[i - 1] == msg:
+            continue   # identical copies: one branch
+        token, value, owner, kind = msg
+        net = s.net[:i] + s.net[i + 1:]
+        try:
+            if "fence" not in bounds.drop:
+                check_fence(P, token, s.hb or None)
+        except StaleMover:
+            c = getattr(s, owner)
+            if c.pc == f"await_{kind}" and not c.paused:
+                c = c._replace(halted=True)   # 409 stale-mover: this attempt stops
+            yield f"b refuses {kind}@{token} (stale-mover)", s._replace(net=net, **{owner: c})
+            continue
+        s2 = s._replace(net=net, b=value, hb=max(s.hb, token))
+        c = getattr(s2, owner)
+        wanted = c.draining if kind == "bulk" else c.cutover
+        if c.pc == f"await_{kind}" and not c.paused and not c.halted and token == wanted:
+            c = c._replace(pc="cutover" if kind == "bulk" else "complete")
+            s2 = s2._replace(**{owner: c})
+        yield f"b applies {kind}@{token} = {value}", s2
+
+
+# ---- the sidecar (DESIGN §5 rules 1–5) ---------------------------------------------------
+
+def _sidecar(s: State, bounds: Bounds) -> Iterator[tuple[str, State]]:
+    sc, drop = s.sc, bounds.drop
+    if not sc.reg:   # rule 1: a session, then sidecars/<id> under it ...
+        yield "sc registers", s._replace(sc=sc._replace(reg=True, sid=s.next_sid, alive=True, fresh=True, pub=0),
+                                         next_sid=s.next_sid + 1)
+    if not sc.ready and (sc.reg or "rule1" in drop):   # ... and only then the table
+        yield "sc reads the table", s._replace(sc=sc._replace(view=s.store, ready=True))
+    if sc.ready and sc.view is not None and sc.view[1] < s.store[1]:
+        yield "sc follows the table", s._replace(sc=sc._replace(view=s.store))
+    if sc.reg and sc.alive and sc.ready and sc.view is not None and sc.pub < sc.view[1]:
+        yield f"sc acks {sc.view[1]}", s._replace(sc=sc._replace(pub=sc.view[1]))
+    if sc.reg and sc.ready and sc.fresh and sc.view is not None and s.v <= bounds.writes:
+        st, _ = sc.view
+        if st.phase is not Phase.CUTOVER:   # admit at its view, commit on its read placement
+            node = st.source
+            yield f"sc admits + commits write {s.v} on {node}", s._replace(v=s.v + 1, **{node: s.v})
+    if sc.fresh:
+        yield "sc lease runs out", s._replace(sc=sc._replace(fresh=False))
+    if sc.reg and sc.alive and not sc.fresh:
+        yield "sc renews", s._replace(sc=sc._replace(fresh=True))
+    if sc.reg and sc.alive and (not sc.fresh or "rule5" in drop):
+        yield "Consul expires sc's session", s._replace(sc=sc._replace(alive=False))
+    if sc.reg and not sc.alive and sc.rejoins < bounds.rejoins:
+        if "rule4" in drop:   # re-register at once, keep the old view
+            yield "sc notices, re-registers with its old view", s._replace(
+                sc=sc._replace(sid=s.next_sid, alive=True, fresh=True, pub=0, rejoins=sc.rejoins + 1),
+                next_sid=s.next_sid + 1)
+        else:                 # stop writes, start over at rule 1
+            yield "sc notices, starts over", s._replace(
+                sc=sc._replace(reg=False, ready=False, fresh=False, rejoins=sc.rejoins + 1))
+
+
+def successors(s: State, bounds: Bounds) -> Iterator[tuple[str, State]]:
+    yield from _controllers(s, bounds)
+    yield from _deliveries(s, bounds)
+    yield from _sidecar(s, bounds)
+
+
+@dataclass
+class Result:
+    states: int
+    counterexample: list[str] | None
+    why: str | None = None
+
+
+def check(bounds: Bounds = Bounds(), max_states: int = 5_000_000) -> Result:
+    """Breadth-first over every reachable state; the shortest counter-example, if any."""
+    start = initial()
+    parent: dict[State, tuple[State | None, str]] = {start: (None, "start")}
+    queue = deque([start])
+    while queue:
+        s = queue.popleft()
+        why = violation(s)
+        if why is not None:
+            trace = []
+            cur: State | None = s
+            while cur is not None:
+                prev, label = parent[cur]
+                trace.append(label)
+                cur = prev
+            return Result(len(parent), trace[::-1], why)
+        for label, nxt in successors(s, bounds):
+            if nxt not in parent:
+                parent[nxt] = (s, label)
+                if len(parent) > max_states:
+                    raise RuntimeError(f"more than {max_states} states: lower the bounds")
+                queue.append(nxt)
+    return Result(len(parent), None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m sidecar.control.protocol_model", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--writes", type=int, default=3)
+    ap.add_argument("--rejoins", type=int, default=1)
+    ap.add_argument("--retries", type=int, default=1)
+    ap.add_argument("--drop", action="append", default=[], choices=GUARDS,
+                    help="turn a guard off (repeatable); default: check all, then each one dropped")
+    args = ap.parse_args(argv)
+    runs = [frozenset(args.drop)] if args.drop else [frozenset()] + [frozenset({g}) for g in GUARDS]
+    ok = True
+    for drop in runs:
+        res = check(Bounds(args.writes, args.rejoins, args.retries, drop))
+        name = "all guards" if not drop else "without " + ", ".join(sorted(drop))
+        if res.counterexample is None:
+            print(f"{name}: no counter-example in {res.states} states")
+            ok = ok and bool(not drop)
+        else:
+            print(f"{name}: counter-example after {res.states} states: {res.why}")
+            for i, label in enumerate(res.counterexample):
+                print(f"  {i:2d}. {label}")
+            ok = ok and bool(drop)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

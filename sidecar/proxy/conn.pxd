@@ -1,0 +1,16 @@
+# The client connection as an extension type for the Cython build (conn.py is the source;
+# an asyncio.Protocol by duck typing). See sidecar/_build.py.
+from sidecar.proxy.context cimport ProxyContext
+
+
+cdef class ClientConn:
+    cdef public ProxyContext ctx
+    cdef public object transport, parser, peer, peer_s, current, parsing, queue, tunnel, keyh_names, xff_line
+    cdef public object kinds
+    cdef public long flags, hsize, head_seen, heads, max_header
+    cdef public double last_active, head_since
+    cdef public bint upgraded, wpaused, in_feed, in_body, trailer
+
+    cpdef _feed(self, data)
+    cpdef pause(self, long flag)
+    cpdef resume(self, long flag)

@@ -1,0 +1,428 @@
+"""Client side of the data path: an ``asyncio.Protocol`` per client connection.
+
+httptools parses request heads; ``on_header`` sorts each header once: the
+ones the proxy owns (framing, hop-by-hop, ``Host``, ``X-Forwarded-For``,
+client-supplied ``X-Partition``/``X-Placement*``) are captured or dropped,
+everything else is kept for forwarding as a ready-made line. Requests on one
+connection are served in order; a pipelined request waits (reading paused)
+until the one before it has been answered.
+
+Refused before anything is forwarded: request smuggling shapes
+(``Content-Length`` with ``Transfer-Encoding``, differing duplicate
+``Content-Length``, a transfer coding that does not end in chunked) → 400,
+heads larger than ``--max-header-bytes`` → 431 (counted as bytes arrive, see
+``_limits``), ``CONNECT`` → 405, a second ``Host`` → 400, an upgrade carrying a
+body → 400, a bad target → 400/414 (``_target``). Trailers are dropped: they
+arrive after the head was checked and dispatched and must change nothing.
+Bytes after an upgrade request wait until the upstream answers 101.
+
+Reading from the client is paused for several independent reasons
+(``_exstate.Pause``, bit flags in ``pause``/``resume``): a pipelined request
+queued, a write held, body bytes buffered before an upstream connection is
+ready, the upstream's send buffer full.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import Any
+
+import httptools
+
+from . import httpmsg as H
+from .context import ProxyContext
+from .exchange import Request
+from .exstate import P_ALL, P_QUEUED, Pause
+from .hookpath import is_hook_path
+from .orphan import orphan_write
+from .limits import BUSY_503
+from .target import TargetError, normalize
+
+
+_CONN_OPTIONS = frozenset({b"upgrade", b"close", b"keep-alive"})
+
+
+class _HeadTooLarge(Exception):
+    pass
+
+
+# header (lower-case) → how on_header treats it
+_DROP, _HOST, _CLEN, _TE, _CONN, _UPG, _RID, _EXPECT, _XFF, _XFP, _XFH, _PLAIN, _KEY = range(13)
+_SPECIAL = {
+    b"host": _HOST, b"content-length": _CLEN, b"transfer-encoding": _TE, b"connection": _CONN,
+    b"upgrade": _UPG, b"x-request-id": _RID, b"expect": _EXPECT, b"x-forwarded-for": _XFF,
+    b"x-forwarded-proto": _XFP, b"x-forwarded-host": _XFH, b"keep-alive": _DROP, b"proxy-connection": _DROP,
+    b"te": _DROP, b"trailer": _DROP, b"x-partition": _DROP, b"x-placement": _DROP, b"x-placement-epoch": _DROP,
+}
+
+
+_METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE")}
+
+
+class ClientConn:
+    """One downstream connection (an asyncio.Protocol by duck typing: see _proxy.pxd)."""
+
+    __slots__ = ("ctx", "transport", "parser", "peer", "peer_s", "current", "parsing", "queue", "flags",
+                 "hsize", "last_active", "upgraded", "tunnel", "wpaused", "keyh_names", "xff_line", "in_feed",
+                 "max_header", "kinds", "in_body", "head_seen", "head_since", "heads",
+                 "trailer")
+
+    def __init__(self, ctx: ProxyContext) -> None:
+        self.ctx = ctx
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.current: Request | None = None
+        self.parsing: Request | None = None
+        self.queue: deque[Request] = deque()
+        self.flags = 0
+        self.hsize = 0
+        self.last_active = ctx.now
+        self.upgraded = False
+        self.tunnel: Any = None
+        self.wpaused = False
+        self.keyh_names = ctx.router.header_names
+        self.max_header = ctx.max_header  # copies of ctx fields read once per header
+        self.kinds = ctx.header_kinds
+        self.peer = b"unknown"
+        self.peer_s = "unknown"
+        self.xff_line = b"X-Forwarded-For: unknown\r\n"
+        self.in_feed = False  # inside parser.feed_data: upstream writes are batched
+        self.in_body = False  # between a head's end and its message's end (on_header there = a trailer)
+        self.head_seen = 0    # bytes of the current head that arrived (counted before parsing)
+        self.head_since = 0.0  # when the current head's first byte arrived (0: none in progress)
+        self.heads = 0        # heads completed on this connection
+        self.trailer = False  # after a chunk-size line and before its data: maybe the trailer section
+
+    # ---------------------------------------------------------------- transport
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        if peer:
+            self.peer_s = str(peer[0])
+            self.peer = self.peer_s.encode()
+            self.xff_line = b"X-Forwarded-For: " + self.peer + b"\r\n"
+        if len(self.ctx.clients) >= self.ctx.max_connections:
+            self.ctx.stats.metrics.connections_refused.inc()
+            transport.write(BUSY_503)  # type: ignore[attr-defined]
+            transport.close()
+            return
+        H.set_nodelay(transport)
+        self.ctx.clients.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.last_active = self.ctx.now
+        if self.upgraded:
+            if self.tunnel is not None:
+                self.tunnel.transport.write(data)
+            elif self.parsing is not None:
+                self.parsing.client_body(data)  # the upgrade request's: held until its 101 (or dropped)
+            return
+        in_body = self.in_body
+        if in_body and not self.trailer:
+            return self._feed(data)
+        if not in_body and not self.head_since:
+            self.head_since = self.ctx.now
+        room = self.max_header - self.head_seen
+        if len(data) <= room:  # the usual case: the whole read fits what the head may still take
+            self.head_seen += len(data)
+            return self._feed(data)
+        # Feed the parser only what the head (or a trailer section) may still take: one still
+        # incomplete after that is too large, and is answered before more of it is read into memory.
+        heads = self.heads
+        self.head_seen += room
+        self._feed(data[:room])
+        if self.transport is None or self.transport.is_closing():
+            return
+        if in_body:
+            still = self.in_body and self.trailer  # chunk data would have cleared it (on_body)
+        else:
+            still = not self.in_body and self.heads == heads and not self.upgraded
+        if not still:
+            return self.data_received(data[room:])  # it ended inside: the rest is body / next head
+        self._reject_raw(431, "request-header-too-large", "request header fields too large",
+                         f"the request head exceeds {self.ctx.max_header} bytes")
+
+    def head_timed_out(self) -> None:
+        """The request head did not arrive whole within ``--head-timeout`` (see ``_limits``)."""
+        self._reject_raw(408, "request-timeout", "request timeout",
+                         f"the request head did not arrive within {self.ctx.head_timeout:g}s")
+
+    def _feed(self, data: bytes) -> None:
+        self.in_feed = True
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            self.in_feed = False
+            req = self.parsing
+            if req is None or not req.head.upgrade:
+                # only a head that asked for an upgrade (and was accepted as one) may switch the
+                # connection; anything else must not turn the following bytes into a tunnel
+                self.upgraded = True  # the parser cannot go on; later bytes are dropped
+                self._reject_raw(400, "bad-request", "malformed request", "unexpected protocol upgrade")
+                return
+            cur = self.current
+            if cur is not None and cur.uout:
+                cur.flush_up()
+            self.upgraded = True
+            rest = data[exc.args[0]:]
+            if rest:
+                req.client_body(rest)  # the upgrade request's (it may be queued behind another)
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            if isinstance(cause, _HeadTooLarge):
+                self._reject_raw(431, "request-header-too-large", "request header fields too large",
+                                 f"the request head exceeds {self.ctx.max_header} bytes")
+            else:
+                self.ctx.loop.call_exception_handler({"message": "proxy request handling failed",
+                                                      "exception": cause or exc})
+                self._reject_raw(500, "internal-error", "internal error", "the proxy failed on this request")
+        except httptools.HttpParserError as exc:
+            self._reject_raw(400, "bad-request", "malformed request", f"cannot parse the request: {exc}")
+        finally:
+            self.in_feed = False
+            cur = self.current
+            if cur is not None and cur.uout:
+                cur.flush_up()
+
+    def _reject_raw(self, status: int, slug: str, title: str, detail: str) -> None:
+        """A request the parser refused: answer if nothing is in progress, then close."""
+        if self.transport is None:
+            return
+        self.head_since = 0.0
+        cur = self.current
+        if cur is None or cur is self.parsing and not cur.head_sent:
+            body = H.problem_body(status, slug, title, detail)
+            self.transport.write(H.response(status, body, close=True))
+            if cur is not None:
+                cur.status = status
+                cur.keep_alive = False
+                cur.finish("bad_request")
+        self.transport.close()
+
+    def eof_received(self) -> bool | None:
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self.ctx.clients.discard(self)
+        cur = self.current
+        for req in self.queue:  # never dispatched: give back the body bytes they buffered
+            req.uncharge(req.charged)
+        self.queue.clear()
+        if cur is not None and not cur.done:
+            if cur.tunnel:
+                cur.tunnel_closed()
+            else:
+                cur.keep_alive = False
+                orphan_write(cur)   # an admitted write sent whole stays counted until upstream ends
+                cur.abort("error")
+
+    def pause_writing(self) -> None:  # client is slow to read: stop reading the upstream
+        self.wpaused = True
+        up = self.tunnel or (self.current.up if self.current is not None else None)
+        if up is not None and up.transport is not None:
+            up.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.wpaused = False
+        up = self.tunnel or (self.current.up if self.current is not None else None)
+        if up is not None and up.transport is not None:
+            up.transport.resume_reading()
+
+    def __repr__(self) -> str:
+        return f"<ClientConn {self.peer_s} paused={Pause(self.flags)!r} current={self.current!r}>"
+
+    def pause(self, flag: int) -> None:
+        """Stop reading for reason ``flag`` (a ``Pause`` value, as an int on the per-request paths)."""
+        if not self.flags and self.transport is not None:
+            self.transport.pause_reading()
+        self.flags |= flag
+
+    def resume(self, flag: int) -> None:
+        if self.flags & flag:
+            self.flags &= ~flag
+            if not self.flags and self.transport is not None:
+                self.transport.resume_reading()
+
+    def close_idle(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def tunnel_to(self, up: Any, req: Request) -> None:
+        self.tunnel = up
+        self.resume(P_ALL)
+
+    # ---------------------------------------------------------------- httptools callbacks
+    def on_message_begin(self) -> None:
+        self.hsize = 0
+        self.parsing = Request(self.ctx, self)
+
+    def on_url(self, url: bytes) -> None:
+        self.hsize += len(url)
+        if self.hsize > self.ctx.max_header:
+            raise _HeadTooLarge
+        h = self.parsing.head
+        h.url = h.url + url if h.url else url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self.in_body:
+            return  # a trailer field: dropped (it arrives after the head was checked and acted on)
+        n = self.hsize = self.hsize + len(name) + len(value) + 4
+        if n > self.max_header:
+            raise _HeadTooLarge
+        h = self.parsing.head  # the request head being filled (_reqhead)
+        # classify the name once per distinct spelling (names repeat: no lower() per header)
+        hit = self.kinds.get(name)
+        if hit is None:
+            hit = self._classify(name)
+        kind, lname = hit
+        if kind == _PLAIN:
+            h.fwd += (name, b": ", value, b"\r\n")
+            return
+        if kind == _KEY:
+            old = h.keyh.get(lname)
+            if old is not None and old != value:
+                h.bad = (400, "conflicting partition keys", f"header {name.decode('latin-1')} given twice")
+            h.keyh[lname] = value
+            h.fwd += (name, b": ", value, b"\r\n")
+            return
+        if kind == _DROP:
+            return
+        if kind == _HOST:
+            if h.host is not None:
+                h.bad = (400, "duplicate Host", "more than one Host header")
+            h.host = value
+        elif kind == _CLEN:
+            if h.clen is not None and h.clen != value.strip():
+                h.bad = (400, "conflicting Content-Length", "differing Content-Length headers")
+            h.clen = value.strip()
+            if h.te is not None:
+                h.bad = (400, "ambiguous framing", "Content-Length together with Transfer-Encoding")
+        elif kind == _TE:
+            h.te = value if h.te is None else h.te + b", " + value
+            if h.clen is not None:
+                h.bad = (400, "ambiguous framing", "Content-Length together with Transfer-Encoding")
+        elif kind == _CONN:
+            toks = H.connection_tokens(value) - _CONN_OPTIONS
+            if toks:
+                h.ctoks = toks if h.ctoks is None else h.ctoks | toks
+        elif kind == _UPG:
+            h.upgrade = value
+        elif kind == _RID:
+            h.rid = value
+            h.rid_given = True
+            h.fwd += (name, b": ", value, b"\r\n")
+        elif kind == _EXPECT:
+            h.expect = value.strip().lower() == b"100-continue"
+        elif kind == _XFF:
+            h.xff = value if h.xff is None else h.xff + b", " + value
+        elif kind == _XFP:
+            h.xfp = value
+            h.fwd += (name, b": ", value, b"\r\n")
+        elif kind == _XFH:
+            h.xfh = value
+            h.fwd += (name, b": ", value, b"\r\n")
+
+    def _classify(self, name: bytes) -> tuple[int, bytes]:
+        lname = name.lower()
+        if lname in self.keyh_names:
+            hit = (_KEY, lname)
+        elif lname in _SPECIAL:
+            hit = (_SPECIAL[lname], lname)
+        elif lname.startswith(b"x-placement"):
+            hit = (_DROP, lname)
+        else:
+            hit = (_PLAIN, lname)
+        if len(self.ctx.header_kinds) < 4096:  # bounded: names are client-chosen
+            self.ctx.header_kinds[name] = hit
+        return hit
+
+    def on_headers_complete(self) -> None:
+        req = self.parsing
+        h = req.head  # filled here and in on_url/on_header (_reqhead)
+        p = self.parser
+        self.in_body = True
+        self.heads += 1
+        self.head_seen = 0
+        self.head_since = 0.0
+        h.method_b = mb = p.get_method()
+        h.method = _METHODS.get(mb) or mb.decode("ascii", "replace")
+        h.version = p.get_http_version()
+        h.keep = req.keep_alive = p.should_keep_alive()
+        if h.te is not None:
+            codings = [c.strip().lower() for c in h.te.split(b",")]
+            if codings[-1] != b"chunked" or codings.count(b"chunked") > 1:
+                h.bad = (400, "unsupported transfer coding", "Transfer-Encoding must end in a single chunked")
+            h.chunked = True
+        if h.upgrade and not p.should_upgrade():  # llhttp: Upgrade plus Connection: upgrade
+            h.upgrade = False  # Upgrade without Connection: upgrade is just a hop-by-hop header
+        if h.ctoks:
+            h.ctoks -= _CONN_OPTIONS
+            # never let Connection remove what the proxy itself sets
+            h.ctoks -= {b"host", b"x-partition", b"x-placement", b"x-placement-epoch", b"x-request-id"}
+        if h.method == "CONNECT":
+            h.bad = (405, "method not allowed", "CONNECT is not proxied")
+        elif is_hook_path(h.url):   # the mover hooks belong to the controller (DESIGN §6)
+            h.bad = (404, "not found", "the /_epochgate/ mover hooks are not served through the sidecar")
+        elif h.bad is None:  # one normalised target for every rule and the upstream
+            try:
+                h.url, h.rpath, authority = normalize(h.url, h.method, self.ctx.max_path)
+            except TargetError as exc:
+                h.bad = (exc.status, exc.title, exc.detail)
+            else:
+                if authority is not None:
+                    h.host = authority  # absolute-form: the target's authority wins over Host (RFC 9112 §3.2.2)
+        if h.upgrade and h.has_body():
+            # An upgrade's body would reach the upstream unframed (the head goes without
+            # Content-Length/chunked): an upstream that refuses the upgrade reads it as a request.
+            h.bad = (400, "upgrade with a body", "a request asking for a protocol upgrade must not carry a body")
+        if h.upgrade and h.upgrade.lstrip()[:3].lower() == b"h2c":  # a tunnel would carry ungated streams
+            h.bad = (400, "h2c upgrade not proxied", "send HTTP/2 with prior knowledge instead of Upgrade: h2c")
+        if h.host is None and h.version == "1.1":
+            h.bad = (400, "missing Host", "HTTP/1.1 requests need a Host header")
+        if h.bad is not None:
+            req.keep_alive = False
+        if self.current is None:
+            self.current = req
+            req.dispatch()
+        else:
+            self.queue.append(req)
+            self.pause(P_QUEUED)
+
+    def on_body(self, body: bytes) -> None:
+        self.trailer = False
+        self.parsing.client_body(body)
+
+    def on_chunk_header(self) -> None:
+        # A chunk-size line: its data follows, or (size 0) the trailer section, which httptools
+        # buffers like a head — count what arrives until on_body says it was data.
+        self.trailer = True
+        self.head_seen = 0
+
+    def on_chunk_complete(self) -> None:
+        self.trailer = False
+
+    def on_message_complete(self) -> None:
+        self.in_body = False
+        self.trailer = False
+        self.head_seen = 0
+        self.parsing.client_body_end()
+
+    # ---------------------------------------------------------------- request life cycle
+    def request_done(self, req: Request) -> None:
+        if self.current is req:
+            self.current = None
+        if self.transport is None:
+            return
+        if not (req.keep_alive and (req.body_done or not req.has_body())) or req.head.upgrade or self.ctx.closing:
+            self.transport.close()
+            return
+        self.last_active = self.ctx.now
+        if self.queue:
+            nxt = self.current = self.queue.popleft()
+            if not self.queue:
+                self.resume(P_QUEUED)
+            nxt.dispatch()
+        elif self.flags:
+            self.resume(P_ALL)

@@ -1,0 +1,153 @@
+"""Everything the data path shares: config, router, source, gate, pool, hold,
+stats, logs, node map, and the coarse clock that drives timeouts.
+
+Timeouts do not arm a timer per request: ``tick()`` runs every 250 ms,
+refreshes ``now`` and walks the (short) set of requests waiting on an upstream
+and of idle client connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+from typing import Any, Mapping
+from urllib.parse import urlsplit
+
+from gate import ConfigError, PlacementSource
+
+from .._config import SidecarConfig
+from .h2.bridge import open_bridge
+from .hold import Hold
+from .limits import BodyBudget, sweep_heads
+from .._log import AccessLog, event
+from .router import Router
+from .stats import Stats
+from .tls import Tls
+from .upstream import UpstreamPool
+from .writegate import WriteGate
+
+TICK_S = 0.25
+
+
+class Node:
+    """An upstream node: pool key, the ``Host`` header value, and how to speak to it
+    (``proto``: ``http`` HTTP/1.1, ``h2c`` HTTP/2 with prior knowledge, ``https`` TLS + ALPN)."""
+
+    __slots__ = ("name", "url", "key", "netloc", "proto", "host")
+
+    def __init__(self, name: str, url: str) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "h2c", "https"):
+            raise ConfigError(f"node.{name}", f"expected an http://, h2c:// or https:// upstream, got {url!r}")
+        self.name = name
+        self.url = url
+        self.proto = parts.scheme
+        self.host = parts.hostname or "127.0.0.1"
+        self.key = (self.host, parts.port or (443 if parts.scheme == "https" else 80))
+        self.netloc = parts.netloc.encode("idna")
+
+
+class ProxyContext:
+    """Shared state of one sidecar process (or one worker)."""
+
+    def __init__(self, cfg: SidecarConfig, source: PlacementSource, gate: WriteGate, stats: Stats,
+                 access: AccessLog, nodes: Mapping[str, str], loop: asyncio.AbstractEventLoop) -> None:
+        self.cfg = cfg
+        self.loop = loop
+        self.source = source
+        self.gate = gate
+        self.stats = stats
+        self.access = access
+        self.router = Router(cfg.partition_from, cfg.route, cfg.hash_slots)
+        self.pool = UpstreamPool(loop, connect_timeout=cfg.connect_timeout, idle_s=cfg.upstream_idle)
+        self.hold = Hold(loop, source, max_held=cfg.hold_max, seconds=cfg.hold_seconds,
+                         on_count=stats.metrics.held_writes.set, on_released=stats.hold.observe,
+                         writable=gate.writable)
+        self.tls = Tls(cfg)
+        self.pool.ssl_context = lambda: self.tls.upstream_h1
+        self.pool.open_h2 = lambda key: open_bridge(self, key)  # HTTP/1.1 clients → h2c:// nodes
+        self.nodes: dict[str, Node] = {}
+        self.set_nodes(nodes, strict=True)
+        self.h2pool: Any = None  # HTTP/2 upstream connections, made on first use (_h2_upstream)
+        self.now = loop.time()
+        self.read_timeout = cfg.read_timeout
+        self.idle_timeout = cfg.idle_timeout
+        self.max_header = cfg.max_header_bytes
+        self.max_path = cfg.max_path_bytes
+        self.head_timeout = cfg.head_timeout
+        self.max_connections = cfg.max_connections
+        self.budget = BodyBudget(cfg.body_budget)
+        self.retry_body_max = cfg.retry_body_max
+        self.header_kinds: dict[bytes, tuple[int, bytes]] = {}  # request header name → (kind, lower-case)
+        self.waiting: set[Any] = set()    # requests with an upstream deadline
+        self.clients: set[Any] = set()    # open client connections
+        self.rid_prefix = f"{random.getrandbits(40):010x}{os.getpid() % 4096:03x}-".encode()
+        self.stamps: dict[tuple[str, int, str], bytes] = {}
+        self.rid_n = 0
+        self._ticker: asyncio.TimerHandle | None = None
+        self.closing = False
+        stats.metrics.client_connections.set_function(lambda: len(self.clients))
+        stats.metrics.body_budget_used.set_function(lambda: self.budget.used)
+
+    def set_nodes(self, nodes: Mapping[str, str], strict: bool = False) -> None:
+        """Replace the node map. ``strict`` (start-up): a bad URL is a ``ConfigError``;
+        otherwise (reload, Consul) it is logged and that node left out."""
+        out = {}
+        for name, url in nodes.items():
+            try:
+                out[name] = Node(name, url)
+            except ConfigError as exc:
+                if strict:
+                    raise
+                event("node ignored", logging.ERROR, error=str(exc))
+        self.nodes = out
+        self.pool.tls_hosts = {n.key: n.host for n in out.values() if n.proto == "https"}
+        self.pool.h2_only = {n.key for n in out.values() if n.proto == "h2c"}
+
+    def request_id(self) -> bytes:
+        """Unique per process and request: a random per-process prefix and a counter."""
+        self.rid_n += 1  # (inlined in Request.attach)
+        return self.rid_prefix + b"%x" % self.rid_n
+
+    def stamp(self, partition: str, placement: str, epoch: int) -> bytes:
+        """The ``X-Partition``/``X-Placement``/``X-Placement-Epoch`` lines (cached: they change per transition)."""
+        key = (partition, epoch, placement)
+        v = self.stamps.get(key)
+        if v is None:
+            if len(self.stamps) > 10000:
+                self.stamps.clear()
+            v = self.stamps[key] = (b"X-Partition: %b\r\nX-Placement: %b\r\nX-Placement-Epoch: %d\r\n"
+                                     % (partition.encode(), placement.encode(), epoch))
+        return v
+
+    def start(self) -> None:
+        self.access.tick()
+        self._ticker = self.loop.call_later(TICK_S, self._tick)
+
+    def stop(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            self._ticker = None
+        self.hold.close()
+        self.pool.close()
+        if self.h2pool is not None:
+            self.h2pool.close()
+        self.stats.flush()
+        self.access.flush()
+
+    def _tick(self) -> None:
+        self._ticker = self.loop.call_later(TICK_S, self._tick)
+        now = self.now = self.loop.time()
+        try:
+            for req in [r for r in self.waiting if r.deadline < now]:
+                req.timed_out()
+            idle = self.idle_timeout
+            for conn in [c for c in self.clients if c.current is None and now - c.last_active > idle]:
+                conn.close_idle()
+            sweep_heads(self, now)
+            self.pool.sweep(now)
+            self.access.tick()
+        except Exception:  # never let the clock die
+            logging.getLogger("epochgate.sidecar").exception("tick failed")

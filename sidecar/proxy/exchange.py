@@ -1,0 +1,463 @@
+"""One proxied request: resolve → gate → forward → stream the response back.
+
+A ``Request`` is created by the client connection when a request head has
+been parsed (``_proxy.ClientConn``); it drives everything after that with
+plain callbacks (no task per request on the fast path): the upstream
+connection's parser calls ``on_response_*``, the client's parser calls
+``client_body``/``client_body_end``, the hold calls ``hold_wake``/
+``hold_expired``, the context's tick calls ``timed_out``.
+
+Writes are admitted immediately before the request head goes upstream and
+stay counted in flight until the upstream's response ends (``finish``).
+A write refused for cutover or a stale epoch never reached the application,
+so it may be held and retried; so may one the application itself refused with
+a stale-epoch problem, if its whole body was kept (``replay``). The life cycle
+(states, legal moves, retry budgets, pause reasons) is ``_exstate``; the head
+the connection parsed is ``self.head`` (``_reqhead.ReqHead``).
+
+Inlined copies (each marked "inlined" where it stands): ``pool.get_idle`` and
+``stats.decision`` in ``route``, ``ctx.request_id`` in ``attach``, ``_send``/
+``_uw`` in ``client_body``, ``_send_end`` in ``client_body_end``, ``_cw`` in
+``_response`` (twice) and ``pool.put`` in ``UpstreamConn.release``. They stay
+because the bench says so: calling the one copy of each instead cost +2.7 % CPU
+per GET and +6.7 % per 1 KiB PUT (``bench_exchange_ab.py``, median per-round
+ratio of 10 rounds; baseline max/min 1.13 / 1.30).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from time import perf_counter
+from typing import TYPE_CHECKING, Any
+
+from gate import Phase, Reject, RejectReason
+
+from . import httpmsg as H
+from .exstate import (APP_REPLAY_MAX, CONNECTING, DONE, FORWARDING, HELD, NEW, P_BUFFERED, P_HELD,
+                       P_HELD_OR_BUFFERED, P_UPSTREAM_FULL, POOLED_RETRY_MAX, REROUTE_MAX, RESPONDING, ROUTING,
+                       TUNNEL, ExState, step)
+from .router import SAFE_METHODS, KeyError400
+from .reqhead import ReqHead
+from .response import ResponseMixin
+
+if TYPE_CHECKING:
+    from .context import Node, ProxyContext
+    from .conn import ClientConn
+    from .upstream import UpstreamConn
+
+PENDING_HIGH = 256 * 1024
+_HOLDABLE = (RejectReason.CUTOVER, RejectReason.STALE_EPOCH, RejectReason.FAIL_CLOSED)  # never reached the app
+_PHASES = {p.value: p for p in Phase}
+
+
+def client_gone(transport: Any) -> bool:
+    """True when the client has closed its side (FIN or RST) of a connection we are
+    not reading. Peeks one byte on a duplicate of the socket (uvloop's socket object
+    has no ``recv``); called only when a held request wakes, never per request."""
+    if transport is None or transport.is_closing():
+        return True
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return False
+    try:
+        with socket.socket(fileno=os.dup(sock.fileno())) as dup:
+            return dup.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except (BlockingIOError, InterruptedError):
+        return False  # still open, nothing sent since
+    except OSError:
+        return True  # reset
+
+
+class Request(ResponseMixin):
+    """One request/response exchange. Slotted: a request sets more attributes
+    than an instance dict shares keys for (30), and slot stores beat dict
+    growth."""
+
+    __slots__ = (
+        "ctx", "conn", "ctransport", "head", "pending", "keep_alive", "partition", "phase", "epoch", "placement", "is_write", "admitted",
+        "decision", "node", "state", "reroutes", "pooled_retries", "replays", "hold_timer", "held_at",
+        "was_held", "up", "spare", "pending_len", "body_done", "sent_all", "replay", "replay_len", "status",
+        "resp_chunked", "resp_eof", "resp_keep", "resp_buf", "resp_held", "interim", "no_resp_body", "tunnel", "deadline", "uout", "cout", "t0", "t_res", "t_adm", "t_up", "charged")
+
+    def __init__(self, ctx: "ProxyContext", conn: "ClientConn") -> None:
+        self.ctx = ctx
+        self.conn = conn
+        self.ctransport = conn.transport
+        self.head = ReqHead()  # filled by the client connection's parser callbacks
+        self.charged = 0  # body bytes this request holds against ctx.budget (_limits)
+        self.pending: list[bytes] = []
+        self.keep_alive = True  # this connection carries another request after this one (from head.keep)
+        # routing and gating
+        self.partition = ""
+        self.phase = "none"
+        self.epoch = 0
+        self.placement = ""
+        self.is_write = False
+        self.admitted = False
+        self.decision = "-"
+        self.node: "Node | None" = None
+        self.state = NEW  # the life cycle (_exstate): changed only through step()
+        self.reroutes = 0        # budgets, each spent by its own cause (_exstate)
+        self.pooled_retries = 0
+        self.replays = 0
+        self.hold_timer: asyncio.TimerHandle | None = None
+        self.held_at = 0.0
+        self.was_held = False
+        # request body
+        self.up: "UpstreamConn | None" = None
+        self.spare: "UpstreamConn | None" = None  # connected, not yet used (see route)
+        self.pending_len = 0
+        self.body_done = False
+        self.sent_all = False
+        self.replay: list[bytes] | None = None
+        self.replay_len = 0
+        # response
+        self.status = 0
+        self.resp_chunked = False
+        self.resp_eof = False
+        self.resp_keep = False
+        self.resp_buf: list[bytes] | None = None
+        self.resp_held: Any = None
+        self.interim = False
+        self.no_resp_body = False
+        # == (state is TUNNEL), kept as a slot: UpstreamConn.data_received (and _orphan's
+        # Orphan, a class attribute there) reads it on every upstream read; a property is a call
+        self.tunnel = False
+        self.deadline = 0.0
+        self.uout: list[bytes] | None = None  # batched writes to the upstream (within one client read)
+        self.cout: list[bytes] | None = None  # batched writes to the client (within one upstream read)
+        # timings (perf_counter)
+        self.t0 = self.t_res = self.t_adm = self.t_up = 0.0
+
+    def __repr__(self) -> str:
+        return (f"<Request {self.state.name} {self.head.method} {self.head.url.decode('latin-1')!r} "
+                f"partition={self.partition!r} epoch={self.epoch} decision={self.decision}>")
+
+    # derived from the state, for the modules that ask (_proxy, _orphan, _trickle, _upstream)
+    @property
+    def done(self) -> bool:
+        return self.state is DONE
+
+    @property
+    def head_sent(self) -> bool:
+        """The head went upstream for the current attempt (and the exchange is not over)."""
+        s = self.state
+        return s is FORWARDING or s is RESPONDING or s is TUNNEL
+
+    # ------------------------------------------------------------ routing
+    def dispatch(self) -> None:
+        """Called once the head is parsed and this is the connection's current request."""
+        self.t0 = perf_counter()
+        ctx = self.ctx
+        hd = self.head
+        if hd.bad is not None:
+            status, title, detail = hd.bad
+            return self.fail(status, "bad-request", title, detail, outcome="bad_request")
+        router = ctx.router
+        fast = router.fast_header
+        if fast is not None:  # one header rule, no route rules: two dict lookups for a key seen before
+            raw = hd.keyh.get(fast)
+            if raw is not None:
+                hit = router.fast_cache.get(raw)
+                if hit is not None:
+                    self.is_write = hd.method not in SAFE_METHODS
+                    self.partition = hit
+                    return self.route()
+        path, _, query = hd.url.partition(b"?")
+        spath = path.decode("latin-1") if hd.rpath is None else hd.rpath
+        self.is_write = router.is_write(hd.method, spath)
+        try:
+            self.partition = router.partition(spath, query, hd.keyh, hd.host)
+        except KeyError400 as exc:
+            return self.fail(400, "bad-partition-key", exc.title, exc.detail, outcome="bad_request", rule=exc.rule)
+        self.route()
+
+    def route(self) -> None:
+        """Resolve the partition, get an upstream connection and — for a write — admit it
+        immediately before forwarding (DESIGN §7). Re-run on hold wake-ups and retries
+        (the edges into ROUTING in ``_exstate.TRANSITIONS``)."""
+        self.state = step(self.state, ROUTING)
+        ctx = self.ctx
+        p = self.partition
+        st = ctx.source.state(p)
+        if st is None:
+            if self.is_write:
+                ctx.stats.decision("none", "reject", "unknown_partition")
+            return self.fail(404, "unknown-partition", "unknown partition",
+                             f"partition {p!r} is not in the placement table", outcome="unknown_partition",
+                             partition=p, reason="unknown_partition")
+        state, epoch = st
+        self.phase = state.phase._value_
+        self.epoch = int(epoch)
+        self.placement = state.source
+        self.t_res = perf_counter()
+        node = ctx.nodes.get(self.placement)
+        if node is None:
+            return self.fail(502, "no-upstream", "no upstream for node",
+                             f"node {self.placement!r} has no upstream URL", outcome="upstream_error")
+        self.node = node
+        up = self.spare
+        if up is not None:
+            self.spare = None
+            if up.key != node.key or up.closed:  # connected for a placement that has since moved
+                ctx.pool.put(up)
+                up = None
+        if up is None:
+            stack = ctx.pool.idle.get(node.key)  # ctx.pool.get_idle(), inlined for the usual hit
+            if stack:
+                up = stack.pop()
+                if up.closed or up.transport.is_closing():
+                    up = ctx.pool.get_idle(node.key)
+            if up is None:  # connect first, then resolve and admit again: admission stays next to the send
+                self.state = step(self.state, CONNECTING)
+                ctx.loop.create_task(self._connect(node))
+                return
+        if self.is_write:
+            r = ctx.gate.admit(p, epoch)
+            self.t_adm = perf_counter()
+            if not r.admitted:
+                ctx.pool.put(up)
+                ctx.stats.decision(self.phase, "reject", r.reason.value)
+                return self.rejected(r)
+            dec = ctx.stats.decisions  # ctx.stats.decision(), inlined
+            key = (self.phase, "admit", "none")
+            dec[key] = dec.get(key, 0) + 1
+            self.admitted = True
+            self.decision = "admit"
+            if self.hold_timer is not None:
+                ctx.hold.release(self)
+        else:
+            self.decision = "read"
+        self.attach(up)
+
+    def rejected(self, r: Reject) -> None:
+        ctx = self.ctx
+        if r.reason is RejectReason.STALE_EPOCH and self.reroutes < REROUTE_MAX:
+            self.reroutes += 1  # the table moved between resolve and admit: resolve again
+            return self.route()
+        if (r.reason in _HOLDABLE and self.conn.transport is not None and ctx.budget.may_hold(self)
+                and ctx.hold.try_hold(self)):
+            self.state = step(self.state, HELD)
+            self.was_held = True
+            self.decision = "held"
+            self.conn.pause(P_HELD)
+            return
+        if self.hold_timer is not None:
+            ctx.hold.release(self)
+        self.reject_503(r)
+
+    def reject_503(self, r: Reject) -> None:
+        if r.phase is None and self.phase in _PHASES:  # the phase this request was resolved in
+            r = Reject(r.reason, r.current, _PHASES[self.phase])
+        self.decision = "reject"
+        body, extra = H.stale_epoch_problem(
+            r, self.partition, f"writes to partition {self.partition!r} are refused ({r.reason.value}); retry")
+        self.answer(503, body, "rejected", extra)
+
+    def hold_wake(self) -> None:
+        if self.state is not HELD:
+            return
+        if client_gone(self.conn.transport):
+            # A held write's connection is not read (paused), so a client that gave
+            # up was never noticed: do not send its write now — it may be retrying.
+            self.abort("error")
+            return
+        self.route()
+
+    def hold_expired(self) -> None:
+        if self.state is DONE:  # (it may be CONNECTING after a wake: the hold's bound still answers it)
+            return
+        st = self.ctx.source.state(self.partition)
+        at = None if st is None else self.ctx.source.lookup(self.partition)
+        reason = RejectReason.CUTOVER if st is not None and st[0].phase.value == "cutover" else RejectReason.STALE_EPOCH
+        if not self.ctx.gate.writable():
+            reason = RejectReason.FAIL_CLOSED   # held because the sidecar fails closed, and it still does
+        self.reject_503(Reject(reason, at, None if st is None else st[0].phase))
+
+    async def _connect(self, node: "Node") -> None:
+        try:
+            up = await self.ctx.pool.connect(node.key)
+        except asyncio.TimeoutError:
+            return self.fail(502, "upstream-connect-timeout", "upstream connect timed out",
+                             f"no connection to node {node.name!r} within {self.ctx.pool.connect_timeout:g}s",
+                             outcome="timeout")
+        except OSError as exc:
+            return self.fail(502, "upstream-unavailable", "upstream unavailable",
+                             f"cannot connect to node {node.name!r}: {exc.strerror or exc}", outcome="upstream_error")
+        if self.state is not CONNECTING:  # the client left meanwhile
+            self.ctx.pool.put(up)
+            return
+        self.spare = up
+        self.route()
+
+    # ------------------------------------------------------------ request upstream
+    def attach(self, up: "UpstreamConn") -> None:
+        self.state = step(self.state, FORWARDING)
+        self.up = up
+        up.exchange = self
+        node = self.node
+        ctx = self.ctx
+        hd = self.head
+        parts = [hd.method_b, b" ", hd.url, b" HTTP/1.1\r\nHost: ", node.netloc, b"\r\n"]
+        fwd = hd.fwd  # flat: name, ": ", value, CRLF per header
+        if hd.ctoks:
+            drop = hd.ctoks
+            for i in range(0, len(fwd), 4):
+                if fwd[i].lower() not in drop:
+                    parts += fwd[i:i + 4]
+        else:
+            parts += fwd
+        if hd.xff is None:
+            parts.append(self.conn.xff_line)
+        else:
+            parts += (b"X-Forwarded-For: ", hd.xff, b", ", self.conn.peer, b"\r\n")
+        if hd.xfp is None:
+            parts.append(b"X-Forwarded-Proto: http\r\n")
+        if hd.xfh is None and hd.host is not None:
+            parts += (b"X-Forwarded-Host: ", hd.host, b"\r\n")
+        if not hd.rid_given:
+            ctx.rid_n += 1  # ctx.request_id(), inlined
+            hd.rid = rid = ctx.rid_prefix + b"%x" % ctx.rid_n
+            parts += (b"X-Request-Id: ", rid, b"\r\n")
+        stamp = ctx.stamps.get((self.partition, self.epoch, self.placement))  # cached ctx.stamp()
+        parts.append(stamp if stamp is not None else ctx.stamp(self.partition, self.placement, self.epoch))
+        if hd.upgrade:
+            parts += (b"Connection: upgrade\r\nUpgrade: ", hd.upgrade, b"\r\n")
+        elif hd.chunked:
+            parts.append(b"Transfer-Encoding: chunked\r\n")
+        elif hd.clen is not None:
+            parts += (b"Content-Length: ", hd.clen, b"\r\n")
+        parts.append(b"\r\n")
+        if self.is_write and ctx.retry_body_max and not hd.upgrade:
+            if self.replay:
+                self.uncharge(self.replay_len)
+            self.replay = []
+            self.replay_len = 0
+        self.t_up = perf_counter()
+        self.deadline = ctx.now + ctx.read_timeout
+        ctx.waiting.add(self)
+        self.uout = [b"".join(parts)]  # head and the body bytes at hand leave in one send
+        if self.conn.wpaused:
+            up.transport.pause_reading()
+        if hd.expect and not self.body_done and not self.pending:
+            self.ctransport.write(H.CONTINUE_100)
+        if self.pending and not hd.upgrade:  # an upgrade's bytes wait for the 101 (upstream_upgraded)
+            pending, self.pending, self.pending_len = self.pending, [], 0
+            self.uncharge(sum(map(len, pending)))
+            for data in pending:
+                self._send(data)
+        if self.conn.flags & P_HELD_OR_BUFFERED:
+            self.conn.resume(P_HELD_OR_BUFFERED)
+        if self.body_done:
+            self._send_end()
+        if up.paused:
+            self.conn.pause(P_UPSTREAM_FULL)
+        if not self.conn.in_feed:
+            self.flush_up()
+
+    def flush_up(self) -> None:
+        """Send what was batched for the upstream (one syscall per client read)."""
+        out = self.uout
+        self.uout = None
+        if out and self.up is not None:
+            self.up.transport.write(out[0] if len(out) == 1 else b"".join(out))
+
+    def _uw(self, data: bytes) -> None:
+        out = self.uout
+        if out is not None:
+            out.append(data)
+        elif self.conn.in_feed:
+            self.uout = [data]
+        else:
+            self.up.transport.write(data)
+
+    def _send(self, data: bytes) -> None:
+        if self.head.upgrade:
+            self.flush_up()
+            self.up.transport.write(data)
+            return
+        self._uw(H.chunk(data) if self.head.chunked else data)
+        if self.replay is not None:
+            self.keep_for_replay(data)
+
+    def keep_for_replay(self, data: bytes) -> None:
+        """Keep ``data`` to replay the write, within ``--retry-body-max`` and the body budget."""
+        n = len(data)
+        budget = self.ctx.budget
+        if self.replay_len + n <= self.ctx.retry_body_max and budget.used + n <= budget.total:
+            self.replay_len += n
+            self.replay.append(data)
+            self.charged += n
+            budget.used += n
+        else:
+            self.replay = None  # this write cannot be replayed: an app refusal is relayed as is
+            self.uncharge(self.replay_len)
+            self.replay_len = 0
+
+    def uncharge(self, n: int) -> None:
+        if n:
+            self.charged -= n
+            self.ctx.budget.used -= n
+
+    def _send_end(self) -> None:
+        if self.head.chunked:
+            self._uw(H.LAST_CHUNK)
+        self.sent_all = True
+
+    def client_body(self, data: bytes) -> None:
+        s = self.state
+        if s is DONE:
+            return
+        hd = self.head
+        if hd.upgrade:  # bytes after an upgrade head: they reach the upstream only after its 101
+            return self._park(data)
+        if self.up is not None and (s is FORWARDING or s is RESPONDING):
+            if hd.upgrade or hd.chunked:
+                return self._send(data)
+            out = self.uout  # self._send() → self._uw(), inlined for a plain body
+            if out is not None:
+                out.append(data)
+            elif self.conn.in_feed:
+                self.uout = [data]
+            else:
+                self.up.transport.write(data)
+            if self.replay is not None:
+                self.keep_for_replay(data)
+        else:
+            self._park(data)
+
+    def _park(self, data: bytes) -> None:
+        """Buffer body bytes until they can be sent (charged to the body budget)."""
+        n = len(data)
+        self.pending.append(data)
+        self.pending_len += n
+        self.charged += n
+        self.ctx.budget.used += n
+        if self.pending_len > PENDING_HIGH:
+            self.conn.pause(P_BUFFERED)
+
+    def client_body_end(self) -> None:
+        self.body_done = True
+        s = self.state
+        if self.up is not None and (s is FORWARDING or s is RESPONDING):
+            if self.head.chunked:  # self._send_end(), inlined
+                self._uw(H.LAST_CHUNK)
+            self.sent_all = True
+
+    def upstream_paused(self, paused: bool) -> None:
+        if paused:
+            self.conn.pause(P_UPSTREAM_FULL)
+        else:
+            self.conn.resume(P_UPSTREAM_FULL)
+
+    def replay_request(self) -> bool:
+        """Put the kept body back into ``pending`` for a retry; False if it was not kept whole."""
+        if self.replay is None or not self.body_done:
+            return False
+        self.pending = self.replay
+        self.pending_len = self.replay_len
+        self.replay = None
+        self.sent_all = False
+        return True

@@ -1,0 +1,1 @@
+"""sidecar.proxy.h2."""

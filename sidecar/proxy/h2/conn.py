@@ -1,0 +1,189 @@
+"""What the client-side and upstream-side HTTP/2 connections share: an ``h2``
+state machine on an asyncio transport, per-stream send queues paced by flow
+control, and batched writes.
+
+Memory is bounded by flow control, never by trust: received DATA is
+acknowledged (its window handed back to the sender) only once the bytes have
+left on the other side of the proxy, so a stream never buffers more than its
+receive window (``--h2-window``) in each direction, and a connection no more
+than its open streams' windows. The connection-level window is opened to
+``streams × window`` so that one stream whose reader is slow keeps only its own
+window and never stalls the others.
+
+Sending: ``send_data`` appends to the stream's ``Outbox``; at the next flush
+(end of the current read, or of the loop pass) ``pump`` moves as much as the
+peer's windows allow into ``h2`` (a body's last bytes and its end go as one
+DATA frame) and reports the byte count to the
+outbox's ``on_sent`` (which acknowledges the source). While the transport's
+write buffer is above its high-water mark nothing more is pumped. Frames are
+written once per event-loop pass (``mark``), not once per call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import Any, Callable
+
+from h2.connection import H2Connection
+from h2.exceptions import H2Error, StreamClosedError
+
+from .. import httpmsg as H
+from .hpack import CachingEncoder
+
+#: abort a connection whose peer lets this much unsent control traffic pile up (PING/SETTINGS
+#: acks are queued whatever the flow control; DATA stops at the transport's high-water mark)
+MAX_WRITE_BUFFER = 8 << 20
+
+
+class Outbox:
+    """Bytes waiting for a stream's send window, and how the stream ends."""
+
+    __slots__ = ("chunks", "end", "trailers", "on_sent")
+
+    def __init__(self, on_sent: Callable[[int], None] | None) -> None:
+        self.chunks: deque[Any] = deque()
+        self.end = False
+        self.trailers: list[tuple[bytes, bytes]] | None = None
+        self.on_sent = on_sent
+
+
+class H2Base(asyncio.Protocol):
+    """An ``h2`` connection on a transport; subclasses handle the events."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, h2: H2Connection) -> None:
+        self.loop = loop
+        self.h2 = h2
+        h2.encoder = CachingEncoder()  # see _hpack: no dynamic table, cached per header
+        self.transport: asyncio.Transport | None = None
+        self.out: dict[int, Outbox] = {}
+        self.wpaused = False
+        self.flush_pending = False
+        self.in_read = False
+        self.dirty: dict[int, None] = {}  # streams with queued sends: pumped at flush (one pass per read)
+
+    # ------------------------------------------------------------ writing
+    def mark(self) -> None:
+        """Frames are waiting in ``h2``: write them at the end of this read or loop pass."""
+        if not self.flush_pending and not self.in_read:
+            self.flush_pending = True
+            self.loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        self.flush_pending = False
+        if self.dirty:
+            dirty, self.dirty = self.dirty, {}
+            for sid in dirty:
+                self.pump(sid)
+        t = self.transport
+        data = self.h2.data_to_send()
+        if data and t is not None and not t.is_closing():
+            t.write(data)
+            if t.get_write_buffer_size() > MAX_WRITE_BUFFER:
+                t.abort()
+
+    def pause_writing(self) -> None:
+        self.wpaused = True
+
+    def resume_writing(self) -> None:
+        self.wpaused = False
+        self.pump_all()
+
+    def open_outbox(self, sid: int, on_sent: Callable[[int], None] | None) -> Outbox:
+        ob = self.out.get(sid)
+        if ob is None:
+            ob = self.out[sid] = Outbox(on_sent)
+        else:
+            ob.on_sent = on_sent
+        return ob
+
+    def send_data(self, sid: int, data: Any) -> None:
+        ob = self.out.get(sid)
+        if ob is None:
+            ob = self.out[sid] = Outbox(None)
+        ob.chunks.append(data)
+        self.dirty[sid] = None
+        self.mark()
+
+    def send_end(self, sid: int, trailers: list[tuple[bytes, bytes]] | None = None) -> None:
+        ob = self.out.get(sid)
+        if ob is None:
+            ob = self.out[sid] = Outbox(None)
+        ob.end = True
+        ob.trailers = trailers
+        self.dirty[sid] = None
+        self.mark()
+
+    def queued(self, sid: int) -> int:
+        ob = self.out.get(sid)
+        return 0 if ob is None else sum(map(len, ob.chunks))
+
+    def pump(self, sid: int) -> None:
+        ob = self.out.get(sid)
+        if ob is None or self.transport is None:
+            return
+        h2 = self.h2
+        sent = 0
+        chunks = ob.chunks
+        try:
+            while chunks and not self.wpaused:
+                win = h2.local_flow_control_window(sid)
+                if win <= 0:
+                    break
+                data = chunks[0]
+                n = min(win, len(data), h2.max_outbound_frame_size)
+                if n == len(data):
+                    chunks.popleft()
+                    if not chunks and ob.end and not ob.trailers:  # last DATA carries END_STREAM
+                        del self.out[sid]
+                        ob.end = False
+                        h2.send_data(sid, data, end_stream=True)
+                    else:
+                        h2.send_data(sid, data)
+                else:
+                    if not isinstance(data, memoryview):
+                        data = memoryview(data)
+                    h2.send_data(sid, data[:n])
+                    chunks[0] = data[n:]
+                sent += n
+            if not chunks and ob.end:
+                del self.out[sid]
+                if ob.trailers:
+                    h2.send_headers(sid, ob.trailers, end_stream=True)
+                else:
+                    h2.end_stream(sid)
+                self.mark()
+        except (StreamClosedError, H2Error):
+            self.out.pop(sid, None)  # reset by the peer meanwhile: the stream's owner hears of it
+            return
+        if sent:
+            self.mark()
+            if ob.on_sent is not None:
+                ob.on_sent(sent)
+
+    def pump_all(self) -> None:
+        for sid in list(self.out):
+            if self.wpaused:
+                break
+            self.pump(sid)
+
+    def reset(self, sid: int, code: int = 8) -> None:
+        """RST_STREAM (default CANCEL); a stream already closed is left alone."""
+        self.out.pop(sid, None)
+        try:
+            self.h2.reset_stream(sid, code)
+        except H2Error:
+            return
+        self.mark()
+
+    def ack(self, sid: int, n: int) -> None:
+        """``n`` received bytes of ``sid`` have left the proxy: hand the window back."""
+        try:
+            self.h2.acknowledge_received_data(n, sid)
+        except H2Error:
+            return
+        self.mark()
+
+    def set_nodelay(self) -> None:
+        if self.transport is not None:
+            H.set_nodelay(self.transport)

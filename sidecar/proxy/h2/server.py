@@ -1,0 +1,253 @@
+"""The listener's protocol choice, and the client side of HTTP/2.
+
+``DetectConn`` is the listener's protocol. On TLS with ALPN ``h2`` it hands
+the connection to ``H2ServerConn`` at once; otherwise it looks at the first
+bytes: the HTTP/2 connection preface (``PRI * HTTP/2.0…``, prior knowledge, as
+gRPC clients send it) → ``H2ServerConn``, anything else → the HTTP/1.1
+``ClientConn``. The swap happens once per connection (``set_protocol``); the
+HTTP/1.1 hot path is untouched.
+
+``H2ServerConn`` runs one ``H2Exchange`` (``_h2_stream``) per stream. Limits:
+``--h2-max-streams`` concurrent streams (a peer opening more is a protocol
+error: GOAWAY), ``--max-header-bytes`` for a header list (larger: 431 on that
+stream; over four times that: GOAWAY ENHANCE_YOUR_CALM, from ``h2``), a rapid-reset guard (more than
+``RESET_LIMIT`` streams reset by the peer within ``RESET_WINDOW_S`` seconds:
+GOAWAY ENHANCE_YOUR_CALM), and a write buffer bound (``_h2_conn``). A broken
+preface or a malformed frame gets GOAWAY PROTOCOL_ERROR and the connection
+closes; nothing else is affected.
+
+Drain: on SIGTERM the sidecar calls ``close_idle`` on every client: here that
+sends GOAWAY (no new streams) and closes once the open streams have ended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from h2.config import H2Configuration
+from h2.connection import H2Connection
+from h2.errors import ErrorCodes
+from h2.events import (ConnectionTerminated, DataReceived, RemoteSettingsChanged, RequestReceived, StreamEnded,
+                       StreamReset, TrailersReceived, WindowUpdated)
+from h2.exceptions import ProtocolError
+from h2.settings import SettingCodes
+from hyperframe.frame import GoAwayFrame
+
+from ..context import ProxyContext
+from .conn import H2Base
+from .stream import H2Exchange
+from ..conn import ClientConn
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+RESET_LIMIT = 200
+RESET_WINDOW_S = 1.0
+
+
+class DetectConn(asyncio.Protocol):
+    """First bytes (or ALPN) decide: HTTP/2 or HTTP/1.1."""
+
+    __slots__ = ("ctx", "transport", "buf", "current", "last_active")
+
+    def __init__(self, ctx: ProxyContext) -> None:
+        self.ctx = ctx
+        self.transport: asyncio.Transport | None = None
+        self.buf = b""
+        self.current = None  # (for the idle sweep and the drain, like a client connection)
+        self.last_active = ctx.now
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        sslobj = transport.get_extra_info("ssl_object")
+        if sslobj is not None and sslobj.selected_alpn_protocol() == "h2":
+            self._switch(H2ServerConn(self.ctx), b"")
+            return
+        self.ctx.clients.add(self)  # a silent connection is closed by the idle sweep
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf + data if self.buf else data
+        if len(buf) < len(PREFACE) and PREFACE.startswith(buf):
+            self.buf = buf  # a prefix of the preface: wait for more
+            return
+        self.buf = b""
+        if buf.startswith(PREFACE):
+            self._switch(H2ServerConn(self.ctx), buf)
+        else:
+            self._switch(ClientConn(self.ctx), buf)
+
+    def _switch(self, proto: asyncio.Protocol, data: bytes) -> None:
+        self.ctx.clients.discard(self)
+        t = self.transport
+        self.transport = None
+        t.set_protocol(proto)
+        proto.connection_made(t)
+        if data:
+            proto.data_received(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.ctx.clients.discard(self)
+        self.transport = None
+
+    def close_idle(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+class H2ServerConn(H2Base):
+    """One downstream HTTP/2 connection."""
+
+    def __init__(self, ctx: ProxyContext) -> None:
+        cfg = ctx.cfg
+        # Inbound headers are validated (h2's checks: pseudo-headers, connection-specific
+        # fields, case); outbound ones are built here or were validated inbound, so their
+        # re-validation (a third of h2's send cost) is skipped.
+        h2 = H2Connection(H2Configuration(client_side=False, header_encoding=None, validate_outbound_headers=False,
+                                          normalize_outbound_headers=False))
+        super().__init__(ctx.loop, h2)
+        self.ctx = ctx
+        self.streams: dict[int, Any] = {}
+        self.current = None            # never "busy" for the idle sweep: close_idle is graceful here
+        self.last_active = ctx.now
+        self.peer_s = "unknown"
+        self.peer = b"unknown"
+        self.goaway = False
+        self.resets = 0
+        self.reset_t0 = 0.0
+        self.window = cfg.h2_window
+        self.max_streams = cfg.h2_max_streams
+        self.tls = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        if peer:
+            self.peer_s = str(peer[0])
+            self.peer = self.peer_s.encode()
+        self.tls = transport.get_extra_info("ssl_object") is not None
+        self.set_nodelay()
+        self.ctx.clients.add(self)
+        h2 = self.h2
+        h2.local_settings = type(h2.local_settings)(client=False, initial_values={
+            SettingCodes.MAX_CONCURRENT_STREAMS: self.max_streams,
+            SettingCodes.INITIAL_WINDOW_SIZE: self.window,
+            SettingCodes.MAX_HEADER_LIST_SIZE: self.ctx.max_header,
+            SettingCodes.ENABLE_PUSH: 0,
+        })
+        h2.initiate_connection()
+        # hard cap at once (SETTINGS apply only when acknowledged): a list over 4× the limit is
+        # GOAWAY ENHANCE_YOUR_CALM; over the limit, that stream alone gets 431
+        h2.decoder.max_header_list_size = 4 * self.ctx.max_header
+        h2.increment_flow_control_window(self.max_streams * self.window)
+        if self.ctx.closing:
+            self.close_idle()
+        self.flush()
+
+    def data_received(self, data: bytes) -> None:
+        self.last_active = self.ctx.now
+        self.in_read = True
+        try:
+            events = self.h2.receive_data(data)
+        except ProtocolError:
+            # h2 has queued GOAWAY with the error code (protocol error, flow control,
+            # too many streams, oversized header list): send it and close.
+            self.in_read = False
+            self._fail()
+            return
+        try:
+            for ev in events:
+                self._event(ev)
+        finally:
+            self.in_read = False
+        self.flush()
+
+    def _event(self, ev: Any) -> None:
+        t = type(ev)
+        if t is DataReceived:
+            ex = self.streams.get(ev.stream_id)
+            if ex is None:
+                self.h2.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                return
+            pad = ev.flow_controlled_length - len(ev.data)
+            if pad:
+                self.h2.acknowledge_received_data(pad, ev.stream_id)
+            if ev.data:
+                ex.client_data(ev.data)
+        elif t is RequestReceived:
+            sid = ev.stream_id
+            if self.goaway:
+                self.h2.reset_stream(sid, ErrorCodes.REFUSED_STREAM)
+                return
+            ex = self.streams[sid] = H2Exchange(self.ctx, self, sid, ev.headers, ev.stream_ended is not None)
+            ex.dispatch()
+        elif t is StreamEnded:
+            ex = self.streams.get(ev.stream_id)
+            if ex is not None:
+                ex.client_end(None)  # (idempotent: also after trailers or an ended HEADERS)
+        elif t is WindowUpdated:
+            if ev.stream_id:
+                self.pump(ev.stream_id)
+            else:
+                self.pump_all()
+        elif t is TrailersReceived:
+            ex = self.streams.get(ev.stream_id)
+            if ex is not None:
+                ex.client_end(ev.headers)
+        elif t is StreamReset:
+            self.out.pop(ev.stream_id, None)
+            ex = self.streams.pop(ev.stream_id, None)
+            if ex is not None:
+                ex.client_reset()
+            self._count_reset()
+        elif t is ConnectionTerminated:
+            self.goaway = True
+            if not self.streams and self.transport is not None:
+                self.transport.close()
+        elif t is RemoteSettingsChanged:
+            self.pump_all()
+
+    def _count_reset(self) -> None:
+        now = self.ctx.now
+        if now - self.reset_t0 > RESET_WINDOW_S:
+            self.reset_t0 = now
+            self.resets = 0
+        self.resets += 1
+        if self.resets > RESET_LIMIT:  # rapid reset (CVE-2023-44487): stop serving this peer
+            self.h2.close_connection(ErrorCodes.ENHANCE_YOUR_CALM, b"too many stream resets")
+            self._fail()
+
+    def _fail(self) -> None:
+        self.flush()
+        if self.transport is not None:
+            self.transport.close()
+
+    def stream_done(self, sid: int) -> None:
+        self.streams.pop(sid, None)
+        if self.goaway and not self.streams and self.transport is not None:
+            self.flush()
+            self.transport.close()
+
+    def close_idle(self) -> None:
+        """Graceful: GOAWAY (no new streams), close once the open ones end. From the idle
+        sweep, a connection with open streams (a quiet long gRPC stream) is not idle."""
+        if self.transport is None:
+            return
+        if self.streams and not self.ctx.closing:
+            self.last_active = self.ctx.now
+            return
+        if not self.goaway:
+            self.goaway = True
+            # Written beside h2, not through close_connection(): h2 stops sending anything
+            # after its own GOAWAY, and the open streams must still finish.
+            self.flush()
+            self.transport.write(GoAwayFrame(0, last_stream_id=self.h2.highest_inbound_stream_id,
+                                             error_code=ErrorCodes.NO_ERROR).serialize())
+        if not self.streams:
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self.ctx.clients.discard(self)
+        streams, self.streams = self.streams, {}
+        self.out.clear()
+        for ex in streams.values():
+            ex.client_reset()

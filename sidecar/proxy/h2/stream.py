@@ -1,0 +1,360 @@
+"""One proxied HTTP/2 stream: resolve → gate → forward → relay, with the same
+rules as the HTTP/1.1 ``Request`` (DESIGN §7), per stream.
+
+The partition key comes from the request's headers (gRPC metadata), ``:path``
+or ``:authority`` by the same ``--partition-from`` rules; reads and writes by
+method and ``:path`` (``--route`` rules classify gRPC methods, e.g.
+``"POST ^/kv.v1.Store/Get$=read"``; otherwise every gRPC call, a POST, is a
+write). The stamp is set as ``x-partition``/``x-placement``/
+``x-placement-epoch``; a write is admitted immediately before its HEADERS go
+upstream and counted in flight until the upstream's stream ends.
+
+The upstream leg is an HTTP/2 stream (``h2c://`` nodes, ``https://`` ones that
+chose ``h2``: ``_h2_upstream.H2Leg``) or an HTTP/1.1 exchange
+(``_h2_h1.H1Leg``). Legs report ``resp_head``/``resp_data``/``resp_trailers``/
+``resp_end`` and failures; the exchange reports ``req_sent`` so the client's
+window is handed back only once its bytes have left (see ``_h2_conn``).
+
+Refusals: a gRPC call refused by the gate and not held ends Trailers-Only
+with ``grpc-status`` 14 (UNAVAILABLE), ``grpc-retry-pushback-ms`` and the
+problem fields as trailing metadata; other requests get the 503 problem. The
+application's own refusal — the 503 stale-epoch problem, or the gate
+interceptor's ``ABORTED`` with ``x-epochgate-reason`` — is retried like a held
+write when the whole request was kept (``--retry-body-max``), it was complete
+before the answer came, and, for gRPC, it is a single message (unary or
+server-streaming calls refused before their first response message: nothing
+reached the client and nothing committed). Calls that stream requests are
+never replayed. The response half (relay, refusal spotting, the proxy's own
+answers) is ``_h2_response.H2ResponseMixin``.
+"""
+
+from __future__ import annotations
+
+from time import perf_counter
+from typing import TYPE_CHECKING, Any
+
+from gate import Phase, Reject, RejectReason, problem_document
+
+from .response import H2ResponseMixin
+from .upstream import h2pool
+from ..hookpath import is_hook_path
+from ..router import KeyError400
+from ..target import TargetError, normalize
+
+if TYPE_CHECKING:
+    from ..context import ProxyContext
+    from .server import H2ServerConn
+
+_HOLDABLE = (RejectReason.CUTOVER, RejectReason.STALE_EPOCH, RejectReason.FAIL_CLOSED)
+_PHASES = {p.value: p for p in Phase}
+_DROP = frozenset({b"x-partition", b"x-placement", b"x-placement-epoch", b"host", b"x-forwarded-for"})
+
+
+class H2Exchange(H2ResponseMixin):
+    """One client stream (see module doc)."""
+
+    __slots__ = (
+        "ctx", "sconn", "sid", "method", "method_b", "path", "authority", "fwd", "keyh", "bad", "rid", "rid_given",
+        "xff", "ctype", "grpc", "partition", "phase", "epoch", "placement", "is_write", "admitted", "decision",
+        "node", "retries", "hold_timer", "held_at", "was_held", "leg", "spare", "pending", "body_done", "trailers",
+        "head_sent", "replay", "replay_len", "to_ack", "status", "resp_started", "resp_held", "resp_buf",
+        "resp_ended", "done", "deadline", "t0", "t_res", "t_adm", "t_up")
+
+    def __init__(self, ctx: "ProxyContext", sconn: "H2ServerConn", sid: int, headers: list[tuple[bytes, bytes]],
+                 ended: bool) -> None:
+        self.ctx = ctx
+        self.sconn = sconn
+        self.sid = sid
+        self.method_b = b"GET"
+        self.path = b"/"
+        self.authority: bytes | None = None
+        self.fwd: list[tuple[bytes, bytes]] = []
+        self.keyh: dict[bytes, bytes] = {}
+        self.bad: tuple[int, str, str] | None = None
+        self.rid: bytes | None = None
+        self.rid_given = False
+        self.xff: bytes | None = None
+        self.ctype: bytes | None = None
+        keyn = ctx.router.header_names
+        host = None
+        size = 0
+        for name, value in headers:
+            size += len(name) + len(value) + 32  # (RFC 9113 §6.5.2 accounting)
+            if name[:1] == b":":
+                if name == b":method":
+                    self.method_b = value
+                elif name == b":path":
+                    self.path = value
+                elif name == b":authority":
+                    self.authority = value
+                elif name == b":protocol":
+                    self.bad = (405, "method not allowed", "extended CONNECT is not proxied")
+                continue
+            if name in keyn:
+                old = self.keyh.get(name)
+                if old is not None and old != value:
+                    self.bad = (400, "conflicting partition keys", f"header {name.decode('latin-1')} given twice")
+                self.keyh[name] = value
+            elif name in _DROP or name.startswith(b"x-placement"):
+                if name == b"host":
+                    host = value
+                elif name == b"x-forwarded-for":
+                    self.xff = value
+                continue
+            elif name == b"x-request-id":
+                self.rid = value
+                self.rid_given = True
+            elif name == b"content-type":
+                self.ctype = value
+            self.fwd.append((name, value))
+        if self.authority is None:
+            self.authority = host
+        if size > ctx.max_header:
+            self.bad = (431, "request header fields too large", f"the header list exceeds {ctx.max_header} bytes")
+        self.method = self.method_b.decode("ascii", "replace")
+        if self.method == "CONNECT":
+            self.bad = (405, "method not allowed", "CONNECT is not proxied")
+        self.grpc = self.ctype is not None and self.ctype.startswith(b"application/grpc")
+        self.partition = ""
+        self.phase = "none"
+        self.epoch = 0
+        self.placement = ""
+        self.is_write = self.admitted = False
+        self.decision = "-"
+        self.node: Any = None
+        self.retries = 0
+        self.hold_timer: Any = None
+        self.held_at = 0.0
+        self.was_held = False
+        self.leg: Any = None
+        self.spare: Any = None
+        self.pending: list[bytes] = []
+        self.body_done = ended
+        self.trailers: list[tuple[bytes, bytes]] | None = None
+        self.head_sent = False
+        self.replay: list[bytes] | None = None
+        self.replay_len = 0
+        self.to_ack = 0       # client bytes received and not yet handed back (flow control)
+        self.status = 0
+        self.resp_started = False
+        self.resp_held: list[tuple[bytes, bytes]] | None = None
+        self.resp_buf: list[bytes] | None = None
+        self.resp_ended = False
+        self.done = False
+        self.deadline = 0.0
+        self.t0 = self.t_res = self.t_adm = self.t_up = 0.0
+
+    # ------------------------------------------------------------ routing and gating
+    def dispatch(self) -> None:
+        self.t0 = perf_counter()
+        if self.bad is not None:
+            status, title, detail = self.bad
+            slug = "request-header-too-large" if status == 431 else "bad-request"
+            return self.fail(status, slug, title, detail, outcome="bad_request")
+        if is_hook_path(self.path):   # the mover hooks belong to the controller (DESIGN §6)
+            return self.fail(404, "not-found", "not found",
+                             "the /_epochgate/ mover hooks are not served through the sidecar", outcome="bad_request")
+        # One normalised target for the rules and the upstream, as on HTTP/1.1 (sidecar/proxy/target.py).
+        try:
+            self.path, rpath, _authority = normalize(self.path, self.method, self.ctx.max_path)
+        except TargetError as exc:
+            return self.fail(exc.status, "bad-request", exc.title, exc.detail, outcome="bad_request")
+        router = self.ctx.router
+        path, _, query = self.path.partition(b"?")
+        spath = rpath if rpath is not None else path.decode("latin-1")
+        self.is_write = router.is_write(self.method, spath)
+        try:
+            self.partition = router.partition(spath, query, self.keyh, self.authority)
+        except KeyError400 as exc:
+            return self.fail(400, "bad-partition-key", exc.title, exc.detail, outcome="bad_request", rule=exc.rule)
+        self.route()
+
+    def route(self) -> None:
+        """Resolve, get an upstream, admit a write right before sending (re-run after holds/retries)."""
+        ctx = self.ctx
+        p = self.partition
+        st = ctx.source.state(p)
+        if st is None:
+            if self.is_write:
+                ctx.stats.decision("none", "reject", "unknown_partition")
+            return self.fail(404, "unknown-partition", "unknown partition",
+                             f"partition {p!r} is not in the placement table", outcome="unknown_partition",
+                             partition=p, reason="unknown_partition")
+        state, epoch = st
+        self.phase = state.phase._value_
+        self.epoch = int(epoch)
+        self.placement = state.source
+        self.t_res = perf_counter()
+        node = ctx.nodes.get(self.placement)
+        if node is None:
+            return self.fail(502, "no-upstream", "no upstream for node",
+                             f"node {self.placement!r} has no upstream URL", outcome="upstream_error")
+        self.node = node
+        target = h2pool(ctx).target(self, node)
+        if target is None:
+            return  # connecting: route() runs again when it is done
+        if self.is_write:
+            r = ctx.gate.admit(p, epoch)
+            self.t_adm = perf_counter()
+            if not r.admitted:
+                target.unused()
+                ctx.stats.decision(self.phase, "reject", r.reason.value)
+                return self.rejected(r)
+            ctx.stats.decision(self.phase, "admit", "none")
+            self.admitted = True
+            self.decision = "admit"
+            if self.hold_timer is not None:
+                ctx.hold.release(self)
+        else:
+            self.decision = "read"
+        self.attach(target)
+
+    def rejected(self, r: Any) -> None:
+        ctx = self.ctx
+        if r.reason is RejectReason.STALE_EPOCH and self.retries < 3:
+            self.retries += 1
+            return self.route()
+        if r.reason in _HOLDABLE and self.sconn.transport is not None and ctx.hold.try_hold(self):
+            self.was_held = True
+            self.decision = "held"
+            return
+        if self.hold_timer is not None:
+            ctx.hold.release(self)
+        self.refuse(r)
+
+    def refuse(self, r: Any) -> None:
+        if r.phase is None and self.phase in _PHASES:
+            r = Reject(r.reason, r.current, _PHASES[self.phase])
+        self.decision = "reject"
+        doc = problem_document(r, self.partition, retry_after_s=1,
+                               detail=f"writes to partition {self.partition!r} are refused ({r.reason.value}); retry")
+        if not self.grpc:
+            extra = [(k.lower().encode(), v.encode()) for k, v in doc.headers.items() if k != "Content-Type"]
+            return self.answer(503, doc.encode(), "rejected", extra)
+        b = doc.body
+        md = [(b"grpc-retry-pushback-ms", b"%d" % (int(doc.headers["Retry-After"]) * 1000)),
+              (b"retry-after", doc.headers["Retry-After"].encode()),
+              (b"x-epochgate-type", str(b["type"]).encode()), (b"x-epochgate-reason", str(b["reason"]).encode()),
+              (b"x-partition", self.partition.encode())]
+        if b["phase"] is not None:
+            md.append((b"x-epochgate-phase", str(b["phase"]).encode()))
+        if b["epoch"] is not None:
+            md += [(b"x-placement", str(b["placement"]).encode()), (b"x-placement-epoch", b"%d" % b["epoch"])]
+        self.grpc_answer(14, str(b["detail"]), md, "rejected")
+
+    def hold_wake(self) -> None:
+        if self.done:
+            return
+        if self.sconn.transport is None:
+            return self.finish("error")
+        self.route()
+
+    def hold_expired(self) -> None:
+        if self.done:
+            return
+        src = self.ctx.source
+        st = src.state(self.partition)
+        at = None if st is None else src.lookup(self.partition)
+        reason = RejectReason.CUTOVER if st is not None and st[0].phase.value == "cutover" else RejectReason.STALE_EPOCH
+        if not self.ctx.gate.writable():
+            reason = RejectReason.FAIL_CLOSED
+        self.refuse(Reject(reason, at, None if st is None else st[0].phase))
+
+    # ------------------------------------------------------------ request → upstream
+    def attach(self, target: Any) -> None:
+        ctx = self.ctx
+        if self.is_write and ctx.retry_body_max:
+            self.replay = []
+            self.replay_len = 0
+        extra = [(b"x-forwarded-for", self.sconn.peer if self.xff is None else self.xff + b", " + self.sconn.peer),
+                 (b"x-forwarded-proto", b"https" if self.sconn.tls else b"http")]
+        if self.authority is not None:
+            extra.append((b"x-forwarded-host", self.authority))
+        if not self.rid_given:
+            self.rid = ctx.request_id()
+            extra.append((b"x-request-id", self.rid))
+        extra += [(b"x-partition", self.partition.encode()), (b"x-placement", self.placement.encode()),
+                  (b"x-placement-epoch", b"%d" % self.epoch)]
+        pending, self.pending = self.pending, []
+        ends = self.body_done and not pending and self.trailers is None
+        self.head_sent = True
+        self.t_up = perf_counter()
+        self.deadline = ctx.now + ctx.read_timeout
+        ctx.waiting.add(self)
+        self.leg = target.start(self, extra, ends)
+        for data in pending:
+            self._send(data)
+        if self.body_done and not ends:
+            self.leg.end(self.trailers)
+
+    def _send(self, data: bytes) -> None:
+        if self.replay is not None:
+            self.replay_len += len(data)
+            if self.replay_len <= self.ctx.retry_body_max:
+                self.replay.append(data)
+            else:
+                self.replay = None
+        self.leg.send(data)
+
+    def client_data(self, data: bytes) -> None:
+        self.to_ack += len(data)
+        if self.done:
+            self.req_sent(len(data))
+        elif self.leg is not None:
+            self._send(data)
+        else:
+            self.pending.append(data)  # bounded by the stream window: not acknowledged until sent
+
+    def client_end(self, trailers: list[tuple[bytes, bytes]] | None) -> None:
+        if self.body_done:
+            return
+        self.body_done = True
+        self.trailers = trailers
+        if self.leg is not None and not self.done:
+            self.leg.end(trailers)
+
+    def req_sent(self, n: int) -> None:
+        """``n`` request bytes left for the upstream: hand the client's window back (replays excepted)."""
+        a = n if n <= self.to_ack else self.to_ack
+        if a:
+            self.to_ack -= a
+            self.sconn.ack(self.sid, a)
+
+    def client_reset(self) -> None:
+        if self.done:
+            return
+        self._drop_leg()
+        self.finish("error")
+
+    def finish(self, outcome: str) -> None:
+        if self.done:
+            return
+        self.done = True
+        ctx = self.ctx
+        ctx.waiting.discard(self)
+        if self.spare is not None:
+            self.spare.unused()
+            self.spare = None
+        if self.hold_timer is not None:
+            ctx.hold.release(self)
+        if self.admitted:
+            self.admitted = False
+            ctx.gate.done(self.partition, self.epoch)
+        if self.was_held and outcome == "ok":
+            outcome = "held_ok"
+        if self.to_ack:  # request bytes never sent (answered early): hand the window back
+            self.req_sent(self.to_ack)
+        t = perf_counter()
+        ctx.stats.record(self.is_write, self.phase, outcome, self.t0, self.t_res, self.t_adm, self.t_up, t)
+        access = ctx.access
+        if access.enabled:
+            node = self.node
+            access.rows.append((self.sconn.peer_s, self.method, self.path, self.partition, self.phase, self.epoch,
+                                self.decision, self.status or 499, t - self.t_up if self.t_up else 0.0,
+                                t - self.t0 if self.t0 else 0.0, self.rid, node.name if node is not None else ""))
+            if len(access.rows) >= 256:
+                access.flush()
+        s = self.sconn
+        if not self.body_done and s.transport is not None and self.sid not in s.out:
+            s.reset(self.sid, 0)  # answered before the request ended: stop the client's upload (NO_ERROR)
+        s.stream_done(self.sid)

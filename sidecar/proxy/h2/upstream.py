@@ -1,0 +1,344 @@
+"""The upstream side of HTTP/2 streams: multiplexed connections per node.
+
+``H2Pool.target(exchange, node)`` picks how a client stream reaches its node:
+
+* ``h2c://`` — an ``H2UpstreamConn`` with room for another stream (below the
+  node's ``SETTINGS_MAX_CONCURRENT_STREAMS``, no GOAWAY); one connection is
+  dialled at a time per node, streams that arrive meanwhile wait on it;
+* ``https://`` — the same over TLS offering ALPN ``h2, http/1.1``; a node that
+  chooses ``http/1.1`` is remembered and reached through HTTP/1.1 from then on;
+* ``http://`` — an HTTP/1.1 connection from the shared pool (``_h2_h1``).
+
+It returns ``None`` while connecting (the exchange's ``route`` runs again once
+connected, so admission stays right before the send) and reports connect
+failures as 502 problems naming the reason (TLS verification included).
+Streams the node refused unprocessed (``REFUSED_STREAM``, or above a GOAWAY's
+last stream id) may be retried by the exchange. Idle connections close after
+``--upstream-idle``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from typing import Any
+
+from h2.config import H2Configuration
+from h2.connection import H2Connection
+from h2.errors import ErrorCodes
+from h2.events import (ConnectionTerminated, DataReceived, RemoteSettingsChanged, ResponseReceived, StreamEnded,
+                       StreamReset, TrailersReceived, WindowUpdated)
+from h2.exceptions import ProtocolError
+from h2.settings import SettingCodes, Settings
+
+from .conn import H2Base
+from .h1 import H1Target
+from ..tls import tls_reason
+
+SWEEP_S = 1.0
+
+
+class _UseH1(Exception):
+    """The TLS node chose http/1.1 by ALPN."""
+
+
+def h2pool(ctx: Any) -> "H2Pool":
+    pool = ctx.h2pool
+    if pool is None:
+        pool = ctx.h2pool = H2Pool(ctx)
+    return pool
+
+
+class H2Leg:
+    """An exchange's stream on an upstream HTTP/2 connection."""
+
+    __slots__ = ("conn", "sid", "ex")
+
+    def __init__(self, conn: "H2UpstreamConn", sid: int, ex: Any) -> None:
+        self.conn = conn
+        self.sid = sid
+        self.ex = ex
+
+    def send(self, data: bytes) -> None:
+        self.conn.send_data(self.sid, data)
+
+    def end(self, trailers: list[tuple[bytes, bytes]] | None) -> None:
+        self.conn.send_end(self.sid, trailers)
+
+    def ack_resp(self, n: int) -> None:
+        self.conn.ack(self.sid, n)
+
+    def cancel(self) -> None:
+        c = self.conn
+        if c.legs.pop(self.sid, None) is not None:
+            c.reset(self.sid, ErrorCodes.CANCEL)
+            c.leg_done()
+
+
+class H2UpstreamConn(H2Base):
+    """One HTTP/2 connection to a node, shared by many client streams."""
+
+    def __init__(self, pool: "H2Pool", key: tuple[str, int], tls: bool) -> None:
+        # Outbound headers are built by the exchange from validated client headers; inbound
+        # ones come from the node (configured, trusted like an HTTP/1.1 node's bytes): h2's
+        # per-header validation both ways is skipped (about a fifth of the per-call CPU).
+        super().__init__(pool.loop, H2Connection(H2Configuration(
+            client_side=True, header_encoding=None, validate_outbound_headers=False, normalize_outbound_headers=False,
+            validate_inbound_headers=False)))
+        self.pool = pool
+        self.key = key
+        self.tls = tls
+        self.legs: dict[int, H2Leg] = {}
+        self.goaway = False
+        self.closed = False
+        self.heard = False  # any byte from the node yet
+        self.idle_since = pool.loop.time()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.set_nodelay()
+        if self.tls:
+            sslobj = transport.get_extra_info("ssl_object")
+            if sslobj is None or sslobj.selected_alpn_protocol() != "h2":
+                return  # the node chose http/1.1: no preface; _dial hands the node to HTTP/1.1
+        h2 = self.h2
+        h2.local_settings = Settings(client=True, initial_values={
+            SettingCodes.INITIAL_WINDOW_SIZE: self.pool.window, SettingCodes.ENABLE_PUSH: 0,
+            SettingCodes.MAX_CONCURRENT_STREAMS: 100})
+        h2.initiate_connection()
+        h2.increment_flow_control_window(self.pool.conn_window)
+        self.flush()
+
+    def capacity(self) -> bool:
+        # (len(legs), not h2's open_outbound_streams: that walks every stream per call)
+        return (self.transport is not None and not self.goaway and not self.closed
+                and len(self.legs) < self.h2.remote_settings.max_concurrent_streams)
+
+    # -- as a target of H2Exchange.route ------------------------------------------
+    def start(self, ex: Any, extra: list[tuple[bytes, bytes]], ends: bool) -> H2Leg:
+        h2 = self.h2
+        headers = [(b":method", ex.method_b), (b":scheme", b"https" if self.tls else b"http"),
+                   (b":authority", ex.node.netloc), (b":path", ex.path)]
+        headers += ex.fwd
+        headers += extra
+        sid = h2.get_next_available_stream_id()
+        leg = self.legs[sid] = H2Leg(self, sid, ex)
+        if not ends:
+            self.open_outbox(sid, ex.req_sent)
+        h2.send_headers(sid, headers, end_stream=ends)
+        self.mark()
+        return leg
+
+    def unused(self) -> None:
+        pass
+
+    # -- events -------------------------------------------------------------------
+    def data_received(self, data: bytes) -> None:
+        self.heard = True
+        self.in_read = True
+        try:
+            events = self.h2.receive_data(data)
+        except ProtocolError as exc:
+            self.in_read = False
+            self.flush()
+            self._lose_all(False, f"HTTP/2 protocol error from the upstream: {exc}")
+            self.close()
+            return
+        try:
+            for ev in events:
+                self._event(ev)
+        finally:
+            self.in_read = False
+        self.flush()
+
+    def _event(self, ev: Any) -> None:
+        t = type(ev)
+        if t is DataReceived:
+            leg = self.legs.get(ev.stream_id)
+            pad = ev.flow_controlled_length - len(ev.data)
+            if leg is None:
+                self.h2.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                return
+            if pad:
+                self.h2.acknowledge_received_data(pad, ev.stream_id)
+            if ev.data:
+                leg.ex.resp_data(ev.data)
+        elif t is ResponseReceived:
+            leg = self.legs.get(ev.stream_id)
+            if leg is not None:
+                leg.ex.resp_head(ev.headers, ev.stream_ended is not None)
+        elif t is TrailersReceived:
+            leg = self.legs.get(ev.stream_id)
+            if leg is not None:
+                leg.ex.resp_trailers(ev.headers)
+        elif t is StreamEnded:
+            leg = self.legs.pop(ev.stream_id, None)
+            if leg is not None:
+                leg.ex.resp_end()
+                self.leg_done()
+        elif t is WindowUpdated:
+            if ev.stream_id:
+                self.pump(ev.stream_id)
+            else:
+                self.pump_all()
+        elif t is StreamReset:
+            self.out.pop(ev.stream_id, None)
+            leg = self.legs.pop(ev.stream_id, None)
+            if leg is not None:
+                code = ev.error_code
+                name = getattr(code, "name", str(code))
+                leg.ex.up_lost(code == ErrorCodes.REFUSED_STREAM, f"the upstream reset the stream ({name})")
+                self.leg_done()
+        elif t is ConnectionTerminated:
+            self.goaway = True
+            last = ev.last_stream_id or 0
+            for sid in [s for s in self.legs if s > last]:
+                leg = self.legs.pop(sid)
+                self.out.pop(sid, None)
+                leg.ex.up_lost(True, "the upstream sent GOAWAY before this stream")
+            if not self.legs:
+                self.close()
+        elif t is RemoteSettingsChanged:
+            self.pump_all()
+
+    def leg_done(self) -> None:
+        if not self.legs:
+            self.idle_since = self.loop.time()
+            if self.goaway:
+                self.close()
+
+    def _lose_all(self, never_processed: bool, msg: str) -> None:
+        legs, self.legs = self.legs, {}
+        self.out.clear()
+        for leg in legs.values():
+            leg.ex.up_lost(never_processed, msg)
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.transport = None
+        self.pool.forget(self)
+        if exc is not None:
+            msg = tls_reason(exc)
+        elif self.tls and not self.heard:  # (a TLS 1.3 server refusing our client certificate often looks so)
+            msg = "the node closed the TLS connection right after the handshake (client certificate refused?)"
+        else:
+            msg = "the upstream closed the connection"
+        self._lose_all(False, msg)
+
+
+class H2Pool:
+    """HTTP/2 upstream connections per node, and the way to each node."""
+
+    def __init__(self, ctx: Any) -> None:
+        self.ctx = ctx
+        self.loop = ctx.loop
+        self.window = ctx.cfg.h2_window
+        self.conn_window = 100 * ctx.cfg.h2_window
+        self.conns: dict[tuple[str, int], list[H2UpstreamConn]] = {}
+        self.connecting: dict[tuple[str, int], asyncio.Future[H2UpstreamConn]] = {}
+        self.alpn_h1: set[tuple[str, int]] = set()   # https nodes that chose http/1.1
+        self._sweeper: asyncio.TimerHandle | None = None
+
+    def target(self, ex: Any, node: Any) -> Any:
+        spare, ex.spare = ex.spare, None
+        if node.proto == "http" or (node.proto == "https" and node.key in self.alpn_h1):
+            return H1Target.get(ex, node, spare, self)
+        if spare is not None:
+            if isinstance(spare, H2UpstreamConn) and spare.key == node.key and spare.capacity():
+                return spare
+            spare.unused()
+        for conn in self.conns.get(node.key, ()):
+            if conn.capacity():
+                return conn
+        self.loop.create_task(self._connect_for(ex, node))
+        return None
+
+    async def _connect_for(self, ex: Any, node: Any) -> None:
+        try:
+            conn: Any = await self.connect(node)
+        except _UseH1:
+            conn = None
+        except Exception as exc:  # noqa: BLE001 - every failure becomes the client's 502
+            return self.connect_failed(ex, node, exc)
+        if ex.done:
+            return
+        ex.spare = conn
+        ex.route()
+
+    def connect_failed(self, ex: Any, node: Any, exc: BaseException) -> None:
+        if isinstance(exc, asyncio.TimeoutError):
+            ex.connect_failed("upstream-connect-timeout", "upstream connect timed out",
+                              f"no connection to node {node.name!r} within {self.ctx.pool.connect_timeout:g}s",
+                              "timeout")
+        elif isinstance(exc, ssl.SSLError):
+            ex.connect_failed("upstream-tls", "TLS to the upstream failed",
+                              f"TLS to node {node.name!r} failed: {tls_reason(exc)}", "upstream_error")
+        else:
+            ex.connect_failed("upstream-unavailable", "upstream unavailable",
+                              f"cannot connect to node {node.name!r}: {tls_reason(exc)}", "upstream_error")
+
+    async def connect(self, node: Any) -> H2UpstreamConn:
+        key = node.key
+        fut = self.connecting.get(key)
+        if fut is not None:
+            return await asyncio.shield(fut)
+        fut = self.connecting[key] = self.loop.create_future()
+        try:
+            conn = await self._dial(node)
+        except BaseException as exc:
+            fut.set_exception(exc)
+            fut.exception()  # (retrieved: waiters, if any, get it too)
+            raise
+        finally:
+            self.connecting.pop(key, None)
+        fut.set_result(conn)
+        return conn
+
+    async def _dial(self, node: Any) -> H2UpstreamConn:
+        tls = node.proto == "https"
+        kw: dict[str, Any] = {}
+        if tls:
+            kw = {"ssl": self.ctx.tls.upstream_h2, "server_hostname": node.host}
+        _, conn = await asyncio.wait_for(self.loop.create_connection(
+            lambda: H2UpstreamConn(self, node.key, tls), node.key[0], node.key[1], **kw), self.ctx.pool.connect_timeout)
+        if tls:
+            sslobj = conn.transport.get_extra_info("ssl_object")
+            if sslobj is None or sslobj.selected_alpn_protocol() != "h2":
+                self.alpn_h1.add(node.key)
+                conn.close()
+                raise _UseH1
+        self.conns.setdefault(node.key, []).append(conn)
+        if self._sweeper is None:
+            self._sweeper = self.loop.call_later(SWEEP_S, self._sweep)
+        return conn
+
+    def forget(self, conn: H2UpstreamConn) -> None:
+        lst = self.conns.get(conn.key)
+        if lst and conn in lst:
+            lst.remove(conn)
+            if not lst:
+                del self.conns[conn.key]
+
+    def _sweep(self) -> None:
+        self._sweeper = None
+        now = self.loop.time()
+        idle = self.ctx.cfg.upstream_idle
+        for lst in list(self.conns.values()):
+            for conn in list(lst):
+                if not conn.legs and now - conn.idle_since > idle:
+                    conn.close()
+        if self.conns:
+            self._sweeper = self.loop.call_later(SWEEP_S, self._sweep)
+
+    def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        for lst in list(self.conns.values()):
+            for conn in list(lst):
+                conn.close()

@@ -1,0 +1,26 @@
+# Typed state of one exchange for the Cython build (response.py/exchange.py are the source;
+# see sidecar/_build.py). The attributes live in the base extension type so that both
+# halves of the exchange reach them as C fields.
+from sidecar.proxy.context cimport ProxyContext
+from sidecar.proxy.reqhead cimport ReqHead
+
+
+cdef class ResponseMixin:
+    cdef public ProxyContext ctx
+    cdef public ReqHead head
+    cdef public object conn, ctransport, pending, partition, phase, epoch, placement, decision, node, state
+    cdef public object hold_timer, up, spare, replay, resp_buf, resp_held, uout, cout
+    cdef public bint keep_alive, is_write, admitted, was_held, body_done, sent_all, resp_chunked, resp_eof
+    cdef public bint resp_keep, interim, no_resp_body, tunnel
+    cdef public long reroutes, pooled_retries, replays, pending_len, replay_len, status, charged
+    cdef public double held_at, deadline, t0, t_res, t_adm, t_up
+
+    cpdef on_response_head(self, head)
+    cpdef bint has_body(self)
+    cpdef _write_head(self, head)
+    cpdef on_response_body(self, data)
+    cpdef _cw(self, data)
+    cpdef flush_client(self)
+    cpdef on_response_end(self)
+    cpdef _end_response(self, bint reusable)
+    cpdef finish(self, outcome)

@@ -1,0 +1,264 @@
+"""Upstream side of the data path: keep-alive connections and their pool.
+
+An ``UpstreamConn`` is an ``asyncio.Protocol`` with an httptools response
+parser. It serves one exchange at a time (``conn.exchange``, the client-side
+request object) and forwards parser callbacks to it; the exchange decides what
+reaches the client. When a response ends cleanly on a keep-alive connection
+with the request fully sent, the connection goes back to the pool.
+
+The pool is per upstream ``(host, port)``: a LIFO stack of idle connections
+(the most recently used one is the least likely to have been closed by the
+upstream's idle timeout), bounded, with idle connections older than
+``idle_s`` closed by the periodic sweep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httptools
+
+from . import httpmsg as H
+
+
+# response headers the proxy must look at (lower-case) → kind; the rest are forwarded as ready-made lines
+_DROP, _CONN, _CLEN, _TE, _UPG, _CTYPE = range(6)
+_RESP_SPECIAL = {b"connection": _CONN, b"content-length": _CLEN, b"transfer-encoding": _TE, b"upgrade": _UPG,
+                 b"content-type": _CTYPE, b"keep-alive": _DROP, b"proxy-connection": _DROP, b"te": _DROP,
+                 b"trailer": _DROP}
+
+
+_CONN_OPTIONS = frozenset({b"keep-alive", b"close", b"upgrade"})
+_PLAIN_CONN = frozenset({b"keep-alive", b"close", b"Keep-Alive", b"Close", b"upgrade", b"Upgrade"})
+_KINDS: dict[bytes, int | None] = {}  # header name as spelled → kind (names repeat: no lower() per header)
+
+
+def _kind(name: bytes) -> int | None:
+    kind = _RESP_SPECIAL.get(name.lower())
+    if len(_KINDS) < 4096:
+        _KINDS[name] = kind
+    return kind
+
+
+class RespHead:
+    """A parsed upstream response head, sorted for re-framing (see ``_response``)."""
+
+    __slots__ = ("status", "reason", "lines", "ctoks", "clen", "te", "upg", "ctype", "keep")
+
+    def __init__(self) -> None:
+        self.reason = b""
+        self.lines: list[bytes] = []  # forwarded headers, flat: name, b": ", value, b"\r\n", …
+        self.ctoks = self.clen = self.te = self.upg = self.ctype = None
+        self.status = 0
+        self.keep = True
+
+
+class UpstreamConn:
+    """One connection to an upstream node: an ``asyncio.Protocol`` by duck typing (no base
+    class, so the Cython build can make it an extension type, see ``_upstream.pxd``)."""
+
+    __slots__ = ("pool", "key", "transport", "parser", "exchange", "closed", "served", "idle_since",
+                 "paused", "head")
+
+    def __init__(self, pool: "UpstreamPool", key: tuple[str, int]) -> None:
+        self.pool = pool
+        self.key = key
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.exchange: Any = None
+        self.closed = False
+        self.served = 0          # responses completed on this connection
+        self.idle_since = 0.0
+        self.paused = False      # the upstream's write buffer is full: client reading paused
+        self.head = RespHead()
+
+    # -- asyncio.Protocol ----------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        H.set_nodelay(transport)
+
+    def data_received(self, data: bytes) -> None:
+        ex = self.exchange
+        if ex is None:  # bytes on an idle connection: protocol error, do not reuse
+            self.close()
+            return
+        if ex.tunnel:
+            ex.ctransport.write(data)
+            return
+        ex.cout = []  # batch this read's output to the client into one send
+        try:
+            self.parser.feed_data(data)
+            if ex.cout:
+                ex.flush_client()
+            ex.cout = None
+        except httptools.HttpParserUpgrade as exc:
+            ex.upstream_upgraded(data[exc.args[0]:])
+        except httptools.HttpParserError as exc:
+            if self.exchange is not None:
+                self.exchange.upstream_failed(f"invalid response from upstream: {exc}")
+            self.close()
+        finally:
+            if ex.cout:
+                ex.flush_client()
+            ex.cout = None
+
+    def eof_received(self) -> bool | None:
+        return None  # the transport closes itself (asyncio.Protocol's default)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.pool.forget(self)
+        ex = self.exchange
+        if ex is not None:
+            self.exchange = None
+            ex.upstream_lost(self)
+
+    def pause_writing(self) -> None:
+        ex = self.exchange
+        if ex is not None:
+            self.paused = True
+            ex.upstream_paused(True)
+
+    def resume_writing(self) -> None:
+        ex = self.exchange
+        self.paused = False
+        if ex is not None:
+            ex.upstream_paused(False)
+
+    # -- httptools callbacks ---------------------------------------------------
+    def on_header(self, name: bytes, value: bytes) -> None:
+        kind = _KINDS.get(name, -1)
+        if kind is None:  # the usual case: forwarded as is
+            self.head.lines += (name, b": ", value, b"\r\n")
+            return
+        if kind == -1:
+            kind = _kind(name)
+            if kind is None:
+                self.head.lines += (name, b": ", value, b"\r\n")
+                return
+        h = self.head
+        if kind == _CTYPE:
+            h.ctype = value
+            h.lines += (name, b": ", value, b"\r\n")
+        elif kind == _CLEN:
+            h.clen = value
+        elif kind == _TE:
+            h.te = value if h.te is None else h.te + b", " + value
+        elif kind == _CONN:
+            if value not in _PLAIN_CONN:
+                toks = {t.strip().lower() for t in value.split(b",") if t.strip()} - _CONN_OPTIONS
+                if toks:
+                    h.ctoks = toks if h.ctoks is None else h.ctoks | toks
+        elif kind == _UPG:
+            h.upg = value
+
+    def on_headers_complete(self) -> None:
+        # the next message's head starts empty (done here: no on_message_begin callback per response)
+        h = self.head
+        self.head = RespHead()
+        ex = self.exchange
+        if ex is not None:
+            h.status = self.parser.get_status_code()
+            h.keep = self.parser.should_keep_alive()
+            ex.on_response_head(h)
+
+    def on_body(self, body: bytes) -> None:
+        ex = self.exchange
+        if ex is not None:
+            ex.on_response_body(body)
+
+    def on_message_complete(self) -> None:
+        ex = self.exchange
+        if ex is not None:
+            ex.on_response_end()
+
+    # -- pool side -----------------------------------------------------------
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def release(self, reusable: bool) -> None:
+        """The exchange is done with this connection."""
+        self.exchange = None
+        if self.paused:
+            reusable = False
+        if reusable and not self.closed:
+            self.served += 1
+            pool = self.pool
+            stack = pool.idle.get(self.key)
+            if stack is not None and len(stack) < pool.max_idle:  # pool.put(self), inlined for the usual case
+                self.idle_since = pool.now
+                stack.append(self)
+            else:
+                pool.put(self)
+        else:
+            self.close()
+
+
+class UpstreamPool:
+    """Idle keep-alive connections per upstream ``(host, port)``."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, *, max_idle: int = 256, idle_s: float = 30.0,
+                 connect_timeout: float = 5.0) -> None:
+        self.loop = loop
+        self.max_idle = max_idle
+        self.idle_s = idle_s
+        self.connect_timeout = connect_timeout
+        self.idle: dict[tuple[str, int], list[UpstreamConn]] = {}
+        self.now = loop.time()
+        self._open: set[UpstreamConn] = set()
+        self.tls_hosts: dict[tuple[str, int], str] = {}  # https:// nodes → server name (set by the context)
+        self.h2_only: set[tuple[str, int]] = set()       # h2c:// nodes: reached through open_h2 (_h2_bridge)
+        self.open_h2: Any = None                         # async (key) → a bridge connection (set by the context)
+        self.ssl_context: Any = None                     # () → ssl.SSLContext offering http/1.1 (the context's)
+
+    def get_idle(self, key: tuple[str, int]) -> UpstreamConn | None:
+        stack = self.idle.get(key)
+        while stack:
+            conn = stack.pop()
+            if not conn.closed and not conn.transport.is_closing():  # type: ignore[union-attr]
+                return conn
+        return None
+
+    async def connect(self, key: tuple[str, int]) -> UpstreamConn:
+        """A new connection; raises ``OSError``/``asyncio.TimeoutError``."""
+        if key in self.h2_only:
+            return await asyncio.wait_for(self.open_h2(key), self.connect_timeout)
+        host = self.tls_hosts.get(key)
+        kw = {} if host is None else {"ssl": self.ssl_context(), "server_hostname": host}
+        _, conn = await asyncio.wait_for(
+            self.loop.create_connection(lambda: UpstreamConn(self, key), key[0], key[1], **kw), self.connect_timeout)
+        self._open.add(conn)
+        return conn
+
+    def put(self, conn: UpstreamConn) -> None:
+        if conn.closed:
+            return
+        stack = self.idle.get(conn.key)
+        if stack is None:
+            stack = self.idle[conn.key] = []
+        if len(stack) >= self.max_idle:
+            conn.close()
+            return
+        conn.idle_since = self.now
+        stack.append(conn)
+
+    def forget(self, conn: UpstreamConn) -> None:
+        self._open.discard(conn)
+        stack = self.idle.get(conn.key)
+        if stack and conn in stack:
+            stack.remove(conn)
+
+    def sweep(self, now: float) -> None:
+        """Close connections idle for longer than ``idle_s`` (called periodically)."""
+        self.now = now
+        for stack in self.idle.values():
+            while stack and now - stack[0].idle_since > self.idle_s:
+                stack.pop(0).close()
+
+    def close(self) -> None:
+        for conn in list(self._open):
+            conn.close()
+        self.idle.clear()
