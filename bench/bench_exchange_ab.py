@@ -88,7 +88,7 @@ def main() -> int:
     if pure_base:
         a.baseline = ROOT
     if a.baseline is not None:
-        if not (a.baseline / "sidecar" / "_exchange.py").is_file():
+        if not any((a.baseline / "sidecar" / f).is_file() for f in ("_exchange.py", "proxy/exchange.py")):
             print(f"bench_exchange_ab: --baseline {a.baseline}: not a checkout", file=sys.stderr)
             return 2
         trees = {"baseline": a.baseline.resolve(), "candidate": ROOT}
