@@ -1,11 +1,15 @@
 # Typed state of the process-wide proxy context for the Cython build (pure-Python mode:
 # context.py is the source; see sidecar/_build.py).
+from sidecar.proxy.stats cimport Stats
+
+
 cdef class Node:
     cdef public object name, url, key, netloc, proto, host
 
 
 cdef class ProxyContext:
-    cdef public object cfg, loop, source, gate, stats, access, router, pool, hold, tls, nodes, h2pool, budget
+    cdef public Stats stats
+    cdef public object cfg, loop, source, gate, access, router, pool, hold, tls, nodes, h2pool, budget
     cdef public object header_kinds, waiting, clients, rid_prefix, stamps, _ticker
     cdef public double now, read_timeout, idle_timeout, head_timeout
     cdef public long max_header, max_path, max_connections, retry_body_max, rid_n
