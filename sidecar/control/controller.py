@@ -157,20 +157,25 @@ class Controller:
         self._main = asyncio.create_task(self._lead(), name="controller")
 
     async def stop(self) -> None:
+        await self._stop_work()
+        await self.leadership.release()
+        self.metrics.controller_leader.set(0)
+        await self.replica.stop()
+        await self.barrier.close()
+        await self.consensus.close()
+        await self.consul.close()
+
+    async def _stop_work(self) -> None:
+        """Stop the operator's loops, the main task and every job task, then the mover
+        (shared with the embedded controller, which has no lock or replica to stop)."""
         if self.ops is not None:
             await self.ops.stop()
         if self._main is not None:
             self._main.cancel()
             await asyncio.gather(self._main, return_exceptions=True)
         await self._drop_jobs()
-        await self.leadership.release()
-        self.metrics.controller_leader.set(0)
         if hasattr(self.mover, "close"):
             await self.mover.close()  # type: ignore[union-attr]
-        await self.replica.stop()
-        await self.barrier.close()
-        await self.consensus.close()
-        await self.consul.close()
 
     async def nodes(self) -> dict[str, str]:
         nodes = dict(self.extra_nodes)
