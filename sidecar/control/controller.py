@@ -385,7 +385,9 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
                          "a flag shows in ps)")
     ap.add_argument("--token-file", default=None, metavar="FILE",
                     help="read the bearer token from FILE (env EPOCHGATE_TOKEN_FILE)")
-    ap.add_argument("--consul-token", default=os.environ.get("CONSUL_HTTP_TOKEN"), help="Consul ACL token")
+    ap.add_argument("--consul-token",
+                    default=os.environ.get("EPOCHGATE_CONSUL_TOKEN") or os.environ.get("CONSUL_HTTP_TOKEN"),
+                    help="Consul ACL token (env EPOCHGATE_CONSUL_TOKEN, as the sidecar's; else CONSUL_HTTP_TOKEN)")
     ap.add_argument("--cutover-deadline", type=float, default=float(os.environ.get("EPOCHGATE_CUTOVER_DEADLINE", 10)),
                     metavar="S", help="abort a job whose barrier has not passed after S seconds (default 10)")
     ap.add_argument("--prebarrier-deadline", type=float,
