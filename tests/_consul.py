@@ -188,13 +188,31 @@ def consul_tmp():
     shutil.rmtree(d, ignore_errors=True)
 
 
+def _port_race(exc: RuntimeError) -> bool:
+    # free_ports() closes its sockets before Consul binds them: another process on the
+    # machine may take one in between. Start again on fresh ports (bounded).
+    return "address already in use" in str(exc)
+
+
+def _started(make, attempts: int = 3):
+    for attempt in range(attempts):
+        proc = make()
+        try:
+            proc.start()
+            proc.wait_ready() if hasattr(proc, "wait_ready") else None
+            return proc
+        except RuntimeError as exc:
+            proc.stop()
+            if not _port_race(exc) or attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
 @contextlib.contextmanager
 def running_dev_agent(tmp: str):
     """Start a dev agent, wait until KV answers, always stop it."""
-    agent = dev_agent(tmp)
-    agent.start()
+    agent = _started(lambda: dev_agent(tmp))
     try:
-        agent.wait_ready()
         yield agent
     finally:
         agent.stop()
@@ -216,9 +234,8 @@ def fresh_consul_agent(consul_tmp):
 
 @pytest.fixture
 def consul_cluster(consul_tmp):
-    cluster = ConsulCluster(consul_tmp)
+    cluster = _started(lambda: ConsulCluster(consul_tmp))
     try:
-        cluster.start()
         yield cluster
     finally:
         cluster.stop()

@@ -31,7 +31,7 @@ class GatedMover:
         self.max_running = 0
         self.copying: set[str] = set()
 
-    async def copy(self, partition, source_url, target_url, progress, check=None):
+    async def copy(self, partition, source_url, target_url, progress, check=None, *, fence=0):
         self.calls.append(("copy", partition))
         self.running += 1
         self.copying.add(partition)
@@ -47,7 +47,7 @@ class GatedMover:
             self.running -= 1
             self.copying.discard(partition)
 
-    async def copy_delta(self, partition, source_url, target_url, since, progress, check=None):
+    async def copy_delta(self, partition, source_url, target_url, since, progress, check=None, *, fence=0):
         self.calls.append(("delta", partition))
         progress(1)
         return "2"

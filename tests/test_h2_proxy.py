@@ -245,3 +245,27 @@ async def test_a_stalled_stream_does_not_stall_its_neighbours(h2placement, h2nod
         assert sconn.queued(1) <= sc.cfg.h2_window  # what the sidecar holds for it: its window, not 64 MiB
         assert a.conns == 1  # both streams shared one upstream connection
         writer.close()
+
+
+@pytest.mark.parametrize("path", ["/_epochgate/import?partition=t1", "/x/../_epochgate/export?partition=t1",
+                                  "/%5Fepochgate/delta?partition=t1&since=0"])
+async def test_h2_streams_never_reach_the_mover_hooks(h2placement, h2nodes, path):
+    """HTTP/2 gets the HTTP/1.1 path's refusal of the hook prefix (DESIGN §6): any
+    spelling is a 404 from the sidecar, and no node sees the stream."""
+    a, b = h2nodes
+    async with running_sidecar(config(h2placement)) as sc, client() as c:
+        r = await c.post(f"http://127.0.0.1:{sc.port}{path}", content=b'{"key":"k","value":"v"}\n', headers=KEY)
+        assert r.status_code == 404 and r.http_version == "HTTP/2"
+        r = await c.put(f"http://127.0.0.1:{sc.port}/echo", content=b"ok", headers=KEY)   # the stream after it is served
+        assert r.status_code == 200
+        assert [s["headers"][":path"] for s in a.seen] == ["/echo"] and not b.seen
+
+
+async def test_h2_rules_see_the_normalised_path(h2placement, h2nodes):
+    """`/echo/../echo` and `/%65cho` reach the node as `/echo` (one target for rules and upstream)."""
+    a, _ = h2nodes
+    async with running_sidecar(config(h2placement)) as sc, client() as c:
+        for p in ("/x/../echo", "/%65cho"):
+            r = await c.put(f"http://127.0.0.1:{sc.port}{p}", content=b"v", headers=KEY)
+            assert r.status_code == 200, p
+        assert [s["headers"][":path"] for s in a.seen] == ["/echo", "/echo"]

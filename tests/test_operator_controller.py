@@ -114,13 +114,17 @@ async def test_compaction_scheduled_explicit_and_refused_past_the_current_record
         await _wait_job(ctl, unfinished.id)
 
 
-async def test_without_the_guard_a_bound_past_current_loses_the_current_record(consul_agent, kv_prefix):
-    """What the refusal protects: the store's own truncate takes any bound."""
+async def test_the_store_refuses_a_bound_past_current_too(consul_agent, kv_prefix):
+    """Below the controller's refusal, the store's own truncate (DESIGN §4.2) refuses a
+    bound past the newest entry: two guards, and the current record survives both."""
+    from gate import ConfigError
+
     async with controller(consul_agent.url, kv_prefix) as ctl:
         await _setup(ctl)
         current = int((await ctl.store.state("t1"))[1])
-        assert await ctl.store.compact_history("t1", current + 1) == 1
-        assert await ctl.store.history("t1") == []
+        with pytest.raises(ConfigError, match="past the newest entry"):
+            await ctl.store.compact_history("t1", current + 1)
+        assert [h.epoch for h in await ctl.store.history("t1")][-1] == current
 
 
 async def _size_app(sizes):
@@ -157,9 +161,16 @@ async def test_dry_run_names_every_refusal_and_predicts_the_barrier(consul_agent
             assert (await ctl.store.state("t1"))[0] == PartitionState.active("a")   # nothing happened
             assert await ctl.list() == []
             start_acking()
+            cutovers = []                     # what the cutover barrier then listed
+            orig = ctl.barrier.cutover
+
+            async def recording(*args, **kwargs):
+                cutovers.append(await orig(*args, **kwargs))
+                return cutovers[-1]
+            ctl.barrier.cutover = recording
             job = await _wait_job(ctl, (await ctl.migrate("t1", "b")).id)
             assert job.status == "completed", job.error
-            assert {x.id for x in ctl.runner.last_barrier.listed} == {p["id"] for p in plan["participants"]}
+            assert {x.id for x in cutovers[-1].listed} == {p["id"] for p in plan["participants"]}
             # with a job behind it, the plan back has a cutover estimate; a running job is a refusal
             plan2 = await ctl.ops.plan("t1", "a")
             assert plan2.cutover_samples == 1 and plan2.expected_cutover_s > 0

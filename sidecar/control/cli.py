@@ -295,7 +295,7 @@ def _check_ids(args: argparse.Namespace) -> None:
 
     for attr, label in (("partition", "partition"), ("to", "--to"), ("node", "node"), ("name", "name"), ("id", "id")):
         value = getattr(args, attr, None)
-        if value is not None:
+        if value:   # "" is "none given" (e.g. `jobs pause` with no id: the whole fleet)
             try:
                 key_segment(value, label)
             except ConfigError as exc:  # the same status the control API's refusal of it gives

@@ -157,20 +157,25 @@ class Controller:
         self._main = asyncio.create_task(self._lead(), name="controller")
 
     async def stop(self) -> None:
+        await self._stop_work()
+        await self.leadership.release()
+        self.metrics.controller_leader.set(0)
+        await self.replica.stop()
+        await self.barrier.close()
+        await self.consensus.close()
+        await self.consul.close()
+
+    async def _stop_work(self) -> None:
+        """Stop the operator's loops, the main task and every job task, then the mover
+        (shared with the embedded controller, which has no lock or replica to stop)."""
         if self.ops is not None:
             await self.ops.stop()
         if self._main is not None:
             self._main.cancel()
             await asyncio.gather(self._main, return_exceptions=True)
         await self._drop_jobs()
-        await self.leadership.release()
-        self.metrics.controller_leader.set(0)
         if hasattr(self.mover, "close"):
             await self.mover.close()  # type: ignore[union-attr]
-        await self.replica.stop()
-        await self.barrier.close()
-        await self.consensus.close()
-        await self.consul.close()
 
     async def nodes(self) -> dict[str, str]:
         nodes = dict(self.extra_nodes)
@@ -380,7 +385,9 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
                          "a flag shows in ps)")
     ap.add_argument("--token-file", default=None, metavar="FILE",
                     help="read the bearer token from FILE (env EPOCHGATE_TOKEN_FILE)")
-    ap.add_argument("--consul-token", default=os.environ.get("CONSUL_HTTP_TOKEN"), help="Consul ACL token")
+    ap.add_argument("--consul-token",
+                    default=os.environ.get("EPOCHGATE_CONSUL_TOKEN") or os.environ.get("CONSUL_HTTP_TOKEN"),
+                    help="Consul ACL token (env EPOCHGATE_CONSUL_TOKEN, as the sidecar's; else CONSUL_HTTP_TOKEN)")
     ap.add_argument("--cutover-deadline", type=float, default=float(os.environ.get("EPOCHGATE_CUTOVER_DEADLINE", 10)),
                     metavar="S", help="abort a job whose barrier has not passed after S seconds (default 10)")
     ap.add_argument("--prebarrier-deadline", type=float,

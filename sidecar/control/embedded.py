@@ -196,11 +196,4 @@ class EmbeddedController(Controller):
         self._main = asyncio.create_task(self._run_jobs(), name="embedded-controller")
 
     async def stop(self) -> None:
-        if self.ops is not None:
-            await self.ops.stop()
-        if self._main is not None:
-            self._main.cancel()
-            await asyncio.gather(self._main, return_exceptions=True)
-        await self._drop_jobs()
-        if hasattr(self.mover, "close"):
-            await self.mover.close()   # type: ignore[union-attr]
+        await self._stop_work()

@@ -40,6 +40,7 @@ from .exstate import (APP_REPLAY_MAX, CONNECTING, DONE, FORWARDING, HELD, NEW, P
                        TUNNEL, ExState, step)
 from .router import SAFE_METHODS, KeyError400
 from .reqhead import ReqHead
+from .resolve import resolve
 from .response import ResponseMixin
 
 if TYPE_CHECKING:
@@ -180,24 +181,9 @@ class Request(ResponseMixin):
         (the edges into ROUTING in ``_exstate.TRANSITIONS``)."""
         self.state = step(self.state, ROUTING)
         ctx = self.ctx
-        p = self.partition
-        st = ctx.source.state(p)
-        if st is None:
-            if self.is_write:
-                ctx.stats.decision("none", "reject", "unknown_partition")
-            return self.fail(404, "unknown-partition", "unknown partition",
-                             f"partition {p!r} is not in the placement table", outcome="unknown_partition",
-                             partition=p, reason="unknown_partition")
-        state, epoch = st
-        self.phase = state.phase._value_
-        self.epoch = int(epoch)
-        self.placement = state.source
-        self.t_res = perf_counter()
-        node = ctx.nodes.get(self.placement)
+        node = resolve(self)
         if node is None:
-            return self.fail(502, "no-upstream", "no upstream for node",
-                             f"node {self.placement!r} has no upstream URL", outcome="upstream_error")
-        self.node = node
+            return
         up = self.spare
         if up is not None:
             self.spare = None
@@ -215,7 +201,7 @@ class Request(ResponseMixin):
                 ctx.loop.create_task(self._connect(node))
                 return
         if self.is_write:
-            r = ctx.gate.admit(p, epoch)
+            r = ctx.gate.admit(self.partition, self.epoch)
             self.t_adm = perf_counter()
             if not r.admitted:
                 ctx.pool.put(up)

@@ -38,6 +38,7 @@ from gate import Phase, Reject, RejectReason, problem_document
 from .response import H2ResponseMixin
 from .upstream import h2pool
 from ..hookpath import is_hook_path
+from ..resolve import resolve
 from ..router import KeyError400
 from ..target import TargetError, normalize
 
@@ -172,29 +173,14 @@ class H2Exchange(H2ResponseMixin):
     def route(self) -> None:
         """Resolve, get an upstream, admit a write right before sending (re-run after holds/retries)."""
         ctx = self.ctx
-        p = self.partition
-        st = ctx.source.state(p)
-        if st is None:
-            if self.is_write:
-                ctx.stats.decision("none", "reject", "unknown_partition")
-            return self.fail(404, "unknown-partition", "unknown partition",
-                             f"partition {p!r} is not in the placement table", outcome="unknown_partition",
-                             partition=p, reason="unknown_partition")
-        state, epoch = st
-        self.phase = state.phase._value_
-        self.epoch = int(epoch)
-        self.placement = state.source
-        self.t_res = perf_counter()
-        node = ctx.nodes.get(self.placement)
+        node = resolve(self)
         if node is None:
-            return self.fail(502, "no-upstream", "no upstream for node",
-                             f"node {self.placement!r} has no upstream URL", outcome="upstream_error")
-        self.node = node
+            return
         target = h2pool(ctx).target(self, node)
         if target is None:
             return  # connecting: route() runs again when it is done
         if self.is_write:
-            r = ctx.gate.admit(p, epoch)
+            r = ctx.gate.admit(self.partition, self.epoch)
             self.t_adm = perf_counter()
             if not r.admitted:
                 target.unused()

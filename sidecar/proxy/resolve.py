@@ -1,0 +1,37 @@
+"""Resolving an exchange's partition to its placement and upstream node: the
+one copy shared by the HTTP/1.1 exchange and the HTTP/2 stream (both call it
+first in ``route()``, again after every hold wake-up and retry).
+"""
+
+from __future__ import annotations
+
+from time import perf_counter
+from typing import Any
+
+
+def resolve(x: Any) -> Any:
+    """Set ``x.phase``, ``x.epoch``, ``x.placement``, ``x.t_res`` and ``x.node`` from
+    the table; ``None`` after answering the refusal (unknown partition: 404, a
+    node without an upstream URL: 502) through ``x.fail``."""
+    ctx = x.ctx
+    p = x.partition
+    st = ctx.source.state(p)
+    if st is None:
+        if x.is_write:
+            ctx.stats.decision("none", "reject", "unknown_partition")
+        x.fail(404, "unknown-partition", "unknown partition",
+               f"partition {p!r} is not in the placement table", outcome="unknown_partition",
+               partition=p, reason="unknown_partition")
+        return None
+    state, epoch = st
+    x.phase = state.phase._value_
+    x.epoch = int(epoch)
+    x.placement = state.source
+    x.t_res = perf_counter()
+    node = ctx.nodes.get(x.placement)
+    if node is None:
+        x.fail(502, "no-upstream", "no upstream for node",
+               f"node {x.placement!r} has no upstream URL", outcome="upstream_error")
+        return None
+    x.node = node
+    return node
