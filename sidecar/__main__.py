@@ -66,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv if argv is None else argv)
     command = argv[1] if len(argv) > 1 else None
     if command == "controller":
-        from .control.controller import main as controller_main
+        from .control.controller_main import main as controller_main
 
         return controller_main(argv[1:])
     if command in _CLI:

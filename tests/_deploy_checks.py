@@ -171,7 +171,7 @@ def _check_sidecar(where: str, obj: dict, spec: dict, container: dict, native: b
 
 
 def _check_controller(where: str, obj: dict, spec: dict, container: dict) -> tuple[list[str], Any]:
-    from sidecar.control.controller import _parse
+    from sidecar.control.controller_main import _parse
 
     env = _env(container)
     args = [_expand(str(a), env) for a in container.get("args", [])][1:]

@@ -56,6 +56,6 @@ _mover.HttpHooksMover.copy_delta = _copy_delta
 _retry.RetryingStore.complete = _complete_
 
 if __name__ == "__main__":
-    from sidecar.control.controller import main
+    from sidecar.control.controller_main import main
 
     sys.exit(main(sys.argv[1:]))

@@ -409,7 +409,7 @@ def test_sidecar_unit_stops_slower_than_it_drains() -> None:
 def test_controller_unit_parses() -> None:
     from unittest import mock
 
-    from sidecar.control.controller import _parse
+    from sidecar.control.controller_main import _parse
 
     unit = _unit(SYSTEMD / "epochgate-controller.service")
     env = dict(e.split("=", 1) for e in unit["Environment"])

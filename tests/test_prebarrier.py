@@ -12,7 +12,7 @@ import pytest
 from gate import PartitionState
 from gate._consul_consensus import open_consul
 from gate._sessions import ConsulHTTP
-from sidecar.control.barrier import Barrier
+from sidecar.control.barrier import Barrier, BarrierTimeout
 from sidecar.control.jobs import Job, JobRecords
 from sidecar.control.runner import JobRunner
 
@@ -45,12 +45,26 @@ async def env(consul_agent, kv_prefix):
 
 
 class _LastCutover(Barrier):
-    """Keeps the last cutover's result so a test can see whom it listed."""
+    """Keeps the last cutover's result (whom it listed) and the outcome of every wait
+    (the pre-barrier's slices included): (epoch, participants still pending)."""
     last = None
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.waits: list[tuple[int, set[str]]] = []
 
     async def cutover(self, *args, **kwargs):
         self.last = await super().cutover(*args, **kwargs)
         return self.last
+
+    async def wait(self, epoch, *args, **kwargs):
+        try:
+            res = await super().wait(epoch, *args, **kwargs)
+        except BarrierTimeout as exc:
+            self.waits.append((epoch, set(exc.result.pending)))
+            raise
+        self.waits.append((epoch, set(res.pending)))
+        return res
 
 
 async def test_a_silent_participant_is_waited_out_before_the_cutover(env):
@@ -67,7 +81,12 @@ async def test_a_silent_participant_is_waited_out_before_the_cutover(env):
         if (await records.get(job.id)).status == "draining" and r.mover.calls:
             break
         await asyncio.sleep(0.02)
-    await asyncio.sleep(0.5)
+    # the event that matters: a pre-barrier slice ended with the dead one still pending
+    for _ in range(500):
+        if any(pending == {"dead"} for _, pending in r.barrier.waits):
+            break
+        await asyncio.sleep(0.02)
+    assert any(pending == {"dead"} for _, pending in r.barrier.waits), r.barrier.waits
     st, _ = await store.state("t1")
     assert st == PartitionState.draining("a", "b") and not task.done()
     await consul.session_destroy(sid)   # what Consul does when the TTL runs out

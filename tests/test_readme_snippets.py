@@ -159,7 +159,7 @@ def test_every_concrete_command_line_parses():
     from examples.kv.__main__ import _parser as kv_parser
     from sidecar import _config
     from sidecar.control import cli as _cli
-    from sidecar.control import controller as _controller
+    from sidecar.control import controller_main as _controller
     from sidecar.__main__ import _CLI
 
     parsed = 0

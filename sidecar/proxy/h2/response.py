@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import httpmsg as H
+from ..exstate import APP_REPLAY_MAX, POOLED_RETRY_MAX
 
 RESP_BUF_MAX = 64 * 1024
 #: the proxy's own problems as gRPC status codes
@@ -143,10 +144,10 @@ class H2ResponseMixin:
     def _retry_app_reject(self: Any) -> bool:
         """The application refused at its commit point: nothing committed. Retry (DESIGN §7)."""
         ctx = self.ctx
-        self.retries += 1
+        self.replays += 1
         st = ctx.source.state(self.partition)
-        moved = st is not None and st[1] != self.epoch and self.retries <= 5
-        if not moved and not ctx.hold.try_hold(self, retry_in=min(0.005 * 2 ** min(self.retries, 6), 0.25)):
+        moved = st is not None and st[1] != self.epoch and self.replays <= APP_REPLAY_MAX
+        if not moved and not ctx.hold.try_hold(self, retry_in=min(0.005 * 2 ** min(self.replays, 6), 0.25)):
             return False
         ctx.stats.decision(self.phase, "reject", "stale_epoch")
         self._drop_leg()
@@ -173,8 +174,8 @@ class H2ResponseMixin:
             return
         self.leg = None
         if not self.resp_started and self.resp_held is None:
-            if never_processed and self.retries < 2 and self._replayable():
-                self.retries += 1
+            if never_processed and self.pooled_retries < POOLED_RETRY_MAX and self._replayable():
+                self.pooled_retries += 1
                 if self.admitted:
                     self.admitted = False
                     self.ctx.gate.done(self.partition, self.epoch)

@@ -37,6 +37,7 @@ from gate import Phase, Reject, RejectReason, problem_document
 
 from .response import H2ResponseMixin
 from .upstream import h2pool
+from ..exstate import REROUTE_MAX
 from ..hookpath import is_hook_path
 from ..resolve import resolve
 from ..router import KeyError400
@@ -57,7 +58,7 @@ class H2Exchange(H2ResponseMixin):
     __slots__ = (
         "ctx", "sconn", "sid", "method", "method_b", "path", "authority", "fwd", "keyh", "bad", "rid", "rid_given",
         "xff", "ctype", "grpc", "partition", "phase", "epoch", "placement", "is_write", "admitted", "decision",
-        "node", "retries", "hold_timer", "held_at", "was_held", "leg", "spare", "pending", "body_done", "trailers",
+        "node", "reroutes", "replays", "pooled_retries", "hold_timer", "held_at", "was_held", "leg", "spare", "pending", "body_done", "trailers",
         "head_sent", "replay", "replay_len", "to_ack", "status", "resp_started", "resp_held", "resp_buf",
         "resp_ended", "done", "deadline", "t0", "t_res", "t_adm", "t_up")
 
@@ -123,7 +124,8 @@ class H2Exchange(H2ResponseMixin):
         self.is_write = self.admitted = False
         self.decision = "-"
         self.node: Any = None
-        self.retries = 0
+        # the retry budgets, one counter each (sidecar/proxy/exstate.py names their bounds)
+        self.reroutes = self.replays = self.pooled_retries = 0
         self.hold_timer: Any = None
         self.held_at = 0.0
         self.was_held = False
@@ -197,8 +199,8 @@ class H2Exchange(H2ResponseMixin):
 
     def rejected(self, r: Any) -> None:
         ctx = self.ctx
-        if r.reason is RejectReason.STALE_EPOCH and self.retries < 3:
-            self.retries += 1
+        if r.reason is RejectReason.STALE_EPOCH and self.reroutes < REROUTE_MAX:
+            self.reroutes += 1
             return self.route()
         if r.reason in _HOLDABLE and self.sconn.transport is not None and ctx.hold.try_hold(self):
             self.was_held = True
