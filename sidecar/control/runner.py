@@ -297,6 +297,14 @@ class JobRunner:
                 raise LostLeadership(f"job {job.id} claimed by {latest.owner if latest else 'nobody'}") from None
             if latest.abort_requested and not job.terminal:
                 raise AbortRequested(job.id) from None
+            if latest.owner == self.owner and not latest.terminal:
+                # Only the owner writes its record (besides an abort request or a takeover,
+                # both handled above): this is our own earlier write whose answer we never
+                # saw (a progress save cancelled in flight). Write ours on top of it.
+                try:
+                    return await self.records.save(job.with_(version=latest.version))
+                except JobConflict:
+                    pass
             raise
 
     async def _held(self, job: Job, phase: str) -> None:
