@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import re
 import shlex
 import socket
@@ -221,6 +222,7 @@ def _port_run_free(n: int) -> int:
 
 @pytest.mark.slow
 @pytest.mark.consul
+@pytest.mark.timeout(260)
 def test_fleet_script_runs_and_stops_cleanly_from_a_fresh_clone(tmp_path, consul_agent):
     clone = _clone(tmp_path)
     env = _env() | {"FLEET_CONSUL_PORT": str(_port_run_free(4)), "FLEET_NODE_PORT": str(_port_run_free(3)),
@@ -228,9 +230,20 @@ def test_fleet_script_runs_and_stops_cleanly_from_a_fresh_clone(tmp_path, consul
                     "FLEET_ADMIN_PORT": str(_port_run_free(2))}
     if consul_agent is not None:   # the same binary the fixtures use (on PATH or fetched)
         env["PATH"] = f"{Path(consul_agent.args[0]).parent}:{env.get('PATH', '')}"
-    proc = subprocess.run([str(clone / "scripts" / "fleet"), "--check"], cwd=clone, env=env, capture_output=True,
-                          text=True, timeout=110)
-    out = proc.stdout + proc.stderr
+    # Its own process group, so a stuck run is stopped whole (the script's Consul, nodes,
+    # sidecar and controller too) and what it printed so far is shown.
+    proc = subprocess.Popen([str(clone / "scripts" / "fleet"), "--check"], cwd=clone, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=200)   # about 12 s here when the machine is quiet
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            out, _ = proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            out, _ = proc.communicate()
+        pytest.fail(f"scripts/fleet --check did not finish in 200 s; its output:\n{out[-4000:]}")
     assert proc.returncode == 0, out[-3000:]
     assert "would go" in out and " completed: tenant-1 a→b" in out and "drain c completed" in out
     assert "fleet: check passed" in out and "fleet: stopped; removed" in out and "Traceback" not in out
