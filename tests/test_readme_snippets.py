@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import re
 import shlex
+import signal
 import socket
 import subprocess
 import sys
