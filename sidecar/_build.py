@@ -36,7 +36,7 @@ from typing import Any
 #: the hot path: what setup.py compiles (module names relative to the ``sidecar`` package)
 COMPILED = ("proxy.context", "proxy.stats", "proxy.router", "proxy.writegate", "proxy.httpmsg", "proxy.upstream",
             "_log", "proxy.limits", "proxy.target", "proxy.reqhead", "proxy.exstate", "proxy.response",
-            "proxy.resolve", "proxy.exchange", "proxy.conn", "proxy.hold")
+            "proxy.resolve", "proxy.exchange", "proxy.conn", "proxy.hold", "proxy.hookpath")
 MANIFEST = "_compiled.json"
 _HERE = Path(__file__).resolve().parent
 _state: dict[str, Any] = {"build": "pure", "compiled": [], "pure": [], "reason": "not installed"}
