@@ -6,7 +6,7 @@ from sidecar.proxy.context cimport ProxyContext
 cdef class ClientConn:
     cdef public ProxyContext ctx
     cdef public object transport, parser, peer, peer_s, current, parsing, queue, tunnel, keyh_names, xff_line
-    cdef public object kinds
+    cdef public dict kinds  # typed containers: .get/append are C calls, not attribute look-ups
     cdef public long flags, hsize, head_seen, heads, max_header
     cdef public double last_active, head_since
     cdef public bint upgraded, wpaused, in_feed, in_body, trailer

@@ -26,18 +26,23 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httptools
 
 from . import httpmsg as H
 from .context import ProxyContext
-from .exchange import Request
+# the module, not the name: in the compiled build response.pxd cimports ClientConn, so importing
+# the exchange first imports this module while the exchange's types are not made yet
+from . import exchange as _exchange
 from .exstate import P_ALL, P_QUEUED, Pause
 from .hookpath import is_hook_path
 from .orphan import orphan_write
 from .limits import BUSY_503
 from .target import TargetError, normalize
+
+if TYPE_CHECKING:
+    from .exchange import Request
 
 
 _CONN_OPTIONS = frozenset({b"upgrade", b"close", b"keep-alive"})
@@ -256,7 +261,7 @@ class ClientConn:
     # ---------------------------------------------------------------- httptools callbacks
     def on_message_begin(self) -> None:
         self.hsize = 0
-        self.parsing = Request(self.ctx, self)
+        self.parsing = _exchange.Request(self.ctx, self)
 
     def on_url(self, url: bytes) -> None:
         self.hsize += len(url)

@@ -1,6 +1,8 @@
 # Typed request head for the Cython build (reqhead.py is the source; see sidecar/_build.py).
 cdef class ReqHead:
-    cdef public object url, rpath, fwd, keyh, method, method_b, version, host, clen, te, upgrade, rid, ctoks
+    cdef public list fwd
+    cdef public dict keyh
+    cdef public object url, rpath, method, method_b, version, host, clen, te, upgrade, rid, ctoks
     cdef public object xff, xfp, xfh, bad
     cdef public bint keep, chunked, expect, rid_given
 

@@ -3,12 +3,14 @@
 # halves of the exchange reach them as C fields.
 from sidecar.proxy.context cimport ProxyContext
 from sidecar.proxy.reqhead cimport ReqHead
+from sidecar.proxy.conn cimport ClientConn
 
 
 cdef class ResponseMixin:
     cdef public ProxyContext ctx
     cdef public ReqHead head
-    cdef public object conn, ctransport, pending, partition, phase, epoch, placement, decision, node, state
+    cdef public ClientConn conn  # its flags, peer and transport: C fields, not descriptor look-ups
+    cdef public object ctransport, pending, partition, phase, epoch, placement, decision, node, state
     cdef public object hold_timer, up, spare, replay, resp_buf, resp_held, uout, cout
     cdef public bint keep_alive, is_write, admitted, was_held, body_done, sent_all, resp_chunked, resp_eof
     cdef public bint resp_keep, interim, no_resp_body, tunnel

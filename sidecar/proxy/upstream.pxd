@@ -3,7 +3,8 @@
 
 cdef class RespHead:
     cdef public int status
-    cdef public object reason, lines, ctoks, clen, te, upg, ctype
+    cdef public list lines
+    cdef public object reason, ctoks, clen, te, upg, ctype
     cdef public bint keep
 
 
