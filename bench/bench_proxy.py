@@ -123,7 +123,7 @@ class Proc:
 
 def nginx_conf(tmp: Path, name: str, port: int, body: str, workers: int = 1) -> Path:
     d = tmp / name
-    d.mkdir()
+    d.mkdir(exist_ok=True)  # the same target again in a later round
     conf = d / "nginx.conf"
     conf.write_text(f"""
 worker_processes {workers};
@@ -211,12 +211,54 @@ def run_wrk(url: str, seconds: float, conns: int, post: bool, tmp: Path) -> dict
             "non2xx": int(errors.group(1)) if errors else 0}
 
 
+def _median(xs: list[float]) -> float:
+    xs = sorted(xs)
+    return (xs[(len(xs) - 1) // 2] + xs[len(xs) // 2]) / 2
+
+
+def print_table(rows: list[dict], a: argparse.Namespace) -> None:
+    """One line per target and method (the median over rounds), then the 2-worker lines."""
+    cells: dict[tuple[str, str], list[dict]] = {}
+    for r in rows:
+        cells.setdefault((r["name"], r["method"]), []).append(r)
+    med = {k: {f: _median([r[f] for r in rs]) for f in ("rps", "p50", "p99", "cpu_us", "parent_us")}
+           | {"non2xx": sum(r["non2xx"] for r in rs), "split": " ".join(r["split"] for r in rs if r["split"]),
+              "is_upstream": rs[0]["is_upstream"]} for k, rs in cells.items()}
+    base = {m: v["cpu_us"] for (name, m), v in med.items() if name == "nginx"}
+    rounds = f", median of {a.rounds} interleaved rounds" if a.rounds > 1 else ""
+    print(f"\nwrk -t1 -c{a.connections} -d{a.seconds:g}s, 1 KiB responses, POST bodies 1 KiB; {os.cpu_count()} CPUs"
+          + rounds)
+    print(f"{'target':18s} {'method':6s} {'req/s':>9s} {'p50 ms':>8s} {'p99 ms':>8s} {'CPU-µs/req':>11s} "
+          f"{'x nginx':>8s} {'non-2xx':>8s}  worker CPU split")
+    for (name, method), r in med.items():
+        cpu = f"{r['cpu_us']:.1f}" + ("*" if r["is_upstream"] else "")
+        ratio = "-" if r["is_upstream"] else f"{r['cpu_us'] / base[method]:.2f}"
+        print(f"{name:18s} {method:6s} {r['rps']:9.0f} {r['p50']:8.2f} {r['p99']:8.2f} {cpu:>11s} "
+              f"{ratio:>8s} {r['non2xx']:8d}  {r['split']}")
+    print("* direct: CPU of the upstream itself (no proxy in the path)")
+    for one, two in (("nginx", "nginx-2w"), ("nginx", "nginx-2w-reuseport"), ("sidecar-1w", "sidecar-2w")):
+        for method in ("GET", "POST"):
+            if (one, method) not in cells or (two, method) not in cells:
+                continue
+            per = [(r2["cpu_us"] / r1["cpu_us"], r2["second"] or 0.0, r2["parent_us"])
+                   for r1, r2 in zip(cells[one, method], cells[two, method])]  # within each round
+            ratios = [x[0] for x in per]
+            spread = f" (rounds {min(ratios):.2f}-{max(ratios):.2f})" if len(per) > 1 else ""
+            print(f"2w/1w {two:18s} {method:4s} CPU-µs/req {_median(ratios):.2f}x{spread}, second worker's share "
+                  f"{', '.join(f'{100 * x[1]:.0f}%' for x in per)}; parent process "
+                  f"{_median([x[2] for x in per]):.1f} µs/req")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--only", help="comma-separated subset of targets")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="run the targets this many times, interleaved; the table shows medians (default 1)")
     a = ap.parse_args()
+    if a.rounds < 1:
+        ap.error("--rounds must be ≥ 1")
     for tool in ("wrk", "nginx", "haproxy"):
         if not shutil.which(tool) and not Path(f"/usr/sbin/{tool}").exists():
             print(f"bench_proxy: {tool} not found (apt-get install {tool})", file=sys.stderr)
@@ -271,7 +313,7 @@ backend b
             keep = set(a.only.split(",")) | {"nginx"}
             targets = [t for t in targets if t[0] in keep]
         rows = []
-        for name, factory in targets:
+        for rnd, (name, factory) in ((i, t) for i in range(a.rounds) for t in targets):
             proc = None
             port = up_port
             if factory is not None:
@@ -289,35 +331,18 @@ backend b
                     busy = sorted((d for pid, d in deltas.items() if pid != owner.p.pid or len(deltas) == 1),
                                   reverse=True)
                     parent = deltas.get(owner.p.pid, 0.0) if len(deltas) > 1 else 0.0  # nginx master, supervisor
-                    r.update(name=name, method="POST" if post else "GET",
+                    r.update(name=name, method="POST" if post else "GET", round=rnd,
                              cpu_us=sum(deltas.values()) * 1e6 / max(1, r["reqs"]), is_upstream=proc is None,
                              parent_us=parent * 1e6 / max(1, r["reqs"]),
                              second=busy[1] / max(1e-9, sum(busy)) if len(busy) > 1 else None,
                              split="/".join(f"{100 * d / max(1e-9, sum(busy)):.0f}%" for d in busy)
                              if len(busy) > 1 else "")
                     rows.append(r)
-                    print(f"  {name:14s} {r['method']:4s} done: {r['rps']:.0f} req/s", file=sys.stderr, flush=True)
+                    print(f"  {rnd + 1} {name:18s} {r['method']:4s} done: {r['rps']:.0f} req/s", file=sys.stderr, flush=True)
             finally:
                 if proc is not None:
                     proc.stop()
-        base = {r["method"]: r["cpu_us"] for r in rows if r["name"] == "nginx"}
-        print(f"\nwrk -t1 -c{a.connections} -d{a.seconds:g}s, 1 KiB responses, POST bodies 1 KiB; {os.cpu_count()} CPUs")
-        print(f"{'target':18s} {'method':6s} {'req/s':>9s} {'p50 ms':>8s} {'p99 ms':>8s} {'CPU-µs/req':>11s} "
-              f"{'x nginx':>8s} {'non-2xx':>8s}  worker CPU split")
-        for r in rows:
-            cpu = f"{r['cpu_us']:.1f}" + ("*" if r["is_upstream"] else "")
-            ratio = "-" if r["is_upstream"] else f"{r['cpu_us'] / base[r['method']]:.2f}"
-            print(f"{r['name']:18s} {r['method']:6s} {r['rps']:9.0f} {r['p50']:8.2f} {r['p99']:8.2f} {cpu:>11s} "
-                  f"{ratio:>8s} {r['non2xx']:8d}  {r['split']}")
-        print("* direct: CPU of the upstream itself (no proxy in the path)")
-        by = {(r["name"], r["method"]): r for r in rows}
-        for one, two in (("nginx", "nginx-2w"), ("nginx", "nginx-2w-reuseport"), ("sidecar-1w", "sidecar-2w")):
-            for method in ("GET", "POST"):
-                if (one, method) in by and (two, method) in by:
-                    r1, r2 = by[one, method], by[two, method]
-                    print(f"2w/1w {two:18s} {method:4s} CPU-µs/req {r2['cpu_us'] / r1['cpu_us']:.2f}x "
-                          f"({r1['cpu_us']:.1f} -> {r2['cpu_us']:.1f}; parent process {r2['parent_us']:.1f}), "
-                          f"split {r2['split']}, second worker {100 * (r2['second'] or 0):.0f}%")
+        print_table(rows, a)
     finally:
         for p in procs:
             p.stop()
