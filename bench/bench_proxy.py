@@ -152,16 +152,19 @@ def nginx_upstream(tmp: Path, nginx: str) -> Proc:
     return Proc("upstream", [nginx, "-c", str(conf), "-p", str(tmp)], port, tmp)
 
 
-def nginx_proxy(tmp: Path, nginx: str, port: int, up_port: int, workers: int = 1, reuseport: bool = False) -> Proc:
+def nginx_proxy(tmp: Path, nginx: str, port: int, up_port: int, workers: int = 1, reuseport: bool = False,
+                keepalive: int = 64) -> Proc:
     """nginx as a plain reverse proxy: keep-alive to the upstream, access log on but buffered.
 
     With ``workers`` > 1 the workers share one listening socket (nginx's default: no
     ``reuseport``, ``accept_mutex off``, EPOLLEXCLUSIVE wake-ups), or with ``reuseport`` one
-    SO_REUSEPORT socket each (the kernel hashes connections over them, as for the sidecar)."""
+    SO_REUSEPORT socket each (the kernel hashes connections over them, as for the sidecar).
+    ``keepalive``: idle upstream connections nginx keeps; with more client connections in
+    flight than that, nginx opens and closes upstream connections per request."""
     name = ("nginx-proxy" if workers == 1 else f"nginx-proxy-{workers}w") + ("-rp" if reuseport else "")
     c = nginx_conf(tmp, name, port, f"""
   access_log {tmp}/{name}/access.log combined buffer=64k flush=1s;
-  upstream up {{ server 127.0.0.1:{up_port}; keepalive 64; }}
+  upstream up {{ server 127.0.0.1:{up_port}; keepalive {keepalive}; }}
   server {{ listen 127.0.0.1:{port}{" reuseport" if reuseport else ""};
     location / {{ proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; }} }}""",
                    workers=workers)
@@ -169,7 +172,7 @@ def nginx_proxy(tmp: Path, nginx: str, port: int, up_port: int, workers: int = 1
 
 
 def sidecar_proc(tmp: Path, port: int, up_port: int, workers: int = 1, pure: bool = False,
-                 extra_env: dict[str, str] | None = None) -> Proc:
+                 extra_env: dict[str, str] | None = None, extra_args: tuple[str, ...] = ()) -> Proc:
     """The sidecar, embedded store, one partition ``t1`` on the upstream; gating, metrics and
     the access log on (defaults). ``pure``: the same source as plain Python (sidecar/_build.py)."""
     placement = tmp / "placement.toml"
@@ -177,7 +180,7 @@ def sidecar_proc(tmp: Path, port: int, up_port: int, workers: int = 1, pure: boo
         placement.write_text(f'[nodes]\na = "http://127.0.0.1:{up_port}"\n\n[partitions]\nt1 = "a"\n')
     argv = [sys.executable, "-m", "sidecar", "--placement", str(placement), "--listen", f"127.0.0.1:{port}",
             "--admin", f"127.0.0.1:{free_port()}", "--control", f"127.0.0.1:{free_port()}",
-            "--workers", str(workers)]
+            "--workers", str(workers), *extra_args]
     env = dict(os.environ, PYTHONPATH=str(ROOT), **(extra_env or {}))
     if pure:
         env["EPOCHGATE_PURE_PYTHON"] = "1"
