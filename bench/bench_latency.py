@@ -158,7 +158,8 @@ def main() -> int:
         # 2. fixed rate, interleaved; warm-up (1 s per target and method) is not counted
         spent = (len(procs) - 1) * (2 * sat_s + 1) + 8  # saturation runs, their warm-up, start-up
         cells = a.rounds * len(METHODS) * len(procs)
-        cell_s = max(1.0, (a.seconds - spent - len(procs) * len(METHODS)) / cells - 20 / a.client_rps / 1000)
+        # each cell also spends one period opening its connections
+        cell_s = max(1.0, (a.seconds - spent - len(procs) * len(METHODS)) / cells - 1 / a.client_rps)
         for name in procs:
             for m in METHODS:
                 run_h2load(url(name), m, rate[m], a.client_rps, 1.0, tmp)
