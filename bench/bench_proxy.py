@@ -8,10 +8,14 @@ reverse proxies (keep-alive to the upstream; configs generated into a temp
 dir, loopback ports), a minimal aiohttp proxy (server + ClientSession), and
 a bare asyncio.Protocol + httptools forwarder on uvloop (``_bare_forwarder.py``,
 the floor for any Python data path), and the sidecar with 1 and 2 workers (gating, metrics and access log on; POST is
-a gated write). For each cell it prints req/s, p50/p99 latency and the proxy's
+a gated write). nginx also runs with 2 workers (its default shared listening socket, and
+``reuseport``), so a "2w/1w" line can show what a second worker costs nginx on the same
+machine beside what it costs the sidecar. For each cell it prints req/s, p50/p99 latency and the proxy's
 CPU time per request (utime+stime of the proxy's whole process group from
 /proc, divided by the requests wrk completed), and the ratio to nginx's
-CPU-µs/request measured in the same run. Figures are noisy on a shared
+CPU-µs/request measured in the same run; for multi-process targets the CPU split between the
+workers (the parent — nginx's master, the sidecar's supervisor — is counted in the total,
+not in the split). Figures are noisy on a shared
 machine: compare the ratios, not the absolute numbers.
 """
 
@@ -117,12 +121,12 @@ class Proc:
         self.log.close()
 
 
-def nginx_conf(tmp: Path, name: str, port: int, body: str) -> Path:
+def nginx_conf(tmp: Path, name: str, port: int, body: str, workers: int = 1) -> Path:
     d = tmp / name
-    d.mkdir()
+    d.mkdir(exist_ok=True)  # the same target again in a later round
     conf = d / "nginx.conf"
     conf.write_text(f"""
-worker_processes 1;
+worker_processes {workers};
 daemon off;
 master_process on;
 pid {d}/nginx.pid;
@@ -137,6 +141,54 @@ http {{
 }}
 """)
     return conf
+
+
+def nginx_upstream(tmp: Path, nginx: str) -> Proc:
+    """The upstream every target forwards to: nginx answering 1 KiB, access log off."""
+    port = free_port()
+    conf = nginx_conf(tmp, "upstream", port, f"""
+  access_log off;
+  server {{ listen 127.0.0.1:{port}; location / {{ default_type text/plain; return 200 "{BODY}"; }} }}""")
+    return Proc("upstream", [nginx, "-c", str(conf), "-p", str(tmp)], port, tmp)
+
+
+def nginx_proxy(tmp: Path, nginx: str, port: int, up_port: int, workers: int = 1, reuseport: bool = False,
+                keepalive: int = 64) -> Proc:
+    """nginx as a plain reverse proxy: keep-alive to the upstream, access log on but buffered.
+
+    With ``workers`` > 1 the workers share one listening socket (nginx's default: no
+    ``reuseport``, ``accept_mutex off``, EPOLLEXCLUSIVE wake-ups), or with ``reuseport`` one
+    SO_REUSEPORT socket each (the kernel hashes connections over them, as for the sidecar).
+    ``keepalive``: idle upstream connections nginx keeps; with more client connections in
+    flight than that, nginx opens and closes upstream connections per request."""
+    name = ("nginx-proxy" if workers == 1 else f"nginx-proxy-{workers}w") + ("-rp" if reuseport else "")
+    c = nginx_conf(tmp, name, port, f"""
+  access_log {tmp}/{name}/access.log combined buffer=64k flush=1s;
+  upstream up {{ server 127.0.0.1:{up_port}; keepalive {keepalive}; }}
+  server {{ listen 127.0.0.1:{port}{" reuseport" if reuseport else ""};
+    location / {{ proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; }} }}""",
+                   workers=workers)
+    return Proc(name, [nginx, "-c", str(c), "-p", str(tmp)], port, tmp)
+
+
+def sidecar_proc(tmp: Path, port: int, up_port: int, workers: int = 1, pure: bool = False,
+                 extra_env: dict[str, str] | None = None, extra_args: tuple[str, ...] = ()) -> Proc:
+    """The sidecar, embedded store, one partition ``t1`` on the upstream; gating, metrics and
+    the access log on (defaults). ``pure``: the same source as plain Python (sidecar/_build.py)."""
+    placement = tmp / "placement.toml"
+    if not placement.exists():
+        placement.write_text(f'[nodes]\na = "http://127.0.0.1:{up_port}"\n\n[partitions]\nt1 = "a"\n')
+    argv = [sys.executable, "-m", "sidecar", "--placement", str(placement), "--listen", f"127.0.0.1:{port}",
+            "--admin", f"127.0.0.1:{free_port()}", "--control", f"127.0.0.1:{free_port()}",
+            "--workers", str(workers), *extra_args]
+    env = dict(os.environ, PYTHONPATH=str(ROOT), **(extra_env or {}))
+    if pure:
+        env["EPOCHGATE_PURE_PYTHON"] = "1"
+    else:
+        env.pop("EPOCHGATE_PURE_PYTHON", None)
+    p = Proc(f"sidecar-{workers}w{'-pure' if pure else ''}", argv, port, tmp, env=env)
+    time.sleep(1.0 if workers > 1 else 0.3)  # all workers listening
+    return p
 
 
 def run_wrk(url: str, seconds: float, conns: int, post: bool, tmp: Path) -> dict:
@@ -162,12 +214,54 @@ def run_wrk(url: str, seconds: float, conns: int, post: bool, tmp: Path) -> dict
             "non2xx": int(errors.group(1)) if errors else 0}
 
 
+def _median(xs: list[float]) -> float:
+    xs = sorted(xs)
+    return (xs[(len(xs) - 1) // 2] + xs[len(xs) // 2]) / 2
+
+
+def print_table(rows: list[dict], a: argparse.Namespace) -> None:
+    """One line per target and method (the median over rounds), then the 2-worker lines."""
+    cells: dict[tuple[str, str], list[dict]] = {}
+    for r in rows:
+        cells.setdefault((r["name"], r["method"]), []).append(r)
+    med = {k: {f: _median([r[f] for r in rs]) for f in ("rps", "p50", "p99", "cpu_us", "parent_us")}
+           | {"non2xx": sum(r["non2xx"] for r in rs), "split": " ".join(r["split"] for r in rs if r["split"]),
+              "is_upstream": rs[0]["is_upstream"]} for k, rs in cells.items()}
+    base = {m: v["cpu_us"] for (name, m), v in med.items() if name == "nginx"}
+    rounds = f", median of {a.rounds} interleaved rounds" if a.rounds > 1 else ""
+    print(f"\nwrk -t1 -c{a.connections} -d{a.seconds:g}s, 1 KiB responses, POST bodies 1 KiB; {os.cpu_count()} CPUs"
+          + rounds)
+    print(f"{'target':18s} {'method':6s} {'req/s':>9s} {'p50 ms':>8s} {'p99 ms':>8s} {'CPU-µs/req':>11s} "
+          f"{'x nginx':>8s} {'non-2xx':>8s}  worker CPU split")
+    for (name, method), r in med.items():
+        cpu = f"{r['cpu_us']:.1f}" + ("*" if r["is_upstream"] else "")
+        ratio = "-" if r["is_upstream"] else f"{r['cpu_us'] / base[method]:.2f}"
+        print(f"{name:18s} {method:6s} {r['rps']:9.0f} {r['p50']:8.2f} {r['p99']:8.2f} {cpu:>11s} "
+              f"{ratio:>8s} {r['non2xx']:8d}  {r['split']}")
+    print("* direct: CPU of the upstream itself (no proxy in the path)")
+    for one, two in (("nginx", "nginx-2w"), ("nginx", "nginx-2w-reuseport"), ("sidecar-1w", "sidecar-2w")):
+        for method in ("GET", "POST"):
+            if (one, method) not in cells or (two, method) not in cells:
+                continue
+            per = [(r2["cpu_us"] / r1["cpu_us"], r2["second"] or 0.0, r2["parent_us"])
+                   for r1, r2 in zip(cells[one, method], cells[two, method])]  # within each round
+            ratios = [x[0] for x in per]
+            spread = f" (rounds {min(ratios):.2f}-{max(ratios):.2f})" if len(per) > 1 else ""
+            print(f"2w/1w {two:18s} {method:4s} CPU-µs/req {_median(ratios):.2f}x{spread}, second worker's share "
+                  f"{', '.join(f'{100 * x[1]:.0f}%' for x in per)}; parent process "
+                  f"{_median([x[2] for x in per]):.1f} µs/req")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--only", help="comma-separated subset of targets")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="run the targets this many times, interleaved; the table shows medians (default 1)")
     a = ap.parse_args()
+    if a.rounds < 1:
+        ap.error("--rounds must be ≥ 1")
     for tool in ("wrk", "nginx", "haproxy"):
         if not shutil.which(tool) and not Path(f"/usr/sbin/{tool}").exists():
             print(f"bench_proxy: {tool} not found (apt-get install {tool})", file=sys.stderr)
@@ -177,20 +271,9 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench-proxy-"))
     procs: list[Proc] = []
     try:
-        up_port = free_port()
-        conf = nginx_conf(tmp, "upstream", up_port, f"""
-  access_log off;
-  server {{ listen 127.0.0.1:{up_port}; location / {{ default_type text/plain; return 200 "{BODY}"; }} }}""")
-        procs.append(Proc("upstream", [nginx, "-c", str(conf), "-p", str(tmp)], up_port, tmp))
+        procs.append(nginx_upstream(tmp, nginx))
+        up_port = procs[0].port
         upstream_url = f"http://127.0.0.1:{up_port}"
-
-        def nginx_proxy(port: int) -> Proc:
-            c = nginx_conf(tmp, "nginx-proxy", port, f"""
-  access_log {tmp}/nginx-proxy/access.log combined buffer=64k flush=1s;
-  upstream up {{ server 127.0.0.1:{up_port}; keepalive 64; }}
-  server {{ listen 127.0.0.1:{port};
-    location / {{ proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; }} }}""")
-            return Proc("nginx", [nginx, "-c", str(c), "-p", str(tmp)], port, tmp)
 
         def haproxy_proxy(port: int) -> Proc:
             c = tmp / "haproxy.cfg"
@@ -219,32 +302,21 @@ backend b
             return Proc("bare", [sys.executable, str(ROOT / "bench" / "_bare_forwarder.py"), str(port), str(up_port)],
                         port, tmp)
 
-        placement = tmp / "placement.toml"
-        placement.write_text(f'[nodes]\na = "{upstream_url}"\n\n[partitions]\nt1 = "a"\n')
-
         def sidecar(workers: int, pure: bool = False):
-            def start(port: int) -> Proc:
-                argv = [sys.executable, "-m", "sidecar", "--placement", str(placement), "--listen",
-                        f"127.0.0.1:{port}", "--admin", f"127.0.0.1:{free_port()}", "--control",
-                        f"127.0.0.1:{free_port()}", "--workers", str(workers)]
-                env = dict(os.environ, PYTHONPATH=str(ROOT))
-                if pure:  # the same source as plain Python (sidecar/_build.py)
-                    env["EPOCHGATE_PURE_PYTHON"] = "1"
-                else:
-                    env.pop("EPOCHGATE_PURE_PYTHON", None)
-                p = Proc(f"sidecar-{workers}w{'-pure' if pure else ''}", argv, port, tmp, env=env)
-                time.sleep(1.0 if workers > 1 else 0.3)  # all workers listening
-                return p
-            return start
+            return lambda port: sidecar_proc(tmp, port, up_port, workers, pure)
 
-        targets = [("direct", None), ("nginx", nginx_proxy), ("haproxy", haproxy_proxy),
+        def nginx_n(workers: int, reuseport: bool = False):
+            return lambda port: nginx_proxy(tmp, nginx, port, up_port, workers, reuseport)
+
+        targets = [("direct", None), ("nginx", nginx_n(1)), ("nginx-2w", nginx_n(2)),
+                   ("nginx-2w-reuseport", nginx_n(2, reuseport=True)), ("haproxy", haproxy_proxy),
                    ("aiohttp-proxy", aiohttp_proxy), ("bare-forwarder", bare), ("sidecar-1w", sidecar(1)),
                    ("sidecar-1w-pure", sidecar(1, pure=True)), ("sidecar-2w", sidecar(2))]
         if a.only:
             keep = set(a.only.split(",")) | {"nginx"}
             targets = [t for t in targets if t[0] in keep]
         rows = []
-        for name, factory in targets:
+        for rnd, (name, factory) in ((i, t) for i in range(a.rounds) for t in targets):
             proc = None
             port = up_port
             if factory is not None:
@@ -261,25 +333,19 @@ backend b
                     deltas = {pid: p1[pid] - p0.get(pid, 0.0) for pid in p1}
                     busy = sorted((d for pid, d in deltas.items() if pid != owner.p.pid or len(deltas) == 1),
                                   reverse=True)
-                    r.update(name=name, method="POST" if post else "GET",
+                    parent = deltas.get(owner.p.pid, 0.0) if len(deltas) > 1 else 0.0  # nginx master, supervisor
+                    r.update(name=name, method="POST" if post else "GET", round=rnd,
                              cpu_us=sum(deltas.values()) * 1e6 / max(1, r["reqs"]), is_upstream=proc is None,
+                             parent_us=parent * 1e6 / max(1, r["reqs"]),
+                             second=busy[1] / max(1e-9, sum(busy)) if len(busy) > 1 else None,
                              split="/".join(f"{100 * d / max(1e-9, sum(busy)):.0f}%" for d in busy)
                              if len(busy) > 1 else "")
                     rows.append(r)
-                    print(f"  {name:14s} {r['method']:4s} done: {r['rps']:.0f} req/s", file=sys.stderr, flush=True)
+                    print(f"  {rnd + 1} {name:18s} {r['method']:4s} done: {r['rps']:.0f} req/s", file=sys.stderr, flush=True)
             finally:
                 if proc is not None:
                     proc.stop()
-        base = {r["method"]: r["cpu_us"] for r in rows if r["name"] == "nginx"}
-        print(f"\nwrk -t1 -c{a.connections} -d{a.seconds:g}s, 1 KiB responses, POST bodies 1 KiB; {os.cpu_count()} CPUs")
-        print(f"{'target':14s} {'method':6s} {'req/s':>9s} {'p50 ms':>8s} {'p99 ms':>8s} {'CPU-µs/req':>11s} "
-              f"{'x nginx':>8s} {'non-2xx':>8s}  worker CPU split")
-        for r in rows:
-            cpu = f"{r['cpu_us']:.1f}" + ("*" if r["is_upstream"] else "")
-            ratio = "-" if r["is_upstream"] else f"{r['cpu_us'] / base[r['method']]:.2f}"
-            print(f"{r['name']:14s} {r['method']:6s} {r['rps']:9.0f} {r['p50']:8.2f} {r['p99']:8.2f} {cpu:>11s} "
-                  f"{ratio:>8s} {r['non2xx']:8d}  {r['split']}")
-        print("* direct: CPU of the upstream itself (no proxy in the path)")
+        print_table(rows, a)
     finally:
         for p in procs:
             p.stop()

@@ -1,0 +1,243 @@
+"""The latency the sidecar adds at half of nginx's saturation throughput, beside what nginx adds.
+
+    python bench/bench_latency.py [--seconds 60] [--rounds 2] [--pure] [--client-rps 50]
+
+One run (issue 20, "latency added at half load"):
+
+1. An nginx upstream answering 1 KiB, nginx as a reverse proxy (keep-alive to the upstream,
+   up to 256 idle connections kept as the sidecar's pool does; access log on and buffered) and the sidecar with 1 worker (gating, metrics and the access
+   log on; POST 1 KiB is a gated write) — the same configurations as ``bench_proxy.py``;
+   ``--pure`` adds the sidecar's plain-Python build as a fourth target.
+2. nginx's saturation throughput as a proxy: wrk -t1 -c32, 3 s per method, as bench_proxy.
+3. At a fixed rate of half that (per method), h2load drives each target in turn — the
+   upstream directly, nginx, the sidecar — interleaved over ``--rounds`` rounds so a change in
+   the machine's load falls on every target alike. Latency per request comes from h2load's
+   ``--log-file`` (µs from writing the request to the end of the response).
+
+It prints p50/p99/p99.9 per cell, the latency *added* (target minus direct, per percentile),
+the proxy's CPU use during the cell, and the sidecar's added latency over nginx's (the goal:
+p99 within 1.5x), with that ratio per round to show the spread. ``--seconds`` bounds the whole
+run (default 60).
+
+How the load is generated (h2load from nghttp2-client, ``--h1 --rps``), and what that means:
+
+* Each h2load client is one keep-alive connection with at most one request in flight (HTTP/1.1
+  without pipelining). With ``--rps R`` a per-client timer makes R requests per second due
+  whatever the responses do (open loop per connection), so the offered rate does not fall when
+  the server slows — as long as each response arrives within the period 1/R.
+* Coordinated omission: a request that falls due while its connection's previous request is
+  still in flight waits for it, and h2load times it from when it is written, so that wait is
+  not counted. Only a request whose predecessor took at least the period can be delayed so;
+  the ``>=period`` column counts responses that slow. 0 means no request waited and the
+  percentiles carry no coordinated omission; otherwise percentiles above 1 - count/total are
+  lower bounds. Hence the low per-connection rate (default 50/s: a 20 ms period, 200
+  connections at 10k req/s).
+* h2load's timer fires no more often than every 10 ms (``max(0.01, 1/R)``: at R > 100 a client
+  sends its due requests back to back every 10 ms), and libev's epoll wait has 1 ms resolution,
+  so arrivals come in ~1 ms ticks: at 10k req/s about 10 requests start together each ms.
+  Clients are opened at a fixed rate (``-r`` per ``--rate-period 1ms``) so that their phases
+  spread over the period; opened all at once, every client fires in the same ms of each
+  period (measured against bare nginx at 10k req/s: mean 1.8 ms instead of 0.39 ms).
+* h2load, the upstream and the proxies share this machine's cores; h2load's own time is in
+  every cell alike, which is why the figures are the *added* latency against the direct cell.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_proxy import (ROOT, Proc, free_port, group_cpu_s, nginx_proxy, nginx_upstream,  # noqa: E402
+                         run_wrk, sidecar_proc)
+
+PCTS = (0.50, 0.99, 0.999)
+METHODS = ("GET", "POST")
+
+
+def pct(sorted_us: list[int], q: float) -> float:
+    """Nearest-rank percentile of an ascending list, in µs."""
+    if not sorted_us:
+        return float("nan")
+    return float(sorted_us[min(len(sorted_us) - 1, max(0, math.ceil(q * len(sorted_us)) - 1))])
+
+
+def run_h2load(url: str, method: str, rate: int, client_rps: int, seconds: float, tmp: Path) -> dict:
+    """h2load at ``rate`` req/s (clients x ``client_rps``) for about ``seconds``; per-request latencies."""
+    clients = max(1, rate // client_rps)
+    period_ms = 1000 / client_rps
+    log = tmp / "h2load.tsv"
+    log.unlink(missing_ok=True)
+    argv = ["h2load", "--h1", f"-c{clients}", f"--rps={client_rps}",
+            # open the clients over one period (1 ms is h2load's finest --rate-period) so their timers' phases spread
+            f"-r{max(1, math.ceil(clients / period_ms))}", "--rate-period=1ms",
+            f"-n{clients * max(1, round(client_rps * seconds))}", "-H", "X-Partition-Key: t1",
+            f"--log-file={log}"]
+    if method == "POST":
+        body = tmp / "body.bin"
+        body.write_bytes(b"x" * 1024)
+        argv += ["-d", str(body), "-H", "Content-Type: application/octet-stream"]
+    out = subprocess.run(argv + [url], capture_output=True, text=True, timeout=seconds + 60)
+    if out.returncode != 0 or not log.exists():
+        raise RuntimeError(f"h2load failed ({out.returncode}): {out.stdout[-500:]} {out.stderr[-500:]}")
+    lat, starts, bad = [], [], 0
+    for line in log.read_text().splitlines():
+        start, status, us = line.split("\t")[:3]
+        starts.append(int(start))
+        if not status.startswith("2"):
+            bad += 1
+        lat.append(int(us))
+    m = re.search(r"requests: (\d+) total", out.stdout)
+    unlogged = max(0, int(m.group(1)) - len(lat)) if m else 0  # never answered (a failed stream is logged as -1)
+    span = (max(starts) - min(starts)) / 1e6 if len(starts) > 1 else 1.0
+    return {"lat": lat, "rps": len(lat) / max(span, 1e-6), "bad": bad + unlogged,
+            "late": sum(1 for v in lat if v >= period_ms * 1000), "clients": clients}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=float, default=60.0, help="bound on the whole run (default 60)")
+    ap.add_argument("--rounds", type=int, default=2, help="interleaved rounds over the targets (default 2)")
+    ap.add_argument("--client-rps", type=int, default=50,
+                    help="requests per second per connection (default 50: a 20 ms period, at most 100)")
+    ap.add_argument("--pure", action="store_true", help="also the sidecar's plain-Python build")
+    ap.add_argument("--fraction", type=float, default=0.5, help="fixed rate / nginx's saturation (default 0.5)")
+    a = ap.parse_args()
+    if not 1 <= a.client_rps <= 100:
+        ap.error("--client-rps must be 1..100 (h2load's timer fires at most every 10 ms)")
+    if a.rounds < 1 or a.seconds <= 0 or not 0 < a.fraction <= 1:
+        ap.error("--rounds ≥ 1, --seconds > 0 and 0 < --fraction ≤ 1")
+    for tool in ("wrk", "h2load", "nginx"):
+        if not shutil.which(tool) and not Path(f"/usr/sbin/{tool}").exists():
+            pkg = {"h2load": "nghttp2-client"}.get(tool, tool)
+            print(f"bench_latency: {tool} not found (apt-get install {pkg})", file=sys.stderr)
+            return 2
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    tmp = Path(tempfile.mkdtemp(prefix="bench-latency-"))
+    procs: dict[str, Proc | None] = {}
+    upstream = None
+    try:
+        upstream = nginx_upstream(tmp, nginx)
+        up = upstream.port
+        procs["direct"] = None
+        # keep as many idle upstream connections as the sidecar's pool does (256): with nginx's usual 64, the
+        # ~200 connections here make it open and close upstream connections per request (measured: p50 25 ms)
+        procs["nginx"] = nginx_proxy(tmp, nginx, free_port(), up, keepalive=256)
+        procs["sidecar"] = sidecar_proc(tmp, free_port(), up, 1)
+        if a.pure:
+            procs["sidecar-pure"] = sidecar_proc(tmp, free_port(), up, 1, pure=True)
+        build = subprocess.run([sys.executable, "-c", "import sidecar._build as b; print(b.describe())"],
+                               capture_output=True, text=True, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                               timeout=60).stdout.strip()  # as the sidecar process (started the same way) sees it
+
+        def url(name: str) -> str:
+            p = procs[name]
+            return f"http://127.0.0.1:{p.port if p else up}/kv/bench"
+
+        # 1. saturation throughput per method (bench_proxy's wrk settings): nginx's sets the rate; each proxy's own
+        # says how loaded it is at that rate (a proxy near its own saturation queues, whatever its code does)
+        sat_s = 2.0
+        sat: dict[tuple[str, str], float] = {}
+        for name in procs:
+            if name != "direct":
+                run_wrk(url(name), 1.0, 32, False, tmp)
+                for m in METHODS:
+                    sat[name, m] = run_wrk(url(name), sat_s, 32, m == "POST", tmp)["rps"]
+        rate = {m: max(a.client_rps, int(sat["nginx", m] * a.fraction) // a.client_rps * a.client_rps)
+                for m in METHODS}
+        print(f"  saturation: {sat}", file=sys.stderr, flush=True)
+
+        # 2. fixed rate, interleaved; warm-up (1 s per target and method) is not counted
+        spent = (len(procs) - 1) * (2 * sat_s + 1) + 8  # saturation runs, their warm-up, start-up
+        cells = a.rounds * len(METHODS) * len(procs)
+        # each cell also spends one period opening its connections
+        cell_s = max(1.0, (a.seconds - spent - len(procs) * len(METHODS)) / cells - 1 / a.client_rps)
+        for name in procs:
+            for m in METHODS:
+                run_h2load(url(name), m, rate[m], a.client_rps, 1.0, tmp)
+        acc: dict[tuple[str, str], list] = {}
+        for rnd in range(a.rounds):
+            for m in METHODS:
+                for name, proc in procs.items():
+                    owner = proc or upstream
+                    c0, t0 = group_cpu_s(owner.p.pid), time.monotonic()
+                    r = run_h2load(url(name), m, rate[m], a.client_rps, cell_s, tmp)
+                    r["cpu"] = (group_cpu_s(owner.p.pid) - c0) / (time.monotonic() - t0)
+                    r["lat"].sort()
+                    acc.setdefault((name, m), []).append(r)
+                    print(f"  round {rnd + 1} {name:12s} {m:4s} {r['rps']:.0f} req/s p99 {pct(r['lat'], .99):.0f} µs",
+                          file=sys.stderr, flush=True)
+        report(a, procs, acc, sat, rate, cell_s, build)
+    except (RuntimeError, TimeoutError, subprocess.TimeoutExpired, AttributeError) as exc:
+        # a target that died or never listened, h2load or wrk failing (AttributeError: wrk printed no figures)
+        print(f"bench_latency: {type(exc).__name__}: {exc} (logs were in {tmp})", file=sys.stderr)
+        return 1
+    finally:
+        for p in procs.values():
+            if p is not None:
+                p.stop()
+        if upstream is not None:
+            upstream.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+def report(a, procs, acc, sat, rate, cell_s, build) -> None:
+    clients = {m: acc["direct", m][0]["clients"] for m in METHODS}
+    load = os.getloadavg()[0]
+    print(f"\nh2load --h1 at a fixed rate of {a.fraction:g} x nginx's saturation (wrk -t1 -c32: GET "
+          f"{sat['nginx', 'GET']:.0f}, POST {sat['nginx', 'POST']:.0f} req/s): GET {rate['GET']}, POST {rate['POST']} req/s, "
+          f"{clients['GET']}/{clients['POST']} connections x {a.client_rps} req/s; {a.rounds} rounds x {cell_s:.1f} s "
+          f"per cell; sidecar: 1 worker, gating + metrics + access log on, {build}; {os.cpu_count()} CPUs, "
+          f"load average {load:.1f}")
+    print(f"{'target':12s} {'method':6s} {'req/s':>7s} {'p50 µs':>7s} {'p99 µs':>7s} {'p99.9 µs':>8s} "
+          f"{'+p50':>6s} {'+p99':>6s} {'+p99.9':>7s} {'CPU %':>6s} {'of sat.':>7s} {'>=period':>8s} {'non-2xx':>7s}")
+    merged: dict[tuple[str, str], list[float]] = {}
+    for m in METHODS:
+        base = None
+        for name in procs:
+            runs = acc[name, m]
+            lat = sorted(v for r in runs for v in r["lat"])
+            ps = [pct(lat, q) for q in PCTS]
+            merged[name, m] = ps
+            base = base or ps
+            added = ["-"] * 3 if name == "direct" else [f"{p - b:.0f}" for p, b in zip(ps, base)]
+            n = sum(len(r["lat"]) for r in runs)
+            print(f"{name:12s} {m:6s} {sum(r['rps'] for r in runs) / len(runs):7.0f} {ps[0]:7.0f} {ps[1]:7.0f} "
+                  f"{ps[2]:8.0f} {added[0]:>6s} {added[1]:>6s} {added[2]:>7s} "
+                  f"{100 * sum(r['cpu'] for r in runs) / len(runs):6.0f} "
+                  f"{(f'{100 * rate[m] / sat[name, m]:.0f}%' if (name, m) in sat else '-'):>7s} "
+                  f"{sum(r['late'] for r in runs):8d} "
+                  f"{sum(r['bad'] for r in runs):7d}" + ("  (upstream's CPU)" if name == "direct" else "")
+                  + ("" if n else "  no responses"))
+    print("+pNN: the target's percentile minus the direct one's. of sat.: the fixed rate / the target's own "
+          "saturation throughput (wrk, same run). >=period: responses at least 1/client-rps slow (0: no "
+          "coordinated omission)")
+    for name in procs:
+        if not name.startswith("sidecar"):
+            continue
+        for m in METHODS:
+            d, n, s = merged["direct", m], merged["nginx", m], merged[name, m]
+            ratios = [ratio(sv - dv, nv - dv) for sv, nv, dv in zip(s, n, d)]
+            per_round = []
+            for rd, rn, rs in zip(acc["direct", m], acc["nginx", m], acc[name, m]):
+                dv, nv, sv = (pct(r["lat"], .99) for r in (rd, rn, rs))
+                per_round.append(ratio(sv - dv, nv - dv))
+            print(f"added latency {name} / nginx, {m:4s}: p50 {ratios[0]}, p99 {ratios[1]} (goal ≤ 1.5x), "
+                  f"p99.9 {ratios[2]}; p99 per round: {', '.join(per_round)}")
+
+
+def ratio(x: float, y: float) -> str:
+    return f"{x / y:.2f}x" if y > 0 else "n/a (nginx adds ≤ 0)"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
