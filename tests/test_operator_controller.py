@@ -14,7 +14,7 @@ import pytest
 from aiohttp import web
 from prometheus_client import generate_latest
 
-from gate import PartitionState
+from gate import ConfigError, PartitionState
 from gate.pb.epochgate.v1 import epochgate_pb2 as pb
 from gate.pb.epochgate.v1 import epochgate_pb2_grpc as pb_grpc
 from sidecar.control.retention import RetentionConfig
@@ -117,8 +117,6 @@ async def test_compaction_scheduled_explicit_and_refused_past_the_current_record
 async def test_the_store_refuses_a_bound_past_current_too(consul_agent, kv_prefix):
     """Below the controller's refusal, the store's own truncate (DESIGN §4.2) refuses a
     bound past the newest entry: two guards, and the current record survives both."""
-    from gate import ConfigError
-
     async with controller(consul_agent.url, kv_prefix) as ctl:
         await _setup(ctl)
         current = int((await ctl.store.state("t1"))[1])
