@@ -1,10 +1,11 @@
 """``migrate`` followed to its end: the job's progress as it goes, through a
-controller fail-over (the stream is asked again for up to ``FOLLOW_RECONNECT_S``)."""
+controller fail-over (the stream is asked again for up to ``FOLLOW_RECONNECT_S``;
+``drain``/``balance`` follow their operation the same way: ``reconnect_or_raise``)."""
 
 from __future__ import annotations
 
 import time
-from typing import TextIO
+from typing import Callable, TextIO
 
 import grpc
 
@@ -55,6 +56,21 @@ class Progress:
             self.out.write("\n")
 
 
+def reconnect_or_raise(client: CliClient, exc: grpc.RpcError | CliError, give_up: float | None,
+                       lost: Callable[[CliError], str]) -> float:
+    """A followed stream broke. Anything but "unreachable" is raised; "unreachable" is
+    waited out (a little, then the caller asks again) until ``FOLLOW_RECONNECT_S`` after
+    the first loss, then raised as ``lost(err)``. Returns the give-up time to pass back."""
+    err = exc if isinstance(exc, CliError) else client.error(exc)
+    if err.code != EXIT_UNREACHABLE:
+        raise err from None
+    give_up = give_up or time.monotonic() + FOLLOW_RECONNECT_S
+    if time.monotonic() > give_up:
+        raise CliError(lost(err), EXIT_UNREACHABLE) from None
+    time.sleep(0.5)
+    return give_up
+
+
 def follow(client: CliClient, job: pb.Job, out: TextIO) -> int:
     """Watch a job to its end; reconnect through a controller fail-over."""
     progress = Progress(out)
@@ -72,14 +88,9 @@ def follow(client: CliClient, job: pb.Job, out: TextIO) -> int:
                     job = client.call(client.migration.GetJob, pb.JobRequest(id=job.id))
                     progress.update(job)
             except (grpc.RpcError, CliError) as exc:
-                err = exc if isinstance(exc, CliError) else client.error(exc)
-                if err.code != EXIT_UNREACHABLE:
-                    raise err from None
-                give_up = give_up or time.monotonic() + FOLLOW_RECONNECT_S
-                if time.monotonic() > give_up:
-                    raise CliError(f"lost the control API while following job {job.id} ({err}); the job keeps "
-                                   f"running: check it with `jobs show {job.id}`", EXIT_UNREACHABLE) from None
-                time.sleep(0.5)
+                give_up = reconnect_or_raise(
+                    client, exc, give_up, lambda err: f"lost the control API while following job {job.id} ({err}); "
+                                                      f"the job keeps running: check it with `jobs show {job.id}`")
     except KeyboardInterrupt:
         progress.finish()
         raise CliError(f"stopped following job {job.id}; it keeps running (`jobs abort {job.id}` stops it)",

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import re
-import time
 from typing import Any, Callable, TextIO
 
 import grpc
@@ -28,11 +27,11 @@ from .cli_client import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_REFUSED,
-    EXIT_UNREACHABLE,
     EXIT_USAGE,
     CliError,
     outcome_status,
 )
+from .cli_follow import reconnect_or_raise
 from .cli_show import table, ts_ms
 from .dryrun import plan_to_dict
 from .history import transition_to_dict
@@ -148,14 +147,9 @@ def _follow_op(client: Any, op: pb.Operation, out: TextIO) -> int:
                 else:
                     op = client.call(client.migration.GetOperation, pb.OperationRequest(id=op.id))
             except (grpc.RpcError, CliError) as exc:   # a controller fail-over: reconnect
-                err = exc if isinstance(exc, CliError) else client.error(exc)
-                if err.code != EXIT_UNREACHABLE:
-                    raise err from None
-                give_up = give_up or time.monotonic() + 30.0
-                if time.monotonic() > give_up:
-                    raise CliError(f"lost the control API while following operation {op.id} ({err}); it "
-                                   f"keeps running: `ops show {op.id}`", EXIT_UNREACHABLE) from None
-                time.sleep(0.5)
+                give_up = reconnect_or_raise(
+                    client, exc, give_up, lambda err: f"lost the control API while following operation {op.id} "
+                                                      f"({err}); it keeps running: `ops show {op.id}`")
     except KeyboardInterrupt:
         raise CliError(f"stopped following operation {op.id}; it keeps running (`ops abort {op.id}` stops "
                        f"it)", EXIT_INTERRUPTED) from None
