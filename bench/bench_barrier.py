@@ -38,10 +38,17 @@ sys.path.insert(0, str(ROOT))
 import aiohttp  # noqa: E402
 
 from sidecar.control.barrier import Barrier  # noqa: E402
-from gate import ConsulConsensus, ConsulHTTP, InflightTracker, Participant, Replica, open_consul  # noqa: E402
+from gate import (  # noqa: E402
+    ConsulConsensus,
+    ConsulHTTP,
+    InflightTracker,
+    Participant,
+    Replica,
+    open_consul,
+    provision_mover_token,
+)
 from sidecar.control.jobs import Job, JobRecords  # noqa: E402
 from sidecar.control.mover import HttpHooksMover  # noqa: E402
-from gate import provision_mover_token  # noqa: E402
 from sidecar.control.runner import JobRunner  # noqa: E402
 from tests._consul import dev_agent  # noqa: E402
 

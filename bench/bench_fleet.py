@@ -50,6 +50,7 @@ from gate import (  # noqa: E402
     ConsulConsensus,
     ConsulHTTP,
     GroupCommit,
+    InflightTracker,
     Participant,
     PartitionState,
     Replica,
@@ -57,7 +58,6 @@ from gate import (  # noqa: E402
     parse_ack_entry,
 )
 from sidecar.control.barrier import Barrier, BarrierResult, BarrierTimeout, Listed  # noqa: E402
-from gate import InflightTracker  # noqa: E402
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -358,6 +358,7 @@ def start_cluster(tmp: str, max_conns: int):
         cfg["limits"] = {"http_max_conns_per_client": max_conns}
         cfg_path.write_text(json.dumps(cfg))
     cluster.start()
+    cluster.wait_ready()
     return cluster
 
 

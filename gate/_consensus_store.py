@@ -36,7 +36,7 @@ from typing import Any, Callable
 
 from ._consensus import Consensus, TxnOp, Versioned, delete, put
 from ._exceptions import BackendError, ConfigError, ConflictError, UnknownPartition
-from ._fence import StaleAttempt
+from ._fence import stale_attempt
 from ._machine import Op, step
 from ._placement_file import validate_url
 from ._types import Epoch, PartitionState, node_name, partition_id
@@ -238,8 +238,7 @@ class ConsensusStore:
             cur, head = await asyncio.gather(self.consensus.head(PARTITIONS + p), self.consensus.head(HEAD))
             state = self._current(p, cur, op)
             if at_epoch is not None and (cur is None or cur.seqno != int(at_epoch)):
-                raise StaleAttempt(f"{op.value} {p!r}: the partition is at epoch {cur.seqno if cur else 0}, "
-                                   f"not {int(at_epoch)}: a newer attempt moved it", p)
+                raise stale_attempt(op.value, p, cur.seqno if cur else 0, at_epoch)
             new = step(p, state, op, node)  # MigrationError: refused, nothing written
             seq = await self._next_seq(head)
             entry = LogEntry(seq, partition=p, state=new, op=op.value, time=self._clock(), actor=self.actor)

@@ -46,6 +46,13 @@ class StaleAttempt(MigrationError):
     attempt that asked was superseded (a paused controller); nothing was written."""
 
 
+def stale_attempt(op: str, partition: str, seqno: int, at_epoch: int) -> StaleAttempt:
+    """The refusal of an ``at_epoch`` transition, built in one place for the one-by-one
+    path (``ConsensusStore._transition``) and the batched one (``GroupCommit._commit``)."""
+    return StaleAttempt(f"{op} {partition!r}: the partition is at epoch {seqno}, "
+                        f"not {int(at_epoch)}: a newer attempt moved it", partition)
+
+
 class StaleMover(EpochgateError):
     """A data-moving call carried a fencing token lower than one the target already saw:
     it comes from a superseded migration attempt (a paused controller, a delayed

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 from ._consensus import TxnOp, delete_tree, put
 from ._consensus_store import HEAD, HISTORY, PARTITIONS, LogEntry, encode_head, encode_state, log_key
 from ._exceptions import BackendError, ConflictError, MigrationError
-from ._fence import StaleAttempt
+from ._fence import stale_attempt
 from ._machine import Op, step
 from ._types import Epoch, PartitionState
 
@@ -138,8 +138,7 @@ class GroupCommit:
                     # The same fence as the one-by-one path: the CAS below on this
                     # seqno makes "still at at_epoch" atomic with the write.
                     if r.at_epoch is not None and seqno != int(r.at_epoch):
-                        raise StaleAttempt(f"{r.op.value} {r.p!r}: the partition is at epoch {seqno}, "
-                                           f"not {int(r.at_epoch)}: a newer attempt moved it", r.p)
+                        raise stale_attempt(r.op.value, r.p, seqno, r.at_epoch)
                     new = step(r.p, state, r.op, r.node)
                 except (MigrationError, BackendError) as exc:
                     if r.p in fresh:

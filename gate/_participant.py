@@ -23,11 +23,11 @@ The ack (``_ack_loop``): on applying a transition into CUTOVER at epoch E the
 participant waits until no write of that partition admitted at an epoch < E
 is in flight (``tracker.wait_drained``), then publishes an epoch ≥ E.
 
-The session's behavior is ``delete``: when the session ends (expiry, destroy)
-Consul deletes ``sidecars/<id>``, so a dead participant leaves no key behind
-and "listed key gone, or held by another session" is exactly "that session is
-lost" to the controller. Lock-delay is 0 so a restarted process can re-acquire
-its id at once (its reads come after, so that is safe).
+Where the steps live: the session — open, register, renew, watch, leave —
+in ``_participant_session`` (``ParticipantSession``); the ack in
+``_participant_ack`` (``ParticipantAck``); the guard, the run loop, the join
+and the table read here. Both are mixins of ``Participant``, so a test still
+overrides one rule's method in a subclass.
 
 The participant is also a ``PlacementSource``: it delegates reads to the
 replica of the current generation, so a ``WriteGate`` built on it follows the
@@ -42,20 +42,17 @@ import random
 import time
 from typing import Any, Callable, Protocol
 
-from ._blocking import next_blocking_index
 from ._current_replica import CurrentReplica, read_at as _read_at
 from ._exceptions import BackendError, ConfigError
 from ._lease import Lease
-from ._sessions import ConsulHTTP, SessionLost
+from ._participant_ack import ParticipantAck, Tracker
+from ._participant_session import ParticipantSession
+from ._sessions import ConsulHTTP
 from ._types import Epoch, PartitionState, Phase
 
 log = logging.getLogger("epochgate.participant")
 
 MIN_TTL_S = 10.0
-
-
-class Tracker(Protocol):
-    async def wait_drained(self, partition: str, below_epoch: int, timeout: float | None = None) -> bool: ...
 
 
 class ReplicaLike(Protocol):
@@ -72,7 +69,7 @@ def default_lease(ttl_s: float) -> float:
     return ttl_s / 2
 
 
-class Participant(CurrentReplica):
+class Participant(ParticipantSession, ParticipantAck, CurrentReplica):
     """One barrier participant (DESIGN §5 rules 1–5). See the module docstring.
 
     ``replica_factory()`` returns an unstarted replica (``start``/``stop``,
@@ -254,26 +251,6 @@ class Participant(CurrentReplica):
         self._joined_once.set()
         self._wake.set()
 
-    async def _open_session(self) -> None:
-        sent = self.clock()
-        self.session = await self._consul.session_create(f"epochgate-participant-{self.id}", self.ttl_s)
-        self._lease.started(sent)
-
-    async def _register(self) -> None:
-        assert self.session is not None
-        if await self._consul.acquire(self.key, b"0", self.session):
-            return
-        # Held by another session: this id's previous process (killed, or one that lost
-        # its session and is starting over). Ids are unique per process by contract, so
-        # that process is dead or must start over anyway (rule 4): end its session —
-        # the barrier then stops waiting for it — and take the key.
-        entry = await self._consul.get(self.key)
-        if entry is not None and entry.session and entry.session != self.session:
-            log.warning("participant %s: taking over %s from stale session %s", self.id, self.key, entry.session)
-            await self._consul.session_destroy(entry.session)
-        if not await self._consul.acquire(self.key, b"0", self.session):
-            raise BackendError(f"participant {self.id}: could not acquire {self.key}")
-
     async def _read_table(self) -> None:
         """A fresh replica: a new snapshot read, never the old view (rule 4). Until it
         has read, the old (stopped) replica keeps answering reads from its last table;
@@ -325,148 +302,6 @@ class Participant(CurrentReplica):
             self._wake.set()
         for fn in list(self._subs):
             fn(partition, state, epoch)
-
-    # ---- serving: renewals (rules 4, 5) and the watchdog (rule 3) -------------
-
-    async def _serve(self, acker: asyncio.Task[None]) -> None:
-        renewer = asyncio.create_task(self._renew_loop(), name=f"renew-{self.id}")
-        watcher = asyncio.create_task(self._watch_key(), name=f"key-{self.id}")
-        tick = min(self.renew_every_s, self.lease_s / 10)
-        assert self._rejoin is not None
-        try:
-            while not self._rejoin.is_set():
-                if self.table_stale():
-                    self._reason = "stale table"   # rule 3: fail closed (check) and leave
-                    return
-                for t in (acker, renewer, watcher):
-                    if t.done() and not t.cancelled() and t.exception() is not None:
-                        raise BackendError(f"participant task failed: {t.exception()!r}")
-                try:
-                    await asyncio.wait_for(self._rejoin.wait(), tick)
-                except asyncio.TimeoutError:
-                    pass
-        finally:
-            renewer.cancel()
-            watcher.cancel()
-            await asyncio.gather(renewer, watcher, return_exceptions=True)
-
-    async def _watch_key(self) -> None:
-        """Rule 4, sooner than the next renewal: a session ended from outside (an
-        operator's destroy, the agent's node leaving) deletes ``sidecars/<id>``; a
-        blocking query on it sees that within one round trip."""
-        if not self.watch_key or not hasattr(self._consul, "list"):
-            return
-        index = 0
-        while True:
-            try:
-                entries, new = await self._consul.list(self.key, index=index or None, wait_s=self.wait_s)
-            except BackendError:
-                await asyncio.sleep(self.renew_every_s)   # renewals and the lease cover an outage
-                continue
-            index = next_blocking_index(index, new)
-            mine = [e for e in entries if e.key == self.key]
-            if not mine or mine[0].session != self.session:
-                self.session_lost(f"{self.key} is gone or held by another session")
-                return
-
-    async def _renew_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.renew_every_s)
-            await self.renew_once()
-
-    async def renew_once(self) -> None:
-        try:
-            await self._lease.renew(self._consul, self.session)
-        except SessionLost:
-            self.session_lost("renewal refused")
-        except BackendError as exc:
-            log.info("participant %s: renewal failed: %s", self.id, exc)
-
-    def session_lost(self, why: str) -> None:
-        """Rule 4: stop writes at once; the run loop rejoins with a new session."""
-        self._joined = False
-        self._reason = f"session lost: {why}"
-        if self._rejoin is not None:
-            self._rejoin.set()
-
-    # ---- the ack ----------------------------------------------------------------
-
-    async def _ack_loop(self) -> None:
-        assert self._wake is not None
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            target = self._seen
-            urgent = self._published == 0      # the first publish after a join
-            if self._published < self._draining_seen <= target:
-                urgent = True                  # a pre-barrier waits for this one
-            for p, e in sorted(self._cutovers.items(), key=lambda kv: kv[1]):
-                if e <= target:
-                    await self._drain(p, e)
-                    urgent = True              # a barrier waits for this one
-                    if self._cutovers.get(p) == e:
-                        del self._cutovers[p]
-            if target > self._published and not urgent and await self._coalesce():
-                continue                       # changed again meanwhile: look at it first
-            if target > self._published:
-                await self._publish(target)
-
-    async def _coalesce(self) -> bool:
-        """A transition no barrier waits for (not a cutover) is published ``ack_every_s``
-        after the first unpublished one, with whatever came meanwhile — or at once with
-        the next cutover. An ack is a raft write: publishing every transition made each
-        one cost N writes fleet-wide (issue 19). True when woken by a new change."""
-        assert self._wake is not None
-        loop = asyncio.get_running_loop()   # loop time: a throttle, not a safety clock
-        if self._pending_since is None:
-            self._pending_since = loop.time()
-        remaining = self._pending_since + self.ack_every_s - loop.time()
-        if remaining <= 0:
-            return False
-        try:
-            await asyncio.wait_for(self._wake.wait(), remaining)
-        except asyncio.TimeoutError:
-            return False
-        return True
-
-    async def _drain(self, partition: str, epoch: Epoch) -> None:
-        """Wait for writes of ``partition`` admitted below ``epoch`` — while the
-        partition is still in that cutover (once it moved on, no barrier waits for it)."""
-        if self.tracker is None:
-            return
-        while not await self.tracker.wait_drained(partition, epoch, timeout=0.5):
-            st = self.replica.state(partition) if self.replica is not None else None
-            if st is None or st[1] != epoch:
-                return
-
-    async def _publish(self, epoch: Epoch) -> None:
-        try:
-            ok = await self._consul.acquire(self.key, str(int(epoch)).encode(), self.session)
-        except BackendError as exc:
-            log.info("participant %s: publish failed: %s", self.id, exc)
-            await asyncio.sleep(0.05)
-            assert self._wake is not None
-            self._wake.set()   # try again
-            return
-        if not ok:
-            self.session_lost("publish refused")
-            return
-        self._published = epoch
-        self._pending_since = None
-
-    async def _leave(self) -> None:
-        """Give the session up (best effort) and stop the replica."""
-        self._joined = False
-        sid, self.session = self.session, None
-        if sid is not None and self._consul is not None:
-            try:
-                await asyncio.wait_for(self._consul.session_destroy(sid), self.renew_every_s)
-            except (BackendError, asyncio.TimeoutError) as exc:
-                log.info("participant %s: could not destroy session: %s", self.id, exc)
-        # The replica stops following but stays: reads continue from its last table
-        # (DESIGN §5) while writes are refused; the next join replaces it.
-        if self.replica is not None:
-            await self.replica.stop()
 
 
 def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:

@@ -155,8 +155,12 @@ class ConsulCluster:
     def start(self) -> None:
         for s in self.servers:
             s.start()
+
+    def wait_ready(self, deadline_s: float = 60.0) -> None:
+        """Every server answers KV and sessions (``ConsulProcess.wait_ready``), each within
+        ``deadline_s``: longer than a dev agent's, as the servers first elect a leader."""
         for s in self.servers:
-            s.wait_ready(60)
+            s.wait_ready(deadline_s)
 
     def stop(self) -> None:
         for s in self.servers:
@@ -199,7 +203,7 @@ def _started(make, attempts: int = 3):
         proc = make()
         try:
             proc.start()
-            proc.wait_ready() if hasattr(proc, "wait_ready") else None
+            proc.wait_ready()
             return proc
         except RuntimeError as exc:
             proc.stop()

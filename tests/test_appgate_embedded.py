@@ -19,10 +19,9 @@ import contextlib
 import aiohttp
 import pytest
 
-from gate import ConsulConsensus, LocalAdmitter, Replica
+from gate import ConsulConsensus, InflightTracker, LocalAdmitter, Replica
 from gate._consul_consensus import open_consul
 from gate._participant import Participant
-from gate import InflightTracker
 from tests._appgate_apps import KV, start_aiohttp
 
 pytestmark = pytest.mark.consul

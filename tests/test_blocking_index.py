@@ -21,7 +21,7 @@ def test_follows_forward_and_resets_when_the_store_went_back():
 
 def test_every_watch_loop_uses_the_one_rule():
     """No hand-written copy of the rule is left in the loops that follow Consul."""
-    for rel in ("gate/_replica.py", "gate/_participant.py", "sidecar/control/controller.py"):
+    for rel in ("gate/_replica.py", "gate/_participant_session.py", "sidecar/control/controller.py"):
         src = (ROOT / rel).read_text()
         assert "next_blocking_index(" in src, rel
         assert ">= index else 0" not in src and "index < self.index or" not in src, rel

@@ -8,7 +8,7 @@ import asyncio
 
 import pytest
 
-from gate import PartitionState
+from gate import AlreadyMigrating, ConfigError, NoOpMove, PartitionState, UnknownPartition
 from gate._consul_consensus import open_consul
 from gate._sessions import ConsulHTTP
 from sidecar.control.barrier import Barrier
@@ -177,7 +177,6 @@ async def test_barrier_deadline_aborts(env):
 
 
 async def test_controller_service_validates_runs_watches_and_aborts(consul_agent, kv_prefix):
-    from gate import AlreadyMigrating, ConfigError, NoOpMove, UnknownPartition
     from sidecar.control.controller import Controller
 
     mover = RecordingMover()

@@ -17,7 +17,7 @@ import statistics
 import aiohttp
 import pytest
 
-from ._fleet import ControlClient, Fleet, check_invariants
+from ._fleet import ControlClient, check_invariants
 from .test_migrations_e2e import Writers, _jobs, _setup
 
 pytestmark = [pytest.mark.consul, pytest.mark.slow]

@@ -97,11 +97,10 @@ async def test_local_barrier_refuses_to_pass_with_an_older_write_in_flight():
     the embedded store gives up waiting after --drain-seconds and aborts the cutover
     (CutoverNotAcknowledged) and the barrier reports no ack; once the write has
     finished, the next cutover passes."""
-    from gate import EmbeddedStore, PartitionState, PlacementTable
+    from gate import EmbeddedStore, InflightTracker, PartitionState, PlacementTable
     from sidecar.control.barrier import BarrierTimeout
     from sidecar.control.embedded import LocalBarrier
     from sidecar._fanout import CutoverNotAcknowledged, FanoutStore, LocalMember
-    from gate import InflightTracker
 
     table = PlacementTable({"t1": "a"})
     inner = EmbeddedStore(table, {"a": "http://127.0.0.1:1", "b": "http://127.0.0.1:2"})

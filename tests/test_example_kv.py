@@ -15,7 +15,7 @@ import pytest
 from aiohttp import web
 
 from examples.kv import CURSOR_HEADER, build_app
-from gate import AdmitClient, EmbeddedStore, MoverAuth, PlacementTable
+from gate import AdmitClient, EmbeddedStore, MoverAuth, PlacementTable, open_consul
 from sidecar.api.start import start_control_server
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -275,8 +275,6 @@ async def test_command_line_entry_point(world, tmp_path):
 
 @pytest.mark.consul
 async def test_consul_mode_admits_through_an_embedded_participant(consul_agent, kv_prefix, tmp_path):
-    from gate import open_consul
-
     consensus, store, _ = await open_consul(consul_agent.url, kv_prefix)
     proc = None
     try:

@@ -8,7 +8,7 @@ import asyncio
 import grpc
 import pytest
 
-from gate import BackendError, ConflictError, EmbeddedStore, PlacementTable
+from gate import BackendError, ConfigError, ConflictError, EmbeddedStore, PlacementTable
 from sidecar.api.start import start_control_server
 from gate.pb.epochgate.v1 import epochgate_pb2 as pb
 from gate.pb.epochgate.v1 import epochgate_pb2_grpc as pb_grpc
@@ -262,8 +262,6 @@ async def test_token_required_when_configured(control):
 
 
 async def test_bad_listen_address_names_the_field(control):
-    from gate import ConfigError
-
     table, store, _ = control
     with pytest.raises(ConfigError, match="^control:"):
         await start_control_server("nonsense", store=store, source=table)

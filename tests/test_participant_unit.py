@@ -13,10 +13,9 @@ import itertools
 
 import pytest
 
-from gate import ConfigError, PlacementTable, RejectReason
+from gate import ConfigError, InflightTracker, PlacementTable, RejectReason
 from gate._participant import Participant
 from gate._sessions import KVEntry, SessionLost
-from gate import InflightTracker
 
 
 class Clock:

@@ -6,9 +6,8 @@ import asyncio
 
 import pytest
 
-from gate import ConfigError, PlacementTable, RejectReason
+from gate import ConfigError, InflightTracker, PlacementTable, RejectReason
 from sidecar._config import SidecarConfig
-from gate import InflightTracker
 from sidecar.proxy.router import KeyError400, Router, slot_of
 from sidecar.proxy.writegate import WriteGate
 

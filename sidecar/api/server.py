@@ -33,11 +33,11 @@ from gate import (
     PlacementSource,
     UnknownPartition,
     fail_closed_admit,
+    key_segment,
     node_name,
     partition_id,
     validate_url,
 )
-from gate import key_segment
 from gate.pb.epochgate.v1 import epochgate_pb2 as pb
 from gate.pb.epochgate.v1 import epochgate_pb2_grpc as pb_grpc
 

@@ -20,9 +20,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
-from gate import BackendError, ConsulHTTP, MigrationStore
-
-from gate import AckReader
+from gate import AckReader, BackendError, ConsulHTTP, MigrationStore
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,5 @@
-"""The operator's-day commands (issue 17), same conventions as ``_cli``:
+"""The operator's-day commands (issue 17), same conventions as ``cli`` (statuses
+and errors: ``cli_client``; printing: ``cli_show``):
 
     python -m sidecar history P [--compact-before EPOCH] [--json]
     python -m sidecar migrate --partition P --to NODE --dry-run [--json]   # exit 0: it would go; 5: refused
@@ -18,12 +19,20 @@ from __future__ import annotations
 
 import argparse
 import re
-import time
-from datetime import datetime, timezone
 from typing import Any, Callable, TextIO
 
 import grpc
 
+from .cli_client import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_REFUSED,
+    EXIT_USAGE,
+    CliError,
+    outcome_status,
+)
+from .cli_follow import reconnect_or_raise
+from .cli_show import table, ts_ms
 from .dryrun import plan_to_dict
 from .history import transition_to_dict
 from gate.pb.epochgate.v1 import epochgate_pb2 as pb
@@ -86,12 +95,6 @@ def wants(args: argparse.Namespace) -> bool:
             or (args.command == "jobs" and args.action in JOB_ACTIONS))
 
 
-def _ts(t: float) -> str:
-    if not t:
-        return "-"
-    return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-
-
 def _rate(r: float) -> str:
     return "unlimited" if not r else f"{r:,.0f} B/s"
 
@@ -114,17 +117,13 @@ def _op_summary(op: pb.Operation) -> str:
             f"{counts.get('aborted', 0)} aborted, {counts.get('skipped', 0)} skipped")
 
 
-def _show_plan(op: pb.Operation, out: TextIO, table: Callable) -> None:
+def _show_plan(op: pb.Operation, out: TextIO) -> None:
     table(out, ("PARTITION", "FROM", "TO", "JOB", "STATUS"),
           [(m.partition, m.from_node, m.to_node, m.job_id or "-", m.status) for m in op.moves])
     out.write(_op_summary(op) + "\n")
 
 
-def _op_exit(op: pb.Operation, codes: Any) -> int:
-    return {"completed": codes.EXIT_OK, "failed": codes.EXIT_FAILED, "aborted": codes.EXIT_ABORTED}.get(op.status, 0)
-
-
-def _follow_op(client: Any, op: pb.Operation, out: TextIO, codes: Any) -> int:
+def _follow_op(client: Any, op: pb.Operation, out: TextIO) -> int:
     """One progress view: a line per move that changes status, and the summary when it does."""
     seen: dict[str, str] = {m.partition: m.status for m in op.moves}
     out.write(_op_summary(op) + "\n")
@@ -147,24 +146,19 @@ def _follow_op(client: Any, op: pb.Operation, out: TextIO, codes: Any) -> int:
                     out.flush()
                 else:
                     op = client.call(client.migration.GetOperation, pb.OperationRequest(id=op.id))
-            except (grpc.RpcError, codes.CliError) as exc:   # a controller fail-over: reconnect
-                err = exc if isinstance(exc, codes.CliError) else client.error(exc)
-                if err.code != codes.EXIT_UNREACHABLE:
-                    raise err from None
-                give_up = give_up or time.monotonic() + 30.0
-                if time.monotonic() > give_up:
-                    raise codes.CliError(f"lost the control API while following operation {op.id} ({err}); it "
-                                         f"keeps running: `ops show {op.id}`", codes.EXIT_UNREACHABLE) from None
-                time.sleep(0.5)
+            except (grpc.RpcError, CliError) as exc:   # a controller fail-over: reconnect
+                give_up = reconnect_or_raise(
+                    client, exc, give_up, lambda err: f"lost the control API while following operation {op.id} "
+                                                      f"({err}); it keeps running: `ops show {op.id}`")
     except KeyboardInterrupt:
-        raise codes.CliError(f"stopped following operation {op.id}; it keeps running (`ops abort {op.id}` stops "
-                             f"it)", codes.EXIT_INTERRUPTED) from None
+        raise CliError(f"stopped following operation {op.id}; it keeps running (`ops abort {op.id}` stops "
+                       f"it)", EXIT_INTERRUPTED) from None
     if op.error:   # the last summary line is already out; add why it did not complete
         out.write(f"operation {op.id}: {op.error}\n")
-    return _op_exit(op, codes)
+    return outcome_status(op.status)
 
 
-def run(args: argparse.Namespace, client: Any, out: TextIO, dump: Callable | None, codes: Any) -> int:
+def run(args: argparse.Namespace, client: Any, out: TextIO, dump: Callable | None) -> int:
     mig = client.migration
     if args.command == "migrate":
         plan = client.call(mig.PlanMigration, pb.MigrateRequest(partition=args.partition, to_node=args.to))
@@ -172,13 +166,13 @@ def run(args: argparse.Namespace, client: Any, out: TextIO, dump: Callable | Non
             dump(plan_to_dict(plan))
         else:
             _print_plan(plan, out)
-        return codes.EXIT_OK if plan.would_go else codes.EXIT_REFUSED
+        return EXIT_OK if plan.would_go else EXIT_REFUSED
 
     if args.command == "history":
         if args.compact_before is not None:
             if args.compact_before < 1:
-                raise codes.CliError(f"--compact-before: must be a positive epoch, got {args.compact_before}",
-                                     codes.EXIT_USAGE)
+                raise CliError(f"--compact-before: must be a positive epoch, got {args.compact_before}",
+                               EXIT_USAGE)
             resp = client.call(mig.CompactHistory, pb.CompactHistoryRequest(partition=args.partition,
                                                                             before_epoch=args.compact_before))
             if dump:
@@ -186,16 +180,16 @@ def run(args: argparse.Namespace, client: Any, out: TextIO, dump: Callable | Non
             else:
                 out.write(f"{args.partition}: removed {resp.removed} history records before epoch "
                           f"{args.compact_before}\n")
-            return codes.EXIT_OK
+            return EXIT_OK
         resp = client.call(mig.History, pb.HistoryRequest(partition=args.partition))
         if dump:
             dump({"partition": resp.partition, "current_epoch": resp.current_epoch,
                   "transitions": [transition_to_dict(t) for t in resp.transitions]})
         else:
-            codes._table(out, ("EPOCH", "OP", "PHASE", "FROM", "TO", "TIME", "ACTOR", "JOB"),
-                        [(t.epoch, t.op, t.phase, t.from_node, t.to_node or "-", _ts(t.time), t.actor,
-                          t.job_id or "-") for t in resp.transitions])
-        return codes.EXIT_OK
+            table(out, ("EPOCH", "OP", "PHASE", "FROM", "TO", "TIME", "ACTOR", "JOB"),
+                  [(t.epoch, t.op, t.phase, t.from_node, t.to_node or "-", ts_ms(t.time), t.actor,
+                   t.job_id or "-") for t in resp.transitions])
+        return EXIT_OK
 
     if args.command == "jobs":
         if args.action == "controls":
@@ -206,8 +200,8 @@ def run(args: argparse.Namespace, client: Any, out: TextIO, dump: Callable | Non
                 dump({"fleet": {"paused": st.fleet.paused, "rate_bytes_per_s": st.fleet.rate_bytes_per_s},
                       "jobs": {c.id: {"paused": c.paused, "rate_bytes_per_s": c.rate_bytes_per_s} for c in st.jobs}})
             else:
-                codes._table(out, ("JOB", "STATE", "RATE"), rows)
-            return codes.EXIT_OK
+                table(out, ("JOB", "STATE", "RATE"), rows)
+            return EXIT_OK
         req = pb.JobControlRequest(id=args.id)
         if args.action == "throttle":
             req.set_rate, req.rate_bytes_per_s = True, args.rate
@@ -219,22 +213,22 @@ def run(args: argparse.Namespace, client: Any, out: TextIO, dump: Callable | Non
             dump({"id": c.id or None, "paused": c.paused, "rate_bytes_per_s": c.rate_bytes_per_s})
         else:
             out.write(f"{who}: {'paused' if c.paused else 'running'}, copy rate {_rate(c.rate_bytes_per_s)}\n")
-        return codes.EXIT_OK
+        return EXIT_OK
 
     if args.command in ("drain", "balance"):
         for flag, v in (("--parallel", args.parallel), ("--deadline", args.deadline)):
             if v < 0:
-                raise codes.CliError(f"{flag}: must be ≥ 0, got {v}", codes.EXIT_USAGE)
+                raise CliError(f"{flag}: must be ≥ 0, got {v}", EXIT_USAGE)
         if args.command == "drain":
             op = client.call(mig.Drain, pb.DrainRequest(node=args.node, parallel=args.parallel, by_size=args.by_size,
                                                         dry_run=args.dry_run, cutover_deadline_s=args.deadline,
                                                         uncordon=args.uncordon))
             if args.uncordon:
                 out.write(f"{args.node}: uncordoned (balance may place partitions on it again)\n")
-                return codes.EXIT_OK
+                return EXIT_OK
         else:
             if args.threshold < 0:
-                raise codes.CliError(f"--threshold: must be ≥ 0, got {args.threshold}", codes.EXIT_USAGE)
+                raise CliError(f"--threshold: must be ≥ 0, got {args.threshold}", EXIT_USAGE)
             op = client.call(mig.Balance, pb.BalanceRequest(parallel=args.parallel, by_size=args.by_size,
                                                             threshold=args.threshold, dry_run=args.dry_run,
                                                             cutover_deadline_s=args.deadline))
@@ -242,8 +236,8 @@ def run(args: argparse.Namespace, client: Any, out: TextIO, dump: Callable | Non
             if dump:
                 dump(op_to_dict(op))
             else:
-                _show_plan(op, out, codes._table)
-            return codes.EXIT_OK
+                _show_plan(op, out)
+            return EXIT_OK
         if dump:   # machine output: follow quietly, print the final record (as `migrate --json`)
             try:
                 for op in client.stream(mig.WatchOperation, pb.OperationRequest(id=op.id)):
@@ -251,8 +245,8 @@ def run(args: argparse.Namespace, client: Any, out: TextIO, dump: Callable | Non
             except grpc.RpcError as exc:
                 raise client.error(exc) from None
             dump(op_to_dict(op))
-            return _op_exit(op, codes)
-        return _follow_op(client, op, out, codes)
+            return outcome_status(op.status)
+        return _follow_op(client, op, out)
 
     action = args.action or "list"   # ops
     if action == "list":
@@ -260,21 +254,21 @@ def run(args: argparse.Namespace, client: Any, out: TextIO, dump: Callable | Non
         if dump:
             dump([op_to_dict(o) for o in ops])
         else:
-            codes._table(out, ("ID", "KIND", "NODE", "STATUS", "MOVES", "STARTED", "FINISHED"),
-                        [(o.id, o.kind, o.node or "-", o.status, len(o.moves), _ts(o.started), _ts(o.finished))
-                         for o in ops])
-        return codes.EXIT_OK
+            table(out, ("ID", "KIND", "NODE", "STATUS", "MOVES", "STARTED", "FINISHED"),
+                  [(o.id, o.kind, o.node or "-", o.status, len(o.moves), ts_ms(o.started), ts_ms(o.finished))
+                   for o in ops])
+        return EXIT_OK
     if action == "watch":
-        return _follow_op(client, client.call(mig.GetOperation, pb.OperationRequest(id=args.id)), out, codes)
+        return _follow_op(client, client.call(mig.GetOperation, pb.OperationRequest(id=args.id)), out)
     method = mig.GetOperation if action == "show" else mig.AbortOperation
     op = client.call(method, pb.OperationRequest(id=args.id))
     if dump:
         dump(op_to_dict(op))
     elif action == "show":
-        _show_plan(op, out, codes._table)
+        _show_plan(op, out)
     else:
         out.write(f"operation {op.id}: {'abort requested' if op.status == 'running' else op.status}\n")
-    return codes.EXIT_OK
+    return EXIT_OK
 
 
 def _print_plan(plan: pb.MigrationPlan, out: TextIO) -> None:

@@ -18,7 +18,6 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gate import BackendError, ConfigError, node_name, validate_url
 
-from .. import _log
 from .._tokens import require_token_for, resolve_token
 from . import retention as retention
 from .controller import Controller, log

@@ -13,8 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Sequence
 
-from gate import MigrationError, UnknownPartition
-from gate import partition_id
+from gate import MigrationError, UnknownPartition, partition_id
 
 from gate.pb.epochgate.v1 import epochgate_pb2 as pb
 

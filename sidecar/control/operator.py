@@ -16,8 +16,7 @@ import json
 import logging
 from typing import Any, AsyncIterator
 
-from gate import BackendError, ConfigError
-from gate import node_name
+from gate import BackendError, ConfigError, node_name
 
 from .dryrun import plan_migration, source_size
 from .fleetops import Operation, OperationRecords, OperationRunner

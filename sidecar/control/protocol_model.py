@@ -34,10 +34,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Iterator, NamedTuple
 
-from gate import MigrationError
-from gate import StaleMover, check_fence
-from gate import Op, step
-from gate import PartitionState, Phase
+from gate import MigrationError, Op, PartitionState, Phase, StaleMover, check_fence, step
 
 P = "p"
 GUARDS = ("fence", "rule1", "rule2", "rule4", "rule5", "fresh_tokens", "at_epoch")

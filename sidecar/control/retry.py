@@ -22,8 +22,7 @@ import logging
 import time
 from typing import Any, Awaitable, Callable
 
-from gate import BackendError, MigrationError
-from gate import Epoch, PartitionState, Phase
+from gate import BackendError, Epoch, MigrationError, PartitionState, Phase
 
 log = logging.getLogger("epochgate.controller")
 

@@ -39,7 +39,6 @@ from gate import (
     MigrationError,
     MigrationStore,
     PartitionState,
-    Phase,
     StaleAttempt,
     StaleMover,
     UnknownPartition,

@@ -17,6 +17,12 @@ DATA frame) and reports the byte count to the
 outbox's ``on_sent`` (which acknowledges the source). While the transport's
 write buffer is above its high-water mark nothing more is pumped. Frames are
 written once per event-loop pass (``mark``), not once per call.
+
+Reading: ``data_received`` feeds ``h2`` and hands each event to the subclass's
+``_event``, with writes held until the read's end (``in_read``), then one
+flush; a protocol error goes to the subclass's ``protocol_error``. DATA
+(``deliver``), window updates and changed settings (``flow_event``) are
+handled the same on both sides.
 """
 
 from __future__ import annotations
@@ -26,7 +32,9 @@ from collections import deque
 from typing import Any, Callable
 
 from h2.connection import H2Connection
-from h2.exceptions import H2Error, StreamClosedError
+from h2.events import RemoteSettingsChanged, WindowUpdated
+from h2.exceptions import H2Error, ProtocolError, StreamClosedError
+from h2.settings import Settings
 
 from .. import httpmsg as H
 from .hpack import CachingEncoder
@@ -61,6 +69,63 @@ class H2Base(asyncio.Protocol):
         self.flush_pending = False
         self.in_read = False
         self.dirty: dict[int, None] = {}  # streams with queued sends: pumped at flush (one pass per read)
+
+    def initiate(self, settings: dict[int, int], conn_window: int) -> None:
+        """Our SETTINGS and the preface; the connection window opened by ``conn_window``
+        (module doc: one slow stream keeps only its own window)."""
+        h2 = self.h2
+        h2.local_settings = Settings(client=h2.config.client_side, initial_values=settings)
+        h2.initiate_connection()
+        h2.increment_flow_control_window(conn_window)
+
+    # ------------------------------------------------------------ reading
+    def data_received(self, data: bytes) -> None:
+        self.read_started()
+        self.in_read = True
+        try:
+            events = self.h2.receive_data(data)
+        except ProtocolError as exc:
+            # h2 has queued GOAWAY with the error code (protocol error, flow control,
+            # too many streams, oversized header list): the subclass sends it and closes.
+            self.in_read = False
+            self.protocol_error(exc)
+            return
+        try:
+            for ev in events:
+                self._event(ev)
+        finally:
+            self.in_read = False
+        self.flush()
+
+    def read_started(self) -> None:
+        """Bytes arrived (before they are parsed)."""
+
+    def protocol_error(self, exc: ProtocolError) -> None:
+        raise NotImplementedError
+
+    def _event(self, ev: Any) -> None:
+        raise NotImplementedError
+
+    def deliver(self, ev: Any, sink: Callable[[Any], None] | None) -> None:
+        """A DataReceived: its bytes go to ``sink``, which acknowledges them once they
+        left the proxy (``ack``). What nobody will forward is acknowledged now: the
+        padding, and the whole frame when the stream has no reader (``sink`` None)."""
+        if sink is None:
+            self.h2.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+            return
+        pad = ev.flow_controlled_length - len(ev.data)
+        if pad:
+            self.h2.acknowledge_received_data(pad, ev.stream_id)
+        if ev.data:
+            sink(ev.data)
+
+    def flow_event(self, ev: Any) -> None:
+        """WindowUpdated / RemoteSettingsChanged: the peer may take more, so pump."""
+        t = type(ev)
+        if t is WindowUpdated and ev.stream_id:
+            self.pump(ev.stream_id)
+        elif t is WindowUpdated or t is RemoteSettingsChanged:
+            self.pump_all()
 
     # ------------------------------------------------------------ writing
     def mark(self) -> None:

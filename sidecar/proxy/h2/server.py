@@ -28,8 +28,7 @@ from typing import Any
 from h2.config import H2Configuration
 from h2.connection import H2Connection
 from h2.errors import ErrorCodes
-from h2.events import (ConnectionTerminated, DataReceived, RemoteSettingsChanged, RequestReceived, StreamEnded,
-                       StreamReset, TrailersReceived, WindowUpdated)
+from h2.events import ConnectionTerminated, DataReceived, RequestReceived, StreamEnded, StreamReset, TrailersReceived
 from h2.exceptions import ProtocolError
 from h2.settings import SettingCodes
 from hyperframe.frame import GoAwayFrame
@@ -126,52 +125,30 @@ class H2ServerConn(H2Base):
         self.tls = transport.get_extra_info("ssl_object") is not None
         self.set_nodelay()
         self.ctx.clients.add(self)
-        h2 = self.h2
-        h2.local_settings = type(h2.local_settings)(client=False, initial_values={
+        self.initiate({
             SettingCodes.MAX_CONCURRENT_STREAMS: self.max_streams,
             SettingCodes.INITIAL_WINDOW_SIZE: self.window,
             SettingCodes.MAX_HEADER_LIST_SIZE: self.ctx.max_header,
             SettingCodes.ENABLE_PUSH: 0,
-        })
-        h2.initiate_connection()
+        }, self.max_streams * self.window)
         # hard cap at once (SETTINGS apply only when acknowledged): a list over 4× the limit is
         # GOAWAY ENHANCE_YOUR_CALM; over the limit, that stream alone gets 431
-        h2.decoder.max_header_list_size = 4 * self.ctx.max_header
-        h2.increment_flow_control_window(self.max_streams * self.window)
+        self.h2.decoder.max_header_list_size = 4 * self.ctx.max_header
         if self.ctx.closing:
             self.close_idle()
         self.flush()
 
-    def data_received(self, data: bytes) -> None:
+    def read_started(self) -> None:
         self.last_active = self.ctx.now
-        self.in_read = True
-        try:
-            events = self.h2.receive_data(data)
-        except ProtocolError:
-            # h2 has queued GOAWAY with the error code (protocol error, flow control,
-            # too many streams, oversized header list): send it and close.
-            self.in_read = False
-            self._fail()
-            return
-        try:
-            for ev in events:
-                self._event(ev)
-        finally:
-            self.in_read = False
-        self.flush()
+
+    def protocol_error(self, exc: ProtocolError) -> None:
+        self._fail()
 
     def _event(self, ev: Any) -> None:
         t = type(ev)
         if t is DataReceived:
             ex = self.streams.get(ev.stream_id)
-            if ex is None:
-                self.h2.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
-                return
-            pad = ev.flow_controlled_length - len(ev.data)
-            if pad:
-                self.h2.acknowledge_received_data(pad, ev.stream_id)
-            if ev.data:
-                ex.client_data(ev.data)
+            self.deliver(ev, None if ex is None else ex.client_data)
         elif t is RequestReceived:
             sid = ev.stream_id
             if self.goaway:
@@ -183,11 +160,6 @@ class H2ServerConn(H2Base):
             ex = self.streams.get(ev.stream_id)
             if ex is not None:
                 ex.client_end(None)  # (idempotent: also after trailers or an ended HEADERS)
-        elif t is WindowUpdated:
-            if ev.stream_id:
-                self.pump(ev.stream_id)
-            else:
-                self.pump_all()
         elif t is TrailersReceived:
             ex = self.streams.get(ev.stream_id)
             if ex is not None:
@@ -202,8 +174,8 @@ class H2ServerConn(H2Base):
             self.goaway = True
             if not self.streams and self.transport is not None:
                 self.transport.close()
-        elif t is RemoteSettingsChanged:
-            self.pump_all()
+        else:
+            self.flow_event(ev)
 
     def _count_reset(self) -> None:
         now = self.ctx.now

@@ -26,10 +26,9 @@ from typing import Any
 from h2.config import H2Configuration
 from h2.connection import H2Connection
 from h2.errors import ErrorCodes
-from h2.events import (ConnectionTerminated, DataReceived, RemoteSettingsChanged, ResponseReceived, StreamEnded,
-                       StreamReset, TrailersReceived, WindowUpdated)
+from h2.events import ConnectionTerminated, DataReceived, ResponseReceived, StreamEnded, StreamReset, TrailersReceived
 from h2.exceptions import ProtocolError
-from h2.settings import SettingCodes, Settings
+from h2.settings import SettingCodes
 
 from .conn import H2Base
 from .h1 import H1Target
@@ -101,12 +100,8 @@ class H2UpstreamConn(H2Base):
             sslobj = transport.get_extra_info("ssl_object")
             if sslobj is None or sslobj.selected_alpn_protocol() != "h2":
                 return  # the node chose http/1.1: no preface; _dial hands the node to HTTP/1.1
-        h2 = self.h2
-        h2.local_settings = Settings(client=True, initial_values={
-            SettingCodes.INITIAL_WINDOW_SIZE: self.pool.window, SettingCodes.ENABLE_PUSH: 0,
-            SettingCodes.MAX_CONCURRENT_STREAMS: 100})
-        h2.initiate_connection()
-        h2.increment_flow_control_window(self.pool.conn_window)
+        self.initiate({SettingCodes.INITIAL_WINDOW_SIZE: self.pool.window, SettingCodes.ENABLE_PUSH: 0,
+                    SettingCodes.MAX_CONCURRENT_STREAMS: 100}, self.pool.conn_window)
         self.flush()
 
     def capacity(self) -> bool:
@@ -133,36 +128,19 @@ class H2UpstreamConn(H2Base):
         pass
 
     # -- events -------------------------------------------------------------------
-    def data_received(self, data: bytes) -> None:
+    def read_started(self) -> None:
         self.heard = True
-        self.in_read = True
-        try:
-            events = self.h2.receive_data(data)
-        except ProtocolError as exc:
-            self.in_read = False
-            self.flush()
-            self._lose_all(False, f"HTTP/2 protocol error from the upstream: {exc}")
-            self.close()
-            return
-        try:
-            for ev in events:
-                self._event(ev)
-        finally:
-            self.in_read = False
+
+    def protocol_error(self, exc: ProtocolError) -> None:
         self.flush()
+        self._lose_all(False, f"HTTP/2 protocol error from the upstream: {exc}")
+        self.close()
 
     def _event(self, ev: Any) -> None:
         t = type(ev)
         if t is DataReceived:
             leg = self.legs.get(ev.stream_id)
-            pad = ev.flow_controlled_length - len(ev.data)
-            if leg is None:
-                self.h2.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
-                return
-            if pad:
-                self.h2.acknowledge_received_data(pad, ev.stream_id)
-            if ev.data:
-                leg.ex.resp_data(ev.data)
+            self.deliver(ev, None if leg is None else leg.ex.resp_data)
         elif t is ResponseReceived:
             leg = self.legs.get(ev.stream_id)
             if leg is not None:
@@ -176,11 +154,6 @@ class H2UpstreamConn(H2Base):
             if leg is not None:
                 leg.ex.resp_end()
                 self.leg_done()
-        elif t is WindowUpdated:
-            if ev.stream_id:
-                self.pump(ev.stream_id)
-            else:
-                self.pump_all()
         elif t is StreamReset:
             self.out.pop(ev.stream_id, None)
             leg = self.legs.pop(ev.stream_id, None)
@@ -198,8 +171,8 @@ class H2UpstreamConn(H2Base):
                 leg.ex.up_lost(True, "the upstream sent GOAWAY before this stream")
             if not self.legs:
                 self.close()
-        elif t is RemoteSettingsChanged:
-            self.pump_all()
+        else:
+            self.flow_event(ev)
 
     def leg_done(self) -> None:
         if not self.legs:

@@ -1,0 +1,107 @@
+"""The participant's ack (DESIGN §5): publishing the applied epoch under the session.
+
+On applying a transition into CUTOVER at epoch E the participant waits until
+no write of that partition admitted at an epoch < E is in flight
+(``tracker.wait_drained``), then publishes an epoch ≥ E. Transitions no
+barrier waits for are coalesced (``_coalesce``).
+
+A mixin of ``Participant`` (``gate/_participant.py``, where the attributes are
+set and ``_on_change`` records what to ack).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Callable, Protocol
+
+from ._exceptions import BackendError
+from ._types import Epoch
+
+log = logging.getLogger("epochgate.participant")
+
+
+class Tracker(Protocol):
+    async def wait_drained(self, partition: str, below_epoch: int, timeout: float | None = None) -> bool: ...
+
+
+class ParticipantAck:
+    """The ack loop of a ``Participant``."""
+
+    id: str
+    key: str
+    ack_every_s: float
+    tracker: Tracker | None
+    replica: Any
+    session: str | None
+    _consul: Any
+    _wake: asyncio.Event | None
+    _seen: Epoch
+    _published: Epoch
+    _draining_seen: Epoch
+    _pending_since: float | None
+    _cutovers: dict[str, Epoch]
+    session_lost: Callable[[str], None]
+
+    async def _ack_loop(self) -> None:
+        assert self._wake is not None
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            target = self._seen
+            urgent = self._published == 0      # the first publish after a join
+            if self._published < self._draining_seen <= target:
+                urgent = True                  # a pre-barrier waits for this one
+            for p, e in sorted(self._cutovers.items(), key=lambda kv: kv[1]):
+                if e <= target:
+                    await self._drain(p, e)
+                    urgent = True              # a barrier waits for this one
+                    if self._cutovers.get(p) == e:
+                        del self._cutovers[p]
+            if target > self._published and not urgent and await self._coalesce():
+                continue                       # changed again meanwhile: look at it first
+            if target > self._published:
+                await self._publish(target)
+
+    async def _coalesce(self) -> bool:
+        """A transition no barrier waits for (not a cutover) is published ``ack_every_s``
+        after the first unpublished one, with whatever came meanwhile — or at once with
+        the next cutover. An ack is a raft write: publishing every transition made each
+        one cost N writes fleet-wide (issue 19). True when woken by a new change."""
+        assert self._wake is not None
+        loop = asyncio.get_running_loop()   # loop time: a throttle, not a safety clock
+        if self._pending_since is None:
+            self._pending_since = loop.time()
+        remaining = self._pending_since + self.ack_every_s - loop.time()
+        if remaining <= 0:
+            return False
+        try:
+            await asyncio.wait_for(self._wake.wait(), remaining)
+        except asyncio.TimeoutError:
+            return False
+        return True
+
+    async def _drain(self, partition: str, epoch: Epoch) -> None:
+        """Wait for writes of ``partition`` admitted below ``epoch`` — while the
+        partition is still in that cutover (once it moved on, no barrier waits for it)."""
+        if self.tracker is None:
+            return
+        while not await self.tracker.wait_drained(partition, epoch, timeout=0.5):
+            st = self.replica.state(partition) if self.replica is not None else None
+            if st is None or st[1] != epoch:
+                return
+
+    async def _publish(self, epoch: Epoch) -> None:
+        try:
+            ok = await self._consul.acquire(self.key, str(int(epoch)).encode(), self.session)
+        except BackendError as exc:
+            log.info("participant %s: publish failed: %s", self.id, exc)
+            await asyncio.sleep(0.05)
+            assert self._wake is not None
+            self._wake.set()   # try again
+            return
+        if not ok:
+            self.session_lost("publish refused")
+            return
+        self._published = epoch
+        self._pending_since = None
