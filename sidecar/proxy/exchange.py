@@ -35,9 +35,8 @@ from typing import TYPE_CHECKING, Any
 from gate import Phase, Reject, RejectReason
 
 from . import httpmsg as H
-from .exstate import (APP_REPLAY_MAX, CONNECTING, DONE, FORWARDING, HELD, NEW, P_BUFFERED, P_HELD,
-                       P_HELD_OR_BUFFERED, P_UPSTREAM_FULL, POOLED_RETRY_MAX, REROUTE_MAX, RESPONDING, ROUTING,
-                       TUNNEL, ExState, step)
+from .exstate import (CONNECTING, DONE, FORWARDING, HELD, NEW, P_BUFFERED, P_HELD, P_HELD_OR_BUFFERED,
+                       P_UPSTREAM_FULL, REROUTE_MAX, RESPONDING, ROUTING, TUNNEL, step)
 from .router import SAFE_METHODS, KeyError400
 from .reqhead import ReqHead
 from .resolve import resolve

@@ -13,8 +13,7 @@ import socket
 from http import HTTPStatus
 from typing import Any
 
-from gate import PROBLEM_TYPE_PREFIX, ProblemDocument, Reject, problem_document
-from gate import is_stale_epoch_problem as _is_stale
+from gate import PROBLEM_TYPE_PREFIX, ProblemDocument, Reject, problem_document, is_stale_epoch_problem as _is_stale
 
 _REASONS = {s.value: s.phrase.encode("latin-1") for s in HTTPStatus}
 
