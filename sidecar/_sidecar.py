@@ -35,7 +35,7 @@ from ._admin import AdminServer, refresh_metrics, registry_text
 from ._config import SidecarConfig
 from .proxy.context import ProxyContext
 from ._fanout import FanoutStore, LocalMember
-from .proxy.h2.server import DetectConn
+from .proxy.detect import DetectConn
 from . import _build
 from ._log import AccessLog, event
 from ._metrics import Metrics
