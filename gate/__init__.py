@@ -63,7 +63,8 @@ if _typing.TYPE_CHECKING:
         unstamped_problem,
     )
     from ._replica import Backoff, Replica
-    from ._sessions import ConsulHTTP, KVEntry, SessionLost
+    from ._kv import KVEntry
+    from ._sessions import ConsulHTTP, SessionLost
     from ._store import EmbeddedStore, MigrationStore, PlacementSource
     from ._table import PlacementTable
     from ._types import (
@@ -117,7 +118,8 @@ _LAZY = {
         "PROBLEM_CONTENT_TYPE PROBLEM_TYPE_PREFIX ProblemDocument is_stale_epoch_problem problem_document "
         "unstamped_problem"),
     "_replica": "Backoff Replica",
-    "_sessions": "ConsulHTTP KVEntry SessionLost",
+    "_kv": "KVEntry",
+    "_sessions": "ConsulHTTP SessionLost",
     "_store": "EmbeddedStore MigrationStore PlacementSource",
     "_table": "PlacementTable",
     "_types": (

@@ -18,11 +18,14 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable
+from typing import TYPE_CHECKING, Awaitable, Callable
 
-from gate import BackendError, ConsulHTTP, MigrationStore
+from gate import BackendError, MigrationStore
 
 from gate import AckReader
+
+if TYPE_CHECKING:   # (importing it loads py-consul and requests: ~6 MiB the embedded controller need not carry)
+    from gate import ConsulHTTP
 
 
 @dataclass(frozen=True, slots=True)
