@@ -6,7 +6,8 @@
   requests, grpc, protobuf, h2, re2, sqlite3, the migration controller). Then
   the first control call (gRPC, through the lazy listener) and an HTTP/2
   connection load grpc, the controller and h2 — so laziness, not absence, is
-  what the first check saw. (On main before this change the idle check fails:
+  what the first check saw — and still no aiohttp or py-consul until a
+  migration moves data. (On main before this change the idle check fails:
   aiohttp, consul, requests, grpc, google.protobuf, h2, re2 and sqlite3 are all
   loaded at start.) Memory figures are printed by ``bench/bench_rss.py``, not
   asserted here (noisy).
@@ -129,6 +130,8 @@ async def test_idle_embedded_sidecar_imports_only_what_it_needs(placement):
         after = await _line(proc)
         loaded = set(after["modules"])
         assert {"grpc", "google.protobuf", "sidecar.api.server", "sidecar.control.embedded", "h2"} <= loaded
+        # the embedded controller moves no data yet: no HTTP client, no Consul client
+        assert not {"aiohttp", "consul", "requests"} & loaded
         assert await asyncio.wait_for(asyncio.to_thread(proc.wait), 30) == 0
     finally:
         if proc.poll() is None:
