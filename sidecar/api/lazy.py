@@ -11,12 +11,13 @@ no other local user reaches it), and every connection, that one included, is
 relayed to it byte for byte: the bearer-token check and everything else of the
 gRPC API stay end to end.
 
-The first call pays the imports and the start (~0.3–0.5 s on the test machine;
-the imports run on a thread so the data path keeps its loop), and the
-sidecar's memory grows by that much from then on. Each later call pays one
-loopback relay in this process (tens of µs); the relay applies backpressure
-both ways (a side whose write buffer fills stops the other side's reading).
-A start that fails closes the waiting connections and is retried on the next.
+The first call pays the imports and the start (92 ms measured on the 2-core
+development machine, under load; the imports run on a thread so the data path
+keeps its loop), and the sidecar's memory grows by that much from then on
+(bench/bench_rss.py prints it). Each later call pays one relay through this
+process (a unix-socket hop); the relay applies backpressure both ways (a side
+whose write buffer fills stops the other side's reading). A start that fails
+closes the waiting connections and is retried by the next connection.
 """
 
 from __future__ import annotations
