@@ -4,7 +4,7 @@
 
 One process: the gRPC control API on the embedded store bound directly (as before the
 lazy listener), and the same API behind ``LazyControl`` (a plain listener relaying each
-connection to the server on a private unix socket). One client channel each, sequential
+connection to the server on a private loopback port). One client channel each, sequential
 unary ``Gate.Resolve`` calls (what an application's per-commit ``AdmitWrite`` costs is
 the same shape), interleaved rounds; prints µs per call and the relay / direct ratio.
 The first call through the lazy listener, which starts the server, is made before timing.

@@ -6,16 +6,17 @@ sidecar ~25 MiB resident, while most sidecars are never called on
 ``--control``. ``LazyControl`` binds the control address at start with a plain
 asyncio listener, so the port, its address checks and its bind errors are the
 same as before. The first connection starts the real gRPC server (``start``,
-given by the sidecar) on a unix socket in a private directory (mode 0700, so
-no other local user reaches it), and every connection, that one included, is
-relayed to it byte for byte: the bearer-token check and everything else of the
-gRPC API stay end to end.
+given by the sidecar) on a private loopback port (``127.0.0.1:0``: no file, so
+a read-only root filesystem works; it is reachable by no more than the public
+loopback listener is, and it checks the same token), and every connection,
+that one included, is relayed to it byte for byte: the bearer-token check and
+everything else of the gRPC API stay end to end.
 
 The first call pays the imports and the start (92 ms measured on the 2-core
 development machine, under load; the imports run on a thread so the data path
 keeps its loop), and the sidecar's memory grows by that much from then on
 (bench/bench_rss.py prints it). Each later call pays one relay through this
-process (a unix-socket hop: +19 µs, 1.04x, per unary call measured by
+process (a loopback hop: +19 µs, 1.04x, per unary call measured by
 bench/bench_control_relay.py); the relay applies backpressure both ways (a side
 whose write buffer fills stops the other side's reading). A start that fails
 closes the waiting connections and is retried by the next connection.
@@ -25,9 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import shutil
-import tempfile
 import threading
 from typing import Any, Awaitable, Callable
 
@@ -123,8 +121,8 @@ def _settle(fut: "asyncio.Future[None]", err: BaseException | None) -> None:
 class LazyControl:
     """Holds ``addr`` and starts the gRPC server behind it on the first connection.
 
-    ``start(private_addr)`` starts the server on ``unix:PATH`` and returns it (it
-    has ``stop(grace)``); ``imports`` are imported off the loop first.
+    ``start(private_addr)`` starts the server on ``127.0.0.1:0`` and returns it (with
+    ``epochgate_port`` and ``stop(grace)``); ``imports`` are imported off the loop first.
     """
 
     def __init__(self, addr: str, start: Callable[[str], Awaitable[Any]], imports: tuple[str, ...] = ()) -> None:
@@ -134,8 +132,7 @@ class LazyControl:
         self.listener: asyncio.base_events.Server | None = None
         self.backend: Any = None            # the gRPC server, once started
         self.epochgate_port = 0
-        self._dir: str | None = None
-        self._path = ""
+        self._backend_port = 0
         self._starting: asyncio.Task[None] | None = None
         self._conns: set[_Pipe] = set()
         self._stopped = False
@@ -171,13 +168,11 @@ class LazyControl:
         t0 = asyncio.get_running_loop().time()
         if self._imports:
             await _import_off_loop(self._imports)
-        if self._dir is None:
-            self._dir = tempfile.mkdtemp(prefix="epochgate-control-")   # 0700: ours alone
-            self._path = os.path.join(self._dir, "grpc.sock")
-        server = await self._start(f"unix:{self._path}")
+        server = await self._start("127.0.0.1:0")
         if self._stopped:
             await server.stop(0)
             raise ConnectionAbortedError("sidecar stopping")
+        self._backend_port = server.epochgate_port
         self.backend = server
         event("control API started on first use", control=self.addr,
               ms=round(1000 * (asyncio.get_running_loop().time() - t0)))
@@ -186,7 +181,7 @@ class LazyControl:
         try:
             await self._ensure()
             loop = asyncio.get_running_loop()
-            back_t, back = await loop.create_unix_connection(_Pipe, self._path)
+            back_t, back = await loop.create_connection(_Pipe, "127.0.0.1", self._backend_port)
         except Exception as exc:
             if not self._stopped:
                 event("control API could not start", logging.ERROR, control=self.addr,
@@ -213,5 +208,3 @@ class LazyControl:
                 pipe.transport.abort()
         if self.listener is not None:
             await self.listener.wait_closed()
-        if self._dir is not None:
-            shutil.rmtree(self._dir, ignore_errors=True)

@@ -30,8 +30,7 @@ async def start_control_server(
     token: str | None = None,
     extra_nodes: Mapping[str, str] | None = None,
 ) -> grpc.aio.Server:
-    """Bind and start the control API on ``addr`` (``HOST:PORT``; port 0 picks one; or
-    ``unix:PATH``, the private socket behind the sidecar's lazy listener, ``sidecar.api.lazy``).
+    """Bind and start the control API on ``addr`` (``HOST:PORT``; port 0 picks one).
 
     ``gate`` is the sidecar's ``WriteGate`` (its guards make AdmitWrite fail
     closed); ``jobs`` a ``JobService`` (without one the job RPCs answer
@@ -39,8 +38,7 @@ async def start_control_server(
     call. ``extra_nodes`` adds node URLs known from configuration. The bound
     port is ``server.epochgate_port``; stop with ``await server.stop(grace)``.
     """
-    if not addr.startswith("unix:"):   # a socket in a private directory is no network bind
-        check_control(addr, token)
+    check_control(addr, token)
     interceptors = [TokenInterceptor(token)] if token else []
     server = grpc.aio.server(interceptors=interceptors)
     pb_grpc.add_GateServicer_to_server(GateServicer(store, source, gate), server)
