@@ -125,6 +125,13 @@ class _AdminConn(asyncio.Protocol):
             self._queue(b"", b"", False, status=431 if self.head > MAX_HEAD else 400)
             self.transport.pause_reading()  # type: ignore[union-attr]
 
+    def eof_received(self) -> bool:
+        """A client that half-closes after its request still gets the answer, then the close."""
+        if self.last is not None and not self.last.done():
+            self._queue(b"", b"", False, status=-1)
+            return True
+        return False
+
     # httptools callbacks
     def on_message_begin(self) -> None:
         self.url, self.head = b"", 0
