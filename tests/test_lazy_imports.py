@@ -11,7 +11,8 @@
   aiohttp, consul, requests, grpc, google.protobuf, h2, re2 and sqlite3 are all
   loaded at start.) Memory figures are printed by ``bench/bench_rss.py``, not
   asserted here (noisy).
-* The control port held by ``sidecar.api.lazy.LazyControl``: the first call
+* The control port held by ``sidecar.api.lazy.LazyControl``: bound at start (a port in
+  use stops the start, as before); the first call
   works, concurrent first calls share one start, the bearer token is still
   checked end to end, deadlines and a stopped sidecar behave as with the gRPC
   server bound directly, a failed start is retried by the next connection.
@@ -231,3 +232,18 @@ def test_gate_lazy_names_agree_with_the_type_checking_imports():
     assert typed == gate._WHERE
     assert sorted(typed) == gate.__all__
     assert set(gate.__all__) <= set(dir(gate))
+
+
+async def test_a_control_port_in_use_still_stops_the_start(placement):
+    from gate import ConfigError
+    from sidecar._sidecar import Sidecar
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        sc = Sidecar(config(placement, control=f"127.0.0.1:{port}"))
+        with pytest.raises(ConfigError) as info:
+            await sc.start()
+        await sc.shutdown()
+    assert info.value.field == "control" and f"cannot listen on 127.0.0.1:{port}" in str(info.value)
