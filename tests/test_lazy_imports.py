@@ -11,11 +11,11 @@
   aiohttp, consul, requests, grpc, google.protobuf, h2, re2 and sqlite3 are all
   loaded at start.) Memory figures are printed by ``bench/bench_rss.py``, not
   asserted here (noisy).
-* The control port held by ``sidecar.api.lazy.LazyControl``: bound at start (a port in
-  use stops the start, as before); the first call
-  works, concurrent first calls share one start, the bearer token is still
-  checked end to end, deadlines and a stopped sidecar behave as with the gRPC
-  server bound directly, a failed start is retried by the next connection.
+* The control port held by ``sidecar.api.lazy.LazyControl``: bound at start (a
+  port in use stops the start, as before); the first call works, concurrent
+  first calls share one start, the bearer token is still checked end to end,
+  deadlines and a stopped sidecar behave as with the gRPC server bound
+  directly, a failed start is retried by the next connection.
 * ``gate``'s lazy names: the ``TYPE_CHECKING`` imports (what mypy sees), the
   runtime table and ``__all__`` agree.
 """
