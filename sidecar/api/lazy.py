@@ -16,8 +16,8 @@ The first call pays the imports and the start (92 ms measured on the 2-core
 development machine, under load; the imports run on a thread so the data path
 keeps its loop), and the sidecar's memory grows by that much from then on
 (bench/bench_rss.py prints it). Each later call pays one relay through this
-process (a loopback hop: +19 µs, 1.04x, per unary call measured by
-bench/bench_control_relay.py); the relay applies backpressure both ways (a side
+process (a loopback hop; bench/bench_control_relay.py finds it within the
+noise of a ~500 µs unary call on the development machine); the relay applies backpressure both ways (a side
 whose write buffer fills stops the other side's reading). A start that fails
 closes the waiting connections and is retried by the next connection.
 """
