@@ -5,6 +5,10 @@ also come from a file (``--token-file``, env ``EPOCHGATE_TOKEN_FILE``) or the
 environment (``EPOCHGATE_TOKEN``). A control API bound to anything but
 loopback moves partitions for whoever can reach it: it is refused without a
 token (``require_token_for``), not merely warned about.
+
+The address checks (``split_hostport``, ``is_loopback``, ``check_control``) live
+here rather than beside the gRPC server: the sidecar checks and binds
+``--control`` at start without importing grpc (``sidecar/api/lazy.py``).
 """
 
 from __future__ import annotations
