@@ -6,10 +6,12 @@ One run on the embedded store (a placement file, ``--workers 1``, gating, metric
 access log on) behind an nginx upstream answering 1 KiB. Prints the sidecar's resident
 memory (VmRSS of its whole process group, from /proc) and thread count: idle after
 start-up; after N client connections each sent one request and stay open (keep-alive,
-idle); and the peak while wrk drives 32 connections for ``--seconds``. Beside it, the
-same measurements' baselines in this run: a bare interpreter, and one that imported
-uvloop + httptools (the floor for a Python data path). ``--pure`` runs the plain-Python
-build (EPOCHGATE_PURE_PYTHON=1).
+idle); the peak while wrk drives 32 connections for ``--seconds``; and after one
+control-API call (``partitions list``), which loads the gRPC API and the embedded
+migration controller behind the lazy control listener (sidecar/api/lazy.py). Beside
+it, the same measurements' baselines in this run: a bare interpreter, and one that
+imported uvloop + httptools (the floor for a Python data path). ``--pure`` runs the
+plain-Python build (EPOCHGATE_PURE_PYTHON=1).
 """
 
 from __future__ import annotations
@@ -113,8 +115,9 @@ def main() -> int:
         env.pop("EPOCHGATE_PURE_PYTHON", None)
         if a.pure:
             env["EPOCHGATE_PURE_PYTHON"] = "1"
+        control = f"127.0.0.1:{free_port()}"
         argv = [sys.executable, "-m", "sidecar", "--placement", str(placement), "--listen", f"127.0.0.1:{port}",
-                "--admin", f"127.0.0.1:{free_port()}", "--control", f"127.0.0.1:{free_port()}", "--workers", "1"]
+                "--admin", f"127.0.0.1:{free_port()}", "--control", control, "--workers", "1"]
         sc = Proc("sidecar", argv, port, tmp, env=env)
         time.sleep(1.0)
         pg = sc.p.pid
@@ -139,6 +142,12 @@ def main() -> int:
         r = run_wrk(f"http://127.0.0.1:{port}/kv/bench", a.seconds, 32, False, tmp)
         stop.set()
         t.join()
+        cli = subprocess.run([sys.executable, "-m", "sidecar", "partitions", "list", "--control", control],
+                             env=env, capture_output=True, text=True, timeout=60)
+        if cli.returncode != 0:
+            raise RuntimeError(f"control call failed: {cli.stderr.strip()}")
+        time.sleep(0.5)
+        ctl = group_mem(pg)
         build = next((ln.split("build=", 1)[1].strip() for ln in (tmp / "sidecar.log").read_text().splitlines()
                       if "build=" in ln), "?")
         bare = baseline_rss("pass")
@@ -150,6 +159,7 @@ def main() -> int:
               f"   (+{(conns[0] - idle[0]) * 1024 / max(1, a.connections):.1f} KiB per connection)")
         load = f"peak under wrk -c32 ({r['rps']:.0f} req/s)"
         print(f"{load:38s} {peak[0]:8.1f} {peak[1]:8d} {peak[2]:6d}")
+        print(f"{'after the first control call':38s} {ctl[0]:8.1f} {ctl[1]:8d} {ctl[2]:6d}")
         print(f"baselines in this run: bare python {bare:.1f} MiB; python + asyncio/uvloop/httptools {floor:.1f} MiB")
     finally:
         for s in socks:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -28,25 +27,10 @@ from consul.exceptions import ConsulException, NotFound
 
 from ._exceptions import BackendError, ConfigError
 from ._ids import check_store_key
+from ._kv import KVEntry
 from ._placement_file import validate_url
 
 _T = TypeVar("_T")
-
-
-@dataclass(frozen=True, slots=True)
-class KVEntry:
-    """One key as Consul returns it (value decoded from base64)."""
-
-    key: str
-    value: bytes
-    session: str | None
-    modify_index: int
-
-    @classmethod
-    def from_decoded(cls, raw: dict[str, Any]) -> "KVEntry":
-        """From py-consul's answer (``Value`` already decoded to bytes, or None)."""
-        return cls(raw["Key"], raw.get("Value") or b"", raw.get("Session") or None,
-                   int(raw.get("ModifyIndex", 0)))
 
 
 class SessionLost(BackendError):

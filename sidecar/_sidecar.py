@@ -35,7 +35,7 @@ from ._admin import AdminServer, refresh_metrics, registry_text
 from ._config import SidecarConfig
 from .proxy.context import ProxyContext
 from ._fanout import FanoutStore, LocalMember
-from .proxy.h2.server import DetectConn
+from .proxy.detect import DetectConn
 from . import _build
 from ._log import AccessLog, event
 from ._metrics import Metrics
@@ -69,7 +69,8 @@ class Sidecar:
         self.server: asyncio.base_events.Server | None = None
         self.admin: AdminServer | None = None
         self.control: Any = None
-        self.controller: Any = None   # the embedded migration controller (issue 17)
+        self.controller: Any = None   # the embedded migration controller (issue 17), from the first control call
+        self._control_token: str | None = None
         self.port = self.admin_port = self.control_port = 0
         self.nodes: dict[str, str] = {}
         self._metrics_text = metrics_text
@@ -168,17 +169,35 @@ class Sidecar:
             from gate import ConfigError
 
             raise ConfigError("admin", f"cannot listen on {cfg.admin}: {exc.strerror or exc}") from exc
+        # The control port is bound now; grpc, protobuf and what they serve load on its first
+        # connection (~25 MiB most sidecars never need: sidecar/api/lazy.py).
+        from ._tokens import check_control
+        from .api.lazy import LazyControl
+
+        self._control_token = token = cfg.control_token()
+        host, port = check_control(cfg.control, token)
+        imports = ("sidecar.api.start",) + (("sidecar.control.embedded",) if self._runs_own_jobs() else ())
+        self.control = LazyControl(cfg.control, self._start_control, imports)
+        self.control_port = await self.control.listen(host, port)
+
+    async def _start_control(self, addr: str) -> Any:
+        """The gRPC control API (and, embedded, the migration controller) on ``addr``: its first use."""
         from .api.start import start_control_server
 
-        if cfg.consul is None and self.proxy and cfg.workers == 1:   # one process: it runs its own jobs
+        cfg = self.cfg
+        if self._runs_own_jobs() and self.controller is None:
             from .control.embedded import EmbeddedController
 
             self.controller = EmbeddedController(self.store, self.table, self.tracker, extra_nodes=cfg.nodes(),
                                                  metrics=self.metrics)
             await self.controller.start()
-        self.control = await start_control_server(cfg.control, store=self.store, source=self.source, gate=self.gate,
-                                                  jobs=self.controller, token=cfg.control_token(), extra_nodes=cfg.nodes())
-        self.control_port = getattr(self.control, "epochgate_port", 0)
+        return await start_control_server(addr, store=self.store, source=self.source, gate=self.gate,
+                                          jobs=self.controller, token=self._control_token, extra_nodes=cfg.nodes())
+
+    def _runs_own_jobs(self) -> bool:
+        """One process on the embedded store runs its own migration jobs (issue 17); with
+        workers the parent cannot see their in-flight writes."""
+        return self.cfg.consul is None and self.proxy and self.cfg.workers == 1
 
     async def _own_metrics(self) -> bytes:
         refresh_metrics(self.metrics, self.stats, self.source, self.gate, self.tracker)

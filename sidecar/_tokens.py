@@ -5,16 +5,19 @@ also come from a file (``--token-file``, env ``EPOCHGATE_TOKEN_FILE``) or the
 environment (``EPOCHGATE_TOKEN``). A control API bound to anything but
 loopback moves partitions for whoever can reach it: it is refused without a
 token (``require_token_for``), not merely warned about.
+
+The address checks (``split_hostport``, ``is_loopback``, ``check_control``) live
+here rather than beside the gRPC server: the sidecar checks and binds
+``--control`` at start without importing grpc (``sidecar/api/lazy.py``).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from typing import Mapping
 
 from gate import ConfigError
-
-from .api.auth import is_loopback, split_hostport
 
 MAX_TOKEN_FILE = 4096
 
@@ -66,6 +69,33 @@ def require_token_for(addr: str, token: str | None, field: str = "control") -> N
                                  "EPOCHGATE_TOKEN): anyone who can reach it could move partitions")
 
 
+def check_control(addr: str, token: str | None) -> tuple[str, int]:
+    """The control API's ``HOST:PORT`` and token, checked before anything binds: (host, port)."""
+    host, port = split_hostport(addr)
+    if token is not None and not token:
+        raise ConfigError("token", "an empty token would refuse nothing; omit it instead")
+    require_token_for(addr, token)  # refused, not warned about (anyone reaching it could move partitions)
+    return host, port
+
+
 def env_token(environ: Mapping[str, str] | None = None) -> str | None:
     """For clients (the CLI): ``EPOCHGATE_TOKEN_FILE`` or ``EPOCHGATE_TOKEN``."""
     return resolve_token(None, None, os.environ if environ is None else environ)
+
+
+def is_loopback(host: str) -> bool:
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def split_hostport(addr: str, field: str = "control") -> tuple[str, int]:
+    """``HOST:PORT`` (``[v6]:PORT``) → (host, port); ``ConfigError`` naming ``field``."""
+    host, sep, port = addr.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(field, f"expected HOST:PORT, got {addr!r}")
+    return host, int(port)

@@ -1,15 +1,13 @@
-"""Who may call the control API: the bearer-token interceptor and the
-loopback check (DESIGN §9: loopback by default, a token when configured)."""
+"""Who may call the control API: the bearer-token interceptor (DESIGN §9:
+loopback by default, a token when configured; the loopback check is in
+``sidecar._tokens``, which must not import grpc)."""
 
 from __future__ import annotations
 
 import hmac
-import ipaddress
 from typing import Any, AsyncIterator
 
 import grpc
-
-from gate import ConfigError
 
 
 class TokenInterceptor(grpc.aio.ServerInterceptor):
@@ -44,21 +42,3 @@ def _refusal(handler: Any) -> Any:
     if handler.unary_stream:
         return grpc.unary_stream_rpc_method_handler(deny_stream, **kw)
     return grpc.unary_unary_rpc_method_handler(deny_unary, **kw)
-
-
-def is_loopback(host: str) -> bool:
-    host = host.strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def split_hostport(addr: str, field: str = "control") -> tuple[str, int]:
-    """``HOST:PORT`` (``[v6]:PORT``) → (host, port); ``ConfigError`` naming ``field``."""
-    host, sep, port = addr.rpartition(":")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise ConfigError(field, f"expected HOST:PORT, got {addr!r}")
-    return host, int(port)

@@ -14,10 +14,10 @@ import grpc
 from gate import ConfigError, MigrationStore, PlacementSource
 from gate.pb.epochgate.v1 import epochgate_pb2_grpc as pb_grpc
 
-from .auth import TokenInterceptor, split_hostport
+from .auth import TokenInterceptor
 from .ops import OpsMigrationServicer
 from .server import DEFAULT_CONTROL, GateServicer
-from .._tokens import require_token_for
+from .._tokens import check_control
 
 
 async def start_control_server(
@@ -38,10 +38,7 @@ async def start_control_server(
     call. ``extra_nodes`` adds node URLs known from configuration. The bound
     port is ``server.epochgate_port``; stop with ``await server.stop(grace)``.
     """
-    split_hostport(addr)
-    if token is not None and not token:
-        raise ConfigError("token", "an empty token would refuse nothing; omit it instead")
-    require_token_for(addr, token)  # refused, not warned about (anyone reaching it could move partitions)
+    check_control(addr, token)
     interceptors = [TokenInterceptor(token)] if token else []
     server = grpc.aio.server(interceptors=interceptors)
     pb_grpc.add_GateServicer_to_server(GateServicer(store, source, gate), server)

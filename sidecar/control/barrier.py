@@ -18,9 +18,12 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable
+from typing import TYPE_CHECKING, Awaitable, Callable
 
-from gate import AckReader, BackendError, ConsulHTTP, MigrationStore
+from gate import AckReader, BackendError, MigrationStore
+
+if TYPE_CHECKING:   # (importing it loads py-consul and requests: ~6 MiB the embedded controller need not carry)
+    from gate import ConsulHTTP
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,18 +20,15 @@ import logging
 import os
 import socket
 import time
-from typing import AsyncIterator
+from typing import TYPE_CHECKING, AsyncIterator
 
 
 from gate import (
     AlreadyMigrating,
     BackendError,
     ConfigError,
-    ConsulHTTP,
-    GroupCommit,
     Lease,
     Op,
-    SessionLost,
     mover_token_from_env,
     next_blocking_index,
     node_name,
@@ -48,6 +45,9 @@ from .retention import RetentionConfig
 from .mover import HttpHooksMover, Mover
 from .retry import RetryingStore, retry_backend
 from .runner import JobRunner, LostLeadership
+
+if TYPE_CHECKING:
+    from gate import ConsulHTTP
 
 log = logging.getLogger("epochgate.controller")
 
@@ -83,6 +83,8 @@ class Leadership:
         return self._holding
 
     async def renew(self) -> None:
+        from gate import SessionLost   # (Consul mode: py-consul is loaded already)
+
         try:
             await self._lease.renew(self.consul, self.session)
         except SessionLost:
@@ -108,8 +110,6 @@ class Controller:
                  metrics: Metrics | None = None, owner: str | None = None, ttl_s: float = 10.0,
                  barrier_cls: type[Barrier] = Barrier, prebarrier_s: float = 30.0,
                  retention: RetentionConfig | None = None) -> None:
-        from gate import open_consul
-
         if deadline_s <= 0:
             raise ConfigError("cutover_deadline", f"must be > 0 seconds, got {deadline_s!r}")
         self.prefix = prefix if prefix.endswith("/") else prefix + "/"
@@ -119,7 +119,6 @@ class Controller:
         self.owner = owner or f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
         self.metrics = metrics or Metrics()
         self._consul_url, self._token, self._ttl = consul_url, token, ttl_s
-        self._open_consul = open_consul
         self.mover = mover
         self._barrier_cls = barrier_cls
         self.retention = retention
@@ -129,8 +128,12 @@ class Controller:
         self._main: asyncio.Task | None = None
 
     async def start(self) -> None:
+        # imported here: the embedded controller (embedded.py) replaces this start and need not
+        # carry py-consul, requests and aiohttp (~14 MiB resident, issue 20)
+        from gate import ConsulHTTP, GroupCommit, open_consul
+
         self.consul = ConsulHTTP(self._consul_url, token=self._token)
-        self.consensus, store, self.replica = await self._open_consul(
+        self.consensus, store, self.replica = await open_consul(
             self._consul_url, self.prefix, self._token, wait_s=2.0)
         GroupCommit(store)   # concurrent jobs' transitions share commits (gate/_group_commit.py)
         # a Consul election is absorbed: control API calls and job steps retry BackendError (bounded)

@@ -18,10 +18,7 @@ participant last published: 0 means it has applied everything.
 from __future__ import annotations
 
 import asyncio
-import statistics
 from typing import Any, Iterable
-
-import aiohttp
 
 from gate import PartitionState, node_name, partition_id
 
@@ -33,6 +30,8 @@ RECENT_JOBS = 20
 
 async def source_size(source_url: str, partition: str, *, timeout_s: float = SIZE_TIMEOUT_S) -> tuple[int, int, str]:
     """(bytes, keys, error) as the source's size hook reports them; -1 and a reason when it cannot."""
+    import aiohttp   # here: a sidecar that never plans a migration does not carry it (issue 20)
+
     url = f"{source_url.rstrip('/')}/_epochgate/size"
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s)) as http:
@@ -104,6 +103,8 @@ async def plan_migration(ctl: Any, partition: str, to: str) -> pb.MigrationPlan:
         warnings.append("no barrier participants: no sidecar would have to acknowledge the cutover")
     windows = cutover_windows(jobs)
     if windows:
+        import statistics   # (with fractions and decimal: only for a dry run with history)
+
         plan.expected_cutover_s = statistics.median(windows)
         plan.expected_cutover_max_s = max(windows)
         plan.cutover_samples = len(windows)

@@ -19,11 +19,14 @@ import json
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, AsyncIterator, Protocol, runtime_checkable
 
-from gate import BackendError, ConfigError, ConsulHTTP, key_segment, node_name, partition_id
+from gate import BackendError, ConfigError, key_segment, node_name, partition_id
 
 from .jobstatus import FINAL, JobStatus, event_between
+
+if TYPE_CHECKING:   # (importing it loads py-consul and requests: ~6 MiB the embedded controller need not carry)
+    from gate import ConsulHTTP
 
 # The record keeps the status as its plain string value (JSON, the wire, metric
 # labels); the names below are derived from the enum, never written out again.

@@ -37,9 +37,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from typing import Awaitable, Callable, Protocol, runtime_checkable
-
-import aiohttp
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Protocol, runtime_checkable
 
 from gate import FENCE_HEADER, MOVER_TOKEN_HEADER, BackendError, StaleMover
 
@@ -48,6 +46,17 @@ Check = Callable[[], None]
 """Called before each import batch; raises to stop (e.g. the controller lost its lock)."""
 
 CURSOR_HEADER = "X-Epochgate-Cursor"
+
+if TYPE_CHECKING:
+    import aiohttp
+
+
+def _aiohttp() -> Any:
+    """aiohttp, imported by the first transfer: a sidecar whose embedded controller never
+    moves data does not carry it (~8 MiB resident, issue 20)."""
+    import aiohttp
+
+    return aiohttp
 
 
 @runtime_checkable
@@ -73,14 +82,16 @@ class HttpHooksMover:
         self.batch_bytes = batch_bytes
         self.token = token            # the mover credential (set by the controller)
         self.retry_s = retry_s        # how long a bulk import is retried through transient errors
-        self.timeout = aiohttp.ClientTimeout(total=timeout_s, sock_read=timeout_s)
+        self.timeout_s = timeout_s
         self._http: aiohttp.ClientSession | None = None
         # awaited with (partition, bytes) before each import batch: the copy throttle (_throttle.Pacer)
         self.pace: Callable[[str, int], Awaitable[None]] | None = None
 
     def _session(self) -> aiohttp.ClientSession:
         if self._http is None:
-            self._http = aiohttp.ClientSession(timeout=self.timeout)
+            aiohttp = _aiohttp()
+            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout_s,
+                                                                             sock_read=self.timeout_s))
         return self._http
 
     async def close(self) -> None:
@@ -137,7 +148,7 @@ class HttpHooksMover:
                     total += await flush(batch)
                 progress(total)
                 return cursor.strip()
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        except (_aiohttp().ClientError, asyncio.TimeoutError, OSError) as exc:
             raise BackendError(f"mover: {url}: {type(exc).__name__}: {exc}") from exc
 
     async def _import(self, partition: str, target_url: str, lines: list[bytes], check: Check | None,
@@ -153,7 +164,7 @@ class HttpHooksMover:
                 check()
             try:
                 status, text = await self._post_import(url, partition, body, fence)
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            except (_aiohttp().ClientError, asyncio.TimeoutError, OSError) as exc:
                 status, text = 0, f"{type(exc).__name__}: {exc}".encode()
             if status == 200:
                 return len(body)

@@ -14,17 +14,15 @@ one over a long path (0.8 s for 16 KB measured). Two bounds:
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from typing import Any
 
 from gate import ConfigError
 
-try:  # optional: pip install google-re2 (the [re2] extra)
-    import re2 as _re2
-except ImportError:  # pragma: no cover - depends on the environment
-    _re2 = None
-
-ENGINE = "re2" if _re2 is not None else "re"
+# optional: pip install google-re2 (the [re2] extra); imported by the first rule it compiles,
+# so a sidecar without regex rules does not pay its ~2.6 MiB resident (issue 20)
+ENGINE = "re2" if importlib.util.find_spec("re2") is not None else "re"
 
 try:
     from re import _parser as _sre_parse  # type: ignore[attr-defined]
@@ -71,6 +69,8 @@ def compile_rule(pattern: str, field: str, engine: str | None = None) -> Any:
         raise ConfigError(field, f"invalid regex {pattern!r}: {exc}") from exc
     engine = engine or ENGINE
     if engine == "re2":
+        import re2 as _re2
+
         try:
             return _re2.compile(pattern)
         except Exception as exc:  # re2.error: a feature RE2 does not have

@@ -1,11 +1,6 @@
-"""The listener's protocol choice, and the client side of HTTP/2.
-
-``DetectConn`` is the listener's protocol. On TLS with ALPN ``h2`` it hands
-the connection to ``H2ServerConn`` at once; otherwise it looks at the first
-bytes: the HTTP/2 connection preface (``PRI * HTTP/2.0…``, prior knowledge, as
-gRPC clients send it) → ``H2ServerConn``, anything else → the HTTP/1.1
-``ClientConn``. The swap happens once per connection (``set_protocol``); the
-HTTP/1.1 hot path is untouched.
+"""The client side of HTTP/2: ``H2ServerConn``, which the listener's
+``DetectConn`` (``sidecar/proxy/detect.py``) hands a connection to on ALPN
+``h2`` or the HTTP/2 preface.
 
 ``H2ServerConn`` runs one ``H2Exchange`` (``_h2_stream``) per stream. Limits:
 ``--h2-max-streams`` concurrent streams (a peer opening more is a protocol
@@ -36,60 +31,9 @@ from hyperframe.frame import GoAwayFrame
 from ..context import ProxyContext
 from .conn import H2Base
 from .stream import H2Exchange
-from ..conn import ClientConn
 
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 RESET_LIMIT = 200
 RESET_WINDOW_S = 1.0
-
-
-class DetectConn(asyncio.Protocol):
-    """First bytes (or ALPN) decide: HTTP/2 or HTTP/1.1."""
-
-    __slots__ = ("ctx", "transport", "buf", "current", "last_active")
-
-    def __init__(self, ctx: ProxyContext) -> None:
-        self.ctx = ctx
-        self.transport: asyncio.Transport | None = None
-        self.buf = b""
-        self.current = None  # (for the idle sweep and the drain, like a client connection)
-        self.last_active = ctx.now
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        sslobj = transport.get_extra_info("ssl_object")
-        if sslobj is not None and sslobj.selected_alpn_protocol() == "h2":
-            self._switch(H2ServerConn(self.ctx), b"")
-            return
-        self.ctx.clients.add(self)  # a silent connection is closed by the idle sweep
-
-    def data_received(self, data: bytes) -> None:
-        buf = self.buf + data if self.buf else data
-        if len(buf) < len(PREFACE) and PREFACE.startswith(buf):
-            self.buf = buf  # a prefix of the preface: wait for more
-            return
-        self.buf = b""
-        if buf.startswith(PREFACE):
-            self._switch(H2ServerConn(self.ctx), buf)
-        else:
-            self._switch(ClientConn(self.ctx), buf)
-
-    def _switch(self, proto: asyncio.Protocol, data: bytes) -> None:
-        self.ctx.clients.discard(self)
-        t = self.transport
-        self.transport = None
-        t.set_protocol(proto)
-        proto.connection_made(t)
-        if data:
-            proto.data_received(data)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.ctx.clients.discard(self)
-        self.transport = None
-
-    def close_idle(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
 
 
 class H2ServerConn(H2Base):
