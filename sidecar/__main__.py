@@ -13,7 +13,7 @@ import asyncio
 import sys
 from typing import Sequence
 
-from ._loop import new_event_loop
+from ._loop import new_event_loop, settle_heap
 
 _CLI = {"migrate", "jobs", "partitions", "nodes", "history", "drain", "balance", "ops"}
 
@@ -28,6 +28,7 @@ async def _serve(cfg) -> None:
         await sidecar.shutdown()
         raise
     sidecar.install_signals()
+    settle_heap()
     await sidecar.run()
 
 

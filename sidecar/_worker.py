@@ -25,6 +25,7 @@ from ._admin import refresh_metrics
 from ._config import SidecarConfig
 from ._fanout import state_from_wire
 from ._log import setup_logging
+from ._loop import settle_heap
 from ._sidecar import Sidecar
 
 
@@ -57,6 +58,7 @@ async def _serve(cfg: SidecarConfig, fd: int) -> None:
     loop.add_signal_handler(signal.SIGTERM, sc.request_stop)
     loop.add_signal_handler(signal.SIGINT, sc.request_stop)
     loop.add_signal_handler(signal.SIGHUP, lambda: None)  # the parent owns the placement file
+    settle_heap()
     send({"op": "ready", "pid": os.getpid(), "port": sc.port})
 
     async def channel() -> None:
