@@ -220,7 +220,8 @@ class MemoryConsensus:
                 return (None if cell is None else Versioned(key, cell.value, cell.seqno)), now_index
             event = self._changed
             try:
-                await asyncio.wait_for(event.wait(), remaining)
+                async with asyncio.timeout(remaining):  # not wait_for: see gate/_longpoll.py
+                    await event.wait()
             except asyncio.TimeoutError:
                 pass
 

@@ -81,7 +81,8 @@ class InflightTracker:
         entry = (below_epoch, fut)
         self._waiters.setdefault(p, []).append(entry)
         try:
-            return await asyncio.wait_for(asyncio.shield(fut), timeout)
+            async with asyncio.timeout(timeout):  # not wait_for: see gate/_longpoll.py
+                return await asyncio.shield(fut)
         except asyncio.TimeoutError:
             return self.drained(p, below_epoch)
         finally:

@@ -61,9 +61,15 @@ class LongPollClient:
             raise BackendError("long-poll client is closed")
         conn = self._idle.pop() if self._idle else None
         try:
-            if conn is None:
-                conn = await asyncio.wait_for(self._connect(), timeout_s)
-            resp, keep = await asyncio.wait_for(self._exchange(conn, target), timeout_s)
+            # asyncio.timeout, never wait_for: on Python 3.11, wait_for returns the inner result
+            # (here: raises its OSError) when a cancel lands in the same loop turn as the inner
+            # await finishing, and the cancel is lost — a replica told to stop by SIGTERM just as
+            # Consul refused a connection went on retrying for ever (scripts/fleet --check hung in
+            # CI; tests/test_cancel_not_lost.py). asyncio.timeout runs the await in this task.
+            async with asyncio.timeout(timeout_s):
+                if conn is None:
+                    conn = await self._connect()
+                resp, keep = await self._exchange(conn, target)
         except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
                 ValueError, IndexError) as exc:
             if conn is not None:

@@ -269,7 +269,8 @@ class Participant(ParticipantSession, ParticipantAck, CurrentReplica):
         unsub = replica.subscribe(self._on_change)
         try:
             # bounded: a registered participant that cannot read holds the barrier up
-            await asyncio.wait_for(replica.start(), self.lease_s / 2)
+            async with asyncio.timeout(self.lease_s / 2):  # not wait_for: see gate/_longpoll.py
+                await replica.start()
         except asyncio.TimeoutError as exc:
             unsub()
             await replica.stop()

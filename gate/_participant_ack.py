@@ -76,7 +76,8 @@ class ParticipantAck:
         if remaining <= 0:
             return False
         try:
-            await asyncio.wait_for(self._wake.wait(), remaining)
+            async with asyncio.timeout(remaining):  # not wait_for: see gate/_longpoll.py
+                await self._wake.wait()
         except asyncio.TimeoutError:
             return False
         return True

@@ -84,7 +84,8 @@ class ParticipantSession:
                     if t.done() and not t.cancelled() and t.exception() is not None:
                         raise BackendError(f"participant task failed: {t.exception()!r}")
                 try:
-                    await asyncio.wait_for(self._rejoin.wait(), tick)
+                    async with asyncio.timeout(tick):  # not wait_for: see gate/_longpoll.py
+                        await self._rejoin.wait()
                 except asyncio.TimeoutError:
                     pass
         finally:
@@ -139,7 +140,8 @@ class ParticipantSession:
         sid, self.session = self.session, None
         if sid is not None and self._consul is not None:
             try:
-                await asyncio.wait_for(self._consul.session_destroy(sid), self.renew_every_s)
+                async with asyncio.timeout(self.renew_every_s):
+                    await self._consul.session_destroy(sid)
             except (BackendError, asyncio.TimeoutError) as exc:
                 log.info("participant %s: could not destroy session: %s", self.id, exc)
         # The replica stops following but stays: reads continue from its last table

@@ -92,6 +92,7 @@ class Replica:
         self._log_index = 0  # seqno of the last log entry applied
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False  # set by stop(): the follow loop ends even if a cancel is swallowed
         self._refreshing: asyncio.Future[None] | None = None
         self._last_bad: tuple[str, int] | None = None
 
@@ -102,6 +103,7 @@ class Replica:
         follow the log in a background task (``follow=False``: only ``refresh``)."""
         if self._task is not None:
             return
+        self._stopping = False
         async with self._lock:
             await self._snapshot()
         if follow:
@@ -111,6 +113,10 @@ class Replica:
         """Stop following. Idempotent; the table keeps serving its last state."""
         task, self._task = self._task, None
         if task is not None:
+            # The flag as well as the cancel: a library between here and the socket that
+            # swallows a CancelledError (Python 3.11's wait_for did, see _longpoll) would
+            # otherwise leave this await, and the process's shutdown, waiting for ever.
+            self._stopping = True
             task.cancel()
             try:
                 await task
@@ -152,7 +158,7 @@ class Replica:
     # ---- the follow loop ---------------------------------------------------
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 value, index = await self.consensus.watch(HEAD, self.index, self.wait_s)
                 async with self._lock:

@@ -82,7 +82,8 @@ class WorkerLink:
                        "nodes": self.sup.parent.nodes})
             self.acked = int(table.current_epoch())
         self._task = asyncio.create_task(self._read(reader))
-        await asyncio.wait_for(self._ready, 60)
+        async with asyncio.timeout(60):  # not wait_for: it can lose a cancel on 3.11
+            await self._ready
 
     def send(self, msg: dict) -> None:
         if self.writer is not None and self.alive:
@@ -131,7 +132,8 @@ class WorkerLink:
         self._metrics = asyncio.get_running_loop().create_future()
         self.send({"op": "metrics"})
         try:
-            return await asyncio.wait_for(self._metrics, 5)
+            async with asyncio.timeout(5):
+                return await self._metrics
         except asyncio.TimeoutError:
             return []
 
@@ -227,7 +229,8 @@ class Supervisor:
             if link.proc is None:
                 continue
             try:
-                await asyncio.wait_for(link.proc.wait(), self.cfg.drain_seconds + 5)
+                async with asyncio.timeout(self.cfg.drain_seconds + 5):
+                    await link.proc.wait()
             except asyncio.TimeoutError:
                 link.proc.kill()
                 await link.proc.wait()

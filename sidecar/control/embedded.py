@@ -76,7 +76,8 @@ class MemKV:
         if index:
             async with self.changed:
                 try:
-                    await asyncio.wait_for(self.changed.wait_for(lambda: self.index > index), wait_s)
+                    async with asyncio.timeout(wait_s):  # not wait_for: it can lose a cancel on 3.11
+                        await self.changed.wait_for(lambda: self.index > index)
                 except asyncio.TimeoutError:
                     pass
         return sorted((e for k, e in self.data.items() if k.startswith(prefix)), key=lambda e: e.key), self.index

@@ -178,6 +178,7 @@ class JobControls:
                 raise AbortRequested(job.id)
             self.changed.clear()
             try:
-                await asyncio.wait_for(self.changed.wait(), 0.5)
+                async with asyncio.timeout(0.5):  # not wait_for: it can lose a cancel on 3.11
+                    await self.changed.wait()
             except asyncio.TimeoutError:
                 pass

@@ -224,12 +224,13 @@ class UpstreamPool:
 
     async def connect(self, key: tuple[str, int]) -> UpstreamConn:
         """A new connection; raises ``OSError``/``asyncio.TimeoutError``."""
-        if key in self.h2_only:
-            return await asyncio.wait_for(self.open_h2(key), self.connect_timeout)
-        host = self.tls_hosts.get(key)
-        kw = {} if host is None else {"ssl": self.ssl_context(), "server_hostname": host}
-        _, conn = await asyncio.wait_for(
-            self.loop.create_connection(lambda: UpstreamConn(self, key), key[0], key[1], **kw), self.connect_timeout)
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for can lose a cancel (gate/_longpoll.py)
+        async with asyncio.timeout(self.connect_timeout):
+            if key in self.h2_only:
+                return await self.open_h2(key)
+            host = self.tls_hosts.get(key)
+            kw = {} if host is None else {"ssl": self.ssl_context(), "server_hostname": host}
+            _, conn = await self.loop.create_connection(lambda: UpstreamConn(self, key), key[0], key[1], **kw)
         self._open.add(conn)
         return conn
 

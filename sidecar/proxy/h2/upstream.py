@@ -277,8 +277,9 @@ class H2Pool:
         kw: dict[str, Any] = {}
         if tls:
             kw = {"ssl": self.ctx.tls.upstream_h2, "server_hostname": node.host}
-        _, conn = await asyncio.wait_for(self.loop.create_connection(
-            lambda: H2UpstreamConn(self, node.key, tls), node.key[0], node.key[1], **kw), self.ctx.pool.connect_timeout)
+        async with asyncio.timeout(self.ctx.pool.connect_timeout):  # not wait_for: it can lose a cancel on 3.11
+            _, conn = await self.loop.create_connection(lambda: H2UpstreamConn(self, node.key, tls), node.key[0],
+                                                        node.key[1], **kw)
         if tls:
             sslobj = conn.transport.get_extra_info("ssl_object")
             if sslobj is None or sslobj.selected_alpn_protocol() != "h2":
