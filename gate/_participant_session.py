@@ -80,12 +80,25 @@ class ParticipantSession:
                 if self.table_stale():
                     self._reason = "stale table"   # rule 3: fail closed (check) and leave
                     return
+                if not self._lease.held():
+                    # Rule 5 refuses writes from here on, and a renewal that has not re-armed the
+                    # lease within it may never do so (seen: a sidecar SIGSTOPped past its lease
+                    # woke to a fresh table but a renewer that never answered — writes refused
+                    # for good, tests/test_hold_fail_closed.py). Start over, as for a stale table.
+                    self._reason = "lease expired"
+                    return
                 for t in (acker, renewer, watcher):
-                    if t.done() and not t.cancelled() and t.exception() is not None:
-                        raise BackendError(f"participant task failed: {t.exception()!r}")
+                    # cancelled counts too: only this function cancels them, so a cancel that ended
+                    # one came from elsewhere (seen: the renewer, after a SIGSTOP past the lease)
+                    if t.done() and (t.cancelled() or t.exception() is not None):
+                        why = "cancelled" if t.cancelled() else repr(t.exception())
+                        raise BackendError(f"participant task {t.get_name()} ended: {why}")
                 try:
-                    async with asyncio.timeout(tick):  # not wait_for: see gate/_longpoll.py
-                        await self._rejoin.wait()
+                    # wait_for, not asyncio.timeout, here: with asyncio.timeout this loop stopped
+                    # ticking after a SIGSTOP past the lease (tests/test_hold_fail_closed.py, 3 of 3
+                    # runs; cause not found). A cancel wait_for loses here is harmless: the run
+                    # loop ends on _stopping, and _rejoin.wait() does no I/O.
+                    await asyncio.wait_for(self._rejoin.wait(), tick)
                 except asyncio.TimeoutError:
                     pass
         finally:

@@ -195,10 +195,14 @@ class H2UpstreamConn(H2Base):
         self.closed = True
         self.transport = None
         self.pool.forget(self)
-        if exc is not None:
-            msg = tls_reason(exc)
-        elif self.tls and not self.heard:  # (a TLS 1.3 server refusing our client certificate often looks so)
+        refused = self.tls and not self.heard and (exc is None or isinstance(exc, ConnectionResetError))
+        if refused:
+            # A TLS 1.3 server checks our client certificate after our side of the handshake is
+            # done: its refusal reaches us as a close, or — when our first frames crossed it — a
+            # reset, depending only on timing. Either way, name the likely reason.
             msg = "the node closed the TLS connection right after the handshake (client certificate refused?)"
+        elif exc is not None:
+            msg = tls_reason(exc)
         else:
             msg = "the upstream closed the connection"
         self._lose_all(False, msg)
