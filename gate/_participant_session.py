@@ -80,13 +80,6 @@ class ParticipantSession:
                 if self.table_stale():
                     self._reason = "stale table"   # rule 3: fail closed (check) and leave
                     return
-                if not self._lease.held():
-                    # Rule 5 refuses writes from here on, and a renewal that has not re-armed the
-                    # lease within it may never do so (seen: a sidecar SIGSTOPped past its lease
-                    # woke to a fresh table but a renewer that never answered — writes refused
-                    # for good, tests/test_hold_fail_closed.py). Start over, as for a stale table.
-                    self._reason = "lease expired"
-                    return
                 for t in (acker, renewer, watcher):
                     # cancelled counts too: only this function cancels them, so a cancel that ended
                     # one came from elsewhere (seen: the renewer, after a SIGSTOP past the lease)
