@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -26,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_proxy import BODY, free_port, nginx_conf, Proc  # noqa: E402
+from bench_proxy import BODY, free_port, nginx_upstream, wait_port  # noqa: E402
 
 CHILD = r'''
 import gc, json, os, runpy, sys, threading, time
@@ -47,17 +48,6 @@ threading.Thread(target=probe, daemon=True).start()
 sys.argv = ["sidecar"] + sys.argv[6:]
 runpy.run_module("sidecar", run_name="__main__")
 '''
-
-
-def wait_port(port: int, timeout: float = 20) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"port {port} not listening")
 
 
 def run(freeze: bool, placement: Path, tmp: Path, conns: int, repeat: int) -> dict:
@@ -102,14 +92,10 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=5)
     a = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-gc-"))
-    up_port = free_port()
-    conf = nginx_conf(tmp, "upstream", up_port, f"""
-  access_log off;
-  server {{ listen 127.0.0.1:{up_port}; location / {{ default_type text/plain; return 200 "{BODY}"; }} }}""")
-    up = Proc("upstream", ["/usr/sbin/nginx", "-c", str(conf), "-p", str(tmp)], up_port, tmp)
+    up = nginx_upstream(tmp, shutil.which("nginx") or "/usr/sbin/nginx")
     try:
         placement = tmp / "placement.toml"
-        placement.write_text(f'[nodes]\na = "http://127.0.0.1:{up_port}"\n\n[partitions]\nt1 = "a"\n')
+        placement.write_text(f'[nodes]\na = "http://127.0.0.1:{up.port}"\n\n[partitions]\nt1 = "a"\n')
         rows = {v: run(v, placement, tmp, a.connections, a.repeat) for v in (False, True)}
     finally:
         up.stop()

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import subprocess  # noqa: E402
 
-from bench_proxy import BODY, ROOT, Proc, free_port, group_cpu_by_pid, nginx_conf, run_wrk, wait_port  # noqa: E402
+from bench_proxy import ROOT, Proc, free_port, group_cpu_by_pid, nginx_upstream, run_wrk, wait_port  # noqa: E402
 
 
 class TreeProc(Proc):
@@ -72,11 +72,8 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench-proxy-ab-"))
     up = None
     try:
-        up_port = free_port()
-        conf = nginx_conf(tmp, "upstream", up_port, f"""
-  access_log off;
-  server {{ listen 127.0.0.1:{up_port}; location / {{ default_type text/plain; return 200 "{BODY}"; }} }}""")
-        up = Proc("upstream", [nginx, "-c", str(conf), "-p", str(tmp)], up_port, tmp)
+        up = nginx_upstream(tmp, nginx)
+        up_port = up.port
         placement = tmp / "placement.toml"
         placement.write_text(f'[nodes]\na = "http://127.0.0.1:{up_port}"\n\n[partitions]\nt1 = "a"\n')
         trees = {"baseline": a.baseline.resolve(), "candidate": ROOT}

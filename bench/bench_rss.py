@@ -30,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_proxy import BODY, ROOT, Proc, free_port, nginx_conf, run_wrk  # noqa: E402
+from bench_proxy import BODY, ROOT, Proc, free_port, nginx_upstream, run_wrk  # noqa: E402
 
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 
@@ -103,11 +103,8 @@ def main() -> int:
     up = sc = None
     socks: list[socket.socket] = []
     try:
-        up_port = free_port()
-        conf = nginx_conf(tmp, "upstream", up_port, f"""
-  access_log off;
-  server {{ listen 127.0.0.1:{up_port}; location / {{ default_type text/plain; return 200 "{BODY}"; }} }}""")
-        up = Proc("upstream", [nginx, "-c", str(conf), "-p", str(tmp)], up_port, tmp)
+        up = nginx_upstream(tmp, nginx)
+        up_port = up.port
         placement = tmp / "placement.toml"
         placement.write_text(f'[nodes]\na = "http://127.0.0.1:{up_port}"\n\n[partitions]\nt1 = "a"\n')
         port = free_port()

@@ -24,7 +24,6 @@ This is how the per-request costs named in the README were found (e.g. CPython 3
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import shutil
 import subprocess
@@ -35,7 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_proxy import BODY, ROOT, Proc, free_port, nginx_conf, run_wrk  # noqa: E402
+from bench_proxy import Proc, free_port, nginx_upstream, run_wrk, sidecar_proc  # noqa: E402
 
 _OFFSET = re.compile(r"\+0x[0-9a-f]+$")
 
@@ -95,21 +94,10 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="profile-proxy-"))
     procs: list[Proc] = []
     try:
-        up_port = free_port()
-        conf = nginx_conf(tmp, "upstream", up_port, f"""
-  access_log off;
-  server {{ listen 127.0.0.1:{up_port}; location / {{ default_type text/plain; return 200 "{BODY}"; }} }}""")
-        procs.append(Proc("upstream", [nginx, "-c", str(conf), "-p", str(tmp)], up_port, tmp))
-        placement = tmp / "placement.toml"
-        placement.write_text(f'[nodes]\na = "http://127.0.0.1:{up_port}"\n\n[partitions]\nt1 = "a"\n')
+        up = nginx_upstream(tmp, nginx)
+        procs.append(up)
         port = free_port()
-        env = dict(os.environ, PYTHONPATH=str(ROOT))
-        env.pop("EPOCHGATE_PURE_PYTHON", None)
-        if a.pure:
-            env["EPOCHGATE_PURE_PYTHON"] = "1"
-        sc = Proc("sidecar", [sys.executable, "-m", "sidecar", "--placement", str(placement), "--listen",
-                              f"127.0.0.1:{port}", "--admin", f"127.0.0.1:{free_port()}", "--control",
-                              f"127.0.0.1:{free_port()}", "--workers", "1"], port, tmp, env=env)
+        sc = sidecar_proc(tmp, port, up.port, pure=a.pure)
         procs.append(sc)
         url = f"http://127.0.0.1:{port}/kv/bench"
         run_wrk(url, 1.0, a.connections, a.post, tmp)  # warm-up
