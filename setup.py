@@ -1,7 +1,7 @@
 """Build: the data path's hot modules compiled with Cython when possible, plain Python otherwise.
 
 Metadata lives in pyproject.toml; this file only adds the optional extension modules.
-The modules compiled are ``sidecar._build.COMPILED`` (read from that file, not imported).
+The modules compiled are ``sidecar._build.COMPILED`` (that file loaded on its own, not through the package).
 No compile at all when ``EPOCHGATE_PURE_PYTHON`` is set, Cython is missing, or the
 compiler fails: the package then installs as pure Python and runs the same code.
 Each build writes ``sidecar/_compiled.json`` (the source hash per compiled module) beside
@@ -10,12 +10,12 @@ the extension modules, so an out-of-date in-place ``.so`` is never loaded (see _
 
 from __future__ import annotations
 
-import ast
-import hashlib
+import importlib.util
 import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from setuptools import setup
 from setuptools.command.build_ext import build_ext
@@ -24,21 +24,18 @@ ROOT = Path(__file__).resolve().parent
 PKG = ROOT / "sidecar"
 
 
-def _compiled_names() -> tuple[str, ...]:
-    tree = ast.parse((PKG / "_build.py").read_text())
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "COMPILED" for t in node.targets):
-            return tuple(ast.literal_eval(node.value))
-    raise RuntimeError("sidecar/_build.py: COMPILED not found")
+def _load_build() -> Any:
+    """``sidecar/_build.py`` on its own (standard library only), not the package: its
+    ``COMPILED`` list and ``source_hash`` are the one source of both, for the build and the
+    import-time check alike."""
+    spec = importlib.util.spec_from_file_location("_epochgate_build", PKG / "_build.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
-def _source_hash(name: str) -> str:  # the same as sidecar._build.source_hash
-    h = hashlib.sha256()
-    for suffix in (".py", ".pxd"):
-        p = PKG / f"{name.replace('.', '/')}{suffix}"
-        if p.exists():
-            h.update(suffix.encode() + b"\0" + p.read_bytes() + b"\0")
-    return h.hexdigest()
+_BUILD = _load_build()
 
 
 def _say(msg: str) -> None:
@@ -77,7 +74,7 @@ class OptionalBuildExt(build_ext):
                 self._manifest_dir().joinpath("_compiled.json").unlink(missing_ok=True)
             return
         out = self._manifest_dir()
-        doc = {"modules": {e.name.split(".", 1)[1]: _source_hash(e.name.split(".", 1)[1]) for e in built}}
+        doc = {"modules": {e.name.split(".", 1)[1]: _BUILD.source_hash(e.name.split(".", 1)[1], PKG) for e in built}}
         out.mkdir(parents=True, exist_ok=True)
         (out / "_compiled.json").write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
         if not self.inplace and not getattr(self, "editable_mode", False):
@@ -105,7 +102,7 @@ def _extensions() -> list:
     except ImportError:
         _say("Cython not available: pure-Python build")
         return []
-    names = _compiled_names()
+    names = _BUILD.COMPILED
     only = os.environ.get("EPOCHGATE_COMPILE", "")  # a subset, to measure one module's effect
     if only:
         names = tuple(n for n in names if n in only.split(","))

@@ -14,7 +14,6 @@ same file *is* what Python loads once the guard lets it through).
 
 from __future__ import annotations
 
-import hashlib
 import importlib.machinery
 import json
 import os
@@ -24,6 +23,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from sidecar._build import source_hash
 
 ROOT = Path(__file__).resolve().parent.parent
 EXT = importlib.machinery.EXTENSION_SUFFIXES[0]
@@ -49,12 +50,7 @@ _PROBE = ("import sidecar, sidecar._build as b, sidecar.proxy.limits as m; "
 
 
 def _hash(pkg: Path, name: str) -> str:
-    h = hashlib.sha256()
-    for suffix in (".py", ".pxd"):
-        p = pkg / f"{name.replace('.', '/')}{suffix}"
-        if p.exists():
-            h.update(suffix.encode() + b"\0" + p.read_bytes() + b"\0")
-    return h.hexdigest()
+    return source_hash(name, root=pkg)  # the copied tree's module, hashed as setup.py does
 
 
 def test_forced_pure_build_runs_sources(tmp_path: Path) -> None:
