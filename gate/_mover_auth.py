@@ -16,6 +16,7 @@ An application with neither answers every hook call 401.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 from typing import TYPE_CHECKING
 import os
@@ -84,6 +85,7 @@ class MoverAuth:
         self.fixed, self.fetch = fixed, fetch
         self._cached: str | None = None
         self._fetched_at = float("-inf")
+        self._fetching: asyncio.Task[bool] | None = None  # the one fetch in flight, shared
 
     @property
     def configured(self) -> bool:
@@ -98,11 +100,26 @@ class MoverAuth:
             return False
         if self._cached is not None and hmac.compare_digest(presented.encode(), self._cached.encode()):
             return True
-        if time.monotonic() - self._fetched_at < 1.0:
-            return False
-        self._fetched_at = time.monotonic()
-        try:
-            self._cached = await self.fetch()
-        except BackendError:
+        fetching = self._fetching
+        if fetching is None:
+            if time.monotonic() - self._fetched_at < 1.0:
+                return False
+            self._fetched_at = time.monotonic()
+            fetching = self._fetching = asyncio.get_running_loop().create_task(self._refresh(self.fetch))
+        # Calls arriving while the fetch is in flight wait for it instead of being refused by the
+        # once-a-second bound: the controller's parallel first hook calls (a drain's jobs) each
+        # got a 401 but one (scripts/fleet --check in CI). Shielded: a caller that goes away
+        # does not cancel the others' fetch.
+        if not await asyncio.shield(fetching):
             return False
         return self._cached is not None and hmac.compare_digest(presented.encode(), self._cached.encode())
+
+    async def _refresh(self, fetch: Callable[[], Awaitable[str | None]]) -> bool:
+        """Read the credential again; False when the store could not be read."""
+        try:
+            self._cached = await fetch()
+            return True
+        except BackendError:
+            return False
+        finally:
+            self._fetching = None
