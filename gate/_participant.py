@@ -136,6 +136,8 @@ class Participant(ParticipantSession, ParticipantAck, CurrentReplica):
             return "stopping"
         if not self._joined or self.replica is None:
             return "not_registered"
+        if getattr(self.replica, "blocked", None) is not None:
+            return "log_blocked"          # DESIGN §4.3: stopped at a value it cannot parse
         now = self.clock()
         if not self._lease.held(now):
             return "lease_expired"        # rule 5
@@ -147,6 +149,17 @@ class Participant(ParticipantSession, ParticipantAck, CurrentReplica):
         """Rule 3: the last successful table read is older than the lease."""
         r = self.replica
         return r is not None and self.clock() - _read_at(r) >= self.lease_s
+
+    def log_blocked(self) -> bool:
+        """The replica stopped at a value it cannot parse (DESIGN §4.3) and every write
+        admitted before that has finished: time to leave (like rule 3), so the barrier
+        does not wait for an ack that cannot come. Until drained it keeps its session:
+        a barrier then waits for it (and aborts at its deadline), never passes it with
+        a write of the draining epoch still in flight. Rule 3 bounds that wait."""
+        if getattr(self.replica, "blocked", None) is None:
+            return False
+        count = getattr(self.tracker, "count", None)
+        return count is None or count() == 0
 
     def writable(self) -> bool:
         """True when this participant may admit writes (the ``WriteGate`` guard)."""
@@ -231,11 +244,38 @@ class Participant(ParticipantSession, ParticipantAck, CurrentReplica):
             await self._leave()
             await asyncio.sleep(backoff * (0.5 + random.random()))
             backoff = min(backoff * 2, self.lease_s / 2)
+            if self._reason == "log blocked":
+                await self._until_readable()
+
+    async def _until_readable(self) -> None:
+        """After leaving over a value it cannot parse: wait, out of the barrier and
+        refusing writes, until a fresh read (no session, no key: no raft writes) parses,
+        so a fleet of old processes in a rolling upgrade does not churn sessions."""
+        logged = False
+        while not self._stopping:
+            probe = self._factory()
+            try:
+                await probe.start(follow=False)
+                blocked = getattr(probe, "blocked", None)
+            except BackendError as exc:
+                blocked = exc
+            finally:
+                await probe.stop()
+            if blocked is None:
+                if logged:
+                    log.warning("participant %s: the store reads cleanly again; rejoining", self.id)
+                return
+            if not logged:
+                log.error("participant %s: out of the barrier, refusing writes, until the store reads cleanly "
+                          "(%s)", self.id, getattr(blocked, "key", blocked))
+                logged = True
+            await asyncio.sleep(self.lease_s / 2 * (0.5 + random.random()))
 
     # ---- rule 1: register before you read -------------------------------------
 
     async def _join(self) -> None:
         self._joined = False
+        self._reason = ""
         self.generation += 1
         self._rejoin = asyncio.Event()
         self._wake = asyncio.Event()

@@ -45,6 +45,7 @@ class ParticipantSession:
     _reason: str
     _rejoin: asyncio.Event | None
     table_stale: Callable[[], bool]
+    log_blocked: Callable[[], bool]
 
     # ---- rule 1: a new session, and the key held under it ---------------------
 
@@ -79,6 +80,9 @@ class ParticipantSession:
             while not self._rejoin.is_set():
                 if self.table_stale():
                     self._reason = "stale table"   # rule 3: fail closed (check) and leave
+                    return
+                if self.log_blocked():
+                    self._reason = "log blocked"   # DESIGN §4.3: fail closed (check), drained: leave
                     return
                 for t in (acker, renewer, watcher):
                     # cancelled counts too: only this function cancels them, so a cancel that ended

@@ -13,8 +13,19 @@ reads are answered by the same code as the embedded store. ``last_read`` is the
 clock time of the last successful read of the store — a blocking query that
 returns "no change" counts — and is what a sidecar's lease is measured against.
 
-A value that does not parse is logged, counted in ``errors`` and skipped; the
-partition keeps its last good state.
+Fail closed (DESIGN §4.3): a change-log entry (or a head with no entry behind it)
+that does not parse, or a ``partitions/`` value a snapshot cannot parse, stops the
+replica there — ``blocked`` says where and why. Nothing past it is applied, the
+table epoch does not move (so no participant acks past it), ``last_read`` stops
+(the table is stale), and ``admit_write`` answers ``fail_closed`` for every
+partition: an entry that cannot be parsed cannot be trusted to name its
+partition, and an ack is one epoch for the whole table. The same bytes never
+parse differently in the same process, so the block lifts on a fresh read: a
+snapshot taken when the entry is gone or rewritten, the store was reset, or a new
+process (an upgraded one) starts, in which every partition value parses. One log
+line when it stops and one when it resumes, not one per poll. A ``nodes/`` value
+carries no phase or epoch (it cannot hide a cutover): one that does not parse is
+logged, counted and the node keeps its last good URL.
 """
 
 from __future__ import annotations
@@ -23,15 +34,17 @@ import asyncio
 import logging
 import random
 import time
+from dataclasses import dataclass
 from typing import Awaitable, Callable
 
+from ._admission import fail_closed_reject
 from ._blocking import next_blocking_index
 from ._consensus import Consensus, Versioned
 from ._consensus_store import HEAD, LOG, NODES, PARTITIONS, LogEntry, decode_head, decode_state, log_key, seq_of
 from ._exceptions import BackendError, ConfigError
 from ._placement_file import validate_url
 from ._table import PlacementTable
-from ._types import Epoch, PartitionState, node_name
+from ._types import Epoch, PartitionState, WriteAdmission, node_name
 
 log = logging.getLogger("epochgate.replica")
 
@@ -56,6 +69,19 @@ class Backoff:
 
     def reset(self) -> None:
         self.failures = 0
+
+
+@dataclass(frozen=True, slots=True)
+class LogBlock:
+    """Where a replica stopped (DESIGN §4.3): ``key`` and its ``seqno`` (store
+    index), the log ``seq`` it stopped before (None: a snapshot's partition value
+    or an unreadable head), and why."""
+
+    key: str
+    seqno: int
+    seq: int | None
+    why: str
+    snapshot: bool = False
 
 
 class Replica:
@@ -94,7 +120,10 @@ class Replica:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False  # set by stop(): the follow loop ends even if a cancel is swallowed
         self._refreshing: asyncio.Future[None] | None = None
-        self._last_bad: tuple[str, int] | None = None
+        self._last_bad: set[tuple[str, int]] = set()
+        self.blocked: LogBlock | None = None   # fail closed: stopped at a value it cannot parse
+        self.blocks = 0      # times it stopped (a new LogBlock)
+        self._why = ""
 
     # ---- life cycle --------------------------------------------------------
 
@@ -122,6 +151,9 @@ class Replica:
                 await task
             except asyncio.CancelledError:
                 pass
+
+    def _admit_blocked(self, partition: str, epoch: int) -> WriteAdmission:
+        return fail_closed_reject(self.table, partition)
 
     def current_epoch(self) -> Epoch:
         """The highest epoch applied since the store last went backwards.
@@ -186,6 +218,9 @@ class Replica:
             await self._snapshot()
             return
         self.index = index
+        if self.blocked is not None:
+            await self._retry_blocked(value)
+            return
         if value is None:
             if self.seq > 0 or self.stale_store:
                 await self._snapshot()  # the log vanished: wiped store
@@ -205,7 +240,18 @@ class Replica:
                     self._apply(e, value.seqno)
             self._fresh()
         elif not (batch is not None and await self._fill_gap(batch, value.seqno)):
-            await self._catch_up(entry)
+            await self._catch_up(entry, value)
+
+    async def _retry_blocked(self, head: Versioned | None) -> None:
+        """Stopped (fail closed): stay stopped while the value it stopped at is still
+        there unchanged (the same bytes parse the same way in this process); once it is
+        gone or rewritten, a fresh snapshot decides."""
+        b = self.blocked
+        assert b is not None
+        now = head if b.key == HEAD else await self.consensus.head(b.key)
+        if now is not None and now.seqno == b.seqno:
+            return
+        await self._snapshot()
 
     async def _fill_gap(self, batch: list[LogEntry], head_index: int) -> bool:
         """A few entries missed (the fleet's CPU was busy while transitions kept
@@ -225,13 +271,14 @@ class Replica:
         self._fresh()
         return True
 
-    async def _catch_up(self, head: LogEntry | None) -> None:
-        """Read the log entries after the last one applied; snapshot on a gap."""
+    async def _catch_up(self, head: LogEntry | None, head_value: Versioned | None = None) -> None:
+        """Read the log entries after the last one applied; snapshot on a gap; stop
+        (fail closed) at the first entry that does not parse."""
         for v in await self.consensus.scan(LOG, self._log_index + 1):
             s = seq_of(v.key)
             if s is None:
-                self._bad(v.key, "not a log entry key")
-                continue
+                self._block(v.key, v.seqno, None, "not a log entry key")
+                return
             if s <= self.seq:
                 continue
             if s > self.seq + 1:
@@ -239,11 +286,17 @@ class Replica:
                 await self._snapshot()
                 return
             entry = self._parse_entry(v)
-            if entry is not None:
-                self._apply(entry, v.seqno)
-            self.seq, self._log_index = s, v.seqno
+            if entry is None or entry.seq != s:
+                why = self._why if entry is None else f"entry says seq {entry.seq}"
+                self._block(v.key, v.seqno, s, why)
+                return
+            self._apply(entry, v.seqno)
         if head is not None and head.seq > self.seq:
             await self._snapshot()  # the head is ahead of every entry we could read
+            return
+        if head is None and head_value is not None and head_value.seqno > self._log_index:
+            # An unreadable head with no log entry behind it: it may hold a cutover.
+            self._block(HEAD, head_value.seqno, None, self._why)
             return
         self._fresh()
 
@@ -284,14 +337,15 @@ class Replica:
             seq = 0 if entry is None else entry.seq
         snap: dict[str, tuple[PartitionState, int]] = {}
         for v in items:
-            p = v.key[len(PARTITIONS):]
             try:
-                snap[p] = (decode_state(v.value), v.seqno)
+                snap[v.key[len(PARTITIONS):]] = (decode_state(v.value), v.seqno)
             except ValueError as exc:
-                self._bad(v.key, str(exc))
-                kept = self.table.state(p)
-                if kept is not None:
-                    snap[p] = kept  # the last good state stays
+                # Fail closed: that partition may be in cutover. The table keeps its last
+                # good state for reads; the blocking query waits for the next change.
+                self._note_bad(v.key, v.seqno, str(exc))
+                self.index = head.seqno if head is not None else max(read_index, 1)
+                self._block(v.key, v.seqno, None, str(exc), snapshot=True)
+                return
         self.table.replace(snap)
         self._epoch = Epoch(max((e for _, e in snap.values()), default=0))
         self.nodes = self._parse_nodes(node_items)
@@ -319,24 +373,49 @@ class Replica:
         try:
             return decode_head(v.value)
         except ValueError as exc:
-            if (v.key, v.seqno) != self._last_bad:  # count a bad value once, not on every wait
-                self._last_bad = (v.key, v.seqno)
-                self._bad(v.key, str(exc))
+            self._note_bad(v.key, v.seqno, str(exc))
             return None
 
     def _parse_entry(self, v: Versioned) -> LogEntry | None:
         try:
             return LogEntry.decode(v.value)
         except ValueError as exc:
-            if (v.key, v.seqno) != self._last_bad:  # count a bad value once, not on every wait
-                self._last_bad = (v.key, v.seqno)
-                self._bad(v.key, str(exc))
+            self._note_bad(v.key, v.seqno, str(exc))
             return None
+
+    def _note_bad(self, key: str, seqno: int, why: str) -> None:
+        """Count a bad value once, not on every wait (``_why`` keeps the reason)."""
+        self._why = why
+        if (key, seqno) not in self._last_bad:
+            if len(self._last_bad) > 64:
+                self._last_bad.clear()
+            self._last_bad.add((key, seqno))
+            self.errors += 1
+            log.debug("replica: unparseable value at %s: %s", key, why)
 
     def _bad(self, key: str, why: str) -> None:
         self.errors += 1
         log.warning("replica: skipping unparseable value at %s: %s", key, why)
 
+    def _block(self, key: str, seqno: int, seq: int | None, why: str, *, snapshot: bool = False) -> None:
+        """Stop here (DESIGN §4.3): nothing past it is applied, ``last_read`` stays, and
+        every write is refused until a fresh read parses. Logged once per new stop."""
+        old = self.blocked
+        self.blocked = LogBlock(key, seqno, seq, why, snapshot)
+        self.admit_write = self._admit_blocked
+        if old is None or (old.key, old.seqno) != (key, seqno):
+            self.blocks += 1
+            log.error("replica: stopped at %s (store index %d%s) it cannot parse: %s — nothing past it is applied, "
+                      "no ack moves past it and every write is refused until a fresh read parses (DESIGN §4.3)",
+                      key, seqno, "" if seq is None else f", log seq {seq}", why[:200])
+
     def _fresh(self) -> None:
-        if not self.stale_store:
-            self.last_read = self._clock()
+        """The table is consistent with the store: lift a stop, stamp ``last_read``."""
+        if self.stale_store:
+            return
+        if self.blocked is not None:
+            b, self.blocked = self.blocked, None
+            self.admit_write = self.table.admit_write
+            log.warning("replica: resumed: %s (store index %d) no longer stops it; at log seq %d", b.key, b.seqno,
+                        self.seq)
+        self.last_read = self._clock()

@@ -57,6 +57,10 @@ class Metrics:
                                     registry=r)
         self.fail_closed = Gauge("epochgate_fail_closed", "1 while writes are refused because the table is stale.",
                                  registry=r)
+        self.replica_blocked = Gauge("epochgate_replica_blocked",
+                                     "1 while the replica is stopped at a change-log entry or partition value it "
+                                     "cannot parse: nothing past it applied or acked, every write refused "
+                                     "(DESIGN §4.3).", registry=r)
         self.migration_phase_duration = Histogram("epochgate_migration_phase_duration_seconds",
                                                   "Duration of each migration job phase.", ("phase",),
                                                   buckets=_SLOW, registry=r)

@@ -44,7 +44,7 @@ from ._log import event
 from ._sidecar import Sidecar
 
 _MAX_FAMILIES = {"epochgate_table_epoch", "epochgate_partitions", "epochgate_store_last_contact_seconds",
-                 "epochgate_fail_closed"}
+                 "epochgate_fail_closed", "epochgate_replica_blocked"}
 
 
 class WorkerLink:

@@ -139,48 +139,68 @@ async def test_quiet_store_still_counts_as_a_fresh_read():
     assert r.last_read == 150.0
 
 
-async def test_garbage_partition_value_keeps_last_good_state():
+async def test_garbage_partition_value_in_a_snapshot_stops_the_replica_until_it_parses():
+    """DESIGN §4.3 fail closed: a snapshot with a partition value it cannot parse is not
+    applied (that partition may be in cutover); every write is refused; it resumes once
+    the value is rewritten."""
     c, s = await seeded(log_keep=2)
-    r = Replica(c)
+    clock = Clock()
+    r = Replica(c, clock=clock)
     await r.start(follow=False)
-    good = r.state("t1")
-    await c.txn([put("partitions/t1", b"{nonsense"), put("partitions/zz", b'{"phase":"weird","from":"a"}')])
+    good, read_at, epoch = r.state("t1"), r.last_read, r.current_epoch()
+    await c.txn([put("partitions/t1", b"{nonsense")])
     for i in range(4):  # push the log past the replica: next refresh re-reads the snapshot
         await s.set("t0", "ab"[i % 2])
+    clock.t += 1
     await r.refresh()
-    assert r.snapshots == 2
-    assert r.state("t1") == good
-    assert r.lookup("zz") is None
-    assert r.errors == 2
-    assert r.state("t0") == (await s.partitions())["t0"]
+    assert r.blocked is not None and r.blocked.key == "partitions/t1" and r.blocked.snapshot
+    assert r.state("t1") == good and r.current_epoch() == epoch and r.last_read == read_at  # nothing applied
+    assert r.admit_write("t0", r.get("t0").epoch).reason.value == "fail_closed"   # every partition
+    await r.refresh()
+    assert r.blocks == 1 and r.errors == 1            # one stop, counted once: not once per poll
+    e = await s.set("t1", "c")                        # the value is rewritten: a fresh read parses
+    await r.refresh()
+    assert r.blocked is None and r.state("t1") == (PartitionState.active("c"), e)
+    assert r.admit_write("t1", e) is ADMIT and r.last_read == clock.t
 
 
-async def test_garbage_log_entries_are_skipped():
+async def test_garbage_log_entry_stops_the_replica_there():
     c, s = await seeded()
     r = Replica(c)
     await r.start(follow=False)
     # A foreign writer puts junk where the next entry would go, and in the head.
     await c.txn([put("log/e/0000000000000004", b"junk"), put("log/head", b"junk")])
     await r.refresh()
-    assert r.errors == 2  # the head and the entry, once each
-    e = await s.begin("t0", "b")  # the store carries on after the junk
+    assert r.blocked is not None and r.blocked.seq == 4 and r.seq == 3
+    e = await s.begin("t0", "b")  # the store carries on after the junk: the replica does not
     await r.refresh()
     await r.refresh()
-    assert r.state("t0") == (PartitionState.draining("a", "b"), e)
-    assert r.seq == 5 and r.errors == 2
+    assert r.seq == 3 and r.state("t0")[0] == PartitionState.active("a") and r.current_epoch() < e
+    assert r.admit_write("t1", r.get("t1").epoch).reason.value == "fail_closed"
+    assert r.errors == 2 and r.blocks == 1  # the head and the entry, once each; one stop
+    await c.truncate("log/e/", e)  # the log is rewritten without it: a snapshot decides
+    await s.set("t2", "b")
+    await r.refresh()
+    assert r.blocked is None and r.state("t0") == (PartitionState.draining("a", "b"), e)
 
 
-async def test_unparseable_but_valid_json_entry_is_skipped():
+async def test_unparseable_cutover_entry_is_not_applied_past_nor_acked():
+    """The finding (issue 26 #12): a cutover entry it cannot parse (a newer writer), then an
+    entry it can. Skipping moved the table epoch past the cutover — a participant then
+    acked it without draining and kept admitting at the draining epoch (INV-M1)."""
     c, s = await seeded()
     r = Replica(c)
     await r.start(follow=False)
-    bad = b'{"seq":4,"p":"t1","op":"set","state":{"phase":"active","from":"no way!"}}'
-    await c.txn([put("log/e/0000000000000004", bad), put("log/head", bad)])
+    d = await s.begin("t0", "b")
     await r.refresh()
-    assert r.errors == 2 and r.state("t1")[0] == PartitionState.active("a")
-    await s.set("t1", "c")
+    newer = b'{"seq":5,"p":"t0","op":"enter_cutover","state":{"phase":"cutover","v":2}}'
+    await c.txn([put("log/e/0000000000000005", newer), put("log/head", newer), put("partitions/t0", b'{"v":2}')])
+    cut = c.index
+    await s.set("t1", "b")   # a later entry it can parse
     await r.refresh()
-    assert r.state("t1")[0] == PartitionState.active("c")
+    assert r.current_epoch() < cut          # what a participant acks: nothing at or past the cutover
+    assert r.blocked is not None and r.blocked.seq == 5
+    assert r.admit_write("t0", d).reason.value == "fail_closed"   # not ADMIT at the draining epoch
 
 
 async def test_index_going_backwards_rereads_the_snapshot():
