@@ -113,6 +113,7 @@ class Participant(ParticipantSession, ParticipantAck, CurrentReplica):
         self.session: str | None = None
         self.generation = 0
         self.joins = 0
+        self.probes = 0   # fresh reads while out of the barrier over an unparseable value (DESIGN §4.3)
         self._joined = False
         self._stopping = False
         self._lease = Lease(lease, clock)   # rule 5: from the last acknowledged renewal
@@ -254,6 +255,7 @@ class Participant(ParticipantSession, ParticipantAck, CurrentReplica):
         logged = False
         while not self._stopping:
             probe = self._factory()
+            self.probes += 1
             try:
                 await probe.start(follow=False)
                 blocked = getattr(probe, "blocked", None)

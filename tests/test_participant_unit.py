@@ -242,3 +242,19 @@ async def test_replica_wait_longer_than_a_third_of_the_lease_is_refused(world):
     with pytest.raises(ConfigError, match="replica_factory"):
         await part._join()
     assert not part.writable()
+
+
+async def test_a_stopped_replica_refuses_at_once_and_leaves_only_once_drained(world):
+    """DESIGN §4.3: a replica stopped at a value it cannot parse refuses every write at once;
+    the participant keeps its session (a barrier waits, never passes it) until the writes it
+    admitted before are finished, then leaves so the barrier stops waiting."""
+    part, clock, consul, table, replicas, tracker = world
+    await part._join()
+    epoch = table.state("p1")[1]
+    assert part.admit_write("p1", epoch)
+    tracker.begin("p1", int(epoch))                  # a write admitted before the stop, in flight
+    replicas[-1].blocked = object()                  # the replica stopped (gate._replica.LogBlock)
+    assert part.check() == "log_blocked" and not part.admit_write("p2", table.state("p2")[1])
+    assert not part.log_blocked()                    # not drained: keep the session
+    tracker.end("p1", int(epoch))
+    assert part.log_blocked()                        # drained: leave (the serve loop's cue)
