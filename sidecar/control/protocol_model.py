@@ -23,18 +23,27 @@ increasing values to one key). Turning off any one guard — the fence, DESIGN �
 counter-example; with all of them there is none (``tests/test_protocol_model.py`` runs
 a small bound, ``scripts/check-protocol`` larger ones).
 
+In *log mode* (``protocol_log.py``) the sidecar applies the change log entry by entry, and
+entries of some ops are ones it cannot parse (a newer writer): with DESIGN §4.3's fail-closed
+rule there is no counter-example; with the old "skip" rule (``--drop fail_closed``) there is one
+that breaks INV-M1 (an ack past a cutover it never applied, then a write on the source).
+
     python -m sidecar.control.protocol_model [--writes 3] [--rejoins 1] [--retries 1] [--drop RULE]
+        [--unreadable enter_cutover] [--others 1] [--pauses 1]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections import deque
 from dataclasses import dataclass
 from typing import Iterator, NamedTuple
 
 from gate import MigrationError, Op, PartitionState, Phase, StaleMover, check_fence, step
+
+from . import protocol_log as log
 
 P = "p"
 GUARDS = ("fence", "rule1", "rule2", "rule4", "rule5", "fresh_tokens", "at_epoch")
@@ -45,7 +54,18 @@ class Bounds:
     writes: int = 2      # client writes in a run
     rejoins: int = 1     # sidecar session losses it recovers from
     retries: int = 1     # extra copies of a bulk import put on the network
-    drop: frozenset[str] = frozenset()   # guards turned off (see GUARDS)
+    drop: frozenset[str] = frozenset()   # guards turned off (see GUARDS, protocol_log.LOG_GUARDS)
+    pauses: int = 1      # controller A may pause (and B take over) this many times
+    # The change log, entry by entry (sidecar/control/protocol_log.py); off: the sidecar reads the store.
+    unreadable: frozenset[str] = frozenset()   # ops whose entries (and state values) the sidecar cannot parse
+    others: int = 0      # transitions of other partitions (readable) interleaved in the log
+
+    @property
+    def log(self) -> bool:
+        return bool(self.unreadable or self.others)
+
+    def _replace_drop(self, drop: frozenset[str]) -> "Bounds":
+        return dataclasses.replace(self, drop=drop)
 
 
 class Sidecar(NamedTuple):
@@ -57,6 +77,9 @@ class Sidecar(NamedTuple):
     ready: bool = False        # read the table after registering (rule 1)
     pub: int = 0               # published (acked) epoch
     rejoins: int = 0
+    top: int = 0               # its table epoch: what it acks (the newest epoch applied)
+    seq: int = 0               # log entries applied (log mode)
+    blocked: bool = False      # stopped at an entry it cannot parse (log mode, DESIGN §4.3)
 
 
 class Ctl(NamedTuple):
@@ -81,6 +104,9 @@ class State(NamedTuple):
     next_sid: int
     retries: int
     paused_once: bool
+    log: tuple = ()            # log mode: (PartitionState | None, epoch, readable) per committed transition
+    idx: int = 0               # the store's index (log mode: other partitions' transitions move it too)
+    m1: bool = False           # log mode: a write committed while the partition was in cutover
 
 
 def initial() -> State:
@@ -88,7 +114,10 @@ def initial() -> State:
 
 
 def violation(s: State) -> str | None:
-    """The property: an active partition's owner holds the last acknowledged write."""
+    """The property: an active partition's owner holds the last acknowledged write (and, in log
+    mode, INV-M1: no write commits while its partition is in cutover)."""
+    if s.m1:
+        return "INV-M1: a write committed while its partition was in cutover"
     st, _ = s.store
     if st.phase is Phase.ACTIVE:
         have = s.a if st.source == "a" else s.b
@@ -99,7 +128,8 @@ def violation(s: State) -> str | None:
 
 # ---- the store (real step function + ConsensusStore's at_epoch rule) ----------------
 
-def _transition(s: State, op: Op, node: str | None, at_epoch: int | None, bounds: Bounds) -> tuple | None:
+def _transition(s: State, op: Op, node: str | None, at_epoch: int | None, bounds: Bounds) -> State | None:
+    """The state after the transition committed (store, and the log in log mode), or None if refused."""
     st, epoch = s.store
     if at_epoch is not None and "at_epoch" not in bounds.drop and epoch != at_epoch:
         return None   # StaleAttempt: nothing written
@@ -107,7 +137,10 @@ def _transition(s: State, op: Op, node: str | None, at_epoch: int | None, bounds
         new = step(P, st, op, node)
     except MigrationError:
         return None
-    return new, epoch + 1
+    e = max(epoch, s.idx) + 1
+    if not bounds.log:
+        return s._replace(store=(new, e))
+    return s._replace(store=(new, e), idx=e, log=s.log + ((new, e, op.value not in bounds.unreadable),))
 
 
 # ---- controllers ---------------------------------------------------------------------
@@ -130,22 +163,19 @@ def _ctl_action(s: State, name: str, c: Ctl, bounds: Bounds) -> Iterator[tuple[s
                 draining=old.draining, cutover=old.cutover, listed=old.listed))
             return
         st, _ = s.store
-        store = s.store
-        if st.migrating:
-            store = _transition(s, Op.ABORT, None, None, bounds) or store
-        s2 = s._replace(store=store)
+        s2 = (_transition(s, Op.ABORT, None, None, bounds) or s) if st.migrating else s
         nxt = _transition(s2, Op.BEGIN, "b", None, bounds)
         if nxt is None:
             yield f"{name} restart refused", put(s2, c._replace(halted=True))
             return
-        yield f"{name} restarts: abort, begin at {nxt[1]}", put(s2._replace(store=nxt), c._replace(
-            pc="export", draining=nxt[1], cutover=0, listed=()))
+        yield f"{name} restarts: abort, begin at {nxt.store[1]}", put(nxt, c._replace(
+            pc="export", draining=nxt.store[1], cutover=0, listed=()))
     elif pc == "begin":
         nxt = _transition(s, Op.BEGIN, "b", None, bounds)
         if nxt is None:
             yield f"{name} begin refused", put(s, c._replace(halted=True))
             return
-        yield f"{name} begin → draining {nxt[1]}", put(s._replace(store=nxt), c._replace(pc="export", draining=nxt[1]))
+        yield f"{name} begin → draining {nxt.store[1]}", put(nxt, c._replace(pc="export", draining=nxt.store[1]))
     elif pc == "export":
         msg = (c.draining, s.a, name, "bulk")
         yield f"{name} exports {s.a}, sends bulk@{c.draining}", put(
@@ -164,15 +194,14 @@ def _ctl_action(s: State, name: str, c: Ctl, bounds: Bounds) -> Iterator[tuple[s
         if nxt is None:
             yield f"{name} enter_cutover refused", put(s, c._replace(halted=True))
             return
-        s2 = s._replace(store=nxt)
-        yield f"{name} enter_cutover → {nxt[1]}, then lists", put(s2, c._replace(
-            pc="barrier", cutover=nxt[1], listed=_listed(s2)))
+        yield f"{name} enter_cutover → {nxt.store[1]}, then lists", put(nxt, c._replace(
+            pc="barrier", cutover=nxt.store[1], listed=_listed(nxt)))
     elif pc == "commit":
         nxt = _transition(s, Op.ENTER_CUTOVER, None, c.draining, bounds)
         if nxt is None:
             yield f"{name} enter_cutover refused", put(s, c._replace(halted=True))
             return
-        yield f"{name} enter_cutover → {nxt[1]}", put(s._replace(store=nxt), c._replace(pc="barrier", cutover=nxt[1]))
+        yield f"{name} enter_cutover → {nxt.store[1]}", put(nxt, c._replace(pc="barrier", cutover=nxt.store[1]))
     elif pc == "barrier":
         sc = s.sc
         if all(not (sc.reg and sc.alive and sc.sid == sid) or sc.pub >= c.cutover for sid in c.listed):
@@ -186,7 +215,7 @@ def _ctl_action(s: State, name: str, c: Ctl, bounds: Bounds) -> Iterator[tuple[s
         if nxt is None:
             yield f"{name} complete refused", put(s, c._replace(halted=True))
             return
-        yield f"{name} complete → active(b) {nxt[1]}", put(s._replace(store=nxt), c._replace(pc="done"))
+        yield f"{name} complete → active(b) {nxt.store[1]}", put(nxt, c._replace(pc="done"))
 
 
 def _listed(s: State) -> tuple:
@@ -198,7 +227,7 @@ def _controllers(s: State, bounds: Bounds) -> Iterator[tuple[str, State]]:
     A, B = s.A, s.B
     if not A.paused and not A.halted and A.pc != "done":
         yield from _ctl_action(s, "A", A, bounds)
-        if not s.paused_once and A.pc not in ("idle",):
+        if not s.paused_once and bounds.pauses and A.pc not in ("idle",):
             yield f"A pauses before {A.pc}", s._replace(A=A._replace(paused=True), paused_once=True)
     if A.paused and not A.halted:
         if B.pc == "idle":   # A's lock lapsed: B leads
@@ -245,16 +274,20 @@ def _sidecar(s: State, bounds: Bounds) -> Iterator[tuple[str, State]]:
         yield "sc registers", s._replace(sc=sc._replace(reg=True, sid=s.next_sid, alive=True, fresh=True, pub=0),
                                          next_sid=s.next_sid + 1)
     if not sc.ready and (sc.reg or "rule1" in drop):   # ... and only then the table
-        yield "sc reads the table", s._replace(sc=sc._replace(view=s.store, ready=True))
-    if sc.ready and sc.view is not None and sc.view[1] < s.store[1]:
-        yield "sc follows the table", s._replace(sc=sc._replace(view=s.store))
-    if sc.reg and sc.alive and sc.ready and sc.view is not None and sc.pub < sc.view[1]:
-        yield f"sc acks {sc.view[1]}", s._replace(sc=sc._replace(pub=sc.view[1]))
-    if sc.reg and sc.ready and sc.fresh and sc.view is not None and s.v <= bounds.writes:
+        yield "sc reads the table", s._replace(sc=log.read_table(s, sc, bounds))
+    if bounds.log:   # the change log, one entry at a time (protocol_log)
+        yield from log.follow(s, sc, bounds)
+        yield from log.leave_if_blocked(s)
+    elif sc.ready and sc.view is not None and sc.view[1] < s.store[1]:
+        yield "sc follows the table", s._replace(sc=sc._replace(view=s.store, top=s.store[1]))
+    if sc.reg and sc.alive and sc.ready and not sc.blocked and sc.pub < sc.top:
+        yield f"sc acks {sc.top}", s._replace(sc=sc._replace(pub=sc.top))
+    if sc.reg and sc.ready and sc.fresh and not sc.blocked and sc.view is not None and s.v <= bounds.writes:
         st, _ = sc.view
         if st.phase is not Phase.CUTOVER:   # admit at its view, commit on its read placement
             node = st.source
-            yield f"sc admits + commits write {s.v} on {node}", s._replace(v=s.v + 1, **{node: s.v})
+            m1 = s.m1 or (bounds.log and node == s.store[0].source and log.commits_in_cutover(s))
+            yield f"sc admits + commits write {s.v} on {node}", s._replace(v=s.v + 1, m1=m1, **{node: s.v})
     if sc.fresh:
         yield "sc lease runs out", s._replace(sc=sc._replace(fresh=False))
     if sc.reg and sc.alive and not sc.fresh:
@@ -268,13 +301,15 @@ def _sidecar(s: State, bounds: Bounds) -> Iterator[tuple[str, State]]:
                 next_sid=s.next_sid + 1)
         else:                 # stop writes, start over at rule 1
             yield "sc notices, starts over", s._replace(
-                sc=sc._replace(reg=False, ready=False, fresh=False, rejoins=sc.rejoins + 1))
+                sc=sc._replace(reg=False, ready=False, fresh=False, rejoins=sc.rejoins + 1, seq=0, blocked=False))
 
 
 def successors(s: State, bounds: Bounds) -> Iterator[tuple[str, State]]:
     yield from _controllers(s, bounds)
     yield from _deliveries(s, bounds)
     yield from _sidecar(s, bounds)
+    if bounds.log:
+        yield from log.other_partition(s, bounds)
 
 
 @dataclass
@@ -314,14 +349,31 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--writes", type=int, default=3)
     ap.add_argument("--rejoins", type=int, default=1)
     ap.add_argument("--retries", type=int, default=1)
-    ap.add_argument("--drop", action="append", default=[], choices=GUARDS,
+    ap.add_argument("--pauses", type=int, default=1, help="times controller A may pause (0 or 1)")
+    ap.add_argument("--unreadable", action="append", default=[], choices=[o.value for o in Op],
+                    help="log mode: entries of this op cannot be parsed by the sidecar (protocol_log.py); "
+                         "default: the store read directly, then a log run with enter_cutover unreadable")
+    ap.add_argument("--others", type=int, default=1, help="log mode: other partitions' transitions in the log")
+    ap.add_argument("--drop", action="append", default=[], choices=GUARDS + log.LOG_GUARDS,
                     help="turn a guard off (repeatable); default: check all, then each one dropped")
     args = ap.parse_args(argv)
-    runs = [frozenset(args.drop)] if args.drop else [frozenset()] + [frozenset({g}) for g in GUARDS]
+    base = Bounds(args.writes, args.rejoins, args.retries, pauses=args.pauses)
+    # the log run's default bound is smaller (about 0.5 M states): its state also carries the log
+    logged = Bounds(args.writes if args.unreadable else 1, args.rejoins, args.retries if args.unreadable else 0,
+                    pauses=args.pauses,
+                    unreadable=frozenset(args.unreadable or ["enter_cutover"]), others=args.others)
+    if args.drop:
+        drop = frozenset(args.drop)
+        runs = [(logged if args.unreadable or drop & set(log.LOG_GUARDS) else base)._replace_drop(drop)]
+    else:
+        runs = ([] if args.unreadable else [base] + [base._replace_drop(frozenset({g})) for g in GUARDS])
+        runs += [logged] + [logged._replace_drop(frozenset({g})) for g in log.LOG_GUARDS]
     ok = True
-    for drop in runs:
-        res = check(Bounds(args.writes, args.rejoins, args.retries, drop))
-        name = "all guards" if not drop else "without " + ", ".join(sorted(drop))
+    for bounds in runs:
+        res = check(bounds)
+        drop = bounds.drop
+        name = ("all guards" if not drop else "without " + ", ".join(sorted(drop))) + (
+            f" (log: {', '.join(sorted(bounds.unreadable))} unreadable, {bounds.others} other)" if bounds.log else "")
         if res.counterexample is None:
             print(f"{name}: no counter-example in {res.states} states")
             ok = ok and bool(not drop)
