@@ -81,7 +81,8 @@ class SidecarConfig:
     token_file: str | None = None                    # file holding the control API's bearer token
     consul_token: str | None = None
     participant_id: str | None = None                # default: hostname-pid
-    upstream_ca: str | None = None                   # CA bundle verifying https:// nodes (default: the system's)
+    upstream_ca: str | None = None                   # CA bundle verifying https:// nodes: replaces the system's
+    upstream_ca_add_system: bool = False             # trust the system's CAs as well as --upstream-ca
     upstream_cert: str | None = None                 # client certificate for mTLS to nodes
     upstream_key: str | None = None
     tls_cert: str | None = None                      # serve TLS on --listen (ALPN h2, http/1.1)
@@ -186,7 +187,7 @@ _INTS = {"hash_slots", "workers", "hold_max", "retry_body_max", "max_header_byte
          "body_budget", "max_path_bytes", "h2_max_streams", "h2_window"}
 _FLOATS = {"head_timeout", "drain_seconds", "hold_seconds", "connect_timeout", "read_timeout", "idle_timeout", "lease_seconds",
            "session_ttl", "upstream_idle"}
-_BOOLS = {"access_log"}
+_BOOLS = {"access_log", "upstream_ca_add_system"}
 
 
 def _coerce(name: str, value: Any, origin: str) -> Any:
@@ -317,7 +318,10 @@ def make_parser() -> argparse.ArgumentParser:
     a("--token-file", metavar="FILE", help="read the control API's bearer token from FILE (env EPOCHGATE_TOKEN_FILE)")
     a("--consul-token", help="Consul ACL token")
     a("--participant-id", help="barrier participant id (default host-pid)")
-    a("--upstream-ca", metavar="FILE", help="CA bundle that verifies https:// nodes (default: the system's)")
+    a("--upstream-ca", metavar="FILE",
+      help="CA bundle that verifies https:// nodes, instead of the system's CAs (default: the system's)")
+    a("--upstream-ca-add-system", dest="upstream_ca_add_system", action="store_const", const=True,
+      help="with --upstream-ca: trust the system's CAs too (env EPOCHGATE_UPSTREAM_CA_ADD_SYSTEM=1)")
     a("--upstream-cert", metavar="FILE", help="client certificate for mTLS to nodes (with --upstream-key)")
     a("--upstream-key", metavar="FILE", help="private key of --upstream-cert")
     a("--tls-cert", metavar="FILE", help="serve TLS on --listen with this certificate (ALPN h2, http/1.1)")

@@ -310,6 +310,7 @@ def _migrate(addresses: dict[str, str], partition: str, to: str) -> None:
 QUIET_WHEN_HEALTHY = {
     "Sidecars failing closed", "Fail-closed processes", "Table epoch spread", "Non-ok request ratio",
     "Partitions migrating", "Partitions in cutover", "Held and in-flight writes / B", "Watch updates and errors / B",
+    "Replicas stopped at an unparseable log entry",
 }
 
 
@@ -371,7 +372,8 @@ def test_dashboards_and_alerts_against_a_live_fleet(tmp_path, fleet):
         assert all(r["health"] == "ok" for r in rules), [(r["name"], r.get("lastError")) for r in rules]
 
         # A healthy fleet with a leader: these alerts must not be pending or firing.
-        for name in ("EpochgateNoControllerLeader", "EpochgateSidecarFailingClosed", "EpochgateStoreContactStale"):
+        for name in ("EpochgateNoControllerLeader", "EpochgateSidecarFailingClosed", "EpochgateStoreContactStale",
+                     "EpochgateReplicaBlocked"):
             assert not prom.query(dict(rule_exprs())[name]), f"{name} would fire on a healthy fleet"
         # And the migration shows where an operator looks for it.
         assert float(prom.query('sum(epochgate_migration_jobs_total{status="completed"})')[0]["value"][1]) == 1

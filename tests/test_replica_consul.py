@@ -57,29 +57,31 @@ async def test_replica_follows_transitions(trio):
     assert r.snapshots == 1 and r.errors == 0
 
 
-async def test_garbage_under_the_prefix_is_skipped(trio, consul_agent, kv_prefix):
+async def test_garbage_under_the_prefix_stops_the_replica_until_a_fresh_read_parses(trio, consul_agent, kv_prefix):
+    """DESIGN §4.3: fail closed, not skip — a garbage log entry stops the replica there (no apply,
+    every write refused); a garbage partition value stops a snapshot; a rewrite lifts it."""
     c, store, r = trio
     for i in range(3):
         await store.set(f"t{i}", "a")
     await r.start()
     good = r.state("t1")
-    raw_put(consul_agent.url, f"{kv_prefix}partitions/t1", b"\x00\x01garbage")
-    raw_put(consul_agent.url, f"{kv_prefix}partitions/evil", b'{"phase":"active","from":"a b c"}')
     raw_put(consul_agent.url, f"{kv_prefix}log/e/0000000000000004", b"[1,2,3]")
     raw_put(consul_agent.url, f"{kv_prefix}log/head", b"not json")
-    await wait_until(lambda: r.errors >= 2, what="garbage head and log entry noticed")
-    e = await store.set("t2", "b")  # the store carries on past the garbage head
-    await wait_until(lambda: r.state("t2") == (PartitionState.active("b"), e), what="next transition applied")
-    await r.stop()  # fall behind: the log moves past log_keep, so the next read is a snapshot
+    await wait_until(lambda: r.blocked is not None, what="stopped at the garbage entry")
+    assert r.blocked.seq == 4 and r.seq == 3
+    e = await store.set("t2", "b")  # the store carries on past the garbage head; the replica does not
+    await wait_until(lambda: r.index >= e, what="the next head seen")
+    assert r.state("t2")[0] == PartitionState.active("a") and r.current_epoch() < e
+    assert r.admit_write("t0", r.get("t0").epoch).reason.value == "fail_closed"
+    await r.stop()  # the log moves past log_keep (the entry is trimmed): the next read is a snapshot
+    raw_put(consul_agent.url, f"{kv_prefix}partitions/t1", b"\x00\x01garbage")
     for i in range(6):
         await store.set("t0", "ab"[i % 2])
-    errors = r.errors
     await r.refresh()
-    assert r.snapshots == 2
-    assert r.errors == errors + 2  # partitions/t1 and partitions/evil
-    assert r.state("t1") == good  # last good state kept
-    assert r.lookup("evil") is None
-    assert r.state("t0") == (await store.partitions())["t0"]
+    assert r.blocked is not None and r.blocked.key == "partitions/t1" and r.state("t1") == good
+    await store.set("t1", "a")   # rewritten: a fresh read parses
+    await r.refresh()
+    assert r.blocked is None and r.partitions() == await store.partitions()
 
 
 async def test_log_truncated_past_a_lagging_replica(trio):
