@@ -259,7 +259,7 @@ class Participant(ParticipantSession, ParticipantAck, CurrentReplica):
             try:
                 await probe.start(follow=False)
                 blocked = getattr(probe, "blocked", None)
-            except BackendError as exc:
+            except Exception as exc:  # noqa: BLE001 - unreachable store or a bad read: still out
                 blocked = exc
             finally:
                 await probe.stop()

@@ -8,7 +8,6 @@ past the cutover without draining while it kept admitting writes at the draining
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import aiohttp
@@ -18,17 +17,10 @@ from gate._consensus import put
 from gate._consensus_store import HEAD, decode_head, log_key
 from sidecar._config import SidecarConfig
 from tests._sidecar_util import Upstream, running_sidecar
+from tests.test_sidecar_consul import until
 
 pytestmark = pytest.mark.consul
 LEASE = 3.0
-
-
-async def until(pred, timeout):
-    end = asyncio.get_running_loop().time() + timeout
-    while not await pred():
-        if asyncio.get_running_loop().time() > end:
-            raise AssertionError("condition not reached")
-        await asyncio.sleep(0.05)
 
 
 async def test_unparseable_cutover_entry_is_neither_acked_nor_admitted_past(fresh_consul_agent, kv_prefix):
