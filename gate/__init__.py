@@ -62,7 +62,8 @@ if _typing.TYPE_CHECKING:
         problem_document,
         unstamped_problem,
     )
-    from ._replica import Backoff, Replica
+    from ._backoff import Backoff
+    from ._replica import Replica
     from ._kv import KVEntry
     from ._sessions import ConsulHTTP, SessionLost
     from ._store import EmbeddedStore, MigrationStore, PlacementSource
@@ -117,7 +118,8 @@ _LAZY = {
     "_problem": (
         "PROBLEM_CONTENT_TYPE PROBLEM_TYPE_PREFIX ProblemDocument is_stale_epoch_problem problem_document "
         "unstamped_problem"),
-    "_replica": "Backoff Replica",
+    "_backoff": "Backoff",
+    "_replica": "Replica",
     "_kv": "KVEntry",
     "_sessions": "ConsulHTTP SessionLost",
     "_store": "EmbeddedStore MigrationStore PlacementSource",

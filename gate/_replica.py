@@ -32,12 +32,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from dataclasses import dataclass
 from typing import Awaitable, Callable
 
 from ._admission import fail_closed_reject
+from ._backoff import Backoff
 from ._blocking import next_blocking_index
 from ._consensus import Consensus, Versioned
 from ._consensus_store import HEAD, LOG, NODES, PARTITIONS, LogEntry, decode_head, decode_state, log_key, seq_of
@@ -49,26 +49,6 @@ from ._types import Epoch, PartitionState, WriteAdmission, node_name
 log = logging.getLogger("epochgate.replica")
 
 _GAP_FETCH_MAX = 16   # missed entries read one key each; more than that: one scan of the log
-
-
-class Backoff:
-    """Capped exponential backoff with jitter: the n-th delay is drawn from
-    [d/2, d] with d = min(cap, base·2ⁿ), so a fleet that lost Consul together
-    does not come back in lockstep."""
-
-    def __init__(self, base_s: float = 0.05, cap_s: float = 5.0, rng: Callable[[], float] = random.random) -> None:
-        if not 0 < base_s <= cap_s:
-            raise ConfigError("backoff", f"need 0 < base ≤ cap, got base={base_s!r} cap={cap_s!r}")
-        self.base_s, self.cap_s, self._rng = base_s, cap_s, rng
-        self.failures = 0
-
-    def next(self) -> float:
-        d = min(self.cap_s, self.base_s * (2 ** min(self.failures, 30)))
-        self.failures += 1
-        return float(d / 2 + self._rng() * d / 2)
-
-    def reset(self) -> None:
-        self.failures = 0
 
 
 @dataclass(frozen=True, slots=True)
