@@ -139,7 +139,7 @@ async def test_quiet_store_still_counts_as_a_fresh_read():
     assert r.last_read == 150.0
 
 
-async def test_garbage_partition_value_in_a_snapshot_stops_the_replica_until_it_parses():
+async def test_garbage_partition_value_in_a_snapshot_stops_the_replica_until_it_parses(caplog):
     """DESIGN §4.3 fail closed: a snapshot with a partition value it cannot parse is not
     applied (that partition may be in cutover); every write is refused; it resumes once
     the value is rewritten."""
@@ -162,6 +162,8 @@ async def test_garbage_partition_value_in_a_snapshot_stops_the_replica_until_it_
     await r.refresh()
     assert r.blocked is None and r.state("t1") == (PartitionState.active("c"), e)
     assert r.admit_write("t1", e) is ADMIT and r.last_read == clock.t
+    said = [m for m in caplog.messages if "stopped at" in m or "resumed" in m]
+    assert len(said) == 2 and "stopped at partitions/t1" in said[0] and "resumed" in said[1]  # per change, not poll
 
 
 async def test_garbage_log_entry_stops_the_replica_there():
