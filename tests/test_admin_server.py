@@ -129,27 +129,35 @@ async def test_a_huge_header_is_answered_431_before_it_is_buffered(admin):
 
 async def test_unread_pipelined_answers_stop_the_reading(admin):
     """A client that pipelines scrapes and never reads: the server stops reading (and making
-    answers) instead of queueing them all; once the client reads, every answer comes, in order."""
-    port, state = admin
+    answers) instead of queueing them all; once the client reads, every answer comes, in order.
+    Observed at each scrape: the answers waiting in the server's write buffer and the requests
+    read ahead of their answers stay bounded (on main: every answer made and buffered)."""
+    from sidecar._admin import FEED, MAX_PIPELINE
+
     big = b"# " + b"m" * 65536 + b"\n"
+    seen = {"scrapes": 0, "buffered": 0, "ahead": 0}
 
     async def metrics() -> bytes:
-        state["scrapes"] += 1
+        seen["scrapes"] += 1
+        conn = next(iter(srv.conns))
+        seen["buffered"] = max(seen["buffered"], conn.transport.get_write_buffer_size())
+        seen["ahead"] = max(seen["ahead"], conn.queued)
         return big
 
     srv = AdminServer(metrics, lambda: True)
     port = await srv.start("127.0.0.1", 0)
     try:
-        n = 1000
+        n = 500
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.transport.set_write_buffer_limits(high=64 << 20)  # the client keeps writing, never reads
-        writer.write(b"GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n" * (n - 1)
-                     + b"GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        one = b"GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n"
+        writer.write(one * (n - 1) + b"GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
         await until(lambda: srv.conns and not next(iter(srv.conns)).writable.is_set())  # the client's buffers are full
-        made = state["scrapes"]
-        assert made < n // 4, f"{made} answers of {n} made for a client that reads none"
+        assert seen["scrapes"] < n // 4, f"{seen['scrapes']} answers of {n} made for a client that reads none"
         out = await asyncio.wait_for(reader.read(), 60)  # now it reads: nothing was lost
         assert out.count(b"HTTP/1.1 200 OK") == n
+        assert seen["buffered"] <= 256 << 10, f"{seen['buffered']} bytes of answers waited in the write buffer"
+        assert seen["ahead"] <= MAX_PIPELINE + FEED // len(one) + 1, f"{seen['ahead']} requests read ahead"
         writer.close()
     finally:
         await srv.stop()
