@@ -154,6 +154,25 @@ async def test_reset_before_the_request_ended_cuts_the_write(node, tmp_path):
         raw.close()
 
 
+async def test_trickling_h2_write_is_cut_when_the_drain_starts(node, tmp_path):
+    """The trickle cut (sidecar/proxy/trickle.py) reaches HTTP/2 streams too: a write whose
+    body is still arriving when the partition's drain starts is answered 503 body-too-slow
+    after the grace, its upstream leg cut, and the cutover goes on."""
+    p = write_placement(tmp_path / "p.toml", {"a": node.url, "b": "http://127.0.0.1:1"}, {"t1": "a"})
+    async with running_sidecar(config(p, drain_seconds=10.0)) as sc:
+        raw = await (await Raw().open(sc.port)).ready()
+        raw.put(1, "/wait", b"val", end=False)           # and the rest never comes
+        await until(lambda: sc.tracker.count() == 1)
+        await sc.store.begin("t1", "b")
+        await asyncio.wait_for(sc.store.enter_cutover("t1"), 10)
+        await raw.until(lambda e: isinstance(e, h2.events.ResponseReceived) and e.stream_id == 1)
+        resp = next(e for e in raw.events if isinstance(e, h2.events.ResponseReceived))
+        assert dict(resp.headers)[b":status"] == b"503"
+        await raw.until(lambda e: isinstance(e, h2.events.DataReceived) and b"body-too-slow" in e.data)
+        assert sc.tracker.count() == 0
+        raw.close()
+
+
 # ---- 4: the sweep works whatever connections are open -------------------------------------------
 
 

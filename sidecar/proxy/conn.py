@@ -250,6 +250,10 @@ class ClientConn:
         if self.transport is not None:
             self.transport.close()
 
+    def exchanges(self) -> tuple:
+        """The request in progress, if any (``limits.ClientFace``)."""
+        return () if self.current is None else (self.current,)
+
     def tunnel_to(self, up: Any, req: Request) -> None:
         self.tunnel = up
         self.resume(P_ALL)

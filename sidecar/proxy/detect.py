@@ -90,6 +90,9 @@ class DetectConn(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
+    def exchanges(self) -> tuple:
+        return ()
+
     def head_timed_out(self) -> None:
         """Stopped inside the HTTP/2 preface past ``--head-timeout``: nothing to answer in."""
         self.close_idle()

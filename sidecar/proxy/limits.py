@@ -6,9 +6,11 @@ chosen, then ``conn.ClientConn`` for HTTP/1.1 or ``h2.server.H2ServerConn`` for
 HTTP/2, over TCP or TLS). Each of them offers the same face to these bounds
 (``ClientFace``): ``current`` (the request being answered, ``None`` when idle —
 always ``None`` on HTTP/2, whose ``close_idle`` is graceful), ``last_active``,
-``head_since`` (when the head in progress began, 0 when none), ``close_idle()``
-and ``head_timed_out()``. The periodic sweep (``sweep_clients``) reads nothing
-else, so no kind of connection can make it fail for the others.
+``head_since`` (when the head in progress began, 0 when none), ``close_idle()``,
+``head_timed_out()`` and ``exchanges()`` (the requests or streams in progress:
+the trickle cut, ``trickle.py``, walks them). The periodic sweep
+(``sweep_clients``) reads nothing else, so no kind of connection can make it
+fail for the others.
 
 * **Connection cap.** At most ``--max-connections`` client connections per
   process, counted at accept (``admit_connection``), before any protocol is

@@ -178,6 +178,10 @@ class H2ServerConn(H2Base):
         if self.transport is not None:
             self.transport.close()
 
+    def exchanges(self) -> list:
+        """Every open stream's exchange (``limits.ClientFace``)."""
+        return list(self.streams.values())
+
     def stream_done(self, sid: int) -> None:
         self.streams.pop(sid, None)
         if self.goaway and not self.streams and self.transport is not None:
