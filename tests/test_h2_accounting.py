@@ -224,6 +224,38 @@ async def test_max_connections_counts_h2_and_undetected_connections(tmp_path):
         await up.stop()
 
 
+async def test_max_connections_refuses_tls_h2_in_its_own_language(tmp_path):
+    """TLS is counted at accept too; one that chose h2 by ALPN is refused with SETTINGS and
+    GOAWAY (NO_ERROR, last stream 0: retry elsewhere), not an HTTP/1.1 503."""
+    import ssl
+
+    from tests._h2_util import make_ca, make_cert
+
+    ca = make_ca(tmp_path, "ca")
+    cert, key = make_cert(tmp_path, ca, "server")
+    up = await Upstream("a").start()
+    try:
+        p = write_placement(tmp_path / "p.toml", {"a": up.url}, {"t1": "a"})
+        async with running_sidecar(config(p, max_connections=1, tls_cert=str(cert), tls_key=str(key))) as sc:
+            tls = ssl.create_default_context(cafile=str(ca[0]))
+            tls.set_alpn_protocols(["h2"])
+            r1, w1 = await asyncio.open_connection("127.0.0.1", sc.port, ssl=tls, server_hostname="localhost")
+            await until(lambda: len(sc.ctx.clients) == 1)
+            r2, w2 = await asyncio.open_connection("127.0.0.1", sc.port, ssl=tls, server_hostname="localhost")
+            out = await eof(r2)
+            client = h2.connection.H2Connection()
+            client.initiate_connection()
+            evs = client.receive_data(out)
+            gone = [e for e in evs if isinstance(e, h2.events.ConnectionTerminated)]
+            assert gone and gone[0].error_code == ErrorCodes.NO_ERROR and gone[0].last_stream_id == 0, evs
+            assert gone[0].additional_data == b"too many connections"
+            assert sc.metrics.connections_refused._value.get() == 1
+            w1.close()
+            w2.close()
+    finally:
+        await up.stop()
+
+
 async def test_h2_bodies_kept_for_replay_count_against_the_budget(node, tmp_path):
     p = write_placement(tmp_path / "p.toml", {"a": node.url}, {"t1": "a"})
     async with running_sidecar(config(p, body_budget=64 * KIB)) as sc:
