@@ -53,6 +53,8 @@ from hyperframe.frame import (ContinuationFrame, DataFrame, HeadersFrame, PingFr
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_slowloris import free_port, rss_kib, sample_peak  # noqa: E402
 from sidecar._admin import MAX_CONNS, MAX_HEAD  # noqa: E402
 from sidecar.proxy.h2.conn import MAX_WRITE_BUFFER  # noqa: E402
 
@@ -64,20 +66,6 @@ MAX_HEADER = 32768
 SLACK = 1.1          # RSS per byte held: object headers, allocator rounding
 FLOOD_BATCHES = 8     # × (500 PING + 50 SETTINGS) per flooding connection
 BUDGET = 16 << 20
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
 
 
 # ---- the node: HTTP/1.1, answers /slow only when the phase ends, /big with 8 MiB ----------------
@@ -260,17 +248,6 @@ async def admin_client(port: int, kind: str, stop: asyncio.Event, out: dict[str,
     writer.close()
 
 
-async def sample_peak(pid: int, stop: asyncio.Event) -> int:
-    peak = 0
-    while not stop.is_set():
-        peak = max(peak, rss_kib(pid))
-        try:
-            await asyncio.wait_for(stop.wait(), 0.05)
-        except asyncio.TimeoutError:
-            pass
-    return max(peak, rss_kib(pid))
-
-
 async def phase(args: argparse.Namespace, kinds: list[str] | None, n: int,
                 admin_mode: str) -> tuple[int, int, dict[str, int], dict[str, int]]:
     """A fresh sidecar, ``n`` HTTP/2 connections spread over ``kinds`` (None: idle ones) and
@@ -347,7 +324,8 @@ async def main_async(args: argparse.Namespace) -> int:
         # high-water mark and one answer (64 KiB each)
         "admin": MAX_CONNS * (MAX_HEAD + (256 + 64 + 64) * 1024),
     }
-    phases: list[tuple[str, list[str] | None, int, str, int]] = [("baseline: idle connections", None, n, "idle", 0)]
+    phases: list[tuple[str, list[str] | None, int, str, int]] = [
+        ("baseline: idle connections", None, n, "none" if args.no_admin else "idle", 0)]
     phases += [(f"{k} ({q} connections)", [k], q, "none", bounds[k]) for k in kinds]
     if not args.no_admin:
         phases.append((f"admin port ({2 * MAX_CONNS} connections)", None, 0, "abuse", bounds["admin"]))

@@ -25,25 +25,19 @@ from h2.errors import ErrorCodes
 from hyperframe.frame import ContinuationFrame, HeadersFrame
 
 from tests._h2_util import H2Upstream
+from tests.test_h2_bad_input import Raw as _Raw
 from tests._sidecar_util import Upstream, config, running_sidecar, until, write_placement
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 KIB = 1024
 
 
-class Raw:
-    """A hand-driven HTTP/2 client connection."""
+class Raw(_Raw):
+    """A hand-driven HTTP/2 client connection (test_h2_bad_input's), with a larger window."""
 
     def __init__(self) -> None:
-        self.conn = h2.connection.H2Connection()
+        super().__init__()
         self.conn.local_settings.initial_window_size = 1 << 20
-        self.events: list = []
-
-    async def open(self, port: int) -> "Raw":
-        self.reader, self.writer = await asyncio.open_connection("127.0.0.1", port)
-        self.conn.initiate_connection()
-        self.flush()
-        return self
 
     async def ready(self) -> "Raw":
         """The sidecar's SETTINGS and window are in (a PING answered after them)."""
@@ -53,19 +47,6 @@ class Raw:
         await self.until(lambda e: isinstance(e, h2.events.PingAckReceived))
         return self
 
-    def flush(self) -> None:
-        self.writer.write(self.conn.data_to_send())
-
-    async def until(self, pred, timeout: float = 10) -> None:
-        async def run():
-            while not any(pred(e) for e in self.events):
-                data = await self.reader.read(65536)
-                if not data:
-                    raise ConnectionError("closed")
-                self.events += self.conn.receive_data(data)
-                self.flush()
-        await asyncio.wait_for(run(), timeout)
-
     def put(self, sid: int, path: str, body: bytes, end: bool = True) -> None:
         self.conn.send_headers(sid, [(":method", "PUT"), (":path", path), (":authority", "x"), (":scheme", "http"),
                                      ("x-partition-key", "t1")])
@@ -73,9 +54,6 @@ class Raw:
         for i in range(0, len(body), step):
             self.conn.send_data(sid, body[i:i + step], end_stream=end and i + step >= len(body))
         self.flush()
-
-    def close(self) -> None:
-        self.writer.close()
 
 
 def h2_conns(sc) -> list:
