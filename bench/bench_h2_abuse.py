@@ -13,8 +13,8 @@ sidecar:
 2. each abuse alone on N/4 connections, the admin abuse alone, then all of them at
    once (N HTTP/2 connections, a quarter each, and the admin abuse):
 
-   * **continuation** — HEADERS without END_HEADERS, then 4 KiB CONTINUATION frames
-     every 50 ms (``h2`` alone would keep 64 of them, ~1 MiB, per connection);
+   * **continuation** — HEADERS without END_HEADERS, then 16 KiB CONTINUATION frames
+     every 50 ms (``h2`` alone would keep 64 of them, 1 MiB, per connection);
    * **replay** — ``STREAMS`` writes of ``BODY`` bytes each to a node that holds its
      answer: the bodies kept for replay (``--body-budget``);
    * **unread** — ``STREAMS`` downloads of 8 MiB with a 1 GiB window, never read;
@@ -132,8 +132,8 @@ async def _abuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, kin
     enc = Encoder()
     if kind == "continuation":
         writer.write(_headers(enc, 1, "GET", "/", True, end_headers=False))
-        block = ContinuationFrame(1, b"\x00" * 4096).serialize()
-        for _ in range(256):   # up to 1 MiB
+        block = ContinuationFrame(1, b"\x00" * 16384).serialize()
+        for _ in range(64):   # up to 1 MiB (h2's own limit: 64 frames)
             writer.write(block)
             await writer.drain()
             await asyncio.sleep(0.05)
