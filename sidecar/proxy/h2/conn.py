@@ -45,7 +45,8 @@ from .hpack import CachingEncoder
 MAX_WRITE_BUFFER = 2 << 20
 #: DATA handed to ``h2`` per flush; the rest waits for the write, so a peer that does not read
 #: pauses pumping at the high-water mark instead of after every open stream's window
-#: (4 streams of a client that never read: 4.2 MiB per connection before, see bench_h2_abuse)
+#: (4 streams of a client that never read: 4.2 MiB per connection before, see bench_h2_abuse;
+#: a 32 MiB download through an h2c node: 0.476 s with the cap, 0.479 s without, median of 3)
 PUMP_MAX = 64 * 1024
 
 
