@@ -74,35 +74,78 @@ def refresh_metrics(metrics: Metrics, stats: Stats | None, source: PlacementSour
 
 
 MAX_HEAD = 16384      # bytes of request line + headers (a probe or scrape sends a few hundred)
+HEAD_S = 10.0         # a request head must be complete within this of its first byte (→ 408, close)
 IDLE_S = 75.0         # an idle keep-alive connection closes (aiohttp's default, which this replaced)
+MAX_CONNS = 64        # open admin connections; more are answered 503 and closed (a scraper and probes use a few)
+MAX_PIPELINE = 4      # requests read ahead of their answers per connection; then reading pauses
+FEED = 512            # bytes handed to the parser at a time (how far past a bound a request may get)
+LINGER_S = 2.0        # after a closing answer, what the client still sends is read and dropped this long
 TEXT = "text/plain; charset=utf-8"
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
+_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
             431: "Request Header Fields Too Large", 500: "Internal Server Error", 503: "Service Unavailable"}
 
 log = logging.getLogger("epochgate.sidecar")
 
 
+def _plain(status: int) -> bytes:
+    body = f"{status}: {_REASONS[status]}\n".encode()
+    return (f"HTTP/1.1 {status} {_REASONS[status]}\r\nContent-Type: {TEXT}\r\nContent-Length: {len(body)}\r\n"
+            f"Connection: close\r\n\r\n").encode() + body
+
+
 class _AdminConn(asyncio.Protocol):
-    """One admin connection: parse, answer in order, close on error or ``Connection: close``."""
+    """One admin connection: parse, answer in order, close on error or ``Connection: close``.
+
+    Memory per connection is bounded (issue 26): head bytes are counted *before* the
+    parser sees them (httptools reports a header only once it is whole, so a check in
+    ``on_header`` would run after a 40 MiB value was buffered) and at most ``MAX_HEAD``
+    (+ ``FEED``) of a head are fed; a head must be whole within ``HEAD_S``; at most
+    ``MAX_PIPELINE`` requests are read ahead of their answers, and an answer waits while
+    the client does not read (``pause_writing``), so unread responses stop the reading
+    instead of piling up; bodies are not kept (the parser has no ``on_body``)."""
 
     def __init__(self, server: "AdminServer") -> None:
         self.server = server
         self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
         self.url = b""
-        self.head = 0
+        self.head = 0            # head bytes fed since the last head ended (counted before parsing)
+        self.in_body = False     # between a head's end and its message's end
+        self.head_since = 0.0    # first byte of the head in progress (0: none)
+        self.backlog = b""       # bytes read but not fed: reading is paused meanwhile
+        self.discard = False     # answered and closing: what still arrives is dropped (_linger)
+        self.queued = 0          # requests parsed and not yet answered
+        self.writable = asyncio.Event()
+        self.writable.set()
         self.last: asyncio.Future[None] | None = None   # the previous answer: pipelined ones go out in order
         self.idle: asyncio.TimerHandle | None = None
+        self.loop = asyncio.get_running_loop()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        if len(self.server.conns) >= MAX_CONNS:
+            transport.write(_plain(503))  # type: ignore[attr-defined]
+            transport.close()
+            self.transport = None
+            return
         self.server.conns.add(self)
         self._arm()
 
     def _arm(self) -> None:
         if self.idle is not None:
             self.idle.cancel()
-        self.idle = asyncio.get_running_loop().call_later(IDLE_S, self.close)
+        if self.head_since:
+            delay = max(0.0, self.head_since + HEAD_S - self.loop.time())
+            self.idle = self.loop.call_later(delay, self._head_late)
+        else:
+            self.idle = self.loop.call_later(IDLE_S, self.close)
+
+    def _head_late(self) -> None:
+        t = self.transport
+        if t is not None and self.head_since and self.queued == 0:
+            t.write(_plain(408))
+            return self._linger(t)
+        self.close()
 
     def close(self) -> None:
         if self.transport is not None:
@@ -113,20 +156,67 @@ class _AdminConn(asyncio.Protocol):
         if self.idle is not None:
             self.idle.cancel()
         self.transport = None
+        self.writable.set()  # (an answer waiting for the client to read gives up: transport gone)
+
+    def pause_writing(self) -> None:   # the client does not read its answers: stop answering
+        self.writable.clear()
+
+    def resume_writing(self) -> None:
+        self.writable.set()
 
     def data_received(self, data: bytes) -> None:
-        self._arm()
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:   # the request was answered (no upgrade here); then close
-            self._queue(b"", b"", False, status=-1)
-            self.transport.pause_reading()  # type: ignore[union-attr]
-        except httptools.HttpParserError:
-            self._queue(b"", b"", False, status=431 if self.head > MAX_HEAD else 400)
-            self.transport.pause_reading()  # type: ignore[union-attr]
+        if self.transport is None or self.discard:
+            return
+        self.backlog = self.backlog + data if self.backlog else data
+        self._feed()
+        if self.transport is not None and not self.head_since:
+            self._arm()  # idle timer restarts with traffic; a head's deadline does not
+
+    def _feed(self) -> None:
+        """Feed the backlog in ``FEED`` slices while the head bound and the pipeline allow."""
+        buf, pos = self.backlog, 0
+        self.backlog = b""
+        t = self.transport
+        while pos < len(buf) and t is not None and not t.is_closing():
+            if self.queued >= MAX_PIPELINE:
+                self.backlog = buf[pos:]
+                t.pause_reading()  # resumed when answers went out (_answered)
+                return
+            if not self.in_body:
+                if not self.head_since:
+                    self.head_since = self.loop.time()
+                    self._arm()
+                if self.head >= MAX_HEAD:
+                    return self._fail(431)
+            chunk = buf[pos:pos + FEED]
+            pos += len(chunk)
+            if not self.in_body:
+                self.head += len(chunk)
+            try:
+                self.parser.feed_data(chunk)
+            except httptools.HttpParserUpgrade:   # the request was answered (no upgrade here); then close
+                self._queue(b"", b"", False, status=-1)
+                return self._stop()
+            except httptools.HttpParserError:
+                return self._fail(400)
+            t = self.transport
+        if t is not None and self.queued < MAX_PIPELINE:
+            t.resume_reading()
+
+    def _fail(self, status: int) -> None:
+        self._queue(b"", b"", False, status=status)
+        self._stop()
+
+    def _stop(self) -> None:
+        self.backlog = b""
+        self.head_since = 0.0
+        if self.transport is not None:
+            self.transport.pause_reading()
 
     def eof_received(self) -> bool:
         """A client that half-closes after its request still gets the answer, then the close."""
+        if self.discard:
+            return False
         if self.last is not None and not self.last.done():
             self._queue(b"", b"", False, status=-1)
             return True
@@ -134,26 +224,33 @@ class _AdminConn(asyncio.Protocol):
 
     # httptools callbacks
     def on_message_begin(self) -> None:
-        self.url, self.head = b"", 0
+        self.url = b""
 
     def on_url(self, url: bytes) -> None:
         self.url += url
-        self._count(len(url))
 
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._count(len(name) + len(value) + 4)
-
-    def _count(self, n: int) -> None:
-        self.head += n
-        if self.head > MAX_HEAD:
-            raise httptools.HttpParserCallbackError("request head too large")
+    def on_headers_complete(self) -> None:
+        self.in_body = True
+        self.head = 0
+        self.head_since = 0.0
 
     def on_message_complete(self) -> None:
+        self.in_body = False
         self._queue(self.parser.get_method(), self.url, self.parser.should_keep_alive())
 
     def _queue(self, method: bytes, url: bytes, keep: bool, status: int = 0) -> None:
         prev = self.last
+        self.queued += 1
         self.last = asyncio.ensure_future(self._answer(prev, method, url, keep, status))
+        self.last.add_done_callback(self._answered)
+
+    def _answered(self, _: "asyncio.Future[None]") -> None:
+        self.queued -= 1
+        if self.transport is not None and self.queued < MAX_PIPELINE:
+            if self.backlog:
+                self._feed()
+            elif not self.transport.is_closing():
+                self.transport.resume_reading()
 
     async def _answer(self, prev: "asyncio.Future[None] | None", method: bytes, url: bytes, keep: bool,
                       status: int) -> None:
@@ -162,6 +259,7 @@ class _AdminConn(asyncio.Protocol):
         if status == -1:
             self.close()
             return
+        await self.writable.wait()   # the client reads what it was sent before more is made
         if status:
             status, ctype, body = status, TEXT, f"{status}: {_REASONS[status]}\n".encode()
         else:
@@ -176,7 +274,22 @@ class _AdminConn(asyncio.Protocol):
             head.append("Connection: close")
         t.write("\r\n".join(head).encode() + b"\r\n\r\n" + (b"" if method == b"HEAD" else body))
         if not keep:
+            self._linger(t)
+
+    def _linger(self, t: asyncio.Transport) -> None:
+        """Close after an answer that ends the connection. Bytes the client is still sending
+        (the rest of a refused head, say) are read and dropped for up to ``LINGER_S``: closing
+        with them unread would reset the connection, and the client could lose the answer."""
+        self.backlog = b""
+        self.discard = True
+        if not t.can_write_eof():
             t.close()
+            return
+        t.write_eof()
+        t.resume_reading()
+        if self.idle is not None:
+            self.idle.cancel()
+        self.idle = self.loop.call_later(LINGER_S, self.close)
 
 
 class AdminServer:

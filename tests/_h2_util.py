@@ -4,7 +4,8 @@ throw-away certificates made with the ``openssl`` command.
 
 Routes: ``/echo`` answers with the request body, its length and sha256 in
 headers, and a ``x-trailer`` trailer; ``/big?size=N`` streams N bytes;
-``/trailers`` answers a body and trailers. Every request is recorded
+``/trailers`` answers a body and trailers; ``/wait`` answers like ``/echo`` once
+``release`` is set. Every request is recorded
 (headers as a dict, body length) in ``seen``.
 """
 
@@ -40,6 +41,7 @@ class H2Upstream:
         self.server: asyncio.base_events.Server | None = None
         self.url = ""
         self.conns = 0
+        self.release = asyncio.Event()
 
     async def start(self) -> "H2Upstream":
         self.server = await asyncio.start_server(self._conn, "127.0.0.1", 0, ssl=self.ssl_ctx)
@@ -109,6 +111,8 @@ class H2Upstream:
         self.seen.append({"node": self.name, "path": url.path, "headers": h, "len": st.n,
                           "sha": st.body.hexdigest()})
         try:
+            if url.path == "/wait":  # answered once the test sets ``release`` (a node still committing)
+                await self.release.wait()
             if url.path == "/big":
                 size = int(q["size"])
                 conn.send_headers(sid, [(b":status", b"200"), (b"content-length", str(size).encode())])

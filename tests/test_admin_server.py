@@ -9,6 +9,7 @@ import asyncio
 import pytest
 
 from sidecar._admin import MAX_HEAD, AdminServer
+from tests._sidecar_util import until
 
 TEXT = b"text/plain; charset=utf-8"
 
@@ -98,3 +99,103 @@ async def test_an_upgrade_request_is_answered_then_closed(admin):
     port, _ = admin
     out = await _exchange(port, b"GET /healthz HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: ws\r\n\r\n")
     assert out.startswith(b"HTTP/1.1 200 OK") and out.endswith(b"ok\n")
+
+
+# ---- bounded memory (issue 26, finding 6) --------------------------------------------------------
+
+
+async def test_a_huge_header_is_answered_431_before_it_is_buffered(admin):
+    """The value never ends: the 431 must come once about MAX_HEAD arrived (on main it came
+    only after the parser had buffered the whole value)."""
+    port, _ = admin
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    answer = asyncio.ensure_future(reader.read())
+    writer.write(b"GET /metrics HTTP/1.1\r\nHost: a\r\nX-Big: ")
+    sent = 0
+    block = b"a" * 8192
+    try:
+        while not answer.done() and sent < 8 << 20:   # 8 MiB would be sent if nobody answered
+            writer.write(block)
+            await writer.drain()
+            sent += len(block)
+            await asyncio.sleep(0)
+    except ConnectionError:
+        pass
+    out = await asyncio.wait_for(answer, 10)
+    writer.close()
+    assert out.startswith(b"HTTP/1.1 431"), out[:100]
+    assert sent < 1 << 20, f"{sent} bytes of one header were read before the 431"
+
+
+async def test_unread_pipelined_answers_stop_the_reading(admin):
+    """A client that pipelines scrapes and never reads: the server stops reading (and making
+    answers) instead of queueing them all; once the client reads, every answer comes, in order.
+    Observed at each scrape: the answers waiting in the server's write buffer and the requests
+    read ahead of their answers stay bounded (on main: every answer made and buffered)."""
+    from sidecar._admin import FEED, MAX_PIPELINE
+
+    big = b"# " + b"m" * 65536 + b"\n"
+    seen = {"scrapes": 0, "buffered": 0, "ahead": 0}
+
+    async def metrics() -> bytes:
+        seen["scrapes"] += 1
+        conn = next(iter(srv.conns))
+        seen["buffered"] = max(seen["buffered"], conn.transport.get_write_buffer_size())
+        seen["ahead"] = max(seen["ahead"], conn.queued)
+        return big
+
+    srv = AdminServer(metrics, lambda: True)
+    port = await srv.start("127.0.0.1", 0)
+    try:
+        n = 500
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.transport.set_write_buffer_limits(high=64 << 20)  # the client keeps writing, never reads
+        one = b"GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n"
+        writer.write(one * (n - 1) + b"GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        await until(lambda: srv.conns and not next(iter(srv.conns)).writable.is_set())  # the client's buffers are full
+        assert seen["scrapes"] < n // 4, f"{seen['scrapes']} answers of {n} made for a client that reads none"
+        out = await asyncio.wait_for(reader.read(), 60)  # now it reads: nothing was lost
+        assert out.count(b"HTTP/1.1 200 OK") == n
+        assert seen["buffered"] <= 256 << 10, f"{seen['buffered']} bytes of answers waited in the write buffer"
+        assert seen["ahead"] <= MAX_PIPELINE + FEED // len(one) + 1, f"{seen['ahead']} requests read ahead"
+        writer.close()
+    finally:
+        await srv.stop()
+
+
+async def test_connections_beyond_the_bound_are_refused(admin):
+    from sidecar._admin import MAX_CONNS
+
+    port, _ = admin
+    held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(MAX_CONNS)]
+    for r, w in held:  # each one answered: all are open on the server's side
+        w.write(b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert (await asyncio.wait_for(r.readuntil(b"ok\n"), 5)).startswith(b"HTTP/1.1 200")
+    out = await _exchange(port, b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 503"), out
+    for _, w in held:
+        w.close()
+    for _ in range(200):  # served again once the server has seen the closes
+        out = await _exchange(port, b"GET /healthz HTTP/1.0\r\n\r\n")
+        if out.endswith(b"ok\n"):
+            break
+        await asyncio.sleep(0.02)
+    assert out.endswith(b"ok\n"), out
+
+
+async def test_a_trickled_head_times_out(admin, monkeypatch):
+    import sidecar._admin as admin_mod
+
+    monkeypatch.setattr(admin_mod, "HEAD_S", 0.3)
+    port, _ = admin
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    answer = asyncio.ensure_future(reader.read())
+    head = b"GET /healthz HTTP/1.1\r\nHost: a\r\nX-Slow: " + b"a" * 1000
+    for i in range(len(head)):
+        if answer.done():
+            break
+        writer.write(head[i:i + 1])
+        await asyncio.sleep(0.01)   # (the client's pace; the server's deadline decides)
+    out = await asyncio.wait_for(answer, 10)
+    writer.close()
+    assert out.startswith(b"HTTP/1.1 408"), out

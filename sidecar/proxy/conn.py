@@ -38,7 +38,7 @@ from . import exchange as _exchange
 from .exstate import P_ALL, P_QUEUED, Pause
 from .hookpath import is_hook_path
 from .orphan import orphan_write
-from .limits import BUSY_503
+from .limits import admit_connection
 from .target import TargetError, normalize
 
 if TYPE_CHECKING:
@@ -107,13 +107,9 @@ class ClientConn:
             self.peer_s = str(peer[0])
             self.peer = self.peer_s.encode()
             self.xff_line = b"X-Forwarded-For: " + self.peer + b"\r\n"
-        if len(self.ctx.clients) >= self.ctx.max_connections:
-            self.ctx.stats.metrics.connections_refused.inc()
-            transport.write(BUSY_503)  # type: ignore[attr-defined]
-            transport.close()
+        if not admit_connection(self.ctx, self, transport):  # (the listener's DetectConn counted it already)
             return
         H.set_nodelay(transport)
-        self.ctx.clients.add(self)
 
     def data_received(self, data: bytes) -> None:
         self.last_active = self.ctx.now
@@ -253,6 +249,10 @@ class ClientConn:
     def close_idle(self) -> None:
         if self.transport is not None:
             self.transport.close()
+
+    def exchanges(self) -> tuple:
+        """The request in progress, if any (``limits.ClientFace``)."""
+        return () if self.current is None else (self.current,)
 
     def tunnel_to(self, up: Any, req: Request) -> None:
         self.tunnel = up

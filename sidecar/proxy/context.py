@@ -20,7 +20,7 @@ from gate import ConfigError, PlacementSource
 from .._config import SidecarConfig
 from .h2.bridge import open_bridge
 from .hold import Hold
-from .limits import BodyBudget, sweep_heads
+from .limits import BodyBudget, sweep_clients
 from .._log import AccessLog, event
 from .router import Router
 from .stats import Stats
@@ -143,11 +143,17 @@ class ProxyContext:
         try:
             for req in [r for r in self.waiting if r.deadline < now]:
                 req.timed_out()
-            idle = self.idle_timeout
-            for conn in [c for c in self.clients if c.current is None and now - c.last_active > idle]:
-                conn.close_idle()
-            sweep_heads(self, now)
+        except Exception:  # never let the clock die
+            logging.getLogger("epochgate.sidecar").exception("tick failed (upstream deadlines)")
+        # each sweep on its own: one that fails must not stop the others (issue 26: a
+        # connection kind missing an attribute once stopped head timeouts, idle closes
+        # and the access log for every client)
+        try:
+            sweep_clients(self, now)
+        except Exception:
+            logging.getLogger("epochgate.sidecar").exception("tick failed (client connections)")
+        try:
             self.pool.sweep(now)
             self.access.tick()
-        except Exception:  # never let the clock die
-            logging.getLogger("epochgate.sidecar").exception("tick failed")
+        except Exception:
+            logging.getLogger("epochgate.sidecar").exception("tick failed (upstream pool, access log)")

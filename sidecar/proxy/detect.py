@@ -19,6 +19,7 @@ import asyncio
 from typing import TYPE_CHECKING
 
 from .conn import ClientConn
+from .limits import admit_connection
 
 if TYPE_CHECKING:
     from .context import ProxyContext
@@ -33,9 +34,11 @@ def _h2_conn(ctx: ProxyContext) -> asyncio.Protocol:
 
 
 class DetectConn(asyncio.Protocol):
-    """First bytes (or ALPN) decide: HTTP/2 or HTTP/1.1."""
+    """First bytes (or ALPN) decide: HTTP/2 or HTTP/1.1. Until then it is a client connection
+    like the others (``limits.ClientFace``): counted against ``--max-connections``, closed by
+    the idle sweep when silent, and by the head deadline when it stops inside the preface."""
 
-    __slots__ = ("ctx", "transport", "buf", "current", "last_active")
+    __slots__ = ("ctx", "transport", "buf", "current", "last_active", "head_since")
 
     def __init__(self, ctx: ProxyContext) -> None:
         self.ctx = ctx
@@ -43,19 +46,26 @@ class DetectConn(asyncio.Protocol):
         self.buf = b""
         self.current = None  # (for the idle sweep and the drain, like a client connection)
         self.last_active = ctx.now
+        self.head_since = 0.0  # the first byte of an unfinished preface
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         sslobj = transport.get_extra_info("ssl_object")
-        if sslobj is not None and sslobj.selected_alpn_protocol() == "h2":
-            self._switch(_h2_conn(self.ctx), b"")
+        h2 = sslobj is not None and sslobj.selected_alpn_protocol() == "h2"
+        if not admit_connection(self.ctx, self, transport, h2=h2):  # the one cap, every protocol
+            self.transport = None
             return
-        self.ctx.clients.add(self)  # a silent connection is closed by the idle sweep
+        if h2:
+            self._switch(_h2_conn(self.ctx), b"")
 
     def data_received(self, data: bytes) -> None:
+        if self.transport is None:
+            return  # refused at accept
         buf = self.buf + data if self.buf else data
         if len(buf) < len(PREFACE) and PREFACE.startswith(buf):
-            self.buf = buf  # a prefix of the preface: wait for more
+            self.buf = buf  # a prefix of the preface: wait for more (under the head deadline)
+            if not self.head_since:
+                self.head_since = self.ctx.now
             return
         self.buf = b""
         if buf.startswith(PREFACE):
@@ -79,3 +89,10 @@ class DetectConn(asyncio.Protocol):
     def close_idle(self) -> None:
         if self.transport is not None:
             self.transport.close()
+
+    def exchanges(self) -> tuple:
+        return ()
+
+    def head_timed_out(self) -> None:
+        """Stopped inside the HTTP/2 preface past ``--head-timeout``: nothing to answer in."""
+        self.close_idle()

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 from gate import Phase, Reject, RejectReason
 
 from . import httpmsg as H
+from . import limits as _limits
 from .exstate import (CONNECTING, DONE, FORWARDING, HELD, NEW, P_BUFFERED, P_HELD, P_HELD_OR_BUFFERED,
                        P_UPSTREAM_FULL, REROUTE_MAX, RESPONDING, ROUTING, TUNNEL, step)
 from .router import SAFE_METHODS, KeyError400
@@ -369,22 +370,10 @@ class Request(ResponseMixin):
 
     def keep_for_replay(self, data: bytes) -> None:
         """Keep ``data`` to replay the write, within ``--retry-body-max`` and the body budget."""
-        n = len(data)
-        budget = self.ctx.budget
-        if self.replay_len + n <= self.ctx.retry_body_max and budget.used + n <= budget.total:
-            self.replay_len += n
-            self.replay.append(data)
-            self.charged += n
-            budget.used += n
-        else:
-            self.replay = None  # this write cannot be replayed: an app refusal is relayed as is
-            self.uncharge(self.replay_len)
-            self.replay_len = 0
+        _limits.keep_for_replay(self, data)
 
     def uncharge(self, n: int) -> None:
-        if n:
-            self.charged -= n
-            self.ctx.budget.used -= n
+        _limits.uncharge(self, n)
 
     def _send_end(self) -> None:
         if self.head.chunked:
@@ -418,8 +407,7 @@ class Request(ResponseMixin):
         n = len(data)
         self.pending.append(data)
         self.pending_len += n
-        self.charged += n
-        self.ctx.budget.used += n
+        _limits.charge(self, n)
         if self.pending_len > PENDING_HIGH:
             self.conn.pause(P_BUFFERED)
 

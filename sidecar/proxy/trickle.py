@@ -11,7 +11,9 @@ So when a participant starts waiting for a partition's writes to drain
 arriving gets ``BODY_GRACE_S``; then it is cut: its upstream connection is
 closed — the application gets a truncated body and cannot commit it — and
 the client gets a 503 problem saying the write was not applied (retrying it
-is safe). Writes whose body has arrived are never cut: they are waited for.
+is safe). HTTP/1.1 requests and HTTP/2 streams alike (on HTTP/2 the upstream
+stream is reset, or the HTTP/1.1 node's connection closed; a gRPC call gets
+UNAVAILABLE). Writes whose body has arrived are never cut: they are waited for.
 
 The bound: a trickling client delays a cutover's ack by at most
 ``BODY_GRACE_S`` plus the application's time to answer a truncated request.
@@ -26,9 +28,10 @@ BODY_GRACE_S = 1.0
 
 def _cut(ctx: Any, partition: str, below_epoch: int) -> None:
     for conn in list(ctx.clients):
-        req = conn.current
-        if (req is not None and not req.done and req.admitted and not req.body_done
-                and req.partition == partition and req.epoch < below_epoch):
+        for req in conn.exchanges():  # HTTP/1.1's current request, or every HTTP/2 stream (limits)
+            if (req.done or not req.admitted or req.body_done or req.partition != partition
+                    or req.epoch >= below_epoch):
+                continue
             req.fail(503, "body-too-slow", "request body too slow",
                      f"partition {partition!r} entered cutover while this write's body was still arriving "
                      f"({BODY_GRACE_S:g}s grace); the write was not applied — retry it",

@@ -134,8 +134,8 @@ class H2ResponseMixin:
     def _replayable(self: Any) -> bool:
         if not self.body_done or self.trailers:
             return False
-        if self.replay is None:
-            return self.replay_len == 0
+        if self.replay is None:  # not kept (a read, or over --retry-body-max / --body-budget)
+            return self.sent == 0
         if self.grpc:  # exactly one length-prefixed message: a unary (or server-streaming) request
             body = b"".join(self.replay) if len(self.replay) > 1 else (self.replay[0] if self.replay else b"")
             return len(body) >= 5 and int.from_bytes(body[1:5], "big") + 5 == len(body)
@@ -147,7 +147,8 @@ class H2ResponseMixin:
         self.replays += 1
         st = ctx.source.state(self.partition)
         moved = st is not None and st[1] != self.epoch and self.replays <= APP_REPLAY_MAX
-        if not moved and not ctx.hold.try_hold(self, retry_in=min(0.005 * 2 ** min(self.replays, 6), 0.25)):
+        if not moved and not (ctx.budget.may_hold(self)
+                              and ctx.hold.try_hold(self, retry_in=min(0.005 * 2 ** min(self.replays, 6), 0.25))):
             return False
         ctx.stats.decision(self.phase, "reject", "stale_epoch")
         self._drop_leg()

@@ -29,6 +29,7 @@ from h2.settings import SettingCodes
 from hyperframe.frame import GoAwayFrame
 
 from ..context import ProxyContext
+from ..limits import H2_BLOCK_FACTOR, admit_connection
 from .conn import H2Base
 from .stream import H2Exchange
 
@@ -51,6 +52,7 @@ class H2ServerConn(H2Base):
         self.streams: dict[int, Any] = {}
         self.current = None            # never "busy" for the idle sweep: close_idle is graceful here
         self.last_active = ctx.now
+        self.head_since = 0.0          # a header block in progress since (limits: the head deadline)
         self.peer_s = "unknown"
         self.peer = b"unknown"
         self.goaway = False
@@ -67,8 +69,10 @@ class H2ServerConn(H2Base):
             self.peer_s = str(peer[0])
             self.peer = self.peer_s.encode()
         self.tls = transport.get_extra_info("ssl_object") is not None
+        if not admit_connection(self.ctx, self, transport, h2=True):  # (DetectConn counted it already)
+            self.transport = None
+            return
         self.set_nodelay()
-        self.ctx.clients.add(self)
         self.initiate({
             SettingCodes.MAX_CONCURRENT_STREAMS: self.max_streams,
             SettingCodes.INITIAL_WINDOW_SIZE: self.window,
@@ -84,6 +88,44 @@ class H2ServerConn(H2Base):
 
     def read_started(self) -> None:
         self.last_active = self.ctx.now
+
+    def data_received(self, data: bytes) -> None:
+        if self.transport is None:
+            return
+        super().data_received(data)
+        if self.transport is not None:
+            self._watch_head()
+
+    def _watch_head(self) -> None:
+        """A header block still arriving (HEADERS without END_HEADERS and its CONTINUATIONs,
+        or a HEADERS/CONTINUATION frame cut short) is a head in progress: bounded in size as
+        it arrives and in time by the head deadline (``limits``). ``h2`` keeps the block
+        until it ends (up to 64 frames, ~1 MiB) and says nothing before."""
+        buf = self.h2.incoming_buffer
+        block = getattr(buf, "_headers_buffer", None)
+        raw = buf._data if hasattr(buf, "_data") else b""
+        partial = len(raw) >= 9 and raw[3] in (0x1, 0x9)  # frame type HEADERS / CONTINUATION
+        if not block and not partial:
+            self.head_since = 0.0
+            return
+        if not self.head_since:
+            self.head_since = self.ctx.now
+        size = sum(len(f.data) for f in block) if block else 0
+        if size > H2_BLOCK_FACTOR * self.ctx.max_header:
+            self.h2.close_connection(ErrorCodes.ENHANCE_YOUR_CALM, b"header block too large")
+            self._fail()
+
+    def head_timed_out(self) -> None:
+        """A header block unfinished past ``--head-timeout``: GOAWAY and close (its open
+        streams end as on any connection loss)."""
+        if self.transport is None:
+            return
+        self.head_since = 0.0
+        try:
+            self.h2.close_connection(ErrorCodes.ENHANCE_YOUR_CALM, b"request head timeout")
+        except Exception:  # noqa: BLE001 - h2 already closed: just close
+            pass
+        self._fail()
 
     def protocol_error(self, exc: ProtocolError) -> None:
         self._fail()
@@ -135,6 +177,10 @@ class H2ServerConn(H2Base):
         self.flush()
         if self.transport is not None:
             self.transport.close()
+
+    def exchanges(self) -> list:
+        """Every open stream's exchange (``limits.ClientFace``)."""
+        return list(self.streams.values())
 
     def stream_done(self, sid: int) -> None:
         self.streams.pop(sid, None)

@@ -39,6 +39,8 @@ from .response import H2ResponseMixin
 from .upstream import h2pool
 from ..exstate import REROUTE_MAX
 from ..hookpath import is_hook_path
+from ..limits import charge, keep_for_replay, uncharge
+from ..orphan import orphan_stream
 from ..resolve import resolve
 from ..router import KeyError400
 from ..target import TargetError, normalize
@@ -60,7 +62,7 @@ class H2Exchange(H2ResponseMixin):
         "xff", "ctype", "grpc", "partition", "phase", "epoch", "placement", "is_write", "admitted", "decision",
         "node", "reroutes", "replays", "pooled_retries", "hold_timer", "held_at", "was_held", "leg", "spare", "pending", "body_done", "trailers",
         "head_sent", "replay", "replay_len", "to_ack", "status", "resp_started", "resp_held", "resp_buf",
-        "resp_ended", "done", "deadline", "t0", "t_res", "t_adm", "t_up")
+        "resp_ended", "done", "deadline", "t0", "t_res", "t_adm", "t_up", "charged", "sent")
 
     def __init__(self, ctx: "ProxyContext", sconn: "H2ServerConn", sid: int, headers: list[tuple[bytes, bytes]],
                  ended: bool) -> None:
@@ -137,6 +139,8 @@ class H2Exchange(H2ResponseMixin):
         self.head_sent = False
         self.replay: list[bytes] | None = None
         self.replay_len = 0
+        self.charged = 0      # body bytes held against ctx.budget (parked or kept for replay: limits)
+        self.sent = 0         # body bytes sent upstream in this attempt
         self.to_ack = 0       # client bytes received and not yet handed back (flow control)
         self.status = 0
         self.resp_started = False
@@ -202,7 +206,8 @@ class H2Exchange(H2ResponseMixin):
         if r.reason is RejectReason.STALE_EPOCH and self.reroutes < REROUTE_MAX:
             self.reroutes += 1
             return self.route()
-        if r.reason in _HOLDABLE and self.sconn.transport is not None and ctx.hold.try_hold(self):
+        if (r.reason in _HOLDABLE and self.sconn.transport is not None and ctx.budget.may_hold(self)
+                and ctx.hold.try_hold(self)):
             self.was_held = True
             self.decision = "held"
             return
@@ -251,9 +256,12 @@ class H2Exchange(H2ResponseMixin):
     # ------------------------------------------------------------ request → upstream
     def attach(self, target: Any) -> None:
         ctx = self.ctx
+        if self.charged:  # parked bytes leave now; the ones kept for replay are charged again (_send)
+            uncharge(self, self.charged)
         if self.is_write and ctx.retry_body_max:
             self.replay = []
             self.replay_len = 0
+        self.sent = 0
         extra = [(b"x-forwarded-for", self.sconn.peer if self.xff is None else self.xff + b", " + self.sconn.peer),
                  (b"x-forwarded-proto", b"https" if self.sconn.tls else b"http")]
         if self.authority is not None:
@@ -276,12 +284,9 @@ class H2Exchange(H2ResponseMixin):
             self.leg.end(self.trailers)
 
     def _send(self, data: bytes) -> None:
+        self.sent += len(data)
         if self.replay is not None:
-            self.replay_len += len(data)
-            if self.replay_len <= self.ctx.retry_body_max:
-                self.replay.append(data)
-            else:
-                self.replay = None
+            keep_for_replay(self, data)  # within --retry-body-max and --body-budget, as on HTTP/1.1
         self.leg.send(data)
 
     def client_data(self, data: bytes) -> None:
@@ -292,6 +297,7 @@ class H2Exchange(H2ResponseMixin):
             self._send(data)
         else:
             self.pending.append(data)  # bounded by the stream window: not acknowledged until sent
+            charge(self, len(data))
 
     def client_end(self, trailers: list[tuple[bytes, bytes]] | None) -> None:
         if self.body_done:
@@ -309,9 +315,13 @@ class H2Exchange(H2ResponseMixin):
             self.sconn.ack(self.sid, a)
 
     def client_reset(self) -> None:
+        """The client reset the stream (or its connection went): an admitted write whose
+        request ended stays counted until the upstream exchange ends (``orphan``, as on
+        HTTP/1.1); otherwise the upstream leg is cut."""
         if self.done:
             return
-        self._drop_leg()
+        if not orphan_stream(self):
+            self._drop_leg()
         self.finish("error")
 
     def finish(self, outcome: str) -> None:
@@ -328,6 +338,10 @@ class H2Exchange(H2ResponseMixin):
         if self.admitted:
             self.admitted = False
             ctx.gate.done(self.partition, self.epoch)
+        if self.charged:
+            uncharge(self, self.charged)
+            self.pending = []
+            self.replay = None
         if self.was_held and outcome == "ok":
             outcome = "held_ok"
         if self.to_ack:  # request bytes never sent (answered early): hand the window back
