@@ -5,7 +5,8 @@ throw-away certificates made with the ``openssl`` command.
 Routes: ``/echo`` answers with the request body, its length and sha256 in
 headers, and a ``x-trailer`` trailer; ``/big?size=N`` streams N bytes;
 ``/trailers`` answers a body and trailers. Every request is recorded
-(headers as a dict, body length) in ``seen``.
+(headers as a dict and, in ``fields``, as the list received; body length;
+request trailers, if any) in ``seen``.
 """
 
 from __future__ import annotations
@@ -20,13 +21,16 @@ from urllib.parse import parse_qs, urlsplit
 
 from h2.config import H2Configuration
 from h2.connection import H2Connection
-from h2.events import ConnectionTerminated, DataReceived, RequestReceived, StreamEnded, StreamReset, WindowUpdated
+from h2.events import (ConnectionTerminated, DataReceived, RequestReceived, StreamEnded, StreamReset, TrailersReceived,
+                       WindowUpdated)
 from h2.exceptions import H2Error
 
 
 class _Stream:
-    def __init__(self, headers: dict[bytes, bytes]) -> None:
-        self.headers = headers
+    def __init__(self, fields: list[tuple[bytes, bytes]]) -> None:
+        self.fields = fields
+        self.headers = dict(fields)
+        self.trailers: list[tuple[bytes, bytes]] | None = None
         self.body = hashlib.sha256()
         self.n = 0
         self.window_open = asyncio.Event()
@@ -71,13 +75,17 @@ class H2Upstream:
                     break
                 for ev in events:
                     if isinstance(ev, RequestReceived):
-                        streams[ev.stream_id] = _Stream(dict(ev.headers))
+                        streams[ev.stream_id] = _Stream(list(ev.headers))
                     elif isinstance(ev, DataReceived):
                         st = streams.get(ev.stream_id)
                         if st is not None:
                             st.body.update(ev.data)
                             st.n += len(ev.data)
                         conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                    elif isinstance(ev, TrailersReceived):
+                        st = streams.get(ev.stream_id)
+                        if st is not None:
+                            st.trailers = list(ev.headers)
                     elif isinstance(ev, StreamEnded):
                         st = streams.get(ev.stream_id)
                         if st is not None:
@@ -107,7 +115,8 @@ class H2Upstream:
         url = urlsplit(h[":path"])
         q = {k: v[0] for k, v in parse_qs(url.query).items()}
         self.seen.append({"node": self.name, "path": url.path, "headers": h, "len": st.n,
-                          "sha": st.body.hexdigest()})
+                          "sha": st.body.hexdigest(), "fields": [(k.decode(), v.decode()) for k, v in st.fields],
+                          "trailers": st.trailers})
         try:
             if url.path == "/big":
                 size = int(q["size"])
