@@ -23,6 +23,7 @@ from aiohttp import web
 from examples.kv import build_app
 from gate import AdmitClient
 from tests._consul import free_ports
+from tests.test_h2_bad_input import Raw
 from tests._sidecar_util import config, running_sidecar, write_placement
 
 SMUGGLED = (b"PUT /kv/smuggled HTTP/1.1\r\nHost: app\r\nX-Partition: t1\r\nX-Placement: a\r\n"
@@ -30,26 +31,16 @@ SMUGGLED = (b"PUT /kv/smuggled HTTP/1.1\r\nHost: app\r\nX-Partition: t1\r\nX-Pla
 PAD = 256  # CRLF pairs before the smuggled request: HTTP/1.1 parsers skip empty lines before a request
 
 
-class Client:
+class Client(Raw):
     """A hand-driven HTTP/2 client (no outbound validation: it sends what an attacker would)."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.conn = h2.connection.H2Connection(h2.config.H2Configuration(
             client_side=True, header_encoding=None, validate_outbound_headers=False,
             normalize_outbound_headers=False))
-        self.events: list = []
-        self.body: dict[int, bytes] = {}
 
-    async def open(self, port: int) -> "Client":
-        self.reader, self.writer = await asyncio.open_connection("127.0.0.1", port)
-        self.conn.initiate_connection()
-        self.flush()
-        return self
-
-    def flush(self) -> None:
-        self.writer.write(self.conn.data_to_send())
-
-    async def close(self) -> None:
+    async def close(self) -> None:  # type: ignore[override]
         self.writer.close()
         await self.writer.wait_closed()
 
@@ -72,7 +63,6 @@ class Client:
                 for e in self.conn.receive_data(data):
                     self.events.append(e)
                     if isinstance(e, h2.events.DataReceived):
-                        self.body[e.stream_id] = self.body.get(e.stream_id, b"") + e.data
                         self.conn.acknowledge_received_data(e.flow_controlled_length, e.stream_id)
                 self.flush()
         return await asyncio.wait_for(run(), timeout)
@@ -114,11 +104,20 @@ async def kv_behind_sidecar(tmp_path):
     await admitter.close()
 
 
-def _smuggling_read(c: Client, sid: int) -> None:
-    body = b"\r\n" * PAD + SMUGGLED
-    c.conn.send_headers(sid, head(sid, b"GET", b"/kv/y", (b"content-length", b"%d" % len(body))))
-    c.conn.send_data(sid, body, end_stream=True)
+async def _then_smuggle(c: Client, commits) -> tuple[str, str]:
+    """Send the first stream (already queued), then after its answer a read whose body is the
+    smuggled PUT; check the node committed no smuggled write. (first, second) outcomes."""
     c.flush()
+    first = await c.until_done(1)
+    body = b"\r\n" * PAD + SMUGGLED
+    c.conn.send_headers(3, head(3, b"GET", b"/kv/y", (b"content-length", b"%d" % len(body))))
+    c.conn.send_data(3, body, end_stream=True)
+    c.flush()
+    second = await c.until_done(3)
+    await c.close()
+    log = await commits()
+    assert [r for r in log if r["key"] == "smuggled"] == [], f"a smuggled write was committed ({first}, {second})"
+    return first, second
 
 
 #: what stream 1 declares: the node takes that many bytes of the next request on the connection —
@@ -140,13 +139,7 @@ async def test_declared_length_that_the_stream_does_not_carry_is_refused(kv_behi
         c.conn.send_headers(1, head(1, b"GET", b"/kv/x", (b"content-length", n)))
         c.conn.send_data(1, b"abc")
         c.conn.send_headers(1, [(b"x-t", b"1")], end_stream=True)
-    c.flush()
-    first = await c.until_done(1)
-    _smuggling_read(c, 3)
-    second = await c.until_done(3)
-    await c.close()
-    log = await commits()
-    assert [r for r in log if r["key"] == "smuggled"] == [], f"a smuggled write was committed ({first}, {second})"
+    first, second = await _then_smuggle(c, commits)
     assert first in ("status 400", "reset 1"), first    # refused: 400 or RST_STREAM PROTOCOL_ERROR
     assert second == "status 404", second                # the read itself, answered by the node
 
@@ -167,11 +160,5 @@ async def test_the_http1_leg_never_pools_a_connection_owed_body_bytes(kv_behind_
     else:                              # the leg declared DECLARED and wrote none: not pooled
         c.conn.send_headers(1, head(1, b"GET", b"/kv/x", cl))
         c.conn.send_headers(1, [(b"x-t", b"1")], end_stream=True)
-    c.flush()
-    first = await c.until_done(1)
-    _smuggling_read(c, 3)
-    second = await c.until_done(3)
-    await c.close()
-    log = await commits()
-    assert [r for r in log if r["key"] == "smuggled"] == [], f"a smuggled write was committed ({first}, {second})"
+    first, second = await _then_smuggle(c, commits)
     assert second == "status 404", second
