@@ -162,3 +162,28 @@ async def test_the_http1_leg_never_pools_a_connection_owed_body_bytes(kv_behind_
         c.conn.send_headers(1, [(b"x-t", b"1")], end_stream=True)
     first, second = await _then_smuggle(c, commits)
     assert second == "status 404", second
+
+
+async def test_a_short_body_found_after_the_head_went_upstream_resets_and_closes(tmp_path):
+    """Trailers end the stream short of its content-length after the head was forwarded: the
+    stream is reset PROTOCOL_ERROR and the node's connection closed (never left owed bytes)."""
+    from tests._hostile import H11Upstream
+    from tests._sidecar_util import until
+
+    a = await H11Upstream("a").start()
+    try:
+        p = write_placement(tmp_path / "p.toml", {"a": a.url}, {"t1": "a"})
+        async with running_sidecar(config(p, read_timeout=3.0)) as sc:
+            c = await Client().open(sc.port)
+            c.conn.send_headers(1, head(1, b"PUT", b"/kv/x", (b"content-length", b"10")))
+            c.conn.send_data(1, b"abc")
+            c.flush()
+            await until(lambda: any(ex.head_sent for s in sc.ctx.clients for ex in getattr(s, "streams", {}).values()))
+            c.conn.send_headers(1, [(b"x-t", b"1")], end_stream=True)
+            c.flush()
+            assert await c.until_done(1) == "reset 1"
+            await c.close()
+            await a.quiet()
+        assert a.seen == [] and a.errors == [] and a.truncated == 1
+    finally:
+        await a.stop()
