@@ -34,8 +34,11 @@ import re
 
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+").fullmatch
 _NAME = re.compile(rb"[!#$%&'*+\-.^_`|~0-9a-z]+").fullmatch
-# controls but HTAB, and DEL, anywhere; SP/HTAB at either end
-_BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]|\A[ \t]|[ \t]\Z").search
+# controls but HTAB, and DEL; the ends are checked apart (one alternation with \A/\Z anchors
+# made the search ~5x slower: it retries the anchors at every byte)
+_BAD_CHAR = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]").search
+_WS = (9, 32)
+_good_names: dict[bytes, None] = {}   # names found good (client-chosen: bounded)
 _PATH = re.compile(rb"/[\x21-\x7e]*").fullmatch
 _AUTHORITY = re.compile(rb"[\x21-\x7e]+").fullmatch
 CONNECTION_SPECIFIC = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"})
@@ -48,12 +51,15 @@ def _show(b: bytes) -> str:
 
 def field_error(name: bytes, value: bytes) -> str | None:
     """A regular (non-pseudo) header field."""
-    if _NAME(name) is None:
-        return f"header name {_show(name)} is not a lower-case token"
-    if _BAD_VALUE(value) is not None:
+    if name not in _good_names:
+        if _NAME(name) is None:
+            return f"header name {_show(name)} is not a lower-case token"
+        if name in CONNECTION_SPECIFIC:
+            return f"connection-specific header {name.decode()} is not allowed in HTTP/2"
+        if name != b"te" and len(_good_names) < 4096:
+            _good_names[name] = None
+    if value and (value[0] in _WS or value[-1] in _WS or _BAD_CHAR(value) is not None):
         return f"header {name.decode()} has a control character or surrounding whitespace in its value"
-    if name in CONNECTION_SPECIFIC:
-        return f"connection-specific header {name.decode()} is not allowed in HTTP/2"
     if name == b"te" and value != b"trailers":
         return "te other than 'trailers' is not allowed in HTTP/2"
     return None
