@@ -19,7 +19,7 @@ import h2.events
 import pytest
 
 from tests._h2_util import H2Upstream
-from tests._hostile import H11Upstream, SMUGGLED_T1
+from tests._hostile import SMUGGLED_T1, H11Upstream, send_raw, statuses
 from tests._sidecar_util import config, running_sidecar, write_placement
 from tests.test_h2_desync import Client
 
@@ -142,9 +142,16 @@ async def test_request_trailers_reach_no_node(tmp_path, nodes):
                 c.flush()
                 assert await c.until_done(1) == "status 200"
                 await c.close()
+            # and an HTTP/1.1 client's chunked trailers to the h2c node (the bridge): dropped too
+            out = await send_raw(sc.port, b"POST /echo HTTP/1.1\r\nHost: app\r\nX-Partition-Key: t3\r\n"
+                                 b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n4\r\nbody\r\n0\r\n"
+                                 b"X-Placement-Epoch: 99\r\nX-Partition: t2\r\n\r\n")
+            assert statuses(out) == [200], out
             await a.quiet()
             epochs = {p: str(int(sc.source.state(p)[1])) for p in ("t1", "t3")}
-        [seen] = up.seen
+        seen, from_h1 = up.seen
+        assert from_h1["trailers"] is None and from_h1["len"] == 4
+        assert [v for k, v in from_h1["fields"] if k == "x-placement-epoch"] == [epochs["t3"]]
         assert seen["trailers"] is None, seen["trailers"]
         assert seen["len"] == 4
         stamp = [(k, v) for k, v in seen["fields"] if k.startswith("x-placement") or k == "x-partition"]
