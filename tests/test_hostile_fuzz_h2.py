@@ -18,7 +18,7 @@ HTTP/1.1 connection). Whatever the client sends, every request a node receives
   more writes than admissions;
 
 and no node saw bytes it could not parse. CI runs a few examples
-(``EPOCHGATE_FUZZ_H2_EXAMPLES``, default 12); ``scripts/fuzz-hostile`` runs
+(``EPOCHGATE_FUZZ_H2_EXAMPLES``, default 20); ``scripts/fuzz-hostile`` runs
 thousands.
 """
 
@@ -38,7 +38,7 @@ from tests._hostile_h2 import EXAMPLE, WRITES, partition_of, send_example
 from tests._sidecar_util import config, write_placement
 from tests.test_hostile_fuzz import Harness
 
-EXAMPLES = int(os.environ.get("EPOCHGATE_FUZZ_H2_EXAMPLES", "12"))
+EXAMPLES = int(os.environ.get("EPOCHGATE_FUZZ_H2_EXAMPLES", "20"))
 PLACEMENT = {"t1": "a", "t2": "c", "t3": "a", "t4": "c"}
 CUTOVER = ("t3", "t4")   # writes to these are refused (hold_max=0: never held)
 STAMP = ("x-partition", "x-placement", "x-placement-epoch")
