@@ -98,3 +98,13 @@ def content_length(value: bytes, previous: int | None) -> int | str:
     if previous is not None and previous != n:
         return "differing content-length headers"
     return n
+
+
+def length_error(clen: int | None, rcvd: int, ended: bool) -> str | None:
+    """``rcvd`` body bytes so far (``ended``: all of them) against the declared ``clen``: over it
+    at any point, or short of it at the end, the request is malformed (RFC 9113 §8.1.1) —
+    forwarded, it would leave an HTTP/1.1 node reading the next request on its connection as
+    this one's body (issue 26)."""
+    if clen is None or (rcvd <= clen and not (ended and rcvd != clen)):
+        return None
+    return f"the stream carried {rcvd}{'' if ended else '+'} body bytes, content-length says {clen}"

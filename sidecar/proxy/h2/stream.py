@@ -311,15 +311,9 @@ class H2Exchange(H2ResponseMixin):
         self.leg.send(data)
 
     def _length_error(self, more: int, ended: bool = True) -> str | None:
-        """``more`` DATA bytes arrived (``ended``: and the stream ended): do they break the
-        declared ``content-length``? Over it at any point, or short of it at the end, the
-        request is malformed (RFC 9113 §8.1.1) — forwarded, it would leave an HTTP/1.1 node
-        reading the next request on the connection as this one's body (issue 26)."""
+        """``more`` DATA bytes arrived (``ended``: and the stream ended): see fields.length_error."""
         self.rcvd += more
-        clen = self.clen
-        if clen is None or (self.rcvd <= clen and not (ended and self.rcvd != clen)):
-            return None
-        return f"the stream carried {self.rcvd}{'' if ended else '+'} body bytes, content-length says {clen}"
+        return F.length_error(self.clen, self.rcvd, ended)
 
     def malformed(self, detail: str) -> None:
         """A request found malformed after its head was accepted: never forwarded as it is.
