@@ -12,7 +12,8 @@ real server does) and a raw-socket client.
 * everything else: ``200`` with a short body — with ``early_reads``, a GET or HEAD is answered
   as soon as its head is parsed, before its body (as many applications do: a handler that
   never reads the body), the body then read and discarded. That is what lets a request whose
-  declared length its proxy never sends desynchronise the connection.
+  declared length its proxy never sends desynchronise the connection. ``early_gate``, when
+  set, is an event that early answer waits for.
 
 ``quiet()`` is the event the tests wait for: every connection the upstream
 accepted has reached end-of-file, so it has parsed everything it will ever
@@ -59,6 +60,7 @@ class H11Upstream:
     truncated: int = 0
     stale_writes: int = 0
     early_reads: bool = False
+    early_gate: asyncio.Event | None = None
     open_conns: int = 0
     accepted: int = 0
     url: str = ""
@@ -132,6 +134,8 @@ class H11Upstream:
                                [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in ev.headers])
                     if self.early_reads and cur.method in ("GET", "HEAD") and not cur.header("upgrade"):
                         cur.answered = True
+                        if self.early_gate is not None:
+                            await self.early_gate.wait()
                         await self._answer(conn, writer, cur)
                     continue
                 if isinstance(ev, h11.Data):

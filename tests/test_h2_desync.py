@@ -187,3 +187,41 @@ async def test_a_short_body_found_after_the_head_went_upstream_resets_and_closes
         assert a.seen == [] and a.errors == [] and a.truncated == 1
     finally:
         await a.stop()
+
+
+async def test_a_node_answering_after_a_short_body_ended_gets_no_next_request(tmp_path, monkeypatch):
+    """The leg's last backstop, with the exchange's length check switched off: the head went
+    upstream declaring 40 bytes, the client's stream ended (by trailers) with none sent, and
+    only then the node answers. The leg still owes the node 40 bytes, so the connection is
+    closed, not pooled: the next stream never becomes the rest of this one's body."""
+    from sidecar.proxy.h2.stream import H2Exchange
+    from tests._hostile import H11Upstream
+    from tests._sidecar_util import until
+
+    monkeypatch.setattr(H2Exchange, "_length_error", lambda self, more, ended=True: None)
+    gate = asyncio.Event()
+    a = await H11Upstream("a", early_reads=True, early_gate=gate).start()
+    try:
+        p = write_placement(tmp_path / "p.toml", {"a": a.url}, {"t1": "a"})
+        async with running_sidecar(config(p, upstream_idle=30.0)) as sc:
+            c = await Client().open(sc.port)
+            c.conn.send_headers(1, head(1, b"GET", b"/kv/x", (b"content-length", b"40")))
+            c.flush()
+            streams = lambda: [ex for s in sc.ctx.clients for ex in getattr(s, "streams", {}).values()]  # noqa: E731
+            await until(lambda: any(ex.head_sent for ex in streams()))
+            [ex] = streams()
+            c.conn.send_headers(1, [(b"x-t", b"1")], end_stream=True)
+            c.flush()
+            await until(lambda: ex.body_done)
+            gate.set()                                   # the node answers now
+            assert await c.until_done(1) == "status 200"
+            c.conn.send_headers(3, head(3, b"GET", b"/kv/y", (b"content-length", b"5")))
+            c.conn.send_data(3, b"hello", end_stream=True)
+            c.flush()
+            assert await c.until_done(3) == "status 200"
+            await c.close()
+        await a.quiet()
+        assert a.errors == [], a.errors
+        assert [(s.target, s.conn) for s in a.seen][-1:] == [("/kv/y", 2)], [(s.target, s.conn, s.body) for s in a.seen]
+    finally:
+        await a.stop()
