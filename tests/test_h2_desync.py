@@ -225,3 +225,21 @@ async def test_a_node_answering_after_a_short_body_ended_gets_no_next_request(tm
         assert [(s.target, s.conn) for s in a.seen][-1:] == [("/kv/y", 2)], [(s.target, s.conn, s.body) for s in a.seen]
     finally:
         await a.stop()
+
+
+def test_the_http1_leg_never_writes_past_the_declared_length():
+    """Unreachable while the exchange and h2 check lengths (h2 refuses DATA past content-length
+    for the whole connection): the leg itself still never writes a byte past what it declared."""
+    from types import SimpleNamespace
+
+    from sidecar.proxy.h2.h1 import H1Leg
+
+    written, lost = [], []
+    transport = SimpleNamespace(write=written.append, close=lambda: None)
+    up = SimpleNamespace(transport=transport, paused=False, exchange=None, close=lambda: None)
+    ex = SimpleNamespace(req_sent=lambda n: None, up_lost=lambda retry, msg: lost.append(msg))
+    leg = H1Leg(ex, up, chunked=False, ends=False, left=3)
+    leg.send(b"ab")
+    leg.send(b"cd")
+    assert written == [b"ab"] and lost == ["the request body is longer than its content-length"]
+    assert not leg.sent_all
