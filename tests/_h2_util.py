@@ -6,7 +6,8 @@ Routes: ``/echo`` answers with the request body, its length and sha256 in
 headers, and a ``x-trailer`` trailer; ``/big?size=N`` streams N bytes;
 ``/trailers`` answers a body and trailers; ``/wait`` answers like ``/echo`` once
 ``release`` is set. Every request is recorded
-(headers as a dict, body length) in ``seen``.
+(headers as a dict and, in ``fields``, as the list received; body length;
+request trailers, if any) in ``seen``.
 """
 
 from __future__ import annotations
@@ -21,13 +22,17 @@ from urllib.parse import parse_qs, urlsplit
 
 from h2.config import H2Configuration
 from h2.connection import H2Connection
-from h2.events import ConnectionTerminated, DataReceived, RequestReceived, StreamEnded, StreamReset, WindowUpdated
+from h2.events import (ConnectionTerminated, DataReceived, RequestReceived, StreamEnded, StreamReset, TrailersReceived,
+                       WindowUpdated)
 from h2.exceptions import H2Error
 
 
 class _Stream:
-    def __init__(self, headers: dict[bytes, bytes]) -> None:
-        self.headers = headers
+    def __init__(self, fields: list[tuple[bytes, bytes]]) -> None:
+        self.fields = fields
+        self.headers = dict(fields)
+        self.trailers: list[tuple[bytes, bytes]] | None = None
+        self.ended = False
         self.body = hashlib.sha256()
         self.n = 0
         self.window_open = asyncio.Event()
@@ -42,6 +47,8 @@ class H2Upstream:
         self.url = ""
         self.conns = 0
         self.release = asyncio.Event()
+        self.open = 0                 # connections not yet closed
+        self.errors: list[str] = []   # what the node's h2 refused in what it was sent
 
     async def start(self) -> "H2Upstream":
         self.server = await asyncio.start_server(self._conn, "127.0.0.1", 0, ssl=self.ssl_ctx)
@@ -54,8 +61,24 @@ class H2Upstream:
             self.server.close()
             await self.server.wait_closed()
 
+    async def quiet(self, timeout: float = 10.0) -> None:
+        """Wait until every connection to the node has closed: it has read all it will get."""
+        async def wait() -> None:
+            while self.open:
+                await asyncio.sleep(0.01)
+        await asyncio.wait_for(wait(), timeout)
+
+    def _record(self, st: _Stream, **extra: Any) -> dict[str, Any]:
+        h = {k.decode("latin-1"): v.decode("latin-1") for k, v in st.headers.items()}
+        rec = {"node": self.name, "headers": h, "len": st.n, "sha": st.body.hexdigest(),
+               "fields": [(k.decode("latin-1"), v.decode("latin-1")) for k, v in st.fields],
+               "trailers": st.trailers, **extra}
+        self.seen.append(rec)
+        return rec
+
     async def _conn(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.conns += 1
+        self.open += 1
         conn = H2Connection(H2Configuration(client_side=False, header_encoding=None))
         conn.initiate_connection()
         writer.write(conn.data_to_send())
@@ -68,22 +91,31 @@ class H2Upstream:
                     break
                 try:
                     events = conn.receive_data(data)
-                except H2Error:
+                except H2Error as exc:
+                    self.errors.append(f"{type(exc).__name__}: {exc}")
                     writer.write(conn.data_to_send())
                     break
                 for ev in events:
                     if isinstance(ev, RequestReceived):
-                        streams[ev.stream_id] = _Stream(dict(ev.headers))
+                        streams[ev.stream_id] = _Stream(list(ev.headers))
                     elif isinstance(ev, DataReceived):
                         st = streams.get(ev.stream_id)
                         if st is not None:
                             st.body.update(ev.data)
                             st.n += len(ev.data)
                         conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                    elif isinstance(ev, TrailersReceived):
+                        st = streams.get(ev.stream_id)
+                        if st is not None:
+                            st.trailers = list(ev.headers)
                     elif isinstance(ev, StreamEnded):
                         st = streams.get(ev.stream_id)
                         if st is not None:
-                            t = asyncio.create_task(self._respond(conn, writer, ev.stream_id, st))
+                            # recorded now, not in the task: a task cancelled by the connection's
+                            # close before it ran must not lose the request
+                            st.ended = True
+                            rec = self._record(st, path=urlsplit(st.headers[b":path"].decode("latin-1")).path)
+                            t = asyncio.create_task(self._respond(conn, writer, ev.stream_id, st, rec))
                             tasks.add(t)
                             t.add_done_callback(tasks.discard)
                     elif isinstance(ev, WindowUpdated):
@@ -91,9 +123,8 @@ class H2Upstream:
                             st.window_open.set()
                     elif isinstance(ev, StreamReset):
                         st = streams.pop(ev.stream_id, None)
-                        if st is not None:
-                            self.seen.append({"node": self.name, "reset": True, "len": st.n,
-                                              "headers": {k.decode(): v.decode() for k, v in st.headers.items()}})
+                        if st is not None and not st.ended:  # (an ended one is recorded already)
+                            self._record(st, reset=True)
                     elif isinstance(ev, ConnectionTerminated):
                         break
                 writer.write(conn.data_to_send())
@@ -103,13 +134,12 @@ class H2Upstream:
             for t in tasks:
                 t.cancel()
             writer.close()
+            self.open -= 1
 
-    async def _respond(self, conn: H2Connection, writer: asyncio.StreamWriter, sid: int, st: _Stream) -> None:
-        h = {k.decode(): v.decode() for k, v in st.headers.items()}
-        url = urlsplit(h[":path"])
+    async def _respond(self, conn: H2Connection, writer: asyncio.StreamWriter, sid: int, st: _Stream,
+                       rec: dict[str, Any]) -> None:
+        url = urlsplit(rec["headers"][":path"])
         q = {k: v[0] for k, v in parse_qs(url.query).items()}
-        self.seen.append({"node": self.name, "path": url.path, "headers": h, "len": st.n,
-                          "sha": st.body.hexdigest()})
         try:
             if url.path == "/wait":  # answered once the test sets ``release`` (a node still committing)
                 await self.release.wait()
@@ -118,6 +148,8 @@ class H2Upstream:
                 conn.send_headers(sid, [(b":status", b"200"), (b"content-length", str(size).encode())])
                 await self._send(conn, writer, sid, size, st)
                 conn.end_stream(sid)
+            elif st.headers.get(b":method") == b"HEAD":  # (a HEAD response has no body)
+                conn.send_headers(sid, [(b":status", b"200"), (b"x-node", self.name.encode())], end_stream=True)
             else:
                 body = f'{{"node":"{self.name}","len":{st.n},"sha":"{st.body.hexdigest()}"}}'.encode()
                 conn.send_headers(sid, [(b":status", q.get("status", "200").encode()), (b"content-type", b"application/json"),

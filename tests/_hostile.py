@@ -9,7 +9,11 @@ real server does) and a raw-socket client.
   goes on parsing the connection's next bytes as a new request, which is how a
   smuggled request gets through;
 * writes while ``stale_writes`` > 0: the application's stale-epoch 503 problem;
-* everything else: ``200`` with a short body.
+* everything else: ``200`` with a short body — with ``early_reads``, a GET or HEAD is answered
+  as soon as its head is parsed, before its body (as many applications do: a handler that
+  never reads the body), the body then read and discarded. That is what lets a request whose
+  declared length its proxy never sends desynchronise the connection. ``early_gate``, when
+  set, is an event that early answer waits for.
 
 ``quiet()`` is the event the tests wait for: every connection the upstream
 accepted has reached end-of-file, so it has parsed everything it will ever
@@ -42,6 +46,7 @@ class Seen:
     target: str
     headers: list[tuple[str, str]]
     body: bytes = b""
+    answered: bool = False
 
     def header(self, name: str) -> list[str]:
         return [v for k, v in self.headers if k == name.lower()]
@@ -54,6 +59,8 @@ class H11Upstream:
     errors: list[str] = field(default_factory=list)
     truncated: int = 0
     stale_writes: int = 0
+    early_reads: bool = False
+    early_gate: asyncio.Event | None = None
     open_conns: int = 0
     accepted: int = 0
     url: str = ""
@@ -125,6 +132,11 @@ class H11Upstream:
                 if isinstance(ev, h11.Request):
                     cur = Seen(cid, ev.method.decode(), ev.target.decode("latin-1"),
                                [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in ev.headers])
+                    if self.early_reads and cur.method in ("GET", "HEAD") and not cur.header("upgrade"):
+                        cur.answered = True
+                        if self.early_gate is not None:
+                            await self.early_gate.wait()
+                        await self._answer(conn, writer, cur)
                     continue
                 if isinstance(ev, h11.Data):
                     assert cur is not None
@@ -136,7 +148,8 @@ class H11Upstream:
                     await self._notify()
                     if conn.their_state is h11.MIGHT_SWITCH_PROTOCOL:
                         continue  # next_event() says PAUSED: answered there
-                    await self._answer(conn, writer, cur)
+                    if not cur.answered:
+                        await self._answer(conn, writer, cur)
                     if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
                         break
                     conn.start_next_cycle()

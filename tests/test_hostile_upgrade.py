@@ -109,3 +109,18 @@ async def test_an_accepted_upgrade_still_tunnels_the_early_bytes(tmp_path, h11_n
         while b"echo:pong" not in got:
             got += await asyncio.wait_for(reader.read(65536), 5)
         writer.close()
+
+
+async def test_h2c_among_other_upgrade_tokens_is_refused(tmp_path, h11_nodes):
+    """Issue 26 finding 7: every ``Upgrade`` token counts (the node picks among them), also
+    across several ``Upgrade`` lines; before, only the first token of the last line was checked."""
+    async with hostile_sidecar(tmp_path, h11_nodes) as sc:
+        for upg in (b"Upgrade: websocket, h2c\r\n", b"Upgrade: websocket,H2C/1.0\r\n",
+                    b"Upgrade: h2c\r\nUpgrade: websocket\r\n", b"Upgrade: websocket\r\nUpgrade: h2\r\n"):
+            out = await send_raw(sc.port, b"GET /chat HTTP/1.1\r\n" + HEAD + b"Connection: Upgrade, HTTP2-Settings\r\n"
+                                 + upg + b"HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n")
+            assert statuses(out) == [400], (upg, out)
+            assert b"h2c upgrade not proxied" in out
+        for up in h11_nodes:
+            await up.quiet()
+        assert h11_nodes[1].seen == []  # refused before anything went upstream

@@ -312,8 +312,8 @@ class ClientConn:
             toks = H.connection_tokens(value) - _CONN_OPTIONS
             if toks:
                 h.ctoks = toks if h.ctoks is None else h.ctoks | toks
-        elif kind == _UPG:
-            h.upgrade = value
+        elif kind == _UPG:  # several lines are one list (RFC 9110 §5.3): all are checked and forwarded
+            h.upgrade = value if not h.upgrade else h.upgrade + b", " + value
         elif kind == _RID:
             h.rid = value
             h.rid_given = True
@@ -382,7 +382,7 @@ class ClientConn:
             # An upgrade's body would reach the upstream unframed (the head goes without
             # Content-Length/chunked): an upstream that refuses the upgrade reads it as a request.
             h.bad = (400, "upgrade with a body", "a request asking for a protocol upgrade must not carry a body")
-        if h.upgrade and h.upgrade.lstrip()[:3].lower() == b"h2c":  # a tunnel would carry ungated streams
+        if h.upgrade and H.upgrades_to_h2(h.upgrade):  # a tunnel would carry ungated streams
             h.bad = (400, "h2c upgrade not proxied", "send HTTP/2 with prior knowledge instead of Upgrade: h2c")
         if h.host is None and h.version == "1.1":
             h.bad = (400, "missing Host", "HTTP/1.1 requests need a Host header")

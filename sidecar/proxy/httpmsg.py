@@ -27,6 +27,17 @@ def connection_tokens(value: bytes) -> set[bytes]:
     return {t.strip().lower() for t in value.split(b",") if t.strip()}
 
 
+def upgrades_to_h2(value: bytes) -> bool:
+    """Whether an ``Upgrade`` value offers HTTP/2 in any of its tokens (``h2c``, ``h2``, with or
+    without a ``/version``): a node choosing it would tunnel streams no gate sees. Every token
+    counts, not the first: the node picks among all of them (RFC 9110 §7.8)."""
+    for tok in value.split(b","):
+        name = tok.split(b"/", 1)[0].strip().lower()
+        if name == b"h2c" or name == b"h2":
+            return True
+    return False
+
+
 def chunk(data: bytes) -> bytes:
     """One chunk of a chunked body."""
     return b"%x\r\n%b\r\n" % (len(data), data)

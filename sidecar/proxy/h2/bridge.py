@@ -214,12 +214,13 @@ class _Stream:
     """The leg's view of one request on the bridge: events of a finished stream (a late
     StreamEnded after the trailers, say) must not reach the bridge's next request."""
 
-    __slots__ = ("bridge", "method_b", "path", "fwd", "node")
+    __slots__ = ("bridge", "method_b", "path", "fwd", "node", "clen")
 
     def __init__(self, bridge: H2Bridge) -> None:
         self.bridge = bridge
         self.method_b, self.path, self.fwd = bridge.method_b, bridge.path, bridge.fwd
         self.node = bridge.node
+        self.clen = None  # (a Content-Length the HTTP/1.1 path checked travels in fwd)
 
     def __getattr__(self, name: str) -> Any:
         fn = getattr(self.bridge, name)

@@ -3,8 +3,10 @@
 
 ``H1Leg`` stands where the HTTP/1.1 ``Request`` stands for an ``UpstreamConn``
 (it receives the parser callbacks) and turns them into the exchange's
-``resp_*`` calls. The request is framed with its ``content-length`` or chunked;
-HTTP/2 request trailers have no HTTP/1.1 equivalent here and are dropped.
+``resp_*`` calls. The request is framed with its checked ``content-length`` (the
+exchange refuses a stream whose DATA does not add up to it; this leg never
+writes past it, and a connection whose node still waits for declared bytes is
+never pooled) or chunked; request trailers are dropped (the exchange's rule).
 Back-pressure: request bytes are acknowledged to the client only while the
 upstream socket accepts them; upstream reading pauses while more than
 ``RESP_HIGH`` response bytes wait for the client's window.
@@ -63,31 +65,37 @@ class H1Target:
         self.pool.put(self.up)
 
     def start(self, ex: Any, extra: list[tuple[bytes, bytes]], ends: bool) -> "H1Leg":
+        # ex.method_b, ex.path and every field were checked by the exchange (fields.py): no
+        # byte here can end a line or the head early.
         parts = [ex.method_b, b" ", ex.path, b" HTTP/1.1\r\nHost: ", ex.node.netloc, b"\r\n"]
         cookies = []
-        clen = None
         for k, v in ex.fwd:
             if k == b"cookie":
                 cookies.append(v)
                 continue
             if k == b"te":
                 continue
-            if k == b"content-length":
-                clen = v
             parts += (k, b": ", v, b"\r\n")
         if cookies:
             parts += (b"cookie: ", b"; ".join(cookies), b"\r\n")
         for k, v in extra:
             parts += (k, b": ", v, b"\r\n")
+        # The framing is written once, here, from the checked number (the client's lines are
+        # not forwarded): the node is told exactly the bytes this leg will write.
+        clen = ex.clen
         chunked = False
+        left = 0
         if ends:
-            if clen is None and ex.method not in SAFE_METHODS:
-                parts.append(b"content-length: 0\r\n")
+            if clen is not None or ex.method not in SAFE_METHODS:
+                parts.append(b"content-length: 0\r\n")  # (a declared length is 0 here: fields.py)
         elif clen is None:
             chunked = True
             parts.append(b"transfer-encoding: chunked\r\n")
+        else:
+            left = clen
+            parts.append(b"content-length: %d\r\n" % clen)
         parts.append(b"\r\n")
-        leg = H1Leg(ex, self.up, chunked, ends)
+        leg = H1Leg(ex, self.up, chunked, ends, left)
         self.up.transport.write(b"".join(parts))
         return leg
 
@@ -95,15 +103,16 @@ class H1Target:
 class H1Leg:
     """Parser callbacks of an ``UpstreamConn`` → the HTTP/2 exchange."""
 
-    __slots__ = ("ex", "up", "chunked", "sent_all", "unacked", "outstanding", "rpaused", "interim", "got_head",
-                 "keep", "cout", "tunnel")
+    __slots__ = ("ex", "up", "chunked", "left", "sent_all", "unacked", "outstanding", "rpaused", "interim",
+                 "got_head", "keep", "cout", "tunnel")
 
-    def __init__(self, ex: Any, up: Any, chunked: bool, ends: bool) -> None:
+    def __init__(self, ex: Any, up: Any, chunked: bool, ends: bool, left: int) -> None:
         self.ex = ex
         self.up = up
         up.exchange = self
         self.chunked = chunked
-        self.sent_all = ends
+        self.left = left       # content-length bytes still owed to the node
+        self.sent_all = ends   # the node read the whole request: only then is the connection reusable
         self.unacked = 0
         self.outstanding = 0
         self.rpaused = False
@@ -121,6 +130,10 @@ class H1Leg:
         up = self.up
         if up is None or up.transport is None:
             return
+        if not self.chunked:
+            if len(data) > self.left:  # never past the declared length: the node would take it as a request
+                return self.upstream_failed("the request body is longer than its content-length")
+            self.left -= len(data)
         up.transport.write(H.chunk(data) if self.chunked else data)
         if up.paused:
             self.unacked += len(data)
@@ -131,7 +144,9 @@ class H1Leg:
         up = self.up
         if up is not None and up.transport is not None and self.chunked:
             up.transport.write(H.LAST_CHUNK)
-        self.sent_all = True
+        # A body short of its content-length leaves the node waiting for bytes: the connection
+        # must then never be pooled (the exchange refuses such a stream before this).
+        self.sent_all = self.chunked or self.left == 0
 
     def upstream_paused(self, paused: bool) -> None:
         if not paused and self.unacked:

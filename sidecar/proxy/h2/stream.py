@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from gate import Phase, Reject, RejectReason, problem_document
 
+from . import fields as F
 from .response import H2ResponseMixin
 from .upstream import h2pool
 from ..exstate import REROUTE_MAX
@@ -59,6 +60,7 @@ class H2Exchange(H2ResponseMixin):
 
     __slots__ = (
         "ctx", "sconn", "sid", "method", "method_b", "path", "authority", "fwd", "keyh", "bad", "rid", "rid_given",
+        "clen", "rcvd",
         "xff", "ctype", "grpc", "partition", "phase", "epoch", "placement", "is_write", "admitted", "decision",
         "node", "reroutes", "replays", "pooled_retries", "hold_timer", "held_at", "was_held", "leg", "spare", "pending", "body_done", "trailers",
         "head_sent", "replay", "replay_len", "to_ack", "status", "resp_started", "resp_held", "resp_buf",
@@ -69,8 +71,8 @@ class H2Exchange(H2ResponseMixin):
         self.ctx = ctx
         self.sconn = sconn
         self.sid = sid
-        self.method_b = b"GET"
-        self.path = b"/"
+        method_b: bytes | None = None
+        path: bytes | None = None
         self.authority: bytes | None = None
         self.fwd: list[tuple[bytes, bytes]] = []
         self.keyh: dict[bytes, bytes] = {}
@@ -79,21 +81,38 @@ class H2Exchange(H2ResponseMixin):
         self.rid_given = False
         self.xff: bytes | None = None
         self.ctype: bytes | None = None
+        self.clen: int | None = None   # the declared body length (fields.py: the DATA must add up to it)
+        self.rcvd = 0                  # DATA bytes received from the client
         keyn = ctx.router.header_names
         host = None
         size = 0
+        malformed = None   # the first reason this head must not be forwarded (fields.py)
+        pseudo: set[bytes] = set()
         for name, value in headers:
             size += len(name) + len(value) + 32  # (RFC 9113 §6.5.2 accounting)
             if name[:1] == b":":
+                if self.fwd or name in pseudo or name not in F.PSEUDO:
+                    malformed = malformed or f"pseudo-header {name.decode('latin-1')!r} unknown, repeated or late"
+                pseudo.add(name)
                 if name == b":method":
-                    self.method_b = value
+                    method_b = value
                 elif name == b":path":
-                    self.path = value
+                    path = value
                 elif name == b":authority":
                     self.authority = value
                 elif name == b":protocol":
                     self.bad = (405, "method not allowed", "extended CONNECT is not proxied")
                 continue
+            err = F.field_error(name, value)
+            if err is not None:
+                malformed = malformed or err
+            if name == b"content-length":
+                n = F.content_length(value, self.clen)
+                if isinstance(n, str):
+                    malformed = malformed or n
+                else:
+                    self.clen = n
+                continue  # framing is the leg's: written once, from the checked number
             if name in keyn:
                 old = self.keyh.get(name)
                 if old is not None and old != value:
@@ -113,6 +132,13 @@ class H2Exchange(H2ResponseMixin):
             self.fwd.append((name, value))
         if self.authority is None:
             self.authority = host
+        self.method_b = method_b or b"GET"
+        self.path = path or b"/"
+        malformed = (malformed or F.method_error(method_b) or F.path_error(path, self.method_b)
+                     or (F.authority_error(self.authority) if self.authority is not None else None)
+                     or (self._length_error(0) if ended else None))
+        if malformed is not None:
+            self.bad = (400, "malformed request", malformed)
         if size > ctx.max_header:
             self.bad = (431, "request header fields too large", f"the header list exceeds {ctx.max_header} bytes")
         self.method = self.method_b.decode("ascii", "replace")
@@ -272,7 +298,7 @@ class H2Exchange(H2ResponseMixin):
         extra += [(b"x-partition", self.partition.encode()), (b"x-placement", self.placement.encode()),
                   (b"x-placement-epoch", b"%d" % self.epoch)]
         pending, self.pending = self.pending, []
-        ends = self.body_done and not pending and self.trailers is None
+        ends = self.body_done and not pending
         self.head_sent = True
         self.t_up = perf_counter()
         self.deadline = ctx.now + ctx.read_timeout
@@ -281,7 +307,7 @@ class H2Exchange(H2ResponseMixin):
         for data in pending:
             self._send(data)
         if self.body_done and not ends:
-            self.leg.end(self.trailers)
+            self.leg.end(None)  # (trailers go to no node: client_end)
 
     def _send(self, data: bytes) -> None:
         self.sent += len(data)
@@ -289,8 +315,27 @@ class H2Exchange(H2ResponseMixin):
             keep_for_replay(self, data)  # within --retry-body-max and --body-budget, as on HTTP/1.1
         self.leg.send(data)
 
+    def _length_error(self, more: int, ended: bool = True) -> str | None:
+        """``more`` DATA bytes arrived (``ended``: and the stream ended): see fields.length_error."""
+        self.rcvd += more
+        return F.length_error(self.clen, self.rcvd, ended)
+
+    def malformed(self, detail: str) -> None:
+        """A request found malformed after its head was accepted: never forwarded as it is.
+        Before the head went upstream: the 400 problem; after: the upstream leg is cut (an
+        HTTP/1.1 node's connection closes, never pooled) and the stream is reset PROTOCOL_ERROR."""
+        if self.done:
+            return
+        if self.head_sent or self.resp_started:
+            return self.abort("bad_request", 1)
+        self.fail(400, "bad-request", "malformed request", detail, outcome="bad_request")
+
     def client_data(self, data: bytes) -> None:
         self.to_ack += len(data)
+        if not self.done:
+            err = self._length_error(len(data), False)
+            if err is not None:
+                self.malformed(err)
         if self.done:
             self.req_sent(len(data))
         elif self.leg is not None:
@@ -300,12 +345,20 @@ class H2Exchange(H2ResponseMixin):
             charge(self, len(data))
 
     def client_end(self, trailers: list[tuple[bytes, bytes]] | None) -> None:
+        """The client's stream ended (by DATA, or trailers). Request trailers go to no node, of
+        either kind: like HTTP/1.1 chunked trailers they arrive after the head was checked and
+        stamped, and must not add fields (a stamp, say) to it (DESIGN §7)."""
         if self.body_done:
             return
         self.body_done = True
         self.trailers = trailers
-        if self.leg is not None and not self.done:
-            self.leg.end(trailers)
+        if self.done:
+            return
+        err = self._length_error(0)
+        if err is not None:
+            return self.malformed(err)
+        if self.leg is not None:
+            self.leg.end(None)
 
     def req_sent(self, n: int) -> None:
         """``n`` request bytes left for the upstream: hand the client's window back (replays excepted)."""

@@ -62,7 +62,7 @@ class H2Leg:
         self.conn.send_data(self.sid, data)
 
     def end(self, trailers: list[tuple[bytes, bytes]] | None) -> None:
-        self.conn.send_end(self.sid, trailers)
+        self.conn.send_end(self.sid, None)  # request trailers go to no node (H2Exchange.client_end)
 
     def ack_resp(self, n: int) -> None:
         self.conn.ack(self.sid, n)
@@ -115,6 +115,8 @@ class H2UpstreamConn(H2Base):
         headers = [(b":method", ex.method_b), (b":scheme", b"https" if self.tls else b"http"),
                    (b":authority", ex.node.netloc), (b":path", ex.path)]
         headers += ex.fwd
+        if ex.clen is not None:  # (the client's copies are not in fwd: one checked value)
+            headers.append((b"content-length", b"%d" % ex.clen))
         headers += extra
         sid = h2.get_next_available_stream_id()
         leg = self.legs[sid] = H2Leg(self, sid, ex)
