@@ -28,6 +28,7 @@ from gate import (
     BackendError,
     ConfigError,
     Lease,
+    failure_level,
     Op,
     mover_token_from_env,
     next_blocking_index,
@@ -195,7 +196,7 @@ class Controller:
                 self.metrics.controller_leader.set(1)
                 await self._run_jobs()
             except BackendError as exc:
-                log.warning("controller %s: %s", self.owner, exc)
+                log.log(failure_level(exc), "controller %s: %s", self.owner, exc)
                 await asyncio.sleep(0.5)
             self.metrics.controller_leader.set(0)
             await self._drop_jobs()
@@ -233,7 +234,7 @@ class Controller:
             except BackendError as exc:
                 if not self.leadership.held():
                     raise
-                log.info("controller %s: %s (retrying)", self.owner, exc)
+                log.log(failure_level(exc, logging.INFO), "controller %s: %s (retrying)", self.owner, exc)
                 await asyncio.sleep(0.2)
                 continue
             index = next_blocking_index(index, new_index)

@@ -16,7 +16,7 @@ from typing import Sequence
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from gate import BackendError, ConfigError, node_name, validate_url
+from gate import BackendError, ConfigError, failure_level, node_name, validate_url
 
 from .._tokens import require_token_for, resolve_token
 from . import retention as retention
@@ -113,7 +113,7 @@ async def _amain(args: argparse.Namespace) -> int:
     try:
         await ctl.replica.start()
     except BackendError as exc:
-        log.warning("controller: replica not started yet: %s", exc)
+        log.log(failure_level(exc), "controller: replica not started yet: %s", exc)
     server = await start_control_server(args.control, store=ctl.store, source=ctl.replica, gate=_NeverAdmit(),
                                         jobs=ctl, token=token, extra_nodes=nodes)
     admin = await start_admin(args.admin, ctl)

@@ -16,7 +16,7 @@ import json
 import logging
 from typing import Any, AsyncIterator
 
-from gate import BackendError, ConfigError, node_name
+from gate import BackendError, ConfigError, failure_level, node_name
 
 from .dryrun import plan_migration, source_size
 from .fleetops import Operation, OperationRecords, OperationRunner
@@ -57,7 +57,7 @@ class OperatorService:
         try:
             await self.controls.refresh()
         except BackendError as exc:
-            log.warning("job controls not read yet: %s", exc)
+            log.log(failure_level(exc), "job controls not read yet: %s", exc)
         self._loops = [asyncio.create_task(self.controls.follow(), name="job-controls"),
                        asyncio.create_task(self._drive_ops(), name="operations")]
         if compaction:
