@@ -50,7 +50,7 @@ if _typing.TYPE_CHECKING:
     from ._guard import CommitGuard, Stamp, commit_point, current_guard
     from ._ids import key_segment
     from ._lease import Lease
-    from ._reachability import failure_level
+    from ._reachability import connect_failure, failure_level
     from ._inflight import InflightTracker
     from ._machine import Op, step
     from ._mover_auth import MOVER_TOKEN_ENV, MOVER_TOKEN_HEADER, MoverAuth, mover_token_from_env, provision_mover_token, read_mover_token
@@ -109,7 +109,7 @@ _LAZY = {
     "_guard": "CommitGuard Stamp commit_point current_guard",
     "_ids": "key_segment",
     "_lease": "Lease",
-    "_reachability": "failure_level",
+    "_reachability": "connect_failure failure_level",
     "_inflight": "InflightTracker",
     "_machine": "Op step",
     "_mover_auth": (

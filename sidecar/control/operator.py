@@ -109,8 +109,8 @@ class OperatorService:
     async def compact_history(self, partition: str, before_epoch: int) -> int:
         return await self.compactor.compact_history(partition, before_epoch)
 
-    async def plan(self, partition: str, to: str) -> pb.MigrationPlan:
-        return await plan_migration(self.ctl, partition, to)
+    async def plan(self, partition: str, to: str, *, force: bool = False) -> pb.MigrationPlan:
+        return await plan_migration(self.ctl, partition, to, force=force)
 
     async def set_control(self, job_id: str, *, paused: bool | None, rate: float | None) -> pb.JobControl:
         if job_id != FLEET:
