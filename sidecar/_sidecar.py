@@ -195,9 +195,11 @@ class Sidecar:
         cfg = self.cfg
         if self._runs_own_jobs() and self.controller is None:
             from .control.embedded import EmbeddedController
+            from .control.statefile import MEMORY, default_path
 
+            state = cfg.state or default_path(cfg.placement)
             self.controller = EmbeddedController(self.store, self.table, self.tracker, extra_nodes=cfg.nodes(),
-                                                 metrics=self.metrics)
+                                                 metrics=self.metrics, state_path=None if state == MEMORY else state)
             await self.controller.start()
         return await start_control_server(addr, store=self.store, source=self.source, gate=self.gate,
                                           jobs=self.controller, token=self._control_token, extra_nodes=cfg.nodes())

@@ -1,0 +1,88 @@
+"""Embedded mode keeps its jobs and history in a local SQLite file (issue 27): a sidecar on a
+placement file migrates a partition with a real copy, is stopped (SIGTERM) and started again
+with the same flags, and still lists the job and the partition's transitions with their job —
+before, a restart forgot every job and ``history`` said the embedded table keeps none."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from sidecar.control.statefile import StateFile, default_path, infer_op
+from gate import PartitionState
+from tests._consul import free_ports
+
+from ._operator_util import cli
+from .test_control_e2e import _spawn, _stop
+from .test_embedded_controller import _ready
+
+
+async def test_jobs_and_history_survive_a_restart(tmp_path, monkeypatch):
+    monkeypatch.setenv("EPOCHGATE_MOVER_TOKEN", "embedded-state-test-mover-token-01")
+    pa, pb_, listen, admin, control_port = free_ports(5)
+    control = f"127.0.0.1:{control_port}"
+    placement = tmp_path / "placement.toml"
+    placement.write_text(f'[nodes]\na = "http://127.0.0.1:{pa}"\nb = "http://127.0.0.1:{pb_}"\n\n'
+                         '[partitions]\ntenant-1 = "a"\ntenant-2 = "b"\n')
+    sidecar_args = ("sidecar", "--placement", str(placement), "--listen", f"127.0.0.1:{listen}",
+                    "--admin", f"127.0.0.1:{admin}", "--control", control, "--no-access-log")
+    procs, logs = [], []
+    try:
+        for name, port in (("a", pa), ("b", pb_)):
+            procs.append(await _spawn("examples.kv", "--node", name, "--listen", f"127.0.0.1:{port}",
+                                      "--data", str(tmp_path / name), "--gate", control))
+        sidecar = await _spawn(*sidecar_args)
+        await _ready(f"http://127.0.0.1:{admin}/readyz")
+        for port in (pa, pb_):
+            await _ready(f"http://127.0.0.1:{port}/healthz")
+        rc, out, err = await cli(control, "migrate", "--partition", "tenant-1", "--to", "b")
+        assert rc == 0, out + err
+        rc, out, _ = await cli(control, "jobs", "list", "--json")
+        (job,) = json.loads(out)
+        rc, out, err = await cli(control, "history", "tenant-1", "--json")
+        assert rc == 0, err
+        before = json.loads(out)["transitions"]
+        assert [t["op"] for t in before] == ["begin_migration", "enter_cutover", "complete_migration"]
+        assert {t["job_id"] for t in before} == {job["id"]}
+        assert (tmp_path / "placement.state.sqlite").exists()      # the default: beside the placement file
+        logs.append(await _stop(sidecar))
+
+        sidecar = await _spawn(*sidecar_args)                      # a real restart, same flags
+        procs.append(sidecar)
+        await _ready(f"http://127.0.0.1:{admin}/readyz")
+        rc, out, err = await cli(control, "jobs", "list", "--json")
+        assert rc == 0, err
+        assert [(j["id"], j["status"], j["bytes_copied"]) for j in json.loads(out)] == \
+            [(job["id"], "completed", job["bytes_copied"])]
+        rc, out, _ = await cli(control, "history", "tenant-1", "--json")
+        assert json.loads(out)["transitions"] == before
+        # epochs go on past the recorded ones: a new transition never reuses one
+        rc, out, _ = await cli(control, "partitions", "list", "--json")
+        epochs = [p["epoch"] for p in json.loads(out)["partitions"]]
+        assert min(epochs) > max(t["epoch"] for t in before), (epochs, before)
+    finally:
+        logs += [await _stop(p) for p in reversed(procs)]
+    assert all("Traceback" not in log for log in logs), "\n".join(logs)
+
+
+def test_one_sidecar_per_state_file_and_the_default_path(tmp_path):
+    path = default_path(str(tmp_path / "fleet.toml"))
+    assert path == str(tmp_path / "fleet.state.sqlite")
+    first = StateFile(path)
+    try:
+        with pytest.raises(Exception, match="locked"):
+            StateFile(path)            # a second process would see none of the first's records
+    finally:
+        first.close()
+    StateFile(path).close()            # free again once the first has closed it
+
+
+def test_history_op_is_the_state_machines():
+    a, draining = PartitionState.active("a"), PartitionState.draining("a", "b")
+    assert infer_op(None, a) == "set"
+    assert infer_op(a, draining) == "begin_migration"
+    assert infer_op(draining, PartitionState.cutover("a", "b")) == "enter_cutover"
+    assert infer_op(PartitionState.cutover("a", "b"), PartitionState.active("b")) == "complete_migration"
+    assert infer_op(draining, a) == "abort_migration"
+    assert infer_op(a, PartitionState.active("c")) == "set"
