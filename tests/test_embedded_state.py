@@ -56,8 +56,13 @@ async def test_jobs_and_history_survive_a_restart(tmp_path, monkeypatch):
         assert [(j["id"], j["status"], j["bytes_copied"]) for j in json.loads(out)] == \
             [(job["id"], "completed", job["bytes_copied"])]
         rc, out, _ = await cli(control, "history", "tenant-1", "--json")
-        assert json.loads(out)["transitions"] == before
-        # epochs go on past the recorded ones: a new transition never reuses one
+        after = json.loads(out)["transitions"]
+        assert after[:3] == before
+        # epochs go on past the recorded ones (a new transition never reuses one), and the restart
+        # is in the history: the placement file put tenant-1 back on a
+        (restart,) = after[3:]
+        assert (restart["op"], restart["to"], restart["from"]) == ("set", None, "a"), restart
+        assert restart["actor"].endswith("(restart: placement file)") and restart["epoch"] > before[-1]["epoch"]
         rc, out, _ = await cli(control, "partitions", "list", "--json")
         epochs = [p["epoch"] for p in json.loads(out)["partitions"]]
         assert min(epochs) > max(t["epoch"] for t in before), (epochs, before)

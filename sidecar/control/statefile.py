@@ -18,7 +18,8 @@ default next to the placement file: ``placement.toml`` → ``placement.state.sql
 
 Epochs continue across restarts: the table reloaded from the placement file
 starts again at epoch 1, so at start the controller raises it past the highest
-epoch recorded (``base_epoch``); a job's phase epochs and the history then never
+epoch recorded (one ``set`` per partition in the history, actor "… (restart:
+placement file)"); a job's phase epochs and the history then never
 name the same epoch twice, and a write stamped before the restart is refused as
 stale rather than matched to an unrelated epoch. The placement itself still
 comes from the placement file on restart (DESIGN §10): the file records what
@@ -176,6 +177,10 @@ class RecordingTable:
         if base and int(table.current_epoch()) <= base:
             bumped = {p: (st, base + 1) for p, (st, _) in table.partitions().items()}
             table.replace(bumped, base + 1)
+            # Recorded as a "set" by the placement file: the history then shows where each
+            # partition went on restart, and its current record is in it like any other.
+            for p, (st, e) in bumped.items():
+                state.record(p, None, st, e, f"{actor} (restart: placement file)")
         self._last: dict[str, PartitionState] = {p: st for p, (st, _) in table.partitions().items()}
         self._unsub = table.subscribe(self._changed)
 
