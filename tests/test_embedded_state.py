@@ -11,27 +11,16 @@ import pytest
 
 from sidecar.control.statefile import StateFile, default_path, infer_op
 from gate import PartitionState
-from tests._consul import free_ports
-
 from ._operator_util import cli
 from .test_control_e2e import _spawn, _stop
-from .test_embedded_controller import _ready
+from .test_embedded_controller import _ready, embedded_fleet, spawn_nodes
 
 
 async def test_jobs_and_history_survive_a_restart(tmp_path, monkeypatch):
-    monkeypatch.setenv("EPOCHGATE_MOVER_TOKEN", "embedded-state-test-mover-token-01")
-    pa, pb_, listen, admin, control_port = free_ports(5)
-    control = f"127.0.0.1:{control_port}"
-    placement = tmp_path / "placement.toml"
-    placement.write_text(f'[nodes]\na = "http://127.0.0.1:{pa}"\nb = "http://127.0.0.1:{pb_}"\n\n'
-                         '[partitions]\ntenant-1 = "a"\ntenant-2 = "b"\n')
-    sidecar_args = ("sidecar", "--placement", str(placement), "--listen", f"127.0.0.1:{listen}",
-                    "--admin", f"127.0.0.1:{admin}", "--control", control, "--no-access-log")
+    pa, pb_, listen, admin, control, sidecar_args = embedded_fleet(tmp_path, monkeypatch)
     procs, logs = [], []
     try:
-        for name, port in (("a", pa), ("b", pb_)):
-            procs.append(await _spawn("examples.kv", "--node", name, "--listen", f"127.0.0.1:{port}",
-                                      "--data", str(tmp_path / name), "--gate", control))
+        procs += await spawn_nodes(tmp_path, control, pa, pb_)
         sidecar = await _spawn(*sidecar_args)
         await _ready(f"http://127.0.0.1:{admin}/readyz")
         for port in (pa, pb_):
