@@ -32,6 +32,7 @@ if _typing.TYPE_CHECKING:
         BackendError,
         ConfigError,
         ConflictError,
+        ConsulUnreachable,
         EpochgateError,
         GateUnavailable,
         MigrationError,
@@ -49,6 +50,7 @@ if _typing.TYPE_CHECKING:
     from ._guard import CommitGuard, Stamp, commit_point, current_guard
     from ._ids import key_segment
     from ._lease import Lease
+    from ._reachability import connect_failure, failure_level
     from ._inflight import InflightTracker
     from ._machine import Op, step
     from ._mover_auth import MOVER_TOKEN_ENV, MOVER_TOKEN_HEADER, MoverAuth, mover_token_from_env, provision_mover_token, read_mover_token
@@ -100,7 +102,7 @@ _LAZY = {
     "_group_commit": "GroupCommit",
     "_consul_consensus": "ConsulConsensus open_consul",
     "_exceptions": (
-        "AlreadyMigrating BackendError ConfigError ConflictError EpochgateError GateUnavailable "
+        "AlreadyMigrating BackendError ConfigError ConflictError ConsulUnreachable EpochgateError GateUnavailable "
         "MigrationError NoOpMove NotCutover NotDraining NotMigrating PlacementFileError StaleEpoch "
         "UnknownPartition UnstampedWrite"),
     "_fence": "FENCE_HEADER STALE_MOVER_TYPE MoverFence StaleAttempt StaleMover check_fence sqlite_fence",
@@ -108,6 +110,7 @@ _LAZY = {
     "_guard": "CommitGuard Stamp commit_point current_guard",
     "_ids": "key_segment",
     "_lease": "Lease",
+    "_reachability": "connect_failure failure_level",
     "_inflight": "InflightTracker",
     "_machine": "Op step",
     "_mover_auth": (

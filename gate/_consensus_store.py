@@ -344,6 +344,22 @@ class ConsensusStore:
                                     e.state.target, e.time, e.actor, e.seq))
         return out
 
+    async def transition_times(self, after_epoch: int) -> list[tuple[int, float]]:
+        """(epoch, wall time) of each partition transition the change log still keeps
+        after ``after_epoch``, oldest first: how long a participant that applied
+        ``after_epoch`` has been behind, in seconds (the dry run's freshness)."""
+        out = []
+        for v in await self.consensus.scan(LOG, int(after_epoch) + 1):
+            if seq_of(v.key) is None:
+                continue
+            try:
+                e = LogEntry.decode(v.value)
+            except ValueError:
+                continue
+            if e.partition is not None:
+                out.append((v.seqno, e.time))
+        return out
+
     async def compact_history(self, partition: str, before_epoch: int) -> int:
         """Drop ``partition``'s history older than ``before_epoch``; returns how many."""
         return await self.consensus.truncate(f"{HISTORY}{partition_id(partition)}/", int(before_epoch))

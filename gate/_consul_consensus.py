@@ -31,6 +31,7 @@ from ._exceptions import BackendError, ConfigError
 from ._ids import check_store_key, quote_key
 from ._longpoll import LongPollClient
 from ._placement_file import validate_url
+from ._reachability import reached, unreachable
 from ._replica import Replica
 from ._truncate import check_truncate
 
@@ -76,6 +77,7 @@ class ConsulConsensus:
         try:
             async with self._session.request(method, url, params=params, data=data, timeout=timeout) as resp:
                 body = await resp.read()
+                reached(self.url)
                 self.requests += 1
                 self.bytes_received += len(body) + 17 + sum(len(k) + len(v) + 4 for k, v in resp.raw_headers)
                 if resp.status not in ok:
@@ -84,7 +86,8 @@ class ConsulConsensus:
         except BackendError:
             raise
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as exc:
-            raise BackendError(f"consul {method} {url}: {type(exc).__name__}: {exc}") from exc
+            raise (unreachable(self.url, f"{method} {url}", exc)
+                   or BackendError(f"consul {method} {url}: {type(exc).__name__}: {exc}")) from exc
 
     @staticmethod
     def _index(headers: Any) -> int:

@@ -9,7 +9,8 @@
     │   ├── NotCutover                 complete_migration on a draining partition
     │   ├── NoOpMove                   begin_migration to the node that already owns it
     │   └── BackendError               a distributed store could not be reached: retryable
-    │       └── ConflictError          compare-and-set lost too many times in a row
+    │       ├── ConflictError          compare-and-set lost too many times in a row
+    │       └── ConsulUnreachable      no connection to the Consul agent at all (refused, no route)
     ├── ConfigError                    bad configuration; the message names the field
     │   └── PlacementFileError         bad placement file; the message names the entry
     ├── GateUnavailable                the write gate could not be asked (fail closed)
@@ -76,6 +77,19 @@ class BackendError(MigrationError):
 
 class ConflictError(BackendError):
     """A compare-and-set kept losing to concurrent writers past the retry bound."""
+
+
+class ConsulUnreachable(BackendError):
+    """No connection to the Consul agent could be made (refused, unresolvable, no route).
+
+    Kept apart from other backend failures so a process waiting for its agent says so
+    once, on one line with backoff (``gate/_reachability.py``), instead of a warning per
+    attempt from every loop that talks to Consul."""
+
+    def __init__(self, message: str, url: str, reason: str) -> None:
+        super().__init__(message)
+        self.url = url
+        self.reason = reason
 
 
 MigrationError.Backend = BackendError

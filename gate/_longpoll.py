@@ -19,6 +19,7 @@ import ssl as _ssl
 from urllib.parse import urlsplit
 
 from ._exceptions import BackendError
+from ._reachability import reached, unreachable
 
 _MAX_HEAD = 64 * 1024
 _MAX_BODY = 64 * 1024 * 1024
@@ -49,6 +50,7 @@ class LongPollClient:
         self._https = parts.scheme == "https"
         self._host = parts.hostname or "127.0.0.1"
         self._port = parts.port or (443 if self._https else 80)
+        self._origin = base_url.rstrip("/")
         extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
         self._suffix = f" HTTP/1.1\r\nHost: {parts.netloc}\r\nAccept: */*\r\n{extra}\r\n".encode("latin-1")
         self._idle: list[_Conn] = []
@@ -74,11 +76,13 @@ class LongPollClient:
                 ValueError, IndexError) as exc:
             if conn is not None:
                 conn.close()
-            raise BackendError(f"consul GET {target}: {type(exc).__name__}: {exc}") from exc
+            raise (unreachable(self._origin, f"GET {target}", exc)
+                   or BackendError(f"consul GET {target}: {type(exc).__name__}: {exc}")) from exc
         except BaseException:  # cancelled mid-exchange: the connection's state is unknown
             if conn is not None:
                 conn.close()
             raise
+        reached(self._origin)
         if keep and not self._closed and len(self._idle) < self._max_idle:
             self._idle.append(conn)
         else:

@@ -44,6 +44,7 @@ from typing import Any, Callable, Protocol
 
 from ._current_replica import CurrentReplica, read_at as _read_at
 from ._exceptions import BackendError, ConfigError
+from ._reachability import failure_level
 from ._lease import Lease
 from ._participant_ack import ParticipantAck, Tracker
 from ._participant_session import ParticipantSession
@@ -231,7 +232,7 @@ class Participant(ParticipantSession, ParticipantAck, CurrentReplica):
                 await self._serve(acker)
                 log.warning("participant %s leaving (%s); rejoining", self.id, self._reason)
             except BackendError as exc:
-                log.warning("participant %s: %s", self.id, exc)
+                log.log(failure_level(exc), "participant %s: %s", self.id, exc)
             except ConfigError:
                 log.exception("participant %s: misconfigured; not admitting writes", self.id)
                 raise

@@ -16,6 +16,7 @@ import logging
 from typing import Any, Callable, Protocol
 
 from ._exceptions import BackendError
+from ._reachability import failure_level
 from ._types import Epoch
 
 log = logging.getLogger("epochgate.participant")
@@ -96,7 +97,7 @@ class ParticipantAck:
         try:
             ok = await self._consul.acquire(self.key, str(int(epoch)).encode(), self.session)
         except BackendError as exc:
-            log.info("participant %s: publish failed: %s", self.id, exc)
+            log.log(failure_level(exc, logging.INFO), "participant %s: publish failed: %s", self.id, exc)
             await asyncio.sleep(0.05)
             assert self._wake is not None
             self._wake.set()   # try again

@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 from ._blocking import next_blocking_index
 from ._exceptions import BackendError
+from ._reachability import failure_level
 from ._lease import Lease
 from ._sessions import SessionLost
 
@@ -133,7 +134,7 @@ class ParticipantSession:
         except SessionLost:
             self.session_lost("renewal refused")
         except BackendError as exc:
-            log.info("participant %s: renewal failed: %s", self.id, exc)
+            log.log(failure_level(exc, logging.INFO), "participant %s: renewal failed: %s", self.id, exc)
 
     def session_lost(self, why: str) -> None:
         """Rule 4: stop writes at once; the run loop rejoins with a new session."""

@@ -42,6 +42,7 @@ from ._blocking import next_blocking_index
 from ._consensus import Consensus, Versioned
 from ._consensus_store import HEAD, LOG, NODES, PARTITIONS, LogEntry, decode_head, decode_state, log_key, seq_of
 from ._exceptions import BackendError, ConfigError
+from ._reachability import failure_level
 from ._placement_file import validate_url
 from ._table import PlacementTable
 from ._types import Epoch, PartitionState, WriteAdmission, node_name
@@ -179,7 +180,7 @@ class Replica:
             except BackendError as exc:
                 self.errors += 1
                 delay = self.backoff.next()
-                log.warning("replica: store read failed (retry in %.2fs): %s", delay, exc)
+                log.log(failure_level(exc), "replica: store read failed (retry in %.2fs): %s", delay, exc)
                 await self._sleep(delay)
             except Exception:  # a bug must not end the loop silently: last_read would just go stale
                 self.errors += 1

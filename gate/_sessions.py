@@ -28,6 +28,7 @@ from consul.exceptions import ConsulException, NotFound
 from ._exceptions import BackendError, ConfigError
 from ._ids import check_store_key
 from ._kv import KVEntry
+from ._reachability import reached, unreachable
 from ._placement_file import validate_url
 
 _T = TypeVar("_T")
@@ -112,14 +113,18 @@ class ConsulHTTP:
         """
         client = self._consul(what)
         try:
-            return await call(client)
+            out = await call(client)
         except NotFound as exc:
+            reached(self.url)
             if lost is not None:
                 raise SessionLost(f"session {lost} is gone") from exc
             raise BackendError(f"consul {what}: {exc}") from exc
         except (ConsulException, aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError,
                 AssertionError) as exc:
-            raise BackendError(f"consul {what}: {type(exc).__name__}: {exc}") from exc
+            raise (unreachable(self.url, what, exc)
+                   or BackendError(f"consul {what}: {type(exc).__name__}: {exc}")) from exc
+        reached(self.url)
+        return out
 
     # ---- sessions ----------------------------------------------------------
 

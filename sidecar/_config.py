@@ -53,6 +53,7 @@ class SidecarConfig:
     admin: str = "127.0.0.1:9901"
     control: str = "127.0.0.1:50051"
     placement: str | None = None
+    state: str | None = None                         # embedded: jobs + history file (default beside placement; ":memory:")
     consul: str | None = None
     prefix: str = "epochgate/"
     node: tuple[str, ...] = ()                       # NAME=URL, adds to the placement file's [nodes]
@@ -283,6 +284,9 @@ def make_parser() -> argparse.ArgumentParser:
     a("--admin", metavar="HOST:PORT", help="/metrics /healthz /readyz (default 127.0.0.1:9901)")
     a("--control", metavar="HOST:PORT", help="gRPC control API (default 127.0.0.1:50051)")
     a("--placement", metavar="FILE", help="embedded store loaded from a placement file")
+    a("--state", metavar="FILE",
+      help="embedded store: SQLite file keeping migration jobs and transition history across restarts "
+           "(default: beside the placement file, NAME.state.sqlite; ':memory:' keeps them in memory only)")
     a("--consul", metavar="URL", help="use the Consul replica instead")
     a("--prefix", help="Consul KV prefix (default epochgate/)")
     a("--node", action="append", metavar="NAME=URL", help="a node's upstream (repeatable)")

@@ -33,6 +33,7 @@ from gate import EmbeddedStore, InflightTracker, Phase, PlacementFileError, Plac
 
 from ._admin import AdminServer, refresh_metrics, registry_text
 from ._config import SidecarConfig
+from ._ports import bind_error, check_free
 from .proxy.context import ProxyContext
 from ._fanout import FanoutStore, LocalMember
 from .proxy.detect import DetectConn
@@ -78,11 +79,13 @@ class Sidecar:
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self._stopped = False
+        self._started = False   # start() finished: only then does a shutdown drain (and say so)
 
     # ------------------------------------------------------------ start
     async def start(self) -> None:
         cfg = self.cfg
         loop = asyncio.get_running_loop()
+        self._check_ports()   # a taken port is the first and only line, not after a 20 s wait for Consul
         if cfg.consul is not None:
             await self._start_consul()
         else:
@@ -104,18 +107,25 @@ class Sidecar:
                 self.server = await loop.create_server(lambda: DetectConn(ctx), host, port, ssl=ctx.tls.server,
                                                        reuse_port=self.reuse_port or None, backlog=2048)
             except OSError as exc:
-                from gate import ConfigError
-
-                raise ConfigError("listen", f"cannot listen on {cfg.listen}: {exc.strerror or exc}") from exc
+                raise bind_error("listen", cfg.listen, exc) from exc
             self.port = self.server.sockets[0].getsockname()[1]
         if self.admin_control:
             await self._start_admin_control()
         if cfg.consul is not None:
             self._tasks.append(loop.create_task(self._follow_nodes()))
+        self._started = True
         event("sidecar started", listen=f"{cfg.listen_addr[0]}:{self.port}" if self.proxy else "-",
               admin=self.admin_port or "-", control=self.control_port or "-",
               store="consul" if cfg.consul else "embedded", partitions=len(self.source.partitions()), pid=os.getpid(),
               build=_build.describe())
+
+    def _check_ports(self) -> None:
+        cfg = self.cfg
+        if self.proxy and not self.reuse_port:   # workers share a port the parent reserved
+            check_free("listen", cfg.listen)
+        if self.admin_control:
+            check_free("admin", cfg.admin)
+            check_free("control", cfg.control)
 
     def _start_embedded(self) -> None:
         cfg = self.cfg
@@ -168,9 +178,7 @@ class Sidecar:
         try:
             self.admin_port = await self.admin.start(host, port)
         except OSError as exc:
-            from gate import ConfigError
-
-            raise ConfigError("admin", f"cannot listen on {cfg.admin}: {exc.strerror or exc}") from exc
+            raise bind_error("admin", cfg.admin, exc) from exc
         # The control port is bound now; grpc, protobuf and what they serve load on its first
         # connection (~25 MiB most sidecars never need: sidecar/api/lazy.py).
         from ._tokens import check_control
@@ -189,9 +197,11 @@ class Sidecar:
         cfg = self.cfg
         if self._runs_own_jobs() and self.controller is None:
             from .control.embedded import EmbeddedController
+            from .control.statefile import MEMORY, default_path
 
+            state = cfg.state or default_path(cfg.placement)
             self.controller = EmbeddedController(self.store, self.table, self.tracker, extra_nodes=cfg.nodes(),
-                                                 metrics=self.metrics)
+                                                 metrics=self.metrics, state_path=None if state == MEMORY else state)
             await self.controller.start()
         return await start_control_server(addr, store=self.store, source=self.source, gate=self.gate,
                                           jobs=self.controller, token=self._control_token, extra_nodes=cfg.nodes())
@@ -278,7 +288,7 @@ class Sidecar:
             self.gate.close()
         ctx = self.ctx
         inflight = len(ctx.clients) if ctx is not None else 0
-        if self.server is not None or self.admin is not None:  # not after a failed start
+        if self._started and (self.server is not None or self.admin is not None):  # not after a failed start
             event("draining", connections=inflight, grace_s=self.cfg.drain_seconds)
         if self.server is not None:
             self.server.close()
@@ -295,7 +305,8 @@ class Sidecar:
                 if c.transport is not None:
                     c.transport.abort()
             ctx.stop()
-            event("drained", cut=left)
+            if self._started:
+                event("drained", cut=left)
         for t in self._tasks:
             t.cancel()
         if self.control is not None:

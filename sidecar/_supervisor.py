@@ -248,13 +248,15 @@ def _reserve(host: str, port: int) -> socket.socket:
 
 
 async def _supervise(cfg: SidecarConfig) -> int:
-    from gate import ConfigError
+    from ._ports import bind_error, check_free
 
     host, port = cfg.listen_addr
     try:
         resv = _reserve(host, port)
     except OSError as exc:
-        raise ConfigError("listen", f"cannot bind {cfg.listen}: {exc.strerror or exc}") from exc
+        raise bind_error("listen", cfg.listen, exc) from exc
+    check_free("admin", cfg.admin)       # the parent binds these after spawning the workers:
+    check_free("control", cfg.control)   # a taken one is said first, not after the workers' start
     port = resv.getsockname()[1]
     wcfg = dataclasses.replace(cfg, listen=f"{host}:{port}" if ":" not in host else f"[{host}]:{port}")
     sup = Supervisor(cfg, wcfg)

@@ -58,7 +58,7 @@ class FakeJobs:
         self.changed = asyncio.Condition()
         self.tasks: list[asyncio.Task] = []
 
-    async def migrate(self, partition: str, to: str, deadline_s: float | None) -> FakeJob:
+    async def migrate(self, partition: str, to: str, deadline_s: float | None, *, force: bool = False) -> FakeJob:
         st = await self.store.state(partition)
         if st is None:
             raise UnknownPartition(f"unknown partition {partition!r}", partition)

@@ -81,11 +81,13 @@ async def test_migrate_follows_to_completion_with_plain_lines(server):
 async def test_migrate_exit_codes_say_the_outcome(server):
     table, start = server
     addr, _ = await start()
-    rc, out, _ = await cli("migrate", "--partition", "t2", "--to", "b", "--control", addr)
+    rc, out, err = await cli("migrate", "--partition", "t2", "--to", "b", "--control", addr)
     assert rc == _cli.EXIT_FAILED == 1
-    assert out.splitlines()[-1].endswith("s: mover: export from a failed: connection refused")
-    rc, out, _ = await cli("migrate", "--partition", "t3", "--to", "b", "--control", addr, "--deadline", "1.5")
-    assert rc == _cli.EXIT_ABORTED == 3 and "job j2 aborted" in out and "cutover deadline passed" in out
+    # the failure line is on stderr (issue 27), the progress lines on stdout
+    assert err.splitlines()[-1].endswith("s: mover: export from a failed: connection refused"), err
+    assert err.splitlines()[-1].startswith("job j1 failed: ") and "job j1 failed:" not in out
+    rc, out, err = await cli("migrate", "--partition", "t3", "--to", "b", "--control", addr, "--deadline", "1.5")
+    assert rc == _cli.EXIT_ABORTED == 3 and "job j2 aborted:" in err and "cutover deadline passed" in err
     assert table.get("t2").placement == "a" and table.get("t3").placement == "a"
     rc, _, err = await cli("migrate", "--partition", "nope", "--to", "b", "--control", addr)
     assert rc == _cli.EXIT_REFUSED and "unknown partition 'nope'" in _one_line_error(err)

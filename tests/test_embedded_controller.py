@@ -31,7 +31,9 @@ async def _ready(url: str) -> None:
     raise AssertionError(f"{url} never became ready")
 
 
-async def test_embedded_sidecar_migrates_with_a_copy_under_writes(tmp_path, monkeypatch):
+def embedded_fleet(tmp_path, monkeypatch) -> tuple[int, int, int, int, str, tuple[str, ...]]:
+    """Ports of nodes a and b, the proxy and admin, the control address, and the sidecar's
+    ``-m`` arguments on a placement file (tenant-1 on a, tenant-2 on b)."""
     # the hooks' credential, shared by the sidecar's controller and the nodes (DESIGN §6)
     monkeypatch.setenv("EPOCHGATE_MOVER_TOKEN", "embedded-test-mover-token-0123")
     pa, pb_, listen, admin, control_port = free_ports(5)
@@ -39,13 +41,23 @@ async def test_embedded_sidecar_migrates_with_a_copy_under_writes(tmp_path, monk
     placement = tmp_path / "placement.toml"
     placement.write_text(f'[nodes]\na = "http://127.0.0.1:{pa}"\nb = "http://127.0.0.1:{pb_}"\n\n'
                          '[partitions]\ntenant-1 = "a"\ntenant-2 = "b"\n')
+    return pa, pb_, listen, admin, control, ("sidecar", "--placement", str(placement), "--listen",
+                                             f"127.0.0.1:{listen}", "--admin", f"127.0.0.1:{admin}",
+                                             "--control", control, "--no-access-log")
+
+
+async def spawn_nodes(tmp_path, control: str, *ports: int) -> list[asyncio.subprocess.Process]:
+    """Example KV nodes a, b, … admitting through the sidecar's Gate API at ``control``."""
+    return [await _spawn("examples.kv", "--node", name, "--listen", f"127.0.0.1:{port}",
+                         "--data", str(tmp_path / name), "--gate", control) for name, port in zip("abc", ports)]
+
+
+async def test_embedded_sidecar_migrates_with_a_copy_under_writes(tmp_path, monkeypatch):
+    pa, pb_, listen, admin, control, sidecar_args = embedded_fleet(tmp_path, monkeypatch)
     procs = []
     try:
-        for name, port in (("a", pa), ("b", pb_)):
-            procs.append(await _spawn("examples.kv", "--node", name, "--listen", f"127.0.0.1:{port}",
-                                      "--data", str(tmp_path / name), "--gate", control))
-        procs.append(await _spawn("sidecar", "--placement", str(placement), "--listen", f"127.0.0.1:{listen}",
-                                  "--admin", f"127.0.0.1:{admin}", "--control", control, "--no-access-log"))
+        procs += await spawn_nodes(tmp_path, control, pa, pb_)
+        procs.append(await _spawn(*sidecar_args))
         await _ready(f"http://127.0.0.1:{admin}/readyz")
         for port in (pa, pb_):
             await _ready(f"http://127.0.0.1:{port}/healthz")

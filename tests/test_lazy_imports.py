@@ -246,4 +246,4 @@ async def test_a_control_port_in_use_still_stops_the_start(placement):
         with pytest.raises(ConfigError) as info:
             await sc.start()
         await sc.shutdown()
-    assert info.value.field == "control" and f"cannot listen on 127.0.0.1:{port}" in str(info.value)
+    assert info.value.field == "control" and f"port {port} (127.0.0.1:{port}) is already in use" in str(info.value)

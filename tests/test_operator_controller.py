@@ -142,7 +142,7 @@ async def test_dry_run_names_every_refusal_and_predicts_the_barrier(consul_agent
     try:
         async with controller(consul_agent.url, kv_prefix) as ctl, \
                 participants(consul_agent.url, kv_prefix, ["sc-1", "sc-2"]) as start_acking:
-            await _setup(ctl, urls={"a": url})
+            await _setup(ctl, urls={"a": url, "b": url})   # both ends answer: an unreachable one is a refusal
             code, out, err = await cli(ctl.control, "migrate", "--partition", "t1", "--to", "zz", "--dry-run")
             assert code == 5 and "refused:" in out and "to_node: unknown node 'zz' (known: a, b)" in out
             code, out, _ = await cli(ctl.control, "migrate", "--partition", "t1", "--to", "a", "--dry-run", "--json")
@@ -152,10 +152,12 @@ async def test_dry_run_names_every_refusal_and_predicts_the_barrier(consul_agent
                                        "--json")
             plan = json.loads(out)
             assert code == 0 and plan["would_go"] and plan["refusals"] == [], err
-            assert plan["source_url"] == url and plan["target_url"] == "http://127.0.0.1:2"
+            assert plan["source_url"] == url and plan["target_url"] == url
             assert plan["size_bytes"] == 4321 and plan["size_keys"] == 3
             assert {p["id"] for p in plan["participants"]} == {"sc-1", "sc-2"}
             assert all(p["behind"] > 0 for p in plan["participants"])          # they published epoch 0
+            # ... a moment ago: behind in seconds too, and not yet worth a warning (issue 27)
+            assert all(0 <= p["behind_s"] < 30 for p in plan["participants"])
             assert (await ctl.store.state("t1"))[0] == PartitionState.active("a")   # nothing happened
             assert await ctl.list() == []
             start_acking()

@@ -143,7 +143,9 @@ class LazyControl:
             self.listener = await loop.create_server(self._accept, host.strip("[]") or None, port,
                                                      reuse_address=True)
         except OSError as exc:
-            raise ConfigError("control", f"cannot listen on {self.addr}: {exc.strerror or exc}") from exc
+            from .._ports import bind_error
+
+            raise bind_error("control", self.addr, exc) from exc
         self.epochgate_port = self.listener.sockets[0].getsockname()[1]
         return self.epochgate_port
 

@@ -48,7 +48,7 @@ class OpsMigrationServicer(MigrationServicer):
     @_errors
     async def PlanMigration(self, request: pb.MigrateRequest, context: Any) -> pb.MigrationPlan:
         ops = await self._ops(context)
-        return await ops.plan(request.partition, request.to_node)
+        return await ops.plan(request.partition, request.to_node, force=request.force)
 
     @_errors
     async def SetJobControl(self, request: pb.JobControlRequest, context: Any) -> pb.JobControl:

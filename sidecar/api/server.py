@@ -300,7 +300,7 @@ class MigrationServicer(pb_grpc.MigrationServicer):
         if request.cutover_deadline_s < 0:
             raise ConfigError("cutover_deadline_s", f"must be ≥ 0 (0 = the controller's default), got {request.cutover_deadline_s}")
         deadline = request.cutover_deadline_s or None
-        return await self._job(jobs.migrate(p, to, deadline), "")
+        return await self._job(jobs.migrate(p, to, deadline, force=request.force), "")
 
     @_errors
     async def GetJob(self, request: pb.JobRequest, context: Any) -> pb.Job:

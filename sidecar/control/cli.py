@@ -1,6 +1,6 @@
 """Operator commands (DESIGN §10) over the gRPC control API.
 
-    python -m sidecar migrate --partition P --to NODE [--deadline S] [--no-follow]
+    python -m sidecar migrate --partition P --to NODE [--deadline S] [--no-follow] [--force]
     python -m sidecar jobs [list | show ID | abort ID]
     python -m sidecar partitions [list | set P NODE]
     python -m sidecar nodes [list | set NAME URL]
@@ -81,6 +81,7 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="cutover deadline in seconds; the job aborts if the barrier is not passed in time "
                         "(default: the controller's)")
     m.add_argument("--no-follow", action="store_true", help="print the job id and return without following it")
+    m.add_argument("--force", action="store_true", help="move onto a cordoned node (a drained one) anyway")
 
     j = sub.add_parser("jobs", parents=[common], help="migration jobs")
     js = j.add_subparsers(dest="action", parser_class=_Parser)
@@ -143,7 +144,7 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
             return _cli_ops.run(args, client, out, dump)
         if args.command == "migrate":
             job = client.call(mig.Migrate, pb.MigrateRequest(partition=args.partition, to_node=args.to,
-                                                             cutover_deadline_s=args.deadline))
+                                                             cutover_deadline_s=args.deadline, force=args.force))
             if args.no_follow:
                 if dump:
                     dump(conv.job_to_dict(job))

@@ -4,6 +4,7 @@ controller fail-over (the stream is asked again for up to ``FOLLOW_RECONNECT_S``
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import Callable, TextIO
 
@@ -12,7 +13,7 @@ import grpc
 from gate.pb.epochgate.v1 import epochgate_pb2 as pb
 
 from ..api import convert as conv
-from .cli_client import EXIT_INTERRUPTED, EXIT_UNREACHABLE, CliClient, CliError, outcome_status
+from .cli_client import EXIT_INTERRUPTED, EXIT_OK, EXIT_UNREACHABLE, CliClient, CliError, outcome_status
 from .cli_show import job_summary, size, ts_ms
 from .jobstatus import JobStatus
 
@@ -20,12 +21,52 @@ _STEPS = tuple(s.value for s in JobStatus if s not in (JobStatus.FAILED, JobStat
 FOLLOW_RECONNECT_S = 30.0  # a controller fail-over (Consul lock) fits in this
 
 
-class Progress:
-    """A one-line bar on a terminal; a plain line per status change otherwise."""
+class StatusLine:
+    """A status line redrawn in place on a terminal (carriage return, erase line), with
+    event lines printed above it; on anything else (a pipe, a log file) plain lines, a
+    status only when it changed. A dozen lines of ANSI: no progress library earns its
+    place for one line."""
 
     def __init__(self, out: TextIO) -> None:
         self.out = out
-        self.tty = out.isatty()
+        isatty = getattr(out, "isatty", None)
+        self.tty = bool(isatty and isatty())
+        self.current: str | None = None
+        self.shown = False
+
+    def line(self, text: str) -> None:
+        """An event: it stays in the scroll-back, above the status."""
+        if self.shown:
+            self.out.write("\r\x1b[K")
+        self.out.write(text + "\n")
+        if self.shown and self.current is not None:
+            self.out.write(self.current)
+        self.out.flush()
+
+    def status(self, text: str) -> None:
+        if self.tty:
+            self.out.write("\r\x1b[K" + text)
+            self.shown = True
+        elif text != self.current:
+            self.out.write(text + "\n")
+        self.current = text
+        self.out.flush()
+
+    def finish(self) -> None:
+        """Leave the last status on its own line."""
+        if self.shown:
+            self.out.write("\n")
+            self.out.flush()
+            self.shown = False
+
+
+class Progress:
+    """A one-line bar redrawn in place on a terminal; a plain line per phase otherwise."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.view = StatusLine(out)
+        self.tty = self.view.tty
         self.last: tuple[str, int] | None = None
         self.phases_seen = 0
 
@@ -34,9 +75,8 @@ class Progress:
             step = _STEPS.index(job.status) if job.status in _STEPS else len(_STEPS) - 1
             filled = round(20 * step / (len(_STEPS) - 1))
             elapsed = (job.finished or time.time()) - job.started if job.started else 0.0
-            self.out.write(f"\r\x1b[K job {job.id} [{'#' * filled}{'.' * (20 - filled)}] {job.status:<9} "
-                           f"{size(job.bytes_copied)} copied  {elapsed:.1f}s")
-            self.out.flush()
+            self.view.status(f" job {job.id} [{'#' * filled}{'.' * (20 - filled)}] {job.status:<9} "
+                             f"{size(job.bytes_copied)} copied  {elapsed:.1f}s")
         else:   # one line per phase the job recorded (cutover and acked too), then per status change
             lines = []
             if self.last is None and not job.phases:
@@ -52,8 +92,7 @@ class Progress:
         self.last = (job.status, job.bytes_copied)
 
     def finish(self) -> None:
-        if self.tty and self.last is not None:
-            self.out.write("\n")
+        self.view.finish()
 
 
 def reconnect_or_raise(client: CliClient, exc: grpc.RpcError | CliError, give_up: float | None,
@@ -96,5 +135,10 @@ def follow(client: CliClient, job: pb.Job, out: TextIO) -> int:
         raise CliError(f"stopped following job {job.id}; it keeps running (`jobs abort {job.id}` stops it)",
                        EXIT_INTERRUPTED) from None
     progress.finish()
-    out.write(job_summary(job) + "\n")
-    return outcome_status(job.status)
+    code = outcome_status(job.status)
+    if code == EXIT_OK:
+        out.write(job_summary(job) + "\n")
+    else:   # a failed or aborted move: its line goes to stderr (issue 27), the exit status says which
+        out.flush()
+        print(job_summary(job), file=sys.stderr, flush=True)
+    return code

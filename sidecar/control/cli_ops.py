@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
 from typing import Any, Callable, TextIO
 
 import grpc
@@ -31,7 +32,7 @@ from .cli_client import (
     CliError,
     outcome_status,
 )
-from .cli_follow import reconnect_or_raise
+from .cli_follow import StatusLine, reconnect_or_raise
 from .cli_show import table, ts_ms
 from .dryrun import plan_to_dict
 from .history import transition_to_dict
@@ -107,11 +108,13 @@ def op_to_dict(op: pb.Operation) -> dict[str, Any]:
 
 
 def _op_summary(op: pb.Operation) -> str:
+    what = f"{op.kind} {op.node}".strip()
+    if op.dry_run:   # nothing ran: never "completed" (issue 27)
+        return f"dry run: {what} would make {len(op.moves)} move{'s' if len(op.moves) != 1 else ''}; nothing was started"
     counts: dict[str, int] = {}
     for m in op.moves:
         counts[m.status] = counts.get(m.status, 0) + 1
     running = sum(v for k, v in counts.items() if k not in ("planned", "completed", "failed", "aborted", "skipped"))
-    what = f"{op.kind} {op.node}".strip()
     return (f"operation {op.id} {what} {op.status}: {counts.get('completed', 0)}/{len(op.moves)} completed, "
             f"{running} running, {counts.get('planned', 0)} waiting, {counts.get('failed', 0)} failed, "
             f"{counts.get('aborted', 0)} aborted, {counts.get('skipped', 0)} skipped")
@@ -124,10 +127,11 @@ def _show_plan(op: pb.Operation, out: TextIO) -> None:
 
 
 def _follow_op(client: Any, op: pb.Operation, out: TextIO) -> int:
-    """One progress view: a line per move that changes status, and the summary when it does."""
+    """One progress view: a line per move that changes status, and the summary when it
+    does (on a terminal the summary is one line redrawn in place under the moves)."""
     seen: dict[str, str] = {m.partition: m.status for m in op.moves}
-    out.write(_op_summary(op) + "\n")
-    out.flush()
+    view = StatusLine(out)
+    view.status(_op_summary(op))
     give_up = None
     try:
         while op.status not in ("completed", "failed", "aborted"):
@@ -139,11 +143,10 @@ def _follow_op(client: Any, op: pb.Operation, out: TextIO) -> int:
                         if seen.get(m.partition) != m.status:
                             seen[m.partition] = m.status
                             changed = True
-                            out.write(f"  {m.partition} {m.from_node}→{m.to_node} {m.status}"
-                                      f"{' (job ' + m.job_id + ')' if m.job_id else ''}\n")
+                            view.line(f"  {m.partition} {m.from_node}→{m.to_node} {m.status}"
+                                      f"{' (job ' + m.job_id + ')' if m.job_id else ''}")
                     if changed:
-                        out.write(_op_summary(op) + "\n")
-                    out.flush()
+                        view.status(_op_summary(op))
                 else:
                     op = client.call(client.migration.GetOperation, pb.OperationRequest(id=op.id))
             except (grpc.RpcError, CliError) as exc:   # a controller fail-over: reconnect
@@ -151,17 +154,24 @@ def _follow_op(client: Any, op: pb.Operation, out: TextIO) -> int:
                     client, exc, give_up, lambda err: f"lost the control API while following operation {op.id} "
                                                       f"({err}); it keeps running: `ops show {op.id}`")
     except KeyboardInterrupt:
+        view.finish()
         raise CliError(f"stopped following operation {op.id}; it keeps running (`ops abort {op.id}` stops "
                        f"it)", EXIT_INTERRUPTED) from None
-    if op.error:   # the last summary line is already out; add why it did not complete
+    view.finish()
+    code = outcome_status(op.status)
+    if code != EXIT_OK:   # a failure line goes to stderr, where scripts and eyes look for it
+        out.flush()
+        print(_op_summary(op) + (f": {op.error}" if op.error else ""), file=sys.stderr, flush=True)
+    elif op.error:
         out.write(f"operation {op.id}: {op.error}\n")
-    return outcome_status(op.status)
+    return code
 
 
 def run(args: argparse.Namespace, client: Any, out: TextIO, dump: Callable | None) -> int:
     mig = client.migration
     if args.command == "migrate":
-        plan = client.call(mig.PlanMigration, pb.MigrateRequest(partition=args.partition, to_node=args.to))
+        plan = client.call(mig.PlanMigration, pb.MigrateRequest(partition=args.partition, to_node=args.to,
+                                                                 force=args.force))
         if dump:
             dump(plan_to_dict(plan))
         else:
@@ -281,7 +291,8 @@ def _print_plan(plan: pb.MigrationPlan, out: TextIO) -> None:
         out.write(f"{k + ':':<13}{v}\n")
     out.write(f"participants: {len(plan.participants)} would have to acknowledge the cutover\n")
     for x in plan.participants:
-        fresh = "fresh" if not x.behind else f"{x.behind} epochs behind"
+        ago = "older than the kept log" if x.behind_s < 0 else f"{x.behind_s:.1f} s"
+        fresh = "fresh" if not x.behind else f"{x.behind} epochs, {ago} behind"
         out.write(f"  {x.id:<40} applied epoch {x.applied_epoch} ({fresh})\n")
     for w in plan.warnings:
         out.write(f"warning:     {w}\n")

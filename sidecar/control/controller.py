@@ -28,6 +28,7 @@ from gate import (
     BackendError,
     ConfigError,
     Lease,
+    failure_level,
     Op,
     mover_token_from_env,
     next_blocking_index,
@@ -195,7 +196,7 @@ class Controller:
                 self.metrics.controller_leader.set(1)
                 await self._run_jobs()
             except BackendError as exc:
-                log.warning("controller %s: %s", self.owner, exc)
+                log.log(failure_level(exc), "controller %s: %s", self.owner, exc)
                 await asyncio.sleep(0.5)
             self.metrics.controller_leader.set(0)
             await self._drop_jobs()
@@ -233,7 +234,7 @@ class Controller:
             except BackendError as exc:
                 if not self.leadership.held():
                     raise
-                log.info("controller %s: %s (retrying)", self.owner, exc)
+                log.log(failure_level(exc, logging.INFO), "controller %s: %s (retrying)", self.owner, exc)
                 await asyncio.sleep(0.2)
                 continue
             index = next_blocking_index(index, new_index)
@@ -264,14 +265,25 @@ class Controller:
 
     # ---- JobService ------------------------------------------------------------
 
-    async def migrate(self, partition: str, to: str, deadline_s: float | None = None) -> Job:
+    async def migrate(self, partition: str, to: str, deadline_s: float | None = None, *, force: bool = False) -> Job:
         """Record a pending job (validated against the store now); the leader runs it.
-        A store outage (a Consul election) is retried for up to 15 s."""
+        A store outage (a Consul election) is retried for up to 15 s. A cordoned
+        target is refused unless ``force``."""
         partition = partition_id(partition)
         to = node_name(to, "to_node")
+        if not force and (why := self.cordoned(to)):
+            raise ConfigError("to_node", why)
         mine: list[Job] = []   # the record this call creates: a retry whose first create landed finds it
         return await retry_backend("migrate", lambda: self._migrate(partition, to, deadline_s, mine),
                                    self.store.retry_s, lambda exc: not isinstance(exc, JobConflict))
+
+    def cordoned(self, node: str) -> str | None:
+        """Why a move onto ``node`` is refused without ``--force`` (a drain cordoned it), or None."""
+        controls = getattr(self.ops, "controls", None)
+        if controls is None or node not in controls.cordoned:
+            return None
+        return (f"{node} is cordoned (a drain emptied it; balance leaves it alone): "
+                f"`drain {node} --uncordon` first, or --force to move onto it anyway")
 
     async def _migrate(self, partition: str, to: str, deadline_s: float | None, mine: list[Job]) -> Job:
         jobs = await self.list()

@@ -16,9 +16,10 @@ from typing import Sequence
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from gate import BackendError, ConfigError, node_name, validate_url
+from gate import BackendError, ConfigError, failure_level, node_name, validate_url
 
 from .._tokens import require_token_for, resolve_token
+from .._ports import bind_error, check_free
 from . import retention as retention
 from .controller import Controller, log
 
@@ -45,7 +46,7 @@ async def start_admin(addr: str, controller: Controller) -> web.AppRunner:
         await web.TCPSite(runner, host or "127.0.0.1", int(port)).start()
     except (OSError, ValueError) as exc:
         await runner.cleanup()
-        raise ConfigError("admin", f"cannot listen on {addr}: {exc}") from exc
+        raise bind_error("admin", addr, exc) from exc
     return runner
 
 
@@ -106,6 +107,8 @@ async def _amain(args: argparse.Namespace) -> int:
         raise ConfigError("prebarrier_deadline", f"must be >= 0 seconds, got {args.prebarrier_deadline!r}")
     token = resolve_token(args.token, args.token_file, os.environ)
     require_token_for(args.control, token)  # before anything starts: a refused bind leaves nothing behind
+    check_free("control", args.control)     # a taken port: that line first and alone (issue 27)
+    check_free("admin", args.admin)
     ctl = Controller(args.consul, args.prefix, token=args.consul_token, deadline_s=args.cutover_deadline,
                      extra_nodes=nodes, prebarrier_s=args.prebarrier_deadline,
                      retention=retention.from_args(args))
@@ -113,7 +116,7 @@ async def _amain(args: argparse.Namespace) -> int:
     try:
         await ctl.replica.start()
     except BackendError as exc:
-        log.warning("controller: replica not started yet: %s", exc)
+        log.log(failure_level(exc), "controller: replica not started yet: %s", exc)
     server = await start_control_server(args.control, store=ctl.store, source=ctl.replica, gate=_NeverAdmit(),
                                         jobs=ctl, token=token, extra_nodes=nodes)
     admin = await start_admin(args.admin, ctl)

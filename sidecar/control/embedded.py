@@ -5,9 +5,10 @@ fleet runs — the same ``JobRunner``, hooks mover, pause/throttle and dry runs 
 over three in-process stand-ins:
 
 * ``MemKV``: the few Consul KV calls the job, operation and control records
-  use (get, compare-and-set put, delete, blocking list), in memory. Jobs live
-  as long as the process, like the embedded table itself: a restarted
-  sidecar reloads its placement file and starts with no jobs.
+  use (get, compare-and-set put, delete, blocking list), in memory, written
+  through to the state file (``statefile.py``, ``--state``) so a restarted
+  sidecar still has its jobs; the file also records the table's transitions,
+  which ``history`` reads (issue 27).
 * ``LocalBarrier``: the sidecar is the only participant. The embedded store's
   ``enter_cutover`` already returns after the sidecar applied the cutover and
   let the writes it admitted at older epochs finish (``_fanout.LocalMember``),
@@ -23,6 +24,7 @@ in-flight writes, so the job calls stay unimplemented there.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any
 
@@ -36,15 +38,21 @@ from .operator import OperatorService
 from .retry import RetryingStore
 
 LOCAL = "local-sidecar"
+log = logging.getLogger("epochgate.controller")
 
 
 class MemKV:
     """An in-memory stand-in for the ``ConsulHTTP`` KV calls (one process)."""
 
-    def __init__(self) -> None:
+    def __init__(self, state: Any = None) -> None:
         self.data: dict[str, KVEntry] = {}
         self.index = 1
         self.changed = asyncio.Condition()
+        self.statefile = state   # a StateFile: loaded from now, written through on every change
+        if state is not None:
+            rows, index = state.load_kv()
+            self.data = {k: KVEntry(k, v, None, mi) for k, v, mi in rows}
+            self.index = max([index, 1] + [mi for _, _, mi in rows])
 
     def _next(self) -> int:
         self.index += 1   # synchronous: no two writes share an index
@@ -57,18 +65,27 @@ class MemKV:
     async def get(self, key: str) -> KVEntry | None:
         return self.data.get(key)
 
+    def _persist(self, keys: list[str]) -> None:
+        """Called after a change, before anyone is told of it (the state file's write-through)."""
+        if self.statefile is not None:
+            self.statefile.save_kv([(k, e.value if (e := self.data.get(k)) else None, e.modify_index if e else 0)
+                                for k in keys], self.index)
+
     async def put(self, key: str, value: bytes, *, cas: int | None = None) -> bool:
         cur = self.data.get(key)
         if cas is not None and (cur.modify_index if cur is not None else 0) != cas:
             return False
         self.data[key] = KVEntry(key, bytes(value), None, self._next())
+        self._persist([key])
         await self._notify()
         return True
 
     async def delete(self, key: str, *, recurse: bool = False) -> None:
-        for k in [k for k in self.data if k == key or (recurse and k.startswith(key))]:
+        doomed = [k for k in self.data if k == key or (recurse and k.startswith(key))]
+        for k in doomed:
             del self.data[k]
         self._next()
+        self._persist(doomed)
         await self._notify()
 
     async def list(self, prefix: str, *, index: int | None = None, wait_s: float = 1.0,
@@ -163,24 +180,58 @@ class _AtEpoch:
         return await self.store.complete(partition)
 
 
+class _Audited(_AtEpoch):
+    """``_AtEpoch`` plus the history the state file recorded (``history P``, compaction)."""
+
+    def __init__(self, store: Any, state: Any) -> None:
+        super().__init__(store)
+        self.statefile = state
+
+    async def history(self, partition: str) -> list[Any]:
+        return self.statefile.history(partition)   # type: ignore[no-any-return]
+
+    async def compact_history(self, partition: str, before_epoch: int) -> int:
+        return self.statefile.compact_history(partition, before_epoch)   # type: ignore[no-any-return]
+
+
 class EmbeddedController(Controller):
     """``Controller`` over the sidecar's own table: same job service, no Consul."""
 
     def __init__(self, store: Any, table: Any, tracker: Any, *, extra_nodes: dict[str, str] | None = None,
-                 deadline_s: float = 10.0, mover: Any = None, metrics: Any = None) -> None:
+                 deadline_s: float = 10.0, mover: Any = None, metrics: Any = None, state_path: str | None = None) -> None:
         super().__init__("http://127.0.0.1:1", "epochgate/", deadline_s=deadline_s, extra_nodes=extra_nodes,
                          mover=mover, metrics=metrics, owner="embedded")
         self._embedded = (store, table, tracker)
+        self.state_path = state_path   # None: memory only (jobs and history end with the process)
+        self.statefile: Any = None
+        self._recording: Any = None
+
+    def _open_state(self, table: Any) -> None:
+        if self.state_path is None:
+            return
+        import sqlite3
+
+        from .statefile import RecordingTable, StateFile
+
+        try:
+            self.statefile = StateFile(self.state_path)
+        except (OSError, sqlite3.Error) as exc:
+            log.warning("embedded controller: cannot use the state file %s (%s); jobs and history are kept in "
+                        "memory only and lost on restart — give a writable path with --state", self.state_path, exc)
+            return
+        self._recording = RecordingTable(table, self.statefile, self.owner)
 
     async def start(self) -> None:
         from .runner import JobRunner
 
         store, table, tracker = self._embedded
-        self.consul = MemKV()
+        self._open_state(table)
+        self.consul = MemKV(self.statefile)
         self.consensus = None
         # The runner's store interface: bounded retries (none needed in-process) and the
         # at_epoch fence of each attempt's transitions (DESIGN §6), checked here.
-        self.store, self.replica = RetryingStore(_AtEpoch(store), retry_s=0.0), table
+        inner = _AtEpoch(store) if self.statefile is None else _Audited(store, self.statefile)
+        self.store, self.replica = RetryingStore(inner, retry_s=0.0), table
         self.records = JobRecords(self.consul, self.prefix)   # type: ignore[arg-type]
         self.barrier = LocalBarrier(table, tracker)            # type: ignore[assignment]
         self.leadership = AlwaysLeader()                       # type: ignore[assignment]
@@ -193,8 +244,12 @@ class EmbeddedController(Controller):
                                 owner=self.owner, check=self.leadership.check, metrics=self.metrics)
         self.ops = OperatorService(self, self.retention)
         self.ops.install(self.runner, self.mover)
-        await self.ops.start(compaction=False)   # the embedded table keeps no history to compact
+        await self.ops.start(compaction=False)   # history (in the state file) is compacted on request only
         self._main = asyncio.create_task(self._run_jobs(), name="embedded-controller")
 
     async def stop(self) -> None:
         await self._stop_work()
+        if self._recording is not None:
+            self._recording.close()
+        if self.statefile is not None:
+            self.statefile.close()

@@ -25,7 +25,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from gate import BackendError, ConfigError
+from gate import BackendError, ConfigError, failure_level
 
 from .runner import AbortRequested
 from .throttle import Pacer
@@ -108,7 +108,7 @@ class JobControls:
             try:
                 await self.refresh(wait_s=2.0)
             except BackendError as exc:
-                log.warning("job controls: %s", exc)
+                log.log(failure_level(exc), "job controls: %s", exc)
                 await asyncio.sleep(1.0)
 
     async def set(self, job_id: str, *, paused: bool | None = None, rate: float | None = None) -> Control:

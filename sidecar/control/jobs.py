@@ -189,7 +189,8 @@ class JobRecords:
 class JobService(Protocol):
     """What the control API serves for jobs (the controller implements it)."""
 
-    async def migrate(self, partition: str, to: str, deadline_s: float | None = None) -> Job: ...
+    async def migrate(self, partition: str, to: str, deadline_s: float | None = None, *,
+                      force: bool = False) -> Job: ...
 
     async def get(self, job_id: str) -> Job | None: ...
 

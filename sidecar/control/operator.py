@@ -16,7 +16,7 @@ import json
 import logging
 from typing import Any, AsyncIterator
 
-from gate import BackendError, ConfigError, node_name
+from gate import BackendError, ConfigError, failure_level, node_name
 
 from .dryrun import plan_migration, source_size
 from .fleetops import Operation, OperationRecords, OperationRunner
@@ -57,7 +57,7 @@ class OperatorService:
         try:
             await self.controls.refresh()
         except BackendError as exc:
-            log.warning("job controls not read yet: %s", exc)
+            log.log(failure_level(exc), "job controls not read yet: %s", exc)
         self._loops = [asyncio.create_task(self.controls.follow(), name="job-controls"),
                        asyncio.create_task(self._drive_ops(), name="operations")]
         if compaction:
@@ -109,8 +109,8 @@ class OperatorService:
     async def compact_history(self, partition: str, before_epoch: int) -> int:
         return await self.compactor.compact_history(partition, before_epoch)
 
-    async def plan(self, partition: str, to: str) -> pb.MigrationPlan:
-        return await plan_migration(self.ctl, partition, to)
+    async def plan(self, partition: str, to: str, *, force: bool = False) -> pb.MigrationPlan:
+        return await plan_migration(self.ctl, partition, to, force=force)
 
     async def set_control(self, job_id: str, *, paused: bool | None, rate: float | None) -> pb.JobControl:
         if job_id != FLEET:

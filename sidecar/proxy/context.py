@@ -106,6 +106,19 @@ class ProxyContext:
         self.pool.tls_hosts = {n.key: n.host for n in out.values() if n.proto == "https"}
         self.pool.h2_only = {n.key for n in out.values() if n.proto == "h2c"}
 
+    def missing_node(self, name: str) -> Node | None:
+        """A partition names a node this map lacks: take the source's own node map
+        (a replica applies a node's log entry before any entry that places a
+        partition on it, in the same pass, so whenever the table names a
+        registered node its URL is already there) and use it now, rather than
+        answering 502 until the sidecar's once-a-second node follow catches up."""
+        fresh = getattr(self.source, "nodes", None)
+        if not fresh or name not in fresh:
+            return None
+        self.set_nodes({**fresh, **self.cfg.nodes()})
+        node: Node | None = self.nodes.get(name)
+        return node
+
     def request_id(self) -> bytes:
         """Unique per process and request: a random per-process prefix and a counter."""
         self.rid_n += 1  # (inlined in Request.attach)

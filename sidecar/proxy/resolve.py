@@ -30,6 +30,8 @@ def resolve(x: Any) -> Any:
     x.t_res = perf_counter()
     node = ctx.nodes.get(x.placement)
     if node is None:
+        node = ctx.missing_node(x.placement)
+    if node is None:
         x.fail(502, "no-upstream", "no upstream for node",
                f"node {x.placement!r} has no upstream URL", outcome="upstream_error")
         return None

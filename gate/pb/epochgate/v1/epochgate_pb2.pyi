@@ -179,14 +179,16 @@ class Job(_message.Message):
     def __init__(self, id: _Optional[str] = ..., partition: _Optional[str] = ..., from_node: _Optional[str] = ..., to_node: _Optional[str] = ..., status: _Optional[str] = ..., error: _Optional[str] = ..., bytes_copied: _Optional[int] = ..., started: _Optional[float] = ..., finished: _Optional[float] = ..., phases: _Optional[_Iterable[_Union[PhaseRecord, _Mapping]]] = ...) -> None: ...
 
 class MigrateRequest(_message.Message):
-    __slots__ = ("partition", "to_node", "cutover_deadline_s")
+    __slots__ = ("partition", "to_node", "cutover_deadline_s", "force")
     PARTITION_FIELD_NUMBER: _ClassVar[int]
     TO_NODE_FIELD_NUMBER: _ClassVar[int]
     CUTOVER_DEADLINE_S_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
     partition: str
     to_node: str
     cutover_deadline_s: float
-    def __init__(self, partition: _Optional[str] = ..., to_node: _Optional[str] = ..., cutover_deadline_s: _Optional[float] = ...) -> None: ...
+    force: bool
+    def __init__(self, partition: _Optional[str] = ..., to_node: _Optional[str] = ..., cutover_deadline_s: _Optional[float] = ..., force: _Optional[bool] = ...) -> None: ...
 
 class JobRequest(_message.Message):
     __slots__ = ("id",)
@@ -255,14 +257,16 @@ class CompactHistoryResponse(_message.Message):
     def __init__(self, removed: _Optional[int] = ...) -> None: ...
 
 class Participant(_message.Message):
-    __slots__ = ("id", "applied_epoch", "behind")
+    __slots__ = ("id", "applied_epoch", "behind", "behind_s")
     ID_FIELD_NUMBER: _ClassVar[int]
     APPLIED_EPOCH_FIELD_NUMBER: _ClassVar[int]
     BEHIND_FIELD_NUMBER: _ClassVar[int]
+    BEHIND_S_FIELD_NUMBER: _ClassVar[int]
     id: str
     applied_epoch: int
     behind: int
-    def __init__(self, id: _Optional[str] = ..., applied_epoch: _Optional[int] = ..., behind: _Optional[int] = ...) -> None: ...
+    behind_s: float
+    def __init__(self, id: _Optional[str] = ..., applied_epoch: _Optional[int] = ..., behind: _Optional[int] = ..., behind_s: _Optional[float] = ...) -> None: ...
 
 class MigrationPlan(_message.Message):
     __slots__ = ("partition", "from_node", "to_node", "source_url", "target_url", "size_bytes", "size_keys", "size_error", "participants", "table_epoch", "expected_cutover_s", "expected_cutover_max_s", "cutover_samples", "refusals", "would_go", "warnings")
