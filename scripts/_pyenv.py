@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import os
 import re
 import shutil
@@ -55,20 +56,34 @@ def _compiled_sources() -> list[Path]:
     return out
 
 
+_PROBE = ("import importlib.util, json, sys; print(json.dumps({'version': sys.version, 'prefix': sys.prefix, "
+          "'pip': importlib.util.find_spec('pip') is not None}))")
+_probed: dict[str, dict] = {}
+
+
+def probe(python: str) -> dict:
+    """The interpreter's version, prefix and whether it has pip: one start-up (~30 ms), cached."""
+    if python not in _probed:
+        try:
+            res = subprocess.run([python, "-I", "-c", _PROBE], capture_output=True, text=True, timeout=30)
+            _probed[python] = json.loads(res.stdout) if res.returncode == 0 else {}
+        except (OSError, ValueError, subprocess.TimeoutExpired):
+            _probed[python] = {}
+    return _probed[python]
+
+
 def stamp_of(python: str, extras: str) -> str:
     """What an install depends on: when this is unchanged, the installed project still fits."""
     h = hashlib.sha256()
     for p in [ROOT / "pyproject.toml", ROOT / "setup.py", ROOT / "sidecar" / "_build.py", *_compiled_sources()]:
         h.update(str(p.relative_to(ROOT)).encode() + b"\0" + p.read_bytes() + b"\0")
-    version = subprocess.run([python, "-c", "import sys; print(sys.version)"], capture_output=True,
-                             text=True).stdout.strip()
+    version = probe(python).get("version", "")
     h.update(f"{extras}\0{ROOT}\0{version}\0{os.environ.get('EPOCHGATE_PURE_PYTHON', '')}".encode())
     return h.hexdigest()
 
 
 def _prefix(python: str) -> Path:
-    return Path(subprocess.run([python, "-c", "import sys; print(sys.prefix)"], capture_output=True, text=True,
-                               check=True).stdout.strip())
+    return Path(probe(python)["prefix"])
 
 
 def stamp_path(python: str) -> Path:
@@ -83,10 +98,8 @@ def stamp_path(python: str) -> Path:
 
 
 def _works(python: Path) -> bool:
-    try:
-        return subprocess.run([str(python), "-c", "import pip"], capture_output=True, timeout=30).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
+    _probed.pop(str(python), None)
+    return bool(probe(str(python)).get("pip"))
 
 
 def venv_package() -> str:
