@@ -87,11 +87,11 @@ def _prefix(python: str) -> Path:
 
 
 def stamp_path(python: str) -> Path:
-    """Inside the environment when it is writable (deleting the venv deletes its stamp); else
-    in the user's cache, keyed by environment and checkout."""
+    """Inside .venv (deleting it deletes its stamp); for a $PYTHON, in the user's cache keyed by
+    environment and checkout (never written into someone else's prefix, such as /usr)."""
     prefix = _prefix(python)
-    if os.access(prefix, os.W_OK):
-        return prefix / STAMP
+    if prefix.resolve() == VENV.resolve():
+        return VENV / STAMP
     key = hashlib.sha256(f"{prefix}\0{ROOT}".encode()).hexdigest()[:16]
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "epochgate"
     return cache / f"install-{key}.stamp"
@@ -165,7 +165,7 @@ def install(who: str, python: str, extras: str) -> None:
     target = f".[{extras}]" if extras else "."
     say(who, f"installing the project into {prefix} (pip install -e '{target}'; first run or its build "
              f"inputs changed, about a minute)")
-    log = stamp.with_name("epochgate-install.log")
+    log = stamp.with_suffix(".log")
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w") as out:
         res = subprocess.run([python, "-m", "pip", "install", "-q", "--disable-pip-version-check", "-e", target],
