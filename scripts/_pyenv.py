@@ -164,7 +164,7 @@ def install(who: str, python: str, extras: str) -> None:
     prefix = _prefix(python)
     target = f".[{extras}]" if extras else "."
     say(who, f"installing the project into {prefix} (pip install -e '{target}'; first run or its build "
-             f"inputs changed, about a minute)")
+             f"inputs changed: a few minutes with the compile)")
     log = stamp.with_suffix(".log")
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w") as out:
