@@ -11,7 +11,7 @@ stdout, and every message on stderr as one line per event.
   ``/usr/bin/python3``) is refused in one line. With ``EPOCHGATE_SKIP_INSTALL=1`` nothing is
   installed and the dependencies are only checked (the scripts run from the checkout either way).
 * ``pip install -e .[EXTRAS]`` runs only when the stamp differs: a hash of pyproject.toml,
-  setup.py and the compiled modules' sources (sidecar/_build.py's COMPILED), the extras, this
+  setup.py and the compiled modules' sources (sidecar/_build.py's COMPILED), this
   checkout's path and the interpreter's version. A second run costs one hash (~10 ms) instead
   of a reinstall and recompile (~30 s). ``EPOCHGATE_SKIP_INSTALL=1`` skips the install.
 * An install that fails stops with one line (the error pip gave) and the path of its full log.
@@ -72,13 +72,13 @@ def probe(python: str) -> dict:
     return _probed[python]
 
 
-def stamp_of(python: str, extras: str) -> str:
+def stamp_of(python: str) -> str:
     """What an install depends on: when this is unchanged, the installed project still fits."""
     h = hashlib.sha256()
     for p in [ROOT / "pyproject.toml", ROOT / "setup.py", ROOT / "sidecar" / "_build.py", *_compiled_sources()]:
         h.update(str(p.relative_to(ROOT)).encode() + b"\0" + p.read_bytes() + b"\0")
     version = probe(python).get("version", "")
-    h.update(f"{extras}\0{ROOT}\0{version}\0{os.environ.get('EPOCHGATE_PURE_PYTHON', '')}".encode())
+    h.update(f"{ROOT}\0{version}\0{os.environ.get('EPOCHGATE_PURE_PYTHON', '')}".encode())
     return h.hexdigest()
 
 
@@ -153,16 +153,27 @@ def _last_line(text: str) -> str:
     return lines[-1][:300] if lines else "(no output)"
 
 
-def install(who: str, python: str, extras: str) -> None:
-    stamp = stamp_path(python)
-    want = stamp_of(python, extras)
+def _read_stamp(stamp: Path) -> tuple[str, set[str]]:
+    """(build-input hash, extras installed) from a stamp file: "HASH extra,extra"."""
     try:
-        if stamp.read_text().strip() == want:
-            return
+        digest, _, extras = stamp.read_text().strip().partition(" ")
     except OSError:
-        pass
+        return "", set()
+    return digest, {e for e in extras.split(",") if e}
+
+
+def install(who: str, python: str, extras: str) -> None:
+    """The extras accumulate: scripts/test's [test] stays installed when scripts/demo (no extra)
+    runs next, so the two never take turns reinstalling."""
+    stamp = stamp_path(python)
+    want = stamp_of(python)
+    had, had_extras = _read_stamp(stamp)
+    asked = {e for e in extras.split(",") if e}
+    if had == want and asked <= had_extras:
+        return
+    all_extras = sorted(asked | had_extras)
     prefix = _prefix(python)
-    target = f".[{extras}]" if extras else "."
+    target = f".[{','.join(all_extras)}]" if all_extras else "."
     say(who, f"installing the project into {prefix} (pip install -e '{target}'; first run or its build "
              f"inputs changed: a few minutes with the compile)")
     log = stamp.with_suffix(".log")
@@ -178,7 +189,7 @@ def install(who: str, python: str, extras: str) -> None:
                        f"the script make {VENV.relative_to(ROOT)}/, or point PYTHON at a virtual environment")
         raise Stop(f"installing into {prefix} failed: {_last_line(text)} (full log: {log})")
     stamp.parent.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(want + "\n")
+    stamp.write_text(f"{want} {','.join(all_extras)}\n")
 
 
 def check_deps(python: str) -> None:

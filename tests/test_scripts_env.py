@@ -93,15 +93,14 @@ def test_the_stamp_changes_with_the_build_inputs_only(tmp_path, monkeypatch):
     mod = _pyenv()
     root = _fake_project(tmp_path, '[project]\nname = "fake"\nversion = "0"\n')
     monkeypatch.setattr(mod, "ROOT", root)
-    first = mod.stamp_of(sys.executable, "test")
+    first = mod.stamp_of(sys.executable)
     (root / "sidecar" / "other.py").write_text("y = 2\n")                 # not compiled: no reinstall
-    assert mod.stamp_of(sys.executable, "test") == first
-    assert mod.stamp_of(sys.executable, "") != first                       # other extras
+    assert mod.stamp_of(sys.executable) == first
     (root / "sidecar" / "proxy" / "conn.pxd").write_text("cdef class C: pass\n")   # a compiled module's types
-    second = mod.stamp_of(sys.executable, "test")
+    second = mod.stamp_of(sys.executable)
     assert second != first
     (root / "pyproject.toml").write_text('[project]\nname = "fake"\nversion = "1"\n')
-    assert mod.stamp_of(sys.executable, "test") != second
+    assert mod.stamp_of(sys.executable) != second
 
 
 def test_a_matching_stamp_installs_nothing(tmp_path, monkeypatch):
@@ -111,12 +110,19 @@ def test_a_matching_stamp_installs_nothing(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     stamp = mod.stamp_path(sys.executable)
     stamp.parent.mkdir(parents=True)
-    stamp.write_text(mod.stamp_of(sys.executable, "test") + "\n")
+    stamp.write_text(mod.stamp_of(sys.executable) + " test\n")
     calls = []
-    real_run = subprocess.run
-    monkeypatch.setattr(mod.subprocess, "run", lambda cmd, *a, **k: calls.append(cmd) or real_run(cmd, *a, **k))
-    mod.install("demo", sys.executable, "test")
-    assert not any("pip" in c for c in calls), calls
+
+    def run(cmd, *a, **k):   # record pip's calls, run nothing
+        calls.append(cmd)
+        return SimpleNamespace(returncode=0, stdout="", stderr="")
+
+    monkeypatch.setattr(mod.subprocess, "run", run)
+    mod.install("demo", sys.executable, "")        # scripts/demo after scripts/test: [test] is a superset
+    mod.install("test", sys.executable, "test")
+    assert calls == []
+    mod.install("demo", sys.executable, "re2")     # an extra not installed yet: installed with the others
+    assert calls and calls[0][-1] == ".[re2,test]" and stamp.read_text().split()[1] == "re2,test"
 
 
 DEBIAN_NO_ENSUREPIP = (
