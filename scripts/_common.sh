@@ -12,10 +12,9 @@ ep_bootstrap() {
 }
 
 # ep_python [EXTRAS]: sets PY to the interpreter to run (.venv unless $PYTHON), installing the
-# project into it only when its build inputs changed; the scripts run from this checkout.
+# project into it only when its build inputs changed (editable: this checkout's code runs).
 ep_python() {
   PY=$("$(ep_bootstrap)" "$EP_ROOT/scripts/_pyenv.py" "$EP_WHO" "${1:-}") || exit 3
-  export PYTHONPATH="$EP_ROOT${PYTHONPATH:+:$PYTHONPATH}"
 }
 
 # ep_ports PORT=VARIABLE[:what] ...: one line per busy port, then exit 3.
