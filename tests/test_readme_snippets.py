@@ -315,3 +315,39 @@ def test_demo_runs_a_migration_with_a_copy_from_a_fresh_clone(tmp_path):
 def test_readme_helpers_see_the_blocks():
     assert len(code_blocks(README)) > 6 and len(code_blocks()) > 20 and len(python_blocks()) == 4
     assert asyncio.iscoroutinefunction(test_commit_point_snippet_serves_and_refuses_a_stale_write)
+
+
+def test_the_readme_is_a_five_minute_read():
+    """Issue 27: 1,295 lines, a third of them benchmark narrative; the details live in docs/."""
+    lines = README.splitlines()
+    assert len(lines) <= 300, len(lines)
+    assert not re.search(r"\b(p99|µs|MiB)\b", README), "figures belong in docs/figures.md and the docs"
+
+
+def test_counts_the_documents_state_are_current():
+    """The compiled-module count the docs quote is sidecar/_build.py's (it was 16 against 17)."""
+    from sidecar._build import COMPILED
+
+    quoted = {int(n) for text in DOCS.values() for n in re.findall(r"build=compiled \((\d+) modules\)", text)}
+    assert quoted == {len(COMPILED)}, (quoted, len(COMPILED))
+
+
+def repeated_phrases(text: str, words: int = 8) -> list[str]:
+    """Runs of `words` words said twice in one document's prose (code blocks and tables left out)."""
+    prose = "\n".join(ln for ln in text.splitlines() if not ln.startswith(("    ", "|")))   # no code, no tables
+    toks = re.sub(r"\s+", " ", prose).split(" ")
+    seen: dict[str, int] = {}
+    out = []
+    for k in range(len(toks) - words + 1):
+        gram = " ".join(toks[k:k + words])
+        if gram in seen and k - seen[gram] >= words:   # not an overlap of itself
+            out.append(gram)
+        seen.setdefault(gram, k)
+    return out
+
+
+def test_no_sentence_is_said_twice_in_one_document():
+    """The old README said "All take `--control HOST:PORT` (env `EPOCHGATE_CONTROL`), `--token`
+    (env `EPOCHGATE_TOKEN`)" twice in a row."""
+    repeated = [f"{doc}: {r}" for doc, text in DOCS.items() for r in repeated_phrases(text)[:1]]
+    assert not repeated, "\n".join(repeated)

@@ -171,3 +171,8 @@ def test_no_ensurepip_as_root_installs_the_package_and_tries_again(tmp_path, mon
     monkeypatch.setattr(mod, "_apt_install", lambda who, pkg: installed.append(pkg) or True)
     assert mod.make_venv("demo") == venv / "bin" / "python"
     assert installed == [f"python3.{sys.version_info.minor}-venv"] and len(tries) == 2
+
+
+def test_the_virtual_environment_is_not_committed():
+    res = subprocess.run(["git", "check-ignore", "-q", ".venv/bin/python"], cwd=ROOT)
+    assert res.returncode == 0, ".venv/ must be in .gitignore"
