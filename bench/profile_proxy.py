@@ -17,7 +17,7 @@ compiled build's C frames carry the Python names, e.g.
 * the most frequent user-space leaf symbols (CPython internals show what kind of
   work: attribute look-ups, allocation, exception formatting...).
 
-This is how the per-request costs named in the README were found (e.g. CPython 3.11's
+This is how the per-request costs named in docs/compiled-build.md were found (e.g. CPython 3.11's
 ``bytes.__contains__`` formatting and clearing a TypeError on every ``b"%" in url``).
 """
 
