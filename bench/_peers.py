@@ -45,10 +45,11 @@ def haproxy_proc(tmp: Path, port: int, up_port: int, up_h2_port: int | None = No
 
 
 def caddy_proc(tmp: Path, port: int, up_port: int, up_h2_port: int | None = None) -> Proc:
-    """Caddy reverse_proxy, GOMAXPROCS=1, access log to a file, keep-alive pool of 256."""
+    """Caddy reverse_proxy, GOMAXPROCS=1 (``PEER_GOMAXPROCS`` overrides), access log to a file, keep-alive
+    pool of 256."""
     h2 = free_port()
     env = _env(tmp, "caddy", port, h2, up_port, up_h2_port)
-    env["GOMAXPROCS"] = "1"
+    env["GOMAXPROCS"] = os.environ.get("PEER_GOMAXPROCS", "1")  # 1 as the brief; more to see Caddy's own default
     env["XDG_DATA_HOME"] = env["XDG_CONFIG_HOME"] = str(tmp / "caddy-home")  # no state outside the run
     p = Proc("caddy", [binary("caddy"), "run", "--config", str(PEERS / "Caddyfile"), "--adapter", "caddyfile"],
              port, tmp, env=env)
