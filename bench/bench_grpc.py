@@ -1,15 +1,17 @@
 """CPU per gRPC unary call through the sidecar, against nginx's ``grpc_pass``,
 with the HTTP/1.1 figure beside it.
 
-    python bench/bench_grpc.py [--requests 30000] [--connections 16] [--streams 10] [--seconds 5]
+    python bench/bench_grpc.py [--requests 30000] [--connections 16] [--streams 10] [--seconds 5] [--rounds 1] [--skip-tls]
 
 One run, one machine: an nginx upstream answers gRPC-shaped unary calls on an
 h2c port (HEADERS+DATA, then ``grpc-status: 0`` trailers) and HTTP/1.1 on
 another. h2load drives POSTs with ``content-type: application/grpc`` and
 ``te: trailers`` (16 connections × 10 concurrent streams by default, a 64-byte
-message) through, in turn, nginx ``grpc_pass`` and the sidecar (node
+message) through, in turn, nginx ``grpc_pass``, HAProxy (``proto h2`` both sides) and
+Caddy (``reverse_proxy h2c://``) from bench/peers/ (skipped with one line if not installed),
+and the sidecar (node
 ``h2c://``, gated write: resolve, admit, stamp, in-flight, access log). wrk
-drives the same POST over HTTP/1.1 through nginx ``proxy_pass`` and the
+drives the same POST over HTTP/1.1 through nginx ``proxy_pass``, the peers and the
 sidecar's HTTP/1.1 path (node ``http://``). Each cell: req/s and the proxy's
 CPU time per request (utime+stime of its process group over requests done).
 Ratios printed: sidecar/nginx per protocol, and the sidecar's h2 path against
@@ -19,6 +21,7 @@ its HTTP/1.1 path. Noisy on a shared machine: compare the ratios.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import subprocess
@@ -28,7 +31,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_proxy import ROOT, Proc, free_port, nginx_conf, run_wrk  # noqa: E402
+from _peers import caddy_proc, haproxy_proc, missing  # noqa: E402
+from bench_proxy import ROOT, Proc, _median, free_port, nginx_conf, run_wrk  # noqa: E402
 
 
 def make_cert(tmp: Path) -> tuple[str, str]:
@@ -61,6 +65,9 @@ def main() -> int:
     ap.add_argument("--streams", type=int, default=10, help="h2load concurrent streams per connection")
     ap.add_argument("--seconds", type=float, default=5, help="wrk duration per HTTP/1.1 cell")
     ap.add_argument("--handshakes", type=int, default=500, help="TLS connections (one call each)")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="run the targets this many times, interleaved; the table shows medians (default 1)")
+    ap.add_argument("--skip-tls", action="store_true", help="leave out the sidecar's TLS cells")
     a = ap.parse_args()
     for tool in ("h2load", "wrk", "nginx"):
         if not shutil.which(tool) and not Path(f"/usr/sbin/{tool}").exists():
@@ -110,7 +117,20 @@ def main() -> int:
                 p.h1 = port  # type: ignore[attr-defined]
                 return p
 
-            for name, start in (("nginx", nginx_proxy), ("sidecar", sidecar)):
+            def peer(start):
+                def go() -> Proc:
+                    p = start(tmp, free_port(), h1_port, h2_port)
+                    p.h1, p.port = p.port, p.h2  # type: ignore[attr-defined]  # h2load drives .port
+                    return p
+                return go
+
+            targets = [("nginx", nginx_proxy), ("haproxy", peer(haproxy_proc)), ("caddy", peer(caddy_proc)),
+                       ("sidecar", sidecar)]
+            for name in ("haproxy", "caddy"):  # a peer not installed: one line, and the rest runs
+                if why := missing(name):
+                    print(f"bench_grpc: {why}", file=sys.stderr)
+                    targets = [t for t in targets if t[0] != name]
+            for rnd, (name, start) in ((i, t) for i in range(a.rounds) for t in targets):
                 p = start()
                 procs.append(p)
                 run_h2load(f"http://127.0.0.1:{p.port}/kv.v1.Store/Put", 2000, a.connections, a.streams, tmp)  # warm
@@ -118,6 +138,7 @@ def main() -> int:
                 r = run_h2load(f"http://127.0.0.1:{p.port}/kv.v1.Store/Put", a.requests, a.connections, a.streams, tmp)
                 r.update(name=name, proto="h2 (gRPC unary)", cpu_us=(p.cpu() - c0) / max(r["reqs"], 1) * 1e6)
                 rows.append(r)
+                print(f"  {rnd + 1} {name:8s} gRPC {r['rps']:.0f} req/s {r['cpu_us']:.1f} µs", file=sys.stderr, flush=True)
                 (tmp / "post.lua").write_text('wrk.method = "POST"\nwrk.body = string.rep("m", 64)\n'
                                               'wrk.headers["X-Partition-Key"] = "t2"\n')
                 h1url = f"http://127.0.0.1:{p.h1}/kv.v1.Store/Put"  # type: ignore[attr-defined]
@@ -128,6 +149,9 @@ def main() -> int:
                 p.stop()
                 procs.remove(p)
             # TLS on the listener (ALPN h2): per request on kept connections, and one handshake per call
+            rows = median_rows(rows)
+            if a.skip_tls:
+                return report(rows)
             p = sidecar(tls=True)
             procs.append(p)
             url = f"https://127.0.0.1:{p.port}/kv.v1.Store/Put"
@@ -145,6 +169,21 @@ def main() -> int:
         finally:
             for p in procs:
                 p.stop()
+    return report(rows)
+
+
+def median_rows(rows: list[dict]) -> list[dict]:
+    """One row per target and protocol: the median of its rounds (req/s and CPU alike)."""
+    cells: dict[tuple[str, str], list[dict]] = {}
+    for r in rows:
+        cells.setdefault((r["name"], r["proto"]), []).append(r)
+    return [dict(rs[0], rps=_median([r["rps"] for r in rs]), cpu_us=_median([r["cpu_us"] for r in rs]),
+                 non2xx=sum(r["non2xx"] for r in rs), rounds=len(rs)) for rs in cells.values()]
+
+
+def report(rows: list[dict]) -> int:
+    print(f"{len(rows) and rows[0].get('rounds', 1)} interleaved round(s), medians; {os.cpu_count()} CPUs, "
+          f"load average {os.getloadavg()[0]:.1f}")
     base = {r["proto"]: r["cpu_us"] for r in rows if r["name"] == "nginx"}
     print(f"{'proxy':10s} {'protocol':18s} {'req/s':>9s} {'CPU µs/req':>11s} {'x nginx':>8s} {'non-2xx':>8s}")
     for r in rows:
@@ -154,6 +193,8 @@ def main() -> int:
     ng = base
     print(f"\nsidecar h2 / sidecar HTTP/1.1 CPU per request: {sc['h2 (gRPC unary)'] / sc['HTTP/1.1 POST']:.2f}x "
           f"(nginx: {ng['h2 (gRPC unary)'] / ng['HTTP/1.1 POST']:.2f}x)")
+    if "TLS conn per call" not in sc:
+        return 0
     print(f"TLS on the listener: +{sc['h2 over TLS'] - sc['h2 (gRPC unary)']:.1f} µs per call on kept connections "
           f"({sc['h2 over TLS'] / sc['h2 (gRPC unary)']:.2f}x); a connection per call costs "
           f"{sc['TLS conn per call']:.0f} µs (handshake + connection set-up + one call)")

@@ -1,21 +1,23 @@
-"""The latency the sidecar adds at half of nginx's saturation throughput, beside what nginx adds.
+"""The latency the sidecar adds at a fixed rate every target sustains, beside what nginx, HAProxy and Caddy add.
 
-    python bench/bench_latency.py [--seconds 60] [--rounds 2] [--pure] [--client-rps 50]
+    python bench/bench_latency.py [--seconds 60] [--rounds 2] [--pure] [--client-rps 50] [--no-peers]
 
 One run (issue 20, "latency added at half load"):
 
 1. An nginx upstream answering 1 KiB, nginx as a reverse proxy (keep-alive to the upstream,
    up to 256 idle connections kept as the sidecar's pool does; access log on and buffered) and the sidecar with 1 worker (gating, metrics and the access
-   log on; POST 1 KiB is a gated write) — the same configurations as ``bench_proxy.py``;
-   ``--pure`` adds the sidecar's plain-Python build as a fourth target.
-2. nginx's saturation throughput as a proxy: wrk -t1 -c32, 3 s per method, as bench_proxy.
-3. At a fixed rate of half that (per method), h2load drives each target in turn — the
-   upstream directly, nginx, the sidecar — interleaved over ``--rounds`` rounds so a change in
+   log on; POST 1 KiB is a gated write) — the same configurations as ``bench_proxy.py`` —
+   and the peers HAProxy and Caddy from bench/peers/ (one thread each, access log on;
+   skipped with one line if not installed); ``--pure`` adds the sidecar's plain-Python build.
+2. Each proxy's saturation throughput: wrk -t1 -c32, 2 s per method, as bench_proxy.
+3. At a fixed rate of half the *slowest peer's* (nginx, HAProxy, Caddy) saturation, per method,
+   so every target can sustain it, h2load drives each target in turn — the
+   upstream directly, nginx, the peers, the sidecar — interleaved over ``--rounds`` rounds so a change in
    the machine's load falls on every target alike. Latency per request comes from h2load's
    ``--log-file`` (µs from writing the request to the end of the response).
 
 It prints p50/p99/p99.9 per cell, the latency *added* (target minus direct, per percentile),
-the proxy's CPU use during the cell, and the sidecar's added latency over nginx's (the goal:
+the proxy's CPU use during the cell, and each target's added latency over nginx's (the sidecar's goal:
 p99 within 1.5x), with that ratio per round to show the spread. ``--seconds`` bounds the whole
 run (default 60).
 
@@ -56,8 +58,11 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _peers import caddy_proc, haproxy_proc, missing  # noqa: E402
 from bench_proxy import (ROOT, Proc, free_port, group_cpu_s, nginx_proxy, nginx_upstream,  # noqa: E402
                          run_wrk, sidecar_proc)
+
+PEERS = ("nginx", "haproxy", "caddy")  # what a user would run instead; the slowest one's saturation sets the rate
 
 PCTS = (0.50, 0.99, 0.999)
 METHODS = ("GET", "POST")
@@ -109,7 +114,9 @@ def main() -> int:
     ap.add_argument("--client-rps", type=int, default=50,
                     help="requests per second per connection (default 50: a 20 ms period, at most 100)")
     ap.add_argument("--pure", action="store_true", help="also the sidecar's plain-Python build")
-    ap.add_argument("--fraction", type=float, default=0.5, help="fixed rate / nginx's saturation (default 0.5)")
+    ap.add_argument("--no-peers", dest="peers", action="store_false",
+                    help="leave out HAProxy and Caddy (then nginx's saturation sets the rate, as before)")
+    ap.add_argument("--fraction", type=float, default=0.5, help="fixed rate / the slowest peer's saturation (default 0.5)")
     a = ap.parse_args()
     if not 1 <= a.client_rps <= 100:
         ap.error("--client-rps must be 1..100 (h2load's timer fires at most every 10 ms)")
@@ -131,6 +138,11 @@ def main() -> int:
         # keep as many idle upstream connections as the sidecar's pool does (256): with nginx's usual 64, the
         # ~200 connections here make it open and close upstream connections per request (measured: p50 25 ms)
         procs["nginx"] = nginx_proxy(tmp, nginx, free_port(), up, keepalive=256)
+        for peer, start in (("haproxy", haproxy_proc), ("caddy", caddy_proc)):
+            if why := missing(peer):  # not installed: one line, and the rest runs
+                print(f"bench_latency: {why}", file=sys.stderr)
+            elif a.peers:
+                procs[peer] = start(tmp, free_port(), up)
         procs["sidecar"] = sidecar_proc(tmp, free_port(), up, 1)
         if a.pure:
             procs["sidecar-pure"] = sidecar_proc(tmp, free_port(), up, 1, pure=True)
@@ -151,7 +163,8 @@ def main() -> int:
                 run_wrk(url(name), 1.0, 32, False, tmp)
                 for m in METHODS:
                     sat[name, m] = run_wrk(url(name), sat_s, 32, m == "POST", tmp)["rps"]
-        rate = {m: max(a.client_rps, int(sat["nginx", m] * a.fraction) // a.client_rps * a.client_rps)
+        slowest = {m: min((sat[n, m], n) for n in PEERS if (n, m) in sat) for m in METHODS}
+        rate = {m: max(a.client_rps, int(slowest[m][0] * a.fraction) // a.client_rps * a.client_rps)
                 for m in METHODS}
         print(f"  saturation: {sat}", file=sys.stderr, flush=True)
 
@@ -175,7 +188,7 @@ def main() -> int:
                     acc.setdefault((name, m), []).append(r)
                     print(f"  round {rnd + 1} {name:12s} {m:4s} {r['rps']:.0f} req/s p99 {pct(r['lat'], .99):.0f} µs",
                           file=sys.stderr, flush=True)
-        report(a, procs, acc, sat, rate, cell_s, build)
+        report(a, procs, acc, sat, rate, cell_s, build, slowest)
     except (RuntimeError, TimeoutError, subprocess.TimeoutExpired, AttributeError) as exc:
         # a target that died or never listened, h2load or wrk failing (AttributeError: wrk printed no figures)
         print(f"bench_latency: {type(exc).__name__}: {exc} (logs were in {tmp})", file=sys.stderr)
@@ -190,11 +203,11 @@ def main() -> int:
     return 0
 
 
-def report(a, procs, acc, sat, rate, cell_s, build) -> None:
+def report(a, procs, acc, sat, rate, cell_s, build, slowest) -> None:
     clients = {m: acc["direct", m][0]["clients"] for m in METHODS}
     load = os.getloadavg()[0]
-    print(f"\nh2load --h1 at a fixed rate of {a.fraction:g} x nginx's saturation (wrk -t1 -c32: GET "
-          f"{sat['nginx', 'GET']:.0f}, POST {sat['nginx', 'POST']:.0f} req/s): GET {rate['GET']}, POST {rate['POST']} req/s, "
+    print(f"\nh2load --h1 at a fixed rate of {a.fraction:g} x the slowest peer's saturation (wrk -t1 -c32: GET "
+          f"{slowest['GET'][1]} {slowest['GET'][0]:.0f}, POST {slowest['POST'][1]} {slowest['POST'][0]:.0f} req/s): GET {rate['GET']}, POST {rate['POST']} req/s, "
           f"{clients['GET']}/{clients['POST']} connections x {a.client_rps} req/s; {a.rounds} rounds x {cell_s:.1f} s "
           f"per cell; sidecar: 1 worker, gating + metrics + access log on, {build}; {os.cpu_count()} CPUs, "
           f"load average {load:.1f}")
@@ -222,7 +235,7 @@ def report(a, procs, acc, sat, rate, cell_s, build) -> None:
           "saturation throughput (wrk, same run). >=period: responses at least 1/client-rps slow (0: no "
           "coordinated omission)")
     for name in procs:
-        if not name.startswith("sidecar"):
+        if name in ("direct", "nginx"):
             continue
         for m in METHODS:
             d, n, s = merged["direct", m], merged["nginx", m], merged[name, m]
@@ -231,7 +244,8 @@ def report(a, procs, acc, sat, rate, cell_s, build) -> None:
             for rd, rn, rs in zip(acc["direct", m], acc["nginx", m], acc[name, m]):
                 dv, nv, sv = (pct(r["lat"], .99) for r in (rd, rn, rs))
                 per_round.append(ratio(sv - dv, nv - dv))
-            print(f"added latency {name} / nginx, {m:4s}: p50 {ratios[0]}, p99 {ratios[1]} (goal ≤ 1.5x), "
+            goal = " (goal ≤ 1.5x)" if name.startswith("sidecar") else ""  # issue 20's goal is the sidecar's
+            print(f"added latency {name} / nginx, {m:4s}: p50 {ratios[0]}, p99 {ratios[1]}{goal}, "
                   f"p99.9 {ratios[2]}; p99 per round: {', '.join(per_round)}")
 
 

