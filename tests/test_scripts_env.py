@@ -107,8 +107,11 @@ def test_a_matching_stamp_installs_nothing(tmp_path, monkeypatch):
     mod = _pyenv()
     root = _fake_project(tmp_path, '[project]\nname = "fake"\nversion = "0"\n')
     monkeypatch.setattr(mod, "ROOT", root)
+    # CI runs the suite from the checkout's own .venv: without this the stamp would be the real one
+    monkeypatch.setattr(mod, "VENV", root / ".venv")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     stamp = mod.stamp_path(sys.executable)
+    assert tmp_path in stamp.parents
     stamp.parent.mkdir(parents=True)
     stamp.write_text(mod.stamp_of(sys.executable) + " test\n")
     calls = []
