@@ -38,6 +38,7 @@ from ._fanout import FanoutStore, LocalMember
 from .proxy.detect import DetectConn
 from . import _build
 from ._log import AccessLog, event
+from .trace import attach_request_tracing
 from ._metrics import Metrics
 from .proxy.stats import Stats
 from .proxy.trickle import watch_trickling
@@ -66,6 +67,7 @@ class Sidecar:
         self.gate: WriteGate | None = None
         self.stats: Stats | None = None
         self.ctx: ProxyContext | None = None
+        self.traces: Any = None  # sidecar/trace TraceSink when --trace-otlp-endpoint is set
         self.server: asyncio.base_events.Server | None = None
         self.admin: AdminServer | None = None
         self.control: Any = None
@@ -97,6 +99,7 @@ class Sidecar:
             access = AccessLog(cfg.log_format, enabled=cfg.access_log)
             self.ctx = ctx = ProxyContext(cfg, self.source, gate, self.stats, access, self.nodes, loop)
             ctx.start()
+            self.traces = attach_request_tracing(ctx, cfg, cfg.participant_id or f"{socket.gethostname()}-{os.getpid()}")
             watch_trickling(ctx, self.tracker)   # a trickled body cannot hold a cutover (sidecar/proxy/trickle.py)
             host, port = cfg.listen_addr
             try:
@@ -294,6 +297,8 @@ class Sidecar:
                     c.transport.abort()
             ctx.stop()
             event("drained", cut=left)
+        if self.traces is not None:  # export what was traced (blocking HTTP: off the loop)
+            await loop.run_in_executor(None, self.traces.close)
         for t in self._tasks:
             t.cancel()
         if self.control is not None:

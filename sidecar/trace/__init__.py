@@ -1,0 +1,54 @@
+"""OpenTelemetry traces of proxied requests and of the controller's jobs (docs/tracing.md).
+
+Off unless ``--trace-otlp-endpoint`` is set; this package imports nothing of
+OpenTelemetry until ``open_request_tracing``/``JobTracer`` are called (the SDK is the
+``[otel]`` extra). The data path sees only ``ctx.tracer`` (a ``RequestTracer`` or
+``None``) and calls its marks at a few points (``recorder``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from .recorder import RequestTracer
+from .w3c import Parent, Sampler, parse, traceparent
+
+__all__ = ["Parent", "RequestTracer", "Sampler", "TraceSink", "attach_request_tracing", "open_request_tracing", "parse",
+           "traceparent"]
+
+
+class TraceSink:
+    """What a process needs to stop tracing cleanly: flush the records, then the exporter."""
+
+    def __init__(self, tracer: RequestTracer | None, provider: Any) -> None:
+        self.tracer = tracer
+        self.provider = provider
+
+    def close(self) -> None:
+        if self.tracer is not None:
+            self.tracer.close()
+        self.provider.shutdown()  # exports what is queued (bounded by the exporter's timeout)
+
+
+def open_request_tracing(endpoint: str, ratio: float, loop: asyncio.AbstractEventLoop,
+                         service: str = "epochgate-sidecar", instance: str = "") -> TraceSink:
+    """A ``RequestTracer`` whose sampled requests are exported to ``endpoint`` (OTLP/HTTP)."""
+    from .otlp import open_provider
+    from .spans import SpanBuilder
+
+    provider, tracer, ids = open_provider(endpoint, service, instance)
+    sampler = Sampler(ratio)
+    builder = SpanBuilder(tracer, ids, sampler.new_span_id)
+    rt = RequestTracer(loop, ratio, builder.build_all)
+    rt.builder = builder  # type: ignore[attr-defined]
+    return TraceSink(rt, provider)
+
+
+def attach_request_tracing(ctx: Any, cfg: Any, instance: str = "") -> TraceSink | None:
+    """Turn tracing on for a proxy context when ``cfg.trace_otlp_endpoint`` is set."""
+    if cfg.trace_otlp_endpoint is None:
+        return None
+    sink = open_request_tracing(cfg.trace_otlp_endpoint, cfg.trace_sample_ratio, ctx.loop, instance=instance)
+    ctx.tracer = ctx.hold.tracer = sink.tracer
+    return sink

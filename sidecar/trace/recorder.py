@@ -1,0 +1,220 @@
+"""What the data path records for a trace: timestamps and a few values, no spans.
+
+``RequestTracer`` is ``ctx.tracer`` when tracing is on (``None`` otherwise: each hook
+in the data path is then one attribute check). Its marks are called from the
+HTTP/1.1 exchange and the HTTP/2 stream at fixed points:
+
+* ``header``  — the client's ``traceparent``/``tracestate`` (HTTP/1.1 parser; they are
+  kept out of the forwarded headers while tracing is on and re-emitted below);
+* ``resolved`` — after every resolve (``proxy/resolve.py``: first, after a hold, on a retry);
+* ``held``     — the hold parked the request (``proxy/hold.py``);
+* ``attempt``  — the head is about to go upstream: returns the ``traceparent`` naming
+  this attempt's CLIENT span, so the node's span is its child (``h2_attempt``: HTTP/2);
+* ``done``     — the exchange finished (its access-log point).
+
+The first mark decides sampling (``w3c.Sampler``, parent-based ratio). A request
+sampled out costs that decision and two dict operations; the headers it came with
+go upstream unchanged. A sampled request's record (``_Rec``) gathers perf_counter
+timestamps; ``done`` queues it, and a timer (``FLUSH_S``) hands the queue to
+``spans.SpanBuilder``, which makes the OpenTelemetry spans off the request path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from time import perf_counter
+from typing import Any, Callable
+
+from .w3c import Parent, Sampler, parse, traceparent
+
+FLUSH_S = 0.25        # records wait at most this long before their spans are built
+PENDING_MAX = 10000   # records queued between flushes; more are dropped (counted), never block requests
+LIVE_MAX = 100000     # requests being traced at once (a leak bound: every request reaches done)
+
+log = logging.getLogger("epochgate.sidecar")
+
+
+class _Rec:
+    """One sampled request: its ids and what happened, in perf_counter seconds."""
+
+    __slots__ = ("trace_id", "parent", "server_id", "events", "attempts", "open", "holds", "hold", "snap")
+
+    def __init__(self, trace_id: int, parent: Parent | None, server_id: int) -> None:
+        self.trace_id = trace_id
+        self.parent = parent
+        self.server_id = server_id
+        self.events: list[tuple[Any, ...]] = []    # ("resolve"|"admit", t, phase, epoch, placement)
+        self.attempts: list[list[Any]] = []        # closed upstream attempts (see _attempt)
+        self.open: list[Any] | None = None         # the attempt on the wire
+        self.holds: list[list[Any]] = []           # [t_start, t_end, epoch, phase, woke_epoch]
+        self.hold: list[Any] | None = None         # the park in progress
+        self.snap: tuple[Any, ...] = ()            # the exchange as it ended (done)
+
+
+# an attempt: [span_id, t_start, t_end, status, node, url, epoch, placement, resend_count, error]
+A_SID, A_T0, A_T1, A_STATUS, A_NODE, A_URL, A_EPOCH, A_PLACEMENT, A_N, A_ERR = range(10)
+
+
+class RequestTracer:
+    def __init__(self, loop: asyncio.AbstractEventLoop, ratio: float, build: Callable[[list[Any]], None]) -> None:
+        self.loop = loop
+        self.sampler = Sampler(ratio)
+        self.build = build                 # SpanBuilder.build_all (runs in the flush timer)
+        self.live: dict[Any, Any] = {}     # request → _Rec, or the bytes to re-emit when sampled out
+        self.inbound: dict[Any, list[Any]] = {}  # HTTP/1.1 request → [traceparent, tracestate] as received
+        self.pending: list[Any] = []
+        self.timer: asyncio.TimerHandle | None = None
+        self.sampled = self.sampled_out = self.dropped = 0
+
+    # ---------------------------------------------------------------- marks (data path)
+    def header(self, req: Any, lname: bytes, value: bytes) -> None:
+        got = self.inbound.get(req)
+        if got is None:
+            got = self.inbound[req] = [None, None]
+        got[0 if lname == b"traceparent" else 1] = value
+
+    def _decide(self, x: Any) -> Any:
+        raw = self.inbound.pop(x, None)
+        if raw is None:
+            fwd = getattr(x, "fwd", None)  # an HTTP/2 stream: its header pairs, traceparent among them
+            raw = [None, None]
+            if fwd is not None:
+                for name, value in fwd:
+                    if name == b"traceparent":
+                        raw[0] = value
+                    elif name == b"tracestate":
+                        raw[1] = value
+        parent = parse(raw[0], raw[1])
+        s = self.sampler
+        tid = parent.trace_id if parent is not None else s.new_trace_id()
+        rec: Any
+        if s.sampled(parent, tid):
+            self.sampled += 1
+            rec = _Rec(tid, parent, s.new_span_id())
+        else:
+            self.sampled_out += 1  # forwarded as it came (HTTP/1.1: the lines the parser kept back)
+            rec = ((b"traceparent: " + raw[0] + b"\r\n" if raw[0] is not None else b"")
+                   + (b"tracestate: " + raw[1] + b"\r\n" if raw[1] is not None else b""))
+        if len(self.live) < LIVE_MAX:
+            self.live[x] = rec
+        return rec
+
+    def resolved(self, x: Any) -> None:
+        rec = self.live.get(x)
+        if rec is None:
+            rec = self._decide(x)
+        if rec.__class__ is bytes:
+            return
+        t = x.t_res
+        if rec.open is not None:  # replayed at once (the table had moved): the refused attempt ends here
+            self._close(rec, x, t, None)
+        h = rec.hold
+        if h is not None:
+            h[1] = t
+            h[4] = x.epoch
+            rec.holds.append(h)
+            rec.hold = None
+        rec.events.append(("resolve", t, x.phase, x.epoch, x.placement))
+
+    def held(self, x: Any) -> None:
+        rec = self.live.get(x)
+        if rec is None:
+            rec = self._decide(x)
+        if rec.__class__ is bytes:
+            return
+        now = perf_counter()
+        if rec.open is not None:  # the application refused this attempt (stale epoch)
+            self._close(rec, x, now, None)
+        if rec.hold is None:
+            rec.hold = [now, 0.0, x.epoch, x.phase, None]
+
+    def _open(self, rec: _Rec, x: Any, now: float) -> int:
+        if rec.open is not None:  # a pooled connection closed under the last attempt: retried
+            self._close(rec, x, now, "upstream_closed")
+        if x.is_write and x.admitted:
+            rec.events.append(("admit", x.t_adm or now, x.phase, x.epoch, x.placement))
+        sid = self.sampler.new_span_id()
+        node = x.node
+        rec.open = [sid, now, 0.0, 0, node.name, node.url, x.epoch, x.placement,
+                    len(rec.attempts), None]
+        return sid
+
+    def attempt(self, x: Any) -> bytes:
+        """HTTP/1.1: the trace-context lines for the head going upstream now."""
+        rec = self.live.get(x)
+        if rec is None:
+            rec = self._decide(x)
+        if rec.__class__ is bytes:
+            return rec
+        sid = self._open(rec, x, perf_counter())
+        line = b"traceparent: " + traceparent(rec.trace_id, sid) + b"\r\n"
+        p = rec.parent
+        if p is not None and p.state:
+            line += b"tracestate: " + p.state + b"\r\n"
+        return line
+
+    def h2_attempt(self, x: Any, extra: list[tuple[bytes, bytes]]) -> None:
+        """HTTP/2: replace the stream's trace context by this attempt's (sampled only)."""
+        rec = self.live.get(x)
+        if rec is None:
+            rec = self._decide(x)
+        if rec.__class__ is bytes:
+            return
+        sid = self._open(rec, x, perf_counter())
+        x.fwd = [kv for kv in x.fwd if kv[0] != b"traceparent" and kv[0] != b"tracestate"]
+        extra.append((b"traceparent", traceparent(rec.trace_id, sid)))
+        p = rec.parent
+        if p is not None and p.state:
+            extra.append((b"tracestate", p.state))
+
+    def _close(self, rec: _Rec, x: Any, t: float, err: str | None) -> None:
+        a = rec.open
+        rec.open = None
+        a[A_T1] = t
+        a[A_STATUS] = x.status
+        a[A_ERR] = err
+        rec.attempts.append(a)
+
+    def done(self, x: Any, outcome: str, t: float) -> None:
+        rec = self.live.pop(x, None)
+        if rec is None:
+            rec = self._decide(x)
+            self.live.pop(x, None)
+        if rec.__class__ is bytes:
+            return
+        if rec.open is not None:
+            self._close(rec, x, t, outcome if outcome not in ("ok", "held_ok") else None)
+        if rec.hold is not None:  # the hold's bound ran out
+            h = rec.hold
+            h[1] = t
+            rec.holds.append(h)
+            rec.hold = None
+        head = getattr(x, "head", None)
+        if head is not None:   # HTTP/1.1
+            method, target, version, peer = head.method, head.url, head.version, x.conn.peer_s
+        else:                  # HTTP/2 (gRPC too)
+            method, target, version, peer = x.method, x.path, "2", x.sconn.peer_s
+        rec.snap = (method, target, version, peer, x.status, outcome, x.partition, x.phase, x.epoch, x.placement,
+                    x.decision, x.is_write, x.t0 or t, t, getattr(x, "grpc", False))
+        if len(self.pending) >= PENDING_MAX:
+            self.dropped += 1
+            return
+        self.pending.append(rec)
+        if self.timer is None:
+            self.timer = self.loop.call_later(FLUSH_S, self.flush)
+
+    # ---------------------------------------------------------------- off the request path
+    def flush(self) -> None:
+        self.timer = None
+        recs, self.pending = self.pending, []
+        if recs:
+            try:
+                self.build(recs)
+            except Exception:  # a tracing fault must not touch the data path
+                log.exception("building trace spans failed")
+
+    def close(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.flush()
