@@ -45,11 +45,13 @@ class TracedNode(Upstream):
     def __init__(self, name: str, endpoint: str) -> None:
         super().__init__(name)
         self.refuse_once: set[str] = set()
+        self.tp_counts: dict[str, int] = {}  # path → traceparent headers received (one, never the client's too)
         self.provider = TracerProvider(resource=Resource.create({"service.name": f"node-{name}"}))
         self.provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=endpoint + "/v1/traces")))
         self.tracer = self.provider.get_tracer("test-node")
 
     async def echo(self, r: web.Request) -> web.StreamResponse:
+        self.tp_counts[r.path] = len(r.headers.getall("traceparent", []))
         parent = TraceContextTextMapPropagator().extract(dict(r.headers))
         with self.tracer.start_as_current_span(f"node {r.method}", context=parent, kind=SpanKind.SERVER,
                                                attributes={"url.path": r.path}):
@@ -154,6 +156,7 @@ async def test_held_and_replayed_write_is_one_trace(traced_nodes, receiver, sess
     node_spans = receiver.wait(lambda s: s["service"] == "node-b" and s["trace_id"] == tid, n=2)
     assert sorted(s["parent_span_id"] for s in node_spans) == sorted([first["span_id"], replay["span_id"]])
     assert all(s["start"] >= srv["start"] and s["end"] <= srv["end"] for s in mine + node_spans)
+    assert b.tp_counts["/kv/held"] == 1  # the client's traceparent was replaced, not added to
 
 
 async def test_sampled_out_forwards_the_trace_context_unchanged(traced_nodes, receiver, session, tmp_path):
@@ -176,3 +179,35 @@ async def test_sampled_out_forwards_the_trace_context_unchanged(traced_nodes, re
     assert {s["trace_id"] for s in mine} == {"3" * 32}  # shutdown exported all: nothing from the other two
     client = [s for s in mine if s["kind"] == "CLIENT"]
     assert len(client) == 1 and client[0]["span_id"] == tp[2]
+    assert a.tp_counts == {"/kv/u": 1, "/kv/none": 0, "/kv/s": 1}
+
+
+@pytest.mark.parametrize("ctype", ["application/octet-stream", "application/grpc"])
+async def test_http2_and_grpc_streams_are_traced_alike(receiver, tmp_path, ctype):
+    """An HTTP/2 stream (and a gRPC one) gets the same SERVER/CLIENT pair; the h2c node receives
+    the CLIENT span's id in its traceparent in place of the client's."""
+    import httpx
+
+    from tests._h2_util import H2Upstream
+
+    a = await H2Upstream("a").start()
+    try:
+        placement = write_placement(tmp_path / "p.toml", {"a": a.url}, {"t1": "a"})
+        cfg = config(placement, trace_otlp_endpoint=receiver.url, trace_sample_ratio=1.0)
+        async with running_sidecar(cfg) as sc, httpx.AsyncClient(http1=False, http2=True, timeout=30) as c:
+            r = await c.put(f"http://127.0.0.1:{sc.port}/echo", content=b"hello",
+                            headers={"x-partition-key": "t1", "traceparent": CLIENT_TP, "content-type": ctype})
+            assert r.status_code == 200 and r.http_version == "HTTP/2"
+    finally:
+        await a.stop()
+    sent = a.seen[-1]["headers"]["traceparent"].split("-")
+    tid = CLIENT_TP.split("-")[1]
+    assert sent[1] == tid
+    spans = receiver.find(lambda s: s["trace_id"] == tid)
+    srv = [s for s in spans if s["kind"] == "SERVER"]
+    cli = [s for s in spans if s["kind"] == "CLIENT"]
+    assert len(srv) == 1 and len(cli) == 1
+    assert srv[0]["attributes"]["network.protocol.version"] == "2"
+    assert srv[0]["attributes"]["epochgate.decision"] == "admit" and srv[0]["attributes"]["epochgate.placement"] == "a"
+    assert ("rpc.system" in srv[0]["attributes"]) == (ctype == "application/grpc")
+    assert cli[0]["span_id"] == sent[2] and cli[0]["parent_span_id"] == srv[0]["span_id"]
