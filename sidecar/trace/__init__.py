@@ -21,28 +21,27 @@ __all__ = ["Parent", "RequestTracer", "Sampler", "TraceSink", "attach_request_tr
 class TraceSink:
     """What a process needs to stop tracing cleanly: flush the records, then the exporter."""
 
-    def __init__(self, tracer: RequestTracer | None, provider: Any) -> None:
+    def __init__(self, tracer: RequestTracer | None, processor: Any) -> None:
         self.tracer = tracer
-        self.provider = provider
+        self.processor = processor
 
     def close(self) -> None:
         if self.tracer is not None:
             self.tracer.close()
-        self.provider.shutdown()  # exports what is queued (bounded by the exporter's timeout)
+        self.processor.shutdown()  # exports what is queued (bounded by the exporter's timeout)
 
 
 def open_request_tracing(endpoint: str, ratio: float, loop: asyncio.AbstractEventLoop,
                          service: str = "epochgate-sidecar", instance: str = "") -> TraceSink:
     """A ``RequestTracer`` whose sampled requests are exported to ``endpoint`` (OTLP/HTTP)."""
-    from .otlp import open_provider
+    from .otlp import open_processor
     from .spans import SpanBuilder
 
-    provider, tracer, ids = open_provider(endpoint, service, instance)
-    sampler = Sampler(ratio)
-    builder = SpanBuilder(tracer, ids, sampler.new_span_id)
-    rt = RequestTracer(loop, ratio, builder.build_all)
-    rt.builder = builder  # type: ignore[attr-defined]
-    return TraceSink(rt, provider)
+    processor, resource, scope = open_processor(endpoint, service, instance)
+    rt = RequestTracer(loop, ratio, lambda recs: None)
+    builder = SpanBuilder(processor, resource, scope, rt.sampler.new_span_id)
+    rt.build = builder.build_all
+    return TraceSink(rt, processor)
 
 
 def attach_request_tracing(ctx: Any, cfg: Any, instance: str = "") -> TraceSink | None:

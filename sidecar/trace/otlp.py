@@ -1,12 +1,13 @@
-"""The OpenTelemetry SDK end: a tracer provider exporting OTLP/HTTP (protobuf).
+"""The OpenTelemetry SDK end: a batch span processor exporting OTLP/HTTP (protobuf).
 
 Imported only when tracing is on (``--trace-otlp-endpoint``): the SDK, the
 exporter and ``requests`` stay out of a sidecar that does not trace
-(tests/test_lazy_imports.py). The ids of the spans are chosen by the data path
-(the CLIENT span's id went upstream in ``traceparent`` before the span existed),
-so the provider's id generator hands out the ids it is given (``ScriptedIds``);
-the sampling decision is the data path's too, so the provider samples every span
-it is asked to make.
+(tests/test_lazy_imports.py). The spans are finished before they are made (the
+data path recorded their times and chose their ids: a CLIENT span's id went
+upstream in ``traceparent`` before the span existed), so ``spans.py`` builds the
+SDK's ``ReadableSpan`` — what exporters consume — and hands it to the processor;
+no ``TracerProvider`` (its live-span bookkeeping and attribute cleaning cost ~35 µs
+a span, measured, and our values are already clean).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from urllib.parse import urlsplit
 from gate import ConfigError
 
 EXPORT_DELAY_MS = 1000   # the batch processor's schedule (the SDK's default is 5 s)
-QUEUE_MAX = 8192         # spans queued for export; more are dropped by the SDK (counted there)
+QUEUE_MAX = 8192         # spans queued for export; more are dropped by the SDK (it logs that)
 
 
 def traces_url(endpoint: str) -> str:
@@ -29,40 +30,20 @@ def traces_url(endpoint: str) -> str:
     return endpoint if parts.path not in ("", "/") else endpoint.rstrip("/") + "/v1/traces"
 
 
-def scripted_ids() -> Any:
-    """An SDK id generator returning the ids set just before each ``start_span`` (one
-    thread builds spans)."""
-    from opentelemetry.sdk.trace.id_generator import IdGenerator
-
-    class ScriptedIds(IdGenerator):
-        def __init__(self) -> None:
-            self.trace_id = 1
-            self.span_id = 1
-
-        def generate_span_id(self) -> int:
-            return self.span_id
-
-        def generate_trace_id(self) -> int:
-            return self.trace_id
-
-    return ScriptedIds()
-
-
-def open_provider(endpoint: str, service: str, instance: str) -> tuple[Any, Any, Any]:
-    """(provider, tracer, ids) exporting to ``endpoint``; raises ``ConfigError`` when the
-    ``[otel]`` extra is not installed."""
+def open_processor(endpoint: str, service: str, instance: str) -> tuple[Any, Any, Any]:
+    """(processor, resource, scope) exporting to ``endpoint``; raises ``ConfigError`` when
+    the ``[otel]`` extra is not installed. ``processor.shutdown()`` exports what is queued."""
     try:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
         from opentelemetry.sdk.resources import Resource
-        from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
-        from opentelemetry.sdk.trace.sampling import ALWAYS_ON
+        from opentelemetry.sdk.util.instrumentation import InstrumentationScope
     except ImportError as exc:
         raise ConfigError("trace_otlp_endpoint",
                           f"tracing needs the OpenTelemetry SDK: pip install 'epochgate[otel]' ({exc})") from None
-    ids = scripted_ids()
-    provider = TracerProvider(resource=Resource.create({"service.name": service, "service.instance.id": instance}),
-                              sampler=ALWAYS_ON, id_generator=ids)
-    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=traces_url(endpoint), timeout=5),
-                                                   max_queue_size=QUEUE_MAX, schedule_delay_millis=EXPORT_DELAY_MS))
-    return provider, provider.get_tracer("epochgate"), ids
+    attrs = {"service.name": service}
+    if instance:
+        attrs["service.instance.id"] = instance
+    processor = BatchSpanProcessor(OTLPSpanExporter(endpoint=traces_url(endpoint), timeout=5),
+                                   max_queue_size=QUEUE_MAX, schedule_delay_millis=EXPORT_DELAY_MS)
+    return processor, Resource.create(attrs), InstrumentationScope("epochgate")

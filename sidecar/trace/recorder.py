@@ -35,6 +35,9 @@ LIVE_MAX = 100000     # requests being traced at once (a leak bound: every reque
 log = logging.getLogger("epochgate.sidecar")
 
 
+_NOTHING = b""  # a request sampled out that came without trace context: nothing to forward
+
+
 class _Rec:
     """One sampled request: its ids and what happened, in perf_counter seconds."""
 
@@ -66,6 +69,7 @@ class RequestTracer:
         self.pending: list[Any] = []
         self.timer: asyncio.TimerHandle | None = None
         self.sampled = self.sampled_out = self.dropped = 0
+        self._h2: dict[type, bool] = {}  # exchange class → carries its headers as ``fwd`` pairs (HTTP/2)
 
     # ---------------------------------------------------------------- marks (data path)
     def header(self, req: Any, lname: bytes, value: bytes) -> None:
@@ -77,25 +81,43 @@ class RequestTracer:
     def _decide(self, x: Any) -> Any:
         raw = self.inbound.pop(x, None)
         if raw is None:
-            fwd = getattr(x, "fwd", None)  # an HTTP/2 stream: its header pairs, traceparent among them
-            raw = [None, None]
-            if fwd is not None:
-                for name, value in fwd:
+            cls = x.__class__
+            h2 = self._h2.get(cls)
+            if h2 is None:  # (hasattr raises inside for an HTTP/1.1 exchange: asked once per class)
+                h2 = self._h2[cls] = hasattr(x, "fwd")
+            if h2:  # an HTTP/2 stream: its header pairs, traceparent among them
+                raw = [None, None]
+                for name, value in x.fwd:
                     if name == b"traceparent":
                         raw[0] = value
                     elif name == b"tracestate":
                         raw[1] = value
-        parent = parse(raw[0], raw[1])
-        s = self.sampler
-        tid = parent.trace_id if parent is not None else s.new_trace_id()
         rec: Any
-        if s.sampled(parent, tid):
-            self.sampled += 1
-            rec = _Rec(tid, parent, s.new_span_id())
+        if raw is None:  # no trace context came (the usual case): the ratio decides
+            s = self.sampler
+            low = s.draw()
+            if low < s.bound:
+                self.sampled += 1
+                rec = _Rec(s.new_trace_id(low), None, s.new_span_id())
+            else:
+                self.sampled_out += 1
+                rec = _NOTHING
         else:
-            self.sampled_out += 1  # forwarded as it came (HTTP/1.1: the lines the parser kept back)
-            rec = ((b"traceparent: " + raw[0] + b"\r\n" if raw[0] is not None else b"")
-                   + (b"tracestate: " + raw[1] + b"\r\n" if raw[1] is not None else b""))
+            parent = parse(raw[0], raw[1])
+            if parent is None:
+                s = self.sampler
+                low = s.draw()
+                sampled = low < s.bound
+                tid = s.new_trace_id(low) if sampled else 0
+            else:
+                sampled, tid = parent.sampled, parent.trace_id
+            if sampled:
+                self.sampled += 1
+                rec = _Rec(tid, parent, self.sampler.new_span_id())
+            else:
+                self.sampled_out += 1  # forwarded as it came (HTTP/1.1: the lines the parser kept back)
+                rec = ((b"traceparent: " + raw[0] + b"\r\n" if raw[0] is not None else b"")
+                       + (b"tracestate: " + raw[1] + b"\r\n" if raw[1] is not None else b""))
         if len(self.live) < LIVE_MAX:
             self.live[x] = rec
         return rec

@@ -30,21 +30,21 @@ from .recorder import (A_EPOCH, A_ERR, A_N, A_NODE, A_PLACEMENT, A_SID, A_STATUS
 
 
 class SpanBuilder:
-    def __init__(self, tracer: Any, ids: Any, new_span_id: Any) -> None:
-        from opentelemetry import trace as api
-        from opentelemetry.context import Context
-        from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
+    """Makes the SDK's ``ReadableSpan`` for each record and hands it to the processor."""
 
-        self.tracer = tracer
-        self.ids = ids
+    def __init__(self, processor: Any, resource: Any, scope: Any, new_span_id: Any) -> None:
+        from opentelemetry.sdk.trace import Event, ReadableSpan
+        from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
+
+        self.processor = processor
+        self.resource = resource
+        self.scope = scope
         self.new_span_id = new_span_id
-        self._api = api
-        self._Context = Context
-        self._remote = lambda p: api.set_span_in_context(NonRecordingSpan(SpanContext(
-            p.trace_id, p.span_id, is_remote=True, trace_flags=TraceFlags(TraceFlags.SAMPLED),
-            trace_state=TraceState.from_header([p.state.decode("latin-1")]) if p.state else None)), Context())
+        self._Span, self._Event, self._Ctx, self._State = ReadableSpan, Event, SpanContext, TraceState
+        self._flags = TraceFlags(TraceFlags.SAMPLED)
         self.SERVER, self.CLIENT, self.INTERNAL = SpanKind.SERVER, SpanKind.CLIENT, SpanKind.INTERNAL
         self._error = Status(StatusCode.ERROR)
+        self._unset = Status(StatusCode.UNSET)
         # perf_counter seconds → Unix nanoseconds (both clocks read once; drift over a run is far below a span)
         self.wall0 = time.time_ns()
         self.pc0 = perf_counter()
@@ -57,12 +57,18 @@ class SpanBuilder:
         for rec in recs:
             self.build(rec)
 
+    def _span(self, name: str, ctx: Any, parent: Any, kind: Any, attrs: dict[str, Any], t0: float, t1: float,
+              error: bool = False, events: Any = ()) -> None:
+        self.processor.on_end(self._Span(name, ctx, parent, self.resource, attrs, events, (), kind,
+                                         status=self._error if error else self._unset, start_time=self.ns(t0),
+                                         end_time=self.ns(t1), instrumentation_scope=self.scope))
+        self.spans += 1
+
     def build(self, rec: _Rec) -> None:
         (method, target, version, peer, status, outcome, partition, phase, epoch, placement, decision, is_write,
          t0, t1, grpc) = rec.snap
-        ns, ids, tracer = self.ns, self.ids, self.tracer
-        path = target.decode("latin-1") if isinstance(target, bytes) else target
-        path, _, query = path.partition("?")
+        target = target.decode("latin-1") if isinstance(target, bytes) else target
+        path, _, query = target.partition("?")
         attrs: dict[str, Any] = {"http.request.method": method, "url.path": path, "url.scheme": "http",
                                  "network.protocol.version": version, "client.address": peer,
                                  "epochgate.partition": partition, "epochgate.decision": decision,
@@ -78,28 +84,25 @@ class SpanBuilder:
         failed = status >= 500 or outcome not in ("ok", "held_ok")
         if failed:
             attrs["error.type"] = str(status) if status >= 500 else outcome
-        ids.trace_id = rec.trace_id
-        ids.span_id = rec.server_id
-        parent = self._remote(rec.parent) if rec.parent is not None else self._Context()
-        server = tracer.start_span(method, context=parent, kind=self.SERVER, attributes=attrs, start_time=ns(t0))
-        for name, t, ph, ep, pl in rec.events:
-            server.add_event(name, {"epochgate.phase": ph, "epochgate.epoch": ep, "epochgate.placement": pl},
-                             timestamp=ns(t))
-        inside = self._api.set_span_in_context(server, self._Context())
+        tid, flags = rec.trace_id, self._flags
+        p = rec.parent
+        parent = None if p is None else self._Ctx(
+            p.trace_id, p.span_id, True, flags, self._State.from_header([p.state.decode("latin-1")]) if p.state else None)
+        server = self._Ctx(tid, rec.server_id, False, flags)
+        ns, Event = self.ns, self._Event
+        events = [Event(name, {"epochgate.phase": ph, "epochgate.epoch": ep, "epochgate.placement": pl}, ns(t))
+                  for name, t, ph, ep, pl in rec.events]
+        self._span(method, server, parent, self.SERVER, attrs, t0, t1, failed, events)
         for h_t0, h_t1, h_epoch, h_phase, woke in rec.holds:
-            ids.span_id = self.new_span_id()
             ha = {"epochgate.partition": partition, "epochgate.hold.epoch": h_epoch, "epochgate.phase": h_phase}
             if woke is not None:
                 ha["epochgate.hold.woke_epoch"] = woke
-            tracer.start_span("hold", context=inside, kind=self.INTERNAL, attributes=ha,
-                              start_time=ns(h_t0)).end(end_time=ns(h_t1))
+            self._span("hold", self._Ctx(tid, self.new_span_id(), False, flags), server, self.INTERNAL, ha, h_t0, h_t1)
         for a in rec.attempts:
-            ids.span_id = a[A_SID]
             url = urlsplit(a[A_URL])
             ca: dict[str, Any] = {"http.request.method": method, "server.address": url.hostname or "",
                                   "server.port": url.port or (443 if url.scheme == "https" else 80),
-                                  "url.full": a[A_URL].rstrip("/") + target.decode("latin-1")
-                                  if isinstance(target, bytes) else a[A_URL].rstrip("/") + target,
+                                  "url.full": a[A_URL].rstrip("/") + target,
                                   "epochgate.partition": partition, "epochgate.node": a[A_NODE],
                                   "epochgate.placement": a[A_PLACEMENT], "epochgate.epoch": a[A_EPOCH]}
             st = a[A_STATUS]
@@ -108,12 +111,7 @@ class SpanBuilder:
             if a[A_N]:
                 ca["http.request.resend_count"] = a[A_N]
             err = a[A_ERR] or (str(st) if st >= 500 else None)
-            span = tracer.start_span(method, context=inside, kind=self.CLIENT, attributes=ca, start_time=ns(a[A_T0]))
             if err is not None:
-                span.set_attribute("error.type", err)
-                span.set_status(self._error)
-            span.end(end_time=ns(a[A_T1]))
-        if failed:
-            server.set_status(self._error)
-        server.end(end_time=ns(t1))
-        self.spans += 2 + len(rec.holds) + len(rec.attempts)
+                ca["error.type"] = err
+            self._span(method, self._Ctx(tid, a[A_SID], False, flags), server, self.CLIENT, ca, a[A_T0], a[A_T1],
+                       err is not None)

@@ -64,8 +64,15 @@ class Sampler:
         self.bound = round(ratio * (_LOW64 + 1))  # TraceIdRatioBased.get_bound_for_rate
         self._bits = random.Random().getrandbits
 
-    def new_trace_id(self) -> int:
-        return self._bits(128) or 1
+    def draw(self) -> int:
+        """The low 64 bits of a new trace id: enough to decide (``< bound``)."""
+        return self._bits(64)
+
+    def new_trace_id(self, low: int | None = None) -> int:
+        """A random trace id (with ``low`` as its low 64 bits when given: the drawn ones)."""
+        if low is None:
+            return self._bits(128) or 1
+        return (self._bits(64) << 64) | low or 1
 
     def new_span_id(self) -> int:
         return self._bits(64) or 1
