@@ -31,7 +31,7 @@ from typing import Any, Awaitable, Callable
 
 from gate import EmbeddedStore, InflightTracker, Phase, PlacementFileError, PlacementTable, load_placement_file
 
-from ._admin import AdminServer, refresh_metrics, registry_text
+from ._admin import AdminServer, refresh_metrics, registry_openmetrics, registry_text
 from ._config import SidecarConfig
 from .proxy.context import ProxyContext
 from ._fanout import FanoutStore, LocalMember
@@ -164,7 +164,8 @@ class Sidecar:
 
     async def _start_admin_control(self) -> None:
         cfg = self.cfg
-        self.admin = AdminServer(self._metrics_text or self._own_metrics, self.ready, self.not_ready_reason)
+        self.admin = AdminServer(self._metrics_text or self._own_metrics, self.ready, self.not_ready_reason,
+                                 openmetrics_text=None if self._metrics_text else self._own_openmetrics)
         host, port = cfg.admin_addr
         try:
             self.admin_port = await self.admin.start(host, port)
@@ -205,6 +206,10 @@ class Sidecar:
     async def _own_metrics(self) -> bytes:
         refresh_metrics(self.metrics, self.stats, self.source, self.gate, self.tracker)
         return registry_text(self.metrics)
+
+    async def _own_openmetrics(self) -> bytes:
+        refresh_metrics(self.metrics, self.stats, self.source, self.gate, self.tracker)
+        return registry_openmetrics(self.metrics)
 
     def ready(self) -> bool:
         return (not self._stopped and self.gate is not None and self.gate.ready()

@@ -170,6 +170,18 @@ async def test_sampled_out_forwards_the_trace_context_unchanged(traced_nodes, re
         assert (await _put(session, sc, "/kv/u", {"traceparent": unsampled, "tracestate": "k=v"}))[0] == 200
         assert (await _put(session, sc, "/kv/none"))[0] == 200
         assert (await _put(session, sc, "/kv/s", {"traceparent": sampled, "tracestate": "k=v"}))[0] == 200
+        # the sampled write's trace id is an exemplar of its latency bucket, in the OpenMetrics exposition
+        await until(lambda: sc.ctx.tracer.builder.spans >= 2)
+        admin = f"http://127.0.0.1:{sc.admin_port}/metrics"
+        async with session.get(admin, headers={"Accept": "application/openmetrics-text; version=1.0.0"}) as r:
+            assert r.headers["Content-Type"].startswith("application/openmetrics-text")
+            om = await r.text()
+        async with session.get(admin) as r:
+            assert r.headers["Content-Type"].startswith("text/plain")
+            assert "# {" not in await r.text()   # the Prometheus text format has no exemplars
+        lines = [x for x in om.splitlines() if x.startswith("epochgate_request_duration_seconds_bucket{")
+                 and 'kind="write"' in x and 'stage="total"' in x and "# {" in x]
+        assert len(lines) == 1 and f'trace_id="{"3" * 32}"' in lines[0]
     seen = {w["path"]: w["headers"] for w in writes(a)}
     assert seen["/kv/u"]["traceparent"] == unsampled and seen["/kv/u"]["tracestate"] == "k=v"
     assert "traceparent" not in seen["/kv/none"]

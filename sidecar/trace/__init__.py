@@ -41,6 +41,7 @@ def open_request_tracing(endpoint: str, ratio: float, loop: asyncio.AbstractEven
     rt = RequestTracer(loop, ratio, lambda recs: None)
     builder = SpanBuilder(processor, resource, scope, rt.sampler.new_span_id)
     rt.build = builder.build_all
+    rt.builder = builder  # type: ignore[attr-defined]
     return TraceSink(rt, processor)
 
 
@@ -48,6 +49,9 @@ def attach_request_tracing(ctx: Any, cfg: Any, instance: str = "") -> TraceSink 
     """Turn tracing on for a proxy context when ``cfg.trace_otlp_endpoint`` is set."""
     if cfg.trace_otlp_endpoint is None:
         return None
+    from .exemplars import exemplar_setter
+
     sink = open_request_tracing(cfg.trace_otlp_endpoint, cfg.trace_sample_ratio, ctx.loop, instance=instance)
+    sink.tracer.builder.exemplar = exemplar_setter(ctx.stats)  # type: ignore[union-attr]
     ctx.tracer = ctx.hold.tracer = sink.tracer
     return sink

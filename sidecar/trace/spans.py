@@ -49,6 +49,7 @@ class SpanBuilder:
         self.wall0 = time.time_ns()
         self.pc0 = perf_counter()
         self.spans = 0
+        self.exemplar: Any = None  # exemplars.exemplar_setter(): trace ids on the latency histogram
 
     def ns(self, t: float) -> int:
         return self.wall0 + int((t - self.pc0) * 1e9)
@@ -93,6 +94,8 @@ class SpanBuilder:
         events = [Event(name, {"epochgate.phase": ph, "epochgate.epoch": ep, "epochgate.placement": pl}, ns(t))
                   for name, t, ph, ep, pl in rec.events]
         self._span(method, server, parent, self.SERVER, attrs, t0, t1, failed, events)
+        if self.exemplar is not None:
+            self.exemplar(bool(is_write), t1 - t0, tid)
         for h_t0, h_t1, h_epoch, h_phase, woke in rec.holds:
             ha = {"epochgate.partition": partition, "epochgate.hold.epoch": h_epoch, "epochgate.phase": h_phase}
             if woke is not None:
