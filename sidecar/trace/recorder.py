@@ -122,10 +122,12 @@ class RequestTracer:
             self.live[x] = rec
         return rec
 
-    def resolved(self, x: Any) -> None:
+    def _rec(self, x: Any) -> Any:
         rec = self.live.get(x)
-        if rec is None:
-            rec = self._decide(x)
+        return self._decide(x) if rec is None else rec
+
+    def resolved(self, x: Any) -> None:
+        rec = self._rec(x)
         if rec.__class__ is bytes:
             return
         t = x.t_res
@@ -140,9 +142,7 @@ class RequestTracer:
         rec.events.append(("resolve", t, x.phase, x.epoch, x.placement))
 
     def held(self, x: Any) -> None:
-        rec = self.live.get(x)
-        if rec is None:
-            rec = self._decide(x)
+        rec = self._rec(x)
         if rec.__class__ is bytes:
             return
         now = perf_counter()
@@ -164,9 +164,7 @@ class RequestTracer:
 
     def attempt(self, x: Any) -> bytes:
         """HTTP/1.1: the trace-context lines for the head going upstream now."""
-        rec = self.live.get(x)
-        if rec is None:
-            rec = self._decide(x)
+        rec = self._rec(x)
         if rec.__class__ is bytes:
             return rec
         sid = self._open(rec, x, perf_counter())
@@ -178,9 +176,7 @@ class RequestTracer:
 
     def h2_attempt(self, x: Any, extra: list[tuple[bytes, bytes]]) -> None:
         """HTTP/2: replace the stream's trace context by this attempt's (sampled only)."""
-        rec = self.live.get(x)
-        if rec is None:
-            rec = self._decide(x)
+        rec = self._rec(x)
         if rec.__class__ is bytes:
             return
         sid = self._open(rec, x, perf_counter())
