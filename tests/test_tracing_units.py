@@ -69,3 +69,30 @@ def test_traces_url():
     assert traces_url("http://c:4318") == "http://c:4318/v1/traces"
     assert traces_url("https://c:4318/") == "https://c:4318/v1/traces"
     assert traces_url("http://tempo:4318/otlp/v1/traces") == "http://tempo:4318/otlp/v1/traces"
+
+
+def test_heads_left_mid_parse_do_not_accumulate():
+    """A client that sends traceparent and leaves before its head is dispatched: its entry
+    is swept (no mark will pop it), while a live connection's head keeps its context."""
+    import asyncio
+
+    from sidecar.trace.recorder import INBOUND_SWEEP, RequestTracer
+
+    class Conn:
+        def __init__(self, open_: bool) -> None:
+            self.transport = object() if open_ else None
+
+    class Req:
+        def __init__(self, open_: bool) -> None:
+            self.conn = Conn(open_)
+
+    loop = asyncio.new_event_loop()
+    try:
+        rt = RequestTracer(loop, 1.0, lambda recs: None)
+        alive = Req(True)
+        rt.header(alive, b"traceparent", TP)
+        for _ in range(10 * INBOUND_SWEEP):
+            rt.header(Req(False), b"traceparent", TP)
+        assert len(rt.inbound) <= INBOUND_SWEEP and rt.inbound[alive] == [TP, None]
+    finally:
+        loop.close()

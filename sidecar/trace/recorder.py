@@ -31,6 +31,7 @@ from .w3c import Parent, Sampler, parse, traceparent
 FLUSH_S = 0.25        # records wait at most this long before their spans are built
 PENDING_MAX = 10000   # records queued between flushes; more are dropped (counted), never block requests
 LIVE_MAX = 100000     # requests being traced at once (a leak bound: every request reaches done)
+INBOUND_SWEEP = 1024  # undispatched heads with trace context kept before closed ones are swept
 
 log = logging.getLogger("epochgate.sidecar")
 
@@ -69,14 +70,24 @@ class RequestTracer:
         self.pending: list[Any] = []
         self.timer: asyncio.TimerHandle | None = None
         self.sampled = self.sampled_out = self.dropped = 0
+        self._sweep_at = INBOUND_SWEEP
         self._h2: dict[type, bool] = {}  # exchange class → carries its headers as ``fwd`` pairs (HTTP/2)
 
     # ---------------------------------------------------------------- marks (data path)
     def header(self, req: Any, lname: bytes, value: bytes) -> None:
         got = self.inbound.get(req)
         if got is None:
+            if len(self.inbound) >= self._sweep_at:
+                self._sweep_inbound()
             got = self.inbound[req] = [None, None]
         got[0 if lname == b"traceparent" else 1] = value
+
+    def _sweep_inbound(self) -> None:
+        """Forget the heads whose connection closed before they were dispatched (a client
+        that sent ``traceparent`` and left mid-head): no mark will ever pop them. Runs when
+        the map has doubled since the last sweep, so its cost is amortised O(1) a header."""
+        self.inbound = {r: v for r, v in self.inbound.items() if r.conn.transport is not None}
+        self._sweep_at = max(INBOUND_SWEEP, 2 * len(self.inbound))
 
     def _decide(self, x: Any) -> Any:
         raw = self.inbound.pop(x, None)
