@@ -19,6 +19,14 @@ CPU-µs/request measured in the same run; for multi-process targets the CPU spli
 workers (the parent — nginx's master, the sidecar's supervisor — is counted in the total,
 not in the split). Figures are noisy on a shared
 machine: compare the ratios, not the absolute numbers.
+
+Tracing (issue 28, docs/tracing.md): ``sidecar-1w-trace0`` runs the sidecar with
+``--trace-otlp-endpoint`` at ``--trace-sample-ratio 0`` (every request sampled out: the
+fixed cost), ``sidecar-1w-trace1`` at ratio 1.0 (every request traced and exported to a
+local OTLP/HTTP sink, a separate process not counted); the "trace/off" lines give their
+CPU-µs/request against ``sidecar-1w`` (tracing off) within each round:
+
+    python bench/bench_proxy.py --only sidecar-1w,sidecar-1w-trace0,sidecar-1w-trace1 --rounds 3
 """
 
 from __future__ import annotations
@@ -56,6 +64,24 @@ async def stop(app):
 app = web.Application(); app.on_startup.append(start); app.on_cleanup.append(stop)
 app.router.add_route("*", "/{tail:.*}", handler)
 web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)
+'''
+
+# an OTLP/HTTP sink for the tracing targets: reads each export and answers an empty
+# ExportTraceServiceResponse (the empty protobuf message), counting spans by bytes only
+OTLP_SINK = r'''
+import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+class H(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+    def log_message(self, *a):
+        pass
+ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
 '''
 
 
@@ -252,6 +278,16 @@ def print_table(rows: list[dict], a: argparse.Namespace) -> None:
             print(f"2w/1w {two:18s} {method:4s} CPU-µs/req {_median(ratios):.2f}x{spread}, second worker's share "
                   f"{', '.join(f'{100 * x[1]:.0f}%' for x in per)}; parent process "
                   f"{_median([x[2] for x in per]):.1f} µs/req")
+    for traced in ("sidecar-1w-trace0", "sidecar-1w-trace1"):
+        for method in ("GET", "POST"):
+            if ("sidecar-1w", method) not in cells or (traced, method) not in cells:
+                continue
+            pairs = list(zip(cells["sidecar-1w", method], cells[traced, method]))  # within each round
+            ratios = [r2["cpu_us"] / r1["cpu_us"] for r1, r2 in pairs]
+            extra = [r2["cpu_us"] - r1["cpu_us"] for r1, r2 in pairs]
+            spread = f" (rounds {min(ratios):.2f}-{max(ratios):.2f})" if len(pairs) > 1 else ""
+            print(f"trace/off {traced:18s} {method:4s} CPU-µs/req {_median(ratios):.2f}x{spread}, "
+                  f"+{_median(extra):.1f} µs/req")
 
 
 def main() -> int:
@@ -286,8 +322,22 @@ def main() -> int:
             return Proc("bare", [sys.executable, str(ROOT / "bench" / "_bare_forwarder.py"), str(port), str(up_port)],
                         port, tmp)
 
-        def sidecar(workers: int, pure: bool = False):
-            return lambda port: sidecar_proc(tmp, port, up_port, workers, pure)
+        def sidecar(workers: int, pure: bool = False, trace_ratio: float | None = None):
+            if trace_ratio is None:
+                return lambda port: sidecar_proc(tmp, port, up_port, workers, pure)
+
+            def traced(port: int) -> Proc:
+                if not sink:
+                    script = tmp / "otlp_sink.py"
+                    script.write_text(OTLP_SINK)
+                    sport = free_port()
+                    sink.append(Proc("otlp-sink", [sys.executable, str(script), str(sport)], sport, tmp))
+                    procs.append(sink[0])
+                return sidecar_proc(tmp, port, up_port, workers, pure, extra_args=(
+                    "--trace-otlp-endpoint", f"http://127.0.0.1:{sink[0].port}", "--trace-sample-ratio", str(trace_ratio)))
+            return traced
+
+        sink: list[Proc] = []
 
         def nginx_n(workers: int, reuseport: bool = False):
             return lambda port: nginx_proxy(tmp, nginx, port, up_port, workers, reuseport)
@@ -297,7 +347,8 @@ def main() -> int:
                    ("haproxy", lambda port: haproxy_proc(tmp, port, up_port)),
                    ("caddy", lambda port: caddy_proc(tmp, port, up_port)),
                    ("aiohttp-proxy", aiohttp_proxy), ("bare-forwarder", bare), ("sidecar-1w", sidecar(1)),
-                   ("sidecar-1w-pure", sidecar(1, pure=True)), ("sidecar-2w", sidecar(2))]
+                   ("sidecar-1w-pure", sidecar(1, pure=True)), ("sidecar-2w", sidecar(2)),
+                   ("sidecar-1w-trace0", sidecar(1, trace_ratio=0.0)), ("sidecar-1w-trace1", sidecar(1, trace_ratio=1.0))]
         if a.only:
             keep = set(a.only.split(",")) | {"nginx"}
             targets = [t for t in targets if t[0] in keep]

@@ -117,6 +117,7 @@ class _AdminConn(asyncio.Protocol):
         self.queued = 0          # requests parsed and not yet answered
         self.writable = asyncio.Event()
         self.writable.set()
+        self.om = False          # the scrape accepts OpenMetrics (exemplars: sidecar/trace/exemplars.py)
         self.last: asyncio.Future[None] | None = None   # the previous answer: pipelined ones go out in order
         self.idle: asyncio.TimerHandle | None = None
         self.loop = asyncio.get_running_loop()
@@ -224,10 +225,14 @@ class _AdminConn(asyncio.Protocol):
 
     # httptools callbacks
     def on_message_begin(self) -> None:
-        self.url = b""
+        self.url, self.om = b"", False
 
     def on_url(self, url: bytes) -> None:
         self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:   # head bytes are already counted in _feed
+        if b"application/openmetrics-text" in value and name.lower() == b"accept":
+            self.om = True
 
     def on_headers_complete(self) -> None:
         self.in_body = True
@@ -236,12 +241,12 @@ class _AdminConn(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         self.in_body = False
-        self._queue(self.parser.get_method(), self.url, self.parser.should_keep_alive())
+        self._queue(self.parser.get_method(), self.url, self.parser.should_keep_alive(), om=self.om)
 
-    def _queue(self, method: bytes, url: bytes, keep: bool, status: int = 0) -> None:
+    def _queue(self, method: bytes, url: bytes, keep: bool, status: int = 0, om: bool = False) -> None:
         prev = self.last
         self.queued += 1
-        self.last = asyncio.ensure_future(self._answer(prev, method, url, keep, status))
+        self.last = asyncio.ensure_future(self._answer(prev, method, url, keep, status, om))
         self.last.add_done_callback(self._answered)
 
     def _answered(self, _: "asyncio.Future[None]") -> None:
@@ -253,7 +258,7 @@ class _AdminConn(asyncio.Protocol):
                 self.transport.resume_reading()
 
     async def _answer(self, prev: "asyncio.Future[None] | None", method: bytes, url: bytes, keep: bool,
-                      status: int) -> None:
+                      status: int, om: bool = False) -> None:
         if prev is not None:
             await prev
         if status == -1:
@@ -263,7 +268,7 @@ class _AdminConn(asyncio.Protocol):
         if status:
             status, ctype, body = status, TEXT, f"{status}: {_REASONS[status]}\n".encode()
         else:
-            status, ctype, body = await self.server.route(method, url)
+            status, ctype, body = await self.server.route(method, url, om)
         t = self.transport
         if t is None or t.is_closing():
             return
@@ -296,15 +301,17 @@ class AdminServer:
     """Serves the admin endpoints; ``metrics_text`` and ``ready`` are supplied by the runtime."""
 
     def __init__(self, metrics_text: Callable[[], Awaitable[bytes]], ready: Callable[[], bool],
-                 ready_detail: Callable[[], str] | None = None) -> None:
+                 ready_detail: Callable[[], str] | None = None,
+                 openmetrics_text: Callable[[], Awaitable[bytes]] | None = None) -> None:
         self._metrics_text = metrics_text
+        self._openmetrics_text = openmetrics_text  # served to a scrape that accepts it (carries exemplars)
         self._ready = ready
         self._ready_detail = ready_detail or (lambda: "")
         self.server: asyncio.base_events.Server | None = None
         self.conns: set[_AdminConn] = set()
         self.port = 0
 
-    async def route(self, method: bytes, url: bytes) -> tuple[int, str, bytes]:
+    async def route(self, method: bytes, url: bytes, om: bool = False) -> tuple[int, str, bytes]:
         """(status, content type, body) for one request."""
         path = url.split(b"?", 1)[0]
         if path not in (b"/metrics", b"/healthz", b"/readyz"):
@@ -313,6 +320,8 @@ class AdminServer:
             return 405, TEXT, b"405: Method Not Allowed\n"
         if path == b"/metrics":
             try:
+                if om and self._openmetrics_text is not None:
+                    return 200, OPENMETRICS_TYPE, await self._openmetrics_text()
                 return 200, CONTENT_TYPE_LATEST, await self._metrics_text()
             except Exception:
                 log.exception("admin: /metrics failed")
@@ -340,3 +349,13 @@ class AdminServer:
 
 def registry_text(metrics: Metrics) -> bytes:
     return generate_latest(metrics.registry)
+
+
+OPENMETRICS_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+
+
+def registry_openmetrics(metrics: Metrics) -> bytes:
+    """The OpenMetrics exposition (with exemplars), for a scrape whose Accept asks for it."""
+    from prometheus_client.openmetrics.exposition import generate_latest as generate_om
+
+    return generate_om(metrics.registry)

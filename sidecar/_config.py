@@ -90,6 +90,8 @@ class SidecarConfig:
     tls_key: str | None = None
     h2_max_streams: int = 100                        # concurrent HTTP/2 streams per client connection
     h2_window: int = 256 * 1024                      # HTTP/2 per-stream receive window (bytes buffered per stream)
+    trace_otlp_endpoint: str | None = None           # OTLP/HTTP collector: traces on (docs/tracing.md); None = off
+    trace_sample_ratio: float = 1.0                  # parent-based: requests without a sampled parent, this share
     config: str | None = None
 
     def __post_init__(self) -> None:
@@ -140,6 +142,12 @@ class SidecarConfig:
         if not 0 < self.lease_seconds <= 0.8 * self.session_ttl:
             raise ConfigError("lease_seconds", f"must be > 0 and ≤ 0.8 × session_ttl ({0.8 * self.session_ttl:g}), "
                                                f"got {self.lease_seconds:g}")
+        if self.trace_otlp_endpoint is not None:
+            from .trace.otlp import traces_url  # (imports no OpenTelemetry)
+
+            traces_url(self.trace_otlp_endpoint)
+        if isinstance(self.trace_sample_ratio, bool) or not 0.0 <= self.trace_sample_ratio <= 1.0:
+            raise ConfigError("trace_sample_ratio", f"expected a ratio between 0 and 1, got {self.trace_sample_ratio!r}")
         if self.log_format not in ("text", "json"):
             raise ConfigError("log_format", f"expected 'text' or 'json', got {self.log_format!r}")
 
@@ -187,7 +195,7 @@ _LISTS = {"node", "partition_from", "route"}
 _INTS = {"hash_slots", "workers", "hold_max", "retry_body_max", "max_header_bytes", "max_connections",
          "body_budget", "max_path_bytes", "h2_max_streams", "h2_window"}
 _FLOATS = {"head_timeout", "drain_seconds", "hold_seconds", "connect_timeout", "read_timeout", "idle_timeout", "lease_seconds",
-           "session_ttl", "upstream_idle"}
+           "session_ttl", "upstream_idle", "trace_sample_ratio"}
 _BOOLS = {"access_log", "upstream_ca_add_system"}
 
 
@@ -332,6 +340,11 @@ def make_parser() -> argparse.ArgumentParser:
     a("--tls-key", metavar="FILE", help="private key of --tls-cert")
     a("--h2-max-streams", metavar="N", help="concurrent HTTP/2 streams per client connection (default 100)")
     a("--h2-window", metavar="BYTES", help="HTTP/2 per-stream receive window (default 262144)")
+    a("--trace-otlp-endpoint", metavar="URL",
+      help="export OpenTelemetry traces over OTLP/HTTP to URL, e.g. http://collector:4318 (default off; "
+           "needs the [otel] extra; docs/tracing.md)")
+    a("--trace-sample-ratio", metavar="R",
+      help="share of requests traced when no sampled parent traceparent came (parent-based; default 1.0)")
     return p
 
 

@@ -31,7 +31,7 @@ from typing import Any, Awaitable, Callable
 
 from gate import EmbeddedStore, InflightTracker, Phase, PlacementFileError, PlacementTable, load_placement_file
 
-from ._admin import AdminServer, refresh_metrics, registry_text
+from ._admin import AdminServer, refresh_metrics, registry_openmetrics, registry_text
 from ._config import SidecarConfig
 from ._ports import bind_error, check_free
 from .proxy.context import ProxyContext
@@ -39,6 +39,7 @@ from ._fanout import FanoutStore, LocalMember
 from .proxy.detect import DetectConn
 from . import _build
 from ._log import AccessLog, event
+from .trace import attach_request_tracing
 from ._metrics import Metrics
 from .proxy.stats import Stats
 from .proxy.trickle import watch_trickling
@@ -67,6 +68,7 @@ class Sidecar:
         self.gate: WriteGate | None = None
         self.stats: Stats | None = None
         self.ctx: ProxyContext | None = None
+        self.traces: Any = None  # sidecar/trace TraceSink when --trace-otlp-endpoint is set
         self.server: asyncio.base_events.Server | None = None
         self.admin: AdminServer | None = None
         self.control: Any = None
@@ -100,6 +102,7 @@ class Sidecar:
             access = AccessLog(cfg.log_format, enabled=cfg.access_log)
             self.ctx = ctx = ProxyContext(cfg, self.source, gate, self.stats, access, self.nodes, loop)
             ctx.start()
+            self.traces = attach_request_tracing(ctx, cfg, cfg.participant_id or f"{socket.gethostname()}-{os.getpid()}")
             watch_trickling(ctx, self.tracker)   # a trickled body cannot hold a cutover (sidecar/proxy/trickle.py)
             host, port = cfg.listen_addr
             try:
@@ -173,7 +176,8 @@ class Sidecar:
 
     async def _start_admin_control(self) -> None:
         cfg = self.cfg
-        self.admin = AdminServer(self._metrics_text or self._own_metrics, self.ready, self.not_ready_reason)
+        self.admin = AdminServer(self._metrics_text or self._own_metrics, self.ready, self.not_ready_reason,
+                                 openmetrics_text=None if self._metrics_text else self._own_openmetrics)
         host, port = cfg.admin_addr
         try:
             self.admin_port = await self.admin.start(host, port)
@@ -214,6 +218,10 @@ class Sidecar:
     async def _own_metrics(self) -> bytes:
         refresh_metrics(self.metrics, self.stats, self.source, self.gate, self.tracker)
         return registry_text(self.metrics)
+
+    async def _own_openmetrics(self) -> bytes:
+        refresh_metrics(self.metrics, self.stats, self.source, self.gate, self.tracker)
+        return registry_openmetrics(self.metrics)
 
     def ready(self) -> bool:
         return (not self._stopped and self.gate is not None and self.gate.ready()
@@ -307,6 +315,8 @@ class Sidecar:
             ctx.stop()
             if self._started:
                 event("drained", cut=left)
+        if self.traces is not None:  # export what was traced (blocking HTTP: off the loop)
+            await loop.run_in_executor(None, self.traces.close)
         for t in self._tasks:
             t.cancel()
         if self.control is not None:

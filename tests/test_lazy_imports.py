@@ -43,7 +43,7 @@ from tests._sidecar_util import ROOT, clean_env, config, free_port, nodes, place
 
 HEAVY = ("aiohttp", "consul", "requests", "urllib3", "yarl", "multidict", "grpc", "google.protobuf", "h2", "hpack",
          "hyperframe", "re2", "sqlite3", "gate._consul_consensus", "gate._sessions", "gate._fence",
-         "sidecar.api.server", "sidecar.control.controller", "sidecar.control.embedded")
+         "sidecar.api.server", "sidecar.control.controller", "sidecar.control.embedded", "opentelemetry")
 
 # The sidecar's own entry point (run_sidecar, as `python -m sidecar` runs it) in this
 # interpreter; a thread drives it with raw sockets only (urllib would load http.client)

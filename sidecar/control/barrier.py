@@ -47,6 +47,7 @@ class BarrierResult:
     committed_at: float = 0.0   # monotonic, when enter_cutover returned
     passed_at: float = 0.0      # monotonic, when the last listed participant resolved
     passed_wall: float = 0.0    # wall clock of the same moment (for commit-log checks)
+    resolved_at: dict[str, float] = field(default_factory=dict)  # monotonic, when each participant acked/dropped
 
     @property
     def passed(self) -> bool:
@@ -75,6 +76,8 @@ class Barrier:
     (a long-lived controller; it calls ``close``) instead of closing them when
     each wait ends.
     """
+
+    on_result: Callable[[BarrierResult], None] | None = None  # each wait's result (a job's trace: sidecar/trace/jobs.py)
 
     def __init__(self, consul: ConsulHTTP, prefix: str = "epochgate/", *, poll_wait_s: float = 1.0,
                  max_watches: int = 1024, keep_connections: bool = False) -> None:
@@ -121,6 +124,8 @@ class Barrier:
         end = committed_at + deadline_s
         for pid, item in listed.items():
             (res.acked if item.epoch >= epoch else res.pending).add(pid)
+            if item.epoch >= epoch:
+                res.resolved_at[pid] = committed_at
         try:
             if res.pending:
                 slots = asyncio.Semaphore(self.reader.max_watches)
@@ -135,6 +140,8 @@ class Barrier:
         finally:
             if not self.keep_connections:
                 await self.reader.close()
+        if self.on_result is not None:  # a job's trace: who acked, who dropped, who was late (sidecar/trace/jobs.py)
+            self.on_result(res)
         if res.pending:
             raise BarrierTimeout(res)
         res.passed_at = time.monotonic()
@@ -158,10 +165,12 @@ class Barrier:
                 if now is None or now.session != item.session:
                     res.pending.discard(item.id)
                     res.dropped.add(item.id)
+                    res.resolved_at[item.id] = time.monotonic()
                     return
                 if now.epoch >= epoch:
                     res.pending.discard(item.id)
                     res.acked.add(item.id)
+                    res.resolved_at[item.id] = time.monotonic()
                     return
                 # an index that went backwards (store reset) restarts the wait from there
                 index = now.index

@@ -20,7 +20,7 @@ import logging
 import os
 import socket
 import time
-from typing import TYPE_CHECKING, AsyncIterator
+from typing import TYPE_CHECKING, Any, AsyncIterator
 
 
 from gate import (
@@ -125,6 +125,7 @@ class Controller:
         self.retention = retention
         self.ops: OperatorService | None = None
         self.runner: JobRunner | None = None
+        self.job_tracer: Any = None   # sidecar/trace/jobs.py JobTracer: set before start() to trace jobs
         self._tasks: dict[str, asyncio.Task] = {}
         self._main: asyncio.Task | None = None
 
@@ -147,6 +148,8 @@ class Controller:
             self.mover = HttpHooksMover()
         self.runner = JobRunner(self.store, self.records, self.barrier, self.mover, self.nodes, owner=self.owner,
                                 check=self.leadership.check, metrics=self.metrics, prebarrier_s=self.prebarrier_s)
+        if self.job_tracer is not None:
+            self.job_tracer.install(self.runner, self.barrier)
         self.ops = OperatorService(self, self.retention)   # issue 17: history, dry runs, pause, drain
         self.ops.install(self.runner, self.mover)
         await self.ops.start()

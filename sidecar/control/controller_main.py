@@ -86,6 +86,8 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
     ap.add_argument("--log-level", default="INFO")
     ap.add_argument("--log-format", choices=("text", "json"), default=os.environ.get("EPOCHGATE_LOG_FORMAT", "text"),
                     help="event log lines, as the sidecar's (default text)")
+    ap.add_argument("--trace-otlp-endpoint", default=os.environ.get("EPOCHGATE_TRACE_OTLP_ENDPOINT"), metavar="URL",
+                    help="export a trace per job over OTLP/HTTP to URL (default off; the [otel] extra; docs/tracing.md)")
     retention.add_arguments(ap)
     args = ap.parse_args(list(argv))
     if not args.consul:
@@ -112,6 +114,11 @@ async def _amain(args: argparse.Namespace) -> int:
     ctl = Controller(args.consul, args.prefix, token=args.consul_token, deadline_s=args.cutover_deadline,
                      extra_nodes=nodes, prebarrier_s=args.prebarrier_deadline,
                      retention=retention.from_args(args))
+    processor = None
+    if args.trace_otlp_endpoint:
+        from ..trace.jobs import open_job_tracing
+
+        ctl.job_tracer, processor = open_job_tracing(args.trace_otlp_endpoint, ctl.owner)
     await ctl.start()
     try:
         await ctl.replica.start()
@@ -131,6 +138,8 @@ async def _amain(args: argparse.Namespace) -> int:
         await server.stop(1.0)
         await admin.cleanup()
         await ctl.stop()
+        if processor is not None:  # export the last jobs' traces (blocking HTTP: off the loop)
+            await asyncio.to_thread(processor.shutdown)
     return 0
 
 

@@ -81,6 +81,7 @@ class JobRunner:
         self.prebarrier_s = prebarrier_s   # 0 turns the pre-barrier off (sidecar/control/prebarrier.py)
         self.retry_s = self.store.retry_s  # how long a store/record error is retried (a Consul election)
         self.hold: Callable[[Job, str], Awaitable[None]] | None = None   # pause/throttle hook (_jobctl)
+        self.tracer: Any = None   # sidecar/trace/jobs.py JobTracer when tracing is on: .phase(job, name)
 
     async def run(self, job: Job) -> Job:
         try:
@@ -95,15 +96,19 @@ class JobRunner:
             if job.status == "pending":
                 self._abort_if_asked(job)
                 await self._held(job, "begin")
+                self._trace(job, "begin")
                 epoch = await self.store.begin(job.partition, job.target)
                 job = await self._save(job.at_phase("draining", epoch))
             draining = self._epoch(job, "draining")
             await self._held(job, "copy")
+            self._trace(job, "copy")
             job = await self._bulk_copy(job, draining)
             self._abort_if_asked(job)
             await self._held(job, "cutover")
             if self.prebarrier_s > 0:   # a dead participant drops out now, while writes still flow
+                self._trace(job, "pre-barrier")
                 await pre_barrier(self.barrier, draining, self.prebarrier_s, lambda: self._between(job))
+            self._trace(job, "barrier")
             res = await self.barrier.cutover(_Cutover(self.store, job.deadline_s, draining), job.partition,
                                              job.deadline_s,
                                              before_commit=lambda: self._expect(job, draining))
@@ -200,10 +205,12 @@ class JobRunner:
             state["job"] = state["job"].with_(bytes_copied=base + n)
 
         self.check()
+        self._trace(job, "delta")
         cursor = await self.mover.copy_delta(job.partition, src, dst, job.cursor, progress, self.check,
                                              fence=cutover_epoch)
         await self._expect(job, cutover_epoch)
         self.check()
+        self._trace(job, "flip")
         epoch = await self.store.complete(
             job.partition, budget_s=job.deadline_s - (time.monotonic() - (cutover_started or time.monotonic())),
             at_epoch=cutover_epoch)
@@ -305,6 +312,10 @@ class JobRunner:
                 except JobConflict:
                     pass
             raise
+
+    def _trace(self, job: Job, phase: str) -> None:
+        if self.tracer is not None:
+            self.tracer.phase(job, phase)
 
     async def _held(self, job: Job, phase: str) -> None:
         """The pause/throttle hook (sidecar/control/jobctl.py): waits while the job or fleet is paused."""

@@ -53,7 +53,8 @@ class _HeadTooLarge(Exception):
 
 
 # header (lower-case) → how on_header treats it
-_DROP, _HOST, _CLEN, _TE, _CONN, _UPG, _RID, _EXPECT, _XFF, _XFP, _XFH, _PLAIN, _KEY = range(13)
+_DROP, _HOST, _CLEN, _TE, _CONN, _UPG, _RID, _EXPECT, _XFF, _XFP, _XFH, _PLAIN, _KEY, _TRACE = range(14)
+_TRACE_HEADERS = (b"traceparent", b"tracestate")  # kept back while tracing (re-emitted per attempt)
 _SPECIAL = {
     b"host": _HOST, b"content-length": _CLEN, b"transfer-encoding": _TE, b"connection": _CONN,
     b"upgrade": _UPG, b"x-request-id": _RID, b"expect": _EXPECT, b"x-forwarded-for": _XFF,
@@ -328,6 +329,8 @@ class ClientConn:
         elif kind == _XFH:
             h.xfh = value
             h.fwd += (name, b": ", value, b"\r\n")
+        elif kind == _TRACE:
+            self.ctx.tracer.header(self.parsing, lname, value)
 
     def _classify(self, name: bytes) -> tuple[int, bytes]:
         lname = name.lower()
@@ -337,6 +340,8 @@ class ClientConn:
             hit = (_SPECIAL[lname], lname)
         elif lname.startswith(b"x-placement"):
             hit = (_DROP, lname)
+        elif lname in _TRACE_HEADERS and self.ctx.tracer is not None:
+            hit = (_TRACE, lname)
         else:
             hit = (_PLAIN, lname)
         if len(self.ctx.header_kinds) < 4096:  # bounded: names are client-chosen

@@ -88,6 +88,7 @@ class ProxyContext:
         self.rid_n = 0
         self._ticker: asyncio.TimerHandle | None = None
         self.closing = False
+        self.tracer: Any = None  # sidecar/trace RequestTracer when tracing is on: each hook checks this once
         stats.metrics.client_connections.set_function(lambda: len(self.clients))
         stats.metrics.body_budget_used.set_function(lambda: self.budget.used)
 

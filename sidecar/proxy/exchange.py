@@ -315,6 +315,8 @@ class Request(ResponseMixin):
             parts.append(b"Transfer-Encoding: chunked\r\n")
         elif hd.clen is not None:
             parts += (b"Content-Length: ", hd.clen, b"\r\n")
+        if ctx.tracer is not None:  # this attempt's traceparent (sidecar/trace)
+            parts.append(ctx.tracer.attempt(self))
         parts.append(b"\r\n")
         if self.is_write and ctx.retry_body_max and not hd.upgrade:
             if self.replay:

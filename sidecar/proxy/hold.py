@@ -57,6 +57,7 @@ class Hold:
         self._on_count = on_count
         self._on_released = on_released
         self._unsubscribe = source.subscribe(self._changed)
+        self.tracer: Any = None  # the request tracer (sidecar/trace) when tracing is on
 
     def close(self) -> None:
         self._unsubscribe()
@@ -121,6 +122,8 @@ class Hold:
             self._waiters.setdefault(req.partition, []).append(req)
         if retry_in is not None:
             self._timed[req] = self.loop.call_later(retry_in, self._retry, req)
+        if self.tracer is not None:
+            self.tracer.held(req)
         return True
 
     def _retry(self, req: Any) -> None:

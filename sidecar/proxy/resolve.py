@@ -36,4 +36,6 @@ def resolve(x: Any) -> Any:
                f"node {x.placement!r} has no upstream URL", outcome="upstream_error")
         return None
     x.node = node
+    if ctx.tracer is not None:
+        ctx.tracer.resolved(x)
     return node

@@ -338,6 +338,8 @@ class ResponseMixin:
         t = perf_counter()
         t0 = self.t0
         ctx.stats.record(self.is_write, self.phase, outcome, t0, self.t_res, self.t_adm, self.t_up, t)
+        if ctx.tracer is not None:  # the spans are built later, off this path (sidecar/trace)
+            ctx.tracer.done(self, outcome, t)
         access = ctx.access
         if access.enabled:  # formatted at the next flush, not here
             rows = access.rows

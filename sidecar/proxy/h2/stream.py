@@ -297,6 +297,8 @@ class H2Exchange(H2ResponseMixin):
             extra.append((b"x-request-id", self.rid))
         extra += [(b"x-partition", self.partition.encode()), (b"x-placement", self.placement.encode()),
                   (b"x-placement-epoch", b"%d" % self.epoch)]
+        if ctx.tracer is not None:  # this attempt's traceparent (sidecar/trace)
+            ctx.tracer.h2_attempt(self, extra)
         pending, self.pending = self.pending, []
         ends = self.body_done and not pending
         self.head_sent = True
@@ -401,6 +403,8 @@ class H2Exchange(H2ResponseMixin):
             self.req_sent(self.to_ack)
         t = perf_counter()
         ctx.stats.record(self.is_write, self.phase, outcome, self.t0, self.t_res, self.t_adm, self.t_up, t)
+        if ctx.tracer is not None:  # spans built later, off this path (sidecar/trace)
+            ctx.tracer.done(self, outcome, t)
         access = ctx.access
         if access.enabled:
             node = self.node
