@@ -54,7 +54,7 @@ from hyperframe.frame import (ContinuationFrame, DataFrame, HeadersFrame, PingFr
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_slowloris import free_port, rss_kib, sample_peak  # noqa: E402
+from bench_slowloris import free_port, listening, rss_kib, sample_peak, stop_group  # noqa: E402
 from sidecar._admin import MAX_CONNS, MAX_HEAD  # noqa: E402
 from sidecar.proxy.h2.conn import MAX_WRITE_BUFFER  # noqa: E402
 
@@ -178,12 +178,20 @@ def _closed(writer: asyncio.StreamWriter) -> bool:
         return True
 
 
-async def h2_client(port: int, kind: str, stop: asyncio.Event, out: dict[str, int]) -> None:
+async def _connect(port: int, out: dict[str, int]) -> "tuple[asyncio.StreamReader, asyncio.StreamWriter] | None":
+    """A connection, or None counted as ``connect_failed`` (the sidecar refused or was full)."""
     try:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        return await asyncio.open_connection("127.0.0.1", port)
     except OSError:
         out["connect_failed"] = out.get("connect_failed", 0) + 1
+        return None
+
+
+async def h2_client(port: int, kind: str, stop: asyncio.Event, out: dict[str, int]) -> None:
+    conn = await _connect(port, out)
+    if conn is None:
         return
+    reader, writer = conn
     settings = SettingsFrame(0)
     if kind == "unread":
         settings.settings = {SettingsFrame.INITIAL_WINDOW_SIZE: (1 << 30) - 1}
@@ -235,11 +243,10 @@ async def _admin_abuse(reader: asyncio.StreamReader, writer: asyncio.StreamWrite
 
 
 async def admin_client(port: int, kind: str, stop: asyncio.Event, out: dict[str, int]) -> None:
-    try:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    except OSError:
-        out["connect_failed"] = out.get("connect_failed", 0) + 1
+    conn = await _connect(port, out)
+    if conn is None:
         return
+    reader, writer = conn
     task = asyncio.ensure_future(_admin_abuse(reader, writer, kind))
     await stop.wait()
     key = f"{kind}:{'closed' if _closed(writer) else 'open'}"
@@ -271,13 +278,7 @@ async def phase(args: argparse.Namespace, kinds: list[str] | None, n: int,
     h2_out: dict[str, int] = {}
     admin_out: dict[str, int] = {}
     try:
-        for _ in range(400):
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                    break
-            except OSError:
-                await asyncio.sleep(0.05)
-        await asyncio.sleep(0.5)
+        await listening(port)
         idle = rss_kib(proc.pid)
         done = asyncio.Event()
         sampler = asyncio.ensure_future(sample_peak(proc.pid, done))
@@ -300,12 +301,7 @@ async def phase(args: argparse.Namespace, kinds: list[str] | None, n: int,
         await asyncio.gather(*tasks, return_exceptions=True)
         return idle, max(peak - idle, 1), h2_out, admin_out
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_group(proc)
         node.release.set()
         node.server.close()
 

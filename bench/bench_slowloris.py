@@ -118,6 +118,28 @@ async def phase(pid: int, port: int, n: int, total: int, chunk: int, interval: f
     return peak, outcome
 
 
+async def listening(port: int) -> None:
+    """Until the sidecar accepts on ``port`` (≤ 20 s), then 0.5 s more for its start-up to settle
+    (the idle RSS is read next)."""
+    for _ in range(400):
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                break
+        except OSError:
+            await asyncio.sleep(0.05)
+    await asyncio.sleep(0.5)
+
+
+def stop_group(proc: subprocess.Popen) -> None:
+    """SIGTERM the process group (the sidecar's drain), SIGKILL after 10 s."""
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 async def measured(args: argparse.Namespace, total: int, chunk: int, interval: float) -> tuple[int, int, dict[str, int]]:
     """A fresh sidecar process: (idle RSS KiB, peak growth KiB, outcomes) for one phase."""
     tmp = Path(tempfile.mkdtemp(prefix="bench-slowloris-"))
@@ -133,23 +155,12 @@ async def measured(args: argparse.Namespace, total: int, chunk: int, interval: f
          "--max-connections", str(args.connections * 2)],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        for _ in range(400):
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                    break
-            except OSError:
-                await asyncio.sleep(0.05)
-        await asyncio.sleep(0.5)
+        await listening(port)
         idle = rss_kib(proc.pid)
         peak, outcome = await phase(proc.pid, port, args.connections, total, chunk, interval)
         return idle, max(peak - idle, 1), outcome
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_group(proc)
 
 
 async def main_async(args: argparse.Namespace) -> int:

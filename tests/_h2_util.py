@@ -198,3 +198,13 @@ def make_cert(tmp: Path, ca: tuple[Path, Path], name: str, san: str = "IP:127.0.
                     "-CAcreateserial", "-out", str(cert), "-days", "2", "-extfile", str(ext)],
                    check=True, capture_output=True)
     return cert, key
+
+
+def live_copy(tmp: Path, pair: tuple[Path, Path]) -> tuple[Path, Path]:
+    """``pair`` copied to live.pem/live.key under ``tmp``: the files a reload test then rewrites."""
+    import shutil
+
+    cert, key = tmp / "live.pem", tmp / "live.key"
+    shutil.copy(pair[0], cert)
+    shutil.copy(pair[1], key)
+    return cert, key

@@ -260,3 +260,20 @@ async def hostile_sidecar(tmp_path: Any, nodes: tuple[H11Upstream, H11Upstream],
     kw.setdefault("upstream_idle", 0.3)  # pooled upstream connections close soon: quiet() comes quickly
     async with running_sidecar(config(p, **kw)) as sc:
         yield sc
+
+
+async def send_endless_header(writer: asyncio.StreamWriter, answer: "asyncio.Future[bytes]", head: bytes) -> int:
+    """Write ``head`` then one header value that never ends, until ``answer`` is done (or 8 MiB,
+    what would be sent if nobody answered); the bytes of the value that were sent."""
+    writer.write(head)
+    sent = 0
+    block = b"a" * 8192
+    try:
+        while not answer.done() and sent < 8 << 20:
+            writer.write(block)
+            await writer.drain()
+            sent += len(block)
+            await asyncio.sleep(0)
+    except ConnectionError:
+        pass
+    return sent

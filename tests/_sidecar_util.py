@@ -128,6 +128,25 @@ def config(placement: Path, **kw: Any) -> SidecarConfig:
     return SidecarConfig(**base)
 
 
+class ManualClock:
+    """A monotonic clock the test moves by hand (``clock.t += 5``)."""
+
+    def __init__(self, t: float = 100.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def consul_config(consul_url: str, prefix: str, **kw: Any) -> SidecarConfig:
+    """A sidecar on a Consul store under ``prefix``: loopback ports picked by the OS, a 3 s lease,
+    Consul's minimum session TTL (10 s), no holds (a refusal is seen at once)."""
+    base = dict(consul=consul_url, prefix=prefix, listen="127.0.0.1:0", admin="127.0.0.1:0", control="127.0.0.1:0",
+                lease_seconds=3.0, session_ttl=10, access_log=False, drain_seconds=1, hold_max=0)
+    base.update(kw)
+    return SidecarConfig(**base)
+
+
 @contextlib.asynccontextmanager
 async def running_sidecar(cfg: SidecarConfig) -> AsyncIterator[Sidecar]:
     sc = Sidecar(cfg)

@@ -9,6 +9,7 @@ import asyncio
 import pytest
 
 from sidecar._admin import MAX_HEAD, AdminServer
+from tests._hostile import send_endless_header
 from tests._sidecar_util import until
 
 TEXT = b"text/plain; charset=utf-8"
@@ -110,17 +111,7 @@ async def test_a_huge_header_is_answered_431_before_it_is_buffered(admin):
     port, _ = admin
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     answer = asyncio.ensure_future(reader.read())
-    writer.write(b"GET /metrics HTTP/1.1\r\nHost: a\r\nX-Big: ")
-    sent = 0
-    block = b"a" * 8192
-    try:
-        while not answer.done() and sent < 8 << 20:   # 8 MiB would be sent if nobody answered
-            writer.write(block)
-            await writer.drain()
-            sent += len(block)
-            await asyncio.sleep(0)
-    except ConnectionError:
-        pass
+    sent = await send_endless_header(writer, answer, b"GET /metrics HTTP/1.1\r\nHost: a\r\nX-Big: ")
     out = await asyncio.wait_for(answer, 10)
     writer.close()
     assert out.startswith(b"HTTP/1.1 431"), out[:100]

@@ -17,19 +17,11 @@ import pytest
 from gate import BackendError, ConsulUnreachable, failure_level
 from gate._reachability import Reachability, connect_failure
 from tests._procs import reap
-from tests._sidecar_util import free_port, spawn_sidecar
-
-
-class _Clock:
-    def __init__(self) -> None:
-        self.t = 100.0
-
-    def __call__(self) -> float:
-        return self.t
+from tests._sidecar_util import ManualClock, free_port, spawn_sidecar
 
 
 def test_notice_backs_off_to_a_cap_and_says_when_consul_is_back(caplog):
-    clock = _Clock()
+    clock = ManualClock()
     reach = Reachability(clock, logging.getLogger("t.reach"))
     url = "http://127.0.0.1:8500"
     with caplog.at_level(logging.DEBUG, "t.reach"):

@@ -17,6 +17,7 @@ HTTP/2 clients written on ``h2``/``hyperframe``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import h2.connection
 import h2.events
@@ -58,6 +59,18 @@ class Raw(_Raw):
 
 def h2_conns(sc) -> list:
     return [c for c in sc.ctx.clients if type(c).__name__ == "H2ServerConn"]
+
+
+@contextlib.asynccontextmanager
+async def one_node_sidecar(tmp_path, **kw):
+    """A sidecar over one HTTP/1.1 node ``a`` owning partition ``t1``, with ``kw`` as its config."""
+    up = await Upstream("a").start()
+    try:
+        p = write_placement(tmp_path / "p.toml", {"a": up.url}, {"t1": "a"})
+        async with running_sidecar(config(p, **kw)) as sc:
+            yield sc
+    finally:
+        await up.stop()
 
 
 async def eof(reader: asyncio.StreamReader, timeout: float = 10) -> bytes:
@@ -155,51 +168,41 @@ async def test_trickling_h2_write_is_cut_when_the_drain_starts(node, tmp_path):
 
 
 async def test_head_timeout_fires_beside_undetected_and_h2_connections(tmp_path):
-    up = await Upstream("a").start()
-    try:
-        p = write_placement(tmp_path / "p.toml", {"a": up.url}, {"t1": "a"})
-        async with running_sidecar(config(p, head_timeout=0.5)) as sc:
-            und_r, und_w = await asyncio.open_connection("127.0.0.1", sc.port)
-            und_w.write(PREFACE[:9])                    # has not chosen a protocol yet
-            raw = await Raw().open(sc.port)             # an HTTP/2 connection
-            await raw.until(lambda e: isinstance(e, h2.events.RemoteSettingsChanged))
-            r, w = await asyncio.open_connection("127.0.0.1", sc.port)
-            w.write(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ")  # a head that never ends
-            out = await eof(r)
-            assert out.startswith(b"HTTP/1.1 408"), out
-            assert await eof(und_r) == b""              # the unfinished preface: closed by the deadline
-            assert sc.metrics.head_timeouts._value.get() == 2
-            assert h2_conns(sc), "an idle HTTP/2 connection without a header block in progress stays"
-            raw.close()
-            w.close()
-            und_w.close()
-    finally:
-        await up.stop()
+    async with one_node_sidecar(tmp_path, head_timeout=0.5) as sc:
+        und_r, und_w = await asyncio.open_connection("127.0.0.1", sc.port)
+        und_w.write(PREFACE[:9])                    # has not chosen a protocol yet
+        raw = await Raw().open(sc.port)             # an HTTP/2 connection
+        await raw.until(lambda e: isinstance(e, h2.events.RemoteSettingsChanged))
+        r, w = await asyncio.open_connection("127.0.0.1", sc.port)
+        w.write(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ")  # a head that never ends
+        out = await eof(r)
+        assert out.startswith(b"HTTP/1.1 408"), out
+        assert await eof(und_r) == b""              # the unfinished preface: closed by the deadline
+        assert sc.metrics.head_timeouts._value.get() == 2
+        assert h2_conns(sc), "an idle HTTP/2 connection without a header block in progress stays"
+        raw.close()
+        w.close()
+        und_w.close()
 
 
 # ---- 5: connection cap, body budget, CONTINUATION -----------------------------------------------
 
 
 async def test_max_connections_counts_h2_and_undetected_connections(tmp_path):
-    up = await Upstream("a").start()
-    try:
-        p = write_placement(tmp_path / "p.toml", {"a": up.url}, {"t1": "a"})
-        async with running_sidecar(config(p, max_connections=2)) as sc:
-            raw = await Raw().open(sc.port)
-            await raw.until(lambda e: isinstance(e, h2.events.RemoteSettingsChanged))
-            und_r, und_w = await asyncio.open_connection("127.0.0.1", sc.port)  # silent: not chosen yet
-            await until(lambda: len(sc.ctx.clients) == 2)
-            r, w = await asyncio.open_connection("127.0.0.1", sc.port)
-            w.write(PREFACE)                                                    # a third, HTTP/2
-            out = await eof(r)
-            assert b"503" in out and b"too-many-connections" in out, out
-            assert sc.metrics.connections_refused._value.get() == 1
-            w.close()
-            raw.close()
-            und_w.close()
-            await until(lambda: len(sc.ctx.clients) == 0)
-    finally:
-        await up.stop()
+    async with one_node_sidecar(tmp_path, max_connections=2) as sc:
+        raw = await Raw().open(sc.port)
+        await raw.until(lambda e: isinstance(e, h2.events.RemoteSettingsChanged))
+        und_r, und_w = await asyncio.open_connection("127.0.0.1", sc.port)  # silent: not chosen yet
+        await until(lambda: len(sc.ctx.clients) == 2)
+        r, w = await asyncio.open_connection("127.0.0.1", sc.port)
+        w.write(PREFACE)                                                    # a third, HTTP/2
+        out = await eof(r)
+        assert b"503" in out and b"too-many-connections" in out, out
+        assert sc.metrics.connections_refused._value.get() == 1
+        w.close()
+        raw.close()
+        und_w.close()
+        await until(lambda: len(sc.ctx.clients) == 0)
 
 
 async def test_max_connections_refuses_tls_h2_in_its_own_language(tmp_path):
@@ -211,27 +214,22 @@ async def test_max_connections_refuses_tls_h2_in_its_own_language(tmp_path):
 
     ca = make_ca(tmp_path, "ca")
     cert, key = make_cert(tmp_path, ca, "server")
-    up = await Upstream("a").start()
-    try:
-        p = write_placement(tmp_path / "p.toml", {"a": up.url}, {"t1": "a"})
-        async with running_sidecar(config(p, max_connections=1, tls_cert=str(cert), tls_key=str(key))) as sc:
-            tls = ssl.create_default_context(cafile=str(ca[0]))
-            tls.set_alpn_protocols(["h2"])
-            r1, w1 = await asyncio.open_connection("127.0.0.1", sc.port, ssl=tls, server_hostname="localhost")
-            await until(lambda: len(sc.ctx.clients) == 1)
-            r2, w2 = await asyncio.open_connection("127.0.0.1", sc.port, ssl=tls, server_hostname="localhost")
-            out = await eof(r2)
-            client = h2.connection.H2Connection()
-            client.initiate_connection()
-            evs = client.receive_data(out)
-            gone = [e for e in evs if isinstance(e, h2.events.ConnectionTerminated)]
-            assert gone and gone[0].error_code == ErrorCodes.NO_ERROR and gone[0].last_stream_id == 0, evs
-            assert gone[0].additional_data == b"too many connections"
-            assert sc.metrics.connections_refused._value.get() == 1
-            w1.close()
-            w2.close()
-    finally:
-        await up.stop()
+    async with one_node_sidecar(tmp_path, max_connections=1, tls_cert=str(cert), tls_key=str(key)) as sc:
+        tls = ssl.create_default_context(cafile=str(ca[0]))
+        tls.set_alpn_protocols(["h2"])
+        r1, w1 = await asyncio.open_connection("127.0.0.1", sc.port, ssl=tls, server_hostname="localhost")
+        await until(lambda: len(sc.ctx.clients) == 1)
+        r2, w2 = await asyncio.open_connection("127.0.0.1", sc.port, ssl=tls, server_hostname="localhost")
+        out = await eof(r2)
+        client = h2.connection.H2Connection()
+        client.initiate_connection()
+        evs = client.receive_data(out)
+        gone = [e for e in evs if isinstance(e, h2.events.ConnectionTerminated)]
+        assert gone and gone[0].error_code == ErrorCodes.NO_ERROR and gone[0].last_stream_id == 0, evs
+        assert gone[0].additional_data == b"too many connections"
+        assert sc.metrics.connections_refused._value.get() == 1
+        w1.close()
+        w2.close()
 
 
 async def test_h2_bodies_kept_for_replay_count_against_the_budget(node, tmp_path):
@@ -262,41 +260,31 @@ async def _header_block_start(port: int) -> Raw:
 
 
 async def test_continuation_trickle_is_bounded_by_the_head_deadline(tmp_path):
-    up = await Upstream("a").start()
-    try:
-        p = write_placement(tmp_path / "p.toml", {"a": up.url}, {"t1": "a"})
-        async with running_sidecar(config(p, head_timeout=0.5)) as sc:
-            raw = await _header_block_start(sc.port)
-            raw.writer.write(ContinuationFrame(1, b"\x00").serialize())  # and then nothing more
-            out = await eof(raw.reader)
-            assert b"request head timeout" in out, out
-            assert sc.metrics.head_timeouts._value.get() == 1
-            raw.close()
-    finally:
-        await up.stop()
+    async with one_node_sidecar(tmp_path, head_timeout=0.5) as sc:
+        raw = await _header_block_start(sc.port)
+        raw.writer.write(ContinuationFrame(1, b"\x00").serialize())  # and then nothing more
+        out = await eof(raw.reader)
+        assert b"request head timeout" in out, out
+        assert sc.metrics.head_timeouts._value.get() == 1
+        raw.close()
 
 
 async def test_continuation_block_is_bounded_by_the_head_size(tmp_path):
-    up = await Upstream("a").start()
-    try:
-        p = write_placement(tmp_path / "p.toml", {"a": up.url}, {"t1": "a"})
-        async with running_sidecar(config(p, max_header_bytes=4096)) as sc:
-            raw = await _header_block_start(sc.port)
-            closed = asyncio.ensure_future(eof(raw.reader))
-            sent = 0
-            try:
-                for _ in range(60):                      # h2 alone would keep 60 × 16 KB
-                    if closed.done():
-                        break
-                    raw.writer.write(ContinuationFrame(1, b"\x00" * 16000).serialize())
-                    await raw.writer.drain()
-                    sent += 16000
-                    await asyncio.sleep(0.02)            # (the client's pace; the close ends the loop)
-            except ConnectionError:
-                pass
-            out = await closed
-            assert b"header block too large" in out, out
-            assert sent <= 4 * 4096 + 4 * 16000, f"{sent} bytes of one header block were sent before the GOAWAY"
-            raw.close()
-    finally:
-        await up.stop()
+    async with one_node_sidecar(tmp_path, max_header_bytes=4096) as sc:
+        raw = await _header_block_start(sc.port)
+        closed = asyncio.ensure_future(eof(raw.reader))
+        sent = 0
+        try:
+            for _ in range(60):                      # h2 alone would keep 60 × 16 KB
+                if closed.done():
+                    break
+                raw.writer.write(ContinuationFrame(1, b"\x00" * 16000).serialize())
+                await raw.writer.drain()
+                sent += 16000
+                await asyncio.sleep(0.02)            # (the client's pace; the close ends the loop)
+        except ConnectionError:
+            pass
+        out = await closed
+        assert b"header block too large" in out, out
+        assert sent <= 4 * 4096 + 4 * 16000, f"{sent} bytes of one header block were sent before the GOAWAY"
+        raw.close()

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from aiohttp import web
 
-from tests._h2_util import H2Upstream, make_ca, make_cert
+from tests._h2_util import H2Upstream, live_copy, make_ca, make_cert
 from tests._sidecar_util import Upstream, config, running_sidecar, write_placement
 
 KEY = {"x-partition-key": "t1"}
@@ -166,9 +166,7 @@ async def test_sighup_rereads_the_listener_certificate(pki, tmp_path):
     up = await H2Upstream("a").start()
     try:
         p = write_placement(tmp_path / "p.toml", {"a": up.url}, {"t1": "a"})
-        cert, key = tmp_path / "live.pem", tmp_path / "live.key"
-        shutil.copy(pki["server"][0], cert)
-        shutil.copy(pki["server"][1], key)
+        cert, key = live_copy(tmp_path, pki["server"])
         new = make_cert(pki["dir"], pki["other"], "server2")  # signed by the other CA
         async with running_sidecar(config(p, tls_cert=str(cert), tls_key=str(key))) as sc:
             def client_for(ca):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 
-from tests._hostile import h11_nodes, hostile_sidecar, send_raw, statuses  # noqa: F401
+from tests._hostile import h11_nodes, hostile_sidecar, send_endless_header, send_raw, statuses  # noqa: F401
 
 HEAD = b"Host: app\r\nX-Partition-Key: t2\r\n"
 
@@ -30,17 +30,7 @@ async def test_a_huge_header_is_answered_431_before_it_is_buffered(tmp_path, h11
     async with hostile_sidecar(tmp_path, h11_nodes, max_header_bytes=16384) as sc:
         reader, writer = await asyncio.open_connection("127.0.0.1", sc.port)
         answer = asyncio.ensure_future(_read_response(reader, 30))
-        writer.write(b"GET / HTTP/1.1\r\n" + HEAD + b"X-Big: ")
-        sent = 0
-        block = b"a" * 8192
-        try:
-            while not answer.done() and sent < 8 << 20:  # 8 MiB would be sent if nobody answered
-                writer.write(block)
-                await writer.drain()
-                sent += len(block)
-                await asyncio.sleep(0)
-        except ConnectionError:
-            pass
+        sent = await send_endless_header(writer, answer, b"GET / HTTP/1.1\r\n" + HEAD + b"X-Big: ")
         out = await asyncio.wait_for(answer, 10)
         writer.close()
         assert statuses(out) == [431], out

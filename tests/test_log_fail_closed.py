@@ -15,8 +15,7 @@ import pytest
 
 from gate._consensus import put
 from gate._consensus_store import HEAD, decode_head, log_key
-from sidecar._config import SidecarConfig
-from tests._sidecar_util import Upstream, running_sidecar
+from tests._sidecar_util import Upstream, consul_config, running_sidecar
 from tests.test_sidecar_consul import until
 
 pytestmark = pytest.mark.consul
@@ -25,9 +24,7 @@ LEASE = 3.0
 
 async def test_unparseable_cutover_entry_is_neither_acked_nor_admitted_past(fresh_consul_agent, kv_prefix):
     up = await Upstream("a").start()
-    cfg = SidecarConfig(consul=fresh_consul_agent.url, prefix=kv_prefix, listen="127.0.0.1:0", admin="127.0.0.1:0",
-                        control="127.0.0.1:0", node=(f"a={up.url}",), lease_seconds=LEASE, session_ttl=10,
-                        access_log=False, drain_seconds=1, hold_max=0)
+    cfg = consul_config(fresh_consul_agent.url, kv_prefix, node=(f"a={up.url}",), lease_seconds=LEASE)
     try:
         async with running_sidecar(cfg) as sc, aiohttp.ClientSession() as s:
             store, consensus = sc.store, sc.consensus

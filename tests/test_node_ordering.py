@@ -14,17 +14,14 @@ import asyncio
 import aiohttp
 import pytest
 
-from sidecar._config import SidecarConfig
-from tests._sidecar_util import Upstream, running_sidecar
+from tests._sidecar_util import Upstream, consul_config, running_sidecar
 
 pytestmark = pytest.mark.consul
 
 
 async def test_first_answer_for_a_new_partition_routes_to_its_new_node(consul_agent, kv_prefix):
     ups = [await Upstream(f"n{i}").start() for i in range(3)]
-    cfg = SidecarConfig(consul=consul_agent.url, prefix=kv_prefix, listen="127.0.0.1:0", admin="127.0.0.1:0",
-                        control="127.0.0.1:0", lease_seconds=3.0, session_ttl=10, access_log=False,
-                        drain_seconds=1, hold_max=0)
+    cfg = consul_config(consul_agent.url, kv_prefix)
     try:
         async with running_sidecar(cfg) as sc, aiohttp.ClientSession() as s:
             # Three rounds, each a node nobody has seen and a partition on it: the 1 s poll

@@ -8,8 +8,7 @@ import asyncio
 import aiohttp
 import pytest
 
-from sidecar._config import SidecarConfig
-from tests._sidecar_util import Upstream, running_sidecar
+from tests._sidecar_util import Upstream, consul_config, running_sidecar
 
 pytestmark = pytest.mark.consul
 KEY = {"X-Partition-Key": "t1"}
@@ -27,9 +26,7 @@ async def until(pred, timeout):
 async def test_consul_mode_quiet_then_frozen_then_recovers(fresh_consul_agent, kv_prefix):
     agent = fresh_consul_agent
     up = await Upstream("a").start()
-    cfg = SidecarConfig(consul=agent.url, prefix=kv_prefix, listen="127.0.0.1:0", admin="127.0.0.1:0",
-                        control="127.0.0.1:0", node=(f"a={up.url}",), lease_seconds=LEASE, session_ttl=10,
-                        access_log=False, drain_seconds=1, hold_max=0)
+    cfg = consul_config(agent.url, kv_prefix, node=(f"a={up.url}",), lease_seconds=LEASE)
     try:
         async with running_sidecar(cfg) as sc, aiohttp.ClientSession() as s:
             epoch = await sc.store.set("t1", "a")

@@ -10,14 +10,7 @@ from gate import ConfigError, InflightTracker, PlacementTable, RejectReason
 from sidecar._config import SidecarConfig
 from sidecar.proxy.router import KeyError400, Router, slot_of
 from sidecar.proxy.writegate import WriteGate
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.t = 100.0
-
-    def __call__(self) -> float:
-        return self.t
+from tests._sidecar_util import ManualClock
 
 
 class StaleableSource(PlacementTable):
@@ -48,7 +41,7 @@ async def test_tracker_waits_only_for_older_epochs():
 
 
 def test_writegate_fails_closed_after_lease_and_recovers():
-    clock = FakeClock()
+    clock = ManualClock()
     src = StaleableSource({"p": "a"})
     src.last_read = clock.t
     tracker = InflightTracker()

@@ -20,7 +20,7 @@ import pytest
 
 from gate import ConfigError
 from sidecar._config import parse_args
-from tests._h2_util import H2Upstream, make_ca, make_cert
+from tests._h2_util import H2Upstream, live_copy, make_ca, make_cert
 from tests._sidecar_util import config, running_sidecar, write_placement
 
 KEY = {"x-partition-key": "t1"}
@@ -52,9 +52,7 @@ async def test_refused_reload_keeps_the_old_certificate_and_key(pki, tmp_path):
     up = await H2Upstream("a").start()
     try:
         p = write_placement(tmp_path / "p.toml", {"a": up.url}, {"t1": "a"})
-        cert, key = tmp_path / "live.pem", tmp_path / "live.key"
-        shutil.copy(pki["server"][0], cert)
-        shutil.copy(pki["server"][1], key)
+        cert, key = live_copy(tmp_path, pki["server"])
         async with running_sidecar(config(p, tls_cert=str(cert), tls_key=str(key))) as sc:
             old = der(pki["server"][0])
             assert await peer_cert(sc.port, pki["ca"][0], "localhost") == old
