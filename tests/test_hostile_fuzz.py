@@ -146,6 +146,16 @@ class Harness:
         dec = self.sc.stats.decisions
         return sum(n for (phase, decision, _), n in dec.items() if decision == "admit")
 
+    def inflight_settled(self) -> int:
+        """Writes still counted in flight once every exchange ended: waits (≤ 5 s) for the count
+        to reach 0, the event a leaked count would prevent (the cutover barrier would wait on it)."""
+        async def settle() -> int:
+            end = asyncio.get_running_loop().time() + 5
+            while self.sc.tracker.count() and asyncio.get_running_loop().time() < end:
+                await asyncio.sleep(0.005)
+            return self.sc.tracker.count()
+        return self.call(settle())
+
     def quiet(self) -> None:
         async def both() -> None:
             await self.a.quiet(15)
@@ -223,3 +233,4 @@ def test_every_upstream_request_was_sent_stamped_and_admitted(harness, reqs, cut
     assert len(got) <= len(reqs)
     assert writes <= h.admitted() - admitted_before
     assert h.sc.ctx.budget.used == 0  # nothing kept once every request finished
+    assert h.inflight_settled() == 0, "an admitted write still counts in flight after its exchange ended"

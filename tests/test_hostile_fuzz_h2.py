@@ -175,3 +175,4 @@ def test_every_node_request_from_h2_was_sent_stamped_and_admitted(harness, ex):
             assert p not in CUTOVER, "a write reached a node while its partition was in cutover"
     assert writes <= h.admitted() - admitted_before
     assert h.sc.ctx.budget.used == 0  # nothing kept once every stream finished
+    assert h.inflight_settled() == 0, "an admitted write still counts in flight after its stream ended"
