@@ -39,7 +39,7 @@ from .exstate import P_ALL, P_QUEUED, Pause
 from .hookpath import is_hook_path
 from .orphan import orphan_write
 from .limits import admit_connection
-from .target import TargetError, normalize
+from .target import TargetError, normalize, plain_target
 
 if TYPE_CHECKING:
     from .exchange import Request
@@ -377,6 +377,8 @@ class ClientConn:
             h.ctoks -= {b"host", b"x-partition", b"x-placement", b"x-placement-epoch", b"x-request-id"}
         if h.method == "CONNECT":
             h.bad = (405, "method not allowed", "CONNECT is not proxied")
+        elif plain_target(h.url, self.ctx.max_path):
+            pass  # already normal and not a mover hook: the usual request skips both checks below
         elif is_hook_path(h.url):   # the mover hooks belong to the controller (DESIGN §6)
             h.bad = (404, "not found", "the /_epochgate/ mover hooks are not served through the sidecar")
         elif h.bad is None:  # one normalised target for every rule and the upstream
