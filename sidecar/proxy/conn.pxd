@@ -1,6 +1,9 @@
 # The client connection as an extension type for the Cython build (conn.py is the source;
 # an asyncio.Protocol by duck typing). See sidecar/_build.py.
 from sidecar.proxy.context cimport ProxyContext
+
+cdef dict _SPECIAL, _METHODS  # typed: .get per request is a C call
+cdef frozenset _CONN_OPTIONS
 from sidecar.proxy.reqhead cimport ReqHead
 
 

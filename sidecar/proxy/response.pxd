@@ -5,6 +5,8 @@ from sidecar.proxy.context cimport Node, ProxyContext
 from sidecar.proxy.reqhead cimport ReqHead
 from sidecar.proxy.conn cimport ClientConn
 
+cdef dict _STATUS_LINES  # typed: .get per response is a C call
+
 
 cdef class ResponseMixin:
     cdef public ProxyContext ctx
