@@ -2,6 +2,7 @@
 
     python bench/bench_proxy_ab.py --baseline DIR [--rounds 3] [--seconds 5] [--connections 32]
     python bench/bench_proxy_ab.py --baseline pure      # this checkout compiled vs as plain Python
+    python bench/bench_proxy_ab.py --baseline DIR --nginx   # and nginx in each round: x nginx per tree
 
 ``DIR`` is another checkout of the project (e.g. ``git archive <commit> | tar -x
 -C DIR``). One nginx upstream answering 1 KiB; the 1-worker sidecar of each tree
@@ -10,7 +11,10 @@
 machine hits both alike, and wrk measures GET and POST. Prints each round, the
 median CPU-µs per request of each tree, and the median of the per-round
 candidate/baseline ratios (each pair measured back to back): a refactor that
-claims "no slower" shows a ratio within the spread of the rounds.
+claims "no slower" shows a ratio within the spread of the rounds. ``--nginx`` also
+runs nginx as a reverse proxy (``bench_proxy.nginx_proxy``: keep-alive upstream pool,
+buffered access log) in every round, and prints each tree's median per-round ratio to it:
+before and after, against nginx, in the same run.
 """
 
 from __future__ import annotations
@@ -28,7 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import subprocess  # noqa: E402
 
-from bench_proxy import ROOT, Proc, free_port, group_cpu_by_pid, nginx_upstream, run_wrk, wait_port  # noqa: E402
+from bench_proxy import (ROOT, Proc, free_port, group_cpu_by_pid, nginx_proxy, nginx_upstream, run_wrk,  # noqa: E402
+                         wait_port)
 
 
 class TreeProc(Proc):
@@ -58,6 +63,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--nginx", action="store_true", help="measure nginx as a reverse proxy in each round too")
     a = ap.parse_args()
     pure_base = str(a.baseline) == "pure"
     if pure_base:
@@ -76,7 +82,9 @@ def main() -> int:
         up_port = up.port
         placement = tmp / "placement.toml"
         placement.write_text(f'[nodes]\na = "http://127.0.0.1:{up_port}"\n\n[partitions]\nt1 = "a"\n')
-        trees = {"baseline": a.baseline.resolve(), "candidate": ROOT}
+        trees: dict[str, Path | None] = {"baseline": a.baseline.resolve(), "candidate": ROOT}
+        if a.nginx:
+            trees["nginx"] = None
         cpu: dict[tuple[str, str], list[float]] = {}
         for rnd in range(a.rounds):
             order = list(trees.items()) if rnd % 2 == 0 else list(trees.items())[::-1]  # cancel drift
@@ -85,7 +93,8 @@ def main() -> int:
                 argv = [sys.executable, "-m", "sidecar", "--placement", str(placement), "--listen",
                         f"127.0.0.1:{port}", "--admin", f"127.0.0.1:{free_port()}", "--control",
                         f"127.0.0.1:{free_port()}"]
-                proc = TreeProc(f"{name}-{rnd}", argv, port, tmp, tree, pure=pure_base and name == "baseline")
+                proc = (nginx_proxy(tmp, nginx, port, up_port) if tree is None else
+                        TreeProc(f"{name}-{rnd}", argv, port, tmp, tree, pure=pure_base and name == "baseline"))
                 try:
                     time.sleep(0.3)
                     url = f"http://127.0.0.1:{port}/kv/bench"
@@ -109,6 +118,11 @@ def main() -> int:
             paired = statistics.median(x / y for x, y in zip(cpu[("candidate", method)], cpu[("baseline", method)]))
             print(f"{method:4s} baseline {b:6.1f} µs  candidate {c:6.1f} µs  ratio of medians {c / b:.3f}  "
                   f"median of per-round ratios {paired:.3f}  (baseline max/min across rounds {spread:.2f})")
+            if a.nginx:
+                n = cpu[("nginx", method)]
+                print(f"{method:4s} nginx {statistics.median(n):6.1f} µs;  x nginx (median of per-round ratios): "
+                      + "  ".join(f"{t} {statistics.median(x / y for x, y in zip(cpu[(t, method)], n)):.2f}"
+                                  for t in ("baseline", "candidate")))
     finally:
         if up is not None:
             up.stop()

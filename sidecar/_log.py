@@ -125,16 +125,16 @@ class AccessLog:
             if len(mids) > 4096:  # bounded: paths are client-chosen
                 mids.clear()
             for row in rows:
-                key = row[:8] + row[11:]
-                mid = mids.get(key)
-                if mid is None:
+                key = row[:8]  # (+ the node, checked below: one slice, not three tuples)
+                hit = mids.get(key)
+                if hit is None or hit[0] != row[11]:
                     client, method, path, partition, phase, epoch, decision, status, _, _, _, node = row
-                    mid = mids[key] = (f'{client} "{escape(method.encode("latin-1"))} {escape(path)}" {status} '
-                                       f'partition={partition or "-"} phase={phase} epoch={epoch} '
-                                       f'decision={decision} upstream={node or "-"} up_ms=')
-                rid = row[10]
-                out.append(f'{ts} {mid}{row[8] * 1000:.2f} total_ms={row[9] * 1000:.2f} '
-                           f'rid={escape(rid)}')
+                    hit = mids[key] = (node, f'{client} "{escape(method.encode("latin-1"))} {escape(path)}" {status} '
+                                             f'partition={partition or "-"} phase={phase} epoch={epoch} '
+                                             f'decision={decision} upstream={node or "-"} up_ms=')
+                # %-formatting: 0.3 µs a line less than the f-string's two format specs (timeit)
+                out.append("%s %s%.2f total_ms=%.2f rid=%s" % (ts, hit[1], row[8] * 1000, row[9] * 1000,
+                                                                  escape(row[10])))
         return out
 
     def flush(self) -> None:

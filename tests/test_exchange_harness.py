@@ -67,6 +67,29 @@ async def read_is_stamped_forwarded_and_pooled(h: Harness) -> None:
 
 
 @scenario
+async def http10_keep_alive_client_gets_http10_framing(h: Harness) -> None:
+    # An HTTP/1.0 client asking to keep the connection: the head is answered as 1.0's (the
+    # connection keeps only by saying so, a body of unknown length ends by closing). llhttp
+    # keeps a 1.0 request alive here as it would a 1.1 one, so this is the case where the
+    # client connection must still ask the parser for the version (issue 30, ClientConn).
+    c = h.client()
+    c.send(b"GET /kv/k HTTP/1.0\r\nHost: s\r\nX-Partition-Key: t1\r\nConnection: keep-alive\r\n\r\n")
+    await settle()
+    [up] = h.upstreams("a")
+    up.take()
+    up.reply(response(200, b"hello"))
+    out = c.take()
+    assert status_of(out) == 200 and b"\r\nConnection: keep-alive\r\n" in out.split(b"\r\n\r\n")[0] + b"\r\n"
+    c.send(b"GET /kv/k HTTP/1.0\r\nHost: s\r\nX-Partition-Key: t1\r\nConnection: keep-alive\r\n\r\n")
+    await settle()
+    up.take()
+    up.reply(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+    out = c.take()
+    assert status_of(out) == 200 and b"chunked" not in out and out.endswith(b"hello")
+    assert c.transport.closing                       # delimited by closing: 1.0 has no chunked coding
+
+
+@scenario
 async def write_is_in_flight_until_its_response_ends(h: Harness) -> None:
     c = h.client()
     c.send(request("PUT", body=b"v1"))

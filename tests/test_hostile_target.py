@@ -104,3 +104,36 @@ def test_rules_are_checked_at_start(tmp_path):
     with pytest.raises(ConfigError, match=r"partition_from\[0\]"):
         SidecarConfig(**base, partition_from=(r"path:^/(?P<partition>\w+)(?=/)",) if ENGINE == "re2"
                       else (r"path:^/(?P<partition>(\w+)+)",))
+
+
+# plain_target lets the usual request skip is_hook_path and normalize (issue 30): every target it
+# passes must be one those two would have passed unchanged, on the compiled build's C loop and on
+# the plain build's find() calls alike (this file runs on both, see test_build_modes.PURE_SUBSET)
+PLAIN_NOT = [b"/_epochgate/jobs", b"/kv/_EpochGate/x", b"/EPOCHGATE", b"/a/./b", b"/a/../b", b"/a//b", b"//a",
+             b"/a%41", b"/a#f", b"*", b"http://h/a", b"", b"a/b", b"/" + b"a" * 64]
+
+
+@pytest.mark.parametrize("target", PLAIN_NOT, ids=[s.decode() or "empty" for s in PLAIN_NOT])
+def test_plain_target_refuses_what_needs_a_closer_look(target):
+    from sidecar.proxy.target import plain_target
+
+    assert not plain_target(target, 64)
+
+
+def test_plain_target_passes_only_what_normalize_and_the_hook_check_pass():
+    from hypothesis import given, settings, strategies as st
+
+    from sidecar.proxy.hookpath import is_hook_path
+    from sidecar.proxy.target import normalize, plain_target
+
+    assert plain_target(b"/kv/bench?x=1&e=epochgat", 64)  # the fast path is taken at all
+
+    @settings(max_examples=400, deadline=None, derandomize=True)
+    @given(st.lists(st.sampled_from([b"/", b".", b"%", b"#", b"?", b"e", b"E", b"pochgate", b"POCHGATE", b"_", b"a",
+                                     b"\\", b"%2e", b"%5f"]), max_size=12))
+    def check(parts):
+        url = b"".join(parts)
+        if plain_target(url, 40):
+            assert not is_hook_path(url) and normalize(url, "GET", 40) == (url, None, None), url
+
+    check()

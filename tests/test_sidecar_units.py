@@ -158,3 +158,23 @@ def test_access_log_lines_text_and_json():
     docs = [json.loads(x) for x in js.getvalue().splitlines()]
     assert [d["path"] for d in docs] == ["/kv/a", "/kv/b", "/kv/a", "/kv/a"]
     assert docs[1]["request_id"] == "r-2" and docs[3]["request_id"] == "-" and docs[0]["upstream_ms"] == 0.35
+
+
+def test_stats_buckets_match_bisect_on_both_builds():
+    """``Stats.record`` finds a bucket with a typed loop when compiled (issue 30): the counts must
+    be exactly ``bisect_left``'s, bucket edges included (this file runs on the plain build too)."""
+    import random
+    from bisect import bisect_left
+
+    from sidecar._metrics import Metrics
+    from sidecar.proxy.stats import Stats
+
+    s = Stats(Metrics())
+    b = s.bounds
+    rnd = random.Random(30)
+    values = list(b[:-1]) + [0.0, 1e-9, 1e9] + [rnd.uniform(0, 2 * b[-2]) for _ in range(300)]
+    want = [0] * len(b)
+    for v in values:
+        s.record(False, "none", "ok", 1.0, 0.0, 0.0, 0.0, 1.0 + v)  # only the total stage
+        want[bisect_left(b, (1.0 + v) - 1.0)] += 1
+    assert s.hist_r[3].counts == want

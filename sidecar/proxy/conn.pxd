@@ -2,10 +2,15 @@
 # an asyncio.Protocol by duck typing). See sidecar/_build.py.
 from sidecar.proxy.context cimport ProxyContext
 
+cdef dict _SPECIAL, _METHODS  # typed: .get per request is a C call
+cdef frozenset _CONN_OPTIONS
+from sidecar.proxy.reqhead cimport ReqHead
+
 
 cdef class ClientConn:
     cdef public ProxyContext ctx
     cdef public object transport, parser, peer, peer_s, current, parsing, queue, tunnel, keyh_names, xff_line
+    cdef public ReqHead phead  # the head being parsed: its fields are C fields in the parser callbacks
     cdef public dict kinds  # typed containers: .get/append are C calls, not attribute look-ups
     cdef public long flags, hsize, head_seen, heads, max_header
     cdef public double last_active, head_since

@@ -12,7 +12,8 @@ cdef class ProxyContext:
     cdef public object cfg, loop, source, gate, access, router, pool, hold, tls, nodes, h2pool, budget
     cdef public dict header_kinds
     cdef public set waiting, clients
-    cdef public object rid_prefix, stamps, _ticker, tracer
+    cdef public dict stamps
+    cdef public object rid_prefix, _ticker, tracer
     cdef public double now, read_timeout, idle_timeout, head_timeout
     cdef public long max_header, max_path, max_connections, retry_body_max, rid_n
     cdef public bint closing

@@ -8,13 +8,14 @@ import posixpath
 from urllib.parse import unquote_to_bytes
 
 HOOK_PREFIX = b"/_epochgate/"
+HOOK_WORD = b"epochgate"  # a target without it (any case) and without "%" never reaches the hooks
 
 
 def is_hook_path(url: bytes) -> bool:
     """True when ``url`` (the request target) would reach ``/_epochgate/...`` on the app."""
     # the common case, two scans; find() because ``in`` on bytes raises and clears an
     # exception inside CPython 3.11 (see _target.normalize)
-    if url.lower().find(b"epochgate") < 0 and url.find(b"%") < 0:
+    if url.lower().find(HOOK_WORD) < 0 and url.find(b"%") < 0:
         return False
     path = url.split(b"?", 1)[0].split(b"#", 1)[0]
     if b"://" in path[:16]:                           # absolute-form: drop scheme and authority

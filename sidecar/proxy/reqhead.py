@@ -14,7 +14,7 @@ from __future__ import annotations
 
 class ReqHead:
     __slots__ = ("url", "rpath", "fwd", "keyh", "method", "method_b", "version", "keep", "host", "clen", "te",
-                 "chunked", "upgrade", "expect", "rid", "rid_given", "ctoks", "xff", "xfp", "xfh", "bad")
+                 "chunked", "upgrade", "expect", "rid", "rid_given", "conn_given", "ctoks", "xff", "xfp", "xfh", "bad")
 
     def __init__(self) -> None:
         self.url = b""
@@ -33,6 +33,7 @@ class ReqHead:
         self.expect = False            # Expect: 100-continue
         self.rid: bytes | None = None  # X-Request-Id (given, or made when the head goes upstream)
         self.rid_given = False
+        self.conn_given = False         # a Connection header came (the HTTP version is then asked, see conn)
         self.ctoks: set[bytes] | None = None  # header names Connection lists (dropped when forwarding)
         self.xff: bytes | None = None
         self.xfp: bytes | None = None

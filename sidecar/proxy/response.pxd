@@ -1,16 +1,19 @@
 # Typed state of one exchange for the Cython build (response.py/exchange.py are the source;
 # see sidecar/_build.py). The attributes live in the base extension type so that both
 # halves of the exchange reach them as C fields.
-from sidecar.proxy.context cimport ProxyContext
+from sidecar.proxy.context cimport Node, ProxyContext
 from sidecar.proxy.reqhead cimport ReqHead
 from sidecar.proxy.conn cimport ClientConn
+
+cdef dict _STATUS_LINES  # typed: .get per response is a C call
 
 
 cdef class ResponseMixin:
     cdef public ProxyContext ctx
     cdef public ReqHead head
     cdef public ClientConn conn  # its flags, peer and transport: C fields, not descriptor look-ups
-    cdef public object ctransport, pending, partition, phase, epoch, placement, decision, node, state
+    cdef public Node node  # netloc/name: C fields in attach and finish
+    cdef public object ctransport, pending, partition, phase, epoch, placement, decision, state
     cdef public object hold_timer, up, spare, replay, resp_buf, resp_held, uout, cout
     cdef public bint keep_alive, is_write, admitted, was_held, body_done, sent_all, resp_chunked, resp_eof
     cdef public bint resp_keep, interim, no_resp_body, tunnel

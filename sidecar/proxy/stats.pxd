@@ -1,6 +1,12 @@
 # Typed state for the Cython build (pure-Python mode: _stats.py is the source). See sidecar/_build.py.
 cimport cython
 
+cdef bint _COMPILED
+
+
+@cython.locals(lo=Py_ssize_t, hi=Py_ssize_t, mid=Py_ssize_t, x=double)
+cdef Py_ssize_t _slot(tuple bounds, double v)
+
 
 cdef class _Hist:
     cdef public object child

@@ -1,6 +1,10 @@
 # Typed state for the Cython build (pure-Python mode: _upstream.py is the source; this file
 # only declares its classes as extension types with C-level attributes). See sidecar/_build.py.
 
+# the per-header tables, typed: .get/in are C calls, not a method look-up per header
+cdef dict _RESP_SPECIAL, _KINDS
+cdef frozenset _CONN_OPTIONS, _PLAIN_CONN
+
 cdef class RespHead:
     cdef public int status
     cdef public list lines
