@@ -106,10 +106,10 @@ def get() -> ModuleType:
     return eng  # type: ignore[return-value]
 
 
-def use(name: str) -> ModuleType:
-    """Run ``name`` (``"h2"`` or ``"ngh2"``) from now on (tests run the HTTP/2 tests under
-    both engines this way); returns the engine that ran before."""
-    before = get()
+def use(name: str) -> str:
+    """Run ``name`` (``"h2"`` or ``"ngh2"``) from the next connection on (the tests run the
+    HTTP/2 tests under both engines this way); returns the name of the engine before."""
+    before = get().NAME  # type: ignore[attr-defined]
     _state["engine"] = _load(name)
     return before
 
