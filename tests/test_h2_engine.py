@@ -67,7 +67,8 @@ def test_choice_imports_neither_library_and_the_start_log_names_it():
 async def sidecar_h2c(tmp_path):
     up = await H2Upstream("c").start()
     p = write_placement(tmp_path / "p.toml", {"c": up.url}, {"t1": "c"})
-    async with running_sidecar(config(p, upstream_idle=0.3, read_timeout=2.0)) as sc:
+    # (read_timeout long: an exchange must end by the stream's reset, not by its deadline)
+    async with running_sidecar(config(p, upstream_idle=0.3, read_timeout=60.0)) as sc:
         yield sc, up
     await up.stop()
 
@@ -96,13 +97,16 @@ async def test_a_stream_the_engine_resets_ends_its_exchange(sidecar_h2c, h2_engi
 
 
 async def test_an_early_answer_comes_before_its_no_error_reset(sidecar_h2c, h2_engine):
-    """A write refused before its body ended (here: a mover hook path, 404 at once) gets its
-    answer, then RST_STREAM NO_ERROR to stop the upload — in that order on the wire."""
+    """A gRPC call refused before its body ended (here: a mover hook path, NOT_FOUND at once)
+    gets its Trailers-Only answer, then RST_STREAM NO_ERROR to stop the upload — in that
+    order on the wire (libnghttp2 would put the reset first, and the client would see none)."""
     sc, _ = sidecar_h2c
     c = await Client().open(sc.port)
-    c.conn.send_headers(1, head(1, b"POST", b"/_epochgate/export?partition=t1"))
+    c.conn.send_headers(1, head(1, b"POST", b"/_epochgate/export?partition=t1", (b"content-type", b"application/grpc")))
     c.flush()
-    assert await c.until_done(1) == "status 404"
+    assert await c.until_done(1) == "status 200"
+    [resp] = [e for e in c.events if isinstance(e, h2.events.ResponseReceived)]
+    assert dict(resp.headers)[b"grpc-status"] == b"5"
     kinds = [type(e) for e in c.events if getattr(e, "stream_id", None) == 1]
     assert h2.events.ResponseReceived in kinds
     if h2.events.StreamReset in kinds:
