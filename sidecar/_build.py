@@ -36,7 +36,10 @@ from typing import Any
 #: the hot path: what setup.py compiles (module names relative to the ``sidecar`` package)
 COMPILED = ("proxy.context", "proxy.stats", "proxy.router", "proxy.writegate", "proxy.httpmsg", "proxy.upstream",
             "_log", "proxy.limits", "proxy.target", "proxy.reqhead", "proxy.exstate", "proxy.response",
-            "proxy.resolve", "proxy.exchange", "proxy.conn", "proxy.hold", "proxy.hookpath")
+            "proxy.resolve", "proxy.exchange", "proxy.conn", "proxy.hold", "proxy.hookpath",
+            # HTTP/2: the sidecar's own per-stream code, once libnghttp2 does the frames (issue 30)
+            "proxy.h2.conn", "proxy.h2.server", "proxy.h2.stream", "proxy.h2.response", "proxy.h2.upstream",
+            "proxy.h2.fields", "proxy.h2.engine_ng")
 #: what else ``EPOCHGATE_PURE_PYTHON`` forces to pure Python: the HTTP/2 engine (libnghttp2
 #: through ngh2 → h2; ``sidecar/proxy/h2/engine.py``), by this name or with everything (``1``)
 ENGINES = ("proxy.h2",)
