@@ -3,7 +3,8 @@ libnghttp2 adapter (engine_ng.py) adds so it behaves as the sidecar needs.
 
 * ``EPOCHGATE_PURE_PYTHON`` (``1``, or a list naming ``proxy.h2``) forces pure h2, without
   forcing the data path for ``proxy.h2`` alone; ngh2 runs when importable; the choice is
-  made without importing either library, and the start-up log names it;
+  made without importing either library, and the start-up log names it; an ngh2 that
+  fails to import leaves h2 running, with a warning;
 * on libnghttp2: a stream the library resets itself (DATA short of content-length) ends
   the exchange, nothing waits for it, and the next stream on the connection is served;
   a write answered before its body ended still gets its answer before the RST_STREAM
@@ -60,6 +61,25 @@ def test_choice_imports_neither_library_and_the_start_log_names_it():
     env["EPOCHGATE_PURE_PYTHON"] = "proxy.h2"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
     assert out.stdout.splitlines()[0] == "h2 (pure Python: EPOCHGATE_PURE_PYTHON is set)"
+
+
+def test_an_engine_that_fails_to_import_falls_back_to_h2_with_a_warning(monkeypatch, caplog):
+    """ngh2 installed but broken (a wheel for another ABI, say): h2 runs, and the log says why."""
+    real = engine._load
+
+    def load(name):
+        if name == "ngh2":
+            raise ImportError("undefined symbol: nghttp2_session_mem_recv2")
+        return real(name)
+
+    monkeypatch.delenv("EPOCHGATE_PURE_PYTHON", raising=False)
+    monkeypatch.setattr(engine, "choice", lambda: "ngh2")
+    monkeypatch.setattr(engine, "_load", load)
+    monkeypatch.setitem(engine._state, "engine", None)
+    monkeypatch.setitem(engine._state, "reason", "")
+    assert engine.get().NAME == "h2"
+    assert "ngh2 failed to import: undefined symbol" in caplog.text
+    assert engine.describe() == "h2 (pure Python: ngh2 failed to import: undefined symbol: nghttp2_session_mem_recv2)"
 
 
 @pytest.fixture
