@@ -13,6 +13,7 @@ libnghttp2 adapter (engine_ng.py) adds so it behaves as the sidecar needs.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -131,3 +132,45 @@ async def test_an_early_answer_comes_before_its_no_error_reset(sidecar_h2c, h2_e
     if h2.events.StreamReset in kinds:
         assert kinds.index(h2.events.ResponseReceived) < kinds.index(h2.events.StreamReset)
     await c.close()
+
+
+async def test_a_malformed_node_response_is_a_502_on_libnghttp2(tmp_path, monkeypatch):
+    """A node answering with an upper-case field name (malformed in HTTP/2): libnghttp2 resets
+    that stream, and the client gets a 502 saying the response was malformed (h2 took node
+    responses unchecked; DESIGN.md §7, the HTTP/2 engine)."""
+    from h2.config import H2Configuration
+    from h2.connection import H2Connection
+    from h2.events import StreamEnded
+
+    from tests._h2_engines import use_engine
+
+    monkeypatch.setitem(engine._state, "engine", engine.get())  # (restored after the test)
+    use_engine("ngh2")
+
+    async def node(reader, writer):
+        conn = H2Connection(H2Configuration(client_side=False, header_encoding=None,
+                                            validate_outbound_headers=False, normalize_outbound_headers=False))
+        conn.initiate_connection()
+        writer.write(conn.data_to_send())
+        while data := await reader.read(65536):
+            for ev in conn.receive_data(data):
+                if isinstance(ev, StreamEnded):
+                    conn.send_headers(ev.stream_id, [(b":status", b"200"), (b"Bad-Upper", b"x")], end_stream=True)
+            writer.write(conn.data_to_send())
+        writer.close()
+
+    server = await asyncio.start_server(node, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        p = write_placement(tmp_path / "p.toml", {"c": f"h2c://127.0.0.1:{port}"}, {"t1": "c"})
+        async with running_sidecar(config(p, upstream_idle=0.3, read_timeout=5.0)) as sc:
+            c = await Client().open(sc.port)
+            c.conn.send_headers(1, head(1, b"GET", b"/x"), end_stream=True)
+            c.flush()
+            assert await c.until_done(1) == "status 502"
+            body = b"".join(e.data for e in c.events if isinstance(e, h2.events.DataReceived))
+            assert b"malformed" in body, body
+            await c.close()
+    finally:
+        server.close()
+        await server.wait_closed()

@@ -25,8 +25,10 @@ What this adapter adds, because libnghttp2 does not do it the sidecar's way:
 * RST_STREAM NO_ERROR after an early response (``stream.py``) is held until the response
   is serialised: libnghttp2 would send it first (control frames jump the queue), and a
   client would then see no response at all.
-* a stream libnghttp2 reset itself (malformed DATA, say) is reported like a peer's reset,
-  marked as not the peer's (the rapid-reset guard counts only the peer's).
+* a stream libnghttp2 reset itself (malformed DATA, or a node's malformed response) is
+  reported like a peer's reset, marked as not the peer's (the rapid-reset guard counts
+  only the peer's) — also when its StreamClosed comes out of ``data_to_send`` (the reset
+  is only final once serialised) rather than ``receive``.
 """
 
 from __future__ import annotations
@@ -105,6 +107,9 @@ class NgConn:
             raise ProtocolError(str(exc)) from exc
         if not alive and not self.goaway and not any(type(e) is GoAwayReceived for e in events):
             raise ProtocolError("HTTP/2 connection error (GOAWAY queued by libnghttp2)")
+        self._dispatch(events)
+
+    def _dispatch(self, events: list) -> None:
         h = self.h
         for ev in events:
             t = type(ev)
@@ -195,6 +200,10 @@ class NgConn:
             # once that is serialised), or GOAWAY both ways with no stream left
             self.closed = True
             c.events()
+            return out
+        events = c.events()
+        if events:  # streams closed by what was just serialised (a reset libnghttp2 sent itself)
+            self._dispatch(events)
         return out
 
     def _die(self, code: int, debug: bytes) -> None:
