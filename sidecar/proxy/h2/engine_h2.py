@@ -17,11 +17,11 @@ from h2.events import (ConnectionTerminated, DataReceived, RemoteSettingsChanged
                        StreamEnded, StreamReset, TrailersReceived, WindowUpdated)
 from h2.exceptions import H2Error
 from h2.exceptions import ProtocolError as _H2ProtocolError
-from h2.settings import SettingCodes, Settings
+from h2.settings import Settings
 from hyperframe.frame import GoAwayFrame
 
 from ..limits import H2_BLOCK_FACTOR
-from .engine import ProtocolError
+from .engine import ProtocolError, Setting
 from .hpack import CachingEncoder
 
 NAME = "h2"
@@ -47,7 +47,7 @@ class H2Conn:
         c.encoder = CachingEncoder()
         c.local_settings = Settings(client=client, initial_values=settings)
         self.h = h
-        max_header = settings.get(SettingCodes.MAX_HEADER_LIST_SIZE)
+        max_header = settings.get(Setting.MAX_HEADER_LIST_SIZE)
         if max_header:
             # hard cap at once (SETTINGS apply only when acknowledged): a list over 4× the limit is
             # GOAWAY ENHANCE_YOUR_CALM; over the limit, that stream alone gets 431 (the exchange)

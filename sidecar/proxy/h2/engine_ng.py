@@ -40,7 +40,7 @@ from ngh2 import (Configuration, Connection, DataReceived, GoAwayReceived, NGH2E
                   ResponseReceived, Role, SettingsReceived, StreamClosed, StreamReset, TrailersReceived, WindowUpdated)
 
 from ..limits import H2_BLOCK_FACTOR
-from .engine import ProtocolError
+from .engine import Code, ProtocolError, Setting
 
 NAME = "ngh2"
 Error = NGH2Error
@@ -58,15 +58,17 @@ SEND_MAX = 1 << 20
 class NgConn:
     """One connection's libnghttp2 session; ``h`` gets the events (``H2Base``'s ``on_*``)."""
 
-    __slots__ = ("c", "h", "server", "dead", "tail", "last_in", "goaway", "skip", "fh", "block", "open", "in_head", "peer_max", "peer_window", "closed", "late", "_settings")
+    __slots__ = ("c", "h", "server", "dead", "tail", "last_in", "goaway", "skip", "fh", "block", "open", "in_head",
+                 "peer_max", "peer_window", "closed", "late", "_settings")
 
     def __init__(self, h: Any, client: bool, settings: dict[int, int]) -> None:
-        max_header = settings.get(6) or 65536   # (SETTINGS_MAX_HEADER_LIST_SIZE)
+        # a client's header list over 4× --max-header-bytes ends the connection (as h2's decoder
+        # cap did); a node's responses get h2's default cap, 64 KiB
+        max_header = settings.get(Setting.MAX_HEADER_LIST_SIZE) or 65536
         limit = H2_BLOCK_FACTOR * max_header if not client else max(max_header, 65536)
         cfg = Configuration(auto_window_update=False, max_continuations=MAX_CONTINUATIONS,
                             stream_reset_rate_limit=RESET_BUCKET, max_inbound_header_list_size=limit,
-                            max_inbound_header_count=limit // 32 + 1,   # (each field counts ≥ 32 bytes)
-                            peer_max_concurrent_streams=settings.get(3, 100) if client else 100)
+                            max_inbound_header_count=limit // 32 + 1)   # (each field counts ≥ 32 bytes)
         self.c = Connection(Role.CLIENT if client else Role.SERVER, cfg)
         self.h = h
         self.server = not client
@@ -103,7 +105,7 @@ class NgConn:
             # over the header list limits (DenialOfServiceError) or otherwise unusable: ngh2
             # queues nothing, so our GOAWAY goes out from here
             calm = isinstance(exc, ngh2.DenialOfServiceError)
-            self._die(11 if calm else 1, str(exc).encode()[:64])
+            self._die(Code.ENHANCE_YOUR_CALM if calm else Code.PROTOCOL_ERROR, str(exc).encode()[:64])
             raise ProtocolError(str(exc)) from exc
         if not alive and not self.goaway and not any(type(e) is GoAwayReceived for e in events):
             raise ProtocolError("HTTP/2 connection error (GOAWAY queued by libnghttp2)")
@@ -140,8 +142,8 @@ class NgConn:
             elif t is WindowUpdated:
                 h.on_window(ev.stream_id)
             elif t is SettingsReceived:
-                self.peer_max = ev.settings.get(3, self.peer_max)
-                self.peer_window = ev.settings.get(4, self.peer_window)
+                self.peer_max = ev.settings.get(Setting.MAX_CONCURRENT_STREAMS, self.peer_max)
+                self.peer_window = ev.settings.get(Setting.INITIAL_WINDOW_SIZE, self.peer_window)
                 h.on_window(0)
 
     def _walk(self, data: bytes) -> None:
