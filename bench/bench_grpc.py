@@ -10,7 +10,10 @@ another. h2load drives POSTs with ``content-type: application/grpc`` and
 message) through, in turn, nginx ``grpc_pass``, HAProxy (``proto h2`` both sides) and
 Caddy (``reverse_proxy h2c://``) from bench/peers/ (skipped with one line if not installed),
 and the sidecar (node
-``h2c://``, gated write: resolve, admit, stamp, in-flight, access log). wrk
+``h2c://``, gated write: resolve, admit, stamp, in-flight, access log) on its compiled
+HTTP/2 engine (libnghttp2 through ngh2) and, as ``sidecar-h2py``, on pure-Python h2
+(``EPOCHGATE_PURE_PYTHON=proxy.h2``: the before/after of issue 30 in one run). h2load also
+sends plain HTTP/2 GETs of the same h2c path (``h2 GET``). wrk
 drives the same POST over HTTP/1.1 through nginx ``proxy_pass``, the peers and the
 sidecar's HTTP/1.1 path (node ``http://``). Each cell: req/s and the proxy's
 CPU time per request (utime+stime of its process group over requests done).
@@ -21,6 +24,7 @@ its HTTP/1.1 path. Noisy on a shared machine: compare the ratios.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import re
 import shutil
@@ -43,12 +47,13 @@ def make_cert(tmp: Path) -> tuple[str, str]:
     return str(cert), str(key)
 
 
-def run_h2load(url: str, n: int, conns: int, streams: int, tmp: Path) -> dict:
+def run_h2load(url: str, n: int, conns: int, streams: int, tmp: Path, grpc: bool = True) -> dict:
+    """gRPC unary POSTs (``grpc``), or plain HTTP/2 GETs of the same path."""
     data = tmp / "msg.bin"
     if not data.exists():
         data.write_bytes(b"\x00" + (59).to_bytes(4, "big") + b"m" * 59)  # one length-prefixed gRPC message
-    out = subprocess.run(["h2load", "-n", str(n), "-c", str(conns), "-m", str(streams), "-d", str(data),
-                          "-H", "content-type: application/grpc", "-H", "te: trailers",
+    body = ["-d", str(data), "-H", "content-type: application/grpc", "-H", "te: trailers"] if grpc else []
+    out = subprocess.run(["h2load", "-n", str(n), "-c", str(conns), "-m", str(streams), *body,
                           "-H", "x-partition-key: t1", url], capture_output=True, text=True, timeout=300).stdout
     m = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed", out)
     if m is None:
@@ -102,7 +107,7 @@ def main() -> int:
                 p.h1 = h  # type: ignore[attr-defined]
                 return p
 
-            def sidecar(tls: bool = False) -> Proc:
+            def sidecar(tls: bool = False, env: dict[str, str] | None = None, name: str = "sidecar") -> Proc:
                 port = free_port()
                 placement = tmp / "placement.toml"
                 placement.write_text(f'[nodes]\ng = "h2c://127.0.0.1:{h2_port}"\nh = "http://127.0.0.1:{h1_port}"\n\n'
@@ -112,7 +117,8 @@ def main() -> int:
                 if tls:
                     cert, key = make_cert(tmp)
                     argv += ["--tls-cert", cert, "--tls-key", key]
-                p = Proc("sidecar-tls" if tls else "sidecar", argv, port, tmp, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+                p = Proc("sidecar-tls" if tls else name, argv, port, tmp,
+                         env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", **(env or {})})
                 time.sleep(0.3)
                 p.h1 = port  # type: ignore[attr-defined]
                 return p
@@ -126,6 +132,12 @@ def main() -> int:
 
             targets = [("nginx", nginx_proxy), ("haproxy", peer(haproxy_proc)), ("caddy", peer(caddy_proc)),
                        ("sidecar", sidecar)]
+            if importlib.util.find_spec("ngh2") is not None:  # the HTTP/2 engine's before/after in the same run
+                targets.append(("sidecar-h2py", lambda: sidecar(env={"EPOCHGATE_PURE_PYTHON": "proxy.h2"},
+                                                                name="sidecar-h2py")))
+            else:
+                print("bench_grpc: the sidecar runs HTTP/2 on pure-Python h2 (ngh2 not installed: "
+                      "pip install 'epochgate[ngh2]')", file=sys.stderr)
             for name in ("haproxy", "caddy"):  # a peer not installed: one line, and the rest runs
                 if why := missing(name):
                     print(f"bench_grpc: {why}", file=sys.stderr)
@@ -139,6 +151,10 @@ def main() -> int:
                 r.update(name=name, proto="h2 (gRPC unary)", cpu_us=(p.cpu() - c0) / max(r["reqs"], 1) * 1e6)
                 rows.append(r)
                 print(f"  {rnd + 1} {name:8s} gRPC {r['rps']:.0f} req/s {r['cpu_us']:.1f} µs", file=sys.stderr, flush=True)
+                c0 = p.cpu()
+                r = run_h2load(f"http://127.0.0.1:{p.port}/kv/k", a.requests, a.connections, a.streams, tmp, grpc=False)
+                r.update(name=name, proto="h2 GET", cpu_us=(p.cpu() - c0) / max(r["reqs"], 1) * 1e6)
+                rows.append(r)
                 (tmp / "post.lua").write_text('wrk.method = "POST"\nwrk.body = string.rep("m", 64)\n'
                                               'wrk.headers["X-Partition-Key"] = "t2"\n')
                 h1url = f"http://127.0.0.1:{p.h1}/kv.v1.Store/Put"  # type: ignore[attr-defined]
@@ -190,6 +206,9 @@ def report(rows: list[dict]) -> int:
         ratio = f"{r['cpu_us'] / base[r['proto']]:8.2f}" if r["proto"] in base else f"{'-':>8s}"
         print(f"{r['name']:10s} {r['proto']:18s} {r['rps']:9.0f} {r['cpu_us']:11.1f} {ratio} {r['non2xx']:8d}")
     sc = {r["proto"]: r["cpu_us"] for r in rows if r["name"] == "sidecar"}
+    py = {r["proto"]: r["cpu_us"] for r in rows if r["name"] == "sidecar-h2py"}
+    for proto in py:
+        print(f"sidecar on libnghttp2 / on pure h2, {proto}: {sc[proto] / py[proto]:.2f}x")
     ng = base
     print(f"\nsidecar h2 / sidecar HTTP/1.1 CPU per request: {sc['h2 (gRPC unary)'] / sc['HTTP/1.1 POST']:.2f}x "
           f"(nginx: {ng['h2 (gRPC unary)'] / ng['HTTP/1.1 POST']:.2f}x)")

@@ -17,6 +17,10 @@ pure h2 server) and replayed byte for byte to every library, so the client's cos
 figure. The sidecar's h2 settings are used for h2 and jh2 (header_encoding None, inbound
 validation on, outbound validation and normalisation off).
 
+``eng-h2`` and ``eng-ngh2`` are the sidecar's own engine adapters (sidecar/proxy/h2/engine_*.py)
+over h2 and ngh2, serving the same calls through the ``on_*`` events the sidecar's
+connections get: the ngh2 row against the eng-ngh2 row is what adapting costs.
+
 Rounds are interleaved (h2, jh2, ngh2, h2, ...); each figure is the median over rounds of
 process CPU time (time.process_time) per call, and the ratio to h2 in the same round's median.
 Then each library is fed hostile request headers (CR/LF/NUL in a value, an uppercase name,
@@ -33,6 +37,7 @@ import os
 import statistics
 import sys
 import time
+from pathlib import Path
 
 MSG = b"\x00" + (59).to_bytes(4, "big") + b"m" * 59  # one length-prefixed gRPC message, 64 bytes
 REQ = [(b":method", b"POST"), (b":scheme", b"http"), (b":path", b"/kv.v1.Store/Put"),
@@ -129,6 +134,73 @@ def ngh2_driver():
     return new, serve, verdict
 
 
+def engine_driver(name: str):
+    """The sidecar's own engine adapter (sidecar/proxy/h2/engine_h2.py / engine_ng.py) over the
+    library: what adapting costs, events delivered as ``on_*`` calls (as ``conn.py`` gets them)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from sidecar.proxy.h2 import engine
+
+    before = engine.use("h2" if name == "h2" else "ngh2")
+    eng = engine.get()
+    engine.use(before)
+
+    class Owner:
+        def __init__(self) -> None:
+            self.c = eng.server(self, {3: 100, 4: 65535, 6: 16384, 2: 0})
+            self.heads = 0
+            self.resets = 0
+
+        def on_head(self, sid, headers, ended):
+            self.heads += 1
+
+        def on_data(self, sid, data, flow_len):
+            self.c.ack(flow_len, sid)
+            self.last = data
+
+        def on_end(self, sid):
+            c = self.c
+            c.respond(sid, RESP, False)
+            c.send_data(sid, self.last)
+            c.trailers(sid, TRAILERS)
+
+        def on_trailers(self, sid, headers):
+            pass
+
+        def on_reset(self, sid, code, by_peer):
+            self.resets += 1
+
+        def on_goaway(self, last):
+            pass
+
+        def on_window(self, sid):
+            pass
+
+    def new():
+        o = Owner()
+        o.c.initiate(1 << 20)
+        o.c.data_to_send()
+        return o
+
+    def serve(o, chunk: bytes) -> bytes:
+        o.c.receive(chunk)
+        return o.c.data_to_send()
+
+    def verdict(chunk: bytes) -> str:
+        o = new()
+        try:
+            o.c.receive(chunk)
+            out = o.c.data_to_send()
+        except engine.ProtocolError:
+            return "rejected (GOAWAY)"
+        if o.resets or b"\x03" in frame_types(out):
+            return "rejected (stream reset)"
+        if b"\x07" in frame_types(out):
+            return "rejected (GOAWAY)"
+        return "PASSED to the application" if o.heads else "no request event"
+
+    return new, serve, verdict
+
+
 def frame_types(out: bytes) -> bytes:
     """The type byte of each frame in a server's output (RST_STREAM 0x3, GOAWAY 0x7)."""
     types, i = bytearray(), 0
@@ -208,7 +280,8 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=5)
     a = ap.parse_args()
     libs = {}
-    for name, make in (("h2", lambda: h2_family("h2")), ("jh2", lambda: h2_family("jh2")), ("ngh2", ngh2_driver)):
+    for name, make in (("h2", lambda: h2_family("h2")), ("jh2", lambda: h2_family("jh2")), ("ngh2", ngh2_driver),
+                       ("eng-h2", lambda: engine_driver("h2")), ("eng-ngh2", lambda: engine_driver("ngh2"))):
         try:
             libs[name] = make()
         except ImportError:
@@ -234,7 +307,8 @@ def main() -> int:
           f"{os.cpu_count()} CPUs, load average {load:.1f}")
     print(f"{'library':8s} {'version':9s} {'µs/call':>8s} {'x h2':>6s} {'rounds x h2':>24s} {'bytes out/call':>15s}")
     for name in libs:
-        version = getattr(importlib.import_module(name), "__version__", "?")
+        lib = {"eng-h2": "h2", "eng-ngh2": "ngh2"}.get(name, name)
+        version = getattr(importlib.import_module(lib), "__version__", "?")
         ratios = [x / b for x, b in zip(per[name], per["h2"])]
         print(f"{name:8s} {version:9s} {statistics.median(per[name]):8.1f} "
               f"{statistics.median(per[name]) / statistics.median(per['h2']):6.2f} "

@@ -36,7 +36,13 @@ from typing import Any
 #: the hot path: what setup.py compiles (module names relative to the ``sidecar`` package)
 COMPILED = ("proxy.context", "proxy.stats", "proxy.router", "proxy.writegate", "proxy.httpmsg", "proxy.upstream",
             "_log", "proxy.limits", "proxy.target", "proxy.reqhead", "proxy.exstate", "proxy.response",
-            "proxy.resolve", "proxy.exchange", "proxy.conn", "proxy.hold", "proxy.hookpath")
+            "proxy.resolve", "proxy.exchange", "proxy.conn", "proxy.hold", "proxy.hookpath",
+            # HTTP/2: the sidecar's own per-stream code, once libnghttp2 does the frames (issue 30)
+            "proxy.h2.conn", "proxy.h2.server", "proxy.h2.stream", "proxy.h2.response", "proxy.h2.upstream",
+            "proxy.h2.fields", "proxy.h2.engine_ng")
+#: what else ``EPOCHGATE_PURE_PYTHON`` forces to pure Python: the HTTP/2 engine (libnghttp2
+#: through ngh2 → h2; ``sidecar/proxy/h2/engine.py``), by this name or with everything (``1``)
+ENGINES = ("proxy.h2",)
 MANIFEST = "_compiled.json"
 _HERE = Path(__file__).resolve().parent
 _state: dict[str, Any] = {"build": "pure", "compiled": [], "pure": [], "reason": "not installed"}
@@ -53,12 +59,13 @@ def source_hash(name: str, root: Path = _HERE) -> str:
 
 
 def forced_pure() -> frozenset[str]:
-    """The modules ``EPOCHGATE_PURE_PYTHON`` forces to run as Python (all of them for ``1``)."""
+    """The modules (and ``ENGINES``) ``EPOCHGATE_PURE_PYTHON`` forces to run as Python (all for ``1``)."""
     v = os.environ.get("EPOCHGATE_PURE_PYTHON", "").strip()
     if v in ("", "0"):
         return frozenset()
     names = {n.strip() for n in v.split(",")}
-    return frozenset(names & set(COMPILED)) if names <= set(COMPILED) else frozenset(COMPILED)
+    known = set(COMPILED) | set(ENGINES)
+    return frozenset(names) if names <= known else frozenset(known)
 
 
 def _extension_present(name: str) -> bool:
@@ -92,7 +99,7 @@ def install() -> None:
         manifest = {}
     pure: list[str] = []
     stale: list[str] = []
-    forced = forced_pure()
+    forced = forced_pure() & set(COMPILED)
     reason = ""
     for n in COMPILED:
         if n in forced or n not in present:
@@ -100,7 +107,7 @@ def install() -> None:
         elif manifest.get(n) != source_hash(n):
             pure.append(n)
             stale.append(n)
-    if forced == frozenset(COMPILED):
+    if forced == frozenset(COMPILED):  # (what "1" means)
         reason = "EPOCHGATE_PURE_PYTHON is set"
     elif not present:
         reason = "no compiled modules (built without Cython or a C compiler)"

@@ -37,6 +37,7 @@ from ._ports import bind_error, check_free
 from .proxy.context import ProxyContext
 from ._fanout import FanoutStore, LocalMember
 from .proxy.detect import DetectConn
+from .proxy.h2 import engine as h2_engine
 from . import _build
 from ._log import AccessLog, event
 from .trace import attach_request_tracing
@@ -120,7 +121,7 @@ class Sidecar:
         event("sidecar started", listen=f"{cfg.listen_addr[0]}:{self.port}" if self.proxy else "-",
               admin=self.admin_port or "-", control=self.control_port or "-",
               store="consul" if cfg.consul else "embedded", partitions=len(self.source.partitions()), pid=os.getpid(),
-              build=_build.describe())
+              build=_build.describe(), h2=h2_engine.describe())
 
     def _check_ports(self) -> None:
         cfg = self.cfg

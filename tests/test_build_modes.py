@@ -108,19 +108,24 @@ def test_start_up_log_names_the_build() -> None:
 
 
 # a representative subset of the data path: the exchange on fake transports, the proxy
-# through real sockets, hostile heads and targets, the hold and the in-flight accounting
+# through real sockets, hostile heads and targets (HTTP/2 ones too: the h2 modules as Python,
+# on both engines), the hold and the in-flight accounting
 PURE_SUBSET = ["tests/test_exchange_harness.py", "tests/test_sidecar_proxy.py", "tests/test_hostile_head.py",
-               "tests/test_hostile_target.py", "tests/test_inflight_holes.py", "tests/test_sidecar_units.py"]
+               "tests/test_hostile_target.py", "tests/test_inflight_holes.py", "tests/test_sidecar_units.py",
+               "tests/test_h2_head_fields.py"]
 
 
 @pytest.mark.slow
 def test_data_path_subset_passes_on_the_pure_build() -> None:
     env = dict(os.environ, EPOCHGATE_PURE_PYTHON="1", PYTHONPATH=str(ROOT))
     probe = subprocess.run([sys.executable, "-c", "import sidecar._build as b, sidecar.proxy.conn as p; "
-                            "print(b.describe()); print(p.__file__)"],
+                            "import sidecar.proxy.h2.stream as s, sidecar.proxy.h2.engine as e; "
+                            "print(b.describe()); print(p.__file__); print(s.__file__); print(e.describe())"],
                            capture_output=True, text=True, env=env, cwd=ROOT, timeout=60)
     assert probe.stdout.startswith("pure"), probe.stdout + probe.stderr
-    assert probe.stdout.splitlines()[1].endswith("conn.py")
+    _, conn, stream, h2 = probe.stdout.splitlines()
+    assert conn.endswith("conn.py") and stream.endswith("stream.py")
+    assert h2 == "h2 (pure Python: EPOCHGATE_PURE_PYTHON is set)"
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *PURE_SUBSET],
                        capture_output=True, text=True, env=env, cwd=ROOT, timeout=110)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]

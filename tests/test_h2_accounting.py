@@ -167,7 +167,7 @@ async def test_trickling_h2_write_is_cut_when_the_drain_starts(node, tmp_path):
 # ---- 4: the sweep works whatever connections are open -------------------------------------------
 
 
-async def test_head_timeout_fires_beside_undetected_and_h2_connections(tmp_path):
+async def test_head_timeout_fires_beside_undetected_and_h2_connections(tmp_path, h2_engine):
     async with one_node_sidecar(tmp_path, head_timeout=0.5) as sc:
         und_r, und_w = await asyncio.open_connection("127.0.0.1", sc.port)
         und_w.write(PREFACE[:9])                    # has not chosen a protocol yet
@@ -259,7 +259,7 @@ async def _header_block_start(port: int) -> Raw:
     return raw
 
 
-async def test_continuation_trickle_is_bounded_by_the_head_deadline(tmp_path):
+async def test_continuation_trickle_is_bounded_by_the_head_deadline(tmp_path, h2_engine):
     async with one_node_sidecar(tmp_path, head_timeout=0.5) as sc:
         raw = await _header_block_start(sc.port)
         raw.writer.write(ContinuationFrame(1, b"\x00").serialize())  # and then nothing more
@@ -269,7 +269,7 @@ async def test_continuation_trickle_is_bounded_by_the_head_deadline(tmp_path):
         raw.close()
 
 
-async def test_continuation_block_is_bounded_by_the_head_size(tmp_path):
+async def test_continuation_block_is_bounded_by_the_head_size(tmp_path, h2_engine):
     async with one_node_sidecar(tmp_path, max_header_bytes=4096) as sc:
         raw = await _header_block_start(sc.port)
         closed = asyncio.ensure_future(eof(raw.reader))

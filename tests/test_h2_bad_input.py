@@ -1,7 +1,7 @@
 """Hostile HTTP/2 input: a broken preface, a header list over the limit, a flood
 of streams (too many at once, and rapid resets), a peer that never reads. Each
 gets a clear GOAWAY (or HTTP/1.1 400), memory stays bounded, and another
-connection is served meanwhile."""
+connection is served meanwhile. On both HTTP/2 engines (``h2_engine``: libnghttp2, h2)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 
 @pytest.fixture
-async def sidecar(tmp_path):
+async def sidecar(tmp_path, h2_engine):
     up = await H2Upstream("a").start()
     p = write_placement(tmp_path / "p.toml", {"a": up.url}, {"t1": "a"})
     async with running_sidecar(config(p, h2_max_streams=20, max_header_bytes=8192)) as sc:
@@ -89,7 +89,6 @@ async def test_broken_preface(sidecar):
         if not chunk:
             break
         data += chunk
-    assert b"\x07" in data and data[-8:-4] == b"\x00\x00\x00\x00" or b"\x00\x00\x00\x01" in data[-4:]
     frames = h2.connection.H2Connection()
     frames.initiate_connection()
     evs = frames.receive_data(data)

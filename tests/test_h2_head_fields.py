@@ -3,9 +3,10 @@
 Each hostile head below goes on its own connection to a real sidecar in front
 of h11 nodes (a strict HTTP/1.1 parser other than ours) and must be refused —
 400 on its stream, a reset, or GOAWAY — with nothing reaching a node. The
-sidecar runs twice: with ``h2``'s own inbound checks, and with them switched off
-(an ``h2`` release without them: before 4.3.0 CR/LF/NUL passed), which shows the
-sidecar's own checks (``sidecar/proxy/h2/fields.py``) carry the refusal.
+sidecar runs three times: on each HTTP/2 engine with its own inbound checks (libnghttp2,
+h2), and on ``h2`` with them switched off (an ``h2`` release without them: before 4.3.0
+CR/LF/NUL passed; jh2 passes them still), which shows the sidecar's own checks
+(``sidecar/proxy/h2/fields.py``) carry the refusal.
 Finding 9: request trailers reach no node, ``h2c://`` ones included.
 """
 
@@ -18,6 +19,8 @@ import h2.connection
 import h2.events
 import pytest
 
+from sidecar.proxy.h2 import engine
+from tests._h2_engines import h2_checks_off, use_engine
 from tests._h2_util import H2Upstream
 from tests._hostile import SMUGGLED_T1, H11Upstream, send_raw, statuses
 from tests._sidecar_util import config, running_sidecar, write_placement
@@ -71,18 +74,6 @@ HOSTILE = {
 }
 
 
-def _h2_checks_off(monkeypatch) -> None:
-    """The sidecar's HTTP/2 listener as with an ``h2`` that checks nothing inbound."""
-    from sidecar.proxy.h2 import server
-
-    real = server.H2Configuration
-
-    def cfg(**kw):
-        return real(**{**kw, "validate_inbound_headers": False})
-
-    monkeypatch.setattr(server, "H2Configuration", cfg)
-
-
 async def _outcome(port: int, fields: list[tuple[bytes, bytes]]) -> str:
     c = await Client().open(port)
     try:
@@ -103,10 +94,13 @@ async def nodes():
     await b.stop()
 
 
-@pytest.mark.parametrize("h2_checks", ["on", "off"])
+@pytest.mark.parametrize("h2_checks", ["ngh2", "h2", "off"])
 async def test_hostile_heads_are_refused_and_reach_no_node(tmp_path, nodes, monkeypatch, h2_checks):
     if h2_checks == "off":
-        _h2_checks_off(monkeypatch)
+        h2_checks_off(monkeypatch)
+    else:
+        monkeypatch.setitem(engine._state, "engine", engine.get())  # (restored after the test)
+        use_engine(h2_checks)
     a, b = nodes
     p = write_placement(tmp_path / "p.toml", {"a": a.url, "b": b.url}, {"t1": "a", "t2": "b"})
     async with running_sidecar(config(p, upstream_idle=0.3, read_timeout=2.0)) as sc:

@@ -17,7 +17,8 @@ HTTP/1.1 connection). Whatever the client sends, every request a node receives
 * is a write only if admitted: never for a partition held in cutover, and no
   more writes than admissions;
 
-and no node saw bytes it could not parse. CI runs a few examples
+and no node saw bytes it could not parse. It runs on both HTTP/2 engines (libnghttp2, h2:
+tests/_h2_engines.py). CI runs a few examples
 (``EPOCHGATE_FUZZ_H2_EXAMPLES``, default 20); ``scripts/fuzz-hostile`` runs
 thousands.
 """
@@ -32,6 +33,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 
+from tests._h2_engines import h2_checks_off
 from tests._h2_util import H2Upstream
 from tests._hostile import H11Upstream
 from tests._hostile_h2 import EXAMPLE, WRITES, partition_of, send_example
@@ -49,9 +51,6 @@ class H2Harness(Harness):
 
     async def _start(self) -> None:
         from sidecar._sidecar import Sidecar
-        from sidecar.proxy.h2 import server
-
-        self.h2cfg = server.H2Configuration
 
         self.a = await H11Upstream("a", early_reads=True).start()  # (answers reads before their body)
         self.b = await H11Upstream("b").start()
@@ -88,18 +87,12 @@ class H2Harness(Harness):
         return [] if pool is None else list(pool.conns.values())
 
     def send(self, ex: dict[str, Any], ids: list[str]) -> dict[int, str]:
-        from sidecar.proxy.h2 import server
-
-        # the listener's h2 checks on or off for this connection (off: only the sidecar's own
-        # checks stand, as with an h2 before 4.3); read when the connection is accepted
-        server.H2Configuration = self.h2cfg if ex["h2_checks"] else self.unchecked
-        try:
+        # the engine's checks on or off for this connection (off: h2 without its inbound
+        # checks, only the sidecar's own stand, as with an h2 before 4.3); read when the
+        # connection is accepted
+        with pytest.MonkeyPatch.context() as mp:
+            h2_checks_off(mp, on=ex["h2_checks"])
             return self.call(send_example(self.sc.port, ex, ids))
-        finally:
-            server.H2Configuration = self.h2cfg
-
-    def unchecked(self, **kw: Any) -> Any:
-        return self.h2cfg(**{**kw, "validate_inbound_headers": False})
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +124,7 @@ def _received(h: H2Harness, before: dict[str, int]) -> list[tuple[str, str, dict
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
                                  HealthCheck.data_too_large])
 @given(ex=EXAMPLE)
-def test_every_node_request_from_h2_was_sent_stamped_and_admitted(harness, ex):
+def test_every_node_request_from_h2_was_sent_stamped_and_admitted(harness, h2_engine, ex):
     h = harness
     tag = uuid.uuid4().hex[:8]
     ids = [f"{tag}-{i}" for i in range(len(ex["streams"]))]

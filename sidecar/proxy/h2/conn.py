@@ -1,5 +1,5 @@
-"""What the client-side and upstream-side HTTP/2 connections share: an ``h2``
-state machine on an asyncio transport, per-stream send queues paced by flow
+"""What the client-side and upstream-side HTTP/2 connections share: an HTTP/2
+engine's connection (``engine.py``: libnghttp2 or ``h2``) on an asyncio transport, per-stream send queues paced by flow
 control, and batched writes.
 
 Memory is bounded by flow control, never by trust: received DATA is
@@ -12,17 +12,17 @@ window and never stalls the others.
 
 Sending: ``send_data`` appends to the stream's ``Outbox``; at the next flush
 (end of the current read, or of the loop pass) ``pump`` moves as much as the
-peer's windows allow into ``h2`` (a body's last bytes and its end go as one
+peer's windows allow into the engine (a body's last bytes and its end go as one
 DATA frame) and reports the byte count to the
 outbox's ``on_sent`` (which acknowledges the source). While the transport's
 write buffer is above its high-water mark nothing more is pumped. Frames are
 written once per event-loop pass (``mark``), not once per call.
 
-Reading: ``data_received`` feeds ``h2`` and hands each event to the subclass's
-``_event``, with writes held until the read's end (``in_read``), then one
-flush; a protocol error goes to the subclass's ``protocol_error``. DATA
-(``deliver``), window updates and changed settings (``flow_event``) are
-handled the same on both sides.
+Reading: ``data_received`` feeds the engine, which calls the subclass's ``on_*``
+methods (``engine.py`` lists them), with writes held until the read's end
+(``in_read``), then one flush; a protocol error goes to the subclass's
+``protocol_error``. DATA (``deliver``), window updates and changed settings
+(``on_window``) are handled the same on both sides.
 """
 
 from __future__ import annotations
@@ -31,19 +31,15 @@ import asyncio
 from collections import deque
 from typing import Any, Callable
 
-from h2.connection import H2Connection
-from h2.events import RemoteSettingsChanged, WindowUpdated
-from h2.exceptions import H2Error, ProtocolError, StreamClosedError
-from h2.settings import Settings
-
 from .. import httpmsg as H
-from .hpack import CachingEncoder
+from . import engine
+from .engine import ProtocolError
 
 #: abort a connection whose peer lets this much unsent traffic pile up: DATA stops at the
 #: transport's high-water mark (+ ``PUMP_MAX``), so what grows past it is control traffic
 #: (PING/SETTINGS acks are queued whatever the flow control) and response heads (issue 26)
 MAX_WRITE_BUFFER = 2 << 20
-#: DATA handed to ``h2`` per flush; the rest waits for the write, so a peer that does not read
+#: DATA handed to the engine per flush; the rest waits for the write, so a peer that does not read
 #: pauses pumping at the high-water mark instead of after every open stream's window
 #: (4 streams of a client that never read: 4.2 MiB per connection before, see bench_h2_abuse;
 #: a 32 MiB download through an h2c node: 0.476 s with the cap, 0.479 s without, median of 3)
@@ -63,12 +59,13 @@ class Outbox:
 
 
 class H2Base(asyncio.Protocol):
-    """An ``h2`` connection on a transport; subclasses handle the events."""
+    """An engine's HTTP/2 connection on a transport; subclasses handle the events."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, h2: H2Connection) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, settings: dict[int, int], client: bool, **kw: Any) -> None:
         self.loop = loop
-        self.h2 = h2
-        h2.encoder = CachingEncoder()  # see _hpack: no dynamic table, cached per header
+        eng = engine.get()
+        self.h2 = eng.client(self, settings) if client else eng.server(self, settings, **kw)
+        self.errors = eng.Error  # what a send on a stream the peer closed meanwhile raises
         self.transport: asyncio.Transport | None = None
         self.out: dict[int, Outbox] = {}
         self.wpaused = False
@@ -77,29 +74,23 @@ class H2Base(asyncio.Protocol):
         self.dirty: dict[int, None] = {}  # streams with queued sends: pumped at flush (one pass per read)
         self.unflushed = 0  # DATA bytes handed to h2 since the last write (PUMP_MAX)
 
-    def initiate(self, settings: dict[int, int], conn_window: int) -> None:
+    def initiate(self, conn_window: int) -> None:
         """Our SETTINGS and the preface; the connection window opened by ``conn_window``
         (module doc: one slow stream keeps only its own window)."""
-        h2 = self.h2
-        h2.local_settings = Settings(client=h2.config.client_side, initial_values=settings)
-        h2.initiate_connection()
-        h2.increment_flow_control_window(conn_window)
+        self.h2.initiate(conn_window)
 
     # ------------------------------------------------------------ reading
     def data_received(self, data: bytes) -> None:
         self.read_started()
         self.in_read = True
         try:
-            events = self.h2.receive_data(data)
+            self.h2.receive(data)  # → on_head / on_data / on_end / ... (engine.py)
         except ProtocolError as exc:
-            # h2 has queued GOAWAY with the error code (protocol error, flow control,
-            # too many streams, oversized header list): the subclass sends it and closes.
+            # GOAWAY is queued with the error code (protocol error, flow control, oversized
+            # header list): the subclass sends it and closes.
             self.in_read = False
             self.protocol_error(exc)
             return
-        try:
-            for ev in events:
-                self._event(ev)
         finally:
             self.in_read = False
         self.flush()
@@ -110,28 +101,25 @@ class H2Base(asyncio.Protocol):
     def protocol_error(self, exc: ProtocolError) -> None:
         raise NotImplementedError
 
-    def _event(self, ev: Any) -> None:
-        raise NotImplementedError
-
-    def deliver(self, ev: Any, sink: Callable[[Any], None] | None) -> None:
-        """A DataReceived: its bytes go to ``sink``, which acknowledges them once they
+    def deliver(self, sid: int, data: bytes, flow_len: int, sink: Callable[[Any], None] | None) -> None:
+        """Received DATA: its bytes go to ``sink``, which acknowledges them once they
         left the proxy (``ack``). What nobody will forward is acknowledged now: the
-        padding, and the whole frame when the stream has no reader (``sink`` None)."""
+        padding (``h2``; libnghttp2 consumes it itself), and the whole frame when the
+        stream has no reader (``sink`` None)."""
         if sink is None:
-            self.h2.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+            self.h2.ack(flow_len, sid)
             return
-        pad = ev.flow_controlled_length - len(ev.data)
+        pad = flow_len - len(data)
         if pad:
-            self.h2.acknowledge_received_data(pad, ev.stream_id)
-        if ev.data:
-            sink(ev.data)
+            self.h2.ack(pad, sid)
+        if data:
+            sink(data)
 
-    def flow_event(self, ev: Any) -> None:
-        """WindowUpdated / RemoteSettingsChanged: the peer may take more, so pump."""
-        t = type(ev)
-        if t is WindowUpdated and ev.stream_id:
-            self.pump(ev.stream_id)
-        elif t is WindowUpdated or t is RemoteSettingsChanged:
+    def on_window(self, sid: int) -> None:
+        """A WINDOW_UPDATE (``sid`` 0: the connection's, or changed SETTINGS): the peer may take more, so pump."""
+        if sid:
+            self.pump(sid)
+        else:
             self.pump_all()
 
     # ------------------------------------------------------------ writing
@@ -155,6 +143,9 @@ class H2Base(asyncio.Protocol):
             if t.get_write_buffer_size() > MAX_WRITE_BUFFER:
                 t.abort()
                 return
+        if self.h2.closed and t is not None:  # the engine ended the connection (its GOAWAY just written)
+            t.close()
+            return
         if self.dirty and not self.wpaused and not self.flush_pending:  # PUMP_MAX left some: next pass
             self.flush_pending = True
             self.loop.call_soon(self.flush)
@@ -207,17 +198,17 @@ class H2Base(asyncio.Protocol):
                 if self.unflushed >= PUMP_MAX:
                     self.dirty[sid] = None  # the rest after this write (flush)
                     break
-                win = h2.local_flow_control_window(sid)
+                win = h2.window(sid)
                 if win <= 0:
                     break
                 data = chunks[0]
-                n = min(win, len(data), h2.max_outbound_frame_size)
+                n = min(win, len(data))
                 if n == len(data):
                     chunks.popleft()
                     if not chunks and ob.end and not ob.trailers:  # last DATA carries END_STREAM
                         del self.out[sid]
                         ob.end = False
-                        h2.send_data(sid, data, end_stream=True)
+                        h2.send_data(sid, data, True)
                     else:
                         h2.send_data(sid, data)
                 else:
@@ -230,11 +221,11 @@ class H2Base(asyncio.Protocol):
             if not chunks and ob.end:
                 del self.out[sid]
                 if ob.trailers:
-                    h2.send_headers(sid, ob.trailers, end_stream=True)
+                    h2.trailers(sid, ob.trailers)
                 else:
                     h2.end_stream(sid)
                 self.mark()
-        except (StreamClosedError, H2Error):
+        except self.errors:
             self.out.pop(sid, None)  # reset by the peer meanwhile: the stream's owner hears of it
             return
         if sent:
@@ -253,15 +244,15 @@ class H2Base(asyncio.Protocol):
         self.out.pop(sid, None)
         try:
             self.h2.reset_stream(sid, code)
-        except H2Error:
+        except self.errors:
             return
         self.mark()
 
     def ack(self, sid: int, n: int) -> None:
         """``n`` received bytes of ``sid`` have left the proxy: hand the window back."""
         try:
-            self.h2.acknowledge_received_data(n, sid)
-        except H2Error:
+            self.h2.ack(n, sid)
+        except self.errors:
             return
         self.mark()
 

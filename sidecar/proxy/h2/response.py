@@ -75,8 +75,8 @@ class H2ResponseMixin:
         if not ended:  # (an ended stream has nothing more to send: no outbox to leave behind)
             s.open_outbox(self.sid, self.leg.ack_resp if self.leg is not None else None)
         try:
-            s.h2.send_headers(self.sid, headers, end_stream=ended)
-        except Exception as exc:  # an upstream header h2 refuses to send (e.g. connection-specific)
+            s.h2.respond(self.sid, headers, ended)
+        except Exception as exc:  # an upstream header the engine refuses to send (e.g. connection-specific)
             s.reset(self.sid, 2)
             self.ctx.loop.call_exception_handler({"message": "h2 response head refused", "exception": exc})
         s.mark()
@@ -248,7 +248,7 @@ class H2ResponseMixin:
             if body is not None:
                 s.open_outbox(self.sid, None)
             try:
-                s.h2.send_headers(self.sid, head, end_stream=body is None)
+                s.h2.respond(self.sid, head, body is None)
                 if body is not None:
                     s.send_data(self.sid, body)
                     s.send_end(self.sid)

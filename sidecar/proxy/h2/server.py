@@ -5,7 +5,7 @@
 ``H2ServerConn`` runs one ``H2Exchange`` (``_h2_stream``) per stream. Limits:
 ``--h2-max-streams`` concurrent streams (a peer opening more is a protocol
 error: GOAWAY), ``--max-header-bytes`` for a header list (larger: 431 on that
-stream; over four times that: GOAWAY ENHANCE_YOUR_CALM, from ``h2``), a rapid-reset guard (more than
+stream; over four times that: GOAWAY ENHANCE_YOUR_CALM, from the engine), a rapid-reset guard (more than
 ``RESET_LIMIT`` streams reset by the peer within ``RESET_WINDOW_S`` seconds:
 GOAWAY ENHANCE_YOUR_CALM), and a write buffer bound (``_h2_conn``). A broken
 preface or a malformed frame gets GOAWAY PROTOCOL_ERROR and the connection
@@ -20,17 +20,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from h2.config import H2Configuration
-from h2.connection import H2Connection
-from h2.errors import ErrorCodes
-from h2.events import ConnectionTerminated, DataReceived, RequestReceived, StreamEnded, StreamReset, TrailersReceived
-from h2.exceptions import ProtocolError
-from h2.settings import SettingCodes
-from hyperframe.frame import GoAwayFrame
-
 from ..context import ProxyContext
 from ..limits import H2_BLOCK_FACTOR, admit_connection
 from .conn import H2Base
+from .engine import Code, ProtocolError, Setting
 from .stream import H2Exchange
 
 RESET_LIMIT = 200
@@ -40,14 +33,19 @@ RESET_WINDOW_S = 1.0
 class H2ServerConn(H2Base):
     """One downstream HTTP/2 connection."""
 
+    #: the engine's own inbound header checks (tests turn them off to see fields.py's alone)
+    validate_inbound = True
+
     def __init__(self, ctx: ProxyContext) -> None:
         cfg = ctx.cfg
-        # Inbound headers are validated (h2's checks: pseudo-headers, connection-specific
-        # fields, case); outbound ones are built here or were validated inbound, so their
-        # re-validation (a third of h2's send cost) is skipped.
-        h2 = H2Connection(H2Configuration(client_side=False, header_encoding=None, validate_outbound_headers=False,
-                                          normalize_outbound_headers=False))
-        super().__init__(ctx.loop, h2)
+        # Inbound headers are validated (the engine's checks, then fields.py's); outbound ones
+        # are built here or were validated inbound.
+        super().__init__(ctx.loop, {
+            Setting.MAX_CONCURRENT_STREAMS: cfg.h2_max_streams,
+            Setting.INITIAL_WINDOW_SIZE: cfg.h2_window,
+            Setting.MAX_HEADER_LIST_SIZE: ctx.max_header,
+            Setting.ENABLE_PUSH: 0,
+        }, False, validate_inbound=self.validate_inbound)
         self.ctx = ctx
         self.streams: dict[int, Any] = {}
         self.current = None            # never "busy" for the idle sweep: close_idle is graceful here
@@ -73,15 +71,9 @@ class H2ServerConn(H2Base):
             self.transport = None
             return
         self.set_nodelay()
-        self.initiate({
-            SettingCodes.MAX_CONCURRENT_STREAMS: self.max_streams,
-            SettingCodes.INITIAL_WINDOW_SIZE: self.window,
-            SettingCodes.MAX_HEADER_LIST_SIZE: self.ctx.max_header,
-            SettingCodes.ENABLE_PUSH: 0,
-        }, self.max_streams * self.window)
-        # hard cap at once (SETTINGS apply only when acknowledged): a list over 4× the limit is
-        # GOAWAY ENHANCE_YOUR_CALM; over the limit, that stream alone gets 431
-        self.h2.decoder.max_header_list_size = 4 * self.ctx.max_header
+        # (a header list over 4× --max-header-bytes is GOAWAY ENHANCE_YOUR_CALM at once, from
+        # the engine; over the limit, that stream alone gets 431, from the exchange)
+        self.initiate(self.max_streams * self.window)
         if self.ctx.closing:
             self.close_idle()
         self.flush()
@@ -99,20 +91,16 @@ class H2ServerConn(H2Base):
     def _watch_head(self) -> None:
         """A header block still arriving (HEADERS without END_HEADERS and its CONTINUATIONs,
         or a HEADERS/CONTINUATION frame cut short) is a head in progress: bounded in size as
-        it arrives and in time by the head deadline (``limits``). ``h2`` keeps the block
-        until it ends (up to 64 frames, ~1 MiB) and says nothing before."""
-        buf = self.h2.incoming_buffer
-        block = getattr(buf, "_headers_buffer", None)
-        raw = buf._data if hasattr(buf, "_data") else b""
-        partial = len(raw) >= 9 and raw[3] in (0x1, 0x9)  # frame type HEADERS / CONTINUATION
-        if not block and not partial:
+        it arrives and in time by the head deadline (``limits``). The engines say nothing
+        of a block before it ends: ``head_pending`` looks at the frames (``engine.py``)."""
+        size = self.h2.head_pending()
+        if not size:
             self.head_since = 0.0
             return
         if not self.head_since:
             self.head_since = self.ctx.now
-        size = sum(len(f.data) for f in block) if block else 0
         if size > H2_BLOCK_FACTOR * self.ctx.max_header:
-            self.h2.close_connection(ErrorCodes.ENHANCE_YOUR_CALM, b"header block too large")
+            self.h2.close_connection(Code.ENHANCE_YOUR_CALM, b"header block too large")
             self._fail()
 
     def head_timed_out(self) -> None:
@@ -121,47 +109,46 @@ class H2ServerConn(H2Base):
         if self.transport is None:
             return
         self.head_since = 0.0
-        try:
-            self.h2.close_connection(ErrorCodes.ENHANCE_YOUR_CALM, b"request head timeout")
-        except Exception:  # noqa: BLE001 - h2 already closed: just close
-            pass
+        self.h2.close_connection(Code.ENHANCE_YOUR_CALM, b"request head timeout")
         self._fail()
 
     def protocol_error(self, exc: ProtocolError) -> None:
         self._fail()
 
-    def _event(self, ev: Any) -> None:
-        t = type(ev)
-        if t is DataReceived:
-            ex = self.streams.get(ev.stream_id)
-            self.deliver(ev, None if ex is None else ex.client_data)
-        elif t is RequestReceived:
-            sid = ev.stream_id
-            if self.goaway:
-                self.h2.reset_stream(sid, ErrorCodes.REFUSED_STREAM)
-                return
-            ex = self.streams[sid] = H2Exchange(self.ctx, self, sid, ev.headers, ev.stream_ended is not None)
-            ex.dispatch()
-        elif t is StreamEnded:
-            ex = self.streams.get(ev.stream_id)
-            if ex is not None:
-                ex.client_end(None)  # (idempotent: also after trailers or an ended HEADERS)
-        elif t is TrailersReceived:
-            ex = self.streams.get(ev.stream_id)
-            if ex is not None:
-                ex.client_end(ev.headers)
-        elif t is StreamReset:
-            self.out.pop(ev.stream_id, None)
-            ex = self.streams.pop(ev.stream_id, None)
-            if ex is not None:
-                ex.client_reset()
+    # -- events (engine.py) ---------------------------------------------------------
+    def on_data(self, sid: int, data: bytes, flow_len: int) -> None:
+        ex = self.streams.get(sid)
+        self.deliver(sid, data, flow_len, None if ex is None else ex.client_data)
+
+    def on_head(self, sid: int, headers: Any, ended: bool) -> None:
+        if self.goaway:
+            self.h2.reset_stream(sid, Code.REFUSED_STREAM)
+            return
+        ex = self.streams[sid] = H2Exchange(self.ctx, self, sid, headers, ended)
+        ex.dispatch()
+
+    def on_end(self, sid: int) -> None:
+        ex = self.streams.get(sid)
+        if ex is not None:
+            ex.client_end(None)  # (idempotent: also after trailers or an ended HEADERS)
+
+    def on_trailers(self, sid: int, headers: Any) -> None:
+        ex = self.streams.get(sid)
+        if ex is not None:
+            ex.client_end(headers)
+
+    def on_reset(self, sid: int, code: int, by_peer: bool) -> None:
+        self.out.pop(sid, None)
+        ex = self.streams.pop(sid, None)
+        if ex is not None:
+            ex.client_reset()
+        if by_peer:
             self._count_reset()
-        elif t is ConnectionTerminated:
-            self.goaway = True
-            if not self.streams and self.transport is not None:
-                self.transport.close()
-        else:
-            self.flow_event(ev)
+
+    def on_goaway(self, last_sid: int) -> None:
+        self.goaway = True
+        if not self.streams and self.transport is not None:
+            self.transport.close()
 
     def _count_reset(self) -> None:
         now = self.ctx.now
@@ -170,7 +157,7 @@ class H2ServerConn(H2Base):
             self.resets = 0
         self.resets += 1
         if self.resets > RESET_LIMIT:  # rapid reset (CVE-2023-44487): stop serving this peer
-            self.h2.close_connection(ErrorCodes.ENHANCE_YOUR_CALM, b"too many stream resets")
+            self.h2.close_connection(Code.ENHANCE_YOUR_CALM, b"too many stream resets")
             self._fail()
 
     def _fail(self) -> None:
@@ -198,11 +185,13 @@ class H2ServerConn(H2Base):
             return
         if not self.goaway:
             self.goaway = True
-            # Written beside h2, not through close_connection(): h2 stops sending anything
-            # after its own GOAWAY, and the open streams must still finish.
+            # not close_connection(): the open streams must still finish
             self.flush()
-            self.transport.write(GoAwayFrame(0, last_stream_id=self.h2.highest_inbound_stream_id,
-                                             error_code=ErrorCodes.NO_ERROR).serialize())
+            raw = self.h2.shutdown()
+            if raw:
+                self.transport.write(raw)
+            else:
+                self.flush()
         if not self.streams:
             self.transport.close()
 

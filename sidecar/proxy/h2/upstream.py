@@ -23,14 +23,8 @@ import asyncio
 import ssl
 from typing import Any
 
-from h2.config import H2Configuration
-from h2.connection import H2Connection
-from h2.errors import ErrorCodes
-from h2.events import ConnectionTerminated, DataReceived, ResponseReceived, StreamEnded, StreamReset, TrailersReceived
-from h2.exceptions import ProtocolError
-from h2.settings import SettingCodes
-
 from .conn import H2Base
+from .engine import Code, ProtocolError, Setting, code_name
 from .h1 import H1Target
 from ..tls import tls_reason
 
@@ -70,7 +64,7 @@ class H2Leg:
     def cancel(self) -> None:
         c = self.conn
         if c.legs.pop(self.sid, None) is not None:
-            c.reset(self.sid, ErrorCodes.CANCEL)
+            c.reset(self.sid, Code.CANCEL)
             c.leg_done()
 
 
@@ -79,11 +73,9 @@ class H2UpstreamConn(H2Base):
 
     def __init__(self, pool: "H2Pool", key: tuple[str, int], tls: bool) -> None:
         # Outbound headers are built by the exchange from validated client headers; inbound
-        # ones come from the node (configured, trusted like an HTTP/1.1 node's bytes): h2's
-        # per-header validation both ways is skipped (about a fifth of the per-call CPU).
-        super().__init__(pool.loop, H2Connection(H2Configuration(
-            client_side=True, header_encoding=None, validate_outbound_headers=False, normalize_outbound_headers=False,
-            validate_inbound_headers=False)))
+        # ones come from the node (configured, trusted like an HTTP/1.1 node's bytes).
+        super().__init__(pool.loop, {Setting.INITIAL_WINDOW_SIZE: pool.window, Setting.ENABLE_PUSH: 0,
+                                     Setting.MAX_CONCURRENT_STREAMS: 100}, True)
         self.pool = pool
         self.key = key
         self.tls = tls
@@ -100,29 +92,26 @@ class H2UpstreamConn(H2Base):
             sslobj = transport.get_extra_info("ssl_object")
             if sslobj is None or sslobj.selected_alpn_protocol() != "h2":
                 return  # the node chose http/1.1: no preface; _dial hands the node to HTTP/1.1
-        self.initiate({SettingCodes.INITIAL_WINDOW_SIZE: self.pool.window, SettingCodes.ENABLE_PUSH: 0,
-                    SettingCodes.MAX_CONCURRENT_STREAMS: 100}, self.pool.conn_window)
+        self.initiate(self.pool.conn_window)
         self.flush()
 
     def capacity(self) -> bool:
         # (len(legs), not h2's open_outbound_streams: that walks every stream per call)
         return (self.transport is not None and not self.goaway and not self.closed
-                and len(self.legs) < self.h2.remote_settings.max_concurrent_streams)
+                and len(self.legs) < self.h2.peer_max_streams())
 
     # -- as a target of H2Exchange.route ------------------------------------------
     def start(self, ex: Any, extra: list[tuple[bytes, bytes]], ends: bool) -> H2Leg:
-        h2 = self.h2
         headers = [(b":method", ex.method_b), (b":scheme", b"https" if self.tls else b"http"),
                    (b":authority", ex.node.netloc), (b":path", ex.path)]
         headers += ex.fwd
         if ex.clen is not None:  # (the client's copies are not in fwd: one checked value)
             headers.append((b"content-length", b"%d" % ex.clen))
         headers += extra
-        sid = h2.get_next_available_stream_id()
+        sid = self.h2.request(headers, ends)
         leg = self.legs[sid] = H2Leg(self, sid, ex)
         if not ends:
             self.open_outbox(sid, ex.req_sent)
-        h2.send_headers(sid, headers, end_stream=ends)
         self.mark()
         return leg
 
@@ -138,43 +127,43 @@ class H2UpstreamConn(H2Base):
         self._lose_all(False, f"HTTP/2 protocol error from the upstream: {exc}")
         self.close()
 
-    def _event(self, ev: Any) -> None:
-        t = type(ev)
-        if t is DataReceived:
-            leg = self.legs.get(ev.stream_id)
-            self.deliver(ev, None if leg is None else leg.ex.resp_data)
-        elif t is ResponseReceived:
-            leg = self.legs.get(ev.stream_id)
-            if leg is not None:
-                leg.ex.resp_head(ev.headers, ev.stream_ended is not None)
-        elif t is TrailersReceived:
-            leg = self.legs.get(ev.stream_id)
-            if leg is not None:
-                leg.ex.resp_trailers(ev.headers)
-        elif t is StreamEnded:
-            leg = self.legs.pop(ev.stream_id, None)
-            if leg is not None:
-                leg.ex.resp_end()
-                self.leg_done()
-        elif t is StreamReset:
-            self.out.pop(ev.stream_id, None)
-            leg = self.legs.pop(ev.stream_id, None)
-            if leg is not None:
-                code = ev.error_code
-                name = getattr(code, "name", str(code))
-                leg.ex.up_lost(code == ErrorCodes.REFUSED_STREAM, f"the upstream reset the stream ({name})")
-                self.leg_done()
-        elif t is ConnectionTerminated:
-            self.goaway = True
-            last = ev.last_stream_id or 0
-            for sid in [s for s in self.legs if s > last]:
-                leg = self.legs.pop(sid)
-                self.out.pop(sid, None)
-                leg.ex.up_lost(True, "the upstream sent GOAWAY before this stream")
-            if not self.legs:
-                self.close()
-        else:
-            self.flow_event(ev)
+    # -- events (engine.py) ---------------------------------------------------------
+    def on_data(self, sid: int, data: bytes, flow_len: int) -> None:
+        leg = self.legs.get(sid)
+        self.deliver(sid, data, flow_len, None if leg is None else leg.ex.resp_data)
+
+    def on_head(self, sid: int, headers: Any, ended: bool) -> None:
+        leg = self.legs.get(sid)
+        if leg is not None:
+            leg.ex.resp_head(headers, ended)
+
+    def on_trailers(self, sid: int, headers: Any) -> None:
+        leg = self.legs.get(sid)
+        if leg is not None:
+            leg.ex.resp_trailers(headers)
+
+    def on_end(self, sid: int) -> None:
+        leg = self.legs.pop(sid, None)
+        if leg is not None:
+            leg.ex.resp_end()
+            self.leg_done()
+
+    def on_reset(self, sid: int, code: int, by_peer: bool) -> None:
+        self.out.pop(sid, None)
+        leg = self.legs.pop(sid, None)
+        if leg is not None:
+            why = "the upstream reset the stream" if by_peer else "the upstream's response was malformed"
+            leg.ex.up_lost(code == Code.REFUSED_STREAM, f"{why} ({code_name(code)})")
+            self.leg_done()
+
+    def on_goaway(self, last_sid: int) -> None:
+        self.goaway = True
+        for sid in [s for s in self.legs if s > last_sid]:
+            leg = self.legs.pop(sid)
+            self.out.pop(sid, None)
+            leg.ex.up_lost(True, "the upstream sent GOAWAY before this stream")
+        if not self.legs:
+            self.close()
 
     def leg_done(self) -> None:
         if not self.legs:
@@ -203,6 +192,8 @@ class H2UpstreamConn(H2Base):
             # done: its refusal reaches us as a close, or — when our first frames crossed it — a
             # reset, depending only on timing. Either way, name the likely reason.
             msg = "the node closed the TLS connection right after the handshake (client certificate refused?)"
+        elif self.h2.closed:
+            msg = "HTTP/2 protocol error from the upstream (GOAWAY sent)"
         elif exc is not None:
             msg = tls_reason(exc)
         else:
