@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 import zlib
-from typing import Callable, NamedTuple, TypeVar
+from typing import Callable, Iterable, NamedTuple, TypeVar
 
 from ._exceptions import ConfigError
 
@@ -101,6 +101,28 @@ def resolve_slot(h: int, base: int, lookup: Callable[[str], T | None]) -> tuple[
         m *= 2
         if m > _HASH_RANGE:
             break
+    return None
+
+
+def tiling_problem(names: Iterable[str], base: int) -> str | None:
+    """Why the slots ``names`` do not tile the key space (T1, DESIGN §12.1) — a name that is
+    not a slot, two slots sharing keys, keys no slot holds — or None when they do."""
+    slots: dict[Slot, str] = {}
+    for name in names:
+        try:
+            slots[parse_slot(name, base)] = name
+        except ConfigError as exc:
+            return str(exc).split(": ", 1)[-1]
+    for slot, name in slots.items():
+        up = slot
+        while up.modulus > base:
+            up = up.merged(base)
+            if up in slots:
+                return f"{name} and {slots[up]} share keys (one is part of the other)"
+    top = max((sl.modulus for sl in slots), default=base)
+    covered = sum(top // sl.modulus for sl in slots)
+    if covered != top:
+        return f"some keys are in no slot: the slots cover {covered}/{top} of the key space"
     return None
 
 

@@ -14,7 +14,7 @@ and the Consul replica answer reads with literally the same code.
 from __future__ import annotations
 
 import threading
-from typing import Callable, Mapping
+from typing import Callable, Iterable, Mapping
 
 from ._exceptions import UnknownPartition
 from ._machine import Op, step
@@ -147,6 +147,31 @@ class PlacementTable:
             del self._entries[partition]
             self._epoch = epoch = Epoch(self._epoch + 1)
         self._notify(partition, None, epoch)
+        return epoch
+
+    def flip(self, removed: Iterable[str], added: Mapping[str, str]) -> Epoch:
+        """The flip of a reshard (DESIGN §12.2), in-process: remove ``removed`` and add each of
+        ``added`` as ``Active(node)``, all at one fresh epoch. The caller checks that the two
+        hold the same keys (``gate.tiling_problem``). The new slots are published before the
+        old ones go, so a lock-free reader walking the slots (§12.1) always finds one of them."""
+        removed = list(removed)
+        new = {partition_id(p): PartitionState.active(node_name(n)) for p, n in added.items()}
+        with self._lock:
+            missing = [p for p in removed if p not in self._entries]
+            if missing:
+                raise UnknownPartition(f"unknown partition {missing[0]!r}", missing[0])
+            epoch = Epoch(self._epoch + 1)
+            for p, st in new.items():
+                self._entries[p] = _Entry(st, epoch)
+            for p in removed:
+                if p not in new:
+                    del self._entries[p]
+            self._epoch = epoch
+        for p in removed:
+            if p not in new:
+                self._notify(p, None, epoch)
+        for p, st in new.items():
+            self._notify(p, st, epoch)
         return epoch
 
     def _transition(self, partition: str, op: Op, node: str | None = None) -> Epoch:
