@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 import zlib
-from typing import Callable, Iterable, NamedTuple, TypeVar
+from typing import Callable, Iterable, Mapping, NamedTuple, TypeVar
 
 from ._exceptions import ConfigError
 
@@ -102,6 +102,32 @@ def resolve_slot(h: int, base: int, lookup: Callable[[str], T | None]) -> tuple[
         if m > _HASH_RANGE:
             break
     return None
+
+
+#: the export/delta answer echoes the key filter it applied (DESIGN §12.4); the mover refuses one without
+FILTER_HEADER = "X-Epochgate-Filter"
+
+
+def filter_text(slot: Slot) -> str:
+    """The hooks' key filter as query text and as the echo: ``slot=I&of=M``."""
+    return f"slot={slot.index}&of={slot.modulus}"
+
+
+def slot_filter(query: Mapping[str, str]) -> Slot | None:
+    """The key filter a hook call asks for (``slot=I&of=M``), or None without one;
+    ``ConfigError`` naming the parameter when it is half given or out of range."""
+    i, m = query.get("slot"), query.get("of")
+    if i is None and m is None:
+        return None
+    for field, v in (("slot", i), ("of", m)):
+        if v is None or not v.isdigit() or len(v) > 11:
+            raise ConfigError(field, f"the key filter needs slot=I&of=M (non-negative integers), got {field}={v!r}")
+    i_, m_ = int(i), int(m)
+    if not 1 <= m_ <= _HASH_RANGE:
+        raise ConfigError("of", f"the modulus must be between 1 and 2^32, got {m_}")
+    if i_ >= m_:
+        raise ConfigError("slot", f"slot index {i_} must be below the modulus {m_}")
+    return Slot(i_, m_)
 
 
 def tiling_problem(names: Iterable[str], base: int) -> str | None:
