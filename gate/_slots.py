@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 import zlib
-from typing import Callable, Iterable, Mapping, NamedTuple, TypeVar
+from typing import Any, Callable, Iterable, Mapping, NamedTuple, TypeVar
 
 from ._exceptions import ConfigError
 
@@ -34,35 +34,35 @@ def key_hash(key: str) -> int:
 
 
 class Slot(NamedTuple):
-    """Slot ``index`` of ``modulus``: the keys with ``key_hash(key) % modulus == index``."""
+    """Slot ``number`` of ``modulus``: the keys with ``key_hash(key) % modulus == number``."""
 
-    index: int
+    number: int
     modulus: int
 
     def name(self, base: int) -> str:
-        return slot_name(self.index, self.modulus, base)
+        return slot_name(self.number, self.modulus, base)
 
     def holds(self, h: int) -> bool:
-        return h % self.modulus == self.index
+        return h % self.modulus == self.number
 
     def halves(self) -> tuple["Slot", "Slot"]:
         """The two slots a split makes: ``(index of 2M, index+M of 2M)``."""
         m = self.modulus
         if 2 * m > _HASH_RANGE:
-            raise ConfigError("slot", f"slot {self.index} of {m} cannot be split further")
-        return Slot(self.index, 2 * m), Slot(self.index + m, 2 * m)
+            raise ConfigError("slot", f"slot {self.number} of {m} cannot be split further")
+        return Slot(self.number, 2 * m), Slot(self.number + m, 2 * m)
 
     def merged(self, base: int) -> "Slot":
         """The slot this one merges into with its sibling (refused for a base slot)."""
         if self.modulus <= base:
             raise ConfigError("slot", f"{self.name(base)} is a base slot: there is nothing to merge it into")
         half = self.modulus // 2
-        return Slot(self.index % half, half)
+        return Slot(self.number % half, half)
 
     def sibling(self, base: int) -> "Slot":
         """The other half of the slot this one was split from."""
         parent = self.merged(base)
-        return Slot(parent.index + parent.modulus if self.index == parent.index else parent.index, self.modulus)
+        return Slot(parent.number + parent.modulus if self.number == parent.number else parent.number, self.modulus)
 
 
 def slot_name(index: int, modulus: int, base: int) -> str:
@@ -110,7 +110,7 @@ FILTER_HEADER = "X-Epochgate-Filter"
 
 def filter_text(slot: Slot) -> str:
     """The hooks' key filter as query text and as the echo: ``slot=I&of=M``."""
-    return f"slot={slot.index}&of={slot.modulus}"
+    return f"slot={slot.number}&of={slot.modulus}"
 
 
 def slot_filter(query: Mapping[str, str]) -> Slot | None:
@@ -122,6 +122,7 @@ def slot_filter(query: Mapping[str, str]) -> Slot | None:
     for field, v in (("slot", i), ("of", m)):
         if v is None or not v.isdigit() or len(v) > 11:
             raise ConfigError(field, f"the key filter needs slot=I&of=M (non-negative integers), got {field}={v!r}")
+    assert i is not None and m is not None
     i_, m_ = int(i), int(m)
     if not 1 <= m_ <= _HASH_RANGE:
         raise ConfigError("of", f"the modulus must be between 1 and 2^32, got {m_}")
@@ -171,5 +172,5 @@ class SlotKey(str):
         """The key's base slot (what an unsplit table holds)."""
         return cls(f"slot-{h % base}", h, base)
 
-    def __reduce__(self) -> tuple:   # str's own would drop h and base
+    def __reduce__(self) -> tuple[Any, ...]:   # str's own would drop h and base
         return (SlotKey, (str(self), self.h, self.base))

@@ -65,7 +65,7 @@ def test_a_split_slots_keys_land_in_s_or_s_plus_m(base, depth, h):
     m = base << depth
     s = Slot(h % m, m)
     lo, hi = s.halves()
-    assert (lo.index, hi.index, lo.modulus) == (s.index, s.index + m, 2 * m)
+    assert (lo.number, hi.number, lo.modulus) == (s.number, s.number + m, 2 * m)
     assert lo.holds(h) != hi.holds(h)                           # in exactly one half
     assert lo.sibling(base) == hi and hi.sibling(base) == lo and lo.merged(base) == s
 
@@ -101,7 +101,8 @@ def _key_in(slot: Slot, start: int = 0) -> str:
 
 async def test_sidecar_routes_each_key_by_its_own_slots_depth(nodes, session, tmp_path):
     """N = 4; slot-1 split into slot-1-of-8 (a) and slot-5-of-8 (b); the others unsplit on a. Then the
-    two halves merge back (the in-process flip) and the same keys walk back to slot-1."""
+    two halves merge back (begin_reshard, enter_cutover, complete_reshard on the in-process table) and the
+    same keys walk back to slot-1."""
     a, b = nodes
     parts = {"slot-0": "a", "slot-2": "a", "slot-3": "a", "slot-1-of-8": "a", "slot-5-of-8": "b"}
     assert tiling_problem(parts, 4) is None
@@ -117,9 +118,39 @@ async def test_sidecar_routes_each_key_by_its_own_slots_depth(nodes, session, tm
         seen = {w["path"].rsplit("/", 1)[-1]: (w["node"], w["headers"]["X-Partition"]) for w in writes(a) + writes(b)}
         assert seen == {k_lo: ("a", "slot-1-of-8"), k_hi: ("b", "slot-5-of-8"), k_other: ("a", "slot-2")}
         table: PlacementTable = sc.table
-        table.flip(["slot-1-of-8", "slot-5-of-8"], {"slot-1": "a"})      # merge back
+        halves = ["slot-1-of-8", "slot-5-of-8"]                          # merge back, through the machine
+        table.begin_reshard(halves, (("slot-1", "a"),))
+        table.enter_cutover_all(halves)
+        table.complete_reshard(halves)
+        assert "slot-1" in table and not any(h in table for h in halves)
         a.seen.clear()
         b.seen.clear()
         for key in (k_lo, k_hi):
             await put(key)
         assert {w["headers"]["X-Partition"] for w in writes(a)} == {"slot-1"} and not writes(b)
+
+
+def test_table_reshard_is_all_or_nothing_and_flips_at_one_epoch():
+    from gate import AlreadyMigrating, NotCutover, NotMigrating, Phase
+
+    t = PlacementTable({"slot-0-of-2": "a", "slot-1-of-2": "b"})
+    seen = []
+    t.subscribe(lambda p, st, e: seen.append((p, None if st is None else st.phase, int(e))))
+    t.begin_migration("slot-1-of-2", "c")
+    before = t.partitions()
+    with pytest.raises(AlreadyMigrating):                  # one source is moving: nothing changes
+        t.begin_reshard(["slot-0-of-2", "slot-1-of-2"], (("slot-0", "a"),))
+    assert t.partitions() == before
+    t.abort_migration("slot-1-of-2")
+    halves = ["slot-0-of-2", "slot-1-of-2"]
+    e1 = t.begin_reshard(halves, (("slot-0", "a"),))
+    assert {t.state(h)[0].phase for h in halves} == {Phase.DRAINING} and {int(t.state(h)[1]) for h in halves} == {e1}
+    with pytest.raises(NotCutover):
+        t.complete_reshard(halves)
+    t.enter_cutover_all(halves)
+    with pytest.raises(NotMigrating):                      # a reshard is not completed as a move
+        t.complete_migration("slot-0-of-2")
+    seen.clear()
+    e3 = t.complete_reshard(halves)
+    assert t.partitions() == {"slot-0": (PlacementTable({"x": "a"}).state("x")[0], e3)}
+    assert sorted(seen) == [("slot-0", Phase.ACTIVE, e3), ("slot-0-of-2", None, e3), ("slot-1-of-2", None, e3)]

@@ -205,7 +205,7 @@ class KvStore:
 def _filtered(where: str, params: tuple, only: Slot | None) -> tuple[str, tuple]:
     if only is None:
         return where, params
-    return f"{where} AND epochgate_hash(key) % ? = ?", params + (only.modulus, only.index)
+    return f"{where} AND epochgate_hash(key) % ? = ?", params + (only.modulus, only.number)
 
 
 class _Txn:

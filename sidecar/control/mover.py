@@ -125,7 +125,7 @@ class HttpHooksMover:
         """Delete ``partition``'s rows (or those ``only`` holds) on the node at ``url``; the count."""
         params = {"partition": partition}
         if only is not None:
-            params.update(slot=str(only.index), of=str(only.modulus))
+            params.update(slot=str(only.number), of=str(only.modulus))
         hook = f"{url.rstrip('/')}/_epochgate/cleanup"
         try:
             async with self._session().post(hook, params=params,
@@ -144,7 +144,7 @@ class HttpHooksMover:
                       only: Slot | None = None) -> str:
         http = self._session()
         if only is not None:
-            params = {**params, "slot": str(only.index), "of": str(only.modulus)}
+            params = {**params, "slot": str(only.number), "of": str(only.modulus)}
         total = 0
         sent = False
 
