@@ -1,0 +1,149 @@
+"""Resharding (DESIGN §12): the plan of a split or a merge, and the job that runs one on the
+in-process table (``gate.PlacementTable``) with the hooks mover.
+
+The plan is pure: which slots go (sources), which come (destinations, each with a node), and
+the transfers — each source's rows exported with the destination's key filter and imported
+under the destination's name. The job is DESIGN §12.2's sequence:
+
+    begin_reshard (E1) → clean up each destination at E1 → bulk copies at E1
+    → enter_cutover (E2) → barrier (the sources' writes admitted before E2 drained)
+    → deltas at E2 → complete_reshard (E3, the flip) → clean up each source at E3
+
+and, on a failure before the flip, abort (the sources active again) and clean up the
+destinations at the abort's epoch. Not yet built (DESIGN §12.6): the same job in the Consul
+controller (its fleet barrier, job records, fail-over), the ``reshard`` CLI and the planner.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, Mapping
+
+from gate import ConfigError, Phase, Slot, parse_slot, tiling_problem
+
+log = logging.getLogger("epochgate.controller")
+
+Drained = Callable[[str, int, float], Awaitable[bool]]
+"""``drained(partition, epoch, timeout)``: True once no write of it admitted below ``epoch`` is in flight."""
+
+
+@dataclass(frozen=True)
+class Transfer:
+    source: str
+    source_node: str
+    dest: str
+    dest_node: str
+    only: Slot | None      # the key filter (None: the whole source goes to this destination)
+
+
+@dataclass(frozen=True)
+class ReshardPlan:
+    kind: str                                  # split | merge
+    sources: tuple[tuple[str, str], ...]       # (slot, node)
+    into: tuple[tuple[str, str], ...]          # (slot, node)
+    transfers: tuple[Transfer, ...]
+
+
+def plan_split(states: Mapping[str, Any], base: int, slot: str, to: str | None = None) -> ReshardPlan:
+    """Split ``slot`` (active) into its two halves; the new half (``i+M of 2M``) on ``to``
+    (default: the slot's node). ``states``: partition → (PartitionState, epoch)."""
+    s, node = _active(states, base, slot, "slot")
+    lo, hi = s.halves()
+    names = (lo.name(base), hi.name(base))
+    into = ((names[0], node), (names[1], to or node))
+    _check_tiles(states, base, [slot], [n for n, _ in into])
+    return ReshardPlan("split", ((slot, node),), into,
+                       tuple(Transfer(slot, node, n, dn, half) for (n, dn), half in zip(into, (lo, hi))))
+
+
+def plan_merge(states: Mapping[str, Any], base: int, slot: str, to: str | None = None) -> ReshardPlan:
+    """Merge ``slot`` and its sibling (both active, neither split further) into the slot they
+    were split from, on ``to`` (default: the lower half's node)."""
+    s, _ = _active(states, base, slot, "slot")
+    parent = s.merged(base)
+    halves = sorted([s, s.sibling(base)])
+    sources = []
+    for h in halves:
+        name = h.name(base)
+        _, n = _active(states, base, name, "slot")
+        sources.append((name, n))
+    into = ((parent.name(base), to or sources[0][1]),)
+    _check_tiles(states, base, [n for n, _ in sources], [into[0][0]])
+    return ReshardPlan("merge", tuple(sources), into,
+                       tuple(Transfer(n, sn, into[0][0], into[0][1], None) for n, sn in sources))
+
+
+def _active(states: Mapping[str, Any], base: int, name: str, field: str) -> tuple[Slot, str]:
+    s = parse_slot(name, base, field)
+    got = states.get(name)
+    if got is None:
+        raise ConfigError(field, f"{name!r} is not in the table")
+    st = got[0]
+    if st.phase is not Phase.ACTIVE:
+        raise ConfigError(field, f"{name!r} is {st.phase.value}: a slot must be active to be resharded")
+    return s, str(st.source)
+
+
+def _check_tiles(states: Mapping[str, Any], base: int, gone: list[str], new: list[str]) -> None:
+    slots = [p for p in states if p.startswith("slot-")]
+    why = tiling_problem([p for p in slots if p not in gone] + new, base)
+    if why is not None:
+        raise ConfigError("slot", f"the table would not cover each key once: {why}")
+
+
+@dataclass
+class ReshardResult:
+    plan: ReshardPlan
+    status: str = "pending"          # completed | aborted
+    epochs: dict[str, int] = field(default_factory=dict)
+    copied: int = 0
+    deleted: int = 0
+    error: str | None = None
+
+
+async def run_reshard(plan: ReshardPlan, table: Any, mover: Any, urls: Mapping[str, str], drained: Drained,
+                      *, barrier_s: float = 10.0) -> ReshardResult:
+    """Run ``plan`` on the in-process ``table`` (see the module docstring)."""
+    res = ReshardResult(plan)
+    sources = [n for n, _ in plan.sources]
+
+    def progress(n: int) -> None:
+        pass
+
+    e1 = table.begin_reshard(sources, plan.into)
+    res.epochs["begin"] = int(e1)
+    try:
+        for dest, node in plan.into:                      # §12.4 rule 3
+            await mover.cleanup(dest, urls[node], fence=int(e1))
+        cursors = {}
+        for t in plan.transfers:
+            cursors[t] = await mover.copy(t.source, urls[t.source_node], urls[t.dest_node], progress,
+                                          fence=int(e1), only=t.only, into=t.dest)
+        e2 = table.enter_cutover_all(sources)
+        res.epochs["cutover"] = int(e2)
+        for name in sources:
+            if not await drained(name, int(e2), barrier_s):
+                raise TimeoutError(f"writes of {name} admitted before the cutover did not finish in {barrier_s} s")
+        for t in plan.transfers:
+            await mover.copy_delta(t.source, urls[t.source_node], urls[t.dest_node], cursors[t], progress,
+                                   fence=int(e2), only=t.only, into=t.dest)
+    except BaseException as exc:
+        ea = table.abort_all(sources)
+        res.epochs["abort"] = int(ea)
+        res.status, res.error = "aborted", f"{type(exc).__name__}: {exc}"
+        log.warning("reshard %s of %s aborted: %s", plan.kind, sources, res.error)
+        for dest, node in plan.into:                      # §12.4 rule 2 (best effort: rule 3 clears it later)
+            try:
+                res.deleted += await mover.cleanup(dest, urls[node], fence=int(ea))
+            except Exception as cexc:  # noqa: BLE001 - logged; the next attempt clears it first
+                log.warning("clean-up of %s on %s after the abort failed: %s", dest, node, cexc)
+        if not isinstance(exc, Exception):
+            raise
+        return res
+    e3 = table.complete_reshard(sources)
+    res.epochs["flip"] = int(e3)
+    for name, node in plan.sources:                       # §12.4 rule 1
+        res.deleted += await mover.cleanup(name, urls[node], fence=int(e3))
+    res.status = "completed"
+    return res
