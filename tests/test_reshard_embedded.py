@@ -19,7 +19,7 @@ from aiohttp import web
 from examples.kv import build_app
 from gate import AdmitClient, MoverAuth, key_hash, resolve_slot
 from sidecar.control.mover import HttpHooksMover
-from sidecar.control.reshard import plan_merge, plan_split, run_reshard
+from sidecar.control.reshard import TableStore, drain_barrier, plan_merge, plan_split, run_reshard
 from tests._consul import free_ports
 from tests._sidecar_util import config, running_sidecar, write_placement
 
@@ -86,17 +86,16 @@ async def test_split_then_merge_under_writers_loses_nothing_and_leaves_nothing(t
             mover = HttpHooksMover(token=TOKEN)
             urls = {"a": url_a, "b": url_b}
 
-            def drained(p, e, t):
-                return sc.tracker.wait_drained(p, e, t)
+            table, drained = TableStore(sc.table), drain_barrier(sc.tracker)
             try:
                 await rewritten()
-                split = await run_reshard(plan_split(sc.table.partitions(), 2, "slot-1", to="b"), sc.table, mover,
+                split = await run_reshard(plan_split(sc.table.partitions(), 2, "slot-1", to="b"), table, mover,
                                           urls, drained)
                 assert split.status == "completed", split.error
                 assert sorted(sc.table.partitions()) == ["slot-0", "slot-1-of-4", "slot-3-of-4"]
                 await checked()
                 await rewritten()
-                merge = await run_reshard(plan_merge(sc.table.partitions(), 2, "slot-3-of-4"), sc.table, mover,
+                merge = await run_reshard(plan_merge(sc.table.partitions(), 2, "slot-3-of-4"), table, mover,
                                           urls, drained)
                 assert merge.status == "completed", merge.error
                 assert sorted(sc.table.partitions()) == ["slot-0", "slot-1"]

@@ -10,23 +10,22 @@ under the destination's name. The job is DESIGN §12.2's sequence:
     → deltas at E2 → complete_reshard (E3, the flip) → clean up each source at E3
 
 and, on a failure before the flip, abort (the sources active again) and clean up the
-destinations at the abort's epoch. Not yet built (DESIGN §12.6): the same job in the Consul
-controller (its fleet barrier, job records, fail-over), the ``reshard`` CLI and the planner.
+destinations at the abort's epoch. The store is the Consul one (``gate.ConsensusStore``, with
+the fleet barrier) or one sidecar's embedded table (``TableStore``, with its drain). Not yet
+built (DESIGN §12.6): the job inside the controller process (job records under ``jobs/``,
+fail-over, pause/throttle), the gRPC calls and the ``reshard`` CLI.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Mapping
 
 from gate import ConfigError, Phase, Slot, parse_slot, tiling_problem
 
 log = logging.getLogger("epochgate.controller")
-
-Drained = Callable[[str, int, float], Awaitable[bool]]
-"""``drained(partition, epoch, timeout)``: True once no write of it admitted below ``epoch`` is in flight."""
-
 
 @dataclass(frozen=True)
 class Transfer:
@@ -97,21 +96,66 @@ class ReshardResult:
     plan: ReshardPlan
     status: str = "pending"          # completed | aborted
     epochs: dict[str, int] = field(default_factory=dict)
-    copied: int = 0
     deleted: int = 0
     error: str | None = None
+    window_s: float = 0.0            # cutover committed → flip committed: the sources' write unavailability
 
 
-async def run_reshard(plan: ReshardPlan, table: Any, mover: Any, urls: Mapping[str, str], drained: Drained,
-                      *, barrier_s: float = 10.0) -> ReshardResult:
-    """Run ``plan`` on the in-process ``table`` (see the module docstring)."""
+Barrier = Callable[[list[str], int], Awaitable[None]]
+"""``barrier(sources, cutover_epoch)``: returns once no participant can still commit a write of the
+sources admitted before the cutover; raises otherwise (the job aborts)."""
+
+
+class TableStore:
+    """The in-process table with the consensus store's async reshard calls. ``at_epoch`` is not
+    checked: one process, one job at a time."""
+
+    def __init__(self, table: Any) -> None:
+        self.table = table
+
+    async def begin_reshard(self, sources: list[str], into: Any, *, at_epoch: int | None = None) -> int:
+        return int(self.table.begin_reshard(sources, into))
+
+    async def enter_cutover_all(self, sources: list[str], *, at_epoch: int | None = None) -> int:
+        return int(self.table.enter_cutover_all(sources))
+
+    async def abort_all(self, sources: list[str], *, at_epoch: int | None = None) -> int:
+        return int(self.table.abort_all(sources))
+
+    async def complete_reshard(self, sources: list[str], *, at_epoch: int | None = None) -> int:
+        return int(self.table.complete_reshard(sources))
+
+
+def drain_barrier(tracker: Any, timeout_s: float = 10.0) -> Barrier:
+    """One sidecar's barrier: the sources' writes admitted before the cutover have finished."""
+    async def barrier(sources: list[str], epoch: int) -> None:
+        for name in sources:
+            if not await tracker.wait_drained(name, int(epoch), timeout_s):
+                raise TimeoutError(f"writes of {name} admitted before the cutover did not finish in {timeout_s} s")
+    return barrier
+
+
+def fleet_barrier(barrier: Any, deadline_s: float = 10.0) -> Barrier:
+    """The fleet's barrier (``control/barrier.py``, DESIGN §5 rule 2): list the participants after
+    the cutover committed, then wait for each to ack ≥ E or lose its session."""
+    async def wait(sources: list[str], epoch: int) -> None:
+        committed = time.monotonic()
+        listed, index = await barrier.list()
+        await barrier.wait(epoch, listed, index, committed, deadline_s)
+    return wait
+
+
+async def run_reshard(plan: ReshardPlan, store: Any, mover: Any, urls: Mapping[str, str],
+                      barrier: Barrier) -> ReshardResult:
+    """Run ``plan`` (see the module docstring) on ``store``: a ``gate.ConsensusStore`` (fleet) or a
+    ``TableStore`` (one sidecar's embedded table)."""
     res = ReshardResult(plan)
     sources = [n for n, _ in plan.sources]
 
     def progress(n: int) -> None:
         pass
 
-    e1 = table.begin_reshard(sources, plan.into)
+    e1 = await store.begin_reshard(sources, plan.into)
     res.epochs["begin"] = int(e1)
     try:
         for dest, node in plan.into:                      # §12.4 rule 3
@@ -120,16 +164,18 @@ async def run_reshard(plan: ReshardPlan, table: Any, mover: Any, urls: Mapping[s
         for t in plan.transfers:
             cursors[t] = await mover.copy(t.source, urls[t.source_node], urls[t.dest_node], progress,
                                           fence=int(e1), only=t.only, into=t.dest)
-        e2 = table.enter_cutover_all(sources)
+        e2 = await store.enter_cutover_all(sources, at_epoch=e1)
+        t_cut = time.monotonic()
         res.epochs["cutover"] = int(e2)
-        for name in sources:
-            if not await drained(name, int(e2), barrier_s):
-                raise TimeoutError(f"writes of {name} admitted before the cutover did not finish in {barrier_s} s")
+        await barrier(sources, int(e2))
         for t in plan.transfers:
             await mover.copy_delta(t.source, urls[t.source_node], urls[t.dest_node], cursors[t], progress,
                                    fence=int(e2), only=t.only, into=t.dest)
+        e3 = await store.complete_reshard(sources, at_epoch=e2)
+        res.window_s = time.monotonic() - t_cut
+        res.epochs["flip"] = int(e3)
     except BaseException as exc:
-        ea = table.abort_all(sources)
+        ea = await store.abort_all(sources)
         res.epochs["abort"] = int(ea)
         res.status, res.error = "aborted", f"{type(exc).__name__}: {exc}"
         log.warning("reshard %s of %s aborted: %s", plan.kind, sources, res.error)
@@ -141,8 +187,6 @@ async def run_reshard(plan: ReshardPlan, table: Any, mover: Any, urls: Mapping[s
         if not isinstance(exc, Exception):
             raise
         return res
-    e3 = table.complete_reshard(sources)
-    res.epochs["flip"] = int(e3)
     for name, node in plan.sources:                       # §12.4 rule 1
         res.deleted += await mover.cleanup(name, urls[node], fence=int(e3))
     res.status = "completed"
