@@ -146,9 +146,10 @@ def fleet_barrier(barrier: Any, deadline_s: float = 10.0) -> Barrier:
 
 
 async def run_reshard(plan: ReshardPlan, store: Any, mover: Any, urls: Mapping[str, str],
-                      barrier: Barrier) -> ReshardResult:
+                      barrier: Barrier, prebarrier: Barrier | None = None) -> ReshardResult:
     """Run ``plan`` (see the module docstring) on ``store``: a ``gate.ConsensusStore`` (fleet) or a
-    ``TableStore`` (one sidecar's embedded table)."""
+    ``TableStore`` (one sidecar's embedded table). ``prebarrier`` (DESIGN §5 "The pre-barrier"):
+    waited for with the draining epoch after the bulk copy, while writes still flow."""
     res = ReshardResult(plan)
     sources = [n for n, _ in plan.sources]
 
@@ -164,6 +165,8 @@ async def run_reshard(plan: ReshardPlan, store: Any, mover: Any, urls: Mapping[s
         for t in plan.transfers:
             cursors[t] = await mover.copy(t.source, urls[t.source_node], urls[t.dest_node], progress,
                                           fence=int(e1), only=t.only, into=t.dest)
+        if prebarrier is not None:
+            await prebarrier(sources, int(e1))
         e2 = await store.enter_cutover_all(sources, at_epoch=e1)
         t_cut = time.monotonic()
         res.epochs["cutover"] = int(e2)
