@@ -146,38 +146,49 @@ async def _hook_partition(request: web.Request) -> str | web.Response:
     return _partition(request, "query")
 
 
-async def export_hook(request: web.Request) -> web.StreamResponse:
+async def _hook_rows(request: web.Request) -> tuple[str, Any] | web.Response:
+    """The credential, the partition and the key filter (DESIGN §12.4): what export, delta and
+    clean-up check first."""
     partition = await _hook_partition(request)
     if isinstance(partition, web.Response):
         return partition
     only = _filter(request)
     if isinstance(only, web.Response):
         return only
+    return partition, only
+
+
+def _stale(exc: StaleMover) -> web.Response:
+    doc = exc.problem()
+    return web.Response(status=doc.status, body=doc.encode(), content_type=PROBLEM_CONTENT_TYPE)
+
+
+async def export_hook(request: web.Request) -> web.StreamResponse:
+    asked = await _hook_rows(request)
+    if isinstance(asked, web.Response):
+        return asked
+    partition, only = asked
     return _ndjson(*request.app[STORE_KEY].export(partition, only), only)
 
 
 async def delta_hook(request: web.Request) -> web.StreamResponse:
-    partition = await _hook_partition(request)
-    if isinstance(partition, web.Response):
-        return partition
+    asked = await _hook_rows(request)
+    if isinstance(asked, web.Response):
+        return asked
+    partition, only = asked
     since = request.query.get("since", "")
     if not since.isdigit():
         return _problem(400, "since", f"expected a cursor (a non-negative integer), got {since!r}")
-    only = _filter(request)
-    if isinstance(only, web.Response):
-        return only
     return _ndjson(*request.app[STORE_KEY].delta(partition, int(since), only), only)
 
 
 async def cleanup_hook(request: web.Request) -> web.StreamResponse:
     """Delete a partition's (filtered) rows here: after a reshard's flip on its source, before a
     bulk import on its destination (DESIGN §12.4). Fenced like an import; idempotent."""
-    partition = await _hook_partition(request)
-    if isinstance(partition, web.Response):
-        return partition
-    only = _filter(request)
-    if isinstance(only, web.Response):
-        return only
+    asked = await _hook_rows(request)
+    if isinstance(asked, web.Response):
+        return asked
+    partition, only = asked
     try:
         fence = MoverFence.from_headers(request.headers, partition)
     except ConfigError as exc:
@@ -185,8 +196,7 @@ async def cleanup_hook(request: web.Request) -> web.StreamResponse:
     try:
         n = await request.app[STORE_KEY].cleanup(partition, fence=fence.token, only=only)
     except StaleMover as exc:
-        doc = exc.problem()
-        return web.Response(status=doc.status, body=doc.encode(), content_type=PROBLEM_CONTENT_TYPE)
+        return _stale(exc)
     line = {"partition": partition, "node": request.app[NODE_KEY], "deleted": n, "fence": fence.token,
             "filter": None if only is None else filter_text(only), "t": time.time()}
     os.write(request.app[CLEANUP_LOG_KEY], json.dumps(line).encode() + b"\n")
@@ -216,8 +226,7 @@ async def import_hook(request: web.Request) -> web.StreamResponse:
         n = await request.app[STORE_KEY].import_rows(partition, rows, fence=fence.token, unfenced=UNFENCED)
     except StaleMover as exc:
         request.app[IMPORTS_KEY].labels("stale").inc()
-        doc = exc.problem()
-        return web.Response(status=doc.status, body=doc.encode(), content_type=PROBLEM_CONTENT_TYPE)
+        return _stale(exc)
     request.app[IMPORTS_KEY].labels("ok").inc()
     return web.json_response({"imported": n})
 

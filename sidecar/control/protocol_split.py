@@ -35,13 +35,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections import deque
 from dataclasses import dataclass
 from typing import Iterator, NamedTuple
 
 from gate import Phase, StaleMover, check_fence, key_hash, parse_slot, resolve_slot
 
 from .protocol_model import Result, Sidecar
+from .protocol_search import explore
 
 BASE = 1
 GUARDS = ("barrier", "fence", "cleanup")
@@ -369,27 +369,7 @@ def successors(s: State, bounds: Bounds) -> Iterator[tuple[str, State]]:
 
 def check(bounds: Bounds = Bounds(), max_states: int = 3_000_000) -> Result:
     """Breadth-first over every reachable state; the shortest counter-example, if any."""
-    start = initial()
-    parent: dict[State, tuple[State | None, str]] = {start: (None, "start")}
-    queue = deque([start])
-    while queue:
-        s = queue.popleft()
-        why = violation(s, bounds)
-        if why is not None:
-            trace = []
-            cur: State | None = s
-            while cur is not None:
-                prev, label = parent[cur]
-                trace.append(label)
-                cur = prev
-            return Result(len(parent), trace[::-1], why)
-        for label, nxt in successors(s, bounds):
-            if nxt not in parent:
-                parent[nxt] = (s, label)
-                if len(parent) > max_states:
-                    raise RuntimeError(f"more than {max_states} states: lower the bounds")
-                queue.append(nxt)
-    return Result(len(parent), None)
+    return explore(initial(), lambda s: successors(s, bounds), lambda s: violation(s, bounds), max_states)
 
 
 def main(argv: list[str] | None = None) -> int:
