@@ -74,3 +74,34 @@ async def test_an_application_that_ignores_the_filter_is_refused():
     finally:
         await mover.close()
         await runner.cleanup()
+
+
+async def test_an_aborted_split_leaves_the_slot_and_no_copy_behind(world):
+    """DESIGN §12.4 rule 2: the barrier fails → abort (the slot active again on its node, no destination
+    in the table) and each destination's copy is deleted at the abort's epoch."""
+    from sidecar.control.reshard import TableStore, plan_split, run_reshard
+
+    table, node, http = world
+    a, b = await node("a"), await node("b")
+    for i in (0, 2, 3):
+        table.set(f"slot-{i}", "a")
+    e = table.set("slot-1", "a")
+    keys = [f"user-{i}" for i in range(3000) if key_hash(f"user-{i}") % 4 == 1][:12]
+    for k in keys:
+        async with http.put(f"{a.url}/kv/{k}", data="v1", headers=stamp("slot-1", e)) as r:
+            assert r.status == 200
+
+    async def failing_barrier(sources, epoch):
+        raise TimeoutError("a participant did not acknowledge")
+
+    mover = HttpHooksMover(token=MOVER_TOKEN)
+    try:
+        res = await run_reshard(plan_split(table.partitions(), 4, "slot-1", to="b"), TableStore(table), mover,
+                                {"a": a.url, "b": b.url}, failing_barrier)
+    finally:
+        await mover.close()
+    assert res.status == "aborted" and "did not acknowledge" in res.error
+    assert table.state("slot-1")[0].phase.value == "active" and "slot-1-of-8" not in table
+    assert res.deleted == len(keys)                          # both halves' copies, deleted again
+    assert await _keys(http, a.url, "slot-1-of-8") == {} and await _keys(http, b.url, "slot-5-of-8") == {}
+    assert await _keys(http, a.url, "slot-1") == {k: "v1" for k in keys}   # the source untouched
