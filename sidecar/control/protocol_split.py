@@ -17,6 +17,9 @@ merge turns those back into ``slot-0`` on a. Every interleaving of:
 * the **network**: every import and clean-up is a message delivered at any later point
   (refused by the receiving node's real ``gate.check_fence`` for its slot when stale).
 
+Store transitions go through the real ``gate.step`` (``begin_reshard``, ``enter_cutover``,
+``complete_reshard``, ``abort_migration``) with the store's ``at_epoch`` rule.
+
 A job: ``begin_reshard`` (E1) → clean up each destination at E1 (DESIGN §12.4 rule 3) →
 bulk imports of the filtered source rows under the destinations' names at E1 →
 ``enter_cutover`` (E2), list, barrier → delta imports at E2 → ``complete_reshard`` (E3:
@@ -38,7 +41,9 @@ import sys
 from dataclasses import dataclass
 from typing import Iterator, NamedTuple
 
-from gate import Phase, StaleMover, check_fence, key_hash, parse_slot, resolve_slot
+from gate import (
+    MigrationError, Op, PartitionState, Phase, StaleMover, check_fence, key_hash, parse_slot, resolve_slot, step,
+)
 
 from .protocol_model import Result, Sidecar
 from .protocol_search import explore
@@ -82,7 +87,7 @@ class Ctl(NamedTuple):
 
 
 class State(NamedTuple):
-    table: tuple       # (slot, phase, node, epoch), sorted by slot
+    table: tuple       # (slot, PartitionState, epoch), sorted by slot
     epoch: int         # the table's newest epoch
     rows: tuple        # ((node, slot, key), value), sorted
     fence: tuple       # ((node, slot), highest token), sorted
@@ -102,7 +107,7 @@ def _jobs(bounds: Bounds) -> tuple:
 
 
 def initial() -> State:
-    return State(((SRC, Phase.ACTIVE, "a", 1),), 1, (), (), (0, 0), 1, Sidecar(), Ctl(pc="begin"), Ctl(), (), 1, False)
+    return State(((SRC, PartitionState.active("a"), 1),), 1, (), (), (0, 0), 1, Sidecar(), Ctl(pc="begin"), Ctl(), (), 1, False)
 
 
 # ---- small helpers over the tuples ----------------------------------------------------
@@ -120,7 +125,7 @@ def _slot(table: tuple, name: str) -> tuple | None:
 
 
 def _where(table: tuple, key: str) -> tuple | None:
-    """The key's present slot in ``table`` by the real walk: ``(slot, phase, node, epoch)``."""
+    """The key's present slot in ``table`` by the real walk: ``(slot, state, epoch)``."""
     found = resolve_slot(key_hash(key), BASE, lambda name: _slot(table, name))
     return None if found is None else found[1]
 
@@ -140,40 +145,41 @@ def violation(s: State, bounds: Bounds) -> str | None:
         row = _where(s.table, key)
         if row is None:
             return f"T1: no present slot holds {key}"
-        slot, _, node, _ = row
+        slot, st, _ = row
+        node = st.source
         have = _get(s.rows, (node, slot, key), 0)
         if have != s.acked[i]:
             return f"{key}: its slot {slot} on {node} holds {have}, the last acknowledged write is {s.acked[i]}"
     if "done" in (s.A.pc, s.B.pc) and not s.net:
         for (node, slot, key), _ in s.rows:
             row = _slot(s.table, slot)
-            if row is None or row[2] != node:
+            if row is None or row[1].source != node:
                 return f"left behind: {key} under {slot} on {node}"
     return None
 
 
-# ---- the store: DESIGN §12.2's transitions, all sources in one transaction -------------
+# ---- the store: DESIGN §12.2's transitions (the real gate.step), all sources in one transaction
 
 def _transition(s: State, op: str, job: tuple, at: int | None) -> State | None:
     sources, into = job
     rows = [_slot(s.table, name) for name, _ in sources]
-    if any(r is None for r in rows) or (at is not None and any(r[3] != at for r in rows)):
+    if any(r is None for r in rows) or (at is not None and any(r[2] != at for r in rows)):
         return None   # unknown, or StaleAttempt (at_epoch): nothing written
-    phases = {r[1] for r in rows}
-    need = {"begin": Phase.ACTIVE, "cutover": Phase.DRAINING, "complete": Phase.CUTOVER}.get(op)
-    if op == "abort":
-        if phases == {Phase.ACTIVE}:
-            return None
-    elif phases != {need}:
+    try:   # the real machine, every source (all or none, as the store's one transaction)
+        new_states = [step(r[0], r[1], _OPS[op], into=into) for r in rows]
+    except MigrationError:
         return None
     e = s.epoch + 1
     keep = [r for r in s.table if r[0] not in {name for name, _ in sources}]
     if op == "complete":
-        new = keep + [(name, Phase.ACTIVE, node, e) for name, node in into]
+        new = keep + [(name, PartitionState.active(node), e) for name, node in into]
     else:
-        phase = {"begin": Phase.DRAINING, "cutover": Phase.CUTOVER, "abort": Phase.ACTIVE}[op]
-        new = keep + [(r[0], phase, r[2], e) for r in rows]
-    return s._replace(table=tuple(sorted(new)), epoch=e)
+        new = keep + [(r[0], st, e) for r, st in zip(rows, new_states)]
+    return s._replace(table=tuple(sorted(new, key=lambda r: r[0])), epoch=e)
+
+
+_OPS = {"begin": Op.BEGIN_RESHARD, "cutover": Op.ENTER_CUTOVER, "complete": Op.COMPLETE_RESHARD,
+        "abort": Op.ABORT}
 
 
 # ---- controllers ---------------------------------------------------------------------
@@ -193,7 +199,7 @@ def _ctl_action(s: State, name: str, c: Ctl, bounds: Bounds) -> Iterator[tuple[s
     if pc == "restart":   # B takes the current job over
         if all(_slot(s.table, d) is not None for d, _ in into) and all(
                 _slot(s.table, src) is None for src, _ in sources):
-            e3 = _slot(s.table, into[0][0])[3]
+            e3 = _slot(s.table, into[0][0])[2]
             yield f"{name} finds job {c.job} flipped at {e3}: clean-up", put(s, c._replace(pc="cleanup", e3=e3))
             return
         s2 = _transition(s, "abort", job, None) or s
@@ -328,14 +334,15 @@ def _sidecar(s: State, bounds: Bounds) -> Iterator[tuple[str, State]]:
         yield f"sc acks {sc.top}", s._replace(sc=sc._replace(pub=sc.top))
     if sc.reg and sc.ready and sc.fresh and s.v <= bounds.writes:
         for i, key in enumerate(K):
-            slot, phase, node, _ = _where(sc.view[0], key)
-            if phase is Phase.CUTOVER:
+            slot, st, _ = _where(sc.view[0], key)
+            node = st.source
+            if st.phase is Phase.CUTOVER:
                 continue   # refused (held): nothing commits
             now = _slot(s.table, slot)
             bad = s.bad or (f"INV-M2: write {s.v} of {key} committed under {slot}, which the table no longer has"
                             if now is None else
                             f"INV-M1: write {s.v} of {key} committed while {slot} was in cutover, past its barrier"
-                            if now[1] is Phase.CUTOVER and _past_barrier(s, now[3]) else None)
+                            if now[1].phase is Phase.CUTOVER and _past_barrier(s, now[2]) else None)
             yield f"sc writes {key}={s.v} on {node} under {slot}", s._replace(
                 v=s.v + 1, rows=_put(s.rows, (node, slot, key), s.v),
                 acked=s.acked[:i] + (s.v,) + s.acked[i + 1:], bad=bad)
