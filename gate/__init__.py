@@ -68,6 +68,7 @@ if _typing.TYPE_CHECKING:
     from ._replica import Replica
     from ._kv import KVEntry
     from ._sessions import ConsulHTTP, SessionLost
+    from ._slots import FILTER_HEADER, Slot, SlotKey, filter_text, key_hash, parse_slot, resolve_slot, slot_filter, slot_name, tiling_problem
     from ._store import EmbeddedStore, MigrationStore, PlacementSource
     from ._table import PlacementTable
     from ._types import (
@@ -125,6 +126,7 @@ _LAZY = {
     "_replica": "Replica",
     "_kv": "KVEntry",
     "_sessions": "ConsulHTTP SessionLost",
+    "_slots": "FILTER_HEADER Slot SlotKey filter_text key_hash parse_slot resolve_slot slot_filter slot_name tiling_problem",
     "_store": "EmbeddedStore MigrationStore PlacementSource",
     "_table": "PlacementTable",
     "_types": (

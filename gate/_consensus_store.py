@@ -37,120 +37,25 @@ from typing import Any, Callable
 from ._consensus import Consensus, TxnOp, Versioned, delete, put
 from ._exceptions import BackendError, ConfigError, ConflictError, UnknownPartition
 from ._fence import stale_attempt
+from ._log_entry import (  # re-exported: tests and older importers name this module
+    HEAD as HEAD,
+    HISTORY as HISTORY,
+    LOG as LOG,
+    NODES as NODES,
+    PARTITIONS as PARTITIONS,
+    REMOVED_BY as REMOVED_BY,
+    LogEntry as LogEntry,
+    decode_head as decode_head,
+    decode_state as decode_state,
+    encode_head as encode_head,
+    encode_state as encode_state,
+    log_key as log_key,
+    seq_of as seq_of,
+)
 from ._machine import Op, step
 from ._placement_file import validate_url
+from ._reshard_txn import reshard_txn
 from ._types import Epoch, PartitionState, node_name, partition_id
-
-PARTITIONS = "partitions/"
-LOG = "log/e/"
-HEAD = "log/head"
-HISTORY = "history/"
-NODES = "nodes/"
-
-
-def log_key(seq: int) -> str:
-    return f"{LOG}{seq:016d}"
-
-
-def seq_of(key: str) -> int | None:
-    """The sequence number in a ``log/e/<seq>`` or ``history/<p>/<seq>`` key."""
-    tail = key.rsplit("/", 1)[-1]
-    return int(tail) if tail.isdigit() else None
-
-
-def encode_state(state: PartitionState) -> bytes:
-    return json.dumps(state.to_dict(), separators=(",", ":")).encode()
-
-
-def decode_state(raw: bytes) -> PartitionState:
-    """Parse a ``partitions/<p>`` value; ``ValueError`` when it is not one."""
-    try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ValueError(f"not JSON: {raw[:60]!r}") from exc
-    return PartitionState.from_dict(data)
-
-
-@dataclass(frozen=True, slots=True)
-class LogEntry:
-    """One change: a partition's new state, or a node's new URL."""
-
-    seq: int
-    partition: str | None = None
-    state: PartitionState | None = None
-    op: str | None = None
-    node: str | None = None
-    url: str | None = None
-    time: float = 0.0
-    actor: str = ""
-
-    def __post_init__(self) -> None:
-        if isinstance(self.seq, bool) or not isinstance(self.seq, int) or self.seq < 1:
-            raise ValueError(f"log entry seq must be a positive int, got {self.seq!r}")
-        if (self.partition is None) == (self.node is None):
-            raise ValueError("a log entry names exactly one of partition and node")
-        if self.partition is not None and self.state is None:
-            raise ValueError("a partition log entry needs a state")
-        if self.node is not None and not self.url:
-            raise ValueError("a node log entry needs a url")
-
-    def encode(self) -> bytes:
-        out: dict[str, Any] = {"seq": self.seq, "time": round(self.time, 6), "actor": self.actor}
-        if self.partition is not None:
-            assert self.state is not None
-            out.update(p=self.partition, op=self.op, state=self.state.to_dict())
-        else:
-            out.update(node=self.node, url=self.url)
-        return json.dumps(out, separators=(",", ":")).encode()
-
-    @classmethod
-    def decode(cls, raw: bytes) -> "LogEntry":
-        """Parse a log entry; ``ValueError`` on anything malformed."""
-        try:
-            return cls.from_dict(json.loads(raw))
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ValueError(f"malformed log entry {raw[:80]!r}: {exc}") from exc
-
-    @classmethod
-    def from_dict(cls, d: Any) -> "LogEntry":
-        """From the decoded JSON object; ``ValueError`` on anything malformed."""
-        try:
-            if not isinstance(d, dict):
-                raise ValueError("not an object")
-            if "p" in d:
-                return cls(d["seq"], partition=partition_id(d["p"], "p"), state=PartitionState.from_dict(d["state"]),
-                           op=str(d.get("op")), time=float(d.get("time", 0)), actor=str(d.get("actor", "")))
-            return cls(d["seq"], node=node_name(d["node"]), url=validate_url(d["url"], "url"),
-                       time=float(d.get("time", 0)), actor=str(d.get("actor", "")))
-        except (ValueError, KeyError, TypeError, UnicodeDecodeError, ConfigError) as exc:
-            raise ValueError(f"malformed log entry {str(d)[:80]!r}: {exc}") from exc
-
-
-def encode_head(entries: list[LogEntry]) -> bytes:
-    """The value of ``log/head``: the newest entry, or — when a group commit wrote
-    several in one transaction — ``{"batch": [...]}`` holding all of them, oldest
-    first, so a replica gets the whole commit in one blocking-query answer."""
-    if len(entries) == 1:
-        return entries[0].encode()
-    return b'{"batch":[' + b",".join(e.encode() for e in entries) + b"]}"
-
-
-def decode_head(raw: bytes) -> list[LogEntry]:
-    """The entries a ``log/head`` value holds (one, or a group commit's batch),
-    in seq order; ``ValueError`` when malformed or not consecutive."""
-    try:
-        d = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ValueError(f"malformed log head {raw[:80]!r}: {exc}") from exc
-    if isinstance(d, dict) and "batch" in d:
-        rows = d["batch"]
-        if not isinstance(rows, list) or not rows:
-            raise ValueError("a log head batch must be a non-empty list")
-        out = [LogEntry.from_dict(r) for r in rows]
-        if any(b.seq != a.seq + 1 for a, b in zip(out, out[1:])):
-            raise ValueError("a log head batch must hold consecutive seqs")
-        return out
-    return [LogEntry.from_dict(d)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,6 +126,20 @@ class ConsensusStore:
 
     async def abort(self, partition: str, *, at_epoch: int | None = None) -> Epoch:
         return await self._transition(self._known_id(partition), Op.ABORT, at_epoch=at_epoch)
+
+    # Resharding (DESIGN §12.2): every source in one transaction, at one epoch (gate/_reshard_txn.py).
+
+    async def begin_reshard(self, sources: list[str], into: Any, *, at_epoch: int | None = None) -> Epoch:
+        return await reshard_txn(self, sources, Op.BEGIN_RESHARD, tuple(into), at_epoch)
+
+    async def enter_cutover_all(self, sources: list[str], *, at_epoch: int | None = None) -> Epoch:
+        return await reshard_txn(self, sources, Op.ENTER_CUTOVER, None, at_epoch)
+
+    async def abort_all(self, sources: list[str], *, at_epoch: int | None = None) -> Epoch:
+        return await reshard_txn(self, sources, Op.ABORT, None, at_epoch)
+
+    async def complete_reshard(self, sources: list[str], *, at_epoch: int | None = None) -> Epoch:
+        return await reshard_txn(self, sources, Op.COMPLETE_RESHARD, None, at_epoch)
 
     @staticmethod
     def _known_id(partition: str) -> str:
@@ -339,7 +258,9 @@ class ConsensusStore:
                 e = LogEntry.decode(v.value)
             except ValueError:
                 continue
-            assert e.state is not None
+            if e.state is None:   # removed by a reshard's flip (DESIGN §12.2)
+                out.append(HistoryEntry(Epoch(v.seqno), e.op or "", "removed", "", None, e.time, e.actor, e.seq))
+                continue
             out.append(HistoryEntry(Epoch(v.seqno), e.op or "", e.state.phase.value, e.state.source,
                                     e.state.target, e.time, e.actor, e.seq))
         return out

@@ -37,9 +37,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ._consensus import TxnOp, delete_tree, put
-from ._consensus_store import HEAD, HISTORY, PARTITIONS, LogEntry, encode_head, encode_state, log_key
 from ._exceptions import BackendError, ConflictError, MigrationError
 from ._fence import stale_attempt
+from ._log_entry import HEAD, HISTORY, PARTITIONS, LogEntry, encode_head, encode_state, log_key
 from ._machine import Op, step
 from ._types import Epoch, PartitionState
 

@@ -8,6 +8,11 @@ Every store — the in-process table, the consensus store, the replica — calls
     enter_cutover(p)         Draining(a→b)        → Cutover(a→b)
     complete_migration(p)    Cutover(a→b)         → Active(b)
     abort_migration(p)       Draining/Cutover     → Active(a)
+    begin_reshard(p, into)   Active(a)            → Draining(a→into)      (DESIGN §12.2)
+    complete_reshard(p)      Cutover(a→into)      → p removed, its destinations added (by the store)
+
+``enter_cutover`` and ``abort_migration`` serve a reshard as they serve a move;
+``complete_migration`` refuses a reshard's cutover and ``complete_reshard`` a move's.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from ._exceptions import (
     NotMigrating,
     UnknownPartition,
 )
-from ._types import Phase, PartitionState, Placement
+from ._types import Into, Phase, PartitionState, Placement
 
 
 class Op(str, enum.Enum):
@@ -35,6 +40,8 @@ class Op(str, enum.Enum):
     ENTER_CUTOVER = "enter_cutover"
     COMPLETE = "complete_migration"
     ABORT = "abort_migration"
+    BEGIN_RESHARD = "begin_reshard"
+    COMPLETE_RESHARD = "complete_reshard"
 
     def __str__(self) -> str:
         return self.value
@@ -58,12 +65,32 @@ def _begin(p: str, s: _State, node: Placement | None) -> PartitionState:
 
 def _cutover(p: str, s: _State, node: Placement | None) -> PartitionState:
     assert s is not None and s.target is not None
-    return PartitionState(Phase.CUTOVER, s.source, s.target)
+    return PartitionState(Phase.CUTOVER, s.source, s.target, s.into)
 
 
 def _complete(p: str, s: _State, node: Placement | None) -> PartitionState:
     assert s is not None and s.target is not None
+    if s.into is not None:
+        raise NotMigrating(f"cannot complete migration of partition {p!r}: it is being resharded "
+                           "(complete_reshard)", p)
     return PartitionState(Phase.ACTIVE, s.target)
+
+
+def _begin_reshard(p: str, s: _State, into: object) -> PartitionState:
+    assert s is not None
+    if not isinstance(into, tuple) or not into:
+        raise ValueError(f"begin_reshard of {p!r} needs its destinations ((slot, node), …)")
+    away = [n for _, n in into if n != s.source]
+    return PartitionState(Phase.DRAINING, s.source, Placement(away[0] if away else s.source), into)
+
+
+def _complete_reshard(p: str, s: _State, node: object) -> PartitionState:
+    """Decides only whether the flip applies; the store then removes ``p`` and writes its
+    destinations ``Active`` at the same epoch (DESIGN §12.2). Returns ``s`` unchanged."""
+    assert s is not None
+    if s.into is None:
+        raise NotMigrating(f"cannot complete reshard of partition {p!r}: it is being moved, not resharded", p)
+    return s
 
 
 def _abort(p: str, s: _State, node: Placement | None) -> PartitionState:
@@ -85,6 +112,7 @@ Op_label: dict[type[MigrationError], str] = {
     NotDraining: "cannot enter cutover of",
     NotCutover: "cannot complete migration of",
 }
+_STATE_ARG = frozenset({Op.BEGIN_RESHARD})
 
 _unknown = _refuse(UnknownPartition, "not in the table")
 
@@ -111,17 +139,29 @@ TABLE: dict[tuple[Phase | None, Op], _Rule] = {
     (Phase.CUTOVER, Op.ENTER_CUTOVER): _refuse(NotDraining, "it is already in cutover"),
     (Phase.CUTOVER, Op.COMPLETE): _complete,
     (Phase.CUTOVER, Op.ABORT): _abort,
+    (None, Op.BEGIN_RESHARD): _unknown,
+    (None, Op.COMPLETE_RESHARD): _unknown,
+    (Phase.ACTIVE, Op.BEGIN_RESHARD): _begin_reshard,
+    (Phase.ACTIVE, Op.COMPLETE_RESHARD): _refuse(NotMigrating, "it is active"),
+    (Phase.DRAINING, Op.BEGIN_RESHARD): _refuse(AlreadyMigrating, "it is already draining"),
+    (Phase.DRAINING, Op.COMPLETE_RESHARD): _refuse(NotCutover, "it is draining, not in cutover"),
+    (Phase.CUTOVER, Op.BEGIN_RESHARD): _refuse(AlreadyMigrating, "it is already in cutover"),
+    (Phase.CUTOVER, Op.COMPLETE_RESHARD): _complete_reshard,
 }
 
 
-def step(partition: str, state: PartitionState | None, op: Op, node: str | None = None) -> PartitionState:
+def step(partition: str, state: PartitionState | None, op: Op, node: str | None = None,
+         into: Into | None = None) -> PartitionState:
     """Apply ``op`` to ``state`` (None = unknown partition) and return the new state.
 
     Raises a ``MigrationError`` subclass when the operation does not apply; the
-    caller then changes nothing. ``node`` is the target for SET and BEGIN.
+    caller then changes nothing. ``node`` is the target for SET and BEGIN; ``into``
+    the destinations for BEGIN_RESHARD.
     """
     phase = None if state is None else state.phase
-    return TABLE[(phase, Op(op))](partition, state, None if node is None else Placement(node))
+    op = Op(op)
+    arg = into if op in _STATE_ARG else (None if node is None else Placement(node))
+    return TABLE[(phase, op)](partition, state, arg)  # type: ignore[arg-type]
 
 
 def _need(node: Placement | None, p: str) -> Placement:

@@ -40,7 +40,7 @@ from ._admission import fail_closed_reject
 from ._backoff import Backoff
 from ._blocking import next_blocking_index
 from ._consensus import Consensus, Versioned
-from ._consensus_store import HEAD, LOG, NODES, PARTITIONS, LogEntry, decode_head, decode_state, log_key, seq_of
+from ._log_entry import HEAD, LOG, NODES, PARTITIONS, LogEntry, decode_head, decode_state, log_key, seq_of
 from ._exceptions import BackendError, ConfigError
 from ._reachability import failure_level
 from ._placement_file import validate_url

@@ -14,13 +14,14 @@ and the Consul replica answer reads with literally the same code.
 from __future__ import annotations
 
 import threading
-from typing import Callable, Mapping
+from typing import Callable, Iterable, Mapping
 
 from ._exceptions import UnknownPartition
 from ._machine import Op, step
 from ._types import (
     ADMIT,
     Epoch,
+    Into,
     Phase,
     PartitionState,
     PlacementAt,
@@ -147,6 +148,62 @@ class PlacementTable:
             del self._entries[partition]
             self._epoch = epoch = Epoch(self._epoch + 1)
         self._notify(partition, None, epoch)
+        return epoch
+
+    # ---- resharding (DESIGN §12.2): every source in one step, at one epoch ----
+
+    def begin_reshard(self, sources: Iterable[str], into: Into) -> Epoch:
+        """Sources ``Active`` → ``Draining(→into)``; the destinations hold the same keys
+        (the caller checks it with ``gate.tiling_problem``)."""
+        return self._many(list(sources), Op.BEGIN_RESHARD, tuple((str(p), str(n)) for p, n in into))
+
+    def enter_cutover_all(self, sources: Iterable[str]) -> Epoch:
+        return self._many(list(sources), Op.ENTER_CUTOVER)
+
+    def abort_all(self, sources: Iterable[str]) -> Epoch:
+        return self._many(list(sources), Op.ABORT)
+
+    def complete_reshard(self, sources: Iterable[str]) -> Epoch:
+        """The flip: the sources (all in cutover toward the same destinations) are removed and
+        each destination written ``Active`` at one fresh epoch. The destinations are published
+        before the sources go, so a lock-free reader walking the slots (§12.1) always finds one."""
+        gone = list(sources)
+        with self._lock:
+            states = [self._state_of(name) for name in gone]
+            checked = [step(name, st, Op.COMPLETE_RESHARD) for name, st in zip(gone, states)]
+            intos = {st.into for st in checked}
+            if len(intos) != 1:
+                raise ValueError(f"the sources {gone} are not one reshard (destinations differ)")
+            into = intos.pop() or ()
+            new = {str(partition_id(name)): PartitionState.active(node_name(n)) for name, n in into}
+            epoch = Epoch(self._epoch + 1)
+            for name, st in new.items():
+                self._entries[name] = _Entry(st, epoch)
+            for name in gone:
+                if name not in new:
+                    del self._entries[name]
+            self._epoch = epoch
+        for name in gone:
+            if name not in new:
+                self._notify(name, None, epoch)
+        for name, st in new.items():
+            self._notify(name, st, epoch)
+        return epoch
+
+    def _state_of(self, partition: str) -> PartitionState | None:
+        entry = self._entries.get(partition)
+        return None if entry is None else entry.state
+
+    def _many(self, sources: list[str], op: Op, into: Into | None = None) -> Epoch:
+        """``op`` on every source or on none (the first refusal raises), at one epoch."""
+        with self._lock:
+            new = [(name, step(name, self._state_of(name), op, into=into)) for name in sources]
+            epoch = Epoch(self._epoch + 1)
+            for name, st in new:
+                self._entries[name] = _Entry(st, epoch)
+            self._epoch = epoch
+        for name, st in new:
+            self._notify(name, st, epoch)
         return epoch
 
     def _transition(self, partition: str, op: Op, node: str | None = None) -> Epoch:

@@ -83,21 +83,32 @@ class Phase(str, enum.Enum):
         return self.value
 
 
+Into = tuple[tuple[str, str], ...]
+"""A reshard's destinations: ``((slot, node), …)`` (DESIGN §12.2)."""
+
+
 @dataclass(frozen=True, slots=True)
 class PartitionState:
-    """Phase plus placements: ``Active(source)`` or ``Draining/Cutover(source→target)``."""
+    """Phase plus placements: ``Active(source)`` or ``Draining/Cutover(source→target)``.
+
+    A slot being resharded (DESIGN §12.2) also carries ``into``, its destinations; its
+    ``target`` is the node of the destination that is not on the source's node (a split's
+    ``--to``), or the source itself for a reshard that stays on one node."""
 
     phase: Phase
     source: Placement
     target: Placement | None = None
+    into: Into | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.phase, Phase):
             raise TypeError(f"phase must be a Phase, got {self.phase!r}")
         if (self.phase is Phase.ACTIVE) != (self.target is None):
             raise ValueError(f"{self.phase.value} state needs target {'None' if self.phase is Phase.ACTIVE else 'set'}")
-        if self.target is not None and self.target == self.source:
+        if self.target is not None and self.target == self.source and self.into is None:
             raise ValueError("a migration's target must differ from its source")
+        if self.into is not None and (self.phase is Phase.ACTIVE or not self.into):
+            raise ValueError("only a draining or cutover slot has reshard destinations, and at least one")
 
     @classmethod
     def active(cls, node: str) -> "PartitionState":
@@ -120,8 +131,11 @@ class PartitionState:
         """The one placement reads and writes go to: ``source`` until the flip (INV-M4)."""
         return self.source
 
-    def to_dict(self) -> dict[str, str | None]:
-        return {"phase": self.phase.value, "from": self.source, "to": self.target}
+    def to_dict(self) -> dict[str, object]:
+        d: dict[str, object] = {"phase": self.phase.value, "from": self.source, "to": self.target}
+        if self.into is not None:
+            d["into"] = [list(pair) for pair in self.into]
+        return d
 
     @classmethod
     def from_dict(cls, data: object) -> "PartitionState":
@@ -133,13 +147,19 @@ class PartitionState:
             source = node_name(data["from"], "from")
             target = data.get("to")
             target = None if target is None else node_name(target, "to")
-            return cls(phase, source, target)
+            raw = data.get("into")
+            into = None if raw is None else tuple(
+                (partition_id(p, "into"), node_name(n, "into")) for p, n in raw)
+            return cls(phase, source, target, into)
         except (KeyError, TypeError, ConfigError) as exc:
             raise ValueError(f"malformed state {data!r}: {exc}") from exc
 
     def __str__(self) -> str:
         if self.target is None:
             return f"Active({self.source})"
+        if self.into is not None:
+            dests = ", ".join(f"{p}@{n}" for p, n in self.into)
+            return f"{self.phase.value.capitalize()}({self.source}→{dests})"
         return f"{self.phase.value.capitalize()}({self.source}→{self.target})"
 
 

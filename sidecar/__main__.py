@@ -3,6 +3,7 @@
     python -m sidecar [--config FILE] [flags]          the sidecar proxy
     python -m sidecar controller --consul URL …        the migration controller
     python -m sidecar migrate|jobs|partitions|nodes …  operator commands (control API clients)
+    python -m sidecar reshard split|merge|plan …       resharding hash slots (docs/resharding.md)
 
 Configuration errors print one line naming the field and exit 2.
 """
@@ -70,6 +71,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .control.controller_main import main as controller_main
 
         return controller_main(argv[1:])
+    if command == "reshard":   # issue 29: runs the job itself until the controller does (DESIGN §12.6)
+        from .control.reshard_cli import main as reshard_main
+
+        return reshard_main(argv[2:])
     if command in _CLI:
         from .control.cli import main as cli_main
 

@@ -27,6 +27,10 @@ STATES = {
     "draining(a→b)": PartitionState.draining(A, B),
     "cutover(a→b)": PartitionState.cutover(A, B),
 }
+# a split of slot-0 (N = 1) with the new half on b (DESIGN §12.2)
+INTO = (("slot-0-of-2", A), ("slot-1-of-2", B))
+STATES["resharding(a→into)"] = PartitionState(Phase.DRAINING, A, B, INTO)
+STATES["reshard-cutover(a→into)"] = PartitionState(Phase.CUTOVER, A, B, INTO)
 
 # Written out by hand from DESIGN §3, independently of gate/_machine.py.
 # (state, op, node) → expected new state or exception type.
@@ -51,6 +55,30 @@ EXPECTED = {
     ("cutover(a→b)", Op.ENTER_CUTOVER, None): NotDraining,
     ("cutover(a→b)", Op.COMPLETE, None): PartitionState.active(B),
     ("cutover(a→b)", Op.ABORT, None): PartitionState.active(A),
+    # DESIGN §12.2: the reshard operations, and the move's operations on a resharding slot
+    ("unknown", Op.BEGIN_RESHARD, INTO): UnknownPartition,
+    ("unknown", Op.COMPLETE_RESHARD, None): UnknownPartition,
+    ("active(a)", Op.BEGIN_RESHARD, INTO): PartitionState(Phase.DRAINING, A, B, INTO),
+    ("active(a)", Op.COMPLETE_RESHARD, None): NotMigrating,
+    ("draining(a→b)", Op.BEGIN_RESHARD, INTO): AlreadyMigrating,
+    ("draining(a→b)", Op.COMPLETE_RESHARD, None): NotCutover,
+    ("cutover(a→b)", Op.BEGIN_RESHARD, INTO): AlreadyMigrating,
+    ("cutover(a→b)", Op.COMPLETE_RESHARD, None): NotMigrating,     # a move is not finished as a reshard
+    ("resharding(a→into)", Op.SET, C): PartitionState.active(C),
+    ("resharding(a→into)", Op.BEGIN, C): AlreadyMigrating,
+    ("resharding(a→into)", Op.ENTER_CUTOVER, None): PartitionState(Phase.CUTOVER, A, B, INTO),
+    ("resharding(a→into)", Op.COMPLETE, None): NotCutover,
+    ("resharding(a→into)", Op.ABORT, None): PartitionState.active(A),
+    ("resharding(a→into)", Op.BEGIN_RESHARD, INTO): AlreadyMigrating,
+    ("resharding(a→into)", Op.COMPLETE_RESHARD, None): NotCutover,
+    ("reshard-cutover(a→into)", Op.SET, C): PartitionState.active(C),
+    ("reshard-cutover(a→into)", Op.BEGIN, C): AlreadyMigrating,
+    ("reshard-cutover(a→into)", Op.ENTER_CUTOVER, None): NotDraining,
+    ("reshard-cutover(a→into)", Op.COMPLETE, None): NotMigrating,  # nor a reshard as a move
+    ("reshard-cutover(a→into)", Op.ABORT, None): PartitionState.active(A),
+    ("reshard-cutover(a→into)", Op.BEGIN_RESHARD, INTO): AlreadyMigrating,
+    # the flip applies; the store removes the slot and adds INTO (the step returns it unchanged)
+    ("reshard-cutover(a→into)", Op.COMPLETE_RESHARD, None): PartitionState(Phase.CUTOVER, A, B, INTO),
 }
 
 
@@ -67,14 +95,23 @@ def test_table_is_total():
 def test_every_state_operation_pair(state, op, node):
     expected = EXPECTED[(state, op, node)]
     before = STATES[state]
+    arg = {"into": node} if op is Op.BEGIN_RESHARD else {"node": node}
     if isinstance(expected, type):
         with pytest.raises(expected) as info:
-            step("p1", before, op, node)
+            step("p1", before, op, **arg)
         assert isinstance(info.value, MigrationError)
         assert info.value.partition == "p1"
         assert "p1" in str(info.value)
     else:
-        assert step("p1", before, op, node) == expected
+        assert step("p1", before, op, **arg) == expected
+
+
+def test_an_in_place_reshard_keeps_its_node_as_target_and_round_trips():
+    into = (("slot-0-of-2", A), ("slot-1-of-2", A))
+    s = step("slot-0", PartitionState.active(A), Op.BEGIN_RESHARD, into=into)
+    assert (s.target, s.into) == (A, into) and PartitionState.from_dict(s.to_dict()) == s
+    with pytest.raises(ValueError):
+        step("slot-0", PartitionState.active(A), Op.BEGIN_RESHARD, into=())
 
 
 def test_begin_to_own_node_is_a_refused_no_op():

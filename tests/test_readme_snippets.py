@@ -220,6 +220,10 @@ def test_every_concrete_command_line_parses():
             kv_parser().parse_args(words)
         elif words and words[0] == "controller":
             _controller._parse(words[1:])
+        elif words and words[0] == "reshard":
+            from sidecar.control import reshard_cli
+
+            reshard_cli.parser().parse_args(words[1:])
         elif words and words[0] in _CLI:
             _cli._build_parser().parse_args(words)
         else:

@@ -20,12 +20,19 @@ mover credential (``X-Epochgate-Mover-Token``, see ``gate._mover_auth``), and an
 import carries a fencing token (``X-Epochgate-Fence``) that is checked and
 recorded in the same SQLite transaction as the rows (``gate.sqlite_fence``): an
 import from a superseded attempt is refused with 409 ``stale-mover``.
+
+Resharding (DESIGN §12.4): export and delta take a key filter ``slot=I&of=M`` (the
+rows whose key — the example's partition key — has ``crc32 mod M = I``) and echo it in
+``X-Epochgate-Filter``; ``POST /_epochgate/cleanup?partition=P[&slot=I&of=M]`` deletes
+the partition's (filtered) rows, fenced like an import and idempotent, and appends one
+line to ``DIR/cleanups.jsonl`` (``partition, node, deleted, fence, filter, t``).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -36,14 +43,17 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, g
 from gate import (
     MOVER_TOKEN_HEADER,
     PROBLEM_CONTENT_TYPE,
+    FILTER_HEADER,
     ConfigError,
     MoverAuth,
     MoverFence,
     StaleMover,
     aiohttp_middleware,
     current_guard,
+    filter_text,
     mover_token_from_env,
     partition_id,
+    slot_filter,
 )
 
 from ._store import KvStore
@@ -58,6 +68,7 @@ LOG_KEY = web.AppKey("commit_log", int)
 AUTH_KEY = web.AppKey("mover_auth", MoverAuth)
 IMPORTS_KEY = web.AppKey("imports_total", Counter)
 REGISTRY_KEY = web.AppKey("registry", CollectorRegistry)
+CLEANUP_LOG_KEY = web.AppKey("cleanup_log", int)
 # Test-only switch (tests/test_fencing_e2e.py shows the loss without the fence): the
 # fencing token is still recorded but never refuses an import.
 UNFENCED = os.environ.get("EPOCHGATE_TEST_UNFENCED_IMPORT") == "1"
@@ -109,9 +120,20 @@ async def get_kv(request: web.Request) -> web.StreamResponse:
     return web.Response(text=value, headers={"X-Node": request.app[NODE_KEY]})
 
 
-def _ndjson(cursor: int, rows: list[tuple[str, str]]) -> web.Response:
+def _ndjson(cursor: int, rows: list[tuple[str, str]], only: Any = None) -> web.Response:
     body = b"".join(json.dumps({"key": k, "value": v}, ensure_ascii=False).encode() + b"\n" for k, v in rows)
-    return web.Response(body=body, content_type=NDJSON, headers={CURSOR_HEADER: str(cursor)})
+    headers = {CURSOR_HEADER: str(cursor)}
+    if only is not None:
+        headers[FILTER_HEADER] = filter_text(only)   # says the filter was applied (DESIGN §12.4)
+    return web.Response(body=body, content_type=NDJSON, headers=headers)
+
+
+def _filter(request: web.Request) -> Any:
+    """The key filter asked for (a ``gate.Slot`` or None), or the 400 problem naming the parameter."""
+    try:
+        return slot_filter(request.query)
+    except ConfigError as exc:
+        return _problem(400, exc.field, str(exc).split(": ", 1)[-1])
 
 
 async def _hook_partition(request: web.Request) -> str | web.Response:
@@ -124,21 +146,61 @@ async def _hook_partition(request: web.Request) -> str | web.Response:
     return _partition(request, "query")
 
 
-async def export_hook(request: web.Request) -> web.StreamResponse:
+async def _hook_rows(request: web.Request) -> tuple[str, Any] | web.Response:
+    """The credential, the partition and the key filter (DESIGN §12.4): what export, delta and
+    clean-up check first."""
     partition = await _hook_partition(request)
     if isinstance(partition, web.Response):
         return partition
-    return _ndjson(*request.app[STORE_KEY].export(partition))
+    only = _filter(request)
+    if isinstance(only, web.Response):
+        return only
+    return partition, only
+
+
+def _stale(exc: StaleMover) -> web.Response:
+    doc = exc.problem()
+    return web.Response(status=doc.status, body=doc.encode(), content_type=PROBLEM_CONTENT_TYPE)
+
+
+async def export_hook(request: web.Request) -> web.StreamResponse:
+    asked = await _hook_rows(request)
+    if isinstance(asked, web.Response):
+        return asked
+    partition, only = asked
+    return _ndjson(*request.app[STORE_KEY].export(partition, only), only)
 
 
 async def delta_hook(request: web.Request) -> web.StreamResponse:
-    partition = await _hook_partition(request)
-    if isinstance(partition, web.Response):
-        return partition
+    asked = await _hook_rows(request)
+    if isinstance(asked, web.Response):
+        return asked
+    partition, only = asked
     since = request.query.get("since", "")
     if not since.isdigit():
         return _problem(400, "since", f"expected a cursor (a non-negative integer), got {since!r}")
-    return _ndjson(*request.app[STORE_KEY].delta(partition, int(since)))
+    return _ndjson(*request.app[STORE_KEY].delta(partition, int(since), only), only)
+
+
+async def cleanup_hook(request: web.Request) -> web.StreamResponse:
+    """Delete a partition's (filtered) rows here: after a reshard's flip on its source, before a
+    bulk import on its destination (DESIGN §12.4). Fenced like an import; idempotent."""
+    asked = await _hook_rows(request)
+    if isinstance(asked, web.Response):
+        return asked
+    partition, only = asked
+    try:
+        fence = MoverFence.from_headers(request.headers, partition)
+    except ConfigError as exc:
+        return _problem(400, exc.field, str(exc).split(": ", 1)[-1])
+    try:
+        n = await request.app[STORE_KEY].cleanup(partition, fence=fence.token, only=only)
+    except StaleMover as exc:
+        return _stale(exc)
+    line = {"partition": partition, "node": request.app[NODE_KEY], "deleted": n, "fence": fence.token,
+            "filter": None if only is None else filter_text(only), "t": time.time()}
+    os.write(request.app[CLEANUP_LOG_KEY], json.dumps(line).encode() + b"\n")
+    return web.json_response({"deleted": n})
 
 
 async def import_hook(request: web.Request) -> web.StreamResponse:
@@ -164,8 +226,7 @@ async def import_hook(request: web.Request) -> web.StreamResponse:
         n = await request.app[STORE_KEY].import_rows(partition, rows, fence=fence.token, unfenced=UNFENCED)
     except StaleMover as exc:
         request.app[IMPORTS_KEY].labels("stale").inc()
-        doc = exc.problem()
-        return web.Response(status=doc.status, body=doc.encode(), content_type=PROBLEM_CONTENT_TYPE)
+        return _stale(exc)
     request.app[IMPORTS_KEY].labels("ok").inc()
     return web.json_response({"imported": n})
 
@@ -227,10 +288,12 @@ def build_app(node: str, data_dir: str | Path, admitter: Any, mover_auth: MoverA
 
     app[STORE_KEY] = KvStore(data / "kv.sqlite", on_commit=log_commits)
     app[LOG_KEY] = log_fd
+    app[CLEANUP_LOG_KEY] = os.open(data / "cleanups.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
     async def close(app: web.Application) -> None:
         app[STORE_KEY].close()
         os.close(app[LOG_KEY])
+        os.close(app[CLEANUP_LOG_KEY])
 
     app.on_cleanup.append(close)
     app.router.add_put("/kv/{key}", put_kv)
@@ -238,6 +301,7 @@ def build_app(node: str, data_dir: str | Path, admitter: Any, mover_auth: MoverA
     app.router.add_get(HOOKS + "export", export_hook)
     app.router.add_get(HOOKS + "delta", delta_hook)
     app.router.add_post(HOOKS + "import", import_hook)
+    app.router.add_post(HOOKS + "cleanup", cleanup_hook)
     app.router.add_get(HOOKS + "size", size_hook)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)

@@ -6,8 +6,10 @@ per-node counter, ``seq``, in the same transaction, and each row remembers the
 rows and the counter in one read transaction (a snapshot, WAL mode), and
 "the delta since cursor C" is every row of the partition with ``seq > C``.
 
-There are no deletes in this API, so the latest value per key is the whole
-delta. Writes go through one connection guarded by an ``asyncio.Lock`` (the
+There are no client deletes in this API, so the latest value per key is the whole
+delta; the only deletes are the mover's clean-ups (DESIGN §12.4), which run on a
+partition no client writes to (a resharded slot's source after the flip, a
+destination before its bulk import). Writes go through one connection guarded by an ``asyncio.Lock`` (the
 commit-point admit is awaited inside the open transaction, so concurrent
 client writes are group-committed: one round of admits per transaction);
 reads and exports use a second connection and only ever see committed data.
@@ -22,7 +24,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Iterable
 
-from gate import StaleMover, sqlite_fence
+from gate import Slot, StaleMover, key_hash, sqlite_fence
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (
@@ -56,6 +58,8 @@ class KvStore:
         self._w.execute("PRAGMA synchronous=NORMAL")
         self._w.executescript(_SCHEMA)
         self._r = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        for conn in (self._w, self._r):   # the hooks' key filter (DESIGN §12.4): the key is the partition key
+            conn.create_function("epochgate_hash", 1, key_hash, deterministic=True)
         self.write_lock = asyncio.Lock()
         self._pending: list = []
         self._flusher: asyncio.Future | None = None
@@ -152,21 +156,31 @@ class KvStore:
             txn.commit()
         return n
 
+    async def cleanup(self, partition: str, *, fence: int, only: Slot | None = None) -> int:
+        """Delete the partition's rows on this node (or those ``only`` holds), fenced like an
+        import (DESIGN §12.4): ``StaleMover`` → nothing deleted. Idempotent. Returns the count."""
+        where, params = _filtered("partition = ?", (partition,), only)
+        async with self.transaction() as txn:
+            sqlite_fence(self._w, partition, fence)
+            n = self._w.execute(f"DELETE FROM kv WHERE {where}", params).rowcount
+            txn.commit()
+        return n
+
     # ---- reads -------------------------------------------------------------
 
     def get(self, partition: str, key: str) -> str | None:
         row = self._r.execute("SELECT value FROM kv WHERE partition = ? AND key = ?", (partition, key)).fetchone()
         return None if row is None else row[0]
 
-    def export(self, partition: str) -> tuple[int, list[tuple[str, str]]]:
-        """(cursor, every key/value of the partition) from one snapshot."""
-        return self._snapshot("SELECT key, value FROM kv WHERE partition = ? ORDER BY key", (partition,))
+    def export(self, partition: str, only: Slot | None = None) -> tuple[int, list[tuple[str, str]]]:
+        """(cursor, every key/value of the partition — or of those ``only`` holds) from one snapshot."""
+        where, params = _filtered("partition = ?", (partition,), only)
+        return self._snapshot(f"SELECT key, value FROM kv WHERE {where} ORDER BY key", params)
 
-    def delta(self, partition: str, since: int) -> tuple[int, list[tuple[str, str]]]:
+    def delta(self, partition: str, since: int, only: Slot | None = None) -> tuple[int, list[tuple[str, str]]]:
         """(cursor, the latest value of every key changed after ``since``) from one snapshot."""
-        return self._snapshot(
-            "SELECT key, value FROM kv WHERE partition = ? AND seq > ? ORDER BY seq", (partition, since)
-        )
+        where, params = _filtered("partition = ? AND seq > ?", (partition, since), only)
+        return self._snapshot(f"SELECT key, value FROM kv WHERE {where} ORDER BY seq", params)
 
     def size(self, partition: str) -> tuple[int, int]:
         """(keys, bytes of the ndjson an export sends: ``{"key": …, "value": …}`` lines, before JSON escaping)."""
@@ -186,6 +200,12 @@ class KvStore:
 
     def cursor(self) -> int:
         return self._r.execute("SELECT value FROM meta WHERE name = 'seq'").fetchone()[0]
+
+
+def _filtered(where: str, params: tuple, only: Slot | None) -> tuple[str, tuple]:
+    if only is None:
+        return where, params
+    return f"{where} AND epochgate_hash(key) % ? = ?", params + (only.modulus, only.number)
 
 
 class _Txn:

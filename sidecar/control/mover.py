@@ -30,6 +30,12 @@ DESIGN §6; ``gate._fence``). Two rules make a delayed import harmless:
 
 A 409 ``stale-mover`` answer raises ``gate.StaleMover``: a newer attempt owns
 the partition's data movement, this one must stop.
+
+Resharding (DESIGN §12.4): ``copy``/``copy_delta`` take ``only`` (a ``gate.Slot``: the key
+filter ``slot=I&of=M`` on the export and the delta) and ``into`` (the destination slot the
+rows are imported under). An answer that does not echo the filter in ``X-Epochgate-Filter``
+is refused — an application that ignored it would copy every row to both halves.
+``cleanup`` calls ``POST /_epochgate/cleanup``, fenced like an import and idempotent.
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ import json
 import time
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Protocol, runtime_checkable
 
-from gate import FENCE_HEADER, MOVER_TOKEN_HEADER, BackendError, StaleMover
+from gate import FENCE_HEADER, FILTER_HEADER, MOVER_TOKEN_HEADER, BackendError, Slot, StaleMover, filter_text
 
 Progress = Callable[[int], None]
 Check = Callable[[], None]
@@ -103,19 +109,42 @@ class HttpHooksMover:
         return {} if self.token is None else {MOVER_TOKEN_HEADER: self.token}
 
     async def copy(self, partition: str, source_url: str, target_url: str, progress: Progress,
-                   check: Check | None = None, *, fence: int) -> str:
+                   check: Check | None = None, *, fence: int, only: Slot | None = None,
+                   into: str | None = None) -> str:
         return await self._stream(f"{source_url.rstrip('/')}/_epochgate/export", {"partition": partition},
-                                  partition, target_url, progress, check, fence, retry=True)
+                                  into or partition, target_url, progress, check, fence, retry=True, only=only)
 
     async def copy_delta(self, partition: str, source_url: str, target_url: str, since: str,
-                         progress: Progress, check: Check | None = None, *, fence: int) -> str:
+                         progress: Progress, check: Check | None = None, *, fence: int, only: Slot | None = None,
+                         into: str | None = None) -> str:
         return await self._stream(f"{source_url.rstrip('/')}/_epochgate/delta",
-                                  {"partition": partition, "since": str(since)}, partition, target_url,
-                                  progress, check, fence, retry=False)
+                                  {"partition": partition, "since": str(since)}, into or partition, target_url,
+                                  progress, check, fence, retry=False, only=only)
+
+    async def cleanup(self, partition: str, url: str, *, fence: int, only: Slot | None = None) -> int:
+        """Delete ``partition``'s rows (or those ``only`` holds) on the node at ``url``; the count."""
+        params = {"partition": partition}
+        if only is not None:
+            params.update(slot=str(only.number), of=str(only.modulus))
+        hook = f"{url.rstrip('/')}/_epochgate/cleanup"
+        try:
+            async with self._session().post(hook, params=params,
+                                            headers={FENCE_HEADER: str(int(fence)), **self._headers()}) as resp:
+                text = await resp.read()
+                if resp.status == 409:
+                    _raise_stale(partition, fence, text)
+                if resp.status != 200:
+                    raise BackendError(f"mover: POST {hook}: HTTP {resp.status}: {text[:200]!r}")
+                return int(json.loads(text).get("deleted", 0))
+        except (_aiohttp().ClientError, asyncio.TimeoutError, OSError, ValueError) as exc:
+            raise BackendError(f"mover: {hook}: {type(exc).__name__}: {exc}") from exc
 
     async def _stream(self, url: str, params: dict[str, str], partition: str, target_url: str,
-                      progress: Progress, check: Check | None, fence: int, *, retry: bool) -> str:
+                      progress: Progress, check: Check | None, fence: int, *, retry: bool,
+                      only: Slot | None = None) -> str:
         http = self._session()
+        if only is not None:
+            params = {**params, "slot": str(only.number), "of": str(only.modulus)}
         total = 0
         sent = False
 
@@ -128,6 +157,9 @@ class HttpHooksMover:
             async with http.get(url, params=params, headers=self._headers()) as resp:
                 if resp.status != 200:
                     raise BackendError(f"mover: GET {url}: HTTP {resp.status}: {(await resp.read())[:200]!r}")
+                if only is not None and resp.headers.get(FILTER_HEADER) != filter_text(only):
+                    raise BackendError(f"mover: GET {url}: the application did not apply the key filter "
+                                       f"{filter_text(only)!r} (no {FILTER_HEADER} echo): it would copy every row")
                 cursor = resp.headers.get(CURSOR_HEADER)
                 if cursor is None or not cursor.strip().lstrip("-").isdigit():
                     raise BackendError(f"mover: GET {url}: missing or bad {CURSOR_HEADER} header {cursor!r}")

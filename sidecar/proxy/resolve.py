@@ -1,12 +1,20 @@
 """Resolving an exchange's partition to its placement and upstream node: the
 one copy shared by the HTTP/1.1 exchange and the HTTP/2 stream (both call it
 first in ``route()``, again after every hold wake-up and retry).
+
+In hash-slot mode the router's partition is the key's base slot (a ``gate.SlotKey``, which
+keeps the key's hash). When the table does not hold that name — the slot was split, or the
+request was routed to a slot since merged — the walk of DESIGN §12.1 finds the key's present
+slot, and the request is resolved, stamped and gated under that name. An unsplit table costs
+nothing more: the first lookup is the one made anyway.
 """
 
 from __future__ import annotations
 
 from time import perf_counter
 from typing import Any
+
+from gate import SlotKey, resolve_slot
 
 
 def resolve(x: Any) -> Any:
@@ -16,6 +24,11 @@ def resolve(x: Any) -> Any:
     ctx = x.ctx
     p = x.partition
     st = ctx.source.state(p)
+    if st is None and isinstance(p, SlotKey):
+        found = resolve_slot(p.h, p.base, ctx.source.state)
+        if found is not None:
+            name, st = found
+            p = x.partition = SlotKey(name, p.h, p.base)
     if st is None:
         if x.is_write:
             ctx.stats.decision("none", "reject", "unknown_partition")

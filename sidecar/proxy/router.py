@@ -7,7 +7,9 @@ a *different* key is a conflict (400, both rules named) — a request must not b
 routable two ways. No key at all, or a key that is not a valid partition id,
 is also a 400 naming the rule(s).
 
-``--hash-slots N`` maps the key onto ``slot-<crc32(key) mod N>``.
+``--hash-slots N`` maps the key onto ``slot-<crc32(key) mod N>``, returned as a ``gate.SlotKey``
+that keeps the key's hash: where that slot was split, ``resolve`` walks to the slot of the
+key's depth (DESIGN §12.1). The caches hold the hash, which never goes stale, never the depth.
 
 Route rules (``--route "METHOD REGEX=read|write"``, first match wins) override
 the default: the non-safe methods (POST, PUT, PATCH, DELETE, and any unknown
@@ -17,12 +19,11 @@ method) are writes, GET/HEAD/OPTIONS/TRACE reads.
 from __future__ import annotations
 
 import re
-import zlib
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 from urllib.parse import parse_qsl, unquote
 
-from gate import ConfigError, partition_id
+from gate import ConfigError, SlotKey, key_hash, partition_id
 
 from .rules import compile_rule
 
@@ -94,8 +95,9 @@ def parse_route_rule(text: str, field: str = "route") -> tuple[str, Any, bool]:
 
 
 def slot_of(key: str, slots: int) -> str:
-    """The hash slot a key maps to (stable across processes and versions)."""
-    return f"slot-{zlib.crc32(key.encode('utf-8')) % slots}"
+    """The base hash slot a key maps to (stable across processes and versions), remembering the
+    key's hash for the walk to a split slot (``gate.SlotKey``)."""
+    return SlotKey.of(key_hash(key), slots)
 
 
 class Router:

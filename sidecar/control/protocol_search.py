@@ -1,0 +1,38 @@
+"""The breadth-first search under the exhaustive protocol checks: every reachable state, the
+shortest counter-example if any (``protocol_split.py`` uses it; ``protocol_model.check`` is the
+same search over its own module's functions)."""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Callable, Hashable, Iterable, TypeVar
+
+from .protocol_model import Result
+
+S = TypeVar("S", bound=Hashable)
+
+
+def explore(start: S, successors: Callable[[S], Iterable[tuple[str, S]]], violation: Callable[[S], str | None],
+            max_states: int) -> Result:
+    """Breadth-first over every state reachable from ``start``; the shortest trace to a state
+    where ``violation`` says why, or none."""
+    parent: dict[S, tuple[S | None, str]] = {start: (None, "start")}
+    queue = deque([start])
+    while queue:
+        s = queue.popleft()
+        why = violation(s)
+        if why is not None:
+            trace = []
+            cur: S | None = s
+            while cur is not None:
+                prev, label = parent[cur]
+                trace.append(label)
+                cur = prev
+            return Result(len(parent), trace[::-1], why)
+        for label, nxt in successors(s):
+            if nxt not in parent:
+                parent[nxt] = (s, label)
+                if len(parent) > max_states:
+                    raise RuntimeError(f"more than {max_states} states: lower the bounds")
+                queue.append(nxt)
+    return Result(len(parent), None)

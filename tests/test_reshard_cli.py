@@ -1,0 +1,83 @@
+"""``python -m sidecar reshard`` against real Consul, a real sidecar and two example-app nodes: a dry run
+starts nothing, a bad slot is one line naming the field (exit 2), a split with --to and the merge back
+complete (exit 0) with every written key still readable through the sidecar, and with a controller
+leading the command refuses (exit 5)."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+import aiohttp
+import pytest
+
+from gate import key_hash
+from gate._consul_consensus import open_consul
+
+from ._fleet import ROOT, Fleet, _env
+
+pytestmark = [pytest.mark.consul]
+
+
+async def _cli(fleet, *args):
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "sidecar", "reshard", *args, "--consul", fleet.consul_url, "--prefix", fleet.prefix,
+        "--hash-slots", "2", cwd=ROOT, env=_env(), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_reshard_command(consul_agent, kv_prefix, tmp_path):
+    fleet = Fleet(consul_agent.url, kv_prefix, tmp_path)
+    consensus, store, _ = await open_consul(consul_agent.url, kv_prefix)
+    try:
+        nodes = {n: await fleet.node(n) for n in ("a", "b")}
+        for n, p in nodes.items():
+            await store.set_node(n, p.info["url"])
+        await store.set("slot-0", "a")
+        await store.set("slot-1", "a")
+        sc = await fleet.sidecar("sc0", extra=["--hash-slots", "2"])
+        keys = [f"k{i}" for i in range(24)]
+        async with aiohttp.ClientSession() as http:
+            for k in keys:
+                async with http.put(f"{sc.info['url']}/kv/{k}", data=f"v-{k}", headers={"X-Partition-Key": k}) as r:
+                    assert r.status == 200, await r.text()
+
+            rc, out, err = await _cli(fleet, "split", "slot-1", "--to", "b", "--dry-run")
+            assert rc == 0 and "nothing was started" in out and "slot-3-of-4@b" in out, (out, err)
+            assert sorted(await store.partitions()) == ["slot-0", "slot-1"]
+
+            rc, out, err = await _cli(fleet, "split", "slot-9")
+            assert rc == 2 and err.count("\n") == 1 and "slot-9" in err and "Traceback" not in err, err
+
+            rc, out, err = await _cli(fleet, "split", "slot-1", "--to", "b")
+            assert rc == 0 and "completed" in out, (out, err)
+            table = await store.partitions()
+            assert {p: str(st.source) for p, (st, _) in table.items()} == {
+                "slot-0": "a", "slot-1-of-4": "a", "slot-3-of-4": "b"}
+
+            async def readable():
+                for k in keys:
+                    async with http.get(f"{sc.info['url']}/kv/{k}", headers={"X-Partition-Key": k}) as r:
+                        assert r.status == 200 and await r.text() == f"v-{k}", (k, r.status)
+                        want = ("b" if key_hash(k) % 4 == 3 else "a") if key_hash(k) % 2 == 1 else "a"
+                        assert r.headers["X-Node"] == want
+            await readable()
+
+            rc, out, err = await _cli(fleet, "merge", "slot-3-of-4")
+            assert rc == 0 and "completed" in out, (out, err)
+            assert sorted(await store.partitions()) == ["slot-0", "slot-1"]
+            for k in keys:
+                async with http.get(f"{sc.info['url']}/kv/{k}", headers={"X-Partition-Key": k}) as r:
+                    assert r.status == 200 and await r.text() == f"v-{k}" and r.headers["X-Node"] == "a"
+
+        await fleet.controller("c1")
+        for _ in range(100):   # until it leads
+            if await store.consensus.head("controller/leader") is not None:
+                break
+            await asyncio.sleep(0.1)
+        rc, out, err = await _cli(fleet, "split", "slot-1")
+        assert rc == 5 and "a controller leads" in err, (rc, out, err)
+    finally:
+        fleet.stop()
+        await consensus.close()
