@@ -105,6 +105,11 @@ class Replica:
         self.blocked: LogBlock | None = None   # fail closed: stopped at a value it cannot parse
         self.blocks = 0      # times it stopped (a new LogBlock)
         self._why = ""
+        # The push path (gate/_push_link.py): while push_up() is true the follow loop reads
+        # log/head without blocking every wait_s (freshness, rule 3) instead of holding a
+        # blocking query every commit wakes; kick() makes it read now.
+        self.push_up: Callable[[], bool] | None = None
+        self._kick = asyncio.Event()
 
     # ---- life cycle --------------------------------------------------------
 
@@ -173,7 +178,11 @@ class Replica:
     async def _run(self) -> None:
         while not self._stopping:
             try:
-                value, index = await self.consensus.watch(HEAD, self.index, self.wait_s)
+                if self.push_up is not None and self.push_up():
+                    await self._poll_pause()
+                    value, index = await self.consensus.watch(HEAD, 0, 0.0)
+                else:
+                    value, index = await self.consensus.watch(HEAD, self.index, self.wait_s)
                 async with self._lock:
                     await self._on_head(value, index)
                 self.backoff.reset()
@@ -187,6 +196,42 @@ class Replica:
                 delay = self.backoff.next()
                 log.exception("replica: unexpected error while following (retry in %.2fs)", delay)
                 await self._sleep(delay)
+
+    async def _poll_pause(self) -> None:
+        try:
+            async with asyncio.timeout(self.wait_s):
+                await self._kick.wait()
+        except asyncio.TimeoutError:
+            pass
+        self._kick.clear()
+
+    def kick(self) -> None:
+        """Read the store now (a push did not continue the log, or the link went down)."""
+        self._kick.set()
+
+    async def on_push(self, value: Versioned) -> bool:
+        """Apply a pushed ``log/head`` (committed: the pusher read it from the store) when it
+        continues the log applied so far. True: applied, or nothing new (a stale or duplicated
+        push). False: it does not continue the log (a gap), does not parse, or the replica is
+        stopped or stale — nothing applied; the caller makes the replica read the store.
+        It never stamps ``last_read``: only the replica's own reads count as fresh (rule 3)."""
+        async with self._lock:
+            if self.blocked is not None or self.stale_store or self.last_read is None:
+                return False
+            if value.seqno <= self._log_index:
+                return True
+            try:
+                batch = decode_head(value.value)
+            except ValueError:
+                return False   # the store read decides, and fails closed there (DESIGN §4.3)
+            if batch[-1].seq <= self.seq:
+                return True
+            if batch[0].seq > self.seq + 1:
+                return False   # a gap: never apply past an entry not applied
+            for e in batch:    # no await between: an ack sees all of the batch or none
+                if e.seq > self.seq:
+                    self._apply(e, value.seqno)
+            return True
 
     async def _on_head(self, value: Versioned | None, index: int) -> None:
         """Process one answer of the head query (caller holds the lock)."""
