@@ -82,7 +82,7 @@ class Participant(ParticipantSession, ParticipantAck, CurrentReplica):
     def __init__(self, consul_url: str, prefix: str = "epochgate/", *, participant_id: str,
                  replica_factory: Callable[[], Any], tracker: Tracker | None = None, ttl_s: float = 10.0,
                  lease_s: float | None = None, token: str | None = None,
-                 clock: Callable[[], float] = time.monotonic, consul: Any = None, watch_key: bool = True,
+                 clock: Callable[[], float] = time.monotonic, consul: Any = None, watch_key: bool | None = None,
                  push_target: str | None = None) -> None:
         if not participant_id or "/" in participant_id or not participant_id.isprintable():
             raise ConfigError("participant_id", f"must be a non-empty printable string without '/', got {participant_id!r}")
@@ -105,7 +105,10 @@ class Participant(ParticipantSession, ParticipantAck, CurrentReplica):
         # One more long-poll connection per participant (Consul limits connections per
         # client IP: limits.http_max_conns_per_client, default 200); without it an
         # outside session end is noticed at the next renewal (≤ lease/4).
-        self.watch_key = watch_key
+        # With the push path (issue 31) it is off by default: its connection is the one a
+        # participant trades for the push stream, and a session ended from outside is then
+        # noticed at the next renewal (≤ lease/4), as with watch_key=False.
+        self.watch_key = (push_target is None) if watch_key is None else watch_key
         self.ack_every_s = 0.5           # acks no barrier waits for coalesce (see _coalesce)
         # The push path (issue 31, gate/_push_link.py): the controller's Fleet/Follow address;
         # None: Consul only, as before.
