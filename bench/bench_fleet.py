@@ -42,6 +42,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# The push mode runs a gRPC server in this process, which then spawns workers: without this,
+# grpc's fork handlers ran in the forked child and a worker sometimes died before exec (seen once).
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
 sys.path.insert(0, str(ROOT))
 
 from gate import (  # noqa: E402
@@ -82,7 +85,7 @@ async def worker(args: argparse.Namespace) -> None:
         url = urls[i % len(urls)]
         c = ConsulConsensus(url, args.prefix, timeout_s=30)
         holder: dict = {}
-        p = Participant(url, args.prefix, participant_id=f"f{i}", ttl_s=args.ttl,
+        p = Participant(url, args.prefix, participant_id=f"f{i:05d}", ttl_s=args.ttl,
                         replica_factory=lambda c=c, h=holder: Replica(c, wait_s=h["p"].wait_s),
                         tracker=InflightTracker(), push_target=args.push_target or None)
         holder["p"] = p
@@ -124,15 +127,19 @@ class Fleet:
             first, count = w * per, min(per, self.n - w * per)
             if count <= 0:
                 break
-            p = await asyncio.create_subprocess_exec(
-                sys.executable, __file__, "--worker", "--urls", ",".join(self.urls), "--prefix", self.prefix,
-                "--first", str(first), "--count", str(count), "--ttl", str(self.ttl),
-                "--push-target", self.push_target,
-                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=env)
-            self.procs.append(p)
-            line = await asyncio.wait_for(p.stdout.readline(), 600)
-            if line.strip() != b"READY":
+            for attempt in range(2):
+                p = await asyncio.create_subprocess_exec(
+                    sys.executable, __file__, "--worker", "--urls", ",".join(self.urls), "--prefix", self.prefix,
+                    "--first", str(first), "--count", str(count), "--ttl", str(self.ttl),
+                    "--push-target", self.push_target,
+                    stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=env)
+                line = await asyncio.wait_for(p.stdout.readline(), 600)
+                if line.strip() == b"READY":
+                    break
+                note(f"worker {w} failed to start ({line!r}, exit {await p.wait()}); attempt {attempt + 2}")
+            else:
                 raise RuntimeError(f"worker failed to start: {line!r}")
+            self.procs.append(p)
 
     async def stats(self) -> dict:
         out: dict = {}
@@ -253,7 +260,7 @@ async def run_n(urls: list[str], cpu_pids: list[int], n: int, args: argparse.Nam
     """One fleet of ``n``: ``mode`` "consul" (acks in sidecars/<id>, the barrier reads them) or
     "push" (issue 31: the controller pushes log/head over one stream per participant and
     counts their stream acks; Consul only as the fallback)."""
-    prefix = f"fleet{n}{mode}/"
+    prefix = f"fleet{n:05d}{mode}/"   # same length for every N: bytes per barrier compare
     admin = ConsulConsensus(urls[0], prefix, timeout_s=30)
     plain = ConsensusStore(admin)
     grouped = ConsensusStore(admin)
@@ -297,14 +304,17 @@ async def run_n(urls: list[str], cpu_pids: list[int], n: int, args: argparse.Nam
                 await plain.begin(p, "b" if where == "a" else "a")
                 # a real move copies data here; let the begin's coalesced acks land first
                 await asyncio.sleep(settle)
-                b0, c0, k0 = barrier.wire_bytes, server_cpu(cpu_pids), time.process_time()
+                i0, it = server_cpu(cpu_pids), time.monotonic()   # Consul's idle rate (renewals, polls)
+                await asyncio.sleep(0.5)
+                idle = (server_cpu(cpu_pids) - i0) / (time.monotonic() - it)
+                b0, c0, k0, t0 = barrier.wire_bytes, server_cpu(cpu_pids), time.process_time(), time.monotonic()
                 try:
                     res = await barrier.cutover(plain, p, 30.0)
                 except BarrierTimeout as exc:   # recorded, not hidden: the row says how many
                     row[f"{name}_timeouts"] = row.get(f"{name}_timeouts", 0) + 1
                     res = exc.result
                     res.passed_at = time.monotonic()
-                cpu.append(server_cpu(cpu_pids) - c0)
+                cpu.append(server_cpu(cpu_pids) - c0 - idle * (time.monotonic() - t0))   # the cutover's own
                 ctl_cpu.append(time.process_time() - k0)
                 nbytes.append(barrier.wire_bytes - b0)
                 row[f"{name}_dropped"] = row.get(f"{name}_dropped", 0) + len(res.dropped)

@@ -103,13 +103,16 @@ class ParticipantAck:
                 return
 
     async def _publish(self, epoch: Epoch) -> None:
-        """Ack ``epoch`` (applied and drained): on the push stream when it is up, else
-        (and whenever the stream goes down) in ``sidecars/<id>`` under the session."""
+        """Ack ``epoch`` (applied and drained): on the push stream when it is up and the
+        epoch arrived by push, else (also) in ``sidecars/<id>`` under the session."""
         link = self._link
-        if link is not None and link.ack(epoch):
+        if link is not None and link.ack(epoch) and getattr(self.replica, "pushed_epoch", 0) >= epoch:
             self._published = max(self._published, epoch)
             self._pending_since = None
             return
+        # Consul as well when the epoch came from the replica's own read, not a push: the
+        # stream is not delivering (a frozen controller's half-open stream looks "up"), so
+        # the barrier may be reading this participant's key.
         try:
             ok = await self._consul.acquire(self.key, str(int(epoch)).encode(), self.session)
         except BackendError as exc:

@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import grpc
 
@@ -63,12 +63,18 @@ class PushHub:
     ``add_to(server)`` registers the ``Fleet/Follow`` method on a grpc.aio server.
     """
 
-    def __init__(self, consensus: Any, fence: int, *, wait_s: float = 5.0) -> None:
+    def __init__(self, consensus: Any, fence: int, *, wait_s: float = 5.0,
+                 active: Callable[[], bool] = lambda: True) -> None:
         if fence <= 0:
             raise ValueError(f"fence must be a positive integer, got {fence!r}")
         self.consensus = consensus
         self.fence = int(fence)
         self.wait_s = wait_s
+        # Only the leading controller pushes (the controller passes its lock check): a
+        # participant on a deposed or standby controller's stream would ack to nobody's
+        # barrier, so such a hub closes its streams (within wait_s) and refuses new ones;
+        # their participants ack in Consul until they reach the leader.
+        self.active = active
         self.index = 0
         self._head: bytes | None = None     # the last push, serialised
         self._streams: dict[str, _Stream] = {}
@@ -125,6 +131,9 @@ class PushHub:
 
     async def _run(self) -> None:
         while True:
+            if not self.active():
+                for st in list(self._streams.values()):
+                    self._close(st)
             try:
                 value, index = await self.consensus.watch(HEAD, self.index, self.wait_s)
             except BackendError as exc:
@@ -145,6 +154,8 @@ class PushHub:
 
     def _broadcast(self, msg: bytes) -> None:
         self._head = msg
+        if not self.active():
+            return
         self.pushes += 1
         for s in list(self._streams.values()):
             self._send(s, msg)
@@ -165,6 +176,9 @@ class PushHub:
             hello = await anext(aiter(requests), None)
             if hello is None or not hello.participant or not hello.session:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "first FleetAck must name participant and session")
+                return
+            if not self.active():
+                await context.abort(grpc.StatusCode.UNAVAILABLE, "not the leading controller: ack in Consul")
                 return
             self.bytes_received += hello.ByteSize() + 5
             old = self._streams.get(hello.participant)

@@ -58,6 +58,8 @@ class PushLink:
         self.gaps = 0           # pushes that did not continue the log: read from Consul
         self._call: Any = None
         self._task: asyncio.Task[None] | None = None
+        self._want = 0                # the ack to send (highest epoch acked)
+        self._dirty = asyncio.Event()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"push-{self.participant}")
@@ -70,26 +72,21 @@ class PushLink:
         self._set_up(False)
 
     def ack(self, epoch: int) -> bool:
-        """Send an ack if the stream is up (False: publish to Consul instead)."""
-        call = self._call
-        if not self.up or call is None:
+        """Queue an ack if the stream is up (False: publish to Consul instead). Only the
+        newest matters (an ack is a high-water mark): the writer sends the latest."""
+        if not self.up or self._call is None:
             return False
-        msg = pb.FleetAck(participant=self.participant, session=self.session, epoch=int(epoch), fence=self.fence)
-        asyncio.ensure_future(self._write(call, msg))
+        self._want = max(self._want, int(epoch))
+        self._dirty.set()
         return True
 
-    async def _write(self, call: Any, msg: pb.FleetAck) -> None:
-        try:
-            await call.write(msg)
-        except (grpc.RpcError, asyncio.InvalidStateError, RuntimeError) as exc:
-            log.info("participant %s: push ack not sent: %s", self.participant, exc)
-            self._drop(call)
-
-    def _drop(self, call: Any) -> None:
-        if self._call is call:
-            call.cancel()
-            self._call = None
-            self._set_up(False)
+    async def _writer(self, call: Any) -> None:
+        """The stream's only writer (grpc.aio allows one write at a time)."""
+        while True:
+            await self._dirty.wait()
+            self._dirty.clear()
+            await call.write(pb.FleetAck(participant=self.participant, session=self.session, epoch=self._want,
+                                         fence=self.fence))
 
     def _set_up(self, up: bool) -> None:
         if up != self.up:
@@ -117,25 +114,37 @@ class PushLink:
         call = follow()
         self._call = call
         await call.write(pb.FleetAck(participant=self.participant, session=self.session, epoch=0, fence=0))
-        while True:
-            push = await call.read()
-            if push is grpc.aio.EOF:
-                return
-            if push.fence < self.fence:
-                self.refused += 1   # a deposed controller: drop its stream, dial again
-                log.warning("participant %s: refused a push of fence %d (seen %d)", self.participant, push.fence,
-                            self.fence)
-                call.cancel()
-                return
-            resend = push.fence > self.fence   # a newer generation has not heard our ack yet
-            if resend:
-                self.fence = push.fence
-            self.pushes += 1
-            applied = await self.replica.on_push(Versioned(HEAD, push.head, push.index))
-            if not applied:
-                self.gaps += 1
-                self.replica.kick()   # read the log from Consul now
-            if resend or not self.up:
-                self._set_up(True)
-                await call.write(pb.FleetAck(participant=self.participant, session=self.session,
-                                             epoch=int(self._acked()), fence=self.fence))
+        writer = asyncio.create_task(self._writer(call))
+        try:
+            while True:
+                read = asyncio.ensure_future(call.read())
+                await asyncio.wait({read, writer}, return_when=asyncio.FIRST_COMPLETED)
+                if not read.done():   # the writer failed: the stream is broken
+                    read.cancel()
+                    return
+                push = read.result()
+                if push is grpc.aio.EOF:
+                    return
+                if push.fence < self.fence:
+                    self.refused += 1   # a deposed controller: drop its stream, dial again
+                    log.warning("participant %s: refused a push of fence %d (seen %d)", self.participant,
+                                push.fence, self.fence)
+                    call.cancel()
+                    return
+                resend = push.fence > self.fence   # a newer generation has not heard our ack yet
+                if resend:
+                    self.fence = push.fence
+                self.pushes += 1
+                applied = await self.replica.on_push(Versioned(HEAD, push.head, push.index))
+                if not applied:
+                    self.gaps += 1
+                    self.replica.kick()   # read the log from Consul now
+                if resend or not self.up:
+                    self._want = max(self._want, int(self._acked()))
+                    self._set_up(True)
+                    self._dirty.set()
+        finally:
+            writer.cancel()
+            await asyncio.gather(writer, return_exceptions=True)
+            if not writer.cancelled() and writer.done() and writer.exception() is not None:
+                log.info("participant %s: push ack not sent: %s", self.participant, writer.exception())

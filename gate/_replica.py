@@ -109,6 +109,7 @@ class Replica:
         # log/head without blocking every wait_s (freshness, rule 3) instead of holding a
         # blocking query every commit wakes; kick() makes it read now.
         self.push_up: Callable[[], bool] | None = None
+        self.pushed_epoch = Epoch.ZERO   # the table epoch as of the last push applied
         self._kick = asyncio.Event()
 
     # ---- life cycle --------------------------------------------------------
@@ -231,6 +232,7 @@ class Replica:
             for e in batch:    # no await between: an ack sees all of the batch or none
                 if e.seq > self.seq:
                     self._apply(e, value.seqno)
+            self.pushed_epoch = self._epoch
             return True
 
     async def _on_head(self, value: Versioned | None, index: int) -> None:
