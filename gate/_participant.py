@@ -177,6 +177,11 @@ class Participant(ParticipantSession, ParticipantAck, CurrentReplica):
         return self.check() is None
 
     @property
+    def push_up(self) -> bool:
+        """True while the push stream from the controller is up (``push_target``)."""
+        return self._link is not None and self._link.up
+
+    @property
     def published(self) -> Epoch:
         """The epoch last acknowledged under the current session."""
         return self._published

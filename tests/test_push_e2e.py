@@ -1,8 +1,8 @@
 """The push path end to end (issue 31, DESIGN §5 "The push path"): real Consul, two example
 KV nodes, three sidecars started with ``--push-from`` the controller's control port, writers
-through two of them, migrations back and forth; mid-run one sidecar is SIGKILLed (not
-restarted), later the controller is SIGSTOPped past its lock's TTL while a second controller
-(which the sidecars do not dial) takes the lead. Every job that the second controller runs
+through two of them, migrations back and forth; then one sidecar is SIGKILLed (not
+restarted) and the controller SIGSTOPped past its lock's TTL while a second controller
+(which the sidecars do not dial) takes the lead. Every job the second controller runs
 passes its barrier through the fallback (the sidecars' own Consul reads and ``sidecars/<id>``),
 no client sees an error, every acknowledged write is on its final owner, and the commit logs
 satisfy INV-M1/M2/M3. While the first controller leads, its barriers pass on stream acks: the
@@ -25,6 +25,19 @@ from .test_migrations_e2e import Writers, _jobs
 from gate._consul_consensus import open_consul
 
 pytestmark = [pytest.mark.consul, pytest.mark.slow]
+
+
+async def _until_pushing(http: aiohttp.ClientSession, sidecars, timeout_s: float = 30.0) -> None:
+    end = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        ups = []
+        for sc in sidecars:
+            async with http.get(sc.info["admin"] + "/metrics") as r:
+                ups.append("\nepochgate_push_stream_up 1.0\n" in await r.text())
+        if all(ups):
+            return
+        assert asyncio.get_running_loop().time() < end, f"push streams up: {ups}"
+        await asyncio.sleep(0.1)
 
 
 async def test_push_fleet_survives_a_killed_sidecar_and_a_frozen_controller(consul_agent, kv_prefix, tmp_path):
@@ -56,25 +69,25 @@ async def test_push_fleet_survives_a_killed_sidecar_and_a_frozen_controller(cons
                 for k in range(2):
                     tasks.append(asyncio.create_task(
                         writers.run(f"w{i}{k}", lambda i=i: sidecars[i], ["t1", "t2"], http)))
-            await asyncio.sleep(0.5)
-            first = [await move(client, "t1" if i % 2 else "t2") for i in range(4)]
+            await _until_pushing(http, sidecars)
+            first = [await move(client, "t1" if i % 2 else "t2") for i in range(2)]
             cut = max(next(ph.epoch for ph in j.phases if ph.phase == "cutover") for j in first)
             keys, _ = await kv.list(f"{kv_prefix}sidecars/")
-            behind = {e.key.rsplit("/", 1)[1]: int(e.value or b"0") for e in keys}
-            assert all(v < cut for v in behind.values()), (behind, cut)   # acked by stream, not in Consul
-
-            sidecars[2].kill()                          # SIGKILL, not restarted
-            for i in range(2):
-                await move(client, "t1" if i % 2 else "t2")
+            behind = {e.key.rsplit("/", 1)[1]: int(e.value or b"0") for e in keys
+                      if e.key.rsplit("/", 1)[1].startswith("sc")}   # kv-a/kv-b: the nodes' own participants
+            assert len(behind) == 3 and all(v < cut for v in behind.values()), (behind, cut)   # acked by stream
 
             c2 = await fleet.controller("c2", deadline_s=10.0)   # the sidecars do not dial it
-            c1.popen.send_signal(signal.SIGSTOP)                 # c1's streams stay open, silent
+            sidecars[2].kill()                                   # SIGKILL, not restarted
+            c1.signal(signal.SIGSTOP)                            # c1's streams stay open, silent
+            client2 = ControlClient(c2.info["control"])
             try:
-                client2 = ControlClient(c2.info["control"])
-                for i in range(3):
+                for i in range(2):
                     await move(client2, "t1" if i % 2 else "t2")
             finally:
-                c1.popen.send_signal(signal.SIGCONT)
+                c1.signal(signal.SIGCONT)
+                await client2.close()
+                await client.close()
             await asyncio.sleep(0.5)
             writers.running = False
             await asyncio.gather(*tasks)
