@@ -43,6 +43,7 @@ from ._consensus import Consensus, Versioned
 from ._consensus_store import HEAD, LOG, NODES, PARTITIONS, LogEntry, decode_head, decode_state, log_key, seq_of
 from ._exceptions import BackendError, ConfigError
 from ._reachability import failure_level
+from ._replica_push import ReplicaPush
 from ._placement_file import validate_url
 from ._table import PlacementTable
 from ._types import Epoch, PartitionState, WriteAdmission, node_name
@@ -65,7 +66,7 @@ class LogBlock:
     snapshot: bool = False
 
 
-class Replica:
+class Replica(ReplicaPush):
     """Follows a Consensus store into a local ``PlacementTable``.
 
     ``wait_s`` is the blocking-query wait (keep it ≤ a third of the sidecar's
@@ -197,43 +198,6 @@ class Replica:
                 delay = self.backoff.next()
                 log.exception("replica: unexpected error while following (retry in %.2fs)", delay)
                 await self._sleep(delay)
-
-    async def _poll_pause(self) -> None:
-        try:
-            async with asyncio.timeout(self.wait_s):
-                await self._kick.wait()
-        except asyncio.TimeoutError:
-            pass
-        self._kick.clear()
-
-    def kick(self) -> None:
-        """Read the store now (a push did not continue the log, or the link went down)."""
-        self._kick.set()
-
-    async def on_push(self, value: Versioned) -> bool:
-        """Apply a pushed ``log/head`` (committed: the pusher read it from the store) when it
-        continues the log applied so far. True: applied, or nothing new (a stale or duplicated
-        push). False: it does not continue the log (a gap), does not parse, or the replica is
-        stopped or stale — nothing applied; the caller makes the replica read the store.
-        It never stamps ``last_read``: only the replica's own reads count as fresh (rule 3)."""
-        async with self._lock:
-            if self.blocked is not None or self.stale_store or self.last_read is None:
-                return False
-            if value.seqno <= self._log_index:
-                return True
-            try:
-                batch = decode_head(value.value)
-            except ValueError:
-                return False   # the store read decides, and fails closed there (DESIGN §4.3)
-            if batch[-1].seq <= self.seq:
-                return True
-            if batch[0].seq > self.seq + 1:
-                return False   # a gap: never apply past an entry not applied
-            for e in batch:    # no await between: an ack sees all of the batch or none
-                if e.seq > self.seq:
-                    self._apply(e, value.seqno)
-            self.pushed_epoch = self._epoch
-            return True
 
     async def _on_head(self, value: Versioned | None, index: int) -> None:
         """Process one answer of the head query (caller holds the lock)."""

@@ -89,15 +89,7 @@ async def test_push_fleet_survives_a_killed_sidecar_and_a_frozen_controller(cons
                 await client2.close()
                 await client.close()
             await asyncio.sleep(0.5)
-            writers.running = False
-            await asyncio.gather(*tasks)
-            assert not writers.errors, [e[2] for e in writers.errors[:10]]
-            missing = []
-            for key, (p, value) in writers.acked.items():
-                async with http.get(f"{sidecars[0].info['url']}/kv/{key}", headers={"X-Partition-Key": p}) as r:
-                    if r.status != 200 or (await r.text()) != value:
-                        missing.append(key)
-            assert not missing, missing[:10]
+            await writers.stop_and_check(tasks, http, sidecars[0])
         problems = check_invariants(fleet.commits(*nodes), await _jobs(consul_agent.url, kv_prefix), initial)
         assert not problems, problems
     finally:

@@ -36,6 +36,14 @@ async def _sidecar_epochs(kv: ConsulHTTP, prefix: str) -> dict[str, int]:
     return {e.key.rsplit("/", 1)[1]: int(e.value or b"0") for e in (await kv.list(f"{prefix}sidecars/"))[0]}
 
 
+async def _close(ps, hub, server, kv, consensus) -> None:
+    await stop_participants(ps)
+    await hub.stop()
+    await server.stop(None)
+    await kv.close()
+    await consensus.close()
+
+
 async def test_barrier_passes_on_stream_acks_without_consul_acks(consul_agent, kv_prefix):
     consensus = ConsulConsensus(consul_agent.url, kv_prefix)
     store = ConsensusStore(consensus)
@@ -53,11 +61,7 @@ async def test_barrier_passes_on_stream_acks_without_consul_acks(consul_agent, k
         assert all(p.replica.state("p")[0].phase.name == "CUTOVER" for p in ps)
         assert hub.acks >= 4
     finally:
-        await stop_participants(ps)
-        await hub.stop()
-        await server.stop(None)
-        await kv.close()
-        await consensus.close()
+        await _close(ps, hub, server, kv, consensus)
 
 
 class WithholdingHub(PushHub):
@@ -102,11 +106,7 @@ async def test_push_channel_killed_mid_cutover_fallback_completes_the_barrier(co
         assert all(e >= res.epoch for e in (await _sidecar_epochs(kv, kv_prefix)).values())   # by Consul
         assert hub.acks == 0 or all(not p._link.up for p in ps)
     finally:
-        await stop_participants(ps)
-        await hub.stop()
-        await server.stop(None)
-        await kv.close()
-        await consensus.close()
+        await _close(ps, hub, server, kv, consensus)
 
 
 async def _raw_stream(target: str):

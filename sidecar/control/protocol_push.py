@@ -38,13 +38,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections import deque
 from dataclasses import dataclass, replace
 from typing import Iterator, NamedTuple
 
 from gate import MigrationError, Op, PartitionState, Phase, step
 
-from .protocol_model import P, Result
+from .protocol_model import P, Result, explore
 
 PUSH_GUARDS = ("epoch", "inorder", "push_fence", "ack_fence")
 C_FENCE, D_FENCE = 2, 1
@@ -263,25 +262,10 @@ def successors(s: State, b: Bounds) -> Iterator[tuple[str, State]]:
 
 
 def check(b: Bounds = Bounds(), max_states: int = 3_000_000) -> Result:
-    start = initial()
-    parent: dict[State, tuple[State | None, str]] = {start: (None, "start")}
-    queue = deque([start])
-    while queue:
-        s = queue.popleft()
-        if s.lost:
-            trace, cur = [], s
-            while cur is not None:
-                prev, label = parent[cur]
-                trace.append(label)
-                cur = prev
-            return Result(len(parent), trace[::-1], "INV-M1: a write committed on the source after the barrier passed")
-        for label, nxt in successors(s, b):
-            if nxt not in parent:
-                parent[nxt] = (s, label)
-                if len(parent) > max_states:
-                    raise RuntimeError(f"more than {max_states} states: lower the bounds")
-                queue.append(nxt)
-    return Result(len(parent), None)
+    """Every reachable state; the shortest counter-example, if any."""
+    return explore(initial(), lambda s: successors(s, b),
+                   lambda s: "INV-M1: a write committed on the source after the barrier passed" if s.lost else None,
+                   max_states)
 
 
 def main(argv: list[str] | None = None) -> int:
