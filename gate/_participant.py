@@ -83,7 +83,7 @@ class Participant(ParticipantSession, ParticipantAck, CurrentReplica):
                  replica_factory: Callable[[], Any], tracker: Tracker | None = None, ttl_s: float = 10.0,
                  lease_s: float | None = None, token: str | None = None,
                  clock: Callable[[], float] = time.monotonic, consul: Any = None, watch_key: bool | None = None,
-                 push_target: str | None = None) -> None:
+                 push_target: str | None = None, push_token: str | None = None) -> None:
         if not participant_id or "/" in participant_id or not participant_id.isprintable():
             raise ConfigError("participant_id", f"must be a non-empty printable string without '/', got {participant_id!r}")
         if ttl_s < MIN_TTL_S:
@@ -113,6 +113,7 @@ class Participant(ParticipantSession, ParticipantAck, CurrentReplica):
         # The push path (issue 31, gate/_push_link.py): the controller's Fleet/Follow address;
         # None: Consul only, as before.
         self.push_target = push_target
+        self.push_token = push_token   # bearer token of the controller's control API, if it requires one
         self._link: Any = None
         self._consul_published = Epoch.ZERO   # what sidecars/<id> holds under this session
         self._draining_seen = Epoch(0)   # newest draining epoch seen (the pre-barrier's)
@@ -297,7 +298,7 @@ class Participant(ParticipantSession, ParticipantAck, CurrentReplica):
             return
         from ._push_link import PushLink   # loads grpc: only participants that push pay for it
         link = PushLink(self.push_target, self.id, self.session, self.replica,
-                        acked=lambda: self._published, on_change=self._link_changed)
+                        acked=lambda: self._published, on_change=self._link_changed, token=self.push_token)
         self._link = link
         self.replica.push_up = lambda: link.up
         link.start()

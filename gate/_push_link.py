@@ -44,8 +44,10 @@ class PushLink:
     when the link goes up or down (the participant re-publishes to Consul on down)."""
 
     def __init__(self, target: str, participant: str, session: str, replica: Any, *,
-                 acked: Callable[[], int], on_change: Callable[[bool], None]) -> None:
+                 acked: Callable[[], int], on_change: Callable[[bool], None], token: str | None = None) -> None:
         self.target = target
+        # the controller's control API token (DESIGN §9), when it requires one
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else None
         self.participant = participant
         self.session = session
         self.replica = replica
@@ -111,7 +113,7 @@ class PushLink:
     async def _follow(self, channel: grpc.aio.Channel) -> None:
         follow = channel.stream_stream(FOLLOW_METHOD, request_serializer=pb.FleetAck.SerializeToString,
                                        response_deserializer=pb.FleetPush.FromString)
-        call = follow()
+        call = follow(metadata=self._metadata)
         self._call = call
         await call.write(pb.FleetAck(participant=self.participant, session=self.session, epoch=0, fence=0))
         writer = asyncio.create_task(self._writer(call))

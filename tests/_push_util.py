@@ -18,12 +18,14 @@ async def serve_hub(consensus, fence: int = 1, *, hub_cls=PushHub, wait_s: float
     return hub, server, f"127.0.0.1:{port}"
 
 
-async def push_participant(url: str, prefix: str, pid: str, target: str | None, *, ttl_s: float = 10.0):
+async def push_participant(url: str, prefix: str, pid: str, target: str | None, *, ttl_s: float = 10.0,
+                           push_token: str | None = None):
     """A started participant (own Consul clients, own replica) pushing via ``target``."""
     c = ConsulConsensus(url, prefix)
     holder: dict = {}
     p = Participant(url, prefix, participant_id=pid, ttl_s=ttl_s, tracker=InflightTracker(),
-                    replica_factory=lambda: Replica(c, wait_s=holder["p"].wait_s), push_target=target)
+                    replica_factory=lambda: Replica(c, wait_s=holder["p"].wait_s), push_target=target,
+                    push_token=push_token)
     holder["p"] = p
     await p.start(wait_joined_s=20)
     p._test_consensus = c

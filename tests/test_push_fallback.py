@@ -166,3 +166,32 @@ async def test_a_deposed_controllers_push_is_refused(consul_agent, kv_prefix):
             await h.stop()
             await s.stop(None)
         await consensus.close()
+
+
+async def test_the_stream_carries_the_control_token(consul_agent, kv_prefix):
+    """A controller whose control API requires a token (DESIGN §9) serves Fleet/Follow behind
+    it: a participant with the token links, one without is refused and acks in Consul."""
+    from sidecar.api.auth import TokenInterceptor
+
+    consensus = ConsulConsensus(consul_agent.url, kv_prefix)
+    store = ConsensusStore(consensus)
+    await store.set("p", "a")
+    hub = PushHub(consensus, 1, wait_s=2.0)
+    server = grpc.aio.server(interceptors=[TokenInterceptor("s3cret")])
+    hub.add_to(server)
+    target = f"127.0.0.1:{server.add_insecure_port('127.0.0.1:0')}"
+    await server.start()
+    await hub.start()
+    ps = []
+    try:
+        ps.append(await push_participant(consul_agent.url, kv_prefix, "with", target, push_token="s3cret"))
+        ps.append(await push_participant(consul_agent.url, kv_prefix, "without", target))
+        await _until(lambda: ps[0].push_up)
+        await store.begin("p", "b")   # a push: the token-less one never gets it by stream
+        await _until(lambda: ps[1].replica.state("p")[0].phase.name == "DRAINING")
+        assert ps[0].push_up and not ps[1].push_up and ps[1]._link.pushes == 0
+    finally:
+        await stop_participants(ps)
+        await hub.stop()
+        await server.stop(None)
+        await consensus.close()
