@@ -430,7 +430,7 @@ async def main(args: argparse.Namespace) -> None:
     for r in rows:
         print(f"{r['n']:>5} {r['mode']:>6} | {r['new_p50']:>8.0f} / {r['new_p99']:>7.0f} | "
               f"{r['new_window_p50']:>13.0f} ms | {kb(r['new_bytes']):>17} | {r['new_cpu_ms']:>15.0f} ms | "
-              f"{r['new_ctl_cpu_ms']:>12.0f} ms | {r.get('new_dropped', 0):>7} | {r.get('new_timeouts', 0):>8} | "
+              f"{r['new_cpu_abs_ms']:>14.0f} ms | {r['new_ctl_cpu_ms']:>12.0f} ms | {r.get('new_dropped', 0):>7} | {r.get('new_timeouts', 0):>8} | "
               f"{r['load']:>5.1f}")
         if r.get("old_p50", float("nan")) == r.get("old_p50", float("nan")):   # not NaN: the old wait ran
             print(f"{'':>5} {'(old wait)':>6} | {r['old_p50']:>8.0f} / {r['old_p99']:>7.0f} | "
