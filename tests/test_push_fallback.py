@@ -195,3 +195,27 @@ async def test_the_stream_carries_the_control_token(consul_agent, kv_prefix):
         await hub.stop()
         await server.stop(None)
         await consensus.close()
+
+
+async def test_a_hub_that_stops_leading_closes_its_streams(consul_agent, kv_prefix):
+    """Only the leading controller pushes: a participant on a standby's or a deposed
+    controller's stream would ack to no barrier. Once ``active()`` is false the hub closes
+    its streams (within its wait) and refuses new ones; the participants ack in Consul."""
+    consensus = ConsulConsensus(consul_agent.url, kv_prefix)
+    store = ConsensusStore(consensus)
+    await store.set("p", "a")
+    leading = [True]
+    hub, server, target = await serve_hub(consensus, wait_s=0.5)
+    hub.active = lambda: leading[0]
+    kv = ConsulHTTP(consul_agent.url)
+    ps = [await push_participant(consul_agent.url, kv_prefix, "s0", target)]
+    try:
+        await _until(lambda: ps[0].push_up)
+        leading[0] = False
+        await _until(lambda: not ps[0].push_up and not hub.connected("s0", ps[0].session))
+        await store.begin("p", "b")
+        res = await Barrier(kv, kv_prefix, hub=hub).cutover(store, "p", 20.0)
+        assert res.acked == {"s0"}   # by its key in Consul
+        assert not ps[0].push_up     # refused again on every redial
+    finally:
+        await _close(ps, hub, server, kv, consensus)
