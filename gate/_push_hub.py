@@ -141,7 +141,9 @@ class PushHub:
                 await asyncio.sleep(0.1)
                 continue
             if index < self.index:
-                self.index = 0   # the store went backwards: participants re-read it themselves
+                # the store went backwards (restore, wiped agent): participants re-read it
+                # themselves (their own reads see the index drop); start pushing anew
+                self.index, self._pushed_seqno = 0, None
                 continue
             if value is None or index == self.index or value.seqno <= (self._pushed_seqno or 0):
                 self.index = index
