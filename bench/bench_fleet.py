@@ -42,6 +42,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# The push mode runs a gRPC server in this process, which then spawns workers: without this,
+# grpc's fork handlers ran in the forked child and a worker sometimes died before exec (seen once).
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
 sys.path.insert(0, str(ROOT))
 
 from gate import (  # noqa: E402
@@ -53,6 +56,7 @@ from gate import (  # noqa: E402
     InflightTracker,
     Participant,
     PartitionState,
+    PushHub,
     Replica,
     TxnOp,
     parse_ack_entry,
@@ -81,9 +85,9 @@ async def worker(args: argparse.Namespace) -> None:
         url = urls[i % len(urls)]
         c = ConsulConsensus(url, args.prefix, timeout_s=30)
         holder: dict = {}
-        p = Participant(url, args.prefix, participant_id=f"f{i}", ttl_s=args.ttl,
+        p = Participant(url, args.prefix, participant_id=f"f{i:05d}", ttl_s=args.ttl,
                         replica_factory=lambda c=c, h=holder: Replica(c, wait_s=h["p"].wait_s),
-                        tracker=InflightTracker())
+                        tracker=InflightTracker(), push_target=args.push_target or None)
         holder["p"] = p
         parts.append(p)
         cons.append(c)
@@ -97,7 +101,8 @@ async def worker(args: argparse.Namespace) -> None:
             reps = [p.replica for p in parts]
             print(json.dumps({"bytes": sum(c.bytes_received for c in cons), "updates": sum(r.updates for r in reps),
                               "snapshots": sum(r.snapshots for r in reps), "joins": sum(p.joins for p in parts),
-                              "writable": sum(p.writable() for p in parts), "cpu": time.process_time()}), flush=True)
+                              "writable": sum(p.writable() for p in parts), "cpu": time.process_time(),
+                              "linked": sum(p._link is not None and p._link.up for p in parts)}), flush=True)
         if not line:
             print(f"worker {args.first}: stdin closed; stopping", file=sys.stderr, flush=True)
         if line == "STOP" or not line:
@@ -110,8 +115,8 @@ async def worker(args: argparse.Namespace) -> None:
 # ---- the controller side ---------------------------------------------------------
 
 class Fleet:
-    def __init__(self, urls: list[str], prefix: str, n: int, ttl: float) -> None:
-        self.urls, self.prefix, self.n, self.ttl = urls, prefix, n, ttl
+    def __init__(self, urls: list[str], prefix: str, n: int, ttl: float, push_target: str = "") -> None:
+        self.urls, self.prefix, self.n, self.ttl, self.push_target = urls, prefix, n, ttl, push_target
         self.procs: list[asyncio.subprocess.Process] = []
 
     async def start(self) -> None:
@@ -122,14 +127,19 @@ class Fleet:
             first, count = w * per, min(per, self.n - w * per)
             if count <= 0:
                 break
-            p = await asyncio.create_subprocess_exec(
-                sys.executable, __file__, "--worker", "--urls", ",".join(self.urls), "--prefix", self.prefix,
-                "--first", str(first), "--count", str(count), "--ttl", str(self.ttl),
-                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=env)
-            self.procs.append(p)
-            line = await asyncio.wait_for(p.stdout.readline(), 600)
-            if line.strip() != b"READY":
+            for attempt in range(2):
+                p = await asyncio.create_subprocess_exec(
+                    sys.executable, __file__, "--worker", "--urls", ",".join(self.urls), "--prefix", self.prefix,
+                    "--first", str(first), "--count", str(count), "--ttl", str(self.ttl),
+                    "--push-target", self.push_target,
+                    stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=env)
+                line = await asyncio.wait_for(p.stdout.readline(), 600)
+                if line.strip() == b"READY":
+                    break
+                note(f"worker {w} failed to start ({line!r}, exit {await p.wait()}); attempt {attempt + 2}")
+            else:
                 raise RuntimeError(f"worker failed to start: {line!r}")
+            self.procs.append(p)
 
     async def stats(self) -> dict:
         out: dict = {}
@@ -246,17 +256,30 @@ async def rate(store: ConsensusStore, parts: list[str], seconds: float, fleet: F
             "consul_ms": (c1 - c0) * 1000 / max(1, n), "conflict_errors": failed[0]}
 
 
-async def run_n(urls: list[str], cpu_pids: list[int], n: int, args: argparse.Namespace) -> dict:
-    prefix = f"fleet{n}/"
+async def run_n(urls: list[str], cpu_pids: list[int], n: int, args: argparse.Namespace, mode: str = "consul") -> dict:
+    """One fleet of ``n``: ``mode`` "consul" (acks in sidecars/<id>, the barrier reads them) or
+    "push" (issue 31: the controller pushes log/head over one stream per participant and
+    counts their stream acks; Consul only as the fallback)."""
+    prefix = f"fleet{n:05d}{mode}/"   # same length for every N: bytes per barrier compare
     admin = ConsulConsensus(urls[0], prefix, timeout_s=30)
     plain = ConsensusStore(admin)
     grouped = ConsensusStore(admin)
     grouped.group = GroupCommit(grouped)
     await seed(admin, [f"partitions/t{i:06d}" for i in range(args.partitions)])
     await plain.set("t000000", "a")   # the log exists before replicas start
-    fleet = Fleet(urls, prefix, n, args.ttl)
+    hub = server = None
+    target = ""
+    if mode == "push":
+        import grpc
+        hub = PushHub(ConsulConsensus(urls[0], prefix, timeout_s=30), fence=1, wait_s=5.0)
+        server = grpc.aio.server(options=[("grpc.max_concurrent_streams", 1 << 20)])
+        hub.add_to(server)
+        target = f"127.0.0.1:{server.add_insecure_port('127.0.0.1:0')}"
+        await server.start()
+        await hub.start()
+    fleet = Fleet(urls, prefix, n, args.ttl, target)
     kv = ConsulHTTP(urls[0])
-    row: dict = {"n": n}
+    row: dict = {"n": n, "mode": mode}
     t0 = time.monotonic()
     try:
         await fleet.start()
@@ -264,29 +287,37 @@ async def run_n(urls: list[str], cpu_pids: list[int], n: int, args: argparse.Nam
         for _ in range(120):   # a starved machine fails participants closed (rule 3); they rejoin
             await asyncio.sleep(1.0)
             st = await fleet.stats()
-            if st["writable"] == n:
+            if st["writable"] == n and (mode != "push" or st["linked"] == n):
                 break
         row["writable_at_start"] = st["writable"]
-        note(f"N={n}: fleet up in {row['start_s']:.0f}s, {st['writable']} writable")
+        row["linked_at_start"] = st["linked"]
+        note(f"N={n} {mode}: fleet up in {row['start_s']:.0f}s, {st['writable']} writable, {st['linked']} linked")
         settle = 0.5 + 0.2   # Participant.ack_every_s + a margin
-        for name, barrier, rounds in (("new", Barrier(kv, prefix), args.rounds),
-                                      ("old", OldBarrier(kv, prefix), args.old_rounds)):
-            lags, nbytes, cpu = [], [], []
+        waits = [("new", Barrier(kv, prefix, hub=hub), args.rounds)]
+        if mode == "consul":
+            waits.append(("old", OldBarrier(kv, prefix), args.old_rounds))
+        for name, barrier, rounds in waits:
+            lags, nbytes, cpu, cpu_abs, ctl_cpu, windows = [], [], [], [], [], []
             for r in range(rounds):
                 p = "t000001"
                 where = (await plain.state(p))[0].source
                 await plain.begin(p, "b" if where == "a" else "a")
                 # a real move copies data here; let the begin's coalesced acks land first
                 await asyncio.sleep(settle)
-                b0, c0 = barrier.reader.bytes_received, server_cpu(cpu_pids)
+                i0, it = server_cpu(cpu_pids), time.monotonic()   # Consul's idle rate (renewals, polls)
+                await asyncio.sleep(0.5)
+                idle = (server_cpu(cpu_pids) - i0) / (time.monotonic() - it)
+                b0, c0, k0, t0 = barrier.wire_bytes, server_cpu(cpu_pids), time.process_time(), time.monotonic()
                 try:
                     res = await barrier.cutover(plain, p, 30.0)
                 except BarrierTimeout as exc:   # recorded, not hidden: the row says how many
                     row[f"{name}_timeouts"] = row.get(f"{name}_timeouts", 0) + 1
                     res = exc.result
                     res.passed_at = time.monotonic()
-                cpu.append(server_cpu(cpu_pids) - c0)
-                nbytes.append(barrier.reader.bytes_received - b0)
+                cpu_abs.append(server_cpu(cpu_pids) - c0)
+                cpu.append(cpu_abs[-1] - idle * (time.monotonic() - t0))   # the cutover's own
+                ctl_cpu.append(time.process_time() - k0)
+                nbytes.append(barrier.wire_bytes - b0)
                 row[f"{name}_dropped"] = row.get(f"{name}_dropped", 0) + len(res.dropped)
                 row[f"{name}_listed_min"] = min(row.get(f"{name}_listed_min", n), len(res.listed))
                 lags.append(res.ack_lag)
@@ -295,27 +326,37 @@ async def run_n(urls: list[str], cpu_pids: list[int], n: int, args: argparse.Nam
                     await asyncio.sleep(settle)
                     continue
                 await plain.complete(p)
+                windows.append(time.monotonic() - res.committed_at)   # enter_cutover → the flip
                 await asyncio.sleep(settle)
-            note(f"N={n}: {rounds} barriers ({name} wait) done; {(await fleet.stats())['writable']} writable")
+            note(f"N={n} {mode}: {rounds} barriers ({name} wait) done; {(await fleet.stats())['writable']} writable")
             row[f"{name}_p50"], row[f"{name}_p99"] = pct(lags, 50) * 1000, pct(lags, 99) * 1000
+            row[f"{name}_window_p50"] = pct(windows, 50) * 1000
             row[f"{name}_bytes"] = pct(nbytes, 50)
-            row[f"{name}_cpu_ms"] = pct(cpu, 50) * 1000
-        movers = [f"t{i:06d}" for i in range(10, 30)]
-        row["serial"] = await rate(plain, movers[:1], args.rate_seconds, fleet, cpu_pids)
-        note(f"N={n}: serial rate {row['serial']['tps']:.0f}/s")
-        row["c20_old"] = await rate(plain, movers, args.rate_seconds, fleet, cpu_pids)
-        note(f"N={n}: 20 at once, old path {row['c20_old']['tps']:.0f}/s")
-        row["c20_group"] = await rate(grouped, movers, args.rate_seconds, fleet, cpu_pids)
-        note(f"N={n}: 20 at once, group commit {row['c20_group']['tps']:.0f}/s")
-        row["batch"] = grouped.group.transitions / max(1, grouped.group.commits)
-        row["conflicts_old"] = plain.conflicts
+            row[f"{name}_cpu_ms"] = sum(cpu) / max(1, len(cpu)) * 1000   # mean: /proc counts 10 ms ticks
+            row[f"{name}_cpu_abs_ms"] = sum(cpu_abs) / max(1, len(cpu_abs)) * 1000
+            row[f"{name}_ctl_cpu_ms"] = sum(ctl_cpu) / max(1, len(ctl_cpu)) * 1000
+        if args.rate_seconds > 0:
+            movers = [f"t{i:06d}" for i in range(10, 30)]
+            row["serial"] = await rate(plain, movers[:1], args.rate_seconds, fleet, cpu_pids)
+            note(f"N={n}: serial rate {row['serial']['tps']:.0f}/s")
+            row["c20_old"] = await rate(plain, movers, args.rate_seconds, fleet, cpu_pids)
+            note(f"N={n}: 20 at once, old path {row['c20_old']['tps']:.0f}/s")
+            row["c20_group"] = await rate(grouped, movers, args.rate_seconds, fleet, cpu_pids)
+            note(f"N={n}: 20 at once, group commit {row['c20_group']['tps']:.0f}/s")
+            row["batch"] = grouped.group.transitions / max(1, grouped.group.commits)
+            row["conflicts_old"] = plain.conflicts
         st = await fleet.stats()
         row["rejoins"] = st["joins"] - n
+        row["load"] = os.getloadavg()[0]
         print(json.dumps(row), flush=True)   # before the (slow) stop of the fleet
     finally:
         await fleet.stop()
         await kv.close()
         await admin.close()
+        if hub is not None:
+            await hub.stop()
+            await hub.consensus.close()
+            await server.stop(None)
     return row
 
 
@@ -375,29 +416,39 @@ async def main(args: argparse.Namespace) -> None:
             for size, per in await p_sizes(urls, [int(x) for x in args.p_sizes.split(",")], 5, 40):
                 print(f"replica bytes per transition, {size:,} partitions: {per:,.0f} B", flush=True)
         for n in sizes:
-            rows.append(await run_n(urls, pids, n, args))
+            for mode in args.modes.split(","):
+                rows.append(await run_n(urls, pids, n, args, mode))
     finally:
         cluster.stop()
         shutil.rmtree(tmp, ignore_errors=True)
     print()
-    print(f"{'N':>5} | {'barrier p50/p99 ms':>19} | {'ctl bytes/barrier':>17} | {'old: p50/p99 ms':>16} | "
-          f"{'old bytes':>10} | {'Consul CPU/cutover':>18} | {'replica B/transition':>20} | "
-          f"{'tps serial':>10} | {'tps 20 old':>10} | {'tps 20 group':>12} | {'ratio':>5} | "
-          f"{'Consul CPU/trans.':>17}")
+    print(f"load average at the end: {os.getloadavg()}")
+    print("Consul CPU/cutover: the 3 servers' CPU from the commit to the barrier passing, less their idle rate "
+          "(measured just before) over that time; '(all, in barrier)': without that subtraction")
+    print(f"{'N':>5} {'mode':>6} | {'barrier p50/p99 ms':>19} | {'write window p50':>16} | {'ctl bytes/barrier':>17} | "
+          f"{'Consul CPU/cutover':>18} | {'(all, in barrier)':>17} | {'ctl CPU/cutover':>15} | {'dropped':>7} | {'timeouts':>8} | {'load':>5}")
     for r in rows:
-        s, o, g = r["serial"], r["c20_old"], r["c20_group"]
-        print(f"{r['n']:>5} | {r['new_p50']:>8.0f} / {r['new_p99']:>7.0f} | {kb(r['new_bytes']):>17} | "
-              f"{r['old_p50']:>7.0f} / {r['old_p99']:>6.0f} | {kb(r['old_bytes']):>10} | "
-              f"{r['new_cpu_ms']:>15.0f} ms | {kb(s['replica_bytes']):>8} / {kb(g['replica_bytes']):>9} | "
-              f"{s['tps']:>10.0f} | {o['tps']:>10.0f} | {g['tps']:>12.0f} | {g['tps'] / s['tps']:>4.1f}x | "
-              f"{s['consul_ms']:>5.1f} / {g['consul_ms']:>5.1f} ms")
-    print("replica B/transition: serial / group commit; Consul CPU/trans.: serial / group commit "
-          "(3 servers' utime+stime); batch size with group commit: "
-          + ", ".join(f"N={r['n']}: {r['batch']:.1f}" for r in rows))
-    if len(rows) > 1:
-        a, b = rows[0], rows[-1]
-        print(f"controller bytes per barrier, N={b['n']} / N={a['n']}: {b['new_bytes'] / a['new_bytes']:.1f} "
-              f"(fleet {b['n'] / a['n']:.0f}x; old wait: {b['old_bytes'] / a['old_bytes']:.1f})")
+        print(f"{r['n']:>5} {r['mode']:>6} | {r['new_p50']:>8.0f} / {r['new_p99']:>7.0f} | "
+              f"{r['new_window_p50']:>13.0f} ms | {kb(r['new_bytes']):>17} | {r['new_cpu_ms']:>15.0f} ms | "
+              f"{r['new_cpu_abs_ms']:>14.0f} ms | {r['new_ctl_cpu_ms']:>12.0f} ms | {r.get('new_dropped', 0):>7} | {r.get('new_timeouts', 0):>8} | "
+              f"{r['load']:>5.1f}")
+        if r.get("old_p50", float("nan")) == r.get("old_p50", float("nan")):   # not NaN: the old wait ran
+            print(f"{'':>5} {'(old wait)':>6} | {r['old_p50']:>8.0f} / {r['old_p99']:>7.0f} | "
+                  f"{r['old_window_p50']:>13.0f} ms | {kb(r['old_bytes']):>17} | {r['old_cpu_ms']:>15.0f} ms |")
+    for r in rows:
+        if "serial" in r:
+            s, o, g = r["serial"], r["c20_old"], r["c20_group"]
+            print(f"N={r['n']} {r['mode']}: transitions/s serial {s['tps']:.0f} · 20 old {o['tps']:.0f} · "
+                  f"20 group {g['tps']:.0f}; replica B/transition {kb(s['replica_bytes'])} / "
+                  f"{kb(g['replica_bytes'])}; Consul CPU/transition {s['consul_ms']:.1f} / {g['consul_ms']:.1f} ms; "
+                  f"batch {r['batch']:.1f}")
+    for mode in args.modes.split(","):
+        mine = [r for r in rows if r["mode"] == mode]
+        if len(mine) > 1:
+            a, b = mine[0], mine[-1]
+            print(f"{mode}: N={b['n']} / N={a['n']} (fleet {b['n'] / a['n']:.0f}x): controller bytes per barrier "
+                  f"{b['new_bytes'] / a['new_bytes']:.1f}, Consul CPU per cutover "
+                  f"{b['new_cpu_ms'] / max(1e-9, a['new_cpu_ms']):.1f}")
 
 
 if __name__ == "__main__":
@@ -406,7 +457,11 @@ if __name__ == "__main__":
     ap.add_argument("--partitions", type=int, default=1000, help="partitions in the fleet's table")
     ap.add_argument("--rounds", type=int, default=20, help="barriers measured per N (as built)")
     ap.add_argument("--old-rounds", type=int, default=5, help="barriers measured per N with the old wait")
-    ap.add_argument("--rate-seconds", type=float, default=4.0)
+    ap.add_argument("--rate-seconds", type=float, default=4.0, help="per transitions/s phase (0 = skip them)")
+    ap.add_argument("--modes", default="consul,push",
+                    help="barrier transports, each on its own fleet in the same run: consul (acks in sidecars/<id>), "
+                         "push (issue 31: a stream per participant from the controller)")
+    ap.add_argument("--push-target", default="", help=argparse.SUPPRESS)
     ap.add_argument("--ttl", type=float, default=30.0, help="participants' session TTL (lease = TTL/2)")
     ap.add_argument("--p-sizes", default="10000,100000", help="table sizes for replica bytes per transition ('' = skip)")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)

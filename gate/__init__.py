@@ -55,6 +55,8 @@ if _typing.TYPE_CHECKING:
     from ._machine import Op, step
     from ._mover_auth import MOVER_TOKEN_ENV, MOVER_TOKEN_HEADER, MoverAuth, mover_token_from_env, provision_mover_token, read_mover_token
     from ._participant import Participant
+    from ._push_hub import PushHub
+    from ._push_link import PushLink
     from ._placement_file import PlacementConfig, load_placement_file, parse_placement, validate_url
     from ._problem import (
         PROBLEM_CONTENT_TYPE,
@@ -118,6 +120,8 @@ _LAZY = {
         "MOVER_TOKEN_ENV MOVER_TOKEN_HEADER MoverAuth mover_token_from_env provision_mover_token "
         "read_mover_token"),
     "_participant": "Participant",
+    "_push_hub": "PushHub",
+    "_push_link": "PushLink",
     "_placement_file": "PlacementConfig load_placement_file parse_placement validate_url",
     "_problem": (
         "PROBLEM_CONTENT_TYPE PROBLEM_TYPE_PREFIX ProblemDocument is_stale_epoch_problem problem_document "

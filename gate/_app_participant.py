@@ -32,7 +32,8 @@ from ._replica import Replica
 
 def make_participant(consensus: ConsulConsensus, consul_url: str, prefix: str = "epochgate/", *,
                      participant_id: str, tracker: InflightTracker | None = None, ttl_s: float = 10.0,
-                     lease_s: float | None = None, token: str | None = None) -> Participant:
+                     lease_s: float | None = None, token: str | None = None,
+                     push_target: str | None = None, push_token: str | None = None) -> Participant:
     """An unstarted ``Participant`` whose replicas follow ``consensus`` with a
     blocking-query wait of ``lease / 3`` (a quiet table still counts as fresh)."""
     participant: Participant | None = None
@@ -42,7 +43,8 @@ def make_participant(consensus: ConsulConsensus, consul_url: str, prefix: str = 
         return Replica(consensus, wait_s=participant.wait_s)
 
     participant = Participant(consul_url, prefix, participant_id=participant_id, replica_factory=replica,
-                              tracker=tracker, ttl_s=ttl_s, lease_s=lease_s, token=token)
+                              tracker=tracker, ttl_s=ttl_s, lease_s=lease_s, token=token, push_target=push_target,
+                              push_token=push_token)
     return participant
 
 

@@ -82,7 +82,8 @@ class Participant(ParticipantSession, ParticipantAck, CurrentReplica):
     def __init__(self, consul_url: str, prefix: str = "epochgate/", *, participant_id: str,
                  replica_factory: Callable[[], Any], tracker: Tracker | None = None, ttl_s: float = 10.0,
                  lease_s: float | None = None, token: str | None = None,
-                 clock: Callable[[], float] = time.monotonic, consul: Any = None, watch_key: bool = True) -> None:
+                 clock: Callable[[], float] = time.monotonic, consul: Any = None, watch_key: bool | None = None,
+                 push_target: str | None = None, push_token: str | None = None) -> None:
         if not participant_id or "/" in participant_id or not participant_id.isprintable():
             raise ConfigError("participant_id", f"must be a non-empty printable string without '/', got {participant_id!r}")
         if ttl_s < MIN_TTL_S:
@@ -104,8 +105,17 @@ class Participant(ParticipantSession, ParticipantAck, CurrentReplica):
         # One more long-poll connection per participant (Consul limits connections per
         # client IP: limits.http_max_conns_per_client, default 200); without it an
         # outside session end is noticed at the next renewal (≤ lease/4).
-        self.watch_key = watch_key
+        # With the push path (issue 31) it is off by default: its connection is the one a
+        # participant trades for the push stream, and a session ended from outside is then
+        # noticed at the next renewal (≤ lease/4), as with watch_key=False.
+        self.watch_key = (push_target is None) if watch_key is None else watch_key
         self.ack_every_s = 0.5           # acks no barrier waits for coalesce (see _coalesce)
+        # The push path (issue 31, gate/_push_link.py): the controller's Fleet/Follow address;
+        # None: Consul only, as before.
+        self.push_target = push_target
+        self.push_token = push_token   # bearer token of the controller's control API, if it requires one
+        self._link: Any = None
+        self._consul_published = Epoch.ZERO   # what sidecars/<id> holds under this session
         self._draining_seen = Epoch(0)   # newest draining epoch seen (the pre-barrier's)
         self._pending_since: float | None = None
         self.tracker = tracker
@@ -166,6 +176,11 @@ class Participant(ParticipantSession, ParticipantAck, CurrentReplica):
     def writable(self) -> bool:
         """True when this participant may admit writes (the ``WriteGate`` guard)."""
         return self.check() is None
+
+    @property
+    def push_up(self) -> bool:
+        """True while the push stream from the controller is up (``push_target``)."""
+        return self._link is not None and self._link.up
 
     @property
     def published(self) -> Epoch:
@@ -229,6 +244,7 @@ class Participant(ParticipantSession, ParticipantAck, CurrentReplica):
                 await self._join()
                 backoff = 0.05
                 acker = asyncio.create_task(self._ack_loop(), name=f"ack-{self.id}")
+                self._start_link()
                 await self._serve(acker)
                 log.warning("participant %s leaving (%s); rejoining", self.id, self._reason)
             except BackendError as exc:
@@ -241,6 +257,7 @@ class Participant(ParticipantSession, ParticipantAck, CurrentReplica):
                 if acker is not None:
                     acker.cancel()
                     await asyncio.gather(acker, return_exceptions=True)
+                await self._stop_link()
             if self._stopping:
                 break
             await self._leave()
@@ -274,6 +291,32 @@ class Participant(ParticipantSession, ParticipantAck, CurrentReplica):
                 logged = True
             await asyncio.sleep(self.lease_s / 2 * (0.5 + random.random()))
 
+    # ---- the push path (issue 31) ------------------------------------------------
+
+    def _start_link(self) -> None:
+        if not self.push_target or self.session is None:
+            return
+        from ._push_link import PushLink   # loads grpc: only participants that push pay for it
+        link = PushLink(self.push_target, self.id, self.session, self.replica,
+                        acked=lambda: self._published, on_change=self._link_changed, token=self.push_token)
+        self._link = link
+        self.replica.push_up = lambda: link.up
+        link.start()
+
+    async def _stop_link(self) -> None:
+        link, self._link = self._link, None
+        if link is not None:
+            await link.stop()
+
+    def _link_changed(self, up: bool) -> None:
+        """Down: the replica blocks on the log again and the ack loop writes to Consul
+        what it acked by stream (the barrier's fallback reads that key)."""
+        if not up:
+            if self.replica is not None:
+                self.replica.kick()
+            if self._wake is not None:
+                self._wake.set()
+
     # ---- rule 1: register before you read -------------------------------------
 
     async def _join(self) -> None:
@@ -282,7 +325,7 @@ class Participant(ParticipantSession, ParticipantAck, CurrentReplica):
         self.generation += 1
         self._rejoin = asyncio.Event()
         self._wake = asyncio.Event()
-        self._published = self._seen = Epoch.ZERO
+        self._published = self._seen = self._consul_published = Epoch.ZERO
         self._pending_since = None
         self._cutovers = {}
         await self._open_session()

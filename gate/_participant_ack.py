@@ -42,7 +42,12 @@ class ParticipantAck:
     _draining_seen: Epoch
     _pending_since: float | None
     _cutovers: dict[str, Epoch]
+    _consul_published: Epoch
+    _link: Any
     session_lost: Callable[[str], None]
+
+    def _link_up(self) -> bool:
+        return self._link is not None and self._link.up
 
     async def _ack_loop(self) -> None:
         assert self._wake is not None
@@ -59,6 +64,10 @@ class ParticipantAck:
                     urgent = True              # a barrier waits for this one
                     if self._cutovers.get(p) == e:
                         del self._cutovers[p]
+            if self._link_up():
+                urgent = True                  # a stream ack is no raft write: nothing to coalesce
+            elif self._consul_published < self._published:
+                await self._publish(self._published)   # the stream went down: the fallback key catches up
             if target > self._published and not urgent and await self._coalesce():
                 continue                       # changed again meanwhile: look at it first
             if target > self._published:
@@ -94,6 +103,16 @@ class ParticipantAck:
                 return
 
     async def _publish(self, epoch: Epoch) -> None:
+        """Ack ``epoch`` (applied and drained): on the push stream when it is up and the
+        epoch arrived by push, else (also) in ``sidecars/<id>`` under the session."""
+        link = self._link
+        if link is not None and link.ack(epoch) and getattr(self.replica, "pushed_epoch", 0) >= epoch:
+            self._published = max(self._published, epoch)
+            self._pending_since = None
+            return
+        # Consul as well when the epoch came from the replica's own read, not a push: the
+        # stream is not delivering (a frozen controller's half-open stream looks "up"), so
+        # the barrier may be reading this participant's key.
         try:
             ok = await self._consul.acquire(self.key, str(int(epoch)).encode(), self.session)
         except BackendError as exc:
@@ -105,5 +124,6 @@ class ParticipantAck:
         if not ok:
             self.session_lost("publish refused")
             return
-        self._published = epoch
+        self._published = max(self._published, epoch)
+        self._consul_published = epoch
         self._pending_since = None

@@ -43,6 +43,7 @@ from ._consensus import Consensus, Versioned
 from ._log_entry import HEAD, LOG, NODES, PARTITIONS, LogEntry, decode_head, decode_state, log_key, seq_of
 from ._exceptions import BackendError, ConfigError
 from ._reachability import failure_level
+from ._replica_push import ReplicaPush
 from ._placement_file import validate_url
 from ._table import PlacementTable
 from ._types import Epoch, PartitionState, WriteAdmission, node_name
@@ -65,7 +66,7 @@ class LogBlock:
     snapshot: bool = False
 
 
-class Replica:
+class Replica(ReplicaPush):
     """Follows a Consensus store into a local ``PlacementTable``.
 
     ``wait_s`` is the blocking-query wait (keep it ≤ a third of the sidecar's
@@ -105,6 +106,12 @@ class Replica:
         self.blocked: LogBlock | None = None   # fail closed: stopped at a value it cannot parse
         self.blocks = 0      # times it stopped (a new LogBlock)
         self._why = ""
+        # The push path (gate/_push_link.py): while push_up() is true the follow loop reads
+        # log/head without blocking every wait_s (freshness, rule 3) instead of holding a
+        # blocking query every commit wakes; kick() makes it read now.
+        self.push_up: Callable[[], bool] | None = None
+        self.pushed_epoch = Epoch.ZERO   # the table epoch as of the last push applied
+        self._kick = asyncio.Event()
 
     # ---- life cycle --------------------------------------------------------
 
@@ -173,7 +180,11 @@ class Replica:
     async def _run(self) -> None:
         while not self._stopping:
             try:
-                value, index = await self.consensus.watch(HEAD, self.index, self.wait_s)
+                if self.push_up is not None and self.push_up():
+                    await self._poll_pause()
+                    value, index = await self.consensus.watch(HEAD, 0, 0.0)
+                else:
+                    value, index = await self.consensus.watch(HEAD, self.index, self.wait_s)
                 async with self._lock:
                     await self._on_head(value, index)
                 self.backoff.reset()

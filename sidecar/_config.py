@@ -66,6 +66,7 @@ class SidecarConfig:
     access_log: bool = True
     lease_seconds: float = 5.0                       # Consul mode: fail closed when the table/session is older
     session_ttl: float = 10.0                        # Consul session TTL of the barrier participant (> lease)
+    push_from: str | None = None                     # Consul mode: the controller's control address (issue 31 push path)
     hold_max: int = 1000                             # writes held at once (0 = never hold)
     hold_seconds: float = 15.0                       # > cutover deadline (10) + abort: a held write outlives an aborted cutover
     retry_body_max: int = 1 << 20                    # request bytes kept to replay after an app stale-epoch
@@ -310,6 +311,9 @@ def make_parser() -> argparse.ArgumentParser:
     a("--no-access-log", dest="access_log", action="store_const", const=False, help="no access log lines")
     a("--lease-seconds", metavar="S", help="Consul mode: fail closed when the table is older than this (default 5)")
     a("--session-ttl", metavar="S", help="Consul session TTL of the barrier participant (default 10, > lease)")
+    a("--push-from", metavar="HOST:PORT",
+      help="Consul mode: follow the log and ack cutovers over one stream from the controller's control port "
+           "(Consul stays the fallback; default off)")
     a("--hold-max", metavar="N", help="rejected writes held at once for retry (default 1000; 0 = off)")
     a("--hold-seconds", metavar="S", help="how long a write may be held (default 15)")
     a("--retry-body-max", metavar="BYTES", help="request body kept to replay after an app stale-epoch (default 1 MiB)")

@@ -61,6 +61,10 @@ class Metrics:
                                      "1 while the replica is stopped at a change-log entry or partition value it "
                                      "cannot parse: nothing past it applied or acked, every write refused "
                                      "(DESIGN §4.3).", registry=r)
+        self.push_stream_up = Gauge("epochgate_push_stream_up",
+                                    "1 while the participant follows the log and acks cutovers over its stream "
+                                    "from the controller (--push-from); 0: through Consul (DESIGN §5 \"The push "
+                                    "path\").", registry=r)
         self.migration_phase_duration = Histogram("epochgate_migration_phase_duration_seconds",
                                                   "Duration of each migration job phase.", ("phase",),
                                                   buckets=_SLOW, registry=r)

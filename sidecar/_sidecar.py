@@ -155,9 +155,11 @@ class Sidecar:
             pid = f"{cfg.participant_id}-{os.getpid()}"  # one participant per worker process
         self.participant = participant = make_participant(
             consensus, cfg.consul, cfg.prefix, participant_id=pid, tracker=self.tracker,
-            ttl_s=cfg.session_ttl, lease_s=cfg.lease_seconds, token=cfg.consul_token)
+            ttl_s=cfg.session_ttl, lease_s=cfg.lease_seconds, token=cfg.consul_token, push_target=cfg.push_from,
+            push_token=cfg.control_token() if cfg.push_from else None)   # the fleet shares the control token
         # Read at scrape time (not in _admin's refresh): the participant swaps replicas on rejoin.
         self.metrics.replica_blocked.set_function(lambda: int(getattr(participant.replica, "blocked", None) is not None))
+        self.metrics.push_stream_up.set_function(lambda: int(participant.push_up))
         await participant.start()
         if not await participant.wait_joined(min(30.0, cfg.session_ttl * 2)):
             event("not registered with Consul yet: writes fail closed until it is", logging.WARNING,

@@ -119,8 +119,9 @@ class Fleet:
         return p
 
     async def controller(self, name: str, deadline_s: float = 5.0, extra: list[str] | None = None,
-                         module: str = "sidecar", env: dict | None = None) -> Proc:
-        control, admin = free_ports(2)
+                         module: str = "sidecar", env: dict | None = None, control: int | None = None) -> Proc:
+        """``control``: a port reserved beforehand (sidecars started with ``--push-from`` it)."""
+        control, admin = (control, free_ports(1)[0]) if control else free_ports(2)
         p = self._proc(f"controller-{name}", [module, "controller", "--consul", self.consul_url,
                                               "--prefix", self.prefix, "--control", f"127.0.0.1:{control}",
                                               "--admin", f"127.0.0.1:{admin}",

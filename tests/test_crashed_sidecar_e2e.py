@@ -52,15 +52,7 @@ async def test_sidecar_killed_and_not_restarted_costs_no_error(consul_agent, kv_
                 where[p] = to
                 done.append(job)
             await asyncio.sleep(0.5)
-            writers.running = False
-            await asyncio.gather(*tasks)
-            assert not writers.errors, [e[2] for e in writers.errors[:10]]
-            missing = []
-            for key, (p, value) in writers.acked.items():
-                async with http.get(f"{sidecars[0].info['url']}/kv/{key}", headers={"X-Partition-Key": p}) as r:
-                    if r.status != 200 or await r.text() != value:
-                        missing.append(key)
-            assert not missing, missing[:10]
+            await writers.stop_and_check(tasks, http, sidecars[0])
         before, after = [_window(j) for j in done[:10]], [_window(j) for j in done[10:]]
         print(f"\ncutover window before the kill: p50 {statistics.median(before) * 1000:.1f} ms, "
               f"max {max(before) * 1000:.1f} ms; after: p50 {statistics.median(after) * 1000:.1f} ms, "

@@ -38,6 +38,19 @@ class Writers:
         self.busy: set[str] = set()
         self._ids = itertools.count()
 
+    async def stop_and_check(self, tasks, http: aiohttp.ClientSession, sidecar) -> None:
+        """Stop the writers; no client saw an error and every acknowledged write reads back
+        through ``sidecar`` (so from its partition's final owner)."""
+        self.running = False
+        await asyncio.gather(*tasks)
+        assert not self.errors, [e[2] for e in self.errors[:10]]
+        missing = []
+        for key, (p, value) in self.acked.items():
+            async with http.get(f"{sidecar.info['url']}/kv/{key}", headers={"X-Partition-Key": p}) as r:
+                if r.status != 200 or await r.text() != value:
+                    missing.append(key)
+        assert not missing, missing[:10]
+
     async def pause(self, *names: str) -> None:
         """Stop these writers and wait until none of them has a request in flight."""
         self.paused |= set(names)

@@ -29,13 +29,15 @@ async def start_control_server(
     jobs: Any | None = None,
     token: str | None = None,
     extra_nodes: Mapping[str, str] | None = None,
+    fleet: Any | None = None,
 ) -> grpc.aio.Server:
     """Bind and start the control API on ``addr`` (``HOST:PORT``; port 0 picks one).
 
     ``gate`` is the sidecar's ``WriteGate`` (its guards make AdmitWrite fail
     closed); ``jobs`` a ``JobService`` (without one the job RPCs answer
     UNIMPLEMENTED); ``token`` requires ``authorization: Bearer <token>`` on every
-    call. ``extra_nodes`` adds node URLs known from configuration. The bound
+    call. ``extra_nodes`` adds node URLs known from configuration. ``fleet`` (the
+    controller's ``PushHub``) serves ``Fleet/Follow``, the barrier's push path (DESIGN §5). The bound
     port is ``server.epochgate_port``; stop with ``await server.stop(grace)``.
     """
     check_control(addr, token)
@@ -43,6 +45,8 @@ async def start_control_server(
     server = grpc.aio.server(interceptors=interceptors)
     pb_grpc.add_GateServicer_to_server(GateServicer(store, source, gate), server)
     pb_grpc.add_MigrationServicer_to_server(OpsMigrationServicer(store, source, jobs, extra_nodes or {}), server)
+    if fleet is not None:
+        fleet.add_to(server)
     try:
         port = server.add_insecure_port(addr)
     except RuntimeError as exc:

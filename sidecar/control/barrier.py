@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Awaitable, Callable
 from gate import AckReader, BackendError, MigrationStore
 
 if TYPE_CHECKING:   # (importing it loads py-consul and requests: ~6 MiB the embedded controller need not carry)
-    from gate import ConsulHTTP
+    from gate import ConsulHTTP, PushHub
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,8 +80,14 @@ class Barrier:
     on_result: Callable[[BarrierResult], None] | None = None  # each wait's result (a job's trace: sidecar/trace/jobs.py)
 
     def __init__(self, consul: ConsulHTTP, prefix: str = "epochgate/", *, poll_wait_s: float = 1.0,
-                 max_watches: int = 1024, keep_connections: bool = False) -> None:
+                 max_watches: int = 1024, keep_connections: bool = False, hub: PushHub | None = None,
+                 fallback_after_s: float = 1.0) -> None:
         self.consul = consul
+        # The push path (issue 31): a participant with a stream open under the listed session
+        # is counted by its stream ack; one without (or still pending ``fallback_after_s`` after
+        # the commit, or whose stream closes) by its key in Consul, as before.
+        self.hub = hub
+        self.fallback_after_s = fallback_after_s
         self.dir = f"{prefix}sidecars/"
         self.poll_wait_s = poll_wait_s
         self.keep_connections = keep_connections
@@ -91,6 +97,12 @@ class Barrier:
     def bytes_received(self) -> int:
         """Bytes Consul sent this barrier's reads (status line, headers, body)."""
         return self.reader.bytes_received
+
+    @property
+    def wire_bytes(self) -> int:
+        """Everything the barrier's reads and the push path moved (Consul answers, pushes, acks)."""
+        hub = self.hub
+        return self.reader.bytes_received + (0 if hub is None else hub.bytes_sent + hub.bytes_received)
 
     async def close(self) -> None:
         await self.reader.close()
@@ -150,7 +162,41 @@ class Barrier:
 
     async def _follow(self, item: Listed, epoch: int, end: float, res: BarrierResult,
                       slots: asyncio.Semaphore) -> None:
-        """One pending participant: block on its key until it acks or its session is gone."""
+        """One pending participant: its stream ack when it has a stream, and (without one,
+        or after ``fallback_after_s``) its key in Consul, whichever answers first."""
+        hub = self.hub
+        if hub is None or not hub.connected(item.id, item.session):
+            return await self._follow_key(item, epoch, end, res, slots)
+        by_stream = hub.ack_future(item.id, item.session, epoch)
+        grace = min(self.fallback_after_s, max(0.0, end - time.monotonic()))
+        done, _ = await asyncio.wait({by_stream}, timeout=grace)
+        if by_stream.done() and by_stream.result():
+            self._resolve(res, item.id, res.acked)
+            return
+        by_key = asyncio.ensure_future(self._follow_key(item, epoch, end, res, slots))
+        try:
+            waiting = {by_key} if by_stream.done() else {by_key, by_stream}
+            while waiting:
+                done, waiting = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                if by_stream in done and by_stream.result():
+                    self._resolve(res, item.id, res.acked)
+                    return
+                if by_key in done:
+                    return
+        finally:
+            by_key.cancel()
+            by_stream.cancel()
+
+    @staticmethod
+    def _resolve(res: BarrierResult, pid: str, into: set[str]) -> None:
+        if pid in res.pending:
+            res.pending.discard(pid)
+            into.add(pid)
+            res.resolved_at[pid] = time.monotonic()
+
+    async def _follow_key(self, item: Listed, epoch: int, end: float, res: BarrierResult,
+                          slots: asyncio.Semaphore) -> None:
+        """Block on the participant's key until it acks or its session is gone."""
         index = item.index
         async with slots:
             while True:
@@ -163,14 +209,10 @@ class Barrier:
                     await asyncio.sleep(min(0.05, max(0.0, end - time.monotonic())))
                     continue
                 if now is None or now.session != item.session:
-                    res.pending.discard(item.id)
-                    res.dropped.add(item.id)
-                    res.resolved_at[item.id] = time.monotonic()
+                    self._resolve(res, item.id, res.dropped)
                     return
                 if now.epoch >= epoch:
-                    res.pending.discard(item.id)
-                    res.acked.add(item.id)
-                    res.resolved_at[item.id] = time.monotonic()
+                    self._resolve(res, item.id, res.acked)
                     return
                 # an index that went backwards (store reset) restarts the wait from there
                 index = now.index

@@ -128,11 +128,12 @@ class Controller:
         self.job_tracer: Any = None   # sidecar/trace/jobs.py JobTracer: set before start() to trace jobs
         self._tasks: dict[str, asyncio.Task] = {}
         self._main: asyncio.Task | None = None
+        self.hub: Any = None   # the push path's PushHub (Consul mode; the embedded controller has none)
 
     async def start(self) -> None:
         # imported here: the embedded controller (embedded.py) replaces this start and need not
         # carry py-consul, requests and aiohttp (~14 MiB resident, issue 20)
-        from gate import ConsulHTTP, GroupCommit, open_consul
+        from gate import ConsulHTTP, GroupCommit, PushHub, open_consul
 
         self.consul = ConsulHTTP(self._consul_url, token=self._token)
         self.consensus, store, self.replica = await open_consul(
@@ -143,6 +144,12 @@ class Controller:
         self.records = JobRecords(self.consul, self.prefix)
         self.barrier = self._barrier_cls(self.consul, self.prefix)
         self.barrier.keep_connections = True         # per-key ack watches reuse their connections
+        # The push path (issue 31, DESIGN §5): participants started with --push-from dial this
+        # controller's control port; the rest are read from Consul as before. Its fence is
+        # raised to the leader key's index each time this controller takes the lead.
+        self.hub = PushHub(self.consensus, fence=1, wait_s=2.0, active=lambda: hasattr(self, "leadership") and self.leadership.held())
+        await self.hub.start()
+        self.barrier.hub = self.hub
         self.leadership = Leadership(self.consul, f"{self.prefix}controller/leader", self.owner, ttl_s=self._ttl)
         if self.mover is None:
             self.mover = HttpHooksMover()
@@ -160,6 +167,8 @@ class Controller:
         await self.leadership.release()
         self.metrics.controller_leader.set(0)
         await self.replica.stop()
+        if self.hub is not None:
+            await self.hub.stop()
         await self.barrier.close()
         await self.consensus.close()
         await self.consul.close()
@@ -195,6 +204,7 @@ class Controller:
                     await self._wait_lock_free()
                     continue
                 log.info("controller %s: leading", self.owner)
+                await self._raise_fence()
                 await self._ensure_mover_token()
                 self.metrics.controller_leader.set(1)
                 await self._run_jobs()
@@ -203,6 +213,15 @@ class Controller:
                 await asyncio.sleep(0.5)
             self.metrics.controller_leader.set(0)
             await self._drop_jobs()
+
+    async def _raise_fence(self) -> None:
+        """The push fence: the ModifyIndex of our write of the leader key — higher for every
+        later leader, so participants refuse a deposed controller's pushes."""
+        if self.hub is None:
+            return
+        entry = await self.consul.get(self.leadership.key)
+        if entry is not None and entry.session == self.leadership.session and entry.modify_index > self.hub.fence:
+            self.hub.fence = entry.modify_index
 
     async def _ensure_mover_token(self) -> None:
         """The hooks' credential (DESIGN §6): EPOCHGATE_MOVER_TOKEN, else the one under

@@ -125,7 +125,7 @@ async def _amain(args: argparse.Namespace) -> int:
     except BackendError as exc:
         log.log(failure_level(exc), "controller: replica not started yet: %s", exc)
     server = await start_control_server(args.control, store=ctl.store, source=ctl.replica, gate=_NeverAdmit(),
-                                        jobs=ctl, token=token, extra_nodes=nodes)
+                                        jobs=ctl, token=token, extra_nodes=nodes, fleet=ctl.hub)
     admin = await start_admin(args.admin, ctl)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -319,29 +319,35 @@ class Result:
     why: str | None = None
 
 
-def check(bounds: Bounds = Bounds(), max_states: int = 5_000_000) -> Result:
-    """Breadth-first over every reachable state; the shortest counter-example, if any."""
-    start = initial()
-    parent: dict[State, tuple[State | None, str]] = {start: (None, "start")}
+def explore(start, successors, violation, max_states: int) -> Result:
+    """Breadth-first over every state reachable from ``start`` (``successors(s)`` yields
+    ``(label, next)``); the shortest trace to a state where ``violation(s)`` says why, if any.
+    Shared with the push transport's model (``protocol_push.py``)."""
+    parent: dict = {start: (None, "start")}
     queue = deque([start])
     while queue:
         s = queue.popleft()
         why = violation(s)
         if why is not None:
             trace = []
-            cur: State | None = s
+            cur = s
             while cur is not None:
                 prev, label = parent[cur]
                 trace.append(label)
                 cur = prev
             return Result(len(parent), trace[::-1], why)
-        for label, nxt in successors(s, bounds):
+        for label, nxt in successors(s):
             if nxt not in parent:
                 parent[nxt] = (s, label)
                 if len(parent) > max_states:
                     raise RuntimeError(f"more than {max_states} states: lower the bounds")
                 queue.append(nxt)
     return Result(len(parent), None)
+
+
+def check(bounds: Bounds = Bounds(), max_states: int = 5_000_000) -> Result:
+    """Breadth-first over every reachable state; the shortest counter-example, if any."""
+    return explore(initial(), lambda s: successors(s, bounds), violation, max_states)
 
 
 def main(argv: list[str] | None = None) -> int:

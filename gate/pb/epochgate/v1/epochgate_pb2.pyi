@@ -417,3 +417,25 @@ class ListOperationsResponse(_message.Message):
     OPERATIONS_FIELD_NUMBER: _ClassVar[int]
     operations: _containers.RepeatedCompositeFieldContainer[Operation]
     def __init__(self, operations: _Optional[_Iterable[_Union[Operation, _Mapping]]] = ...) -> None: ...
+
+class FleetAck(_message.Message):
+    __slots__ = ("participant", "session", "epoch", "fence")
+    PARTICIPANT_FIELD_NUMBER: _ClassVar[int]
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    FENCE_FIELD_NUMBER: _ClassVar[int]
+    participant: str
+    session: str
+    epoch: int
+    fence: int
+    def __init__(self, participant: _Optional[str] = ..., session: _Optional[str] = ..., epoch: _Optional[int] = ..., fence: _Optional[int] = ...) -> None: ...
+
+class FleetPush(_message.Message):
+    __slots__ = ("fence", "index", "head")
+    FENCE_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    HEAD_FIELD_NUMBER: _ClassVar[int]
+    fence: int
+    index: int
+    head: bytes
+    def __init__(self, fence: _Optional[int] = ..., index: _Optional[int] = ..., head: _Optional[bytes] = ...) -> None: ...

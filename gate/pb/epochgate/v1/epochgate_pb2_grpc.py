@@ -1289,3 +1289,75 @@ class Migration:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class FleetStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Follow = channel.stream_stream(
+                '/epochgate.v1.Fleet/Follow',
+                request_serializer=epochgate_dot_v1_dot_epochgate__pb2.FleetAck.SerializeToString,
+                response_deserializer=epochgate_dot_v1_dot_epochgate__pb2.FleetPush.FromString,
+                _registered_method=True)
+
+
+class FleetServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def Follow(self, request_iterator, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_FleetServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Follow': grpc.stream_stream_rpc_method_handler(
+                    servicer.Follow,
+                    request_deserializer=epochgate_dot_v1_dot_epochgate__pb2.FleetAck.FromString,
+                    response_serializer=epochgate_dot_v1_dot_epochgate__pb2.FleetPush.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'epochgate.v1.Fleet', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('epochgate.v1.Fleet', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Fleet:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def Follow(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/epochgate.v1.Fleet/Follow',
+            epochgate_dot_v1_dot_epochgate__pb2.FleetAck.SerializeToString,
+            epochgate_dot_v1_dot_epochgate__pb2.FleetPush.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

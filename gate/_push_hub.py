@@ -1,0 +1,247 @@
+"""``PushHub``: the controller's side of the push path (issue 31, DESIGN §5).
+
+The barrier used to cost Consul about 4 ms of CPU per participant per cutover
+(docs/fleet-scale.md): every replica's blocking query woke, every participant
+wrote its ack (a raft write on three servers), every own-key watch and every
+barrier watch woke. Here the controller follows ``log/head`` itself (one
+blocking query) and pushes each answer — the raw committed value and its
+Consul index, never a write of its own it has not read back — to every
+participant over one gRPC stream each; participants ack "applied and drained
+up to epoch" on the same stream. Consul keeps the log, the sessions
+(membership and leases) and ``sidecars/<id>``, which a participant still
+writes when its stream is down: the barrier reads that key for every
+participant it cannot count by stream (gate/_ackwatch.py).
+
+Counting an ack (the check ``tests/test_push_fallback.py`` and the model,
+sidecar/control/protocol_push.py, break on purpose): an ack counts for a
+barrier at E only when its epoch ≥ E, its fence is this hub's, and it came
+under the session the barrier listed. A stale ack (the pre-barrier's, or one
+from before a rejoin) never passes a later barrier.
+
+The pushed heads are pre-serialised once and written to every stream as bytes
+(the method's response serialiser is the identity): a push to N participants
+costs N socket writes, not N protobuf encodings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import grpc
+
+from ._consensus_store import HEAD
+from ._exceptions import BackendError
+from .pb.epochgate.v1 import epochgate_pb2 as pb
+
+log = logging.getLogger("epochgate.push")
+
+FOLLOW_METHOD = "/epochgate.v1.Fleet/Follow"
+_QUEUE_MAX = 256   # pushes a slow stream may lag before it is cut (it then reads Consul: no gap applied)
+
+
+def _identity(b: bytes) -> bytes:
+    return b
+
+
+@dataclass(eq=False)
+class _Stream:
+    pid: str
+    session: str
+    queue: asyncio.Queue[bytes | None] = field(default_factory=lambda: asyncio.Queue(_QUEUE_MAX))
+    epoch: int = 0          # highest epoch acked on this stream (under ``session``)
+    open: bool = True
+
+
+class PushHub:
+    """Follows ``log/head`` and pushes it to every connected participant; keeps their acks.
+
+    ``fence``: this controller's generation (e.g. the ModifyIndex of its
+    ``controller/leader`` acquisition); strictly higher for a newer controller.
+    ``add_to(server)`` registers the ``Fleet/Follow`` method on a grpc.aio server.
+    """
+
+    def __init__(self, consensus: Any, fence: int, *, wait_s: float = 5.0,
+                 active: Callable[[], bool] = lambda: True) -> None:
+        if fence <= 0:
+            raise ValueError(f"fence must be a positive integer, got {fence!r}")
+        self.consensus = consensus
+        self.fence = int(fence)
+        self.wait_s = wait_s
+        # Only the leading controller pushes (the controller passes its lock check): a
+        # participant on a deposed or standby controller's stream would ack to nobody's
+        # barrier, so such a hub closes its streams (within wait_s) and refuses new ones;
+        # their participants ack in Consul until they reach the leader.
+        self.active = active
+        self.index = 0
+        self._head: bytes | None = None     # the last push, serialised
+        self._streams: dict[str, _Stream] = {}
+        self._waiters: dict[str, list[tuple[str, int, asyncio.Future[bool]]]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self.bytes_sent = 0       # message bytes + 5-byte gRPC frame prefix, per stream
+        self.bytes_received = 0
+        self.pushes = 0           # heads read from Consul and pushed
+        self.acks = 0
+        self.refused_acks = 0     # wrong fence or session: never counted
+
+    # ---- wiring -------------------------------------------------------------
+
+    def add_to(self, server: grpc.aio.Server) -> None:
+        handler = grpc.stream_stream_rpc_method_handler(
+            self._follow, request_deserializer=pb.FleetAck.FromString, response_serializer=_identity)
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("epochgate.v1.Fleet", {"Follow": handler}),))
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="push-hub")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        for s in list(self._streams.values()):
+            self._close(s)
+
+    # ---- the barrier's questions --------------------------------------------
+
+    def connected(self, pid: str, session: str) -> bool:
+        s = self._streams.get(pid)
+        return s is not None and s.open and s.session == session
+
+    def acked(self, pid: str, session: str, epoch: int) -> bool:
+        s = self._streams.get(pid)
+        return s is not None and s.session == session and s.epoch >= epoch
+
+    def ack_future(self, pid: str, session: str, epoch: int) -> asyncio.Future[bool]:
+        """True once ``pid`` acked ≥ ``epoch`` on a stream under ``session``;
+        False when no such stream is open (the caller reads Consul instead)."""
+        fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        if self.acked(pid, session, epoch):
+            fut.set_result(True)
+        elif not self.connected(pid, session):
+            fut.set_result(False)
+        else:
+            self._waiters.setdefault(pid, []).append((session, epoch, fut))
+        return fut
+
+    # ---- following the log ----------------------------------------------------
+
+    async def _run(self) -> None:
+        while True:
+            if not self.active():
+                for st in list(self._streams.values()):
+                    self._close(st)
+            try:
+                value, index = await self.consensus.watch(HEAD, self.index, self.wait_s)
+            except BackendError as exc:
+                log.info("push hub: log/head read failed: %s", exc)
+                await asyncio.sleep(0.1)
+                continue
+            if index < self.index:
+                # the store went backwards (restore, wiped agent): participants re-read it
+                # themselves (their own reads see the index drop); start pushing anew
+                self.index, self._pushed_seqno = 0, None
+                continue
+            if value is None or index == self.index or value.seqno <= (self._pushed_seqno or 0):
+                self.index = index
+                continue
+            self.index = index
+            self._pushed_seqno = value.seqno
+            self._broadcast(pb.FleetPush(fence=self.fence, index=value.seqno, head=value.value).SerializeToString())
+
+    _pushed_seqno: int | None = None
+
+    def _broadcast(self, msg: bytes) -> None:
+        self._head = msg
+        if not self.active():
+            return
+        self.pushes += 1
+        for s in list(self._streams.values()):
+            self._send(s, msg)
+
+    def _send(self, s: _Stream, msg: bytes) -> None:
+        try:
+            s.queue.put_nowait(msg)
+        except asyncio.QueueFull:
+            log.warning("push hub: %s lags %d pushes; closing its stream (it reads Consul)", s.pid, _QUEUE_MAX)
+            self._close(s)
+
+    # ---- one participant's stream ----------------------------------------------
+
+    async def _follow(self, requests: Any, context: grpc.aio.ServicerContext) -> None:
+        stream: _Stream | None = None
+        reader: asyncio.Task[None] | None = None
+        try:
+            hello = await anext(aiter(requests), None)
+            if hello is None or not hello.participant or not hello.session:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "first FleetAck must name participant and session")
+                return
+            if not self.active():
+                await context.abort(grpc.StatusCode.UNAVAILABLE, "not the leading controller: ack in Consul")
+                return
+            self.bytes_received += hello.ByteSize() + 5
+            old = self._streams.get(hello.participant)
+            if old is not None:
+                self._close(old)
+            stream = _Stream(hello.participant, hello.session)
+            self._streams[stream.pid] = stream   # the hello is not an ack: it has no fence yet
+            if self._head is not None:
+                self._send(stream, self._head)   # where the log is now: a behind replica catches up
+            reader = asyncio.create_task(self._read_acks(stream, requests))
+            while stream.open:
+                msg = await stream.queue.get()
+                if msg is None:
+                    break
+                await context.write(msg)
+                self.bytes_sent += len(msg) + 5
+        finally:
+            if reader is not None:
+                reader.cancel()
+            if stream is not None:
+                self._close(stream)
+
+    async def _read_acks(self, stream: _Stream, requests: Any) -> None:
+        try:
+            async for ack in requests:
+                self.bytes_received += ack.ByteSize() + 5
+                self._on_ack(stream, ack)
+        finally:
+            self._close(stream)
+
+    def _on_ack(self, stream: _Stream, ack: pb.FleetAck) -> None:
+        # The key check: an ack is this participant's word for *this* controller generation
+        # and for the session it registered the stream under; anything else is never counted.
+        if ack.fence != self.fence or ack.session != stream.session or ack.participant != stream.pid:
+            self.refused_acks += 1
+            return
+        self.acks += 1
+        if ack.epoch > stream.epoch:
+            stream.epoch = ack.epoch
+        waiters = self._waiters.get(stream.pid)
+        if waiters:
+            keep = []
+            for session, epoch, fut in waiters:
+                if fut.done():
+                    continue
+                if session == stream.session and stream.epoch >= epoch:
+                    fut.set_result(True)
+                else:
+                    keep.append((session, epoch, fut))
+            self._waiters[stream.pid] = keep
+
+    def _close(self, s: _Stream) -> None:
+        if not s.open:
+            return
+        s.open = False
+        try:
+            s.queue.put_nowait(None)
+        except asyncio.QueueFull:
+            pass
+        if self._streams.get(s.pid) is s:
+            del self._streams[s.pid]
+        for session, _epoch, fut in self._waiters.pop(s.pid, []):
+            if not fut.done():
+                fut.set_result(self.acked(s.pid, session, _epoch))
