@@ -32,8 +32,10 @@ from typing import Any, Callable
 
 import grpc
 
+from ._backoff import Backoff
 from ._consensus_store import HEAD
 from ._exceptions import BackendError
+from ._reachability import failure_level
 from .pb.epochgate.v1 import epochgate_pb2 as pb
 
 log = logging.getLogger("epochgate.push")
@@ -76,6 +78,7 @@ class PushHub:
         # their participants ack in Consul until they reach the leader.
         self.active = active
         self.index = 0
+        self._backoff = Backoff(cap_s=min(5.0, max(0.05, wait_s)))
         self._head: bytes | None = None     # the last push, serialised
         self._streams: dict[str, _Stream] = {}
         self._waiters: dict[str, list[tuple[str, int, asyncio.Future[bool]]]] = {}
@@ -137,9 +140,12 @@ class PushHub:
             try:
                 value, index = await self.consensus.watch(HEAD, self.index, self.wait_s)
             except BackendError as exc:
-                log.info("push hub: log/head read failed: %s", exc)
-                await asyncio.sleep(0.1)
+                # an absent agent was already said once on its own line (gate/_reachability.py);
+                # capped, jittered retries, as every other watch
+                log.log(failure_level(exc, logging.INFO), "push hub: log/head read failed: %s", exc)
+                await asyncio.sleep(self._backoff.next())
                 continue
+            self._backoff.reset()
             if index < self.index:
                 # the store went backwards (restore, wiped agent): participants re-read it
                 # themselves (their own reads see the index drop); start pushing anew

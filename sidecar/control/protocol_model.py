@@ -37,13 +37,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-from collections import deque
 from dataclasses import dataclass
 from typing import Iterator, NamedTuple
 
 from gate import MigrationError, Op, PartitionState, Phase, StaleMover, check_fence, step
 
 from . import protocol_log as log
+from .protocol_search import Result, explore  # noqa: F401 (Result: re-exported for the model's callers)
 
 P = "p"
 GUARDS = ("fence", "rule1", "rule2", "rule4", "rule5", "fresh_tokens", "at_epoch")
@@ -310,39 +310,6 @@ def successors(s: State, bounds: Bounds) -> Iterator[tuple[str, State]]:
     yield from _sidecar(s, bounds)
     if bounds.log:
         yield from log.other_partition(s, bounds)
-
-
-@dataclass
-class Result:
-    states: int
-    counterexample: list[str] | None
-    why: str | None = None
-
-
-def explore(start, successors, violation, max_states: int) -> Result:
-    """Breadth-first over every state reachable from ``start`` (``successors(s)`` yields
-    ``(label, next)``); the shortest trace to a state where ``violation(s)`` says why, if any.
-    Shared with the push transport's model (``protocol_push.py``)."""
-    parent: dict = {start: (None, "start")}
-    queue = deque([start])
-    while queue:
-        s = queue.popleft()
-        why = violation(s)
-        if why is not None:
-            trace = []
-            cur = s
-            while cur is not None:
-                prev, label = parent[cur]
-                trace.append(label)
-                cur = prev
-            return Result(len(parent), trace[::-1], why)
-        for label, nxt in successors(s):
-            if nxt not in parent:
-                parent[nxt] = (s, label)
-                if len(parent) > max_states:
-                    raise RuntimeError(f"more than {max_states} states: lower the bounds")
-                queue.append(nxt)
-    return Result(len(parent), None)
 
 
 def check(bounds: Bounds = Bounds(), max_states: int = 5_000_000) -> Result:

@@ -43,7 +43,8 @@ from typing import Iterator, NamedTuple
 
 from gate import MigrationError, Op, PartitionState, Phase, step
 
-from .protocol_model import P, Result, explore
+from .protocol_model import P
+from .protocol_search import Result, explore, report
 
 PUSH_GUARDS = ("epoch", "inorder", "push_fence", "ack_fence")
 C_FENCE, D_FENCE = 2, 1
@@ -284,13 +285,9 @@ def main(argv: list[str] | None = None) -> int:
     for bounds in runs:
         res = check(bounds)
         name = "all guards" if not bounds.drop else "without " + ", ".join(sorted(bounds.drop))
-        if res.counterexample is None:
-            print(f"{name}: no counter-example in {res.states} states")
+        if not report(name, res):
             ok = ok and (not bounds.drop or bool(bounds.drop & {"push_fence", "ack_fence"}))
         else:
-            print(f"{name}: counter-example after {res.states} states: {res.why}")
-            for i, label in enumerate(res.counterexample):
-                print(f"  {i:2d}. {label}")
             ok = ok and bool(bounds.drop)
     return 0 if ok else 1
 

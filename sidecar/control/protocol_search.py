@@ -1,15 +1,21 @@
 """The breadth-first search under the exhaustive protocol checks: every reachable state, the
-shortest counter-example if any (``protocol_split.py`` uses it; ``protocol_model.check`` is the
-same search over its own module's functions)."""
+shortest counter-example if any; one search for every model (``protocol_model``, ``protocol_push``,
+``protocol_split``)."""
 
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import dataclass
 from typing import Callable, Hashable, Iterable, TypeVar
 
-from .protocol_model import Result
-
 S = TypeVar("S", bound=Hashable)
+
+
+@dataclass
+class Result:
+    states: int
+    counterexample: list[str] | None
+    why: str | None = None
 
 
 def explore(start: S, successors: Callable[[S], Iterable[tuple[str, S]]], violation: Callable[[S], str | None],
@@ -36,3 +42,14 @@ def explore(start: S, successors: Callable[[S], Iterable[tuple[str, S]]], violat
                     raise RuntimeError(f"more than {max_states} states: lower the bounds")
                 queue.append(nxt)
     return Result(len(parent), None)
+
+
+def report(name: str, res: Result) -> bool:
+    """Print one check's verdict (and its counter-example, numbered); True if it found one."""
+    if res.counterexample is None:
+        print(f"{name}: no counter-example in {res.states} states")
+        return False
+    print(f"{name}: counter-example after {res.states} states: {res.why}")
+    for i, label in enumerate(res.counterexample):
+        print(f"  {i:2d}. {label}")
+    return True

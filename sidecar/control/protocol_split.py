@@ -46,7 +46,7 @@ from gate import (
 )
 
 from .protocol_model import Result, Sidecar
-from .protocol_search import explore
+from .protocol_search import explore, report
 
 BASE = 1
 GUARDS = ("barrier", "fence", "cleanup")
@@ -396,14 +396,8 @@ def main(argv: list[str] | None = None) -> int:
         res = check(bounds)
         name = ("all guards" if not bounds.drop else "without " + ", ".join(sorted(bounds.drop))) + (
             " (split, then merge)" if bounds.merge else " (split)")
-        if res.counterexample is None:
-            print(f"{name}: no counter-example in {res.states} states")
-            ok = ok and not bounds.drop
-        else:
-            print(f"{name}: counter-example after {res.states} states: {res.why}")
-            for i, label in enumerate(res.counterexample):
-                print(f"  {i:2d}. {label}")
-            ok = ok and bool(bounds.drop)
+        found = report(name, res)
+        ok = ok and (bool(bounds.drop) if found else not bounds.drop)
     return 0 if ok else 1
 
 
