@@ -275,10 +275,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rejoins", type=int, default=1)
     ap.add_argument("--dups", type=int, default=1)
     ap.add_argument("--others", type=int, default=1)
+    ap.add_argument("--deposed", type=int, default=1, help="pushes the deposed controller may send")
+    ap.add_argument("--downs", type=int, default=1, help="times the stream may go down")
     ap.add_argument("--drop", action="append", default=[], choices=PUSH_GUARDS,
                     help="turn a guard off (repeatable); default: all, then each one dropped")
     a = ap.parse_args(argv)
-    base = Bounds(a.writes, a.rejoins, a.dups, a.others)
+    base = Bounds(a.writes, a.rejoins, a.dups, a.others, a.deposed, a.downs)
     runs = [replace(base, drop=frozenset(a.drop))] if a.drop else (
         [base] + [replace(base, drop=frozenset({g})) for g in PUSH_GUARDS])
     ok = True
