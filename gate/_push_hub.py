@@ -33,6 +33,7 @@ from typing import Any, Callable
 import grpc
 
 from ._backoff import Backoff
+from ._blocking import next_blocking_index
 from ._consensus_store import HEAD
 from ._exceptions import BackendError
 from ._reachability import failure_level
@@ -79,6 +80,7 @@ class PushHub:
         self.active = active
         self.index = 0
         self._backoff = Backoff(cap_s=min(5.0, max(0.05, wait_s)))
+        self._pushed_seqno: int | None = None   # the log seqno last pushed (a reset forgets it)
         self._head: bytes | None = None     # the last push, serialised
         self._streams: dict[str, _Stream] = {}
         self._waiters: dict[str, list[tuple[str, int, asyncio.Future[bool]]]] = {}
@@ -146,7 +148,7 @@ class PushHub:
                 await asyncio.sleep(self._backoff.next())
                 continue
             self._backoff.reset()
-            if index < self.index:
+            if next_blocking_index(self.index, index) == 0:
                 # the store went backwards (restore, wiped agent): participants re-read it
                 # themselves (their own reads see the index drop); start pushing anew
                 self.index, self._pushed_seqno = 0, None
@@ -157,8 +159,6 @@ class PushHub:
             self.index = index
             self._pushed_seqno = value.seqno
             self._broadcast(pb.FleetPush(fence=self.fence, index=value.seqno, head=value.value).SerializeToString())
-
-    _pushed_seqno: int | None = None
 
     def _broadcast(self, msg: bytes) -> None:
         self._head = msg

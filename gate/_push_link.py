@@ -26,11 +26,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from typing import Any, Callable
 
 import grpc
 
+from ._backoff import Backoff
 from ._consensus import Versioned
 from ._consensus_store import HEAD
 from ._push_hub import FOLLOW_METHOD
@@ -96,19 +96,18 @@ class PushLink:
             self._on_change(up)
 
     async def _run(self) -> None:
-        backoff = 0.05
+        backoff = Backoff(base_s=0.05, cap_s=2.0)   # redial: the project's one jittered backoff
         while True:
             try:
                 async with grpc.aio.insecure_channel(self.target) as channel:
                     await self._follow(channel)
-                    backoff = 0.05
+                    backoff.reset()
             except (grpc.RpcError, OSError, asyncio.InvalidStateError) as exc:
                 log.info("participant %s: push stream to %s ended: %s", self.participant, self.target, exc)
             finally:
                 self._call = None
                 self._set_up(False)
-            await asyncio.sleep(backoff * (0.5 + random.random()))
-            backoff = min(backoff * 2, 2.0)
+            await asyncio.sleep(backoff.next())
 
     async def _follow(self, channel: grpc.aio.Channel) -> None:
         follow = channel.stream_stream(FOLLOW_METHOD, request_serializer=pb.FleetAck.SerializeToString,
