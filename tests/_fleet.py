@@ -207,3 +207,24 @@ def check_invariants(commits: list[dict], jobs: list[dict], initial: dict[str, t
         if owner is not None and owner != c["node"]:
             errors.append(f"INV-M2: commit {c} on {c['node']}, placement at that epoch was {owner}")
     return errors
+
+
+async def job_dicts(consul_url: str, prefix: str) -> list[dict]:
+    """Every job record under ``prefix``, as the dicts ``check_invariants`` reads."""
+    from gate._sessions import ConsulHTTP
+    from sidecar.control.jobs import JobRecords
+
+    c = ConsulHTTP(consul_url)
+    try:
+        jobs, _ = await JobRecords(c, prefix).list()
+        return [j.to_dict() for j in jobs]
+    finally:
+        await c.close()
+
+
+async def stop_writers(writers, tasks: list) -> None:
+    """End a test's writer tasks whatever state the test left them in."""
+    writers.running = False
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)

@@ -17,8 +17,8 @@ import statistics
 import aiohttp
 import pytest
 
-from ._fleet import ControlClient, check_invariants
-from .test_migrations_e2e import Writers, _jobs, _setup
+from ._fleet import ControlClient, check_invariants, job_dicts, stop_writers
+from .test_migrations_e2e import Writers, _setup
 
 pytestmark = [pytest.mark.consul, pytest.mark.slow]
 
@@ -57,13 +57,10 @@ async def test_sidecar_killed_and_not_restarted_costs_no_error(consul_agent, kv_
         print(f"\ncutover window before the kill: p50 {statistics.median(before) * 1000:.1f} ms, "
               f"max {max(before) * 1000:.1f} ms; after: p50 {statistics.median(after) * 1000:.1f} ms, "
               f"max {max(after) * 1000:.1f} ms; acked writes {len(writers.acked)}, client errors 0")
-        errors = check_invariants(fleet.commits(*nodes), await _jobs(consul_agent.url, kv_prefix), initial)
+        errors = check_invariants(fleet.commits(*nodes), await job_dicts(consul_agent.url, kv_prefix), initial)
         assert not errors, errors[:10]
     finally:
-        writers.running = False
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await stop_writers(writers, tasks)
         await client.close()
         fleet.stop()
         await consensus.close()

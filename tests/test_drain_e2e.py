@@ -20,7 +20,7 @@ from sidecar.api.convert import job_to_dict
 from gate.pb.epochgate.v1 import epochgate_pb2 as pb
 from gate.pb.epochgate.v1 import epochgate_pb2_grpc as pb_grpc
 
-from ._fleet import Fleet, check_invariants
+from ._fleet import Fleet, check_invariants, stop_writers
 from .test_migrations_e2e import Writers
 
 pytestmark = [pytest.mark.consul, pytest.mark.slow]
@@ -134,10 +134,7 @@ async def test_drain_under_writes_paused_and_resumed_across_a_controller_failove
             print(f"drain: {len(jobs)} jobs, max {_max_overlap(jobs)} at once, {len(writers.acked)} writes acked, "
                   f"{len(writers.errors)} client errors")
     finally:
-        writers.running = False
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await stop_writers(writers, tasks)
         for ch in channels:
             await ch.close()
         fleet.stop()

@@ -30,7 +30,7 @@ import pytest
 from gate._consul_consensus import open_consul
 from gate.pb.epochgate.v1 import epochgate_pb2 as pb
 
-from ._fleet import ControlClient, Fleet, check_invariants
+from ._fleet import ControlClient, Fleet, check_invariants, job_dicts, stop_writers
 
 pytestmark = [pytest.mark.consul, pytest.mark.slow]
 
@@ -98,17 +98,6 @@ async def _lost(http: aiohttp.ClientSession, sidecar_url: str, last: dict[str, s
     return lost
 
 
-async def _jobs(url: str, prefix: str) -> list[dict]:
-    from gate._sessions import ConsulHTTP
-    from sidecar.control.jobs import JobRecords
-
-    c = ConsulHTTP(url)
-    try:
-        jobs, _ = await JobRecords(c, prefix).list()
-        return [j.to_dict() for j in jobs]
-    finally:
-        await c.close()
-
 
 STALE = 'epochgate_mover_imports_total{outcome="stale"}'
 OK = 'epochgate_mover_imports_total{outcome="ok"}'
@@ -169,15 +158,12 @@ async def test_paused_controller_resumed_after_takeover(consul_agent, kv_prefix,
             lost = await _lost(http, sc.info["url"], writers.last)
         if fenced:
             assert not lost, lost[:10]
-            errors = check_invariants(fleet.commits(a, b), await _jobs(consul_agent.url, kv_prefix), initial)
+            errors = check_invariants(fleet.commits(a, b), await job_dicts(consul_agent.url, kv_prefix), initial)
             assert not errors, errors[:10]
         else:
             assert lost, "without the fence the stale import should have reverted acknowledged writes"
     finally:
-        writers.running = False
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await stop_writers(writers, tasks)
         for c in clients:
             await c.close()
         fleet.stop()
@@ -319,15 +305,12 @@ async def test_import_delayed_in_the_network_until_after_the_flip(consul_agent, 
             lost = await _lost(http, sc.info["url"], writers.last)
         if fenced:
             assert not lost, lost[:10]
-            errors = check_invariants(fleet.commits(a, b), await _jobs(consul_agent.url, kv_prefix), initial)
+            errors = check_invariants(fleet.commits(a, b), await job_dicts(consul_agent.url, kv_prefix), initial)
             assert not errors, errors[:10]
         else:
             assert lost, "without the fence the delayed import should have reverted acknowledged writes"
     finally:
-        writers.running = False
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await stop_writers(writers, tasks)
         if client is not None:
             await client.close()
         if relay is not None:

@@ -22,7 +22,7 @@ import pytest
 from gate._consul_consensus import open_consul
 from gate.pb.epochgate.v1 import epochgate_pb2 as pb
 
-from ._fleet import ControlClient, Fleet, check_invariants
+from ._fleet import ControlClient, Fleet, check_invariants, job_dicts, stop_writers
 
 pytestmark = [pytest.mark.consul, pytest.mark.slow]
 
@@ -107,17 +107,6 @@ async def _setup(consul_agent, kv_prefix, tmp_path, n_sidecars=3):
     return fleet, consensus, store, nodes, sidecars, initial
 
 
-async def _jobs(store_consul_url: str, prefix: str) -> list[dict]:
-    from gate._sessions import ConsulHTTP
-    from sidecar.control.jobs import JobRecords
-
-    c = ConsulHTTP(store_consul_url)
-    try:
-        jobs, _ = await JobRecords(c, prefix).list()
-        return [j.to_dict() for j in jobs]
-    finally:
-        await c.close()
-
 
 async def test_twenty_migrations_under_writes_with_kill_and_freeze(consul_agent, kv_prefix, tmp_path):
     fleet, consensus, store, nodes, sidecars, initial = await _setup(consul_agent, kv_prefix, tmp_path)
@@ -200,16 +189,13 @@ async def test_twenty_migrations_under_writes_with_kill_and_freeze(consul_agent,
                         missing.append((key, p, r.status, got[:80]))
             assert not missing, missing[:10]
         commits = fleet.commits(*nodes)
-        jobs = await _jobs(consul_agent.url, kv_prefix)
+        jobs = await job_dicts(consul_agent.url, kv_prefix)
         committed = {c["key"] for c in commits}
         assert set(writers.acked) <= committed
         errors = check_invariants(commits, jobs, initial)
         assert not errors, errors[:10]
     finally:
-        writers.running = False
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await stop_writers(writers, tasks)
         await client.close()
         fleet.stop()
         await consensus.close()
@@ -250,7 +236,7 @@ async def test_controller_killed_mid_job_next_one_finishes_or_aborts(consul_agen
                     break
                 await asyncio.sleep(0.05)
             assert got.status == "draining", got
-            owner0 = [j["owner"] for j in await _jobs(consul_agent.url, kv_prefix) if j["id"] == job.id][0]
+            owner0 = [j["owner"] for j in await job_dicts(consul_agent.url, kv_prefix) if j["id"] == job.id][0]
             ctls[lead].kill()                         # the leader dies mid-job
             nodes[1].signal(signal.SIGCONT)
             final = await clients[1 - lead].wait(job.id, timeout_s=60)
@@ -263,16 +249,13 @@ async def test_controller_killed_mid_job_next_one_finishes_or_aborts(consul_agen
         assert st is not None and not st[0].migrating
         assert st[0].source == ("b" if final.status == "completed" else "a")
         assert not [e[2] for e in writers.errors], writers.errors[:5]
-        jobs = await _jobs(consul_agent.url, kv_prefix)
+        jobs = await job_dicts(consul_agent.url, kv_prefix)
         owner1 = [j["owner"] for j in jobs if j["id"] == job.id][0]
         assert owner0 and owner1 and owner1 != owner0   # the next controller took the job over
         errors = check_invariants(fleet.commits(*nodes), jobs, initial)
         assert not errors, errors[:10]
     finally:
-        writers.running = False
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await stop_writers(writers, tasks)
         for c in clients:
             await c.close()
         fleet.stop()

@@ -20,8 +20,8 @@ import pytest
 from gate import ConsulHTTP
 from tests._consul import free_ports
 
-from ._fleet import ControlClient, Fleet, check_invariants
-from .test_migrations_e2e import Writers, _jobs
+from ._fleet import ControlClient, Fleet, check_invariants, job_dicts
+from .test_migrations_e2e import Writers
 from gate._consul_consensus import open_consul
 
 pytestmark = [pytest.mark.consul, pytest.mark.slow]
@@ -90,7 +90,7 @@ async def test_push_fleet_survives_a_killed_sidecar_and_a_frozen_controller(cons
                 await client.close()
             await asyncio.sleep(0.5)
             await writers.stop_and_check(tasks, http, sidecars[0])
-        problems = check_invariants(fleet.commits(*nodes), await _jobs(consul_agent.url, kv_prefix), initial)
+        problems = check_invariants(fleet.commits(*nodes), await job_dicts(consul_agent.url, kv_prefix), initial)
         assert not problems, problems
     finally:
         writers.running = False
