@@ -36,6 +36,9 @@ def resolve(x: Any) -> Any:
                f"partition {p!r} is not in the placement table", outcome="unknown_partition",
                partition=p, reason="unknown_partition")
         return None
+    if isinstance(p, SlotKey):   # the planner's per-slot rate (DESIGN §12.6): one dict bump
+        sl = ctx.stats.slots
+        sl[p] = sl.get(p, 0) + 1
     state, epoch = st
     x.phase = state.phase._value_
     x.epoch = int(epoch)
