@@ -10,12 +10,15 @@ import asyncio
 import sys
 
 import aiohttp
+import grpc
 import pytest
 
 from gate import key_hash
 from gate._consul_consensus import open_consul
 
-from ._fleet import ROOT, Fleet, _env
+from gate.pb.epochgate.v1 import epochgate_pb2 as pb
+
+from ._fleet import ROOT, ControlClient, Fleet, _env
 
 pytestmark = [pytest.mark.consul]
 
@@ -84,9 +87,22 @@ async def test_reshard_command(consul_agent, kv_prefix, tmp_path):
                 async with http.get(f"{sc.info['url']}/kv/{k}", headers={"X-Partition-Key": k}) as r:
                     assert r.status == 200 and await r.text() == f"v-{k}" and r.headers["X-Node"] == "a"
 
+            rc, out, err = await _ctl(ctl, "jobs")
+            assert rc == 0 and [line.split()[-1] for line in out.splitlines()[1:]] == ["split", "merge"], out
+            client = ControlClient(ctl.info["control"])   # the control API's Reshard: the same job
+            try:
+                with pytest.raises(grpc.aio.AioRpcError) as bad:
+                    await client.stub.Reshard(pb.ReshardRequest(kind="split", slot="slot-7", hash_slots=2), timeout=10)
+                assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "slot-7" in bad.value.details()
+                job = await client.stub.Reshard(pb.ReshardRequest(kind="split", slot="slot-0", to_node="b",
+                                                                  hash_slots=2), timeout=10)
+                assert job.kind == "split" and (await client.wait(job.id)).status == "completed"
+            finally:
+                await client.close()
+
             # the planner reads each slot's rate from the sidecar's metrics while writes go on
-            async def write_slot0():
-                hot = [k for k in keys if key_hash(k) % 2 == 0]
+            async def write_slot0():   # slot-0-of-4 (on a) is the hot one
+                hot = [k for k in keys if key_hash(k) % 4 == 0]
                 while True:
                     for k in hot:
                         async with http.put(f"{sc.info['url']}/kv/{k}", data="x", headers={"X-Partition-Key": k}):
@@ -94,10 +110,10 @@ async def test_reshard_command(consul_agent, kv_prefix, tmp_path):
             w = asyncio.create_task(write_slot0())
             try:
                 rc, out, err = await _cli(fleet, "plan", "--metrics", sc.info["admin"], "--window", "1",
-                                          "--target", "0.6", "--node", "b")
+                                          "--target", "0.6")
             finally:
                 w.cancel()
-            assert rc == 0 and "split slot-0 --to b" in out and "nothing was started" in out, (out, err)
+            assert rc == 0 and "split slot-0-of-4 --to b" in out and "nothing was started" in out, (out, err)
     finally:
         fleet.stop()
         await consensus.close()

@@ -333,6 +333,11 @@ class Controller:
         (DESIGN §12.6, ``reshard_job.py``)."""
         from .reshard_job import submit
 
+        if not hasattr(getattr(self.store, "store", self.store), "begin_reshard"):
+            raise ConfigError("kind", "this controller's store cannot reshard (the embedded table's job runs "
+                                      "in-process: DESIGN §12.6)")
+        if hash_slots < 1:
+            raise ConfigError("hash_slots", f"must be the sidecars' --hash-slots (≥ 1), got {hash_slots!r}")
         return await submit(self.store, self.records, await self.nodes(), kind, slot, to, hash_slots,
                             deadline_s or self.deadline_s)
 
