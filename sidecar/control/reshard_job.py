@@ -23,12 +23,13 @@ import logging
 import time
 from typing import Any, Mapping
 
-from gate import AlreadyMigrating, BackendError, ConfigError, MigrationError, PartitionState, StaleAttempt, StaleMover
+from gate import AlreadyMigrating, BackendError, ConfigError, MigrationError, PartitionState
 
 from .jobs import Job, JobKind
 from .prebarrier import pre_barrier
 from .reshard import ReshardPlan, Steps, cleanup, fleet_barrier, plan_merge, plan_of, plan_split, run_reshard
-from .runner import JobRunner, LostLeadership
+
+JobRunner = Any   # runner.JobRunner (which imports this module when it meets a reshard job)
 
 log = logging.getLogger("epochgate.controller")
 
@@ -63,11 +64,11 @@ class JobSteps(Steps):
     """The runner's hooks between a reshard's steps: the record saved at each status, the lock
     checked before each import batch and transition, pause and abort requests before each phase."""
 
-    leave = (LostLeadership, StaleMover, StaleAttempt)   # the next controller's job, as for a move
-    reraise = True                                       # the runner records the outcome
+    reraise = True   # the runner records the outcome
 
     def __init__(self, runner: JobRunner, job: Job) -> None:
         self.runner, self.job = runner, job
+        self.leave = runner.LEAVE   # the next controller's job, as for a move
 
     def check(self) -> None:
         self.runner.check()

@@ -65,6 +65,9 @@ class AbortRequested(EpochgateError):
 class JobRunner:
     """Drives jobs to a final status. One instance per leading controller."""
 
+    # raised on without touching the job: the next controller's (a lost lock, a newer attempt)
+    LEAVE: tuple[type[BaseException], ...] = (LostLeadership, StaleMover, StaleAttempt)
+
     def __init__(self, store: MigrationStore, records: JobRecords, barrier: Barrier, mover: Mover,
                  nodes: Callable[[], Any], *, owner: str, check: Callable[[], None],
                  metrics: Metrics | None = None, save_progress_every_s: float = 0.5,
@@ -118,7 +121,7 @@ class JobRunner:
                                              before_commit=lambda: self._expect(job, draining))
             job = await self._after_barrier(job, res)
             return await self._replay_and_complete(job, res.committed_at, res.epoch)
-        except (LostLeadership, StaleMover, StaleAttempt) as exc:
+        except self.LEAVE as exc:
             log.warning("job %s: %s; leaving it to the next controller", job.id, exc)
             raise LostLeadership(str(exc)) from exc
         except JobConflict as exc:
