@@ -10,7 +10,7 @@ import asyncio
 
 import pytest
 
-from gate import AlreadyMigrating, ConfigError, PartitionState
+from gate import AlreadyMigrating, ConfigError, PartitionState, StaleMover
 from gate._consul_consensus import open_consul
 from gate._sessions import ConsulHTTP
 from sidecar._metrics import Metrics
@@ -174,3 +174,16 @@ async def test_submit_validates_against_the_table_and_live_jobs(env):
     job = await submit(store, records, nodes, "split", "slot-0", "b", 2, 5.0)
     assert job.status == "pending" and job.into == (("slot-0-of-4", "a"), ("slot-2-of-4", "b"))
     assert (await store.partitions())["slot-0"][0] == PartitionState.active("a")
+
+
+async def test_a_stale_mover_answer_leaves_the_attempt_to_the_newer_one(env):
+    """409 stale-mover: a newer attempt's token reached the node first; this attempt must not abort it."""
+    store, records, runner, mover, _ = env
+    job = await records.create(_split(await store.partitions()))
+
+    async def copy(*a, **k):
+        raise StaleMover("slot-3-of-4", 5, 9)
+    mover.copy = copy
+    with pytest.raises(LostLeadership):
+        await runner.run(job)
+    assert (await store.partitions())["slot-1"][0].into == INTO
