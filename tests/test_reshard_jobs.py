@@ -187,3 +187,38 @@ async def test_a_stale_mover_answer_leaves_the_attempt_to_the_newer_one(env):
     with pytest.raises(LostLeadership):
         await runner.run(job)
     assert (await store.partitions())["slot-1"][0].into == INTO
+
+
+async def test_pause_holds_before_begin_and_the_copy_is_paced_like_a_moves(env, consul_agent, kv_prefix):
+    """The runner's pause and throttle (sidecar/control/jobctl.py) apply to a reshard job: a paused
+    fleet begins nothing; resumed, the job runs, and each source's bulk copy is paced as the job's."""
+    from sidecar.control.jobctl import FLEET, JobControls
+
+    store, records, runner, mover, _ = env
+    consul = ConsulHTTP(consul_agent.url)
+    controls = JobControls(consul, kv_prefix)
+    try:
+        await controls.set(FLEET, paused=True)
+
+        async def hold(job, phase):
+            await controls.hold(job, runner.check, records, phase)
+        runner.hold = hold
+        paced = []
+        real = mover.copy
+
+        async def copy(partition, *a, **k):
+            paced.append(controls.pacer.active.get(partition))
+            return await real(partition, *a, **k)
+        mover.copy = copy
+        job = await records.create(_split(await store.partitions()))
+        task = asyncio.create_task(runner.run(job))
+        while controls.holding.get(job.id) != "begin":
+            await asyncio.sleep(0.01)
+        assert (await store.partitions())["slot-1"][0] == PartitionState.active("a")   # nothing begun
+        await controls.set(FLEET, paused=False)
+        done = await task
+        assert done.status == "completed", done.error
+        assert paced == [job.id, job.id]             # both halves' copies paced under the job
+        assert "slot-1" not in controls.pacer.active  # and not the delta
+    finally:
+        await consul.close()
