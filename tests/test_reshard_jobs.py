@@ -191,7 +191,8 @@ async def test_a_stale_mover_answer_leaves_the_attempt_to_the_newer_one(env):
 
 async def test_pause_holds_before_begin_and_the_copy_is_paced_like_a_moves(env, consul_agent, kv_prefix):
     """The runner's pause and throttle (sidecar/control/jobctl.py) apply to a reshard job: a paused
-    fleet begins nothing; resumed, the job runs, and each source's bulk copy is paced as the job's."""
+    fleet begins nothing; resumed, the job runs, and each source's bulk copy (a merge has two) is
+    paced as the job's."""
     from sidecar.control.jobctl import FLEET, JobControls
 
     store, records, runner, mover, _ = env
@@ -220,5 +221,9 @@ async def test_pause_holds_before_begin_and_the_copy_is_paced_like_a_moves(env, 
         assert done.status == "completed", done.error
         assert paced == [job.id, job.id]             # both halves' copies paced under the job
         assert "slot-1" not in controls.pacer.active  # and not the delta
+        paced.clear()                                  # a merge: two sources, each copy paced under it
+        merge = await submit(store, records, await store.nodes(), "merge", "slot-3-of-4", None, 2, 5.0)
+        assert (await runner.run(merge)).status == "completed"
+        assert paced == [merge.id, merge.id] and not controls.pacer.active
     finally:
         await consul.close()
