@@ -157,6 +157,8 @@ async def test_an_operators_abort_request_aborts_and_cleans_up(env):
     await records.save(latest.with_(abort_requested=True))
     done = await task
     assert done.status == "aborted" and "operator" in done.error
+    aborted = [h for h in await store.history("slot-1") if h.op == "abort_migration"]
+    assert done.phases[-1].epoch == aborted[-1].epoch   # history joins the abort to the job
     assert _table(await store.partitions()) == {"slot-0": "a", "slot-1": "a"}
     assert {c[1] for c in mover.calls if c[0] == "cleanup"} == {"slot-1-of-4", "slot-3-of-4"}
 

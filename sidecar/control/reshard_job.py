@@ -159,6 +159,8 @@ async def abort_store(runner: JobRunner, job: Job, error: str) -> tuple[int, str
                 return int(epoch), error, None
             if job.status == "replaying" and all(g is None for g in srcs):
                 return 0, error, await _reconcile(runner, job, plan, urls)
+            if job.status != "pending" and _active(srcs, plan.sources):   # run_reshard aborted it: that epoch
+                return max(int(g[1]) for g in srcs), error, None
             return 0, error, None
         except BackendError as exc:
             if time.monotonic() >= end:
