@@ -39,7 +39,7 @@ def parser() -> argparse.ArgumentParser:
     common.add_argument("--consul", required=True, metavar="URL")
     common.add_argument("--prefix", default="epochgate/")
     common.add_argument("--hash-slots", type=int, required=True, metavar="N", help="the sidecars' --hash-slots")
-    common.add_argument("--deadline", type=float, default=10.0, metavar="S", help="barrier deadline (s)")
+    common.add_argument("--deadline", type=float, default=10.0, metavar="S", help="the job's cutover deadline (s)")
     top = _Parser(prog="python -m sidecar reshard", description=__doc__.split("\n\n")[0])
     sub = top.add_subparsers(dest="action", required=True, parser_class=_Parser)
     for name, what in (("split", "split a slot in two"), ("merge", "merge a slot with its sibling")):
