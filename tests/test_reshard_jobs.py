@@ -10,7 +10,7 @@ import asyncio
 
 import pytest
 
-from gate import AlreadyMigrating, ConfigError, PartitionState, StaleMover
+from gate import AlreadyMigrating, BackendError, ConfigError, PartitionState, StaleMover
 from gate._consul_consensus import open_consul
 from gate._sessions import ConsulHTTP
 from sidecar._metrics import Metrics
@@ -229,3 +229,45 @@ async def test_pause_holds_before_begin_and_the_copy_is_paced_like_a_moves(env, 
         assert paced == [merge.id, merge.id] and not controls.pacer.active
     finally:
         await consul.close()
+
+
+async def test_a_stale_controller_failing_mid_copy_cannot_abort_the_newer_attempt(env):
+    """Controller A pauses mid-copy (its lease check still passing: the worst case); B takes the job
+    over (abort, a fresh attempt) and is copying when A resumes and its copy fails. A's abort is
+    fenced to its own attempt's epoch, so it is refused and B's attempt goes on to complete; A's
+    later writes — record saves, transitions — are refused too, and nothing of B's is undone."""
+    store, records, runner_a, mover_a, _ = env
+    go_a, go_b, b_copying = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    async def copy_a(*a, **k):
+        await go_a.wait()
+        raise BackendError("the source went away")
+    mover_a.copy = copy_a
+    job = await records.create(_split(await store.partitions()))
+    a_task = asyncio.create_task(runner_a.run(job))
+    while len(mover_a.calls) < 2:   # A cleared the destinations and is in its copy
+        await asyncio.sleep(0.01)
+    a_e1 = (await records.get(job.id)).phase("draining").epoch
+    mover_b = Mover()
+    real_b = mover_b.copy
+
+    async def copy_b(*a, **k):
+        b_copying.set()
+        await go_b.wait()
+        return await real_b(*a, **k)
+    mover_b.copy = copy_b
+    runner_b = JobRunner(store, records, runner_a.barrier, mover_b, store.nodes, owner="B", check=lambda: None,
+                         abort_retry_s=2, prebarrier_s=0)
+    b_task = asyncio.create_task(runner_b.run(await records.get(job.id)))
+    await b_copying.wait()
+    b_state, b_e1 = (await store.partitions())["slot-1"]
+    assert b_state.into == INTO and b_e1 > a_e1
+    go_a.set()
+    with pytest.raises(LostLeadership):
+        await a_task
+    assert (await store.partitions())["slot-1"] == (b_state, b_e1)   # B's attempt not aborted
+    go_b.set()
+    done = await b_task
+    assert done.status == "completed" and done.owner == "B", done.error
+    assert min(c[3] for c in mover_b.calls) > a_e1   # B's tokens are above A's
+    assert _table(await store.partitions()) == {"slot-0": "a", **dict(INTO)}

@@ -223,7 +223,8 @@ async def run_reshard(plan: ReshardPlan, store: Any, mover: Any, urls: Mapping[s
         if isinstance(exc, st.leave) or not isinstance(exc, Exception):
             raise
         st.check()   # a controller that lost its lock leaves the abort to the next one
-        ea = await store.abort_all(sources)
+        # fenced to this attempt's epoch: a resumed stale controller cannot abort a newer attempt
+        ea = await store.abort_all(sources, at_epoch=res.epochs.get("cutover", e1))
         res.epochs["abort"] = int(ea)
         res.status, res.error = "aborted", f"{type(exc).__name__}: {exc}"
         log.warning("reshard %s of %s aborted: %s", plan.kind, sources, res.error)
