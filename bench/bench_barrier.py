@@ -1,6 +1,6 @@
 """The fleet-wide cutover barrier and the write-unavailability window (DESIGN §5, §6).
 
-    python bench/bench_barrier.py [--participants 50] [--rounds 40] [--migrations 20] [--delta 20]
+    python bench/bench_barrier.py [--participants 50] [--rounds 40] [--migrations 20] [--reshards 20] [--delta 20]
 
 Starts its own ``consul agent -dev`` on loopback, then measures in this process:
 
@@ -12,7 +12,11 @@ Starts its own ``consul agent -dev`` on loopback, then measures in this process:
   (``complete``) committed, for a real job run (barrier with the N
   participants plus two ``examples.kv`` nodes embedding participants, the
   HTTP-hooks mover copying a small delta of ``--delta`` keys written after
-  the export), p50/p99, read from the job records' phase times.
+  the export), p50/p99, read from the job records' phase times;
+* the same window per slot split or merge (DESIGN §12): ``slot-0`` (N = 1) split into
+  ``slot-0-of-2`` on a and ``slot-1-of-2`` on b and merged back, alternately, as real reshard
+  jobs through the same runner, barrier, nodes and delta — ``enter_cutover`` → the flip
+  (``complete_reshard``) committed, from the records' ``cutover`` and ``flipped`` times.
 
 Figures are noisy (2 shared cores, one Python process hosting every
 participant): compare against the baseline of the same run.
@@ -49,6 +53,7 @@ from gate import (  # noqa: E402
 )
 from sidecar.control.jobs import Job, JobRecords  # noqa: E402
 from sidecar.control.mover import HttpHooksMover  # noqa: E402
+from sidecar.control.reshard_job import submit  # noqa: E402
 from sidecar.control.runner import JobRunner  # noqa: E402
 from tests._consul import dev_agent  # noqa: E402
 
@@ -114,8 +119,11 @@ class DeltaMover(HttpHooksMover):
         super().__init__()
         self.store, self.delta, self.n = store, delta, 0
 
-    async def copy(self, partition, source_url, target_url, progress, check=None, *, fence):
-        cursor = await super().copy(partition, source_url, target_url, progress, check, fence=fence)
+    async def copy(self, partition, source_url, target_url, progress, check=None, *, fence, **kw):
+        cursor = await super().copy(partition, source_url, target_url, progress, check, fence=fence, **kw)
+        if fence == getattr(self, "last_fence", None):   # a split's second transfer: one delta per attempt
+            return cursor
+        self.last_fence = fence
         st = await self.store.state(partition)
         http = self._session()
         for _ in range(self.delta):
@@ -198,8 +206,29 @@ async def main(args: argparse.Namespace) -> None:
             if job.status == "completed":
                 where = to
                 windows.append(job.phase("completed").at - job.phase("cutover").at)
-        await mover.close()
         print(fmt(f"write-unavailability window (delta {args.delta} keys)", windows, kv_p50))
+
+        # the same window per slot split / merge (DESIGN §12): real reshard jobs, same runner and nodes
+        await store.set("slot-0", "a")
+        st = await store.state("slot-0")
+        async with aiohttp.ClientSession() as http:
+            for i in range(200):
+                async with http.put(f"{nodes['a']}/kv/s{i}", data="x" * 100,
+                                    headers={"X-Partition": "slot-0", "X-Placement": "a",
+                                             "X-Placement-Epoch": str(int(st[1]))}) as resp:
+                    assert resp.status == 200, await resp.text()
+        reshard_windows = {"split": [], "merge": []}
+        for i in range(args.reshards):
+            kind, slot = ("split", "slot-0") if i % 2 == 0 else ("merge", "slot-1-of-2")
+            job = await runner.run(await submit(store, records, nodes, kind, slot, "b" if kind == "split" else "a",
+                                                1, 10.0))
+            statuses.append(job.status)
+            if job.status == "completed":
+                reshard_windows[kind].append(job.phase("flipped").at - job.phase("cutover").at)
+        await mover.close()
+        for kind, xs in reshard_windows.items():
+            if xs:
+                print(fmt(f"write-unavailability window per slot {kind}", xs, kv_p50))
         print(f"jobs: {statuses.count('completed')} completed of {len(statuses)}; "
               f"participants in each barrier: {args.participants} + 2 example nodes")
         await asyncio.gather(*(p.stop() for p in parts))
@@ -219,6 +248,7 @@ if __name__ == "__main__":
     ap.add_argument("--participants", type=int, default=50)
     ap.add_argument("--rounds", type=int, default=40)
     ap.add_argument("--migrations", type=int, default=20)
+    ap.add_argument("--reshards", type=int, default=20, help="slot splits and merges, alternately")
     ap.add_argument("--delta", type=int, default=20)
     ap.add_argument("--no-key-watch", action="store_true",
                     help="participants without the blocking watch on their own key (Participant(watch_key=False))")

@@ -2,6 +2,7 @@
 
     python bench/bench_exchange_ab.py [--baseline DIR] [--rounds 8] [--requests 20000]
     python bench/bench_exchange_ab.py --baseline pure   # this checkout: compiled vs plain Python
+    python bench/bench_exchange_ab.py --baseline DIR --hash-slots 8   # keys routed to hash slots
 
 Drives keep-alive GETs and 1 KiB PUTs (gated writes) through the sidecar's
 exchange over the fake transports of ``tests/_fake_transport.py`` (same
@@ -30,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 HARNESS = ROOT / "tests" / "_fake_transport.py"
 
 
-def measure(n: int) -> dict[str, float]:
+def measure(n: int, hash_slots: int = 0) -> dict[str, float]:
     """In this process (``sys.path`` already points at the tree under test)."""
     import gate
 
@@ -42,7 +43,10 @@ def measure(n: int) -> dict[str, float]:
     spec.loader.exec_module(fake)
 
     async def run() -> dict[str, float]:
-        h = fake.Harness(gate.PlacementTable({"t1": "a"}))
+        if hash_slots:   # partition = the key's hash slot (--hash-slots): the per-slot count runs
+            h = fake.Harness(gate.PlacementTable({f"slot-{i}": "a" for i in range(hash_slots)}), hash_slots=hash_slots)
+        else:
+            h = fake.Harness(gate.PlacementTable({"t1": "a"}))
         c = h.client()
         out = {}
         for method, body in (("GET", b""), ("PUT", b"x" * 1024)):
@@ -74,11 +78,12 @@ def main() -> int:
                     help="another checkout to compare against, or 'pure': this one as plain Python")
     ap.add_argument("--rounds", type=int, default=8)
     ap.add_argument("--requests", type=int, default=20000)
+    ap.add_argument("--hash-slots", type=int, default=0, metavar="N", help="route keys to N hash slots")
     ap.add_argument("--tree", type=Path, help=argparse.SUPPRESS)   # child mode: measure this tree
     a = ap.parse_args()
     if a.tree is not None:
         sys.path.insert(0, str(a.tree))
-        r = measure(a.requests)
+        r = measure(a.requests, a.hash_slots)
         import sidecar._build as build
 
         print(f"{r['GET']:.4f} {r['PUT']:.4f} {build.describe().split(' ', 1)[0]}")
@@ -100,7 +105,8 @@ def main() -> int:
                 env.pop("EPOCHGATE_PURE_PYTHON", None)
                 if name == "baseline":
                     env["EPOCHGATE_PURE_PYTHON"] = "1"
-            out = subprocess.run([sys.executable, __file__, "--tree", str(tree), "--requests", str(a.requests)],
+            out = subprocess.run([sys.executable, __file__, "--tree", str(tree), "--requests", str(a.requests),
+                                  "--hash-slots", str(a.hash_slots)],
                                  cwd=tree, capture_output=True, text=True, check=True, env=env).stdout.split()
             res[name].append((float(out[0]), float(out[1])))
             print(f"round {rnd + 1} {name:9s} GET {out[0]} µs  PUT {out[1]} µs  ({out[2]})", flush=True)

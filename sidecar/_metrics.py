@@ -25,6 +25,7 @@ STAGES = ("resolve", "admit", "upstream", "total")
 DECISIONS = ("admit", "reject")
 REASONS = ("none", *(r.value for r in RejectReason))
 JOB_STATUSES = tuple(s.value for s in JobStatus)
+RESHARD_KINDS = ("split", "merge")   # sidecar.control.jobs.JobKind without "move"
 MIGRATION_PHASES = tuple(s.value for s in JobStatus if not s.final and s is not JobStatus.PENDING)
 
 _FAST = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -73,6 +74,14 @@ class Metrics:
         self.cutover_window = Histogram("epochgate_cutover_window_seconds",
                                         "Write-unavailability window: enter_cutover to flip.", buckets=_SLOW,
                                         registry=r)
+        self.reshard_jobs = Counter("epochgate_reshard_jobs_total",
+                                    "Split and merge jobs reaching a status (DESIGN §12).", ("kind", "status"),
+                                    registry=r)
+        # Per hash slot: bounded by the table (--hash-slots N and the slots split from them), the
+        # one label that names a partition, so `reshard plan` can read each slot's rate (DESIGN §12.6)
+        self.slot_requests = Counter("epochgate_slot_requests_total",
+                                     "Requests resolved to each hash slot (--hash-slots mode).", ("slot",),
+                                     registry=r)
         self.ack_lag = Histogram("epochgate_fleet_ack_lag_seconds",
                                  "enter_cutover commit to the last participant's ack.", buckets=_SLOW, registry=r)
         self.participants = Gauge("epochgate_barrier_participants", "Live barrier participants seen.", registry=r)
@@ -105,3 +114,6 @@ class Metrics:
             self.migration_jobs.labels(status)
         for phase in MIGRATION_PHASES:
             self.migration_phase_duration.labels(phase)
+        for kind in RESHARD_KINDS:
+            for status in JOB_STATUSES:
+                self.reshard_jobs.labels(kind, status)

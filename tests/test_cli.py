@@ -127,7 +127,8 @@ async def test_jobs_list_show_abort_and_no_follow(server):
     rc, out, _ = await cli("migrate", "--partition", "t1", "--to", "b", "--no-follow", "--control", addr)
     assert (rc, out) == (0, "job j1 pending: t1 a→b\n")
     rc, out, _ = await cli("jobs", "--control", addr)  # bare `jobs` lists
-    assert rc == 0 and out.splitlines()[0].split() == ["ID", "STATUS", "PARTITION", "FROM", "TO", "BYTES", "STARTED", "FINISHED"]
+    assert rc == 0 and out.splitlines()[0].split() == ["ID", "STATUS", "PARTITION", "FROM", "TO", "BYTES", "STARTED", "FINISHED",
+                                                   "KIND"]
     assert out.splitlines()[1].split()[:6] == ["j1", "pending", "t1", "a", "b", "0"]
     rc, out, _ = await cli("jobs", "show", "j1", "--control", addr)
     assert rc == 0 and "status:    pending" in out and "partition: t1" in out and "finished:  -" in out

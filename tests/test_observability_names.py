@@ -118,7 +118,12 @@ def metric_names(expr: str) -> set[str]:
 def exported_names() -> set[str]:
     """Every sample name in the exposition of a fresh ``Metrics()`` (incl. _bucket/_sum/_count)."""
     text = generate_latest(Metrics().registry).decode()
-    return {sample.name for family in text_string_to_metric_families(text) for sample in family.samples}
+    names = {sample.name for family in text_string_to_metric_families(text) for sample in family.samples}
+    # A counter whose label values exist only at run time (epochgate_slot_requests_total{slot}: the table's
+    # slots) has no sample before its first increment; its family is declared all the same.
+    names |= {f"{family.name}_total" for family in text_string_to_metric_families(text)
+              if family.type == "counter" and not family.samples}
+    return names
 
 
 def referenced() -> list[tuple[str, str, set[str]]]:

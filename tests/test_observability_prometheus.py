@@ -314,6 +314,13 @@ QUIET_WHEN_HEALTHY = {
 }
 
 
+# Panels about hash slots and resharding: this fleet routes named partitions (no --hash-slots) and
+# reshards nothing, so they have no series or only zeros here; their queries still run and must parse,
+# their metrics are checked exported (test_observability_names), and test_reshard_cli reads the slot rates.
+NOT_IN_THIS_FLEET = {"Requests per hash slot", "Hottest slot's share of requests",
+                     "Split and merge jobs by status (time range)"}
+
+
 def _number(point: list) -> bool:
     """True when a ``[time, "value"]`` point is a real non-zero number (not 0, NaN or ±Inf)."""
     value = float(point[1])
@@ -345,13 +352,14 @@ def test_dashboards_and_alerts_against_a_live_fleet(tmp_path, fleet):
         for where, expr, is_range in panel_queries(with_kind=True):
             results[where] = (prom.query_range(substitute(expr), started, end) if is_range
                               else prom.query(substitute(expr)))
-        empty = [where for where, result in results.items() if not result]
+        empty = [where for where, result in results.items()
+                 if not result and where.split(" / ")[1] not in NOT_IN_THIS_FLEET]
         assert not empty, f"panel queries with no data: {empty}"
         # Beyond "returns a series": after a migration under traffic each panel shows a non-zero number,
         # except those that are zero on a healthy fleet.
         dead = [where for where, result in results.items()
                 if not any(_number(v) for r in result for v in r.get("values", [r.get("value")]))
-                and not {where.split(" / ")[1], where.split(" / ", 1)[1]} & QUIET_WHEN_HEALTHY]
+                and not {where.split(" / ")[1], where.split(" / ", 1)[1]} & (QUIET_WHEN_HEALTHY | NOT_IN_THIS_FLEET)]
         assert not dead, f"panels showing only 0/NaN after a migration under traffic: {dead}"
 
         for where, expr in rule_exprs():

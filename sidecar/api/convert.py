@@ -48,7 +48,8 @@ def admission_to_pb(
     return pb.AdmitWriteResponse(admitted=False, reason=decision.reason.value, current=current)
 
 
-_JOB_SCALARS = ("id", "partition", "from_node", "to_node", "status", "error", "bytes_copied", "started", "finished")
+_JOB_SCALARS = ("id", "partition", "from_node", "to_node", "status", "error", "bytes_copied", "started", "finished",
+                "kind")
 
 
 def job_to_pb(job: Any) -> pb.Job:

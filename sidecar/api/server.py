@@ -303,6 +303,16 @@ class MigrationServicer(pb_grpc.MigrationServicer):
         return await self._job(jobs.migrate(p, to, deadline, force=request.force), "")
 
     @_errors
+    async def Reshard(self, request: pb.ReshardRequest, context: Any) -> pb.Job:
+        jobs = await self._need_jobs(context)
+        if request.cutover_deadline_s < 0:
+            raise ConfigError("cutover_deadline_s", f"must be ≥ 0 (0 = the controller's default), got {request.cutover_deadline_s}")
+        if not hasattr(jobs, "reshard"):
+            raise ConfigError("kind", "this control API runs no reshard jobs")
+        return await self._job(jobs.reshard(request.kind, request.slot, request.to_node or None,
+                                            int(request.hash_slots), request.cutover_deadline_s or None), "")
+
+    @_errors
     async def GetJob(self, request: pb.JobRequest, context: Any) -> pb.Job:
         jobs = await self._need_jobs(context)
         return await self._job(jobs.get(_job_id(request.id)), request.id)

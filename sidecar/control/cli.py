@@ -168,9 +168,9 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
                 if dump:
                     dump([conv.job_to_dict(j) for j in jobs])
                 else:
-                    table(out, ("ID", "STATUS", "PARTITION", "FROM", "TO", "BYTES", "STARTED", "FINISHED"),
+                    table(out, ("ID", "STATUS", "PARTITION", "FROM", "TO", "BYTES", "STARTED", "FINISHED", "KIND"),
                            [(j.id, j.status, j.partition, j.from_node, j.to_node, j.bytes_copied, ts(j.started),
-                             ts(j.finished)) for j in jobs])
+                             ts(j.finished), j.kind or "move") for j in jobs])
                 return EXIT_OK
             method = mig.GetJob if action == "show" else mig.AbortJob
             job = client.call(method, pb.JobRequest(id=args.id))

@@ -45,7 +45,7 @@ def job_summary(job: pb.Job) -> str:
 
 
 def show_job(job: pb.Job, out: TextIO) -> None:
-    for k, v in (("id", job.id), ("partition", job.partition), ("from", job.from_node), ("to", job.to_node),
+    for k, v in (("id", job.id), ("kind", job.kind or "move"), ("partition", job.partition), ("from", job.from_node), ("to", job.to_node),
                  ("status", job.status), ("error", job.error or "-"), ("bytes", job.bytes_copied),
                  ("started", ts_ms(job.started)), ("finished", ts_ms(job.finished))):
         out.write(f"{k + ':':<11}{v}\n")

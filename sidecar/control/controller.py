@@ -14,7 +14,6 @@ same job at once (job record writes are compare-and-sets as a second fence).
 
 from __future__ import annotations
 
-import json
 import asyncio
 import logging
 import os
@@ -322,11 +321,25 @@ class Controller:
         if to not in nodes:
             raise ConfigError("to_node", f"unknown node {to!r} (known: {', '.join(sorted(nodes))})")
         for job in jobs:
-            if job.partition == partition and not job.terminal:
+            if partition in job.slots and not job.terminal:
                 raise AlreadyMigrating(f"job {job.id} is already moving {partition}", partition)
         if not mine:
             mine.append(Job.new(partition, state.source, to, deadline_s or self.deadline_s))
         return await self.records.create(mine[0])
+
+    async def reshard(self, kind: str, slot: str, to: str | None, hash_slots: int,
+                      deadline_s: float | None = None) -> Job:
+        """Record a pending split/merge job (validated against the table now); the leader runs it
+        (DESIGN §12.6, ``reshard_job.py``)."""
+        from .reshard_job import submit
+
+        if not hasattr(getattr(self.store, "store", self.store), "begin_reshard"):
+            raise ConfigError("kind", "this controller's store cannot reshard (the embedded table's job runs "
+                                      "in-process: DESIGN §12.6)")
+        if hash_slots < 1:
+            raise ConfigError("hash_slots", f"must be the sidecars' --hash-slots (≥ 1), got {hash_slots!r}")
+        return await submit(self.store, self.records, await self.nodes(), kind, slot, to, hash_slots,
+                            deadline_s or self.deadline_s)
 
     async def get(self, job_id: str) -> Job | None:
         return await self.records.get(job_id)
@@ -347,19 +360,6 @@ class Controller:
                 await asyncio.sleep(0.01)
         raise BackendError(f"could not record the abort of job {job_id}")
 
-    async def watch(self, job_id: str) -> AsyncIterator[Job]:
+    def watch(self, job_id: str) -> AsyncIterator[Job]:
         """The job now, then on every change, until it is final."""
-        key = f"{self.records.dir}{job_id}"
-        index, last = 0, None
-        while True:
-            entries, new_index = await self.consul.list(key, index=index or None, wait_s=5.0)
-            index = next_blocking_index(index, new_index)
-            job = next((Job.from_dict(json.loads(e.value), e.modify_index)
-                        for e in entries if e.key == key), None)
-            if job is None:
-                return
-            if last is None or job.version != last:
-                last = job.version
-                yield job
-            if job.terminal:
-                return
+        return self.records.watch(job_id)

@@ -4,7 +4,9 @@ The store keeps every transition under ``history/<p>/`` (epoch = the commit
 index, op, the state it produced, time, actor). The job id is not in that
 record — the store knows nothing of jobs — but every job records the epoch
 each of its phases' transitions stamped (``Job.phases``), so the two are
-joined on (partition, epoch). A transition made by an operator call
+joined on (partition, epoch); a split or merge job joins on each slot it touches (its
+sources and destinations: ``begin_reshard``, ``enter_cutover`` and ``complete_reshard`` of
+DESIGN §12). A transition made by an operator call
 (``partitions set``, a raw ``Begin``) has no job; neither has one whose job
 record was already compacted away (retention keeps jobs and history apart).
 """
@@ -22,7 +24,7 @@ def job_epochs(jobs: Iterable[Any], partition: str) -> dict[int, str]:
     """epoch → job id for every phase transition the jobs of ``partition`` recorded."""
     out: dict[int, str] = {}
     for job in jobs:
-        if job.partition != partition:
+        if partition not in getattr(job, "slots", (job.partition,)):
             continue
         for rec in job.phases:
             if rec.epoch:

@@ -152,10 +152,11 @@ class JobControls:
     async def hold(self, job: Any, check: Callable[[], None], records: Any, phase: str) -> None:
         """Return once neither the job nor the fleet is paused; raise ``AbortRequested`` on an
         abort request and whatever ``check`` raises when the lock is lost."""
-        if phase == "copy":
-            self.pacer.start(job.partition, job.id)
-        elif phase == "cutover":
-            self.pacer.stop(job.partition)
+        for partition in getattr(job, "copied", (job.partition,)):   # a merge copies two slots
+            if phase == "copy":
+                self.pacer.start(partition, job.id)
+            elif phase == "cutover":
+                self.pacer.stop(partition)
         try:
             await self._hold(job, check, records, phase)
         finally:

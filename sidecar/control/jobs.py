@@ -1,7 +1,9 @@
 """Migration jobs: the record, its Consul persistence, and the service seam (DESIGN §6).
 
 A job moves one partition ``pending → draining → cutover → replaying →
-completed`` (or ``failed`` / ``aborted``). The record lives under
+completed`` (or ``failed`` / ``aborted``), or reshards hash slots (``kind`` split or merge,
+DESIGN §12: ``sources`` replaced by ``into``, both ``(slot, node)`` pairs, with the same
+statuses; ``partition`` is the slot the operator named). The record lives under
 ``<prefix>jobs/<id>`` as JSON; every update is a compare-and-set on the key's
 ModifyIndex, so a controller that lost the lock (and a newer controller that
 claimed the job) cannot both write it: the loser's CAS fails and it stops.
@@ -9,12 +11,13 @@ claimed the job) cannot both write it: the loser's CAS fails and it stops.
 ``Job.to_dict()`` is keyed like the ``epochgate.v1.Job`` message (``from_node``,
 ``to_node``, ``bytes_copied``, ``phases`` of ``{phase, epoch, at}``) plus a few
 controller-only keys (``deadline_s``, ``cursor``, ``abort_requested``,
-``owner``) the wire ignores.
+``owner``, and a reshard's ``sources``, ``into`` and ``hash_slots``) the wire ignores.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import enum
 import json
 import time
 import uuid
@@ -32,6 +35,22 @@ if TYPE_CHECKING:   # (importing it loads py-consul and requests: ~6 MiB the emb
 # labels); the names below are derived from the enum, never written out again.
 STATUSES = tuple(s.value for s in JobStatus)
 TERMINAL = frozenset(s.value for s in FINAL)
+Pairs = tuple[tuple[str, str], ...]   # (slot, node)
+
+
+class JobKind(str, enum.Enum):
+    """What a job does; ``value`` is the record's (and the wire's) ``kind``."""
+
+    MOVE = "move"
+    SPLIT = "split"
+    MERGE = "merge"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+def _pairs(raw: Any, field: str) -> Pairs:
+    return tuple((partition_id(str(p), field), node_name(str(n), field)) for p, n in raw or ())
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +84,10 @@ class Job:
     cursor: str | None = None
     abort_requested: bool = False
     owner: str = ""
+    kind: str = "move"
+    sources: Pairs = ()      # a reshard's slots it replaces, (slot, node)
+    into: Pairs = ()         # a reshard's destinations, (slot, node)
+    hash_slots: int = 0      # a reshard's N (the sidecars' --hash-slots)
     version: int = field(default=0, compare=False)   # the Consul ModifyIndex it was read at
 
     def __post_init__(self) -> None:
@@ -76,10 +99,31 @@ class Job:
             raise ConfigError("status", f"unknown job status {self.status!r}")
         if self.deadline_s <= 0:
             raise ConfigError("cutover_deadline_s", f"must be > 0, got {self.deadline_s!r}")
+        try:
+            kind = JobKind(self.kind)
+        except ValueError:
+            raise ConfigError("kind", f"unknown job kind {self.kind!r}") from None
+        if (kind is JobKind.MOVE) != (not self.sources and not self.into):
+            raise ConfigError("kind", "a move has no sources/into; a split or merge has both")
+
+    @property
+    def resharding(self) -> bool:
+        return self.kind != JobKind.MOVE.value
+
+    @property
+    def slots(self) -> tuple[str, ...]:
+        """Every partition the job's transitions touch (``history`` joins on these)."""
+        return (self.partition,) + tuple(p for p, _ in self.sources + self.into if p != self.partition)
+
+    @property
+    def copied(self) -> tuple[str, ...]:
+        """The partitions whose bulk copies run (the throttle paces each)."""
+        return tuple(p for p, _ in self.sources) if self.resharding else (self.partition,)
 
     @classmethod
-    def new(cls, partition: str, source: str, target: str, deadline_s: float) -> "Job":
-        return cls(uuid.uuid4().hex[:12], partition, source, target, started=time.time(), deadline_s=deadline_s)
+    def new(cls, partition: str, source: str, target: str, deadline_s: float, **more: Any) -> "Job":
+        return cls(uuid.uuid4().hex[:12], partition, source, target, started=time.time(), deadline_s=deadline_s,
+                   **more)
 
     @property
     def terminal(self) -> bool:
@@ -117,7 +161,8 @@ class Job:
             "status": self.status, "error": self.error, "bytes_copied": int(self.bytes_copied),
             "started": self.started, "finished": self.finished, "phases": [p.to_dict() for p in self.phases],
             "deadline_s": self.deadline_s, "cursor": self.cursor, "abort_requested": self.abort_requested,
-            "owner": self.owner,
+            "owner": self.owner, "kind": self.kind, "sources": [list(p) for p in self.sources],
+            "into": [list(p) for p in self.into], "hash_slots": self.hash_slots,
         }
 
     @classmethod
@@ -130,7 +175,9 @@ class Job:
                 finished=float(data.get("finished") or 0),
                 phases=tuple(PhaseRecord(p["phase"], int(p["epoch"]), float(p["at"])) for p in data.get("phases", ())),
                 deadline_s=float(data.get("deadline_s") or 10.0), cursor=data.get("cursor"),
-                abort_requested=bool(data.get("abort_requested")), owner=data.get("owner") or "", version=version,
+                abort_requested=bool(data.get("abort_requested")), owner=data.get("owner") or "",
+                kind=data.get("kind") or "move", sources=_pairs(data.get("sources"), "sources"),
+                into=_pairs(data.get("into"), "into"), hash_slots=int(data.get("hash_slots") or 0), version=version,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"malformed job record: {exc}") from exc
@@ -183,6 +230,24 @@ class JobRecords:
                 continue   # a malformed record is skipped, not fatal (logged by the runner)
         jobs.sort(key=lambda j: j.started)
         return jobs, idx
+
+    async def watch(self, job_id: str) -> AsyncIterator[Job]:
+        """The job now, then on every change, until it is final (or gone)."""
+        from gate import next_blocking_index
+
+        key = self.dir + job_id
+        index, last = 0, None
+        while True:
+            entries, new_index = await self.consul.list(key, index=index or None, wait_s=5.0)
+            index = next_blocking_index(index, new_index)
+            job = next((Job.from_dict(json.loads(e.value), e.modify_index) for e in entries if e.key == key), None)
+            if job is None:
+                return
+            if last is None or job.version != last:
+                last = job.version
+                yield job
+            if job.terminal:
+                return
 
 
 @runtime_checkable

@@ -71,7 +71,8 @@ class OperatorService:
         self._loops, self._op_tasks = [], {}
 
     def job_finished(self, job: Any) -> None:
-        self.controls.pacer.stop(job.partition)
+        for partition in getattr(job, "copied", (job.partition,)):
+            self.controls.pacer.stop(partition)
 
     # ---- operations on the leader -------------------------------------------
 

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterator, NamedTuple
 
 from gate import (
@@ -195,6 +195,11 @@ def _ctl_action(s: State, name: str, c: Ctl, bounds: Bounds) -> Iterator[tuple[s
     def send(s2: State, msgs: list) -> State:
         return s2._replace(net=tuple(sorted(s2.net + tuple(msgs))))
 
+    def moved(nxt: State | None, what: str, c2: Ctl) -> tuple[str, State]:   # a refused transition halts
+        if nxt is None:
+            return f"{name} {what} refused", put(s, c._replace(halted=True))
+        return f"{name} {what} → {nxt.epoch}", put(nxt, c2)
+
     pc = c.pc
     if pc == "restart":   # B takes the current job over
         if all(_slot(s.table, d) is not None for d, _ in into) and all(
@@ -211,10 +216,7 @@ def _ctl_action(s: State, name: str, c: Ctl, bounds: Bounds) -> Iterator[tuple[s
             pc="clear", e1=nxt.epoch, e2=0, e3=0, listed=(), got=()))
     elif pc == "begin":
         nxt = _transition(s, "begin", job, None)
-        if nxt is None:
-            yield f"{name} begin refused", put(s, c._replace(halted=True))
-            return
-        yield f"{name} begin_reshard job {c.job} → draining {nxt.epoch}", put(nxt, c._replace(pc="clear", e1=nxt.epoch))
+        yield moved(nxt, f"begin_reshard job {c.job}", c._replace(pc="clear", e1=nxt and nxt.epoch))
     elif pc == "clear":
         msgs = [("clear", c.e1, node, d, "", (), name) for d, node in into]
         yield f"{name} clears destinations @{c.e1}", put(send(s, msgs), c._replace(pc="await_clear", got=()))
@@ -223,12 +225,9 @@ def _ctl_action(s: State, name: str, c: Ctl, bounds: Bounds) -> Iterator[tuple[s
         yield f"{name} exports, sends bulk@{c.e1}", put(send(s, msgs), c._replace(pc="await_bulk", got=()))
     elif pc == "cutover":
         nxt = _transition(s, "cutover", job, c.e1)
-        if nxt is None:
-            yield f"{name} enter_cutover refused", put(s, c._replace(halted=True))
-            return
-        listed = (s.sc.sid,) if s.sc.reg and s.sc.alive else ()
-        yield f"{name} enter_cutover → {nxt.epoch}, then lists", put(nxt, c._replace(
-            pc="delta" if "barrier" in bounds.drop else "barrier", e2=nxt.epoch, listed=listed))
+        listed = (s.sc.sid,) if s.sc.reg and s.sc.alive else ()   # listed after the commit (§5 rule 2)
+        yield moved(nxt, "enter_cutover, then lists", c._replace(
+            pc="delta" if "barrier" in bounds.drop else "barrier", e2=nxt and nxt.epoch, listed=listed))
     elif pc == "barrier":
         sc = s.sc
         if all(not (sc.reg and sc.alive and sc.sid == sid) or sc.pub >= c.e2 for sid in c.listed):
@@ -238,10 +237,7 @@ def _ctl_action(s: State, name: str, c: Ctl, bounds: Bounds) -> Iterator[tuple[s
         yield f"{name} exports delta, sends delta@{c.e2}", put(send(s, msgs), c._replace(pc="await_delta", got=()))
     elif pc == "flip":
         nxt = _transition(s, "complete", job, c.e2)
-        if nxt is None:
-            yield f"{name} complete_reshard refused", put(s, c._replace(halted=True))
-            return
-        yield f"{name} complete_reshard → {nxt.epoch} (the flip)", put(nxt, c._replace(pc="cleanup", e3=nxt.epoch))
+        yield moved(nxt, "complete_reshard (the flip)", c._replace(pc="cleanup", e3=nxt and nxt.epoch))
     elif pc == "cleanup":
         if "cleanup" in bounds.drop:
             yield f"{name} skips the clean-up", put(s, _next_job(c, jobs))
@@ -251,7 +247,6 @@ def _ctl_action(s: State, name: str, c: Ctl, bounds: Bounds) -> Iterator[tuple[s
 
 
 _AFTER = {"await_clear": "export", "await_bulk": "cutover", "await_delta": "flip", "await_cleanup": None}
-_KIND = {"await_clear": "clear", "await_bulk": "bulk", "await_delta": "delta", "await_cleanup": "cleanup"}
 
 
 def _next_job(c: Ctl, jobs: tuple) -> Ctl:
@@ -261,9 +256,8 @@ def _next_job(c: Ctl, jobs: tuple) -> Ctl:
 
 
 def _expected(c: Ctl, jobs: tuple) -> int:
-    sources, into = jobs[c.job]
-    kind = _KIND[c.pc]
-    return {"clear": len(into), "cleanup": len(sources)}.get(kind, len(sources) * len(into))
+    sources, into = jobs[c.job]   # (c.pc is await_<kind>)
+    return {"await_clear": len(into), "await_cleanup": len(sources)}.get(c.pc, len(sources) * len(into))
 
 
 def _controllers(s: State, bounds: Bounds) -> Iterator[tuple[str, State]]:
@@ -389,8 +383,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="turn a guard off (repeatable); default: check all, then each one dropped")
     args = ap.parse_args(argv)
     base = Bounds(args.writes, args.rejoins, args.merge, args.pauses)
-    runs = ([Bounds(args.writes, args.rejoins, args.merge, args.pauses, frozenset(args.drop))] if args.drop else
-            [base] + [Bounds(args.writes, args.rejoins, args.merge, args.pauses, frozenset({g})) for g in GUARDS])
+    runs = ([replace(base, drop=frozenset(args.drop))] if args.drop else
+            [base] + [replace(base, drop=frozenset({g})) for g in GUARDS])
     ok = True
     for bounds in runs:
         res = check(bounds)

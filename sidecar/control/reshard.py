@@ -11,9 +11,9 @@ under the destination's name. The job is DESIGN §12.2's sequence:
 
 and, on a failure before the flip, abort (the sources active again) and clean up the
 destinations at the abort's epoch. The store is the Consul one (``gate.ConsensusStore``, with
-the fleet barrier) or one sidecar's embedded table (``TableStore``, with its drain). Not yet
-built (DESIGN §12.6): the job inside the controller process (job records under ``jobs/``,
-fail-over, pause/throttle), the gRPC calls and the ``reshard`` CLI.
+the fleet barrier) or one sidecar's embedded table (``TableStore``, with its drain). The
+controller runs it as a job (``reshard_job.py``) through ``Steps``: its record, pause,
+abort requests and lock checks between the steps.
 """
 
 from __future__ import annotations
@@ -52,8 +52,7 @@ def plan_split(states: Mapping[str, Any], base: int, slot: str, to: str | None =
     names = (lo.name(base), hi.name(base))
     into = ((names[0], node), (names[1], to or node))
     _check_tiles(states, base, [slot], [n for n, _ in into])
-    return ReshardPlan("split", ((slot, node),), into,
-                       tuple(Transfer(slot, node, n, dn, half) for (n, dn), half in zip(into, (lo, hi))))
+    return plan_of("split", ((slot, node),), into, base)
 
 
 def plan_merge(states: Mapping[str, Any], base: int, slot: str, to: str | None = None) -> ReshardPlan:
@@ -69,8 +68,22 @@ def plan_merge(states: Mapping[str, Any], base: int, slot: str, to: str | None =
         sources.append((name, n))
     into = ((parent.name(base), to or sources[0][1]),)
     _check_tiles(states, base, [n for n, _ in sources], [into[0][0]])
-    return ReshardPlan("merge", tuple(sources), into,
-                       tuple(Transfer(n, sn, into[0][0], into[0][1], None) for n, sn in sources))
+    return plan_of("merge", tuple(sources), into, base)
+
+
+def plan_of(kind: str, sources: Any, into: Any, base: int) -> ReshardPlan:
+    """The plan of a split (one source, each destination its half: the key filter) or a merge
+    (each source whole into the one destination): also how a job record is read back."""
+    sources, into = tuple((str(s), str(n)) for s, n in sources), tuple((str(d), str(n)) for d, n in into)
+    if kind == "split" and len(sources) == 1:
+        (s, n), = sources
+        transfers = tuple(Transfer(s, n, d, dn, parse_slot(d, base, "into")) for d, dn in into)
+    elif kind == "merge" and len(into) == 1:
+        (d, dn), = into
+        transfers = tuple(Transfer(s, n, d, dn, None) for s, n in sources)
+    else:
+        raise ConfigError("kind", f"not a split or a merge: {kind} of {sources} into {into}")
+    return ReshardPlan(kind, sources, into, transfers)
 
 
 def _active(states: Mapping[str, Any], base: int, name: str, field: str) -> tuple[Slot, str]:
@@ -99,6 +112,27 @@ class ReshardResult:
     deleted: int = 0
     error: str | None = None
     window_s: float = 0.0            # cutover committed → flip committed: the sources' write unavailability
+
+
+class Steps:
+    """What a caller adds between the steps; this default adds nothing (the controller's job:
+    ``reshard_job.JobSteps``)."""
+
+    leave: tuple[type[BaseException], ...] = ()   # raised on without an abort: the next controller's
+    reraise = False                               # after an abort, raise the cause (else: a result)
+
+    def check(self) -> None:
+        """Before each import batch and each transition; raises to stop."""
+
+    def progress(self, n: int) -> None:
+        """Bytes copied by the running transfer."""
+
+    async def before(self, phase: str) -> None:
+        """Before ``begin``, ``copy`` and ``cutover`` (a pause holds here; never inside a cutover)."""
+
+    async def at(self, status: str, epoch: int) -> None:
+        """After the transition that starts ``draining``, ``cutover`` or ``replaying``, and after
+        the flip (``flipped``, before the sources' clean-up)."""
 
 
 Barrier = Callable[[list[str], int], Awaitable[None]]
@@ -146,51 +180,74 @@ def fleet_barrier(barrier: Any, deadline_s: float = 10.0) -> Barrier:
 
 
 async def run_reshard(plan: ReshardPlan, store: Any, mover: Any, urls: Mapping[str, str],
-                      barrier: Barrier, prebarrier: Barrier | None = None) -> ReshardResult:
+                      barrier: Barrier, prebarrier: Barrier | None = None, steps: Steps | None = None) -> ReshardResult:
     """Run ``plan`` (see the module docstring) on ``store``: a ``gate.ConsensusStore`` (fleet) or a
     ``TableStore`` (one sidecar's embedded table). ``prebarrier`` (DESIGN §5 "The pre-barrier"):
     waited for with the draining epoch after the bulk copy, while writes still flow."""
     res = ReshardResult(plan)
     sources = [n for n, _ in plan.sources]
+    st = steps or Steps()
 
-    def progress(n: int) -> None:
-        pass
-
+    await st.before("begin")
+    st.check()
     e1 = await store.begin_reshard(sources, plan.into)
     res.epochs["begin"] = int(e1)
     try:
+        await st.at("draining", int(e1))
         for dest, node in plan.into:                      # §12.4 rule 3
+            st.check()
             await mover.cleanup(dest, urls[node], fence=int(e1))
+        await st.before("copy")
         cursors = {}
         for t in plan.transfers:
-            cursors[t] = await mover.copy(t.source, urls[t.source_node], urls[t.dest_node], progress,
+            cursors[t] = await mover.copy(t.source, urls[t.source_node], urls[t.dest_node], st.progress, st.check,
                                           fence=int(e1), only=t.only, into=t.dest)
         if prebarrier is not None:
             await prebarrier(sources, int(e1))
+        await st.before("cutover")
+        st.check()
         e2 = await store.enter_cutover_all(sources, at_epoch=e1)
         t_cut = time.monotonic()
         res.epochs["cutover"] = int(e2)
+        await st.at("cutover", int(e2))
         await barrier(sources, int(e2))
+        await st.at("replaying", int(e2))
         for t in plan.transfers:
-            await mover.copy_delta(t.source, urls[t.source_node], urls[t.dest_node], cursors[t], progress,
-                                   fence=int(e2), only=t.only, into=t.dest)
+            await mover.copy_delta(t.source, urls[t.source_node], urls[t.dest_node], cursors[t], st.progress,
+                                   st.check, fence=int(e2), only=t.only, into=t.dest)
+        st.check()
         e3 = await store.complete_reshard(sources, at_epoch=e2)
         res.window_s = time.monotonic() - t_cut
         res.epochs["flip"] = int(e3)
     except BaseException as exc:
-        ea = await store.abort_all(sources)
+        if isinstance(exc, st.leave) or not isinstance(exc, Exception):
+            raise
+        st.check()   # a controller that lost its lock leaves the abort to the next one
+        # fenced to this attempt's epoch: a resumed stale controller cannot abort a newer attempt
+        ea = await store.abort_all(sources, at_epoch=res.epochs.get("cutover", e1))
         res.epochs["abort"] = int(ea)
         res.status, res.error = "aborted", f"{type(exc).__name__}: {exc}"
         log.warning("reshard %s of %s aborted: %s", plan.kind, sources, res.error)
-        for dest, node in plan.into:                      # §12.4 rule 2 (best effort: rule 3 clears it later)
-            try:
-                res.deleted += await mover.cleanup(dest, urls[node], fence=int(ea))
-            except Exception as cexc:  # noqa: BLE001 - logged; the next attempt clears it first
-                log.warning("clean-up of %s on %s after the abort failed: %s", dest, node, cexc)
-        if not isinstance(exc, Exception):
+        res.deleted += await cleanup(mover, plan.into, urls, int(ea))   # §12.4 rule 2
+        if st.reraise:
             raise
         return res
-    for name, node in plan.sources:                       # §12.4 rule 1
-        res.deleted += await mover.cleanup(name, urls[node], fence=int(e3))
+    await st.at("flipped", int(e3))
+    res.deleted += await cleanup(mover, plan.sources, urls, int(e3), best_effort=False)   # §12.4 rule 1
     res.status = "completed"
     return res
+
+
+async def cleanup(mover: Any, slots: Any, urls: Mapping[str, str], fence: int, best_effort: bool = True) -> int:
+    """Delete each ``(slot, node)``'s rows on its node at ``fence``. Best effort after an abort
+    (§12.4 rule 3 clears what is left before the next attempt's import); after a flip an error
+    is raised, so the job is not recorded completed and the next controller runs it again."""
+    deleted = 0
+    for name, node in slots:
+        try:
+            deleted += await mover.cleanup(name, urls[node], fence=fence)
+        except Exception as exc:  # noqa: BLE001 - logged; see the docstring
+            if not best_effort:
+                raise
+            log.warning("clean-up of %s on %s failed: %s", name, node, exc)
+    return deleted

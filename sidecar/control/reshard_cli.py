@@ -1,31 +1,31 @@
 """``python -m sidecar reshard``: split a hash slot, merge two halves back, or plan splits
 (issue 29, DESIGN §12; user text: docs/resharding.md).
 
-    reshard split SLOT [--to NODE] --consul URL --hash-slots N [--prefix P] [--dry-run]
-    reshard merge SLOT [--to NODE] --consul URL --hash-slots N [--prefix P] [--dry-run]
-    reshard plan --rates FILE --target SHARE [--node NAME]… --consul URL --hash-slots N [--run]
+    reshard split SLOT [--to NODE] --consul URL --hash-slots N [--prefix P] [--dry-run] [--no-follow]
+    reshard merge SLOT [--to NODE] --consul URL --hash-slots N [--prefix P] [--dry-run] [--no-follow]
+    reshard plan [--rates FILE | --metrics URL… | --prometheus URL] --target SHARE [--node NAME]… [--run]
 
-Until the controller process runs reshard jobs (DESIGN §12.6) this command runs the job itself,
-holding the controller lock (``controller/leader``) for its duration, so it never runs beside a
-leading controller: with one leading it refuses (exit 5) and says so. Exit statuses as the other
-operator commands: 0 done, 2 a bad command line (one line naming the field), 3 aborted (the slot
-stayed as it was), 4 Consul unreachable, 5 refused.
+The command validates the plan against the table, records it as a ``pending`` job under
+``<prefix>jobs/`` (the record a standby controller writes for ``migrate``) and follows it: the
+leading controller runs it — fenced, throttled, pausable, resumed by the next leader after a
+fail-over (``sidecar/control/reshard_job.py``) — and ``jobs``, ``history`` and the control API
+show it. Exit statuses as ``migrate``: 0 completed, 1 failed, 2 a bad command line (one line
+naming the field), 3 aborted (the slot stayed as it was), 4 Consul unreachable, 5 refused.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
 import sys
 from typing import Any, Sequence
 
-from gate import BackendError, ConfigError, MigrationError, PartitionState
+from gate import BackendError, ConfigError, MigrationError
 
-from .cli_client import EXIT_ABORTED, EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE
-from .reshard import ReshardPlan, fleet_barrier, plan_merge, plan_split, run_reshard
+from .cli_client import EXIT_FAILED, EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE, outcome_status
+from .reshard import ReshardPlan, plan_merge, plan_of, plan_split
 from .reshard_planner import plan_hot_splits
+from .slot_rates import add_rate_flags, read_rates
 
 
 class _Parser(argparse.ArgumentParser):
@@ -39,7 +39,7 @@ def parser() -> argparse.ArgumentParser:
     common.add_argument("--consul", required=True, metavar="URL")
     common.add_argument("--prefix", default="epochgate/")
     common.add_argument("--hash-slots", type=int, required=True, metavar="N", help="the sidecars' --hash-slots")
-    common.add_argument("--deadline", type=float, default=10.0, metavar="S", help="barrier deadline (s)")
+    common.add_argument("--deadline", type=float, default=10.0, metavar="S", help="the job's cutover deadline (s)")
     top = _Parser(prog="python -m sidecar reshard", description=__doc__.split("\n\n")[0])
     sub = top.add_subparsers(dest="action", required=True, parser_class=_Parser)
     for name, what in (("split", "split a slot in two"), ("merge", "merge a slot with its sibling")):
@@ -47,8 +47,9 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument("slot")
         p.add_argument("--to", metavar="NODE", help="the node of the new half (split) or of the merged slot")
         p.add_argument("--dry-run", action="store_true", help="print the plan; start nothing")
+        p.add_argument("--no-follow", action="store_true", help="submit the job and exit (jobs show ID follows it)")
     p = sub.add_parser("plan", parents=[common], help="splits until no node exceeds --target of the rate")
-    p.add_argument("--rates", required=True, metavar="FILE", help='JSON {"slot-3": requests/s, …}')
+    add_rate_flags(p)
     p.add_argument("--target", type=float, required=True, metavar="SHARE", help="0 < SHARE ≤ 1")
     p.add_argument("--node", action="append", default=[], help="a node with no slot yet to spread onto")
     p.add_argument("--run", action="store_true", help="run the planned splits (default: print them)")
@@ -65,60 +66,59 @@ def describe(plan: ReshardPlan) -> str:
 
 
 async def _run(args: Any) -> int:
-    from gate import ConsulHTTP, open_consul, provision_mover_token
+    from gate import ConsulHTTP, open_consul
 
-    from .barrier import Barrier
-    from .controller import Leadership
-    from .mover import HttpHooksMover
+    from .jobs import JobRecords
+    from .reshard_job import submit
 
     consensus, store, _ = await open_consul(args.consul, args.prefix)
     consul = ConsulHTTP(args.consul)
-    lead = Leadership(consul, f"{args.prefix}controller/leader", f"reshard-{os.getpid()}")
-    mover = HttpHooksMover()
+    records = JobRecords(consul, args.prefix)
     try:
-        states = await store.partitions()
-        plans = _plans(args, states)
-        if plans is None:
+        todo = await _plans(args, await store.partitions())
+        if todo is None:
             return EXIT_OK
-        if not await lead.acquire():
-            print(f"error: a controller leads ({args.prefix}controller/leader is held): reshard jobs are not run "
-                  "by the controller yet; stop it, or retry when it is not leading", file=sys.stderr)
-            return EXIT_REFUSED
-        renew = asyncio.ensure_future(_renew(lead))
-        try:
-            mover.token = await provision_mover_token(consul, args.prefix)
-            urls = await store.nodes()
-            barrier = fleet_barrier(Barrier(consul, args.prefix), args.deadline)
-            for plan in plans:
-                lead.check()
-                print(describe(plan), flush=True)
-                res = await run_reshard(plan, store, mover, urls, barrier, prebarrier=barrier)
-                if res.status != "completed":
-                    print(f"aborted: {res.error} (the slot stayed as it was)", file=sys.stderr)
-                    return EXIT_ABORTED
-                print(f"completed: flip at epoch {res.epochs['flip']}, writes refused for "
-                      f"{res.window_s * 1000:.0f} ms, {res.deleted} rows cleaned up", flush=True)
-                states = await store.partitions()
-        finally:
-            renew.cancel()
-            await lead.release()
+        for kind, slot, to in todo:
+            job = await submit(store, records, await store.nodes(), kind, slot, to, args.hash_slots, args.deadline)
+            print(f"job {job.id}: {describe(plan_of(job.kind, job.sources, job.into, job.hash_slots))}", flush=True)
+            if getattr(args, "no_follow", False):
+                continue
+            status = await _follow(records, consul, f"{args.prefix}controller/leader", job.id)
+            if status != EXIT_OK:
+                return status
         return EXIT_OK
     finally:
-        await mover.close()
         await consul.close()
         await consensus.close()
 
 
-def _plans(args: Any, states: Any) -> list[ReshardPlan] | None:
-    """The plans to run, or None after printing a dry run's."""
+async def _follow(records: Any, consul: Any, leader_key: str, job_id: str) -> int:
+    """Print each status the job reaches; the exit status of its final one."""
+    last, job, told = "", None, False
+    async for job in records.watch(job_id):
+        if job.status != last:
+            last = job.status
+            rec = job.phases[-1] if job.phases else None
+            print(f"{job.status}" + (f" (epoch {rec.epoch})" if rec and rec.epoch else ""), flush=True)
+        if job.status == "pending" and not told and await consul.get(leader_key) is None:
+            told = True
+            print(f"waiting for a controller to run it ({leader_key} is not held)", flush=True)
+    if job is None:
+        print(f"error: job {job_id} vanished", file=sys.stderr)
+        return EXIT_FAILED
+    if job.status != "completed":
+        print(f"{job.status}: {job.error} (the slot stayed as it was)", file=sys.stderr)
+        return outcome_status(job.status)
+    cut, flip = job.phase("cutover"), job.phase("flipped")
+    window = f", writes refused for {(flip.at - cut.at) * 1000:.0f} ms" if cut and flip else ""
+    print(f"completed: flip at epoch {flip.epoch if flip else job.phases[-1].epoch}{window}", flush=True)
+    return EXIT_OK
+
+
+async def _plans(args: Any, states: Any) -> list[tuple[str, str, str | None]] | None:
+    """The jobs to submit, ``(kind, slot, to)``, or None after printing a dry run's."""
     if args.action == "plan":
-        try:
-            with open(args.rates) as f:
-                rates = json.load(f)
-        except (OSError, ValueError) as exc:
-            raise ConfigError("rates", f"cannot read {args.rates!r}: {exc}") from exc
-        if not isinstance(rates, dict) or not all(isinstance(v, (int, float)) for v in rates.values()):
-            raise ConfigError("rates", 'expected a JSON object {"slot-3": requests per second, …}')
+        rates = await read_rates(args)
         hot = plan_hot_splits(states, args.hash_slots, rates, args.target, args.node)
         for slot, to in hot.splits:
             print(f"split {slot} --to {to}")
@@ -127,26 +127,15 @@ def _plans(args: Any, states: Any) -> list[ReshardPlan] | None:
         if not args.run:
             print("dry run: nothing was started")
             return None
-        out, cur = [], dict(states)
-        for slot, to in hot.splits:   # each plan is made against the table as the earlier ones leave it
-            plan = plan_split(cur, args.hash_slots, slot, to)
-            out.append(plan)
-            del cur[slot]
-            cur.update({n: (PartitionState.active(node), 0) for n, node in plan.into})
-        return out
+        # each split is validated when submitted, against the table the earlier ones left
+        return [("split", slot, to) for slot, to in hot.splits]
     make = plan_split if args.action == "split" else plan_merge
     plan = make(states, args.hash_slots, args.slot, args.to)
     if args.dry_run:
         print(describe(plan))
         print(f"dry run: {plan.kind} of {args.slot} would run; nothing was started")
         return None
-    return [plan]
-
-
-async def _renew(lead: Any) -> None:
-    while True:
-        await asyncio.sleep(lead.lease_s / 3)
-        await lead.renew()
+    return [(args.action, args.slot, args.to)]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -156,7 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except MigrationError as exc:   # refused by the machine (e.g. the slot is moving)
+    except MigrationError as exc:   # refused by the machine or a live job (e.g. the slot is moving)
         print(f"error: refused: {exc}", file=sys.stderr)
         return EXIT_REFUSED
     except BackendError as exc:

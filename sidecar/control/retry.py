@@ -125,3 +125,27 @@ class RetryingStore:
         source = None if before is None or not before[0].migrating else before[0].source
         return await self._retry("abort", lambda: self.store.abort(partition), budget_s,
                                  lambda st: source is not None and st == PartitionState.active(source), partition)
+
+    # ---- resharding (DESIGN §12.2): each step one transaction for every source -----------
+
+    async def begin_reshard(self, sources: list[str], into: Any, *, at_epoch: int | None = None) -> Epoch:
+        want = tuple(tuple(p) for p in into)
+        return await self._retry("begin_reshard",
+                                 lambda: self._call("begin_reshard", sources, into, at_epoch=at_epoch), None,
+                                 lambda st: st.phase is Phase.DRAINING and st.into == want, sources[0])
+
+    async def enter_cutover_all(self, sources: list[str], *, at_epoch: int | None = None) -> Epoch:
+        return await self._retry("enter_cutover_all", lambda: self._call("enter_cutover_all", sources,
+                                                                         at_epoch=at_epoch), None,
+                                 lambda st: st.phase is Phase.CUTOVER and st.into is not None, sources[0])
+
+    async def abort_all(self, sources: list[str], *, at_epoch: int | None = None) -> Epoch:
+        return await self._retry("abort_all", lambda: self._call("abort_all", sources, at_epoch=at_epoch), None,
+                                 lambda st: st.phase is Phase.ACTIVE, sources[0])
+
+    async def complete_reshard(self, sources: list[str], *, at_epoch: int | None = None) -> Epoch:
+        before = await self.state(sources[0])
+        dest = None if before is None or before[0].into is None else before[0].into[0][0]
+        return await self._retry("complete_reshard", lambda: self._call("complete_reshard", sources,
+                                                                        at_epoch=at_epoch), None,
+                                 lambda st: st.phase is Phase.ACTIVE, dest)

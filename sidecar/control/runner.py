@@ -65,6 +65,9 @@ class AbortRequested(EpochgateError):
 class JobRunner:
     """Drives jobs to a final status. One instance per leading controller."""
 
+    # raised on without touching the job: the next controller's (a lost lock, a newer attempt)
+    LEAVE: tuple[type[BaseException], ...] = (LostLeadership, StaleMover, StaleAttempt)
+
     def __init__(self, store: MigrationStore, records: JobRecords, barrier: Barrier, mover: Mover,
                  nodes: Callable[[], Any], *, owner: str, check: Callable[[], None],
                  metrics: Metrics | None = None, save_progress_every_s: float = 0.5,
@@ -86,6 +89,10 @@ class JobRunner:
     async def run(self, job: Job) -> Job:
         try:
             job = await self._save(job.with_(owner=self.owner))
+            if job.resharding:   # a split or merge (DESIGN §12): its steps, these hooks and outcomes
+                from .reshard_job import run_job
+
+                return await run_job(self, job)
             job = await self._reconcile(job)
             if job.terminal:
                 return job
@@ -114,7 +121,7 @@ class JobRunner:
                                              before_commit=lambda: self._expect(job, draining))
             job = await self._after_barrier(job, res)
             return await self._replay_and_complete(job, res.committed_at, res.epoch)
-        except (LostLeadership, StaleMover, StaleAttempt) as exc:
+        except self.LEAVE as exc:
             log.warning("job %s: %s; leaving it to the next controller", job.id, exc)
             raise LostLeadership(str(exc)) from exc
         except JobConflict as exc:
@@ -227,27 +234,14 @@ class JobRunner:
     async def _fail(self, job: Job, status: str, error: str) -> Job:
         """Abort the store back to ``from`` (when it is still this job's move) and record."""
         log.warning("job %s: %s: %s", job.id, status, error)
-        epoch = 0
-        # A partition left in draining/cutover blocks its writes (cutover) or the next
-        # move: keep trying the store abort through a store outage (e.g. a leader election).
-        end = time.monotonic() + self.abort_retry_s
-        while True:
-            try:
-                st = await self.store.state(job.partition)
-                if st is not None and st[0].migrating and st[0].source == job.source and st[0].target == job.target:
-                    self.check()
-                    epoch = await self.store.abort(job.partition)
-                elif st is not None and st[0] == PartitionState.active(job.target) and job.status in ("replaying",):
-                    return await self._save(job.at_phase("completed", st[1]))
-                break
-            except BackendError as exc:
-                if time.monotonic() >= end:
-                    error += f"; store abort failed: {exc}"
-                    break
-                await asyncio.sleep(0.2)
-            except MigrationError as exc:
-                error += f"; store abort failed: {exc}"
-                break
+        if job.resharding:
+            from .reshard_job import abort_store
+
+            epoch, error, done = await abort_store(self, job, error)
+        else:
+            epoch, error, done = await self._abort_move(job, error)
+        if done is not None:
+            return done
         try:
             latest = await self.records.get(job.id)
             if latest is not None and latest.terminal:   # a final status is never overwritten
@@ -259,7 +253,34 @@ class JobRunner:
             log.warning("job %s: could not record %s: %s", job.id, status, exc)
         if self.metrics is not None:
             self.metrics.migration_jobs.labels(status).inc()
+            if job.resharding:
+                self.metrics.reshard_jobs.labels(job.kind, status).inc()
         return job
+
+    async def _abort_move(self, job: Job, error: str) -> tuple[int, str, Job | None]:
+        """``_fail``'s store part for a move: ``(epoch, error, the job if it had completed)``."""
+        epoch = 0
+        # A partition left in draining/cutover blocks its writes (cutover) or the next
+        # move: keep trying the store abort through a store outage (e.g. a leader election).
+        end = time.monotonic() + self.abort_retry_s
+        while True:
+            try:
+                st = await self.store.state(job.partition)
+                if st is not None and st[0].migrating and st[0].source == job.source and st[0].target == job.target:
+                    self.check()
+                    epoch = await self.store.abort(job.partition)
+                elif st is not None and st[0] == PartitionState.active(job.target) and job.status in ("replaying",):
+                    return 0, error, await self._save(job.at_phase("completed", st[1]))
+                break
+            except BackendError as exc:
+                if time.monotonic() >= end:
+                    error += f"; store abort failed: {exc}"
+                    break
+                await asyncio.sleep(0.2)
+            except MigrationError as exc:
+                error += f"; store abort failed: {exc}"
+                break
+        return epoch, error, None
 
     async def _reconcile(self, job: Job) -> Job:
         st = await self.store.state(job.partition)

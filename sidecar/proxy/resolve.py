@@ -36,6 +36,9 @@ def resolve(x: Any) -> Any:
                f"partition {p!r} is not in the placement table", outcome="unknown_partition",
                partition=p, reason="unknown_partition")
         return None
+    if not x.t_res and isinstance(p, SlotKey):   # once per request (t_res: resolved before; a re-route
+        sl = ctx.stats.slots                       # after a connect, hold or retry is not counted again)
+        sl[p] = sl.get(p, 0) + 1
     state, epoch = st
     x.phase = state.phase._value_
     x.epoch = int(epoch)

@@ -90,6 +90,8 @@ class Stats:
         self.bounds = self.hist_r[0].bounds
         self._requests: dict[tuple[str, str, str], int] = {}
         self.decisions: dict[tuple[str, str, str], int] = {}
+        #: hash slot → requests resolved to it (``proxy/resolve.py``; bounded by the table)
+        self.slots: dict[str, int] = {}
 
     def record(self, write: bool, phase: str, outcome: str, t0: float, t_res: float, t_adm: float, t_up: float,
                t: float) -> None:
@@ -128,5 +130,8 @@ class Stats:
         dec, self.decisions = self.decisions, {}
         for key, n in dec.items():
             self.metrics.gate_decisions.labels(*key).inc(n)
+        sl, self.slots = self.slots, {}
+        for slot, n in sl.items():
+            self.metrics.slot_requests.labels(str(slot)).inc(n)
         for x in self._hists:
             x.flush()

@@ -155,7 +155,7 @@ class PhaseRecord(_message.Message):
     def __init__(self, phase: _Optional[str] = ..., epoch: _Optional[int] = ..., at: _Optional[float] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("id", "partition", "from_node", "to_node", "status", "error", "bytes_copied", "started", "finished", "phases")
+    __slots__ = ("id", "partition", "from_node", "to_node", "status", "error", "bytes_copied", "started", "finished", "phases", "kind")
     ID_FIELD_NUMBER: _ClassVar[int]
     PARTITION_FIELD_NUMBER: _ClassVar[int]
     FROM_NODE_FIELD_NUMBER: _ClassVar[int]
@@ -166,6 +166,7 @@ class Job(_message.Message):
     STARTED_FIELD_NUMBER: _ClassVar[int]
     FINISHED_FIELD_NUMBER: _ClassVar[int]
     PHASES_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
     id: str
     partition: str
     from_node: str
@@ -176,7 +177,8 @@ class Job(_message.Message):
     started: float
     finished: float
     phases: _containers.RepeatedCompositeFieldContainer[PhaseRecord]
-    def __init__(self, id: _Optional[str] = ..., partition: _Optional[str] = ..., from_node: _Optional[str] = ..., to_node: _Optional[str] = ..., status: _Optional[str] = ..., error: _Optional[str] = ..., bytes_copied: _Optional[int] = ..., started: _Optional[float] = ..., finished: _Optional[float] = ..., phases: _Optional[_Iterable[_Union[PhaseRecord, _Mapping]]] = ...) -> None: ...
+    kind: str
+    def __init__(self, id: _Optional[str] = ..., partition: _Optional[str] = ..., from_node: _Optional[str] = ..., to_node: _Optional[str] = ..., status: _Optional[str] = ..., error: _Optional[str] = ..., bytes_copied: _Optional[int] = ..., started: _Optional[float] = ..., finished: _Optional[float] = ..., phases: _Optional[_Iterable[_Union[PhaseRecord, _Mapping]]] = ..., kind: _Optional[str] = ...) -> None: ...
 
 class MigrateRequest(_message.Message):
     __slots__ = ("partition", "to_node", "cutover_deadline_s", "force")
@@ -189,6 +191,20 @@ class MigrateRequest(_message.Message):
     cutover_deadline_s: float
     force: bool
     def __init__(self, partition: _Optional[str] = ..., to_node: _Optional[str] = ..., cutover_deadline_s: _Optional[float] = ..., force: _Optional[bool] = ...) -> None: ...
+
+class ReshardRequest(_message.Message):
+    __slots__ = ("kind", "slot", "to_node", "hash_slots", "cutover_deadline_s")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    SLOT_FIELD_NUMBER: _ClassVar[int]
+    TO_NODE_FIELD_NUMBER: _ClassVar[int]
+    HASH_SLOTS_FIELD_NUMBER: _ClassVar[int]
+    CUTOVER_DEADLINE_S_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    slot: str
+    to_node: str
+    hash_slots: int
+    cutover_deadline_s: float
+    def __init__(self, kind: _Optional[str] = ..., slot: _Optional[str] = ..., to_node: _Optional[str] = ..., hash_slots: _Optional[int] = ..., cutover_deadline_s: _Optional[float] = ...) -> None: ...
 
 class JobRequest(_message.Message):
     __slots__ = ("id",)

@@ -226,6 +226,11 @@ class MigrationStub:
                 request_serializer=epochgate_dot_v1_dot_epochgate__pb2.JobRequest.SerializeToString,
                 response_deserializer=epochgate_dot_v1_dot_epochgate__pb2.Job.FromString,
                 _registered_method=True)
+        self.Reshard = channel.unary_unary(
+                '/epochgate.v1.Migration/Reshard',
+                request_serializer=epochgate_dot_v1_dot_epochgate__pb2.ReshardRequest.SerializeToString,
+                response_deserializer=epochgate_dot_v1_dot_epochgate__pb2.Job.FromString,
+                _registered_method=True)
         self.History = channel.unary_unary(
                 '/epochgate.v1.Migration/History',
                 request_serializer=epochgate_dot_v1_dot_epochgate__pb2.HistoryRequest.SerializeToString,
@@ -377,6 +382,12 @@ class MigrationServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Reshard(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def History(self, request, context):
         """Operator's day (issue 17).
         """
@@ -520,6 +531,11 @@ def add_MigrationServicer_to_server(servicer, server):
             'WatchJob': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchJob,
                     request_deserializer=epochgate_dot_v1_dot_epochgate__pb2.JobRequest.FromString,
+                    response_serializer=epochgate_dot_v1_dot_epochgate__pb2.Job.SerializeToString,
+            ),
+            'Reshard': grpc.unary_unary_rpc_method_handler(
+                    servicer.Reshard,
+                    request_deserializer=epochgate_dot_v1_dot_epochgate__pb2.ReshardRequest.FromString,
                     response_serializer=epochgate_dot_v1_dot_epochgate__pb2.Job.SerializeToString,
             ),
             'History': grpc.unary_unary_rpc_method_handler(
@@ -982,6 +998,33 @@ class Migration:
             target,
             '/epochgate.v1.Migration/WatchJob',
             epochgate_dot_v1_dot_epochgate__pb2.JobRequest.SerializeToString,
+            epochgate_dot_v1_dot_epochgate__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Reshard(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/epochgate.v1.Migration/Reshard',
+            epochgate_dot_v1_dot_epochgate__pb2.ReshardRequest.SerializeToString,
             epochgate_dot_v1_dot_epochgate__pb2.Job.FromString,
             options,
             channel_credentials,
