@@ -117,3 +117,27 @@ async def test_reshard_command(consul_agent, kv_prefix, tmp_path):
     finally:
         fleet.stop()
         await consensus.close()
+
+
+@pytest.mark.parametrize("argv,field", [
+    (["split", "abc", "--hash-slots", "8"], "slot:"),
+    (["split", "slot-9", "--hash-slots", "8"], "slot:"),
+    (["merge", "slot-3", "--hash-slots", "0"], "--hash-slots:"),
+    (["split", "slot-3", "--hash-slots", "8", "--to", "a/b"], "--to:"),
+    (["split", "slot-3", "--hash-slots", "8", "--deadline", "0"], "--deadline:"),
+    (["plan", "--hash-slots", "8", "--target", "1.5", "--rates", "r.json"], "--target:"),
+])
+def test_a_bad_command_line_names_its_field_before_dialling(argv, field, capsys):
+    from sidecar.control.reshard_cli import main
+
+    # Consul at port 1 refuses: had the command dialled it, it would exit 4, not 2
+    assert main([*argv, "--consul", "http://127.0.0.1:1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {field}"), err
+
+
+def test_an_unreachable_consul_is_exit_4_not_a_refusal(capsys):
+    from sidecar.control.reshard_cli import main
+
+    assert main(["split", "slot-3", "--hash-slots", "8", "--consul", "http://127.0.0.1:1"]) == 4
+    assert "unreachable" in capsys.readouterr().err

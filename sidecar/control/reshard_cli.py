@@ -20,7 +20,7 @@ import asyncio
 import sys
 from typing import Any, Sequence
 
-from gate import BackendError, ConfigError, MigrationError
+from gate import BackendError, ConfigError, MigrationError, node_name, parse_slot
 
 from .cli_client import EXIT_FAILED, EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE, outcome_status
 from .reshard import ReshardPlan, plan_merge, plan_of, plan_split
@@ -138,18 +138,37 @@ async def _plans(args: Any, states: Any) -> list[tuple[str, str, str | None]] | 
     return [(args.action, args.slot, args.to)]
 
 
+def _check(args: Any) -> None:
+    """What the command line alone can refuse, before Consul is dialled (a typo is a
+    usage error naming the field, not "Consul unreachable" or a refusal)."""
+    if args.hash_slots < 1:
+        raise ConfigError("--hash-slots", f"give the sidecars' --hash-slots N (≥ 1), got {args.hash_slots}")
+    if not args.deadline > 0:
+        raise ConfigError("--deadline", f"must be > 0 s, got {args.deadline:g}")
+    if args.action == "plan":
+        if not 0 < args.target <= 1:
+            raise ConfigError("--target", f"a share of the rate, 0 < SHARE ≤ 1, got {args.target:g}")
+        for n in args.node:
+            node_name(n, "--node")
+        return
+    parse_slot(args.slot, args.hash_slots, "slot")
+    if args.to is not None:
+        node_name(args.to, "--to")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     try:
+        _check(args)
         return asyncio.run(_run(args))
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except BackendError as exc:     # before MigrationError: it is one (retryable), not a refusal
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
     except MigrationError as exc:   # refused by the machine or a live job (e.g. the slot is moving)
         print(f"error: refused: {exc}", file=sys.stderr)
         return EXIT_REFUSED
-    except BackendError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_UNREACHABLE
     except KeyboardInterrupt:
         return 130
