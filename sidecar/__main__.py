@@ -71,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .control.controller_main import main as controller_main
 
         return controller_main(argv[1:])
-    if command == "reshard":   # issue 29: runs the job itself until the controller does (DESIGN §12.6)
+    if command == "reshard":   # issue 29: a split or merge as a controller job (DESIGN §12.6)
         from .control.reshard_cli import main as reshard_main
 
         return reshard_main(argv[2:])

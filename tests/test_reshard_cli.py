@@ -80,8 +80,10 @@ async def test_reshard_command(consul_agent, kv_prefix, tmp_path):
                         assert r.headers["X-Node"] == want
             await readable()
 
-            rc, out, err = await _cli(fleet, "merge", "slot-3-of-4")
-            assert rc == 0 and "completed" in out, (out, err)
+            # through the control API, as `migrate`: no --consul (test_reshard_jobs covers its job)
+            rc, out, err = await _ctl(ctl, "reshard", "merge", "slot-3-of-4", "--hash-slots", "2")
+            assert rc == 0 and "submitted to" in out and "completed: merge of slot-3-of-4" in out, (out, err)
+            assert " 0 B copied" not in out, out   # the bytes of both halves' copies, summed
             assert sorted(await store.partitions()) == ["slot-0", "slot-1"]
             for k in keys:
                 async with http.get(f"{sc.info['url']}/kv/{k}", headers={"X-Partition-Key": k}) as r:
@@ -126,12 +128,19 @@ async def test_reshard_command(consul_agent, kv_prefix, tmp_path):
     (["split", "slot-3", "--hash-slots", "8", "--to", "a/b"], "--to:"),
     (["split", "slot-3", "--hash-slots", "8", "--deadline", "0"], "--deadline:"),
     (["plan", "--hash-slots", "8", "--target", "1.5", "--rates", "r.json"], "--target:"),
+    (["plan", "--hash-slots", "8", "--target", "0.5", "--rates", "r.json", "--consul", ""], "--consul:"),
+    (["split", "slot-3", "--hash-slots", "8", "--dry-run", "--consul", ""], "--consul:"),
+    (["split", "slot-3", "--hash-slots", "8", "--control", "nowhere"], "--control:"),
 ])
 def test_a_bad_command_line_names_its_field_before_dialling(argv, field, capsys):
     from sidecar.control.reshard_cli import main
 
     # Consul at port 1 refuses: had the command dialled it, it would exit 4, not 2
-    assert main([*argv, "--consul", "http://127.0.0.1:1"]) == 2
+    if "--consul" in argv:   # "" stands for "not given"
+        argv = argv[:argv.index("--consul")]
+    elif "--control" not in argv:
+        argv = [*argv, "--consul", "http://127.0.0.1:1"]
+    assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"error: {field}"), err
 

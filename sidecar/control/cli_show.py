@@ -40,7 +40,9 @@ def table(out: TextIO, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> 
 
 def job_summary(job: pb.Job) -> str:
     took = f" in {job.finished - job.started:.1f}s" if job.finished and job.started else ""
-    line = f"job {job.id} {job.status}: {job.partition} {job.from_node}→{job.to_node}, {size(job.bytes_copied)} copied{took}"
+    what = (f"{job.partition} {job.from_node}→{job.to_node}" if job.kind in ("", "move")
+            else f"{job.kind} of {job.partition} (onto {job.to_node})")   # a reshard's slots: `jobs show`
+    line = f"job {job.id} {job.status}: {what}, {size(job.bytes_copied)} copied{took}"
     return line + (f": {job.error}" if job.error and job.status != "completed" else "")
 
 

@@ -114,6 +114,21 @@ class ReshardResult:
     window_s: float = 0.0            # cutover committed → flip committed: the sources' write unavailability
 
 
+class _Bytes:
+    """Bytes over all of a reshard's copies and deltas: the mover reports each transfer's own
+    running total (a merge's second copy would otherwise start the job's count again at 0)."""
+
+    def __init__(self, st: "Steps") -> None:
+        self.st, self.done, self.running = st, 0, 0
+
+    def __call__(self, n: int) -> None:
+        self.running = n
+        self.st.progress(self.done + n)
+
+    def next(self) -> None:
+        self.done, self.running = self.done + self.running, 0
+
+
 class Steps:
     """What a caller adds between the steps; this default adds nothing (the controller's job:
     ``reshard_job.JobSteps``)."""
@@ -199,9 +214,11 @@ async def run_reshard(plan: ReshardPlan, store: Any, mover: Any, urls: Mapping[s
             await mover.cleanup(dest, urls[node], fence=int(e1))
         await st.before("copy")
         cursors = {}
+        progress = _Bytes(st)   # the mover counts per transfer; the job shows the sum
         for t in plan.transfers:
-            cursors[t] = await mover.copy(t.source, urls[t.source_node], urls[t.dest_node], st.progress, st.check,
+            cursors[t] = await mover.copy(t.source, urls[t.source_node], urls[t.dest_node], progress, st.check,
                                           fence=int(e1), only=t.only, into=t.dest)
+            progress.next()
         if prebarrier is not None:
             await prebarrier(sources, int(e1))
         await st.before("cutover")
@@ -213,8 +230,9 @@ async def run_reshard(plan: ReshardPlan, store: Any, mover: Any, urls: Mapping[s
         await barrier(sources, int(e2))
         await st.at("replaying", int(e2))
         for t in plan.transfers:
-            await mover.copy_delta(t.source, urls[t.source_node], urls[t.dest_node], cursors[t], st.progress,
+            await mover.copy_delta(t.source, urls[t.source_node], urls[t.dest_node], cursors[t], progress,
                                    st.check, fence=int(e2), only=t.only, into=t.dest)
+            progress.next()
         st.check()
         e3 = await store.complete_reshard(sources, at_epoch=e2)
         res.window_s = time.monotonic() - t_cut

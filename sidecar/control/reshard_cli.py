@@ -1,11 +1,16 @@
 """``python -m sidecar reshard``: split a hash slot, merge two halves back, or plan splits
 (issue 29, DESIGN §12; user text: docs/resharding.md).
 
-    reshard split SLOT [--to NODE] --consul URL --hash-slots N [--prefix P] [--dry-run] [--no-follow]
-    reshard merge SLOT [--to NODE] --consul URL --hash-slots N [--prefix P] [--dry-run] [--no-follow]
-    reshard plan [--rates FILE | --metrics URL… | --prometheus URL] --target SHARE [--node NAME]… [--run]
+    reshard split SLOT [--to NODE] --hash-slots N [--control HOST:PORT | --consul URL [--prefix P]]
+                       [--dry-run] [--no-follow]
+    reshard merge SLOT [--to NODE] --hash-slots N [… as split]
+    reshard plan [--rates FILE | --metrics URL… | --prometheus URL] --target SHARE --consul URL
+                 --hash-slots N [--node NAME]… [--run]
 
-The command validates the plan against the table, records it as a ``pending`` job under
+Through the control API (``--control``, env ``EPOCHGATE_CONTROL``, default
+``127.0.0.1:50051``, as every operator command) ``split``/``merge`` call ``Reshard`` and follow
+the job like ``migrate``. With ``--consul`` (needed by ``plan`` and ``--dry-run``, which read the
+table) the command validates the plan against the table, records it as a ``pending`` job under
 ``<prefix>jobs/`` (the record a standby controller writes for ``migrate``) and follows it: the
 leading controller runs it — fenced, throttled, pausable, resumed by the next leader after a
 fail-over (``sidecar/control/reshard_job.py``) — and ``jobs``, ``history`` and the control API
@@ -17,11 +22,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from typing import Any, Sequence
 
 from gate import BackendError, ConfigError, MigrationError, node_name, parse_slot
 
+from .cli import DEFAULT_CONTROL
 from .cli_client import EXIT_FAILED, EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE, outcome_status
 from .reshard import ReshardPlan, plan_merge, plan_of, plan_split
 from .reshard_planner import plan_hot_splits
@@ -36,7 +43,16 @@ class _Parser(argparse.ArgumentParser):
 
 def parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--consul", required=True, metavar="URL")
+    common.add_argument("--consul", metavar="URL",
+                        help="read the table and record the job in Consul directly (plan and --dry-run need it)")
+    common.add_argument("--control", metavar="HOST:PORT", default=os.environ.get("EPOCHGATE_CONTROL") or DEFAULT_CONTROL,
+                        help=f"without --consul: the controller's control API (env EPOCHGATE_CONTROL; default {DEFAULT_CONTROL})")
+    common.add_argument("--token", default=os.environ.get("EPOCHGATE_TOKEN") or None,
+                        help="bearer token of the control API (env EPOCHGATE_TOKEN)")
+    common.add_argument("--token-file", metavar="FILE", default=os.environ.get("EPOCHGATE_TOKEN_FILE") or None,
+                        help="read the bearer token from FILE (env EPOCHGATE_TOKEN_FILE)")
+    common.add_argument("--timeout", type=float, default=5.0, metavar="S",
+                        help="seconds to wait for the control API to answer (default 5)")
     common.add_argument("--prefix", default="epochgate/")
     common.add_argument("--hash-slots", type=int, required=True, metavar="N", help="the sidecars' --hash-slots")
     common.add_argument("--deadline", type=float, default=10.0, metavar="S", help="the job's cutover deadline (s)")
@@ -156,10 +172,42 @@ def _check(args: Any) -> None:
         node_name(args.to, "--to")
 
 
+def _via_control(args: Any) -> int:
+    """``split``/``merge`` as ``migrate`` does it: one ``Reshard`` call, then the job followed
+    (through a controller fail-over) to its end."""
+    from gate.pb.epochgate.v1 import epochgate_pb2 as pb
+
+    from .._tokens import read_token_file
+    from .cli_client import CliClient, CliError
+    from .cli_follow import follow
+
+    if args.token_file:
+        args.token = read_token_file(args.token_file, "--token-file")
+    try:
+        client = CliClient(args)
+        try:
+            job = client.call(client.migration.Reshard, pb.ReshardRequest(
+                kind=args.action, slot=args.slot, to_node=args.to or "", hash_slots=args.hash_slots,
+                cutover_deadline_s=args.deadline))
+            print(f"job {job.id}: {job.kind} of {args.slot} submitted to {client.target}", flush=True)
+            return EXIT_OK if args.no_follow else follow(client, job, sys.stdout)
+        finally:
+            client.close()
+    except CliError as exc:
+        sys.stdout.flush()
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.code
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     try:
         _check(args)
+        if args.consul is None:
+            if args.action == "plan" or args.dry_run:
+                raise ConfigError("--consul", f"{'plan' if args.action == 'plan' else '--dry-run'} reads the "
+                                  "table from Consul: give --consul URL")
+            return _via_control(args)
         return asyncio.run(_run(args))
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
