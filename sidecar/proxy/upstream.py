@@ -48,10 +48,19 @@ class RespHead:
 
     def __init__(self) -> None:
         self.reason = b""
-        self.lines: list[bytes] = []  # forwarded headers, flat: name, b": ", value, b"\r\n", …
+        self.lines: list[bytes] = []  # forwarded headers, flat: name, b": ", value, b"\r\n", … (or one block: fields())
         self.ctoks = self.clen = self.te = self.upg = self.ctype = None
         self.status = 0
         self.keep = True
+
+    def fields(self) -> list[tuple[bytes, bytes]]:
+        """The forwarded headers as ``(name, value)``. ``lines`` is flat (name, b": ", value,
+        CRLF per header: httptools, the HTTP/2 bridge) or one ready-made block (the compiled
+        parser, ``llresp``); llhttp refuses CR and LF inside a value, so the block splits back."""
+        lines = self.lines
+        if len(lines) != 1:
+            return [(lines[i], lines[i + 2]) for i in range(0, len(lines), 4)]
+        return [tuple(ln.split(b": ", 1)) for ln in lines[0].split(b"\r\n")[:-1]]  # type: ignore[misc]
 
 
 class UpstreamConn:
@@ -65,7 +74,7 @@ class UpstreamConn:
         self.pool = pool
         self.key = key
         self.transport: asyncio.Transport | None = None
-        self.parser = httptools.HttpResponseParser(self)
+        self.parser = _new_parser(self)
         self.exchange: Any = None
         self.closed = False
         self.served = 0          # responses completed on this connection
@@ -195,6 +204,24 @@ class UpstreamConn:
                 pool.put(self)
         else:
             self.close()
+
+
+def _parser_factory() -> Any:
+    """The response parser: llhttp driven from C (``llresp.pyx``) when this module runs compiled
+    and that extension loads (the stale-build guard may refuse it: ``sidecar/_build.py``),
+    httptools otherwise — the same llhttp and settings either way."""
+    if not __file__.endswith(".py"):  # this module is the extension (sidecar._build.is_compiled)
+        try:
+            from . import llresp
+        except ImportError:
+            pass
+        else:
+            llresp.configure(_RESP_SPECIAL, _PLAIN_CONN, _DROP, _CONN, _CLEN, _CTYPE)
+            return llresp.RespParser
+    return httptools.HttpResponseParser
+
+
+_new_parser = _parser_factory()
 
 
 class UpstreamPool:
