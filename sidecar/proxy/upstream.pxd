@@ -14,7 +14,7 @@ cdef class RespHead:
 
 cdef class UpstreamConn:
     cdef public object pool, key, transport, parser, exchange
-    cdef public bint closed, paused
+    cdef public bint closed, paused, in_body
     cdef public long served
     cdef public double idle_since
     cdef public RespHead head

@@ -68,7 +68,7 @@ class UpstreamConn:
     class, so the Cython build can make it an extension type, see ``_upstream.pxd``)."""
 
     __slots__ = ("pool", "key", "transport", "parser", "exchange", "closed", "served", "idle_since",
-                 "paused", "head")
+                 "paused", "head", "in_body")
 
     def __init__(self, pool: "UpstreamPool", key: tuple[str, int]) -> None:
         self.pool = pool
@@ -81,6 +81,7 @@ class UpstreamConn:
         self.idle_since = 0.0
         self.paused = False      # the upstream's write buffer is full: client reading paused
         self.head = RespHead()
+        self.in_body = False     # between a head's end and its message's end: header fields there are trailers
 
     # -- asyncio.Protocol ----------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -137,6 +138,10 @@ class UpstreamConn:
 
     # -- httptools callbacks ---------------------------------------------------
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self.in_body:
+            # a trailer field: dropped. It arrives after this head went out, and httptools would
+            # otherwise file it into the NEXT response's head (another client's, on a pooled connection)
+            return
         kind = _KINDS.get(name, -1)
         if kind is None:  # the usual case: forwarded as is
             self.head.lines += (name, b": ", value, b"\r\n")
@@ -166,6 +171,7 @@ class UpstreamConn:
         # the next message's head starts empty (done here: no on_message_begin callback per response)
         h = self.head
         self.head = RespHead()
+        self.in_body = True
         ex = self.exchange
         if ex is not None:
             h.status = self.parser.get_status_code()
@@ -178,6 +184,7 @@ class UpstreamConn:
             ex.on_response_body(body)
 
     def on_message_complete(self) -> None:
+        self.in_body = False
         ex = self.exchange
         if ex is not None:
             ex.on_response_end()
