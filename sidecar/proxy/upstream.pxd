@@ -18,3 +18,8 @@ cdef class UpstreamConn:
     cdef public long served
     cdef public double idle_since
     cdef public RespHead head
+
+    # C calls from the compiled response parser (llresp.pyx); httptools calls them as methods
+    cpdef head_done(self, int status, bint keep)
+    cpdef on_body(self, body)
+    cpdef on_message_complete(self)

@@ -168,14 +168,19 @@ class UpstreamConn:
             h.upg = value
 
     def on_headers_complete(self) -> None:
+        p = self.parser
+        self.head_done(p.get_status_code(), p.should_keep_alive())
+
+    def head_done(self, status: int, keep: bool) -> None:
+        """The head is complete (httptools' callback above; llresp calls it directly, in C)."""
         # the next message's head starts empty (done here: no on_message_begin callback per response)
         h = self.head
         self.head = RespHead()
         self.in_body = True
         ex = self.exchange
         if ex is not None:
-            h.status = self.parser.get_status_code()
-            h.keep = self.parser.should_keep_alive()
+            h.status = status
+            h.keep = keep
             ex.on_response_head(h)
 
     def on_body(self, body: bytes) -> None:
