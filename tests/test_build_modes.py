@@ -112,7 +112,7 @@ def test_start_up_log_names_the_build() -> None:
 # on both engines), the hold and the in-flight accounting
 PURE_SUBSET = ["tests/test_exchange_harness.py", "tests/test_sidecar_proxy.py", "tests/test_hostile_head.py",
                "tests/test_hostile_target.py", "tests/test_inflight_holes.py", "tests/test_sidecar_units.py",
-               "tests/test_h2_head_fields.py"]
+               "tests/test_h2_head_fields.py", "tests/test_resp_parser.py"]
 
 
 @pytest.mark.slow
