@@ -194,3 +194,49 @@ def test_compiled_build_uses_the_c_parser() -> None:
         assert U._new_parser is llresp.RespParser
     else:
         assert U._new_parser is httptools.HttpResponseParser
+
+
+async def test_a_response_trailer_reaches_no_other_client(tmp_path) -> None:
+    """Through a real sidecar (whichever build runs this process): a node answers client A with a
+    chunked response carrying a ``Set-Cookie`` trailer, then client B — on its own connection,
+    over the same pooled upstream connection — with a plain one. B's head must not carry A's
+    trailer (on 03977c3's httptools path it did)."""
+    import asyncio
+
+    from tests._hostile import send_raw
+    from tests._sidecar_util import config, running_sidecar, write_placement
+
+    conns: list[int] = []
+    answers = [b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\nSet-Cookie: session=A\r\n"
+               b"X-Trailer: a\r\n\r\n", b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nX-Node: n\r\n\r\nb"]
+
+    async def node(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conns.append(1)
+        buf = b""
+        while answers:
+            while b"\r\n\r\n" not in buf:
+                data = await reader.read(65536)
+                if not data:
+                    return
+                buf += data
+            _, _, buf = buf.partition(b"\r\n\r\n")  # GETs: no body
+            writer.write(answers.pop(0))
+            await writer.drain()
+        await reader.read()
+
+    server = await asyncio.start_server(node, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    p = write_placement(tmp_path / "p.toml", {"a": url}, {"t1": "a"})
+    try:
+        async with running_sidecar(config(p)) as sc:
+            get = b"GET /kv/x HTTP/1.1\r\nHost: app\r\nX-Partition-Key: t1\r\nConnection: close\r\n\r\n"
+            a = await send_raw(sc.port, get)
+            b = await send_raw(sc.port, get)
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert len(conns) == 1  # one pooled upstream connection served both
+    assert a.startswith(b"HTTP/1.1 200 ") and b"\r\n\r\n1\r\na\r\n0\r\n\r\n" in a, a
+    head_b = b.partition(b"\r\n\r\n")[0].lower()
+    assert b.startswith(b"HTTP/1.1 200 ") and b"x-node: n" in head_b, b
+    assert b"set-cookie" not in head_b and b"x-trailer" not in head_b, b
