@@ -61,7 +61,8 @@ def source_hash(name: str, root: Path = _HERE) -> str:
         if p.exists():
             h.update(suffix.encode() + b"\0" + p.read_bytes() + b"\0")
     for dep in NATIVE.get(name, ()):  # a native module is also stale when what it cimports moved
-        h.update(dep.encode() + b"\0" + (root / dep).read_bytes() + b"\0")
+        p = root / dep
+        h.update(dep.encode() + b"\0" + (p.read_bytes() if p.exists() else b"(missing)") + b"\0")
     return h.hexdigest()
 
 
