@@ -63,7 +63,9 @@ class OptionalBuildExt(build_ext):
             super().build_extension(ext)
             ext._built = True
         except Exception as exc:
-            _say(f"{ext.name}: compile failed, it stays Python: {exc}")
+            native = ext.name.split(".", 1)[1] in _BUILD.NATIVE
+            _say(f"{ext.name}: compile failed, " + ("its pure fallback (httptools) runs" if native else
+                                                      "it stays Python") + f": {exc}")
             stale = Path(self.get_ext_fullpath(ext.name))  # an older build's output must not ship
             stale.unlink(missing_ok=True)
 
@@ -93,6 +95,17 @@ class OptionalBuildExt(build_ext):
         return outs
 
 
+def _native(name: str) -> Any:
+    """A compiled-only module (``_build.NATIVE``): its ``.pyx`` plus the vendored llhttp C sources
+    (``sidecar/proxy/_vendor/llhttp``, MIT; gcc and the Python headers are all it needs)."""
+    from setuptools import Extension
+
+    ll = "sidecar/proxy/_vendor/llhttp"
+    return Extension(f"sidecar.{name}", [f"sidecar/{name.replace('.', '/')}.pyx", f"{ll}/src/api.c",
+                                         f"{ll}/src/http.c", f"{ll}/src/llhttp.c"],
+                     include_dirs=[f"{ll}/include"])
+
+
 def _extensions() -> list:
     if os.environ.get("EPOCHGATE_PURE_PYTHON", "") not in ("", "0"):
         _say("EPOCHGATE_PURE_PYTHON is set: pure-Python build")
@@ -106,7 +119,8 @@ def _extensions() -> list:
     only = os.environ.get("EPOCHGATE_COMPILE", "")  # a subset, to measure one module's effect
     if only:
         names = tuple(n for n in names if n in only.split(","))
-    modules = [f"sidecar/{n.replace('.', '/')}.py" for n in names]
+    modules: list = [f"sidecar/{n.replace('.', '/')}.py" for n in names]
+    modules += [_native(n) for n in _BUILD.NATIVE if not only or n in only.split(",")]
     try:
         return cythonize(modules, language_level=3, quiet=True, nthreads=os.cpu_count() or 1, force=True,
                          # Python semantics kept: negative indices and bounds

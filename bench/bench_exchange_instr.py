@@ -3,6 +3,7 @@
     python bench/bench_exchange_instr.py [--baseline DIR] [--requests 1000]
     python bench/bench_exchange_instr.py --baseline pure    # this checkout: compiled vs plain Python
     python bench/bench_exchange_instr.py --pure             # every tree as plain Python
+    python bench/bench_exchange_instr.py --response nginx   # the upstream answers with nginx's head
 
 The socket-free harness of ``bench_exchange_ab.py`` (keep-alive GETs and 1 KiB PUTs, gated
 writes, through the real parsers, router, gate, pool and stats over ``tests/_fake_transport.py``)
@@ -32,7 +33,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def child(tree: Path, method: str, n: int) -> None:
+#: the upstream answer's extra fields: ``nginx`` is what bench_proxy.py's nginx upstream sends
+#: (``return 200``: Server, Date, Content-Type, Content-Length, Connection)
+HEADS = {"harness": "", "nginx": "Server: nginx/1.22.1\r\nDate: Sat, 05 Dec 2026 20:30:00 GMT\r\nConnection: keep-alive\r\n"}
+
+
+def child(tree: Path, method: str, n: int, head: str = "harness") -> None:
     """Drive ``n`` keep-alive requests of ``method`` through ``tree``'s exchange (this process)."""
     sys.path.insert(0, str(tree))
     import gate
@@ -45,7 +51,7 @@ def child(tree: Path, method: str, n: int) -> None:
         h = fake.Harness(gate.PlacementTable({"t1": "a"}))
         c = h.client()
         req = fake.request(method, body=b"x" * 1024 if method == "PUT" else b"")
-        resp = fake.response(200, b"y" * 1024)
+        resp = fake.response(200, b"y" * 1024, extra=HEADS[head])
         c.send(req)
         await fake.settle()
         up = h.pool.opened[0]
@@ -66,13 +72,13 @@ def child(tree: Path, method: str, n: int) -> None:
     print(build.describe().split(" ", 1)[0], file=sys.stderr)
 
 
-def count(tree: Path, method: str, n: int, pure: bool) -> tuple[int, str]:
+def count(tree: Path, method: str, n: int, pure: bool, head: str = "harness") -> tuple[int, str]:
     env = dict(os.environ)
     env.pop("EPOCHGATE_PURE_PYTHON", None)
     if pure:
         env["EPOCHGATE_PURE_PYTHON"] = "1"
     r = subprocess.run(["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null",
-                        sys.executable, __file__, "--child", str(tree), method, str(n)],
+                        sys.executable, __file__, "--child", str(tree), method, str(n), head],
                        capture_output=True, text=True, cwd=tree, env=env, timeout=1800)
     m = re.search(r"I\s+refs:\s+([\d,]+)", r.stderr)
     if r.returncode or m is None:
@@ -86,10 +92,12 @@ def main() -> int:
     ap.add_argument("--baseline", type=Path, help="another checkout, or 'pure': this one as plain Python")
     ap.add_argument("--requests", type=int, default=1000, help="N (the runs do N and 3N)")
     ap.add_argument("--pure", action="store_true", help="run every tree as plain Python")
-    ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    ap.add_argument("--response", choices=sorted(HEADS), default="harness",
+                    help="the upstream's response head: the harness's (2 fields) or nginx's (5, as bench_proxy.py)")
+    ap.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
-        child(Path(a.child[0]), a.child[1], int(a.child[2]))
+        child(Path(a.child[0]), a.child[1], int(a.child[2]), a.child[3])
         return 0
     if not shutil.which("valgrind"):
         print("bench_exchange_instr: needs valgrind (apt-get install valgrind)", file=sys.stderr)
@@ -102,8 +110,8 @@ def main() -> int:
     res: dict[tuple[str, str], float] = {}
     for method in ("GET", "PUT"):
         for name, tree, pure in runs:
-            lo, build = count(tree, method, a.requests, pure)
-            hi, _ = count(tree, method, 3 * a.requests, pure)
+            lo, build = count(tree, method, a.requests, pure, a.response)
+            hi, _ = count(tree, method, 3 * a.requests, pure, a.response)
             res[(name, method)] = per = (hi - lo) / (2 * a.requests)
             print(f"{name:9s} {method:4s} {per:9.0f} instructions/request  ({build}, {tree})", flush=True)
     if len(runs) == 2:

@@ -43,18 +43,26 @@ COMPILED = ("proxy.context", "proxy.stats", "proxy.router", "proxy.writegate", "
 #: what else ``EPOCHGATE_PURE_PYTHON`` forces to pure Python: the HTTP/2 engine (libnghttp2
 #: through ngh2 → h2; ``sidecar/proxy/h2/engine.py``), by this name or with everything (``1``)
 ENGINES = ("proxy.h2",)
+#: compiled-only modules (a ``.pyx``, no ``.py``) and the other files their build depends on:
+#: llhttp driven from C for the upstream response parser (issue 30; ``proxy/llresp.pyx``, used by
+#: a compiled ``proxy.upstream``, httptools otherwise). The guard refuses one that is forced pure,
+#: stale or unlisted: its import fails and the caller falls back.
+NATIVE = {"proxy.llresp": ("proxy/upstream.pxd", "proxy/_vendor/llhttp/include/llhttp.h")}
 MANIFEST = "_compiled.json"
 _HERE = Path(__file__).resolve().parent
-_state: dict[str, Any] = {"build": "pure", "compiled": [], "pure": [], "reason": "not installed"}
+_state: dict[str, Any] = {"build": "pure", "compiled": [], "pure": [], "reason": "not installed", "native": {}}
 
 
 def source_hash(name: str, root: Path = _HERE) -> str:
     """SHA-256 over a module's ``.py`` and (if present) its augmenting ``.pxd``."""
     h = hashlib.sha256()
-    for suffix in (".py", ".pxd"):
+    for suffix in (".py", ".pxd", ".pyx"):
         p = root / f"{name.replace('.', '/')}{suffix}"
         if p.exists():
             h.update(suffix.encode() + b"\0" + p.read_bytes() + b"\0")
+    for dep in NATIVE.get(name, ()):  # a native module is also stale when what it cimports moved
+        p = root / dep
+        h.update(dep.encode() + b"\0" + (p.read_bytes() if p.exists() else b"(missing)") + b"\0")
     return h.hexdigest()
 
 
@@ -64,7 +72,7 @@ def forced_pure() -> frozenset[str]:
     if v in ("", "0"):
         return frozenset()
     names = {n.strip() for n in v.split(",")}
-    known = set(COMPILED) | set(ENGINES)
+    known = set(COMPILED) | set(ENGINES) | set(NATIVE)
     return frozenset(names) if names <= known else frozenset(known)
 
 
@@ -76,10 +84,14 @@ def _extension_present(name: str) -> bool:
 class _PureFinder:
     """Finds the listed ``sidecar`` modules as their ``.py`` source, ahead of any extension module."""
 
-    def __init__(self, names: set[str]) -> None:
+    def __init__(self, names: set[str], refused: set[str] = frozenset()) -> None:  # type: ignore[assignment]
         self.names = names
+        self.refused = refused
 
     def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
+        if fullname in self.refused:  # a NATIVE module has no source to fall back on: its user does
+            raise ModuleNotFoundError(f"{fullname} refused by sidecar._build ({_state['native'].get(fullname)})",
+                                      name=fullname)
         if fullname not in self.names:
             return None
         src = _HERE / (fullname.split(".", 1)[1].replace(".", "/") + ".py")
@@ -119,11 +131,25 @@ def install() -> None:
             "compiled modules out of date with their source, running the data path as Python: %s "
             "(rebuild: pip install -e . or python setup.py build_ext --inplace)", ", ".join(stale))
         reason = f"stale extension modules: {', '.join(stale)}"
-    if pure and present:
-        sys.meta_path.insert(0, _PureFinder({f"{__package__}.{n}" for n in pure}))
+    native: dict[str, str] = {}
+    for n in NATIVE:
+        if not _extension_present(n):
+            native[n] = "not built"
+        elif n in forced_pure():
+            native[n] = "EPOCHGATE_PURE_PYTHON"
+        elif manifest.get(n) != source_hash(n):
+            native[n] = "stale"
+            logging.getLogger("epochgate.sidecar").warning(
+                "compiled module out of date with its source, not loaded: %s "
+                "(rebuild: pip install -e . or python setup.py build_ext --inplace)", n)
+        else:
+            native[n] = "ok"
+    refused = {f"{__package__}.{n}" for n, v in native.items() if v != "ok"}
+    if (pure and present) or refused:
+        sys.meta_path.insert(0, _PureFinder({f"{__package__}.{n}" for n in pure}, refused))
     compiled = [n for n in COMPILED if n not in pure]
     _state.update(build="compiled" if compiled and not pure else "mixed" if compiled else "pure",
-                  compiled=compiled, pure=pure, reason=reason)
+                  compiled=compiled, pure=pure, reason=reason, native={f"{__package__}.{n}": v for n, v in native.items()})
 
 
 def is_compiled(module: Any) -> bool:
@@ -135,7 +161,10 @@ def describe() -> str:
     """One line for the start-up log: ``compiled (12 modules, Cython 3.x)`` or ``pure (reason)``."""
     s = _state
     if s["build"] == "compiled":
-        return f"compiled ({len(s['compiled'])} modules)"
+        bad = {n.rsplit(".", 1)[1]: v for n, v in s["native"].items() if v != "ok"}
+        native = (f"; not loaded: {', '.join(f'{n} ({v})' for n, v in bad.items())}" if bad
+                  else " + llhttp response parser" if s["native"] else "")
+        return f"compiled ({len(s['compiled'])} modules{native})"
     if s["build"] == "mixed":
         return f"mixed (compiled: {', '.join(s['compiled'])}; pure: {s['reason'] or ', '.join(s['pure'])})"
     return f"pure ({s['reason']})"

@@ -112,7 +112,7 @@ def test_start_up_log_names_the_build() -> None:
 # on both engines), the hold and the in-flight accounting
 PURE_SUBSET = ["tests/test_exchange_harness.py", "tests/test_sidecar_proxy.py", "tests/test_hostile_head.py",
                "tests/test_hostile_target.py", "tests/test_inflight_holes.py", "tests/test_sidecar_units.py",
-               "tests/test_h2_head_fields.py"]
+               "tests/test_h2_head_fields.py", "tests/test_resp_parser.py"]
 
 
 @pytest.mark.slow
@@ -129,3 +129,29 @@ def test_data_path_subset_passes_on_the_pure_build() -> None:
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *PURE_SUBSET],
                        capture_output=True, text=True, env=env, cwd=ROOT, timeout=110)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+
+
+_NATIVE_PROBE = ("import sidecar, sidecar._build as b\n"
+                 "try:\n    import sidecar.proxy.llresp\nexcept ImportError as e:\n    print(type(e).__name__, e)\n"
+                 "print(b.info()['native'])")
+
+
+def test_native_parser_not_loaded_when_stale_or_unlisted(tmp_path: Path) -> None:
+    """The compiled-only response parser (``NATIVE``: a .pyx, no .py to fall back on) is refused
+    by the guard — its import fails cleanly, and upstream.py then uses httptools — when the
+    manifest does not vouch for it; with a matching hash, Python loads the file (the control)."""
+    pkg = _copy_tree(tmp_path) / "sidecar"
+    (pkg / "proxy" / f"llresp{EXT}").write_bytes(b"not an extension module")
+    r = _run(tmp_path, _NATIVE_PROBE)
+    assert r.returncode == 0, r.stderr
+    assert "ModuleNotFoundError" in r.stdout and "refused by sidecar._build (stale)" in r.stdout
+    assert "proxy.llresp" in r.stderr  # the warning names it
+    (pkg / "_compiled.json").write_text(json.dumps({"modules": {"proxy.llresp": _hash(pkg, "proxy.llresp")}}))
+    r = _run(tmp_path, _NATIVE_PROBE)
+    assert "ModuleNotFoundError" not in r.stdout and "ImportError" in r.stdout  # the garbage file itself
+    with open(pkg / "proxy" / "upstream.pxd", "a") as f:  # what it cimports moved: stale again
+        f.write("\n# edited after the build\n")
+    r = _run(tmp_path, _NATIVE_PROBE)
+    assert "refused by sidecar._build (stale)" in r.stdout
+    r = _run(tmp_path, _NATIVE_PROBE, EPOCHGATE_PURE_PYTHON="1")
+    assert "refused by sidecar._build (EPOCHGATE_PURE_PYTHON)" in r.stdout

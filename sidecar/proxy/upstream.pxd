@@ -14,7 +14,12 @@ cdef class RespHead:
 
 cdef class UpstreamConn:
     cdef public object pool, key, transport, parser, exchange
-    cdef public bint closed, paused
+    cdef public bint closed, paused, in_body
     cdef public long served
     cdef public double idle_since
     cdef public RespHead head
+
+    # C calls from the compiled response parser (llresp.pyx); httptools calls them as methods
+    cpdef head_done(self, int status, bint keep)
+    cpdef on_body(self, body)
+    cpdef on_message_complete(self)

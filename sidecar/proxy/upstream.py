@@ -48,10 +48,19 @@ class RespHead:
 
     def __init__(self) -> None:
         self.reason = b""
-        self.lines: list[bytes] = []  # forwarded headers, flat: name, b": ", value, b"\r\n", …
+        self.lines: list[bytes] = []  # forwarded headers, flat: name, b": ", value, b"\r\n", … (or one block: fields())
         self.ctoks = self.clen = self.te = self.upg = self.ctype = None
         self.status = 0
         self.keep = True
+
+    def fields(self) -> list[tuple[bytes, bytes]]:
+        """The forwarded headers as ``(name, value)``. ``lines`` is flat (name, b": ", value,
+        CRLF per header: httptools, the HTTP/2 bridge) or one ready-made block (the compiled
+        parser, ``llresp``); llhttp refuses CR and LF inside a value, so the block splits back."""
+        lines = self.lines
+        if len(lines) != 1:
+            return [(lines[i], lines[i + 2]) for i in range(0, len(lines), 4)]
+        return [tuple(ln.split(b": ", 1)) for ln in lines[0].split(b"\r\n")[:-1]]  # type: ignore[misc]
 
 
 class UpstreamConn:
@@ -59,19 +68,20 @@ class UpstreamConn:
     class, so the Cython build can make it an extension type, see ``_upstream.pxd``)."""
 
     __slots__ = ("pool", "key", "transport", "parser", "exchange", "closed", "served", "idle_since",
-                 "paused", "head")
+                 "paused", "head", "in_body")
 
     def __init__(self, pool: "UpstreamPool", key: tuple[str, int]) -> None:
         self.pool = pool
         self.key = key
         self.transport: asyncio.Transport | None = None
-        self.parser = httptools.HttpResponseParser(self)
+        self.parser = _new_parser(self)
         self.exchange: Any = None
         self.closed = False
         self.served = 0          # responses completed on this connection
         self.idle_since = 0.0
         self.paused = False      # the upstream's write buffer is full: client reading paused
         self.head = RespHead()
+        self.in_body = False     # between a head's end and its message's end: header fields there are trailers
 
     # -- asyncio.Protocol ----------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -128,6 +138,10 @@ class UpstreamConn:
 
     # -- httptools callbacks ---------------------------------------------------
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self.in_body:
+            # a trailer field: dropped. It arrives after this head went out, and httptools would
+            # otherwise file it into the NEXT response's head (another client's, on a pooled connection)
+            return
         kind = _KINDS.get(name, -1)
         if kind is None:  # the usual case: forwarded as is
             self.head.lines += (name, b": ", value, b"\r\n")
@@ -154,13 +168,19 @@ class UpstreamConn:
             h.upg = value
 
     def on_headers_complete(self) -> None:
+        p = self.parser
+        self.head_done(p.get_status_code(), p.should_keep_alive())
+
+    def head_done(self, status: int, keep: bool) -> None:
+        """The head is complete (httptools' callback above; llresp calls it directly, in C)."""
         # the next message's head starts empty (done here: no on_message_begin callback per response)
         h = self.head
         self.head = RespHead()
+        self.in_body = True
         ex = self.exchange
         if ex is not None:
-            h.status = self.parser.get_status_code()
-            h.keep = self.parser.should_keep_alive()
+            h.status = status
+            h.keep = keep
             ex.on_response_head(h)
 
     def on_body(self, body: bytes) -> None:
@@ -169,6 +189,7 @@ class UpstreamConn:
             ex.on_response_body(body)
 
     def on_message_complete(self) -> None:
+        self.in_body = False
         ex = self.exchange
         if ex is not None:
             ex.on_response_end()
@@ -195,6 +216,24 @@ class UpstreamConn:
                 pool.put(self)
         else:
             self.close()
+
+
+def _parser_factory() -> Any:
+    """The response parser: llhttp driven from C (``llresp.pyx``) when this module runs compiled
+    and that extension loads (the stale-build guard may refuse it: ``sidecar/_build.py``),
+    httptools otherwise — the same llhttp and settings either way."""
+    if not __file__.endswith(".py"):  # this module is the extension (sidecar._build.is_compiled)
+        try:
+            from . import llresp
+        except ImportError:
+            pass
+        else:
+            llresp.configure(_RESP_SPECIAL, _PLAIN_CONN, _DROP, _CONN, _CLEN, _CTYPE)
+            return llresp.RespParser
+    return httptools.HttpResponseParser
+
+
+_new_parser = _parser_factory()
 
 
 class UpstreamPool:

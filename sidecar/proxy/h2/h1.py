@@ -165,12 +165,11 @@ class H1Leg:
         self.got_head = True
         self.keep = head.keep
         out = [(b":status", b"%d" % status)]
-        lines = head.lines
         drop = head.ctoks or ()
-        for i in range(0, len(lines), 4):
-            name = lines[i].lower()
+        for name, value in head.fields():
+            name = name.lower()
             if name not in drop:
-                out.append((name, lines[i + 2]))
+                out.append((name, value))
         if head.clen is not None and status not in _NO_BODY:
             out.append((b"content-length", head.clen))
         ex = self.ex
