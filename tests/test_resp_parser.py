@@ -210,19 +210,25 @@ async def test_a_response_trailer_reaches_no_other_client(tmp_path) -> None:
     answers = [b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\nSet-Cookie: session=A\r\n"
                b"X-Trailer: a\r\n\r\n", b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nX-Node: n\r\n\r\nb"]
 
+    handlers: list[asyncio.Task] = []
+
     async def node(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conns.append(1)
+        handlers.append(asyncio.current_task())
         buf = b""
-        while answers:
-            while b"\r\n\r\n" not in buf:
-                data = await reader.read(65536)
-                if not data:
-                    return
-                buf += data
-            _, _, buf = buf.partition(b"\r\n\r\n")  # GETs: no body
-            writer.write(answers.pop(0))
-            await writer.drain()
-        await reader.read()
+        try:
+            while answers:
+                while b"\r\n\r\n" not in buf:
+                    data = await reader.read(65536)
+                    if not data:
+                        return
+                    buf += data
+                _, _, buf = buf.partition(b"\r\n\r\n")  # GETs: no body
+                writer.write(answers.pop(0))
+                await writer.drain()
+            await reader.read()   # until the stopped sidecar closes the pooled connection
+        finally:
+            writer.close()   # else the next test's set-up reports the unclosed transport
 
     server = await asyncio.start_server(node, "127.0.0.1", 0)
     url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
@@ -235,6 +241,8 @@ async def test_a_response_trailer_reaches_no_other_client(tmp_path) -> None:
     finally:
         server.close()
         await server.wait_closed()
+        async with asyncio.timeout(10):
+            await asyncio.gather(*handlers, return_exceptions=True)
     assert len(conns) == 1  # one pooled upstream connection served both
     assert a.startswith(b"HTTP/1.1 200 ") and b"\r\n\r\n1\r\na\r\n0\r\n\r\n" in a, a
     head_b = b.partition(b"\r\n\r\n")[0].lower()
