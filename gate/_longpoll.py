@@ -117,11 +117,15 @@ class LongPollClient:
             body, extra, keep = await reader.read(_MAX_BODY), 0, False
         return Response(status, headers, body, len(head) + len(body) + extra), keep
 
-    async def close(self) -> None:
-        self._closed = True
+    def close_idle(self) -> None:
+        """Close the idle keep-alive connections (the next GET dials again)."""
         idle, self._idle = self._idle, []
         for conn in idle:
             conn.close()
+
+    async def close(self) -> None:
+        self._closed = True
+        self.close_idle()
 
 
 async def _read_chunked(reader: asyncio.StreamReader) -> tuple[bytes, int]:

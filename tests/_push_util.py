@@ -21,11 +21,11 @@ async def serve_hub(consensus, fence: int = 1, *, hub_cls=PushHub, wait_s: float
 async def push_participant(url: str, prefix: str, pid: str, target: str | None, *, ttl_s: float = 10.0,
                            push_token: str | None = None):
     """A started participant (own Consul clients, own replica) pushing via ``target``."""
-    c = ConsulConsensus(url, prefix)
+    c = ConsulConsensus(url, prefix, connections=1)
     holder: dict = {}
     p = Participant(url, prefix, participant_id=pid, ttl_s=ttl_s, tracker=InflightTracker(),
                     replica_factory=lambda: Replica(c, wait_s=holder["p"].wait_s), push_target=target,
-                    push_token=push_token)
+                    push_token=push_token, http_session=c.http_session)
     holder["p"] = p
     await p.start(wait_joined_s=20)
     p._test_consensus = c
