@@ -283,7 +283,7 @@ async def run_n(urls: list[str], cpu_pids: list[int], n: int, args: argparse.Nam
     if mode == "push":
         import grpc
         hub = PushHub(ConsulConsensus(urls[0], prefix, timeout_s=30), fence=1, wait_s=5.0)
-        server = grpc.aio.server(options=[("grpc.max_concurrent_streams", 1 << 20)])
+        server = grpc.aio.server(options=[("grpc.max_concurrent_streams", 1 << 20), *PushHub.server_options()])
         hub.add_to(server)
         target = f"127.0.0.1:{server.add_insecure_port('127.0.0.1:0')}"
         await server.start()
@@ -348,6 +348,9 @@ async def run_n(urls: list[str], cpu_pids: list[int], n: int, args: argparse.Nam
             row[f"{name}_window_p50"] = pct(windows, 50) * 1000
             row[f"{name}_bytes"] = pct(nbytes, 50)
             row[f"{name}_bytes_parts"] = {k: pct(v, 50) for k, v in parts.items()}
+            row[f"{name}_cpu_ms"] = sum(cpu) / max(1, len(cpu)) * 1000   # mean: /proc counts 10 ms ticks
+            row[f"{name}_cpu_abs_ms"] = sum(cpu_abs) / max(1, len(cpu_abs)) * 1000
+            row[f"{name}_ctl_cpu_ms"] = sum(ctl_cpu) / max(1, len(ctl_cpu)) * 1000
         # Connections per participant, counted (issue 31): the ESTABLISHED sockets the worker
         # processes hold, to Consul and to the hub, after the barriers (steady state).
         conns = established(p.pid for p in fleet.procs)
@@ -357,9 +360,6 @@ async def run_n(urls: list[str], cpu_pids: list[int], n: int, args: argparse.Nam
         row["conns_stream"] = sum(c.remote_port == hub_port for c in conns) / n
         note(f"N={n} {mode}: connections per participant {row['conns_consul'] + row['conns_stream']:.2f} "
              f"({row['conns_consul']:.2f} to Consul, {row['conns_stream']:.2f} streams)")
-            row[f"{name}_cpu_ms"] = sum(cpu) / max(1, len(cpu)) * 1000   # mean: /proc counts 10 ms ticks
-            row[f"{name}_cpu_abs_ms"] = sum(cpu_abs) / max(1, len(cpu_abs)) * 1000
-            row[f"{name}_ctl_cpu_ms"] = sum(ctl_cpu) / max(1, len(ctl_cpu)) * 1000
         if args.rate_seconds > 0:
             movers = [f"t{i:06d}" for i in range(10, 30)]
             row["serial"] = await rate(plain, movers[:1], args.rate_seconds, fleet, cpu_pids)

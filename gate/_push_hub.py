@@ -44,6 +44,38 @@ log = logging.getLogger("epochgate.push")
 FOLLOW_METHOD = "/epochgate.v1.Fleet/Follow"
 _QUEUE_MAX = 256   # pushes a slow stream may lag before it is cut (it then reads Consul: no gap applied)
 
+# Keepalive on Fleet/Follow (both ends): a stream whose peer vanished without a FIN (a frozen
+# controller, a dropped NAT entry, a host gone) is noticed within KEEPALIVE_S + KEEPALIVE_TIMEOUT_S
+# (8 s), the participant then acks in Consul and blocks on the log again, and the hub closes the
+# participant's stream so its barrier reads that participant's key. A ping every 5 s per stream:
+# 200 pings/s at 1,000 participants, answered in grpc's C core.
+KEEPALIVE_S = 5.0
+KEEPALIVE_TIMEOUT_S = 3.0
+# What the server accepts: pings as often as every second, with or without a call or data, never
+# counted as strikes (grpc's default is one per 5 minutes without data, then GOAWAY too_many_pings).
+_MIN_PING_S = 1.0
+
+
+def keepalive_options(keepalive_s: float = KEEPALIVE_S, timeout_s: float = KEEPALIVE_TIMEOUT_S) -> list[tuple[str, int]]:
+    """gRPC channel/server arguments: ping every ``keepalive_s``, drop the transport when a
+    ping is not answered within ``timeout_s``, keep pinging on a stream that carries no data."""
+    return [("grpc.keepalive_time_ms", int(keepalive_s * 1000)),
+            ("grpc.keepalive_timeout_ms", int(timeout_s * 1000)),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.max_pings_without_data", 0),   # 0: no limit (default 2, then pings stop)
+            ("grpc.http2.min_time_between_pings_ms", int(keepalive_s * 1000)),
+            # grpc ≥ 1.5x times a ping's answer by this one (default 1 min), not only the keepalive's
+            ("grpc.http2.ping_timeout_ms", int(timeout_s * 1000))]
+
+
+def server_options(keepalive_s: float = KEEPALIVE_S, timeout_s: float = KEEPALIVE_TIMEOUT_S) -> list[tuple[str, int]]:
+    """Arguments for a gRPC server that serves ``Fleet/Follow`` (``PushHub.add_to``): its own
+    keepalive, and a ping policy that accepts the participants' (``keepalive_options``)."""
+    return keepalive_options(keepalive_s, timeout_s) + [
+        ("grpc.http2.min_ping_interval_without_data_ms", int(min(_MIN_PING_S, keepalive_s) * 1000)),
+        ("grpc.http2.min_recv_ping_interval_without_data_ms", int(min(_MIN_PING_S, keepalive_s) * 1000)),
+        ("grpc.http2.max_ping_strikes", 0)]   # 0: no limit
+
 
 def _identity(b: bytes) -> bytes:
     return b
@@ -92,6 +124,8 @@ class PushHub:
         self.refused_acks = 0     # wrong fence or session: never counted
 
     # ---- wiring -------------------------------------------------------------
+
+    server_options = staticmethod(server_options)   # pass to grpc.aio.server(options=…)
 
     def add_to(self, server: grpc.aio.Server) -> None:
         handler = grpc.stream_stream_rpc_method_handler(
