@@ -35,13 +35,16 @@ import grpc
 from ._backoff import Backoff
 from ._blocking import next_blocking_index
 from ._consensus_store import HEAD
-from ._exceptions import BackendError
+from ._exceptions import BackendError, ConfigError
+from ._ids import key_segment
 from ._reachability import failure_level
 from .pb.epochgate.v1 import epochgate_pb2 as pb
 
 log = logging.getLogger("epochgate.push")
 
 FOLLOW_METHOD = "/epochgate.v1.Fleet/Follow"
+MAX_STREAMS = 16384   # the hub's default cap on Fleet/Follow streams (a participant each)
+_MAX_SESSION = 64     # a Consul session id is a 36-character UUID
 _QUEUE_MAX = 256   # pushes a slow stream may lag before it is cut (it then reads Consul: no gap applied)
 
 # Keepalive on Fleet/Follow (both ends): a stream whose peer vanished without a FIN (a frozen
@@ -99,9 +102,15 @@ class PushHub:
     """
 
     def __init__(self, consensus: Any, fence: int, *, wait_s: float = 5.0,
-                 active: Callable[[], bool] = lambda: True) -> None:
+                 active: Callable[[], bool] = lambda: True, max_streams: int = MAX_STREAMS) -> None:
         if fence <= 0:
             raise ValueError(f"fence must be a positive integer, got {fence!r}")
+        if not isinstance(max_streams, int) or max_streams < 1:
+            raise ConfigError("max_streams", f"must be an integer ≥ 1, got {max_streams!r}")
+        # Streams held at once: one per participant; past it a participant is refused
+        # (RESOURCE_EXHAUSTED) and acks in Consul, as with no stream at all.
+        self.max_streams = max_streams
+        self.refused_streams = 0
         self.consensus = consensus
         self.fence = int(fence)
         self.wait_s = wait_s
@@ -219,8 +228,20 @@ class PushHub:
             if hello is None or not hello.participant or not hello.session:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "first FleetAck must name participant and session")
                 return
+            try:   # the id names sidecars/<id> and keys this hub's tables: one bounded key segment
+                key_segment(hello.participant, "participant")
+                key_segment(hello.session, "session", max_len=_MAX_SESSION)
+            except ConfigError as exc:
+                self.refused_streams += 1
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"FleetAck: {exc}")
+                return
             if not self.active():
                 await context.abort(grpc.StatusCode.UNAVAILABLE, "not the leading controller: ack in Consul")
+                return
+            if hello.participant not in self._streams and len(self._streams) >= self.max_streams:
+                self.refused_streams += 1
+                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                    f"push hub holds its cap of {self.max_streams} streams: ack in Consul")
                 return
             self.bytes_received += hello.ByteSize() + 5
             old = self._streams.get(hello.participant)
