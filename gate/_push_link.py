@@ -103,6 +103,9 @@ class PushLink:
                 # keepalive: a half-open stream (the controller frozen or gone without a FIN)
                 # ends within KEEPALIVE_S + KEEPALIVE_TIMEOUT_S, and the participant acks in Consul
                 options = keepalive_options(_push_hub.KEEPALIVE_S, _push_hub.KEEPALIVE_TIMEOUT_S)
+                # its own TCP connection: grpc otherwise shares one among the channels of a process
+                # to the same target (participants of one process — a bench worker — on one socket)
+                options.append(("grpc.use_local_subchannel_pool", 1))
                 async with grpc.aio.insecure_channel(self.target, options=options) as channel:
                     await self._follow(channel)
                     backoff.reset()
