@@ -275,7 +275,10 @@ class PushHub:
     def _on_ack(self, stream: _Stream, ack: pb.FleetAck) -> None:
         # The key check: an ack is this participant's word for *this* controller generation
         # and for the session it registered the stream under; anything else is never counted.
-        if ack.fence != self.fence or ack.session != stream.session or ack.participant != stream.pid:
+        # The stream is bound to (participant, session) by its hello: an ack naming neither is
+        # the stream's; one naming another is refused.
+        if (ack.fence != self.fence or (ack.session and ack.session != stream.session)
+                or (ack.participant and ack.participant != stream.pid)):
             self.refused_acks += 1
             return
         self.acks += 1
