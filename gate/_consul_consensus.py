@@ -58,9 +58,9 @@ class ConsulConsensus:
         headers = {"X-Consul-Token": token} if token else {}
         # One keep-alive pool for every non-blocking request. A participant's process passes
         # connections=1 and shares this pool with its session client (``http_session``): one
-        # connection carries its reads, renewals and acks, serialised (DESIGN §5 "The push
-        # path": no blocking query ever goes on it, so a renewal waits behind a round trip,
-        # never behind a long-poll).
+        # connection carries its reads, renewals and acks, serialised (no blocking query ever
+        # goes on it, so a renewal waits behind a round trip, never behind a long-poll:
+        # DESIGN §5 "The push path").
         self.connections = connections
         self._session = aiohttp.ClientSession(headers=headers, connector=aiohttp.TCPConnector(limit=connections))
         # Blocking queries (a replica's steady-state traffic) go over a leaner client, never
