@@ -15,11 +15,13 @@ import asyncio
 import grpc
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from gate import MemoryConsensus, Replica
-from gate._consensus_store import HEAD, ConsensusStore
+from gate import Replica
+from gate._consensus_store import HEAD
 from gate._log_entry import decode_head
 from gate._push_link import PushLink
 from gate.pb.epochgate.v1 import epochgate_pb2 as pb
+
+from .test_push_replica import _setup
 
 SCRIPT = [("begin", "p", "b"), ("enter_cutover", "p"), ("complete", "p"), ("begin", "q", "b"),
           ("enter_cutover", "q"), ("complete", "q"), ("begin", "p", "a"), ("enter_cutover", "p")]
@@ -66,12 +68,7 @@ class _Channel:
 
 
 async def _run(order: list[tuple[int, int]], refresh_at: int | None) -> None:
-    c = MemoryConsensus()
-    s = ConsensusStore(c)
-    await s.set("p", "a")
-    await s.set("q", "a")
-    r = Replica(c)
-    await r.start(follow=False)
+    c, s, r = await _setup()   # partitions p and q on a; a replica that has read them
     applied: list[int] = list(range(1, r.seq + 1))
     orig = r._apply
 
