@@ -42,9 +42,12 @@ def make_participant(consensus: ConsulConsensus, consul_url: str, prefix: str = 
         assert participant is not None  # called only once the participant runs
         return Replica(consensus, wait_s=participant.wait_s)
 
+    # One HTTP client to Consul: the session calls share the replica's pool when it speaks with
+    # the same token (a pool of one connection, ``ConsulConsensus(connections=1)``: DESIGN §5).
+    shared = consensus.http_session if consensus.token == token and consensus.url == consul_url.rstrip("/") else None
     participant = Participant(consul_url, prefix, participant_id=participant_id, replica_factory=replica,
                               tracker=tracker, ttl_s=ttl_s, lease_s=lease_s, token=token, push_target=push_target,
-                              push_token=push_token)
+                              push_token=push_token, http_session=shared)
     return participant
 
 
@@ -80,7 +83,7 @@ async def open_participant(consul_url: str, prefix: str = "epochgate/", *, parti
     raises ``BackendError`` when that does not happen in time (nothing is left
     running). Until it has joined, every admit is refused (``fail_closed``).
     """
-    consensus = ConsulConsensus(consul_url, prefix, token)
+    consensus = ConsulConsensus(consul_url, prefix, token, connections=1)
     tracker = InflightTracker()
     try:
         participant = make_participant(consensus, consul_url, prefix, participant_id=participant_id, tracker=tracker,

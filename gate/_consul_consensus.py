@@ -46,16 +46,25 @@ class ConsulConsensus:
     """
 
     def __init__(self, url: str, prefix: str = "epochgate/", token: str | None = None, *,
-                 timeout_s: float = 10.0) -> None:
+                 timeout_s: float = 10.0, connections: int = 64) -> None:
         self.url = validate_url(url, "consul").rstrip("/")
         if not isinstance(prefix, str) or not prefix.endswith("/") or prefix.startswith("/"):
             raise ConfigError("prefix", f"a KV prefix must end with '/' and not start with one, got {prefix!r}")
         self.prefix = prefix
         self.timeout_s = timeout_s
+        if not isinstance(connections, int) or connections < 1:
+            raise ConfigError("connections", f"must be an integer ≥ 1, got {connections!r}")
+        self.token = token
         headers = {"X-Consul-Token": token} if token else {}
-        # One keep-alive pool; blocking queries hold a connection each for up to `wait`.
-        self._session = aiohttp.ClientSession(headers=headers, connector=aiohttp.TCPConnector(limit=64))
-        # Blocking queries (a replica's steady-state traffic) go over a leaner client.
+        # One keep-alive pool for every non-blocking request. A participant's process passes
+        # connections=1 and shares this pool with its session client (``http_session``): one
+        # connection carries its reads, renewals and acks, serialised (no blocking query ever
+        # goes on it, so a renewal waits behind a round trip, never behind a long-poll:
+        # DESIGN §5 "The push path").
+        self.connections = connections
+        self._session = aiohttp.ClientSession(headers=headers, connector=aiohttp.TCPConnector(limit=connections))
+        # Blocking queries (a replica's steady-state traffic) go over a leaner client, never
+        # over the pool above.
         self._poll = LongPollClient(self.url, headers)
         self._path = urlsplit(self.url).path
         self.bytes_received = 0
@@ -88,6 +97,16 @@ class ConsulConsensus:
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as exc:
             raise (unreachable(self.url, f"{method} {url}", exc)
                    or BackendError(f"consul {method} {url}: {type(exc).__name__}: {exc}")) from exc
+
+    @property
+    def http_session(self) -> aiohttp.ClientSession:
+        """The pool of non-blocking requests, for a ``ConsulHTTP`` to share (same token)."""
+        return self._session
+
+    def drop_idle_watches(self) -> None:
+        """Close the long-poll client's idle connections (a replica that stops blocking:
+        its push stream is up, so its reads are non-blocking and go over the pool)."""
+        self._poll.close_idle()
 
     @staticmethod
     def _index(headers: Any) -> int:
@@ -190,9 +209,13 @@ class ConsulConsensus:
         return ([] if status == 404 else self._entries(body)), self._index(headers)
 
     async def watch(self, key: str, index: int, wait_s: float) -> tuple[Versioned | None, int]:
-        target = f"{self._path}/v1/kv/{quote_key(self.prefix + key)}?raw"
-        if index > 0:
-            target += f"&index={index}&wait={max(1, int(wait_s * 1000))}ms"
+        if index <= 0:
+            # Non-blocking: over the pool (one connection in a participant's process), never
+            # holding it longer than a round trip.
+            status, headers, body = await self._call("GET", self._kv(key), params={"raw": ""}, ok=(200, 404))
+            got = self._index(headers)
+            return (Versioned(key, body, got) if status == 200 else None), got
+        target = f"{self._path}/v1/kv/{quote_key(self.prefix + key)}?raw&index={index}&wait={max(1, int(wait_s * 1000))}ms"
         if self._session.closed:
             raise BackendError(f"consul GET {target}: this ConsulConsensus is closed")
         # Consul adds up to wait/16 of jitter; leave room for it and a slow answer.

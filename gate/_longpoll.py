@@ -8,7 +8,8 @@ core (workers, tests, the benchmark's in-process fleet). Everything else in
 ``ConsulConsensus`` still goes through aiohttp.
 
 It speaks only what Consul's KV GET answers: a status line, headers, and a
-body framed by Content-Length, chunked encoding, or connection close. Any
+body framed by Content-Length, chunked encoding, or connection close, gzip-compressed
+when asked (``gzip=True``). Any
 failure closes the connection and raises ``BackendError``.
 """
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl as _ssl
+import zlib
 from urllib.parse import urlsplit
 
 from ._exceptions import BackendError
@@ -57,8 +59,12 @@ class LongPollClient:
         self._max_idle = max_idle
         self._closed = False
 
-    async def get(self, target: str, timeout_s: float) -> Response:
-        """``GET target`` (path + query, already encoded); BackendError on any failure."""
+    async def get(self, target: str, timeout_s: float, *, gzip: bool = False) -> Response:
+        """``GET target`` (path + query, already encoded); BackendError on any failure.
+
+        ``gzip``: ask for a compressed answer (Consul compresses a KV list ~9x: its entries
+        repeat the same keys, prefix and session ids); ``body`` is decompressed, ``wire_bytes``
+        is what came over the socket."""
         if self._closed:
             raise BackendError("long-poll client is closed")
         conn = self._idle.pop() if self._idle else None
@@ -71,7 +77,7 @@ class LongPollClient:
             async with asyncio.timeout(timeout_s):
                 if conn is None:
                     conn = await self._connect()
-                resp, keep = await self._exchange(conn, target)
+                resp, keep = await self._exchange(conn, target, gzip)
         except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
                 ValueError, IndexError) as exc:
             if conn is not None:
@@ -94,8 +100,9 @@ class LongPollClient:
         reader, writer = await asyncio.open_connection(self._host, self._port, ssl=ctx, limit=_MAX_HEAD)
         return _Conn(reader, writer)
 
-    async def _exchange(self, conn: _Conn, target: str) -> tuple[Response, bool]:
-        conn.writer.write(b"GET " + target.encode("latin-1") + self._suffix)
+    async def _exchange(self, conn: _Conn, target: str, gzip: bool = False) -> tuple[Response, bool]:
+        suffix = self._suffix if not gzip else self._suffix[:-2] + b"Accept-Encoding: gzip\r\n\r\n"
+        conn.writer.write(b"GET " + target.encode("latin-1") + suffix)
         reader = conn.reader
         head = await reader.readuntil(b"\r\n\r\n")
         lines = head[:-4].decode("latin-1").split("\r\n")
@@ -115,13 +122,25 @@ class LongPollClient:
             body, extra = await reader.readexactly(n), 0
         else:
             body, extra, keep = await reader.read(_MAX_BODY), 0, False
-        return Response(status, headers, body, len(head) + len(body) + extra), keep
+        wire = len(head) + len(body) + extra
+        if headers.get("content-encoding", "").lower() == "gzip":
+            d = zlib.decompressobj(16 + zlib.MAX_WBITS)   # bounded: never more than _MAX_BODY
+            body = d.decompress(body, _MAX_BODY)
+            if d.unconsumed_tail:
+                raise ValueError("gzip body too large")
+        elif headers.get("content-encoding", "identity").lower() != "identity":
+            raise ValueError(f"unexpected Content-Encoding {headers['content-encoding']!r}")
+        return Response(status, headers, body, wire), keep
 
-    async def close(self) -> None:
-        self._closed = True
+    def close_idle(self) -> None:
+        """Close the idle keep-alive connections (the next GET dials again)."""
         idle, self._idle = self._idle, []
         for conn in idle:
             conn.close()
+
+    async def close(self) -> None:
+        self._closed = True
+        self.close_idle()
 
 
 async def _read_chunked(reader: asyncio.StreamReader) -> tuple[bytes, int]:

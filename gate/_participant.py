@@ -83,7 +83,8 @@ class Participant(ParticipantSession, ParticipantAck, CurrentReplica):
                  replica_factory: Callable[[], Any], tracker: Tracker | None = None, ttl_s: float = 10.0,
                  lease_s: float | None = None, token: str | None = None,
                  clock: Callable[[], float] = time.monotonic, consul: Any = None, watch_key: bool | None = None,
-                 push_target: str | None = None, push_token: str | None = None) -> None:
+                 push_target: str | None = None, push_token: str | None = None,
+                 http_session: Any = None) -> None:
         if not participant_id or "/" in participant_id or not participant_id.isprintable():
             raise ConfigError("participant_id", f"must be a non-empty printable string without '/', got {participant_id!r}")
         if ttl_s < MIN_TTL_S:
@@ -101,6 +102,10 @@ class Participant(ParticipantSession, ParticipantAck, CurrentReplica):
         self.wait_s = lease / 3          # rule 3: a quiet table still counts as fresh
         self.renew_every_s = lease / 4   # several renewals fit inside the lease
         self._consul_url, self._token, self._consul = consul_url, token, consul
+        # The replica's ConsulConsensus.http_session (a one-connection pool): the session
+        # calls share it, so reads, renewals and acks go over one keep-alive connection
+        # (DESIGN §5 "The push path": connections per participant).
+        self._http_session = http_session
         self._factory = replica_factory
         # One more long-poll connection per participant (Consul limits connections per
         # client IP: limits.http_max_conns_per_client, default 200); without it an
@@ -198,7 +203,8 @@ class Participant(ParticipantSession, ParticipantAck, CurrentReplica):
         self._joined_once = asyncio.Event()
         if self._consul is None:
             self._consul = ConsulHTTP(self._consul_url, token=self._token,
-                                      request_timeout_s=max(0.5, min(5.0, self.renew_every_s)))
+                                      request_timeout_s=max(0.5, min(5.0, self.renew_every_s)),
+                                      session=self._http_session)
             self._own_consul = True
         else:
             self._own_consul = False

@@ -35,14 +35,49 @@ import grpc
 from ._backoff import Backoff
 from ._blocking import next_blocking_index
 from ._consensus_store import HEAD
-from ._exceptions import BackendError
+from ._exceptions import BackendError, ConfigError
+from ._ids import key_segment
 from ._reachability import failure_level
 from .pb.epochgate.v1 import epochgate_pb2 as pb
 
 log = logging.getLogger("epochgate.push")
 
 FOLLOW_METHOD = "/epochgate.v1.Fleet/Follow"
+MAX_STREAMS = 16384   # the hub's default cap on Fleet/Follow streams (a participant each)
+_MAX_SESSION = 64     # a Consul session id is a 36-character UUID
 _QUEUE_MAX = 256   # pushes a slow stream may lag before it is cut (it then reads Consul: no gap applied)
+
+# Keepalive on Fleet/Follow (both ends): a stream whose peer vanished without a FIN (a frozen
+# controller, a dropped NAT entry, a host gone) is noticed within KEEPALIVE_S + KEEPALIVE_TIMEOUT_S
+# (8 s), the participant then acks in Consul and blocks on the log again, and the hub closes the
+# participant's stream so its barrier reads that participant's key. A ping every 5 s per stream:
+# 200 pings/s at 1,000 participants, answered in grpc's C core.
+KEEPALIVE_S = 5.0
+KEEPALIVE_TIMEOUT_S = 3.0
+# What the server accepts: pings as often as every second, with or without a call or data, never
+# counted as strikes (grpc's default is one per 5 minutes without data, then GOAWAY too_many_pings).
+_MIN_PING_S = 1.0
+
+
+def keepalive_options(keepalive_s: float = KEEPALIVE_S, timeout_s: float = KEEPALIVE_TIMEOUT_S) -> list[tuple[str, int]]:
+    """gRPC channel/server arguments: ping every ``keepalive_s``, drop the transport when a
+    ping is not answered within ``timeout_s``, keep pinging on a stream that carries no data."""
+    return [("grpc.keepalive_time_ms", int(keepalive_s * 1000)),
+            ("grpc.keepalive_timeout_ms", int(timeout_s * 1000)),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.max_pings_without_data", 0),   # 0: no limit (default 2, then pings stop)
+            ("grpc.http2.min_time_between_pings_ms", int(keepalive_s * 1000)),
+            # grpc ≥ 1.5x times a ping's answer by this one (default 1 min), not only the keepalive's
+            ("grpc.http2.ping_timeout_ms", int(timeout_s * 1000))]
+
+
+def server_options(keepalive_s: float = KEEPALIVE_S, timeout_s: float = KEEPALIVE_TIMEOUT_S) -> list[tuple[str, int]]:
+    """Arguments for a gRPC server that serves ``Fleet/Follow`` (``PushHub.add_to``): its own
+    keepalive, and a ping policy that accepts the participants' (``keepalive_options``)."""
+    return keepalive_options(keepalive_s, timeout_s) + [
+        ("grpc.http2.min_ping_interval_without_data_ms", int(min(_MIN_PING_S, keepalive_s) * 1000)),
+        ("grpc.http2.min_recv_ping_interval_without_data_ms", int(min(_MIN_PING_S, keepalive_s) * 1000)),
+        ("grpc.http2.max_ping_strikes", 0)]   # 0: no limit
 
 
 def _identity(b: bytes) -> bytes:
@@ -67,9 +102,15 @@ class PushHub:
     """
 
     def __init__(self, consensus: Any, fence: int, *, wait_s: float = 5.0,
-                 active: Callable[[], bool] = lambda: True) -> None:
+                 active: Callable[[], bool] = lambda: True, max_streams: int = MAX_STREAMS) -> None:
         if fence <= 0:
             raise ValueError(f"fence must be a positive integer, got {fence!r}")
+        if not isinstance(max_streams, int) or max_streams < 1:
+            raise ConfigError("max_streams", f"must be an integer ≥ 1, got {max_streams!r}")
+        # Streams held at once: one per participant; past it a participant is refused
+        # (RESOURCE_EXHAUSTED) and acks in Consul, as with no stream at all.
+        self.max_streams = max_streams
+        self.refused_streams = 0
         self.consensus = consensus
         self.fence = int(fence)
         self.wait_s = wait_s
@@ -92,6 +133,8 @@ class PushHub:
         self.refused_acks = 0     # wrong fence or session: never counted
 
     # ---- wiring -------------------------------------------------------------
+
+    server_options = staticmethod(server_options)   # pass to grpc.aio.server(options=…)
 
     def add_to(self, server: grpc.aio.Server) -> None:
         handler = grpc.stream_stream_rpc_method_handler(
@@ -185,8 +228,20 @@ class PushHub:
             if hello is None or not hello.participant or not hello.session:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "first FleetAck must name participant and session")
                 return
+            try:   # the id names sidecars/<id> and keys this hub's tables: one bounded key segment
+                key_segment(hello.participant, "participant")
+                key_segment(hello.session, "session", max_len=_MAX_SESSION)
+            except ConfigError as exc:
+                self.refused_streams += 1
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"FleetAck: {exc}")
+                return
             if not self.active():
                 await context.abort(grpc.StatusCode.UNAVAILABLE, "not the leading controller: ack in Consul")
+                return
+            if hello.participant not in self._streams and len(self._streams) >= self.max_streams:
+                self.refused_streams += 1
+                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                    f"push hub holds its cap of {self.max_streams} streams: ack in Consul")
                 return
             self.bytes_received += hello.ByteSize() + 5
             old = self._streams.get(hello.participant)
@@ -220,7 +275,10 @@ class PushHub:
     def _on_ack(self, stream: _Stream, ack: pb.FleetAck) -> None:
         # The key check: an ack is this participant's word for *this* controller generation
         # and for the session it registered the stream under; anything else is never counted.
-        if ack.fence != self.fence or ack.session != stream.session or ack.participant != stream.pid:
+        # The stream is bound to (participant, session) by its hello: an ack naming neither is
+        # the stream's; one naming another is refused.
+        if (ack.fence != self.fence or (ack.session and ack.session != stream.session)
+                or (ack.participant and ack.participant != stream.pid)):
             self.refused_acks += 1
             return
         self.acks += 1

@@ -33,7 +33,8 @@ import grpc
 from ._backoff import Backoff
 from ._consensus import Versioned
 from ._consensus_store import HEAD
-from ._push_hub import FOLLOW_METHOD
+from . import _push_hub
+from ._push_hub import FOLLOW_METHOD, keepalive_options
 from .pb.epochgate.v1 import epochgate_pb2 as pb
 
 log = logging.getLogger("epochgate.push")
@@ -87,8 +88,9 @@ class PushLink:
         while True:
             await self._dirty.wait()
             self._dirty.clear()
-            await call.write(pb.FleetAck(participant=self.participant, session=self.session, epoch=self._want,
-                                         fence=self.fence))
+            # participant and session went in the hello and bind the stream: an ack is its
+            # epoch and fence (~8 B instead of ~56: the per-participant strings are not re-sent)
+            await call.write(pb.FleetAck(epoch=self._want, fence=self.fence))
 
     def _set_up(self, up: bool) -> None:
         if up != self.up:
@@ -99,7 +101,13 @@ class PushLink:
         backoff = Backoff(base_s=0.05, cap_s=2.0)   # redial: the project's one jittered backoff
         while True:
             try:
-                async with grpc.aio.insecure_channel(self.target) as channel:
+                # keepalive: a half-open stream (the controller frozen or gone without a FIN)
+                # ends within KEEPALIVE_S + KEEPALIVE_TIMEOUT_S, and the participant acks in Consul
+                options = keepalive_options(_push_hub.KEEPALIVE_S, _push_hub.KEEPALIVE_TIMEOUT_S)
+                # its own TCP connection: grpc otherwise shares one among the channels of a process
+                # to the same target (participants of one process — a bench worker — on one socket)
+                options.append(("grpc.use_local_subchannel_pool", 1))
+                async with grpc.aio.insecure_channel(self.target, options=options) as channel:
                     await self._follow(channel)
                     backoff.reset()
             except (grpc.RpcError, OSError, asyncio.InvalidStateError) as exc:

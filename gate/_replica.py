@@ -112,6 +112,7 @@ class Replica(ReplicaPush):
         self.push_up: Callable[[], bool] | None = None
         self.pushed_epoch = Epoch.ZERO   # the table epoch as of the last push applied
         self._kick = asyncio.Event()
+        self._blocking = True   # the follow loop holds blocking queries (False: push pause)
 
     # ---- life cycle --------------------------------------------------------
 
@@ -181,9 +182,11 @@ class Replica(ReplicaPush):
         while not self._stopping:
             try:
                 if self.push_up is not None and self.push_up():
+                    self._stop_blocking()
                     await self._poll_pause()
                     value, index = await self.consensus.watch(HEAD, 0, 0.0)
                 else:
+                    self._blocking = True
                     value, index = await self.consensus.watch(HEAD, self.index, self.wait_s)
                 async with self._lock:
                     await self._on_head(value, index)

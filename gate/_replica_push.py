@@ -31,9 +31,21 @@ class ReplicaPush:
     _epoch: Epoch
     _lock: asyncio.Lock
     _kick: asyncio.Event
+    _blocking: bool
+    consensus: object
     push_up: Callable[[], bool] | None
     pushed_epoch: Epoch
     _apply: Callable[["LogEntry", int], None]
+
+    def _stop_blocking(self) -> None:
+        """Entering the push pause: the long-poll connection is not needed while the stream
+        is up, so it is closed (a participant then holds one HTTP connection to Consul and
+        the stream; DESIGN §5). The next blocking query, after the stream goes down, dials."""
+        if self._blocking:
+            self._blocking = False
+            drop = getattr(self.consensus, "drop_idle_watches", None)
+            if drop is not None:
+                drop()
 
     async def _poll_pause(self) -> None:
         try:

@@ -50,20 +50,39 @@ class _HTTPClient(consul.aio.HTTPClient):  # type: ignore[misc]  # py-consul is 
     would rebuild ``scheme://host:port`` and drop both).
     """
 
-    def __init__(self, url: str, *, timeout_s: float) -> None:
+    def __init__(self, url: str, *, timeout_s: float, session: aiohttp.ClientSession | None = None) -> None:
         parts = urlsplit(url)
         port = parts.port or (443 if parts.scheme == "https" else 80)
         consul.base.HTTPClient.__init__(self, parts.hostname or "", port, parts.scheme, verify=True)
         self.base_uri = url
         self.loop = None
-        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s))
+        self._timeout_s = timeout_s
+        # A shared session (a participant's one pool, ConsulConsensus.http_session) is not ours to close.
+        self._owned = session is None
+        self._session = session or aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s))
+
+    def _request(self, callback: Any, method: str, uri: str, headers: Any, data: Any = None,
+                 connections_timeout: float | None = None, raw: bool = False) -> Any:
+        # every request timed by us, whoever's session it runs on (a shared one has its own default)
+        return super()._request(callback, method, uri, headers, data=data,
+                                connections_timeout=connections_timeout or self._timeout_s, raw=raw)
+
+    def close(self) -> Any:
+        if self._owned:
+            return self._session.close()
+        return _nothing()
+
+
+async def _nothing() -> None:
+    return None
 
 
 class _Consul(consul.aio.Consul):  # type: ignore[misc]  # py-consul is untyped
     """``consul.aio.Consul`` over ``_HTTPClient``, with exactly the token given."""
 
-    def __init__(self, url: str, *, token: str | None, timeout_s: float) -> None:
-        self._url, self._timeout_s = url, timeout_s
+    def __init__(self, url: str, *, token: str | None, timeout_s: float,
+                 session: aiohttp.ClientSession | None = None) -> None:
+        self._url, self._timeout_s, self._shared = url, timeout_s, session
         parts = urlsplit(url)
         # host, port, scheme and verify are all passed so no CONSUL_HTTP_* variable is consulted
         super().__init__(host=parts.hostname, port=parts.port or 0, scheme=parts.scheme, verify=True, token=token)
@@ -72,38 +91,54 @@ class _Consul(consul.aio.Consul):  # type: ignore[misc]  # py-consul is untyped
 
     def http_connect(self, host: str, port: int, scheme: Any, verify: bool | str = True,
                      cert: Any = None) -> _HTTPClient:
-        return _HTTPClient(self._url, timeout_s=self._timeout_s)
+        return _HTTPClient(self._url, timeout_s=self._timeout_s, session=self._shared)
 
 
 class ConsulHTTP:
-    """Sessions, session-held keys and plain KV over Consul's HTTP API (via py-consul)."""
+    """Sessions, session-held keys and plain KV over Consul's HTTP API (via py-consul).
 
-    def __init__(self, url: str, *, token: str | None = None, request_timeout_s: float = 5.0) -> None:
+    ``session``: an aiohttp session to send the non-blocking calls over (a participant
+    passes its ``ConsulConsensus.http_session``, a one-connection pool, so its reads,
+    renewals and acks share one keep-alive connection: DESIGN §5 "The push path"). A
+    blocking ``list`` never goes over it: it has a pool of its own, opened on first use,
+    so a renewal never waits behind a long-poll.
+    """
+
+    def __init__(self, url: str, *, token: str | None = None, request_timeout_s: float = 5.0,
+                 session: aiohttp.ClientSession | None = None) -> None:
         self.url = validate_url(url, "consul").rstrip("/")
         if request_timeout_s <= 0:
             raise ConfigError("request_timeout_s", f"must be > 0, got {request_timeout_s!r}")
         self._timeout = request_timeout_s
         self._token = token
+        self._shared = session
         self._client: _Consul | None = None
+        self._blocking: _Consul | None = None   # blocking lists, when sharing a pool
         self._closed = False
 
-    def _consul(self, what: str) -> _Consul:
+    def _consul(self, what: str, *, blocking: bool = False) -> _Consul:
         """The py-consul client, built on first use (so inside the running loop)."""
         if self._closed:
             raise BackendError(f"consul {what}: this ConsulHTTP is closed")
+        if blocking and self._shared is not None:
+            if self._blocking is None:
+                self._blocking = _Consul(self.url, token=self._token, timeout_s=self._timeout)
+            return self._blocking
         if self._client is None:
-            self._client = _Consul(self.url, token=self._token, timeout_s=self._timeout)
+            self._client = _Consul(self.url, token=self._token, timeout_s=self._timeout, session=self._shared)
         return self._client
 
     async def close(self) -> None:
-        """Close the pooled connections; idempotent. Later calls raise ``BackendError``."""
+        """Close the pooled connections (not a shared session); idempotent. Later calls
+        raise ``BackendError``."""
         self._closed = True
-        client, self._client = self._client, None
-        if client is not None:
-            await client.close()
+        clients, self._client, self._blocking = (self._client, self._blocking), None, None
+        for client in clients:
+            if client is not None:
+                await client.close()
 
     async def _do(self, what: str, call: Callable[[_Consul], Awaitable[_T]], *,
-                  lost: str | None = None) -> _T:
+                  lost: str | None = None, blocking: bool = False) -> _T:
         """Run one py-consul call, every failure re-raised as ours.
 
         ``lost``: a session id whose 404 (py-consul's ``NotFound``) means ``SessionLost``.
@@ -111,7 +146,7 @@ class ConsulHTTP:
         ``assert`` (TTL range, behavior, key shape); Consul itself rejects the
         same input when asserts are off, so either way it is a ``BackendError``.
         """
-        client = self._consul(what)
+        client = self._consul(what, blocking=blocking)
         try:
             out = await call(client)
         except NotFound as exc:
@@ -196,7 +231,7 @@ class ConsulHTTP:
             timeout = wait_s + wait_s / 16 + self._timeout  # Consul adds up to wait/16 of jitter
         idx, out = await self._do(f"list {prefix}", lambda c: c.kv.get(
             prefix, index=index, wait=wait, recurse=True, consistency="consistent" if consistent else None,
-            connections_timeout=timeout))
+            connections_timeout=timeout), blocking=index is not None)
         try:
             return ([] if not out else [_entry(prefix, raw) for raw in out]), int(idx)
         except (TypeError, ValueError) as exc:

@@ -148,7 +148,9 @@ class Sidecar:
         from gate import ConsensusStore, ConsulConsensus, make_participant
 
         cfg = self.cfg
-        self.consensus = consensus = ConsulConsensus(cfg.consul, cfg.prefix, cfg.consul_token)
+        # one connection for every non-blocking request, shared with the participant's session
+        # calls (DESIGN §5 "The push path": connections per participant)
+        self.consensus = consensus = ConsulConsensus(cfg.consul, cfg.prefix, cfg.consul_token, connections=1)
         self.store = ConsensusStore(consensus)
         pid = cfg.participant_id or f"{socket.gethostname()}-{os.getpid()}"
         if cfg.participant_id and cfg.workers > 1:

@@ -4,18 +4,23 @@ answers with each framing Consul (Go net/http) may use, and with junk."""
 from __future__ import annotations
 
 import asyncio
+import gzip
 
 import pytest
 
 from gate import BackendError
 from gate._longpoll import LongPollClient
 
+_LIST = b'[{"Key":"epochgate/sidecars/f00001","Session":"0b6f1b6e","ModifyIndex":1234}]' * 40
+_GZ = gzip.compress(_LIST)
 ANSWERS = {
     b"/cl": b"HTTP/1.1 200 OK\r\nX-Consul-Index: 7\r\nContent-Length: 5\r\n\r\nhello",
     b"/chunked": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Consul-Index: 9\r\n\r\n"
                  b"3\r\nabc\r\n4;ext=1\r\ndefg\r\n0\r\n\r\n",
     b"/close": b"HTTP/1.1 404 Not Found\r\nConnection: close\r\nX-Consul-Index: 3\r\n\r\ngone",
     b"/junk": b"NOT HTTP AT ALL\r\n\r\n",
+    b"/gz": b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n%s" % (len(_GZ), _GZ),
+    b"/br": b"HTTP/1.1 200 OK\r\nContent-Encoding: br\r\nContent-Length: 2\r\n\r\nxx",
 }
 
 
@@ -30,6 +35,7 @@ async def server():
                 head = await reader.readuntil(b"\r\n\r\n")
                 path = head.split(b" ")[1]
                 seen["token"].append(b"X-Consul-Token: tok" in head)
+                seen.setdefault("gzip", []).append(b"Accept-Encoding: gzip" in head)
                 if path == b"/hang":
                     await asyncio.sleep(30)
                 writer.write(ANSWERS[path])
@@ -81,3 +87,18 @@ async def test_failures_are_backend_errors(server):
     dead = LongPollClient("http://127.0.0.1:1")
     with pytest.raises(BackendError):
         await dead.get("/cl", 2)
+
+
+async def test_a_gzip_answer_is_asked_for_decompressed_and_counted_compressed(server):
+    url, seen = server
+    c = LongPollClient(url)
+    try:
+        r = await c.get("/gz", 5, gzip=True)
+        assert r.body == _LIST and seen["gzip"] == [True]
+        assert r.wire_bytes < len(_LIST) / 5   # what came over the socket
+        await c.get("/cl", 5)
+        assert seen["gzip"] == [True, False]   # only when asked
+        with pytest.raises(BackendError, match="Content-Encoding"):
+            await c.get("/br", 5)
+    finally:
+        await c.close()

@@ -11,7 +11,7 @@ from typing import Any, Mapping
 
 import grpc
 
-from gate import ConfigError, MigrationStore, PlacementSource
+from gate import ConfigError, MigrationStore, PlacementSource, PushHub
 from gate.pb.epochgate.v1 import epochgate_pb2_grpc as pb_grpc
 
 from .auth import TokenInterceptor
@@ -42,7 +42,8 @@ async def start_control_server(
     """
     check_control(addr, token)
     interceptors = [TokenInterceptor(token)] if token else []
-    server = grpc.aio.server(interceptors=interceptors)
+    # the keepalive policy Fleet/Follow needs (gate/_push_hub.py): harmless for the other services
+    server = grpc.aio.server(interceptors=interceptors, options=PushHub.server_options() if fleet is not None else None)
     pb_grpc.add_GateServicer_to_server(GateServicer(store, source, gate), server)
     pb_grpc.add_MigrationServicer_to_server(OpsMigrationServicer(store, source, jobs, extra_nodes or {}), server)
     if fleet is not None:
