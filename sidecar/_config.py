@@ -102,6 +102,11 @@ class SidecarConfig:
             raise ConfigError("placement", "give --placement FILE (embedded store) or --consul URL")
         if self.placement is not None and self.consul is not None:
             raise ConfigError("consul", "--placement and --consul are exclusive (pick one store)")
+        if self.push_from is not None:   # dialled later, in the background: a typo would only show as retries
+            if self.consul is None:
+                raise ConfigError("push_from", "the push path follows a Consul fleet's controller: give --consul URL too")
+            if parse_hostport(self.push_from, "push_from")[1] == 0:
+                raise ConfigError("push_from", f"expected the controller's HOST:PORT, got {self.push_from!r}")
         if self.consul is not None:
             validate_url(self.consul, "consul")
         if not isinstance(self.prefix, str) or not self.prefix.endswith("/"):

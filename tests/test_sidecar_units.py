@@ -111,11 +111,19 @@ def test_hash_slots_and_route_rules():
     ({"lease_seconds": 9.0}, "lease_seconds"),
     ({"consul": "http://127.0.0.1:8500"}, "consul"),
     ({"admin": "127.0.0.1"}, "admin"),
+    ({"push_from": "127.0.0.1:50051"}, "push_from"),   # no Consul fleet to follow
 ])
 def test_config_validation_names_field(kw, field):
     with pytest.raises(ConfigError) as ei:
         SidecarConfig(placement="p.toml", **kw)
     assert ei.value.field == field
+
+
+@pytest.mark.parametrize("value", ["nothing", "controller", "127.0.0.1:0", "host:port"])
+def test_a_push_address_that_cannot_be_dialled_is_refused_at_start(value):
+    with pytest.raises(ConfigError) as ei:   # else only redials in the background would show it
+        SidecarConfig(consul="http://127.0.0.1:8500", push_from=value)
+    assert ei.value.field == "push_from"
 
 
 def test_config_round_trips_for_workers():
