@@ -75,18 +75,22 @@ def pct(sorted_us: list[int], q: float) -> float:
     return float(sorted_us[min(len(sorted_us) - 1, max(0, math.ceil(q * len(sorted_us)) - 1))])
 
 
-def run_h2load(url: str, method: str, rate: int, client_rps: int, seconds: float, tmp: Path) -> dict:
-    """h2load at ``rate`` req/s (clients x ``client_rps``) for about ``seconds``; per-request latencies."""
+def run_h2load(url: str, method: str, rate: int, client_rps: int, seconds: float, tmp: Path,
+               h2: list[str] | None = None) -> dict:
+    """h2load at ``rate`` req/s (clients x ``client_rps``) for about ``seconds``; per-request latencies.
+
+    HTTP/1.1 (``method`` GET, or POST 1 KiB), or with ``h2`` HTTP/2 (prior knowledge, one stream in flight per
+    connection as on HTTP/1.1) sending those extra arguments (bench_grpc_latency: a gRPC unary call)."""
     clients = max(1, rate // client_rps)
     period_ms = 1000 / client_rps
     log = tmp / "h2load.tsv"
     log.unlink(missing_ok=True)
-    argv = ["h2load", "--h1", f"-c{clients}", f"--rps={client_rps}",
+    argv = ["h2load", *(["--h1"] if h2 is None else ["-m1", *h2]), f"-c{clients}", f"--rps={client_rps}",
             # open the clients over one period (1 ms is h2load's finest --rate-period) so their timers' phases spread
             f"-r{max(1, math.ceil(clients / period_ms))}", "--rate-period=1ms",
             f"-n{clients * max(1, round(client_rps * seconds))}", "-H", "X-Partition-Key: t1",
             f"--log-file={log}"]
-    if method == "POST":
+    if method == "POST" and h2 is None:
         body = tmp / "body.bin"
         body.write_bytes(b"x" * 1024)
         argv += ["-d", str(body), "-H", "Content-Type: application/octet-stream"]
