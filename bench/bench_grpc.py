@@ -71,26 +71,28 @@ def grpc_upstream(tmp: Path, nginx: str) -> Proc:
     return p
 
 
-def nginx_grpc_proxy(tmp: Path, nginx: str, h2_port: int, h1_port: int, keepalive: int = 64) -> Proc:
+def nginx_grpc_proxy(tmp: Path, nginx: str, h2_port: int, h1_port: int, keepalive: int = 64,
+                     workers: int = 1) -> Proc:
     """nginx ``grpc_pass`` on ``.port`` and ``proxy_pass`` (HTTP/1.1) on ``.h1``; access log on, buffered;
-    ``keepalive`` idle upstream connections kept per upstream."""
+    ``keepalive`` idle upstream connections kept per upstream; ``workers`` share the listening sockets."""
     g, h = free_port(), free_port()
-    c = nginx_conf(tmp, "nginx-proxy", g, f"""
-  access_log {tmp}/nginx-proxy/access.log combined buffer=64k flush=1s;
+    name = "nginx-proxy" if workers == 1 else f"nginx-proxy-{workers}w"
+    c = nginx_conf(tmp, name, g, f"""
+  access_log {tmp}/{name}/access.log combined buffer=64k flush=1s;
   upstream h1 {{ server 127.0.0.1:{h1_port}; keepalive {keepalive}; }}
   upstream g {{ server 127.0.0.1:{h2_port}; keepalive {keepalive}; }}
   server {{ listen 127.0.0.1:{g} http2; location / {{ grpc_pass grpc://g; }} }}
   server {{ listen 127.0.0.1:{h}; location / {{ proxy_pass http://h1; proxy_http_version 1.1;
                                              proxy_set_header Connection ""; }} }}
-""")
-    p = Proc("nginx", [nginx, "-c", str(c), "-p", str(tmp)], g, tmp)
+""", workers=workers)
+    p = Proc("nginx" if workers == 1 else f"nginx-{workers}w", [nginx, "-c", str(c), "-p", str(tmp)], g, tmp)
     p.h1 = h  # type: ignore[attr-defined]
     return p
 
 
 def grpc_sidecar(tmp: Path, h2_port: int, h1_port: int, tls: bool = False, env: dict[str, str] | None = None,
                  name: str = "sidecar", workers: int = 1) -> Proc:
-    """The sidecar, 1 worker: partition ``t1`` on node ``h2c://`` (gRPC, ``.port``), ``t2`` on ``http://``
+    """The sidecar, ``workers`` workers (default 1): partition ``t1`` on node ``h2c://`` (gRPC, ``.port``), ``t2`` on ``http://``
     (``.h1`` is the same listener); gating, metrics and the access log on (defaults)."""
     port = free_port()
     placement = tmp / "placement.toml"

@@ -126,7 +126,7 @@ def report(a, rows: dict[str, list[dict]], shape: dict[str, dict]) -> None:
     print(f"\nserver streaming: {a.messages} messages x {a.size} B per call, {a.calls} calls per cell, h2load "
           f"-c{a.connections} -m{a.streams}; medians of {a.rounds} interleaved rounds (range); {os.cpu_count()} CPUs, "
           f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
-    print(f"{'target':12s} {'µs CPU/msg':>18s} {'x nginx':>16s} {'msgs/CPU-s':>10s} {'msgs/s':>8s} "
+    print(f"{'target':12s} {'µs CPU/msg':>20s} {'x nginx':>16s} {'msgs/CPU-s':>10s} {'msgs/s':>8s} "
           f"{'upstream µs/msg':>15s} {'DATA frames/call':>16s} {'bytes/call':>10s} {'grpc-status':>11s} {'non-2xx':>7s} {'failed':>6s}")
     nginx = rows.get("nginx")
     for name, rs in rows.items():
@@ -140,7 +140,7 @@ def report(a, rows: dict[str, list[dict]], shape: dict[str, dict]) -> None:
             x = f"{_median(xs):.2f} ({min(xs):.2f}-{max(xs):.2f})" if xs else "-"
             per_s = f"{1e6 / _median(cpu):.0f}"
         ok = "" if s["bytes"] == want and s["grpc_status"] == "0" else f"  MISMATCH: expected {want} bytes, status 0"
-        print(f"{name:12s} {cell:>18s} {x:>16s} {per_s:>10s} {_median([r['mps'] for r in rs]):8.0f} "
+        print(f"{name:12s} {cell:>20s} {x:>16s} {per_s:>10s} {_median([r['mps'] for r in rs]):8.0f} "
               f"{_median([r['up_us'] for r in rs]):15.2f} {s['frames']:16d} {s['bytes']:10d} {s['grpc_status']:>11s} "
               f"{sum(r['non2xx'] for r in rs):7d} {sum(r['failed'] for r in rs):6d}{ok}")
     print("µs CPU/msg: the proxy's CPU over messages delivered (direct: no proxy). x nginx: per round, against nginx "
