@@ -1,6 +1,6 @@
 """The latency the sidecar adds to gRPC unary calls at a fixed rate every target sustains, beside nginx, HAProxy, Caddy.
 
-    python bench/bench_grpc_latency.py [--seconds 90] [--rounds 3] [--client-rps 50] [--h2py] [--no-peers]
+    python bench/bench_grpc_latency.py [--seconds 90] [--rounds 3] [--client-rps 50] [--h2py] [--no-peers] [--rate N]
 
 bench_latency.py's method, for gRPC unary (issue 30):
 
@@ -77,6 +77,7 @@ def main() -> int:
     ap.add_argument("--no-peers", dest="peers", action="store_false",
                     help="leave out HAProxy and Caddy (then nginx's saturation sets the rate)")
     ap.add_argument("--fraction", type=float, default=0.5, help="fixed rate / the slowest peer's saturation (default 0.5)")
+    ap.add_argument("--rate", type=int, help="a fixed rate in calls/s instead (e.g. a previous run's, with --no-peers)")
     a = ap.parse_args()
     if not 1 <= a.client_rps <= 100:
         ap.error("--client-rps must be 1..100 (h2load's timer fires at most every 10 ms)")
@@ -125,7 +126,7 @@ def main() -> int:
                 run_h2load_sat(url(name), 2000, 16, 10, tmp)
                 sat[name] = run_h2load_sat(url(name), a.sat_requests, 16, 10, tmp)["rps"]
         slowest = min((sat[n], n) for n in PEERS if n in sat)
-        rate = max(a.client_rps, int(slowest[0] * a.fraction) // a.client_rps * a.client_rps)
+        rate = max(a.client_rps, int((a.rate or slowest[0] * a.fraction)) // a.client_rps * a.client_rps)
         print(f"  saturation (calls/s): {', '.join(f'{k} {v:.0f}' for k, v in sat.items())}; rate {rate}",
               file=sys.stderr, flush=True)
 
@@ -160,7 +161,8 @@ def main() -> int:
 
 def report(a, procs, acc, sat, rate, cell_s, build, slowest) -> None:
     clients = acc["direct"][0]["clients"]
-    print(f"\nh2load (h2c, -m1) gRPC unary at a fixed rate of {a.fraction:g} x the slowest peer's saturation "
+    how = "given (--rate)" if a.rate else f"of {a.fraction:g} x the slowest peer's saturation"
+    print(f"\nh2load (h2c, -m1) gRPC unary at a fixed rate {how} "
           f"(h2load -c16 -m10: {slowest[1]} {slowest[0]:.0f} calls/s): {rate} calls/s, {clients} connections x "
           f"{a.client_rps} calls/s; {a.rounds} rounds x {cell_s:.1f} s per cell; sidecar: 1 worker, gating + "
           f"metrics + access log on, {build}; {os.cpu_count()} CPUs, load average "
