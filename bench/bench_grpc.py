@@ -47,12 +47,80 @@ def make_cert(tmp: Path) -> tuple[str, str]:
     return str(cert), str(key)
 
 
-def run_h2load(url: str, n: int, conns: int, streams: int, tmp: Path, grpc: bool = True) -> dict:
-    """gRPC unary POSTs (``grpc``), or plain HTTP/2 GETs of the same path."""
+def grpc_args(tmp: Path) -> list[str]:
+    """h2load's arguments for one gRPC unary request: a 64-byte length-prefixed message, gRPC's headers."""
     data = tmp / "msg.bin"
     if not data.exists():
         data.write_bytes(b"\x00" + (59).to_bytes(4, "big") + b"m" * 59)  # one length-prefixed gRPC message
-    body = ["-d", str(data), "-H", "content-type: application/grpc", "-H", "te: trailers"] if grpc else []
+    return ["-d", str(data), "-H", "content-type: application/grpc", "-H", "te: trailers"]
+
+
+def grpc_upstream(tmp: Path, nginx: str) -> Proc:
+    """nginx answering gRPC-shaped unary calls on h2c (``.port``; HEADERS+DATA, then ``grpc-status: 0``
+    trailers) and HTTP/1.1 on ``.h1``; access log off."""
+    h2_port, h1_port = free_port(), free_port()
+    conf = nginx_conf(tmp, "upstream", h2_port, f"""
+  access_log off;
+  server {{ listen 127.0.0.1:{h2_port} http2;
+    location / {{ add_trailer grpc-status 0 always; add_trailer grpc-message "" always;
+                 default_type application/grpc; return 200 "ok"; }} }}
+  server {{ listen 127.0.0.1:{h1_port}; location / {{ return 200 "ok"; }} }}
+""")
+    p = Proc("upstream", [nginx, "-c", str(conf), "-p", str(tmp)], h2_port, tmp)
+    p.h1 = h1_port  # type: ignore[attr-defined]
+    return p
+
+
+def nginx_grpc_proxy(tmp: Path, nginx: str, h2_port: int, h1_port: int, keepalive: int = 64,
+                     workers: int = 1) -> Proc:
+    """nginx ``grpc_pass`` on ``.port`` and ``proxy_pass`` (HTTP/1.1) on ``.h1``; access log on, buffered;
+    ``keepalive`` idle upstream connections kept per upstream; ``workers`` share the listening sockets."""
+    g, h = free_port(), free_port()
+    name = "nginx-proxy" if workers == 1 else f"nginx-proxy-{workers}w"
+    c = nginx_conf(tmp, name, g, f"""
+  access_log {tmp}/{name}/access.log combined buffer=64k flush=1s;
+  upstream h1 {{ server 127.0.0.1:{h1_port}; keepalive {keepalive}; }}
+  upstream g {{ server 127.0.0.1:{h2_port}; keepalive {keepalive}; }}
+  server {{ listen 127.0.0.1:{g} http2; location / {{ grpc_pass grpc://g; }} }}
+  server {{ listen 127.0.0.1:{h}; location / {{ proxy_pass http://h1; proxy_http_version 1.1;
+                                             proxy_set_header Connection ""; }} }}
+""", workers=workers)
+    p = Proc("nginx" if workers == 1 else f"nginx-{workers}w", [nginx, "-c", str(c), "-p", str(tmp)], g, tmp)
+    p.h1 = h  # type: ignore[attr-defined]
+    return p
+
+
+def grpc_sidecar(tmp: Path, h2_port: int, h1_port: int, tls: bool = False, env: dict[str, str] | None = None,
+                 name: str = "sidecar", workers: int = 1) -> Proc:
+    """The sidecar, ``workers`` workers (default 1): partition ``t1`` on node ``h2c://`` (gRPC, ``.port``), ``t2`` on ``http://``
+    (``.h1`` is the same listener); gating, metrics and the access log on (defaults)."""
+    port = free_port()
+    placement = tmp / "placement.toml"
+    placement.write_text(f'[nodes]\ng = "h2c://127.0.0.1:{h2_port}"\nh = "http://127.0.0.1:{h1_port}"\n\n'
+                         f'[partitions]\nt1 = "g"\nt2 = "h"\n')
+    argv = [sys.executable, "-m", "sidecar", "--placement", str(placement), "--listen", f"127.0.0.1:{port}",
+            "--admin", f"127.0.0.1:{free_port()}", "--control", f"127.0.0.1:{free_port()}",
+            "--workers", str(workers)]
+    if tls:
+        cert, key = make_cert(tmp)
+        argv += ["--tls-cert", cert, "--tls-key", key]
+    p = Proc("sidecar-tls" if tls else name, argv, port, tmp,
+             env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", **(env or {})})
+    time.sleep(1.0 if workers > 1 else 0.3)  # all workers listening
+    p.h1 = port  # type: ignore[attr-defined]
+    return p
+
+
+def grpc_peer(start, tmp: Path, h2_port: int, h1_port: int) -> Proc:
+    """HAProxy or Caddy (bench/_peers.py) with its gRPC frontend on ``.port`` and HTTP/1.1 on ``.h1``."""
+    p = start(tmp, free_port(), h1_port, h2_port)
+    p.h1, p.port = p.port, p.h2  # type: ignore[attr-defined]  # h2load drives .port
+    return p
+
+
+def run_h2load(url: str, n: int, conns: int, streams: int, tmp: Path, grpc: bool = True) -> dict:
+    """gRPC unary POSTs (``grpc``), or plain HTTP/2 GETs of the same path."""
+    body = grpc_args(tmp) if grpc else []
     out = subprocess.run(["h2load", "-n", str(n), "-c", str(conns), "-m", str(streams), *body,
                           "-H", "x-partition-key: t1", url], capture_output=True, text=True, timeout=300).stdout
     m = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed", out)
@@ -60,7 +128,8 @@ def run_h2load(url: str, n: int, conns: int, streams: int, tmp: Path, grpc: bool
         raise RuntimeError(f"h2load output not understood:\n{out}")
     rps = float(re.search(r"finished in [\d.]+m?s, ([\d.]+) req/s", out).group(1))
     two = re.search(r"status codes: (\d+) 2xx", out)
-    return {"reqs": int(m.group(3)), "rps": rps, "non2xx": int(m.group(3)) - (int(two.group(1)) if two else 0)}
+    return {"reqs": int(m.group(3)), "rps": rps, "non2xx": int(m.group(3)) - (int(two.group(1)) if two else 0),
+            "ok": int(m.group(4)), "failed": int(m.group(5))}
 
 
 def main() -> int:
@@ -82,53 +151,19 @@ def main() -> int:
     procs: list[Proc] = []
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        h2_port, h1_port = free_port(), free_port()
-        conf = nginx_conf(tmp, "upstream", h2_port, f"""
-  access_log off;
-  server {{ listen 127.0.0.1:{h2_port} http2;
-    location / {{ add_trailer grpc-status 0 always; add_trailer grpc-message "" always;
-                 default_type application/grpc; return 200 "ok"; }} }}
-  server {{ listen 127.0.0.1:{h1_port}; location / {{ return 200 "ok"; }} }}
-""")
-        procs.append(Proc("upstream", [nginx, "-c", str(conf), "-p", str(tmp)], h2_port, tmp))
+        up = grpc_upstream(tmp, nginx)
+        procs.append(up)
+        h2_port, h1_port = up.port, up.h1  # type: ignore[attr-defined]
         rows = []
         try:
             def nginx_proxy() -> Proc:
-                g, h = free_port(), free_port()
-                c = nginx_conf(tmp, "nginx-proxy", g, f"""
-  access_log {tmp}/nginx-proxy/access.log combined buffer=64k flush=1s;
-  upstream h1 {{ server 127.0.0.1:{h1_port}; keepalive 64; }}
-  upstream g {{ server 127.0.0.1:{h2_port}; keepalive 64; }}
-  server {{ listen 127.0.0.1:{g} http2; location / {{ grpc_pass grpc://g; }} }}
-  server {{ listen 127.0.0.1:{h}; location / {{ proxy_pass http://h1; proxy_http_version 1.1;
-                                             proxy_set_header Connection ""; }} }}
-""")
-                p = Proc("nginx", [nginx, "-c", str(c), "-p", str(tmp)], g, tmp)
-                p.h1 = h  # type: ignore[attr-defined]
-                return p
+                return nginx_grpc_proxy(tmp, nginx, h2_port, h1_port)
 
             def sidecar(tls: bool = False, env: dict[str, str] | None = None, name: str = "sidecar") -> Proc:
-                port = free_port()
-                placement = tmp / "placement.toml"
-                placement.write_text(f'[nodes]\ng = "h2c://127.0.0.1:{h2_port}"\nh = "http://127.0.0.1:{h1_port}"\n\n'
-                                     f'[partitions]\nt1 = "g"\nt2 = "h"\n')
-                argv = [sys.executable, "-m", "sidecar", "--placement", str(placement), "--listen", f"127.0.0.1:{port}",
-                        "--admin", f"127.0.0.1:{free_port()}", "--control", f"127.0.0.1:{free_port()}"]
-                if tls:
-                    cert, key = make_cert(tmp)
-                    argv += ["--tls-cert", cert, "--tls-key", key]
-                p = Proc("sidecar-tls" if tls else name, argv, port, tmp,
-                         env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", **(env or {})})
-                time.sleep(0.3)
-                p.h1 = port  # type: ignore[attr-defined]
-                return p
+                return grpc_sidecar(tmp, h2_port, h1_port, tls, env, name)
 
             def peer(start):
-                def go() -> Proc:
-                    p = start(tmp, free_port(), h1_port, h2_port)
-                    p.h1, p.port = p.port, p.h2  # type: ignore[attr-defined]  # h2load drives .port
-                    return p
-                return go
+                return lambda: grpc_peer(start, tmp, h2_port, h1_port)
 
             targets = [("nginx", nginx_proxy), ("haproxy", peer(haproxy_proc)), ("caddy", peer(caddy_proc)),
                        ("sidecar", sidecar)]

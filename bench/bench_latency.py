@@ -1,6 +1,6 @@
 """The latency the sidecar adds at a fixed rate every target sustains, beside what nginx, HAProxy and Caddy add.
 
-    python bench/bench_latency.py [--seconds 60] [--rounds 2] [--pure] [--client-rps 50] [--no-peers]
+    python bench/bench_latency.py [--seconds 60] [--rounds 2] [--pure] [--client-rps 50] [--no-peers] [--rate N]
 
 One run (issue 20, "latency added at half load"):
 
@@ -75,18 +75,22 @@ def pct(sorted_us: list[int], q: float) -> float:
     return float(sorted_us[min(len(sorted_us) - 1, max(0, math.ceil(q * len(sorted_us)) - 1))])
 
 
-def run_h2load(url: str, method: str, rate: int, client_rps: int, seconds: float, tmp: Path) -> dict:
-    """h2load at ``rate`` req/s (clients x ``client_rps``) for about ``seconds``; per-request latencies."""
+def run_h2load(url: str, method: str, rate: int, client_rps: int, seconds: float, tmp: Path,
+               h2: list[str] | None = None) -> dict:
+    """h2load at ``rate`` req/s (clients x ``client_rps``) for about ``seconds``; per-request latencies.
+
+    HTTP/1.1 (``method`` GET, or POST 1 KiB), or with ``h2`` HTTP/2 (prior knowledge, one stream in flight per
+    connection as on HTTP/1.1) sending those extra arguments (bench_grpc_latency: a gRPC unary call)."""
     clients = max(1, rate // client_rps)
     period_ms = 1000 / client_rps
     log = tmp / "h2load.tsv"
     log.unlink(missing_ok=True)
-    argv = ["h2load", "--h1", f"-c{clients}", f"--rps={client_rps}",
+    argv = ["h2load", *(["--h1"] if h2 is None else ["-m1", *h2]), f"-c{clients}", f"--rps={client_rps}",
             # open the clients over one period (1 ms is h2load's finest --rate-period) so their timers' phases spread
             f"-r{max(1, math.ceil(clients / period_ms))}", "--rate-period=1ms",
             f"-n{clients * max(1, round(client_rps * seconds))}", "-H", "X-Partition-Key: t1",
             f"--log-file={log}"]
-    if method == "POST":
+    if method == "POST" and h2 is None:
         body = tmp / "body.bin"
         body.write_bytes(b"x" * 1024)
         argv += ["-d", str(body), "-H", "Content-Type: application/octet-stream"]
@@ -117,6 +121,8 @@ def main() -> int:
     ap.add_argument("--no-peers", dest="peers", action="store_false",
                     help="leave out HAProxy and Caddy (then nginx's saturation sets the rate, as before)")
     ap.add_argument("--fraction", type=float, default=0.5, help="fixed rate / the slowest peer's saturation (default 0.5)")
+    ap.add_argument("--rate", type=int, help="a fixed rate in req/s for both methods instead (e.g. a previous run's, "
+                    "with --no-peers: more rounds in the same time)")
     a = ap.parse_args()
     if not 1 <= a.client_rps <= 100:
         ap.error("--client-rps must be 1..100 (h2load's timer fires at most every 10 ms)")
@@ -164,7 +170,7 @@ def main() -> int:
                 for m in METHODS:
                     sat[name, m] = run_wrk(url(name), sat_s, 32, m == "POST", tmp)["rps"]
         slowest = {m: min((sat[n, m], n) for n in PEERS if (n, m) in sat) for m in METHODS}
-        rate = {m: max(a.client_rps, int(slowest[m][0] * a.fraction) // a.client_rps * a.client_rps)
+        rate = {m: max(a.client_rps, int(a.rate or slowest[m][0] * a.fraction) // a.client_rps * a.client_rps)
                 for m in METHODS}
         print(f"  saturation: {sat}", file=sys.stderr, flush=True)
 
@@ -206,7 +212,8 @@ def main() -> int:
 def report(a, procs, acc, sat, rate, cell_s, build, slowest) -> None:
     clients = {m: acc["direct", m][0]["clients"] for m in METHODS}
     load = os.getloadavg()[0]
-    print(f"\nh2load --h1 at a fixed rate of {a.fraction:g} x the slowest peer's saturation (wrk -t1 -c32: GET "
+    how = "given (--rate)" if a.rate else f"of {a.fraction:g} x the slowest peer's saturation"
+    print(f"\nh2load --h1 at a fixed rate {how} (wrk -t1 -c32: GET "
           f"{slowest['GET'][1]} {slowest['GET'][0]:.0f}, POST {slowest['POST'][1]} {slowest['POST'][0]:.0f} req/s): GET {rate['GET']}, POST {rate['POST']} req/s, "
           f"{clients['GET']}/{clients['POST']} connections x {a.client_rps} req/s; {a.rounds} rounds x {cell_s:.1f} s "
           f"per cell; sidecar: 1 worker, gating + metrics + access log on, {build}; {os.cpu_count()} CPUs, "
