@@ -116,6 +116,7 @@ class Pod:
     cls: type = Participant
     ttl_s: float = 10.0
     replica_hook: object = None
+    push_target: str | None = None   # the push path (issue 31): a controller's Fleet/Follow address
     log: list[Admission] = field(default_factory=list)
 
     async def start(self, wait: bool = True) -> "Pod":
@@ -126,7 +127,7 @@ class Pod:
         self.tracker = InflightTracker()
         self.participant = self.cls(self.session_proxy.url, self.prefix, participant_id=self.id,
                                     replica_factory=self._replica, tracker=self.tracker, ttl_s=self.ttl_s,
-                                    clock=self.clock)
+                                    clock=self.clock, **({"push_target": self.push_target} if self.push_target else {}))
         self.gate = WriteGate(self.participant, self.tracker, clock=self.clock)
         self.gate.add_guard(self.participant.writable)
         if wait:

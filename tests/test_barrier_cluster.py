@@ -1,4 +1,6 @@
-"""The barrier across a Consul leader failure (3-server cluster, raft_multiplier=1).
+"""The barrier across a Consul leader failure (3-server cluster, raft_multiplier=1),
+on the Consul path and on the push path (issue 31: the sidecars follow the controller's
+Fleet/Follow stream; the hub's own log watch rides out the election).
 
 Three in-process sidecars (participant + write gate), one per server, write
 continuously; an in-process controller (on a follower) runs migrations back
@@ -14,8 +16,10 @@ from __future__ import annotations
 import asyncio
 import time
 
+import grpc
 import pytest
 
+from gate import PushHub
 from gate._consul_consensus import open_consul
 from sidecar.control.controller import Controller
 
@@ -51,17 +55,24 @@ async def _settled(ctl: Controller, job_id: str, timeout_s: float):
     raise AssertionError(f"job {job_id} not final after {timeout_s}s")
 
 
-async def test_consul_leader_killed_mid_migrations(consul_cluster, kv_prefix):
+@pytest.mark.parametrize("push", [False, True], ids=["consul", "push"])
+async def test_consul_leader_killed_mid_migrations(consul_cluster, kv_prefix, push):
     leader = consul_cluster.leader_server()
     follower = next(s for s in consul_cluster.servers if s is not leader)
     consensus, store, _ = await open_consul(follower.url, kv_prefix)
     await store.set_node("a", "http://127.0.0.1:1")
     await store.set_node("b", "http://127.0.0.1:2")
     await store.set(P, "a")
-    pods = [Pod(s.url, kv_prefix, f"sc{i}") for i, s in enumerate(consul_cluster.servers)]
-    await asyncio.gather(*(p.start() for p in pods))
     ctl = Controller(follower.url, kv_prefix, deadline_s=4.0, mover=NullMover(), owner="ctl-test")
     await ctl.start()
+    server, target = None, None
+    if push:   # the controller's hub on a loopback port, as its control API serves it
+        server = grpc.aio.server(options=PushHub.server_options())
+        ctl.hub.add_to(server)
+        target = f"127.0.0.1:{server.add_insecure_port('127.0.0.1:0')}"
+        await server.start()
+    pods = [Pod(s.url, kv_prefix, f"sc{i}", push_target=target) for i, s in enumerate(consul_cluster.servers)]
+    await asyncio.gather(*(p.start() for p in pods))
     running = True
 
     async def write(pod: Pod) -> None:
@@ -73,9 +84,10 @@ async def test_consul_leader_killed_mid_migrations(consul_cluster, kv_prefix):
     jobs = []
     try:
         for _ in range(100):
-            if ctl.leading:
+            if ctl.leading and (not push or all(p.participant.push_up for p in pods)):
                 break
             await asyncio.sleep(0.1)
+        assert not push or all(p.participant.push_up for p in pods), "the streams never came up"
         where = "a"
         for i in range(8):
             if i == 3:
@@ -95,8 +107,10 @@ async def test_consul_leader_killed_mid_migrations(consul_cluster, kv_prefix):
     finally:
         running = False
         await asyncio.gather(*writers)
-        await ctl.stop()
         await asyncio.gather(*(p.stop() for p in pods))
+        await ctl.stop()
+        if server is not None:
+            await server.stop(None)
         await consensus.close()
     print([(j.status, j.error[:80]) for j in jobs])
     assert sum(j.status == "completed" for j in jobs) >= 4, [(j.status, j.error) for j in jobs]
@@ -107,3 +121,5 @@ async def test_consul_leader_killed_mid_migrations(consul_cluster, kv_prefix):
         lost = [a for p in pods for a in p.log if a.admitted and a.epoch < cut.epoch and a.t > acked.at]
         assert not lost, (j, lost[:3])
     assert sum(a.admitted for p in pods for a in p.log) > 100
+    if push:   # the barrier was passed on stream acks (else this tested the fallback only)
+        assert ctl.hub.pushes > 0 and ctl.hub.acks >= 3, (ctl.hub.pushes, ctl.hub.acks)
