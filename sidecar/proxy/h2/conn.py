@@ -130,11 +130,19 @@ class H2Base(asyncio.Protocol):
             self.loop.call_soon(self.flush)
 
     def flush(self) -> None:
-        self.flush_pending = False
         if self.dirty:
+            # the pumps' ``mark`` calls are written by this flush's ``data_to_send`` below: with
+            # ``flush_pending`` cleared first, each answer scheduled one more flush that found
+            # nothing, an extra loop pass and zero-timeout poll per write on every HTTP/2 leg (issue 30)
+            self.flush_pending = True
             dirty, self.dirty = self.dirty, {}
-            for sid in dirty:
-                self.pump(sid)
+            try:
+                for sid in dirty:
+                    self.pump(sid)
+            finally:
+                self.flush_pending = False
+        else:
+            self.flush_pending = False
         t = self.transport
         data = self.h2.data_to_send()
         self.unflushed = 0

@@ -1,0 +1,152 @@
+"""HTTP/2 frames leave in the loop pass that queued them, never on a timer (issue 30).
+
+At a low request rate each HTTP/2 leg through the sidecar added ~400 µs at p50 over its HTTP/1.1
+leg (``bench/bench_h2_legs.py``, docs/figures-peers.md). The suspects were a deferred write: a
+flush on a timer or a later loop pass. strace showed none (the read, the upstream write, the
+upstream's answer and the client write follow each other with no wait between them) and the
+added latency is the sidecar's CPU per call at that rate; this guards the property that made it
+so, on both engines, with a socket-free transport and a loop that only records what is scheduled:
+
+* frames queued while a read is handled (an answer given from ``on_head``) are written before
+  ``data_received`` returns, nothing scheduled;
+* frames queued outside a read (the other leg's answer arriving: ``response.py`` calls ``mark``)
+  are written by the one ``call_soon`` callback — the same loop pass, before the next poll —
+  never by ``call_later``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from h2.config import H2Configuration
+from h2.connection import H2Connection
+from h2.events import DataReceived, ResponseReceived, TrailersReceived
+
+from sidecar.proxy.h2.conn import H2Base
+from tests._h2_engines import h2_engine  # noqa: F401  (fixture)
+
+
+class RecordingLoop:
+    """Records what the connection schedules; runs nothing by itself."""
+
+    def __init__(self) -> None:
+        self.soon: list[Any] = []
+        self.later: list[Any] = []
+
+    def call_soon(self, cb: Any, *args: Any) -> None:
+        self.soon.append((cb, args))
+
+    def call_later(self, delay: float, cb: Any, *args: Any) -> None:
+        self.later.append((delay, cb, args))
+
+    def call_at(self, when: float, cb: Any, *args: Any) -> None:
+        self.later.append((when, cb, args))
+
+    def run_soon(self) -> None:
+        todo, self.soon = self.soon, []
+        for cb, args in todo:
+            cb(*args)
+
+
+class Transport:
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(bytes(data))
+
+    def is_closing(self) -> bool:
+        return False
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return default
+
+    def close(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+
+class Server(H2Base):
+    """A server connection that answers each request, from ``on_head`` when ``at_once``."""
+
+    def __init__(self, loop: RecordingLoop, at_once: bool) -> None:
+        super().__init__(loop, {}, False)  # type: ignore[arg-type]
+        self.transport = Transport()  # type: ignore[assignment]
+        self.at_once = at_once
+        self.asked: list[int] = []
+        self.initiate(65535)
+        self.flush()  # our SETTINGS
+        self.transport.writes.clear()
+
+    def answer(self, sid: int) -> None:
+        self.h2.respond(sid, [(b":status", b"200"), (b"content-type", b"application/grpc")], False)
+        self.mark()
+        self.send_data(sid, b"\x00\x00\x00\x00\x02ok")
+        self.send_end(sid, [(b"grpc-status", b"0")])
+
+    def on_head(self, sid: int, headers: Any, ended: bool) -> None:
+        self.asked.append(sid)
+        if self.at_once:
+            self.answer(sid)
+
+    def on_data(self, sid: int, data: bytes, flow_len: int) -> None:
+        self.deliver(sid, data, flow_len, None)
+
+    def on_trailers(self, sid: int, headers: Any) -> None:
+        pass
+
+    def on_end(self, sid: int) -> None:
+        pass
+
+    def on_reset(self, sid: int, code: int, by_peer: bool) -> None:
+        pass
+
+    def on_goaway(self, last: int) -> None:
+        pass
+
+    def protocol_error(self, exc: Exception) -> None:
+        raise AssertionError(f"protocol error: {exc}")
+
+
+def _client() -> tuple[H2Connection, bytes]:
+    c = H2Connection(H2Configuration(client_side=True))
+    c.initiate_connection()
+    c.send_headers(1, [(":method", "POST"), (":scheme", "http"), (":authority", "x"), (":path", "/kv.v1.Store/Put"),
+                       ("content-type", "application/grpc"), ("te", "trailers")], end_stream=True)
+    return c, c.data_to_send()
+
+
+def _response(c: H2Connection, server: Server, server_settings_ack: bool = True) -> list[type]:
+    kinds = [type(e) for e in c.receive_data(b"".join(server.transport.writes))]  # type: ignore[union-attr]
+    return [k for k in kinds if k in (ResponseReceived, DataReceived, TrailersReceived)]
+
+
+def test_an_answer_given_during_a_read_is_written_before_the_read_returns(h2_engine):
+    loop = RecordingLoop()
+    s = Server(loop, at_once=True)
+    c, request = _client()
+    s.data_received(request)
+    assert s.asked == [1]
+    assert loop.later == [], "a frame was put on a timer"
+    assert loop.soon == [], "the read left its frames to a later callback"
+    assert _response(c, s) == [ResponseReceived, DataReceived, TrailersReceived]
+
+
+def test_an_answer_from_the_other_leg_is_written_in_the_same_loop_pass(h2_engine):
+    loop = RecordingLoop()
+    s = Server(loop, at_once=False)
+    c, request = _client()
+    s.data_received(request)
+    s.transport.writes.clear()  # type: ignore[union-attr]  # SETTINGS ack
+    s.answer(1)  # as response.py does when the upstream's answer arrives
+    assert loop.later == [], "a frame was put on a timer"
+    assert [cb for cb, _ in loop.soon] == [s.flush], "one flush for this pass"
+    loop.run_soon()
+    assert loop.soon == [] and loop.later == []
+    assert len(s.transport.writes) == 1  # type: ignore[union-attr]  # one write for head, DATA, trailers
+    assert _response(c, s) == [ResponseReceived, DataReceived, TrailersReceived]
