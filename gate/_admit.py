@@ -127,6 +127,24 @@ class AdmitClient:
             log.warning("commit-point admit failed closed (%s): %s", self.target, self.last_error)
             return FAIL_CLOSED
 
+    async def wait_ready(self, timeout_s: float = 5.0) -> bool:
+        """Open the channel and wait (up to ``timeout_s``) until it is connected; True if it is.
+
+        For an application's start-up: the first ``admit`` otherwise pays the TCP and HTTP/2
+        handshake inside its own ``timeout_s`` (0.25 s), and a sidecar busy for that long (its
+        first HTTP/2 connection loads the engine) makes that write fail closed — safe, replayed
+        by the sidecar, but a refusal nobody needed. Never raises."""
+        try:
+            self._ensure()
+            async with asyncio.timeout(timeout_s):
+                await self._channel.channel_ready()
+            return True
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - not ready: admit() fails closed as before
+            self.last_error = f"{type(exc).__name__}: {_short(exc)}"
+            return False
+
     async def close(self) -> None:
         """Close the channel (idempotent)."""
         channel, self._channel, self._stub, self._loop = self._channel, None, None, None

@@ -105,6 +105,9 @@ def msg(**kw: Any) -> bytes:
 
 async def test_interceptor_refusal_is_replayed_and_lands_once(tmp_path):
     async with Fleet(tmp_path) as f, running_sidecar(f.config(hold_seconds=10)) as sc:
+        # connected before the first write: else its admit may time out in the handshake (fail
+        # closed, replayed: a third call) while the sidecar loads its HTTP/2 engine
+        assert await f.admitter.wait_ready(), f.admitter.last_error
         async with grpc.aio.insecure_channel(f"127.0.0.1:{sc.port}") as ch:
             s = stubs(ch)
             f.kv["a"].pause = asyncio.Event()
