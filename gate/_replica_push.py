@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Callable
 
-from ._consensus import Versioned
+from ._consensus import Consensus, Versioned
 from ._consensus_store import decode_head
 from ._types import Epoch
 
@@ -32,7 +32,7 @@ class ReplicaPush:
     _lock: asyncio.Lock
     _kick: asyncio.Event
     _blocking: bool
-    consensus: object
+    consensus: Consensus
     push_up: Callable[[], bool] | None
     pushed_epoch: Epoch
     _apply: Callable[["LogEntry", int], None]
