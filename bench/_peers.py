@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 
 from bench_proxy import Proc, free_port, wait_port
@@ -27,6 +28,30 @@ def missing(name: str) -> str | None:
     if binary(name):
         return None
     return f"skipping {name}: not installed ({INSTALL[name]})"
+
+
+PACKAGES = {"h2load": "nghttp2-client", "nghttp": "nghttp2-client", "nginx": "nginx-light", "wrk": "wrk"}
+
+
+def tools_missing(prog: str, *tools: str) -> bool:
+    """True (after one line naming the first absent tool and its Debian package) if a bench
+    cannot run here."""
+    for tool in tools:
+        if binary(tool) is None:
+            print(f"{prog}: {tool} not found (apt-get install {PACKAGES.get(tool, tool)})", file=sys.stderr)
+            return True
+    return False
+
+
+def stop_targets(procs: dict, upstream: object, tmp: Path) -> None:
+    """A latency bench's teardown, whatever the run left started: every target, the upstream,
+    the scratch directory."""
+    for p in procs.values():
+        if p is not None:
+            p.stop()
+    if upstream is not None:
+        upstream.stop()  # type: ignore[attr-defined]
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _env(tmp: Path, name: str, port: int, h2: int, up_port: int, up_h2_port: int | None) -> dict[str, str]:

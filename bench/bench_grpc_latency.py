@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -56,7 +55,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _peers import caddy_proc, haproxy_proc, missing  # noqa: E402
+from _peers import binary, caddy_proc, haproxy_proc, missing, stop_targets, tools_missing  # noqa: E402
 from bench_grpc import grpc_args, grpc_peer, grpc_sidecar, grpc_upstream, nginx_grpc_proxy  # noqa: E402
 from bench_grpc import run_h2load as run_h2load_sat  # noqa: E402
 from bench_latency import PCTS, pct, ratio, run_h2load  # noqa: E402
@@ -83,12 +82,9 @@ def main() -> int:
         ap.error("--client-rps must be 1..100 (h2load's timer fires at most every 10 ms)")
     if a.rounds < 1 or a.seconds <= 0 or not 0 < a.fraction <= 1 or a.sat_requests < 1:
         ap.error("--rounds ≥ 1, --seconds > 0, --sat-requests ≥ 1 and 0 < --fraction ≤ 1")
-    for tool in ("h2load", "nginx"):
-        if not shutil.which(tool) and not Path(f"/usr/sbin/{tool}").exists():
-            pkg = {"h2load": "nghttp2-client"}.get(tool, tool)
-            print(f"bench_grpc_latency: {tool} not found (apt-get install {pkg})", file=sys.stderr)
-            return 2
-    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    if tools_missing("bench_grpc_latency", "h2load", "nginx"):
+        return 2
+    nginx = binary("nginx")
     tmp = Path(tempfile.mkdtemp(prefix="bench-grpc-latency-"))
     procs: dict[str, Proc | None] = {}
     upstream = None
@@ -150,12 +146,7 @@ def main() -> int:
         print(f"bench_grpc_latency: {type(exc).__name__}: {exc} (logs were in {tmp})", file=sys.stderr)
         return 1
     finally:
-        for p in procs.values():
-            if p is not None:
-                p.stop()
-        if upstream is not None:
-            upstream.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
+        stop_targets(procs, upstream, tmp)
     return 0
 
 

@@ -26,14 +26,13 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _peers import caddy_proc, haproxy_proc, missing  # noqa: E402
+from _peers import binary, caddy_proc, haproxy_proc, missing, stop_targets, tools_missing  # noqa: E402
 from bench_grpc import grpc_args, grpc_peer, grpc_sidecar, nginx_grpc_proxy, run_h2load  # noqa: E402
 from bench_proxy import ROOT, Proc, _median, free_port  # noqa: E402
 
@@ -60,11 +59,9 @@ def main() -> int:
     a = ap.parse_args()
     if min(a.calls, a.messages, a.size, a.connections, a.streams, a.rounds) < 1:
         ap.error("every count must be ≥ 1")
-    for tool, pkg in (("h2load", "nghttp2-client"), ("nghttp", "nghttp2-client"), ("nginx", "nginx-light")):
-        if not shutil.which(tool) and not Path(f"/usr/sbin/{tool}").exists():
-            print(f"bench_grpc_stream: {tool} not found (apt-get install {pkg})", file=sys.stderr)
-            return 2
-    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    if tools_missing("bench_grpc_stream", "h2load", "nghttp", "nginx"):
+        return 2
+    nginx = binary("nginx")
     tmp = Path(tempfile.mkdtemp(prefix="bench-grpc-stream-"))
     procs: dict[str, Proc | None] = {}
     upstream = None
@@ -112,12 +109,7 @@ def main() -> int:
         print(f"bench_grpc_stream: {type(exc).__name__}: {exc} (logs were in {tmp})", file=sys.stderr)
         return 1
     finally:
-        for p in procs.values():
-            if p is not None:
-                p.stop()
-        if upstream is not None:
-            upstream.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
+        stop_targets(procs, upstream, tmp)
     return 0
 
 
