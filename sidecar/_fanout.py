@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Protocol
+from typing import Any, Protocol
 
 from gate import EmbeddedStore, Epoch, InflightTracker, MigrationError, Phase, PartitionState
 
@@ -72,25 +72,47 @@ class FanoutStore(EmbeddedStore):
         self.members = members
         self.timeout_s = timeout_s
 
+    async def _applied(self, partition: str, epoch: Epoch) -> list[str]:
+        """Why members did not apply ``epoch`` of ``partition`` in time (empty: every one did)."""
+        if not self.members:
+            return []
+        done, pending = await asyncio.wait([asyncio.ensure_future(m.applied(partition, epoch))
+                                            for m in list(self.members)], timeout=self.timeout_s)
+        for t in pending:
+            t.cancel()
+        failed = [str(t.exception()) for t in done if not t.cancelled() and t.exception() is not None]
+        if pending:
+            failed.append(f"{len(pending)} member(s) did not acknowledge within {self.timeout_s:g}s")
+        return failed
+
+    def _in_cutover(self, partition: str, epoch: Epoch) -> bool:
+        st = self.table.state(partition)
+        return st is not None and st[0].phase is Phase.CUTOVER and st[1] == epoch
+
     async def _settle(self, partition: str, epoch: Epoch, *, cutover: bool = False) -> Epoch:
-        if self.members:
-            done, pending = await asyncio.wait([asyncio.ensure_future(m.applied(partition, epoch))
-                                                for m in list(self.members)], timeout=self.timeout_s)
-            for t in pending:
-                t.cancel()
-            failed = [str(t.exception()) for t in done if not t.cancelled() and t.exception() is not None]
-            if pending:
-                failed.append(f"{len(pending)} member(s) did not acknowledge within {self.timeout_s:g}s")
-            if failed and cutover:
-                # Not acknowledged: a write admitted before the cutover may still commit on
-                # `from`. Abort (writes resume on `from`), and say so.
-                st = self.table.state(partition)
-                if st is not None and st[0].phase is Phase.CUTOVER and st[1] == epoch:
-                    await self._settle(partition, self.table.abort_migration(partition))
-                raise CutoverNotAcknowledged(f"cutover of {partition} at epoch {int(epoch)} not acknowledged "
-                                             f"({'; '.join(failed)}); migration aborted", partition)
-            if failed:
-                log.warning("transition of %s at epoch %d: %s", partition, epoch, "; ".join(failed))
+        failed = await self._applied(partition, epoch)
+        if failed and cutover:
+            # Not acknowledged: a write admitted before the cutover may still commit on
+            # `from`. Abort (writes resume on `from`), and say so.
+            if self._in_cutover(partition, epoch):
+                await self._settle(partition, self.table.abort_migration(partition))
+            raise CutoverNotAcknowledged(f"cutover of {partition} at epoch {int(epoch)} not acknowledged "
+                                         f"({'; '.join(failed)}); migration aborted", partition)
+        if failed:
+            log.warning("transition of %s at epoch %d: %s", partition, epoch, "; ".join(failed))
+        return epoch
+
+    async def _settle_all(self, sources: list[str], epoch: Epoch, *, cutover: bool = False) -> Epoch:
+        """``_settle`` for a reshard's sources, which move together at one epoch (DESIGN §12): a
+        cutover not acknowledged for any of them is aborted back for all of them."""
+        failed = [f for name in sources for f in await self._applied(name, epoch)]
+        if failed and cutover:
+            if all(self._in_cutover(name, epoch) for name in sources):
+                await self._settle_all(sources, self.table.abort_all(sources))
+            raise CutoverNotAcknowledged(f"cutover of {', '.join(sources)} at epoch {int(epoch)} not "
+                                         f"acknowledged ({'; '.join(failed)}); reshard aborted", sources[0])
+        if failed:
+            log.warning("transition of %s at epoch %d: %s", ", ".join(sources), epoch, "; ".join(failed))
         return epoch
 
     async def set(self, partition: str, node: str) -> Epoch:
@@ -107,6 +129,18 @@ class FanoutStore(EmbeddedStore):
 
     async def abort(self, partition: str) -> Epoch:
         return await self._settle(partition, self.table.abort_migration(partition))
+
+    async def begin_reshard(self, sources: list[str], into: Any) -> Epoch:
+        return await self._settle_all(sources, self.table.begin_reshard(sources, into))
+
+    async def enter_cutover_all(self, sources: list[str]) -> Epoch:
+        return await self._settle_all(sources, self.table.enter_cutover_all(sources), cutover=True)
+
+    async def abort_all(self, sources: list[str]) -> Epoch:
+        return await self._settle_all(sources, self.table.abort_all(sources))
+
+    async def complete_reshard(self, sources: list[str]) -> Epoch:
+        return await self._settle_all(sources, self.table.complete_reshard(sources))
 
 
 def state_to_wire(state: PartitionState | None) -> dict | None:

@@ -153,3 +153,86 @@ async def test_memkv_compare_and_set_and_blocking_list():
     assert new_index > index and [x.key for x in entries] == ["p/a", "p/b"]
     await kv.delete("p/", recurse=True)
     assert (await kv.list("p/"))[0] == []
+
+
+async def test_embedded_reshard_cutover_not_drained_aborts_every_source():
+    """A reshard's cutover with a write of one source still in flight past --drain-seconds is not
+    acknowledged: every source goes back to Active together (never one half cut over)."""
+    from gate import EmbeddedStore, InflightTracker, PartitionState, PlacementTable
+    from sidecar._fanout import CutoverNotAcknowledged, FanoutStore, LocalMember
+
+    table = PlacementTable({"slot-0": "a", "slot-1": "a"})
+    inner = EmbeddedStore(table, {"a": "http://127.0.0.1:1", "b": "http://127.0.0.1:2"})
+    tracker = InflightTracker()
+    store = FanoutStore(inner, [LocalMember(inner, tracker, drain_s=0.05)])
+    e1 = await store.begin_reshard(["slot-1"], [("slot-1-of-4", "a"), ("slot-3-of-4", "b")])
+    tracker.begin("slot-1", int(e1))      # a write admitted while draining, still in flight
+    with pytest.raises(CutoverNotAcknowledged, match="reshard aborted"):
+        await store.enter_cutover_all(["slot-1"])
+    assert table.state("slot-1")[0] == PartitionState.active("a")
+    tracker.end("slot-1", int(e1))
+    await store.begin_reshard(["slot-1"], [("slot-1-of-4", "a"), ("slot-3-of-4", "b")])
+    await store.enter_cutover_all(["slot-1"])
+    await store.complete_reshard(["slot-1"])
+    assert sorted(table.partitions()) == ["slot-0", "slot-1-of-4", "slot-3-of-4"]
+
+
+async def test_embedded_sidecar_splits_and_merges_through_its_control_api(tmp_path, monkeypatch):
+    """``reshard split``/``merge`` against one sidecar on a placement file (--hash-slots 2): the
+    embedded controller runs them as jobs like a move, under writers on every slot, and every
+    acknowledged write reads back through the proxy after each."""
+    monkeypatch.setenv("EPOCHGATE_MOVER_TOKEN", "embedded-test-mover-token-0123")
+    pa, pb_, listen, admin, control_port = free_ports(5)
+    control = f"127.0.0.1:{control_port}"
+    placement = tmp_path / "placement.toml"
+    placement.write_text(f'[nodes]\na = "http://127.0.0.1:{pa}"\nb = "http://127.0.0.1:{pb_}"\n\n'
+                         '[partitions]\nslot-0 = "a"\nslot-1 = "a"\n')
+    procs = []
+    try:
+        procs += await spawn_nodes(tmp_path, control, pa, pb_)
+        procs.append(await _spawn("sidecar", "--placement", str(placement), "--listen", f"127.0.0.1:{listen}",
+                                  "--admin", f"127.0.0.1:{admin}", "--control", control, "--hash-slots", "2",
+                                  "--no-access-log"))
+        await _ready(f"http://127.0.0.1:{admin}/readyz")
+        for port in (pa, pb_):
+            await _ready(f"http://127.0.0.1:{port}/healthz")
+        proxy = f"http://127.0.0.1:{listen}"
+        acked: dict[str, str] = {}
+        errors: list[str] = []
+        stop = asyncio.Event()
+
+        async def writer(w: int) -> None:
+            async with aiohttp.ClientSession() as http:
+                i = 0
+                while not stop.is_set():
+                    key, value = f"w{w}-{i % 20}", f"v{i}"
+                    async with http.put(f"{proxy}/kv/{key}", data=value, headers={"X-Partition-Key": key}) as r:
+                        if r.status == 200:
+                            acked[key] = value
+                        else:
+                            errors.append(f"{key}: {r.status} {await r.text()}")
+                    i += 1
+
+        writers = [asyncio.create_task(writer(w)) for w in range(3)]
+        while len(acked) < 60:
+            await asyncio.sleep(0.05)
+        rc, out, err = await cli(control, "reshard", "split", "slot-1", "--to", "b", "--hash-slots", "2")
+        assert rc == 0, out + err
+        assert "completed" in out, out
+        rc, out, err = await cli(control, "reshard", "merge", "slot-3-of-4", "--to", "a", "--hash-slots", "2")
+        assert rc == 0, out + err
+        stop.set()
+        await asyncio.gather(*writers)
+        assert errors == [], errors[:5]
+        rc, out, _ = await cli(control, "jobs", "list", "--json")
+        jobs = json.loads(out)
+        assert sorted(j["kind"] for j in jobs) == ["merge", "split"], out
+        assert all(j["status"] == "completed" for j in jobs), out
+        assert (tmp_path / "b" / "commits.jsonl").read_text()   # b served the new half while it was split
+        async with aiohttp.ClientSession() as http:
+            for key, value in acked.items():   # 0 acknowledged writes lost
+                async with http.get(f"{proxy}/kv/{key}", headers={"X-Partition-Key": key}) as r:
+                    assert (r.status, await r.text()) == (200, value), key
+    finally:
+        logs = [await _stop(p) for p in reversed(procs)]
+    assert all("Traceback" not in log for log in logs), "\n".join(logs)

@@ -125,6 +125,7 @@ class LocalBarrier:
 
     def __init__(self, table: Any, tracker: Any) -> None:
         self.table, self.tracker = table, tracker
+        self._partition: str | None = None   # the partition whose cutover is being waited for
 
     async def list(self) -> tuple[dict[str, Listed], int]:
         return {LOCAL: Listed(LOCAL, "", int(self.table.current_epoch()))}, 0
@@ -135,12 +136,18 @@ class LocalBarrier:
         epoch = await store.enter_cutover(partition)
         committed = time.monotonic()
         self._partition = partition
-        return await self.wait(epoch, (await self.list())[0], 0, committed, deadline_s)
+        try:
+            return await self.wait(epoch, (await self.list())[0], 0, committed, deadline_s)
+        finally:
+            # Only this cutover's wait drains it. A later wait (a reshard's, whose store call drained
+            # every source already: ``_fanout.FanoutStore.enter_cutover_all``) must not wait on an
+            # unrelated partition still taking writes at an epoch below its own.
+            self._partition = None
 
     async def wait(self, epoch: int, listed: dict, index: int, committed_at: float,
                    deadline_s: float) -> BarrierResult:
         res = BarrierResult(int(epoch), list(listed.values()), committed_at=committed_at)
-        partition = getattr(self, "_partition", None)
+        partition = self._partition
         remaining = max(0.0, committed_at + deadline_s - time.monotonic())
         if partition is not None and not await self.tracker.wait_drained(partition, int(epoch), remaining):
             res.pending.add(LOCAL)
@@ -178,6 +185,27 @@ class _AtEpoch:
     async def complete(self, partition: str, *, at_epoch: int | None = None) -> Any:
         await self._check(partition, at_epoch)
         return await self.store.complete(partition)
+
+    # a reshard's sources (DESIGN §12.6): every one at the attempt's epoch
+    async def begin_reshard(self, sources: list[str], into: Any, *, at_epoch: int | None = None) -> Any:
+        for name in sources:
+            await self._check(name, at_epoch)
+        return await self.store.begin_reshard(sources, into)
+
+    async def enter_cutover_all(self, sources: list[str], *, at_epoch: int | None = None) -> Any:
+        for name in sources:
+            await self._check(name, at_epoch)
+        return await self.store.enter_cutover_all(sources)
+
+    async def abort_all(self, sources: list[str], *, at_epoch: int | None = None) -> Any:
+        for name in sources:
+            await self._check(name, at_epoch)
+        return await self.store.abort_all(sources)
+
+    async def complete_reshard(self, sources: list[str], *, at_epoch: int | None = None) -> Any:
+        for name in sources:
+            await self._check(name, at_epoch)
+        return await self.store.complete_reshard(sources)
 
 
 class _Audited(_AtEpoch):
