@@ -228,3 +228,14 @@ async def stop_writers(writers, tasks: list) -> None:
     for t in tasks:
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def end_leader_session(consul_url: str, prefix: str) -> None:
+    """End the session holding ``<prefix>controller/leader``, as Consul does when its TTL runs out
+    (10-20 s after the holder died or froze): a takeover test then need not wait for it."""
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+        async with http.get(f"{consul_url}/v1/kv/{prefix}controller/leader") as r:
+            sid = (await r.json())[0].get("Session")
+        assert sid, "the controller should still hold the leader lock"
+        async with http.put(f"{consul_url}/v1/session/destroy/{sid}") as r:
+            assert r.status == 200, await r.text()

@@ -20,7 +20,7 @@ from sidecar.api.convert import job_to_dict
 from gate.pb.epochgate.v1 import epochgate_pb2 as pb
 from gate.pb.epochgate.v1 import epochgate_pb2_grpc as pb_grpc
 
-from ._fleet import Fleet, check_invariants, stop_writers
+from ._fleet import Fleet, check_invariants, end_leader_session, stop_writers
 from .test_migrations_e2e import Writers
 
 pytestmark = [pytest.mark.consul, pytest.mark.slow]
@@ -104,6 +104,7 @@ async def test_drain_under_writes_paused_and_resumed_across_a_controller_failove
             await _until(some_done, 60, "three moves done")
             await stubs[other].SetJobControl(pb.JobControlRequest(set_paused=True, paused=True), timeout=10)
             ctls[leader].kill()                                    # the leader dies mid-drain, fleet paused
+            await end_leader_session(consul_agent.url, kv_prefix)  # its TTL running out, 10-20 s sooner
             await _until(lambda: _is_leader(ctls, other), 60, "the other controller to lead")
             o = await stubs[other].GetOperation(pb.OperationRequest(id=op.id), timeout=10)
             assert o.status == "running"

@@ -32,7 +32,7 @@ import pytest
 from gate._consul_consensus import open_consul
 from gate.pb.epochgate.v1 import epochgate_pb2 as pb
 
-from ._fleet import ControlClient, Fleet, check_invariants, job_dicts, stop_writers
+from ._fleet import ControlClient, Fleet, check_invariants, end_leader_session, job_dicts, stop_writers
 
 pytestmark = [pytest.mark.consul, pytest.mark.slow]
 
@@ -138,7 +138,7 @@ async def test_paused_controller_resumed_after_takeover(consul_agent, kv_prefix,
                 # as its TTL running out would, 10-20 s sooner. Not before the flip: resumed within its
                 # lease there, c1 may see the lock lost before its complete goes out (1 run in 4), and
                 # the case is there to show the store's compare-and-set refusing that complete
-                await _end_leader_session(http, consul_agent.url, kv_prefix)
+                await end_leader_session(consul_agent.url, kv_prefix)
             final = await ctl2.wait(job.id, timeout_s=60)   # c2 takes over and completes
             assert final.status == "completed", final
             assert [p.phase for p in final.phases].count("draining") == 2   # restarted: fresh tokens
@@ -175,15 +175,6 @@ async def test_paused_controller_resumed_after_takeover(consul_agent, kv_prefix,
             await c.close()
         fleet.stop()
         await consensus.close()
-
-
-async def _end_leader_session(http: aiohttp.ClientSession, consul_url: str, prefix: str) -> None:
-    """End the leading controller's session, as Consul does when its TTL runs out."""
-    async with http.get(f"{consul_url}/v1/kv/{prefix}controller/leader") as r:
-        sid = (await r.json())[0].get("Session")
-    assert sid, "the stopped controller should still hold the leader lock"
-    async with http.put(f"{consul_url}/v1/session/destroy/{sid}") as r:
-        assert r.status == 200, await r.text()
 
 
 async def _async(value):

@@ -22,7 +22,7 @@ import pytest
 from gate._consul_consensus import open_consul
 from gate.pb.epochgate.v1 import epochgate_pb2 as pb
 
-from ._fleet import ControlClient, Fleet, check_invariants, job_dicts, stop_writers
+from ._fleet import ControlClient, Fleet, check_invariants, end_leader_session, job_dicts, stop_writers
 
 pytestmark = [pytest.mark.consul, pytest.mark.slow]
 
@@ -238,6 +238,7 @@ async def test_controller_killed_mid_job_next_one_finishes_or_aborts(consul_agen
             assert got.status == "draining", got
             owner0 = [j["owner"] for j in await job_dicts(consul_agent.url, kv_prefix) if j["id"] == job.id][0]
             ctls[lead].kill()                         # the leader dies mid-job
+            await end_leader_session(consul_agent.url, kv_prefix)   # its TTL running out, 10-20 s sooner
             nodes[1].signal(signal.SIGCONT)
             final = await clients[1 - lead].wait(job.id, timeout_s=60)
             assert final.status in ("completed", "aborted"), final
