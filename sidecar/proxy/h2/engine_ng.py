@@ -188,6 +188,11 @@ class NgConn:
             tail, self.tail = self.tail, b""
             return tail
         c = self.c
+        if not self.late and not c.want_write and c.want_read:
+            # nothing queued, nothing to serialise: no stream can have closed by it (events come
+            # out of receive and of serialising only) — the flush after every read and ack skips
+            # two calls into ngh2 and an empty event list
+            return b""
         out = c.data_to_send()
         if self.late:
             late, self.late = self.late, []
@@ -247,8 +252,12 @@ class NgConn:
             return
         self.c.reset_stream(sid, code)
 
-    def ack(self, n: int, sid: int) -> None:
-        self.c.acknowledge_received_data(n, sid)
+    def ack(self, n: int, sid: int) -> bool:
+        """Hand ``n`` bytes of window back; True when that queued a frame (libnghttp2 sends
+        WINDOW_UPDATE only once half a window is consumed: most acks queue nothing)."""
+        c = self.c
+        c.acknowledge_received_data(n, sid)
+        return c.want_write
 
     def close_connection(self, code: int, debug: bytes) -> None:
         if self.dead:

@@ -2,11 +2,13 @@
 # see sidecar/_build.py). The attributes live in the base extension type so that both halves of
 # the exchange reach them as C fields (as the HTTP/1.1 ResponseMixin does: proxy/response.pxd).
 from sidecar.proxy.context cimport ProxyContext
+from sidecar.proxy.h2.server cimport H2ServerConn
 
 
 cdef class H2ResponseMixin:
     cdef public ProxyContext ctx
-    cdef public object sconn, method, method_b, path, authority, bad, rid, clen, xff, ctype
+    cdef public H2ServerConn sconn  # its outboxes and engine: C fields and calls per event
+    cdef public object method, method_b, path, authority, bad, rid, clen, xff, ctype
     cdef public object partition, phase, epoch, placement, decision, node, hold_timer, leg, spare
     cdef public object trailers, replay, resp_held, resp_buf
     cdef public list fwd, pending
