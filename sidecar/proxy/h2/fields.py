@@ -65,6 +65,25 @@ def field_error(name: bytes, value: bytes) -> str | None:
     return None
 
 
+#: (name, value) pairs found good by ``field_error``: a client sends the same content-type, te,
+#: user-agent and key on every stream, and a hit skips the checks (bounded: client-chosen; short
+#: fields only, a request id or trace id is new every time)
+GOOD_FIELDS: dict[tuple[bytes, bytes], None] = {}
+GOOD_FIELDS_MAX = 4096
+GOOD_FIELD_LEN = 128
+
+
+def header_error(field: tuple[bytes, bytes]) -> str | None:
+    """``field_error`` for a (name, value) pair not in ``GOOD_FIELDS`` (the caller looks there
+    first: a dict look-up, where the checks are a call and a regular-expression search);
+    remembers it when good."""
+    name, value = field
+    err = field_error(name, value)
+    if err is None and len(name) + len(value) <= GOOD_FIELD_LEN and len(GOOD_FIELDS) < GOOD_FIELDS_MAX:
+        GOOD_FIELDS[field] = None
+    return err
+
+
 def method_error(method: bytes | None) -> str | None:
     if method is None:
         return "the :method pseudo-header is missing"
