@@ -3,5 +3,6 @@
 cdef class NgConn:
     cdef public object c, h, tail, fh, _settings
     cdef public list late
+    cdef public set fresh
     cdef public bint server, dead, goaway, open, in_head, closed
     cdef public long last_in, skip, block, peer_max, peer_window
