@@ -1,6 +1,6 @@
 """Instructions per gRPC unary call through the sidecar, counted (valgrind): this tree against another.
 
-    python bench/bench_grpc_instr.py [--baseline DIR] [--calls 2000] [--get] [--tool cachegrind]
+    python bench/bench_grpc_instr.py [--baseline DIR] [--calls 2000] [--get] [--tool cachegrind|callgrind] [--out DIR]
 
 bench_grpc.py's set-up (nginx answering gRPC-shaped unary calls on h2c; partition ``t1`` on node
 ``h2c://``; gating, metrics and the access log on) with the 1-worker sidecar run under
@@ -11,8 +11,8 @@ extra seconds are not: well under 1%). Unlike CPU time, the count does not move 
 load of a shared machine (bench_grpc.py's CPU figures vary ±20% between identical rounds
 there), so a 1% change shows; it weighs a cache miss like an add. ``--baseline DIR`` runs the
 sidecar of another source tree (built in place) the same way. Which functions: ``--tool
-callgrind`` keeps both runs' callgrind.out files (``callgrind_annotate --inclusive=yes``, and
-subtract).
+callgrind --out DIR`` keeps both runs' callgrind.out files there (``callgrind_annotate`` each,
+and subtract per function: that is how the figures in docs/figures-peers.md were split).
 """
 
 from __future__ import annotations
@@ -86,6 +86,7 @@ def main() -> int:
     ap.add_argument("--get", action="store_true", help="plain HTTP/2 GETs instead of gRPC unary POSTs")
     ap.add_argument("--tool", default="cachegrind", choices=("cachegrind", "callgrind"),
                     help="callgrind: slower, keeps per-function counts (the out files are printed)")
+    ap.add_argument("--out", type=Path, metavar="DIR", help="keep the valgrind output files here")
     a = ap.parse_args()
     for tool in ("valgrind", "h2load"):
         if not shutil.which(tool):
@@ -95,7 +96,8 @@ def main() -> int:
     trees = [("this", ROOT)] + ([("base", a.baseline.resolve())] if a.baseline is not None else [])
     res = {}
     with tempfile.TemporaryDirectory() as d:
-        tmp = Path(d)
+        tmp = Path(d) if a.out is None else a.out
+        tmp.mkdir(parents=True, exist_ok=True)
         up = grpc_upstream(tmp, nginx)
         try:
             for label, root in trees:
