@@ -2,6 +2,7 @@
 with the HTTP/1.1 figure beside it.
 
     python bench/bench_grpc.py [--requests 30000] [--connections 16] [--streams 10] [--seconds 5] [--rounds 1] [--skip-tls]
+                               [--baseline DIR] [--only nginx,sidecar,base]
 
 One run, one machine: an nginx upstream answers gRPC-shaped unary calls on an
 h2c port (HEADERS+DATA, then ``grpc-status: 0`` trailers) and HTTP/1.1 on
@@ -19,6 +20,10 @@ sidecar's HTTP/1.1 path (node ``http://``). Each cell: req/s and the proxy's
 CPU time per request (utime+stime of its process group over requests done).
 Ratios printed: sidecar/nginx per protocol, and the sidecar's h2 path against
 its HTTP/1.1 path. Noisy on a shared machine: compare the ratios.
+
+``--baseline DIR`` adds the sidecar of another source tree (e.g. a worktree of main built with
+``setup.py build_ext --inplace``) as the ``base`` target, in the same interleaved rounds, and prints
+this tree's sidecar against it per protocol; ``--only`` picks targets by name.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_proxy  # noqa: E402
 from _peers import caddy_proc, haproxy_proc, missing  # noqa: E402
 from bench_proxy import ROOT, Proc, _median, free_port, nginx_conf, run_wrk  # noqa: E402
 
@@ -111,6 +117,18 @@ def grpc_sidecar(tmp: Path, h2_port: int, h1_port: int, tls: bool = False, env: 
     return p
 
 
+def sidecar_from(root: Path, tmp: Path, h2: int, h1: int, name: str, **kw) -> Proc:
+    """``grpc_sidecar`` run from another source tree: its PYTHONPATH and cwd (``python -m`` puts
+    the cwd first on sys.path) both come from the bench modules' ROOT, swapped for the call."""
+    global ROOT
+    saved = ROOT, bench_proxy.ROOT
+    ROOT = bench_proxy.ROOT = root
+    try:
+        return grpc_sidecar(tmp, h2, h1, name=name, **kw)
+    finally:
+        ROOT, bench_proxy.ROOT = saved
+
+
 def grpc_peer(start, tmp: Path, h2_port: int, h1_port: int) -> Proc:
     """HAProxy or Caddy (bench/_peers.py) with its gRPC frontend on ``.port`` and HTTP/1.1 on ``.h1``."""
     p = start(tmp, free_port(), h1_port, h2_port)
@@ -142,7 +160,12 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=1,
                     help="run the targets this many times, interleaved; the table shows medians (default 1)")
     ap.add_argument("--skip-tls", action="store_true", help="leave out the sidecar's TLS cells")
+    ap.add_argument("--baseline", type=Path, metavar="DIR",
+                    help="also run the sidecar of this source tree (built in place) as target 'base'")
+    ap.add_argument("--only", help="comma-separated targets to run (nginx, haproxy, caddy, sidecar, sidecar-h2py, base)")
     a = ap.parse_args()
+    if a.baseline is not None and not (a.baseline / "sidecar" / "__main__.py").is_file():
+        ap.error(f"--baseline: no sidecar/__main__.py under {a.baseline}")
     for tool in ("h2load", "wrk", "nginx"):
         if not shutil.which(tool) and not Path(f"/usr/sbin/{tool}").exists():
             print(f"{tool} not installed", file=sys.stderr)
@@ -173,6 +196,11 @@ def main() -> int:
             else:
                 print("bench_grpc: the sidecar runs HTTP/2 on pure-Python h2 (ngh2 not installed: "
                       "pip install 'epochgate[ngh2]')", file=sys.stderr)
+            if a.baseline is not None:
+                base_root = a.baseline.resolve()
+                targets.append(("base", lambda: sidecar_from(base_root, tmp, h2_port, h1_port, "base")))
+            if a.only:
+                targets = [t for t in targets if t[0] in a.only.split(",")]
             for name in ("haproxy", "caddy"):  # a peer not installed: one line, and the rest runs
                 if why := missing(name):
                     print(f"bench_grpc: {why}", file=sys.stderr)
@@ -244,7 +272,13 @@ def report(rows: list[dict]) -> int:
     py = {r["proto"]: r["cpu_us"] for r in rows if r["name"] == "sidecar-h2py"}
     for proto in py:
         print(f"sidecar on libnghttp2 / on pure h2, {proto}: {sc[proto] / py[proto]:.2f}x")
+    bl = {r["proto"]: r["cpu_us"] for r in rows if r["name"] == "base"}
+    for proto in bl:
+        if proto in sc:
+            print(f"sidecar / base (--baseline), {proto}: {sc[proto] / bl[proto]:.3f}x")
     ng = base
+    if not sc or not ng:
+        return 0
     print(f"\nsidecar h2 / sidecar HTTP/1.1 CPU per request: {sc['h2 (gRPC unary)'] / sc['HTTP/1.1 POST']:.2f}x "
           f"(nginx: {ng['h2 (gRPC unary)'] / ng['HTTP/1.1 POST']:.2f}x)")
     if "TLS conn per call" not in sc:

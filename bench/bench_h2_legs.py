@@ -39,9 +39,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench_grpc  # noqa: E402
-import bench_proxy  # noqa: E402
-from bench_grpc import grpc_args, grpc_sidecar, grpc_upstream, nginx_grpc_proxy  # noqa: E402
+from bench_grpc import grpc_args, grpc_sidecar, grpc_upstream, nginx_grpc_proxy, sidecar_from  # noqa: E402
 from bench_latency import pct  # noqa: E402
 from bench_proxy import Proc, _median, group_cpu_by_pid  # noqa: E402
 
@@ -62,17 +60,6 @@ def run_ns(p: Proc) -> int:
             except OSError:
                 pass
     return total
-
-
-def sidecar_from(root: Path, tmp: Path, h2: int, h1: int, name: str) -> Proc:
-    """``grpc_sidecar`` run from another source tree: its PYTHONPATH and cwd (``python -m`` puts
-    the cwd first on sys.path) both come from the bench modules' ROOT, swapped for the call."""
-    saved = bench_grpc.ROOT, bench_proxy.ROOT
-    bench_grpc.ROOT = bench_proxy.ROOT = root
-    try:
-        return grpc_sidecar(tmp, h2, h1, name=name)
-    finally:
-        bench_grpc.ROOT, bench_proxy.ROOT = saved
 
 
 def cell(port: int, key: str, opts: list[str], rps: int, calls: int, tmp: Path,

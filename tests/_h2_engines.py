@@ -46,4 +46,4 @@ def h2_checks_off(monkeypatch: Any, on: bool = False) -> None:
     monkeypatch.setitem(engine._state, "engine", engine.get())  # (restored on undo)
     if not on:
         use_engine("h2")
-    monkeypatch.setattr(server.H2ServerConn, "validate_inbound", on)
+    monkeypatch.setattr(server, "VALIDATE_INBOUND", on)

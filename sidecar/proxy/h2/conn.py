@@ -58,8 +58,10 @@ class Outbox:
         self.on_sent = on_sent
 
 
-class H2Base(asyncio.Protocol):
-    """An engine's HTTP/2 connection on a transport; subclasses handle the events."""
+class H2Base:
+    """An engine's HTTP/2 connection on a transport; subclasses handle the events. An
+    ``asyncio.Protocol`` by duck typing (no base class: an extension type in the Cython
+    build, conn.pxd)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, settings: dict[int, int], client: bool, **kw: Any) -> None:
         self.loop = loop
@@ -94,6 +96,9 @@ class H2Base(asyncio.Protocol):
         finally:
             self.in_read = False
         self.flush()
+
+    def eof_received(self) -> bool | None:
+        return None  # the transport closes itself (asyncio.Protocol's default)
 
     def read_started(self) -> None:
         """Bytes arrived (before they are parsed)."""
@@ -259,10 +264,11 @@ class H2Base(asyncio.Protocol):
     def ack(self, sid: int, n: int) -> None:
         """``n`` received bytes of ``sid`` have left the proxy: hand the window back."""
         try:
-            self.h2.ack(n, sid)
+            queued = self.h2.ack(n, sid)
         except self.errors:
             return
-        self.mark()
+        if queued:  # (mostly not: a flush per ack found nothing to write, an empty loop pass per call)
+            self.mark()
 
     def set_nodelay(self) -> None:
         if self.transport is not None:

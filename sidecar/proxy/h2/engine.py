@@ -10,8 +10,8 @@ Decided at start-up without importing either library (``describe()`` names it in
 start-up log) and loaded on the first HTTP/2 connection (an HTTP/1.1-only sidecar imports
 neither; ngh2 adds ~1.7 MiB when it loads). Both engines offer the same calls (``server()``/``client()`` return a
 connection with ``receive``, ``data_to_send``, ``request``, ``respond``, ``trailers``,
-``send_data``, ``end_stream``, ``window``, ``reset_stream``, ``ack``,
-``close_connection``, ``shutdown``, ``peer_max_streams``, ``head_pending``; ``closed``:
+``send_data``, ``end_stream``, ``window``, ``reset_stream``, ``ack`` (True when it queued a
+frame, or when the engine cannot tell), ``close_connection``, ``shutdown``, ``peer_max_streams``, ``head_pending``; ``closed``:
 the engine ended the connection after writing its GOAWAY, close the transport) and deliver
 the same events to the connection's owner: ``on_head(sid, headers, ended)``,
 ``on_data(sid, data, flow_controlled_length)``, ``on_trailers``, ``on_end``,

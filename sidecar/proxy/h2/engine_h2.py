@@ -122,8 +122,9 @@ class H2Conn:
     def reset_stream(self, sid: int, code: int) -> None:
         self.c.reset_stream(sid, code)
 
-    def ack(self, n: int, sid: int) -> None:
+    def ack(self, n: int, sid: int) -> bool:
         self.c.acknowledge_received_data(n, sid)
+        return True   # (h2 does not say whether a WINDOW_UPDATE was queued: flush to see)
 
     def close_connection(self, code: int, debug: bytes) -> None:
         try:

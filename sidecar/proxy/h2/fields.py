@@ -65,11 +65,44 @@ def field_error(name: bytes, value: bytes) -> str | None:
     return None
 
 
+#: (name, value) pairs found good by ``field_error``: a client sends the same content-type, te,
+#: user-agent and key on every stream, and a hit skips the checks (bounded: client-chosen; short
+#: fields only, a request id or trace id is new every time)
+GOOD_FIELDS: dict[tuple[bytes, bytes], None] = {}
+GOOD_FIELDS_MAX = 4096
+GOOD_FIELD_LEN = 128
+
+
+def header_error(field: tuple[bytes, bytes]) -> str | None:
+    """``field_error`` for a (name, value) pair not in ``GOOD_FIELDS`` (the caller looks there
+    first: a dict look-up, where the checks are a call and a regular-expression search);
+    remembers it when good."""
+    name, value = field
+    err = field_error(name, value)
+    if err is None and len(name) + len(value) <= GOOD_FIELD_LEN and len(GOOD_FIELDS) < GOOD_FIELDS_MAX:
+        GOOD_FIELDS[field] = None
+    return err
+
+
+#: pseudo-header values found good, likewise (a dict look-up instead of a regular expression per stream)
+_good_methods: dict[bytes, None] = {}
+_good_paths: dict[bytes, None] = {}
+_good_authorities: dict[bytes, None] = {}
+
+
+def _remember(cache: dict[bytes, None], value: bytes) -> None:
+    if len(value) <= GOOD_FIELD_LEN and len(cache) < GOOD_FIELDS_MAX:
+        cache[value] = None
+
+
 def method_error(method: bytes | None) -> str | None:
+    if method in _good_methods:
+        return None
     if method is None:
         return "the :method pseudo-header is missing"
     if _TOKEN(method) is None:
         return f":method {_show(method)} is not a token"
+    _remember(_good_methods, method)
     return None
 
 
@@ -77,16 +110,22 @@ def path_error(path: bytes | None, method: bytes) -> str | None:
     """``:path`` as it will become an HTTP/1.1 request target (and what the hook check reads)."""
     if path is None:
         return "the :path pseudo-header is missing"
+    if path in _good_paths:   # (never "*": that depends on the method)
+        return None
     if path == b"*":
         return None if method == b"OPTIONS" else ":path '*' is for OPTIONS only"
     if _PATH(path) is None:
         return f":path {_show(path)} is not an origin-form target of visible ASCII characters"
+    _remember(_good_paths, path)
     return None
 
 
 def authority_error(authority: bytes) -> str | None:
+    if authority in _good_authorities:
+        return None
     if _AUTHORITY(authority) is None or authority.find(b"@") >= 0:
         return f"authority {_show(authority)} is not a host[:port]"
+    _remember(_good_authorities, authority)
     return None
 
 

@@ -30,11 +30,12 @@ RESET_LIMIT = 200
 RESET_WINDOW_S = 1.0
 
 
+#: the engine's own inbound header checks (tests turn them off to see fields.py's alone)
+VALIDATE_INBOUND = True
+
+
 class H2ServerConn(H2Base):
     """One downstream HTTP/2 connection."""
-
-    #: the engine's own inbound header checks (tests turn them off to see fields.py's alone)
-    validate_inbound = True
 
     def __init__(self, ctx: ProxyContext) -> None:
         cfg = ctx.cfg
@@ -45,7 +46,7 @@ class H2ServerConn(H2Base):
             Setting.INITIAL_WINDOW_SIZE: cfg.h2_window,
             Setting.MAX_HEADER_LIST_SIZE: ctx.max_header,
             Setting.ENABLE_PUSH: 0,
-        }, False, validate_inbound=self.validate_inbound)
+        }, False, validate_inbound=VALIDATE_INBOUND)
         self.ctx = ctx
         self.streams: dict[int, Any] = {}
         self.current = None            # never "busy" for the idle sweep: close_idle is graceful here

@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 
 _HOLDABLE = (RejectReason.CUTOVER, RejectReason.STALE_EPOCH, RejectReason.FAIL_CLOSED)
 _PHASES = {p.value: p for p in Phase}
+_GOOD_FIELDS = F.GOOD_FIELDS
 _DROP = frozenset({b"x-partition", b"x-placement", b"x-placement-epoch", b"host", b"x-forwarded-for"})
 
 
@@ -88,7 +89,9 @@ class H2Exchange(H2ResponseMixin):
         size = 0
         malformed = None   # the first reason this head must not be forwarded (fields.py)
         pseudo: set[bytes] = set()
-        for name, value in headers:
+        good = _GOOD_FIELDS
+        for field in headers:
+            name, value = field
             size += len(name) + len(value) + 32  # (RFC 9113 §6.5.2 accounting)
             if name[:1] == b":":
                 if self.fwd or name in pseudo or name not in F.PSEUDO:
@@ -103,9 +106,10 @@ class H2Exchange(H2ResponseMixin):
                 elif name == b":protocol":
                     self.bad = (405, "method not allowed", "extended CONNECT is not proxied")
                 continue
-            err = F.field_error(name, value)
-            if err is not None:
-                malformed = malformed or err
+            if field not in good:  # (most fields were checked on an earlier stream: fields.GOOD_FIELDS)
+                err = F.header_error(field)
+                if err is not None:
+                    malformed = malformed or err
             if name == b"content-length":
                 n = F.content_length(value, self.clen)
                 if isinstance(n, str):

@@ -145,7 +145,8 @@ class H2UpstreamConn(H2Base):
     def on_end(self, sid: int) -> None:
         leg = self.legs.pop(sid, None)
         if leg is not None:
-            leg.ex.resp_end()
+            ex, leg.ex = leg.ex, None  # (exchange ↔ leg: a cycle left for the garbage collector otherwise)
+            ex.resp_end()
             self.leg_done()
 
     def on_reset(self, sid: int, code: int, by_peer: bool) -> None:

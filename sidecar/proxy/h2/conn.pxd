@@ -1,0 +1,27 @@
+# The HTTP/2 connection base as an extension type for the Cython build (conn.py is the source;
+# an asyncio.Protocol by duck typing, as proxy/conn.pxd's ClientConn). See sidecar/_build.py.
+cimport cython
+
+
+cdef class Outbox:
+    cdef public object chunks, trailers, on_sent
+    cdef public bint end
+
+
+cdef class H2Base:
+    cdef public object loop, h2, errors, transport
+    cdef public dict out, dirty
+    cdef public bint wpaused, flush_pending, in_read
+    cdef public long unflushed
+
+    cpdef deliver(self, sid, data, flow_len, sink)
+    cpdef mark(self)
+    cpdef flush(self)
+    cpdef open_outbox(self, sid, on_sent)
+    cpdef send_data(self, sid, data)
+    cpdef send_end(self, sid, trailers=*)
+    @cython.locals(ob=Outbox, sent=long, n=long, win=long)
+    cpdef pump(self, sid)
+    cpdef pump_all(self)
+    cpdef reset(self, sid, code=*)
+    cpdef ack(self, sid, n)

@@ -1,0 +1,13 @@
+# One downstream HTTP/2 connection as an extension type for the Cython build (server.py is the
+# source; see sidecar/_build.py).
+from sidecar.proxy.context cimport ProxyContext
+from sidecar.proxy.h2.conn cimport H2Base
+
+
+cdef class H2ServerConn(H2Base):
+    cdef public ProxyContext ctx
+    cdef public dict streams
+    cdef public object current, peer_s, peer
+    cdef public double last_active, head_since, reset_t0
+    cdef public bint goaway, tls
+    cdef public long resets, window, max_streams
