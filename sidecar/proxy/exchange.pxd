@@ -1,13 +1,18 @@
 # The exchange as an extension type for the Cython build (its state: response.pxd).
+cimport cython
 from sidecar.proxy.response cimport ResponseMixin
+from sidecar.proxy.writegate cimport WriteGate
+from sidecar.proxy.limits cimport keep_for_replay as _keep_for_replay, uncharge as _uncharge
 
 
 cdef class Request(ResponseMixin):
     cpdef dispatch(self)
+    @cython.locals(wg=WriteGate)
     cpdef route(self)
     cpdef attach(self, up)
     cpdef flush_up(self)
     cpdef _uw(self, data)
+    cpdef keep_for_replay(self, data)
     cpdef uncharge(self, long n)
     cpdef client_body(self, data)
     cpdef client_body_end(self)

@@ -36,6 +36,7 @@ from gate import Phase, Reject, RejectReason
 
 from . import httpmsg as H
 from . import limits as _limits
+from .limits import keep_for_replay as _keep_for_replay, uncharge as _uncharge
 from .exstate import (CONNECTING, DONE, FORWARDING, HELD, NEW, P_BUFFERED, P_HELD, P_HELD_OR_BUFFERED,
                        P_UPSTREAM_FULL, REROUTE_MAX, RESPONDING, ROUTING, TUNNEL, step)
 from .router import SAFE_METHODS, KeyError400
@@ -201,7 +202,8 @@ class Request(ResponseMixin):
                 ctx.loop.create_task(self._connect(node))
                 return
         if self.is_write:
-            r = ctx.gate.admit(self.partition, self.epoch)
+            wg = ctx.gate  # compiled: a WriteGate (exchange.pxd), admit is a C call
+            r = wg.admit(self.partition, self.epoch)
             self.t_adm = perf_counter()
             if not r.admitted:
                 ctx.pool.put(up)
@@ -372,10 +374,10 @@ class Request(ResponseMixin):
 
     def keep_for_replay(self, data: bytes) -> None:
         """Keep ``data`` to replay the write, within ``--retry-body-max`` and the body budget."""
-        _limits.keep_for_replay(self, data)
+        _keep_for_replay(self, data)
 
     def uncharge(self, n: int) -> None:
-        _limits.uncharge(self, n)
+        _uncharge(self, n)
 
     def _send_end(self) -> None:
         if self.head.chunked:

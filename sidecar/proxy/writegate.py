@@ -14,6 +14,10 @@
 
 Otherwise it asks the source and, on ``Admit``, counts the write in flight
 until ``done`` is called (the barrier waits on that count).
+
+Compiled, ``WriteGate`` is an extension type (``writegate.pxd``): the exchange calls
+``admit``/``done`` as C methods, and the guards/lease test reads C fields. The decision
+stays the gate's one ``fail_closed_admit`` and its ``InflightTracker`` (``gate/``).
 """
 
 from __future__ import annotations
