@@ -42,6 +42,14 @@ How the load is generated (h2load from nghttp2-client, ``--h1 --rps``), and what
   period (measured against bare nginx at 10k req/s: mean 1.8 ms instead of 0.39 ms).
 * h2load, the upstream and the proxies share this machine's cores; h2load's own time is in
   every cell alike, which is why the figures are the *added* latency against the direct cell.
+* Pinning (default with ≥ 2 CPUs; ``--no-pin`` turns it off): the bench, so wrk, h2load and the
+  upstream, runs on the first half of the CPUs, each proxy (every thread of its process group) on
+  the other half, the same for every target, so the load generator never preempts the proxy in
+  the middle of a request. Other work on the machine still runs on every CPU: the header states
+  the load average, and each round's is printed.
+* Rounds are short and interleaved (the order of the targets rotates each round); the figures to
+  judge by are per round: each target's percentile minus the direct cell's *of the same round*,
+  given as the median over rounds with the range, and the per-round ratio to nginx's.
 """
 
 from __future__ import annotations
@@ -57,7 +65,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _peers import binary, caddy_proc, haproxy_proc, missing, stop_targets, tools_missing  # noqa: E402
+from _peers import (binary, caddy_proc, cpu_split, haproxy_proc, missing, pin_group, ratio_spread,  # noqa: E402
+                    spread, stop_targets, tools_missing)
 from bench_proxy import (ROOT, Proc, free_port, group_cpu_s, nginx_proxy, nginx_upstream,  # noqa: E402
                          run_wrk, sidecar_proc)
 
@@ -103,10 +112,11 @@ def run_h2load(url: str, method: str, rate: int, client_rps: int, seconds: float
         if not status.startswith("2"):
             bad += 1
         lat.append(int(us))
+    rows = list(zip(starts, lat))  # (start µs since the epoch, µs): bench_tail matches slow ones to loop stalls
     m = re.search(r"requests: (\d+) total", out.stdout)
     unlogged = max(0, int(m.group(1)) - len(lat)) if m else 0  # never answered (a failed stream is logged as -1)
     span = (max(starts) - min(starts)) / 1e6 if len(starts) > 1 else 1.0
-    return {"lat": lat, "rps": len(lat) / max(span, 1e-6), "bad": bad + unlogged,
+    return {"lat": lat, "rows": rows, "rps": len(lat) / max(span, 1e-6), "bad": bad + unlogged,
             "late": sum(1 for v in lat if v >= period_ms * 1000), "clients": clients}
 
 
@@ -122,6 +132,10 @@ def main() -> int:
     ap.add_argument("--fraction", type=float, default=0.5, help="fixed rate / the slowest peer's saturation (default 0.5)")
     ap.add_argument("--rate", type=int, help="a fixed rate in req/s for both methods instead (e.g. a previous run's, "
                     "with --no-peers: more rounds in the same time)")
+    ap.add_argument("--no-pin", dest="pin", action="store_false",
+                    help="do not pin the load generator and upstream, and the proxy, to separate CPUs")
+    ap.add_argument("--sidecar-env", action="append", default=[], metavar="K=V",
+                    help="an environment variable for the sidecar (repeatable; e.g. a probe or a variant)")
     a = ap.parse_args()
     if not 1 <= a.client_rps <= 100:
         ap.error("--client-rps must be 1..100 (h2load's timer fires at most every 10 ms)")
@@ -133,6 +147,10 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench-latency-"))
     procs: dict[str, Proc | None] = {}
     upstream = None
+    split = cpu_split(a.pin)
+    if split:  # wrk, h2load and the upstream inherit the bench's CPUs; each proxy is moved below
+        os.sched_setaffinity(0, split[0])
+    sidecar_env = dict(kv.split("=", 1) for kv in a.sidecar_env)
     try:
         upstream = nginx_upstream(tmp, nginx)
         up = upstream.port
@@ -145,9 +163,10 @@ def main() -> int:
                 print(f"bench_latency: {why}", file=sys.stderr)
             elif a.peers:
                 procs[peer] = start(tmp, free_port(), up)
-        procs["sidecar"] = sidecar_proc(tmp, free_port(), up, 1)
+        procs["sidecar"] = sidecar_proc(tmp, free_port(), up, 1, extra_env=sidecar_env)
         if a.pure:
-            procs["sidecar-pure"] = sidecar_proc(tmp, free_port(), up, 1, pure=True)
+            procs["sidecar-pure"] = sidecar_proc(tmp, free_port(), up, 1, pure=True, extra_env=sidecar_env)
+        pin_targets(procs, split)
         build = subprocess.run([sys.executable, "-c", "import sidecar._build as b; print(b.describe())"],
                                capture_output=True, text=True, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
                                timeout=60).stdout.strip()  # as the sidecar process (started the same way) sees it
@@ -179,18 +198,20 @@ def main() -> int:
             for m in METHODS:
                 run_h2load(url(name), m, rate[m], a.client_rps, 1.0, tmp)
         acc: dict[tuple[str, str], list] = {}
+        loads: list[float] = []
         for rnd in range(a.rounds):
+            loads.append(os.getloadavg()[0])
             for m in METHODS:
-                for name, proc in procs.items():
-                    owner = proc or upstream
+                for name in rotate(list(procs), rnd):
+                    owner = procs[name] or upstream
                     c0, t0 = group_cpu_s(owner.p.pid), time.monotonic()
                     r = run_h2load(url(name), m, rate[m], a.client_rps, cell_s, tmp)
                     r["cpu"] = (group_cpu_s(owner.p.pid) - c0) / (time.monotonic() - t0)
                     r["lat"].sort()
                     acc.setdefault((name, m), []).append(r)
-                    print(f"  round {rnd + 1} {name:12s} {m:4s} {r['rps']:.0f} req/s p99 {pct(r['lat'], .99):.0f} µs",
-                          file=sys.stderr, flush=True)
-        report(a, procs, acc, sat, rate, cell_s, build, slowest)
+                    print(f"  round {rnd + 1} (load {loads[-1]:.1f}) {name:12s} {m:4s} {r['rps']:.0f} req/s "
+                          f"p99 {pct(r['lat'], .99):.0f} µs", file=sys.stderr, flush=True)
+        report(a, procs, acc, sat, rate, cell_s, build, slowest, split, loads)
     except (RuntimeError, TimeoutError, subprocess.TimeoutExpired, AttributeError) as exc:
         # a target that died or never listened, h2load or wrk failing (AttributeError: wrk printed no figures)
         print(f"bench_latency: {type(exc).__name__}: {exc} (logs were in {tmp})", file=sys.stderr)
@@ -200,15 +221,63 @@ def main() -> int:
     return 0
 
 
-def report(a, procs, acc, sat, rate, cell_s, build, slowest) -> None:
+def rotate(names: list[str], rnd: int) -> list[str]:
+    """The targets' order in round ``rnd``: rotated by one each round, so no target always follows
+    the same one (a cell's after-effects — the machine's caches, a neighbour's burst — fall on all)."""
+    k = rnd % len(names)
+    return names[k:] + names[:k]
+
+
+def pin_targets(procs: dict, split: tuple[set[int], set[int]] | None) -> None:
+    """Every proxy's process group onto the proxy CPUs (the load generator and upstream keep the others)."""
+    if split:
+        for p in procs.values():
+            if p is not None:
+                pin_group(p.p.pid, split[1])
+
+
+def pinning(split: tuple[set[int], set[int]] | None) -> str:
+    if not split:
+        return "not pinned"
+    return (f"h2load + upstream pinned to CPU {','.join(map(str, sorted(split[0])))}, each proxy to CPU "
+            f"{','.join(map(str, sorted(split[1])))}")
+
+
+def added_by_round(runs: list[dict], direct: list[dict]) -> list[list[float]]:
+    """Per round: [+p50, +p99, +p99.9] — the target's percentile minus the direct cell's of that round."""
+    return [[pct(r["lat"], q) - pct(d["lat"], q) for q in PCTS] for r, d in zip(runs, direct)]
+
+
+def round_table(acc_of, names: list[str], label: str) -> None:
+    """Per target: the added percentiles as median (range) over rounds, and the per-round ratio of its added
+    p50/p99/p99.9 to nginx's (``acc_of(name)`` → that target's runs, one per round)."""
+    direct = acc_of("direct")
+    nginx = added_by_round(acc_of("nginx"), direct) if "nginx" in names else None
+    print(f"per round ({label}): added µs, median (min–max) over {len(direct)} rounds; x nginx: the same round's "
+          f"added figure over nginx's, median (range)")
+    print(f"  {'target':12s} {'+p50':>16s} {'+p99':>18s} {'+p99.9':>18s}   {'+p50 x nginx':>22s} "
+          f"{'+p99 x nginx':>22s} {'+p99.9 x nginx':>22s}")
+    for name in names:
+        if name == "direct":
+            continue
+        add = added_by_round(acc_of(name), direct)
+        cols = [spread([r[i] for r in add]) for i in range(3)]
+        if nginx is None or name == "nginx":
+            xs = ["-"] * 3
+        else:
+            xs = [ratio_spread([r[i] / n[i] if n[i] > 0 else None for r, n in zip(add, nginx)]) for i in range(3)]
+        print(f"  {name:12s} {cols[0]:>16s} {cols[1]:>18s} {cols[2]:>18s}   {xs[0]:>22s} {xs[1]:>22s} {xs[2]:>22s}")
+
+
+def report(a, procs, acc, sat, rate, cell_s, build, slowest, split, loads) -> None:
     clients = {m: acc["direct", m][0]["clients"] for m in METHODS}
-    load = os.getloadavg()[0]
     how = "given (--rate)" if a.rate else f"of {a.fraction:g} x the slowest peer's saturation"
     print(f"\nh2load --h1 at a fixed rate {how} (wrk -t1 -c32: GET "
           f"{slowest['GET'][1]} {slowest['GET'][0]:.0f}, POST {slowest['POST'][1]} {slowest['POST'][0]:.0f} req/s): GET {rate['GET']}, POST {rate['POST']} req/s, "
           f"{clients['GET']}/{clients['POST']} connections x {a.client_rps} req/s; {a.rounds} rounds x {cell_s:.1f} s "
           f"per cell; sidecar: 1 worker, gating + metrics + access log on, {build}; {os.cpu_count()} CPUs, "
-          f"load average {load:.1f}")
+          f"{pinning(split)}; load average (1 min) at the rounds' starts "
+          f"{min(loads):.1f}–{max(loads):.1f}, at the end {os.getloadavg()[0]:.1f}")
     print(f"{'target':12s} {'method':6s} {'req/s':>7s} {'p50 µs':>7s} {'p99 µs':>7s} {'p99.9 µs':>8s} "
           f"{'+p50':>6s} {'+p99':>6s} {'+p99.9':>7s} {'CPU %':>6s} {'of sat.':>7s} {'>=period':>8s} {'non-2xx':>7s}")
     merged: dict[tuple[str, str], list[float]] = {}
@@ -238,13 +307,11 @@ def report(a, procs, acc, sat, rate, cell_s, build, slowest) -> None:
         for m in METHODS:
             d, n, s = merged["direct", m], merged["nginx", m], merged[name, m]
             ratios = [ratio(sv - dv, nv - dv) for sv, nv, dv in zip(s, n, d)]
-            per_round = []
-            for rd, rn, rs in zip(acc["direct", m], acc["nginx", m], acc[name, m]):
-                dv, nv, sv = (pct(r["lat"], .99) for r in (rd, rn, rs))
-                per_round.append(ratio(sv - dv, nv - dv))
             goal = " (goal ≤ 1.5x)" if name.startswith("sidecar") else ""  # issue 20's goal is the sidecar's
-            print(f"added latency {name} / nginx, {m:4s}: p50 {ratios[0]}, p99 {ratios[1]}{goal}, "
-                  f"p99.9 {ratios[2]}; p99 per round: {', '.join(per_round)}")
+            print(f"added latency {name} / nginx, {m:4s}, all rounds pooled: p50 {ratios[0]}, p99 {ratios[1]}{goal}, "
+                  f"p99.9 {ratios[2]}")
+    for m in METHODS:
+        round_table(lambda n: acc[n, m], list(procs), m)
 
 
 def ratio(x: float, y: float) -> str:
