@@ -87,6 +87,27 @@ def pin_group(pgid: int, cpus: set[int]) -> int:
     return n
 
 
+def group_wait_s(pgid: int) -> float:
+    """Seconds the live threads of process group ``pgid`` have spent runnable but waiting for a CPU
+    (``/proc/PID/task/TID/schedstat``, second field): how much the machine's other work held the
+    target off its CPU during a cell, whatever the target's own code does."""
+    total = 0
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                stat = f.read()
+            if int(stat[stat.rfind(")") + 2:].split()[2]) != pgid:
+                continue
+            for tid in os.listdir(f"/proc/{d}/task"):
+                with open(f"/proc/{d}/task/{tid}/schedstat") as f:
+                    total += int(f.read().split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+    return total / 1e9
+
+
 def spread(xs: list[float]) -> str:
     """``median (min–max)`` of per-round figures, rounded to µs."""
     ys = sorted(xs)

@@ -58,7 +58,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _peers import binary, caddy_proc, cpu_split, haproxy_proc, missing, stop_targets, tools_missing  # noqa: E402
+from _peers import (binary, caddy_proc, cpu_split, group_wait_s, haproxy_proc, missing, stop_targets,  # noqa: E402
+                    tools_missing)
 from bench_grpc import grpc_args, grpc_peer, grpc_sidecar, grpc_upstream, nginx_grpc_proxy  # noqa: E402
 from bench_grpc import run_h2load as run_h2load_sat  # noqa: E402
 from bench_latency import PCTS, pct, pin_targets, pinning, ratio, rotate, round_table, run_h2load  # noqa: E402
@@ -148,9 +149,11 @@ def main() -> int:
             loads.append(os.getloadavg()[0])
             for name in rotate(list(procs), rnd):
                 owner = procs[name] or upstream
-                c0, t0 = group_cpu_s(owner.p.pid), time.monotonic()
+                c0, w0, t0 = group_cpu_s(owner.p.pid), group_wait_s(owner.p.pid), time.monotonic()
                 r = run_h2load(url(name), "POST", rate, a.client_rps, cell_s, tmp, h2=args)
-                r["cpu"] = (group_cpu_s(owner.p.pid) - c0) / (time.monotonic() - t0)
+                dt = time.monotonic() - t0
+                r["cpu"] = (group_cpu_s(owner.p.pid) - c0) / dt
+                r["wait"] = (group_wait_s(owner.p.pid) - w0) / dt
                 r["lat"].sort()
                 acc.setdefault(name, []).append(r)
                 print(f"  round {rnd + 1} (load {loads[-1]:.1f}) {name:12s} {r['rps']:.0f} calls/s p99 {pct(r['lat'], .99):.0f} µs",
@@ -173,7 +176,7 @@ def report(a, procs, acc, sat, rate, cell_s, build, slowest, loads) -> None:
           f"metrics + access log on, {build}; {os.cpu_count()} CPUs, load average (1 min) at the rounds' starts "
           f"{min(loads):.1f}–{max(loads):.1f}, at the end {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     print(f"{'target':12s} {'calls/s':>7s} {'p50 µs':>7s} {'p99 µs':>7s} {'p99.9 µs':>8s} {'+p50':>6s} {'+p99':>6s} "
-          f"{'+p99.9':>7s} {'p99 med (range)':>18s} {'+p99 med (range)':>18s} {'CPU %':>6s} {'of sat.':>7s} "
+          f"{'+p99.9':>7s} {'p99 med (range)':>18s} {'+p99 med (range)':>18s} {'CPU %':>6s} {'wait ms/s':>9s} {'of sat.':>7s} "
           f"{'>=period':>8s} {'non-2xx':>7s}")
     merged: dict[str, list[float]] = {}
     for name in procs:
@@ -188,12 +191,12 @@ def report(a, procs, acc, sat, rate, cell_s, build, slowest, loads) -> None:
         addmed = "-" if name == "direct" else f"{_median(add99):.0f} ({min(add99):.0f}-{max(add99):.0f})"
         print(f"{name:12s} {sum(r['rps'] for r in runs) / len(runs):7.0f} {ps[0]:7.0f} {ps[1]:7.0f} {ps[2]:8.0f} "
               f"{added[0]:>6s} {added[1]:>6s} {added[2]:>7s} {med:>18s} {addmed:>18s} "
-              f"{100 * sum(r['cpu'] for r in runs) / len(runs):6.0f} "
+              f"{100 * sum(r['cpu'] for r in runs) / len(runs):6.0f} {1000 * sum(r['wait'] for r in runs) / len(runs):9.1f} "
               f"{(f'{100 * rate / sat[name]:.0f}%' if name in sat else '-'):>7s} "
               f"{sum(r['late'] for r in runs):8d} {sum(r['bad'] for r in runs):7d}"
               + ("  (upstream's CPU)" if name == "direct" else ""))
     print("+pNN: the target's percentile minus the direct one's (all rounds pooled). p99 med: the median over "
-          "rounds of each round's p99 (range: min-max). of sat.: the fixed rate / the target's own saturation "
+          "rounds of each round's p99 (range: min-max). wait: ms per s its threads were runnable but off-CPU. of sat.: the fixed rate / the target's own saturation "
           "(same run). >=period: responses at least 1/client-rps slow (0: no coordinated omission)")
     for name in procs:
         if name in ("direct", "nginx"):

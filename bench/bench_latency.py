@@ -65,8 +65,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _peers import (binary, caddy_proc, cpu_split, haproxy_proc, missing, pin_group, ratio_spread,  # noqa: E402
-                    spread, stop_targets, tools_missing)
+from _peers import (binary, caddy_proc, cpu_split, group_wait_s, haproxy_proc, missing, pin_group,  # noqa: E402
+                    ratio_spread, spread, stop_targets, tools_missing)
 from bench_proxy import (ROOT, Proc, free_port, group_cpu_s, nginx_proxy, nginx_upstream,  # noqa: E402
                          run_wrk, sidecar_proc)
 
@@ -204,9 +204,11 @@ def main() -> int:
             for m in METHODS:
                 for name in rotate(list(procs), rnd):
                     owner = procs[name] or upstream
-                    c0, t0 = group_cpu_s(owner.p.pid), time.monotonic()
+                    c0, w0, t0 = group_cpu_s(owner.p.pid), group_wait_s(owner.p.pid), time.monotonic()
                     r = run_h2load(url(name), m, rate[m], a.client_rps, cell_s, tmp)
-                    r["cpu"] = (group_cpu_s(owner.p.pid) - c0) / (time.monotonic() - t0)
+                    dt = time.monotonic() - t0
+                    r["cpu"] = (group_cpu_s(owner.p.pid) - c0) / dt
+                    r["wait"] = (group_wait_s(owner.p.pid) - w0) / dt
                     r["lat"].sort()
                     acc.setdefault((name, m), []).append(r)
                     print(f"  round {rnd + 1} (load {loads[-1]:.1f}) {name:12s} {m:4s} {r['rps']:.0f} req/s "
@@ -279,7 +281,8 @@ def report(a, procs, acc, sat, rate, cell_s, build, slowest, split, loads) -> No
           f"{pinning(split)}; load average (1 min) at the rounds' starts "
           f"{min(loads):.1f}–{max(loads):.1f}, at the end {os.getloadavg()[0]:.1f}")
     print(f"{'target':12s} {'method':6s} {'req/s':>7s} {'p50 µs':>7s} {'p99 µs':>7s} {'p99.9 µs':>8s} "
-          f"{'+p50':>6s} {'+p99':>6s} {'+p99.9':>7s} {'CPU %':>6s} {'of sat.':>7s} {'>=period':>8s} {'non-2xx':>7s}")
+          f"{'+p50':>6s} {'+p99':>6s} {'+p99.9':>7s} {'CPU %':>6s} {'wait ms/s':>9s} {'of sat.':>7s} {'>=period':>8s} "
+          f"{'non-2xx':>7s}")
     merged: dict[tuple[str, str], list[float]] = {}
     for m in METHODS:
         base = None
@@ -294,11 +297,13 @@ def report(a, procs, acc, sat, rate, cell_s, build, slowest, split, loads) -> No
             print(f"{name:12s} {m:6s} {sum(r['rps'] for r in runs) / len(runs):7.0f} {ps[0]:7.0f} {ps[1]:7.0f} "
                   f"{ps[2]:8.0f} {added[0]:>6s} {added[1]:>6s} {added[2]:>7s} "
                   f"{100 * sum(r['cpu'] for r in runs) / len(runs):6.0f} "
+                  f"{1000 * sum(r['wait'] for r in runs) / len(runs):9.1f} "
                   f"{(f'{100 * rate[m] / sat[name, m]:.0f}%' if (name, m) in sat else '-'):>7s} "
                   f"{sum(r['late'] for r in runs):8d} "
                   f"{sum(r['bad'] for r in runs):7d}" + ("  (upstream's CPU)" if name == "direct" else "")
                   + ("" if n else "  no responses"))
-    print("+pNN: the target's percentile minus the direct one's. of sat.: the fixed rate / the target's own "
+    print("+pNN: the target's percentile minus the direct one's. wait: ms per s its threads were runnable but "
+          "off-CPU (other work on its CPU; the same for every target's code). of sat.: the fixed rate / the target's own "
           "saturation throughput (wrk, same run). >=period: responses at least 1/client-rps slow (0: no "
           "coordinated omission)")
     for name in procs:

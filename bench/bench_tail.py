@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _peers import binary, cpu_split, pin_group, spread, stop_targets, tools_missing  # noqa: E402
+from _peers import binary, cpu_split, group_wait_s, pin_group, spread, stop_targets, tools_missing  # noqa: E402
 from bench_grpc import grpc_args, grpc_upstream  # noqa: E402
 from bench_latency import PCTS, pct, pinning, rotate, run_h2load  # noqa: E402
 from bench_proxy import ROOT, Proc, free_port, nginx_upstream  # noqa: E402
@@ -129,7 +129,10 @@ def main() -> int:
         for rnd in range(a.rounds):
             loads.append(os.getloadavg()[0])
             for name in rotate(list(procs), rnd):
+                owner = procs[name] or upstream
+                w0, t0 = group_wait_s(owner.p.pid), time.monotonic()
                 r = run_h2load(url(name), a.method, a.rate, a.client_rps, a.seconds, tmp, h2=h2)
+                r["wait"] = (group_wait_s(owner.p.pid) - w0) / (time.monotonic() - t0)
                 r["lat"].sort()
                 acc.setdefault(name, []).append(r)
                 print(f"  round {rnd + 1} (load {loads[-1]:.1f}) {name:14s} p99 {pct(r['lat'], .99):.0f} µs "
@@ -155,7 +158,9 @@ def report(a, acc, variants, probes, split, loads) -> None:
         add = [[pct(r["lat"], q) - pct(d["lat"], q) for q in PCTS] for r, d in zip(runs, direct)]
         print(f"\n{name} ({'; '.join(f'{k}={v}' for k, v in variants[name].items()) or 'as built'}): added +p50 "
               f"{spread([x[0] for x in add])}, +p99 {spread([x[1] for x in add])}, +p99.9 "
-              f"{spread([x[2] for x in add])} µs; responses >= period {sum(r['late'] for r in runs)}")
+              f"{spread([x[2] for x in add])} µs; responses >= period {sum(r['late'] for r in runs)}; off-CPU while "
+              f"runnable {spread([1000 * r['wait'] for r in runs])} ms/s (direct's upstream: "
+              f"{spread([1000 * r['wait'] for r in direct])})")
         pr = probes.get(name)
         if not pr:
             continue
@@ -166,7 +171,7 @@ def report(a, acc, variants, probes, split, loads) -> None:
         span = sum(e - s for s, e in cells)
         life = pr["life_s"]
         print(f"  {'pause kind':34s} {'/s':>7s} {'mean µs':>8s} {'max µs':>7s} {'%time':>6s} "
-              f"{'slow 1% hit':>11s} {'all hit':>8s}")
+              f"{'slow 1% hit':>11s} {'by chance':>9s} {'all hit':>8s}")
         by_kind: dict[str, list[tuple[float, float]]] = {}
         for kind, t0, dt in pr["events"]:
             if any(s <= t0 <= e for s, e in cells):
@@ -174,10 +179,14 @@ def report(a, acc, variants, probes, split, loads) -> None:
         for kind, (n, tot, mx) in sorted(pr["totals"].items(), key=lambda kv: -kv[1][1]):
             spans = sorted(by_kind.get(kind, []))
             ev_time = sum(e - s for s, e in spans)
+            # a slow request lasts longer, so it meets more pauses by chance alone: P = rate x (its length + mean pause)
+            per_s = len(spans) / max(span, 1e-9)
+            mean = ev_time / len(spans) if spans else 0.0
+            chance = sum(min(1.0, per_s * (u / 1e6 + mean)) for _, u in slow) / max(1, len(slow))
             if not spans and mx < 50e-6:
                 continue
             print(f"  {kind[:34]:34s} {n / max(life, 1):7.1f} {1e6 * tot / n:8.1f} {1e6 * mx:7.0f} "
-                  f"{100 * ev_time / max(span, 1e-9):6.2f} {100 * overlap_share(slow, spans):10.1f}% "
+                  f"{100 * ev_time / max(span, 1e-9):6.2f} {100 * overlap_share(slow, spans):10.1f}% {100 * chance:8.1f}% "
                   f"{100 * overlap_share(rows, spans):7.1f}%")
         print(f"  (/s and mean over the sidecar's whole life, all events; %time, hit: events ≥ 50 µs during the "
               f"cells; gc threshold {pr['gc_threshold']}, {pr['frozen']} objects frozen)")
