@@ -67,9 +67,9 @@ def cpu_split(enabled: bool = True) -> tuple[set[int], set[int]] | None:
     return set(cpus[:half]), set(cpus[half:])
 
 
-def pin_group(pgid: int, cpus: set[int]) -> int:
+def pin_group(pgid: int, cpus: set[int], rt: int = 0) -> int:
     """Every thread of every process in process group ``pgid`` onto ``cpus`` (threads made later
-    inherit it); returns how many threads were pinned."""
+    inherit it), and with ``rt`` > 0 to SCHED_FIFO at that priority; returns how many threads."""
     n = 0
     for d in os.listdir("/proc"):
         if not d.isdigit():
@@ -81,10 +81,17 @@ def pin_group(pgid: int, cpus: set[int]) -> int:
                 continue
             for tid in os.listdir(f"/proc/{d}/task"):
                 os.sched_setaffinity(int(tid), cpus)
+                if rt:
+                    os.sched_setscheduler(int(tid), os.SCHED_FIFO, os.sched_param(rt))
                 n += 1
         except (OSError, ValueError):  # gone meanwhile
             continue
     return n
+
+
+def rt_prefix(rt: int) -> list[str]:
+    """The argv prefix that runs a load generator at SCHED_FIFO priority ``rt`` (nothing when 0)."""
+    return ["chrt", "-f", str(rt)] if rt else []
 
 
 def group_wait_s(pgid: int) -> float:

@@ -44,7 +44,9 @@ connection: ``-m1``), and what that means:
   cell alike, which is why the figures are the *added* latency against the direct cell.
 * Pinning and rounds as bench_latency.py: h2load and the upstream on the first half of the CPUs,
   each proxy on the other half (``--no-pin`` turns it off), the targets' order rotated each round,
-  and the added percentiles judged per round (median and range over rounds, ratio to nginx's).
+  and the added percentiles judged per round (median and range over rounds, ratio to nginx's);
+  each cell's first ``--skip`` seconds (default 0.5) left out, for every target alike; ``--rt PRIO``
+  runs h2load, the upstream and the proxies SCHED_FIFO in the fixed-rate cells (see there).
 """
 
 from __future__ import annotations
@@ -62,7 +64,7 @@ from _peers import (binary, caddy_proc, cpu_split, group_wait_s, haproxy_proc, m
                     tools_missing)
 from bench_grpc import grpc_args, grpc_peer, grpc_sidecar, grpc_upstream, nginx_grpc_proxy  # noqa: E402
 from bench_grpc import run_h2load as run_h2load_sat  # noqa: E402
-from bench_latency import PCTS, pct, pin_targets, pinning, ratio, rotate, round_table, run_h2load  # noqa: E402
+from bench_latency import PCTS, RT, pct, pin_targets, pinning, ratio, rotate, round_table, run_h2load  # noqa: E402
 from bench_proxy import ROOT, Proc, _median, group_cpu_s  # noqa: E402
 
 PEERS = ("nginx", "haproxy", "caddy")  # what a user would run instead; the slowest one's saturation sets the rate
@@ -81,6 +83,11 @@ def main() -> int:
                     help="leave out HAProxy and Caddy (then nginx's saturation sets the rate)")
     ap.add_argument("--fraction", type=float, default=0.5, help="fixed rate / the slowest peer's saturation (default 0.5)")
     ap.add_argument("--rate", type=int, help="a fixed rate in calls/s instead (e.g. a previous run's, with --no-peers)")
+    ap.add_argument("--skip", type=float, default=0.5,
+                    help="leave out what each cell starts in its first SKIP seconds (default 0.5; 0: keep all)")
+    ap.add_argument("--rt", type=int, default=0, metavar="PRIO",
+                    help="run h2load, the upstream and the proxies SCHED_FIFO at PRIO in the fixed-rate cells "
+                         "(bench_latency's --rt; default 0: off)")
     ap.add_argument("--no-pin", dest="pin", action="store_false",
                     help="do not pin the load generator and upstream, and the proxy, to separate CPUs")
     ap.add_argument("--sidecar-env", action="append", default=[], metavar="K=V",
@@ -141,6 +148,8 @@ def main() -> int:
 
         # 2. fixed rate, interleaved; 1 s warm-up per target, not counted
         cell_s = max(1.0, a.seconds / (a.rounds * len(procs)) - 1 / a.client_rps)
+        RT["prio"] = a.rt  # the fixed-rate cells only (bench_latency's --rt)
+        pin_targets(procs, split, upstream, a.rt)
         for name in procs:
             run_h2load(url(name), "POST", rate, a.client_rps, 1.0, tmp, h2=args)
         acc: dict[str, list] = {}
@@ -150,7 +159,7 @@ def main() -> int:
             for name in rotate(list(procs), rnd):
                 owner = procs[name] or upstream
                 c0, w0, t0 = group_cpu_s(owner.p.pid), group_wait_s(owner.p.pid), time.monotonic()
-                r = run_h2load(url(name), "POST", rate, a.client_rps, cell_s, tmp, h2=args)
+                r = run_h2load(url(name), "POST", rate, a.client_rps, cell_s, tmp, h2=args, skip_s=a.skip)
                 dt = time.monotonic() - t0
                 r["cpu"] = (group_cpu_s(owner.p.pid) - c0) / dt
                 r["wait"] = (group_wait_s(owner.p.pid) - w0) / dt

@@ -50,6 +50,17 @@ How the load is generated (h2load from nghttp2-client, ``--h1 --rps``), and what
 * Rounds are short and interleaved (the order of the targets rotates each round); the figures to
   judge by are per round: each target's percentile minus the direct cell's *of the same round*,
   given as the median over rounds with the range, and the per-round ratio to nginx's.
+* ``--rt PRIO`` (opt-in): h2load in the fixed-rate cells, the upstream and every proxy run
+  SCHED_FIFO at PRIO, so the machine's other work (other benches, test suites) no longer preempts
+  them: on a shared machine the proxies otherwise spend up to a third of their runnable time
+  waiting for a CPU (the ``wait ms/s`` column), which swamps what is compared. Bounded: at the
+  fixed rate each takes a fraction of a CPU, and the kernel keeps 5% of each CPU for the rest
+  (``sched_rt_runtime_us``); the saturation runs (wrk) stay at normal priority.
+* Each cell's first ``--skip`` seconds (default 0.5) are left out, for every target alike: a
+  cell opens new client connections, and a proxy idle during the other targets' cells may have
+  closed its upstream connections (the sidecar's ``--upstream-idle`` is 4 s, nginx's keep-alive
+  timeout 60 s), so its first requests would measure reconnecting, not the steady rate. The
+  ``>=period`` column still counts the skipped requests.
 """
 
 from __future__ import annotations
@@ -66,13 +77,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _peers import (binary, caddy_proc, cpu_split, group_wait_s, haproxy_proc, missing, pin_group,  # noqa: E402
-                    ratio_spread, spread, stop_targets, tools_missing)
+                    ratio_spread, rt_prefix, spread, stop_targets, tools_missing)
 from bench_proxy import (ROOT, Proc, free_port, group_cpu_s, nginx_proxy, nginx_upstream,  # noqa: E402
                          run_wrk, sidecar_proc)
 
 PEERS = ("nginx", "haproxy", "caddy")  # what a user would run instead; the slowest one's saturation sets the rate
 
 PCTS = (0.50, 0.99, 0.999)
+#: SCHED_FIFO priority for h2load in the fixed-rate cells, the upstream and the proxies (``--rt``; 0: off)
+RT = {"prio": 0}
 METHODS = ("GET", "POST")
 
 
@@ -84,16 +97,17 @@ def pct(sorted_us: list[int], q: float) -> float:
 
 
 def run_h2load(url: str, method: str, rate: int, client_rps: int, seconds: float, tmp: Path,
-               h2: list[str] | None = None) -> dict:
+               h2: list[str] | None = None, skip_s: float = 0.0) -> dict:
     """h2load at ``rate`` req/s (clients x ``client_rps``) for about ``seconds``; per-request latencies.
 
     HTTP/1.1 (``method`` GET, or POST 1 KiB), or with ``h2`` HTTP/2 (prior knowledge, one stream in flight per
-    connection as on HTTP/1.1) sending those extra arguments (bench_grpc_latency: a gRPC unary call)."""
+    connection as on HTTP/1.1) sending those extra arguments (bench_grpc_latency: a gRPC unary call).
+    ``skip_s``: requests started in the cell's first ``skip_s`` seconds are left out (``skipped``)."""
     clients = max(1, rate // client_rps)
     period_ms = 1000 / client_rps
     log = tmp / "h2load.tsv"
     log.unlink(missing_ok=True)
-    argv = ["h2load", *(["--h1"] if h2 is None else ["-m1", *h2]), f"-c{clients}", f"--rps={client_rps}",
+    argv = [*rt_prefix(RT["prio"]), "h2load", *(["--h1"] if h2 is None else ["-m1", *h2]), f"-c{clients}", f"--rps={client_rps}",
             # open the clients over one period (1 ms is h2load's finest --rate-period) so their timers' phases spread
             f"-r{max(1, math.ceil(clients / period_ms))}", "--rate-period=1ms",
             f"-n{clients * max(1, round(client_rps * seconds))}", "-H", "X-Partition-Key: t1",
@@ -113,11 +127,18 @@ def run_h2load(url: str, method: str, rate: int, client_rps: int, seconds: float
             bad += 1
         lat.append(int(us))
     rows = list(zip(starts, lat))  # (start µs since the epoch, µs): bench_tail matches slow ones to loop stalls
+    late = sum(1 for v in lat if v >= period_ms * 1000)  # all of them: one in the skipped start can delay a kept one
+    skipped = 0
+    if skip_s > 0 and starts:
+        cut = min(starts) + skip_s * 1e6
+        kept = [(s, u) for s, u in rows if s >= cut]
+        skipped = len(rows) - len(kept)
+        rows, lat = kept, [u for _, u in kept]
     m = re.search(r"requests: (\d+) total", out.stdout)
     unlogged = max(0, int(m.group(1)) - len(lat)) if m else 0  # never answered (a failed stream is logged as -1)
     span = (max(starts) - min(starts)) / 1e6 if len(starts) > 1 else 1.0
-    return {"lat": lat, "rows": rows, "rps": len(lat) / max(span, 1e-6), "bad": bad + unlogged,
-            "late": sum(1 for v in lat if v >= period_ms * 1000), "clients": clients}
+    return {"lat": lat, "rows": rows, "rps": len(starts) / max(span, 1e-6), "bad": bad + unlogged, "skipped": skipped,
+            "late": late, "clients": clients}
 
 
 def main() -> int:
@@ -132,6 +153,10 @@ def main() -> int:
     ap.add_argument("--fraction", type=float, default=0.5, help="fixed rate / the slowest peer's saturation (default 0.5)")
     ap.add_argument("--rate", type=int, help="a fixed rate in req/s for both methods instead (e.g. a previous run's, "
                     "with --no-peers: more rounds in the same time)")
+    ap.add_argument("--skip", type=float, default=0.5,
+                    help="leave out what each cell starts in its first SKIP seconds (default 0.5; 0: keep all)")
+    ap.add_argument("--rt", type=int, default=0, metavar="PRIO",
+                    help="run h2load, the upstream and the proxies SCHED_FIFO at PRIO (1-99; default 0: off)")
     ap.add_argument("--no-pin", dest="pin", action="store_false",
                     help="do not pin the load generator and upstream, and the proxy, to separate CPUs")
     ap.add_argument("--sidecar-env", action="append", default=[], metavar="K=V",
@@ -194,6 +219,8 @@ def main() -> int:
         cells = a.rounds * len(METHODS) * len(procs)
         # each cell also spends one period opening its connections
         cell_s = max(1.0, (a.seconds - spent - len(procs) * len(METHODS)) / cells - 1 / a.client_rps)
+        RT["prio"] = a.rt  # the fixed-rate cells only: wrk's saturation runs above stay at normal priority
+        pin_targets(procs, split, upstream, a.rt)
         for name in procs:
             for m in METHODS:
                 run_h2load(url(name), m, rate[m], a.client_rps, 1.0, tmp)
@@ -205,7 +232,7 @@ def main() -> int:
                 for name in rotate(list(procs), rnd):
                     owner = procs[name] or upstream
                     c0, w0, t0 = group_cpu_s(owner.p.pid), group_wait_s(owner.p.pid), time.monotonic()
-                    r = run_h2load(url(name), m, rate[m], a.client_rps, cell_s, tmp)
+                    r = run_h2load(url(name), m, rate[m], a.client_rps, cell_s, tmp, skip_s=a.skip)
                     dt = time.monotonic() - t0
                     r["cpu"] = (group_cpu_s(owner.p.pid) - c0) / dt
                     r["wait"] = (group_wait_s(owner.p.pid) - w0) / dt
@@ -230,19 +257,24 @@ def rotate(names: list[str], rnd: int) -> list[str]:
     return names[k:] + names[:k]
 
 
-def pin_targets(procs: dict, split: tuple[set[int], set[int]] | None) -> None:
-    """Every proxy's process group onto the proxy CPUs (the load generator and upstream keep the others)."""
-    if split:
+def pin_targets(procs: dict, split: tuple[set[int], set[int]] | None, upstream=None, rt: int = 0) -> None:
+    """Every proxy's process group onto the proxy CPUs (the load generator and upstream keep the others);
+    with ``rt``, the proxies and ``upstream`` SCHED_FIFO at that priority too."""
+    cpus = split or (os.sched_getaffinity(0),) * 2
+    if split or rt:
         for p in procs.values():
             if p is not None:
-                pin_group(p.p.pid, split[1])
+                pin_group(p.p.pid, cpus[1], rt)
+    if upstream is not None and rt:
+        pin_group(upstream.p.pid, cpus[0], rt)
 
 
 def pinning(split: tuple[set[int], set[int]] | None) -> str:
+    rt = f", SCHED_FIFO {RT['prio']} in the fixed-rate cells (--rt)" if RT["prio"] else ""
     if not split:
-        return "not pinned"
+        return "not pinned" + rt
     return (f"h2load + upstream pinned to CPU {','.join(map(str, sorted(split[0])))}, each proxy to CPU "
-            f"{','.join(map(str, sorted(split[1])))}")
+            f"{','.join(map(str, sorted(split[1])))}{rt}")
 
 
 def added_by_round(runs: list[dict], direct: list[dict]) -> list[list[float]]:

@@ -17,7 +17,8 @@ of *all* requests that did (what chance alone gives). A kind whose share among t
 is many times its share among all is what makes the tail.
 
 ``--variant 'NAME;K=V;...'`` (repeatable) adds a sidecar started with those environment variables;
-``ROOT=DIR`` runs the sidecar from another checkout (e.g. the baseline build). The probe applies
+``ROOT=DIR`` runs the sidecar from another checkout (e.g. the baseline build); ``PROBE_LOG=compiled``
+keeps the access log compiled (its flushes are then timed only inside the tick). The probe applies
 ``PROBE_GC_THRESHOLD=a,b,c`` (``gc.set_threshold`` after start-up), ``PROBE_GC_FREEZE=0`` (undo the
 start-up ``gc.freeze``) and ``PROBE_GC=0`` (``gc.disable``) so a setting can be measured before it
 is made in the code. ``--no-probe`` runs the sidecars plainly (the probe's own wrapping costs a few
@@ -36,9 +37,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _peers import binary, cpu_split, group_wait_s, pin_group, spread, stop_targets, tools_missing  # noqa: E402
+from _peers import binary, cpu_split, group_wait_s, spread, stop_targets, tools_missing  # noqa: E402
 from bench_grpc import grpc_args, grpc_upstream  # noqa: E402
-from bench_latency import PCTS, pct, pinning, rotate, run_h2load  # noqa: E402
+from bench_latency import PCTS, RT, pct, pin_targets, pinning, rotate, run_h2load  # noqa: E402
 from bench_proxy import ROOT, Proc, free_port, nginx_upstream  # noqa: E402
 
 PROBE = Path(__file__).resolve().parent / "_tail_probe.py"
@@ -54,7 +55,7 @@ def start_sidecar(tmp: Path, name: str, node: str, env: dict[str, str], probe: b
     # Proc's cwd (this checkout) first on sys.path, ahead of a variant's ROOT
     argv = [sys.executable, str(PROBE), str(tmp / f"probe-{name}.json"), *args]
     full = dict(os.environ, PYTHONPATH=root, **env)
-    if probe:  # the access log's module pure, so the probe can time every flush (bench/_tail_probe.py)
+    if probe and env.pop("PROBE_LOG", "") != "compiled":  # _log pure: the probe can time every flush
         full["EPOCHGATE_PURE_PYTHON"] = ",".join(x for x in (env.get("EPOCHGATE_PURE_PYTHON"), "_log") if x)
     else:
         full["PROBE_OFF"] = "1"
@@ -90,8 +91,10 @@ def main() -> int:
     ap.add_argument("--method", choices=("GET", "POST"), default="POST")
     ap.add_argument("--grpc", action="store_true", help="gRPC unary over h2c (node h2c://) instead of HTTP/1.1")
     ap.add_argument("--variant", action="append", default=[], help="'NAME;K=V;...' (repeatable; default: one 'sidecar')")
+    ap.add_argument("--skip", type=float, default=0.5, help="leave out each cell's first SKIP s (bench_latency's --skip)")
     ap.add_argument("--no-probe", dest="probe", action="store_false")
     ap.add_argument("--no-pin", dest="pin", action="store_false")
+    ap.add_argument("--rt", type=int, default=0, metavar="PRIO", help="SCHED_FIFO as bench_latency's --rt")
     a = ap.parse_args()
     if tools_missing("bench_tail", "h2load", "nginx"):
         return 2
@@ -115,8 +118,8 @@ def main() -> int:
             node, h2, path = f"http://127.0.0.1:{upstream.port}", None, "/kv/bench"
         for name, env in variants.items():
             procs[name] = start_sidecar(tmp, name, node, dict(env), a.probe)
-            if split:
-                pin_group(procs[name].p.pid, split[1])
+        RT["prio"] = a.rt
+        pin_targets(procs, split, upstream, a.rt)
 
         def url(name: str) -> str:
             p = procs[name]
@@ -131,7 +134,7 @@ def main() -> int:
             for name in rotate(list(procs), rnd):
                 owner = procs[name] or upstream
                 w0, t0 = group_wait_s(owner.p.pid), time.monotonic()
-                r = run_h2load(url(name), a.method, a.rate, a.client_rps, a.seconds, tmp, h2=h2)
+                r = run_h2load(url(name), a.method, a.rate, a.client_rps, a.seconds, tmp, h2=h2, skip_s=a.skip)
                 r["wait"] = (group_wait_s(owner.p.pid) - w0) / (time.monotonic() - t0)
                 r["lat"].sort()
                 acc.setdefault(name, []).append(r)
@@ -162,7 +165,7 @@ def report(a, acc, variants, probes, split, loads) -> None:
               f"runnable {spread([1000 * r['wait'] for r in runs])} ms/s (direct's upstream: "
               f"{spread([1000 * r['wait'] for r in direct])})")
         pr = probes.get(name)
-        if not pr:
+        if not pr or not a.probe:
             continue
         rows = [row for r in runs for row in r["rows"]]
         slow = [row for r in runs for row in r["rows"] if row[1] > pct(r["lat"], .99)]
