@@ -135,7 +135,7 @@ def run_h2load(url: str, method: str, rate: int, client_rps: int, seconds: float
         skipped = len(rows) - len(kept)
         rows, lat = kept, [u for _, u in kept]
     m = re.search(r"requests: (\d+) total", out.stdout)
-    unlogged = max(0, int(m.group(1)) - len(lat)) if m else 0  # never answered (a failed stream is logged as -1)
+    unlogged = max(0, int(m.group(1)) - len(starts)) if m else 0  # never answered (a failed stream is logged as -1)
     span = (max(starts) - min(starts)) / 1e6 if len(starts) > 1 else 1.0
     return {"lat": lat, "rows": rows, "rps": len(starts) / max(span, 1e-6), "bad": bad + unlogged, "skipped": skipped,
             "late": late, "clients": clients}

@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _peers import binary, cpu_split, group_wait_s, spread, stop_targets, tools_missing  # noqa: E402
 from bench_grpc import grpc_args, grpc_upstream  # noqa: E402
 from bench_latency import PCTS, RT, pct, pin_targets, pinning, rotate, run_h2load  # noqa: E402
-from bench_proxy import ROOT, Proc, free_port, nginx_upstream  # noqa: E402
+from bench_proxy import ROOT, Proc, free_port, group_cpu_s, nginx_upstream  # noqa: E402
 
 PROBE = Path(__file__).resolve().parent / "_tail_probe.py"
 
@@ -55,10 +55,10 @@ def start_sidecar(tmp: Path, name: str, node: str, env: dict[str, str], probe: b
     # Proc's cwd (this checkout) first on sys.path, ahead of a variant's ROOT
     argv = [sys.executable, str(PROBE), str(tmp / f"probe-{name}.json"), *args]
     full = dict(os.environ, PYTHONPATH=root, **env)
-    if probe and env.pop("PROBE_LOG", "") != "compiled":  # _log pure: the probe can time every flush
-        full["EPOCHGATE_PURE_PYTHON"] = ",".join(x for x in (env.get("EPOCHGATE_PURE_PYTHON"), "_log") if x)
-    else:
+    if not probe:
         full["PROBE_OFF"] = "1"
+    elif env.get("PROBE_LOG") != "compiled":  # _log pure: the probe can time every flush
+        full["EPOCHGATE_PURE_PYTHON"] = ",".join(x for x in (env.get("EPOCHGATE_PURE_PYTHON"), "_log") if x)
     p = Proc(name, argv, port, tmp, env=full)
     time.sleep(0.3)
     return p
@@ -133,9 +133,11 @@ def main() -> int:
             loads.append(os.getloadavg()[0])
             for name in rotate(list(procs), rnd):
                 owner = procs[name] or upstream
-                w0, t0 = group_wait_s(owner.p.pid), time.monotonic()
+                w0, c0, t0 = group_wait_s(owner.p.pid), group_cpu_s(owner.p.pid), time.monotonic()
                 r = run_h2load(url(name), a.method, a.rate, a.client_rps, a.seconds, tmp, h2=h2, skip_s=a.skip)
-                r["wait"] = (group_wait_s(owner.p.pid) - w0) / (time.monotonic() - t0)
+                dt = time.monotonic() - t0
+                r["wait"] = (group_wait_s(owner.p.pid) - w0) / dt
+                r["cpu_us"] = 1e6 * (group_cpu_s(owner.p.pid) - c0) / (a.rate * dt)  # per request
                 r["lat"].sort()
                 acc.setdefault(name, []).append(r)
                 print(f"  round {rnd + 1} (load {loads[-1]:.1f}) {name:14s} p99 {pct(r['lat'], .99):.0f} µs "
@@ -161,7 +163,8 @@ def report(a, acc, variants, probes, split, loads) -> None:
         add = [[pct(r["lat"], q) - pct(d["lat"], q) for q in PCTS] for r, d in zip(runs, direct)]
         print(f"\n{name} ({'; '.join(f'{k}={v}' for k, v in variants[name].items()) or 'as built'}): added +p50 "
               f"{spread([x[0] for x in add])}, +p99 {spread([x[1] for x in add])}, +p99.9 "
-              f"{spread([x[2] for x in add])} µs; responses >= period {sum(r['late'] for r in runs)}; off-CPU while "
+              f"{spread([x[2] for x in add])} µs; CPU {spread([r['cpu_us'] for r in runs])} µs per request (at "
+              f"{1e6 / os.sysconf('SC_CLK_TCK'):.0f} µs ticks); responses >= period {sum(r['late'] for r in runs)}; off-CPU while "
               f"runnable {spread([1000 * r['wait'] for r in runs])} ms/s (direct's upstream: "
               f"{spread([1000 * r['wait'] for r in direct])})")
         pr = probes.get(name)
@@ -169,12 +172,13 @@ def report(a, acc, variants, probes, split, loads) -> None:
             continue
         rows = [row for r in runs for row in r["rows"]]
         slow = [row for r in runs for row in r["rows"] if row[1] > pct(r["lat"], .99)]
+        slow9 = [row for r in runs for row in r["rows"] if row[1] > pct(r["lat"], .999)]
         # this variant's cells as wall-clock windows: only the pauses inside them count
         cells = [(min(s for s, _ in r["rows"]) / 1e6, max(s + u for s, u in r["rows"]) / 1e6) for r in runs]
         span = sum(e - s for s, e in cells)
         life = pr["life_s"]
         print(f"  {'pause kind':34s} {'/s':>7s} {'mean µs':>8s} {'max µs':>7s} {'%time':>6s} "
-              f"{'slow 1% hit':>11s} {'by chance':>9s} {'all hit':>8s}")
+              f"{'slow 1% hit':>11s} {'by chance':>9s} {'0.1% hit':>8s} {'all hit':>8s}")
         by_kind: dict[str, list[tuple[float, float]]] = {}
         for kind, t0, dt in pr["events"]:
             if any(s <= t0 <= e for s, e in cells):
@@ -190,6 +194,7 @@ def report(a, acc, variants, probes, split, loads) -> None:
                 continue
             print(f"  {kind[:34]:34s} {n / max(life, 1):7.1f} {1e6 * tot / n:8.1f} {1e6 * mx:7.0f} "
                   f"{100 * ev_time / max(span, 1e-9):6.2f} {100 * overlap_share(slow, spans):10.1f}% {100 * chance:8.1f}% "
+                  f"{100 * overlap_share(slow9, spans):7.1f}% "
                   f"{100 * overlap_share(rows, spans):7.1f}%")
         print(f"  (/s and mean over the sidecar's whole life, all events; %time, hit: events ≥ 50 µs during the "
               f"cells; gc threshold {pr['gc_threshold']}, {pr['frozen']} objects frozen)")

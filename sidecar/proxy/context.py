@@ -31,10 +31,12 @@ from .writegate import WriteGate
 
 TICK_S = 0.25
 #: The access log's flush period while lines are queued. A flush formats every queued line in one
-#: loop pass, and each request that arrives meanwhile waits for it: at the tick's 250 ms (or the
-#: data path's 256 lines, ~50 ms at 5k req/s) that is a ~0.3–0.7 ms pause (bench_tail.py: the
-#: largest of the loop's own pauses, 0.5–0.8% of wall time at 3k req/s, i.e. p99 territory); every
-#: 20 ms the same lines go in batches of ~60–100, pauses a quarter as long, for ~50 writes a second.
+#: loop pass, and each request that arrives meanwhile waits for it. At the tick's 250 ms or the data
+#: path's 256 lines those pauses were the sidecar's tail: at 3k req/s 93% of the slowest 1% of
+#: requests overlapped one (against 2.3% by chance; 0.6–0.7 ms each with the probe's pure-Python
+#: log). Every 20 ms: +p99 518 → 336 µs, +p99.9 940 → 472 µs, CPU per request unchanged within the
+#: bench's 10 ms ticks (60 → 62 µs); 10 ms and 5 ms gave no better p99 and 5 ms cost more CPU
+#: (66 µs: a flush has a fixed cost, paid cold) (bench_tail.py --rt 10 --rounds 8, POST 3000/s).
 #: Armed by the tick when it finds lines, stopped by the first flush that finds none (an idle
 #: sidecar does not wake for it).
 FLUSH_S = 0.02
