@@ -16,7 +16,8 @@ all are counted. Written to OUT.json when the sidecar exits (SIGTERM).
 After the sidecar's start-up ``settle_heap`` it applies a variant's collector settings, so one can be
 measured before it is coded: ``PROBE_GC_FREEZE=0`` (``gc.unfreeze``), ``PROBE_GC_THRESHOLD=a,b,c``
 (``gc.set_threshold``), ``PROBE_GC=0`` (``gc.disable``). ``PROBE_FLUSH_S=S`` sets the access log's short flush period
-(``sidecar.proxy.context.FLUSH_S``). ``PROBE_OFF=1``: those settings only, no probe.
+(``sidecar.proxy.context.FLUSH_S``). ``PROBE_GC_SAVEALL=1`` keeps what the collector frees and
+lists its most common types at exit (what forms cycles per request). ``PROBE_OFF=1``: those settings only, no probe.
 """
 
 from __future__ import annotations
@@ -113,6 +114,8 @@ def settle_heap() -> None:
         gc.set_threshold(*(int(x) for x in th.split(",")))
     if os.environ.get("PROBE_GC") == "0":
         gc.disable()
+    if os.environ.get("PROBE_GC_SAVEALL") == "1":  # what the collector frees: kept in gc.garbage, counted at exit
+        gc.set_debug(gc.DEBUG_SAVEALL)
 
 
 _main.settle_heap = _loop.settle_heap = settle_heap
@@ -156,9 +159,15 @@ except ImportError:
 
 
 def dump() -> None:
+    garbage: list = []
+    if gc.get_debug() & gc.DEBUG_SAVEALL:
+        gc.collect()
+        from collections import Counter
+
+        garbage = Counter(f"{type(o).__module__}.{type(o).__qualname__}" for o in gc.garbage).most_common(25)
     with open(out_path, "w") as f:
         json.dump({"events": events, "totals": totals, "gc_threshold": gc.get_threshold(),
-                   "life_s": time.monotonic() - born,
+                   "life_s": time.monotonic() - born, "garbage": garbage,
                    "frozen": gc.get_freeze_count()}, f)
 
 

@@ -196,6 +196,9 @@ def report(a, acc, variants, probes, split, loads) -> None:
                   f"{100 * ev_time / max(span, 1e-9):6.2f} {100 * overlap_share(slow, spans):10.1f}% {100 * chance:8.1f}% "
                   f"{100 * overlap_share(slow9, spans):7.1f}% "
                   f"{100 * overlap_share(rows, spans):7.1f}%")
+        if pr.get("garbage"):
+            print("  freed by the collector (PROBE_GC_SAVEALL), most common types: "
+                  + ", ".join(f"{t} {n}" for t, n in pr["garbage"]))
         print(f"  (/s and mean over the sidecar's whole life, all events; %time, hit: events ≥ 50 µs during the "
               f"cells; gc threshold {pr['gc_threshold']}, {pr['frozen']} objects frozen)")
 
