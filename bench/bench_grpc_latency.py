@@ -1,6 +1,7 @@
 """The latency the sidecar adds to gRPC unary calls at a fixed rate every target sustains, beside nginx, HAProxy, Caddy.
 
     python bench/bench_grpc_latency.py [--seconds 90] [--rounds 3] [--client-rps 50] [--h2py] [--no-peers] [--rate N]
+                                       [--rt PRIO] [--skip 0.5] [--no-pin] [--sidecar-env K=V]
 
 bench_latency.py's method, for gRPC unary (issue 30):
 
@@ -91,7 +92,7 @@ def main() -> int:
     ap.add_argument("--no-pin", dest="pin", action="store_false",
                     help="do not pin the load generator and upstream, and the proxy, to separate CPUs")
     ap.add_argument("--sidecar-env", action="append", default=[], metavar="K=V",
-                    help="an environment variable for the sidecar (repeatable; e.g. a probe or a variant)")
+                    help="an environment variable for the sidecar (repeatable; e.g. EPOCHGATE_PURE_PYTHON=proxy.h2)")
     a = ap.parse_args()
     if not 1 <= a.client_rps <= 100:
         ap.error("--client-rps must be 1..100 (h2load's timer fires at most every 10 ms)")

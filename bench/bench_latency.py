@@ -1,6 +1,9 @@
 """The latency the sidecar adds at a fixed rate every target sustains, beside what nginx, HAProxy and Caddy add.
 
     python bench/bench_latency.py [--seconds 60] [--rounds 2] [--pure] [--client-rps 50] [--no-peers] [--rate N]
+                                  [--rt PRIO] [--skip 0.5] [--no-pin] [--sidecar-env K=V]
+
+On a shared machine: ``--rt 10`` (below) is what makes the tail figures judgeable.
 
 One run (issue 20, "latency added at half load"):
 
@@ -160,7 +163,7 @@ def main() -> int:
     ap.add_argument("--no-pin", dest="pin", action="store_false",
                     help="do not pin the load generator and upstream, and the proxy, to separate CPUs")
     ap.add_argument("--sidecar-env", action="append", default=[], metavar="K=V",
-                    help="an environment variable for the sidecar (repeatable; e.g. a probe or a variant)")
+                    help="an environment variable for the sidecar (repeatable; e.g. EPOCHGATE_PURE_PYTHON=proxy.h2)")
     a = ap.parse_args()
     if not 1 <= a.client_rps <= 100:
         ap.error("--client-rps must be 1..100 (h2load's timer fires at most every 10 ms)")
