@@ -67,24 +67,33 @@ def cpu_split(enabled: bool = True) -> tuple[set[int], set[int]] | None:
     return set(cpus[:half]), set(cpus[half:])
 
 
-def pin_group(pgid: int, cpus: set[int], rt: int = 0) -> int:
-    """Every thread of every process in process group ``pgid`` onto ``cpus`` (threads made later
-    inherit it), and with ``rt`` > 0 to SCHED_FIFO at that priority; returns how many threads."""
-    n = 0
+def group_threads(pgid: int) -> list[tuple[int, int]]:
+    """(pid, tid) of every live thread of every process in process group ``pgid``."""
+    out = []
     for d in os.listdir("/proc"):
         if not d.isdigit():
             continue
         try:
             with open(f"/proc/{d}/stat") as f:
                 stat = f.read()
-            if int(stat[stat.rfind(")") + 2:].split()[2]) != pgid:
-                continue
-            for tid in os.listdir(f"/proc/{d}/task"):
-                os.sched_setaffinity(int(tid), cpus)
-                if rt:
-                    os.sched_setscheduler(int(tid), os.SCHED_FIFO, os.sched_param(rt))
-                n += 1
+            if int(stat[stat.rfind(")") + 2:].split()[2]) == pgid:  # field 5: pgrp
+                out += [(int(d), int(tid)) for tid in os.listdir(f"/proc/{d}/task")]
         except (OSError, ValueError):  # gone meanwhile
+            continue
+    return out
+
+
+def pin_group(pgid: int, cpus: set[int], rt: int = 0) -> int:
+    """Every thread of every process in process group ``pgid`` onto ``cpus`` (threads made later
+    inherit it), and with ``rt`` > 0 to SCHED_FIFO at that priority; returns how many threads."""
+    n = 0
+    for _, tid in group_threads(pgid):
+        try:
+            os.sched_setaffinity(tid, cpus)
+            if rt:
+                os.sched_setscheduler(tid, os.SCHED_FIFO, os.sched_param(rt))
+            n += 1
+        except OSError:  # gone meanwhile
             continue
     return n
 
@@ -99,17 +108,10 @@ def group_wait_s(pgid: int) -> float:
     (``/proc/PID/task/TID/schedstat``, second field): how much the machine's other work held the
     target off its CPU during a cell, whatever the target's own code does."""
     total = 0
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
+    for pid, tid in group_threads(pgid):
         try:
-            with open(f"/proc/{d}/stat") as f:
-                stat = f.read()
-            if int(stat[stat.rfind(")") + 2:].split()[2]) != pgid:
-                continue
-            for tid in os.listdir(f"/proc/{d}/task"):
-                with open(f"/proc/{d}/task/{tid}/schedstat") as f:
-                    total += int(f.read().split()[1])
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[1])
         except (OSError, ValueError, IndexError):
             continue
     return total / 1e9
