@@ -1,6 +1,7 @@
 """The latency the sidecar adds to gRPC unary calls at a fixed rate every target sustains, beside nginx, HAProxy, Caddy.
 
     python bench/bench_grpc_latency.py [--seconds 90] [--rounds 3] [--client-rps 50] [--h2py] [--no-peers] [--rate N]
+                                       [--rt PRIO] [--skip 0.5] [--no-pin] [--sidecar-env K=V]
 
 bench_latency.py's method, for gRPC unary (issue 30):
 
@@ -42,6 +43,11 @@ connection: ``-m1``), and what that means:
   ``--rate-period 1ms``) so their phases spread.
 * h2load, the upstream and the proxies share this machine's cores; h2load's own time is in every
   cell alike, which is why the figures are the *added* latency against the direct cell.
+* Pinning and rounds as bench_latency.py: h2load and the upstream on the first half of the CPUs,
+  each proxy on the other half (``--no-pin`` turns it off), the targets' order rotated each round,
+  and the added percentiles judged per round (median and range over rounds, ratio to nginx's);
+  each cell's first ``--skip`` seconds (default 0.5) left out, for every target alike; ``--rt PRIO``
+  runs h2load, the upstream and the proxies SCHED_FIFO in the fixed-rate cells (see there).
 """
 
 from __future__ import annotations
@@ -55,10 +61,11 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _peers import binary, caddy_proc, haproxy_proc, missing, stop_targets, tools_missing  # noqa: E402
+from _peers import (binary, caddy_proc, cpu_split, group_wait_s, haproxy_proc, missing, stop_targets,  # noqa: E402
+                    tools_missing)
 from bench_grpc import grpc_args, grpc_peer, grpc_sidecar, grpc_upstream, nginx_grpc_proxy  # noqa: E402
 from bench_grpc import run_h2load as run_h2load_sat  # noqa: E402
-from bench_latency import PCTS, pct, ratio, run_h2load  # noqa: E402
+from bench_latency import PCTS, RT, pct, pin_targets, pinning, ratio, rotate, round_table, run_h2load  # noqa: E402
 from bench_proxy import ROOT, Proc, _median, group_cpu_s  # noqa: E402
 
 PEERS = ("nginx", "haproxy", "caddy")  # what a user would run instead; the slowest one's saturation sets the rate
@@ -77,6 +84,15 @@ def main() -> int:
                     help="leave out HAProxy and Caddy (then nginx's saturation sets the rate)")
     ap.add_argument("--fraction", type=float, default=0.5, help="fixed rate / the slowest peer's saturation (default 0.5)")
     ap.add_argument("--rate", type=int, help="a fixed rate in calls/s instead (e.g. a previous run's, with --no-peers)")
+    ap.add_argument("--skip", type=float, default=0.5,
+                    help="leave out what each cell starts in its first SKIP seconds (default 0.5; 0: keep all)")
+    ap.add_argument("--rt", type=int, default=0, metavar="PRIO",
+                    help="run h2load, the upstream and the proxies SCHED_FIFO at PRIO in the fixed-rate cells "
+                         "(bench_latency's --rt; default 0: off)")
+    ap.add_argument("--no-pin", dest="pin", action="store_false",
+                    help="do not pin the load generator and upstream, and the proxy, to separate CPUs")
+    ap.add_argument("--sidecar-env", action="append", default=[], metavar="K=V",
+                    help="an environment variable for the sidecar (repeatable; e.g. EPOCHGATE_PURE_PYTHON=proxy.h2)")
     a = ap.parse_args()
     if not 1 <= a.client_rps <= 100:
         ap.error("--client-rps must be 1..100 (h2load's timer fires at most every 10 ms)")
@@ -88,6 +104,10 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench-grpc-latency-"))
     procs: dict[str, Proc | None] = {}
     upstream = None
+    split = cpu_split(a.pin)
+    if split:  # h2load and the upstream inherit the bench's CPUs; each proxy is moved below
+        os.sched_setaffinity(0, split[0])
+    sidecar_env = dict(kv.split("=", 1) for kv in a.sidecar_env)
     try:
         upstream = grpc_upstream(tmp, nginx)
         h2, h1 = upstream.port, upstream.h1  # type: ignore[attr-defined]
@@ -99,10 +119,11 @@ def main() -> int:
                 print(f"bench_grpc_latency: {why}", file=sys.stderr)
             elif a.peers:
                 procs[peer] = grpc_peer(start, tmp, h2, h1)
-        procs["sidecar"] = grpc_sidecar(tmp, h2, h1)
+        procs["sidecar"] = grpc_sidecar(tmp, h2, h1, env=sidecar_env or None)
         if a.h2py:
-            procs["sidecar-h2py"] = grpc_sidecar(tmp, h2, h1, env={"EPOCHGATE_PURE_PYTHON": "proxy.h2"},
+            procs["sidecar-h2py"] = grpc_sidecar(tmp, h2, h1, env={**sidecar_env, "EPOCHGATE_PURE_PYTHON": "proxy.h2"},
                                                  name="sidecar-h2py")
+        pin_targets(procs, split)
         build = subprocess.run([sys.executable, "-c", "import sidecar._build as b; print(b.describe())"],
                                capture_output=True, text=True, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
                                timeout=60).stdout.strip()
@@ -128,20 +149,26 @@ def main() -> int:
 
         # 2. fixed rate, interleaved; 1 s warm-up per target, not counted
         cell_s = max(1.0, a.seconds / (a.rounds * len(procs)) - 1 / a.client_rps)
+        RT["prio"] = a.rt  # the fixed-rate cells only (bench_latency's --rt)
+        pin_targets(procs, split, upstream, a.rt)
         for name in procs:
             run_h2load(url(name), "POST", rate, a.client_rps, 1.0, tmp, h2=args)
         acc: dict[str, list] = {}
+        loads: list[float] = []
         for rnd in range(a.rounds):
-            for name, proc in procs.items():
-                owner = proc or upstream
-                c0, t0 = group_cpu_s(owner.p.pid), time.monotonic()
-                r = run_h2load(url(name), "POST", rate, a.client_rps, cell_s, tmp, h2=args)
-                r["cpu"] = (group_cpu_s(owner.p.pid) - c0) / (time.monotonic() - t0)
+            loads.append(os.getloadavg()[0])
+            for name in rotate(list(procs), rnd):
+                owner = procs[name] or upstream
+                c0, w0, t0 = group_cpu_s(owner.p.pid), group_wait_s(owner.p.pid), time.monotonic()
+                r = run_h2load(url(name), "POST", rate, a.client_rps, cell_s, tmp, h2=args, skip_s=a.skip)
+                dt = time.monotonic() - t0
+                r["cpu"] = (group_cpu_s(owner.p.pid) - c0) / dt
+                r["wait"] = (group_wait_s(owner.p.pid) - w0) / dt
                 r["lat"].sort()
                 acc.setdefault(name, []).append(r)
-                print(f"  round {rnd + 1} {name:12s} {r['rps']:.0f} calls/s p99 {pct(r['lat'], .99):.0f} µs",
+                print(f"  round {rnd + 1} (load {loads[-1]:.1f}) {name:12s} {r['rps']:.0f} calls/s p99 {pct(r['lat'], .99):.0f} µs",
                       file=sys.stderr, flush=True)
-        report(a, procs, acc, sat, rate, cell_s, f"{build}, HTTP/2 engine {engine}", slowest)
+        report(a, procs, acc, sat, rate, cell_s, f"{build}, HTTP/2 engine {engine}, {pinning(split)}", slowest, loads)
     except (RuntimeError, TimeoutError, subprocess.TimeoutExpired, AttributeError) as exc:
         print(f"bench_grpc_latency: {type(exc).__name__}: {exc} (logs were in {tmp})", file=sys.stderr)
         return 1
@@ -150,16 +177,16 @@ def main() -> int:
     return 0
 
 
-def report(a, procs, acc, sat, rate, cell_s, build, slowest) -> None:
+def report(a, procs, acc, sat, rate, cell_s, build, slowest, loads) -> None:
     clients = acc["direct"][0]["clients"]
     how = "given (--rate)" if a.rate else f"of {a.fraction:g} x the slowest peer's saturation"
     print(f"\nh2load (h2c, -m1) gRPC unary at a fixed rate {how} "
           f"(h2load -c16 -m10: {slowest[1]} {slowest[0]:.0f} calls/s): {rate} calls/s, {clients} connections x "
           f"{a.client_rps} calls/s; {a.rounds} rounds x {cell_s:.1f} s per cell; sidecar: 1 worker, gating + "
-          f"metrics + access log on, {build}; {os.cpu_count()} CPUs, load average "
-          f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+          f"metrics + access log on, {build}; {os.cpu_count()} CPUs, load average (1 min) at the rounds' starts "
+          f"{min(loads):.1f}–{max(loads):.1f}, at the end {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     print(f"{'target':12s} {'calls/s':>7s} {'p50 µs':>7s} {'p99 µs':>7s} {'p99.9 µs':>8s} {'+p50':>6s} {'+p99':>6s} "
-          f"{'+p99.9':>7s} {'p99 med (range)':>18s} {'+p99 med (range)':>18s} {'CPU %':>6s} {'of sat.':>7s} "
+          f"{'+p99.9':>7s} {'p99 med (range)':>18s} {'+p99 med (range)':>18s} {'CPU %':>6s} {'wait ms/s':>9s} {'of sat.':>7s} "
           f"{'>=period':>8s} {'non-2xx':>7s}")
     merged: dict[str, list[float]] = {}
     for name in procs:
@@ -174,12 +201,12 @@ def report(a, procs, acc, sat, rate, cell_s, build, slowest) -> None:
         addmed = "-" if name == "direct" else f"{_median(add99):.0f} ({min(add99):.0f}-{max(add99):.0f})"
         print(f"{name:12s} {sum(r['rps'] for r in runs) / len(runs):7.0f} {ps[0]:7.0f} {ps[1]:7.0f} {ps[2]:8.0f} "
               f"{added[0]:>6s} {added[1]:>6s} {added[2]:>7s} {med:>18s} {addmed:>18s} "
-              f"{100 * sum(r['cpu'] for r in runs) / len(runs):6.0f} "
+              f"{100 * sum(r['cpu'] for r in runs) / len(runs):6.0f} {1000 * sum(r['wait'] for r in runs) / len(runs):9.1f} "
               f"{(f'{100 * rate / sat[name]:.0f}%' if name in sat else '-'):>7s} "
               f"{sum(r['late'] for r in runs):8d} {sum(r['bad'] for r in runs):7d}"
               + ("  (upstream's CPU)" if name == "direct" else ""))
     print("+pNN: the target's percentile minus the direct one's (all rounds pooled). p99 med: the median over "
-          "rounds of each round's p99 (range: min-max). of sat.: the fixed rate / the target's own saturation "
+          "rounds of each round's p99 (range: min-max). wait: ms per s its threads were runnable but off-CPU. of sat.: the fixed rate / the target's own saturation "
           "(same run). >=period: responses at least 1/client-rps slow (0: no coordinated omission)")
     for name in procs:
         if name in ("direct", "nginx"):
@@ -193,6 +220,7 @@ def report(a, procs, acc, sat, rate, cell_s, build, slowest) -> None:
         goal = " (goal ≤ 1.5x)" if name.startswith("sidecar") else ""
         print(f"added latency {name} / nginx: p50 {ratios[0]}, p99 {ratios[1]}{goal}, p99.9 {ratios[2]}; "
               f"p99 per round: {', '.join(per_round)}")
+    round_table(lambda n: acc[n], list(procs), "gRPC unary")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ cdef class ProxyContext:
     cdef public dict header_kinds
     cdef public set waiting, clients
     cdef public dict stamps
-    cdef public object rid_prefix, _ticker, tracer
+    cdef public object rid_prefix, _ticker, _flusher, tracer
     cdef public double now, read_timeout, idle_timeout, head_timeout
     cdef public long max_header, max_path, max_connections, retry_body_max, rid_n
     cdef public bint closing

@@ -1,0 +1,65 @@
+"""The access log's short-period flush (``sidecar/proxy/context.py`` ``FLUSH_S``): while lines come in
+they are written every ~20 ms in small batches (a flush of the tick's or of 256 lines is a loop pause
+each request arriving meanwhile waits out: bench/bench_tail.py), and an idle sidecar stops the timer.
+Driven through the fake-transport harness: no socket, no fixed sleep (each wait is for the event)."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+
+from gate import PlacementTable
+from sidecar._log import AccessLog
+from sidecar.proxy import context
+from tests._fake_transport import Harness, request, response, settle, status_of
+
+
+async def one_request(h: Harness) -> None:
+    c = h.client()
+    c.send(request("GET"))
+    await settle()
+    h.upstreams("a")[-1].reply(response(200, b"hi"))
+    assert status_of(c.take()) == 200
+
+
+async def until(cond, what: str, bound_s: float = 5.0) -> None:
+    """Wait for ``cond()`` (polling the loop), failing after ``bound_s``."""
+    deadline = asyncio.get_running_loop().time() + bound_s
+    while not cond():
+        assert asyncio.get_running_loop().time() < deadline, f"never happened: {what}"
+        await asyncio.sleep(0.005)
+
+
+async def test_lines_are_flushed_every_flush_s_while_they_come_and_the_timer_stops_when_idle():
+    h = Harness(PlacementTable({"t1": "a"}))
+    out = io.StringIO()
+    h.ctx.access = AccessLog(stream=out)
+    try:
+        await one_request(h)
+        assert len(h.ctx.access.rows) == 1 and h.ctx._flusher is None   # queued; nothing armed yet
+        h.ctx._tick()                                   # the tick finds lines: flushes them, arms the short timer
+        assert out.getvalue().count("\n") == 1 and h.ctx._flusher is not None
+        await one_request(h)                            # the next line is written by the short timer, not a tick
+        assert out.getvalue().count("\n") == 1
+        await until(lambda: out.getvalue().count("\n") == 2, "the short-period flush")
+        await until(lambda: h.ctx._flusher is None, "the timer stopping once no line came")  # idle: no more wake-ups
+        assert context.FLUSH_S < context.TICK_S / 4
+    finally:
+        h.close()
+
+
+async def test_a_tick_without_lines_arms_nothing_and_stop_cancels_the_timer():
+    h = Harness(PlacementTable({"t1": "a"}))
+    out = io.StringIO()
+    h.ctx.access = AccessLog(stream=out)
+    try:
+        h.ctx._tick()
+        assert h.ctx._flusher is None                   # an idle sidecar does not wake every 20 ms
+        await one_request(h)
+        h.ctx._tick()
+        armed = h.ctx._flusher
+        assert armed is not None
+        h.ctx.stop()                                    # stop flushes what is left and cancels the timer
+        assert h.ctx._flusher is None and armed.cancelled()
+    finally:
+        h.close()
