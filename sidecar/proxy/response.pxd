@@ -4,8 +4,10 @@
 from sidecar.proxy.context cimport Node, ProxyContext
 from sidecar.proxy.reqhead cimport ReqHead
 from sidecar.proxy.conn cimport ClientConn
+from sidecar.proxy.upstream cimport RespHead  # its fields: C reads in _write_head
+cimport cython
 
-cdef dict _STATUS_LINES  # typed: .get per response is a C call
+cdef dict _STATUS_LINES  # typed: .get per response is a C call (keyed by the status: an int)
 
 
 cdef class ResponseMixin:
@@ -20,9 +22,10 @@ cdef class ResponseMixin:
     cdef public long reroutes, pooled_retries, replays, pending_len, replay_len, status, charged
     cdef public double held_at, deadline, t0, t_res, t_adm, t_up
 
-    cpdef on_response_head(self, head)
+    cpdef on_response_head(self, RespHead head)
     cpdef bint has_body(self)
-    cpdef _write_head(self, head)
+    @cython.locals(parts=list, lines=list, kept=list)
+    cpdef _write_head(self, RespHead head)
     cpdef on_response_body(self, data)
     cpdef _cw(self, data)
     cpdef flush_client(self)
