@@ -25,7 +25,7 @@ cdef class ResponseMixin:
 
     cpdef on_response_head(self, RespHead head)
     cpdef bint has_body(self)
-    @cython.locals(parts=list, lines=list, kept=list)
+    @cython.locals(parts=list, lines=list, kept=list, out=list)
     cpdef _write_head(self, RespHead head)
     cpdef on_response_body(self, data)
     cpdef _cw(self, data)

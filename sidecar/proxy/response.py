@@ -82,16 +82,27 @@ class ResponseMixin:
         no_body = status == 204 or status == 304 or rq.method == "HEAD"
         self.no_resp_body = no_body
         close = not self.keep_alive or (not self.body_done and rq.has_body()) or self.ctx.closing
-        parts = [first]
-        parts += lines
+        out = self.cout  # the client batch (one write per upstream read), else a list of our own
+        parts = [] if out is None else out
+        parts.append(first)
+        if len(lines) == 1:
+            parts.append(lines[0])  # llresp: the forwarded fields are one block
+        elif lines:
+            parts.extend(lines)
         if status == 101:
-            parts += (b"Connection: upgrade\r\nUpgrade: ", head.upg or rq.upgrade, b"\r\n")
+            parts.append(b"Connection: upgrade\r\nUpgrade: ")
+            parts.append(head.upg or rq.upgrade)
+            parts.append(b"\r\n")
             close = False
         elif no_body:
             if clen is not None and status != 204:
-                parts += (b"Content-Length: ", clen, b"\r\n")
+                parts.append(b"Content-Length: ")
+                parts.append(clen)
+                parts.append(b"\r\n")
         elif head.te is None and clen is not None:
-            parts += (b"Content-Length: ", clen, b"\r\n")
+            parts.append(b"Content-Length: ")
+            parts.append(clen)
+            parts.append(b"\r\n")
         else:
             self.resp_eof = head.te is None  # upstream ends this body by closing
             if rq.version == "1.1":
@@ -108,10 +119,7 @@ class ResponseMixin:
             parts.append(b"Connection: keep-alive\r\n\r\n")
         else:
             parts.append(b"\r\n")
-        out = self.cout  # self._cw(), inlined
-        if out is not None:
-            out += parts
-        else:
+        if out is None:
             self.ctransport.write(b"".join(parts))
 
     def on_response_body(self: "Request", data: bytes) -> None:
