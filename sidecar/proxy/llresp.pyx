@@ -28,7 +28,8 @@ from libc.string cimport memcmp, memcpy, memset
 
 from httptools import HttpParserCallbackError, HttpParserError, HttpParserInvalidStatusError, HttpParserUpgrade
 
-from sidecar.proxy.upstream cimport RespHead, UpstreamConn
+from sidecar.proxy.httpmsg cimport RespHead
+from sidecar.proxy.upstream cimport UpstreamConn
 
 
 cdef extern from "llhttp.h":

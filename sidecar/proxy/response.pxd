@@ -4,7 +4,7 @@
 from sidecar.proxy.context cimport Node, ProxyContext
 from sidecar.proxy.reqhead cimport ReqHead
 from sidecar.proxy.conn cimport ClientConn
-from sidecar.proxy.upstream cimport RespHead  # its fields: C reads in _write_head
+from sidecar.proxy.httpmsg cimport RespHead  # its fields: C reads in _write_head
 from sidecar._log cimport AccessLog  # enabled/rows: C reads in finish
 cimport cython
 

@@ -20,7 +20,8 @@ from .exstate import APP_REPLAY_MAX, DONE, FORWARDING, HELD, POOLED_RETRY_MAX, R
 
 if TYPE_CHECKING:
     from .exchange import Request
-    from .upstream import RespHead, UpstreamConn
+    from .httpmsg import RespHead
+    from .upstream import UpstreamConn
 
 RESP_BUF_MAX = 64 * 1024
 _STATUS_LINES: dict[int, bytes] = {}  # status → its line with the standard phrase
