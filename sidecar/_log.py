@@ -28,13 +28,46 @@ _UNSAFE = re.compile(rb'[^\x21-\x7e]|["\\]')
 _SAFE = bytes(b for b in range(0x21, 0x7f) if b not in b'"\\')  # what _UNSAFE does not match
 
 
+# compiled (sidecar/_build.py), ``escape`` checks the bytes with a C loop and ``_format`` writes the
+# times with C integers; as plain Python, ``translate`` and ``%.2f`` are the cheaper calls
+_COMPILED = not __file__.endswith(".py")
+
+
 def escape(raw: bytes | None) -> str:
     """Client-supplied bytes (path, request id) made safe for one text log field."""
     if not raw:
         return "-"
-    if not raw.translate(None, _SAFE):  # every byte safe: one C pass (140 ns) instead of a regex search (420 ns)
+    if _COMPILED and type(raw) is bytes:
+        b = raw
+        for c in b:  # compiled: a C loop, ~3 instructions a byte (translate's call: ~600 a field)
+            if c < 0x21 or c > 0x7e or c == 0x22 or c == 0x5c:
+                break
+        else:
+            return b.decode("ascii")
+    elif not raw.translate(None, _SAFE):  # every byte safe: one C pass (140 ns) instead of a regex search (420 ns)
         return raw.decode("ascii")
-    return _UNSAFE.sub(lambda m: b"\\x%02x" % m.group()[0], raw).decode("ascii")
+    return _UNSAFE.sub(_hex, raw).decode("ascii")
+
+
+def _hex(m: re.Match[bytes]) -> bytes:
+    return b"\\x%02x" % m.group()[0]
+
+
+def _cents(ms: float) -> int:
+    """``ms`` in hundredths, rounded exactly as ``"%.2f" % ms`` rounds it, or -1 where one float
+    product cannot tell (within 1e-4 of a tie, zero, negative, ≥ 1e7, NaN): the caller then
+    formats with ``%.2f``. ``t`` is ``ms * 100`` within 1.2e-7 below 1e9, so a fraction clear of
+    0.5 by 1e-4 rounds the same way as the exact product. Compiled, two of these and four integer
+    fields cost ~300 instructions a line against ~3,800 for two ``%.2f`` (issue 30)."""
+    t = ms * 100.0
+    if 0.0 < t < 1e9:
+        k = int(t)
+        f = t - k
+        if f < 0.4999:
+            return k
+        if f > 0.5001:
+            return k + 1
+    return -1
 
 
 class JsonFormatter(logging.Formatter):
@@ -132,9 +165,17 @@ class AccessLog:
                     hit = mids[key] = (node, f'{client} "{escape(method.encode("latin-1"))} {escape(path)}" {status} '
                                              f'partition={partition or "-"} phase={phase} epoch={epoch} '
                                              f'decision={decision} upstream={node or "-"} up_ms=')
+                up = row[8] * 1000
+                total = row[9] * 1000
+                if _COMPILED:
+                    k1 = _cents(up)
+                    k2 = _cents(total)
+                    if k1 >= 0 and k2 >= 0:  # the same text as %.2f (_cents), from C integers
+                        out.append("%s %s%d.%02d total_ms=%d.%02d rid=%s" % (ts, hit[1], k1 // 100, k1 % 100,
+                                                                            k2 // 100, k2 % 100, escape(row[10])))
+                        continue
                 # %-formatting: 0.3 µs a line less than the f-string's two format specs (timeit)
-                out.append("%s %s%.2f total_ms=%.2f rid=%s" % (ts, hit[1], row[8] * 1000, row[9] * 1000,
-                                                                  escape(row[10])))
+                out.append("%s %s%.2f total_ms=%.2f rid=%s" % (ts, hit[1], up, total, escape(row[10])))
         return out
 
     def flush(self) -> None:

@@ -168,6 +168,35 @@ def test_access_log_lines_text_and_json():
     assert docs[1]["request_id"] == "r-2" and docs[3]["request_id"] == "-" and docs[0]["upstream_ms"] == 0.35
 
 
+def test_access_log_times_are_percent_2f_on_both_builds():
+    """The compiled access log writes ``up_ms``/``total_ms`` from integers (``_log._cents``, issue 30):
+    the text must be exactly ``%.2f``'s, ties (0.125 → 0.12, 0.375 → 0.38), zero, huge and odd
+    values included (this file runs on the plain build too)."""
+    import io
+    import random
+
+    from sidecar._log import AccessLog
+
+    rnd = random.Random(30)
+    secs = [0.0, 1e-9, 0.000005, 0.000015, 0.000125, 0.000375, 0.000625, 0.000875, 0.001005, 0.0012345,
+            0.5, 1.0, 12345.678, 1e6, 1e7, 1e12, -0.001, float("inf")]
+    secs += [rnd.uniform(0, 0.01) for _ in range(2000)] + [rnd.uniform(0, 30) for _ in range(500)]
+    secs += [k / 100000 for k in range(0, 2000)]  # every hundredth of a millisecond up to 20 ms
+    secs += [(k + 0.5) / 100000 for k in range(0, 2000)]  # and every (near-)tie between them
+    text = io.StringIO()
+    log = AccessLog("text", text)
+    for i, v in enumerate(secs):
+        log.write("c", "GET", b"/p", "t1", "active", 1, "read", 200, v, secs[-1 - i], b"r", "a")
+    log.flush()
+    got = [(ln.split("up_ms=")[1].split(" ")[0], ln.split("total_ms=")[1].split(" ")[0])
+           for ln in text.getvalue().splitlines()]
+    assert got == [("%.2f" % (v * 1000), "%.2f" % (secs[-1 - i] * 1000)) for i, v in enumerate(secs)]
+    from sidecar._log import _cents  # the helper itself, on whichever build runs
+    decided = [(v, _cents(v * 1000)) for v in secs if _cents(v * 1000) >= 0]
+    assert len(decided) > 4000
+    assert all("%d.%02d" % divmod(k, 100) == "%.2f" % (v * 1000) for v, k in decided)
+
+
 def test_stats_buckets_match_bisect_on_both_builds():
     """``Stats.record`` finds a bucket with a typed loop when compiled (issue 30): the counts must
     be exactly ``bisect_left``'s, bucket edges included (this file runs on the plain build too)."""

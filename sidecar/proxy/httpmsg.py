@@ -81,6 +81,28 @@ def response(status: int, body: bytes, *, content_type: bytes = b"application/pr
     return b"".join(head)
 
 
+class RespHead:
+    """A parsed upstream response head, sorted for re-framing (see ``response.ResponseMixin._write_head``)."""
+
+    __slots__ = ("status", "reason", "lines", "ctoks", "clen", "te", "upg", "ctype", "keep")
+
+    def __init__(self) -> None:
+        self.reason = b""
+        self.lines: list[bytes] = []  # forwarded headers, flat: name, b": ", value, b"\r\n", … (or one block: fields())
+        self.ctoks = self.clen = self.te = self.upg = self.ctype = None
+        self.status = 0
+        self.keep = True
+
+    def fields(self) -> list[tuple[bytes, bytes]]:
+        """The forwarded headers as ``(name, value)``. ``lines`` is flat (name, b": ", value,
+        CRLF per header: httptools, the HTTP/2 bridge) or one ready-made block (the compiled
+        parser, ``llresp``); llhttp refuses CR and LF inside a value, so the block splits back."""
+        lines = self.lines
+        if len(lines) != 1:
+            return [(lines[i], lines[i + 2]) for i in range(0, len(lines), 4)]
+        return [tuple(ln.split(b": ", 1)) for ln in lines[0].split(b"\r\n")[:-1]]  # type: ignore[misc]
+
+
 def is_stale_epoch_problem(status: int, content_type: bytes | None, body: bytes) -> bool:
     """Is this an application's stale-epoch problem response (DESIGN §7)?"""
     return _is_stale(status, None if content_type is None else content_type.decode("latin-1"), body)

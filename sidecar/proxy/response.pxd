@@ -4,8 +4,11 @@
 from sidecar.proxy.context cimport Node, ProxyContext
 from sidecar.proxy.reqhead cimport ReqHead
 from sidecar.proxy.conn cimport ClientConn
+from sidecar.proxy.httpmsg cimport RespHead  # its fields: C reads in _write_head
+from sidecar._log cimport AccessLog  # enabled/rows: C reads in finish
+cimport cython
 
-cdef dict _STATUS_LINES  # typed: .get per response is a C call
+cdef dict _STATUS_LINES  # typed: .get per response is a C call (keyed by the status: an int)
 
 
 cdef class ResponseMixin:
@@ -20,12 +23,14 @@ cdef class ResponseMixin:
     cdef public long reroutes, pooled_retries, replays, pending_len, replay_len, status, charged
     cdef public double held_at, deadline, t0, t_res, t_adm, t_up
 
-    cpdef on_response_head(self, head)
+    cpdef on_response_head(self, RespHead head)
     cpdef bint has_body(self)
-    cpdef _write_head(self, head)
+    @cython.locals(parts=list, lines=list, kept=list, out=list)
+    cpdef _write_head(self, RespHead head)
     cpdef on_response_body(self, data)
     cpdef _cw(self, data)
     cpdef flush_client(self)
     cpdef on_response_end(self)
     cpdef _end_response(self, bint reusable)
+    @cython.locals(access=AccessLog, rows=list)
     cpdef finish(self, outcome)

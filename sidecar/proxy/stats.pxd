@@ -20,8 +20,9 @@ cdef class Stats:
     cdef public object metrics, hold
     cdef public list _hists
     cdef public tuple hist_r, hist_w, bounds
-    cdef public dict _requests, decisions, slots
+    cdef public dict _req_r, _req_w, decisions, slots
 
-    @cython.locals(h_res=_Hist, h_adm=_Hist, h_up=_Hist, h_tot=_Hist, v=cython.double, req=dict, key=tuple)
+    @cython.locals(h_res=_Hist, h_adm=_Hist, h_up=_Hist, h_tot=_Hist, v=cython.double, req=dict, byout=dict,
+                   i=Py_ssize_t)
     cpdef record(self, bint write, str phase, str outcome, double t0, double t_res, double t_adm, double t_up,
                  double t)
