@@ -12,6 +12,7 @@ holds the compiled build to using it.
 
 from __future__ import annotations
 
+import json
 import random
 from typing import Any
 
@@ -25,7 +26,7 @@ from tests._fake_transport import Harness, response, settle
 
 try:
     from sidecar.proxy import llreq
-except ImportError:
+except Exception:  # not built, refused by the guard, or (the data path running as Python) types that moved
     llreq = None  # type: ignore[assignment]
 
 PARSERS = ["httptools", "llreq"]
@@ -233,3 +234,22 @@ async def test_kept_drops_what_connection_names(which: str) -> None:
     head = sent.split(b"\r\n\r\n")[0]
     assert b"\r\nX-Kept: 2\r\n" in head + b"\r\n"
     assert b"x-hop" not in head.lower() and b"x-other" not in head.lower()
+
+
+def test_llreq_is_guarded_like_llresp(tmp_path) -> None:
+    """``proxy.llreq`` is in ``_build.NATIVE`` with what it cimports: a build whose ``conn.pxd``
+    changed since is refused (stale) and ``conn`` falls back to httptools."""
+    from tests.test_build_modes import EXT, _copy_tree, _hash, _run
+
+    assert "proxy/conn.pxd" in build.NATIVE["proxy.llreq"]
+    pkg = _copy_tree(tmp_path) / "sidecar"
+    (pkg / "proxy" / f"llreq{EXT}").write_bytes(b"not an extension module")
+    (pkg / "_compiled.json").write_text(json.dumps({"modules": {"proxy.llreq": _hash(pkg, "proxy.llreq")}}))
+    probe = ("import sidecar, sidecar._build as b\ntry:\n    import sidecar.proxy.llreq\n"
+             "except ImportError as e:\n    print(type(e).__name__, e)\nprint(b.info()['native'])")
+    r = _run(tmp_path, probe)
+    assert "ModuleNotFoundError" not in r.stdout and "ImportError" in r.stdout  # vouched for: loaded (garbage)
+    with open(pkg / "proxy" / "conn.pxd", "a") as f:  # what it cimports moved: stale
+        f.write("\n# edited after the build\n")
+    r = _run(tmp_path, probe)
+    assert "refused by sidecar._build (stale)" in r.stdout and "proxy.llreq" in r.stderr

@@ -1,8 +1,9 @@
 """Client side of the data path: an ``asyncio.Protocol`` per client connection.
 
-httptools parses request heads; ``on_header`` sorts each header once: the
-ones the proxy owns (framing, hop-by-hop, ``Host``, ``X-Forwarded-For``,
-client-supplied ``X-Partition``/``X-Placement*``) are captured or dropped,
+httptools parses request heads (compiled: ``llreq``, llhttp driven from C); each
+header is sorted once by ``_header_table``: the ones the proxy owns (framing,
+hop-by-hop, ``Host``, ``X-Forwarded-For``, client-supplied
+``X-Partition``/``X-Placement*``) are captured (``header``) or dropped,
 everything else is kept for forwarding as a ready-made line. Requests on one
 connection are served in order; a pipelined request waits (reading paused)
 until the one before it has been answered.
