@@ -236,8 +236,8 @@ cdef int _on_field(llhttp_t* p, const char* at, size_t n) noexcept:
 cdef int _on_value(llhttp_t* p, const char* at, size_t n) noexcept:
     cdef ReqParser self = <ReqParser>p.data
     cdef Field* f
-    if not self.in_head:
-        return 0
+    if not self.in_head or self.nf == 0:
+        return 0  # a trailer field's value (or, never, a value before any name)
     f = &self.fields[self.nf - 1]
     if not self.in_value:
         self.in_value = 1
@@ -330,9 +330,9 @@ cdef class ReqParser:
     def __cinit__(self, ClientConn conn):
         self.conn = conn
         self.table = _table_for(conn)
-        self.bcap = 1024
+        self.bcap = 256  # grown (doubling) by a longer head, kept for the connection: ≤ --max-header-bytes
         self.buf = <char*>PyMem_Malloc(self.bcap)
-        self.fcap = 16
+        self.fcap = 8
         self.fields = <Field*>PyMem_Malloc(self.fcap * sizeof(Field))
         if self.buf is NULL or self.fields is NULL:
             raise MemoryError()
