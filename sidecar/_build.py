@@ -47,8 +47,9 @@ ENGINES = ("proxy.h2",)
 #: llhttp driven from C for the upstream response parser (issue 30; ``proxy/llresp.pyx``, used by
 #: a compiled ``proxy.upstream``, httptools otherwise). The guard refuses one that is forced pure,
 #: stale or unlisted: its import fails and the caller falls back.
-NATIVE = {"proxy.llresp": ("proxy/upstream.pxd", "proxy/_vendor/llhttp/include/llhttp.h"),
-          "proxy.llreq": ("proxy/conn.pxd", "proxy/reqhead.pxd", "proxy/context.pxd", "proxy/_vendor/llhttp/include/llhttp.h")}
+NATIVE = {"proxy.llresp": ("proxy/upstream.pxd", "proxy/_llhttp.pxi", "proxy/_vendor/llhttp/include/llhttp.h"),
+          "proxy.llreq": ("proxy/conn.pxd", "proxy/reqhead.pxd", "proxy/context.pxd", "proxy/_llhttp.pxi",
+                          "proxy/_vendor/llhttp/include/llhttp.h")}
 MANIFEST = "_compiled.json"
 _HERE = Path(__file__).resolve().parent
 _state: dict[str, Any] = {"build": "pure", "compiled": [], "pure": [], "reason": "not installed", "native": {}}

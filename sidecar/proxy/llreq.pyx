@@ -22,52 +22,11 @@ stale-build guard (``sidecar/_build.py``, ``NATIVE``) keeps an out-of-date one f
 """
 
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
-from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
-from cpython.mem cimport PyMem_Malloc, PyMem_Realloc, PyMem_Free
-from libc.string cimport memcpy
-
-from httptools import (HttpParserCallbackError, HttpParserError, HttpParserInvalidMethodError,
-                       HttpParserInvalidStatusError, HttpParserInvalidURLError, HttpParserUpgrade)
 
 from sidecar.proxy.conn cimport ClientConn
 from sidecar.proxy.reqhead cimport ReqHead
 
-
-cdef extern from "llhttp.h":
-    ctypedef struct llhttp_t:
-        void* data
-        unsigned char upgrade
-        unsigned char method
-        unsigned char http_major
-        unsigned char http_minor
-        int error
-    ctypedef int (*llhttp_data_cb)(llhttp_t*, const char*, size_t) noexcept
-    ctypedef int (*llhttp_cb)(llhttp_t*) noexcept
-    ctypedef struct llhttp_settings_t:
-        llhttp_cb on_message_begin, on_headers_complete, on_message_complete, on_chunk_header, on_chunk_complete
-        llhttp_data_cb on_url, on_header_field, on_header_value, on_body
-    ctypedef enum llhttp_type_t:
-        HTTP_REQUEST
-    ctypedef enum llhttp_errno_t:
-        HPE_OK, HPE_PAUSED_UPGRADE, HPE_USER, HPE_INVALID_STATUS, HPE_INVALID_METHOD, HPE_INVALID_URL,
-        HPE_CB_MESSAGE_BEGIN, HPE_CB_HEADERS_COMPLETE, HPE_CB_MESSAGE_COMPLETE, HPE_CB_CHUNK_HEADER,
-        HPE_CB_CHUNK_COMPLETE
-    ctypedef enum llhttp_method_t:
-        pass
-    void llhttp_settings_init(llhttp_settings_t*)
-    void llhttp_init(llhttp_t*, llhttp_type_t, const llhttp_settings_t*)
-    llhttp_errno_t llhttp_execute(llhttp_t*, const char*, size_t)
-    int llhttp_should_keep_alive(const llhttp_t*)
-    const char* llhttp_get_error_reason(const llhttp_t*)
-    void llhttp_set_error_reason(llhttp_t*, const char*)
-    const char* llhttp_get_error_pos(const llhttp_t*)
-    void llhttp_resume_after_upgrade(llhttp_t*)
-    const char* llhttp_method_name(llhttp_method_t)
-
-
-cdef struct Field:
-    Py_ssize_t ns, nl, vs, vl  # name and value: offset and length in the parser's copy
-    int kind, idx              # kind (conn's), and the table entry it matched (-1: none)
+include "_llhttp.pxi"
 
 
 # conn.py's policy, handed over once (configure)
@@ -128,20 +87,9 @@ cdef class _Table:
 
     cdef inline int find(self, const char* a, Py_ssize_t n) noexcept:
         """The entry whose name equals ``a[:n]`` lower-cased (ASCII, as ``bytes.lower``), or -1."""
-        cdef Py_ssize_t i, j
-        cdef char c
-        cdef const char* s
+        cdef Py_ssize_t i
         for i in range(self.n):
-            if self.lens[i] != n:
-                continue
-            s = self.names[i]
-            for j in range(n):
-                c = a[j]
-                if 65 <= c <= 90:
-                    c = c + 32
-                if c != s[j]:
-                    break
-            else:
+            if self.lens[i] == n and _lower_eq(a, self.names[i], n):
                 return <int>i
         return -1
 
@@ -158,18 +106,8 @@ cdef _Table _table_for(ClientConn conn):
 
 
 cdef inline bint _has_prefix(const char* a, Py_ssize_t n) noexcept:
-    cdef Py_ssize_t j, m = len(_drop_prefix)
-    cdef const char* s = PyBytes_AS_STRING(_drop_prefix)
-    cdef char c
-    if n < m or m == 0:
-        return False
-    for j in range(m):
-        c = a[j]
-        if 65 <= c <= 90:
-            c = c + 32
-        if c != s[j]:
-            return False
-    return True
+    cdef Py_ssize_t m = len(_drop_prefix)
+    return m != 0 and n >= m and _lower_eq(a, PyBytes_AS_STRING(_drop_prefix), m)
 
 
 cdef int _error(llhttp_t* p, ReqParser self, exc, const char* reason) noexcept:
@@ -181,11 +119,11 @@ cdef int _error(llhttp_t* p, ReqParser self, exc, const char* reason) noexcept:
 
 cdef int _on_begin(llhttp_t* p) noexcept:
     cdef ReqParser self = <ReqParser>p.data
-    self.nf = 0
-    self.blen = 0
+    self.fs.nf = 0
+    self.fs.blen = 0
+    self.fs.in_value = 0
     self.ulen = 0
     self.hsize = 0
-    self.in_value = 0
     self.in_head = 1
     try:
         self.conn.on_message_begin()
@@ -197,7 +135,7 @@ cdef int _on_begin(llhttp_t* p) noexcept:
 
 cdef int _on_url(llhttp_t* p, const char* at, size_t n) noexcept:
     cdef ReqParser self = <ReqParser>p.data
-    if self._append(at, n) < 0:
+    if _fields_append(&self.fs, at, n) < 0:  # (the target: before the fields, at the buffer's start)
         return _error(p, self, MemoryError(), "`on_url` callback error")
     self.ulen += <Py_ssize_t>n
     # the head's size as ClientConn.on_url counts it (431: the same bytes as with httptools)
@@ -210,41 +148,24 @@ cdef int _on_url(llhttp_t* p, const char* at, size_t n) noexcept:
 cdef int _on_field(llhttp_t* p, const char* at, size_t n) noexcept:
     cdef ReqParser self = <ReqParser>p.data
     cdef Field* f
+    cdef int r
     if not self.in_head:
         return 0  # a trailer field: not even copied (ClientConn.on_header drops it)
-    if self.nf == 0 or self.in_value:
-        if self.nf:  # the field before is complete: counted where httptools calls on_header for it
-            f = &self.fields[self.nf - 1]
-            self.hsize += f.nl + f.vl + 4
-            if self.hsize > self.conn.max_header:
-                return _error(p, self, _too_large(), "`on_header_field` callback error")
-        if self.nf == self.fcap and self._grow_fields() < 0:
-            return _error(p, self, MemoryError(), "`on_header_field` callback error")
-        f = &self.fields[self.nf]
-        self.nf += 1
-        f.ns = self.blen
-        f.nl = 0
-        f.vs = f.vl = 0
-        self.in_value = 0
-    f = &self.fields[self.nf - 1]
-    if self._append(at, n) < 0:
+    r = _fields_name(&self.fs, at, n)
+    if r < 0:
         return _error(p, self, MemoryError(), "`on_header_field` callback error")
-    f.nl += <Py_ssize_t>n
+    if r:  # the field before is complete: counted where httptools calls on_header for it
+        f = &self.fs.fields[self.fs.nf - 2]
+        self.hsize += f.nl + f.vl + 4
+        if self.hsize > self.conn.max_header:
+            return _error(p, self, _too_large(), "`on_header_field` callback error")
     return 0
 
 
 cdef int _on_value(llhttp_t* p, const char* at, size_t n) noexcept:
     cdef ReqParser self = <ReqParser>p.data
-    cdef Field* f
-    if not self.in_head or self.nf == 0:
-        return 0  # a trailer field's value (or, never, a value before any name)
-    f = &self.fields[self.nf - 1]
-    if not self.in_value:
-        self.in_value = 1
-        f.vs = self.blen
-    if self._append(at, n) < 0:
+    if self.in_head and _fields_value(&self.fs, at, n) < 0:  # (a trailer field's value: dropped)
         return _error(p, self, MemoryError(), "`on_header_value` callback error")
-    f.vl += <Py_ssize_t>n
     return 0
 
 
@@ -254,13 +175,13 @@ cdef int _on_headers_complete(llhttp_t* p) noexcept:
     cdef int m
     self.in_head = 0
     try:
-        if self.nf and self.in_value:  # the last field: counted as httptools' flush at the head's end
-            f = &self.fields[self.nf - 1]
+        if self.fs.nf and self.fs.in_value:  # the last field: counted as httptools' flush at the head's end
+            f = &self.fs.fields[self.fs.nf - 1]
             self.hsize += f.nl + f.vl + 4
             if self.hsize > self.conn.max_header:
                 raise _too_large()
-        elif self.nf:  # a name without a value: httptools never delivers it (llhttp reports
-            self.nf -= 1   # every value, an empty one too, so this does not happen)
+        elif self.fs.nf:  # a name without a value: httptools never delivers it (llhttp reports
+            self.fs.nf -= 1   # every value, an empty one too, so this does not happen)
         self._head()
         m = p.method
         mb = _method_names[m]
@@ -320,22 +241,16 @@ cdef class ReqParser:
     cdef llhttp_settings_t s
     cdef ClientConn conn
     cdef _Table table
-    cdef char* buf          # the current head's target and field bytes, copied as llhttp reports them
-    cdef Py_ssize_t blen, bcap, ulen, hsize
-    cdef Field* fields
-    cdef Py_ssize_t nf, fcap
-    cdef int in_value, in_head
+    cdef Fields fs          # the current head's target and fields, copied as llhttp reports them (_llhttp.pxi)
+    cdef Py_ssize_t ulen, hsize
+    cdef int in_head
     cdef object last_error
 
     def __cinit__(self, ClientConn conn):
         self.conn = conn
         self.table = _table_for(conn)
-        self.bcap = 256  # grown (doubling) by a longer head, kept for the connection: ≤ --max-header-bytes
-        self.buf = <char*>PyMem_Malloc(self.bcap)
-        self.fcap = 8
-        self.fields = <Field*>PyMem_Malloc(self.fcap * sizeof(Field))
-        if self.buf is NULL or self.fields is NULL:
-            raise MemoryError()
+        # grown (doubling) by a longer head and kept for the connection: ≤ --max-header-bytes
+        _fields_init(&self.fs, 256, 8)
         llhttp_settings_init(&self.s)
         self.s.on_message_begin = _on_begin
         self.s.on_url = _on_url
@@ -350,38 +265,13 @@ cdef class ReqParser:
         self.p.data = <void*>self
 
     def __dealloc__(self):
-        PyMem_Free(self.buf)
-        PyMem_Free(self.fields)
-
-    cdef int _append(self, const char* at, size_t n) noexcept:
-        cdef Py_ssize_t need = self.blen + <Py_ssize_t>n
-        cdef Py_ssize_t cap = self.bcap
-        cdef char* nb
-        if need > cap:
-            while cap < need:
-                cap *= 2
-            nb = <char*>PyMem_Realloc(self.buf, cap)
-            if nb is NULL:
-                return -1
-            self.buf = nb
-            self.bcap = cap
-        memcpy(self.buf + self.blen, at, n)
-        self.blen = need
-        return 0
-
-    cdef int _grow_fields(self) noexcept:
-        cdef Field* nf = <Field*>PyMem_Realloc(self.fields, 2 * self.fcap * sizeof(Field))
-        if nf is NULL:
-            return -1
-        self.fields = nf
-        self.fcap *= 2
-        return 0
+        _fields_free(&self.fs)
 
     cdef _head(self):
         """Sort the head's fields into ``conn.phead`` (see the module doc)."""
         cdef ReqHead h = self.conn.phead
         cdef _Table t = self.table
-        cdef const char* b = self.buf
+        cdef const char* b = self.fs.buf
         cdef Field* f
         cdef Py_ssize_t i, o = 0, size = 0
         cdef int k
@@ -390,8 +280,8 @@ cdef class ReqParser:
         cdef bint special = False
         if self.ulen:
             h.url = PyBytes_FromStringAndSize(b, self.ulen)
-        for i in range(self.nf):
-            f = &self.fields[i]
+        for i in range(self.fs.nf):
+            f = &self.fs.fields[i]
             f.idx = t.find(b + f.ns, f.nl)
             if f.idx >= 0:
                 f.kind = t.kinds[f.idx]
@@ -405,8 +295,8 @@ cdef class ReqParser:
         if size:
             block = PyBytes_FromStringAndSize(NULL, size)
             out = PyBytes_AS_STRING(block)
-            for i in range(self.nf):
-                f = &self.fields[i]
+            for i in range(self.fs.nf):
+                f = &self.fs.fields[i]
                 k = f.kind
                 if 0 <= k < 64 and _fwd_kind[k]:
                     memcpy(out + o, b + f.ns, f.nl)
@@ -423,44 +313,15 @@ cdef class ReqParser:
         if not special:
             return
         conn = self.conn
-        for i in range(self.nf):
-            f = &self.fields[i]
+        for i in range(self.fs.nf):
+            f = &self.fs.fields[i]
             if f.idx >= 0 and f.kind != K_PLAIN and f.kind != K_DROP:
                 conn.header(f.kind, <bytes>t.lnames[f.idx], PyBytes_FromStringAndSize(b + f.ns, f.nl),
                             PyBytes_FromStringAndSize(b + f.vs, f.vl))
 
     def feed_data(self, data):
-        cdef Py_buffer view
-        cdef llhttp_errno_t err
-        cdef const char* pos
-        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
-        try:
-            err = llhttp_execute(&self.p, <const char*>view.buf, <size_t>view.len)
-            if self.p.upgrade == 1 and err == HPE_PAUSED_UPGRADE:
-                # as httptools: resume at once and say where the upgraded bytes start
-                pos = llhttp_get_error_pos(&self.p)
-                llhttp_resume_after_upgrade(&self.p)
-                raise HttpParserUpgrade(pos - <const char*>view.buf)
-        finally:
-            PyBuffer_Release(&view)
+        cdef llhttp_errno_t err = _execute(&self.p, data)
         if err != HPE_OK:
-            raise self._error(<llhttp_errno_t>self.p.error)
-
-    cdef _error(self, llhttp_errno_t err):
-        """The exception httptools raises for ``err`` (its classes, its message)."""
-        cdef const char* r = llhttp_get_error_reason(&self.p)
-        reason = "" if r is NULL else (<bytes>r).decode("latin-1")
-        if err in (HPE_CB_MESSAGE_BEGIN, HPE_CB_HEADERS_COMPLETE, HPE_CB_MESSAGE_COMPLETE, HPE_CB_CHUNK_HEADER,
-                   HPE_CB_CHUNK_COMPLETE, HPE_USER):
-            exc = HttpParserCallbackError(reason)
-            if self.last_error is not None:
-                exc.__context__ = self.last_error
-                self.last_error = None
-            return exc
-        if err == HPE_INVALID_STATUS:
-            return HttpParserInvalidStatusError(reason)
-        if err == HPE_INVALID_METHOD:
-            return HttpParserInvalidMethodError(reason)
-        if err == HPE_INVALID_URL:
-            return HttpParserInvalidURLError(reason)
-        return HttpParserError(reason)
+            exc = _parser_error(&self.p, err, self.last_error)
+            self.last_error = None
+            raise exc
