@@ -133,6 +133,20 @@ cdef int _fields_value(Fields* fs, const char* at, size_t n) noexcept:
     return 0
 
 
+cdef inline Py_ssize_t _put_line(char* out, Py_ssize_t o, const char* b, const Field* f) noexcept:
+    """Write field ``f`` of the copy ``b`` as ``name: value\\r\\n`` at ``out + o``; the offset after it."""
+    memcpy(out + o, b + f.ns, f.nl)
+    o += f.nl
+    out[o] = 58  # ": "
+    out[o + 1] = 32
+    o += 2
+    memcpy(out + o, b + f.vs, f.vl)
+    o += f.vl
+    out[o] = 13  # CRLF
+    out[o + 1] = 10
+    return o + 2
+
+
 cdef inline bint _lower_eq(const char* a, const char* lower, Py_ssize_t n) noexcept:
     """``a[:n].lower() == lower[:n]`` (ASCII, as ``bytes.lower``)."""
     cdef Py_ssize_t j

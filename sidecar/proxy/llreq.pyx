@@ -299,16 +299,7 @@ cdef class ReqParser:
                 f = &self.fs.fields[i]
                 k = f.kind
                 if 0 <= k < 64 and _fwd_kind[k]:
-                    memcpy(out + o, b + f.ns, f.nl)
-                    o += f.nl
-                    out[o] = 58  # ": "
-                    out[o + 1] = 32
-                    o += 2
-                    memcpy(out + o, b + f.vs, f.vl)
-                    o += f.vl
-                    out[o] = 13  # CRLF
-                    out[o + 1] = 10
-                    o += 2
+                    o = _put_line(out, o, b, f)
             h.fwd.append(block)
         if not special:
             return

@@ -174,16 +174,7 @@ cdef class RespParser:
         for i in range(self.fs.nf):
             f = &self.fs.fields[i]
             if f.kind == -1 or f.kind == K_CTYPE:
-                memcpy(out + o, b + f.ns, f.nl)
-                o += f.nl
-                out[o] = 58  # ": "
-                out[o + 1] = 32
-                o += 2
-                memcpy(out + o, b + f.vs, f.vl)
-                o += f.vl
-                out[o] = 13  # CRLF
-                out[o + 1] = 10
-                o += 2
+                o = _put_line(out, o, b, f)
                 if f.kind == K_CTYPE:
                     h.ctype = PyBytes_FromStringAndSize(b + f.vs, f.vl)
             elif f.kind == K_CLEN:
