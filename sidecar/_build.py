@@ -45,9 +45,12 @@ COMPILED = ("proxy.context", "proxy.stats", "proxy.router", "proxy.writegate", "
 ENGINES = ("proxy.h2",)
 #: compiled-only modules (a ``.pyx``, no ``.py``) and the other files their build depends on:
 #: llhttp driven from C for the upstream response parser (issue 30; ``proxy/llresp.pyx``, used by
-#: a compiled ``proxy.upstream``, httptools otherwise). The guard refuses one that is forced pure,
+#: a compiled ``proxy.upstream``) and the client request parser (``proxy/llreq.pyx``, used by a
+#: compiled ``proxy.conn``), httptools otherwise. The guard refuses one that is forced pure,
 #: stale or unlisted: its import fails and the caller falls back.
-NATIVE = {"proxy.llresp": ("proxy/upstream.pxd", "proxy/httpmsg.pxd", "proxy/_vendor/llhttp/include/llhttp.h")}
+NATIVE = {"proxy.llresp": ("proxy/upstream.pxd", "proxy/httpmsg.pxd", "proxy/_llhttp.pxi", "proxy/_vendor/llhttp/include/llhttp.h"),
+          "proxy.llreq": ("proxy/conn.pxd", "proxy/reqhead.pxd", "proxy/context.pxd", "proxy/_llhttp.pxi",
+                          "proxy/_vendor/llhttp/include/llhttp.h")}
 MANIFEST = "_compiled.json"
 _HERE = Path(__file__).resolve().parent
 _state: dict[str, Any] = {"build": "pure", "compiled": [], "pure": [], "reason": "not installed", "native": {}}
@@ -163,7 +166,7 @@ def describe() -> str:
     if s["build"] == "compiled":
         bad = {n.rsplit(".", 1)[1]: v for n, v in s["native"].items() if v != "ok"}
         native = (f"; not loaded: {', '.join(f'{n} ({v})' for n, v in bad.items())}" if bad
-                  else " + llhttp response parser" if s["native"] else "")
+                  else " + llhttp request and response parsers" if s["native"] else "")
         return f"compiled ({len(s['compiled'])} modules{native})"
     if s["build"] == "mixed":
         return f"mixed (compiled: {', '.join(s['compiled'])}; pure: {s['reason'] or ', '.join(s['pure'])})"

@@ -3,7 +3,7 @@
 from sidecar.proxy.context cimport ProxyContext
 
 cdef dict _SPECIAL, _METHODS  # typed: .get per request is a C call
-cdef frozenset _CONN_OPTIONS
+cdef frozenset _CONN_OPTIONS, _FORWARDED
 from sidecar.proxy.reqhead cimport ReqHead
 
 
@@ -17,5 +17,13 @@ cdef class ClientConn:
     cdef public bint upgraded, wpaused, in_feed, in_body, trailer
 
     cpdef _feed(self, data)
+    # the parser's calls: httptools finds them as methods, llreq.pyx calls them in C
+    cpdef on_message_begin(self)
+    cpdef header(self, int kind, bytes lname, bytes name, bytes value)
+    cpdef head_done(self, bytes method_b, bint keep, str version, bint upgrade)
+    cpdef on_body(self, body)
+    cpdef on_chunk_header(self)
+    cpdef on_chunk_complete(self)
+    cpdef on_message_complete(self)
     cpdef pause(self, long flag)
     cpdef resume(self, long flag)

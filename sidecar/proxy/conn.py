@@ -1,8 +1,9 @@
 """Client side of the data path: an ``asyncio.Protocol`` per client connection.
 
-httptools parses request heads; ``on_header`` sorts each header once: the
-ones the proxy owns (framing, hop-by-hop, ``Host``, ``X-Forwarded-For``,
-client-supplied ``X-Partition``/``X-Placement*``) are captured or dropped,
+httptools parses request heads (compiled: ``llreq``, llhttp driven from C); each
+header is sorted once by ``_header_table``: the ones the proxy owns (framing,
+hop-by-hop, ``Host``, ``X-Forwarded-For``, client-supplied
+``X-Partition``/``X-Placement*``) are captured (``header``) or dropped,
 everything else is kept for forwarding as a ready-made line. Requests on one
 connection are served in order; a pipelined request waits (reading paused)
 until the one before it has been answered.
@@ -62,6 +63,26 @@ _SPECIAL = {
     b"x-forwarded-proto": _XFP, b"x-forwarded-host": _XFH, b"keep-alive": _DROP, b"proxy-connection": _DROP,
     b"te": _DROP, b"trailer": _DROP, b"x-partition": _DROP, b"x-placement": _DROP, b"x-placement-epoch": _DROP,
 }
+_DROP_PREFIX = b"x-placement"  # any other name starting so is dropped too (the sidecar's own headers)
+# the kinds whose line goes upstream as the client sent it (the rest are dropped or rebuilt by the exchange)
+_FORWARDED = frozenset({_PLAIN, _KEY, _RID, _XFP, _XFH})
+_TABLES: dict[tuple[frozenset, bool], dict[bytes, int]] = {}
+
+
+def _header_table(keyh_names: frozenset, tracing: bool) -> dict[bytes, int]:
+    """Every request header name the proxy owns (lower-case) → its kind; any other name is
+    ``_DROP`` if it starts with ``_DROP_PREFIX``, else ``_PLAIN``. The one source of the
+    policy for both parsers: ``_classify`` (httptools) and ``llreq``'s C table. Partition-key
+    headers (the router's) win over the fixed table; the trace headers are kept back only
+    while tracing."""
+    t = _TABLES.get((keyh_names, tracing))
+    if t is None:
+        t = dict.fromkeys(_TRACE_HEADERS, _TRACE) if tracing else {}
+        t.update(_SPECIAL)
+        t.update(dict.fromkeys(keyh_names, _KEY))
+        if len(_TABLES) < 64:  # one per router (a sidecar has one; tests make a few)
+            _TABLES[(keyh_names, tracing)] = t
+    return t
 
 
 _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE")}
@@ -78,7 +99,6 @@ class ClientConn:
     def __init__(self, ctx: ProxyContext) -> None:
         self.ctx = ctx
         self.transport: asyncio.Transport | None = None
-        self.parser = httptools.HttpRequestParser(self)
         self.current: Request | None = None
         self.parsing: Request | None = None
         self.phead: ReqHead | None = None  # parsing.head: a typed field, so the compiled callbacks reach it in C
@@ -92,6 +112,7 @@ class ClientConn:
         self.keyh_names = ctx.router.header_names
         self.max_header = ctx.max_header  # copies of ctx fields read once per header
         self.kinds = ctx.header_kinds
+        self.parser = _new_parser(self)  # (after keyh_names: llreq reads it)
         self.peer = b"unknown"
         self.peer_s = "unknown"
         self.xff_line = b"X-Forwarded-For: unknown\r\n"
@@ -280,25 +301,31 @@ class ClientConn:
         n = self.hsize = self.hsize + len(name) + len(value) + 4
         if n > self.max_header:
             raise _HeadTooLarge
-        h = self.phead  # the request head being filled (_reqhead)
         # classify the name once per distinct spelling (names repeat: no lower() per header)
         hit = self.kinds.get(name)
         if hit is None:
             hit = self._classify(name)
         kind, lname = hit
         if kind == _PLAIN:
-            h.fwd += (name, b": ", value, b"\r\n")
+            self.phead.fwd += (name, b": ", value, b"\r\n")
             return
+        if kind == _DROP:
+            return
+        if kind in _FORWARDED:
+            self.phead.fwd += (name, b": ", value, b"\r\n")
+        self.header(kind, lname, name, value)
+
+    def header(self, kind: int, lname: bytes, name: bytes, value: bytes) -> None:
+        """A header the proxy owns (``kind`` from ``_header_table``, neither ``_PLAIN`` nor
+        ``_DROP``), in arrival order. The parser already put it in ``fwd`` if it is one of
+        ``_FORWARDED``: ``on_header`` (httptools) or, compiled, ``llreq`` in C."""
+        h = self.phead  # the request head being filled (_reqhead)
         if kind == _KEY:
             old = h.keyh.get(lname)
             if old is not None and old != value:
                 h.bad = (400, "conflicting partition keys", f"header {name.decode('latin-1')} given twice")
             h.keyh[lname] = value
-            h.fwd += (name, b": ", value, b"\r\n")
-            return
-        if kind == _DROP:
-            return
-        if kind == _HOST:
+        elif kind == _HOST:
             if h.host is not None:
                 h.bad = (400, "duplicate Host", "more than one Host header")
             h.host = value
@@ -322,57 +349,55 @@ class ClientConn:
         elif kind == _RID:
             h.rid = value
             h.rid_given = True
-            h.fwd += (name, b": ", value, b"\r\n")
         elif kind == _EXPECT:
             h.expect = value.strip().lower() == b"100-continue"
         elif kind == _XFF:
             h.xff = value if h.xff is None else h.xff + b", " + value
         elif kind == _XFP:
             h.xfp = value
-            h.fwd += (name, b": ", value, b"\r\n")
         elif kind == _XFH:
             h.xfh = value
-            h.fwd += (name, b": ", value, b"\r\n")
         elif kind == _TRACE:
             self.ctx.tracer.header(self.parsing, lname, value)
 
     def _classify(self, name: bytes) -> tuple[int, bytes]:
         lname = name.lower()
-        if lname in self.keyh_names:
-            hit = (_KEY, lname)
-        elif lname in _SPECIAL:
-            hit = (_SPECIAL[lname], lname)
-        elif lname.startswith(b"x-placement"):
-            hit = (_DROP, lname)
-        elif lname in _TRACE_HEADERS and self.ctx.tracer is not None:
-            hit = (_TRACE, lname)
-        else:
-            hit = (_PLAIN, lname)
+        kind = _header_table(self.keyh_names, self.ctx.tracer is not None).get(lname)
+        if kind is None:
+            kind = _DROP if lname.startswith(_DROP_PREFIX) else _PLAIN
+        hit = (kind, lname)
         if len(self.ctx.header_kinds) < 4096:  # bounded: names are client-chosen
             self.ctx.header_kinds[name] = hit
         return hit
 
     def on_headers_complete(self) -> None:
-        req = self.parsing
-        h = self.phead  # req.head, filled here and in on_url/on_header (_reqhead)
         p = self.parser
+        keep = p.should_keep_alive()
+        # llhttp parses 0.9, 1.0, 1.1 and 2.0, and keeps a connection alive without a Connection
+        # header only for 1.1: that case (nearly every request) skips get_http_version(), which
+        # formats a new str each call (0.77 µs, ~3% of a proxied GET's CPU)
+        version = "1.1" if keep and not self.phead.conn_given else p.get_http_version()
+        self.head_done(p.get_method(), keep, version, p.should_upgrade() if self.phead.upgrade else False)
+
+    def head_done(self, method_b: bytes, keep: bool, version: str, upgrade: bool) -> None:
+        """The head is complete: httptools' ``on_headers_complete`` above, or ``llreq`` in C
+        (``upgrade``: llhttp's, an Upgrade header together with ``Connection: upgrade``)."""
+        req = self.parsing
+        h = self.phead  # req.head, filled here and in on_url/header (_reqhead)
         self.in_body = True
         self.heads += 1
         self.head_seen = 0
         self.head_since = 0.0
-        h.method_b = mb = p.get_method()
-        h.method = _METHODS.get(mb) or mb.decode("ascii", "replace")
-        h.keep = req.keep_alive = keep = p.should_keep_alive()
-        # llhttp parses 0.9, 1.0, 1.1 and 2.0, and keeps a connection alive without a Connection
-        # header only for 1.1: that case (nearly every request) skips get_http_version(), which
-        # formats a new str each call (0.77 µs, ~3% of a proxied GET's CPU)
-        h.version = "1.1" if keep and not h.conn_given else p.get_http_version()
+        h.method_b = method_b
+        h.method = _METHODS.get(method_b) or method_b.decode("ascii", "replace")
+        h.keep = req.keep_alive = keep
+        h.version = version
         if h.te is not None:
             codings = [c.strip().lower() for c in h.te.split(b",")]
             if codings[-1] != b"chunked" or codings.count(b"chunked") > 1:
                 h.bad = (400, "unsupported transfer coding", "Transfer-Encoding must end in a single chunked")
             h.chunked = True
-        if h.upgrade and not p.should_upgrade():  # llhttp: Upgrade plus Connection: upgrade
+        if h.upgrade and not upgrade:
             h.upgrade = False  # Upgrade without Connection: upgrade is just a hop-by-hop header
         if h.ctoks:
             h.ctoks -= _CONN_OPTIONS
@@ -445,3 +470,21 @@ class ClientConn:
             nxt.dispatch()
         elif self.flags:
             self.resume(P_ALL)
+
+
+def _parser_factory() -> Any:
+    """The request parser: llhttp driven from C (``llreq.pyx``) when this module runs compiled
+    and that extension loads (the stale-build guard may refuse it: ``sidecar/_build.py``),
+    httptools otherwise — the same llhttp and settings either way (``tests/test_req_parser.py``)."""
+    if not __file__.endswith(".py"):  # this module is the extension (sidecar._build.is_compiled)
+        try:
+            from . import llreq
+        except ImportError:
+            pass
+        else:
+            llreq.configure(_header_table, _DROP_PREFIX, _FORWARDED, _PLAIN, _DROP, _HeadTooLarge)
+            return llreq.ReqParser
+    return httptools.HttpRequestParser
+
+
+_new_parser = _parser_factory()

@@ -289,14 +289,7 @@ class Request(ResponseMixin):
         ctx = self.ctx
         hd = self.head
         parts = [hd.method_b, b" ", hd.url, b" HTTP/1.1\r\nHost: ", node.netloc, b"\r\n"]
-        fwd = hd.fwd  # flat: name, ": ", value, CRLF per header
-        if hd.ctoks:
-            drop = hd.ctoks
-            for i in range(0, len(fwd), 4):
-                if fwd[i].lower() not in drop:
-                    parts += fwd[i:i + 4]
-        else:
-            parts += fwd
+        parts += hd.kept(hd.ctoks) if hd.ctoks else hd.fwd  # (flat lines, or one block: ReqHead.fwd)
         if hd.xff is None:
             parts.append(self.conn.xff_line)
         else:

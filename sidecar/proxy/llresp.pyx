@@ -22,44 +22,12 @@ stale-build guard (``sidecar/_build.py``, ``NATIVE``) keeps an out-of-date one f
 """
 
 from cpython.bytes cimport PyBytes_FromStringAndSize
-from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
-from cpython.mem cimport PyMem_Malloc, PyMem_Realloc, PyMem_Free
-from libc.string cimport memcmp, memcpy, memset
-
-from httptools import HttpParserCallbackError, HttpParserError, HttpParserInvalidStatusError, HttpParserUpgrade
+from libc.string cimport memcmp, memset
 
 from sidecar.proxy.httpmsg cimport RespHead
 from sidecar.proxy.upstream cimport UpstreamConn
 
-
-cdef extern from "llhttp.h":
-    ctypedef struct llhttp_t:
-        void* data
-        unsigned char upgrade
-        unsigned short status_code
-        int error
-    ctypedef int (*llhttp_data_cb)(llhttp_t*, const char*, size_t) noexcept
-    ctypedef int (*llhttp_cb)(llhttp_t*) noexcept
-    ctypedef struct llhttp_settings_t:
-        llhttp_cb on_message_begin, on_headers_complete, on_message_complete
-        llhttp_data_cb on_header_field, on_header_value, on_body
-    ctypedef enum llhttp_type_t:
-        HTTP_RESPONSE
-    ctypedef enum llhttp_errno_t:
-        HPE_OK, HPE_PAUSED_UPGRADE, HPE_USER, HPE_INVALID_STATUS
-    void llhttp_settings_init(llhttp_settings_t*)
-    void llhttp_init(llhttp_t*, llhttp_type_t, const llhttp_settings_t*)
-    llhttp_errno_t llhttp_execute(llhttp_t*, const char*, size_t)
-    int llhttp_should_keep_alive(const llhttp_t*)
-    const char* llhttp_get_error_reason(const llhttp_t*)
-    void llhttp_set_error_reason(llhttp_t*, const char*)
-    const char* llhttp_get_error_pos(const llhttp_t*)
-    void llhttp_resume_after_upgrade(llhttp_t*)
-
-
-cdef struct Field:
-    Py_ssize_t ns, nl, vs, vl  # name and value: offset and length in the parser's copy
-    int kind
+include "_llhttp.pxi"
 
 
 # upstream._RESP_SPECIAL as a C table (configure); kinds: -1 forwarded, else upstream's _DROP, _CONN, …
@@ -118,61 +86,33 @@ cdef inline bint _is_plain(const char* a, Py_ssize_t n) noexcept:
 
 cdef inline int _classify(const char* a, Py_ssize_t n) noexcept:
     cdef int i
-    cdef Py_ssize_t j
-    cdef char c
     for i in range(_nspecial):
-        if _lens[i] != n:
-            continue
-        for j in range(n):
-            c = a[j]
-            if 65 <= c <= 90:
-                c = c + 32
-            if c != _names[i][j]:
-                break
-        else:
+        if _lens[i] == n and _lower_eq(a, _names[i], n):
             return _kinds[i]
     return -1
 
 
 cdef int _on_begin(llhttp_t* p) noexcept:
     cdef RespParser self = <RespParser>p.data
-    self.nf = 0
-    self.blen = 0
-    self.in_value = 0
+    self.fs.nf = 0
+    self.fs.blen = 0
+    self.fs.in_value = 0
     return 0
 
 
 cdef int _on_field(llhttp_t* p, const char* at, size_t n) noexcept:
     cdef RespParser self = <RespParser>p.data
-    cdef Field* f
-    if self.nf == 0 or self.in_value:
-        if self.nf == self.fcap and self._grow_fields() < 0:
-            llhttp_set_error_reason(p, "out of memory")
-            return HPE_USER
-        f = &self.fields[self.nf]
-        self.nf += 1
-        f.ns = self.blen
-        f.nl = 0
-        f.vs = f.vl = 0
-        self.in_value = 0
-    f = &self.fields[self.nf - 1]
-    if self._append(at, n) < 0:
+    if _fields_name(&self.fs, at, n) < 0:
         llhttp_set_error_reason(p, "out of memory")
         return HPE_USER
-    f.nl += <Py_ssize_t>n
     return 0
 
 
 cdef int _on_value(llhttp_t* p, const char* at, size_t n) noexcept:
     cdef RespParser self = <RespParser>p.data
-    cdef Field* f = &self.fields[self.nf - 1]
-    if not self.in_value:
-        self.in_value = 1
-        f.vs = self.blen
-    if self._append(at, n) < 0:
+    if _fields_value(&self.fs, at, n) < 0:
         llhttp_set_error_reason(p, "out of memory")
         return HPE_USER
-    f.vl += <Py_ssize_t>n
     return 0
 
 
@@ -214,21 +154,12 @@ cdef class RespParser:
     cdef llhttp_t p
     cdef llhttp_settings_t s
     cdef UpstreamConn conn
-    cdef char* buf          # the current head's field bytes, copied as llhttp reports them
-    cdef Py_ssize_t blen, bcap
-    cdef Field* fields
-    cdef Py_ssize_t nf, fcap
-    cdef int in_value
+    cdef Fields fs          # the current head's field bytes, copied as llhttp reports them (_llhttp.pxi)
     cdef object last_error
 
     def __cinit__(self, UpstreamConn conn):
         self.conn = conn
-        self.bcap = 1024
-        self.buf = <char*>PyMem_Malloc(self.bcap)
-        self.fcap = 16
-        self.fields = <Field*>PyMem_Malloc(self.fcap * sizeof(Field))
-        if self.buf is NULL or self.fields is NULL:
-            raise MemoryError()
+        _fields_init(&self.fs, 1024, 16)
         llhttp_settings_init(&self.s)
         self.s.on_message_begin = _on_begin
         self.s.on_header_field = _on_field
@@ -240,44 +171,19 @@ cdef class RespParser:
         self.p.data = <void*>self
 
     def __dealloc__(self):
-        PyMem_Free(self.buf)
-        PyMem_Free(self.fields)
-
-    cdef int _append(self, const char* at, size_t n) noexcept:
-        cdef Py_ssize_t need = self.blen + <Py_ssize_t>n
-        cdef Py_ssize_t cap = self.bcap
-        cdef char* nb
-        if need > cap:
-            while cap < need:
-                cap *= 2
-            nb = <char*>PyMem_Realloc(self.buf, cap)
-            if nb is NULL:
-                return -1
-            self.buf = nb
-            self.bcap = cap
-        memcpy(self.buf + self.blen, at, n)
-        self.blen = need
-        return 0
-
-    cdef int _grow_fields(self) noexcept:
-        cdef Field* nf = <Field*>PyMem_Realloc(self.fields, 2 * self.fcap * sizeof(Field))
-        if nf is NULL:
-            return -1
-        self.fields = nf
-        self.fcap *= 2
-        return 0
+        _fields_free(&self.fs)
 
     cdef _head(self):
         """Sort the head's fields into ``conn.head`` (see the module doc)."""
         cdef RespHead h = self.conn.head
-        cdef const char* b = self.buf
+        cdef const char* b = self.fs.buf
         cdef Field* f
         cdef Py_ssize_t i, o = 0, size = 0
         cdef bint slow = False
         cdef bytes value, block
         cdef char* out
-        for i in range(self.nf):
-            f = &self.fields[i]
+        for i in range(self.fs.nf):
+            f = &self.fs.fields[i]
             f.kind = _classify(b + f.ns, f.nl)
             if f.kind == -1 or f.kind == K_CTYPE:
                 size += f.nl + f.vl + 4
@@ -285,25 +191,16 @@ cdef class RespParser:
                 slow = True  # Connection names other fields: head.ctoks needs the per-header lines
         conn = self.conn
         if slow:  # exactly what httptools would deliver
-            for i in range(self.nf):
-                f = &self.fields[i]
+            for i in range(self.fs.nf):
+                f = &self.fs.fields[i]
                 conn.on_header(PyBytes_FromStringAndSize(b + f.ns, f.nl), PyBytes_FromStringAndSize(b + f.vs, f.vl))
             return
         block = PyBytes_FromStringAndSize(NULL, size)
         out = <char*>block
-        for i in range(self.nf):
-            f = &self.fields[i]
+        for i in range(self.fs.nf):
+            f = &self.fs.fields[i]
             if f.kind == -1 or f.kind == K_CTYPE:
-                memcpy(out + o, b + f.ns, f.nl)
-                o += f.nl
-                out[o] = 58  # ": "
-                out[o + 1] = 32
-                o += 2
-                memcpy(out + o, b + f.vs, f.vl)
-                o += f.vl
-                out[o] = 13  # CRLF
-                out[o + 1] = 10
-                o += 2
+                o = _put_line(out, o, b, f)
                 if f.kind == K_CTYPE:
                     h.ctype = PyBytes_FromStringAndSize(b + f.vs, f.vl)
             elif f.kind == K_CLEN:
@@ -320,31 +217,8 @@ cdef class RespParser:
         return bool(llhttp_should_keep_alive(&self.p))
 
     def feed_data(self, data):
-        cdef Py_buffer view
-        cdef llhttp_errno_t err
-        cdef const char* pos
-        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
-        try:
-            err = llhttp_execute(&self.p, <const char*>view.buf, <size_t>view.len)
-            if self.p.upgrade == 1 and err == HPE_PAUSED_UPGRADE:
-                # as httptools: resume at once and say where the upgraded bytes start
-                pos = llhttp_get_error_pos(&self.p)
-                llhttp_resume_after_upgrade(&self.p)
-                raise HttpParserUpgrade(pos - <const char*>view.buf)
-        finally:
-            PyBuffer_Release(&view)
+        cdef llhttp_errno_t err = _execute(&self.p, data)
         if err != HPE_OK:
-            raise self._error(err)
-
-    cdef _error(self, llhttp_errno_t err):
-        """The exception httptools raises for ``err`` (its classes, its message)."""
-        cdef const char* r = llhttp_get_error_reason(&self.p)
-        reason = "" if r is NULL else (<bytes>r).decode("latin-1")
-        if self.last_error is not None:
-            exc = HttpParserCallbackError(reason)
-            exc.__context__ = self.last_error
+            exc = _parser_error(&self.p, err, self.last_error)
             self.last_error = None
-            return exc
-        if err == HPE_INVALID_STATUS:
-            return HttpParserInvalidStatusError(reason)
-        return HttpParserError(reason)
+            raise exc

@@ -2,7 +2,7 @@
 callbacks (``_proxy.ClientConn``) and read by the exchange (``_exchange``) —
 the request-side mirror of ``_upstream.RespHead``.
 
-Headers the proxy owns are sorted out once, as they arrive (see ``_proxy``);
+Headers the proxy owns are sorted out once, as they arrive (see ``conn``);
 everything else is kept in ``fwd`` as ready-made lines. The connection
 also normalises the target (``_target``) and records the first reason to
 refuse the request in ``bad`` (``(status, title, detail)``): the exchange
@@ -19,7 +19,9 @@ class ReqHead:
     def __init__(self) -> None:
         self.url = b""
         self.rpath: str | None = None  # the path rules see, when it differs from the forwarded one (_target)
-        self.fwd: list[bytes] = []  # headers to forward, flat: name, b": ", value, b"\r\n", …
+        # headers to forward: flat (name, b": ", value, b"\r\n", … from httptools) or one
+        # ready-made block of those lines (the compiled parser, llreq); ``kept`` reads either
+        self.fwd: list[bytes] = []
         self.keyh: dict[bytes, bytes] = {}  # partition-key headers (lower-case name → value)
         self.method = "GET"
         self.method_b = b"GET"
@@ -42,3 +44,17 @@ class ReqHead:
 
     def has_body(self) -> bool:
         return self.chunked or (self.clen is not None and self.clen != b"0")
+
+    def kept(self, drop: set[bytes]) -> list[bytes]:
+        """The lines of ``fwd`` whose field name (any case) is not in ``drop`` (lower-case: the
+        names a ``Connection`` header listed). A block splits back into its lines: llhttp
+        refuses CR and LF inside a value."""
+        fwd = self.fwd
+        if len(fwd) == 1:
+            lines = fwd[0].split(b"\r\n")[:-1]
+            return [ln + b"\r\n" for ln in lines if ln.partition(b":")[0].lower() not in drop]
+        out: list[bytes] = []
+        for i in range(0, len(fwd), 4):
+            if fwd[i].lower() not in drop:
+                out += fwd[i:i + 4]
+        return out
