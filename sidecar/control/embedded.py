@@ -178,6 +178,10 @@ class _AtEpoch:
         if st is None or int(st[1]) != int(at_epoch):
             raise StaleAttempt(f"{partition!r} is at epoch {st and int(st[1])}, not {int(at_epoch)}", partition)
 
+    async def _check_all(self, sources: list[str], at_epoch: int | None) -> None:
+        for name in sources:
+            await self._check(name, at_epoch)
+
     async def enter_cutover(self, partition: str, *, at_epoch: int | None = None) -> Any:
         await self._check(partition, at_epoch)
         return await self.store.enter_cutover(partition)
@@ -188,23 +192,19 @@ class _AtEpoch:
 
     # a reshard's sources (DESIGN §12.6): every one at the attempt's epoch
     async def begin_reshard(self, sources: list[str], into: Any, *, at_epoch: int | None = None) -> Any:
-        for name in sources:
-            await self._check(name, at_epoch)
+        await self._check_all(sources, at_epoch)
         return await self.store.begin_reshard(sources, into)
 
     async def enter_cutover_all(self, sources: list[str], *, at_epoch: int | None = None) -> Any:
-        for name in sources:
-            await self._check(name, at_epoch)
+        await self._check_all(sources, at_epoch)
         return await self.store.enter_cutover_all(sources)
 
     async def abort_all(self, sources: list[str], *, at_epoch: int | None = None) -> Any:
-        for name in sources:
-            await self._check(name, at_epoch)
+        await self._check_all(sources, at_epoch)
         return await self.store.abort_all(sources)
 
     async def complete_reshard(self, sources: list[str], *, at_epoch: int | None = None) -> Any:
-        for name in sources:
-            await self._check(name, at_epoch)
+        await self._check_all(sources, at_epoch)
         return await self.store.complete_reshard(sources)
 
 
