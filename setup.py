@@ -1,11 +1,13 @@
 """Build: the data path's hot modules compiled with Cython when possible, plain Python otherwise.
 
 Metadata lives in pyproject.toml; this file only adds the optional extension modules.
-The modules compiled are ``sidecar._build.COMPILED`` (that file loaded on its own, not through the package).
+The modules compiled are ``sidecar._build.COMPILED`` and ``gate._build.COMPILED`` (those files
+loaded on their own, not through the packages).
 No compile at all when ``EPOCHGATE_PURE_PYTHON`` is set, Cython is missing, or the
 compiler fails: the package then installs as pure Python and runs the same code.
-Each build writes ``sidecar/_compiled.json`` (the source hash per compiled module) beside
-the extension modules, so an out-of-date in-place ``.so`` is never loaded (see _build).
+Each build writes ``sidecar/_compiled.json`` and ``gate/_compiled.json`` (the source hash per
+compiled module) beside the extension modules, so an out-of-date in-place ``.so`` is never
+loaded (see each package's _build).
 """
 
 from __future__ import annotations
@@ -24,18 +26,22 @@ ROOT = Path(__file__).resolve().parent
 PKG = ROOT / "sidecar"
 
 
-def _load_build() -> Any:
-    """``sidecar/_build.py`` on its own (standard library only), not the package: its
+def _load_build(pkg: str) -> Any:
+    """``<pkg>/_build.py`` on its own (standard library only), not the package: its
     ``COMPILED`` list and ``source_hash`` are the one source of both, for the build and the
     import-time check alike."""
-    spec = importlib.util.spec_from_file_location("_epochgate_build", PKG / "_build.py")
+    spec = importlib.util.spec_from_file_location(f"_epochgate_build_{pkg}", ROOT / pkg / "_build.py")
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
 
 
-_BUILD = _load_build()
+_BUILD = _load_build("sidecar")
+#: gate's hot modules (the write gate's in-flight tracker): their own guard and manifest,
+#: since an application imports gate without the sidecar
+_GATE_BUILD = _load_build("gate")
+_BUILDS = {"sidecar": _BUILD, "gate": _GATE_BUILD}
 
 
 def _say(msg: str) -> None:
@@ -70,28 +76,32 @@ class OptionalBuildExt(build_ext):
             stale.unlink(missing_ok=True)
 
     def _write_manifest(self) -> None:
-        built = [e for e in self.extensions if getattr(e, "_built", False)]
-        if not built:
-            if self.extensions:  # an older build's manifest must not vouch for anything
-                self._manifest_dir().joinpath("_compiled.json").unlink(missing_ok=True)
-            return
-        out = self._manifest_dir()
-        doc = {"modules": {e.name.split(".", 1)[1]: _BUILD.source_hash(e.name.split(".", 1)[1], PKG) for e in built}}
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "_compiled.json").write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
-        if not self.inplace and not getattr(self, "editable_mode", False):
-            return
-        # in-place/editable: the manifest must sit beside the .so files in the source tree too
-        (PKG / "_compiled.json").write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
+        for pkg, build in _BUILDS.items():  # one manifest per package, hashed by its own _build
+            mine = [e for e in self.extensions if e.name.split(".", 1)[0] == pkg]
+            built = [e for e in mine if getattr(e, "_built", False)]
+            if not built:
+                if mine:  # an older build's manifest must not vouch for anything
+                    self._manifest_dir(pkg).joinpath("_compiled.json").unlink(missing_ok=True)
+                continue
+            out = self._manifest_dir(pkg)
+            doc = {"modules": {e.name.split(".", 1)[1]: build.source_hash(e.name.split(".", 1)[1], ROOT / pkg)
+                               for e in built}}
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "_compiled.json").write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
+            if not self.inplace and not getattr(self, "editable_mode", False):
+                continue
+            # in-place/editable: the manifest must sit beside the .so files in the source tree too
+            (ROOT / pkg / "_compiled.json").write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
 
-    def _manifest_dir(self) -> Path:
-        """The ``sidecar`` package directory the extension modules are written under."""
-        return Path(self.get_ext_fullpath("sidecar._compiled")).parent
+    def _manifest_dir(self, pkg: str = "sidecar") -> Path:
+        """The package directory (``sidecar`` or ``gate``) the extension modules are written under."""
+        return Path(self.get_ext_fullpath(f"{pkg}._compiled")).parent
 
     def get_outputs(self):
         outs = super().get_outputs()
-        if any(getattr(e, "_built", False) for e in self.extensions):
-            outs.append(str(self._manifest_dir() / "_compiled.json"))
+        for pkg in _BUILDS:
+            if any(getattr(e, "_built", False) and e.name.startswith(f"{pkg}.") for e in self.extensions):
+                outs.append(str(self._manifest_dir(pkg) / "_compiled.json"))
         return outs
 
 
@@ -116,10 +126,13 @@ def _extensions() -> list:
         _say("Cython not available: pure-Python build")
         return []
     names = _BUILD.COMPILED
+    gate_names = _GATE_BUILD.COMPILED
     only = os.environ.get("EPOCHGATE_COMPILE", "")  # a subset, to measure one module's effect
     if only:
         names = tuple(n for n in names if n in only.split(","))
+        gate_names = tuple(n for n in gate_names if f"gate.{n}" in only.split(","))
     modules: list = [f"sidecar/{n.replace('.', '/')}.py" for n in names]
+    modules += [f"gate/{n.replace('.', '/')}.py" for n in gate_names]
     modules += [_native(n) for n in _BUILD.NATIVE if not only or n in only.split(",")]
     try:
         return cythonize(modules, language_level=3, quiet=True, nthreads=os.cpu_count() or 1, force=True,

@@ -14,6 +14,12 @@ from __future__ import annotations
 import importlib as _importlib
 import typing as _typing
 
+# gate's hot modules may run compiled (Cython) or as plain Python: decide which before any of
+# them is imported (see _build: forced pure build, stale extension guard)
+from . import _build
+
+_build.install()
+
 if _typing.TYPE_CHECKING:
     from ._admission import FAIL_CLOSED, fail_closed_admit, fail_closed_reject
     from ._admit import AdmitClient, Admitter, LocalAdmitter, SyncAdmitClient

@@ -45,14 +45,15 @@ def say(who: str, msg: str) -> None:
 
 
 def _compiled_sources() -> list[Path]:
-    spec = importlib.util.spec_from_file_location("_epochgate_build", ROOT / "sidecar" / "_build.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
     out = []
-    for name in mod.COMPILED:
-        base = ROOT / "sidecar" / name.replace(".", "/")
-        out += [p for p in (base.with_suffix(".py"), base.with_suffix(".pxd")) if p.exists()]
+    for pkg in ("sidecar", "gate"):  # each package's _build.COMPILED (gate's: the in-flight tracker)
+        spec = importlib.util.spec_from_file_location(f"_epochgate_build_{pkg}", ROOT / pkg / "_build.py")
+        assert spec is not None and spec.loader is not None
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        for name in mod.COMPILED:
+            base = ROOT / pkg / name.replace(".", "/")
+            out += [p for p in (base.with_suffix(".py"), base.with_suffix(".pxd")) if p.exists()]
     return out
 
 
@@ -75,7 +76,8 @@ def probe(python: str) -> dict:
 def stamp_of(python: str) -> str:
     """What an install depends on: when this is unchanged, the installed project still fits."""
     h = hashlib.sha256()
-    for p in [ROOT / "pyproject.toml", ROOT / "setup.py", ROOT / "sidecar" / "_build.py", *_compiled_sources()]:
+    for p in [ROOT / "pyproject.toml", ROOT / "setup.py", ROOT / "sidecar" / "_build.py", ROOT / "gate" / "_build.py",
+              *_compiled_sources()]:
         h.update(str(p.relative_to(ROOT)).encode() + b"\0" + p.read_bytes() + b"\0")
     version = probe(python).get("version", "")
     h.update(f"{ROOT}\0{version}\0{os.environ.get('EPOCHGATE_PURE_PYTHON', '')}".encode())

@@ -9,7 +9,8 @@ instead when
 
 * ``EPOCHGATE_PURE_PYTHON`` is set to anything but ``""``/``0`` (forced pure build; a
   comma-separated list of module names, e.g. ``proxy.conn,proxy.exchange``, forces just those:
-  that is how a module's compiled cost is measured against its plain-Python cost), or
+  that is how a module's compiled cost is measured against its plain-Python cost; ``gate.*``
+  names are gate's compiled modules, guarded by ``gate/_build.py``), or
 * a module's source no longer matches the hash it was compiled from (an in-place
   ``.so`` left behind by ``pip install -e .`` would otherwise shadow an edited ``.py``), or
 * an extension module is there without a manifest entry (unknown origin).
@@ -75,6 +76,9 @@ def forced_pure() -> frozenset[str]:
     if v in ("", "0"):
         return frozenset()
     names = {n.strip() for n in v.split(",")}
+    names = {n for n in names if not n.startswith("gate.")}  # gate's own modules: gate/_build.py
+    if not names:
+        return frozenset()
     known = set(COMPILED) | set(ENGINES) | set(NATIVE)
     return frozenset(names) if names <= known else frozenset(known)
 

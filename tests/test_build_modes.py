@@ -1,4 +1,4 @@
-"""The data path's two builds (sidecar/_build.py): compiled (Cython) and plain Python, one source.
+"""The data path's two builds (sidecar/_build.py, gate/_build.py): compiled (Cython) and plain Python, one source.
 
 * ``EPOCHGATE_PURE_PYTHON=1`` runs every hot-path module from its ``.py``;
 * an extension module that does not match its source (edited ``.py`` after an in-place
@@ -120,11 +120,12 @@ def test_data_path_subset_passes_on_the_pure_build() -> None:
     env = dict(os.environ, EPOCHGATE_PURE_PYTHON="1", PYTHONPATH=str(ROOT))
     probe = subprocess.run([sys.executable, "-c", "import sidecar._build as b, sidecar.proxy.conn as p; "
                             "import sidecar.proxy.h2.stream as s, sidecar.proxy.h2.engine as e; "
-                            "print(b.describe()); print(p.__file__); print(s.__file__); print(e.describe())"],
+                            "import gate._inflight as t; print(b.describe()); print(p.__file__); "
+                            "print(s.__file__); print(e.describe()); print(t.__file__)"],
                            capture_output=True, text=True, env=env, cwd=ROOT, timeout=60)
     assert probe.stdout.startswith("pure"), probe.stdout + probe.stderr
-    _, conn, stream, h2 = probe.stdout.splitlines()
-    assert conn.endswith("conn.py") and stream.endswith("stream.py")
+    _, conn, stream, h2, tracker = probe.stdout.splitlines()
+    assert conn.endswith("conn.py") and stream.endswith("stream.py") and tracker.endswith("_inflight.py")
     assert h2 == "h2 (pure Python: EPOCHGATE_PURE_PYTHON is set)"
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *PURE_SUBSET],
                        capture_output=True, text=True, env=env, cwd=ROOT, timeout=110)
@@ -155,3 +156,57 @@ def test_native_parser_not_loaded_when_stale_or_unlisted(tmp_path: Path) -> None
     assert "refused by sidecar._build (stale)" in r.stdout
     r = _run(tmp_path, _NATIVE_PROBE, EPOCHGATE_PURE_PYTHON="1")
     assert "refused by sidecar._build (EPOCHGATE_PURE_PYTHON)" in r.stdout
+
+
+# ---- gate's compiled modules (gate/_build.py): the same guard, gate's own (an application
+# imports gate without the sidecar), over gate/_compiled.json
+
+_GATE_PROBE = ("import gate, gate._build as b, gate._inflight as m; "
+               "print(b.describe()); print(m.__file__); print(gate.__file__)")
+
+
+def _copy_gate(tmp: Path) -> Path:
+    """A copy of the gate package (sources only) importable ahead of the checkout's, with a planted
+    garbage "extension module" for the in-flight tracker."""
+    pkg = tmp / "gate"
+    shutil.copytree(ROOT / "gate", pkg, ignore=shutil.ignore_patterns("*.so", "*.c", "__pycache__", "_compiled.json"))
+    (pkg / f"_inflight{EXT}").write_bytes(b"not an extension module")
+    return pkg
+
+
+def _gate_manifest(pkg: Path) -> None:
+    from gate._build import source_hash as gate_hash
+
+    (pkg / "_compiled.json").write_text(json.dumps({"modules": {"_inflight": gate_hash("_inflight", root=pkg)}}))
+
+
+def test_gate_extension_refused_when_forced_unlisted_or_stale(tmp_path: Path) -> None:
+    pkg = _copy_gate(tmp_path)
+    r = _run(tmp_path, _GATE_PROBE)  # no manifest entry: unknown origin
+    assert r.returncode == 0, r.stderr
+    describe, mod, init = r.stdout.splitlines()
+    assert init.startswith(str(tmp_path)) and mod.endswith("_inflight.py")
+    assert describe == "pure (stale extension modules: _inflight)"
+    assert "out of date with their source" in r.stderr and "_inflight" in r.stderr
+    _gate_manifest(pkg)
+    with open(pkg / "_inflight.pxd", "a") as f:  # the .pxd is hashed too
+        f.write("\n# edited after the build\n")
+    r = _run(tmp_path, _GATE_PROBE)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[1].endswith("_inflight.py") and "_inflight" in r.stderr
+    _gate_manifest(pkg)  # up to date again, but forced pure: by 1, or by naming the module
+    for forced in ("1", "gate._inflight", "proxy.conn,gate._inflight"):
+        r = _run(tmp_path, _GATE_PROBE, EPOCHGATE_PURE_PYTHON=forced)
+        assert r.returncode == 0, r.stderr
+        describe, mod, _ = r.stdout.splitlines()
+        assert describe == "pure (EPOCHGATE_PURE_PYTHON is set)" and mod.endswith("_inflight.py")
+
+
+def test_gate_planted_extension_loads_when_manifest_matches(tmp_path: Path) -> None:
+    """The control for the test above: with a matching hash (and a forced-pure list naming only
+    the sidecar's modules) the guard steps aside and Python loads the planted file — the
+    import fails — so the guard is what kept it out."""
+    _gate_manifest(_copy_gate(tmp_path))
+    for env in ({}, {"EPOCHGATE_PURE_PYTHON": "proxy.conn,_log"}):
+        r = _run(tmp_path, _GATE_PROBE, **env)
+        assert r.returncode != 0 and "ImportError" in r.stderr, r.stdout + r.stderr

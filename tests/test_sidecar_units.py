@@ -38,6 +38,12 @@ async def test_tracker_waits_only_for_older_epochs():
     t.end("p", 5)
     t.end("p", 5)  # unmatched end is ignored
     assert t.count("p") == 0 and t.count() == 1
+    # a partition whose writes all ended is drained at any epoch, and counts again from 0
+    assert t.drained("p", 100) and await t.wait_drained("p", 100, timeout=0.01) is True
+    t.begin("p", 7)
+    assert t.count("p") == 1 and t.drained("p", 7) and not t.drained("p", 8)
+    t.end("p", 7)
+    assert t.count("p") == 0 and t.count() == 1 and t.drained("p", 8)
 
 
 def test_writegate_fails_closed_after_lease_and_recovers():
