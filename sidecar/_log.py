@@ -135,6 +135,10 @@ class AccessLog:
     def tick(self) -> None:
         """Flush, then refresh the cached timestamp (called a few times a second)."""
         self.flush()
+        self.stamp()
+
+    def stamp(self) -> None:
+        """Refresh the cached timestamp only (the tick, while the short-period flush writes the lines)."""
         now = time.time()
         self._ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + "Z"
         self._ts_at = now
