@@ -1,6 +1,6 @@
 # Typed state for the Cython build (pure-Python mode: _log.py is the source). See sidecar/_build.py.
-# AccessLog as an extension type: the data path reads ``enabled`` and ``rows`` as C fields
-# (proxy/response.pxd), and the formatting loop works on typed rows, ints and dicts.
+# AccessLog as an extension type: the data path reads ``enabled`` as a C field and calls ``write``
+# as a C method (proxy/response.pxd); the line is formatted with typed ints and dicts.
 cimport cython
 
 cdef bint _COMPILED
@@ -23,9 +23,14 @@ cdef class AccessLog:
     cdef public dict _mids
     cdef public double _ts_at
 
-    @cython.locals(out=list, mids=dict, row=tuple, key=tuple, hit=tuple, up=cython.double, total=cython.double,
-                   k1=cython.longlong, k2=cython.longlong)
-    cpdef list _format(self, list rows)
+    @cython.locals(rows=list)
+    cpdef write(self, client, method, path, partition, phase, epoch, decision, status, double upstream_s,
+                double total_s, rid, node)
 
-    @cython.locals(piece=list, size=Py_ssize_t)
+    @cython.locals(mids=dict, key=tuple, hit=tuple, up=cython.double, total=cython.double,
+                   k1=cython.longlong, k2=cython.longlong)
+    cdef str _line(self, client, method, path, partition, phase, epoch, decision, status, double up_s,
+                   double total_s, rid, node)
+
+    @cython.locals(lines=list, piece=list, size=Py_ssize_t)
     cpdef flush(self)

@@ -63,3 +63,22 @@ async def test_a_tick_without_lines_arms_nothing_and_stop_cancels_the_timer():
         assert h.ctx._flusher is None and armed.cancelled()
     finally:
         h.close()
+
+
+async def test_while_the_short_flush_is_armed_the_tick_leaves_the_lines_to_it(monkeypatch):
+    """The tick does not flush when the short-period timer is armed (a second flush there only
+    lengthened the tick's loop pause); the lines still go out within that timer's period."""
+    monkeypatch.setattr(context, "FLUSH_S", 0.5)  # long enough that it cannot fire inside one_request
+    h = Harness(PlacementTable({"t1": "a"}))
+    out = io.StringIO()
+    h.ctx.access = AccessLog(stream=out)
+    try:
+        await one_request(h)
+        h.ctx._tick()                                   # no timer yet: the tick flushes and arms it
+        assert out.getvalue().count("\n") == 1 and h.ctx._flusher is not None
+        await one_request(h)
+        h.ctx._tick()                                   # armed: this line is the timer's to write
+        assert out.getvalue().count("\n") == 1 and len(h.ctx.access.rows) == 1
+        await until(lambda: out.getvalue().count("\n") == 2, "the short-period flush")
+    finally:
+        h.close()

@@ -5,7 +5,7 @@ from sidecar.proxy.context cimport Node, ProxyContext
 from sidecar.proxy.reqhead cimport ReqHead
 from sidecar.proxy.conn cimport ClientConn
 from sidecar.proxy.httpmsg cimport RespHead  # its fields: C reads in _write_head
-from sidecar._log cimport AccessLog  # enabled/rows: C reads in finish
+from sidecar._log cimport AccessLog  # enabled: a C read, write: a C call in finish
 cimport cython
 
 cdef dict _STATUS_LINES  # typed: .get per response is a C call (keyed by the status: an int)
@@ -32,5 +32,5 @@ cdef class ResponseMixin:
     cpdef flush_client(self)
     cpdef on_response_end(self)
     cpdef _end_response(self, bint reusable)
-    @cython.locals(access=AccessLog, rows=list)
+    @cython.locals(access=AccessLog)
     cpdef finish(self, outcome)

@@ -355,13 +355,10 @@ class ResponseMixin:
         if ctx.tracer is not None:  # the spans are built later, off this path (sidecar/trace)
             ctx.tracer.done(self, outcome, t)
         access = ctx.access
-        if access.enabled:  # formatted at the next flush, not here
-            rows = access.rows
+        if access.enabled:  # formatted here, after the response went out: a flush is then only a write (_log)
             node = self.node
-            rows.append((self.conn.peer_s, self.head.method, self.head.url, self.partition, self.phase, self.epoch,
+            access.write(self.conn.peer_s, self.head.method, self.head.url, self.partition, self.phase, self.epoch,
                          self.decision, self.status or 499, t - self.t_up if self.t_up else 0.0,
-                         t - t0 if t0 else 0.0, self.head.rid, node.name if node is not None else ""))
-            if len(rows) >= 256:
-                access.flush()
+                         t - t0 if t0 else 0.0, self.head.rid, node.name if node is not None else "")
         self.conn.request_done(self)
 

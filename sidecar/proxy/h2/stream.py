@@ -412,11 +412,9 @@ class H2Exchange(H2ResponseMixin):
         access = ctx.access
         if access.enabled:
             node = self.node
-            access.rows.append((self.sconn.peer_s, self.method, self.path, self.partition, self.phase, self.epoch,
-                                self.decision, self.status or 499, t - self.t_up if self.t_up else 0.0,
-                                t - self.t0 if self.t0 else 0.0, self.rid, node.name if node is not None else ""))
-            if len(access.rows) >= 256:
-                access.flush()
+            access.write(self.sconn.peer_s, self.method, self.path, self.partition, self.phase, self.epoch,
+                         self.decision, self.status or 499, t - self.t_up if self.t_up else 0.0,
+                         t - self.t0 if self.t0 else 0.0, self.rid, node.name if node is not None else "")
         s = self.sconn
         if not self.body_done and s.transport is not None and self.sid not in s.out:
             s.reset(self.sid, 0)  # answered before the request ended: stop the client's upload (NO_ERROR)
