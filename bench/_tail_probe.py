@@ -6,8 +6,9 @@ path) with probes that time what runs on its event loop besides the requests, fo
   tick (timeouts, idle sweeps, the pool sweep, the access log's timed flush), the metrics flush,
   hold timers, task wake-ups (named by the task's coroutine) — through a uvloop subclass whose
   scheduling methods wrap the callback (I/O callbacks, i.e. the requests themselves, are not timed);
-* with the access log's module forced pure (``EPOCHGATE_PURE_PYTHON=_log``, which bench_tail sets),
-  every ``AccessLog.flush``, including the one the data path makes at 256 queued lines.
+* on the plain build (``EPOCHGATE_PURE_PYTHON=1``; the compiled response code cimports the compiled
+  ``AccessLog``, so the log cannot be forced pure alone), every ``AccessLog.flush``, including the
+  one the data path makes at 256 queued lines.
 
 Events of at least ``EPOCHGATE_PROBE_MIN_US`` (default 50) µs are kept with their wall-clock start
 (``time.time()``, as h2load's log), so bench_tail.py can tell which slow requests overlapped them;

@@ -17,8 +17,10 @@ of *all* requests that did (what chance alone gives). A kind whose share among t
 is many times its share among all is what makes the tail.
 
 ``--variant 'NAME;K=V;...'`` (repeatable) adds a sidecar started with those environment variables;
-``ROOT=DIR`` runs the sidecar from another checkout (e.g. the baseline build); ``PROBE_LOG=compiled``
-keeps the access log compiled (its flushes are then timed only inside the tick). The probe applies
+``ROOT=DIR`` runs the sidecar from another checkout (e.g. the baseline build). The access log's
+flushes are timed one by one only on the plain build (``EPOCHGATE_PURE_PYTHON=1``): its compiled
+``AccessLog`` is cimported by the compiled response code, so it cannot be forced pure alone (the
+ABI check refuses the mix); compiled, the timed flush is timed as the callback it runs in. The probe applies
 ``PROBE_GC_THRESHOLD=a,b,c`` (``gc.set_threshold`` after start-up), ``PROBE_GC_FREEZE=0`` (undo the
 start-up ``gc.freeze``) and ``PROBE_GC=0`` (``gc.disable``) so a setting can be measured before it
 is made in the code. ``--no-probe`` runs the sidecars plainly (the probe's own wrapping costs a few
@@ -57,8 +59,6 @@ def start_sidecar(tmp: Path, name: str, node: str, env: dict[str, str], probe: b
     full = dict(os.environ, PYTHONPATH=root, **env)
     if not probe:
         full["PROBE_OFF"] = "1"
-    elif env.get("PROBE_LOG") != "compiled":  # _log pure: the probe can time every flush
-        full["EPOCHGATE_PURE_PYTHON"] = ",".join(x for x in (env.get("EPOCHGATE_PURE_PYTHON"), "_log") if x)
     p = Proc(name, argv, port, tmp, env=full)
     time.sleep(0.3)
     return p
