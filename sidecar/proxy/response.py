@@ -365,5 +365,6 @@ class ResponseMixin(ExchangeFields):
                          t - t0 if t0 else 0.0, self.head.rid, node.name if node is not None else ""))
             if len(rows) >= 256:
                 access.flush()
-        self.conn.request_done(self)
+        self.conn.request_done(self, self.keep_alive and (self.body_done or not self.has_body())
+                               and not self.head.upgrade)
 
