@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 #: the hot path: what setup.py compiles (module names relative to the ``sidecar`` package)
-COMPILED = ("proxy.context", "proxy.stats", "proxy.router", "proxy.writegate", "proxy.httpmsg", "proxy.upstream",
+COMPILED = ("proxy.context", "proxy.exfields", "proxy.stats", "proxy.router", "proxy.writegate", "proxy.httpmsg", "proxy.upstream",
             "_log", "proxy.limits", "proxy.target", "proxy.reqhead", "proxy.exstate", "proxy.response",
             "proxy.resolve", "proxy.exchange", "proxy.conn", "proxy.hold", "proxy.hookpath",
             # HTTP/2: the sidecar's own per-stream code, once libnghttp2 does the frames (issue 30)

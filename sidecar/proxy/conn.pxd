@@ -27,3 +27,4 @@ cdef class ClientConn:
     cpdef on_message_complete(self)
     cpdef pause(self, long flag)
     cpdef resume(self, long flag)
+    cpdef request_done(self, req, bint reusable)

@@ -454,12 +454,16 @@ class ClientConn:
         self.parsing.client_body_end()
 
     # ---------------------------------------------------------------- request life cycle
-    def request_done(self, req: Request) -> None:
+    def request_done(self, req: Request, reusable: bool) -> None:
+        """``req`` is answered (``ResponseMixin.finish``); ``reusable``: it leaves this connection
+        able to carry the next request — kept alive, its body read whole, not an upgrade. The
+        exchange says so from its own typed fields (the compiled build read four of them here as
+        Python attributes: -0.9k instructions per request, docs/compiled-build.md)."""
         if self.current is req:
             self.current = None
         if self.transport is None:
             return
-        if not (req.keep_alive and (req.body_done or not req.has_body())) or req.head.upgrade or self.ctx.closing:
+        if not reusable or self.ctx.closing:
             self.transport.close()
             return
         self.last_active = self.ctx.now

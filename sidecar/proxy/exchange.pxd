@@ -3,6 +3,7 @@ cimport cython
 from sidecar.proxy.response cimport ResponseMixin
 from sidecar.proxy.writegate cimport WriteGate
 from sidecar.proxy.limits cimport keep_for_replay as _keep_for_replay, uncharge as _uncharge
+from sidecar.proxy.resolve cimport resolve  # a C call (both exchanges share it: exfields)
 
 
 cdef class Request(ResponseMixin):

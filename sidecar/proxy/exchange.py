@@ -78,10 +78,10 @@ class Request(ResponseMixin):
     growth."""
 
     __slots__ = (
-        "ctx", "conn", "ctransport", "head", "pending", "keep_alive", "partition", "phase", "epoch", "placement", "is_write", "admitted",
-        "decision", "node", "state", "reroutes", "pooled_retries", "replays", "hold_timer", "held_at",
-        "was_held", "up", "spare", "pending_len", "body_done", "sent_all", "replay", "replay_len", "status",
-        "resp_chunked", "resp_eof", "resp_keep", "resp_buf", "resp_held", "interim", "no_resp_body", "tunnel", "deadline", "uout", "cout", "t0", "t_res", "t_adm", "t_up", "charged")
+        "ctx", "conn", "ctransport", "head", "node", "pending", "keep_alive", "admitted",  # (+ exfields.ExchangeFields')
+        "decision", "state", "reroutes", "pooled_retries", "replays", "hold_timer", "held_at",
+        "was_held", "up", "spare", "pending_len", "body_done", "sent_all", "status",
+        "resp_chunked", "resp_eof", "resp_keep", "resp_buf", "resp_held", "interim", "no_resp_body", "tunnel", "deadline", "uout", "cout", "t0", "t_adm", "t_up")
 
     def __init__(self, ctx: "ProxyContext", conn: "ClientConn") -> None:
         self.ctx = ctx

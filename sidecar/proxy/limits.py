@@ -97,7 +97,8 @@ def charge(req: Any, n: int) -> None:
     """``req`` now holds ``n`` more body bytes (buffered or parked: taken whatever the room,
     bounded by the request's own flow control; ``may_hold`` is what refuses)."""
     req.charged += n
-    b = req.ctx.budget
+    ctx = req.ctx  # (a typed local where compiled: one look-up on the request, C fields after)
+    b = ctx.budget
     b.used += n
     if b.used > b.peak:
         b.peak = b.used
@@ -106,7 +107,9 @@ def charge(req: Any, n: int) -> None:
 def uncharge(req: Any, n: int) -> None:
     if n:
         req.charged -= n
-        req.ctx.budget.used -= n
+        ctx = req.ctx
+        b = ctx.budget
+        b.used -= n
 
 
 def keep_for_replay(req: Any, data: Any) -> None:

@@ -16,6 +16,8 @@ from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 from . import httpmsg as H
+from .exfields import ExchangeFields
+from .limits import uncharge as _uncharge
 from .exstate import APP_REPLAY_MAX, DONE, FORWARDING, HELD, POOLED_RETRY_MAX, RESPONDING, TUNNEL, step
 
 if TYPE_CHECKING:
@@ -27,7 +29,7 @@ RESP_BUF_MAX = 64 * 1024
 _STATUS_LINES: dict[int, bytes] = {}  # status → its line with the standard phrase
 
 
-class ResponseMixin:
+class ResponseMixin(ExchangeFields):
     __slots__ = ()
 
     # ------------------------------------------------------------ upstream → client
@@ -232,7 +234,7 @@ class ResponseMixin:
         if rest:
             self.ctransport.write(rest)
         pending, self.pending, self.pending_len = self.pending, [], 0
-        self.uncharge(self.charged)
+        _uncharge(self, self.charged)
         for data in pending:
             up.transport.write(data)
 
@@ -330,8 +332,8 @@ class ResponseMixin:
         if self.state is DONE:
             return
         self.state = step(self.state, DONE)
-        if self.charged:
-            self.uncharge(self.charged)
+        if self.charged:  # limits.uncharge itself: a C call where compiled (the method is a Python look-up)
+            _uncharge(self, self.charged)
             self.pending = []
             self.replay = None
         if self.cout:
@@ -360,5 +362,6 @@ class ResponseMixin:
             access.write(self.conn.peer_s, self.head.method, self.head.url, self.partition, self.phase, self.epoch,
                          self.decision, self.status or 499, t - self.t_up if self.t_up else 0.0,
                          t - t0 if t0 else 0.0, self.head.rid, node.name if node is not None else "")
-        self.conn.request_done(self)
+        self.conn.request_done(self, self.keep_alive and (self.body_done or not self.has_body())
+                               and not self.head.upgrade)
 

@@ -3,17 +3,18 @@
 # the exchange reach them as C fields (as the HTTP/1.1 ResponseMixin does: proxy/response.pxd).
 from sidecar.proxy.context cimport ProxyContext
 from sidecar.proxy.h2.server cimport H2ServerConn
+from sidecar.proxy.exfields cimport ExchangeFields  # the fields resolve and limits share with HTTP/1.1
 
 
-cdef class H2ResponseMixin:
+cdef class H2ResponseMixin(ExchangeFields):
     cdef public ProxyContext ctx
     cdef public H2ServerConn sconn  # its outboxes and engine: C fields and calls per event
     cdef public object method, method_b, path, authority, bad, rid, clen, xff, ctype
-    cdef public object partition, phase, epoch, placement, decision, node, hold_timer, leg, spare
-    cdef public object trailers, replay, resp_held, resp_buf
+    cdef public object decision, node, hold_timer, leg, spare
+    cdef public object trailers, resp_held, resp_buf
     cdef public list fwd, pending
     cdef public dict keyh
-    cdef public bint rid_given, grpc, is_write, admitted, was_held, body_done, head_sent, resp_started
+    cdef public bint rid_given, grpc, admitted, was_held, body_done, head_sent, resp_started
     cdef public bint resp_ended, done
-    cdef public long sid, rcvd, reroutes, replays, pooled_retries, replay_len, to_ack, status, charged, sent
-    cdef public double held_at, deadline, t0, t_res, t_adm, t_up
+    cdef public long sid, rcvd, reroutes, replays, pooled_retries, to_ack, status, sent
+    cdef public double held_at, deadline, t0, t_adm, t_up

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import httpmsg as H
+from ..exfields import ExchangeFields
 from ..exstate import APP_REPLAY_MAX, POOLED_RETRY_MAX
 
 RESP_BUF_MAX = 64 * 1024
@@ -37,7 +38,7 @@ def is_grpc_refusal(headers: list[tuple[bytes, bytes]]) -> bool:
     return status == b"10" and reason is not None
 
 
-class H2ResponseMixin:
+class H2ResponseMixin(ExchangeFields):
     __slots__ = ()
 
     # ------------------------------------------------------------ upstream → client

@@ -61,11 +61,11 @@ class H2Exchange(H2ResponseMixin):
 
     __slots__ = (
         "ctx", "sconn", "sid", "method", "method_b", "path", "authority", "fwd", "keyh", "bad", "rid", "rid_given",
-        "clen", "rcvd",
-        "xff", "ctype", "grpc", "partition", "phase", "epoch", "placement", "is_write", "admitted", "decision",
+        "clen", "rcvd",  # (+ exfields.ExchangeFields')
+        "xff", "ctype", "grpc", "admitted", "decision",
         "node", "reroutes", "replays", "pooled_retries", "hold_timer", "held_at", "was_held", "leg", "spare", "pending", "body_done", "trailers",
-        "head_sent", "replay", "replay_len", "to_ack", "status", "resp_started", "resp_held", "resp_buf",
-        "resp_ended", "done", "deadline", "t0", "t_res", "t_adm", "t_up", "charged", "sent")
+        "head_sent", "to_ack", "status", "resp_started", "resp_held", "resp_buf",
+        "resp_ended", "done", "deadline", "t0", "t_adm", "t_up", "sent")
 
     def __init__(self, ctx: "ProxyContext", sconn: "H2ServerConn", sid: int, headers: list[tuple[bytes, bytes]],
                  ended: bool) -> None:

@@ -1,0 +1,14 @@
+# The exchange's transition table for the Cython build (exstate.py is the source; see
+# sidecar/_build.py): ``step``'s check is C compares and one shift, no Python-level look-up.
+cimport cython
+
+cdef tuple _ORDER
+cdef unsigned long long _TABLE
+
+@cython.locals(t=cython.ulonglong, bit=cython.ulonglong)
+cdef unsigned long long _pack()
+
+@cython.locals(i=cython.int, m=object)
+cdef int _index(object s)
+@cython.locals(i=cython.int, j=cython.int)
+cdef bint _legal(object state, object to)

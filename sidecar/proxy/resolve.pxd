@@ -1,0 +1,11 @@
+# Typed for the Cython build (resolve.py is the source; see sidecar/_build.py): the exchange's
+# fields (exfields.ExchangeFields: an HTTP/1.1 request or an HTTP/2 stream) and the context's are
+# C fields here, not Python attribute look-ups.
+cimport cython
+from sidecar.proxy.context cimport Node, ProxyContext
+from sidecar.proxy.exfields cimport ExchangeFields
+from sidecar.proxy.stats cimport Stats
+
+
+@cython.locals(ctx=ProxyContext, node=Node, sl=dict)
+cpdef resolve(ExchangeFields x)
