@@ -26,6 +26,7 @@ if _typing.TYPE_CHECKING:
     from ._app_participant import AppParticipant, make_participant, open_participant
     from ._aiohttp import aiohttp_middleware
     from ._blocking import next_blocking_index
+    from ._build import describe as describe_build
     from ._asgi import AsgiGateMiddleware
     from ._consensus import Consensus, MemoryConsensus, TxnOp, Versioned
     from ._ackwatch import AckReader
@@ -103,6 +104,7 @@ _LAZY = {
     "_app_participant": "AppParticipant make_participant open_participant",
     "_aiohttp": "aiohttp_middleware",
     "_blocking": "next_blocking_index",
+    "_build.describe": "describe_build",
     "_asgi": "AsgiGateMiddleware",
     "_consensus": "Consensus MemoryConsensus TxnOp Versioned",
     "_ackwatch": "AckReader",

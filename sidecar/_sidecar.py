@@ -29,7 +29,7 @@ import signal
 import socket
 from typing import Any, Awaitable, Callable
 
-from gate import EmbeddedStore, InflightTracker, Phase, PlacementFileError, PlacementTable, load_placement_file
+from gate import EmbeddedStore, InflightTracker, Phase, PlacementFileError, PlacementTable, describe_build, load_placement_file
 
 from ._admin import AdminServer, refresh_metrics, registry_openmetrics, registry_text
 from ._config import SidecarConfig
@@ -121,7 +121,7 @@ class Sidecar:
         event("sidecar started", listen=f"{cfg.listen_addr[0]}:{self.port}" if self.proxy else "-",
               admin=self.admin_port or "-", control=self.control_port or "-",
               store="consul" if cfg.consul else "embedded", partitions=len(self.source.partitions()), pid=os.getpid(),
-              build=_build.describe(), h2=h2_engine.describe())
+              build=_build.describe(), gate_build=describe_build(), h2=h2_engine.describe())
 
     def _check_ports(self) -> None:
         cfg = self.cfg
