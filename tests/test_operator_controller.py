@@ -80,6 +80,8 @@ async def test_compaction_scheduled_explicit_and_refused_past_the_current_record
         new_op = await ctl.ops.ops.create(Operation.new("drain", [], node="b"))
         await ctl.ops.controls.set(first.id, rate=1000.0)                         # a finished job's switch
         await ctl.ops.controls.set("", paused=True)   # keeps the next job unfinished
+        await ctl.ops.controls.set("0rphan0rphan", paused=True)   # a switch whose job record is gone
+        await ctl.ops.controls.set(second.id, rate=500.0)          # a kept job's switch
         unfinished = await ctl.migrate("t1", "b")
         await until(lambda: unfinished.id in ctl.ops.controls.holding, what="the runner holding the paused job")
 
@@ -94,6 +96,8 @@ async def test_compaction_scheduled_explicit_and_refused_past_the_current_record
         assert unfinished.id in remaining and second.id in remaining and first.id not in remaining
         assert [o.id for o in (await ctl.ops.ops.list())[0]] == [new_op.id] != [old_op.id]
         assert await ctl.consul.get(f"{kv_prefix}control/jobs/{first.id}") is None
+        assert await ctl.consul.get(f"{kv_prefix}control/jobs/0rphan0rphan") is None   # orphans go too
+        assert await ctl.consul.get(f"{kv_prefix}control/jobs/{second.id}") is not None   # a kept job's stays
         text = generate_latest(ctl.metrics.registry).decode()
         removed = [ln for ln in text.splitlines() if ln.startswith("epochgate_compaction_removed_total")]
         assert any('kind="history"' in ln and not ln.endswith(" 0.0") for ln in removed), removed

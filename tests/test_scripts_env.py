@@ -57,6 +57,9 @@ def _fake_project(tmp_path: Path, pyproject: str) -> Path:
     (root / "sidecar" / "_build.py").write_text('COMPILED = ("proxy.conn",)\n')
     (root / "sidecar" / "proxy").mkdir()
     (root / "sidecar" / "proxy" / "conn.py").write_text("x = 1\n")
+    (root / "gate").mkdir()   # gate's compiled modules count too (the in-flight tracker)
+    (root / "gate" / "_build.py").write_text('COMPILED = ("_inflight",)\n')
+    (root / "gate" / "_inflight.py").write_text("y = 1\n")
     (root / "setup.py").write_text("from setuptools import setup\nsetup()\n")
     (root / "pyproject.toml").write_text(pyproject)
     return root
@@ -99,6 +102,10 @@ def test_the_stamp_changes_with_the_build_inputs_only(tmp_path, monkeypatch):
     (root / "sidecar" / "proxy" / "conn.pxd").write_text("cdef class C: pass\n")   # a compiled module's types
     second = mod.stamp_of(sys.executable)
     assert second != first
+    (root / "gate" / "_inflight.pxd").write_text("cdef class T: pass\n")   # gate's compiled tracker too
+    third = mod.stamp_of(sys.executable)
+    assert third != second
+    second = third
     (root / "pyproject.toml").write_text('[project]\nname = "fake"\nversion = "1"\n')
     assert mod.stamp_of(sys.executable) != second
 

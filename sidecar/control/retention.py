@@ -13,7 +13,8 @@ leading controller runs ``Compactor.run_once`` every ``interval_s``:
   older than ``jobs_max_age_s``; a job that is not finished is never touched,
   and every delete is conditional on the record's version (a record rewritten
   since it was read is kept). Finished drain/balance operations and the
-  pause/rate switches of dropped jobs go by the same bounds.
+  pause/rate switches of dropped jobs go by the same bounds; a switch whose job record is
+  gone (set in the instant its job was being dropped) goes at the next pass.
 
 An explicit bound (``CompactHistory`` RPC, ``history compact``) goes through
 ``compact_partition_history``, which refuses a bound past the current record.
@@ -153,8 +154,16 @@ class Compactor:
                 bound = history_cut(entries, int(epoch), cfg.history_keep, cfg.history_max_age_s, now)
                 if bound is not None:
                     hist += await compact_partition_history(self.store, p, bound)
+            # the switches are listed before the jobs: a switch is only ever set for a job whose
+            # record exists, so one whose job is missing from the later read is an orphan — set
+            # while its job was being dropped here (set_controls checked, then this pass deleted)
+            switches = await self.consensus.list_keys("control/jobs/")
             jobs, _ = await self.records.list()
             dropped = ops_dropped = 0
+            live = {j.id for j in jobs}
+            for key in switches:
+                if key[len("control/jobs/"):] not in live:
+                    await self.consensus.txn([TxnOp("delete", key)])
             for job in jobs_to_drop(jobs, cfg.jobs_keep, cfg.jobs_max_age_s, now):
                 # delete-cas on the version read: a record rewritten since is kept; its
                 # pause/rate switch (if any) goes with it
