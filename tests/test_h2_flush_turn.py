@@ -150,3 +150,55 @@ def test_an_answer_from_the_other_leg_is_written_in_the_same_loop_pass(h2_engine
     assert loop.soon == [] and loop.later == []
     assert len(s.transport.writes) == 1  # type: ignore[union-attr]  # one write for head, DATA, trailers
     assert _response(c, s) == [ResponseReceived, DataReceived, TrailersReceived]
+
+
+class StuckTransport(Transport):
+    """A peer that never reads: nothing drains. Like asyncio's and uvloop's transports, ``write``
+    calls the protocol's ``pause_writing`` once the buffer passes the high-water mark."""
+
+    HIGH = 1024
+
+    def __init__(self, proto: H2Base) -> None:
+        super().__init__()
+        self.proto = proto
+        self.size = 0
+        self.paused = False
+        self.aborted = False
+
+    def write(self, data: bytes) -> None:
+        self.size += len(data)
+        if self.size > self.HIGH and not self.paused:
+            self.paused = True
+            self.proto.pause_writing()
+
+    def get_write_buffer_size(self) -> int:
+        return self.size
+
+    def is_closing(self) -> bool:
+        return self.aborted
+
+    def abort(self) -> None:
+        self.aborted = True
+
+
+def test_a_peer_that_never_reads_while_sending_pings_is_cut_at_the_write_bound(h2_engine, monkeypatch):
+    """PING ACKs are queued whatever the flow control: a peer that sends PINGs and never reads
+    would grow the write buffer without end; past ``MAX_WRITE_BUFFER`` the connection is aborted
+    (conn.py; issue 26). The bound is checked only once the transport paused writing (issue 30:
+    one call less per write), which it always has by then."""
+    from sidecar.proxy.h2 import conn
+
+    monkeypatch.setattr(conn, "MAX_WRITE_BUFFER", 8 * 1024)
+    s = Server(RecordingLoop(), at_once=False)
+    t = s.transport = StuckTransport(s)  # type: ignore[assignment]
+    c = H2Connection(H2Configuration(client_side=True))
+    c.initiate_connection()
+    s.data_received(c.data_to_send())
+    for _ in range(40):  # 40 reads of 50 PINGs: 34 KiB of PING ACKs queued, were nothing cut
+        for _ in range(50):
+            c.ping(b"12345678")
+        s.data_received(c.data_to_send())
+        if t.aborted:
+            break
+    assert s.wpaused and t.aborted, (t.size, s.wpaused)
+    assert t.size <= 8 * 1024 + 50 * 17 + 64, t.size  # cut at the first write past the bound

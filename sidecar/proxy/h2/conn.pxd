@@ -14,7 +14,16 @@ cdef class H2Base:
     cdef public bint wpaused, flush_pending, in_read
     cdef public long unflushed
 
+    cpdef read_started(self)
+    cpdef protocol_error(self, exc)
     cpdef deliver(self, sid, data, flow_len, sink)
+    cpdef on_head(self, sid, headers, ended)
+    cpdef on_data(self, sid, data, flow_len)
+    cpdef on_end(self, sid)
+    cpdef on_trailers(self, sid, headers)
+    cpdef on_reset(self, sid, code, by_peer)
+    cpdef on_goaway(self, last_sid)
+    cpdef on_window(self, sid)
     cpdef mark(self)
     cpdef flush(self)
     cpdef open_outbox(self, sid, on_sent)

@@ -120,6 +120,28 @@ class H2Base:
         if data:
             sink(data)
 
+    # -- events (engine.py): each engine calls these on its handler; the subclasses answer them.
+    # Declared here so that libnghttp2's adapter calls them as C methods of a typed handler
+    # (engine_ng.pxd: ``NgConn.h`` is an ``H2Base``), not by Python attribute look-up and call
+    # (bench_grpc_instr --lone: see the commit)
+    def on_head(self, sid: int, headers: Any, ended: bool) -> None:
+        raise NotImplementedError
+
+    def on_data(self, sid: int, data: bytes, flow_len: int) -> None:
+        raise NotImplementedError
+
+    def on_end(self, sid: int) -> None:
+        raise NotImplementedError
+
+    def on_trailers(self, sid: int, headers: Any) -> None:
+        raise NotImplementedError
+
+    def on_reset(self, sid: int, code: int, by_peer: bool) -> None:
+        raise NotImplementedError
+
+    def on_goaway(self, last_sid: int) -> None:
+        raise NotImplementedError
+
     def on_window(self, sid: int) -> None:
         """A WINDOW_UPDATE (``sid`` 0: the connection's, or changed SETTINGS): the peer may take more, so pump."""
         if sid:
@@ -153,7 +175,10 @@ class H2Base:
         self.unflushed = 0
         if data and t is not None and not t.is_closing():
             t.write(data)
-            if t.get_write_buffer_size() > MAX_WRITE_BUFFER:
+            # (the transport calls pause_writing from write() once its buffer passes the high-water
+            # mark, far below MAX_WRITE_BUFFER: only a paused connection can be over it, so a running
+            # one skips asking — one Python call less per write)
+            if self.wpaused and t.get_write_buffer_size() > MAX_WRITE_BUFFER:
                 t.abort()
                 return
         if self.h2.closed and t is not None:  # the engine ended the connection (its GOAWAY just written)
