@@ -152,6 +152,32 @@ def test_an_answer_from_the_other_leg_is_written_in_the_same_loop_pass(h2_engine
     assert _response(c, s) == [ResponseReceived, DataReceived, TrailersReceived]
 
 
+def test_an_answer_queued_during_another_connections_read_is_written_when_that_read_ends(h2_engine):
+    """The upstream's answer arrives as the upstream connection's read: the client connection's
+    frames go out when that read returns (``ReadTurn``), with nothing scheduled — not one loop
+    pass later, after the other reads of the pass (issue 30, gRPC at a low fixed rate)."""
+    loop = RecordingLoop()
+    client_side = Server(loop, at_once=False)
+    c, request = _client()
+    client_side.data_received(request)
+    client_side.transport.writes.clear()  # type: ignore[union-attr]  # SETTINGS ack
+
+    class Upstream(Server):
+        def on_head(self, sid: int, headers: Any, ended: bool) -> None:
+            client_side.answer(1)  # as response.py does from the upstream leg's events
+            assert client_side.transport.writes == [], "written before the read ended"  # type: ignore[union-attr]
+
+    up = Upstream(loop, at_once=False)
+    _, request2 = _client()
+    up.data_received(request2)
+    assert loop.later == [], "a frame was put on a timer"
+    assert loop.soon == [], "left to a later loop pass"
+    assert len(client_side.transport.writes) == 1  # type: ignore[union-attr]  # head, DATA, trailers at once
+    assert _response(c, client_side) == [ResponseReceived, DataReceived, TrailersReceived]
+    client_side.mark()  # outside any read: one call_soon again
+    assert [cb for cb, _ in loop.soon] == [client_side.flush]
+
+
 class StuckTransport(Transport):
     """A peer that never reads: nothing drains. Like asyncio's and uvloop's transports, ``write``
     calls the protocol's ``pause_writing`` once the buffer passes the high-water mark."""

@@ -12,6 +12,7 @@ cdef class H2ServerConn(H2Base):
     cdef public bint goaway, tls
     cdef public long resets, window, max_streams
 
+    cpdef data_received(self, data)
     cpdef read_started(self)
     cpdef protocol_error(self, exc)
     cpdef on_head(self, sid, headers, ended)
