@@ -1,11 +1,12 @@
 """Instructions per gRPC unary call through the sidecar, counted (valgrind): this tree against another.
 
-    python bench/bench_grpc_instr.py [--baseline DIR] [--calls 2000] [--get] [--tool cachegrind|callgrind] [--out DIR]
+    python bench/bench_grpc_instr.py [--baseline DIR] [--calls 2000] [--get] [--lone] [--tool cachegrind|callgrind] [--out DIR]
 
 bench_grpc.py's set-up (nginx answering gRPC-shaped unary calls on h2c; partition ``t1`` on node
 ``h2c://``; gating, metrics and the access log on) with the 1-worker sidecar run under
 ``valgrind --tool=cachegrind --cache-sim=no`` twice: start-up, a warm-up of 400 calls and N calls
-by h2load (4 connections × 10 streams), then SIGTERM; and the same with 3N calls. (I(3N) − I(N))
+by h2load (4 connections × 10 streams; ``--lone``: 1 × 1, each call alone in its loop passes as at a
+low fixed rate), then SIGTERM; and the same with 3N calls. (I(3N) − I(N))
 / 2N is what one call adds, start-up and shutdown cancelled (the timer ticks of the longer run's
 extra seconds are not: well under 1%). Unlike CPU time, the count does not move with the
 load of a shared machine (bench_grpc.py's CPU figures vary ±20% between identical rounds
@@ -33,7 +34,7 @@ from bench_grpc import grpc_upstream, run_h2load  # noqa: E402
 from bench_proxy import ROOT, free_port, wait_port  # noqa: E402
 
 
-def run(root: Path, tmp: Path, up_port: int, h1_port: int, calls: int, get: bool, tool: str) -> int:
+def run(root: Path, tmp: Path, up_port: int, h1_port: int, calls: int, get: bool, tool: str, lone: bool = False) -> int:
     """Instructions (Ir) of one sidecar process: start-up, 400 warm-up calls, ``calls`` calls, shutdown."""
     port = free_port()
     placement = tmp / "placement.toml"
@@ -47,12 +48,13 @@ def run(root: Path, tmp: Path, up_port: int, h1_port: int, calls: int, get: bool
     logf = tmp / f"sidecar.{root.name}.log"
     log = open(logf, "w")
     p = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=root, start_new_session=True,
-                         env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"})
+                         env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin", "PYTHONHASHSEED": "0"})
     try:
         wait_port(port, timeout=600)
         url = f"http://127.0.0.1:{port}/" + ("kv/k" if get else "kv.v1.Store/Put")
-        run_h2load(url, 400, 4, 10, tmp, grpc=not get)   # warm-up: connections, caches, first calls
-        r = run_h2load(url, calls, 4, 10, tmp, grpc=not get)
+        conns, streams = (1, 1) if lone else (4, 10)
+        run_h2load(url, 400, conns, streams, tmp, grpc=not get)   # warm-up: connections, caches, first calls
+        r = run_h2load(url, calls, conns, streams, tmp, grpc=not get)
         if r["ok"] != calls:
             raise RuntimeError(f"{r['ok']} of {calls} calls succeeded")
     finally:
@@ -70,10 +72,11 @@ def run(root: Path, tmp: Path, up_port: int, h1_port: int, calls: int, get: bool
     return int(m.group(1))
 
 
-def count(root: Path, tmp: Path, up_port: int, h1_port: int, calls: int, get: bool, tool: str) -> tuple[float, str]:
+def count(root: Path, tmp: Path, up_port: int, h1_port: int, calls: int, get: bool, tool: str,
+          lone: bool = False) -> tuple[float, str]:
     """Instructions per call: (I(3N) − I(N)) / 2N, and the build the sidecar said it ran."""
-    one = run(root, tmp, up_port, h1_port, calls, get, tool)
-    three = run(root, tmp, up_port, h1_port, 3 * calls, get, tool)
+    one = run(root, tmp, up_port, h1_port, calls, get, tool, lone)
+    three = run(root, tmp, up_port, h1_port, 3 * calls, get, tool, lone)
     log = (tmp / f"sidecar.{root.name}.log").read_text()
     build = re.search(r"build=(.*)", log)
     return (three - one) / (2 * calls), build.group(1) if build else "?"
@@ -86,6 +89,9 @@ def main() -> int:
     ap.add_argument("--get", action="store_true", help="plain HTTP/2 GETs instead of gRPC unary POSTs")
     ap.add_argument("--tool", default="cachegrind", choices=("cachegrind", "callgrind"),
                     help="callgrind: slower, keeps per-function counts (the out files are printed)")
+    ap.add_argument("--lone", action="store_true",
+                    help="one connection, one call in flight: each call alone in its loop passes, as at a low "
+                         "fixed rate (bench_grpc_latency), where nothing is shared with other calls")
     ap.add_argument("--out", type=Path, metavar="DIR", help="keep the valgrind output files here")
     a = ap.parse_args()
     for tool in ("valgrind", "h2load"):
@@ -102,8 +108,8 @@ def main() -> int:
         try:
             for label, root in trees:
                 t0 = time.monotonic()
-                res[label], build = count(root, tmp, up.port, up.h1, a.calls, a.get, a.tool)  # type: ignore[attr-defined]
-                print(f"{label:5s} {root}: {res[label]:,.0f} instructions per {'GET' if a.get else 'gRPC call'} "
+                res[label], build = count(root, tmp, up.port, up.h1, a.calls, a.get, a.tool, a.lone)  # type: ignore[attr-defined]
+                print(f"{label:5s} {root}: {res[label]:,.0f} instructions per {'GET' if a.get else 'gRPC call'}{' (lone)' if a.lone else ''} "
                       f"({time.monotonic() - t0:.0f}s; build {build})", flush=True)
         finally:
             up.stop()

@@ -150,3 +150,81 @@ def test_an_answer_from_the_other_leg_is_written_in_the_same_loop_pass(h2_engine
     assert loop.soon == [] and loop.later == []
     assert len(s.transport.writes) == 1  # type: ignore[union-attr]  # one write for head, DATA, trailers
     assert _response(c, s) == [ResponseReceived, DataReceived, TrailersReceived]
+
+
+def test_an_answer_queued_during_another_connections_read_is_written_when_that_read_ends(h2_engine):
+    """The upstream's answer arrives as the upstream connection's read: the client connection's
+    frames go out when that read returns (``ReadTurn``), with nothing scheduled — not one loop
+    pass later, after the other reads of the pass (issue 30, gRPC at a low fixed rate)."""
+    loop = RecordingLoop()
+    client_side = Server(loop, at_once=False)
+    c, request = _client()
+    client_side.data_received(request)
+    client_side.transport.writes.clear()  # type: ignore[union-attr]  # SETTINGS ack
+
+    class Upstream(Server):
+        def on_head(self, sid: int, headers: Any, ended: bool) -> None:
+            client_side.answer(1)  # as response.py does from the upstream leg's events
+            assert client_side.transport.writes == [], "written before the read ended"  # type: ignore[union-attr]
+
+    up = Upstream(loop, at_once=False)
+    _, request2 = _client()
+    up.data_received(request2)
+    assert loop.later == [], "a frame was put on a timer"
+    assert loop.soon == [], "left to a later loop pass"
+    assert len(client_side.transport.writes) == 1  # type: ignore[union-attr]  # head, DATA, trailers at once
+    assert _response(c, client_side) == [ResponseReceived, DataReceived, TrailersReceived]
+    client_side.mark()  # outside any read: one call_soon again
+    assert [cb for cb, _ in loop.soon] == [client_side.flush]
+
+
+class StuckTransport(Transport):
+    """A peer that never reads: nothing drains. Like asyncio's and uvloop's transports, ``write``
+    calls the protocol's ``pause_writing`` once the buffer passes the high-water mark."""
+
+    HIGH = 1024
+
+    def __init__(self, proto: H2Base) -> None:
+        super().__init__()
+        self.proto = proto
+        self.size = 0
+        self.paused = False
+        self.aborted = False
+
+    def write(self, data: bytes) -> None:
+        self.size += len(data)
+        if self.size > self.HIGH and not self.paused:
+            self.paused = True
+            self.proto.pause_writing()
+
+    def get_write_buffer_size(self) -> int:
+        return self.size
+
+    def is_closing(self) -> bool:
+        return self.aborted
+
+    def abort(self) -> None:
+        self.aborted = True
+
+
+def test_a_peer_that_never_reads_while_sending_pings_is_cut_at_the_write_bound(h2_engine, monkeypatch):
+    """PING ACKs are queued whatever the flow control: a peer that sends PINGs and never reads
+    would grow the write buffer without end; past ``MAX_WRITE_BUFFER`` the connection is aborted
+    (conn.py; issue 26). The bound is checked only once the transport paused writing (issue 30:
+    one call less per write), which it always has by then."""
+    from sidecar.proxy.h2 import conn
+
+    monkeypatch.setattr(conn, "MAX_WRITE_BUFFER", 8 * 1024)
+    s = Server(RecordingLoop(), at_once=False)
+    t = s.transport = StuckTransport(s)  # type: ignore[assignment]
+    c = H2Connection(H2Configuration(client_side=True))
+    c.initiate_connection()
+    s.data_received(c.data_to_send())
+    for _ in range(40):  # 40 reads of 50 PINGs: 34 KiB of PING ACKs queued, were nothing cut
+        for _ in range(50):
+            c.ping(b"12345678")
+        s.data_received(c.data_to_send())
+        if t.aborted:
+            break
+    assert s.wpaused and t.aborted, (t.size, s.wpaused)
+    assert t.size <= 8 * 1024 + 50 * 17 + 64, t.size  # cut at the first write past the bound

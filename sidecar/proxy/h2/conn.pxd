@@ -3,6 +3,16 @@
 cimport cython
 
 
+cdef class ReadTurn:
+    cdef public long depth
+    cdef public list marked
+
+    cpdef done(self)
+
+
+cdef ReadTurn _turn
+
+
 cdef class Outbox:
     cdef public object chunks, trailers, on_sent
     cdef public bint end
@@ -14,7 +24,19 @@ cdef class H2Base:
     cdef public bint wpaused, flush_pending, in_read
     cdef public long unflushed
 
+    @cython.locals(turn=ReadTurn)
+    cpdef data_received(self, data)
+    cpdef read_started(self)
+    cpdef protocol_error(self, exc)
     cpdef deliver(self, sid, data, flow_len, sink)
+    cpdef on_head(self, sid, headers, ended)
+    cpdef on_data(self, sid, data, flow_len)
+    cpdef on_end(self, sid)
+    cpdef on_trailers(self, sid, headers)
+    cpdef on_reset(self, sid, code, by_peer)
+    cpdef on_goaway(self, last_sid)
+    cpdef on_window(self, sid)
+    @cython.locals(turn=ReadTurn)
     cpdef mark(self)
     cpdef flush(self)
     cpdef open_outbox(self, sid, on_sent)

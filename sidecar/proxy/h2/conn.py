@@ -16,7 +16,9 @@ peer's windows allow into the engine (a body's last bytes and its end go as one
 DATA frame) and reports the byte count to the
 outbox's ``on_sent`` (which acknowledges the source). While the transport's
 write buffer is above its high-water mark nothing more is pumped. Frames are
-written once per event-loop pass (``mark``), not once per call.
+written once per read (the frames a read queues on its own connection and on the
+other leg's: ``ReadTurn``) or, queued outside any read, once per event-loop pass
+(``mark``) — not once per call.
 
 Reading: ``data_received`` feeds the engine, which calls the subclass's ``on_*``
 methods (``engine.py`` lists them), with writes held until the read's end
@@ -44,6 +46,34 @@ MAX_WRITE_BUFFER = 2 << 20
 #: (4 streams of a client that never read: 4.2 MiB per connection before, see bench_h2_abuse;
 #: a 32 MiB download through an h2c node: 0.476 s with the cap, 0.479 s without, median of 3)
 PUMP_MAX = 64 * 1024
+
+
+class ReadTurn:
+    """The connections whose frames were queued while another HTTP/2 connection's read was being
+    handled (a client's request queued on the upstream connection, an upstream's answer on the
+    client's): each is written once that read ends, not one loop pass later (``mark``). At a low
+    rate a call's request and its answer no longer wait for the other reads of the same loop pass
+    (h2load's arrivals come in bursts of a few calls per millisecond tick: the first call's
+    request waited for the next ones' processing), and no ``call_soon`` handle is made per leg."""
+
+    __slots__ = ("depth", "marked")
+
+    def __init__(self) -> None:
+        self.depth = 0                  # reads being handled (nested: a flush can close a stream)
+        self.marked: list[Any] = []     # connections to flush when the outermost read ends
+
+    def done(self) -> None:
+        marked, self.marked = self.marked, []
+        for i, c in enumerate(marked):
+            try:
+                c.flush()
+            except BaseException:
+                for rest in marked[i + 1:]:  # (never left with flush_pending and nothing scheduled)
+                    rest.loop.call_soon(rest.flush)
+                raise
+
+
+_turn = ReadTurn()
 
 
 class Outbox:
@@ -85,17 +115,24 @@ class H2Base:
     def data_received(self, data: bytes) -> None:
         self.read_started()
         self.in_read = True
+        turn = _turn
+        turn.depth += 1
         try:
-            self.h2.receive(data)  # → on_head / on_data / on_end / ... (engine.py)
-        except ProtocolError as exc:
-            # GOAWAY is queued with the error code (protocol error, flow control, oversized
-            # header list): the subclass sends it and closes.
-            self.in_read = False
-            self.protocol_error(exc)
-            return
+            try:
+                self.h2.receive(data)  # → on_head / on_data / on_end / ... (engine.py)
+            except ProtocolError as exc:
+                # GOAWAY is queued with the error code (protocol error, flow control, oversized
+                # header list): the subclass sends it and closes.
+                self.in_read = False
+                self.protocol_error(exc)
+                return
+            finally:
+                self.in_read = False
+            self.flush()
         finally:
-            self.in_read = False
-        self.flush()
+            turn.depth -= 1
+            if not turn.depth and turn.marked:
+                turn.done()  # the other legs' frames this read queued (ReadTurn)
 
     def eof_received(self) -> bool | None:
         return None  # the transport closes itself (asyncio.Protocol's default)
@@ -120,6 +157,28 @@ class H2Base:
         if data:
             sink(data)
 
+    # -- events (engine.py): each engine calls these on its handler; the subclasses answer them.
+    # Declared here so that libnghttp2's adapter calls them as C methods of a typed handler
+    # (engine_ng.pxd: ``NgConn.h`` is an ``H2Base``), not by Python attribute look-up and call
+    # (bench_grpc_instr --lone: see the commit)
+    def on_head(self, sid: int, headers: Any, ended: bool) -> None:
+        raise NotImplementedError
+
+    def on_data(self, sid: int, data: bytes, flow_len: int) -> None:
+        raise NotImplementedError
+
+    def on_end(self, sid: int) -> None:
+        raise NotImplementedError
+
+    def on_trailers(self, sid: int, headers: Any) -> None:
+        raise NotImplementedError
+
+    def on_reset(self, sid: int, code: int, by_peer: bool) -> None:
+        raise NotImplementedError
+
+    def on_goaway(self, last_sid: int) -> None:
+        raise NotImplementedError
+
     def on_window(self, sid: int) -> None:
         """A WINDOW_UPDATE (``sid`` 0: the connection's, or changed SETTINGS): the peer may take more, so pump."""
         if sid:
@@ -129,10 +188,15 @@ class H2Base:
 
     # ------------------------------------------------------------ writing
     def mark(self) -> None:
-        """Frames are waiting in ``h2``: write them at the end of this read or loop pass."""
+        """Frames are waiting in ``h2``: write them at the end of this read (this connection's,
+        or another HTTP/2 connection's being handled: ``ReadTurn``), else of this loop pass."""
         if not self.flush_pending and not self.in_read:
             self.flush_pending = True
-            self.loop.call_soon(self.flush)
+            turn = _turn
+            if turn.depth:
+                turn.marked.append(self)  # written when that read ends (ReadTurn)
+            else:
+                self.loop.call_soon(self.flush)
 
     def flush(self) -> None:
         if self.dirty:
@@ -153,7 +217,10 @@ class H2Base:
         self.unflushed = 0
         if data and t is not None and not t.is_closing():
             t.write(data)
-            if t.get_write_buffer_size() > MAX_WRITE_BUFFER:
+            # (the transport calls pause_writing from write() once its buffer passes the high-water
+            # mark, far below MAX_WRITE_BUFFER: only a paused connection can be over it, so a running
+            # one skips asking — one Python call less per write)
+            if self.wpaused and t.get_write_buffer_size() > MAX_WRITE_BUFFER:
                 t.abort()
                 return
         if self.h2.closed and t is not None:  # the engine ended the connection (its GOAWAY just written)

@@ -222,18 +222,25 @@ class NgConn:
 
     # ------------------------------------------------------------ sending
     def request(self, headers: list[tuple[bytes, bytes]], end: bool) -> int:
-        sid = self.c.send_request(headers, end_stream=end)
+        # (end_stream is keyword-only: passed only when set, a keyword call costs a dict per call)
+        sid = self.c.send_request(headers, end_stream=True) if end else self.c.send_request(headers)
         self.fresh.add(sid)
         return sid
 
     def respond(self, sid: int, headers: Any, end: bool) -> None:
-        self.c.send_response(sid, headers, end_stream=end)
+        if end:
+            self.c.send_response(sid, headers, end_stream=True)
+        else:
+            self.c.send_response(sid, headers)
 
     def trailers(self, sid: int, headers: Any) -> None:
         self.c.send_trailers(sid, headers)
 
     def send_data(self, sid: int, data: Any, end: bool = False) -> None:
-        self.c.send_data(sid, data, end_stream=end)
+        if end:
+            self.c.send_data(sid, data, end_stream=True)
+        else:
+            self.c.send_data(sid, data)
 
     def end_stream(self, sid: int) -> None:
         self.c.end_stream(sid)

@@ -11,3 +11,13 @@ cdef class H2ServerConn(H2Base):
     cdef public double last_active, head_since, reset_t0
     cdef public bint goaway, tls
     cdef public long resets, window, max_streams
+
+    cpdef data_received(self, data)
+    cpdef read_started(self)
+    cpdef protocol_error(self, exc)
+    cpdef on_head(self, sid, headers, ended)
+    cpdef on_data(self, sid, data, flow_len)
+    cpdef on_end(self, sid)
+    cpdef on_trailers(self, sid, headers)
+    cpdef on_reset(self, sid, code, by_peer)
+    cpdef on_goaway(self, last_sid)

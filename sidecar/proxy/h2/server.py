@@ -85,7 +85,7 @@ class H2ServerConn(H2Base):
     def data_received(self, data: bytes) -> None:
         if self.transport is None:
             return
-        super().data_received(data)
+        H2Base.data_received(self, data)  # (cpdef: no super() cell in the compiled build)
         if self.transport is not None:
             self._watch_head()
 

@@ -53,6 +53,15 @@ if TYPE_CHECKING:
 _HOLDABLE = (RejectReason.CUTOVER, RejectReason.STALE_EPOCH, RejectReason.FAIL_CLOSED)
 _PHASES = {p.value: p for p in Phase}
 _GOOD_FIELDS = F.GOOD_FIELDS
+# fields.py's checks as module globals: a look-up on the module object cost ~240 instructions
+# each, six a request (bench_grpc_instr, callgrind); F.length_error stays an attribute (tests
+# replace it to show its guard is load-bearing)
+_PSEUDO = F.PSEUDO
+_header_error = F.header_error
+_content_length = F.content_length
+_method_error = F.method_error
+_path_error = F.path_error
+_authority_error = F.authority_error
 _DROP = frozenset({b"x-partition", b"x-placement", b"x-placement-epoch", b"host", b"x-forwarded-for"})
 
 
@@ -94,7 +103,7 @@ class H2Exchange(H2ResponseMixin):
             name, value = field
             size += len(name) + len(value) + 32  # (RFC 9113 §6.5.2 accounting)
             if name[:1] == b":":
-                if self.fwd or name in pseudo or name not in F.PSEUDO:
+                if self.fwd or name in pseudo or name not in _PSEUDO:
                     malformed = malformed or f"pseudo-header {name.decode('latin-1')!r} unknown, repeated or late"
                 pseudo.add(name)
                 if name == b":method":
@@ -107,11 +116,11 @@ class H2Exchange(H2ResponseMixin):
                     self.bad = (405, "method not allowed", "extended CONNECT is not proxied")
                 continue
             if field not in good:  # (most fields were checked on an earlier stream: fields.GOOD_FIELDS)
-                err = F.header_error(field)
+                err = _header_error(field)
                 if err is not None:
                     malformed = malformed or err
             if name == b"content-length":
-                n = F.content_length(value, self.clen)
+                n = _content_length(value, self.clen)
                 if isinstance(n, str):
                     malformed = malformed or n
                 else:
@@ -122,7 +131,7 @@ class H2Exchange(H2ResponseMixin):
                 if old is not None and old != value:
                     self.bad = (400, "conflicting partition keys", f"header {name.decode('latin-1')} given twice")
                 self.keyh[name] = value
-            elif name in _DROP or name.startswith(b"x-placement"):
+            elif name in _DROP or name[:11] == b"x-placement":  # (a slice: a method call cost 3x it)
                 if name == b"host":
                     host = value
                 elif name == b"x-forwarded-for":
@@ -138,8 +147,8 @@ class H2Exchange(H2ResponseMixin):
             self.authority = host
         self.method_b = method_b or b"GET"
         self.path = path or b"/"
-        malformed = (malformed or F.method_error(method_b) or F.path_error(path, self.method_b)
-                     or (F.authority_error(self.authority) if self.authority is not None else None)
+        malformed = (malformed or _method_error(method_b) or _path_error(path, self.method_b)
+                     or (_authority_error(self.authority) if self.authority is not None else None)
                      or (self._length_error(0) if ended else None))
         if malformed is not None:
             self.bad = (400, "malformed request", malformed)

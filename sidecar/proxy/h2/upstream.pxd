@@ -9,6 +9,15 @@ cdef class H2UpstreamConn(H2Base):
     cdef public bint tls, goaway, closed, heard
     cdef public double idle_since
 
+    cpdef read_started(self)
+    cpdef protocol_error(self, exc)
+    cpdef on_head(self, sid, headers, ended)
+    cpdef on_data(self, sid, data, flow_len)
+    cpdef on_end(self, sid)
+    cpdef on_trailers(self, sid, headers)
+    cpdef on_reset(self, sid, code, by_peer)
+    cpdef on_goaway(self, last_sid)
+
 
 cdef class H2Leg:
     cdef public H2UpstreamConn conn
