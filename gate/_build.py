@@ -1,7 +1,7 @@
 """Which build of gate's hot modules runs: Cython-compiled or plain Python (one source).
 
 The sidecar's write gate counts every admitted write in flight (``InflightTracker.begin``
-and ``end``); ``setup.py`` compiles the modules in ``COMPILED`` with Cython in pure-Python
+and ``end``) after the table's ``admit_write`` (``fail_closed_admit``); ``setup.py`` compiles the modules in ``COMPILED`` with Cython in pure-Python
 mode, like the sidecar's data path (``sidecar/_build.py``): the ``.py`` is the source, a
 ``.pxd`` beside it types its state. Each build records the SHA-256 of each module's ``.py``
 + ``.pxd`` in ``gate/_compiled.json``. ``import gate`` calls ``install()`` before any gate
@@ -32,8 +32,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-#: what setup.py compiles (module names relative to the ``gate`` package)
-COMPILED = ("_inflight",)
+#: what setup.py compiles (module names relative to the ``gate`` package): the in-flight tracker,
+#: the one admit decision and the table it asks (``admit_write`` per write, ``state`` per request:
+#: -0.8k / -0.6k instructions, bench_exchange_instr; docs/compiled-build.md)
+COMPILED = ("_inflight", "_admission", "_table")
 MANIFEST = "_compiled.json"
 _HERE = Path(__file__).resolve().parent
 _PACKAGE = __name__.rpartition(".")[0] or "gate"

@@ -285,7 +285,10 @@ class ClientConn:
     # ---------------------------------------------------------------- httptools callbacks
     def on_message_begin(self) -> None:
         self.hsize = 0
-        self.parsing = req = _exchange.Request(self.ctx, self)
+        cls = _Request
+        if cls is None:  # first request: the exchange module is complete by now (see the import)
+            cls = _request_type()
+        self.parsing = req = cls(self.ctx, self)
         self.phead = req.head
 
     def on_url(self, url: bytes) -> None:
@@ -474,6 +477,17 @@ class ClientConn:
             nxt.dispatch()
         elif self.flags:
             self.resume(P_ALL)
+
+
+_Request: Any = None
+
+
+def _request_type() -> Any:
+    """``exchange.Request``, looked up once: a module global is a cached read per request where
+    ``_exchange.Request`` was a module attribute look-up (callgrind: 240-670 instructions)."""
+    global _Request
+    _Request = _exchange.Request
+    return _Request
 
 
 def _parser_factory() -> Any:

@@ -1,6 +1,7 @@
 # Typed state of the process-wide proxy context for the Cython build (pure-Python mode:
 # context.py is the source; see sidecar/_build.py).
 from sidecar.proxy.stats cimport Stats
+from sidecar.proxy.router cimport Router  # dispatch's fast_header/fast_cache: C reads
 
 
 cdef class Node:
@@ -9,7 +10,8 @@ cdef class Node:
 
 cdef class ProxyContext:
     cdef public Stats stats
-    cdef public object cfg, loop, source, gate, access, router, pool, hold, tls, nodes, h2pool, budget
+    cdef public Router router
+    cdef public object cfg, loop, source, gate, access, pool, hold, tls, nodes, h2pool, budget
     cdef public dict header_kinds
     cdef public set waiting, clients
     cdef public dict stamps
