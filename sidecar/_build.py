@@ -159,6 +159,21 @@ def install() -> None:
                   compiled=compiled, pure=pure, reason=reason, native={f"{__package__}.{n}": v for n, v in native.items()})
 
 
+def native_parser(module_file: str, native: str, cls: str, config: tuple, fallback: Any) -> Any:
+    """The parser a data-path module uses: ``sidecar.proxy.<native>``'s ``cls`` (llhttp driven from
+    C), configured with ``config``, when the calling module runs compiled (its ``__file__`` is the
+    extension) and that extension loads (``install`` may refuse it); ``fallback`` (httptools')
+    otherwise — the same llhttp and settings either way (tests/test_req_parser.py, test_resp_parser.py)."""
+    if module_file.endswith(".py"):
+        return fallback
+    try:
+        ext = importlib.import_module(f"{__package__}.proxy.{native}")
+    except ImportError:
+        return fallback
+    ext.configure(*config)
+    return getattr(ext, cls)
+
+
 def is_compiled(module: Any) -> bool:
     """True when ``module`` was loaded from an extension module (not from its ``.py``)."""
     return not str(getattr(module, "__file__", "")).endswith(".py")

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import httptools
 
+from .._build import native_parser
 from . import httpmsg as H
 from .context import ProxyContext
 # the module, not the name: in the compiled build response.pxd cimports ClientConn, so importing
@@ -490,19 +491,7 @@ def _request_type() -> Any:
     return _Request
 
 
-def _parser_factory() -> Any:
-    """The request parser: llhttp driven from C (``llreq.pyx``) when this module runs compiled
-    and that extension loads (the stale-build guard may refuse it: ``sidecar/_build.py``),
-    httptools otherwise — the same llhttp and settings either way (``tests/test_req_parser.py``)."""
-    if not __file__.endswith(".py"):  # this module is the extension (sidecar._build.is_compiled)
-        try:
-            from . import llreq
-        except ImportError:
-            pass
-        else:
-            llreq.configure(_header_table, _DROP_PREFIX, _FORWARDED, _PLAIN, _DROP, _HeadTooLarge)
-            return llreq.ReqParser
-    return httptools.HttpRequestParser
-
-
-_new_parser = _parser_factory()
+# the request parser: llreq.pyx from C when this module runs compiled, httptools otherwise
+_new_parser = native_parser(__file__, "llreq", "ReqParser",
+                            (_header_table, _DROP_PREFIX, _FORWARDED, _PLAIN, _DROP, _HeadTooLarge),
+                            httptools.HttpRequestParser)

@@ -19,6 +19,7 @@ from typing import Any
 
 import httptools
 
+from .._build import native_parser
 from . import httpmsg as H
 from .httpmsg import RespHead  # (its home: re-exported for the HTTP/2 bridge)
 from .response import ResponseMixin
@@ -227,22 +228,9 @@ class UpstreamConn:
             self.close()
 
 
-def _parser_factory() -> Any:
-    """The response parser: llhttp driven from C (``llresp.pyx``) when this module runs compiled
-    and that extension loads (the stale-build guard may refuse it: ``sidecar/_build.py``),
-    httptools otherwise — the same llhttp and settings either way."""
-    if not __file__.endswith(".py"):  # this module is the extension (sidecar._build.is_compiled)
-        try:
-            from . import llresp
-        except ImportError:
-            pass
-        else:
-            llresp.configure(_RESP_SPECIAL, _PLAIN_CONN, _DROP, _CONN, _CLEN, _CTYPE)
-            return llresp.RespParser
-    return httptools.HttpResponseParser
-
-
-_new_parser = _parser_factory()
+# the response parser: llresp.pyx from C when this module runs compiled, httptools otherwise
+_new_parser = native_parser(__file__, "llresp", "RespParser", (_RESP_SPECIAL, _PLAIN_CONN, _DROP, _CONN, _CLEN, _CTYPE),
+                            httptools.HttpResponseParser)
 
 
 class UpstreamPool:
