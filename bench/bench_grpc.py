@@ -2,7 +2,7 @@
 with the HTTP/1.1 figure beside it.
 
     python bench/bench_grpc.py [--requests 30000] [--connections 16] [--streams 10] [--seconds 5] [--rounds 1] [--skip-tls]
-                               [--baseline DIR] [--only nginx,sidecar,base]
+                               [--baseline DIR] [--only nginx,haproxy,bare-h2,sidecar,base]
 
 One run, one machine: an nginx upstream answers gRPC-shaped unary calls on an
 h2c port (HEADERS+DATA, then ``grpc-status: 0`` trailers) and HTTP/1.1 on
@@ -20,6 +20,13 @@ sidecar's HTTP/1.1 path (node ``http://``). Each cell: req/s and the proxy's
 CPU time per request (utime+stime of its process group over requests done).
 Ratios printed: sidecar/nginx per protocol, and the sidecar's h2 path against
 its HTTP/1.1 path. Noisy on a shared machine: compare the ratios.
+
+``bare-h2`` is the floor for any Python gRPC forwarder on this stack (``_bare_h2_forwarder.py``:
+uvloop + libnghttp2 through ngh2, the sidecar's HTTP/2 library; one upstream h2c connection, streams
+mapped 1:1, no gate, metrics or access log): its gRPC and h2 GET cells only (no HTTP/1.1 listener;
+bench_proxy's ``bare-forwarder`` is the HTTP/1.1 floor). The bare forwarder and the sidecar are
+printed over nginx and HAProxy per round (the rounds interleave every target), and the sidecar over
+the floor; the table gives each cell's range over rounds.
 
 ``--baseline DIR`` adds the sidecar of another source tree (e.g. a worktree of main built with
 ``setup.py build_ext --inplace``) as the ``base`` target, in the same interleaved rounds, and prints
@@ -129,6 +136,16 @@ def sidecar_from(root: Path, tmp: Path, h2: int, h1: int, name: str, **kw) -> Pr
         ROOT, bench_proxy.ROOT = saved
 
 
+def bare_h2(tmp: Path, h2_port: int) -> Proc:
+    """The floor for a Python gRPC forwarder (``_bare_h2_forwarder.py``: uvloop + libnghttp2 through ngh2, one
+    upstream h2c connection, no gate) on ``.port``; ``.h1`` None: it forwards h2c only."""
+    port = free_port()
+    p = Proc("bare-h2", [sys.executable, str(ROOT / "bench" / "_bare_h2_forwarder.py"), str(port), str(h2_port)],
+             port, tmp)
+    p.h1 = None  # type: ignore[attr-defined]
+    return p
+
+
 def grpc_peer(start, tmp: Path, h2_port: int, h1_port: int) -> Proc:
     """HAProxy or Caddy (bench/_peers.py) with its gRPC frontend on ``.port`` and HTTP/1.1 on ``.h1``."""
     p = start(tmp, free_port(), h1_port, h2_port)
@@ -162,7 +179,7 @@ def main() -> int:
     ap.add_argument("--skip-tls", action="store_true", help="leave out the sidecar's TLS cells")
     ap.add_argument("--baseline", type=Path, metavar="DIR",
                     help="also run the sidecar of this source tree (built in place) as target 'base'")
-    ap.add_argument("--only", help="comma-separated targets to run (nginx, haproxy, caddy, sidecar, sidecar-h2py, base)")
+    ap.add_argument("--only", help="comma-separated targets to run (nginx, haproxy, caddy, bare-h2, sidecar, sidecar-h2py, base)")
     a = ap.parse_args()
     if a.baseline is not None and not (a.baseline / "sidecar" / "__main__.py").is_file():
         ap.error(f"--baseline: no sidecar/__main__.py under {a.baseline}")
@@ -189,13 +206,15 @@ def main() -> int:
                 return lambda: grpc_peer(start, tmp, h2_port, h1_port)
 
             targets = [("nginx", nginx_proxy), ("haproxy", peer(haproxy_proc)), ("caddy", peer(caddy_proc)),
-                       ("sidecar", sidecar)]
+                       ("bare-h2", lambda: bare_h2(tmp, h2_port)), ("sidecar", sidecar)]
             if importlib.util.find_spec("ngh2") is not None:  # the HTTP/2 engine's before/after in the same run
                 targets.append(("sidecar-h2py", lambda: sidecar(env={"EPOCHGATE_PURE_PYTHON": "proxy.h2"},
                                                                 name="sidecar-h2py")))
             else:
                 print("bench_grpc: the sidecar runs HTTP/2 on pure-Python h2 (ngh2 not installed: "
                       "pip install 'epochgate[ngh2]')", file=sys.stderr)
+            if importlib.util.find_spec("ngh2") is None:
+                targets = [t for t in targets if t[0] != "bare-h2"]
             if a.baseline is not None:
                 base_root = a.baseline.resolve()
                 targets.append(("base", lambda: sidecar_from(base_root, tmp, h2_port, h1_port, "base")))
@@ -218,6 +237,10 @@ def main() -> int:
                 r = run_h2load(f"http://127.0.0.1:{p.port}/kv/k", a.requests, a.connections, a.streams, tmp, grpc=False)
                 r.update(name=name, proto="h2 GET", cpu_us=(p.cpu() - c0) / max(r["reqs"], 1) * 1e6)
                 rows.append(r)
+                if p.h1 is None:  # (bare-h2 forwards h2c only: bench_proxy's bare-forwarder is the HTTP/1.1 floor)
+                    p.stop()
+                    procs.remove(p)
+                    continue
                 (tmp / "post.lua").write_text('wrk.method = "POST"\nwrk.body = string.rep("m", 64)\n'
                                               'wrk.headers["X-Partition-Key"] = "t2"\n')
                 h1url = f"http://127.0.0.1:{p.h1}/kv.v1.Store/Put"  # type: ignore[attr-defined]
@@ -257,17 +280,39 @@ def median_rows(rows: list[dict]) -> list[dict]:
     for r in rows:
         cells.setdefault((r["name"], r["proto"]), []).append(r)
     return [dict(rs[0], rps=_median([r["rps"] for r in rs]), cpu_us=_median([r["cpu_us"] for r in rs]),
+                 cpu_rounds=[r["cpu_us"] for r in rs], failed=sum(r.get("failed", 0) for r in rs),
                  non2xx=sum(r["non2xx"] for r in rs), rounds=len(rs)) for rs in cells.values()]
+
+
+def round_ratios(rows: list[dict], name: str, base: str, proto: str) -> list[float]:
+    """``name``'s CPU per request over ``base``'s, within each round (rows from ``median_rows``;
+    rounds interleave every target, so the i-th figures of two targets share the machine's state)."""
+    cell = {r["name"]: r["cpu_rounds"] for r in rows if r["proto"] == proto}
+    if name not in cell or base not in cell:
+        return []
+    return [x / y for x, y in zip(cell[name], cell[base]) if y > 0]
 
 
 def report(rows: list[dict]) -> int:
     print(f"{len(rows) and rows[0].get('rounds', 1)} interleaved round(s), medians; {os.cpu_count()} CPUs, "
           f"load average {os.getloadavg()[0]:.1f}")
     base = {r["proto"]: r["cpu_us"] for r in rows if r["name"] == "nginx"}
-    print(f"{'proxy':10s} {'protocol':18s} {'req/s':>9s} {'CPU µs/req':>11s} {'x nginx':>8s} {'non-2xx':>8s}")
+    print(f"{'proxy':10s} {'protocol':18s} {'req/s':>9s} {'CPU µs/req':>11s} {'rounds min-max':>15s} {'x nginx':>8s} "
+          f"{'non-2xx':>8s} {'failed':>7s}")
     for r in rows:
         ratio = f"{r['cpu_us'] / base[r['proto']]:8.2f}" if r["proto"] in base else f"{'-':>8s}"
-        print(f"{r['name']:10s} {r['proto']:18s} {r['rps']:9.0f} {r['cpu_us']:11.1f} {ratio} {r['non2xx']:8d}")
+        rng = f"{min(r['cpu_rounds']):.1f}-{max(r['cpu_rounds']):.1f}" if "cpu_rounds" in r else "-"
+        print(f"{r['name']:10s} {r['proto']:18s} {r['rps']:9.0f} {r['cpu_us']:11.1f} {rng:>15s} {ratio} "
+              f"{r['non2xx']:8d} {r.get('failed', 0):7d}")
+    g = "h2 (gRPC unary)"
+    for name in ("bare-h2", "sidecar"):
+        for peer in ("nginx", "haproxy"):
+            if (xs := round_ratios(rows, name, peer, g)) and name != peer:
+                print(f"{name} / {peer}, {g} CPU per call, per round: {' '.join(f'{x:.2f}' for x in xs)} "
+                      f"(median {_median(xs):.2f}x)")
+    if xs := round_ratios(rows, "sidecar", "bare-h2", g):
+        print(f"sidecar / bare-h2 (the gate's own cost over the floor), {g}, per round: "
+              f"{' '.join(f'{x:.2f}' for x in xs)} (median {_median(xs):.2f}x)")
     sc = {r["proto"]: r["cpu_us"] for r in rows if r["name"] == "sidecar"}
     py = {r["proto"]: r["cpu_us"] for r in rows if r["name"] == "sidecar-h2py"}
     for proto in py:
