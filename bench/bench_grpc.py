@@ -23,10 +23,13 @@ its HTTP/1.1 path. Noisy on a shared machine: compare the ratios.
 
 ``bare-h2`` is the floor for any Python gRPC forwarder on this stack (``_bare_h2_forwarder.py``:
 uvloop + libnghttp2 through ngh2, the sidecar's HTTP/2 library; one upstream h2c connection, streams
-mapped 1:1, no gate, metrics or access log): its gRPC and h2 GET cells only (no HTTP/1.1 listener;
-bench_proxy's ``bare-forwarder`` is the HTTP/1.1 floor). The bare forwarder and the sidecar are
-printed over nginx and HAProxy per round (the rounds interleave every target), and the sidecar over
-the floor; the table gives each cell's range over rounds.
+mapped 1:1, no gate, metrics or access log), and ``bare-h2c`` the same script compiled by Cython as it
+stands (``_compiled_copy.py``: the interpreter's bytecode loop gone, as in the sidecar's compiled
+build): their gRPC and h2 GET cells only; ``bare-h1`` / ``bare-h1c`` are bench_proxy's
+``bare-forwarder`` (uvloop + httptools), as it stands and compiled: the HTTP/1.1 cell only. The
+bare forwarders and the sidecar are printed over nginx and HAProxy per round (the rounds
+interleave every target), and the sidecar over the floor; the table gives each cell's range over
+rounds.
 
 ``--baseline DIR`` adds the sidecar of another source tree (e.g. a worktree of main built with
 ``setup.py build_ext --inplace``) as the ``base`` target, in the same interleaved rounds, and prints
@@ -48,6 +51,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_proxy  # noqa: E402
+from _compiled_copy import compiled_argv  # noqa: E402
 from _peers import caddy_proc, haproxy_proc, missing  # noqa: E402
 from bench_proxy import ROOT, Proc, _median, free_port, nginx_conf, run_wrk  # noqa: E402
 
@@ -136,13 +140,30 @@ def sidecar_from(root: Path, tmp: Path, h2: int, h1: int, name: str, **kw) -> Pr
         ROOT, bench_proxy.ROOT = saved
 
 
-def bare_h2(tmp: Path, h2_port: int) -> Proc:
+def bare_h2(tmp: Path, h2_port: int, compiled: bool = False) -> Proc | None:
     """The floor for a Python gRPC forwarder (``_bare_h2_forwarder.py``: uvloop + libnghttp2 through ngh2, one
-    upstream h2c connection, no gate) on ``.port``; ``.h1`` None: it forwards h2c only."""
+    upstream h2c connection, no gate) on ``.port``; ``.h1`` None: it forwards h2c only. ``compiled``: the same
+    script compiled by Cython (``_compiled_copy.py``; None when it cannot be built)."""
+    script = ROOT / "bench" / "_bare_h2_forwarder.py"
+    argv = compiled_argv(script, tmp / "bare-h2c") if compiled else [sys.executable, str(script)]
+    if argv is None:
+        return None
     port = free_port()
-    p = Proc("bare-h2", [sys.executable, str(ROOT / "bench" / "_bare_h2_forwarder.py"), str(port), str(h2_port)],
-             port, tmp)
+    p = Proc("bare-h2c" if compiled else "bare-h2", [*argv, str(port), str(h2_port)], port, tmp)
     p.h1 = None  # type: ignore[attr-defined]
+    return p
+
+
+def bare_h1(tmp: Path, h1_port: int, compiled: bool = False) -> Proc | None:
+    """bench_proxy's ``bare-forwarder`` (``_bare_forwarder.py``: uvloop + httptools, no gate) as a bench_grpc
+    target: ``.h1`` its port, ``.port`` None (HTTP/1.1 only). ``compiled``: compiled by Cython as ``bare_h2``."""
+    script = ROOT / "bench" / "_bare_forwarder.py"
+    argv = compiled_argv(script, tmp / "bare-h1c") if compiled else [sys.executable, str(script)]
+    if argv is None:
+        return None
+    port = free_port()
+    p = Proc("bare-h1c" if compiled else "bare-h1", [*argv, str(port), str(h1_port)], port, tmp)
+    p.h1, p.port = port, None  # type: ignore[attr-defined]
     return p
 
 
@@ -179,7 +200,7 @@ def main() -> int:
     ap.add_argument("--skip-tls", action="store_true", help="leave out the sidecar's TLS cells")
     ap.add_argument("--baseline", type=Path, metavar="DIR",
                     help="also run the sidecar of this source tree (built in place) as target 'base'")
-    ap.add_argument("--only", help="comma-separated targets to run (nginx, haproxy, caddy, bare-h2, sidecar, sidecar-h2py, base)")
+    ap.add_argument("--only", help="comma-separated targets to run (nginx, haproxy, caddy, bare-h2, bare-h2c, bare-h1, bare-h1c, sidecar, sidecar-h2py, base)")
     a = ap.parse_args()
     if a.baseline is not None and not (a.baseline / "sidecar" / "__main__.py").is_file():
         ap.error(f"--baseline: no sidecar/__main__.py under {a.baseline}")
@@ -206,7 +227,10 @@ def main() -> int:
                 return lambda: grpc_peer(start, tmp, h2_port, h1_port)
 
             targets = [("nginx", nginx_proxy), ("haproxy", peer(haproxy_proc)), ("caddy", peer(caddy_proc)),
-                       ("bare-h2", lambda: bare_h2(tmp, h2_port)), ("sidecar", sidecar)]
+                       ("bare-h2", lambda: bare_h2(tmp, h2_port)),
+                       ("bare-h2c", lambda: bare_h2(tmp, h2_port, compiled=True)),
+                       ("bare-h1", lambda: bare_h1(tmp, h1_port)), ("bare-h1c", lambda: bare_h1(tmp, h1_port, True)),
+                       ("sidecar", sidecar)]
             if importlib.util.find_spec("ngh2") is not None:  # the HTTP/2 engine's before/after in the same run
                 targets.append(("sidecar-h2py", lambda: sidecar(env={"EPOCHGATE_PURE_PYTHON": "proxy.h2"},
                                                                 name="sidecar-h2py")))
@@ -214,7 +238,7 @@ def main() -> int:
                 print("bench_grpc: the sidecar runs HTTP/2 on pure-Python h2 (ngh2 not installed: "
                       "pip install 'epochgate[ngh2]')", file=sys.stderr)
             if importlib.util.find_spec("ngh2") is None:
-                targets = [t for t in targets if t[0] != "bare-h2"]
+                targets = [t for t in targets if not t[0].startswith("bare-h2")]
             if a.baseline is not None:
                 base_root = a.baseline.resolve()
                 targets.append(("base", lambda: sidecar_from(base_root, tmp, h2_port, h1_port, "base")))
@@ -226,18 +250,24 @@ def main() -> int:
                     targets = [t for t in targets if t[0] != name]
             for rnd, (name, start) in ((i, t) for i in range(a.rounds) for t in targets):
                 p = start()
+                if p is None:  # (bare-h2c: Cython could not build it, said on stderr)
+                    continue
                 procs.append(p)
-                run_h2load(f"http://127.0.0.1:{p.port}/kv.v1.Store/Put", 2000, a.connections, a.streams, tmp)  # warm
-                c0 = p.cpu()
-                r = run_h2load(f"http://127.0.0.1:{p.port}/kv.v1.Store/Put", a.requests, a.connections, a.streams, tmp)
-                r.update(name=name, proto="h2 (gRPC unary)", cpu_us=(p.cpu() - c0) / max(r["reqs"], 1) * 1e6)
-                rows.append(r)
-                print(f"  {rnd + 1} {name:8s} gRPC {r['rps']:.0f} req/s {r['cpu_us']:.1f} µs", file=sys.stderr, flush=True)
-                c0 = p.cpu()
-                r = run_h2load(f"http://127.0.0.1:{p.port}/kv/k", a.requests, a.connections, a.streams, tmp, grpc=False)
-                r.update(name=name, proto="h2 GET", cpu_us=(p.cpu() - c0) / max(r["reqs"], 1) * 1e6)
-                rows.append(r)
-                if p.h1 is None:  # (bare-h2 forwards h2c only: bench_proxy's bare-forwarder is the HTTP/1.1 floor)
+                if p.port is not None:  # (None: bare-h1, an HTTP/1.1 forwarder only)
+                    run_h2load(f"http://127.0.0.1:{p.port}/kv.v1.Store/Put", 2000, a.connections, a.streams, tmp)  # warm
+                    c0 = p.cpu()
+                    r = run_h2load(f"http://127.0.0.1:{p.port}/kv.v1.Store/Put", a.requests, a.connections, a.streams,
+                                   tmp)
+                    r.update(name=name, proto="h2 (gRPC unary)", cpu_us=(p.cpu() - c0) / max(r["reqs"], 1) * 1e6)
+                    rows.append(r)
+                    print(f"  {rnd + 1} {name:8s} gRPC {r['rps']:.0f} req/s {r['cpu_us']:.1f} µs", file=sys.stderr,
+                          flush=True)
+                    c0 = p.cpu()
+                    r = run_h2load(f"http://127.0.0.1:{p.port}/kv/k", a.requests, a.connections, a.streams, tmp,
+                                   grpc=False)
+                    r.update(name=name, proto="h2 GET", cpu_us=(p.cpu() - c0) / max(r["reqs"], 1) * 1e6)
+                    rows.append(r)
+                if p.h1 is None:  # (None: bare-h2, an h2c forwarder only)
                     p.stop()
                     procs.remove(p)
                     continue
@@ -305,14 +335,16 @@ def report(rows: list[dict]) -> int:
         print(f"{r['name']:10s} {r['proto']:18s} {r['rps']:9.0f} {r['cpu_us']:11.1f} {rng:>15s} {ratio} "
               f"{r['non2xx']:8d} {r.get('failed', 0):7d}")
     g = "h2 (gRPC unary)"
-    for name in ("bare-h2", "sidecar"):
-        for peer in ("nginx", "haproxy"):
-            if (xs := round_ratios(rows, name, peer, g)) and name != peer:
-                print(f"{name} / {peer}, {g} CPU per call, per round: {' '.join(f'{x:.2f}' for x in xs)} "
-                      f"(median {_median(xs):.2f}x)")
-    if xs := round_ratios(rows, "sidecar", "bare-h2", g):
-        print(f"sidecar / bare-h2 (the gate's own cost over the floor), {g}, per round: "
-              f"{' '.join(f'{x:.2f}' for x in xs)} (median {_median(xs):.2f}x)")
+    for proto, names in ((g, ("bare-h2", "bare-h2c", "sidecar")), ("HTTP/1.1 POST", ("bare-h1", "bare-h1c", "sidecar"))):
+        for name in names:
+            for peer in ("nginx", "haproxy"):
+                if xs := round_ratios(rows, name, peer, proto):
+                    print(f"{name} / {peer}, {proto} CPU per request, per round: {' '.join(f'{x:.2f}' for x in xs)} "
+                          f"(median {_median(xs):.2f}x)")
+    for floor in ("bare-h2", "bare-h2c"):
+        if xs := round_ratios(rows, "sidecar", floor, g):
+            print(f"sidecar / {floor} (the gate's own cost over the floor), {g}, per round: "
+                  f"{' '.join(f'{x:.2f}' for x in xs)} (median {_median(xs):.2f}x)")
     sc = {r["proto"]: r["cpu_us"] for r in rows if r["name"] == "sidecar"}
     py = {r["proto"]: r["cpu_us"] for r in rows if r["name"] == "sidecar-h2py"}
     for proto in py:
