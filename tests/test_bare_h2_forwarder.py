@@ -63,4 +63,5 @@ async def test_unary_calls_and_error_trailers_pass_through_the_bare_forwarder():
     finally:
         proc.kill()
         proc.wait()
+        proc.stdout.close()
         await server.stop(None)
