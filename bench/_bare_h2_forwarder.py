@@ -60,30 +60,21 @@ class Up(asyncio.Protocol):
 
     def data_received(self, d):
         c = self.c
-        try:
-            c.receive_data(d)
-        except NGH2Error:
-            self.t.close()
+        if (events := receive(self, d)) is None:
             return
         touched = set()
         streams = self.streams
-        for ev in c.events():
+        for ev in events:
             t = type(ev)
-            if t is DataReceived:
+            if t is DataReceived or t is ResponseReceived:
                 s = streams.get(ev.stream_id)
                 if s is not None:
+                    cc = s[0].c
+                    send, what = (cc.send_data, ev.data) if t is DataReceived else (cc.send_response, ev.headers)
                     if ev.end_stream:
-                        s[0].c.send_data(s[1], ev.data, end_stream=True)
+                        send(s[1], what, end_stream=True)
                     else:
-                        s[0].c.send_data(s[1], ev.data)
-                    touched.add(s[0])
-            elif t is ResponseReceived:
-                s = streams.get(ev.stream_id)
-                if s is not None:
-                    if ev.end_stream:
-                        s[0].c.send_response(s[1], ev.headers, end_stream=True)
-                    else:
-                        s[0].c.send_response(s[1], ev.headers)
+                        send(s[1], what)
                     touched.add(s[0])
             elif t is TrailersReceived:
                 s = streams.get(ev.stream_id)
@@ -144,13 +135,10 @@ class Client(asyncio.Protocol):
 
     def data_received(self, d):
         c = self.c
-        try:
-            c.receive_data(d)
-        except NGH2Error:
-            self.t.close()
+        if (events := receive(self, d)) is None:
             return
         up = UP
-        for ev in c.events():
+        for ev in events:
             t = type(ev)
             if t is DataReceived:
                 u = self.up.get(ev.stream_id)
@@ -179,6 +167,16 @@ class Client(asyncio.Protocol):
         for u in self.up.values():
             cancel(*u)
         self.up.clear()
+
+
+def receive(p, d):
+    """Feed libnghttp2 what ``p``'s peer sent: the events, or None (the connection closed) when it is broken."""
+    try:
+        p.c.receive_data(d)
+    except NGH2Error:
+        p.t.close()
+        return None
+    return p.c.events()
 
 
 def cancel(upc, usid):

@@ -140,18 +140,26 @@ def sidecar_from(root: Path, tmp: Path, h2: int, h1: int, name: str, **kw) -> Pr
         ROOT, bench_proxy.ROOT = saved
 
 
-def bare_h2(tmp: Path, h2_port: int, compiled: bool = False) -> Proc | None:
-    """The floor for a Python gRPC forwarder (``_bare_h2_forwarder.py``: uvloop + libnghttp2 through ngh2, one
-    upstream h2c connection, no gate) on ``.port``; ``.h1`` None: it forwards h2c only. ``compiled``: the same
+def bare(tmp: Path, kind: str, up_port: int, compiled: bool = False) -> Proc | None:
+    """A floor for a Python forwarder as a target: ``kind`` "h2" is ``_bare_h2_forwarder.py`` (uvloop + libnghttp2
+    through ngh2, one upstream h2c connection, no gate) on ``.port``, ``.h1`` None; "h1" is bench_proxy's
+    ``bare-forwarder`` (``_bare_forwarder.py``: uvloop + httptools) on ``.h1``, ``.port`` None. ``compiled``: the
     script compiled by Cython (``_compiled_copy.py``; None when it cannot be built)."""
-    script = ROOT / "bench" / "_bare_h2_forwarder.py"
-    argv = compiled_argv(script, tmp / "bare-h2c") if compiled else [sys.executable, str(script)]
+    script = ROOT / "bench" / ("_bare_h2_forwarder.py" if kind == "h2" else "_bare_forwarder.py")
+    name = f"bare-{kind}" + ("c" if compiled else "")
+    argv = compiled_argv(script, tmp / name) if compiled else [sys.executable, str(script)]
     if argv is None:
         return None
     port = free_port()
-    p = Proc("bare-h2c" if compiled else "bare-h2", [*argv, str(port), str(h2_port)], port, tmp)
-    p.h1 = None  # type: ignore[attr-defined]
+    p = Proc(name, [*argv, str(port), str(up_port)], port, tmp)
+    p.h1 = None if kind == "h2" else port  # type: ignore[attr-defined]
+    if kind == "h1":
+        p.port = None  # type: ignore[assignment]
     return p
+
+
+def bare_h2(tmp: Path, h2_port: int, compiled: bool = False) -> Proc | None:
+    return bare(tmp, "h2", h2_port, compiled)
 
 
 def group_sys_s(pgid: int) -> float:
@@ -167,19 +175,6 @@ def group_sys_s(pgid: int) -> float:
             if int(fields[2]) == pgid:  # field 5: pgrp
                 total += int(fields[12])  # field 15: stime
     return total / bench_proxy.TICK
-
-
-def bare_h1(tmp: Path, h1_port: int, compiled: bool = False) -> Proc | None:
-    """bench_proxy's ``bare-forwarder`` (``_bare_forwarder.py``: uvloop + httptools, no gate) as a bench_grpc
-    target: ``.h1`` its port, ``.port`` None (HTTP/1.1 only). ``compiled``: compiled by Cython as ``bare_h2``."""
-    script = ROOT / "bench" / "_bare_forwarder.py"
-    argv = compiled_argv(script, tmp / "bare-h1c") if compiled else [sys.executable, str(script)]
-    if argv is None:
-        return None
-    port = free_port()
-    p = Proc("bare-h1c" if compiled else "bare-h1", [*argv, str(port), str(h1_port)], port, tmp)
-    p.h1, p.port = port, None  # type: ignore[attr-defined]
-    return p
 
 
 def grpc_peer(start, tmp: Path, h2_port: int, h1_port: int) -> Proc:
@@ -244,7 +239,7 @@ def main() -> int:
             targets = [("nginx", nginx_proxy), ("haproxy", peer(haproxy_proc)), ("caddy", peer(caddy_proc)),
                        ("bare-h2", lambda: bare_h2(tmp, h2_port)),
                        ("bare-h2c", lambda: bare_h2(tmp, h2_port, compiled=True)),
-                       ("bare-h1", lambda: bare_h1(tmp, h1_port)), ("bare-h1c", lambda: bare_h1(tmp, h1_port, True)),
+                       ("bare-h1", lambda: bare(tmp, "h1", h1_port)), ("bare-h1c", lambda: bare(tmp, "h1", h1_port, True)),
                        ("sidecar", sidecar)]
             if importlib.util.find_spec("ngh2") is not None:  # the HTTP/2 engine's before/after in the same run
                 targets.append(("sidecar-h2py", lambda: sidecar(env={"EPOCHGATE_PURE_PYTHON": "proxy.h2"},

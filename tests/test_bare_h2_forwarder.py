@@ -6,32 +6,19 @@ grpcio client in front: replies, error statuses (trailers) and concurrent calls 
 from __future__ import annotations
 
 import asyncio
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import grpc
 import pytest
 
+from bench.bench_proxy import wait_port
 from tests._sidecar_util import free_port
 
 pytest.importorskip("ngh2")
 pytest.importorskip("uvloop")
 FORWARDER = Path(__file__).resolve().parent.parent / "bench" / "_bare_h2_forwarder.py"
-
-
-def wait_port(port: int, proc: subprocess.Popen, timeout: float = 15.0) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        assert proc.poll() is None, proc.stdout.read() if proc.stdout else "forwarder exited"
-        try:
-            with socket.create_connection(("127.0.0.1", port), 0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"port {port} not listening")
 
 
 async def test_unary_calls_and_error_trailers_pass_through_the_bare_forwarder():
@@ -51,7 +38,7 @@ async def test_unary_calls_and_error_trailers_pass_through_the_bare_forwarder():
     proc = subprocess.Popen([sys.executable, str(FORWARDER), str(port), str(up)], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     try:
-        await asyncio.to_thread(wait_port, port, proc)
+        await asyncio.to_thread(wait_port, port)
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
             put_call = ch.unary_unary("/kv.v1.Store/Put")
             got = await asyncio.wait_for(asyncio.gather(*(put_call(b"k%d" % i) for i in range(30))), 10)
