@@ -47,6 +47,15 @@ class Up(asyncio.Protocol):
         IDLE.append(self)
         c.done()
 
+    def connection_lost(self, exc):
+        # the upstream closed an idle connection (nginx's keepalive_timeout, 75 s): out of the pool, or the
+        # next request written to it is never answered (bench_latency counted such requests as failed)
+        if self.client is None:
+            if self in IDLE:
+                IDLE.remove(self)
+        else:
+            self.client.t.close()  # mid-response: that client cannot be answered
+
 
 class Client(asyncio.Protocol):
     def __init__(self):

@@ -2,7 +2,7 @@
 with the HTTP/1.1 figure beside it.
 
     python bench/bench_grpc.py [--requests 30000] [--connections 16] [--streams 10] [--seconds 5] [--rounds 1] [--skip-tls]
-                               [--baseline DIR] [--only nginx,sidecar,base]
+                               [--baseline DIR] [--only nginx,haproxy,bare-h2,sidecar,base]
 
 One run, one machine: an nginx upstream answers gRPC-shaped unary calls on an
 h2c port (HEADERS+DATA, then ``grpc-status: 0`` trailers) and HTTP/1.1 on
@@ -20,6 +20,16 @@ sidecar's HTTP/1.1 path (node ``http://``). Each cell: req/s and the proxy's
 CPU time per request (utime+stime of its process group over requests done).
 Ratios printed: sidecar/nginx per protocol, and the sidecar's h2 path against
 its HTTP/1.1 path. Noisy on a shared machine: compare the ratios.
+
+``bare-h2`` is the floor for any Python gRPC forwarder on this stack (``_bare_h2_forwarder.py``:
+uvloop + libnghttp2 through ngh2, the sidecar's HTTP/2 library; one upstream h2c connection, streams
+mapped 1:1, no gate, metrics or access log), and ``bare-h2c`` the same script compiled by Cython as it
+stands (``_compiled_copy.py``: the interpreter's bytecode loop gone, as in the sidecar's compiled
+build): their gRPC and h2 GET cells only; ``bare-h1`` / ``bare-h1c`` are bench_proxy's
+``bare-forwarder`` (uvloop + httptools), as it stands and compiled: the HTTP/1.1 cell only. The
+bare forwarders and the sidecar are printed over nginx and HAProxy per round (the rounds
+interleave every target), and the sidecar over the floor; the table gives each cell's range over
+rounds.
 
 ``--baseline DIR`` adds the sidecar of another source tree (e.g. a worktree of main built with
 ``setup.py build_ext --inplace``) as the ``base`` target, in the same interleaved rounds, and prints
@@ -41,6 +51,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_proxy  # noqa: E402
+from _compiled_copy import compiled_argv  # noqa: E402
 from _peers import caddy_proc, haproxy_proc, missing  # noqa: E402
 from bench_proxy import ROOT, Proc, _median, free_port, nginx_conf, run_wrk  # noqa: E402
 
@@ -129,6 +140,43 @@ def sidecar_from(root: Path, tmp: Path, h2: int, h1: int, name: str, **kw) -> Pr
         ROOT, bench_proxy.ROOT = saved
 
 
+def bare(tmp: Path, kind: str, up_port: int, compiled: bool = False) -> Proc | None:
+    """A floor for a Python forwarder as a target: ``kind`` "h2" is ``_bare_h2_forwarder.py`` (uvloop + libnghttp2
+    through ngh2, one upstream h2c connection, no gate) on ``.port``, ``.h1`` None; "h1" is bench_proxy's
+    ``bare-forwarder`` (``_bare_forwarder.py``: uvloop + httptools) on ``.h1``, ``.port`` None. ``compiled``: the
+    script compiled by Cython (``_compiled_copy.py``; None when it cannot be built)."""
+    script = ROOT / "bench" / ("_bare_h2_forwarder.py" if kind == "h2" else "_bare_forwarder.py")
+    name = f"bare-{kind}" + ("c" if compiled else "")
+    argv = compiled_argv(script, tmp / name) if compiled else [sys.executable, str(script)]
+    if argv is None:
+        return None
+    port = free_port()
+    p = Proc(name, [*argv, str(port), str(up_port)], port, tmp)
+    p.h1 = None if kind == "h2" else port  # type: ignore[attr-defined]
+    if kind == "h1":
+        p.port = None  # type: ignore[assignment]
+    return p
+
+
+def bare_h2(tmp: Path, h2_port: int, compiled: bool = False) -> Proc | None:
+    return bare(tmp, "h2", h2_port, compiled)
+
+
+def group_sys_s(pgid: int) -> float:
+    """stime (CPU in the kernel: the socket calls every forwarder makes) of a process group, in seconds."""
+    total = 0
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == pgid:  # field 5: pgrp
+                total += int(fields[12])  # field 15: stime
+    return total / bench_proxy.TICK
+
+
 def grpc_peer(start, tmp: Path, h2_port: int, h1_port: int) -> Proc:
     """HAProxy or Caddy (bench/_peers.py) with its gRPC frontend on ``.port`` and HTTP/1.1 on ``.h1``."""
     p = start(tmp, free_port(), h1_port, h2_port)
@@ -162,7 +210,7 @@ def main() -> int:
     ap.add_argument("--skip-tls", action="store_true", help="leave out the sidecar's TLS cells")
     ap.add_argument("--baseline", type=Path, metavar="DIR",
                     help="also run the sidecar of this source tree (built in place) as target 'base'")
-    ap.add_argument("--only", help="comma-separated targets to run (nginx, haproxy, caddy, sidecar, sidecar-h2py, base)")
+    ap.add_argument("--only", help="comma-separated targets to run (nginx, haproxy, caddy, bare-h2, bare-h2c, bare-h1, bare-h1c, sidecar, sidecar-h2py, base)")
     a = ap.parse_args()
     if a.baseline is not None and not (a.baseline / "sidecar" / "__main__.py").is_file():
         ap.error(f"--baseline: no sidecar/__main__.py under {a.baseline}")
@@ -189,6 +237,9 @@ def main() -> int:
                 return lambda: grpc_peer(start, tmp, h2_port, h1_port)
 
             targets = [("nginx", nginx_proxy), ("haproxy", peer(haproxy_proc)), ("caddy", peer(caddy_proc)),
+                       ("bare-h2", lambda: bare_h2(tmp, h2_port)),
+                       ("bare-h2c", lambda: bare_h2(tmp, h2_port, compiled=True)),
+                       ("bare-h1", lambda: bare(tmp, "h1", h1_port)), ("bare-h1c", lambda: bare(tmp, "h1", h1_port, True)),
                        ("sidecar", sidecar)]
             if importlib.util.find_spec("ngh2") is not None:  # the HTTP/2 engine's before/after in the same run
                 targets.append(("sidecar-h2py", lambda: sidecar(env={"EPOCHGATE_PURE_PYTHON": "proxy.h2"},
@@ -196,6 +247,8 @@ def main() -> int:
             else:
                 print("bench_grpc: the sidecar runs HTTP/2 on pure-Python h2 (ngh2 not installed: "
                       "pip install 'epochgate[ngh2]')", file=sys.stderr)
+            if importlib.util.find_spec("ngh2") is None:
+                targets = [t for t in targets if not t[0].startswith("bare-h2")]
             if a.baseline is not None:
                 base_root = a.baseline.resolve()
                 targets.append(("base", lambda: sidecar_from(base_root, tmp, h2_port, h1_port, "base")))
@@ -207,17 +260,28 @@ def main() -> int:
                     targets = [t for t in targets if t[0] != name]
             for rnd, (name, start) in ((i, t) for i in range(a.rounds) for t in targets):
                 p = start()
+                if p is None:  # (bare-h2c: Cython could not build it, said on stderr)
+                    continue
                 procs.append(p)
-                run_h2load(f"http://127.0.0.1:{p.port}/kv.v1.Store/Put", 2000, a.connections, a.streams, tmp)  # warm
-                c0 = p.cpu()
-                r = run_h2load(f"http://127.0.0.1:{p.port}/kv.v1.Store/Put", a.requests, a.connections, a.streams, tmp)
-                r.update(name=name, proto="h2 (gRPC unary)", cpu_us=(p.cpu() - c0) / max(r["reqs"], 1) * 1e6)
-                rows.append(r)
-                print(f"  {rnd + 1} {name:8s} gRPC {r['rps']:.0f} req/s {r['cpu_us']:.1f} µs", file=sys.stderr, flush=True)
-                c0 = p.cpu()
-                r = run_h2load(f"http://127.0.0.1:{p.port}/kv/k", a.requests, a.connections, a.streams, tmp, grpc=False)
-                r.update(name=name, proto="h2 GET", cpu_us=(p.cpu() - c0) / max(r["reqs"], 1) * 1e6)
-                rows.append(r)
+                if p.port is not None:  # (None: bare-h1, an HTTP/1.1 forwarder only)
+                    run_h2load(f"http://127.0.0.1:{p.port}/kv.v1.Store/Put", 2000, a.connections, a.streams, tmp)  # warm
+                    c0, k0 = p.cpu(), group_sys_s(p.p.pid)
+                    r = run_h2load(f"http://127.0.0.1:{p.port}/kv.v1.Store/Put", a.requests, a.connections, a.streams,
+                                   tmp)
+                    r.update(name=name, proto="h2 (gRPC unary)", cpu_us=(p.cpu() - c0) / max(r["reqs"], 1) * 1e6,
+                             sys_us=(group_sys_s(p.p.pid) - k0) / max(r["reqs"], 1) * 1e6)
+                    rows.append(r)
+                    print(f"  {rnd + 1} {name:8s} gRPC {r['rps']:.0f} req/s {r['cpu_us']:.1f} µs", file=sys.stderr,
+                          flush=True)
+                    c0 = p.cpu()
+                    r = run_h2load(f"http://127.0.0.1:{p.port}/kv/k", a.requests, a.connections, a.streams, tmp,
+                                   grpc=False)
+                    r.update(name=name, proto="h2 GET", cpu_us=(p.cpu() - c0) / max(r["reqs"], 1) * 1e6)
+                    rows.append(r)
+                if p.h1 is None:  # (None: bare-h2, an h2c forwarder only)
+                    p.stop()
+                    procs.remove(p)
+                    continue
                 (tmp / "post.lua").write_text('wrk.method = "POST"\nwrk.body = string.rep("m", 64)\n'
                                               'wrk.headers["X-Partition-Key"] = "t2"\n')
                 h1url = f"http://127.0.0.1:{p.h1}/kv.v1.Store/Put"  # type: ignore[attr-defined]
@@ -257,17 +321,41 @@ def median_rows(rows: list[dict]) -> list[dict]:
     for r in rows:
         cells.setdefault((r["name"], r["proto"]), []).append(r)
     return [dict(rs[0], rps=_median([r["rps"] for r in rs]), cpu_us=_median([r["cpu_us"] for r in rs]),
+                 cpu_rounds=[r["cpu_us"] for r in rs], sys_us=_median([r.get("sys_us", 0.0) for r in rs]), failed=sum(r.get("failed", 0) for r in rs),
                  non2xx=sum(r["non2xx"] for r in rs), rounds=len(rs)) for rs in cells.values()]
+
+
+def round_ratios(rows: list[dict], name: str, base: str, proto: str) -> list[float]:
+    """``name``'s CPU per request over ``base``'s, within each round (rows from ``median_rows``;
+    rounds interleave every target, so the i-th figures of two targets share the machine's state)."""
+    cell = {r["name"]: r["cpu_rounds"] for r in rows if r["proto"] == proto}
+    if name not in cell or base not in cell:
+        return []
+    return [x / y for x, y in zip(cell[name], cell[base]) if y > 0]
 
 
 def report(rows: list[dict]) -> int:
     print(f"{len(rows) and rows[0].get('rounds', 1)} interleaved round(s), medians; {os.cpu_count()} CPUs, "
           f"load average {os.getloadavg()[0]:.1f}")
     base = {r["proto"]: r["cpu_us"] for r in rows if r["name"] == "nginx"}
-    print(f"{'proxy':10s} {'protocol':18s} {'req/s':>9s} {'CPU µs/req':>11s} {'x nginx':>8s} {'non-2xx':>8s}")
+    print(f"{'proxy':10s} {'protocol':18s} {'req/s':>9s} {'CPU µs/req':>11s} {'rounds min-max':>15s} {'x nginx':>8s} "
+          f"{'non-2xx':>8s} {'failed':>7s}  (gRPC: of which in the kernel)")
     for r in rows:
         ratio = f"{r['cpu_us'] / base[r['proto']]:8.2f}" if r["proto"] in base else f"{'-':>8s}"
-        print(f"{r['name']:10s} {r['proto']:18s} {r['rps']:9.0f} {r['cpu_us']:11.1f} {ratio} {r['non2xx']:8d}")
+        rng = f"{min(r['cpu_rounds']):.1f}-{max(r['cpu_rounds']):.1f}" if "cpu_rounds" in r else "-"
+        print(f"{r['name']:10s} {r['proto']:18s} {r['rps']:9.0f} {r['cpu_us']:11.1f} {rng:>15s} {ratio} "
+              f"{r['non2xx']:8d} {r.get('failed', 0):7d}" + (f"  {r['sys_us']:.1f}" if r.get("sys_us") else ""))
+    g = "h2 (gRPC unary)"
+    for proto, names in ((g, ("bare-h2", "bare-h2c", "sidecar")), ("HTTP/1.1 POST", ("bare-h1", "bare-h1c", "sidecar"))):
+        for name in names:
+            for peer in ("nginx", "haproxy"):
+                if xs := round_ratios(rows, name, peer, proto):
+                    print(f"{name} / {peer}, {proto} CPU per request, per round: {' '.join(f'{x:.2f}' for x in xs)} "
+                          f"(median {_median(xs):.2f}x)")
+    for floor in ("bare-h2", "bare-h2c"):
+        if xs := round_ratios(rows, "sidecar", floor, g):
+            print(f"sidecar / {floor} (the gate's own cost over the floor), {g}, per round: "
+                  f"{' '.join(f'{x:.2f}' for x in xs)} (median {_median(xs):.2f}x)")
     sc = {r["proto"]: r["cpu_us"] for r in rows if r["name"] == "sidecar"}
     py = {r["proto"]: r["cpu_us"] for r in rows if r["name"] == "sidecar-h2py"}
     for proto in py:

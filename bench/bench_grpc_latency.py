@@ -1,6 +1,6 @@
 """The latency the sidecar adds to gRPC unary calls at a fixed rate every target sustains, beside nginx, HAProxy, Caddy.
 
-    python bench/bench_grpc_latency.py [--seconds 90] [--rounds 3] [--client-rps 50] [--h2py] [--no-peers] [--rate N]
+    python bench/bench_grpc_latency.py [--seconds 90] [--rounds 3] [--client-rps 50] [--h2py] [--no-peers] [--no-bare] [--rate N]
                                        [--rt PRIO] [--skip 0.5] [--no-pin] [--sidecar-env K=V]
 
 bench_latency.py's method, for gRPC unary (issue 30):
@@ -11,7 +11,9 @@ bench_latency.py's method, for gRPC unary (issue 30):
    sides) and Caddy (``reverse_proxy h2c://``) from bench/peers/ (one thread each, access log on;
    skipped with one line if not installed), and the sidecar with 1 worker on its compiled HTTP/2
    engine (node ``h2c://``, a gated write: resolve, admit, stamp, in-flight, access log); ``--h2py``
-   adds the sidecar on pure-Python h2 (``EPOCHGATE_PURE_PYTHON=proxy.h2``).
+   adds the sidecar on pure-Python h2 (``EPOCHGATE_PURE_PYTHON=proxy.h2``); ``bare-h2`` (``--no-bare``
+   leaves it out) is bench_grpc's floor for any Python gRPC forwarder (uvloop + libnghttp2 through
+   ngh2, one upstream h2c connection, no gate, metrics or log).
 2. Each proxy's saturation throughput: h2load 16 connections x 10 streams, as bench_grpc.
 3. At a fixed rate of half the *slowest peer's* (nginx, HAProxy, Caddy) saturation, h2load drives
    each target in turn — the upstream directly, nginx, the peers, the sidecar — interleaved over
@@ -53,6 +55,7 @@ connection: ``-m1``), and what that means:
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import subprocess
 import sys
@@ -63,7 +66,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _peers import (binary, caddy_proc, cpu_split, group_wait_s, haproxy_proc, missing, stop_targets,  # noqa: E402
                     tools_missing)
-from bench_grpc import grpc_args, grpc_peer, grpc_sidecar, grpc_upstream, nginx_grpc_proxy  # noqa: E402
+from bench_grpc import bare_h2, grpc_args, grpc_peer, grpc_sidecar, grpc_upstream, nginx_grpc_proxy  # noqa: E402
 from bench_grpc import run_h2load as run_h2load_sat  # noqa: E402
 from bench_latency import PCTS, RT, pct, pin_targets, pinning, ratio, rotate, round_table, run_h2load  # noqa: E402
 from bench_proxy import ROOT, Proc, _median, group_cpu_s  # noqa: E402
@@ -82,6 +85,8 @@ def main() -> int:
     ap.add_argument("--h2py", action="store_true", help="also the sidecar on pure-Python h2")
     ap.add_argument("--no-peers", dest="peers", action="store_false",
                     help="leave out HAProxy and Caddy (then nginx's saturation sets the rate)")
+    ap.add_argument("--no-bare", dest="bare", action="store_false",
+                    help="leave out bare-h2, the floor for a Python gRPC forwarder (bench/_bare_h2_forwarder.py)")
     ap.add_argument("--fraction", type=float, default=0.5, help="fixed rate / the slowest peer's saturation (default 0.5)")
     ap.add_argument("--rate", type=int, help="a fixed rate in calls/s instead (e.g. a previous run's, with --no-peers)")
     ap.add_argument("--skip", type=float, default=0.5,
@@ -119,6 +124,8 @@ def main() -> int:
                 print(f"bench_grpc_latency: {why}", file=sys.stderr)
             elif a.peers:
                 procs[peer] = grpc_peer(start, tmp, h2, h1)
+        if a.bare and importlib.util.find_spec("ngh2") is not None:
+            procs["bare-h2"] = bare_h2(tmp, h2)
         procs["sidecar"] = grpc_sidecar(tmp, h2, h1, env=sidecar_env or None)
         if a.h2py:
             procs["sidecar-h2py"] = grpc_sidecar(tmp, h2, h1, env={**sidecar_env, "EPOCHGATE_PURE_PYTHON": "proxy.h2"},
@@ -217,7 +224,7 @@ def report(a, procs, acc, sat, rate, cell_s, build, slowest, loads) -> None:
         for rd, rn, rs in zip(acc["direct"], acc["nginx"], acc[name]):
             dv, nv, sv = (pct(r["lat"], .99) for r in (rd, rn, rs))
             per_round.append(ratio(sv - dv, nv - dv))
-        goal = " (goal ≤ 1.5x)" if name.startswith("sidecar") else ""
+        goal = " (goal ≤ 1.5x)" if name.startswith(("sidecar", "bare")) else ""  # the floor: can any Python forwarder?
         print(f"added latency {name} / nginx: p50 {ratios[0]}, p99 {ratios[1]}{goal}, p99.9 {ratios[2]}; "
               f"p99 per round: {', '.join(per_round)}")
     round_table(lambda n: acc[n], list(procs), "gRPC unary")

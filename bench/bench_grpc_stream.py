@@ -1,6 +1,6 @@
 """Server-streaming gRPC messages per CPU-second through the sidecar, beside nginx, HAProxy and Caddy.
 
-    python bench/bench_grpc_stream.py [--calls 200] [--messages 1000] [--size 64] [--rounds 3] [--connections 4] [--streams 2]
+    python bench/bench_grpc_stream.py [--calls 200] [--messages 1000] [--size 64] [--rounds 3] [--connections 4] [--streams 2] [--no-bare]
 
 One run, one machine (issue 30): a grpcio server (``_grpc_stream_server.py``) answers each call to
 ``/bench.Stream/Many`` with ``--messages`` messages of ``--size`` bytes, each message in its own DATA
@@ -10,7 +10,8 @@ frame (grpcio's framing). h2load sends the calls (the 64-byte request of bench_g
 (``reverse_proxy h2c://``) from bench/peers/ (one thread each, access log on; skipped with one line
 if not installed), and the sidecar with 1 worker on its compiled HTTP/2 engine (node ``h2c://``,
 partition ``t1``: every call is resolved, admitted as a gated write, stamped and logged);
-``--h2py`` adds the sidecar on pure-Python h2. Targets are interleaved over ``--rounds`` rounds.
+``--h2py`` adds the sidecar on pure-Python h2; ``bare-h2`` (``--no-bare`` leaves it out) is
+bench_grpc's floor for any Python gRPC forwarder. Targets are interleaved over ``--rounds`` rounds.
 
 Per cell: the proxy's CPU (utime+stime of its process group) over the messages delivered (calls
 done x messages per call), as µs per message and messages per CPU-second; the messages per second
@@ -24,6 +25,7 @@ that coalesces frames does less work per message, so this is printed beside the 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import re
 import subprocess
@@ -33,7 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _peers import binary, caddy_proc, haproxy_proc, missing, stop_targets, tools_missing  # noqa: E402
-from bench_grpc import grpc_args, grpc_peer, grpc_sidecar, nginx_grpc_proxy, run_h2load  # noqa: E402
+from bench_grpc import bare_h2, grpc_args, grpc_peer, grpc_sidecar, nginx_grpc_proxy, run_h2load  # noqa: E402
 from bench_proxy import ROOT, Proc, _median, free_port  # noqa: E402
 
 PATH = "/bench.Stream/Many"
@@ -55,6 +57,8 @@ def main() -> int:
     ap.add_argument("--connections", type=int, default=4)
     ap.add_argument("--streams", type=int, default=2, help="calls in flight per connection (default 2)")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the table shows medians (default 3)")
+    ap.add_argument("--no-bare", dest="bare", action="store_false",
+                    help="leave out bare-h2, the floor for a Python gRPC forwarder (bench/_bare_h2_forwarder.py)")
     ap.add_argument("--h2py", action="store_true", help="also the sidecar on pure-Python h2")
     a = ap.parse_args()
     if min(a.calls, a.messages, a.size, a.connections, a.streams, a.rounds) < 1:
@@ -77,6 +81,8 @@ def main() -> int:
                 print(f"bench_grpc_stream: {why}", file=sys.stderr)
             else:
                 procs[peer] = grpc_peer(start, tmp, up, h1)
+        if a.bare and importlib.util.find_spec("ngh2") is not None:
+            procs["bare-h2"] = bare_h2(tmp, up)
         procs["sidecar"] = grpc_sidecar(tmp, up, h1)
         if a.h2py:
             procs["sidecar-h2py"] = grpc_sidecar(tmp, up, h1, env={"EPOCHGATE_PURE_PYTHON": "proxy.h2"},
