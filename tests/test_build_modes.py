@@ -14,6 +14,7 @@ same file *is* what Python loads once the guard lets it through).
 
 from __future__ import annotations
 
+import functools
 import importlib.machinery
 import json
 import os
@@ -278,11 +279,13 @@ print(w.__file__.rsplit("/", 1)[1].split(".")[0:2]); print(type(t).__module__)
 """
 
 
+@functools.lru_cache(maxsize=1)
 def _compiled_here() -> bool:
-    from sidecar import _build
-    import sidecar.proxy.writegate as w
-
-    return _build.is_compiled(w)
+    """The checkout's data path and gate are built (what a run without EPOCHGATE_PURE_PYTHON loads)."""
+    code = "import sidecar._build as b, gate; print(b.describe().split()[0], gate.capi_ready())"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60,
+                       env={**{k: v for k, v in os.environ.items() if k != "EPOCHGATE_PURE_PYTHON"}, "PYTHONPATH": str(ROOT)})
+    return r.stdout.split() == ["compiled", "True"]
 
 
 @pytest.mark.parametrize("mode", ["compiled", "pure-sidecar", "pure-gate", "pure"])
