@@ -84,10 +84,14 @@ def source_hash(name: str, root: Path = _HERE) -> str:
 
 
 def gate_capi_files(gate_dir: Path) -> list[Path]:
-    """``gate/capi.pxd`` and the gate ``.pxd`` files it cimports from (what ``GATE_BOUND`` is compiled against)."""
-    capi = gate_dir / "capi.pxd"
-    text = capi.read_text() if capi.exists() else ""
-    return [capi] + [gate_dir / f"{m}.pxd" for m in re.findall(r"^\s*from\s+gate\.(\w+)\s+cimport\b", text, re.M)]
+    """``gate/capi.pxd`` and the gate ``.pxd`` files it cimports from, and those they cimport
+    from (what ``GATE_BOUND`` is compiled against)."""
+    out = [gate_dir / "capi.pxd"]
+    for p in out:  # (grows as it goes: breadth-first over the cimports)
+        text = p.read_text() if p.exists() else ""
+        out += [q for m in re.findall(r"^\s*from\s+gate\.(\w+)\s+cimport\b", text, re.M)
+                if (q := gate_dir / f"{m}.pxd") not in out]
+    return out
 
 
 def forced_pure() -> frozenset[str]:

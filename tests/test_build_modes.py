@@ -250,14 +250,19 @@ def test_gate_layout_change_makes_the_bound_modules_stale(tmp_path: Path) -> Non
     shutil.copytree(ROOT / "gate", tmp_path / "gate", ignore=shutil.ignore_patterns("*.so", "*.c", "__pycache__"))
     pkg = tmp_path / "sidecar"
     before = {n: _hash(pkg, n) for n in ("proxy.writegate", "proxy.exchange", "proxy.conn")}
+    with open(tmp_path / "gate" / "_inflight.py", "a") as f:  # a source, not a layout: nothing moves
+        f.write("\n# edited after the build\n")
+    assert {n: _hash(pkg, n) for n in before} == before
     with open(tmp_path / "gate" / "_table.pxd", "a") as f:  # not behind capi.pxd: nothing moves
         f.write("\n# edited after the build\n")
     assert {n: _hash(pkg, n) for n in before} == before
-    with open(tmp_path / "gate" / "_inflight.pxd", "a") as f:
-        f.write("\n# edited after the build\n")
-    after = {n: _hash(pkg, n) for n in before}
-    assert after["proxy.writegate"] != before["proxy.writegate"] and after["proxy.exchange"] != before["proxy.exchange"]
-    assert after["proxy.conn"] == before["proxy.conn"]
+    for pxd in ("_inflight.pxd", "_admission.pxd"):  # named by capi.pxd
+        with open(tmp_path / "gate" / pxd, "a") as f:
+            f.write("\n# edited after the build\n")
+        after = {n: _hash(pkg, n) for n in before}
+        assert after["proxy.writegate"] != before["proxy.writegate"] and after["proxy.exchange"] != before["proxy.exchange"]
+        assert after["proxy.conn"] == before["proxy.conn"]
+        before = after
 
 
 # one admitted write through the write gate, counted in flight until done, and the barrier's drain
