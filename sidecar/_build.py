@@ -13,7 +13,9 @@ instead when
   names are gate's compiled modules, guarded by ``gate/_build.py``), or
 * a module's source no longer matches the hash it was compiled from (an in-place
   ``.so`` left behind by ``pip install -e .`` would otherwise shadow an edited ``.py``), or
-* an extension module is there without a manifest entry (unknown origin).
+* an extension module is there without a manifest entry (unknown origin), or
+* gate's modules behind its public cimport surface (``gate/capi.pxd``) run as Python
+  (``gate.capi_ready()`` False): the write gate is compiled against their types (``GATE_BOUND``).
 
 A stale module turns the whole set to Python, with a warning naming it: the compiled
 modules share extension types (``cimport`` in the ``.pxd`` files), and one compiled
