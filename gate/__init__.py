@@ -26,6 +26,7 @@ if _typing.TYPE_CHECKING:
     from ._app_participant import AppParticipant, make_participant, open_participant
     from ._aiohttp import aiohttp_middleware
     from ._blocking import next_blocking_index
+    from ._build import capi_ready
     from ._build import describe as describe_build
     from ._asgi import AsgiGateMiddleware
     from ._consensus import Consensus, MemoryConsensus, TxnOp, Versioned
@@ -105,6 +106,7 @@ _LAZY = {
     "_aiohttp": "aiohttp_middleware",
     "_blocking": "next_blocking_index",
     "_build.describe": "describe_build",
+    "_build.capi_ready": "capi_ready",
     "_asgi": "AsgiGateMiddleware",
     "_consensus": "Consensus MemoryConsensus TxnOp Versioned",
     "_ackwatch": "AckReader",

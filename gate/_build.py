@@ -13,8 +13,11 @@ module can be imported; it puts a finder in front of the extension modules that 
   left behind would otherwise shadow an edited ``.py``), or
 * an extension module is there without a manifest entry (unknown origin).
 
-No extension type of another module is compiled against these (no ``cimport``), so one
-module refused leaves the others as they are. The guard is gate's own, not the sidecar's:
+No extension type of another gate module is compiled against these (no ``cimport`` among them), so
+one module refused leaves the others as they are. Outside gate, a compiled module may cimport
+the modules in ``CAPI`` through gate's public cimport surface (``gate/capi.pxd``; the sidecar's
+write gate does): such a module loads only while they run compiled, which ``capi_ready()``
+(``gate.capi_ready``) tells it. The guard is gate's own, not the sidecar's:
 an application imports ``gate`` without ``sidecar``. Standard library only (``setup.py``
 loads this file on its own).
 """
@@ -36,6 +39,8 @@ from typing import Any
 #: the one admit decision and the table it asks (``admit_write`` per write, ``state`` per request:
 #: -0.8k / -0.6k instructions, bench_exchange_instr; docs/compiled-build.md)
 COMPILED = ("_inflight", "_admission", "_table")
+#: the modules behind gate's public cimport surface, ``gate/capi.pxd`` (what it cimports from)
+CAPI = ("_inflight", "_admission")
 MANIFEST = "_compiled.json"
 _HERE = Path(__file__).resolve().parent
 _PACKAGE = __name__.rpartition(".")[0] or "gate"
@@ -116,6 +121,14 @@ def install() -> None:
         sys.meta_path.insert(0, _PureFinder({f"{_PACKAGE}.{n}" for n in pure}))
     _state.update(compiled=[n for n in COMPILED if n not in pure], pure=[n for n in COMPILED if n in pure],
                   reason=reason)
+
+
+def capi_ready() -> bool:
+    """True when every module behind gate's public cimport surface (``gate/capi.pxd``) runs
+    compiled, so an extension module compiled against it can be imported. False when any of
+    them runs as Python (forced, stale or not built): such a module's import would fail
+    (their types' C layout and C functions are not there), so its caller runs its ``.py``."""
+    return all(n in _state["compiled"] for n in CAPI)
 
 
 def describe() -> str:

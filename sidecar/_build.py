@@ -13,7 +13,9 @@ instead when
   names are gate's compiled modules, guarded by ``gate/_build.py``), or
 * a module's source no longer matches the hash it was compiled from (an in-place
   ``.so`` left behind by ``pip install -e .`` would otherwise shadow an edited ``.py``), or
-* an extension module is there without a manifest entry (unknown origin).
+* an extension module is there without a manifest entry (unknown origin), or
+* gate's modules behind its public cimport surface (``gate/capi.pxd``) run as Python
+  (``gate.capi_ready()`` False): the write gate is compiled against their types (``GATE_BOUND``).
 
 A stale module turns the whole set to Python, with a warning naming it: the compiled
 modules share extension types (``cimport`` in the ``.pxd`` files), and one compiled
@@ -30,6 +32,7 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -52,6 +55,15 @@ ENGINES = ("proxy.h2",)
 NATIVE = {"proxy.llresp": ("proxy/upstream.pxd", "proxy/httpmsg.pxd", "proxy/_llhttp.pxi", "proxy/_vendor/llhttp/include/llhttp.h"),
           "proxy.llreq": ("proxy/conn.pxd", "proxy/reqhead.pxd", "proxy/context.pxd", "proxy/_llhttp.pxi",
                           "proxy/_vendor/llhttp/include/llhttp.h")}
+#: the modules compiled against gate's public cimport surface (``gate/capi.pxd``: the tracker's
+#: begin/end and the one fail_closed_admit as C calls): writegate cimports it, exchange cimports
+#: writegate's type. They load only while gate's modules behind it run compiled, so when
+#: ``gate.capi_ready()`` is False (gate forced pure by ``EPOCHGATE_PURE_PYTHON=gate._inflight``,
+#: stale or not built) the data path runs as Python, with a warning, as for a stale module: no
+#: import error, no ABI guess. Their source hash covers ``gate/capi.pxd`` and the gate ``.pxd``
+#: files it cimports from: gate rebuilt alone with a new layout leaves them stale, never loaded
+#: against it (tests/test_build_modes.py checks this list against the .pxd files)
+GATE_BOUND = ("proxy.writegate", "proxy.exchange")
 MANIFEST = "_compiled.json"
 _HERE = Path(__file__).resolve().parent
 _state: dict[str, Any] = {"build": "pure", "compiled": [], "pure": [], "reason": "not installed", "native": {}}
@@ -67,7 +79,21 @@ def source_hash(name: str, root: Path = _HERE) -> str:
     for dep in NATIVE.get(name, ()):  # a native module is also stale when what it cimports moved
         p = root / dep
         h.update(dep.encode() + b"\0" + (p.read_bytes() if p.exists() else b"(missing)") + b"\0")
+    if name in GATE_BOUND:  # ... and one compiled against gate's types when their layout moved
+        for dep in gate_capi_files(root.parent / "gate"):
+            h.update(f"gate/{dep.name}".encode() + b"\0" + (dep.read_bytes() if dep.exists() else b"(missing)") + b"\0")
     return h.hexdigest()
+
+
+def gate_capi_files(gate_dir: Path) -> list[Path]:
+    """``gate/capi.pxd`` and the gate ``.pxd`` files it cimports from, and those they cimport
+    from (what ``GATE_BOUND`` is compiled against)."""
+    out = [gate_dir / "capi.pxd"]
+    for p in out:  # (grows as it goes: breadth-first over the cimports)
+        text = p.read_text() if p.exists() else ""
+        out += [q for m in re.findall(r"^\s*from\s+gate\.(\w+)\s+cimport\b", text, re.M)
+                if (q := gate_dir / f"{m}.pxd") not in out]
+    return out
 
 
 def forced_pure() -> frozenset[str]:
@@ -138,6 +164,15 @@ def install() -> None:
             "compiled modules out of date with their source, running the data path as Python: %s "
             "(rebuild: pip install -e . or python setup.py build_ext --inplace)", ", ".join(stale))
         reason = f"stale extension modules: {', '.join(stale)}"
+    bound = [n for n in GATE_BOUND if n not in pure]
+    if bound and not _gate_capi_ready():  # compiled against gate's types, which run as Python
+        # the whole set, as for a stale module: not just GATE_BOUND, since a pure exchange.py
+        # under compiled modules is imported in an order that meets the limits <-> conn import
+        # cycle (EPOCHGATE_PURE_PYTHON=proxy.exchange fails the same way on c3c3176)
+        pure = list(COMPILED)
+        reason = f"gate's cimported modules run as Python ({_gate_describe()})"
+        logging.getLogger("epochgate.sidecar").warning(
+            "%s: the data path (%s compiled against gate/capi.pxd) runs as Python too", reason, ", ".join(bound))
     native: dict[str, str] = {}
     for n in NATIVE:
         if not _extension_present(n):
@@ -157,6 +192,19 @@ def install() -> None:
     compiled = [n for n in COMPILED if n not in pure]
     _state.update(build="compiled" if compiled and not pure else "mixed" if compiled else "pure",
                   compiled=compiled, pure=pure, reason=reason, native={f"{__package__}.{n}": v for n, v in native.items()})
+
+
+def _gate_capi_ready() -> bool:
+    """gate's answer (imported here, at run time: setup.py loads this file without the packages)."""
+    import gate
+
+    return gate.capi_ready()
+
+
+def _gate_describe() -> str:
+    import gate
+
+    return gate.describe_build()
 
 
 def native_parser(module_file: str, native: str, cls: str, config: tuple, fallback: Any) -> Any:

@@ -14,6 +14,7 @@ same file *is* what Python loads once the guard lets it through).
 
 from __future__ import annotations
 
+import functools
 import importlib.machinery
 import json
 import os
@@ -210,3 +211,125 @@ def test_gate_planted_extension_loads_when_manifest_matches(tmp_path: Path) -> N
     for env in ({}, {"EPOCHGATE_PURE_PYTHON": "proxy.conn,_log"}):
         r = _run(tmp_path, _GATE_PROBE, **env)
         assert r.returncode != 0 and "ImportError" in r.stderr, r.stdout + r.stderr
+
+
+# ---- gate's public cimport surface (gate/capi.pxd): the data path's write gate cimports gate's tracker
+# and admit decision through it, so the compiled data path loads only while those run compiled
+
+def _pxd_cimports(pxd: Path) -> set[str]:
+    import re
+
+    return set(re.findall(r"^\s*from\s+([\w.]+)\s+cimport\b", pxd.read_text(), re.M))
+
+
+def test_gate_bound_modules_are_those_compiled_against_gate_capi() -> None:
+    """``GATE_BOUND`` (sidecar/_build.py) is every compiled module whose .pxd cimports gate.capi,
+    directly or through another such module's type; ``gate/_build.py CAPI`` is what capi.pxd
+    cimports from; a bound module's source hash covers capi.pxd and those .pxd files."""
+    from gate import _build as gate_build
+    from sidecar import _build
+
+    pkg = ROOT / "sidecar"
+    pxds = {n: pkg / f"{n.replace('.', '/')}.pxd" for n in _build.COMPILED}
+    deps = {n: _pxd_cimports(p) for n, p in pxds.items() if p.exists()}
+    bound = {n for n, d in deps.items() if "gate.capi" in d}
+    while True:
+        more = {n for n, d in deps.items() if any(f"sidecar.{b}" in d for b in bound)} - bound
+        if not more:
+            break
+        bound |= more
+    assert bound == set(_build.GATE_BOUND)
+    assert {m.rpartition(".")[2] for m in _pxd_cimports(ROOT / "gate" / "capi.pxd")} == set(gate_build.CAPI)
+    assert [p.name for p in _build.gate_capi_files(ROOT / "gate")] == ["capi.pxd", "_inflight.pxd", "_admission.pxd"]
+
+
+def test_gate_layout_change_makes_the_bound_modules_stale(tmp_path: Path) -> None:
+    """Gate rebuilt alone with a new tracker layout must not leave the write gate loaded against
+    the old one: its source hash moves with gate/capi.pxd and the .pxd files it names, and only with those."""
+    _copy_tree(tmp_path)
+    shutil.copytree(ROOT / "gate", tmp_path / "gate", ignore=shutil.ignore_patterns("*.so", "*.c", "__pycache__"))
+    pkg = tmp_path / "sidecar"
+    before = {n: _hash(pkg, n) for n in ("proxy.writegate", "proxy.exchange", "proxy.conn")}
+    with open(tmp_path / "gate" / "_inflight.py", "a") as f:  # a source, not a layout: nothing moves
+        f.write("\n# edited after the build\n")
+    assert {n: _hash(pkg, n) for n in before} == before
+    with open(tmp_path / "gate" / "_table.pxd", "a") as f:  # not behind capi.pxd: nothing moves
+        f.write("\n# edited after the build\n")
+    assert {n: _hash(pkg, n) for n in before} == before
+    for pxd in ("_inflight.pxd", "_admission.pxd"):  # named by capi.pxd
+        with open(tmp_path / "gate" / pxd, "a") as f:
+            f.write("\n# edited after the build\n")
+        after = {n: _hash(pkg, n) for n in before}
+        assert after["proxy.writegate"] != before["proxy.writegate"] and after["proxy.exchange"] != before["proxy.exchange"]
+        assert after["proxy.conn"] == before["proxy.conn"]
+        before = after
+
+
+# one admitted write through the write gate, counted in flight until done, and the barrier's drain
+_WRITE_PROBE = """
+import asyncio, sidecar.proxy.exchange, sidecar._build as b, gate, sidecar.proxy.writegate as w
+t = gate.InflightTracker()
+g = w.WriteGate(gate.PlacementTable({"t1": "a"}), t)
+assert g.admit("t1", 1).admitted and t.count("t1") == 1 and not t.drained("t1", 2)
+async def drain():
+    waiter = asyncio.ensure_future(t.wait_drained("t1", 2, timeout=5))
+    await asyncio.sleep(0)
+    g.done("t1", 1)
+    return await waiter
+assert asyncio.run(drain()) and t.count() == 0
+r = g.admit("t9", 1)
+assert not r.admitted and r.reason.value == "unknown_partition" and t.count() == 0
+print(b.describe().split(" ", 1)[0], gate.describe_build().split(" ", 1)[0], gate.capi_ready())
+print(w.__file__.rsplit("/", 1)[1].split(".")[0:2]); print(type(t).__module__)
+"""
+
+
+@functools.lru_cache(maxsize=1)
+def _compiled_here() -> bool:
+    """The checkout's data path and gate are built (what a run without EPOCHGATE_PURE_PYTHON loads)."""
+    code = "import sidecar._build as b, gate; print(b.describe().split()[0], gate.capi_ready())"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60,
+                       env={**{k: v for k, v in os.environ.items() if k != "EPOCHGATE_PURE_PYTHON"}, "PYTHONPATH": str(ROOT)})
+    return r.stdout.split() == ["compiled", "True"]
+
+
+@pytest.mark.parametrize("mode", ["compiled", "pure-sidecar", "pure-gate", "pure"])
+def test_write_gate_counts_in_flight_in_every_build_mode(mode: str) -> None:
+    """Compiled, the write gate calls gate's fail_closed_admit and the tracker's begin/end in C;
+    every mix of builds admits, counts and drains the same. With gate's cimported modules forced
+    pure under a compiled data path, the data path falls back to Python with a warning naming
+    why (the compiled write gate could not load against a Python tracker: see the next test),
+    even when exchange is the first module imported."""
+    from sidecar import _build
+
+    env = {"compiled": {}, "pure-sidecar": {"EPOCHGATE_PURE_PYTHON": ",".join(_build.COMPILED + _build.ENGINES)},
+           "pure-gate": {"EPOCHGATE_PURE_PYTHON": "gate._inflight"}, "pure": {"EPOCHGATE_PURE_PYTHON": "1"}}[mode]
+    r = subprocess.run([sys.executable, "-c", _WRITE_PROBE], capture_output=True, text=True, cwd=ROOT, timeout=60,
+                       env={**{k: v for k, v in os.environ.items() if k != "EPOCHGATE_PURE_PYTHON"},
+                            "PYTHONPATH": str(ROOT), **env})
+    assert r.returncode == 0, r.stdout + r.stderr
+    builds, wfile, tracker_mod = r.stdout.splitlines()
+    if not _compiled_here():
+        assert "writegate', 'py'" in wfile
+        return
+    sidecar_build, gate_build, ready = builds.split()
+    expect = {"compiled": ("compiled", "compiled", "True"), "pure-sidecar": ("pure", "compiled", "True"),
+              "pure-gate": ("pure", "compiled", "False"), "pure": ("pure", "pure", "False")}[mode]
+    assert (sidecar_build, gate_build, ready) == expect, r.stderr
+    assert ("writegate', 'py'" in wfile) == (mode != "compiled")
+    if mode == "pure-gate":
+        assert "the data path (proxy.writegate, proxy.exchange compiled against gate/capi.pxd) runs as Python" in r.stderr
+
+
+def test_compiled_write_gate_refuses_a_python_tracker() -> None:
+    """The control for the pure-gate mode above: told that gate's cimported modules run compiled
+    when they do not, the data path stays compiled and the compiled write gate's import fails
+    (its cimported tracker type is a Python class: no C layout, no vtable) — the fallback is
+    what keeps that mode running."""
+    if not _compiled_here():
+        pytest.skip("the data path is not built here (python3 setup.py build_ext --inplace)")
+    code = "import gate; gate.capi_ready = lambda: True\nimport sidecar.proxy.writegate"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60,
+                       env=dict(os.environ, PYTHONPATH=str(ROOT), EPOCHGATE_PURE_PYTHON="gate._inflight"))
+    assert r.returncode != 0
+    assert "gate._inflight.InflightTracker size changed" in r.stderr or "__pyx_vtable__" in r.stderr, r.stderr

@@ -4,7 +4,9 @@
   imports ``sidecar`` or ``examples``.
 * Everything outside ``gate`` uses only gate's public names: no
   ``gate._private`` module, no ``_private`` name (tests may reach inside;
-  they are not checked).
+  they are not checked). Compiled code too: a ``.pxd``/``.pyx``/``.pxi``
+  outside ``gate`` cimports from gate only through its public cimport
+  surface, ``gate/capi.pxd`` (which re-exports the private modules' types).
 * No import cycles among the project's modules, counting imports inside
   functions too (``python -m sidecar`` once loaded its entry point twice
   because the supervisor imported ``sidecar.__main__`` back).
@@ -13,6 +15,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -88,6 +91,64 @@ def test_outside_gate_only_public_names():
             if private:
                 bad.append(f"{p.relative_to(ROOT)}:{line} from {mod} import {', '.join(names) or '*'}")
     assert not bad, "private gate names used outside gate (export them from gate/__init__.py):\n" + "\n".join(bad)
+
+
+#: gate's one public cimport surface (gate/capi.pxd): the door compiled code outside gate uses
+PUBLIC_CIMPORT = "gate.capi"
+_CIMPORT = re.compile(r"^[ \t]*(?:from[ \t]+([\w.]+)[ \t]+cimport[ \t]+([^#\n]*)|cimport[ \t]+([^#\n]*))", re.M)
+
+
+def _cython_files(*tops: str) -> list[Path]:
+    return sorted(p for top in tops for ext in ("pxd", "pyx", "pxi") for p in (ROOT / top).rglob(f"*.{ext}"))
+
+
+def _cimports(path: Path) -> list[tuple[int, str, list[str]]]:
+    """(line, module, cimported names) for every ``cimport`` in a Cython file (``cimport a.b as c``:
+    module ``a.b``, no names)."""
+    text = path.read_text()
+    out = []
+    for m in _CIMPORT.finditer(text):
+        line = text.count("\n", 0, m.start()) + 1
+        if m.group(1):
+            names = [n.split()[0] for n in m.group(2).strip(" ()").split(",") if n.strip()]
+            out.append((line, m.group(1), names))
+        else:
+            out += [(line, n.split()[0], []) for n in m.group(3).split(",") if n.strip()]
+    return out
+
+
+def _cimport_violations(files: list[Path]) -> list[str]:
+    """Cimports of gate other than its public surface's public names."""
+    bad = []
+    for p in files:
+        for line, mod, names in _cimports(p):
+            if mod.split(".")[0] != "gate":
+                continue
+            if mod != PUBLIC_CIMPORT or any(n.startswith("_") for n in names):
+                bad.append(f"{p.name}:{line} cimports {mod} {', '.join(names)}".rstrip())
+    return bad
+
+
+def test_outside_gate_cimports_only_gates_public_surface():
+    bad = _cimport_violations(_cython_files(*OUTSIDE_GATE))
+    assert not bad, (f"gate's private modules cimported outside gate (cimport from {PUBLIC_CIMPORT}, "
+                     "gate/capi.pxd, and add the name there):\n" + "\n".join(bad))
+
+
+def test_cimport_check_finds_a_private_cimport(tmp_path: Path):
+    """The checker itself: the public door passes, a private module or name behind it does not,
+    and the scan does see the data path's real door (the write gate)."""
+    pxd = tmp_path / "user.pxd"
+    pxd.write_text("from gate.capi cimport InflightTracker, fail_closed_admit  # the door\n"
+                   "from gate._inflight cimport InflightTracker\n"
+                   "cimport gate._admission as adm\n"
+                   "from gate.capi cimport _private\n"
+                   "from sidecar.proxy.context cimport ProxyContext\n")
+    assert _cimport_violations([pxd]) == ["user.pxd:2 cimports gate._inflight InflightTracker",
+                                          "user.pxd:3 cimports gate._admission",
+                                          "user.pxd:4 cimports gate.capi _private"]
+    door = [(p.name, mod) for p in _cython_files("sidecar") for _, mod, _ in _cimports(p) if mod == PUBLIC_CIMPORT]
+    assert ("writegate.pxd", PUBLIC_CIMPORT) in door
 
 
 def _graph() -> dict[str, set[str]]:

@@ -66,6 +66,36 @@ def test_writegate_fails_closed_after_lease_and_recovers():
     assert gate.admit("p", epoch)
 
 
+def test_writegate_refuses_no_tracker():
+    """Compiled, the tracker is a typed field called through its vtable: None must be refused at
+    construction (a clear TypeError), never reach admit (a NULL vtable), on either build."""
+    with pytest.raises(TypeError, match="InflightTracker"):
+        WriteGate(PlacementTable({"p": "a"}), None)  # type: ignore[arg-type]
+
+
+def test_writegate_calls_a_tracker_subclass_override():
+    """A Python subclass of the (compiled) tracker overriding begin/end is still what the
+    compiled write gate calls (cpdef dispatch), so a subclass sees every write."""
+    seen = []
+
+    class Recording(InflightTracker):
+        def begin(self, p, epoch):
+            seen.append(("begin", p, epoch))
+            super().begin(p, epoch)
+
+        def end(self, p, epoch):
+            seen.append(("end", p, epoch))
+            super().end(p, epoch)
+
+    src = PlacementTable({"p": "a"})
+    tracker = Recording()
+    gate = WriteGate(src, tracker)
+    epoch = src.get("p").epoch
+    assert gate.admit("p", epoch) and tracker.count("p") == 1
+    gate.done("p", epoch)
+    assert seen == [("begin", "p", epoch), ("end", "p", epoch)] and tracker.count() == 0
+
+
 def test_writegate_guards_and_close():
     src = PlacementTable({"p": "a"})
     gate = WriteGate(src, InflightTracker())

@@ -17,22 +17,28 @@ until ``done`` is called (the barrier waits on that count).
 
 Compiled, ``WriteGate`` is an extension type (``writegate.pxd``): the exchange calls
 ``admit``/``done`` as C methods, and the guards/lease test reads C fields. The decision
-stays the gate's one ``fail_closed_admit`` and its ``InflightTracker`` (``gate/``).
+stays the gate's one ``fail_closed_admit`` and its ``InflightTracker`` (``gate/``), which
+the compiled build calls in C through gate's public cimport surface (``gate/capi.pxd``).
 """
 
 from __future__ import annotations
 
 import time
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-from gate import InflightTracker, PlacementSource, WriteAdmission, fail_closed_admit
+from gate import PlacementSource, WriteAdmission, fail_closed_admit
+
+if TYPE_CHECKING:  # (not ``from gate import InflightTracker``: compiled, that name is the type
+    import gate      # writegate.pxd cimports through gate/capi.pxd, which an import may not rebind)
 
 
 class WriteGate:
     """Admission for writes on one sidecar (or one worker)."""
 
-    def __init__(self, source: PlacementSource, tracker: InflightTracker, *, lease_s: float | None = None,
+    def __init__(self, source: PlacementSource, tracker: gate.InflightTracker, *, lease_s: float | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
+        if tracker is None:  # compiled, a None tracker would be called through a NULL vtable
+            raise TypeError("WriteGate needs an InflightTracker, not None")
         self.source = source
         self.tracker = tracker
         self.lease_s = lease_s
