@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -27,7 +28,8 @@ if not Path("/usr/include/nghttp2/nghttp2.h").is_file():
 
 async def test_unary_calls_and_error_trailers_pass_through_the_c_driven_forwarder():
     # built once per source (Cython + cc take ~4 s of CPU), then reused by later runs
-    dest = Path(tempfile.gettempdir()) / f"epochgate-cng-{hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:16]}"
+    key = hashlib.sha256(SOURCE.read_bytes() + sys.implementation.cache_tag.encode()).hexdigest()[:16]
+    dest = Path(tempfile.gettempdir()) / f"epochgate-cng-{key}"
     argv = await asyncio.to_thread(compiled_argv, SOURCE, dest)
     if argv is None:
         pytest.skip("bench/_cng_forwarder.pyx could not be built (said on stderr)")
