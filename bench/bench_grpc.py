@@ -26,7 +26,9 @@ uvloop + libnghttp2 through ngh2, the sidecar's HTTP/2 library; one upstream h2c
 mapped 1:1, no gate, metrics or access log), and ``bare-h2c`` the same script compiled by Cython as it
 stands (``_compiled_copy.py``: the interpreter's bytecode loop gone, as in the sidecar's compiled
 build): their gRPC and h2 GET cells only; ``bare-h1`` / ``bare-h1c`` are bench_proxy's
-``bare-forwarder`` (uvloop + httptools), as it stands and compiled: the HTTP/1.1 cell only. The
+``bare-forwarder`` (uvloop + httptools), as it stands and compiled: the HTTP/1.1 cell only.
+``cng-h2`` is bare-h2 with libnghttp2 driven from C (``_cng_forwarder.pyx``: Cython calling its C API,
+no Python object per frame or header; built here, needs Debian libnghttp2-dev). The
 bare forwarders and the sidecar are printed over nginx and HAProxy per round (the rounds
 interleave every target), and the sidecar over the floor; the table gives each cell's range over
 rounds.
@@ -162,6 +164,19 @@ def bare_h2(tmp: Path, h2_port: int, compiled: bool = False) -> Proc | None:
     return bare(tmp, "h2", h2_port, compiled)
 
 
+def cng_h2(tmp: Path, h2_port: int) -> Proc | None:
+    """``cng-h2``: ``_cng_forwarder.pyx``, bare-h2's forwarder with libnghttp2 driven from C (Cython, no Python
+    object per frame or header; docs/figures-peers.md, stop 37). None when it cannot be built (libnghttp2's
+    headers, Debian libnghttp2-dev, or a C compiler missing: said on stderr)."""
+    argv = compiled_argv(ROOT / "bench" / "_cng_forwarder.pyx", tmp / "cng-h2")
+    if argv is None:
+        return None
+    port = free_port()
+    p = Proc("cng-h2", [*argv, str(port), str(h2_port)], port, tmp)
+    p.h1 = None  # type: ignore[attr-defined]
+    return p
+
+
 def group_sys_s(pgid: int) -> float:
     """stime (CPU in the kernel: the socket calls every forwarder makes) of a process group, in seconds."""
     total = 0
@@ -210,7 +225,7 @@ def main() -> int:
     ap.add_argument("--skip-tls", action="store_true", help="leave out the sidecar's TLS cells")
     ap.add_argument("--baseline", type=Path, metavar="DIR",
                     help="also run the sidecar of this source tree (built in place) as target 'base'")
-    ap.add_argument("--only", help="comma-separated targets to run (nginx, haproxy, caddy, bare-h2, bare-h2c, bare-h1, bare-h1c, sidecar, sidecar-h2py, base)")
+    ap.add_argument("--only", help="comma-separated targets to run (nginx, haproxy, caddy, bare-h2, bare-h2c, cng-h2, bare-h1, bare-h1c, sidecar, sidecar-h2py, base)")
     a = ap.parse_args()
     if a.baseline is not None and not (a.baseline / "sidecar" / "__main__.py").is_file():
         ap.error(f"--baseline: no sidecar/__main__.py under {a.baseline}")
@@ -239,6 +254,7 @@ def main() -> int:
             targets = [("nginx", nginx_proxy), ("haproxy", peer(haproxy_proc)), ("caddy", peer(caddy_proc)),
                        ("bare-h2", lambda: bare_h2(tmp, h2_port)),
                        ("bare-h2c", lambda: bare_h2(tmp, h2_port, compiled=True)),
+                       ("cng-h2", lambda: cng_h2(tmp, h2_port)),
                        ("bare-h1", lambda: bare(tmp, "h1", h1_port)), ("bare-h1c", lambda: bare(tmp, "h1", h1_port, True)),
                        ("sidecar", sidecar)]
             if importlib.util.find_spec("ngh2") is not None:  # the HTTP/2 engine's before/after in the same run
@@ -260,7 +276,7 @@ def main() -> int:
                     targets = [t for t in targets if t[0] != name]
             for rnd, (name, start) in ((i, t) for i in range(a.rounds) for t in targets):
                 p = start()
-                if p is None:  # (bare-h2c: Cython could not build it, said on stderr)
+                if p is None:  # (bare-h2c, cng-h2: Cython could not build it, said on stderr)
                     continue
                 procs.append(p)
                 if p.port is not None:  # (None: bare-h1, an HTTP/1.1 forwarder only)
@@ -346,12 +362,15 @@ def report(rows: list[dict]) -> int:
         print(f"{r['name']:10s} {r['proto']:18s} {r['rps']:9.0f} {r['cpu_us']:11.1f} {rng:>15s} {ratio} "
               f"{r['non2xx']:8d} {r.get('failed', 0):7d}" + (f"  {r['sys_us']:.1f}" if r.get("sys_us") else ""))
     g = "h2 (gRPC unary)"
-    for proto, names in ((g, ("bare-h2", "bare-h2c", "sidecar")), ("HTTP/1.1 POST", ("bare-h1", "bare-h1c", "sidecar"))):
+    for proto, names in ((g, ("bare-h2", "bare-h2c", "cng-h2", "sidecar")), ("HTTP/1.1 POST", ("bare-h1", "bare-h1c", "sidecar"))):
         for name in names:
             for peer in ("nginx", "haproxy"):
                 if xs := round_ratios(rows, name, peer, proto):
                     print(f"{name} / {peer}, {proto} CPU per request, per round: {' '.join(f'{x:.2f}' for x in xs)} "
                           f"(median {_median(xs):.2f}x)")
+    if xs := round_ratios(rows, "cng-h2", "bare-h2", g):
+        print(f"cng-h2 / bare-h2 (libnghttp2 driven from C, over through ngh2), {g}, per round: "
+              f"{' '.join(f'{x:.2f}' for x in xs)} (median {_median(xs):.2f}x)")
     for floor in ("bare-h2", "bare-h2c"):
         if xs := round_ratios(rows, "sidecar", floor, g):
             print(f"sidecar / {floor} (the gate's own cost over the floor), {g}, per round: "

@@ -1,7 +1,7 @@
 """Where a gRPC unary call's CPU goes in the bare h2c forwarder (the floor), HAProxy and the sidecar:
 ``perf`` samples by shared object (kernel, libpython, libnghttp2, ngh2, uvloop ...).
 
-    python bench/profile_floor.py [--targets bare-h2,haproxy,sidecar] [--calls 60000] [--freq 4000]
+    python bench/profile_floor.py [--targets bare-h2,cng-h2,haproxy,sidecar] [--calls 60000] [--freq 4000]
 
 bench_grpc.py's set-up (nginx answering gRPC-shaped unary calls on h2c, h2load 16 connections x 10
 streams, a 64-byte message); each target alone, after a warm-up, under ``perf record -p PID``
@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _peers import haproxy_proc, missing  # noqa: E402
-from bench_grpc import bare_h2, grpc_peer, grpc_sidecar, grpc_upstream, run_h2load  # noqa: E402
+from bench_grpc import bare_h2, cng_h2, grpc_peer, grpc_sidecar, grpc_upstream, run_h2load  # noqa: E402
 from bench_proxy import Proc  # noqa: E402
 
 GROUPS = (("kernel", ("[kernel", "[vdso")), ("ngh2 binding", ("_core.cpython", "events.cpython")),
@@ -72,6 +72,7 @@ def main() -> int:
         up = grpc_upstream(tmp, nginx)
         h2, h1 = up.port, up.h1  # type: ignore[attr-defined]
         starts = {"bare-h2": lambda: bare_h2(tmp, h2), "bare-h2c": lambda: bare_h2(tmp, h2, compiled=True),
+                  "cng-h2": lambda: cng_h2(tmp, h2),
                   "haproxy": lambda: None if missing("haproxy") else grpc_peer(haproxy_proc, tmp, h2, h1),
                   "sidecar": lambda: grpc_sidecar(tmp, h2, h1)}
         try:
