@@ -35,7 +35,7 @@ cdef class AccessLog:
     cdef str _line(self, client, method, path, partition, phase, epoch, decision, status, double up_s,
                    double total_s, rid, node)
 
-    @cython.locals(pieces=list, n=Py_ssize_t)
+    @cython.locals(lines=list, pieces=list, n=Py_ssize_t)
     cpdef post(self)
 
     cpdef flush(self)

@@ -168,3 +168,22 @@ def test_the_writer_backlog_is_bounded_when_the_pipe_is_slow():
         log.close()
     assert worst <= 16 * 1024
     assert len(got) == 2000 and got[-1].endswith("rid=r-1999")
+
+
+def test_a_line_the_stream_cannot_encode_is_escaped_not_its_batch_lost():
+    """A partition name with a lone surrogate (JSON allows one) cannot be encoded strictly: the batch
+    is encoded with backslash escapes rather than dropped, and the lines after it still go out."""
+    pipe = SlowPipe()
+    log = AccessLog(stream=pipe.stream)
+    log.stamp()
+    try:
+        lines_to(log, 0, 3)
+        log.write("c", "GET", b"/kv/x", "t\ud800", "active", 1, "read", 200, 0.001, 0.002, b"r-x", "a")
+        log.post()
+        lines_to(log, 3, 2)
+        log.flush()
+        got = pipe.end()
+    finally:
+        log.close()
+    assert [ln.rsplit("rid=r-", 1)[1] for ln in got] == ["0", "1", "2", "x", "3", "4"]
+    assert "partition=t\\ud800" in got[3]
