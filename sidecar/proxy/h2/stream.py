@@ -81,6 +81,60 @@ class H2Exchange(H2ResponseMixin):
         self.ctx = ctx
         self.sconn = sconn
         self.sid = sid
+        self.bad: tuple[int, str, str] | None = None
+        self.rcvd = 0                  # DATA bytes received from the client
+        memo = sconn.head_memo
+        if memo is not None and memo[1] is ctx.router and memo[0] == headers:
+            # the same header list as this connection's last good head (a client sends the same
+            # fields on every call): the same checks give the same answers, and the same fields are
+            # forwarded (shared: nothing changes them in place). Only the body's length is this
+            # stream's own (bench_grpc_instr --lone: see the commit)
+            (self.fwd, self.keyh, self.method_b, self.path, self.authority, self.rid, self.rid_given, self.xff,
+             self.ctype, self.clen, self.method, self.grpc) = memo[2]
+            err = self._length_error(0) if ended else None
+            if err is not None:
+                self.bad = (400, "malformed request", err)
+        else:
+            self._read_head(ctx, headers, ended)
+            if self.bad is None:
+                # (one header list per connection kept: at most --max-header-bytes)
+                sconn.head_memo = (headers, ctx.router, (
+                    self.fwd, self.keyh, self.method_b, self.path, self.authority, self.rid, self.rid_given, self.xff,
+                    self.ctype, self.clen, self.method, self.grpc))
+        self.partition = ""
+        self.phase = "none"
+        self.epoch = 0
+        self.placement = ""
+        self.is_write = self.admitted = False
+        self.decision = "-"
+        self.node: Any = None
+        # the retry budgets, one counter each (sidecar/proxy/exstate.py names their bounds)
+        self.reroutes = self.replays = self.pooled_retries = 0
+        self.hold_timer: Any = None
+        self.held_at = 0.0
+        self.was_held = False
+        self.leg: Any = None
+        self.spare: Any = None
+        self.pending: list[bytes] = []
+        self.body_done = ended
+        self.trailers: list[tuple[bytes, bytes]] | None = None
+        self.head_sent = False
+        self.replay: list[bytes] | None = None
+        self.replay_len = 0
+        self.charged = 0      # body bytes held against ctx.budget (parked or kept for replay: limits)
+        self.sent = 0         # body bytes sent upstream in this attempt
+        self.to_ack = 0       # client bytes received and not yet handed back (flow control)
+        self.status = 0
+        self.resp_started = False
+        self.resp_held: list[tuple[bytes, bytes]] | None = None
+        self.resp_buf: list[bytes] | None = None
+        self.resp_ended = False
+        self.done = False
+        self.deadline = 0.0
+        self.t0 = self.t_res = self.t_adm = self.t_up = 0.0
+
+    def _read_head(self, ctx: "ProxyContext", headers: Any, ended: bool) -> None:
+        """The request head: the fields to forward, the partition key's, and every check (fields.py)."""
         method_b: bytes | None = None
         path: bytes | None = None
         self.authority: bytes | None = None
@@ -92,7 +146,6 @@ class H2Exchange(H2ResponseMixin):
         self.xff: bytes | None = None
         self.ctype: bytes | None = None
         self.clen: int | None = None   # the declared body length (fields.py: the DATA must add up to it)
-        self.rcvd = 0                  # DATA bytes received from the client
         keyn = ctx.router.header_names
         host = None
         size = 0
@@ -158,37 +211,6 @@ class H2Exchange(H2ResponseMixin):
         if self.method == "CONNECT":
             self.bad = (405, "method not allowed", "CONNECT is not proxied")
         self.grpc = self.ctype is not None and self.ctype.startswith(b"application/grpc")
-        self.partition = ""
-        self.phase = "none"
-        self.epoch = 0
-        self.placement = ""
-        self.is_write = self.admitted = False
-        self.decision = "-"
-        self.node: Any = None
-        # the retry budgets, one counter each (sidecar/proxy/exstate.py names their bounds)
-        self.reroutes = self.replays = self.pooled_retries = 0
-        self.hold_timer: Any = None
-        self.held_at = 0.0
-        self.was_held = False
-        self.leg: Any = None
-        self.spare: Any = None
-        self.pending: list[bytes] = []
-        self.body_done = ended
-        self.trailers: list[tuple[bytes, bytes]] | None = None
-        self.head_sent = False
-        self.replay: list[bytes] | None = None
-        self.replay_len = 0
-        self.charged = 0      # body bytes held against ctx.budget (parked or kept for replay: limits)
-        self.sent = 0         # body bytes sent upstream in this attempt
-        self.to_ack = 0       # client bytes received and not yet handed back (flow control)
-        self.status = 0
-        self.resp_started = False
-        self.resp_held: list[tuple[bytes, bytes]] | None = None
-        self.resp_buf: list[bytes] | None = None
-        self.resp_ended = False
-        self.done = False
-        self.deadline = 0.0
-        self.t0 = self.t_res = self.t_adm = self.t_up = 0.0
 
     # ------------------------------------------------------------ routing and gating
     def dispatch(self) -> None:
