@@ -57,3 +57,36 @@ async def test_a_repeated_head_is_checked_per_stream(tmp_path, monkeypatch, h2_c
         assert a.errors == []
     finally:
         await a.stop()
+
+
+@pytest.mark.parametrize("name", ["ngh2", "h2"])
+async def test_a_repeated_head_is_routed_by_its_own_fields(tmp_path, monkeypatch, name):
+    """The routing remembered with the head (partition, kind, target) is reused only for the very
+    same fields: a head differing in its partition key goes to that key's node; a mover hook
+    path is refused every time."""
+    monkeypatch.setitem(engine._state, "engine", engine.get())
+    use_engine(name)
+    a, b = await H11Upstream("a").start(), await H11Upstream("b").start()
+    try:
+        p = write_placement(tmp_path / "p.toml", {"a": a.url, "b": b.url}, {"t1": "a", "t2": "b"})
+        async with running_sidecar(config(p, read_timeout=2.0)) as sc:
+            c = await Client().open(sc.port)
+            got = []
+            try:
+                heads = [HEAD, HEAD, [(k, b"t2" if k == b"x-partition-key" else v) for k, v in HEAD], HEAD]
+                hook = [(k, b"/_epochgate/export?partition=t1" if k == b":path" else v) for k, v in HEAD]
+                for i, fields in enumerate(heads + [hook, hook]):
+                    sid = 2 * i + 1
+                    c.conn.send_headers(sid, fields)
+                    c.conn.send_data(sid, b"body", end_stream=True)
+                    c.flush()
+                    got.append(await c.until_done(sid))
+            finally:
+                await c.close()
+            await a.quiet()
+            await b.quiet()
+        assert got == ["status 200"] * 4 + ["status 404"] * 2, got
+        assert len(a.seen) == 3 and len(b.seen) == 1, (a.seen, b.seen)
+    finally:
+        await a.stop()
+        await b.stop()

@@ -69,7 +69,7 @@ class H2Exchange(H2ResponseMixin):
     """One client stream (see module doc)."""
 
     __slots__ = (
-        "ctx", "sconn", "sid", "method", "method_b", "path", "authority", "fwd", "keyh", "bad", "rid", "rid_given",
+        "ctx", "sconn", "sid", "method", "method_b", "path", "authority", "fwd", "keyh", "bad", "rid", "rid_given", "head_route",
         "clen", "rcvd",  # (+ exfields.ExchangeFields')
         "xff", "ctype", "grpc", "admitted", "decision",
         "node", "reroutes", "replays", "pooled_retries", "hold_timer", "held_at", "was_held", "leg", "spare", "pending", "body_done", "trailers",
@@ -91,16 +91,20 @@ class H2Exchange(H2ResponseMixin):
             # stream's own (bench_grpc_instr --lone: see the commit)
             (self.fwd, self.keyh, self.method_b, self.path, self.authority, self.rid, self.rid_given, self.xff,
              self.ctype, self.clen, self.method, self.grpc) = memo[2]
+            self.head_route = memo[3]
             err = self._length_error(0) if ended else None
             if err is not None:
                 self.bad = (400, "malformed request", err)
         else:
             self._read_head(ctx, headers, ended)
+            self.head_route = None
             if self.bad is None:
-                # (one header list per connection kept: at most --max-header-bytes)
+                # (one header list per connection kept: at most --max-header-bytes); its routing
+                # (``dispatch``) is added by the first stream that gets that far
+                self.head_route = [None]
                 sconn.head_memo = (headers, ctx.router, (
                     self.fwd, self.keyh, self.method_b, self.path, self.authority, self.rid, self.rid_given, self.xff,
-                    self.ctype, self.clen, self.method, self.grpc))
+                    self.ctype, self.clen, self.method, self.grpc), self.head_route)
         self.partition = ""
         self.phase = "none"
         self.epoch = 0
@@ -219,6 +223,12 @@ class H2Exchange(H2ResponseMixin):
             status, title, detail = self.bad
             slug = "request-header-too-large" if status == 431 else "bad-request"
             return self.fail(status, slug, title, detail, outcome="bad_request")
+        known = self.head_route
+        if known is not None and known[0] is not None:
+            # this connection's last good head, routed before: the same checks (hook path, target) and
+            # rules on the same fields give the same target, kind and partition (see __init__)
+            self.path, self.is_write, self.partition = known[0]
+            return self.route()
         if is_hook_path(self.path):   # the mover hooks belong to the controller (DESIGN §6)
             return self.fail(404, "not-found", "not found",
                              "the /_epochgate/ mover hooks are not served through the sidecar", outcome="bad_request")
@@ -235,6 +245,8 @@ class H2Exchange(H2ResponseMixin):
             self.partition = router.partition(spath, query, self.keyh, self.authority)
         except KeyError400 as exc:
             return self.fail(400, "bad-partition-key", exc.title, exc.detail, outcome="bad_request", rule=exc.rule)
+        if known is not None:
+            known[0] = (self.path, self.is_write, self.partition)
         self.route()
 
     def route(self) -> None:
