@@ -100,8 +100,8 @@ class H2Exchange(H2ResponseMixin):
             self.head_route = None
             if self.bad is None:
                 # (one header list per connection kept: at most --max-header-bytes); its routing
-                # (``dispatch``) is added by the first stream that gets that far
-                self.head_route = [None]
+                # (``dispatch``) and added fields (``attach``) by the first stream that gets that far
+                self.head_route = [None, None]   # (routing, the fields added upstream: attach)
                 sconn.head_memo = (headers, ctx.router, (
                     self.fwd, self.keyh, self.method_b, self.path, self.authority, self.rid, self.rid_given, self.xff,
                     self.ctype, self.clen, self.method, self.grpc), self.head_route)
@@ -335,15 +335,25 @@ class H2Exchange(H2ResponseMixin):
             self.replay = []
             self.replay_len = 0
         self.sent = 0
-        extra = [(b"x-forwarded-for", self.sconn.peer if self.xff is None else self.xff + b", " + self.sconn.peer),
-                 (b"x-forwarded-proto", b"https" if self.sconn.tls else b"http")]
-        if self.authority is not None:
-            extra.append((b"x-forwarded-host", self.authority))
+        known = self.head_route
+        fields = None if known is None else known[1]
+        if fields is None or fields[0] != self.epoch or fields[1] != self.placement:
+            # the fields added around the request id: the same for every stream of a remembered head
+            # (same client connection and partition) at the same placement and epoch (__init__)
+            before = [(b"x-forwarded-for", self.sconn.peer if self.xff is None else self.xff + b", " + self.sconn.peer),
+                      (b"x-forwarded-proto", b"https" if self.sconn.tls else b"http")]
+            if self.authority is not None:
+                before.append((b"x-forwarded-host", self.authority))
+            fields = (self.epoch, self.placement, before,
+                      [(b"x-partition", self.partition.encode()), (b"x-placement", self.placement.encode()),
+                       (b"x-placement-epoch", b"%d" % self.epoch)])
+            if known is not None:
+                known[1] = fields
         if not self.rid_given:
             self.rid = ctx.request_id()
-            extra.append((b"x-request-id", self.rid))
-        extra += [(b"x-partition", self.partition.encode()), (b"x-placement", self.placement.encode()),
-                  (b"x-placement-epoch", b"%d" % self.epoch)]
+            extra = fields[2] + [(b"x-request-id", self.rid)] + fields[3]
+        else:
+            extra = fields[2] + fields[3]
         if ctx.tracer is not None:  # this attempt's traceparent (sidecar/trace)
             ctx.tracer.h2_attempt(self, extra)
         pending, self.pending = self.pending, []
