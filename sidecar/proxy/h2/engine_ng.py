@@ -261,7 +261,10 @@ class NgConn(Engine):
             except ngh2.StreamUnavailableError:
                 # HEADERS held by MAX_CONCURRENT_STREAMS (or the stream closed: its send_data raises)
                 stream = self.peer_window
-        return min(stream - c.queued_body_size(sid), c.remote_window_size - c.queued_body_size(), SEND_MAX)
+        queued = c.queued_body_size()
+        if queued:  # (none queued on the connection: none on the stream, one call into ngh2 less per pump)
+            stream -= c.queued_body_size(sid)
+        return min(stream, c.remote_window_size - queued, SEND_MAX)
 
     def reset_stream(self, sid: int, code: int) -> None:
         if code == 0:
