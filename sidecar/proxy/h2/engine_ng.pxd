@@ -14,6 +14,8 @@ cdef class NgConn(Engine):
 
     @cython.locals(h=H2Base)
     cpdef _dispatch(self, list events)
+    # Engine's methods again (conn.pxd): an override must be declared here too, or the C calls
+    # reach the base's bodies (a static type has no Python-level override to find)
     cpdef receive(self, data)
     cpdef data_to_send(self)
     cpdef head_pending(self)
