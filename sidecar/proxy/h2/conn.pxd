@@ -18,8 +18,30 @@ cdef class Outbox:
     cdef public bint end
 
 
+cdef class Engine:
+    # an engine's connection (engine.py): libnghttp2's adapter (engine_ng.pxd) derives from it, so
+    # the connections below call it through C (h2's adapter is a Python subclass)
+    cdef public bint closed
+
+    cpdef receive(self, data)
+    cpdef data_to_send(self)
+    cpdef head_pending(self)
+    cpdef request(self, headers, end)
+    cpdef respond(self, sid, headers, end)
+    cpdef trailers(self, sid, headers)
+    cpdef send_data(self, sid, data, end=*)
+    cpdef end_stream(self, sid)
+    cpdef window(self, sid)
+    cpdef reset_stream(self, sid, code)
+    cpdef ack(self, n, sid)
+    cpdef close_connection(self, code, debug)
+    cpdef shutdown(self)
+    cpdef peer_max_streams(self)
+
+
 cdef class H2Base:
-    cdef public object loop, h2, errors, transport
+    cdef public Engine h2
+    cdef public object loop, errors, transport
     cdef public dict out, dirty
     cdef public bint wpaused, flush_pending, in_read
     cdef public long unflushed

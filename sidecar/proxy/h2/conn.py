@@ -88,6 +88,56 @@ class Outbox:
         self.on_sent = on_sent
 
 
+class Engine:
+    """What an engine's connection offers (engine.py lists it): the base of both adapters, so that
+    in the Cython build the connections below call libnghttp2's adapter through C, not by Python
+    attribute look-up and call (conn.pxd; bench_grpc_instr --lone: see the commit)."""
+
+    __slots__ = ()
+
+    def receive(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def data_to_send(self) -> bytes:
+        raise NotImplementedError
+
+    def head_pending(self) -> int:
+        raise NotImplementedError
+
+    def request(self, headers: list[tuple[bytes, bytes]], end: bool) -> int:
+        raise NotImplementedError
+
+    def respond(self, sid: int, headers: Any, end: bool) -> None:
+        raise NotImplementedError
+
+    def trailers(self, sid: int, headers: Any) -> None:
+        raise NotImplementedError
+
+    def send_data(self, sid: int, data: Any, end: bool = False) -> None:
+        raise NotImplementedError
+
+    def end_stream(self, sid: int) -> None:
+        raise NotImplementedError
+
+    def window(self, sid: int) -> int:
+        raise NotImplementedError
+
+    def reset_stream(self, sid: int, code: int) -> None:
+        raise NotImplementedError
+
+    def ack(self, n: int, sid: int) -> bool:
+        raise NotImplementedError
+
+    def close_connection(self, code: int, debug: bytes) -> None:
+        raise NotImplementedError
+
+    def shutdown(self) -> bytes:
+        raise NotImplementedError
+
+    def peer_max_streams(self) -> int:
+        raise NotImplementedError
+
+
 class H2Base:
     """An engine's HTTP/2 connection on a transport; subclasses handle the events. An
     ``asyncio.Protocol`` by duck typing (no base class: an extension type in the Cython

@@ -21,6 +21,7 @@ from h2.settings import Settings
 from hyperframe.frame import GoAwayFrame
 
 from ..limits import H2_BLOCK_FACTOR
+from .conn import Engine
 from .engine import ProtocolError, Setting
 from .hpack import CachingEncoder
 
@@ -30,7 +31,7 @@ Error = H2Error
 
 
 
-class H2Conn:
+class H2Conn(Engine):
     """One connection's ``h2`` state machine; ``h`` gets the events (``H2Base``'s ``on_*``)."""
 
     __slots__ = ("c", "h")

@@ -7,7 +7,8 @@ not a token, or a length the body does not match would let the client write
 text the node parses as something else — another request it never had
 admitted (issue 26). ``h2`` validates much of this too (since 4.3.0), but the
 sidecar does not rest on one library version: these checks run on every
-stream, for every kind of node.
+stream, for every kind of node (a stream whose header list equals its
+connection's last good one reuses their answers: ``stream.py``).
 
 * names: lower-case ``tchar`` only (RFC 9110 §5.6.2; upper case is malformed in
   HTTP/2); no connection-specific field (``connection``, ``keep-alive``,

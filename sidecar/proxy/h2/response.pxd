@@ -11,7 +11,7 @@ cdef class H2ResponseMixin(ExchangeFields):
     cdef public H2ServerConn sconn  # its outboxes and engine: C fields and calls per event
     cdef public object method, method_b, path, authority, bad, rid, clen, xff, ctype
     cdef public object decision, node, hold_timer, leg, spare
-    cdef public object trailers, resp_held, resp_buf
+    cdef public object trailers, resp_held, resp_buf, head_route
     cdef public list fwd, pending
     cdef public dict keyh
     cdef public bint rid_given, grpc, admitted, was_held, body_done, head_sent, resp_started

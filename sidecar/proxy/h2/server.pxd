@@ -7,7 +7,7 @@ from sidecar.proxy.h2.conn cimport H2Base
 cdef class H2ServerConn(H2Base):
     cdef public ProxyContext ctx
     cdef public dict streams
-    cdef public object current, peer_s, peer
+    cdef public object current, peer_s, peer, head_memo
     cdef public double last_active, head_since, reset_t0
     cdef public bint goaway, tls
     cdef public long resets, window, max_streams

@@ -60,6 +60,7 @@ class H2ServerConn(H2Base):
         self.window = cfg.h2_window
         self.max_streams = cfg.h2_max_streams
         self.tls = False
+        self.head_memo: Any = None     # the last good request head and what was read from it (stream.py)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]

@@ -69,7 +69,7 @@ class H2Exchange(H2ResponseMixin):
     """One client stream (see module doc)."""
 
     __slots__ = (
-        "ctx", "sconn", "sid", "method", "method_b", "path", "authority", "fwd", "keyh", "bad", "rid", "rid_given",
+        "ctx", "sconn", "sid", "method", "method_b", "path", "authority", "fwd", "keyh", "bad", "rid", "rid_given", "head_route",
         "clen", "rcvd",  # (+ exfields.ExchangeFields')
         "xff", "ctype", "grpc", "admitted", "decision",
         "node", "reroutes", "replays", "pooled_retries", "hold_timer", "held_at", "was_held", "leg", "spare", "pending", "body_done", "trailers",
@@ -81,6 +81,64 @@ class H2Exchange(H2ResponseMixin):
         self.ctx = ctx
         self.sconn = sconn
         self.sid = sid
+        self.bad: tuple[int, str, str] | None = None
+        self.rcvd = 0                  # DATA bytes received from the client
+        memo = sconn.head_memo
+        if memo is not None and memo[1] is ctx.router and memo[0] == headers:
+            # the same header list as this connection's last good head (a client sends the same
+            # fields on every call): the same checks give the same answers, and the same fields are
+            # forwarded (shared: nothing changes them in place). Only the body's length is this
+            # stream's own (bench_grpc_instr --lone: see the commit)
+            (self.fwd, self.keyh, self.method_b, self.path, self.authority, self.rid, self.rid_given, self.xff,
+             self.ctype, self.clen, self.method, self.grpc) = memo[2]
+            self.head_route = memo[3]
+            err = self._length_error(0) if ended else None
+            if err is not None:
+                self.bad = (400, "malformed request", err)
+        else:
+            self._read_head(ctx, headers, ended)
+            self.head_route = None
+            if self.bad is None:
+                # (one header list per connection kept: at most --max-header-bytes); its routing
+                # (``dispatch``) and added fields (``attach``) by the first stream that gets that far
+                self.head_route = [None, None]   # (routing, the fields added upstream: attach)
+                sconn.head_memo = (headers, ctx.router, (
+                    self.fwd, self.keyh, self.method_b, self.path, self.authority, self.rid, self.rid_given, self.xff,
+                    self.ctype, self.clen, self.method, self.grpc), self.head_route)
+        self.partition = ""
+        self.phase = "none"
+        self.epoch = 0
+        self.placement = ""
+        self.is_write = self.admitted = False
+        self.decision = "-"
+        self.node: Any = None
+        # the retry budgets, one counter each (sidecar/proxy/exstate.py names their bounds)
+        self.reroutes = self.replays = self.pooled_retries = 0
+        self.hold_timer: Any = None
+        self.held_at = 0.0
+        self.was_held = False
+        self.leg: Any = None
+        self.spare: Any = None
+        self.pending: list[bytes] = []
+        self.body_done = ended
+        self.trailers: list[tuple[bytes, bytes]] | None = None
+        self.head_sent = False
+        self.replay: list[bytes] | None = None
+        self.replay_len = 0
+        self.charged = 0      # body bytes held against ctx.budget (parked or kept for replay: limits)
+        self.sent = 0         # body bytes sent upstream in this attempt
+        self.to_ack = 0       # client bytes received and not yet handed back (flow control)
+        self.status = 0
+        self.resp_started = False
+        self.resp_held: list[tuple[bytes, bytes]] | None = None
+        self.resp_buf: list[bytes] | None = None
+        self.resp_ended = False
+        self.done = False
+        self.deadline = 0.0
+        self.t0 = self.t_res = self.t_adm = self.t_up = 0.0
+
+    def _read_head(self, ctx: "ProxyContext", headers: Any, ended: bool) -> None:
+        """The request head: the fields to forward, the partition key's, and every check (fields.py)."""
         method_b: bytes | None = None
         path: bytes | None = None
         self.authority: bytes | None = None
@@ -92,7 +150,6 @@ class H2Exchange(H2ResponseMixin):
         self.xff: bytes | None = None
         self.ctype: bytes | None = None
         self.clen: int | None = None   # the declared body length (fields.py: the DATA must add up to it)
-        self.rcvd = 0                  # DATA bytes received from the client
         keyn = ctx.router.header_names
         host = None
         size = 0
@@ -158,37 +215,6 @@ class H2Exchange(H2ResponseMixin):
         if self.method == "CONNECT":
             self.bad = (405, "method not allowed", "CONNECT is not proxied")
         self.grpc = self.ctype is not None and self.ctype.startswith(b"application/grpc")
-        self.partition = ""
-        self.phase = "none"
-        self.epoch = 0
-        self.placement = ""
-        self.is_write = self.admitted = False
-        self.decision = "-"
-        self.node: Any = None
-        # the retry budgets, one counter each (sidecar/proxy/exstate.py names their bounds)
-        self.reroutes = self.replays = self.pooled_retries = 0
-        self.hold_timer: Any = None
-        self.held_at = 0.0
-        self.was_held = False
-        self.leg: Any = None
-        self.spare: Any = None
-        self.pending: list[bytes] = []
-        self.body_done = ended
-        self.trailers: list[tuple[bytes, bytes]] | None = None
-        self.head_sent = False
-        self.replay: list[bytes] | None = None
-        self.replay_len = 0
-        self.charged = 0      # body bytes held against ctx.budget (parked or kept for replay: limits)
-        self.sent = 0         # body bytes sent upstream in this attempt
-        self.to_ack = 0       # client bytes received and not yet handed back (flow control)
-        self.status = 0
-        self.resp_started = False
-        self.resp_held: list[tuple[bytes, bytes]] | None = None
-        self.resp_buf: list[bytes] | None = None
-        self.resp_ended = False
-        self.done = False
-        self.deadline = 0.0
-        self.t0 = self.t_res = self.t_adm = self.t_up = 0.0
 
     # ------------------------------------------------------------ routing and gating
     def dispatch(self) -> None:
@@ -197,6 +223,12 @@ class H2Exchange(H2ResponseMixin):
             status, title, detail = self.bad
             slug = "request-header-too-large" if status == 431 else "bad-request"
             return self.fail(status, slug, title, detail, outcome="bad_request")
+        known = self.head_route
+        if known is not None and known[0] is not None:
+            # this connection's last good head, routed before: the same checks (hook path, target) and
+            # rules on the same fields give the same target, kind and partition (see __init__)
+            self.path, self.is_write, self.partition = known[0]
+            return self.route()
         if is_hook_path(self.path):   # the mover hooks belong to the controller (DESIGN §6)
             return self.fail(404, "not-found", "not found",
                              "the /_epochgate/ mover hooks are not served through the sidecar", outcome="bad_request")
@@ -213,6 +245,8 @@ class H2Exchange(H2ResponseMixin):
             self.partition = router.partition(spath, query, self.keyh, self.authority)
         except KeyError400 as exc:
             return self.fail(400, "bad-partition-key", exc.title, exc.detail, outcome="bad_request", rule=exc.rule)
+        if known is not None:
+            known[0] = (self.path, self.is_write, self.partition)
         self.route()
 
     def route(self) -> None:
@@ -301,15 +335,25 @@ class H2Exchange(H2ResponseMixin):
             self.replay = []
             self.replay_len = 0
         self.sent = 0
-        extra = [(b"x-forwarded-for", self.sconn.peer if self.xff is None else self.xff + b", " + self.sconn.peer),
-                 (b"x-forwarded-proto", b"https" if self.sconn.tls else b"http")]
-        if self.authority is not None:
-            extra.append((b"x-forwarded-host", self.authority))
+        known = self.head_route
+        fields = None if known is None else known[1]
+        if fields is None or fields[0] != self.epoch or fields[1] != self.placement:
+            # the fields added around the request id: the same for every stream of a remembered head
+            # (same client connection and partition) at the same placement and epoch (__init__)
+            before = [(b"x-forwarded-for", self.sconn.peer if self.xff is None else self.xff + b", " + self.sconn.peer),
+                      (b"x-forwarded-proto", b"https" if self.sconn.tls else b"http")]
+            if self.authority is not None:
+                before.append((b"x-forwarded-host", self.authority))
+            fields = (self.epoch, self.placement, before,
+                      [(b"x-partition", self.partition.encode()), (b"x-placement", self.placement.encode()),
+                       (b"x-placement-epoch", b"%d" % self.epoch)])
+            if known is not None:
+                known[1] = fields
         if not self.rid_given:
             self.rid = ctx.request_id()
-            extra.append((b"x-request-id", self.rid))
-        extra += [(b"x-partition", self.partition.encode()), (b"x-placement", self.placement.encode()),
-                  (b"x-placement-epoch", b"%d" % self.epoch)]
+            extra = fields[2] + [(b"x-request-id", self.rid)] + fields[3]
+        else:
+            extra = fields[2] + fields[3]
         if ctx.tracer is not None:  # this attempt's traceparent (sidecar/trace)
             ctx.tracer.h2_attempt(self, extra)
         pending, self.pending = self.pending, []

@@ -4,7 +4,7 @@ from sidecar.proxy.h2.conn cimport H2Base
 
 
 cdef class H2UpstreamConn(H2Base):
-    cdef public object pool, key
+    cdef public object pool, key, head_memo
     cdef public dict legs
     cdef public bint tls, goaway, closed, heard
     cdef public double idle_since

@@ -84,6 +84,7 @@ class H2UpstreamConn(H2Base):
         self.closed = False
         self.heard = False  # any byte from the node yet
         self.idle_since = pool.loop.time()
+        self.head_memo: Any = None  # the last request head built before its added fields (start)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -102,12 +103,18 @@ class H2UpstreamConn(H2Base):
 
     # -- as a target of H2Exchange.route ------------------------------------------
     def start(self, ex: Any, extra: list[tuple[bytes, bytes]], ends: bool) -> H2Leg:
-        headers = [(b":method", ex.method_b), (b":scheme", b"https" if self.tls else b"http"),
-                   (b":authority", ex.node.netloc), (b":path", ex.path)]
-        headers += ex.fwd
-        if ex.clen is not None:  # (the client's copies are not in fwd: one checked value)
-            headers.append((b"content-length", b"%d" % ex.clen))
-        headers += extra
+        m = self.head_memo
+        if (m is None or m[0] is not ex.fwd or m[1] is not ex.path or m[2] is not ex.method_b
+                or m[3] is not ex.node.netloc or m[4] != ex.clen):
+            # the head before the added fields: the same for every stream of a client's remembered
+            # head (stream.py: the same objects) on this connection (bench_grpc_instr: see the commit)
+            head = [(b":method", ex.method_b), (b":scheme", b"https" if self.tls else b"http"),
+                    (b":authority", ex.node.netloc), (b":path", ex.path)]
+            head += ex.fwd
+            if ex.clen is not None:  # (the client's copies are not in fwd: one checked value)
+                head.append((b"content-length", b"%d" % ex.clen))
+            m = self.head_memo = (ex.fwd, ex.path, ex.method_b, ex.node.netloc, ex.clen, head)
+        headers = m[5] + extra
         sid = self.h2.request(headers, ends)
         leg = self.legs[sid] = H2Leg(self, sid, ex)
         if not ends:
