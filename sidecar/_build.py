@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 #: the hot path: what setup.py compiles (module names relative to the ``sidecar`` package)
-COMPILED = ("proxy.context", "proxy.exfields", "proxy.stats", "proxy.router", "proxy.writegate", "proxy.httpmsg", "proxy.upstream",
+COMPILED = ("proxy.context", "proxy.exfields", "proxy.exbase", "proxy.stats", "proxy.router", "proxy.writegate", "proxy.httpmsg", "proxy.upstream",
             "_log", "proxy.limits", "proxy.target", "proxy.reqhead", "proxy.exstate", "proxy.response",
             "proxy.resolve", "proxy.exchange", "proxy.conn", "proxy.hold", "proxy.hookpath",
             # HTTP/2: the sidecar's own per-stream code, once libnghttp2 does the frames (issue 30)
@@ -50,7 +50,7 @@ ENGINES = ("proxy.h2",)
 #: compiled ``proxy.conn``), httptools otherwise. The guard refuses one that is forced pure,
 #: stale or unlisted: its import fails and the caller falls back.
 NATIVE = {"proxy.llresp": ("proxy/upstream.pxd", "proxy/httpmsg.pxd", "proxy/_llhttp.pxi", "proxy/_vendor/llhttp/include/llhttp.h"),
-          "proxy.llreq": ("proxy/conn.pxd", "proxy/reqhead.pxd", "proxy/context.pxd", "proxy/_llhttp.pxi",
+          "proxy.llreq": ("proxy/conn.pxd", "proxy/reqhead.pxd", "proxy/exbase.pxd", "proxy/context.pxd", "proxy/_llhttp.pxi",
                           "proxy/_vendor/llhttp/include/llhttp.h")}
 MANIFEST = "_compiled.json"
 _HERE = Path(__file__).resolve().parent

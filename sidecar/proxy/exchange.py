@@ -80,10 +80,10 @@ class Request(ResponseMixin):
     growth."""
 
     __slots__ = (
-        "ctx", "conn", "ctransport", "head", "node", "pending", "keep_alive", "admitted",  # (+ exfields.ExchangeFields')
+        "ctx", "conn", "ctransport", "node", "pending", "admitted",  # (+ exfields.ExchangeFields', exbase.ClientExchange's)
         "decision", "state", "reroutes", "pooled_retries", "replays", "hold_timer", "held_at",
         "was_held", "up", "spare", "pending_len", "body_done", "sent_all", "status",
-        "resp_chunked", "resp_eof", "resp_keep", "resp_buf", "resp_held", "interim", "no_resp_body", "tunnel", "deadline", "uout", "cout", "t0", "t_adm", "t_up")
+        "resp_chunked", "resp_eof", "resp_keep", "resp_buf", "resp_held", "interim", "no_resp_body", "tunnel", "deadline", "cout", "t0", "t_adm", "t_up")
 
     def __init__(self, ctx: "ProxyContext", conn: "ClientConn") -> None:
         # Compiled, the type's allocation already holds None / False / 0 / 0.0 in every field, so
@@ -195,7 +195,7 @@ class Request(ResponseMixin):
         node = resolve(self)
         if node is None:
             return
-        pool = ctx.pool  # compiled: an UpstreamPool and UpstreamConn here (exchange.pxd), C field reads
+        pool = ctx.pool  # compiled: an UpstreamPool here (exchange.pxd), its idle stack a C read
         up = self.spare
         if up is not None:
             self.spare = None
@@ -300,7 +300,7 @@ class Request(ResponseMixin):
         ctx = self.ctx
         hd = self.head
         parts = [hd.method_b, b" ", hd.url, b" HTTP/1.1\r\nHost: ", node.netloc, b"\r\n"]
-        parts += hd.kept(hd.ctoks) if hd.ctoks else hd.fwd  # (flat lines, or one block: ReqHead.fwd)
+        parts.extend(hd.kept(hd.ctoks) if hd.ctoks else hd.fwd)  # (flat lines, or one block: ReqHead.fwd)
         # the usual lines one append per piece: compiled, each is a C call, where ``parts += (…)``
         # built a tuple and extended through the number protocol (~150 instructions a line)
         if hd.xff is None:
