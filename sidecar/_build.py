@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 #: the hot path: what setup.py compiles (module names relative to the ``sidecar`` package)
-COMPILED = ("proxy.context", "proxy.exfields", "proxy.stats", "proxy.router", "proxy.writegate", "proxy.httpmsg", "proxy.upstream",
+COMPILED = ("proxy.context", "proxy.exfields", "proxy.exbase", "proxy.stats", "proxy.router", "proxy.writegate", "proxy.httpmsg", "proxy.upstream",
             "_log", "proxy.limits", "proxy.target", "proxy.reqhead", "proxy.exstate", "proxy.response",
             "proxy.resolve", "proxy.exchange", "proxy.conn", "proxy.hold", "proxy.hookpath",
             # HTTP/2: the sidecar's own per-stream code, once libnghttp2 does the frames (issue 30)
@@ -53,7 +53,7 @@ ENGINES = ("proxy.h2",)
 #: compiled ``proxy.conn``), httptools otherwise. The guard refuses one that is forced pure,
 #: stale or unlisted: its import fails and the caller falls back.
 NATIVE = {"proxy.llresp": ("proxy/upstream.pxd", "proxy/httpmsg.pxd", "proxy/_llhttp.pxi", "proxy/_vendor/llhttp/include/llhttp.h"),
-          "proxy.llreq": ("proxy/conn.pxd", "proxy/reqhead.pxd", "proxy/context.pxd", "proxy/_llhttp.pxi",
+          "proxy.llreq": ("proxy/conn.pxd", "proxy/reqhead.pxd", "proxy/exbase.pxd", "proxy/context.pxd", "proxy/_llhttp.pxi",
                           "proxy/_vendor/llhttp/include/llhttp.h")}
 #: the modules compiled against gate's public cimport surface (``gate/capi.pxd``: the tracker's
 #: begin/end and the one fail_closed_admit as C calls): writegate cimports it, exchange cimports

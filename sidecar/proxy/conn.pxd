@@ -5,11 +5,14 @@ from sidecar.proxy.context cimport ProxyContext
 cdef dict _SPECIAL, _METHODS  # typed: .get per request is a C call
 cdef frozenset _CONN_OPTIONS, _FORWARDED
 from sidecar.proxy.reqhead cimport ReqHead
+from sidecar.proxy.target cimport plain_target  # head_done: a C call per request
+from sidecar.proxy.exbase cimport ClientExchange  # the exchange's calls from here: C calls
 
 
 cdef class ClientConn:
     cdef public ProxyContext ctx
-    cdef public object transport, parser, peer, peer_s, current, parsing, queue, tunnel, keyh_names, xff_line
+    cdef public object transport, parser, peer, peer_s, queue, tunnel, keyh_names, xff_line
+    cdef public ClientExchange current, parsing  # (exchange.Request)
     cdef public ReqHead phead  # the head being parsed: its fields are C fields in the parser callbacks
     cdef public dict kinds  # typed containers: .get/append are C calls, not attribute look-ups
     cdef public long flags, hsize, head_seen, heads, max_header

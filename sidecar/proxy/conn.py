@@ -289,8 +289,8 @@ class ClientConn:
         cls = _Request
         if cls is None:  # first request: the exchange module is complete by now (see the import)
             cls = _request_type()
-        self.parsing = req = cls(self.ctx, self)
-        self.phead = req.head
+        self.parsing = cls(self.ctx, self)
+        self.phead = self.parsing.head  # (typed: a C read compiled)
 
     def on_url(self, url: bytes) -> None:
         self.hsize += len(url)

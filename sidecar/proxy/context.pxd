@@ -11,7 +11,8 @@ cdef class Node:
 cdef class ProxyContext:
     cdef public Stats stats
     cdef public Router router
-    cdef public object cfg, loop, source, gate, access, pool, hold, tls, nodes, h2pool, budget
+    cdef public object cfg, loop, source, gate, access, pool, hold, tls, h2pool, budget
+    cdef public dict nodes  # typed: resolve's .get per request is a C call
     cdef public dict header_kinds
     cdef public set waiting, clients
     cdef public dict stamps

@@ -136,7 +136,7 @@ class ProxyContext:
     def request_id(self) -> bytes:
         """Unique per process and request: a random per-process prefix and a counter."""
         self.rid_n += 1  # (inlined in Request.attach)
-        return self.rid_prefix + b"%x" % self.rid_n
+        return self.rid_prefix + f"{self.rid_n:x}".encode()
 
     def stamp(self, partition: str, placement: str, epoch: int) -> bytes:
         """The ``X-Partition``/``X-Placement``/``X-Placement-Epoch`` lines (cached: they change per transition)."""

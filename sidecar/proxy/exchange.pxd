@@ -4,12 +4,21 @@ from sidecar.proxy.response cimport ResponseMixin
 from sidecar.proxy.writegate cimport WriteGate
 from sidecar.proxy.limits cimport keep_for_replay as _keep_for_replay, uncharge as _uncharge
 from sidecar.proxy.resolve cimport resolve  # a C call (both exchanges share it: exfields)
+from sidecar.proxy.context cimport Node
+from sidecar.proxy.exstate cimport step  # a C call per move
+# the pool typed in route: its idle stack is a C read (context.pxd cannot type ctx.pool: upstream.pxd
+# cimports response.pxd, which cimports context.pxd). A connection stays untyped: an h2c node's
+# is an h2.bridge.H2Bridge (tests/test_h2_proxy.py test_http11_client_to_h2c_node)
+from sidecar.proxy.upstream cimport UpstreamPool
+
+cdef bint _COMPILED
 
 
 cdef class Request(ResponseMixin):
     cpdef dispatch(self)
-    @cython.locals(wg=WriteGate)
+    @cython.locals(wg=WriteGate, pool=UpstreamPool, node=Node, stack=list)
     cpdef route(self)
+    @cython.locals(parts=list)
     cpdef attach(self, up)
     cpdef flush_up(self)
     cpdef _uw(self, data)

@@ -12,3 +12,7 @@ cdef unsigned long long _pack()
 cdef int _index(object s)
 @cython.locals(i=cython.int, j=cython.int)
 cdef bint _legal(object state, object to)
+# cimported by the HTTP/1.1 exchange (response.pxd, exchange.pxd): its 4 moves per request are C
+# calls, not Python calls through the module (bench_exchange_instr, docs/compiled-build.md stop 37)
+cdef object _watch
+cpdef step(object state, object to)

@@ -45,6 +45,7 @@ counter used to let two app refusals disable the pooled-connection retry):
 from __future__ import annotations
 
 import enum
+from typing import Any
 
 REROUTE_MAX = 3
 POOLED_RETRY_MAX = 2
@@ -129,8 +130,21 @@ class IllegalStep(RuntimeError):
     """A move outside ``TRANSITIONS``: a bug in the data path."""
 
 
+_watch: Any = None  # watch(): called with every move step() checks
+
+
+def watch(fn: Any) -> None:
+    """Call ``fn(state, to)`` with every move ``step`` checks, legal or not (``None``: stop).
+    For tests: the compiled exchange cimports ``step`` (a C call), so patching the module's
+    name would not see its moves."""
+    global _watch
+    _watch = fn
+
+
 def step(state: ExState, to: ExState) -> ExState:
     """``to`` if ``state → to`` is legal, else ``IllegalStep``."""
+    if _watch is not None:
+        _watch(state, to)
     if _legal(state, to):
         return to
     raise IllegalStep(f"exchange cannot go from {state.name} to {to.name}")

@@ -1,4 +1,7 @@
 # Typed request head for the Cython build (reqhead.py is the source; see sidecar/_build.py).
+cdef bint _COMPILED
+
+
 cdef class ReqHead:
     cdef public list fwd
     cdef public dict keyh

@@ -11,14 +11,18 @@ answers it when it is dispatched, in order with the requests before it.
 
 from __future__ import annotations
 
+#: this module runs compiled (an extension module's file is not the ``.py``): see ``ReqHead.__init__``
+_COMPILED = not __file__.endswith(".py")
+
 
 class ReqHead:
     __slots__ = ("url", "rpath", "fwd", "keyh", "method", "method_b", "version", "keep", "host", "clen", "te",
                  "chunked", "upgrade", "expect", "rid", "rid_given", "conn_given", "ctoks", "xff", "xfp", "xfh", "bad")
 
     def __init__(self) -> None:
+        # Compiled, the type's allocation already holds None / False in every field: only the
+        # fields with another start value are set (the plain build sets the rest in ``_zero``).
         self.url = b""
-        self.rpath: str | None = None  # the path rules see, when it differs from the forwarded one (_target)
         # headers to forward: flat (name, b": ", value, b"\r\n", … from httptools) or one
         # ready-made block of those lines (the compiled parser, llreq); ``kept`` reads either
         self.fwd: list[bytes] = []
@@ -27,11 +31,17 @@ class ReqHead:
         self.method_b = b"GET"
         self.version = "1.1"
         self.keep = True               # the client's keep-alive wish (the exchange's keep_alive starts here)
+        self.upgrade: bytes | bool = False
+        if not _COMPILED:
+            self._zero()
+
+    def _zero(self) -> None:
+        """The fields whose start value is None or False (what the compiled type starts with)."""
+        self.rpath: str | None = None  # the path rules see, when it differs from the forwarded one (_target)
         self.host: bytes | None = None
         self.clen: bytes | None = None
         self.te: bytes | None = None
         self.chunked = False
-        self.upgrade: bytes | bool = False
         self.expect = False            # Expect: 100-continue
         self.rid: bytes | None = None  # X-Request-Id (given, or made when the head goes upstream)
         self.rid_given = False

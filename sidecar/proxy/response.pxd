@@ -6,21 +6,21 @@ from sidecar.proxy.reqhead cimport ReqHead
 from sidecar.proxy.conn cimport ClientConn
 from sidecar.proxy.httpmsg cimport RespHead  # its fields: C reads in _write_head
 from sidecar._log cimport AccessLog  # enabled: a C read, write: a C call in finish
-from sidecar.proxy.exfields cimport ExchangeFields  # the fields resolve and limits share with HTTP/2
+from sidecar.proxy.exbase cimport ClientExchange  # (head, keep_alive, uout: the client connection reads them)
 from sidecar.proxy.limits cimport uncharge as _uncharge
+from sidecar.proxy.exstate cimport step  # a C call per move
 cimport cython
 
 cdef dict _STATUS_LINES  # typed: .get per response is a C call (keyed by the status: an int)
 
 
-cdef class ResponseMixin(ExchangeFields):
+cdef class ResponseMixin(ClientExchange):
     cdef public ProxyContext ctx
-    cdef public ReqHead head
     cdef public ClientConn conn  # its flags, peer and transport: C fields, not descriptor look-ups
     cdef public Node node  # netloc/name: C fields in attach and finish
     cdef public object ctransport, pending, decision, state
-    cdef public object hold_timer, up, spare, resp_buf, resp_held, uout, cout
-    cdef public bint keep_alive, admitted, was_held, body_done, sent_all, resp_chunked, resp_eof
+    cdef public object hold_timer, up, spare, resp_buf, resp_held, cout
+    cdef public bint admitted, was_held, body_done, sent_all, resp_chunked, resp_eof
     cdef public bint resp_keep, interim, no_resp_body, tunnel
     cdef public long reroutes, pooled_retries, replays, pending_len, status
     cdef public double held_at, deadline, t0, t_adm, t_up

@@ -16,7 +16,7 @@ from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 from . import httpmsg as H
-from .exfields import ExchangeFields
+from .exbase import ClientExchange
 from .limits import uncharge as _uncharge
 from .exstate import APP_REPLAY_MAX, DONE, FORWARDING, HELD, POOLED_RETRY_MAX, RESPONDING, TUNNEL, step
 
@@ -29,7 +29,7 @@ RESP_BUF_MAX = 64 * 1024
 _STATUS_LINES: dict[int, bytes] = {}  # status → its line with the standard phrase
 
 
-class ResponseMixin(ExchangeFields):
+class ResponseMixin(ClientExchange):
     __slots__ = ()
 
     # ------------------------------------------------------------ upstream → client
