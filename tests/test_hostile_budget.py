@@ -45,7 +45,9 @@ async def test_no_write_is_held_while_the_budget_is_spent(tmp_path, h11_nodes):
         out = await asyncio.wait_for(send_raw(sc.port, put(b"t2", b"small"), timeout=15), 2.0)
         assert statuses(out) == [503], out   # not held: answered at once
         assert b"stale-epoch" in out and b'"reason":"cutover"' in out
-        assert sc.ctx.hold.count == 1
+        # A is held again after each of its retries (0.005 s doubling to 0.32 s); while one retry is
+        # out at the node A is not counted, so the bound, not equality: t2 was never held.
+        assert sc.ctx.hold.count <= 1
         a.stale_writes = 0  # the application accepts again: A's next retry goes through
         assert statuses(await first) == [200]
         assert sc.ctx.budget.used == 0 and sc.ctx.hold.count == 0
