@@ -6,9 +6,9 @@ path) with probes that time what runs on its event loop besides the requests, fo
   tick (timeouts, idle sweeps, the pool sweep, the access log's timed flush), the metrics flush,
   hold timers, task wake-ups (named by the task's coroutine) — through a uvloop subclass whose
   scheduling methods wrap the callback (I/O callbacks, i.e. the requests themselves, are not timed);
-* every ``AccessLog.flush`` / ``post`` (the hand-off to its writer thread), including the one the data
-  path makes at 256 queued lines: wrapped in place on the plain build, and on the compiled one by a
-  subclass that ``sidecar._sidecar`` instantiates (its cpdef methods dispatch to the override).
+* on the plain build (``EPOCHGATE_PURE_PYTHON=1``; the compiled response code cimports the compiled
+  ``AccessLog``, so the log cannot be forced pure alone), every ``AccessLog.flush``, including the
+  one the data path makes at 256 queued lines.
 
 Events of at least ``EPOCHGATE_PROBE_MIN_US`` (default 50) µs are kept with their wall-clock start
 (``time.time()``, as h2load's log), so bench_tail.py can tell which slow requests overlapped them;
@@ -143,26 +143,18 @@ if PROBE:
 try:
     import sidecar._log as _log
 
-    if PROBE:  # every hand-off / write of the access log's lines, timed on its own
-        def _timed_log(meth):
-            def run(self) -> None:
-                n = len(self.rows)
-                t0 = pc()
-                try:
-                    meth(self)
-                finally:
-                    if n:
-                        note(f"access {meth.__name__} ({'256 lines' if n >= 256 else 'timer'})", t0, pc() - t0)
-            return run
-        if _log.__file__.endswith(".py"):  # pure: its methods can be wrapped
-            for _m in ("flush", "post"):
-                if hasattr(_log.AccessLog, _m):
-                    setattr(_log.AccessLog, _m, _timed_log(getattr(_log.AccessLog, _m)))
-        else:  # compiled: a subclass overrides the cpdef methods (the data path's C calls dispatch to it)
-            import sidecar._sidecar as _sc
+    if PROBE and _log.__file__.endswith(".py"):  # pure: its methods can be wrapped
+        _flush = _log.AccessLog.flush
 
-            _timed = {m: _timed_log(getattr(_log.AccessLog, m)) for m in ("flush", "post") if hasattr(_log.AccessLog, m)}
-            _sc.AccessLog = type("AccessLog", (_log.AccessLog,), _timed)
+        def flush(self) -> None:
+            n = len(self.rows)
+            t0 = pc()
+            try:
+                _flush(self)
+            finally:
+                if n:
+                    note(f"access flush ({'256 lines' if n >= 256 else 'tick'})", t0, pc() - t0)
+        _log.AccessLog.flush = flush
 except ImportError:
     pass
 

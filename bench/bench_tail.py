@@ -18,8 +18,9 @@ is many times its share among all is what makes the tail.
 
 ``--variant 'NAME;K=V;...'`` (repeatable) adds a sidecar started with those environment variables;
 ``ROOT=DIR`` runs the sidecar from another checkout (e.g. the baseline build). The access log's
-flushes / hand-offs are timed one by one on both builds (compiled: through a subclass, see
-``_tail_probe.py``), beside the timer callback they run in. The probe applies
+flushes are timed one by one only on the plain build (``EPOCHGATE_PURE_PYTHON=1``): its compiled
+``AccessLog`` is cimported by the compiled response code, so it cannot be forced pure alone (the
+ABI check refuses the mix); compiled, the timed flush is timed as the callback it runs in. The probe applies
 ``PROBE_GC_THRESHOLD=a,b,c`` (``gc.set_threshold`` after start-up), ``PROBE_GC_FREEZE=0`` (undo the
 start-up ``gc.freeze``) and ``PROBE_GC=0`` (``gc.disable``) so a setting can be measured before it
 is made in the code. ``--no-probe`` runs the sidecars plainly (the probe's own wrapping costs a few
@@ -179,7 +180,6 @@ def report(a, acc, variants, probes, split, loads) -> None:
         print(f"  {'pause kind':34s} {'/s':>7s} {'mean µs':>8s} {'max µs':>7s} {'%time':>6s} "
               f"{'slow 1% hit':>11s} {'by chance':>9s} {'0.1% hit':>8s} {'all hit':>8s}")
         by_kind: dict[str, list[tuple[float, float]]] = {}
-        busy: list[str] = []
         for kind, t0, dt in pr["events"]:
             if any(s <= t0 <= e for s, e in cells):
                 by_kind.setdefault(kind, []).append((t0, t0 + dt))
@@ -191,15 +191,11 @@ def report(a, acc, variants, probes, split, loads) -> None:
             mean = ev_time / len(spans) if spans else 0.0
             chance = sum(min(1.0, per_s * (u / 1e6 + mean)) for _, u in slow) / max(1, len(slow))
             if not spans and mx < 50e-6:
-                if n / max(life, 1) >= 20:  # frequent and short: per-request callbacks and wake-ups
-                    busy.append(f"{kind} {n / max(life, 1):.0f}/s x {1e6 * tot / n:.1f} µs")
                 continue
             print(f"  {kind[:34]:34s} {n / max(life, 1):7.1f} {1e6 * tot / n:8.1f} {1e6 * mx:7.0f} "
                   f"{100 * ev_time / max(span, 1e-9):6.2f} {100 * overlap_share(slow, spans):10.1f}% {100 * chance:8.1f}% "
                   f"{100 * overlap_share(slow9, spans):7.1f}% "
                   f"{100 * overlap_share(rows, spans):7.1f}%")
-        if busy:
-            print("  frequent callbacks, none >= 50 µs (rate over the whole life, mean): " + "; ".join(busy))
         if pr.get("garbage"):
             print("  freed by the collector (PROBE_GC_SAVEALL), most common types: "
                   + ", ".join(f"{t} {n}" for t, n in pr["garbage"]))

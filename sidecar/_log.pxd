@@ -22,9 +22,6 @@ cdef class AccessLog:
     cdef public list rows
     cdef public dict _mids
     cdef public double _ts_at
-    cdef public int _fd
-    cdef public object _enc, _errors, _q, _thread
-    cdef public long long backlog_max, _posted, _written
 
     @cython.locals(rows=list)
     cpdef write(self, client, method, path, partition, phase, epoch, decision, status, double upstream_s,
@@ -35,16 +32,5 @@ cdef class AccessLog:
     cdef str _line(self, client, method, path, partition, phase, epoch, decision, status, double up_s,
                    double total_s, rid, node)
 
-    @cython.locals(lines=list, pieces=list, n=Py_ssize_t)
-    cpdef post(self)
-
+    @cython.locals(lines=list, piece=list, size=Py_ssize_t)
     cpdef flush(self)
-
-    cpdef close(self)
-
-    @cython.locals(lines=list)
-    cdef _write_stream(self)
-
-
-@cython.locals(out=list, piece=list, size=Py_ssize_t)
-cdef list _pieces(list lines)

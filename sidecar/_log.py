@@ -3,10 +3,9 @@
 One access line per request (DESIGN §10): method, path, partition, phase,
 epoch, decision, status, upstream and total time, plus request id and client.
 The data path formats its line once the response has gone out (``write``) and
-queues it; queued lines are handed over in batches (at 256 lines or every flush
-tick) to a writer thread that makes the ``write`` syscalls, so logging costs one
-line's formatting after the response and a join per few dozen lines on the loop,
-and a slow disk or pipe stalls the writer, not the loop (until ``BACKLOG_MAX``).
+queues it; queued lines are written in batches (at 256 lines or every flush
+tick), so logging costs one line's formatting after the response and a syscall
+per few dozen lines, and a flush is a join and a write, not a loop pause.
 
 Event logs (start, reload, fail-closed, drain, …) go through ``logging`` with
 either a text or a one-JSON-object-per-line formatter (``--log-format``).
@@ -16,20 +15,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import queue
 import re
-import select
 import sys
-import threading
 import time
 from typing import IO, Any
 
 log = logging.getLogger("epochgate.sidecar")
-
-#: Bytes handed to the writer thread and not yet written past which ``post`` waits for it (the loop
-#: then blocks on a slow disk or pipe as a blocking write did: nothing is dropped, memory is bounded).
-BACKLOG_MAX = 1 << 20
 
 # Client-chosen bytes in a text line: anything but visible ASCII, and the quote and
 # backslash that delimit fields, are written as \xHH (a NEL or CR must not end the line,
@@ -130,8 +121,7 @@ class AccessLog:
     10, GET 2400/s; 3–9% by chance). Each line costs the same either way (~1 µs compiled), paid
     after its own response was written."""
 
-    __slots__ = ("fmt", "stream", "enabled", "rows", "_ts", "_ts_at", "_mids", "_fd", "_enc", "_errors", "_q",
-                 "_thread", "backlog_max", "_posted", "_written")
+    __slots__ = ("fmt", "stream", "enabled", "rows", "_ts", "_ts_at", "_mids")
 
     def __init__(self, fmt: str = "text", stream: IO[str] | None = None, enabled: bool = True) -> None:
         self.fmt = fmt
@@ -141,22 +131,10 @@ class AccessLog:
         self._mids: dict[tuple[Any, ...], tuple[str, str]] = {}
         self._ts = ""
         self._ts_at = 0.0
-        # a stream with a file descriptor (stdout) is written by a writer thread (``post``)
-        try:
-            self._fd = self.stream.fileno()
-        except (AttributeError, OSError, ValueError):  # io.StringIO: written in place
-            self._fd = -1
-        self._enc = getattr(self.stream, "encoding", None) or "utf-8"
-        self._errors = getattr(self.stream, "errors", None) or "strict"
-        self._q: Any = None
-        self._thread: threading.Thread | None = None
-        self.backlog_max = BACKLOG_MAX
-        self._posted = 0   # bytes handed to the writer (changed by the loop only)
-        self._written = 0  # bytes it wrote (changed by the writer thread only)
 
     def tick(self) -> None:
-        """Hand the queued lines to the writer, then refresh the cached timestamp (a few times a second)."""
-        self.post()
+        """Flush, then refresh the cached timestamp (called a few times a second)."""
+        self.flush()
         self.stamp()
 
     def stamp(self) -> None:
@@ -167,14 +145,14 @@ class AccessLog:
 
     def write(self, client: str, method: str, path: bytes, partition: str, phase: str, epoch: int, decision: str,
               status: int, upstream_s: float, total_s: float, rid: bytes | None, node: str) -> None:
-        """Format one access line and queue it (handed to the writer at 256 lines, or by the flush timer)."""
+        """Format one access line and queue it (flushed at 256 lines, or by the flush timer)."""
         if not self.enabled:
             return
         rows = self.rows
         rows.append(self._line(client, method, path, partition, phase, epoch, decision, status, upstream_s, total_s,
                                rid, node))
         if len(rows) >= 256:
-            self.post()
+            self.flush()
 
     def _line(self, client: str, method: str, path: bytes, partition: str, phase: str, epoch: int, decision: str,
               status: int, up_s: float, total_s: float, rid: bytes | None, node: str) -> str:
@@ -206,127 +184,33 @@ class AccessLog:
         # %-formatting: 0.3 µs a line less than the f-string's two format specs (timeit)
         return "%s %s%.2f total_ms=%.2f rid=%s" % (ts, hit[1], up, total, escape(rid))
 
-    def post(self) -> None:
-        """Hand the queued lines to the writer thread, which writes them in order (``flush`` waits for it).
-
-        The loop joins and encodes them (a few µs); the ``write`` syscalls, whose cost on a file varies
-        (a few µs, now and then milliseconds: ext4's journal, writeback), run on the writer thread with
-        the GIL released, while the loop serves requests (bench_tail.py --rt 10, gRPC 1600/s, probe on:
-        the log's part of the 20 ms timer 28.3 → 13.3 µs mean, the slowest 1% of calls overlapping that
-        timer 50% → 6%; the added p99 unchanged within noise, p99.9 lower in 4 of 5 runs). A stream
-        without a file descriptor (``io.StringIO``) is written here, as before."""
-        if not self.rows:
-            return
-        if self._fd < 0:
-            self._write_stream()
-            return
-        if self._thread is None:
-            self._start_writer()
-        lines, self.rows = self.rows, []
-        try:
-            pieces = [p.encode(self._enc, self._errors) for p in _pieces(lines)]
-        except UnicodeError:  # a lone surrogate (a name from JSON): escaped, not the batch lost
-            pieces = [p.encode(self._enc, "backslashreplace") for p in _pieces(lines)]
-        n = 0
-        for b in pieces:
-            n += len(b)
-        self._posted += n
-        self._q.put(pieces)
-        if self._posted - self._written > self.backlog_max:  # the disk or pipe is slower than the lines come
-            self._wait()
-
     def flush(self) -> None:
-        """Write the queued lines; when it returns, every line queued so far has been written
-        (shutdown: ``ProxyContext.stop``)."""
-        if self._fd < 0:
-            self._write_stream()
-            return
-        self.post()
-        if self._thread is not None and self._posted != self._written:
-            self._wait()
-
-    def close(self) -> None:
-        """Flush, then end the writer thread (a later line starts another)."""
-        self.flush()
-        if self._thread is not None:
-            self._q.put(None)
-            self._thread.join()
-            self._thread = None
-
-    def _wait(self) -> None:
-        """Block until the writer thread has written everything handed to it so far (FIFO: a marker)."""
-        done = threading.Event()
-        self._q.put(done)
-        done.wait()
-
-    def _start_writer(self) -> None:
-        try:
-            self.stream.flush()  # what the stream buffered goes out first: the writer bypasses its buffer
-        except (OSError, ValueError):
-            pass
-        self._q = queue.SimpleQueue()
-        self._thread = t = threading.Thread(target=self._run_writer, name="epochgate-access-log", daemon=True)
-        t.start()
-
-    def _run_writer(self) -> None:
-        """The writer thread: each piece (< PIPE_BUF, so the lines of several worker processes sharing
-        one pipe never interleave) with one ``os.write``; a marker is set once all before it is written."""
-        q = self._q
-        fd = self._fd
-        while True:
-            item = q.get()
-            if type(item) is list:
-                for b in item:
-                    try:
-                        _write_all(fd, b)
-                    except Exception:  # never let the writer die: ``flush`` would wait for it forever
-                        log.exception("access log write failed")
-                    self._written += len(b)  # only this thread changes it (``_posted``: only the loop)
-            elif item is None:  # close
-                return
-            else:
-                item.set()
-
-    def _write_stream(self) -> None:
-        """Write the queued lines to the stream itself (no file descriptor, or no writer thread)."""
+        """Write the queued lines in pieces of at most 4 KiB (PIPE_BUF), so that
+        the lines of several worker processes sharing one pipe never interleave."""
         if not self.rows:
             return
         lines, self.rows = self.rows, []
+        piece: list[str] = []
+        size = 0
         try:
-            for piece in _pieces(lines):
-                self.stream.write(piece)
-                self.stream.flush()
+            for line in lines:
+                if size + len(line) >= 4000 and piece:
+                    self._put("\n".join(piece) + "\n")
+                    piece, size = [], 0
+                piece.append(line)
+                size += len(line) + 1
+            if piece:
+                self._put("\n".join(piece) + "\n")
         except (OSError, ValueError):
             pass
 
-
-def _pieces(lines: list[str]) -> list[str]:
-    """The lines joined into pieces of at most 4 KiB (PIPE_BUF) each written at once, so that the lines
-    of several worker processes sharing one pipe never interleave."""
-    out: list[str] = []
-    piece: list[str] = []
-    size = 0
-    for line in lines:
-        if size + len(line) >= 4000 and piece:
-            out.append("\n".join(piece) + "\n")
-            piece, size = [], 0
-        piece.append(line)
-        size += len(line) + 1
-    if piece:
-        out.append("\n".join(piece) + "\n")
-    return out
-
-def _write_all(fd: int, b: bytes) -> None:
-    """``os.write`` until all of ``b`` is written (the writer thread; the GIL is released meanwhile).
-    A non-blocking descriptor is waited on rather than dropped; an error (a closed pipe, a full disk)
-    drops this piece, as the stream's write did."""
-    view = memoryview(b)
-    while view:
+    def _put(self, text: str) -> None:
         try:
-            n = os.write(fd, view)
-        except BlockingIOError:
-            select.select([], [fd], [], 1.0)
-            continue
-        except OSError:
-            return
-        view = view[n:]
+            self.stream.write(text)
+        except UnicodeEncodeError:
+            # A lone surrogate (a partition name from JSON) cannot be encoded strictly: write the piece
+            # backslash-escaped. Before, the error (a ValueError) ended the flush and lost the rest of the
+            # batch, up to 256 lines. The text stream encodes before it buffers, so nothing went out twice.
+            enc = getattr(self.stream, "encoding", None) or "utf-8"
+            self.stream.write(text.encode(enc, "backslashreplace").decode(enc))
+        self.stream.flush()

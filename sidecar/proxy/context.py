@@ -203,6 +203,6 @@ class ProxyContext:
             return
         self._flusher = self.loop.call_later(FLUSH_S, self._flush)
         try:
-            self.access.post()  # to the writer thread: the write syscalls are off the loop (_log.AccessLog.post)
+            self.access.flush()
         except Exception:  # never let the timer die (the tick's flush still runs)
             logging.getLogger("epochgate.sidecar").exception("access log flush failed")
