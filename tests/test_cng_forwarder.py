@@ -17,6 +17,7 @@ import pytest
 
 from bench._compiled_copy import compiled_argv
 from bench.bench_proxy import wait_port
+from tests._grpc_store import start_store
 from tests._sidecar_util import free_port
 
 pytest.importorskip("uvloop")
@@ -34,18 +35,7 @@ async def test_unary_calls_and_error_trailers_pass_through_the_c_driven_forwarde
     if argv is None:
         pytest.skip("bench/_cng_forwarder.pyx could not be built (said on stderr)")
 
-    async def put(request: bytes, context) -> bytes:
-        await asyncio.sleep(0.01 * (request[-1] % 3))  # replies overtake each other across streams
-        return request + b"!"
-
-    async def fail(request: bytes, context) -> bytes:
-        await context.abort(grpc.StatusCode.NOT_FOUND, "no such key")
-
-    server = grpc.aio.server()
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("kv.v1.Store", {
-        "Put": grpc.unary_unary_rpc_method_handler(put), "Fail": grpc.unary_unary_rpc_method_handler(fail)}),))
-    up = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
+    server, up = await start_store()
     port = free_port()
     proc = subprocess.Popen([*argv, str(port), str(up)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
