@@ -98,6 +98,10 @@ class ProxyContext:
         self.rid_prefix = f"{random.getrandbits(40):010x}{os.getpid() % 4096:03x}-".encode()
         self.stamps: dict[tuple[str, int, str], bytes] = {}
         self.rid_n = 0
+        # resolve's one-entry cache: the last PartitionState it read, with its phase label and source
+        self.rs_state: Any = None
+        self.rs_phase: Any = None
+        self.rs_source: Any = None
         self._ticker: asyncio.TimerHandle | None = None
         self._flusher: asyncio.TimerHandle | None = None
         self.closing = False
