@@ -98,6 +98,11 @@ class ProxyContext:
         self.rid_prefix = f"{random.getrandbits(40):010x}{os.getpid() % 4096:03x}-".encode()
         self.stamps: dict[tuple[str, int, str], bytes] = {}
         self.rid_n = 0
+        # stamp's last answer and its key (attach compares them before the dict: a one-entry cache)
+        self.st_part: Any = None
+        self.st_epoch: Any = None
+        self.st_place: Any = None
+        self.st_line: Any = None
         # resolve's one-entry cache: the last PartitionState it read, with its phase label and source
         self.rs_state: Any = None
         self.rs_phase: Any = None
@@ -151,6 +156,7 @@ class ProxyContext:
                 self.stamps.clear()
             v = self.stamps[key] = (b"X-Partition: %b\r\nX-Placement: %b\r\nX-Placement-Epoch: %d\r\n"
                                      % (partition.encode(), placement.encode(), epoch))
+        self.st_part, self.st_epoch, self.st_place, self.st_line = partition, epoch, placement, v
         return v
 
     def start(self) -> None:
