@@ -70,8 +70,9 @@ class OptionalBuildExt(build_ext):
             ext._built = True
         except Exception as exc:
             native = ext.name.split(".", 1)[1] in _BUILD.NATIVE
-            _say(f"{ext.name}: compile failed, " + ("its pure fallback (httptools) runs" if native else
-                                                      "it stays Python") + f": {exc}")
+            fallback = ("ngh2 or h2 runs HTTP/2" if ext.name == f"sidecar.{NGHTTP2}" else
+                        "its pure fallback (httptools) runs" if native else "it stays Python")
+            _say(f"{ext.name}: compile failed, {fallback}: {exc}")
             stale = Path(self.get_ext_fullpath(ext.name))  # an older build's output must not ship
             stale.unlink(missing_ok=True)
 
@@ -105,11 +106,27 @@ class OptionalBuildExt(build_ext):
         return outs
 
 
+#: the HTTP/2 engine binding of the system libnghttp2 (``sidecar/proxy/h2/engine_nghttp2.pyx``)
+NGHTTP2 = "proxy.h2.engine_nghttp2"
+
+
+def _nghttp2_header() -> bool:
+    """libnghttp2's development header is installed (Debian ``libnghttp2-dev``): the compiler's usual
+    include directories, and those ``CPATH``/``C_INCLUDE_PATH`` add."""
+    dirs = ["/usr/include", "/usr/local/include", "/opt/homebrew/include"]
+    for var in ("CPATH", "C_INCLUDE_PATH"):
+        dirs += [d for d in os.environ.get(var, "").split(os.pathsep) if d]
+    return any(Path(d, "nghttp2", "nghttp2.h").is_file() for d in dirs)
+
+
 def _native(name: str) -> Any:
     """A compiled-only module (``_build.NATIVE``): its ``.pyx`` plus the vendored llhttp C sources
-    (``sidecar/proxy/_vendor/llhttp``, MIT; gcc and the Python headers are all it needs)."""
+    (``sidecar/proxy/_vendor/llhttp``, MIT; gcc and the Python headers are all it needs), or, for the
+    HTTP/2 engine, linked against the system libnghttp2."""
     from setuptools import Extension
 
+    if name == NGHTTP2:
+        return Extension(f"sidecar.{name}", [f"sidecar/{name.replace('.', '/')}.pyx"], libraries=["nghttp2"])
     ll = "sidecar/proxy/_vendor/llhttp"
     return Extension(f"sidecar.{name}", [f"sidecar/{name.replace('.', '/')}.pyx", f"{ll}/src/api.c",
                                          f"{ll}/src/http.c", f"{ll}/src/llhttp.c"],
@@ -133,7 +150,12 @@ def _extensions() -> list:
         gate_names = tuple(n for n in gate_names if f"gate.{n}" in only.split(","))
     modules: list = [f"sidecar/{n.replace('.', '/')}.py" for n in names]
     modules += [f"gate/{n.replace('.', '/')}.py" for n in gate_names]
-    modules += [_native(n) for n in _BUILD.NATIVE if not only or n in only.split(",")]
+    natives = [n for n in _BUILD.NATIVE if not only or n in only.split(",")]
+    if NGHTTP2 in natives and not _nghttp2_header():
+        natives.remove(NGHTTP2)
+        _say("libnghttp2's header (nghttp2/nghttp2.h) not found: HTTP/2 runs on ngh2 or h2 "
+             "(apt-get install libnghttp2-dev for the compiled engine)")
+    modules += [_native(n) for n in natives]
     try:
         return cythonize(modules, language_level=3, quiet=True, nthreads=os.cpu_count() or 1, force=True,
                          # Python semantics kept: negative indices and bounds

@@ -54,7 +54,10 @@ ENGINES = ("proxy.h2",)
 #: stale or unlisted: its import fails and the caller falls back.
 NATIVE = {"proxy.llresp": ("proxy/upstream.pxd", "proxy/httpmsg.pxd", "proxy/_llhttp.pxi", "proxy/_vendor/llhttp/include/llhttp.h"),
           "proxy.llreq": ("proxy/conn.pxd", "proxy/reqhead.pxd", "proxy/exbase.pxd", "proxy/context.pxd", "proxy/_llhttp.pxi",
-                          "proxy/_vendor/llhttp/include/llhttp.h")}
+                          "proxy/_vendor/llhttp/include/llhttp.h"),
+          # the system libnghttp2 driven from C (``proxy/h2/engine_nghttp2.pyx``), the HTTP/2 engine when
+          # built (needs libnghttp2's headers: Debian libnghttp2-dev); engine.py falls back to ngh2, then h2
+          "proxy.h2.engine_nghttp2": ("proxy/h2/conn.pxd",)}
 #: the modules compiled against gate's public cimport surface (``gate/capi.pxd``: the tracker's
 #: begin/end and the one fail_closed_admit as C calls): writegate cimports it, exchange cimports
 #: writegate's type. They load only while gate's modules behind it run compiled, so when

@@ -1,7 +1,8 @@
-"""Both HTTP/2 engines (``sidecar/proxy/h2/engine.py``) under the tests that guard the
-HTTP/2 front door: libnghttp2 through ngh2 (what runs when it is installed, as in CI) and
-pure-Python h2 (the fallback). A test that asks for ``h2_engine`` runs once per engine;
-the suite's other HTTP/2 tests run on the installed one. ``h2_checks_off`` leaves only the
+"""The HTTP/2 engines (``sidecar/proxy/h2/engine.py``) under the tests that guard the
+HTTP/2 front door: the sidecar's libnghttp2 binding (what the compiled build runs, as in CI),
+libnghttp2 through ngh2 (the fallback when the binding is not built) and pure-Python h2 (the
+last fallback). A test that asks for ``h2_engine`` runs once per engine; the suite's other
+HTTP/2 tests run on the one chosen. ``h2_checks_off`` leaves only the
 sidecar's own header checks (``fields.py``): h2 with its inbound validation off, since
 libnghttp2's cannot be turned off."""
 
@@ -12,7 +13,7 @@ from typing import Any
 
 import pytest
 
-ENGINES = ["ngh2", "h2"]
+ENGINES = ["nghttp2", "ngh2", "h2"]
 
 
 def use_engine(name: str) -> str:
@@ -21,6 +22,8 @@ def use_engine(name: str) -> str:
 
     if name == "ngh2" and importlib.util.find_spec("ngh2") is None:
         pytest.skip("ngh2 is not installed (pip install 'epochgate[ngh2]')")
+    if name == "nghttp2" and (why := engine._nghttp2_status()) != "ok":
+        pytest.skip(f"the libnghttp2 binding does not run here: {why}")
     return engine.use(name)
 
 

@@ -1,14 +1,18 @@
 """Which HTTP/2 engine runs the frames, HPACK and stream states: the one seam between the
 sidecar's HTTP/2 code (``conn.py``, ``server.py``, ``upstream.py``) and a library.
 
-* ``ngh2`` (``engine_ng.py``): libnghttp2, compiled — when ``ngh2`` is importable (the
-  ``[ngh2]`` extra; ~0.03x h2's CPU per exchange, docs/figures-peers.md);
+* ``nghttp2`` (``engine_nghttp2.pyx``): the system libnghttp2 driven from C, the sidecar's own
+  binding — when the compiled build has it (``setup.py`` compiles it where libnghttp2's header is
+  installed: Debian ``libnghttp2-dev``) and the connection base runs compiled (its connection
+  derives from ``conn.pxd``'s ``Engine``); ~0.45x ngh2's CPU per call (docs/figures-peers.md, stop 38);
+* ``ngh2`` (``engine_ng.py``): libnghttp2 through the ``ngh2`` package — otherwise, when ``ngh2``
+  is importable (the ``[ngh2]`` extra; ~0.03x h2's CPU per exchange, docs/figures-peers.md);
 * ``h2`` (``engine_h2.py``): pure Python — otherwise, or when ``EPOCHGATE_PURE_PYTHON``
   forces the pure build (``1``, or a list naming ``proxy.h2``; ``sidecar/_build.py``).
 
-Decided at start-up without importing either library (``describe()`` names it in the
+Decided at start-up without importing any of them (``describe()`` names it in the
 start-up log) and loaded on the first HTTP/2 connection (an HTTP/1.1-only sidecar imports
-neither; ngh2 adds ~1.7 MiB when it loads). Both engines offer the same calls (``server()``/``client()`` return a
+none; ngh2 adds ~1.7 MiB when it loads). The engines offer the same calls (``server()``/``client()`` return a
 connection with ``receive``, ``data_to_send``, ``request``, ``respond``, ``trailers``,
 ``send_data``, ``end_stream``, ``window``, ``reset_stream``, ``ack`` (True when it queued a
 frame, or when the engine cannot tell), ``close_connection``, ``shutdown``, ``peer_max_streams``, ``head_pending``; ``closed``:
@@ -25,6 +29,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import logging
+import re
 from enum import IntEnum
 from types import ModuleType
 
@@ -66,7 +71,7 @@ def code_name(code: int) -> str:
         return f"error code {code:#x}"
 
 
-_state: dict[str, object] = {"engine": None, "reason": ""}
+_state: dict[str, object] = {"engine": None, "reason": "", "native": ""}
 
 
 def forced_pure() -> bool:
@@ -76,11 +81,32 @@ def forced_pure() -> bool:
     return "proxy.h2" in _build.forced_pure()
 
 
+#: the engines by name, and the module each is (``use``)
+MODULES = {"nghttp2": ".engine_nghttp2", "ngh2": ".engine_ng", "h2": ".engine_h2"}
+
+
+def _nghttp2_status() -> str:
+    """``ok`` when the binding may load, else why not (from the build's guard, nothing imported)."""
+    from ... import _build
+
+    info = _build.info()
+    status = info["native"].get(f"{_build.__package__}.proxy.h2.engine_nghttp2", "not built")
+    if status != "ok":
+        return {"not built": "not built (needs libnghttp2-dev at build time)"}.get(status, status)
+    if "proxy.h2.conn" not in info["compiled"]:   # (it derives from the compiled connection base)
+        return "the HTTP/2 connection base runs as Python"
+    return "ok"
+
+
 def choice() -> str:
-    """The engine that will run (``"ngh2"`` or ``"h2"``), decided without importing either."""
+    """The engine that will run (``"nghttp2"``, ``"ngh2"`` or ``"h2"``), decided without importing any."""
     if forced_pure():
         _state["reason"] = "EPOCHGATE_PURE_PYTHON is set"
         return "h2"
+    status = _nghttp2_status()
+    if status == "ok":
+        return "nghttp2"
+    _state["native"] = status
     if importlib.util.find_spec("ngh2") is None:
         _state["reason"] = "ngh2 is not installed: pip install 'epochgate[ngh2]'"
         return "h2"
@@ -88,7 +114,7 @@ def choice() -> str:
 
 
 def _load(name: str) -> ModuleType:
-    return importlib.import_module(".engine_h2" if name == "h2" else ".engine_ng", __package__)
+    return importlib.import_module(MODULES[name], __package__)
 
 
 def get() -> ModuleType:
@@ -98,27 +124,56 @@ def get() -> ModuleType:
         name = choice()
         try:
             eng = _load(name)
-        except ImportError as exc:  # installed but broken (a wheel for another ABI, say)
-            _state["reason"] = f"ngh2 failed to import: {exc}"
-            logging.getLogger("epochgate.sidecar").warning("HTTP/2 runs on pure-Python h2: %s", _state["reason"])
-            eng = _load("h2")
+        except ImportError as exc:  # built/installed but broken (a wheel for another ABI, say)
+            log = logging.getLogger("epochgate.sidecar")
+            if name == "nghttp2":
+                _state["native"] = f"failed to import: {exc}"
+                log.warning("the libnghttp2 engine failed to import (%s): HTTP/2 runs on ngh2 or h2", exc)
+                if importlib.util.find_spec("ngh2") is not None:
+                    try:
+                        eng = _load("ngh2")
+                    except ImportError as exc2:
+                        exc = exc2
+                        name = "ngh2"
+            if eng is None:
+                _state["reason"] = f"{name} failed to import: {exc}" if name == "ngh2" else (
+                    _state["reason"] or "ngh2 is not installed: pip install 'epochgate[ngh2]'")
+                log.warning("HTTP/2 runs on pure-Python h2: %s", _state["reason"])
+                eng = _load("h2")
         _state["engine"] = eng
     return eng  # type: ignore[return-value]
 
 
 def use(name: str) -> str:
-    """Run ``name`` (``"h2"`` or ``"ngh2"``) from the next connection on (the tests run the
-    HTTP/2 tests under both engines this way); returns the name of the engine before."""
+    """Run ``name`` (``"nghttp2"``, ``"ngh2"`` or ``"h2"``) from the next connection on (the tests
+    run the HTTP/2 tests under each engine this way); returns the name of the engine before."""
     before = get().NAME  # type: ignore[attr-defined]
     _state["engine"] = _load(name)
     return before
 
 
 def describe() -> str:
-    """One line for the start-up log, without loading the engine: ``ngh2 (libnghttp2,
-    compiled)`` or ``h2 (pure Python: <reason>)``."""
+    """One line for the start-up log, without loading the engine: ``nghttp2 (libnghttp2 1.52,
+    the sidecar's binding, compiled)``, ``ngh2 (libnghttp2, compiled)`` or ``h2 (pure Python: <reason>)``."""
     eng = _state["engine"]
     name = choice() if eng is None else eng.NAME  # type: ignore[attr-defined]
+    if name == "nghttp2":
+        return f"nghttp2 (libnghttp2{_libnghttp2_version()}, the sidecar's binding, compiled)"
+    why = f"; the libnghttp2 binding: {_state['native']}" if _state.get("native") and not forced_pure() else ""
     if name == "ngh2":
-        return "ngh2 (libnghttp2, compiled)"
+        return f"ngh2 (libnghttp2, compiled{why})"
     return f"h2 (pure Python: {_state['reason'] or 'chosen by a test'})"
+
+
+def _libnghttp2_version() -> str:
+    """`` 1.52`` (with its space): libnghttp2's major.minor, from the loaded binding (what it was
+    compiled against) or, before it loads, the installed header; "" when neither says."""
+    eng = _state["engine"]
+    if eng is not None and getattr(eng, "NAME", "") == "nghttp2":
+        return " " + ".".join(eng.VERSION.split(".")[:2])  # type: ignore[attr-defined]
+    try:
+        with open("/usr/include/nghttp2/nghttp2ver.h") as f:
+            m = re.search(r'NGHTTP2_VERSION "(\d+\.\d+)', f.read())
+    except OSError:
+        return ""
+    return f" {m.group(1)}" if m else ""
