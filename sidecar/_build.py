@@ -177,10 +177,11 @@ def install() -> None:
         logging.getLogger("epochgate.sidecar").warning(
             "%s: the data path (%s compiled against gate/capi.pxd) runs as Python too", reason, ", ".join(bound))
     native: dict[str, str] = {}
+    every = forced_pure()
     for n in NATIVE:
         if not _extension_present(n):
             native[n] = "not built"
-        elif n in forced_pure():
+        elif n in every or any(n.startswith(f"{e}.") for e in ENGINES if e in every):  # (proxy.h2: the engine too)
             native[n] = "EPOCHGATE_PURE_PYTHON"
         elif manifest.get(n) != source_hash(n):
             native[n] = "stale"
@@ -236,7 +237,7 @@ def describe() -> str:
     if s["build"] == "compiled":
         bad = {n.rsplit(".", 1)[1]: v for n, v in s["native"].items() if v != "ok"}
         native = (f"; not loaded: {', '.join(f'{n} ({v})' for n, v in bad.items())}" if bad
-                  else " + llhttp request and response parsers" if s["native"] else "")
+                  else " + llhttp request and response parsers + libnghttp2 engine" if s["native"] else "")
         return f"compiled ({len(s['compiled'])} modules{native})"
     if s["build"] == "mixed":
         return f"mixed (compiled: {', '.join(s['compiled'])}; pure: {s['reason'] or ', '.join(s['pure'])})"

@@ -37,7 +37,9 @@ def test_pure_python_env_forces_the_h2_engine(monkeypatch, value, h2, data_path_
     from sidecar import _build
 
     monkeypatch.setenv("EPOCHGATE_PURE_PYTHON", value)
-    want = h2 or ("ngh2" if _ngh2() else "h2")
+    # (the binding's own status was decided at import, from the environment then: see the
+    # subprocess test below for EPOCHGATE_PURE_PYTHON refusing it)
+    want = h2 or _default()
     assert engine.choice() == want
     assert bool(_build.forced_pure() & set(_build.COMPILED)) == data_path_forced
 
@@ -48,17 +50,63 @@ def _ngh2() -> bool:
     return importlib.util.find_spec("ngh2") is not None
 
 
+def _default() -> str:
+    """What runs by default here: the binding when built and compiled, else ngh2 when installed, else h2."""
+    return "nghttp2" if engine._nghttp2_status() == "ok" else "ngh2" if _ngh2() else "h2"
+
+
+def test_the_engine_order_is_the_binding_then_ngh2_then_h2(monkeypatch):
+    """Built and loadable: the binding; not (no libnghttp2-dev at build time, or the connection base
+    runs as Python): ngh2 when installed; else h2 — each decided without importing anything."""
+    import importlib.util
+
+    monkeypatch.delenv("EPOCHGATE_PURE_PYTHON", raising=False)
+    monkeypatch.setattr(engine, "_nghttp2_status", lambda: "ok")
+    assert engine.choice() == "nghttp2"
+    monkeypatch.setattr(engine, "_nghttp2_status", lambda: "not built (needs libnghttp2-dev at build time)")
+    assert engine.choice() == ("ngh2" if _ngh2() else "h2")
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
+    assert engine.choice() == "h2"
+
+
+def test_the_binding_refused_by_the_build_guard_is_not_chosen():
+    """EPOCHGATE_PURE_PYTHON naming the binding (or ``proxy.h2``, or ``1``) refuses it: its import
+    fails cleanly and the next engine runs; named alone it leaves the data path compiled."""
+    code = ("import sidecar, sidecar._build as b, sidecar.proxy.h2.server, sidecar.proxy.h2.engine as e\n"
+            "print(e.choice(), b.info()['native'].get('sidecar.proxy.h2.engine_nghttp2'))\n"
+            "try:\n    import sidecar.proxy.h2.engine_nghttp2\nexcept ImportError as x:\n    print(type(x).__name__)\n"
+            "else:\n    print('loaded')")
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env.pop("EPOCHGATE_PURE_PYTHON", None)
+    base = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT, timeout=60)
+    assert base.returncode == 0, base.stderr
+    if not base.stdout.startswith("nghttp2 ok"):
+        pytest.skip(f"the libnghttp2 binding is not built here: {base.stdout.split()}")
+    assert base.stdout.split()[-1] == "loaded"
+    for value in ("proxy.h2.engine_nghttp2", "proxy.h2", "1"):
+        env["EPOCHGATE_PURE_PYTHON"] = value
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT, timeout=60)
+        assert r.returncode == 0, r.stderr
+        chosen, status, imported = r.stdout.split()
+        assert chosen == ("h2" if value != "proxy.h2.engine_nghttp2" else "ngh2" if _ngh2() else "h2"), value
+        assert status == "EPOCHGATE_PURE_PYTHON" and imported == "ModuleNotFoundError", value
+
+
 def test_choice_imports_neither_library_and_the_start_log_names_it():
     code = ("import sys, sidecar.proxy.h2.engine as e; d = e.describe(); "
-            "print(d); print('h2' in sys.modules, 'ngh2' in sys.modules)")
+            "print(d); print('h2' in sys.modules, 'ngh2' in sys.modules, 'sidecar.proxy.h2.engine_nghttp2' in sys.modules)")
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     env.pop("EPOCHGATE_PURE_PYTHON", None)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
     assert out.returncode == 0, out.stderr
     line, loaded = out.stdout.splitlines()
-    assert loaded == "False False"
-    assert line == ("ngh2 (libnghttp2, compiled)" if _ngh2() else
-                    "h2 (pure Python: ngh2 is not installed: pip install 'epochgate[ngh2]')")
+    assert loaded == "False False False"
+    if _default() == "nghttp2":
+        assert line.startswith("nghttp2 (libnghttp2") and line.endswith(", the sidecar's binding, compiled)"), line
+    elif _ngh2():
+        assert line.startswith("ngh2 (libnghttp2, compiled"), line
+    else:
+        assert line.startswith("h2 (pure Python: ngh2 is not installed: pip install 'epochgate[ngh2]'"), line
     env["EPOCHGATE_PURE_PYTHON"] = "proxy.h2"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
     assert out.stdout.splitlines()[0] == "h2 (pure Python: EPOCHGATE_PURE_PYTHON is set)"
@@ -78,9 +126,30 @@ def test_an_engine_that_fails_to_import_falls_back_to_h2_with_a_warning(monkeypa
     monkeypatch.setattr(engine, "_load", load)
     monkeypatch.setitem(engine._state, "engine", None)
     monkeypatch.setitem(engine._state, "reason", "")
+    monkeypatch.setitem(engine._state, "native", "")
     assert engine.get().NAME == "h2"
     assert "ngh2 failed to import: undefined symbol" in caplog.text
     assert engine.describe() == "h2 (pure Python: ngh2 failed to import: undefined symbol: nghttp2_session_mem_recv2)"
+
+
+def test_a_binding_that_fails_to_import_falls_back_to_ngh2_with_a_warning(monkeypatch, caplog):
+    """The binding built against another libnghttp2 than the one installed (a missing symbol, say):
+    the next engine runs, and the log says why."""
+    real = engine._load
+
+    def load(name):
+        if name == "nghttp2":
+            raise ImportError("libnghttp2.so.14: cannot open shared object file")
+        return real(name)
+
+    monkeypatch.delenv("EPOCHGATE_PURE_PYTHON", raising=False)
+    monkeypatch.setattr(engine, "choice", lambda: "nghttp2")
+    monkeypatch.setattr(engine, "_load", load)
+    monkeypatch.setitem(engine._state, "engine", None)
+    monkeypatch.setitem(engine._state, "native", "")
+    assert engine.get().NAME == ("ngh2" if _ngh2() else "h2")
+    assert "the libnghttp2 engine failed to import (libnghttp2.so.14: cannot open" in caplog.text
+    assert "failed to import: libnghttp2.so.14" in engine.describe()
 
 
 @pytest.fixture

@@ -132,7 +132,9 @@ async def test_idle_embedded_sidecar_imports_only_what_it_needs(placement):
         proc.stdin.flush()
         after = await _line(proc)
         loaded = set(after["modules"])
-        h2_lib = "ngh2" if importlib.util.find_spec("ngh2") is not None else "h2"  # (the HTTP/2 engine's library)
+        from sidecar.proxy.h2 import engine   # (the HTTP/2 engine's library: the binding, ngh2 or h2)
+
+        h2_lib = {"nghttp2": "sidecar.proxy.h2.engine_nghttp2", "ngh2": "ngh2", "h2": "h2"}[engine.choice()]
         assert {"grpc", "google.protobuf", "sidecar.api.server", "sidecar.control.embedded", h2_lib} <= loaded
         # the embedded controller moves no data yet: no HTTP client, no Consul client
         assert not {"aiohttp", "consul", "requests"} & loaded
