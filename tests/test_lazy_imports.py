@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import ast
 import asyncio
-import importlib.util
 import json
 import socket
 import subprocess
