@@ -110,15 +110,6 @@ class OptionalBuildExt(build_ext):
 NGHTTP2 = "proxy.h2.engine_nghttp2"
 
 
-def _nghttp2_header() -> bool:
-    """libnghttp2's development header is installed (Debian ``libnghttp2-dev``): the compiler's usual
-    include directories, and those ``CPATH``/``C_INCLUDE_PATH`` add."""
-    dirs = ["/usr/include", "/usr/local/include", "/opt/homebrew/include"]
-    for var in ("CPATH", "C_INCLUDE_PATH"):
-        dirs += [d for d in os.environ.get(var, "").split(os.pathsep) if d]
-    return any(Path(d, "nghttp2", "nghttp2.h").is_file() for d in dirs)
-
-
 def _native(name: str) -> Any:
     """A compiled-only module (``_build.NATIVE``): its ``.pyx`` plus the vendored llhttp C sources
     (``sidecar/proxy/_vendor/llhttp``, MIT; gcc and the Python headers are all it needs), or, for the
@@ -151,7 +142,7 @@ def _extensions() -> list:
     modules: list = [f"sidecar/{n.replace('.', '/')}.py" for n in names]
     modules += [f"gate/{n.replace('.', '/')}.py" for n in gate_names]
     natives = [n for n in _BUILD.NATIVE if not only or n in only.split(",")]
-    if NGHTTP2 in natives and not _nghttp2_header():
+    if NGHTTP2 in natives and _BUILD.nghttp2_header() is None:
         natives.remove(NGHTTP2)
         _say("libnghttp2's header (nghttp2/nghttp2.h) not found: HTTP/2 runs on ngh2 or h2 "
              "(apt-get install libnghttp2-dev for the compiled engine)")

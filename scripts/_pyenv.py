@@ -14,6 +14,8 @@ stdout, and every message on stderr as one line per event.
   setup.py and the compiled modules' sources (sidecar/_build.py's COMPILED), this
   checkout's path and the interpreter's version. A second run costs one hash (~10 ms) instead
   of a reinstall and recompile (~30 s). ``EPOCHGATE_SKIP_INSTALL=1`` skips the install.
+* libnghttp2's header missing (the compiled HTTP/2 engine is built against it): installed with
+  apt-get (``libnghttp2-dev``) when run as root, else named; its presence is part of the stamp.
 * An install that fails stops with one line (the error pip gave) and the path of its full log.
 
 Standard library only: it runs before anything is installed.
@@ -44,17 +46,49 @@ def say(who: str, msg: str) -> None:
     print(f"{who}: {msg}", file=sys.stderr, flush=True)
 
 
+def _build_module(pkg: str):
+    spec = importlib.util.spec_from_file_location(f"_epochgate_build_{pkg}", ROOT / pkg / "_build.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def _compiled_sources() -> list[Path]:
     out = []
     for pkg in ("sidecar", "gate"):  # each package's _build.COMPILED (gate's: the in-flight tracker)
-        spec = importlib.util.spec_from_file_location(f"_epochgate_build_{pkg}", ROOT / pkg / "_build.py")
-        assert spec is not None and spec.loader is not None
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
+        mod = _build_module(pkg)
         for name in mod.COMPILED:
             base = ROOT / pkg / name.replace(".", "/")
             out += [p for p in (base.with_suffix(".py"), base.with_suffix(".pxd")) if p.exists()]
+        for name, deps in getattr(mod, "NATIVE", {}).items():  # compiled-only modules and what they cimport
+            out += [p for p in (ROOT / pkg / f"{name.replace('.', '/')}.pyx", *(ROOT / pkg / d for d in deps))
+                    if p.exists()]
     return out
+
+
+def _nghttp2_header() -> bool | None:
+    """libnghttp2's header is installed (sidecar/_build.py decides); None: no binding to build."""
+    find = getattr(_build_module("sidecar"), "nghttp2_header", None)
+    return None if find is None else find() is not None
+
+
+def ensure_nghttp2_header(who: str) -> None:
+    """The HTTP/2 engine binding compiles only against libnghttp2's header (setup.py): on a fresh
+    Debian machine, as root, install libnghttp2-dev before the project (as scripts/test installs
+    prometheus); otherwise say once that ngh2 or h2 will run HTTP/2."""
+    if os.environ.get("EPOCHGATE_PURE_PYTHON", "") not in ("", "0") or _nghttp2_header() is not False:
+        return
+    if hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("apt-get"):
+        say(who, "installing Debian's libnghttp2-dev (the compiled HTTP/2 engine is built against it)")
+        env = os.environ | {"DEBIAN_FRONTEND": "noninteractive"}
+        for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "libnghttp2-dev"]):
+            if subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode != 0:
+                say(who, "could not install libnghttp2-dev: HTTP/2 runs on ngh2 (or h2)")
+                return
+        return
+    say(who, "libnghttp2's header is not installed: HTTP/2 runs on ngh2 (or h2); for the compiled engine: "
+             "sudo apt-get install libnghttp2-dev")
 
 
 _PROBE = ("import importlib.util, json, sys; print(json.dumps({'version': sys.version, 'prefix': sys.prefix, "
@@ -81,6 +115,8 @@ def stamp_of(python: str) -> str:
         h.update(str(p.relative_to(ROOT)).encode() + b"\0" + p.read_bytes() + b"\0")
     version = probe(python).get("version", "")
     h.update(f"{ROOT}\0{version}\0{os.environ.get('EPOCHGATE_PURE_PYTHON', '')}".encode())
+    # (libnghttp2's header installed since the last install: rebuild, now with the HTTP/2 engine binding)
+    h.update(b"nghttp2.h" if _nghttp2_header() else b"-")
     return h.hexdigest()
 
 
@@ -212,6 +248,7 @@ def main(argv: list[str]) -> int:
                        f"(set PYTHON to one)")
         python = sys.executable if os.environ.get("PYTHON") else str(make_venv(who))
         if os.environ.get("EPOCHGATE_SKIP_INSTALL", "") in ("", "0"):
+            ensure_nghttp2_header(who)
             install(who, python, extras)
         else:
             check_deps(python)

@@ -58,6 +58,20 @@ NATIVE = {"proxy.llresp": ("proxy/upstream.pxd", "proxy/httpmsg.pxd", "proxy/_ll
           # the system libnghttp2 driven from C (``proxy/h2/engine_nghttp2.pyx``), the HTTP/2 engine when
           # built (needs libnghttp2's headers: Debian libnghttp2-dev); engine.py falls back to ngh2, then h2
           "proxy.h2.engine_nghttp2": ("proxy/h2/conn.pxd",)}
+#: the HTTP/2 engine binding's header (``setup.py`` compiles ``proxy.h2.engine_nghttp2`` only when it is
+#: there; ``scripts/test`` installs Debian's libnghttp2-dev first when it is missing and it runs as root)
+NGHTTP2_HEADER = "nghttp2/nghttp2.h"
+
+
+def nghttp2_header() -> Path | None:
+    """libnghttp2's development header, if installed: the compiler's usual include directories
+    and those ``CPATH``/``C_INCLUDE_PATH`` add (one answer for setup.py and scripts/_pyenv.py)."""
+    dirs = ["/usr/include", "/usr/local/include", "/opt/homebrew/include"]
+    for var in ("CPATH", "C_INCLUDE_PATH"):
+        dirs += [d for d in os.environ.get(var, "").split(os.pathsep) if d]
+    return next((p for d in dirs if (p := Path(d, NGHTTP2_HEADER)).is_file()), None)
+
+
 #: the modules compiled against gate's public cimport surface (``gate/capi.pxd``: the tracker's
 #: begin/end and the one fail_closed_admit as C calls): writegate cimports it, exchange cimports
 #: writegate's type. They load only while gate's modules behind it run compiled, so when
