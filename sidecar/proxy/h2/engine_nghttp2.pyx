@@ -454,6 +454,8 @@ cdef class NgConn(Engine):
                     obj = <object>e.obj
                     h.on_data(e.sid, obj, PyBytes_GET_SIZE(obj))
                 elif kind == EV_HEAD:
+                    if e.sid > self.last_in:   # (as each head is delivered: a GOAWAY sent from one names no later one)
+                        self.last_in = e.sid
                     h.on_head(e.sid, <object>e.obj, e.flag)
                     if e.flag:
                         h.on_end(e.sid)
@@ -862,8 +864,6 @@ cdef int _on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *ud) no
             if f.headers.cat == NGHTTP2_HCAT_REQUEST or f.headers.cat == NGHTTP2_HCAT_RESPONSE or (
                     f.headers.cat == NGHTTP2_HCAT_HEADERS and not c.server and c.has_status):
                 # (a client's final response after a 1xx comes as HCAT_HEADERS: the one with :status)
-                if sid > c.last_in:
-                    c.last_in = sid
                 c.push(EV_HEAD, sid, 0, end, hdrs)
             elif f.headers.cat == NGHTTP2_HCAT_HEADERS:
                 c.push(EV_TRAILERS, sid, 0, False, hdrs)
