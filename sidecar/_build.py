@@ -57,7 +57,7 @@ NATIVE = {"proxy.llresp": ("proxy/upstream.pxd", "proxy/httpmsg.pxd", "proxy/_ll
                           "proxy/_vendor/llhttp/include/llhttp.h"),
           # the system libnghttp2 driven from C (``proxy/h2/engine_nghttp2.pyx``), the HTTP/2 engine when
           # built (needs libnghttp2's headers: Debian libnghttp2-dev); engine.py falls back to ngh2, then h2
-          "proxy.h2.engine_nghttp2": ("proxy/h2/conn.pxd",)}
+          "proxy.h2.engine_nghttp2": ("proxy/h2/conn.pxd", "proxy/h2/_nghttp2.pxi", "proxy/h2/_nghttp2_cb.pxi")}
 #: the HTTP/2 engine binding's header (``setup.py`` compiles ``proxy.h2.engine_nghttp2`` only when it is
 #: there; ``scripts/test`` installs Debian's libnghttp2-dev first when it is missing and it runs as root)
 NGHTTP2_HEADER = "nghttp2/nghttp2.h"
