@@ -94,16 +94,17 @@ def test_the_binding_refused_by_the_build_guard_is_not_chosen():
 
 def test_choice_imports_neither_library_and_the_start_log_names_it():
     code = ("import sys, sidecar.proxy.h2.engine as e; d = e.describe(); "
-            "print(d); print('h2' in sys.modules, 'ngh2' in sys.modules, 'sidecar.proxy.h2.engine_nghttp2' in sys.modules)")
+            "print(d); print('h2' in sys.modules, 'ngh2' in sys.modules, 'sidecar.proxy.h2.engine_nghttp2' in sys.modules);"
+            "print(e.choice())")
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     env.pop("EPOCHGATE_PURE_PYTHON", None)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
     assert out.returncode == 0, out.stderr
-    line, loaded = out.stdout.splitlines()
+    line, loaded, chosen = out.stdout.splitlines()
     assert loaded == "False False False"
-    if _default() == "nghttp2":
+    if chosen == "nghttp2":   # (its environment's choice: this process may run with EPOCHGATE_PURE_PYTHON)
         assert line.startswith("nghttp2 (libnghttp2") and line.endswith(", the sidecar's binding, compiled)"), line
-    elif _ngh2():
+    elif chosen == "ngh2":
         assert line.startswith("ngh2 (libnghttp2, compiled"), line
     else:
         assert line.startswith("h2 (pure Python: ngh2 is not installed: pip install 'epochgate[ngh2]'"), line
