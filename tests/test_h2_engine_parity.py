@@ -243,3 +243,15 @@ def test_the_peers_settings_and_its_window():
         p.run()
         return p.cr.log + [("max", p.c.peer_max_streams(), "window", w, p.c.window(sid))]
     _both(run)
+
+
+def test_no_request_once_the_node_said_goaway():
+    """A request after the node's GOAWAY is refused at once (libnghttp2 would take it and drop it)."""
+    def run(name):
+        p = Pair(name)
+        p.s.close_connection(0, b"")
+        p.run()
+        with pytest.raises(engine._load(name).Error):
+            p.c.request(REQ, True)
+        return p.cr.log
+    _both(run)

@@ -113,6 +113,7 @@ cdef extern from "nghttp2/nghttp2.h":
     ssize_t nghttp2_session_mem_send(nghttp2_session *, const uint8_t **)
     int nghttp2_session_want_read(nghttp2_session *)
     int nghttp2_session_want_write(nghttp2_session *)
+    int nghttp2_session_check_request_allowed(nghttp2_session *)
     int nghttp2_session_resume_data(nghttp2_session *, int32_t)
     int nghttp2_session_consume(nghttp2_session *, int32_t, size_t)
     int32_t nghttp2_session_get_stream_remote_window_size(nghttp2_session *, int32_t)

@@ -518,9 +518,14 @@ cdef class NgConn(Engine):
         cdef nghttp2_data_provider prd
         cdef size_t n
         cdef list keep = []
-        cdef nghttp2_nv *nva = _nva(headers, &n, keep)
+        cdef nghttp2_nv *nva
         cdef _Out o = None
         cdef int32_t sid
+        if self.dead or not nghttp2_session_check_request_allowed(self.s):
+            # GOAWAY sent or received, or the stream ids spent: refused here, as ngh2 refuses it
+            # (libnghttp2 would take it and drop it unsent, the owner never told)
+            raise NgError("Connection is terminating")
+        nva = _nva(headers, &n, keep)
         if not end:
             o = _Out()
             prd.source.ptr = <void *>o
