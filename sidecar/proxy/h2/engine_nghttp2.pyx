@@ -648,12 +648,13 @@ cdef class NgConn(Engine):
         return nghttp2_session_want_write(self.s) != 0
 
     cpdef close_connection(self, code, debug):
+        cdef bytes d = debug   # (a TypeError for anything but bytes, before C reads it)
         if self.dead:
             return None
         self.goaway = True
         # (the caller closes the transport once this is written)
-        if nghttp2_submit_goaway(self.s, NGHTTP2_FLAG_NONE, self.last_in, code, <const uint8_t *>PyBytes_AS_STRING(debug),
-                                 PyBytes_GET_SIZE(debug)) < 0:
+        if nghttp2_submit_goaway(self.s, NGHTTP2_FLAG_NONE, self.last_in, code, <const uint8_t *>PyBytes_AS_STRING(d),
+                                 PyBytes_GET_SIZE(d)) < 0:
             self._die(code, debug)
         return None
 
