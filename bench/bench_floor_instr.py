@@ -4,7 +4,7 @@ libnghttp2 driven from C), and ``haproxy`` (bench/peers/haproxy.cfg: one thread,
 scale. docs/figures-peers.md, stop 37.
 
     python bench/bench_floor_instr.py [--calls 2000] [--lone] [--targets bare-h2,cng-h2,haproxy]
-    python bench/bench_floor_instr.py --h1 [--calls 2000] [--lone] [--targets bare-h1,ch1,haproxy]
+    python bench/bench_floor_instr.py --h1 [--calls 2000] [--lone] [--targets bare-h1,ch1,haproxy] [--by-source]
 
 ``--h1`` (stop 38): HTTP/1.1 GETs instead, through ``bare-h1`` (``_bare_forwarder.py``: uvloop + httptools)
 against ``ch1`` (``_ch1_forwarder.pyx``: llhttp driven from C) and HAProxy's HTTP/1.1 frontend; the same
@@ -60,7 +60,26 @@ def argv_of(target: str, tmp: Path, port: int, up: object, h1: bool = False) -> 
     return [*argv, str(port), str(up.port)], env  # type: ignore[attr-defined]
 
 
-def run(target: str, tmp: Path, up: object, calls: int, lone: bool, h1: bool = False) -> int:
+#: ``--by-source``: cachegrind's source files grouped by what they belong to (first match; the rest: "other")
+GROUPS = (("llhttp", ("llhttp",)), ("forwarder", ("_ch1_forwarder", "_cng_forwarder")), ("ngh2/nghttp2", ("nghttp2", "ngh2")),
+          ("uvloop+libuv", ("uvloop", "libuv", "/uv/", "src/unix")), ("httptools", ("httptools",)),
+          ("CPython", ("Objects/", "Python/", "Include/", "Modules/", "Parser/")), ("pthread (GIL)", ("nptl",)),
+          ("libc", ("string/", "malloc", "sysdeps", "libio", "stdlib")))
+
+
+def by_source(out: Path) -> dict[str, int]:
+    """Self instructions per group of source files in a cachegrind output (``fl=`` lines name the file)."""
+    acc: dict[str, int] = {}
+    group = "other"
+    for line in out.read_text(errors="replace").splitlines():
+        if line.startswith("fl="):
+            group = next((g for g, keys in GROUPS if any(k in line for k in keys)), "other")
+        elif line[:1].isdigit() and len(parts := line.split()) >= 2:
+            acc[group] = acc.get(group, 0) + int(parts[1])
+    return acc
+
+
+def run(target: str, tmp: Path, up: object, calls: int, lone: bool, h1: bool = False) -> tuple[int, dict[str, int]]:
     port = free_port()
     out = tmp / f"cachegrind.{calls}.out"
     argv, env = argv_of(target, tmp, port, up, h1)  # type: ignore[misc]
@@ -81,7 +100,7 @@ def run(target: str, tmp: Path, up: object, calls: int, lone: bool, h1: bool = F
     m = re.search(r"^(?:summary|totals): (\d+)", out.read_text(errors="replace"), re.M)
     if m is None:
         raise RuntimeError(f"no totals in {out}")
-    return int(m.group(1))
+    return int(m.group(1)), by_source(out)
 
 
 def main() -> int:
@@ -89,6 +108,8 @@ def main() -> int:
     ap.add_argument("--calls", type=int, default=2000)
     ap.add_argument("--lone", action="store_true", help="one connection, one call in flight")
     ap.add_argument("--targets", help="default: bare-h2,cng-h2,haproxy (--h1: bare-h1,ch1,haproxy)")
+    ap.add_argument("--by-source", action="store_true", help="also each target's instructions per request by "
+                    "what their source files belong to (CPython, uvloop, llhttp, ...)")
     ap.add_argument("--h1", action="store_true", help="HTTP/1.1 GETs through bare-h1, ch1 and HAProxy (stop 38)")
     a = ap.parse_args()
     for tool in ("valgrind", "h2load"):
@@ -105,10 +126,14 @@ def main() -> int:
             for t in (a.targets or ("bare-h1,ch1,haproxy" if a.h1 else "bare-h2,cng-h2,haproxy")).split(","):
                 if argv_of(t, tmp, 0, up, a.h1) is None:
                     continue
-                one = run(t, tmp, up, a.calls, a.lone, a.h1)
-                three = run(t, tmp, up, 3 * a.calls, a.lone, a.h1)
+                one, src1 = run(t, tmp, up, a.calls, a.lone, a.h1)
+                three, src3 = run(t, tmp, up, 3 * a.calls, a.lone, a.h1)
                 res[t] = (three - one) / (2 * a.calls)
                 print(f"{t:8s} {res[t]:,.0f} instructions per {what}{' (lone)' if a.lone else ''}", flush=True)
+                if a.by_source:
+                    per = {g: (src3.get(g, 0) - src1.get(g, 0)) / (2 * a.calls) for g in src3.keys() | src1.keys()}
+                    print("         " + ", ".join(f"{g} {n:,.0f}" for g, n in sorted(per.items(), key=lambda x: -x[1])),
+                          flush=True)
         finally:
             up.stop()
     for a_, b_ in (("cng-h2", "bare-h2"), ("cng-h2", "haproxy"), ("bare-h2", "haproxy"), ("ch1", "bare-h1"),
