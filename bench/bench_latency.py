@@ -181,6 +181,9 @@ def main() -> int:
         ap.error("--client-rps must be 1..100 (h2load's timer fires at most every 10 ms)")
     if a.rounds < 1 or a.seconds <= 0 or not 0 < a.fraction <= 1:
         ap.error("--rounds ≥ 1, --seconds > 0 and 0 < --fraction ≤ 1")
+    if a.only and (bad := set(a.only.split(",")) - {"direct", "nginx", "haproxy", "caddy", "bare-h1", "ch1", "sidecar",
+                                                     "sidecar-pure"}):
+        ap.error(f"--only: no target {', '.join(sorted(bad))}")
     if tools_missing("bench_latency", "wrk", "h2load", "nginx"):
         return 2
     nginx = binary("nginx")
