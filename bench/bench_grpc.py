@@ -28,7 +28,8 @@ stands (``_compiled_copy.py``: the interpreter's bytecode loop gone, as in the s
 build): their gRPC and h2 GET cells only; ``bare-h1`` / ``bare-h1c`` are bench_proxy's
 ``bare-forwarder`` (uvloop + httptools), as it stands and compiled: the HTTP/1.1 cell only.
 ``cng-h2`` is bare-h2 with libnghttp2 driven from C (``_cng_forwarder.pyx``: Cython calling its C API,
-no Python object per frame or header; built here, needs Debian libnghttp2-dev). The
+no Python object per frame or header; built here, needs Debian libnghttp2-dev); ``ch1`` is bare-h1
+with llhttp driven from C (``_ch1_forwarder.pyx``: the HTTP/1.1 cell only). The
 bare forwarders and the sidecar are printed over nginx and HAProxy per round (the rounds
 interleave every target), and the sidecar over the floor; the table gives each cell's range over
 rounds.
@@ -53,7 +54,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_proxy  # noqa: E402
-from _compiled_copy import compiled_argv  # noqa: E402
+from _compiled_copy import ch1_argv, compiled_argv  # noqa: E402
 from _peers import caddy_proc, haproxy_proc, missing  # noqa: E402
 from bench_proxy import ROOT, Proc, _median, free_port, nginx_conf, run_wrk  # noqa: E402
 
@@ -177,6 +178,19 @@ def cng_h2(tmp: Path, h2_port: int) -> Proc | None:
     return p
 
 
+def ch1(tmp: Path, h1_port: int) -> Proc | None:
+    """``ch1``: ``_ch1_forwarder.pyx``, bare-h1's forwarder with llhttp driven from C (docs/figures-peers.md, stop 38),
+    on ``.h1``; None when it cannot be built (said on stderr)."""
+    argv = ch1_argv(tmp / "ch1")
+    if argv is None:
+        return None
+    port = free_port()
+    p = Proc("ch1", [*argv, str(port), str(h1_port)], port, tmp)
+    p.h1 = port  # type: ignore[attr-defined]
+    p.port = None  # type: ignore[assignment]
+    return p
+
+
 def group_sys_s(pgid: int) -> float:
     """stime (CPU in the kernel: the socket calls every forwarder makes) of a process group, in seconds."""
     total = 0
@@ -199,10 +213,11 @@ def grpc_peer(start, tmp: Path, h2_port: int, h1_port: int) -> Proc:
     return p
 
 
-def run_h2load(url: str, n: int, conns: int, streams: int, tmp: Path, grpc: bool = True) -> dict:
-    """gRPC unary POSTs (``grpc``), or plain HTTP/2 GETs of the same path."""
+def run_h2load(url: str, n: int, conns: int, streams: int, tmp: Path, grpc: bool = True, h1: bool = False) -> dict:
+    """gRPC unary POSTs (``grpc``), or plain HTTP/2 GETs of the same path (``h1``: HTTP/1.1 GETs, ``streams``
+    pipelined per connection)."""
     body = grpc_args(tmp) if grpc else []
-    out = subprocess.run(["h2load", "-n", str(n), "-c", str(conns), "-m", str(streams), *body,
+    out = subprocess.run(["h2load", *(["--h1"] if h1 else []), "-n", str(n), "-c", str(conns), "-m", str(streams), *body,
                           "-H", "x-partition-key: t1", url], capture_output=True, text=True, timeout=300).stdout
     m = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed", out)
     if m is None:
@@ -225,7 +240,7 @@ def main() -> int:
     ap.add_argument("--skip-tls", action="store_true", help="leave out the sidecar's TLS cells")
     ap.add_argument("--baseline", type=Path, metavar="DIR",
                     help="also run the sidecar of this source tree (built in place) as target 'base'")
-    ap.add_argument("--only", help="comma-separated targets to run (nginx, haproxy, caddy, bare-h2, bare-h2c, cng-h2, bare-h1, bare-h1c, sidecar, sidecar-h2py, base)")
+    ap.add_argument("--only", help="comma-separated targets to run (nginx, haproxy, caddy, bare-h2, bare-h2c, cng-h2, bare-h1, bare-h1c, ch1, sidecar, sidecar-h2py, base)")
     a = ap.parse_args()
     if a.baseline is not None and not (a.baseline / "sidecar" / "__main__.py").is_file():
         ap.error(f"--baseline: no sidecar/__main__.py under {a.baseline}")
@@ -256,6 +271,7 @@ def main() -> int:
                        ("bare-h2c", lambda: bare_h2(tmp, h2_port, compiled=True)),
                        ("cng-h2", lambda: cng_h2(tmp, h2_port)),
                        ("bare-h1", lambda: bare(tmp, "h1", h1_port)), ("bare-h1c", lambda: bare(tmp, "h1", h1_port, True)),
+                       ("ch1", lambda: ch1(tmp, h1_port)),
                        ("sidecar", sidecar)]
             if importlib.util.find_spec("ngh2") is not None:  # the HTTP/2 engine's before/after in the same run
                 targets.append(("sidecar-h2py", lambda: sidecar(env={"EPOCHGATE_PURE_PYTHON": "proxy.h2"},
@@ -276,7 +292,7 @@ def main() -> int:
                     targets = [t for t in targets if t[0] != name]
             for rnd, (name, start) in ((i, t) for i in range(a.rounds) for t in targets):
                 p = start()
-                if p is None:  # (bare-h2c, cng-h2: Cython could not build it, said on stderr)
+                if p is None:  # (bare-h2c, cng-h2, ch1: Cython could not build it, said on stderr)
                     continue
                 procs.append(p)
                 if p.port is not None:  # (None: bare-h1, an HTTP/1.1 forwarder only)
@@ -362,7 +378,7 @@ def report(rows: list[dict]) -> int:
         print(f"{r['name']:10s} {r['proto']:18s} {r['rps']:9.0f} {r['cpu_us']:11.1f} {rng:>15s} {ratio} "
               f"{r['non2xx']:8d} {r.get('failed', 0):7d}" + (f"  {r['sys_us']:.1f}" if r.get("sys_us") else ""))
     g = "h2 (gRPC unary)"
-    for proto, names in ((g, ("bare-h2", "bare-h2c", "cng-h2", "sidecar")), ("HTTP/1.1 POST", ("bare-h1", "bare-h1c", "sidecar"))):
+    for proto, names in ((g, ("bare-h2", "bare-h2c", "cng-h2", "sidecar")), ("HTTP/1.1 POST", ("bare-h1", "bare-h1c", "ch1", "sidecar"))):
         for name in names:
             for peer in ("nginx", "haproxy"):
                 if xs := round_ratios(rows, name, peer, proto):

@@ -1,7 +1,7 @@
 """The latency the sidecar adds at a fixed rate every target sustains, beside what nginx, HAProxy and Caddy add.
 
     python bench/bench_latency.py [--seconds 60] [--rounds 2] [--pure] [--client-rps 50] [--no-peers] [--no-bare] [--rate N]
-                                  [--rt PRIO] [--skip 0.5] [--no-pin] [--sidecar-env K=V]
+                                  [--rt PRIO] [--skip 0.5] [--no-pin] [--sidecar-env K=V] [--only ch1,bare-h1,sidecar,haproxy]
 
 On a shared machine: ``--rt 10`` (below) is what makes the tail figures judgeable.
 
@@ -14,7 +14,10 @@ One run (issue 20, "latency added at half load"):
    skipped with one line if not installed); ``--pure`` adds the sidecar's plain-Python build;
   ``bare-h1`` (``--no-bare`` leaves it out) is bench_proxy's ``bare-forwarder``, the floor for any
   Python forwarder (uvloop + httptools, a keep-alive pool, no gate, metrics or log): what it adds
-  says how much of the goal below is left to the sidecar's own work.
+  says how much of the goal below is left to the sidecar's own work. ``ch1`` (``--no-bare`` leaves it out
+  too) is that floor with its per-request work in C (``_ch1_forwarder.pyx``: llhttp driven from Cython,
+  buffered uvloop protocols; docs/figures-peers.md, stop 38): what a Python-hosted forwarder adds
+  once only the hosting is left. ``--only`` keeps the named targets (direct and nginx always run).
 2. Each proxy's saturation throughput: wrk -t1 -c32, 2 s per method, as bench_proxy.
 3. At a fixed rate of half the *slowest peer's* (nginx, HAProxy, Caddy) saturation, per method,
    so every target can sustain it, h2load drives each target in turn — the
@@ -82,6 +85,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _compiled_copy import ch1_argv  # noqa: E402
 from _peers import (binary, caddy_proc, cpu_split, group_wait_s, haproxy_proc, missing, pin_group,  # noqa: E402
                     ratio_spread, rt_prefix, spread, stop_targets, tools_missing)
 from bench_proxy import (ROOT, Proc, free_port, group_cpu_s, nginx_proxy, nginx_upstream,  # noqa: E402
@@ -157,7 +161,10 @@ def main() -> int:
     ap.add_argument("--no-peers", dest="peers", action="store_false",
                     help="leave out HAProxy and Caddy (then nginx's saturation sets the rate, as before)")
     ap.add_argument("--no-bare", dest="bare", action="store_false",
-                    help="leave out bare-h1, the floor for a Python forwarder (bench/_bare_forwarder.py)")
+                    help="leave out bare-h1 and ch1, the floors for a Python forwarder (bench/_bare_forwarder.py, "
+                    "bench/_ch1_forwarder.pyx)")
+    ap.add_argument("--only", help="comma-separated targets to run besides direct and nginx (haproxy, caddy, bare-h1, ch1, "
+                    "sidecar, sidecar-pure)")
     ap.add_argument("--fraction", type=float, default=0.5, help="fixed rate / the slowest peer's saturation (default 0.5)")
     ap.add_argument("--rate", type=int, help="a fixed rate in req/s for both methods instead (e.g. a previous run's, "
                     "with --no-peers: more rounds in the same time)")
@@ -174,6 +181,9 @@ def main() -> int:
         ap.error("--client-rps must be 1..100 (h2load's timer fires at most every 10 ms)")
     if a.rounds < 1 or a.seconds <= 0 or not 0 < a.fraction <= 1:
         ap.error("--rounds ≥ 1, --seconds > 0 and 0 < --fraction ≤ 1")
+    if a.only and (bad := set(a.only.split(",")) - {"direct", "nginx", "haproxy", "caddy", "bare-h1", "ch1", "sidecar",
+                                                     "sidecar-pure"}):
+        ap.error(f"--only: no target {', '.join(sorted(bad))}")
     if tools_missing("bench_latency", "wrk", "h2load", "nginx"):
         return 2
     nginx = binary("nginx")
@@ -184,6 +194,7 @@ def main() -> int:
     if split:  # wrk, h2load and the upstream inherit the bench's CPUs; each proxy is moved below
         os.sched_setaffinity(0, split[0])
     sidecar_env = dict(kv.split("=", 1) for kv in a.sidecar_env)
+    keep = set(a.only.split(",")) if a.only else set()
     try:
         upstream = nginx_upstream(tmp, nginx)
         up = upstream.port
@@ -191,17 +202,28 @@ def main() -> int:
         # keep as many idle upstream connections as the sidecar's pool does (256): with nginx's usual 64, the
         # ~200 connections here make it open and close upstream connections per request (measured: p50 25 ms)
         procs["nginx"] = nginx_proxy(tmp, nginx, free_port(), up, keepalive=256)
+
+        def want(name: str) -> bool:
+            return not keep or name in keep
+
         for peer, start in (("haproxy", haproxy_proc), ("caddy", caddy_proc)):
+            if not want(peer):
+                continue
             if why := missing(peer):  # not installed: one line, and the rest runs
                 print(f"bench_latency: {why}", file=sys.stderr)
             elif a.peers:
                 procs[peer] = start(tmp, free_port(), up)
-        if a.bare:
+        if a.bare and want("bare-h1"):
             port = free_port()
             procs["bare-h1"] = Proc("bare-h1", [sys.executable, str(ROOT / "bench" / "_bare_forwarder.py"), str(port),
                                                 str(up)], port, tmp)
-        procs["sidecar"] = sidecar_proc(tmp, free_port(), up, 1, extra_env=sidecar_env)
-        if a.pure:
+        # built before it starts (~10 s of CPU the first time); None: it cannot be built (said on stderr)
+        if a.bare and want("ch1") and (argv := ch1_argv(tmp / "ch1")) is not None:
+            port = free_port()
+            procs["ch1"] = Proc("ch1", [*argv, str(port), str(up)], port, tmp)
+        if want("sidecar"):
+            procs["sidecar"] = sidecar_proc(tmp, free_port(), up, 1, extra_env=sidecar_env)
+        if a.pure and want("sidecar-pure"):
             procs["sidecar-pure"] = sidecar_proc(tmp, free_port(), up, 1, pure=True, extra_env=sidecar_env)
         pin_targets(procs, split)
         build = subprocess.run([sys.executable, "-c", "import sidecar._build as b; print(b.describe())"],
@@ -357,7 +379,7 @@ def report(a, procs, acc, sat, rate, cell_s, build, slowest, split, loads) -> No
             d, n, s = merged["direct", m], merged["nginx", m], merged[name, m]
             ratios = [ratio(sv - dv, nv - dv) for sv, nv, dv in zip(s, n, d)]
             # issue 20's goal is the sidecar's; the floor's figure says whether any Python forwarder can meet it
-            goal = " (goal ≤ 1.5x)" if name.startswith(("sidecar", "bare")) else ""
+            goal = " (goal ≤ 1.5x)" if name.startswith(("sidecar", "bare", "ch1")) else ""
             print(f"added latency {name} / nginx, {m:4s}, all rounds pooled: p50 {ratios[0]}, p99 {ratios[1]}{goal}, "
                   f"p99.9 {ratios[2]}")
     for m in METHODS:

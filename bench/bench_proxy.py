@@ -9,7 +9,8 @@ the peers a user would pick instead, HAProxy and Caddy (one thread each, access
 log on, keep-alive pools; configs committed in bench/peers/, started by
 bench/_peers.py; a peer not installed is skipped with one line), a minimal aiohttp proxy (server + ClientSession), and
 a bare asyncio.Protocol + httptools forwarder on uvloop (``_bare_forwarder.py``,
-the floor for any Python data path), and the sidecar with 1 and 2 workers (gating, metrics and access log on; POST is
+the floor for any Python data path; ``ch1``: that floor with llhttp driven from C, ``_ch1_forwarder.pyx``,
+docs/figures-peers.md stop 38), and the sidecar with 1 and 2 workers (gating, metrics and access log on; POST is
 a gated write). nginx also runs with 2 workers (its default shared listening socket, and
 ``reuseport``), so a "2w/1w" line can show what a second worker costs nginx on the same
 machine beside what it costs the sidecar. For each cell it prints req/s, p50/p99 latency and the proxy's
@@ -267,6 +268,11 @@ def print_table(rows: list[dict], a: argparse.Namespace) -> None:
         print(f"{name:18s} {method:6s} {r['rps']:9.0f} {r['p50']:8.2f} {r['p99']:8.2f} {cpu:>11s} "
               f"{ratio:>8s} {r['non2xx']:8d}  {r['split']}")
     print("* direct: CPU of the upstream itself (no proxy in the path)")
+    for name in ("haproxy", "bare-forwarder", "ch1", "sidecar-1w"):  # the per-round spread behind the medians
+        for method in ("GET", "POST"):
+            if a.rounds > 1 and (name, method) in cells and ("nginx", method) in cells:
+                xs = [r["cpu_us"] / n["cpu_us"] for r, n in zip(cells[name, method], cells["nginx", method])]
+                print(f"x nginx per round {name:18s} {method:4s} {', '.join(f'{x:.2f}' for x in xs)}")
     for one, two in (("nginx", "nginx-2w"), ("nginx", "nginx-2w-reuseport"), ("sidecar-1w", "sidecar-2w")):
         for method in ("GET", "POST"):
             if (one, method) not in cells or (two, method) not in cells:
@@ -322,6 +328,13 @@ def main() -> int:
             return Proc("bare", [sys.executable, str(ROOT / "bench" / "_bare_forwarder.py"), str(port), str(up_port)],
                         port, tmp)
 
+        def ch1(port: int) -> Proc:
+            from _compiled_copy import ch1_argv  # here: only this target builds anything
+            argv = ch1_argv(tmp / "ch1")
+            if argv is None:
+                raise RuntimeError("ch1: bench/_ch1_forwarder.pyx could not be built (said above)")
+            return Proc("ch1", [*argv, str(port), str(up_port)], port, tmp)
+
         def sidecar(workers: int, pure: bool = False, trace_ratio: float | None = None):
             if trace_ratio is None:
                 return lambda port: sidecar_proc(tmp, port, up_port, workers, pure)
@@ -346,7 +359,7 @@ def main() -> int:
                    ("nginx-2w-reuseport", nginx_n(2, reuseport=True)),
                    ("haproxy", lambda port: haproxy_proc(tmp, port, up_port)),
                    ("caddy", lambda port: caddy_proc(tmp, port, up_port)),
-                   ("aiohttp-proxy", aiohttp_proxy), ("bare-forwarder", bare), ("sidecar-1w", sidecar(1)),
+                   ("aiohttp-proxy", aiohttp_proxy), ("bare-forwarder", bare), ("ch1", ch1), ("sidecar-1w", sidecar(1)),
                    ("sidecar-1w-pure", sidecar(1, pure=True)), ("sidecar-2w", sidecar(2)),
                    ("sidecar-1w-trace0", sidecar(1, trace_ratio=0.0)), ("sidecar-1w-trace1", sidecar(1, trace_ratio=1.0))]
         if a.only:
