@@ -18,6 +18,7 @@ import logging
 import re
 import sys
 import time
+from time import perf_counter
 from typing import IO, Any
 
 log = logging.getLogger("epochgate.sidecar")
@@ -27,6 +28,10 @@ log = logging.getLogger("epochgate.sidecar")
 # a quote must not end the field).
 _UNSAFE = re.compile(rb'[^\x21-\x7e]|["\\]')
 _SAFE = bytes(b for b in range(0x21, 0x7f) if b not in b'"\\')  # what _UNSAFE does not match
+
+#: Queued access lines are written within this long of being queued (``proxy/context.py`` re-exports it
+#: and runs the timer that keeps the bound for an idle tail; the figures are there).
+FLUSH_S = 0.02
 
 
 # compiled (sidecar/_build.py), ``escape`` checks the bytes with a C loop and ``_format`` writes the
@@ -121,7 +126,7 @@ class AccessLog:
     10, GET 2400/s; 3–9% by chance). Each line costs the same either way (~1 µs compiled), paid
     after its own response was written."""
 
-    __slots__ = ("fmt", "stream", "enabled", "rows", "_ts", "_ts_at", "_mids")
+    __slots__ = ("fmt", "stream", "enabled", "rows", "_ts", "_ts_at", "_mids", "oldest", "flush_age", "on_flush")
 
     def __init__(self, fmt: str = "text", stream: IO[str] | None = None, enabled: bool = True) -> None:
         self.fmt = fmt
@@ -131,6 +136,14 @@ class AccessLog:
         self._mids: dict[tuple[Any, ...], tuple[str, str]] = {}
         self._ts = ""
         self._ts_at = 0.0
+        # While traffic flows the data path writes the queued lines itself, right after a response went
+        # out, once the oldest is ``flush_age`` old (perf_counter): warm, with no timer wake-up. Three
+        # quarters of FLUSH_S, so that it comes before the idle-tail timer (context.py), which ``on_flush``
+        # (set by the context) pushes back to FLUSH_S after each such flush: while a line comes at least
+        # every FLUSH_S / 4 that timer never fires.
+        self.oldest = 0.0
+        self.flush_age = FLUSH_S * 0.75
+        self.on_flush: Any = None
 
     def tick(self) -> None:
         """Flush, then refresh the cached timestamp (called a few times a second)."""
@@ -145,14 +158,21 @@ class AccessLog:
 
     def write(self, client: str, method: str, path: bytes, partition: str, phase: str, epoch: int, decision: str,
               status: int, upstream_s: float, total_s: float, rid: bytes | None, node: str) -> None:
-        """Format one access line and queue it (flushed at 256 lines, or by the flush timer)."""
+        """Format one access line and queue it; write the queued lines once the oldest is ``flush_age``
+        old or 256 are queued (an idle tail is the context's timer's)."""
         if not self.enabled:
             return
         rows = self.rows
+        # compiled: the clock read in C (``eg_log_clock``, _log.pxd), not a call to perf_counter (the same clock)
+        now = eg_log_clock() if _COMPILED else perf_counter()  # noqa: F821 (eg_log_clock exists compiled only)
+        if not rows:
+            self.oldest = now
         rows.append(self._line(client, method, path, partition, phase, epoch, decision, status, upstream_s, total_s,
                                rid, node))
-        if len(rows) >= 256:
+        if len(rows) >= 256 or now - self.oldest >= self.flush_age:
             self.flush()
+            if self.on_flush is not None:
+                self.on_flush()
 
     def _line(self, client: str, method: str, path: bytes, partition: str, phase: str, epoch: int, decision: str,
               status: int, up_s: float, total_s: float, rid: bytes | None, node: str) -> str:
