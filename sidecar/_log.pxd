@@ -35,7 +35,8 @@ cdef class AccessLog:
     cdef public list rows
     cdef public dict _mids
     cdef public double _ts_at, oldest, flush_age
-    cdef public object on_flush
+    cdef public object on_due
+    cdef public bint due
 
     @cython.locals(rows=list, now=cython.double)
     cpdef write(self, client, method, path, partition, phase, epoch, decision, status, double upstream_s,

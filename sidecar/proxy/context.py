@@ -40,7 +40,7 @@ TICK_S = 0.25
 #: (66 µs: a flush has a fixed cost, paid cold) (bench_tail.py --rt 10 --rounds 8, POST 3000/s).
 #: Armed by the tick when it finds lines, stopped by the first flush that finds none (an idle
 #: sidecar does not wake for it). While lines keep coming the data path writes them itself
-#: (``AccessLog.write``, at half this age) and pushes this timer back each time (``_pushed``), so the
+#: (``AccessLog.write``, at half this age, through ``_due``) and pushes this timer back each time, so the
 #: timer only writes an idle tail: the lines queued after the last request.
 FLUSH_S = _LOG_FLUSH_S
 
@@ -201,7 +201,7 @@ class ProxyContext:
                 self.access.tick()
                 if lines:
                     self._flusher = self.loop.call_later(FLUSH_S, self._flush)
-                    self.access.on_flush = self._pushed
+                    self.access.on_due = self._due
             else:
                 # the short-period flush is armed and writes the lines within FLUSH_S: a flush here too
                 # only made this tick a longer loop pause (bench_tail: see the commit's figure)
@@ -220,10 +220,18 @@ class ProxyContext:
         except Exception:  # never let the timer die (the tick's flush still runs)
             logging.getLogger("epochgate.sidecar").exception("access log flush failed")
 
-    def _pushed(self) -> None:
-        """The data path has just written the queued lines (``AccessLog.write``): the timer, kept for an
-        idle tail, waits ``FLUSH_S`` from now, so that it does not fire while lines keep coming."""
+    def _due(self) -> None:
+        """``AccessLog.on_due``: the oldest queued line is due. Written once the loop's current pass has
+        run its ready callbacks (the rest of a burst of requests), not in the middle of the request that
+        found it due; no timer, no wake-up."""
+        self.loop.call_soon(self._write_due)
+
+    def _write_due(self) -> None:
         f = self._flusher
-        if f is not None:  # None: stopped (idle, or ``stop``): the next tick arms it
-            f.cancel()
+        if f is not None:  # the timer, kept for an idle tail, waits FLUSH_S from now: it does not fire while
+            f.cancel()     # lines keep coming (None: stopped, idle or ``stop``; the next tick arms it)
             self._flusher = self.loop.call_later(FLUSH_S, self._flush)
+        try:
+            self.access.flush()
+        except Exception:
+            logging.getLogger("epochgate.sidecar").exception("access log flush failed")
