@@ -4,19 +4,6 @@
 cimport cython
 
 cdef bint _COMPILED
-
-cdef extern from *:
-    """
-    #include <time.h>
-    /* time.perf_counter's clock (CLOCK_MONOTONIC) without a Python call and a float: AccessLog.write
-       reads it per line (valgrind: 239 instructions a write through perf_counter, see _log.py) */
-    static inline double eg_log_clock(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-    }
-    """
-    double eg_log_clock() nogil
 cdef bytes _SAFE
 cdef object _UNSAFE
 
@@ -34,11 +21,9 @@ cdef class AccessLog:
     cdef public bint enabled
     cdef public list rows
     cdef public dict _mids
-    cdef public double _ts_at, oldest, flush_age
-    cdef public object on_due
-    cdef public bint due
+    cdef public double _ts_at
 
-    @cython.locals(rows=list, now=cython.double)
+    @cython.locals(rows=list)
     cpdef write(self, client, method, path, partition, phase, epoch, decision, status, double upstream_s,
                 double total_s, rid, node)
 

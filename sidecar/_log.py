@@ -18,7 +18,6 @@ import logging
 import re
 import sys
 import time
-from time import perf_counter
 from typing import IO, Any
 
 log = logging.getLogger("epochgate.sidecar")
@@ -28,10 +27,6 @@ log = logging.getLogger("epochgate.sidecar")
 # a quote must not end the field).
 _UNSAFE = re.compile(rb'[^\x21-\x7e]|["\\]')
 _SAFE = bytes(b for b in range(0x21, 0x7f) if b not in b'"\\')  # what _UNSAFE does not match
-
-#: Queued access lines are written within this long of being queued (``proxy/context.py`` re-exports it
-#: and runs the timer that keeps the bound for an idle tail; the figures are there).
-FLUSH_S = 0.02
 
 
 # compiled (sidecar/_build.py), ``escape`` checks the bytes with a C loop and ``_format`` writes the
@@ -126,7 +121,7 @@ class AccessLog:
     10, GET 2400/s; 3–9% by chance). Each line costs the same either way (~1 µs compiled), paid
     after its own response was written."""
 
-    __slots__ = ("fmt", "stream", "enabled", "rows", "_ts", "_ts_at", "_mids", "oldest", "flush_age", "on_due", "due")
+    __slots__ = ("fmt", "stream", "enabled", "rows", "_ts", "_ts_at", "_mids")
 
     def __init__(self, fmt: str = "text", stream: IO[str] | None = None, enabled: bool = True) -> None:
         self.fmt = fmt
@@ -136,16 +131,6 @@ class AccessLog:
         self._mids: dict[tuple[Any, ...], tuple[str, str]] = {}
         self._ts = ""
         self._ts_at = 0.0
-        # While traffic flows the data path has the queued lines written once the oldest is ``flush_age``
-        # old (perf_counter), with no timer wake-up: ``on_due`` (set by the context) writes them after the
-        # loop's current pass (the rest of a burst first) and pushes back the timer it keeps for an idle
-        # tail. Half of FLUSH_S, so that it comes before that timer: while a line comes at least every
-        # FLUSH_S / 2 the timer does not fire (bench_tail --rt 10, GET 2400/s: its wake-ups 15.8/s over
-        # the sidecar's life → 0.2/s; at three quarters of FLUSH_S, 4.2/s: h2load's requests come in bursts).
-        self.oldest = 0.0
-        self.flush_age = FLUSH_S / 2
-        self.on_due: Any = None
-        self.due = False  # on_due called, its flush not yet made
 
     def tick(self) -> None:
         """Flush, then refresh the cached timestamp (called a few times a second)."""
@@ -160,27 +145,14 @@ class AccessLog:
 
     def write(self, client: str, method: str, path: bytes, partition: str, phase: str, epoch: int, decision: str,
               status: int, upstream_s: float, total_s: float, rid: bytes | None, node: str) -> None:
-        """Format one access line and queue it; write the queued lines once the oldest is ``flush_age``
-        old or 256 are queued (an idle tail is the context's timer's)."""
+        """Format one access line and queue it (flushed at 256 lines, or by the flush timer)."""
         if not self.enabled:
             return
         rows = self.rows
-        # compiled: the clock read in C (``eg_log_clock``, _log.pxd), not a call to perf_counter (the same clock)
-        now = eg_log_clock() if _COMPILED else perf_counter()  # noqa: F821 (eg_log_clock exists compiled only)
-        if not rows:
-            self.oldest = now
         rows.append(self._line(client, method, path, partition, phase, epoch, decision, status, upstream_s, total_s,
                                rid, node))
         if len(rows) >= 256:
             self.flush()
-        elif not self.due and now - self.oldest >= self.flush_age:
-            if self.on_due is None:  # no context (a bare log): write them now
-                self.flush()
-            else:
-                # Not here: a write here delayed the requests of the same burst already waiting behind this
-                # one (100 flushes/s of ~20 µs, each right on a burst): +p99 111 → 150 µs (bench_tail, GET 2400/s)
-                self.due = True
-                self.on_due()
 
     def _line(self, client: str, method: str, path: bytes, partition: str, phase: str, epoch: int, decision: str,
               status: int, up_s: float, total_s: float, rid: bytes | None, node: str) -> str:
@@ -215,7 +187,6 @@ class AccessLog:
     def flush(self) -> None:
         """Write the queued lines in pieces of at most 4 KiB (PIPE_BUF), so that
         the lines of several worker processes sharing one pipe never interleave."""
-        self.due = False
         if not self.rows:
             return
         lines, self.rows = self.rows, []

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import time
 
 from gate import PlacementTable
 from sidecar._log import AccessLog
@@ -99,63 +98,3 @@ def test_a_line_the_stream_cannot_encode_is_escaped_not_its_batch_lost():
     got = raw.getvalue().decode().splitlines()
     assert [ln.rsplit("rid=r-", 1)[1] for ln in got] == ["0", "1", "2"], got
     assert "partition=t\\ud800" in got[1]
-
-
-async def test_while_lines_come_the_data_path_writes_them_and_the_timer_stays_for_an_idle_tail(monkeypatch):
-    """While traffic flows the data path has the queued lines written once the oldest is ``flush_age``
-    old — after the loop's current pass (the rest of a burst of requests first), with no timer
-    wake-up — and pushes the timer back, so the timer does not fire while lines keep coming; the
-    lines queued after the last request (an idle tail) are still the timer's to write."""
-    monkeypatch.setattr(context, "FLUSH_S", 0.3)  # the timer cannot fire inside one_request
-    h = Harness(PlacementTable({"t1": "a"}))
-    out = io.StringIO()
-    h.ctx.access = log = AccessLog(stream=out)
-    log.flush_age = 0.05
-    try:
-        await one_request(h)
-        h.ctx._tick()                                   # the tick flushes and arms the timer
-        armed = h.ctx._flusher
-        assert out.getvalue().count("\n") == 1 and armed is not None
-        await one_request(h)                            # queued, not yet flush_age old: stays queued
-        assert out.getvalue().count("\n") == 1 and len(log.rows) == 1
-        t = log.oldest
-        await until(lambda: time.perf_counter() - t >= log.flush_age, "the oldest line flush_age old")
-        await one_request(h)                            # the data path finds the oldest due: not written in place
-        assert out.getvalue().count("\n") == 1 and log.due
-        await settle()                                  # but once the loop's current pass is over (no timer)
-        assert out.getvalue().count("\n") == 3 and not log.rows and not log.due
-        assert armed.cancelled() and h.ctx._flusher is not None and h.ctx._flusher is not armed  # pushed back
-        await one_request(h)                            # the idle tail: no request comes after it
-        assert out.getvalue().count("\n") == 3
-        await until(lambda: out.getvalue().count("\n") == 4, "the timer writing the idle tail")
-        await until(lambda: h.ctx._flusher is None, "the timer stopping once no line came")
-    finally:
-        h.close()
-
-
-async def test_a_data_path_flush_after_stop_arms_no_timer():
-    """``stop`` cancels the timer; lines written afterwards (connections closing) flush from the data
-    path but must not arm a timer on a stopping loop."""
-    h = Harness(PlacementTable({"t1": "a"}))
-    out = io.StringIO()
-    h.ctx.access = log = AccessLog(stream=out)
-    try:
-        await one_request(h)
-        h.ctx._tick()
-        assert h.ctx._flusher is not None
-        h.ctx.stop()
-        log.flush_age = 0.0                             # every line is now due at once
-        log.write("c", "GET", b"/kv/x", "t1", "active", 1, "read", 200, 0.001, 0.002, b"r", "a")
-        await settle()
-        assert out.getvalue().count("\n") == 2 and h.ctx._flusher is None
-    finally:
-        h.close()
-
-
-def test_a_log_without_a_context_writes_due_lines_in_place():
-    out = io.StringIO()
-    log = AccessLog(stream=out)
-    log.stamp()
-    log.flush_age = 0.0
-    log.write("c", "GET", b"/kv/x", "t1", "active", 1, "read", 200, 0.001, 0.002, b"r", "a")
-    assert out.getvalue().count("\n") == 1 and not log.rows

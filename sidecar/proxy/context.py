@@ -22,7 +22,7 @@ from .._config import SidecarConfig
 from .h2.bridge import open_bridge
 from .hold import Hold
 from .limits import BodyBudget, sweep_clients
-from .._log import FLUSH_S as _LOG_FLUSH_S, AccessLog, event
+from .._log import AccessLog, event
 from .router import Router
 from .stats import Stats
 from .tls import Tls
@@ -39,10 +39,8 @@ TICK_S = 0.25
 #: bench's 10 ms ticks (60 → 62 µs); 10 ms and 5 ms gave no better p99 and 5 ms cost more CPU
 #: (66 µs: a flush has a fixed cost, paid cold) (bench_tail.py --rt 10 --rounds 8, POST 3000/s).
 #: Armed by the tick when it finds lines, stopped by the first flush that finds none (an idle
-#: sidecar does not wake for it). While lines keep coming the data path writes them itself
-#: (``AccessLog.write``, at half this age, through ``_due``) and pushes this timer back each time, so the
-#: timer only writes an idle tail: the lines queued after the last request.
-FLUSH_S = _LOG_FLUSH_S
+#: sidecar does not wake for it).
+FLUSH_S = 0.02
 
 
 class Node:
@@ -201,7 +199,6 @@ class ProxyContext:
                 self.access.tick()
                 if lines:
                     self._flusher = self.loop.call_later(FLUSH_S, self._flush)
-                    self.access.on_due = self._due
             else:
                 # the short-period flush is armed and writes the lines within FLUSH_S: a flush here too
                 # only made this tick a longer loop pause (bench_tail: see the commit's figure)
@@ -218,20 +215,4 @@ class ProxyContext:
         try:
             self.access.flush()
         except Exception:  # never let the timer die (the tick's flush still runs)
-            logging.getLogger("epochgate.sidecar").exception("access log flush failed")
-
-    def _due(self) -> None:
-        """``AccessLog.on_due``: the oldest queued line is due. Written once the loop's current pass has
-        run its ready callbacks (the rest of a burst of requests), not in the middle of the request that
-        found it due; no timer, no wake-up."""
-        self.loop.call_soon(self._write_due)
-
-    def _write_due(self) -> None:
-        f = self._flusher
-        if f is not None:  # the timer, kept for an idle tail, waits FLUSH_S from now: it does not fire while
-            f.cancel()     # lines keep coming (None: stopped, idle or ``stop``; the next tick arms it)
-            self._flusher = self.loop.call_later(FLUSH_S, self._flush)
-        try:
-            self.access.flush()
-        except Exception:
             logging.getLogger("epochgate.sidecar").exception("access log flush failed")
