@@ -6,9 +6,10 @@ path) with probes that time what runs on its event loop besides the requests, fo
   tick (timeouts, idle sweeps, the pool sweep, the access log's timed flush), the metrics flush,
   hold timers, task wake-ups (named by the task's coroutine) — through a uvloop subclass whose
   scheduling methods wrap the callback (I/O callbacks, i.e. the requests themselves, are not timed);
-* on the plain build (``EPOCHGATE_PURE_PYTHON=1``; the compiled response code cimports the compiled
-  ``AccessLog``, so the log cannot be forced pure alone), every ``AccessLog.flush``, including the
-  one the data path makes at 256 queued lines.
+* every ``AccessLog.flush``, named by who made it: a timer or the tick, or the data path
+  (``AccessLog.write``: the oldest line due, or 256 queued). Compiled, through a Python subclass
+  overriding the cpdef ``flush`` (the data path's cpdef ``write`` then checks for an override on
+  each call: a few dozen ns, in every probed variant alike).
 
 Events of at least ``EPOCHGATE_PROBE_MIN_US`` (default 50) µs are kept with their wall-clock start
 (``time.time()``, as h2load's log), so bench_tail.py can tell which slow requests overlapped them;
@@ -72,14 +73,19 @@ def name_of(cb) -> str:
     return getattr(cb, "__qualname__", None) or type(cb).__name__
 
 
+in_cb = [False]  # inside a callback timed below (tells the access log's timer/tick flushes from the data path's)
+
+
 def timed(cb):
     name = name_of(cb)
 
     def run(*args):
         t0 = pc()
+        outer, in_cb[0] = in_cb[0], True
         try:
             return cb(*args)
         finally:
+            in_cb[0] = outer
             note(name, t0, pc() - t0)
     return run
 
@@ -143,18 +149,26 @@ if PROBE:
 try:
     import sidecar._log as _log
 
-    if PROBE and _log.__file__.endswith(".py"):  # pure: its methods can be wrapped
-        _flush = _log.AccessLog.flush
-
-        def flush(self) -> None:
+    def timed_flush(flush):
+        def run(self) -> None:
             n = len(self.rows)
             t0 = pc()
             try:
-                _flush(self)
+                flush(self)
             finally:
-                if n:
-                    note(f"access flush ({'256 lines' if n >= 256 else 'tick'})", t0, pc() - t0)
-        _log.AccessLog.flush = flush
+                if n:  # who flushed: a timer or tick callback the probe is timing, or the data path (AccessLog.write)
+                    who = "timer/tick" if in_cb[0] else ("data path, 256 lines" if n >= 256 else "data path")
+                    note(f"access flush ({who})", t0, pc() - t0)
+        return run
+
+    if PROBE and _log.__file__.endswith(".py"):  # pure: its methods can be wrapped
+        _log.AccessLog.flush = timed_flush(_log.AccessLog.flush)
+    elif PROBE:  # compiled: a Python subclass overrides the cpdef flush (write's calls reach it too)
+        import sidecar._sidecar as _sc
+
+        class TimedAccessLog(_log.AccessLog):
+            flush = timed_flush(_log.AccessLog.flush)
+        _sc.AccessLog = TimedAccessLog
 except ImportError:
     pass
 

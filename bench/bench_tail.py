@@ -18,9 +18,8 @@ is many times its share among all is what makes the tail.
 
 ``--variant 'NAME;K=V;...'`` (repeatable) adds a sidecar started with those environment variables;
 ``ROOT=DIR`` runs the sidecar from another checkout (e.g. the baseline build). The access log's
-flushes are timed one by one only on the plain build (``EPOCHGATE_PURE_PYTHON=1``): its compiled
-``AccessLog`` is cimported by the compiled response code, so it cannot be forced pure alone (the
-ABI check refuses the mix); compiled, the timed flush is timed as the callback it runs in. The probe applies
+flushes are timed one by one on both builds (compiled, through a Python subclass of ``AccessLog``)
+and named by who made them: a timer or the tick, or the data path. The probe applies
 ``PROBE_GC_THRESHOLD=a,b,c`` (``gc.set_threshold`` after start-up), ``PROBE_GC_FREEZE=0`` (undo the
 start-up ``gc.freeze``) and ``PROBE_GC=0`` (``gc.disable``) so a setting can be measured before it
 is made in the code. ``--no-probe`` runs the sidecars plainly (the probe's own wrapping costs a few
