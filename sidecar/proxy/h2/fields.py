@@ -140,6 +140,28 @@ def content_length(value: bytes, previous: int | None) -> int | str:
     return n
 
 
+class HeadMemo:
+    """A connection's last good request head and what ``H2Exchange`` read from it (stream.py): a
+    stream whose header list equals ``headers`` (under the same ``router``) gets the same checks'
+    answers and forwarded fields; once a stream got that far, the same routing (``dispatch``:
+    normalised target, read or write, partition) and the fields added upstream at one placement
+    and epoch (``attach``: before and after the request id). One per connection, at most
+    ``--max-header-bytes`` of fields. A typed object, not a list of slots: in the Cython build its
+    fields are C reads (fields.pxd)."""
+
+    __slots__ = ("headers", "router", "fwd", "keyh", "method_b", "path", "authority", "rid", "rid_given", "xff",
+                 "ctype", "clen", "method", "grpc", "routed", "r_path", "r_write", "r_partition", "added",
+                 "a_epoch", "a_placement", "a_before", "a_stamp")
+
+    def __init__(self, headers: list, router: object) -> None:
+        self.headers = headers
+        self.router = router
+        self.routed = False   # r_*: dispatch's answers, once a stream got there
+        self.added = False    # a_*: attach's fields, for the placement and epoch a_placement, a_epoch
+        self.r_write = False
+        self.rid_given = self.grpc = False
+
+
 def length_error(clen: int | None, rcvd: int, ended: bool) -> str | None:
     """``rcvd`` body bytes so far (``ended``: all of them) against the declared ``clen``: over it
     at any point, or short of it at the end, the request is malformed (RFC 9113 §8.1.1) —

@@ -3,6 +3,7 @@
 # the exchange reach them as C fields (as the HTTP/1.1 ResponseMixin does: proxy/response.pxd).
 from sidecar.proxy.context cimport ProxyContext
 from sidecar.proxy.h2.server cimport H2ServerConn
+from sidecar.proxy.h2.fields cimport HeadMemo
 from sidecar.proxy.exfields cimport ExchangeFields  # the fields resolve and limits share with HTTP/1.1
 
 
@@ -11,7 +12,8 @@ cdef class H2ResponseMixin(ExchangeFields):
     cdef public H2ServerConn sconn  # its outboxes and engine: C fields and calls per event
     cdef public object method, method_b, path, authority, bad, rid, clen, xff, ctype
     cdef public object decision, node, hold_timer, leg, spare
-    cdef public object trailers, resp_held, resp_buf, head_route
+    cdef public object trailers, resp_held, resp_buf
+    cdef public HeadMemo head_route  # (stream.py: the connection's remembered head, or None)
     cdef public list fwd, pending
     cdef public dict keyh
     cdef public bint rid_given, grpc, admitted, was_held, body_done, head_sent, resp_started

@@ -2,12 +2,14 @@
 # source; see sidecar/_build.py).
 from sidecar.proxy.context cimport ProxyContext
 from sidecar.proxy.h2.conn cimport H2Base
+from sidecar.proxy.h2.fields cimport HeadMemo
 
 
 cdef class H2ServerConn(H2Base):
     cdef public ProxyContext ctx
     cdef public dict streams
-    cdef public object current, peer_s, peer, head_memo
+    cdef public object current, peer_s, peer
+    cdef public HeadMemo head_memo  # the last good request head (stream.py): C fields per stream
     cdef public double last_active, head_since, reset_t0
     cdef public bint goaway, tls
     cdef public long resets, window, max_streams
