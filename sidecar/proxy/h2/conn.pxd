@@ -50,7 +50,7 @@ cdef class H2Base:
     cpdef data_received(self, data)
     cpdef read_started(self)
     cpdef protocol_error(self, exc)
-    cpdef deliver(self, sid, data, flow_len, sink)
+    cpdef bint deliver(self, sid, data, flow_len, bint reader)
     cpdef on_head(self, sid, headers, ended)
     cpdef on_data(self, sid, data, flow_len)
     cpdef on_end(self, sid)

@@ -3,6 +3,10 @@
 from sidecar.proxy.context cimport ProxyContext
 from sidecar.proxy.h2.conn cimport H2Base
 from sidecar.proxy.h2.fields cimport HeadMemo
+# its streams' events as C calls: typed as the exchange's base (response.pxd, which cimports this
+# file back; stream.pxd's H2Exchange would be a cimport cycle through its base)
+from sidecar.proxy.h2.response cimport H2ResponseMixin
+cimport cython
 
 
 cdef class H2ServerConn(H2Base):
@@ -17,9 +21,13 @@ cdef class H2ServerConn(H2Base):
     cpdef data_received(self, data)
     cpdef read_started(self)
     cpdef protocol_error(self, exc)
+    @cython.locals(ex=H2ResponseMixin)
     cpdef on_head(self, sid, headers, ended)
+    @cython.locals(ex=H2ResponseMixin)
     cpdef on_data(self, sid, data, flow_len)
+    @cython.locals(ex=H2ResponseMixin)
     cpdef on_end(self, sid)
+    @cython.locals(ex=H2ResponseMixin)
     cpdef on_trailers(self, sid, headers)
     cpdef on_reset(self, sid, code, by_peer)
     cpdef on_goaway(self, last_sid)

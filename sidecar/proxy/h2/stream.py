@@ -25,7 +25,7 @@ before the answer came, and, for gRPC, it is a single message (unary or
 server-streaming calls refused before their first response message: nothing
 reached the client and nothing committed). Calls that stream requests are
 never replayed. The response half (relay, refusal spotting, the proxy's own
-answers) is ``_h2_response.H2ResponseMixin``.
+answers) is ``_h2_response.H2ResponseMixin``, with the stream's end (``finish``).
 """
 
 from __future__ import annotations
@@ -471,40 +471,3 @@ class H2Exchange(H2ResponseMixin):
         if not orphan_stream(self):
             self._drop_leg()
         self.finish("error")
-
-    def finish(self, outcome: str) -> None:
-        if self.done:
-            return
-        self.done = True
-        ctx = self.ctx
-        ctx.waiting.discard(self)
-        if self.spare is not None:
-            self.spare.unused()
-            self.spare = None
-        if self.hold_timer is not None:
-            ctx.hold.release(self)
-        if self.admitted:
-            self.admitted = False
-            ctx.gate.done(self.partition, self.epoch)
-        if self.charged:
-            uncharge(self, self.charged)
-            self.pending = []
-            self.replay = None
-        if self.was_held and outcome == "ok":
-            outcome = "held_ok"
-        if self.to_ack:  # request bytes never sent (answered early): hand the window back
-            self.req_sent(self.to_ack)
-        t = perf_counter()
-        ctx.stats.record(self.is_write, self.phase, outcome, self.t0, self.t_res, self.t_adm, self.t_up, t)
-        if ctx.tracer is not None:  # spans built later, off this path (sidecar/trace)
-            ctx.tracer.done(self, outcome, t)
-        access = ctx.access
-        if access.enabled:
-            node = self.node
-            access.write(self.sconn.peer_s, self.method, self.path, self.partition, self.phase, self.epoch,
-                         self.decision, self.status or 499, t - self.t_up if self.t_up else 0.0,
-                         t - self.t0 if self.t0 else 0.0, self.rid, node.name if node is not None else "")
-        s = self.sconn
-        if not self.body_done and s.transport is not None and self.sid not in s.out:
-            s.reset(self.sid, 0)  # answered before the request ended: stop the client's upload (NO_ERROR)
-        s.stream_done(self.sid)
