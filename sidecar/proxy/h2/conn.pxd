@@ -3,10 +3,14 @@
 cimport cython
 
 
+cdef class H2Base
+
+
 cdef class ReadTurn:
     cdef public long depth
     cdef public list marked
 
+    @cython.locals(c=H2Base)  # each marked connection's flush: a C call
     cpdef done(self)
 
 

@@ -31,3 +31,4 @@ cdef class H2ServerConn(H2Base):
     cpdef on_trailers(self, sid, headers)
     cpdef on_reset(self, sid, code, by_peer)
     cpdef on_goaway(self, last_sid)
+    cpdef stream_done(self, sid)   # from the exchange's finish: a C call (response.pxd types sconn)
