@@ -5,6 +5,8 @@ from sidecar.proxy.context cimport ProxyContext
 from sidecar.proxy.h2.server cimport H2ServerConn
 cimport cython
 from sidecar.proxy.h2.fields cimport HeadMemo
+from sidecar.proxy.limits cimport uncharge
+from sidecar.proxy.writegate cimport WriteGate  # done: a C call (the gate's in-flight count, as on HTTP/1.1)
 from sidecar._log cimport AccessLog  # enabled: a C read, write: a C call in finish (as proxy/response.pxd)
 from sidecar.proxy.exfields cimport ExchangeFields  # the fields resolve and limits share with HTTP/1.1
 
@@ -36,5 +38,5 @@ cdef class H2ResponseMixin(ExchangeFields):
     cpdef resp_trailers(self, trailers)
     cpdef resp_end(self)
     cpdef bint _replayable(self)
-    @cython.locals(access=AccessLog)
+    @cython.locals(access=AccessLog, wg=WriteGate)
     cpdef finish(self, outcome)

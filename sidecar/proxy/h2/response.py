@@ -286,7 +286,8 @@ class H2ResponseMixin(ExchangeFields):
             ctx.hold.release(self)
         if self.admitted:
             self.admitted = False
-            ctx.gate.done(self.partition, self.epoch)
+            wg = ctx.gate  # compiled: a WriteGate (response.pxd), done is a C call
+            wg.done(self.partition, self.epoch)
         if self.charged:
             uncharge(self, self.charged)
             self.pending = []

@@ -5,6 +5,9 @@ from sidecar.proxy.h2.fields cimport HeadMemo  # the connection's remembered hea
 from sidecar.proxy.h2.server cimport H2ServerConn
 from sidecar.proxy.context cimport ProxyContext
 from sidecar.proxy.resolve cimport resolve  # a C call (both exchanges share it: exfields)
+from sidecar.proxy.limits cimport charge, keep_for_replay, uncharge  # C calls, as exchange.pxd's
+from sidecar.proxy.writegate cimport WriteGate  # admit: a C call, as in exchange.pxd's route
+from sidecar.proxy.h2.upstream cimport h2pool
 
 
 cdef class H2Exchange(H2ResponseMixin):
@@ -14,6 +17,7 @@ cdef class H2Exchange(H2ResponseMixin):
     cpdef dispatch(self)
     @cython.locals(known=HeadMemo)
     cpdef attach(self, target)
+    @cython.locals(wg=WriteGate)
     cpdef route(self)
     cpdef _send(self, data)
     cpdef _length_error(self, long more, bint ended=*)

@@ -290,7 +290,8 @@ class H2Exchange(H2ResponseMixin):
         if target is None:
             return  # connecting: route() runs again when it is done
         if self.is_write:
-            r = ctx.gate.admit(self.partition, self.epoch)
+            wg = ctx.gate  # compiled: a WriteGate (stream.pxd), admit is a C call (as exchange.py's route)
+            r = wg.admit(self.partition, self.epoch)
             self.t_adm = perf_counter()
             if not r.admitted:
                 target.unused()
