@@ -1,5 +1,10 @@
 # A connection's remembered request head as an extension type for the Cython build (fields.py is
 # the source; see sidecar/_build.py): stream.py reads its fields as C fields per stream.
+cimport cython
+
+
+@cython.locals(n=Py_ssize_t, i=Py_ssize_t)
+cpdef bint same_fields(a, b)  # (any sequences: the engine decides what a header list is)
 
 
 cdef class HeadMemo:

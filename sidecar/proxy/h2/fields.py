@@ -32,6 +32,7 @@ Each check returns the reason (for the 400 problem's detail) or ``None``.
 from __future__ import annotations
 
 import re
+from typing import Sequence
 
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+").fullmatch
 _NAME = re.compile(rb"[!#$%&'*+\-.^_`|~0-9a-z]+").fullmatch
@@ -138,6 +139,21 @@ def content_length(value: bytes, previous: int | None) -> int | str:
     if previous is not None and previous != n:
         return "differing content-length headers"
     return n
+
+
+def same_fields(a: Sequence[tuple[bytes, bytes]], b: Sequence[tuple[bytes, bytes]]) -> bool:
+    """``a == b`` for two header lists of (name, value) pairs, stopping at the first difference:
+    compiled, one C loop of bytes compares, where the lists' own ``==`` compared each pair as a
+    tuple through the generic rich compare (~380 instructions a field: bench_grpc_instr, callgrind)."""
+    n = len(a)
+    if n != len(b):
+        return False
+    for i in range(n):
+        x = a[i]
+        y = b[i]
+        if x is not y and (x[0] != y[0] or x[1] != y[1]):
+            return False
+    return True
 
 
 class HeadMemo:

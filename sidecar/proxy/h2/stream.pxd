@@ -1,7 +1,7 @@
 # One HTTP/2 stream as an extension type for the Cython build (its state: response.pxd).
 cimport cython
 from sidecar.proxy.h2.response cimport H2ResponseMixin
-from sidecar.proxy.h2.fields cimport HeadMemo  # the connection's remembered head: C fields
+from sidecar.proxy.h2.fields cimport HeadMemo, same_fields  # the connection's remembered head: C fields
 from sidecar.proxy.h2.server cimport H2ServerConn
 from sidecar.proxy.context cimport ProxyContext
 from sidecar.proxy.resolve cimport resolve  # a C call (both exchanges share it: exfields)

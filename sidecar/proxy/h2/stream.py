@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 from gate import Phase, Reject, RejectReason, problem_document
 
 from . import fields as F
-from .fields import HeadMemo
+from .fields import HeadMemo, same_fields
 from .response import H2ResponseMixin
 from .upstream import h2pool
 from ..exstate import REROUTE_MAX
@@ -121,7 +121,7 @@ class H2Exchange(H2ResponseMixin):
         """The request head: as the connection's last good one's (``HeadMemo``) when the header list
         equals it, else read and checked (``_read_head``) and remembered when good."""
         memo = sconn.head_memo
-        if memo is not None and memo.router is ctx.router and memo.headers == headers:
+        if memo is not None and memo.router is ctx.router and same_fields(memo.headers, headers):
             # the same header list as this connection's last good head (a client sends the same
             # fields on every call): the same checks give the same answers, and the same fields are
             # forwarded (shared: nothing changes them in place). Only the body's length is this
