@@ -22,3 +22,5 @@ cdef class ProxyContext:
     cdef public double now, read_timeout, idle_timeout, head_timeout
     cdef public long max_header, max_path, max_connections, retry_body_max, rid_n
     cdef public bint closing
+
+    cpdef bytes request_id(self)  # a C call from the HTTP/2 exchange's attach (h2/stream.py)

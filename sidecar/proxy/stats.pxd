@@ -26,3 +26,4 @@ cdef class Stats:
                    i=Py_ssize_t)
     cpdef record(self, bint write, str phase, str outcome, double t0, double t_res, double t_adm, double t_up,
                  double t)
+    cpdef decision(self, phase, decision, reason)  # a C call from the HTTP/2 exchange's route (h2/stream.py)

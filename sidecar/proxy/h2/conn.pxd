@@ -3,10 +3,14 @@
 cimport cython
 
 
+cdef class H2Base
+
+
 cdef class ReadTurn:
     cdef public long depth
     cdef public list marked
 
+    @cython.locals(c=H2Base)  # each marked connection's flush: a C call
     cpdef done(self)
 
 
@@ -50,7 +54,7 @@ cdef class H2Base:
     cpdef data_received(self, data)
     cpdef read_started(self)
     cpdef protocol_error(self, exc)
-    cpdef deliver(self, sid, data, flow_len, sink)
+    cpdef bint deliver(self, sid, data, flow_len, bint reader)
     cpdef on_head(self, sid, headers, ended)
     cpdef on_data(self, sid, data, flow_len)
     cpdef on_end(self, sid)

@@ -193,19 +193,20 @@ class H2Base:
     def protocol_error(self, exc: ProtocolError) -> None:
         raise NotImplementedError
 
-    def deliver(self, sid: int, data: bytes, flow_len: int, sink: Callable[[Any], None] | None) -> None:
-        """Received DATA: its bytes go to ``sink``, which acknowledges them once they
-        left the proxy (``ack``). What nobody will forward is acknowledged now: the
-        padding (``h2``; libnghttp2 consumes it itself), and the whole frame when the
-        stream has no reader (``sink`` None)."""
-        if sink is None:
+    def deliver(self, sid: int, data: bytes, flow_len: int, reader: bool) -> bool:
+        """Received DATA: True when its bytes go to the stream's reader (the caller hands them
+        over), which acknowledges them once they left the proxy (``ack``). What nobody will forward
+        is acknowledged now: the padding (``h2``; libnghttp2 consumes it itself), and the whole frame
+        when the stream has no reader (``reader`` False). (A flag, not the reader's bound method:
+        the caller calls the reader itself, in the Cython build as a C method — bench_grpc_instr:
+        see the commit.)"""
+        if not reader:
             self.h2.ack(flow_len, sid)
-            return
+            return False
         pad = flow_len - len(data)
         if pad:
             self.h2.ack(pad, sid)
-        if data:
-            sink(data)
+        return len(data) > 0
 
     # -- events (engine.py): each engine calls these on its handler; the subclasses answer them.
     # Declared here so that libnghttp2's adapter calls them as C methods of a typed handler

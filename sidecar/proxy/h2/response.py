@@ -3,16 +3,18 @@ relaying the upstream's head, DATA and trailers to the client; spotting the
 application's refusal (the 503 stale-epoch problem, or the gate interceptor's
 gRPC ABORTED) and retrying it; and the proxy's own answers — problem documents,
 or for gRPC Trailers-Only responses (gRFC A6) with the problem as trailing
-metadata.
+metadata — and the stream's end (``finish``: in-flight count, stats, access log).
 """
 
 from __future__ import annotations
 
+from time import perf_counter
 from typing import Any
 
 from .. import httpmsg as H
 from ..exfields import ExchangeFields
 from ..exstate import APP_REPLAY_MAX, POOLED_RETRY_MAX
+from ..limits import uncharge
 
 RESP_BUF_MAX = 64 * 1024
 #: the proxy's own problems as gRPC status codes
@@ -40,6 +42,18 @@ def is_grpc_refusal(headers: list[tuple[bytes, bytes]]) -> bool:
 
 class H2ResponseMixin(ExchangeFields):
     __slots__ = ()
+
+    # -- the request half's events (``H2Exchange`` in stream.py answers them): declared on this base
+    # so that the client connection calls them as C methods in the Cython build (server.pxd types
+    # its streams as this base: stream.pxd's type would be a cimport cycle)
+    def dispatch(self) -> None:
+        raise NotImplementedError
+
+    def client_data(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def client_end(self, trailers: list[tuple[bytes, bytes]] | None) -> None:
+        raise NotImplementedError
 
     # ------------------------------------------------------------ upstream → client
     def resp_head(self: Any, headers: list[tuple[bytes, bytes]], ended: bool) -> None:
@@ -257,3 +271,42 @@ class H2ResponseMixin(ExchangeFields):
                 s.out.pop(self.sid, None)
             s.mark()
         self.finish(outcome)
+
+    def finish(self: Any, outcome: str) -> None:
+        """The stream is over (answered, failed or reset): the gate's in-flight count, stats, the access log."""
+        if self.done:
+            return
+        self.done = True
+        ctx = self.ctx
+        ctx.waiting.discard(self)
+        if self.spare is not None:
+            self.spare.unused()
+            self.spare = None
+        if self.hold_timer is not None:
+            ctx.hold.release(self)
+        if self.admitted:
+            self.admitted = False
+            wg = ctx.gate  # compiled: a WriteGate (response.pxd), done is a C call
+            wg.done(self.partition, self.epoch)
+        if self.charged:
+            uncharge(self, self.charged)
+            self.pending = []
+            self.replay = None
+        if self.was_held and outcome == "ok":
+            outcome = "held_ok"
+        if self.to_ack:  # request bytes never sent (answered early): hand the window back
+            self.req_sent(self.to_ack)
+        t = perf_counter()
+        ctx.stats.record(self.is_write, self.phase, outcome, self.t0, self.t_res, self.t_adm, self.t_up, t)
+        if ctx.tracer is not None:  # spans built later, off this path (sidecar/trace)
+            ctx.tracer.done(self, outcome, t)
+        access = ctx.access
+        if access.enabled:
+            node = self.node
+            access.write(self.sconn.peer_s, self.method, self.path, self.partition, self.phase, self.epoch,
+                         self.decision, self.status or 499, t - self.t_up if self.t_up else 0.0,
+                         t - self.t0 if self.t0 else 0.0, self.rid, node.name if node is not None else "")
+        s = self.sconn
+        if not self.body_done and s.transport is not None and self.sid not in s.out:
+            s.reset(self.sid, 0)  # answered before the request ended: stop the client's upload (NO_ERROR)
+        s.stream_done(self.sid)

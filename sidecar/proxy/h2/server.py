@@ -120,7 +120,8 @@ class H2ServerConn(H2Base):
     # -- events (engine.py) ---------------------------------------------------------
     def on_data(self, sid: int, data: bytes, flow_len: int) -> None:
         ex = self.streams.get(sid)
-        self.deliver(sid, data, flow_len, None if ex is None else ex.client_data)
+        if self.deliver(sid, data, flow_len, ex is not None):
+            ex.client_data(data)
 
     def on_head(self, sid: int, headers: Any, ended: bool) -> None:
         if self.goaway:

@@ -1,7 +1,26 @@
 # One HTTP/2 stream as an extension type for the Cython build (its state: response.pxd).
+cimport cython
 from sidecar.proxy.h2.response cimport H2ResponseMixin
+from sidecar.proxy.h2.fields cimport HeadMemo, same_fields  # the connection's remembered head: C fields
+from sidecar.proxy.h2.server cimport H2ServerConn
+from sidecar.proxy.context cimport ProxyContext
 from sidecar.proxy.resolve cimport resolve  # a C call (both exchanges share it: exfields)
+from sidecar.proxy.limits cimport charge, keep_for_replay, uncharge  # C calls, as exchange.pxd's
+from sidecar.proxy.writegate cimport WriteGate  # admit: a C call, as in exchange.pxd's route
+from sidecar.proxy.h2.upstream cimport h2pool
 
 
 cdef class H2Exchange(H2ResponseMixin):
-    pass
+    @cython.locals(memo=HeadMemo)
+    cpdef _head(self, ProxyContext ctx, H2ServerConn sconn, headers, bint ended)
+    @cython.locals(known=HeadMemo)
+    cpdef dispatch(self)
+    @cython.locals(known=HeadMemo)
+    cpdef attach(self, target)
+    @cython.locals(wg=WriteGate)
+    cpdef route(self)
+    cpdef _send(self, data)
+    cpdef _length_error(self, long more, bint ended=*)
+    cpdef client_data(self, data)
+    cpdef client_end(self, trailers)
+    cpdef req_sent(self, long n)

@@ -25,7 +25,7 @@ before the answer came, and, for gRPC, it is a single message (unary or
 server-streaming calls refused before their first response message: nothing
 reached the client and nothing committed). Calls that stream requests are
 never replayed. The response half (relay, refusal spotting, the proxy's own
-answers) is ``_h2_response.H2ResponseMixin``.
+answers) is ``_h2_response.H2ResponseMixin``, with the stream's end (``finish``).
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 from gate import Phase, Reject, RejectReason, problem_document
 
 from . import fields as F
+from .fields import HeadMemo, same_fields
 from .response import H2ResponseMixin
 from .upstream import h2pool
 from ..exstate import REROUTE_MAX
@@ -83,28 +84,7 @@ class H2Exchange(H2ResponseMixin):
         self.sid = sid
         self.bad: tuple[int, str, str] | None = None
         self.rcvd = 0                  # DATA bytes received from the client
-        memo = sconn.head_memo
-        if memo is not None and memo[1] is ctx.router and memo[0] == headers:
-            # the same header list as this connection's last good head (a client sends the same
-            # fields on every call): the same checks give the same answers, and the same fields are
-            # forwarded (shared: nothing changes them in place). Only the body's length is this
-            # stream's own (bench_grpc_instr --lone: see the commit)
-            (self.fwd, self.keyh, self.method_b, self.path, self.authority, self.rid, self.rid_given, self.xff,
-             self.ctype, self.clen, self.method, self.grpc) = memo[2]
-            self.head_route = memo[3]
-            err = self._length_error(0) if ended else None
-            if err is not None:
-                self.bad = (400, "malformed request", err)
-        else:
-            self._read_head(ctx, headers, ended)
-            self.head_route = None
-            if self.bad is None:
-                # (one header list per connection kept: at most --max-header-bytes); its routing
-                # (``dispatch``) and added fields (``attach``) by the first stream that gets that far
-                self.head_route = [None, None]   # (routing, the fields added upstream: attach)
-                sconn.head_memo = (headers, ctx.router, (
-                    self.fwd, self.keyh, self.method_b, self.path, self.authority, self.rid, self.rid_given, self.xff,
-                    self.ctype, self.clen, self.method, self.grpc), self.head_route)
+        self._head(ctx, sconn, headers, ended)
         self.partition = ""
         self.phase = "none"
         self.epoch = 0
@@ -136,6 +116,52 @@ class H2Exchange(H2ResponseMixin):
         self.done = False
         self.deadline = 0.0
         self.t0 = self.t_res = self.t_adm = self.t_up = 0.0
+
+    def _head(self, ctx: "ProxyContext", sconn: "H2ServerConn", headers: Any, ended: bool) -> None:
+        """The request head: as the connection's last good one's (``HeadMemo``) when the header list
+        equals it, else read and checked (``_read_head``) and remembered when good."""
+        memo = sconn.head_memo
+        if memo is not None and memo.router is ctx.router and same_fields(memo.headers, headers):
+            # the same header list as this connection's last good head (a client sends the same
+            # fields on every call): the same checks give the same answers, and the same fields are
+            # forwarded (shared: nothing changes them in place). Only the body's length is this
+            # stream's own (bench_grpc_instr --lone: see the commit)
+            self.fwd = memo.fwd
+            self.keyh = memo.keyh
+            self.method_b = memo.method_b
+            self.path = memo.path
+            self.authority = memo.authority
+            self.rid = memo.rid
+            self.rid_given = memo.rid_given
+            self.xff = memo.xff
+            self.ctype = memo.ctype
+            self.clen = memo.clen
+            self.method = memo.method
+            self.grpc = memo.grpc
+            self.head_route = memo
+            err = self._length_error(0) if ended else None
+            if err is not None:
+                self.bad = (400, "malformed request", err)
+            return
+        self._read_head(ctx, headers, ended)
+        self.head_route = None
+        if self.bad is None:
+            # (one header list per connection kept: at most --max-header-bytes); its routing
+            # (``dispatch``) and added fields (``attach``) by the first stream that gets that far
+            memo = sconn.head_memo = HeadMemo(headers, ctx.router)
+            memo.fwd = self.fwd
+            memo.keyh = self.keyh
+            memo.method_b = self.method_b
+            memo.path = self.path
+            memo.authority = self.authority
+            memo.rid = self.rid
+            memo.rid_given = self.rid_given
+            memo.xff = self.xff
+            memo.ctype = self.ctype
+            memo.clen = self.clen
+            memo.method = self.method
+            memo.grpc = self.grpc
+            self.head_route = memo
 
     def _read_head(self, ctx: "ProxyContext", headers: Any, ended: bool) -> None:
         """The request head: the fields to forward, the partition key's, and every check (fields.py)."""
@@ -224,10 +250,12 @@ class H2Exchange(H2ResponseMixin):
             slug = "request-header-too-large" if status == 431 else "bad-request"
             return self.fail(status, slug, title, detail, outcome="bad_request")
         known = self.head_route
-        if known is not None and known[0] is not None:
+        if known is not None and known.routed:
             # this connection's last good head, routed before: the same checks (hook path, target) and
-            # rules on the same fields give the same target, kind and partition (see __init__)
-            self.path, self.is_write, self.partition = known[0]
+            # rules on the same fields give the same target, kind and partition (see _head)
+            self.path = known.r_path
+            self.is_write = known.r_write
+            self.partition = known.r_partition
             return self.route()
         if is_hook_path(self.path):   # the mover hooks belong to the controller (DESIGN §6)
             return self.fail(404, "not-found", "not found",
@@ -246,7 +274,10 @@ class H2Exchange(H2ResponseMixin):
         except KeyError400 as exc:
             return self.fail(400, "bad-partition-key", exc.title, exc.detail, outcome="bad_request", rule=exc.rule)
         if known is not None:
-            known[0] = (self.path, self.is_write, self.partition)
+            known.r_path = self.path
+            known.r_write = self.is_write
+            known.r_partition = self.partition
+            known.routed = True
         self.route()
 
     def route(self) -> None:
@@ -259,7 +290,8 @@ class H2Exchange(H2ResponseMixin):
         if target is None:
             return  # connecting: route() runs again when it is done
         if self.is_write:
-            r = ctx.gate.admit(self.partition, self.epoch)
+            wg = ctx.gate  # compiled: a WriteGate (stream.pxd), admit is a C call (as exchange.py's route)
+            r = wg.admit(self.partition, self.epoch)
             self.t_adm = perf_counter()
             if not r.admitted:
                 target.unused()
@@ -336,24 +368,29 @@ class H2Exchange(H2ResponseMixin):
             self.replay_len = 0
         self.sent = 0
         known = self.head_route
-        fields = None if known is None else known[1]
-        if fields is None or fields[0] != self.epoch or fields[1] != self.placement:
+        if known is not None and known.added and known.a_epoch == self.epoch and known.a_placement == self.placement:
             # the fields added around the request id: the same for every stream of a remembered head
-            # (same client connection and partition) at the same placement and epoch (__init__)
+            # (same client connection and partition) at the same placement and epoch (_head)
+            before = known.a_before
+            stamp = known.a_stamp
+        else:
             before = [(b"x-forwarded-for", self.sconn.peer if self.xff is None else self.xff + b", " + self.sconn.peer),
                       (b"x-forwarded-proto", b"https" if self.sconn.tls else b"http")]
             if self.authority is not None:
                 before.append((b"x-forwarded-host", self.authority))
-            fields = (self.epoch, self.placement, before,
-                      [(b"x-partition", self.partition.encode()), (b"x-placement", self.placement.encode()),
-                       (b"x-placement-epoch", b"%d" % self.epoch)])
+            stamp = [(b"x-partition", self.partition.encode()), (b"x-placement", self.placement.encode()),
+                     (b"x-placement-epoch", b"%d" % self.epoch)]
             if known is not None:
-                known[1] = fields
+                known.a_epoch = self.epoch
+                known.a_placement = self.placement
+                known.a_before = before
+                known.a_stamp = stamp
+                known.added = True
         if not self.rid_given:
             self.rid = ctx.request_id()
-            extra = fields[2] + [(b"x-request-id", self.rid)] + fields[3]
+            extra = before + [(b"x-request-id", self.rid)] + stamp
         else:
-            extra = fields[2] + fields[3]
+            extra = before + stamp
         if ctx.tracer is not None:  # this attempt's traceparent (sidecar/trace)
             ctx.tracer.h2_attempt(self, extra)
         pending, self.pending = self.pending, []
@@ -435,40 +472,3 @@ class H2Exchange(H2ResponseMixin):
         if not orphan_stream(self):
             self._drop_leg()
         self.finish("error")
-
-    def finish(self, outcome: str) -> None:
-        if self.done:
-            return
-        self.done = True
-        ctx = self.ctx
-        ctx.waiting.discard(self)
-        if self.spare is not None:
-            self.spare.unused()
-            self.spare = None
-        if self.hold_timer is not None:
-            ctx.hold.release(self)
-        if self.admitted:
-            self.admitted = False
-            ctx.gate.done(self.partition, self.epoch)
-        if self.charged:
-            uncharge(self, self.charged)
-            self.pending = []
-            self.replay = None
-        if self.was_held and outcome == "ok":
-            outcome = "held_ok"
-        if self.to_ack:  # request bytes never sent (answered early): hand the window back
-            self.req_sent(self.to_ack)
-        t = perf_counter()
-        ctx.stats.record(self.is_write, self.phase, outcome, self.t0, self.t_res, self.t_adm, self.t_up, t)
-        if ctx.tracer is not None:  # spans built later, off this path (sidecar/trace)
-            ctx.tracer.done(self, outcome, t)
-        access = ctx.access
-        if access.enabled:
-            node = self.node
-            access.write(self.sconn.peer_s, self.method, self.path, self.partition, self.phase, self.epoch,
-                         self.decision, self.status or 499, t - self.t_up if self.t_up else 0.0,
-                         t - self.t0 if self.t0 else 0.0, self.rid, node.name if node is not None else "")
-        s = self.sconn
-        if not self.body_done and s.transport is not None and self.sid not in s.out:
-            s.reset(self.sid, 0)  # answered before the request ended: stop the client's upload (NO_ERROR)
-        s.stream_done(self.sid)

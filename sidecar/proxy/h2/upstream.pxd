@@ -1,6 +1,10 @@
 # The upstream side of HTTP/2 streams as extension types for the Cython build (upstream.py is
 # the source; see sidecar/_build.py).
 from sidecar.proxy.h2.conn cimport H2Base
+from sidecar.proxy.context cimport ProxyContext
+
+
+cpdef h2pool(ProxyContext ctx)  # the stream's route: a C call and a C field read
 
 
 cdef class H2UpstreamConn(H2Base):

@@ -137,7 +137,8 @@ class H2UpstreamConn(H2Base):
     # -- events (engine.py) ---------------------------------------------------------
     def on_data(self, sid: int, data: bytes, flow_len: int) -> None:
         leg = self.legs.get(sid)
-        self.deliver(sid, data, flow_len, None if leg is None else leg.ex.resp_data)
+        if self.deliver(sid, data, flow_len, leg is not None):
+            leg.ex.resp_data(data)
 
     def on_head(self, sid: int, headers: Any, ended: bool) -> None:
         leg = self.legs.get(sid)
