@@ -18,7 +18,9 @@ cdef class ProxyContext:
     cdef public dict stamps
     cdef public object rid_prefix, _ticker, _flusher, tracer
     cdef public object rs_state, rs_phase, rs_source  # resolve's one-entry cache
-    cdef public object st_part, st_epoch, st_place, st_line  # stamp's (attach reads it)
+    cdef public object st_part, st_epoch, st_place, st_line  # stamp's one-entry cache
     cdef public double now, read_timeout, idle_timeout, head_timeout
     cdef public long max_header, max_path, max_connections, retry_body_max, rid_n
     cdef public bint closing
+
+    cpdef bytes stamp(self, partition, placement, epoch)  # Request.attach: a C call per request

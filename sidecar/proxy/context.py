@@ -98,7 +98,7 @@ class ProxyContext:
         self.rid_prefix = f"{random.getrandbits(40):010x}{os.getpid() % 4096:03x}-".encode()
         self.stamps: dict[tuple[str, int, str], bytes] = {}
         self.rid_n = 0
-        # stamp's last answer and its key (attach compares them before the dict: a one-entry cache)
+        # stamp's last answer and its key (stamp compares them before the dict: a one-entry cache)
         self.st_part: Any = None
         self.st_epoch: Any = None
         self.st_place: Any = None
@@ -148,7 +148,12 @@ class ProxyContext:
         return self.rid_prefix + f"{self.rid_n:x}".encode()
 
     def stamp(self, partition: str, placement: str, epoch: int) -> bytes:
-        """The ``X-Partition``/``X-Placement``/``X-Placement-Epoch`` lines (cached: they change per transition)."""
+        """The ``X-Partition``/``X-Placement``/``X-Placement-Epoch`` lines (cached: they change per transition).
+        The last answer is compared field by field first, a one-entry cache in front of the dict: no key
+        tuple built and hashed per request (bench_exchange_instr: -590 per request); compiled, a C call
+        from ``Request.attach`` (context.pxd)."""
+        if epoch == self.st_epoch and partition == self.st_part and placement == self.st_place:
+            return self.st_line
         key = (partition, epoch, placement)
         v = self.stamps.get(key)
         if v is None:
