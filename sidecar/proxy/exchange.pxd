@@ -6,6 +6,7 @@ from sidecar.proxy.limits cimport keep_for_replay as _keep_for_replay, uncharge 
 from sidecar.proxy.resolve cimport resolve  # a C call (both exchanges share it: exfields)
 from sidecar.proxy.context cimport Node
 from sidecar.proxy.exstate cimport step  # a C call per move
+from sidecar.proxy.httpmsg cimport join_bytes as _cjoin  # the upstream head's join, in C
 # the pool typed in route: its idle stack is a C read (context.pxd cannot type ctx.pool: upstream.pxd
 # cimports response.pxd, which cimports context.pxd). A connection stays untyped: an h2c node's
 # is an h2.bridge.H2Bridge (tests/test_h2_proxy.py test_http11_client_to_h2c_node)
