@@ -9,8 +9,10 @@ from sidecar._log cimport AccessLog  # enabled: a C read, write: a C call in fin
 from sidecar.proxy.exbase cimport ClientExchange  # (head, keep_alive, uout: the client connection reads them)
 from sidecar.proxy.limits cimport uncharge as _uncharge
 from sidecar.proxy.exstate cimport step  # a C call per move
+from cpython.time cimport perf_counter as _clock  # time.perf_counter's clock, read in C (exchange.pxd)
 cimport cython
 
+cdef bint _COMPILED
 cdef dict _STATUS_LINES  # typed: .get per response is a C call (keyed by the status: an int)
 
 

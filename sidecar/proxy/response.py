@@ -20,6 +20,9 @@ from .exbase import ClientExchange
 from .limits import uncharge as _uncharge
 from .exstate import APP_REPLAY_MAX, DONE, FORWARDING, HELD, POOLED_RETRY_MAX, RESPONDING, TUNNEL, step
 
+#: this module runs compiled (an extension module's file is not the ``.py``): ``_clock`` (response.pxd)
+_COMPILED = not __file__.endswith(".py")
+
 if TYPE_CHECKING:
     from .exchange import Request
     from .httpmsg import RespHead
@@ -351,7 +354,7 @@ class ResponseMixin(ClientExchange):
             ctx.gate.done(self.partition, self.epoch)
         if self.was_held and outcome == "ok":
             outcome = "held_ok"
-        t = perf_counter()
+        t = _clock() if _COMPILED else perf_counter()  # noqa: F821 (compiled: response.pxd)
         t0 = self.t0
         ctx.stats.record(self.is_write, self.phase, outcome, t0, self.t_res, self.t_adm, self.t_up, t)
         if ctx.tracer is not None:  # the spans are built later, off this path (sidecar/trace)
