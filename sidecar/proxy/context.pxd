@@ -24,3 +24,30 @@ cdef class ProxyContext:
     cdef public bint closing
 
     cpdef bytes stamp(self, partition, placement, epoch)  # Request.attach: a C call per request
+    cpdef bytes request_id(self)  # Request.attach: a C call per request
+
+
+cdef bint _COMPILED
+
+# request_id's text, written in C: ``prefix + f"{n:x}".encode()`` for the counter (n >= 1)
+cdef extern from *:
+    """
+    static PyObject *epochgate_hex_id(PyObject *prefix, long n) {
+        char digits[2 * sizeof(unsigned long)];
+        unsigned long v = (unsigned long)n;
+        Py_ssize_t k = 0, m = PyBytes_GET_SIZE(prefix), i;
+        PyObject *out;
+        char *w;
+        do {
+            digits[k++] = "0123456789abcdef"[v & 15];
+            v >>= 4;
+        } while (v);
+        out = PyBytes_FromStringAndSize(NULL, m + k);
+        if (out == NULL) return NULL;
+        w = PyBytes_AS_STRING(out);
+        memcpy(w, PyBytes_AS_STRING(prefix), (size_t)m);
+        for (i = 0; i < k; i++) w[m + i] = digits[k - 1 - i];
+        return out;
+    }
+    """
+    bytes _hex_id "epochgate_hex_id"(bytes prefix, long n)

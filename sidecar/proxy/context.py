@@ -41,6 +41,8 @@ TICK_S = 0.25
 #: Armed by the tick when it finds lines, stopped by the first flush that finds none (an idle
 #: sidecar does not wake for it).
 FLUSH_S = 0.02
+#: this module runs compiled (an extension module's file is not the ``.py``): ``request_id``
+_COMPILED = not __file__.endswith(".py")
 
 
 class Node:
@@ -143,8 +145,12 @@ class ProxyContext:
         return node
 
     def request_id(self) -> bytes:
-        """Unique per process and request: a random per-process prefix and a counter."""
-        self.rid_n += 1  # (inlined in Request.attach)
+        """Unique per process and request: a random per-process prefix and the counter in hex.
+        Compiled, a C call (context.pxd) that writes the id in C (``_hex_id``: no str formatted,
+        encoded and concatenated; bench_exchange_instr, docs/compiled-build.md "Stop 38")."""
+        self.rid_n += 1
+        if _COMPILED:
+            return _hex_id(self.rid_prefix, self.rid_n)  # noqa: F821 (compiled only: context.pxd)
         return self.rid_prefix + f"{self.rid_n:x}".encode()
 
     def stamp(self, partition: str, placement: str, epoch: int) -> bytes:

@@ -16,9 +16,9 @@ a stale-epoch problem, if its whole body was kept (``replay``). The life cycle
 the connection parsed is ``self.head`` (``_reqhead.ReqHead``).
 
 Inlined copies (each marked "inlined" where it stands): ``pool.get_idle`` and
-``stats.decision`` in ``route``, ``ctx.request_id`` in ``attach``, ``_send``/
-``_uw`` in ``client_body``, ``_send_end`` in ``client_body_end``, ``_cw`` in
-``_response`` (twice) and ``pool.put`` in ``UpstreamConn.release``. They stay
+``stats.decision`` in ``route``, ``_send``/``_uw`` in ``client_body``, ``_send_end``
+in ``client_body_end``, ``_cw`` in ``_response`` (twice) and ``pool.put`` in
+``UpstreamConn.release``. They stay
 because the bench says so: calling the one copy of each instead cost +2.7 % CPU
 per GET and +6.7 % per 1 KiB PUT (``bench_exchange_ab.py``, median per-round
 ratio of 10 rounds; baseline max/min 1.13 / 1.30).
@@ -314,8 +314,7 @@ class Request(ResponseMixin):
             parts.append(hd.host)
             parts.append(b"\r\n")
         if not hd.rid_given:
-            ctx.rid_n += 1  # ctx.request_id(), inlined; compiled, the f-string formats the C long
-            hd.rid = rid = ctx.rid_prefix + f"{ctx.rid_n:x}".encode()  # itself (b"%x" % n: ~500 more)
+            hd.rid = rid = ctx.request_id()  # (compiled: a C call, context.pxd)
             parts.append(b"X-Request-Id: ")
             parts.append(rid)
             parts.append(b"\r\n")
