@@ -24,6 +24,7 @@ cdef class Request(ResponseMixin):
     cpdef route(self)
     @cython.locals(parts=list)
     cpdef attach(self, up)
+    @cython.locals(out=list)
     cpdef flush_up(self)
     cpdef _uw(self, data)
     cpdef keep_for_replay(self, data)

@@ -364,7 +364,7 @@ class Request(ResponseMixin):
         out = self.uout
         self.uout = None
         if out and self.up is not None:
-            self.up.transport.write(out[0] if len(out) == 1 else b"".join(out))
+            self.up.transport.write(out[0] if len(out) == 1 else _cjoin(out) if _COMPILED else b"".join(out))  # noqa: F821
 
     def _uw(self, data: bytes) -> None:
         out = self.uout

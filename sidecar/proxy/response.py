@@ -126,7 +126,7 @@ class ResponseMixin(ClientExchange):
         else:
             parts.append(b"\r\n")
         if out is None:
-            self.ctransport.write(b"".join(parts))
+            self.ctransport.write(_cjoin(parts) if _COMPILED else b"".join(parts))  # noqa: F821 (response.pxd)
 
     def on_response_body(self: "Request", data: bytes) -> None:
         if self.interim or self.state is DONE:
@@ -158,7 +158,8 @@ class ResponseMixin(ClientExchange):
         out = self.cout
         self.cout = None
         if out and self.conn.transport is not None:
-            self.ctransport.write(out[0] if len(out) == 1 else b"".join(out))
+            # compiled, joined in C (httpmsg.pxd join_bytes: the head's pieces and the body, ~8 items)
+            self.ctransport.write(out[0] if len(out) == 1 else _cjoin(out) if _COMPILED else b"".join(out))  # noqa: F821
 
     def _relay_held(self: "Request") -> None:
         head = self.resp_held
