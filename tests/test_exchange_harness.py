@@ -368,6 +368,23 @@ async def test_each_refusal_without_a_hold_is_a_503_problem(reason):
         h.close()
 
 
+async def test_request_ids_are_the_prefix_and_the_counter_in_hex():
+    """An id the sidecar makes is the context's prefix and its counter in lower-case hex, in both
+    builds (compiled, context.pxd writes it in C), and it is what goes upstream."""
+    h = Harness(PlacementTable({"t1": "a"}))
+    try:
+        ctx = h.ctx
+        for n in (0, 9, 0xfe, 0xffff, 2**40 - 1, 2**62):
+            ctx.rid_n = n
+            assert ctx.request_id() == ctx.rid_prefix + f"{n + 1:x}".encode()
+        c = h.client()
+        c.send(request("GET"))
+        await settle()
+        assert header(h.pool.opened[0].take(), "X-Request-Id") == ctx.rid_prefix.decode() + f"{2**62 + 2:x}"
+    finally:
+        h.close()
+
+
 async def test_every_exchange_step_is_exercised(monkeypatch):
     """Every method of the exchange is reached by some scenario above."""
     calls: dict[str, int] = {}

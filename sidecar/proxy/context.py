@@ -41,6 +41,8 @@ TICK_S = 0.25
 #: Armed by the tick when it finds lines, stopped by the first flush that finds none (an idle
 #: sidecar does not wake for it).
 FLUSH_S = 0.02
+#: this module runs compiled (an extension module's file is not the ``.py``): ``request_id``
+_COMPILED = not __file__.endswith(".py")
 
 
 class Node:
@@ -98,7 +100,7 @@ class ProxyContext:
         self.rid_prefix = f"{random.getrandbits(40):010x}{os.getpid() % 4096:03x}-".encode()
         self.stamps: dict[tuple[str, int, str], bytes] = {}
         self.rid_n = 0
-        # stamp's last answer and its key (attach compares them before the dict: a one-entry cache)
+        # stamp's last answer and its key (stamp compares them before the dict: a one-entry cache)
         self.st_part: Any = None
         self.st_epoch: Any = None
         self.st_place: Any = None
@@ -143,12 +145,21 @@ class ProxyContext:
         return node
 
     def request_id(self) -> bytes:
-        """Unique per process and request: a random per-process prefix and a counter."""
-        self.rid_n += 1  # (inlined in Request.attach)
+        """Unique per process and request: a random per-process prefix and the counter in hex.
+        Compiled, a C call (context.pxd) that writes the id in C (``_hex_id``: no str formatted,
+        encoded and concatenated; bench_exchange_instr, docs/compiled-build.md "Stop 38")."""
+        self.rid_n += 1
+        if _COMPILED:
+            return _hex_id(self.rid_prefix, self.rid_n)  # noqa: F821 (compiled only: context.pxd)
         return self.rid_prefix + f"{self.rid_n:x}".encode()
 
     def stamp(self, partition: str, placement: str, epoch: int) -> bytes:
-        """The ``X-Partition``/``X-Placement``/``X-Placement-Epoch`` lines (cached: they change per transition)."""
+        """The ``X-Partition``/``X-Placement``/``X-Placement-Epoch`` lines (cached: they change per transition).
+        The last answer is compared field by field first, a one-entry cache in front of the dict: no key
+        tuple built and hashed per request (bench_exchange_instr: -590 per request); compiled, a C call
+        from ``Request.attach`` (context.pxd)."""
+        if epoch == self.st_epoch and partition == self.st_part and placement == self.st_place:
+            return self.st_line
         key = (partition, epoch, placement)
         v = self.stamps.get(key)
         if v is None:

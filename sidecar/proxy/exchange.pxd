@@ -6,6 +6,10 @@ from sidecar.proxy.limits cimport keep_for_replay as _keep_for_replay, uncharge 
 from sidecar.proxy.resolve cimport resolve  # a C call (both exchanges share it: exfields)
 from sidecar.proxy.context cimport Node
 from sidecar.proxy.exstate cimport step  # a C call per move
+from sidecar.proxy.httpmsg cimport join_bytes as _cjoin  # the upstream head's join, in C
+# time.perf_counter's clock read in C, no call and float object (the .py calls it as _clock behind
+# _COMPILED: the same _PyTime_GetPerfCounter and conversion to seconds, so the same values)
+from cpython.time cimport perf_counter as _clock
 # the pool typed in route: its idle stack is a C read (context.pxd cannot type ctx.pool: upstream.pxd
 # cimports response.pxd, which cimports context.pxd). A connection stays untyped: an h2c node's
 # is an h2.bridge.H2Bridge (tests/test_h2_proxy.py test_http11_client_to_h2c_node)
@@ -20,6 +24,7 @@ cdef class Request(ResponseMixin):
     cpdef route(self)
     @cython.locals(parts=list)
     cpdef attach(self, up)
+    @cython.locals(out=list)
     cpdef flush_up(self)
     cpdef _uw(self, data)
     cpdef keep_for_replay(self, data)

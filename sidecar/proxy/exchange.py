@@ -16,9 +16,9 @@ a stale-epoch problem, if its whole body was kept (``replay``). The life cycle
 the connection parsed is ``self.head`` (``_reqhead.ReqHead``).
 
 Inlined copies (each marked "inlined" where it stands): ``pool.get_idle`` and
-``stats.decision`` in ``route``, ``ctx.request_id`` in ``attach``, ``_send``/
-``_uw`` in ``client_body``, ``_send_end`` in ``client_body_end``, ``_cw`` in
-``_response`` (twice) and ``pool.put`` in ``UpstreamConn.release``. They stay
+``stats.decision`` in ``route``, ``_send``/``_uw`` in ``client_body``, ``_send_end``
+in ``client_body_end``, ``_cw`` in ``_response`` (twice) and ``pool.put`` in
+``UpstreamConn.release``. They stay
 because the bench says so: calling the one copy of each instead cost +2.7 % CPU
 per GET and +6.7 % per 1 KiB PUT (``bench_exchange_ab.py``, median per-round
 ratio of 10 rounds; baseline max/min 1.13 / 1.30).
@@ -161,7 +161,7 @@ class Request(ResponseMixin):
     # ------------------------------------------------------------ routing
     def dispatch(self) -> None:
         """Called once the head is parsed and this is the connection's current request."""
-        self.t0 = perf_counter()
+        self.t0 = _clock() if _COMPILED else perf_counter()  # noqa: F821 (compiled: a C read of the clock, exchange.pxd)
         ctx = self.ctx
         hd = self.head
         if hd.bad is not None:
@@ -215,7 +215,7 @@ class Request(ResponseMixin):
         if self.is_write:
             wg = ctx.gate  # compiled: a WriteGate (exchange.pxd), admit is a C call
             r = wg.admit(self.partition, self.epoch)
-            self.t_adm = perf_counter()
+            self.t_adm = _clock() if _COMPILED else perf_counter()  # noqa: F821
             if not r.admitted:
                 ctx.pool.put(up)
                 ctx.stats.decision(self.phase, "reject", r.reason.value)
@@ -314,16 +314,11 @@ class Request(ResponseMixin):
             parts.append(hd.host)
             parts.append(b"\r\n")
         if not hd.rid_given:
-            ctx.rid_n += 1  # ctx.request_id(), inlined; compiled, the f-string formats the C long
-            hd.rid = rid = ctx.rid_prefix + f"{ctx.rid_n:x}".encode()  # itself (b"%x" % n: ~500 more)
+            hd.rid = rid = ctx.request_id()  # (compiled: a C call, context.pxd)
             parts.append(b"X-Request-Id: ")
             parts.append(rid)
             parts.append(b"\r\n")
-        # ctx.stamp()'s last answer, compared field by field: no key tuple to build and hash (bench_exchange_instr: -590 per request)
-        if self.epoch == ctx.st_epoch and self.partition == ctx.st_part and self.placement == ctx.st_place:
-            parts.append(ctx.st_line)
-        else:
-            parts.append(ctx.stamp(self.partition, self.placement, self.epoch))
+        parts.append(ctx.stamp(self.partition, self.placement, self.epoch))  # (compiled: a C call, context.pxd)
         if hd.upgrade:
             parts += (b"Connection: upgrade\r\nUpgrade: ", hd.upgrade, b"\r\n")
         elif hd.chunked:
@@ -340,10 +335,12 @@ class Request(ResponseMixin):
                 self.uncharge(self.replay_len)
             self.replay = []
             self.replay_len = 0
-        self.t_up = perf_counter()
+        self.t_up = _clock() if _COMPILED else perf_counter()  # noqa: F821
         self.deadline = ctx.now + ctx.read_timeout
         ctx.waiting.add(self)
-        self.uout = [b"".join(parts)]  # head and the body bytes at hand leave in one send
+        # head and the body bytes at hand leave in one send; compiled, joined in C (httpmsg.pxd's
+        # join_bytes, cimported as _cjoin: a name only the compiled module has)
+        self.uout = [_cjoin(parts) if _COMPILED else b"".join(parts)]  # noqa: F821
         if self.conn.wpaused:
             up.transport.pause_reading()
         if hd.expect and not self.body_done and not self.pending:
@@ -367,7 +364,7 @@ class Request(ResponseMixin):
         out = self.uout
         self.uout = None
         if out and self.up is not None:
-            self.up.transport.write(out[0] if len(out) == 1 else b"".join(out))
+            self.up.transport.write(out[0] if len(out) == 1 else _cjoin(out) if _COMPILED else b"".join(out))  # noqa: F821
 
     def _uw(self, data: bytes) -> None:
         out = self.uout

@@ -3,6 +3,19 @@
 cimport cython
 
 cdef tuple _ORDER
+cdef bint _COMPILED
+
+# _index's search in C for _legal: the position of ``s`` in ``order`` by identity, -1 if absent
+cdef extern from *:
+    """
+    static int epochgate_tuple_index(PyObject *order, PyObject *s) {
+        Py_ssize_t i, n = PyTuple_GET_SIZE(order);
+        for (i = 0; i < n; i++)
+            if (PyTuple_GET_ITEM(order, i) == s) return (int)i;
+        return -1;
+    }
+    """
+    int _cindex "epochgate_tuple_index"(tuple order, object s) noexcept
 cdef unsigned long long _TABLE
 
 @cython.locals(t=cython.ulonglong, bit=cython.ulonglong)

@@ -94,6 +94,8 @@ TRANSITIONS: dict[tuple[ExState, ExState], str] = {
 # lookup) cost ~330 instructions each in the compiled step: 490 per step then, ~150 now
 # (bench_exchange_instr, nginx head: see docs/compiled-build.md, "HTTP/1.1 cuts, stop 36").
 _ORDER = tuple(ExState)
+#: this module runs compiled (an extension module's file is not the ``.py``): ``_legal``
+_COMPILED = not __file__.endswith(".py")
 if len(_ORDER) > 8:  # the packing's bound: a ninth state needs a wider table
     raise RuntimeError("exstate: the transition table packs at most 8 states")
 
@@ -120,9 +122,15 @@ def _index(s: ExState) -> int:
 
 
 def _legal(state: ExState, to: ExState) -> bool:
-    """``state → to`` is in ``TRANSITIONS`` (through ``_TABLE``)."""
-    i = _index(state)
-    j = _index(to)
+    """``state → to`` is in ``TRANSITIONS`` (through ``_TABLE``). Compiled, the index is found by
+    ``_cindex`` (exstate.pxd: the same identity search over the tuple's pointers, without a
+    reference taken per member: bench_exchange_instr, docs/compiled-build.md "Stop 38")."""
+    if _COMPILED:
+        i = _cindex(_ORDER, state)  # noqa: F821 (compiled only: exstate.pxd)
+        j = _cindex(_ORDER, to)  # noqa: F821
+    else:
+        i = _index(state)
+        j = _index(to)
     return i >= 0 and j >= 0 and bool((_TABLE >> (8 * i + j)) & 1)
 
 

@@ -5,6 +5,9 @@ cimport cython
 from sidecar.proxy.context cimport Node, ProxyContext
 from sidecar.proxy.exfields cimport ExchangeFields
 from sidecar.proxy.stats cimport Stats
+from cpython.time cimport perf_counter as _clock  # time.perf_counter's clock, read in C (exchange.pxd)
+
+cdef bint _COMPILED
 
 
 @cython.locals(ctx=ProxyContext, node=Node, sl=dict)

@@ -16,6 +16,9 @@ from typing import Any
 
 from gate import SlotKey, resolve_slot
 
+#: this module runs compiled (an extension module's file is not the ``.py``): ``_clock`` (resolve.pxd)
+_COMPILED = not __file__.endswith(".py")
+
 
 def resolve(x: Any) -> Any:
     """Set ``x.phase``, ``x.epoch``, ``x.placement``, ``x.t_res`` and ``x.node`` from
@@ -49,7 +52,7 @@ def resolve(x: Any) -> Any:
         x.placement = ctx.rs_source = state.source
         ctx.rs_state = state
     x.epoch = int(epoch)
-    x.t_res = perf_counter()
+    x.t_res = _clock() if _COMPILED else perf_counter()  # noqa: F821 (compiled: resolve.pxd)
     node = ctx.nodes.get(x.placement)
     if node is None:
         node = ctx.missing_node(x.placement)

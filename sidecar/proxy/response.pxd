@@ -9,8 +9,11 @@ from sidecar._log cimport AccessLog  # enabled: a C read, write: a C call in fin
 from sidecar.proxy.exbase cimport ClientExchange  # (head, keep_alive, uout: the client connection reads them)
 from sidecar.proxy.limits cimport uncharge as _uncharge
 from sidecar.proxy.exstate cimport step  # a C call per move
+from sidecar.proxy.httpmsg cimport join_bytes as _cjoin  # the client batch's join, in C
+from cpython.time cimport perf_counter as _clock  # time.perf_counter's clock, read in C (exchange.pxd)
 cimport cython
 
+cdef bint _COMPILED
 cdef dict _STATUS_LINES  # typed: .get per response is a C call (keyed by the status: an int)
 
 
@@ -31,6 +34,7 @@ cdef class ResponseMixin(ClientExchange):
     cpdef _write_head(self, RespHead head)
     cpdef on_response_body(self, data)
     cpdef _cw(self, data)
+    @cython.locals(out=list)
     cpdef flush_client(self)
     cpdef on_response_end(self)
     cpdef _end_response(self, bint reusable)

@@ -20,6 +20,9 @@ from .exbase import ClientExchange
 from .limits import uncharge as _uncharge
 from .exstate import APP_REPLAY_MAX, DONE, FORWARDING, HELD, POOLED_RETRY_MAX, RESPONDING, TUNNEL, step
 
+#: this module runs compiled (an extension module's file is not the ``.py``): ``_clock`` (response.pxd)
+_COMPILED = not __file__.endswith(".py")
+
 if TYPE_CHECKING:
     from .exchange import Request
     from .httpmsg import RespHead
@@ -123,7 +126,7 @@ class ResponseMixin(ClientExchange):
         else:
             parts.append(b"\r\n")
         if out is None:
-            self.ctransport.write(b"".join(parts))
+            self.ctransport.write(_cjoin(parts) if _COMPILED else b"".join(parts))  # noqa: F821 (response.pxd)
 
     def on_response_body(self: "Request", data: bytes) -> None:
         if self.interim or self.state is DONE:
@@ -155,7 +158,8 @@ class ResponseMixin(ClientExchange):
         out = self.cout
         self.cout = None
         if out and self.conn.transport is not None:
-            self.ctransport.write(out[0] if len(out) == 1 else b"".join(out))
+            # compiled, joined in C (httpmsg.pxd join_bytes: the head's pieces and the body, ~8 items)
+            self.ctransport.write(out[0] if len(out) == 1 else _cjoin(out) if _COMPILED else b"".join(out))  # noqa: F821
 
     def _relay_held(self: "Request") -> None:
         head = self.resp_held
@@ -351,7 +355,7 @@ class ResponseMixin(ClientExchange):
             ctx.gate.done(self.partition, self.epoch)
         if self.was_held and outcome == "ok":
             outcome = "held_ok"
-        t = perf_counter()
+        t = _clock() if _COMPILED else perf_counter()  # noqa: F821 (compiled: response.pxd)
         t0 = self.t0
         ctx.stats.record(self.is_write, self.phase, outcome, t0, self.t_res, self.t_adm, self.t_up, t)
         if ctx.tracer is not None:  # the spans are built later, off this path (sidecar/trace)
