@@ -113,44 +113,34 @@ def test_choice_imports_neither_library_and_the_start_log_names_it():
     assert out.stdout.splitlines()[0] == "h2 (pure Python: EPOCHGATE_PURE_PYTHON is set)"
 
 
-def test_an_engine_that_fails_to_import_falls_back_to_h2_with_a_warning(monkeypatch, caplog):
-    """ngh2 installed but broken (a wheel for another ABI, say): h2 runs, and the log says why."""
+@pytest.mark.parametrize("broken,error,expect_log,expect_describe", [
+    # ngh2 installed but broken (a wheel for another ABI, say): h2 runs
+    ("ngh2", "undefined symbol: nghttp2_session_mem_recv2", "ngh2 failed to import: undefined symbol",
+     "h2 (pure Python: ngh2 failed to import: undefined symbol: nghttp2_session_mem_recv2)"),
+    # the binding built against another libnghttp2 than the one installed: the next engine runs
+    ("nghttp2", "libnghttp2.so.14: cannot open shared object file",
+     "the libnghttp2 engine failed to import (libnghttp2.so.14: cannot open", "failed to import: libnghttp2.so.14"),
+])
+def test_an_engine_that_fails_to_import_falls_back_to_the_next_with_a_warning(
+        monkeypatch, caplog, broken, error, expect_log, expect_describe):
+    """An engine that is there but does not load: the next one runs, and the log and the start-up
+    line say why."""
     real = engine._load
 
     def load(name):
-        if name == "ngh2":
-            raise ImportError("undefined symbol: nghttp2_session_mem_recv2")
+        if name == broken:
+            raise ImportError(error)
         return real(name)
 
     monkeypatch.delenv("EPOCHGATE_PURE_PYTHON", raising=False)
-    monkeypatch.setattr(engine, "choice", lambda: "ngh2")
+    monkeypatch.setattr(engine, "choice", lambda: broken)
     monkeypatch.setattr(engine, "_load", load)
     monkeypatch.setitem(engine._state, "engine", None)
     monkeypatch.setitem(engine._state, "reason", "")
     monkeypatch.setitem(engine._state, "native", "")
-    assert engine.get().NAME == "h2"
-    assert "ngh2 failed to import: undefined symbol" in caplog.text
-    assert engine.describe() == "h2 (pure Python: ngh2 failed to import: undefined symbol: nghttp2_session_mem_recv2)"
-
-
-def test_a_binding_that_fails_to_import_falls_back_to_ngh2_with_a_warning(monkeypatch, caplog):
-    """The binding built against another libnghttp2 than the one installed (a missing symbol, say):
-    the next engine runs, and the log says why."""
-    real = engine._load
-
-    def load(name):
-        if name == "nghttp2":
-            raise ImportError("libnghttp2.so.14: cannot open shared object file")
-        return real(name)
-
-    monkeypatch.delenv("EPOCHGATE_PURE_PYTHON", raising=False)
-    monkeypatch.setattr(engine, "choice", lambda: "nghttp2")
-    monkeypatch.setattr(engine, "_load", load)
-    monkeypatch.setitem(engine._state, "engine", None)
-    monkeypatch.setitem(engine._state, "native", "")
-    assert engine.get().NAME == ("ngh2" if _ngh2() else "h2")
-    assert "the libnghttp2 engine failed to import (libnghttp2.so.14: cannot open" in caplog.text
-    assert "failed to import: libnghttp2.so.14" in engine.describe()
+    assert engine.get().NAME == ("h2" if broken == "ngh2" or not _ngh2() else "ngh2")
+    assert expect_log in caplog.text
+    assert expect_describe in engine.describe()
 
 
 @pytest.fixture
