@@ -107,7 +107,7 @@ class OptionalBuildExt(build_ext):
 
 
 #: the HTTP/2 engine binding of the system libnghttp2 (``sidecar/proxy/h2/engine_nghttp2.pyx``)
-NGHTTP2 = "proxy.h2.engine_nghttp2"
+NGHTTP2 = _BUILD.NGHTTP2
 
 
 def _native(name: str) -> Any:

@@ -52,12 +52,15 @@ ENGINES = ("proxy.h2",)
 #: a compiled ``proxy.upstream``) and the client request parser (``proxy/llreq.pyx``, used by a
 #: compiled ``proxy.conn``), httptools otherwise. The guard refuses one that is forced pure,
 #: stale or unlisted: its import fails and the caller falls back.
+#: the HTTP/2 engine binding of the system libnghttp2 (its NATIVE entry below; setup.py builds it, and
+#: ``proxy/h2/engine.py`` reads its guard's verdict, under this one name)
+NGHTTP2 = "proxy.h2.engine_nghttp2"
 NATIVE = {"proxy.llresp": ("proxy/upstream.pxd", "proxy/httpmsg.pxd", "proxy/_llhttp.pxi", "proxy/_vendor/llhttp/include/llhttp.h"),
           "proxy.llreq": ("proxy/conn.pxd", "proxy/reqhead.pxd", "proxy/exbase.pxd", "proxy/context.pxd", "proxy/_llhttp.pxi",
                           "proxy/_vendor/llhttp/include/llhttp.h"),
           # the system libnghttp2 driven from C (``proxy/h2/engine_nghttp2.pyx``), the HTTP/2 engine when
           # built (needs libnghttp2's headers: Debian libnghttp2-dev); engine.py falls back to ngh2, then h2
-          "proxy.h2.engine_nghttp2": ("proxy/h2/conn.pxd", "proxy/h2/_nghttp2.pxi", "proxy/h2/_nghttp2_cb.pxi")}
+          NGHTTP2: ("proxy/h2/conn.pxd", "proxy/h2/_nghttp2.pxi", "proxy/h2/_nghttp2_cb.pxi")}
 #: the HTTP/2 engine binding's header (``setup.py`` compiles ``proxy.h2.engine_nghttp2`` only when it is
 #: there; ``scripts/test`` installs Debian's libnghttp2-dev first when it is missing and it runs as root)
 NGHTTP2_HEADER = "nghttp2/nghttp2.h"

@@ -90,7 +90,7 @@ def _nghttp2_status() -> str:
     from ... import _build
 
     info = _build.info()
-    status = info["native"].get(f"{_build.__package__}.proxy.h2.engine_nghttp2", "not built")
+    status = info["native"].get(f"{_build.__package__}.{_build.NGHTTP2}", "not built")
     if status != "ok":
         return {"not built": "not built (needs libnghttp2-dev at build time)"}.get(status, status)
     if "proxy.h2.conn" not in info["compiled"]:   # (it derives from the compiled connection base)
@@ -122,26 +122,31 @@ def get() -> ModuleType:
     eng = _state["engine"]
     if eng is None:
         name = choice()
-        try:
-            eng = _load(name)
-        except ImportError as exc:  # built/installed but broken (a wheel for another ABI, say)
-            log = logging.getLogger("epochgate.sidecar")
-            if name == "nghttp2":
-                _state["native"] = f"failed to import: {exc}"
-                log.warning("the libnghttp2 engine failed to import (%s): HTTP/2 runs on ngh2 or h2", exc)
-                if importlib.util.find_spec("ngh2") is not None:
-                    try:
-                        eng = _load("ngh2")
-                    except ImportError as exc2:
-                        exc = exc2
-                        name = "ngh2"
-            if eng is None:
-                _state["reason"] = f"{name} failed to import: {exc}" if name == "ngh2" else (
-                    _state["reason"] or "ngh2 is not installed: pip install 'epochgate[ngh2]'")
-                log.warning("HTTP/2 runs on pure-Python h2: %s", _state["reason"])
-                eng = _load("h2")
+        while eng is None:
+            try:
+                eng = _load(name)
+            except ImportError as exc:  # built/installed but broken (a wheel for another ABI, say)
+                if name == "h2":
+                    raise
+                name = _failed(name, exc)
         _state["engine"] = eng
     return eng  # type: ignore[return-value]
+
+
+def _failed(name: str, exc: ImportError) -> str:
+    """Say why engine ``name`` did not load (the log, ``describe()``); the engine to try next:
+    the binding → ngh2 when installed → h2."""
+    log = logging.getLogger("epochgate.sidecar")
+    if name == "nghttp2":
+        _state["native"] = f"failed to import: {exc}"
+        log.warning("the libnghttp2 engine failed to import (%s): HTTP/2 runs on ngh2 or h2", exc)
+        if importlib.util.find_spec("ngh2") is not None:
+            return "ngh2"
+        _state["reason"] = _state["reason"] or "ngh2 is not installed: pip install 'epochgate[ngh2]'"
+    else:
+        _state["reason"] = f"ngh2 failed to import: {exc}"
+    log.warning("HTTP/2 runs on pure-Python h2: %s", _state["reason"])
+    return "h2"
 
 
 def use(name: str) -> str:
@@ -171,9 +176,13 @@ def _libnghttp2_version() -> str:
     eng = _state["engine"]
     if eng is not None and getattr(eng, "NAME", "") == "nghttp2":
         return " " + ".".join(eng.VERSION.split(".")[:2])  # type: ignore[attr-defined]
+    from ... import _build
+
+    header = _build.nghttp2_header()   # (where setup.py found it to build against)
+    if header is None:
+        return ""
     try:
-        with open("/usr/include/nghttp2/nghttp2ver.h") as f:
-            m = re.search(r'NGHTTP2_VERSION "(\d+\.\d+)', f.read())
+        m = re.search(r'NGHTTP2_VERSION "(\d+\.\d+)', header.with_name("nghttp2ver.h").read_text())
     except OSError:
         return ""
     return f" {m.group(1)}" if m else ""
