@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -70,10 +71,14 @@ def test_by_hand_block_prints_hello(tmp_path):
     consul_dir = str(Path(consul_binary()).parent)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("EPOCHGATE_", "PYTHONPATH", "CONSUL_"))}
     # python3 = this interpreter (as an activated .venv would make it); consul found first on
-    # PATH by scripts/get-consul; mktemp -d inside tmp_path, so the block's data is removed
+    # PATH by scripts/get-consul; mktemp -d inside tmp_path, so the block's data is removed.
+    # A script that execs it, not a symlink: a venv's python found through a symlink in another
+    # directory looks for pyvenv.cfg beside the link, misses it and runs without the venv's
+    # packages (on a machine whose base Python has no aiohttp the block's sidecar then fails)
     bindir = tmp_path / "bin"
     bindir.mkdir()
-    (bindir / "python3").symlink_to(sys.executable)
+    (bindir / "python3").write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} "$@"\n')
+    (bindir / "python3").chmod(0o755)
     env |= {"PATH": f"{bindir}:{consul_dir}:{env.get('PATH', '')}", "TMPDIR": str(tmp_path)}
     script = tmp_path / "by-hand.sh"
     script.write_text(by_hand_block())
@@ -81,8 +86,10 @@ def test_by_hand_block_prints_hello(tmp_path):
     with open(tmp_path / "out", "w") as out_f, open(tmp_path / "err", "w") as err_f:
         proc = subprocess.Popen(["bash", str(script)], cwd=ROOT, env=env, stdout=out_f, stderr=err_f,
                                 start_new_session=True)
+    finished = False
     try:
         proc.wait(timeout=150)
+        finished = True
     except subprocess.TimeoutExpired:
         pass
     finally:
@@ -92,9 +99,14 @@ def test_by_hand_block_prints_hello(tmp_path):
             os.killpg(proc.pid, signal.SIGTERM)
         except ProcessLookupError:
             pass
+        try:  # reap bash itself: an unreaped leader keeps the group alive for _wait_gone
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
         _wait_gone(proc.pid)
     out, err = (tmp_path / "out").read_text(), (tmp_path / "err").read_text()
-    assert proc.returncode is not None, f"the block did not finish in 150 s:\n{out[-2000:]}\n{err[-3000:]}"
+    assert finished, f"the block did not finish in 150 s:\n{out[-2000:]}\n{err[-3000:]}"
     lines = out.strip().splitlines()
     assert lines and lines[-1].strip() == "hello", f"stdout:\n{out[-2000:]}\nstderr:\n{err[-3000:]}"
     assert "Traceback" not in err, err[-3000:]
