@@ -4,6 +4,7 @@
     python bench/bench_exchange_instr.py --baseline pure    # this checkout: compiled vs plain Python
     python bench/bench_exchange_instr.py --pure             # every tree as plain Python
     python bench/bench_exchange_instr.py --response nginx   # the upstream answers with nginx's head
+    python bench/bench_exchange_instr.py --access           # with the access log on (to /dev/null)
 
 The socket-free harness of ``bench_exchange_ab.py`` (keep-alive GETs and 1 KiB PUTs, gated
 writes, through the real parsers, router, gate, pool and stats over ``tests/_fake_transport.py``)
@@ -49,6 +50,11 @@ def child(tree: Path, method: str, n: int, head: str = "harness") -> None:
 
     async def run() -> None:
         h = fake.Harness(gate.PlacementTable({"t1": "a"}))
+        if os.environ.get("BENCH_EXCHANGE_ACCESS"):  # --access: a line per request, as the sidecar writes them
+            from sidecar._log import AccessLog
+
+            h.ctx.access = AccessLog(stream=open(os.devnull, "w"))  # noqa: SIM115 (the child's lifetime)
+            h.ctx.access.stamp()
         c = h.client()
         req = fake.request(method, body=b"x" * 1024 if method == "PUT" else b"")
         resp = fake.response(200, b"y" * 1024, extra=HEADS[head])
@@ -94,8 +100,12 @@ def main() -> int:
     ap.add_argument("--pure", action="store_true", help="run every tree as plain Python")
     ap.add_argument("--response", choices=sorted(HEADS), default="harness",
                     help="the upstream's response head: the harness's (2 fields) or nginx's (5, as bench_proxy.py)")
+    ap.add_argument("--access", action="store_true",
+                    help="access log on (the harness has it off): each request also formats and queues its line")
     ap.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     a = ap.parse_args()
+    if a.access:
+        os.environ["BENCH_EXCHANGE_ACCESS"] = "1"  # (the children inherit it)
     if a.child:
         child(Path(a.child[0]), a.child[1], int(a.child[2]), a.child[3])
         return 0

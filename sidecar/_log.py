@@ -121,7 +121,8 @@ class AccessLog:
     10, GET 2400/s; 3–9% by chance). Each line costs the same either way (~1 µs compiled), paid
     after its own response was written."""
 
-    __slots__ = ("fmt", "stream", "enabled", "rows", "_ts", "_ts_at", "_mids")
+    __slots__ = ("fmt", "stream", "enabled", "rows", "_ts", "_ts_at", "_mids", "m_client", "m_method", "m_path",
+                 "m_part", "m_phase", "m_epoch", "m_decision", "m_status", "m_node", "m_mid")
 
     def __init__(self, fmt: str = "text", stream: IO[str] | None = None, enabled: bool = True) -> None:
         self.fmt = fmt
@@ -131,6 +132,10 @@ class AccessLog:
         self._mids: dict[tuple[Any, ...], tuple[str, str]] = {}
         self._ts = ""
         self._ts_at = 0.0
+        # the last line's middle and what it was made from: a one-entry cache in front of ``_mids``
+        # (consecutive lines share it; compared field by field, no key tuple built and hashed)
+        self.m_client = self.m_method = self.m_path = self.m_part = self.m_phase = None
+        self.m_epoch = self.m_decision = self.m_status = self.m_node = self.m_mid = None
 
     def tick(self) -> None:
         """Flush, then refresh the cached timestamp (called a few times a second)."""
@@ -163,7 +168,34 @@ class AccessLog:
                                "epoch": epoch, "decision": decision, "status": status, "upstream": node,
                                "upstream_ms": round(up_s * 1000, 3), "total_ms": round(total_s * 1000, 3),
                                "request_id": rid.decode("latin-1") if rid else "-"})
-        # the middle of a line repeats (same client, path, partition, …): format it once
+        # the middle of a line repeats (same client, path, partition, …): formatted once, and the
+        # last one is compared field by field before the dict (no 8-field key tuple per line)
+        if (self.m_mid is not None and path == self.m_path and partition == self.m_part and client == self.m_client
+                and method == self.m_method
+                and phase == self.m_phase and epoch == self.m_epoch and decision == self.m_decision
+                and status == self.m_status and node == self.m_node):
+            mid = self.m_mid
+        else:
+            mid = self._mid(client, method, path, partition, phase, epoch, decision, status, node)
+        up = up_s * 1000
+        total = total_s * 1000
+        if _COMPILED:
+            k1 = _cents(up)
+            k2 = _cents(total)
+            if k1 >= 0 and k2 >= 0:  # the same text as %.2f (_cents), from C integers
+                # written in C into the line's own str (_log.pxd): no tuple, int objects or rid str made
+                # (ASCII lines, rid's bytes all safe; otherwise %-formatted as before)
+                line = _cline(ts, mid, k1, k2, rid)  # noqa: F821 (compiled only: _log.pxd)
+                if line is not None:
+                    return line
+                return "%s %s%d.%02d total_ms=%d.%02d rid=%s" % (ts, mid, k1 // 100, k1 % 100,
+                                                                k2 // 100, k2 % 100, escape(rid))
+        # %-formatting: 0.3 µs a line less than the f-string's two format specs (timeit)
+        return "%s %s%.2f total_ms=%.2f rid=%s" % (ts, mid, up, total, escape(rid))
+
+    def _mid(self, client: str, method: str, path: bytes, partition: str, phase: str, epoch: int, decision: str,
+             status: int, node: str) -> str:
+        """A line's middle (client to ``up_ms=``), from ``_mids`` or formatted; remembered as the last one."""
         mids = self._mids
         key = (client, method, path, partition, phase, epoch, decision, status)
         hit = mids.get(key)
@@ -173,16 +205,10 @@ class AccessLog:
             hit = mids[key] = (node, f'{client} "{escape(method.encode("latin-1"))} {escape(path)}" {status} '
                                      f'partition={partition or "-"} phase={phase} epoch={epoch} '
                                      f'decision={decision} upstream={node or "-"} up_ms=')
-        up = up_s * 1000
-        total = total_s * 1000
-        if _COMPILED:
-            k1 = _cents(up)
-            k2 = _cents(total)
-            if k1 >= 0 and k2 >= 0:  # the same text as %.2f (_cents), from C integers
-                return "%s %s%d.%02d total_ms=%d.%02d rid=%s" % (ts, hit[1], k1 // 100, k1 % 100,
-                                                                k2 // 100, k2 % 100, escape(rid))
-        # %-formatting: 0.3 µs a line less than the f-string's two format specs (timeit)
-        return "%s %s%.2f total_ms=%.2f rid=%s" % (ts, hit[1], up, total, escape(rid))
+        self.m_client, self.m_method, self.m_path, self.m_part, self.m_phase = client, method, path, partition, phase
+        self.m_epoch, self.m_decision, self.m_status, self.m_node = epoch, decision, status, node
+        self.m_mid = hit[1]
+        return hit[1]
 
     def flush(self) -> None:
         """Write the queued lines in pieces of at most 4 KiB (PIPE_BUF), so that

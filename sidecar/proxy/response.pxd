@@ -38,5 +38,7 @@ cdef class ResponseMixin(ClientExchange):
     cpdef flush_client(self)
     cpdef on_response_end(self)
     cpdef _end_response(self, bint reusable)
-    @cython.locals(access=AccessLog)
+    # t typed: the clock's value stays a C double (an object t made a float per time passed on and
+    # per subtraction: five float objects per request with the access log on, ~400 instructions)
+    @cython.locals(access=AccessLog, t=cython.double, t0=cython.double)
     cpdef finish(self, outcome)

@@ -54,8 +54,9 @@ class ResponseMixin(ClientExchange):
             self.resp_buf = []
             return
         self._write_head(head)
-        if self.head.method == "HEAD":  # httptools cannot be told to expect no body: finish here, drop the conn
-            self._end_response(reusable=False)
+        # a HEAD request (_write_head's no_resp_body for a status that has a body: no second str compare)
+        if self.no_resp_body and status != 204 and status != 304:
+            self._end_response(reusable=False)  # httptools cannot be told to expect no body: finish here, drop the conn
 
     def has_body(self: "Request") -> bool:
         return self.head.has_body()
@@ -192,7 +193,8 @@ class ResponseMixin(ClientExchange):
         if up is not None:
             if self.conn.wpaused and up.transport is not None:
                 up.transport.resume_reading()
-            up.release(reusable and self.head.method != "HEAD")
+            # (not after a HEAD request: no_resp_body for a status that has a body, _write_head)
+            up.release(reusable and not (self.no_resp_body and self.status != 204 and self.status != 304))
         self.finish("ok")
 
     def _retry_after_app_reject(self: "Request") -> bool:

@@ -175,7 +175,6 @@ class UpstreamConn:
         """The head is complete (httptools' callback above; llresp calls it directly, in C)."""
         # the next message's head starts empty (done here: no on_message_begin callback per response)
         h = self.head
-        self.head = RespHead()
         self.in_body = True
         ex = self.exchange
         if ex is not None:
@@ -183,9 +182,24 @@ class UpstreamConn:
             h.keep = keep
             if isinstance(ex, ResponseMixin):  # typed: a C call (compiled), see data_received
                 rx = ex
-                rx.on_response_head(h)
-            else:
-                ex.on_response_head(h)
+                try:
+                    rx.on_response_head(h)
+                finally:
+                    # this head, emptied, is the next one's, unless the exchange kept it (a held 503):
+                    # the usual exchange only reads it (no RespHead made and freed per response)
+                    if rx.resp_held is h:
+                        self.head = RespHead()
+                    else:
+                        h.reason = b""
+                        h.lines = []
+                        h.ctoks = h.clen = h.te = h.upg = h.ctype = None
+                        h.status = 0
+                        h.keep = True
+                return
+            self.head = RespHead()  # (another exchange may keep the head it is given)
+            ex.on_response_head(h)
+            return
+        self.head = RespHead()
 
     def on_body(self, body: bytes) -> None:
         ex = self.exchange
