@@ -23,7 +23,7 @@ cdef class ClientConn:
     # the parser's calls: httptools finds them as methods, llreq.pyx calls them in C
     cpdef on_message_begin(self)
     cpdef header(self, int kind, bytes lname, bytes name, bytes value)
-    cpdef head_done(self, bytes method_b, bint keep, str version, bint upgrade)
+    cpdef head_done(self, bytes method_b, str method, bint keep, str version, bint upgrade)
     cpdef on_body(self, body)
     cpdef on_chunk_header(self)
     cpdef on_chunk_complete(self)

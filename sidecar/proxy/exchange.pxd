@@ -4,7 +4,10 @@ from sidecar.proxy.response cimport ResponseMixin
 from sidecar.proxy.writegate cimport WriteGate
 from sidecar.proxy.limits cimport keep_for_replay as _keep_for_replay, uncharge as _uncharge
 from sidecar.proxy.resolve cimport resolve  # a C call (both exchanges share it: exfields)
-from sidecar.proxy.context cimport Node
+from sidecar.proxy.context cimport Node, ProxyContext
+from sidecar.proxy.conn cimport ClientConn
+from sidecar.proxy.reqhead cimport new_head  # a C call per request
+from sidecar.proxy.exbase cimport ClientExchange
 from sidecar.proxy.exstate cimport step  # a C call per move
 from sidecar.proxy.httpmsg cimport join_bytes as _cjoin  # the upstream head's join, in C
 # time.perf_counter's clock read in C, no call and float object (the .py calls it as _clock behind
@@ -18,7 +21,13 @@ from sidecar.proxy.upstream cimport UpstreamPool
 cdef bint _COMPILED
 
 
+# one per request: a free list keeps the last freed exchanges' memory for the next ones
+@cython.freelist(8)
 cdef class Request(ResponseMixin):
+    @cython.locals(r=Request)
+    cpdef ClientExchange fresh(self, ctx, conn)
+    cdef _start(self, ProxyContext ctx, ClientConn conn)
+    @cython.locals(raw=bytes)  # keyh's values are header bytes: the memo's compare is a memcmp
     cpdef dispatch(self)
     @cython.locals(wg=WriteGate, pool=UpstreamPool, node=Node, stack=list)
     cpdef route(self)

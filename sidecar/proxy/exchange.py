@@ -40,7 +40,7 @@ from .limits import keep_for_replay as _keep_for_replay, uncharge as _uncharge
 from .exstate import (CONNECTING, DONE, FORWARDING, HELD, NEW, P_BUFFERED, P_HELD, P_HELD_OR_BUFFERED,
                        P_UPSTREAM_FULL, REROUTE_MAX, RESPONDING, ROUTING, TUNNEL, step)
 from .router import SAFE_METHODS, KeyError400
-from .reqhead import ReqHead
+from .reqhead import new_head
 from .resolve import resolve
 from .response import ResponseMixin
 
@@ -86,13 +86,25 @@ class Request(ResponseMixin):
         "resp_chunked", "resp_eof", "resp_keep", "resp_buf", "resp_held", "interim", "no_resp_body", "tunnel", "deadline", "cout", "t0", "t_adm", "t_up")
 
     def __init__(self, ctx: "ProxyContext", conn: "ClientConn") -> None:
+        self._start(ctx, conn)
+
+    def fresh(self, ctx: "ProxyContext", conn: "ClientConn") -> "Request":
+        """The connection's next exchange (``ClientConn.on_message_begin``, from the one before).
+        Compiled, ``tp_new`` (with a free list, exchange.pxd) and the C ``_start``: calling the type
+        was a Python-level call with ``__init__``'s argument parsing (bench_exchange_instr,
+        docs/compiled-build.md "Stop 39")."""
+        r = Request.__new__(Request)
+        r._start(ctx, conn)
+        return r
+
+    def _start(self, ctx: "ProxyContext", conn: "ClientConn") -> None:
         # Compiled, the type's allocation already holds None / False / 0 / 0.0 in every field, so
         # only the fields with another start value are set here; the plain build sets the rest in
         # ``_zero`` (bench_exchange_instr: ~-0.5k instructions per request compiled).
         self.ctx = ctx
         self.conn = conn
         self.ctransport = conn.transport
-        self.head = ReqHead()  # filled by the client connection's parser callbacks
+        self.head = new_head()  # filled by the client connection's parser callbacks
         self.pending: list[bytes] = []
         self.keep_alive = True  # this connection carries another request after this one (from head.keep)
         # routing and gating
@@ -169,10 +181,16 @@ class Request(ResponseMixin):
             return self.fail(status, "bad-request", title, detail, outcome="bad_request")
         router = ctx.router
         fast = router.fast_header
-        if fast is not None:  # one header rule, no route rules: two dict lookups for a key seen before
+        if fast is not None:  # one header rule, no route rules: a dict lookup for a key seen before
             raw = hd.keyh.get(fast)
             if raw is not None:
-                hit = router.fast_cache.get(raw)
+                if raw == router.fast_raw:  # the key of the request before: compiled, a memcmp
+                    hit = router.fast_hit
+                else:
+                    hit = router.fast_cache.get(raw)
+                    if hit is not None:
+                        router.fast_raw = raw
+                        router.fast_hit = hit
                 if hit is not None:
                     self.is_write = hd.method not in SAFE_METHODS
                     self.partition = hit
@@ -192,7 +210,7 @@ class Request(ResponseMixin):
         (the edges into ROUTING in ``_exstate.TRANSITIONS``)."""
         self.state = step(self.state, ROUTING)
         ctx = self.ctx
-        node = resolve(self)
+        node = resolve(self, ctx)
         if node is None:
             return
         pool = ctx.pool  # compiled: an UpstreamPool here (exchange.pxd), its idle stack a C read
