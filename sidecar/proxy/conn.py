@@ -416,7 +416,7 @@ class ClientConn:
             h.ctoks -= _CONN_OPTIONS
             # never let Connection remove what the proxy itself sets
             h.ctoks -= {b"host", b"x-partition", b"x-placement", b"x-placement-epoch", b"x-request-id"}
-        if method == "CONNECT":  # (the typed argument: compiled, a length check for the usual method)
+        if len(method) == 7 and method == "CONNECT":  # (compiled, str == str is a PyUnicode_Compare call)
             h.bad = (405, "method not allowed", "CONNECT is not proxied")
         elif plain_target(h.url, self.ctx.max_path):
             pass  # already normal and not a mover hook: the usual request skips both checks below

@@ -16,9 +16,15 @@ from cpython.time cimport perf_counter as _clock
 # the pool typed in route: its idle stack is a C read (context.pxd cannot type ctx.pool: upstream.pxd
 # cimports response.pxd, which cimports context.pxd). A connection stays untyped: an h2c node's
 # is an h2.bridge.H2Bridge (tests/test_h2_proxy.py test_http11_client_to_h2c_node)
-from sidecar.proxy.upstream cimport UpstreamPool
+from sidecar.proxy.upstream cimport UpstreamPool, UpstreamConn
 
 cdef bint _COMPILED
+cdef frozenset _SAFE
+
+@cython.locals(uc=UpstreamConn)
+cdef object _transport(object up)
+@cython.locals(uc=UpstreamConn)
+cdef bint _gone(object up) except -1
 
 
 # one per request: a free list keeps the last freed exchanges' memory for the next ones
@@ -31,7 +37,7 @@ cdef class Request(ResponseMixin):
     cpdef dispatch(self)
     @cython.locals(wg=WriteGate, pool=UpstreamPool, node=Node, stack=list)
     cpdef route(self)
-    @cython.locals(parts=list)
+    @cython.locals(parts=list, uc=UpstreamConn)
     cpdef attach(self, up)
     @cython.locals(out=list)
     cpdef flush_up(self)

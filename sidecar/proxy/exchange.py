@@ -43,6 +43,7 @@ from .router import SAFE_METHODS, KeyError400
 from .reqhead import new_head
 from .resolve import resolve
 from .response import ResponseMixin
+from .upstream import UpstreamConn
 
 if TYPE_CHECKING:
     from .context import Node, ProxyContext
@@ -52,6 +53,7 @@ if TYPE_CHECKING:
 PENDING_HIGH = 256 * 1024
 _HOLDABLE = (RejectReason.CUTOVER, RejectReason.STALE_EPOCH, RejectReason.FAIL_CLOSED)  # never reached the app
 _PHASES = {p.value: p for p in Phase}
+_SAFE = SAFE_METHODS  # (typed in exchange.pxd: dispatch's membership test is a C set look-up)
 #: this module runs compiled (an extension module's file is not the ``.py``): see ``Request.__init__``
 _COMPILED = not __file__.endswith(".py")
 
@@ -72,6 +74,24 @@ def client_gone(transport: Any) -> bool:
         return False  # still open, nothing sent since
     except OSError:
         return True  # reset
+
+
+def _transport(up: Any) -> Any:
+    """``up.transport``: compiled, a C read for an ``UpstreamConn`` (the usual one; an h2c node's
+    ``H2Bridge`` is not one and stays a look-up), where the untyped ``up`` made it a Python attribute
+    look-up per use (~130 instructions: bench_exchange_instr, docs/compiled-build.md "Stop 39")."""
+    if isinstance(up, UpstreamConn):
+        uc = up
+        return uc.transport
+    return up.transport
+
+
+def _gone(up: Any) -> bool:
+    """An idle connection that closed meanwhile (``pool.get_idle``'s test, inlined in ``route``)."""
+    if isinstance(up, UpstreamConn):
+        uc = up
+        return uc.closed or uc.transport.is_closing()
+    return up.closed or up.transport.is_closing()
 
 
 class Request(ResponseMixin):
@@ -192,7 +212,7 @@ class Request(ResponseMixin):
                         router.fast_raw = raw
                         router.fast_hit = hit
                 if hit is not None:
-                    self.is_write = hd.method not in SAFE_METHODS
+                    self.is_write = hd.method not in _SAFE
                     self.partition = hit
                     return self.route()
         path, _, query = hd.url.partition(b"?")
@@ -224,7 +244,7 @@ class Request(ResponseMixin):
             stack = pool.idle.get(node.key)  # pool.get_idle(), inlined for the usual hit
             if stack:
                 up = stack.pop()
-                if up.closed or up.transport.is_closing():
+                if _gone(up):
                     up = pool.get_idle(node.key)
             if up is None:  # connect first, then resolve and admit again: admission stays next to the send
                 self.state = step(self.state, CONNECTING)
@@ -313,7 +333,12 @@ class Request(ResponseMixin):
     def attach(self, up: "UpstreamConn") -> None:
         self.state = step(self.state, FORWARDING)
         self.up = up
-        up.exchange = self
+        # compiled, an UpstreamConn's fields are C writes and reads here (an h2c node's bridge is not one)
+        uc = up if isinstance(up, UpstreamConn) else None
+        if uc is not None:
+            uc.exchange = self
+        else:
+            up.exchange = self
         node = self.node
         ctx = self.ctx
         hd = self.head
@@ -372,7 +397,7 @@ class Request(ResponseMixin):
             self.conn.resume(P_HELD_OR_BUFFERED)
         if self.body_done:
             self._send_end()
-        if up.paused:
+        if uc.paused if uc is not None else up.paused:
             self.conn.pause(P_UPSTREAM_FULL)
         if not self.conn.in_feed:
             self.flush_up()
@@ -381,8 +406,9 @@ class Request(ResponseMixin):
         """Send what was batched for the upstream (one syscall per client read)."""
         out = self.uout
         self.uout = None
-        if out and self.up is not None:
-            self.up.transport.write(out[0] if len(out) == 1 else _cjoin(out) if _COMPILED else b"".join(out))  # noqa: F821
+        up = self.up
+        if out and up is not None:
+            _transport(up).write(out[0] if len(out) == 1 else _cjoin(out) if _COMPILED else b"".join(out))  # noqa: F821
 
     def _uw(self, data: bytes) -> None:
         out = self.uout
