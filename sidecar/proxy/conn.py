@@ -149,12 +149,12 @@ class ClientConn:
             return self._feed(data)
         if not in_body and not self.head_since:
             self.head_since = self.ctx.now
-        room = self.max_header - self.head_seen
-        if len(data) <= room:  # the usual case: the whole read fits what the head may still take
-            self.head_seen += len(data)
-            return self._feed(data)
+        if len(data) <= self.max_header - self.head_seen:  # the usual case: the whole read fits what the
+            self.head_seen += len(data)                     # head may still take (compiled: C ints, no
+            return self._feed(data)                         # Python int for a ``room`` local)
         # Feed the parser only what the head (or a trailer section) may still take: one still
         # incomplete after that is too large, and is answered before more of it is read into memory.
+        room = self.max_header - self.head_seen
         heads = self.heads
         self.head_seen += room
         self._feed(data[:room])
@@ -330,7 +330,7 @@ class ClientConn:
         ``_FORWARDED``: ``on_header`` (httptools) or, compiled, ``llreq`` in C."""
         h = self.phead  # the request head being filled (_reqhead)
         if kind == _KEY:
-            old = h.keyh.get(lname)
+            old = h.keyh.get(lname) if h.keyh else None  # (the usual one key header: no look-up)
             if old is not None and old != value:
                 h.bad = (400, "conflicting partition keys", f"header {name.decode('latin-1')} given twice")
             h.keyh[lname] = value

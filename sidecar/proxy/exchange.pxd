@@ -20,6 +20,7 @@ from sidecar.proxy.upstream cimport UpstreamPool, UpstreamConn
 
 cdef bint _COMPILED
 cdef frozenset _SAFE
+cdef dict _ADMIT_KEYS
 
 @cython.locals(uc=UpstreamConn)
 cdef object _transport(object up)

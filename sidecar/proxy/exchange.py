@@ -54,6 +54,8 @@ PENDING_HIGH = 256 * 1024
 _HOLDABLE = (RejectReason.CUTOVER, RejectReason.STALE_EPOCH, RejectReason.FAIL_CLOSED)  # never reached the app
 _PHASES = {p.value: p for p in Phase}
 _SAFE = SAFE_METHODS  # (typed in exchange.pxd: dispatch's membership test is a C set look-up)
+#: route's admit counter key per phase (its tuple made once: bench_exchange_instr, "Stop 39")
+_ADMIT_KEYS: dict[str, tuple[str, str, str]] = {}
 #: this module runs compiled (an extension module's file is not the ``.py``): see ``Request.__init__``
 _COMPILED = not __file__.endswith(".py")
 
@@ -259,7 +261,9 @@ class Request(ResponseMixin):
                 ctx.stats.decision(self.phase, "reject", r.reason.value)
                 return self.rejected(r)
             dec = ctx.stats.decisions  # ctx.stats.decision(), inlined
-            key = (self.phase, "admit", "none")
+            key = _ADMIT_KEYS.get(self.phase)  # one key per phase: the same tuple as the one in ``dec``
+            if key is None:                    # matches by identity, not hashed and compared per field
+                key = _ADMIT_KEYS[self.phase] = (self.phase, "admit", "none")  # (a handful of phases)
             dec[key] = dec.get(key, 0) + 1
             self.admitted = True
             self.decision = "admit"
