@@ -266,6 +266,36 @@ async def pipelined_requests_are_answered_in_order(h: Harness) -> None:
 
 
 @scenario
+async def each_request_on_a_connection_starts_clean(h: Harness) -> None:
+    """The connection's next exchange is made by the one before (``Request.fresh``) and the router
+    remembers the last key it found in its cache (``fast_raw``): neither may carry anything over."""
+    h.source.set("t2", "b")
+    c = h.client()
+    sent: list[tuple[str, str]] = []
+
+    async def one(method: str, key: str, body: bytes = b"") -> object:
+        c.send(request(method, key=key, body=body))
+        await settle()
+        node = "a" if key == "t1" else "b"
+        up = h.upstreams(node)[0]
+        raw = up.take()
+        sent.append((header(raw, "X-Partition"), header(raw, "X-Placement")))
+        up.reply(response(200, b"ok"))
+        await settle()
+        return c.conn.parsing
+
+    await one("GET", "t1")                                # t1 cached by the router
+    first = await one("PUT", "t1", b"x")                  # a cache hit: the memo holds t1
+    second = await one("GET", "t2")                       # a key the memo does not hold
+    await one("GET", "t2")                                # the memo moves to t2
+    await one("GET", "t1")
+    assert sent == [("t1", "a"), ("t1", "a"), ("t2", "b"), ("t2", "b"), ("t1", "a")]
+    assert second is not first and second.head is not first.head and first.done and first.is_write
+    assert not second.admitted and second.decision == "read" and second.replay is None and not second.is_write
+    assert c.take().count(b"HTTP/1.1 200 ") == 5
+
+
+@scenario
 async def back_pressure_pauses_the_other_side(h: Harness) -> None:
     c = h.client()
     c.send(request("POST", body=b"x"))

@@ -149,12 +149,12 @@ class ClientConn:
             return self._feed(data)
         if not in_body and not self.head_since:
             self.head_since = self.ctx.now
-        room = self.max_header - self.head_seen
-        if len(data) <= room:  # the usual case: the whole read fits what the head may still take
-            self.head_seen += len(data)
-            return self._feed(data)
+        if len(data) <= self.max_header - self.head_seen:  # the usual case: the whole read fits what the
+            self.head_seen += len(data)                     # head may still take (compiled: C ints, no
+            return self._feed(data)                         # Python int for a ``room`` local)
         # Feed the parser only what the head (or a trailer section) may still take: one still
         # incomplete after that is too large, and is answered before more of it is read into memory.
+        room = self.max_header - self.head_seen
         heads = self.heads
         self.head_seen += room
         self._feed(data[:room])
@@ -286,11 +286,16 @@ class ClientConn:
     # ---------------------------------------------------------------- httptools callbacks
     def on_message_begin(self) -> None:
         self.hsize = 0
-        cls = _Request
-        if cls is None:  # first request: the exchange module is complete by now (see the import)
-            cls = _request_type()
-        self.parsing = cls(self.ctx, self)
-        self.phead = self.parsing.head  # (typed: a C read compiled)
+        prev = self.parsing
+        if prev is not None:  # the connection's next exchange, made by the one before: compiled, a C
+            req = prev.fresh(self.ctx, self)  # call (the type's was a Python call: ~-1k instructions)
+        else:
+            cls = _Request
+            if cls is None:  # first request: the exchange module is complete by now (see the import)
+                cls = _request_type()
+            req = cls(self.ctx, self)
+        self.parsing = req
+        self.phead = req.head  # (typed: a C read compiled)
 
     def on_url(self, url: bytes) -> None:
         self.hsize += len(url)
@@ -325,7 +330,7 @@ class ClientConn:
         ``_FORWARDED``: ``on_header`` (httptools) or, compiled, ``llreq`` in C."""
         h = self.phead  # the request head being filled (_reqhead)
         if kind == _KEY:
-            old = h.keyh.get(lname)
+            old = h.keyh.get(lname) if h.keyh else None  # (the usual one key header: no look-up)
             if old is not None and old != value:
                 h.bad = (400, "conflicting partition keys", f"header {name.decode('latin-1')} given twice")
             h.keyh[lname] = value
@@ -381,11 +386,15 @@ class ClientConn:
         # header only for 1.1: that case (nearly every request) skips get_http_version(), which
         # formats a new str each call (0.77 µs, ~3% of a proxied GET's CPU)
         version = "1.1" if keep and not self.phead.conn_given else p.get_http_version()
-        self.head_done(p.get_method(), keep, version, p.should_upgrade() if self.phead.upgrade else False)
+        mb = p.get_method()
+        self.head_done(mb, _METHODS.get(mb) or mb.decode("ascii", "replace"), keep, version,
+                       p.should_upgrade() if self.phead.upgrade else False)
 
-    def head_done(self, method_b: bytes, keep: bool, version: str, upgrade: bool) -> None:
+    def head_done(self, method_b: bytes, method: str, keep: bool, version: str, upgrade: bool) -> None:
         """The head is complete: httptools' ``on_headers_complete`` above, or ``llreq`` in C
-        (``upgrade``: llhttp's, an Upgrade header together with ``Connection: upgrade``)."""
+        (``method``: ``method_b`` as text, which llreq keeps per llhttp method number, one dict
+        look-up less per request; ``upgrade``: llhttp's, an Upgrade header together with
+        ``Connection: upgrade``)."""
         req = self.parsing
         h = self.phead  # req.head, filled here and in on_url/header (_reqhead)
         self.in_body = True
@@ -393,7 +402,7 @@ class ClientConn:
         self.head_seen = 0
         self.head_since = 0.0
         h.method_b = method_b
-        h.method = _METHODS.get(method_b) or method_b.decode("ascii", "replace")
+        h.method = method
         h.keep = req.keep_alive = keep
         h.version = version
         if h.te is not None:
@@ -407,7 +416,7 @@ class ClientConn:
             h.ctoks -= _CONN_OPTIONS
             # never let Connection remove what the proxy itself sets
             h.ctoks -= {b"host", b"x-partition", b"x-placement", b"x-placement-epoch", b"x-request-id"}
-        if h.method == "CONNECT":
+        if len(method) == 7 and method == "CONNECT":  # (compiled, str == str is a PyUnicode_Compare call)
             h.bad = (405, "method not allowed", "CONNECT is not proxied")
         elif plain_target(h.url, self.ctx.max_path):
             pass  # already normal and not a mover hook: the usual request skips both checks below

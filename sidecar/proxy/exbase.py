@@ -1,6 +1,6 @@
 """What the client connection (``conn.ClientConn``) reaches on its HTTP/1.1 exchange: the
 request head, the keep-alive flag, the batched upstream writes, and the calls its parser
-callbacks make (``dispatch``, ``client_body``, ``client_body_end``, ``flush_up``).
+callbacks make (``fresh``, ``dispatch``, ``client_body``, ``client_body_end``, ``flush_up``).
 ``exchange.Request`` is the one implementation (through ``response.ResponseMixin``).
 
 A type of its own so that the compiled ``conn`` can type ``current`` and ``parsing`` with it:
@@ -12,6 +12,8 @@ and the fields C reads, not Python method and attribute look-ups (docs/compiled-
 
 from __future__ import annotations
 
+from typing import Any
+
 from .exfields import ExchangeFields
 
 
@@ -19,6 +21,11 @@ class ClientExchange(ExchangeFields):
     # head: the parsed request head (reqhead.ReqHead); keep_alive: this connection carries
     # another request after this one; uout: batched writes to the upstream (one client read)
     __slots__ = ("head", "keep_alive", "uout")
+
+    def fresh(self, ctx: Any, conn: Any) -> "ClientExchange":
+        """A new exchange of this kind for the connection's next request (``conn.on_message_begin``:
+        compiled, a C call where calling the type was a Python-level call, see ``Request.fresh``)."""
+        raise NotImplementedError
 
     def dispatch(self) -> None:
         """The head is parsed and this is the connection's current request: route it."""

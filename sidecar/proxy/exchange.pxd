@@ -4,7 +4,10 @@ from sidecar.proxy.response cimport ResponseMixin
 from sidecar.proxy.writegate cimport WriteGate
 from sidecar.proxy.limits cimport keep_for_replay as _keep_for_replay, uncharge as _uncharge
 from sidecar.proxy.resolve cimport resolve  # a C call (both exchanges share it: exfields)
-from sidecar.proxy.context cimport Node
+from sidecar.proxy.context cimport Node, ProxyContext
+from sidecar.proxy.conn cimport ClientConn
+from sidecar.proxy.reqhead cimport new_head  # a C call per request
+from sidecar.proxy.exbase cimport ClientExchange
 from sidecar.proxy.exstate cimport step  # a C call per move
 from sidecar.proxy.httpmsg cimport join_bytes as _cjoin  # the upstream head's join, in C
 # time.perf_counter's clock read in C, no call and float object (the .py calls it as _clock behind
@@ -13,16 +16,29 @@ from cpython.time cimport perf_counter as _clock
 # the pool typed in route: its idle stack is a C read (context.pxd cannot type ctx.pool: upstream.pxd
 # cimports response.pxd, which cimports context.pxd). A connection stays untyped: an h2c node's
 # is an h2.bridge.H2Bridge (tests/test_h2_proxy.py test_http11_client_to_h2c_node)
-from sidecar.proxy.upstream cimport UpstreamPool
+from sidecar.proxy.upstream cimport UpstreamPool, UpstreamConn
 
 cdef bint _COMPILED
+cdef frozenset _SAFE
+cdef dict _ADMIT_KEYS
+
+@cython.locals(uc=UpstreamConn)
+cdef object _transport(object up)
+@cython.locals(uc=UpstreamConn)
+cdef bint _gone(object up) except -1
 
 
+# one per request: a free list keeps the last freed exchanges' memory for the next ones
+@cython.freelist(8)
 cdef class Request(ResponseMixin):
+    @cython.locals(r=Request)
+    cpdef ClientExchange fresh(self, ctx, conn)
+    cdef _start(self, ProxyContext ctx, ClientConn conn)
+    @cython.locals(raw=bytes)  # keyh's values are header bytes: the memo's compare is a memcmp
     cpdef dispatch(self)
     @cython.locals(wg=WriteGate, pool=UpstreamPool, node=Node, stack=list)
     cpdef route(self)
-    @cython.locals(parts=list)
+    @cython.locals(parts=list, uc=UpstreamConn)
     cpdef attach(self, up)
     @cython.locals(out=list)
     cpdef flush_up(self)

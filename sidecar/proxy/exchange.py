@@ -40,9 +40,10 @@ from .limits import keep_for_replay as _keep_for_replay, uncharge as _uncharge
 from .exstate import (CONNECTING, DONE, FORWARDING, HELD, NEW, P_BUFFERED, P_HELD, P_HELD_OR_BUFFERED,
                        P_UPSTREAM_FULL, REROUTE_MAX, RESPONDING, ROUTING, TUNNEL, step)
 from .router import SAFE_METHODS, KeyError400
-from .reqhead import ReqHead
+from .reqhead import new_head
 from .resolve import resolve
 from .response import ResponseMixin
+from .upstream import UpstreamConn
 
 if TYPE_CHECKING:
     from .context import Node, ProxyContext
@@ -52,6 +53,9 @@ if TYPE_CHECKING:
 PENDING_HIGH = 256 * 1024
 _HOLDABLE = (RejectReason.CUTOVER, RejectReason.STALE_EPOCH, RejectReason.FAIL_CLOSED)  # never reached the app
 _PHASES = {p.value: p for p in Phase}
+_SAFE = SAFE_METHODS  # (typed in exchange.pxd: dispatch's membership test is a C set look-up)
+#: route's admit counter key per phase (its tuple made once: bench_exchange_instr, "Stop 39")
+_ADMIT_KEYS: dict[str, tuple[str, str, str]] = {}
 #: this module runs compiled (an extension module's file is not the ``.py``): see ``Request.__init__``
 _COMPILED = not __file__.endswith(".py")
 
@@ -74,6 +78,24 @@ def client_gone(transport: Any) -> bool:
         return True  # reset
 
 
+def _transport(up: Any) -> Any:
+    """``up.transport``: compiled, a C read for an ``UpstreamConn`` (the usual one; an h2c node's
+    ``H2Bridge`` is not one and stays a look-up), where the untyped ``up`` made it a Python attribute
+    look-up per use (~130 instructions: bench_exchange_instr, docs/compiled-build.md "Stop 39")."""
+    if isinstance(up, UpstreamConn):
+        uc = up
+        return uc.transport
+    return up.transport
+
+
+def _gone(up: Any) -> bool:
+    """An idle connection that closed meanwhile (``pool.get_idle``'s test, inlined in ``route``)."""
+    if isinstance(up, UpstreamConn):
+        uc = up
+        return uc.closed or uc.transport.is_closing()
+    return up.closed or up.transport.is_closing()
+
+
 class Request(ResponseMixin):
     """One request/response exchange. Slotted: a request sets more attributes
     than an instance dict shares keys for (30), and slot stores beat dict
@@ -86,13 +108,25 @@ class Request(ResponseMixin):
         "resp_chunked", "resp_eof", "resp_keep", "resp_buf", "resp_held", "interim", "no_resp_body", "tunnel", "deadline", "cout", "t0", "t_adm", "t_up")
 
     def __init__(self, ctx: "ProxyContext", conn: "ClientConn") -> None:
+        self._start(ctx, conn)
+
+    def fresh(self, ctx: "ProxyContext", conn: "ClientConn") -> "Request":
+        """The connection's next exchange (``ClientConn.on_message_begin``, from the one before).
+        Compiled, ``tp_new`` (with a free list, exchange.pxd) and the C ``_start``: calling the type
+        was a Python-level call with ``__init__``'s argument parsing (bench_exchange_instr,
+        docs/compiled-build.md "Stop 39")."""
+        r = Request.__new__(Request)
+        r._start(ctx, conn)
+        return r
+
+    def _start(self, ctx: "ProxyContext", conn: "ClientConn") -> None:
         # Compiled, the type's allocation already holds None / False / 0 / 0.0 in every field, so
         # only the fields with another start value are set here; the plain build sets the rest in
         # ``_zero`` (bench_exchange_instr: ~-0.5k instructions per request compiled).
         self.ctx = ctx
         self.conn = conn
         self.ctransport = conn.transport
-        self.head = ReqHead()  # filled by the client connection's parser callbacks
+        self.head = new_head()  # filled by the client connection's parser callbacks
         self.pending: list[bytes] = []
         self.keep_alive = True  # this connection carries another request after this one (from head.keep)
         # routing and gating
@@ -169,12 +203,18 @@ class Request(ResponseMixin):
             return self.fail(status, "bad-request", title, detail, outcome="bad_request")
         router = ctx.router
         fast = router.fast_header
-        if fast is not None:  # one header rule, no route rules: two dict lookups for a key seen before
+        if fast is not None:  # one header rule, no route rules: a dict lookup for a key seen before
             raw = hd.keyh.get(fast)
             if raw is not None:
-                hit = router.fast_cache.get(raw)
+                if raw == router.fast_raw:  # the key of the request before: compiled, a memcmp
+                    hit = router.fast_hit
+                else:
+                    hit = router.fast_cache.get(raw)
+                    if hit is not None:
+                        router.fast_raw = raw
+                        router.fast_hit = hit
                 if hit is not None:
-                    self.is_write = hd.method not in SAFE_METHODS
+                    self.is_write = hd.method not in _SAFE
                     self.partition = hit
                     return self.route()
         path, _, query = hd.url.partition(b"?")
@@ -192,7 +232,7 @@ class Request(ResponseMixin):
         (the edges into ROUTING in ``_exstate.TRANSITIONS``)."""
         self.state = step(self.state, ROUTING)
         ctx = self.ctx
-        node = resolve(self)
+        node = resolve(self, ctx)
         if node is None:
             return
         pool = ctx.pool  # compiled: an UpstreamPool here (exchange.pxd), its idle stack a C read
@@ -206,7 +246,7 @@ class Request(ResponseMixin):
             stack = pool.idle.get(node.key)  # pool.get_idle(), inlined for the usual hit
             if stack:
                 up = stack.pop()
-                if up.closed or up.transport.is_closing():
+                if _gone(up):
                     up = pool.get_idle(node.key)
             if up is None:  # connect first, then resolve and admit again: admission stays next to the send
                 self.state = step(self.state, CONNECTING)
@@ -221,7 +261,9 @@ class Request(ResponseMixin):
                 ctx.stats.decision(self.phase, "reject", r.reason.value)
                 return self.rejected(r)
             dec = ctx.stats.decisions  # ctx.stats.decision(), inlined
-            key = (self.phase, "admit", "none")
+            key = _ADMIT_KEYS.get(self.phase)  # one key per phase: the same tuple as the one in ``dec``
+            if key is None:                    # matches by identity, not hashed and compared per field
+                key = _ADMIT_KEYS[self.phase] = (self.phase, "admit", "none")  # (a handful of phases)
             dec[key] = dec.get(key, 0) + 1
             self.admitted = True
             self.decision = "admit"
@@ -295,7 +337,12 @@ class Request(ResponseMixin):
     def attach(self, up: "UpstreamConn") -> None:
         self.state = step(self.state, FORWARDING)
         self.up = up
-        up.exchange = self
+        # compiled, an UpstreamConn's fields are C writes and reads here (an h2c node's bridge is not one)
+        uc = up if isinstance(up, UpstreamConn) else None
+        if uc is not None:
+            uc.exchange = self
+        else:
+            up.exchange = self
         node = self.node
         ctx = self.ctx
         hd = self.head
@@ -354,7 +401,7 @@ class Request(ResponseMixin):
             self.conn.resume(P_HELD_OR_BUFFERED)
         if self.body_done:
             self._send_end()
-        if up.paused:
+        if uc.paused if uc is not None else up.paused:
             self.conn.pause(P_UPSTREAM_FULL)
         if not self.conn.in_feed:
             self.flush_up()
@@ -363,8 +410,9 @@ class Request(ResponseMixin):
         """Send what was batched for the upstream (one syscall per client read)."""
         out = self.uout
         self.uout = None
-        if out and self.up is not None:
-            self.up.transport.write(out[0] if len(out) == 1 else _cjoin(out) if _COMPILED else b"".join(out))  # noqa: F821
+        up = self.up
+        if out and up is not None:
+            _transport(up).write(out[0] if len(out) == 1 else _cjoin(out) if _COMPILED else b"".join(out))  # noqa: F821
 
     def _uw(self, data: bytes) -> None:
         out = self.uout

@@ -36,6 +36,7 @@ cdef object _too_large = None     # conn._HeadTooLarge
 cdef int K_PLAIN = -1, K_DROP = -1
 cdef bint _fwd_kind[64]           # kind → its line goes upstream as sent (conn._FORWARDED)
 cdef list _method_names = [None] * 256  # llhttp method number → its name (httptools' get_method)
+cdef list _method_texts = [None] * 256  # ... and as text (what ClientConn.on_headers_complete decodes)
 cdef str _V11 = "1.1"
 
 
@@ -187,8 +188,9 @@ cdef int _on_headers_complete(llhttp_t* p) noexcept:
         mb = _method_names[m]
         if mb is None:
             mb = _method_names[m] = <bytes>llhttp_method_name(<llhttp_method_t>m)
+            _method_texts[m] = mb.decode("ascii", "replace")
         version = _V11 if p.http_major == 1 and p.http_minor == 1 else f"{p.http_major}.{p.http_minor}"
-        self.conn.head_done(mb, llhttp_should_keep_alive(p), version, p.upgrade != 0)
+        self.conn.head_done(mb, _method_texts[m], llhttp_should_keep_alive(p), version, p.upgrade != 0)
     except BaseException as exc:
         self.last_error = exc
         return -1

@@ -1,7 +1,11 @@
 # Typed request head for the Cython build (reqhead.py is the source; see sidecar/_build.py).
+cimport cython
+
 cdef bint _COMPILED
 
 
+# one per request: a free list keeps the last freed heads' memory for the next ones (no allocator call)
+@cython.freelist(8)
 cdef class ReqHead:
     cdef public list fwd
     cdef public dict keyh
@@ -9,4 +13,9 @@ cdef class ReqHead:
     cdef public object xff, xfp, xfh, bad
     cdef public bint keep, chunked, expect, rid_given, conn_given
 
+    cdef _start(self)
     cpdef bint has_body(self)
+
+
+@cython.locals(h=ReqHead)
+cpdef ReqHead new_head()  # a C call from the exchange (exchange.pxd)

@@ -20,6 +20,9 @@ class ReqHead:
                  "chunked", "upgrade", "expect", "rid", "rid_given", "conn_given", "ctoks", "xff", "xfp", "xfh", "bad")
 
     def __init__(self) -> None:
+        self._start()
+
+    def _start(self) -> None:
         # Compiled, the type's allocation already holds None / False in every field: only the
         # fields with another start value are set (the plain build sets the rest in ``_zero``).
         self.url = b""
@@ -68,3 +71,12 @@ class ReqHead:
             if fwd[i].lower() not in drop:
                 out += fwd[i:i + 4]
         return out
+
+
+def new_head() -> ReqHead:
+    """A fresh head for the exchange (``Request._start``): compiled, the type's ``tp_new`` and the
+    C ``_start``, without the Python-level call through the type and ``__init__`` (and a free list,
+    reqhead.pxd: bench_exchange_instr, docs/compiled-build.md "Stop 39")."""
+    h = ReqHead.__new__(ReqHead)
+    h._start()
+    return h

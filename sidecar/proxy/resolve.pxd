@@ -10,5 +10,5 @@ from cpython.time cimport perf_counter as _clock  # time.perf_counter's clock, r
 cdef bint _COMPILED
 
 
-@cython.locals(ctx=ProxyContext, node=Node, sl=dict)
-cpdef resolve(ExchangeFields x)
+@cython.locals(node=Node, sl=dict)
+cpdef resolve(ExchangeFields x, ProxyContext ctx)

@@ -20,11 +20,12 @@ from gate import SlotKey, resolve_slot
 _COMPILED = not __file__.endswith(".py")
 
 
-def resolve(x: Any) -> Any:
+def resolve(x: Any, ctx: Any) -> Any:
     """Set ``x.phase``, ``x.epoch``, ``x.placement``, ``x.t_res`` and ``x.node`` from
     the table; ``None`` after answering the refusal (unknown partition: 404, a
-    node without an upstream URL: 502) through ``x.fail``."""
-    ctx = x.ctx
+    node without an upstream URL: 502) through ``x.fail``. ``ctx`` is ``x.ctx``, passed by the
+    caller, which has it typed: compiled, ``x.ctx`` here was a Python attribute look-up (~150
+    instructions; ``ExchangeFields`` cannot hold a typed context, see exfields.py)."""
     p = x.partition
     st = ctx.source.state(p)
     if st is None and isinstance(p, SlotKey):

@@ -8,3 +8,5 @@ cdef class Router:
     cdef public list rules, routes
     cdef public object hash_slots, header_names, _names, _fast, fast_header
     cdef public dict _regex, _hnames, _cache, _bcache, fast_cache
+    cdef public bytes fast_raw  # dispatch's one-entry memo in front of fast_cache
+    cdef public object fast_hit

@@ -283,7 +283,7 @@ class H2Exchange(H2ResponseMixin):
     def route(self) -> None:
         """Resolve, get an upstream, admit a write right before sending (re-run after holds/retries)."""
         ctx = self.ctx
-        node = resolve(self)
+        node = resolve(self, ctx)
         if node is None:
             return
         target = h2pool(ctx).target(self, node)
