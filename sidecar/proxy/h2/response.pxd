@@ -1,7 +1,7 @@
 # Typed state of one HTTP/2 stream for the Cython build (response.py/stream.py are the source;
 # see sidecar/_build.py). The attributes live in the base extension type so that both halves of
 # the exchange reach them as C fields (as the HTTP/1.1 ResponseMixin does: proxy/response.pxd).
-from sidecar.proxy.context cimport ProxyContext
+from sidecar.proxy.context cimport ProxyContext, Node
 from sidecar.proxy.h2.server cimport H2ServerConn
 cimport cython
 from sidecar.proxy.h2.fields cimport HeadMemo
@@ -43,5 +43,5 @@ cdef class H2ResponseMixin(ExchangeFields):
     cpdef resp_end(self)
     @cython.locals(replay=list, body=bytes, n=Py_ssize_t)
     cpdef bint _replayable(self)
-    @cython.locals(access=AccessLog, wg=WriteGate)
+    @cython.locals(access=AccessLog, wg=WriteGate, t=cython.double, node=Node)  # (t: a C double, no float object; node.name a C read)
     cpdef finish(self, outcome)

@@ -22,7 +22,7 @@ cdef class H2Exchange(H2ResponseMixin):
     cpdef _head(self, ProxyContext ctx, H2ServerConn sconn, headers, bint ended)
     @cython.locals(known=HeadMemo)
     cpdef dispatch(self)
-    @cython.locals(known=HeadMemo)
+    @cython.locals(known=HeadMemo, before=list, stamp=list, extra=list)
     cpdef attach(self, target)
     @cython.locals(wg=WriteGate)
     cpdef route(self)

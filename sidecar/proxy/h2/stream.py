@@ -408,11 +408,10 @@ class H2Exchange(H2ResponseMixin):
                 known.a_before = before
                 known.a_stamp = stamp
                 known.added = True
+        extra = before + stamp  # (one new list; the request id inserted: one concatenation less)
         if not self.rid_given:
             self.rid = ctx.request_id()
-            extra = before + [(b"x-request-id", self.rid)] + stamp
-        else:
-            extra = before + stamp
+            extra.insert(len(before), (b"x-request-id", self.rid))
         if ctx.tracer is not None:  # this attempt's traceparent (sidecar/trace)
             ctx.tracer.h2_attempt(self, extra)
         pending, self.pending = self.pending, []
