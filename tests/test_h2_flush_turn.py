@@ -228,3 +228,44 @@ def test_a_peer_that_never_reads_while_sending_pings_is_cut_at_the_write_bound(h
             break
     assert s.wpaused and t.aborted, (t.size, s.wpaused)
     assert t.size <= 8 * 1024 + 50 * 17 + 64, t.size  # cut at the first write past the bound
+
+
+def test_many_small_chunks_leave_once_and_in_order_across_window_stops(h2_engine):
+    """A stream's outbox of many small chunks (a peer's tiny DATA frames relayed) sent across the
+    receiver's window stops: every byte once and in order, the trailers last, and what was sent
+    dropped from the outbox as it goes — its read index never past half the list (conn.Outbox: a
+    list read from ``head`` on, compacted, so each chunk is moved O(1) times, as a deque's popleft)."""
+    loop = RecordingLoop()
+    s = Server(loop, at_once=False)
+    c, request = _client()
+    s.data_received(request)
+    s.h2.respond(1, [(b":status", b"200"), (b"content-type", b"application/grpc")], False)
+    s.open_outbox(1, None)
+    chunks = [bytes([i % 251]) * (1 + i % 29) for i in range(5000)]  # 75 KB: over the 65,535 window
+    for chunk in chunks:
+        s.send_data(1, chunk)
+    s.send_end(1, [(b"grpc-status", b"0")])
+    loop.run_soon()
+    got = bytearray()
+    ended = False
+    heads = []
+    for _ in range(50):
+        for e in c.receive_data(b"".join(s.transport.writes)):  # type: ignore[union-attr]
+            if isinstance(e, DataReceived):
+                assert not ended
+                got += e.data
+                c.acknowledge_received_data(e.flow_controlled_length, e.stream_id)
+            elif isinstance(e, TrailersReceived):
+                ended = True
+        s.transport.writes.clear()  # type: ignore[union-attr]
+        ob = s.out.get(1)
+        if ob is not None:
+            heads.append((ob.head, len(ob.chunks)))
+            assert ob.head <= max(16, len(ob.chunks) // 2), (ob.head, len(ob.chunks))
+        if ended:
+            break
+        s.data_received(c.data_to_send())  # the WINDOW_UPDATEs: the rest is pumped
+        loop.run_soon()
+    assert ended and bytes(got) == b"".join(chunks), (len(got), heads)
+    assert heads, "the window never stopped the outbox: the test sent too little"
+    assert 1 not in s.out

@@ -10,7 +10,7 @@ cdef class ReadTurn:
     cdef public long depth
     cdef public list marked
 
-    @cython.locals(c=H2Base)  # each marked connection's flush: a C call
+    @cython.locals(c=H2Base, marked=list, i=Py_ssize_t)  # each marked connection's flush: a C call
     cpdef done(self)
 
 
@@ -18,7 +18,9 @@ cdef ReadTurn _turn
 
 
 cdef class Outbox:
-    cdef public object chunks, trailers, on_sent
+    cdef public list chunks  # (a list read from head on, not a deque: conn.py's Outbox)
+    cdef public object trailers, on_sent
+    cdef public Py_ssize_t head
     cdef public bint end
 
 
@@ -65,10 +67,13 @@ cdef class H2Base:
     @cython.locals(turn=ReadTurn)
     cpdef mark(self)
     cpdef flush(self)
+    @cython.locals(ob=Outbox)  # its fields: C reads and writes
     cpdef open_outbox(self, sid, on_sent)
+    @cython.locals(ob=Outbox)
     cpdef send_data(self, sid, data)
+    @cython.locals(ob=Outbox)
     cpdef send_end(self, sid, trailers=*)
-    @cython.locals(ob=Outbox, sent=long, n=long, win=long)
+    @cython.locals(ob=Outbox, sent=long, n=long, win=long, chunks=list, i=Py_ssize_t)
     cpdef pump(self, sid)
     cpdef pump_all(self)
     cpdef reset(self, sid, code=*)

@@ -9,6 +9,10 @@ from sidecar.proxy.h2.response cimport H2ResponseMixin
 cimport cython
 
 
+# a stream that makes the others (stream.py's spawn): its spawn is a C call
+cdef H2ResponseMixin _MAKER
+
+
 cdef class H2ServerConn(H2Base):
     cdef public ProxyContext ctx
     cdef public dict streams
@@ -19,6 +23,7 @@ cdef class H2ServerConn(H2Base):
     cdef public long resets, window, max_streams
 
     cpdef data_received(self, data)
+    cpdef _watch_head(self)  # per read: a C call
     cpdef read_started(self)
     cpdef protocol_error(self, exc)
     @cython.locals(ex=H2ResponseMixin)

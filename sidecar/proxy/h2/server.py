@@ -30,6 +30,10 @@ RESET_LIMIT = 200
 RESET_WINDOW_S = 1.0
 
 
+#: makes each stream (``spawn``, stream.py): compiled, a C call into the stream's module, where
+#: the type's allocation is a C call too, not the type's call and __init__'s argument parsing
+_MAKER = H2Exchange.__new__(H2Exchange)
+
 #: the engine's own inbound header checks (tests turn them off to see fields.py's alone)
 VALIDATE_INBOUND = True
 
@@ -127,7 +131,8 @@ class H2ServerConn(H2Base):
         if self.goaway:
             self.h2.reset_stream(sid, Code.REFUSED_STREAM)
             return
-        ex = self.streams[sid] = H2Exchange(self.ctx, self, sid, headers, ended)
+        ex = _MAKER.spawn(self.ctx, self, sid, headers, ended)
+        self.streams[sid] = ex
         ex.dispatch()
 
     def on_end(self, sid: int) -> None:

@@ -8,14 +8,21 @@ from sidecar.proxy.resolve cimport resolve  # a C call (both exchanges share it:
 from sidecar.proxy.limits cimport charge, keep_for_replay, uncharge  # C calls, as exchange.pxd's
 from sidecar.proxy.writegate cimport WriteGate  # admit: a C call, as in exchange.pxd's route
 from sidecar.proxy.h2.upstream cimport h2pool
+# time.perf_counter's clock read in C (the .py calls it as _clock behind _COMPILED, as exchange.pxd)
+from cpython.time cimport perf_counter as _clock
+
+cdef bint _COMPILED
 
 
 cdef class H2Exchange(H2ResponseMixin):
+    @cython.locals(ex=H2Exchange)
+    cpdef H2ResponseMixin spawn(self, ProxyContext ctx, H2ServerConn sconn, long sid, headers, bint ended)
+    cpdef begin(self, ProxyContext ctx, H2ServerConn sconn, long sid, headers, bint ended)
     @cython.locals(memo=HeadMemo)
     cpdef _head(self, ProxyContext ctx, H2ServerConn sconn, headers, bint ended)
     @cython.locals(known=HeadMemo)
     cpdef dispatch(self)
-    @cython.locals(known=HeadMemo)
+    @cython.locals(known=HeadMemo, before=list, stamp=list, extra=list)
     cpdef attach(self, target)
     @cython.locals(wg=WriteGate)
     cpdef route(self)

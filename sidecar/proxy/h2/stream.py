@@ -64,6 +64,8 @@ _method_error = F.method_error
 _path_error = F.path_error
 _authority_error = F.authority_error
 _DROP = frozenset({b"x-partition", b"x-placement", b"x-placement-epoch", b"host", b"x-forwarded-for"})
+# compiled: time.perf_counter's clock read in C (stream.pxd's _clock, as exchange.py's), no call
+_COMPILED = not __file__.endswith(".py")
 
 
 class H2Exchange(H2ResponseMixin):
@@ -79,18 +81,40 @@ class H2Exchange(H2ResponseMixin):
 
     def __init__(self, ctx: "ProxyContext", sconn: "H2ServerConn", sid: int, headers: list[tuple[bytes, bytes]],
                  ended: bool) -> None:
+        self.begin(ctx, sconn, sid, headers, ended)
+
+    def spawn(self, ctx: "ProxyContext", sconn: "H2ServerConn", sid: int, headers: list[tuple[bytes, bytes]],
+              ended: bool) -> "H2Exchange":
+        """A new stream (the client connection's on_head calls it on server.py's ``_MAKER``): compiled,
+        a C call through response.pxd, and the type's allocation a C call here — not the type's call
+        and __init__'s argument parsing (callgrind, lone: see the commit)."""
+        ex = H2Exchange.__new__(H2Exchange)
+        ex.begin(ctx, sconn, sid, headers, ended)
+        return ex
+
+    def begin(self, ctx: "ProxyContext", sconn: "H2ServerConn", sid: int, headers: list[tuple[bytes, bytes]],
+              ended: bool) -> None:
+        """The stream's fields. Compiled, a field starts as None, 0, 0.0 or False (response.pxd's C
+        fields): only the others are set here (the rest, ``_defaults``, for the plain-Python build's slots)."""
         self.ctx = ctx
         self.sconn = sconn
         self.sid = sid
-        self.bad: tuple[int, str, str] | None = None
-        self.rcvd = 0                  # DATA bytes received from the client
-        self._head(ctx, sconn, headers, ended)
+        if not _COMPILED:
+            self._defaults()
         self.partition = ""
         self.phase = "none"
         self.epoch = 0
         self.placement = ""
-        self.is_write = self.admitted = False
         self.decision = "-"
+        self.pending: list[bytes] = []
+        self.body_done = ended
+        self._head(ctx, sconn, headers, ended)
+
+    def _defaults(self) -> None:
+        """What a compiled stream's C fields start as (begin)."""
+        self.bad: tuple[int, str, str] | None = None
+        self.rcvd = 0                  # DATA bytes received from the client
+        self.is_write = self.admitted = False
         self.node: Any = None
         # the retry budgets, one counter each (sidecar/proxy/exstate.py names their bounds)
         self.reroutes = self.replays = self.pooled_retries = 0
@@ -99,8 +123,6 @@ class H2Exchange(H2ResponseMixin):
         self.was_held = False
         self.leg: Any = None
         self.spare: Any = None
-        self.pending: list[bytes] = []
-        self.body_done = ended
         self.trailers: list[tuple[bytes, bytes]] | None = None
         self.head_sent = False
         self.replay: list[bytes] | None = None
@@ -244,7 +266,7 @@ class H2Exchange(H2ResponseMixin):
 
     # ------------------------------------------------------------ routing and gating
     def dispatch(self) -> None:
-        self.t0 = perf_counter()
+        self.t0 = _clock() if _COMPILED else perf_counter()  # noqa: F821 (compiled: a C read, stream.pxd)
         if self.bad is not None:
             status, title, detail = self.bad
             slug = "request-header-too-large" if status == 431 else "bad-request"
@@ -292,7 +314,7 @@ class H2Exchange(H2ResponseMixin):
         if self.is_write:
             wg = ctx.gate  # compiled: a WriteGate (stream.pxd), admit is a C call (as exchange.py's route)
             r = wg.admit(self.partition, self.epoch)
-            self.t_adm = perf_counter()
+            self.t_adm = _clock() if _COMPILED else perf_counter()  # noqa: F821
             if not r.admitted:
                 target.unused()
                 ctx.stats.decision(self.phase, "reject", r.reason.value)
@@ -386,17 +408,16 @@ class H2Exchange(H2ResponseMixin):
                 known.a_before = before
                 known.a_stamp = stamp
                 known.added = True
+        extra = before + stamp  # (one new list; the request id inserted: one concatenation less)
         if not self.rid_given:
             self.rid = ctx.request_id()
-            extra = before + [(b"x-request-id", self.rid)] + stamp
-        else:
-            extra = before + stamp
+            extra.insert(len(before), (b"x-request-id", self.rid))
         if ctx.tracer is not None:  # this attempt's traceparent (sidecar/trace)
             ctx.tracer.h2_attempt(self, extra)
         pending, self.pending = self.pending, []
         ends = self.body_done and not pending
         self.head_sent = True
-        self.t_up = perf_counter()
+        self.t_up = _clock() if _COMPILED else perf_counter()  # noqa: F821
         self.deadline = ctx.now + ctx.read_timeout
         ctx.waiting.add(self)
         self.leg = target.start(self, extra, ends)
@@ -414,6 +435,8 @@ class H2Exchange(H2ResponseMixin):
     def _length_error(self, more: int, ended: bool = True) -> str | None:
         """``more`` DATA bytes arrived (``ended``: and the stream ended): see fields.length_error."""
         self.rcvd += more
+        if self.clen is None:  # (no length declared: nothing to check; gRPC sends none — a call less per DATA and end)
+            return None
         return F.length_error(self.clen, self.rcvd, ended)
 
     def malformed(self, detail: str) -> None:
