@@ -41,7 +41,7 @@ cdef class H2UpstreamConn(H2Base):
 
 cdef class H2Leg:
     cdef public H2UpstreamConn conn
-    cdef public object ex
+    cdef object _ex                  # ``ex`` (a property: setting it sets rx too)
     cdef public H2ResponseMixin rx   # ex when it is a client stream's exchange, else None
     cdef public long sid
 

@@ -46,14 +46,23 @@ def h2pool(ctx: Any) -> "H2Pool":
 class H2Leg:
     """An exchange's stream on an upstream HTTP/2 connection. ``ex`` gets the stream's response:
     a client stream's exchange (then also ``rx``: typed in the Cython build, so each event is a C
-    call, upstream.pxd) or an HTTP/1.1 client's bridge stream (bridge.py; ``rx`` None)."""
+    call, upstream.pxd), an HTTP/1.1 client's bridge stream (bridge.py) or an orphaned write's
+    ``LegOrphan`` (orphan.py, which sets ``ex``): for those ``rx`` is None."""
 
-    __slots__ = ("conn", "sid", "ex", "rx")
+    __slots__ = ("conn", "sid", "_ex", "rx")
 
     def __init__(self, conn: "H2UpstreamConn", sid: int, ex: Any) -> None:
         self.conn = conn
         self.sid = sid
         self.ex = ex
+
+    @property
+    def ex(self) -> Any:
+        return self._ex
+
+    @ex.setter
+    def ex(self, ex: Any) -> None:  # (rx follows: an orphaned write's events must reach the orphan)
+        self._ex = ex
         self.rx = ex if isinstance(ex, H2ResponseMixin) else None
 
     def send(self, data: bytes) -> None:
@@ -128,7 +137,7 @@ class H2UpstreamConn(H2Base):
         leg = H2Leg.__new__(H2Leg)
         leg.conn = self
         leg.sid = sid
-        leg.ex = ex
+        leg._ex = ex
         leg.rx = rx
         self.legs[sid] = leg
         if not ends:
@@ -158,7 +167,7 @@ class H2UpstreamConn(H2Base):
             if rx is not None:
                 rx.resp_data(data)
             else:
-                leg.ex.resp_data(data)
+                leg._ex.resp_data(data)
 
     def on_head(self, sid: int, headers: Any, ended: bool) -> None:
         leg = self.legs.get(sid)
@@ -167,7 +176,7 @@ class H2UpstreamConn(H2Base):
             if rx is not None:
                 rx.resp_head(headers, ended)
             else:
-                leg.ex.resp_head(headers, ended)
+                leg._ex.resp_head(headers, ended)
 
     def on_trailers(self, sid: int, headers: Any) -> None:
         leg = self.legs.get(sid)
@@ -176,13 +185,13 @@ class H2UpstreamConn(H2Base):
             if rx is not None:
                 rx.resp_trailers(headers)
             else:
-                leg.ex.resp_trailers(headers)
+                leg._ex.resp_trailers(headers)
 
     def on_end(self, sid: int) -> None:
         leg = self.legs.pop(sid, None)
         if leg is not None:
             # (exchange ↔ leg: a cycle left for the garbage collector otherwise)
-            ex, leg.ex = leg.ex, None
+            ex, leg._ex = leg._ex, None
             rx, leg.rx = leg.rx, None
             if rx is not None:
                 rx.resp_end()
