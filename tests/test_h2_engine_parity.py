@@ -288,6 +288,9 @@ def test_the_request_id_is_never_indexed_and_repeated_fields_are_the_same_object
 
     indexable, same = run("nghttp2")
     assert not indexable
-    assert same == [f[0] != b":path" for f in REQ] + [False]   # (libnghttp2's encoder never indexes :path)
+    # the fields from HPACK's tables are kept in a small two-way cache by buffer address: most come
+    # back as the same objects (not all are promised: a slot may have been taken meanwhile); :path
+    # never (libnghttp2's encoder does not index it), the never-indexed request id never
+    assert any(same[:-1]) and not same[-1] and not same[[f[0] for f in REQ].index(b":path")]
     indexable, same = run("ngh2")
     assert indexable and not any(same)
