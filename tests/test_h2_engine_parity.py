@@ -255,3 +255,42 @@ def test_no_request_once_the_node_said_goaway():
             p.c.request(REQ, True)
         return p.cr.log
     _both(run)
+
+
+def test_the_request_id_is_never_indexed_and_repeated_fields_are_the_same_objects():
+    """The binding's own economies, with ngh2 as the control (it does neither): a request id (new
+    in every request) is sent as a never-indexed literal, so it no longer churns the encoder's
+    dynamic table; the fields HPACK's decoder gives from its tables come back as the same tuples
+    (``Rec`` keeps them: ``tuple()`` of a tuple is that tuple)."""
+    from hpack import Decoder
+
+    def run(name):
+        p = Pair(name)
+        blocks, heads = [], []
+        for rid in (b"5f2a-1", b"5f2a-2"):
+            sid = p.c.request(REQ + [(b"x-request-id", rid)], True)
+            start = len(p.wire)
+            p.run()
+            data = next(d for who, d in p.wire[start:] if who == "c")
+            if data.startswith(b"PRI * HTTP/2.0"):
+                data = data[24:]
+            i = 0
+            while i + 9 <= len(data):   # the HEADERS frame's block
+                n = int.from_bytes(data[i:i + 3], "big")
+                if data[i + 3] == 1:
+                    blocks.append(data[i + 9:i + 9 + n])
+                i += 9 + n
+            heads.append(next(ev[2] for ev in p.sr.log if ev[0] == "head" and ev[1] == sid))
+        dec = Decoder()
+        fields = [dec.decode(b, raw=True) for b in blocks]
+        assert tuple(fields[1][-1]) == (b"x-request-id", b"5f2a-2")
+        return fields[1][-1].indexable, [x is y for x, y in zip(*heads)]
+
+    indexable, same = run("nghttp2")
+    assert not indexable
+    # the fields from HPACK's tables are kept in a small two-way cache by buffer address: most come
+    # back as the same objects (not all are promised: a slot may have been taken meanwhile); :path
+    # never (libnghttp2's encoder does not index it), the never-indexed request id never
+    assert any(same[:-1]) and not same[-1] and not same[[f[0] for f in REQ].index(b":path")]
+    indexable, same = run("ngh2")
+    assert indexable and not any(same)

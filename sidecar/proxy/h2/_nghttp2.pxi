@@ -73,6 +73,7 @@ cdef extern from "nghttp2/nghttp2.h":
         NGHTTP2_ERR_DEFERRED = -508
         NGHTTP2_ERR_CALLBACK_FAILURE = -902
         NGHTTP2_NV_FLAG_NONE = 0
+        NGHTTP2_NV_FLAG_NO_INDEX = 1
         NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS = 3
         NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE = 4
         NGHTTP2_REFUSED_STREAM = 7
@@ -80,6 +81,8 @@ cdef extern from "nghttp2/nghttp2.h":
     const char *nghttp2_strerror(int)
     int nghttp2_rcbuf_is_static(const nghttp2_rcbuf *)
     nghttp2_vec nghttp2_rcbuf_get_buf(nghttp2_rcbuf *)
+    void nghttp2_rcbuf_incref(nghttp2_rcbuf *)
+    void nghttp2_rcbuf_decref(nghttp2_rcbuf *)
 
     int nghttp2_session_callbacks_new(nghttp2_session_callbacks **)
     void nghttp2_session_callbacks_set_on_begin_headers_callback(

@@ -26,7 +26,7 @@ cdef int _on_header(nghttp2_session *s, const nghttp2_frame *f, nghttp2_rcbuf *n
         c.has_status = True                       # :status
         c.informational = vv.len > 0 and vv.base[0] == b'1'
     try:
-        c.hdrs.append((_rc_bytes(name), _rc_bytes(value)))
+        c.hdrs.append(c.pair(name, value, nv.len + vv.len))
     except BaseException as exc:
         return c.failed(exc)
     return 0

@@ -26,6 +26,7 @@ from typing import Any
 from .conn import H2Base
 from .engine import Code, ProtocolError, Setting, code_name
 from .h1 import H1Target
+from .response import H2ResponseMixin
 from ..tls import tls_reason
 
 SWEEP_S = 1.0
@@ -43,14 +44,26 @@ def h2pool(ctx: Any) -> "H2Pool":
 
 
 class H2Leg:
-    """An exchange's stream on an upstream HTTP/2 connection."""
+    """An exchange's stream on an upstream HTTP/2 connection. ``ex`` gets the stream's response:
+    a client stream's exchange (then also ``rx``: typed in the Cython build, so each event is a C
+    call, upstream.pxd), an HTTP/1.1 client's bridge stream (bridge.py) or an orphaned write's
+    ``LegOrphan`` (orphan.py, which sets ``ex``): for those ``rx`` is None."""
 
-    __slots__ = ("conn", "sid", "ex")
+    __slots__ = ("conn", "sid", "_ex", "rx")
 
     def __init__(self, conn: "H2UpstreamConn", sid: int, ex: Any) -> None:
         self.conn = conn
         self.sid = sid
         self.ex = ex
+
+    @property
+    def ex(self) -> Any:
+        return self._ex
+
+    @ex.setter
+    def ex(self, ex: Any) -> None:  # (rx follows: an orphaned write's events must reach the orphan)
+        self._ex = ex
+        self.rx = ex if isinstance(ex, H2ResponseMixin) else None
 
     def send(self, data: bytes) -> None:
         self.conn.send_data(self.sid, data)
@@ -96,27 +109,37 @@ class H2UpstreamConn(H2Base):
         self.initiate(self.pool.conn_window)
         self.flush()
 
-    def capacity(self) -> bool:
+    def capacity(self) -> bool:  # (a C call from H2Pool.target: upstream.pxd)
         # (len(legs), not h2's open_outbound_streams: that walks every stream per call)
         return (self.transport is not None and not self.goaway and not self.closed
                 and len(self.legs) < self.h2.peer_max_streams())
 
     # -- as a target of H2Exchange.route ------------------------------------------
     def start(self, ex: Any, extra: list[tuple[bytes, bytes]], ends: bool) -> H2Leg:
+        rx = ex if isinstance(ex, H2ResponseMixin) else None
+        if rx is not None:  # (compiled: C field reads; a bridge's stream is read by attribute)
+            fwd, path, method_b, netloc, clen = rx.fwd, rx.path, rx.method_b, rx.node.netloc, rx.clen
+        else:
+            fwd, path, method_b, netloc, clen = ex.fwd, ex.path, ex.method_b, ex.node.netloc, ex.clen
         m = self.head_memo
-        if (m is None or m[0] is not ex.fwd or m[1] is not ex.path or m[2] is not ex.method_b
-                or m[3] is not ex.node.netloc or m[4] != ex.clen):
+        if m is None or m[0] is not fwd or m[1] is not path or m[2] is not method_b or m[3] is not netloc or m[4] != clen:
             # the head before the added fields: the same for every stream of a client's remembered
             # head (stream.py: the same objects) on this connection (bench_grpc_instr: see the commit)
-            head = [(b":method", ex.method_b), (b":scheme", b"https" if self.tls else b"http"),
-                    (b":authority", ex.node.netloc), (b":path", ex.path)]
-            head += ex.fwd
-            if ex.clen is not None:  # (the client's copies are not in fwd: one checked value)
-                head.append((b"content-length", b"%d" % ex.clen))
-            m = self.head_memo = (ex.fwd, ex.path, ex.method_b, ex.node.netloc, ex.clen, head)
+            head = [(b":method", method_b), (b":scheme", b"https" if self.tls else b"http"),
+                    (b":authority", netloc), (b":path", path)]
+            head += fwd
+            if clen is not None:  # (the client's copies are not in fwd: one checked value)
+                head.append((b"content-length", b"%d" % clen))
+            m = self.head_memo = (fwd, path, method_b, netloc, clen, head)
         headers = m[5] + extra
         sid = self.h2.request(headers, ends)
-        leg = self.legs[sid] = H2Leg(self, sid, ex)
+        # (made without __init__'s argument parsing: compiled, the type's allocation and C field stores)
+        leg = H2Leg.__new__(H2Leg)
+        leg.conn = self
+        leg.sid = sid
+        leg._ex = ex
+        leg.rx = rx
+        self.legs[sid] = leg
         if not ends:
             self.open_outbox(sid, ex.req_sent)
         self.mark()
@@ -134,27 +157,46 @@ class H2UpstreamConn(H2Base):
         self._lose_all(False, f"HTTP/2 protocol error from the upstream: {exc}")
         self.close()
 
-    # -- events (engine.py) ---------------------------------------------------------
+    # -- events (engine.py): to a client stream's exchange as C calls (``rx``, upstream.pxd: no
+    # attribute look-up and Python call per event, ~700 instructions each), to a bridge's stream
+    # by attribute (bridge.py)
     def on_data(self, sid: int, data: bytes, flow_len: int) -> None:
         leg = self.legs.get(sid)
         if self.deliver(sid, data, flow_len, leg is not None):
-            leg.ex.resp_data(data)
+            rx = leg.rx
+            if rx is not None:
+                rx.resp_data(data)
+            else:
+                leg._ex.resp_data(data)
 
     def on_head(self, sid: int, headers: Any, ended: bool) -> None:
         leg = self.legs.get(sid)
         if leg is not None:
-            leg.ex.resp_head(headers, ended)
+            rx = leg.rx
+            if rx is not None:
+                rx.resp_head(headers, ended)
+            else:
+                leg._ex.resp_head(headers, ended)
 
     def on_trailers(self, sid: int, headers: Any) -> None:
         leg = self.legs.get(sid)
         if leg is not None:
-            leg.ex.resp_trailers(headers)
+            rx = leg.rx
+            if rx is not None:
+                rx.resp_trailers(headers)
+            else:
+                leg._ex.resp_trailers(headers)
 
     def on_end(self, sid: int) -> None:
         leg = self.legs.pop(sid, None)
         if leg is not None:
-            ex, leg.ex = leg.ex, None  # (exchange ↔ leg: a cycle left for the garbage collector otherwise)
-            ex.resp_end()
+            # (exchange ↔ leg: a cycle left for the garbage collector otherwise)
+            ex, leg._ex = leg._ex, None
+            rx, leg.rx = leg.rx, None
+            if rx is not None:
+                rx.resp_end()
+            else:
+                ex.resp_end()
             self.leg_done()
 
     def on_reset(self, sid: int, code: int, by_peer: bool) -> None:
@@ -224,8 +266,13 @@ class H2Pool:
         self._sweeper: asyncio.TimerHandle | None = None
 
     def target(self, ex: Any, node: Any) -> Any:
-        spare, ex.spare = ex.spare, None
-        if node.proto == "http" or (node.proto == "https" and node.key in self.alpn_h1):
+        # (compiled: a C call from the stream's route, h2pool() being typed; each connection's
+        # capacity a C call too — upstream.pxd)
+        spare = ex.spare
+        if spare is not None:
+            ex.spare = None
+        proto = node.proto
+        if proto == "http" or (proto == "https" and node.key in self.alpn_h1):
             return H1Target.get(ex, node, spare, self)
         if spare is not None:
             if isinstance(spare, H2UpstreamConn) and spare.key == node.key and spare.capacity():
