@@ -19,6 +19,7 @@ cpdef long long _cents(double ms)
 cdef class AccessLog:
     cdef public object fmt, stream, _ts
     cdef public bint enabled
+    cdef public Py_ssize_t max_write
     cdef public list rows
     cdef public dict _mids
     cdef public double _ts_at

@@ -3,9 +3,9 @@
 One access line per request (DESIGN §10): method, path, partition, phase,
 epoch, decision, status, upstream and total time, plus request id and client.
 The data path formats its line once the response has gone out (``write``) and
-queues it; queued lines are written in batches (at 256 lines or every flush
-tick), so logging costs one line's formatting after the response and a syscall
-per few dozen lines, and a flush is a join and a write, not a loop pause.
+queues it; queued lines are written in batches (at 256 lines or by the 250 ms
+tick), so logging costs one line's formatting after the response and one
+syscall per batch: a flush is a join and a write.
 
 Event logs (start, reload, fail-closed, drain, …) go through ``logging`` with
 either a text or a one-JSON-object-per-line formatter (``--log-format``).
@@ -13,9 +13,12 @@ either a text or a one-JSON-object-per-line formatter (``--log-format``).
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import os
 import re
+import stat
 import sys
 import time
 from typing import IO, Any
@@ -108,6 +111,23 @@ def event(msg: str, level: int = logging.INFO, **fields: Any) -> None:
     log.log(level, msg, extra={"fields": fields})
 
 
+def max_write(stream: IO[str], shared: bool) -> int:
+    """The largest write a flush may make to ``stream``, 0 for no limit.
+
+    One write per flush, unless worker processes share the stream (``shared``) and it is not a
+    regular file: a pipe's or socket's writes of more than PIPE_BUF (4 KiB on Linux) may interleave
+    with another writer's, so those flushes go out in pieces of under 4000 bytes. A regular file's
+    writes do not interleave (each holds the inode's lock). At 256 queued lines, pieces made
+    15 syscalls of a flush's one; each costs 15-40 µs when it runs after an idle gap
+    (figures-peers.md, "Stop 40: the access log's flush")."""
+    if not shared:
+        return 0
+    try:
+        return 0 if stat.S_ISREG(os.fstat(stream.fileno()).st_mode) else 4000
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        return 4000
+
+
 class AccessLog:
     """Buffered access lines; ``enabled=False`` turns logging off.
 
@@ -121,13 +141,15 @@ class AccessLog:
     10, GET 2400/s; 3–9% by chance). Each line costs the same either way (~1 µs compiled), paid
     after its own response was written."""
 
-    __slots__ = ("fmt", "stream", "enabled", "rows", "_ts", "_ts_at", "_mids", "m_client", "m_method", "m_path",
+    __slots__ = ("fmt", "stream", "enabled", "max_write", "rows", "_ts", "_ts_at", "_mids", "m_client", "m_method", "m_path",
                  "m_part", "m_phase", "m_epoch", "m_decision", "m_status", "m_node", "m_mid")
 
-    def __init__(self, fmt: str = "text", stream: IO[str] | None = None, enabled: bool = True) -> None:
+    def __init__(self, fmt: str = "text", stream: IO[str] | None = None, enabled: bool = True,
+                 shared: bool = False) -> None:
         self.fmt = fmt
         self.stream = stream if stream is not None else sys.stdout
         self.enabled = enabled
+        self.max_write = max_write(self.stream, shared)
         self.rows: list[str] = []  # formatted lines, not yet written
         self._mids: dict[tuple[Any, ...], tuple[str, str]] = {}
         self._ts = ""
@@ -211,16 +233,19 @@ class AccessLog:
         return hit[1]
 
     def flush(self) -> None:
-        """Write the queued lines in pieces of at most 4 KiB (PIPE_BUF), so that
-        the lines of several worker processes sharing one pipe never interleave."""
+        """Write the queued lines: in one write, or, when worker processes share a pipe, in pieces
+        of at most ``max_write`` bytes ending at a line's end, so their lines never interleave."""
         if not self.rows:
             return
         lines, self.rows = self.rows, []
-        piece: list[str] = []
-        size = 0
         try:
+            if self.max_write == 0:
+                self._put("\n".join(lines) + "\n")
+                return
+            piece: list[str] = []
+            size = 0
             for line in lines:
-                if size + len(line) >= 4000 and piece:
+                if size + len(line) >= self.max_write and piece:
                     self._put("\n".join(piece) + "\n")
                     piece, size = [], 0
                 piece.append(line)

@@ -100,7 +100,7 @@ class Sidecar:
         self.stats = Stats(self.metrics)
         self.source.subscribe(lambda *_: self.metrics.watch_updates.inc())
         if self.proxy:
-            access = AccessLog(cfg.log_format, enabled=cfg.access_log)
+            access = AccessLog(cfg.log_format, enabled=cfg.access_log, shared=cfg.workers > 1)  # workers share stdout
             self.ctx = ctx = ProxyContext(cfg, self.source, gate, self.stats, access, self.nodes, loop)
             ctx.start()
             self.traces = attach_request_tracing(ctx, cfg, cfg.participant_id or f"{socket.gethostname()}-{os.getpid()}")

@@ -1,17 +1,30 @@
-"""The access log's short-period flush (``sidecar/proxy/context.py`` ``FLUSH_S``): while lines come in
-they are written every ~20 ms in small batches (a flush of the tick's or of 256 lines is a loop pause
-each request arriving meanwhile waits out: bench/bench_tail.py), and an idle sidecar stops the timer.
-Driven through the fake-transport harness: no socket, no fixed sleep (each wait is for the event)."""
+"""When the access log's lines are written (``sidecar/proxy/context.py`` ``TICK_S``, ``sidecar/_log.py``):
+by the tick that runs anyway, in one write per flush unless worker processes share a pipe (then in
+pieces under PIPE_BUF that end at a line's end). Each flush is a loop pause paid cold after an idle
+gap (bench/bench_tail.py), so there are as few as the log's freshness allows.
+Driven through the fake-transport harness: no socket, no fixed sleep."""
 
 from __future__ import annotations
 
-import asyncio
 import io
+import os
+import tempfile
 
 from gate import PlacementTable
-from sidecar._log import AccessLog
-from sidecar.proxy import context
+from sidecar._log import AccessLog, max_write
 from tests._fake_transport import Harness, request, response, settle, status_of
+
+
+class Writes(io.StringIO):
+    """A text stream that keeps each write it is given (one write here is one syscall on a real stream)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+
+    def write(self, s: str) -> int:
+        self.calls.append(s)
+        return super().write(s)
 
 
 async def one_request(h: Harness) -> None:
@@ -22,66 +35,65 @@ async def one_request(h: Harness) -> None:
     assert status_of(c.take()) == 200
 
 
-async def until(cond, what: str, bound_s: float = 5.0) -> None:
-    """Wait for ``cond()`` (polling the loop), failing after ``bound_s``."""
-    deadline = asyncio.get_running_loop().time() + bound_s
-    while not cond():
-        assert asyncio.get_running_loop().time() < deadline, f"never happened: {what}"
-        await asyncio.sleep(0.005)
-
-
-async def test_lines_are_flushed_every_flush_s_while_they_come_and_the_timer_stops_when_idle():
+async def test_the_tick_writes_the_queued_lines_in_one_write():
     h = Harness(PlacementTable({"t1": "a"}))
-    out = io.StringIO()
-    h.ctx.access = AccessLog(stream=out)
-    try:
-        await one_request(h)
-        assert len(h.ctx.access.rows) == 1 and h.ctx._flusher is None   # queued; nothing armed yet
-        h.ctx._tick()                                   # the tick finds lines: flushes them, arms the short timer
-        assert out.getvalue().count("\n") == 1 and h.ctx._flusher is not None
-        await one_request(h)                            # the next line is written by the short timer, not a tick
-        assert out.getvalue().count("\n") == 1
-        await until(lambda: out.getvalue().count("\n") == 2, "the short-period flush")
-        await until(lambda: h.ctx._flusher is None, "the timer stopping once no line came")  # idle: no more wake-ups
-        assert context.FLUSH_S < context.TICK_S / 4
-    finally:
-        h.close()
-
-
-async def test_a_tick_without_lines_arms_nothing_and_stop_cancels_the_timer():
-    h = Harness(PlacementTable({"t1": "a"}))
-    out = io.StringIO()
+    out = Writes()
     h.ctx.access = AccessLog(stream=out)
     try:
         h.ctx._tick()
-        assert h.ctx._flusher is None                   # an idle sidecar does not wake every 20 ms
-        await one_request(h)
+        assert out.calls == []                          # no lines: nothing written
+        for _ in range(3):
+            await one_request(h)
+        assert len(h.ctx.access.rows) == 3 and out.calls == []   # queued, not written per request
         h.ctx._tick()
-        armed = h.ctx._flusher
-        assert armed is not None
-        h.ctx.stop()                                    # stop flushes what is left and cancels the timer
-        assert h.ctx._flusher is None and armed.cancelled()
+        assert len(out.calls) == 1 and out.calls[0].count("\n") == 3 and h.ctx.access.rows == []
     finally:
         h.close()
 
 
-async def test_while_the_short_flush_is_armed_the_tick_leaves_the_lines_to_it(monkeypatch):
-    """The tick does not flush when the short-period timer is armed (a second flush there only
-    lengthened the tick's loop pause); the lines still go out within that timer's period."""
-    monkeypatch.setattr(context, "FLUSH_S", 0.5)  # long enough that it cannot fire inside one_request
+async def test_stop_writes_what_is_left():
     h = Harness(PlacementTable({"t1": "a"}))
-    out = io.StringIO()
+    out = Writes()
     h.ctx.access = AccessLog(stream=out)
     try:
         await one_request(h)
-        h.ctx._tick()                                   # no timer yet: the tick flushes and arms it
-        assert out.getvalue().count("\n") == 1 and h.ctx._flusher is not None
-        await one_request(h)
-        h.ctx._tick()                                   # armed: this line is the timer's to write
-        assert out.getvalue().count("\n") == 1 and len(h.ctx.access.rows) == 1
-        await until(lambda: out.getvalue().count("\n") == 2, "the short-period flush")
+        assert out.calls == []
+        h.ctx.stop()
+        assert "".join(out.calls).count("\n") == 1
     finally:
         h.close()
+
+
+def test_the_data_path_writes_at_256_lines_in_one_write():
+    out = Writes()
+    log = AccessLog(stream=out)
+    log.stamp()
+    for i in range(256):
+        log.write("c", "GET", b"/kv/x", "t1", "active", 1, "read", 200, 0.001, 0.002, b"r-%d" % i, "a")
+    assert len(out.calls) == 1 and out.calls[0].count("\n") == 256 and log.rows == []
+
+
+def test_workers_sharing_a_pipe_write_pieces_under_pipe_buf_that_end_at_a_line():
+    """Writes of more than PIPE_BUF to a pipe may interleave with another worker's: with several
+    workers on one pipe each write stays under 4000 bytes and ends at a line's end; a regular file
+    (writes do not interleave) and a lone worker get one write."""
+    r, w = os.pipe()
+    with os.fdopen(w, "w") as pipe, tempfile.TemporaryFile("w") as f:
+        assert max_write(pipe, shared=True) == 4000
+        assert max_write(pipe, shared=False) == 0
+        assert max_write(f, shared=True) == 0
+        assert max_write(io.StringIO(), shared=True) == 4000   # no descriptor: the safe choice
+    os.close(r)
+    out = Writes()
+    log = AccessLog(stream=out)
+    log.max_write = 4000
+    log.stamp()
+    for i in range(100):
+        log.write("c", "GET", b"/kv/x", "t1", "active", 1, "read", 200, 0.001, 0.002, b"r-%d" % i, "a")
+    log.flush()
+    assert len(out.calls) > 1
+    assert all(len(c.encode()) < 4000 and c.endswith("\n") for c in out.calls)
+    assert [ln.rsplit("rid=r-", 1)[1] for ln in "".join(out.calls).splitlines()] == [str(i) for i in range(100)]
 
 
 def test_a_line_the_stream_cannot_encode_is_escaped_not_its_batch_lost():

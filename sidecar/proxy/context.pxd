@@ -16,7 +16,7 @@ cdef class ProxyContext:
     cdef public dict header_kinds
     cdef public set waiting, clients
     cdef public dict stamps
-    cdef public object rid_prefix, _ticker, _flusher, tracer
+    cdef public object rid_prefix, _ticker, tracer
     cdef public object rs_state, rs_phase, rs_source  # resolve's one-entry cache
     cdef public object st_part, st_epoch, st_place, st_line  # stamp's one-entry cache
     cdef public double now, read_timeout, idle_timeout, head_timeout

@@ -3,8 +3,8 @@ stats, logs, node map, and the coarse clock that drives timeouts.
 
 Timeouts do not arm a timer per request: ``tick()`` runs every 250 ms,
 refreshes ``now`` and walks the (short) set of requests waiting on an upstream
-and of idle client connections. While access lines are coming in, a lighter
-timer flushes them every ``FLUSH_S`` (see there).
+and of idle client connections, and writes the queued access lines (see
+``TICK_S``).
 """
 
 from __future__ import annotations
@@ -29,18 +29,15 @@ from .tls import Tls
 from .upstream import UpstreamPool
 from .writegate import WriteGate
 
+#: The coarse clock's period. The access log's lines are written by the tick (and by the data path at 256 queued lines, _log).
+#: Stop 36 to 39 also flushed every 20 ms while lines came in: back then a flush formatted its lines
+#: (0.6-0.7 ms pauses), which lines no longer wait for (``AccessLog.write`` formats each). What is
+#: left of a flush is a fixed cost paid cold, a timer wake-up and a write: 57 µs on average whether
+#: it wrote 24 lines or 120, after an idle gap on this stop's VM (an ``os.write`` of 5.5 KB to a tmpfs
+#: file: 3.2 µs in a tight loop, 41 µs 20 ms after the last). At 1,200 gRPC calls/s the 20 ms flush
+#: overlapped 36-42% of the slowest 1% of calls (5-19% by chance); flushing with the tick, 5%
+#: (bench_tail.py --grpc --rate 1200 --rt 10: figures-peers.md, "Stop 40: the access log's flush").
 TICK_S = 0.25
-#: The access log's flush period while lines are queued. A flush was a loop pause each request
-#: arriving meanwhile waits out (it formatted every queued line until issue 30's stop 36; lines are
-#: now formatted per request, _log.AccessLog.write, and a flush only writes them). At the tick's 250 ms or the data
-#: path's 256 lines those pauses were the sidecar's tail: at 3k req/s 93% of the slowest 1% of
-#: requests overlapped one (against 2.3% by chance; 0.6–0.7 ms each with the probe's pure-Python
-#: log). Every 20 ms: +p99 518 → 336 µs, +p99.9 940 → 472 µs, CPU per request unchanged within the
-#: bench's 10 ms ticks (60 → 62 µs); 10 ms and 5 ms gave no better p99 and 5 ms cost more CPU
-#: (66 µs: a flush has a fixed cost, paid cold) (bench_tail.py --rt 10 --rounds 8, POST 3000/s).
-#: Armed by the tick when it finds lines, stopped by the first flush that finds none (an idle
-#: sidecar does not wake for it).
-FLUSH_S = 0.02
 #: this module runs compiled (an extension module's file is not the ``.py``): ``request_id``
 _COMPILED = not __file__.endswith(".py")
 
@@ -110,7 +107,6 @@ class ProxyContext:
         self.rs_phase: Any = None
         self.rs_source: Any = None
         self._ticker: asyncio.TimerHandle | None = None
-        self._flusher: asyncio.TimerHandle | None = None
         self.closing = False
         self.tracer: Any = None  # sidecar/trace RequestTracer when tracing is on: each hook checks this once
         stats.metrics.client_connections.set_function(lambda: len(self.clients))
@@ -178,9 +174,6 @@ class ProxyContext:
         if self._ticker is not None:
             self._ticker.cancel()
             self._ticker = None
-        if self._flusher is not None:
-            self._flusher.cancel()
-            self._flusher = None
         self.hold.close()
         self.pool.close()
         if self.h2pool is not None:
@@ -205,25 +198,6 @@ class ProxyContext:
             logging.getLogger("epochgate.sidecar").exception("tick failed (client connections)")
         try:
             self.pool.sweep(now)
-            if self._flusher is None:
-                lines = bool(self.access.rows)
-                self.access.tick()
-                if lines:
-                    self._flusher = self.loop.call_later(FLUSH_S, self._flush)
-            else:
-                # the short-period flush is armed and writes the lines within FLUSH_S: a flush here too
-                # only made this tick a longer loop pause (bench_tail: see the commit's figure)
-                self.access.stamp()
+            self.access.tick()  # lines written within TICK_S, on the wake-up the tick makes anyway
         except Exception:
             logging.getLogger("epochgate.sidecar").exception("tick failed (upstream pool, access log)")
-
-    def _flush(self) -> None:
-        """The access log's short-period flush while lines come in (``FLUSH_S``)."""
-        if not self.access.rows:
-            self._flusher = None  # idle: the tick re-arms it when lines come again
-            return
-        self._flusher = self.loop.call_later(FLUSH_S, self._flush)
-        try:
-            self.access.flush()
-        except Exception:  # never let the timer die (the tick's flush still runs)
-            logging.getLogger("epochgate.sidecar").exception("access log flush failed")
