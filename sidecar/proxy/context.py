@@ -29,13 +29,14 @@ from .tls import Tls
 from .upstream import UpstreamPool
 from .writegate import WriteGate
 
-#: The coarse clock's period. The access log's lines are written by the tick (and by the data path at 256 queued lines, _log).
-#: Stop 36 to 39 also flushed every 20 ms while lines came in: back then a flush formatted its lines
-#: (0.6-0.7 ms pauses), which lines no longer wait for (``AccessLog.write`` formats each). What is
-#: left of a flush is a fixed cost paid cold, a timer wake-up and a write: 57 µs on average whether
-#: it wrote 24 lines or 120, after an idle gap on this stop's VM (an ``os.write`` of 5.5 KB to a tmpfs
-#: file: 3.2 µs in a tight loop, 41 µs 20 ms after the last). At 1,200 gRPC calls/s the 20 ms flush
-#: overlapped 36-42% of the slowest 1% of calls (5-19% by chance); flushing with the tick, 5%
+#: The coarse clock's period. The tick also writes the queued access lines (the data path writes at
+#: 256, _log). Stops 36-39 also flushed every 20 ms while lines came in, a period chosen while a
+#: flush still formatted its lines (0.6-0.7 ms pauses); lines are now formatted one by one
+#: (``AccessLog.write``), and what a flush costs is mostly fixed and paid cold, a wake-up and a
+#: write: 51-60 µs on average for ~24 lines at 20 ms, 59 µs for ~300 with the tick, at 1,200 gRPC
+#: calls/s on stop 40's VM (where an ``os.write`` of 5.5 KB to tmpfs costs 3.2 µs in a tight loop
+#: and 41 µs 20 ms after the last). The 20 ms flushes overlapped 13-38% of the slowest 1% of calls
+#: (3-19% by chance), the tick's 3-7%; the added p99 did not move beyond that VM's noise
 #: (bench_tail.py --grpc --rate 1200 --rt 10: figures-peers.md, "Stop 40: the access log's flush").
 TICK_S = 0.25
 #: this module runs compiled (an extension module's file is not the ``.py``): ``request_id``
