@@ -17,8 +17,7 @@ all are counted. Written to OUT.json when the sidecar exits (SIGTERM).
 
 After the sidecar's start-up ``settle_heap`` it applies a variant's collector settings, so one can be
 measured before it is coded: ``PROBE_GC_FREEZE=0`` (``gc.unfreeze``), ``PROBE_GC_THRESHOLD=a,b,c``
-(``gc.set_threshold``), ``PROBE_GC=0`` (``gc.disable``). ``PROBE_FLUSH_S=S`` sets the access log's short flush period
-(``sidecar.proxy.context.FLUSH_S``). ``PROBE_GC_SAVEALL=1`` keeps what the collector frees and
+(``gc.set_threshold``), ``PROBE_GC=0`` (``gc.disable``). ``PROBE_GC_SAVEALL=1`` keeps what the collector frees and
 lists its most common types at exit (what forms cycles per request). ``PROBE_OFF=1``: those settings only, no probe.
 """
 
@@ -138,10 +137,6 @@ if PROBE:  # the tick's walk over the client connections, on its own
         finally:
             note(f"tick: sweep_clients ({len(ctx.clients)} clients)", t0, pc() - t0)
     _context.sweep_clients = sweep_clients
-if fs := os.environ.get("PROBE_FLUSH_S"):  # a variant of the access log's short flush period (context.FLUSH_S)
-    import sidecar.proxy.context as _context
-
-    _context.FLUSH_S = float(fs)
 if PROBE:
     _loop.new_event_loop = _main.new_event_loop = probed_loop
     gc.callbacks.append(on_gc)
