@@ -156,8 +156,16 @@ class AccessLog:
         self._ts_at = 0.0
         # the last line's middle and what it was made from: a one-entry cache in front of ``_mids``
         # (consecutive lines share it; compared field by field, no key tuple built and hashed)
-        self.m_client = self.m_method = self.m_path = self.m_part = self.m_phase = None
-        self.m_epoch = self.m_decision = self.m_status = self.m_node = self.m_mid = None
+        self.m_client: Any = None
+        self.m_method: Any = None
+        self.m_path: Any = None
+        self.m_part: Any = None
+        self.m_phase: Any = None
+        self.m_epoch: Any = None
+        self.m_decision: Any = None
+        self.m_status: Any = None
+        self.m_node: Any = None
+        self.m_mid: Any = None
 
     def tick(self) -> None:
         """Flush, then refresh the cached timestamp (called a few times a second)."""
@@ -207,7 +215,7 @@ class AccessLog:
             if k1 >= 0 and k2 >= 0:  # the same text as %.2f (_cents), from C integers
                 # written in C into the line's own str (_log.pxd): no tuple, int objects or rid str made
                 # (ASCII lines, rid's bytes all safe; otherwise %-formatted as before)
-                line = _cline(ts, mid, k1, k2, rid)  # noqa: F821 (compiled only: _log.pxd)
+                line = _cline(ts, mid, k1, k2, rid)  # type: ignore[name-defined]  # noqa: F821 (compiled only: _log.pxd)
                 if line is not None:
                     return line
                 return "%s %s%d.%02d total_ms=%d.%02d rid=%s" % (ts, mid, k1 // 100, k1 % 100,
