@@ -17,9 +17,13 @@ requests sent meanwhile (rate x seconds: the load is open loop).
 ``epoll_wait`` (or ``epoll_pwait``) calls are the loop's wake-ups. perf's tracepoint counters leave the
 target at its own speed; strace slows the traced process (each syscall stops it twice), so more
 requests arrive per wake-up and the wake-up counts fall (the other counts hold while the target is
-not saturated under strace). Before the load, each target's syscalls and wake-ups per second with no load (its timers) are counted
-the same way over ``--seconds`` (``--no-idle`` leaves that out). ``--order FILE`` also writes, per target, ``strace -f -tt`` of a short window (clock_gettime
-left out) so the order of a request's syscalls can be read.
+not saturated under strace). Before the load, each target's syscalls and wake-ups per second with no
+load (its timers) are counted the same way over ``--seconds`` (``--no-idle`` leaves that out).
+``--order FILE`` also writes, per target, ``strace -f -tt`` of a short window (clock_gettime left
+out) so the order of a request's syscalls can be read.
+
+Also printed: ``CPU µs/request`` (on-CPU time of the target's threads from schedstat over the window,
+perf's counting included) and its kernel share (utime/stime, 10 ms ticks: coarse).
 """
 
 from __future__ import annotations
@@ -215,7 +219,7 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench-syscalls-"))
     procs: dict = {}
     upstream = None
-    nginx = binary("nginx")
+    nginx = binary("nginx") or "nginx"  # (tools_missing checked it)
     try:
         if a.grpc:
             upstream = grpc_upstream(tmp, nginx)
@@ -229,14 +233,16 @@ def main() -> int:
             ports[name] = procs[name].port
         if a.peers:
             if a.grpc:
-                procs["nginx"] = nginx_grpc_proxy(tmp, nginx, upstream.port, upstream.h1, keepalive=256)
+                h1 = upstream.h1  # type: ignore[attr-defined]
+                procs["nginx"] = nginx_grpc_proxy(tmp, nginx, upstream.port, h1, keepalive=256)
                 ports["nginx"] = procs["nginx"].port
             else:
                 procs["nginx"] = nginx_proxy(tmp, nginx, free_port(), upstream.port, keepalive=256)
                 ports["nginx"] = procs["nginx"].port
             if binary("haproxy"):
                 if a.grpc:
-                    procs["haproxy"] = haproxy_proc(tmp, free_port(), upstream.h1, upstream.port)
+                    procs["haproxy"] = haproxy_proc(tmp, free_port(), upstream.h1,  # type: ignore[attr-defined]
+                                                    upstream.port)
                     ports["haproxy"] = procs["haproxy"].h2
                 else:
                     procs["haproxy"] = haproxy_proc(tmp, free_port(), upstream.port)
