@@ -108,9 +108,20 @@ def is_stale_epoch_problem(status: int, content_type: bytes | None, body: bytes)
     return _is_stale(status, None if content_type is None else content_type.decode("latin-1"), body)
 
 
+#: transports whose event loop already turned TCP_NODELAY on for every TCP socket it accepts or
+#: connects: uvloop's (``TCPTransport.new``) and asyncio's (``_SelectorSocketTransport.__init__``), and
+#: TLS over either (its transport sits on one of those). For them ``set_nodelay`` does nothing: asking
+#: uvloop for the socket is a ``getsockname`` and setting the option again a ``setsockopt``, two of the
+#: ~21 syscalls a fresh client connection costs (bench_syscalls.py; docs/figures-peers.md, stop 40).
+_LOOP_SETS_NODELAY = frozenset({"TCPTransport", "_SelectorSocketTransport", "_SSLProtocolTransport"})
+
+
 def set_nodelay(transport: Any) -> None:
     """TCP_NODELAY on a proxy socket (client or upstream side): heads and small bodies go
-    out at once instead of waiting on Nagle."""
+    out at once instead of waiting on Nagle. Already on for the loops' own TCP transports
+    (``_LOOP_SETS_NODELAY``; tests/test_nodelay.py checks it on both loops)."""
+    if type(transport).__name__ in _LOOP_SETS_NODELAY:
+        return
     sock = transport.get_extra_info("socket")
     if sock is not None:
         try:
