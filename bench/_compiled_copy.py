@@ -20,8 +20,11 @@ from pathlib import Path
 def compiled_argv(script: Path, dest: Path, extra: dict[str, Path] | None = None) -> list[str] | None:
     dest.mkdir(parents=True, exist_ok=True)
     for link, target in (extra or {}).items():
-        if not (dest / link).exists():
-            (dest / link).symlink_to(target)
+        at = dest / link
+        if at.is_symlink() and not at.exists():  # dangling: the tree that built ``dest`` is gone
+            at.unlink()
+        if not at.exists():
+            at.symlink_to(target)
     name = script.stem
     if not any(dest.glob(f"{name}.*.so")):
         shutil.copy(script, dest / script.name)
