@@ -102,8 +102,8 @@ def source_hash(name: str, root: Path = _HERE) -> str:
         p = root / dep
         h.update(dep.encode() + b"\0" + (p.read_bytes() if p.exists() else b"(missing)") + b"\0")
     if name in GATE_BOUND:  # ... and one compiled against gate's types when their layout moved
-        for dep in gate_capi_files(root.parent / "gate"):
-            h.update(f"gate/{dep.name}".encode() + b"\0" + (dep.read_bytes() if dep.exists() else b"(missing)") + b"\0")
+        for gp in gate_capi_files(root.parent / "gate"):
+            h.update(f"gate/{gp.name}".encode() + b"\0" + (gp.read_bytes() if gp.exists() else b"(missing)") + b"\0")
     return h.hexdigest()
 
 
