@@ -11,6 +11,7 @@ cdef int _DROP, _HOST, _CLEN, _TE, _CONN, _UPG, _RID, _EXPECT, _XFF, _XFP, _XFH,
 from sidecar.proxy.reqhead cimport ReqHead
 from sidecar.proxy.target cimport plain_target  # head_done: a C call per request
 from sidecar.proxy.exbase cimport ClientExchange  # the exchange's calls from here: C calls
+cdef ClientExchange _MAKER  # exchange.MAKER (conn.py): its make is a C call per request
 
 
 cdef class ClientConn:
@@ -25,7 +26,7 @@ cdef class ClientConn:
 
     cpdef _feed(self, data)
     # the parser's calls: httptools finds them as methods, llreq.pyx calls them in C
-    @cython.locals(req=ClientExchange)  # (req.head: a C read)
+    @cython.locals(req=ClientExchange, m=ClientExchange)  # (req.head: a C read; m.make: a C call)
     cpdef on_message_begin(self)
     cpdef header(self, int kind, bytes lname, bytes name, bytes value)
     cpdef head_done(self, bytes method_b, str method, bint keep, str version, bint upgrade)

@@ -286,14 +286,10 @@ class ClientConn:
     # ---------------------------------------------------------------- httptools callbacks
     def on_message_begin(self) -> None:
         self.hsize = 0
-        prev = self.parsing
-        if prev is not None:  # the connection's next exchange, made by the one before: compiled, a C
-            req = prev.fresh(self.ctx, self)  # call (the type's was a Python call: ~-1k instructions)
-        else:
-            cls = _Request
-            if cls is None:  # first request: the exchange module is complete by now (see the import)
-                cls = _request_type()
-            req = cls(self.ctx, self)
+        m = _MAKER
+        if m is None:  # the process's first request: the exchange module is complete by now (see the import)
+            m = _maker()
+        req = m.make(self.ctx, self)  # compiled, a C call (calling the type was a Python call: ~-1k instructions)
         self.parsing = req
         self.phead = req.head  # (typed: a C read compiled)
 
@@ -489,15 +485,17 @@ class ClientConn:
             self.resume(P_ALL)
 
 
-_Request: Any = None
+_MAKER: Any = None
 
 
-def _request_type() -> Any:
-    """``exchange.Request``, looked up once: a module global is a cached read per request where
-    ``_exchange.Request`` was a module attribute look-up (callgrind: 240-670 instructions)."""
-    global _Request
-    _Request = _exchange.Request
-    return _Request
+def _maker() -> Any:
+    """``exchange.MAKER``, the template every exchange is made through (``make``: this module cannot
+    cimport ``exchange.new_request``, docs/compiled-build.md "Object makers"), looked up once: a
+    module global is a C read per request where ``_exchange.MAKER`` was a module attribute look-up
+    (callgrind: 240-670 instructions)."""
+    global _MAKER
+    _MAKER = _exchange.MAKER
+    return _MAKER
 
 
 # the request parser: llreq.pyx from C when this module runs compiled, httptools otherwise

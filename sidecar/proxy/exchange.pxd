@@ -31,9 +31,7 @@ cdef bint _gone(object up) except -1
 # one per request: a free list keeps the last freed exchanges' memory for the next ones
 @cython.freelist(8)
 cdef class Request(ResponseMixin):
-    @cython.locals(r=Request)
-    cpdef ClientExchange fresh(self, ctx, conn)
-    cdef _start(self, ProxyContext ctx, ClientConn conn)
+    cpdef ClientExchange make(self, ctx, conn)  # (conn.py's call: exbase.pxd)
     @cython.locals(raw=bytes)  # keyh's values are header bytes: the memo's compare is a memcmp
     cpdef dispatch(self)
     @cython.locals(wg=WriteGate, pool=UpstreamPool, node=Node, stack=list)
@@ -47,3 +45,9 @@ cdef class Request(ResponseMixin):
     cpdef uncharge(self, long n)
     cpdef client_body(self, data)
     cpdef client_body_end(self)
+
+
+# the maker (docs/compiled-build.md "Object makers"); MAKER, its template for conn.py, stays a
+# Python-level module attribute (conn.py reads it once)
+@cython.locals(r=Request)
+cdef Request new_request(ProxyContext ctx, ClientConn conn)

@@ -56,7 +56,7 @@ _PHASES = {p.value: p for p in Phase}
 _SAFE = SAFE_METHODS  # (typed in exchange.pxd: dispatch's membership test is a C set look-up)
 #: route's admit counter key per phase (its tuple made once: bench_exchange_instr, "Stop 39")
 _ADMIT_KEYS: dict[str, tuple[str, str, str]] = {}
-#: this module runs compiled (an extension module's file is not the ``.py``): see ``Request.__init__``
+#: this module runs compiled (an extension module's file is not the ``.py``): see ``new_request``
 _COMPILED = not __file__.endswith(".py")
 
 
@@ -107,40 +107,15 @@ class Request(ResponseMixin):
         "was_held", "up", "spare", "pending_len", "body_done", "sent_all", "status",
         "resp_chunked", "resp_eof", "resp_keep", "resp_buf", "resp_held", "interim", "no_resp_body", "tunnel", "deadline", "cout", "t0", "t_adm", "t_up")
 
-    def __init__(self, ctx: "ProxyContext", conn: "ClientConn") -> None:
-        self._start(ctx, conn)
-
-    def fresh(self, ctx: "ProxyContext", conn: "ClientConn") -> "Request":
-        """The connection's next exchange (``ClientConn.on_message_begin``, from the one before).
-        Compiled, ``tp_new`` (with a free list, exchange.pxd) and the C ``_start``: calling the type
-        was a Python-level call with ``__init__``'s argument parsing (bench_exchange_instr,
-        docs/compiled-build.md "Stop 39")."""
-        r = Request.__new__(Request)
-        r._start(ctx, conn)
-        return r
-
-    def _start(self, ctx: "ProxyContext", conn: "ClientConn") -> None:
-        # Compiled, the type's allocation already holds None / False / 0 / 0.0 in every field, so
-        # only the fields with another start value are set here; the plain build sets the rest in
-        # ``_zero`` (bench_exchange_instr: ~-0.5k instructions per request compiled).
-        self.ctx = ctx
-        self.conn = conn
-        self.ctransport = conn.transport
-        self.head = new_head()  # filled by the client connection's parser callbacks
-        self.pending: list[bytes] = []
-        self.keep_alive = True  # this connection carries another request after this one (from head.keep)
-        # routing and gating
-        self.partition = ""
-        self.phase = "none"
-        self.epoch = 0
-        self.placement = ""
-        self.decision = "-"
-        self.state = NEW  # the life cycle (_exstate): changed only through step()
-        if not _COMPILED:
-            self._zero()
+    def make(self, ctx: "ProxyContext", conn: "ClientConn") -> "Request":
+        """A new exchange for the connection's next request: ``new_request``, reached through the
+        template ``MAKER`` by ``conn.py``, which cannot cimport this module (docs/compiled-build.md
+        "Object makers")."""
+        return new_request(ctx, conn)
 
     def _zero(self) -> None:
-        """The fields whose start value is None, False or 0 (what the compiled type starts with)."""
+        """The fields whose start value is None, False or 0 (what the compiled type starts with;
+        ``new_request`` sets the others)."""
         self.charged = 0  # body bytes this request holds against ctx.budget (_limits)
         self.is_write = False
         self.admitted = False
@@ -498,3 +473,33 @@ class Request(ResponseMixin):
         self.replay = None
         self.sent_all = False
         return True
+
+
+def new_request(ctx: "ProxyContext", conn: "ClientConn") -> Request:
+    """The one way a ``Request`` is made (the maker pattern, docs/compiled-build.md "Object makers"):
+    compiled, the type's ``tp_new`` (with a free list, exchange.pxd) and C field stores, no call
+    through the type and ``__init__``'s argument parsing (bench_exchange_instr, "Stop 39"). The
+    allocation already holds None / False / 0 / 0.0 in every field, so only the fields with
+    another start value are set here; the plain build sets the rest in ``_zero``."""
+    r = Request.__new__(Request)
+    r.ctx = ctx
+    r.conn = conn
+    r.ctransport = conn.transport
+    r.head = new_head()  # filled by the client connection's parser callbacks
+    r.pending = []
+    r.keep_alive = True  # this connection carries another request after this one (from head.keep)
+    # routing and gating
+    r.partition = ""
+    r.phase = "none"
+    r.epoch = 0
+    r.placement = ""
+    r.decision = "-"
+    r.state = NEW  # the life cycle (_exstate): changed only through step()
+    if not _COMPILED:
+        r._zero()
+    return r
+
+
+#: the template ``conn.py`` makes each exchange through (``MAKER.make``: a C call through
+#: exbase.pxd's ``ClientExchange``, where conn.pxd cannot cimport this module's ``new_request``)
+MAKER = Request.__new__(Request)

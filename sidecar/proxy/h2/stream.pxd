@@ -15,9 +15,7 @@ cdef bint _COMPILED
 
 
 cdef class H2Exchange(H2ResponseMixin):
-    @cython.locals(ex=H2Exchange)
-    cpdef H2ResponseMixin spawn(self, ProxyContext ctx, H2ServerConn sconn, long sid, headers, bint ended)
-    cpdef begin(self, ProxyContext ctx, H2ServerConn sconn, long sid, headers, bint ended)
+    cpdef H2ResponseMixin make(self, ProxyContext ctx, H2ServerConn sconn, long sid, headers, bint ended)
     @cython.locals(memo=HeadMemo)
     cpdef _head(self, ProxyContext ctx, H2ServerConn sconn, headers, bint ended)
     @cython.locals(known=HeadMemo)
@@ -31,3 +29,9 @@ cdef class H2Exchange(H2ResponseMixin):
     cpdef client_data(self, data)
     cpdef client_end(self, trailers)
     cpdef req_sent(self, long n)
+
+
+# the maker (docs/compiled-build.md "Object makers"); MAKER, its template for server.py, stays a
+# Python-level module attribute
+@cython.locals(ex=H2Exchange)
+cdef H2Exchange new_stream(ProxyContext ctx, H2ServerConn sconn, long sid, headers, bint ended)

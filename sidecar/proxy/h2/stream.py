@@ -79,39 +79,14 @@ class H2Exchange(H2ResponseMixin):
         "head_sent", "to_ack", "status", "resp_started", "resp_held", "resp_buf",
         "resp_ended", "done", "deadline", "t0", "t_adm", "t_up", "sent")
 
-    def __init__(self, ctx: "ProxyContext", sconn: "H2ServerConn", sid: int, headers: list[tuple[bytes, bytes]],
-                 ended: bool) -> None:
-        self.begin(ctx, sconn, sid, headers, ended)
-
-    def spawn(self, ctx: "ProxyContext", sconn: "H2ServerConn", sid: int, headers: list[tuple[bytes, bytes]],
-              ended: bool) -> "H2Exchange":
-        """A new stream (the client connection's on_head calls it on server.py's ``_MAKER``): compiled,
-        a C call through response.pxd, and the type's allocation a C call here — not the type's call
-        and __init__'s argument parsing (callgrind, lone: see the commit)."""
-        ex = H2Exchange.__new__(H2Exchange)
-        ex.begin(ctx, sconn, sid, headers, ended)
-        return ex
-
-    def begin(self, ctx: "ProxyContext", sconn: "H2ServerConn", sid: int, headers: list[tuple[bytes, bytes]],
-              ended: bool) -> None:
-        """The stream's fields. Compiled, a field starts as None, 0, 0.0 or False (response.pxd's C
-        fields): only the others are set here (the rest, ``_defaults``, for the plain-Python build's slots)."""
-        self.ctx = ctx
-        self.sconn = sconn
-        self.sid = sid
-        if not _COMPILED:
-            self._defaults()
-        self.partition = ""
-        self.phase = "none"
-        self.epoch = 0
-        self.placement = ""
-        self.decision = "-"
-        self.pending: list[bytes] = []
-        self.body_done = ended
-        self._head(ctx, sconn, headers, ended)
+    def make(self, ctx: "ProxyContext", sconn: "H2ServerConn", sid: int, headers: list[tuple[bytes, bytes]],
+             ended: bool) -> "H2Exchange":
+        """A new stream: ``new_stream``, reached through the template ``MAKER`` by server.py's
+        ``on_head``, which cannot cimport this module (docs/compiled-build.md "Object makers")."""
+        return new_stream(ctx, sconn, sid, headers, ended)
 
     def _defaults(self) -> None:
-        """What a compiled stream's C fields start as (begin)."""
+        """What a compiled stream's C fields start as (``new_stream`` sets the others)."""
         self.bad: tuple[int, str, str] | None = None
         self.rcvd = 0                  # DATA bytes received from the client
         self.is_write = self.admitted = False
@@ -495,3 +470,32 @@ class H2Exchange(H2ResponseMixin):
         if not orphan_stream(self):
             self._drop_leg()
         self.finish("error")
+
+
+def new_stream(ctx: "ProxyContext", sconn: "H2ServerConn", sid: int, headers: list[tuple[bytes, bytes]],
+               ended: bool) -> H2Exchange:
+    """The one way an ``H2Exchange`` is made (the maker pattern, docs/compiled-build.md "Object
+    makers"): compiled, the type's allocation and C field stores, not the type's call and
+    ``__init__``'s argument parsing. A field starts as None, 0, 0.0 or False there (response.pxd's
+    C fields): only the others are set here (the rest, ``_defaults``, for the plain-Python build's
+    slots); then the head is read (``_head``)."""
+    ex = H2Exchange.__new__(H2Exchange)
+    ex.ctx = ctx
+    ex.sconn = sconn
+    ex.sid = sid
+    if not _COMPILED:
+        ex._defaults()
+    ex.partition = ""
+    ex.phase = "none"
+    ex.epoch = 0
+    ex.placement = ""
+    ex.decision = "-"
+    ex.pending = []
+    ex.body_done = ended
+    ex._head(ctx, sconn, headers, ended)
+    return ex
+
+
+#: the template server.py makes each stream through (``MAKER.make``: a C call through response.pxd's
+#: ``H2ResponseMixin``, where server.pxd cannot cimport this module's ``new_stream``)
+MAKER = H2Exchange.__new__(H2Exchange)
