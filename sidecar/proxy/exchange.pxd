@@ -24,8 +24,7 @@ cdef dict _ADMIT_KEYS
 cdef bint _gone(object up) except -1
 
 
-# one per request: a free list keeps the last freed exchanges' memory for the next ones
-@cython.freelist(8)
+# (no free list: Cython ignores one on a subtype; docs/compiled-build.md "Object makers")
 cdef class Request(ForwardMixin):
     cpdef ClientExchange make(self, ctx, conn)  # (conn.py's call: exbase.pxd)
     @cython.locals(raw=bytes)  # keyh's values are header bytes: the memo's compare is a memcmp

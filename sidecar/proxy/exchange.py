@@ -298,7 +298,7 @@ class Request(ForwardMixin):
 
 def new_request(ctx: "ProxyContext", conn: "ClientConn") -> Request:
     """The one way a ``Request`` is made (the maker pattern, docs/compiled-build.md "Object makers"):
-    compiled, the type's ``tp_new`` (with a free list, exchange.pxd) and C field stores, no call
+    compiled, the type's ``tp_new`` and C field stores, no call
     through the type and ``__init__``'s argument parsing (bench_exchange_instr, "Stop 39"). The
     allocation already holds None / False / 0 / 0.0 in every field, so only the fields with
     another start value are set here; the plain build sets the rest in ``_zero``."""

@@ -4,8 +4,7 @@ cimport cython
 cdef bint _COMPILED
 
 
-# one per request: a free list keeps the last freed heads' memory for the next ones (no allocator call)
-@cython.freelist(8)
+# (no free list: measured not to pay, docs/compiled-build.md "Object makers")
 cdef class ReqHead:
     cdef public list fwd
     cdef public dict keyh

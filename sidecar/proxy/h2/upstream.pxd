@@ -49,7 +49,7 @@ cdef class H2Leg:
 # the maker (docs/compiled-build.md "Object makers") and the rule it shares with H2Leg.ex's setter
 @cython.locals(leg=H2Leg)
 cdef H2Leg new_leg(H2UpstreamConn conn, long sid, ex)
-cdef inline _set_ex(H2Leg leg, ex)
+cdef _set_ex(H2Leg leg, ex)
 
 
 cdef class H2Pool:
