@@ -3,9 +3,9 @@
 cimport cython
 from sidecar.proxy.context cimport ProxyContext
 
-cdef dict _SPECIAL, _METHODS  # typed: .get per request is a C call
+cdef dict _METHODS  # typed: .get per request is a C call (reqfields.py)
 cdef frozenset _CONN_OPTIONS, _FORWARDED
-# the header kinds (conn.py's range(14)): C ints, so header()'s chain of compares is C compares
+# the header kinds (reqfields.py's range(14)): C ints, so header()'s chain of compares is C compares
 # (each was a Python int made from the C kind and a module-global look-up: ~60 instructions)
 cdef int _DROP, _HOST, _CLEN, _TE, _CONN, _UPG, _RID, _EXPECT, _XFF, _XFP, _XFH, _PLAIN, _KEY, _TRACE
 from sidecar.proxy.reqhead cimport ReqHead
