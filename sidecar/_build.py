@@ -40,9 +40,9 @@ from typing import Any
 #: the hot path: what setup.py compiles (module names relative to the ``sidecar`` package)
 COMPILED = ("proxy.context", "proxy.exfields", "proxy.exbase", "proxy.stats", "proxy.router", "proxy.writegate", "proxy.httpmsg", "proxy.upstream",
             "_log", "proxy.limits", "proxy.target", "proxy.reqhead", "proxy.exstate", "proxy.response",
-            "proxy.resolve", "proxy.exchange", "proxy.conn", "proxy.hold", "proxy.hookpath",
+            "proxy.resolve", "proxy.forward", "proxy.exchange", "proxy.conn", "proxy.hold", "proxy.hookpath",
             # HTTP/2: the sidecar's own per-stream code, once libnghttp2 does the frames (issue 30)
-            "proxy.h2.conn", "proxy.h2.server", "proxy.h2.stream", "proxy.h2.response", "proxy.h2.upstream",
+            "proxy.h2.conn", "proxy.h2.server", "proxy.h2.head", "proxy.h2.stream", "proxy.h2.response", "proxy.h2.upstream",
             "proxy.h2.fields", "proxy.h2.engine_ng")
 #: what else ``EPOCHGATE_PURE_PYTHON`` forces to pure Python: the HTTP/2 engine (libnghttp2
 #: through ngh2 → h2; ``sidecar/proxy/h2/engine.py``), by this name or with everything (``1``)
@@ -78,14 +78,14 @@ def nghttp2_header() -> Path | None:
 #: the modules compiled against gate's public cimport surface (``gate/capi.pxd``: the tracker's
 #: begin/end and the one fail_closed_admit as C calls): writegate cimports it, exchange and the
 #: HTTP/2 stream's halves (h2.stream's admit, h2.response's done) cimport writegate's type, and
-#: h2.server and h2.upstream (the leg's exchange, typed) cimport their base. They load only while gate's modules behind it run compiled, so when
+#: h2.server, h2.upstream (the leg's exchange, typed) and h2.head (the stream's fields) cimport their base. They load only while gate's modules behind it run compiled, so when
 #: ``gate.capi_ready()`` is False (gate forced pure by ``EPOCHGATE_PURE_PYTHON=gate._inflight``,
 #: stale or not built) the data path runs as Python, with a warning, as for a stale module: no
 #: import error, no ABI guess. Their source hash covers ``gate/capi.pxd`` and the gate ``.pxd``
 #: files it cimports from: gate rebuilt alone with a new layout leaves them stale, never loaded
 #: against it (tests/test_build_modes.py checks this list against the .pxd files)
 GATE_BOUND = ("proxy.writegate", "proxy.exchange", "proxy.h2.response", "proxy.h2.stream", "proxy.h2.server",
-              "proxy.h2.upstream")
+              "proxy.h2.upstream", "proxy.h2.head")
 MANIFEST = "_compiled.json"
 _HERE = Path(__file__).resolve().parent
 _state: dict[str, Any] = {"build": "pure", "compiled": [], "pure": [], "reason": "not installed", "native": {}}
@@ -102,8 +102,8 @@ def source_hash(name: str, root: Path = _HERE) -> str:
         p = root / dep
         h.update(dep.encode() + b"\0" + (p.read_bytes() if p.exists() else b"(missing)") + b"\0")
     if name in GATE_BOUND:  # ... and one compiled against gate's types when their layout moved
-        for f in gate_capi_files(root.parent / "gate"):
-            h.update(f"gate/{f.name}".encode() + b"\0" + (f.read_bytes() if f.exists() else b"(missing)") + b"\0")
+        for gp in gate_capi_files(root.parent / "gate"):
+            h.update(f"gate/{gp.name}".encode() + b"\0" + (gp.read_bytes() if gp.exists() else b"(missing)") + b"\0")
     return h.hexdigest()
 
 

@@ -3,14 +3,15 @@
 cimport cython
 from sidecar.proxy.context cimport ProxyContext
 
-cdef dict _SPECIAL, _METHODS  # typed: .get per request is a C call
+cdef dict _METHODS  # typed: .get per request is a C call (reqfields.py)
 cdef frozenset _CONN_OPTIONS, _FORWARDED
-# the header kinds (conn.py's range(14)): C ints, so header()'s chain of compares is C compares
+# the header kinds (reqfields.py's range(14)): C ints, so header()'s chain of compares is C compares
 # (each was a Python int made from the C kind and a module-global look-up: ~60 instructions)
 cdef int _DROP, _HOST, _CLEN, _TE, _CONN, _UPG, _RID, _EXPECT, _XFF, _XFP, _XFH, _PLAIN, _KEY, _TRACE
 from sidecar.proxy.reqhead cimport ReqHead
 from sidecar.proxy.target cimport plain_target  # head_done: a C call per request
 from sidecar.proxy.exbase cimport ClientExchange  # the exchange's calls from here: C calls
+cdef ClientExchange _MAKER  # exchange.MAKER (conn.py): its make is a C call per request
 
 
 cdef class ClientConn:
@@ -25,7 +26,7 @@ cdef class ClientConn:
 
     cpdef _feed(self, data)
     # the parser's calls: httptools finds them as methods, llreq.pyx calls them in C
-    @cython.locals(req=ClientExchange)  # (req.head: a C read)
+    @cython.locals(req=ClientExchange, m=ClientExchange)  # (req.head: a C read; m.make: a C call)
     cpdef on_message_begin(self)
     cpdef header(self, int kind, bytes lname, bytes name, bytes value)
     cpdef head_done(self, bytes method_b, str method, bint keep, str version, bint upgrade)

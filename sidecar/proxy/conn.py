@@ -1,7 +1,7 @@
 """Client side of the data path: an ``asyncio.Protocol`` per client connection.
 
 httptools parses request heads (compiled: ``llreq``, llhttp driven from C); each
-header is sorted once by ``_header_table``: the ones the proxy owns (framing,
+header is sorted once by ``_header_table`` (``reqfields.py``): the ones the proxy owns (framing,
 hop-by-hop, ``Host``, ``X-Forwarded-For``, client-supplied
 ``X-Partition``/``X-Placement*``) are captured (``header``) or dropped,
 everything else is kept for forwarding as a ready-made line. Requests on one
@@ -39,6 +39,10 @@ from .context import ProxyContext
 from . import exchange as _exchange
 from .exstate import P_ALL, P_QUEUED, Pause
 from .hookpath import is_hook_path
+# the request header policy (which fields the proxy owns, the table both parsers sort by): compiled,
+# the kinds are C ints and the tables typed here (conn.pxd), their values made there
+from .reqfields import (_CONN_OPTIONS, _CLEN, _CONN, _DROP, _DROP_PREFIX, _EXPECT, _FORWARDED, _HOST, _KEY,
+                        _METHODS, _PLAIN, _RID, _TE, _TRACE, _UPG, _XFF, _XFH, _XFP, _header_table)
 from .orphan import orphan_write
 from .limits import admit_connection
 from .target import TargetError, normalize, plain_target
@@ -48,45 +52,8 @@ if TYPE_CHECKING:
     from .reqhead import ReqHead
 
 
-_CONN_OPTIONS = frozenset({b"upgrade", b"close", b"keep-alive"})
-
-
 class _HeadTooLarge(Exception):
     pass
-
-
-# header (lower-case) → how on_header treats it
-_DROP, _HOST, _CLEN, _TE, _CONN, _UPG, _RID, _EXPECT, _XFF, _XFP, _XFH, _PLAIN, _KEY, _TRACE = range(14)
-_TRACE_HEADERS = (b"traceparent", b"tracestate")  # kept back while tracing (re-emitted per attempt)
-_SPECIAL = {
-    b"host": _HOST, b"content-length": _CLEN, b"transfer-encoding": _TE, b"connection": _CONN,
-    b"upgrade": _UPG, b"x-request-id": _RID, b"expect": _EXPECT, b"x-forwarded-for": _XFF,
-    b"x-forwarded-proto": _XFP, b"x-forwarded-host": _XFH, b"keep-alive": _DROP, b"proxy-connection": _DROP,
-    b"te": _DROP, b"trailer": _DROP, b"x-partition": _DROP, b"x-placement": _DROP, b"x-placement-epoch": _DROP,
-}
-_DROP_PREFIX = b"x-placement"  # any other name starting so is dropped too (the sidecar's own headers)
-# the kinds whose line goes upstream as the client sent it (the rest are dropped or rebuilt by the exchange)
-_FORWARDED = frozenset({_PLAIN, _KEY, _RID, _XFP, _XFH})
-_TABLES: dict[tuple[frozenset, bool], dict[bytes, int]] = {}
-
-
-def _header_table(keyh_names: frozenset, tracing: bool) -> dict[bytes, int]:
-    """Every request header name the proxy owns (lower-case) → its kind; any other name is
-    ``_DROP`` if it starts with ``_DROP_PREFIX``, else ``_PLAIN``. The one source of the
-    policy for both parsers: ``_classify`` (httptools) and ``llreq``'s C table. Partition-key
-    headers (the router's) win over the fixed table; the trace headers are kept back only
-    while tracing."""
-    t = _TABLES.get((keyh_names, tracing))
-    if t is None:
-        t = dict.fromkeys(_TRACE_HEADERS, _TRACE) if tracing else {}
-        t.update(_SPECIAL)
-        t.update(dict.fromkeys(keyh_names, _KEY))
-        if len(_TABLES) < 64:  # one per router (a sidecar has one; tests make a few)
-            _TABLES[(keyh_names, tracing)] = t
-    return t
-
-
-_METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE")}
 
 
 class ClientConn:
@@ -286,14 +253,10 @@ class ClientConn:
     # ---------------------------------------------------------------- httptools callbacks
     def on_message_begin(self) -> None:
         self.hsize = 0
-        prev = self.parsing
-        if prev is not None:  # the connection's next exchange, made by the one before: compiled, a C
-            req = prev.fresh(self.ctx, self)  # call (the type's was a Python call: ~-1k instructions)
-        else:
-            cls = _Request
-            if cls is None:  # first request: the exchange module is complete by now (see the import)
-                cls = _request_type()
-            req = cls(self.ctx, self)
+        m = _MAKER
+        if m is None:  # the process's first request: the exchange module is complete by now (see the import)
+            m = _maker()
+        req = m.make(self.ctx, self)  # compiled, a C call (calling the type was a Python call: ~-1k instructions)
         self.parsing = req
         self.phead = req.head  # (typed: a C read compiled)
 
@@ -489,15 +452,17 @@ class ClientConn:
             self.resume(P_ALL)
 
 
-_Request: Any = None
+_MAKER: Any = None
 
 
-def _request_type() -> Any:
-    """``exchange.Request``, looked up once: a module global is a cached read per request where
-    ``_exchange.Request`` was a module attribute look-up (callgrind: 240-670 instructions)."""
-    global _Request
-    _Request = _exchange.Request
-    return _Request
+def _maker() -> Any:
+    """``exchange.MAKER``, the template every exchange is made through (``make``: this module cannot
+    cimport ``exchange.new_request``, docs/compiled-build.md "Object makers"), looked up once: a
+    module global is a C read per request where ``_exchange.MAKER`` was a module attribute look-up
+    (callgrind: 240-670 instructions)."""
+    global _MAKER
+    _MAKER = _exchange.MAKER
+    return _MAKER
 
 
 # the request parser: llreq.pyx from C when this module runs compiled, httptools otherwise

@@ -10,7 +10,7 @@ cdef class ClientExchange(ExchangeFields):
     cdef public bint keep_alive
     cdef public object uout
 
-    cpdef ClientExchange fresh(self, ctx, conn)
+    cpdef ClientExchange make(self, ctx, conn)
     cpdef dispatch(self)
     cpdef client_body(self, data)
     cpdef client_body_end(self)

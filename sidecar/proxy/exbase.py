@@ -1,6 +1,6 @@
 """What the client connection (``conn.ClientConn``) reaches on its HTTP/1.1 exchange: the
 request head, the keep-alive flag, the batched upstream writes, and the calls its parser
-callbacks make (``fresh``, ``dispatch``, ``client_body``, ``client_body_end``, ``flush_up``).
+callbacks make (``make``, ``dispatch``, ``client_body``, ``client_body_end``, ``flush_up``).
 ``exchange.Request`` is the one implementation (through ``response.ResponseMixin``).
 
 A type of its own so that the compiled ``conn`` can type ``current`` and ``parsing`` with it:
@@ -22,9 +22,10 @@ class ClientExchange(ExchangeFields):
     # another request after this one; uout: batched writes to the upstream (one client read)
     __slots__ = ("head", "keep_alive", "uout")
 
-    def fresh(self, ctx: Any, conn: Any) -> "ClientExchange":
-        """A new exchange of this kind for the connection's next request (``conn.on_message_begin``:
-        compiled, a C call where calling the type was a Python-level call, see ``Request.fresh``)."""
+    def make(self, ctx: Any, conn: Any) -> "ClientExchange":
+        """A new exchange of this kind for the connection's next request, called on the exchange
+        module's template (``exchange.MAKER``) by ``conn.on_message_begin``: compiled, a C call to
+        ``exchange.new_request`` (docs/compiled-build.md "Object makers")."""
         raise NotImplementedError
 
     def dispatch(self) -> None:

@@ -1,15 +1,13 @@
 # The exchange as an extension type for the Cython build (its state: response.pxd).
 cimport cython
-from sidecar.proxy.response cimport ResponseMixin
+from sidecar.proxy.forward cimport ForwardMixin  # the request's way upstream (attach, body, replay)
 from sidecar.proxy.writegate cimport WriteGate
-from sidecar.proxy.limits cimport keep_for_replay as _keep_for_replay, uncharge as _uncharge
 from sidecar.proxy.resolve cimport resolve  # a C call (both exchanges share it: exfields)
 from sidecar.proxy.context cimport Node, ProxyContext
 from sidecar.proxy.conn cimport ClientConn
 from sidecar.proxy.reqhead cimport new_head  # a C call per request
 from sidecar.proxy.exbase cimport ClientExchange
 from sidecar.proxy.exstate cimport step  # a C call per move
-from sidecar.proxy.httpmsg cimport join_bytes as _cjoin  # the upstream head's join, in C
 # time.perf_counter's clock read in C, no call and float object (the .py calls it as _clock behind
 # _COMPILED: the same _PyTime_GetPerfCounter and conversion to seconds, so the same values)
 from cpython.time cimport perf_counter as _clock
@@ -23,27 +21,19 @@ cdef frozenset _SAFE
 cdef dict _ADMIT_KEYS
 
 @cython.locals(uc=UpstreamConn)
-cdef object _transport(object up)
-@cython.locals(uc=UpstreamConn)
 cdef bint _gone(object up) except -1
 
 
-# one per request: a free list keeps the last freed exchanges' memory for the next ones
-@cython.freelist(8)
-cdef class Request(ResponseMixin):
-    @cython.locals(r=Request)
-    cpdef ClientExchange fresh(self, ctx, conn)
-    cdef _start(self, ProxyContext ctx, ClientConn conn)
+# (no free list: Cython ignores one on a subtype; docs/compiled-build.md "Object makers")
+cdef class Request(ForwardMixin):
+    cpdef ClientExchange make(self, ctx, conn)  # (conn.py's call: exbase.pxd)
     @cython.locals(raw=bytes)  # keyh's values are header bytes: the memo's compare is a memcmp
     cpdef dispatch(self)
     @cython.locals(wg=WriteGate, pool=UpstreamPool, node=Node, stack=list)
     cpdef route(self)
-    @cython.locals(parts=list, uc=UpstreamConn)
-    cpdef attach(self, up)
-    @cython.locals(out=list)
-    cpdef flush_up(self)
-    cpdef _uw(self, data)
-    cpdef keep_for_replay(self, data)
-    cpdef uncharge(self, long n)
-    cpdef client_body(self, data)
-    cpdef client_body_end(self)
+
+
+# the maker (docs/compiled-build.md "Object makers"); MAKER, its template for conn.py, stays a
+# Python-level module attribute (conn.py reads it once)
+@cython.locals(r=Request)
+cdef Request new_request(ProxyContext ctx, ClientConn conn)

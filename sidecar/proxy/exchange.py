@@ -13,11 +13,13 @@ A write refused for cutover or a stale epoch never reached the application,
 so it may be held and retried; so may one the application itself refused with
 a stale-epoch problem, if its whole body was kept (``replay``). The life cycle
 (states, legal moves, retry budgets, pause reasons) is ``_exstate``; the head
-the connection parsed is ``self.head`` (``_reqhead.ReqHead``).
+the connection parsed is ``self.head`` (``_reqhead.ReqHead``). This module is the exchange's
+life cycle, routing and gating; the request's way upstream (head, body, replay) is
+``forward.ForwardMixin``, its response ``response.ResponseMixin``: one type, three halves.
 
 Inlined copies (each marked "inlined" where it stands): ``pool.get_idle`` and
-``stats.decision`` in ``route``, ``_send``/``_uw`` in ``client_body``, ``_send_end``
-in ``client_body_end``, ``_cw`` in ``_response`` (twice) and ``pool.put`` in
+``stats.decision`` in ``route``, ``_send``/``_uw`` in ``client_body`` and ``_send_end``
+in ``client_body_end`` (forward.py), ``_cw`` in ``_response`` (twice) and ``pool.put`` in
 ``UpstreamConn.release``. They stay
 because the bench says so: calling the one copy of each instead cost +2.7 % CPU
 per GET and +6.7 % per 1 KiB PUT (``bench_exchange_ab.py``, median per-round
@@ -35,14 +37,11 @@ from typing import TYPE_CHECKING, Any
 from gate import Phase, Reject, RejectReason
 
 from . import httpmsg as H
-from . import limits as _limits
-from .limits import keep_for_replay as _keep_for_replay, uncharge as _uncharge
-from .exstate import (CONNECTING, DONE, FORWARDING, HELD, NEW, P_BUFFERED, P_HELD, P_HELD_OR_BUFFERED,
-                       P_UPSTREAM_FULL, REROUTE_MAX, RESPONDING, ROUTING, TUNNEL, step)
+from .exstate import CONNECTING, DONE, FORWARDING, HELD, NEW, P_HELD, REROUTE_MAX, RESPONDING, ROUTING, TUNNEL, step
+from .forward import PENDING_HIGH, ForwardMixin  # noqa: F401  (PENDING_HIGH: importable from here as before)
 from .router import SAFE_METHODS, KeyError400
 from .reqhead import new_head
 from .resolve import resolve
-from .response import ResponseMixin
 from .upstream import UpstreamConn
 
 if TYPE_CHECKING:
@@ -50,13 +49,12 @@ if TYPE_CHECKING:
     from .conn import ClientConn
     from .upstream import UpstreamConn
 
-PENDING_HIGH = 256 * 1024
 _HOLDABLE = (RejectReason.CUTOVER, RejectReason.STALE_EPOCH, RejectReason.FAIL_CLOSED)  # never reached the app
 _PHASES = {p.value: p for p in Phase}
 _SAFE = SAFE_METHODS  # (typed in exchange.pxd: dispatch's membership test is a C set look-up)
 #: route's admit counter key per phase (its tuple made once: bench_exchange_instr, "Stop 39")
 _ADMIT_KEYS: dict[str, tuple[str, str, str]] = {}
-#: this module runs compiled (an extension module's file is not the ``.py``): see ``Request.__init__``
+#: this module runs compiled (an extension module's file is not the ``.py``): see ``new_request``
 _COMPILED = not __file__.endswith(".py")
 
 
@@ -78,16 +76,6 @@ def client_gone(transport: Any) -> bool:
         return True  # reset
 
 
-def _transport(up: Any) -> Any:
-    """``up.transport``: compiled, a C read for an ``UpstreamConn`` (the usual one; an h2c node's
-    ``H2Bridge`` is not one and stays a look-up), where the untyped ``up`` made it a Python attribute
-    look-up per use (~130 instructions: bench_exchange_instr, docs/compiled-build.md "Stop 39")."""
-    if isinstance(up, UpstreamConn):
-        uc = up
-        return uc.transport
-    return up.transport
-
-
 def _gone(up: Any) -> bool:
     """An idle connection that closed meanwhile (``pool.get_idle``'s test, inlined in ``route``)."""
     if isinstance(up, UpstreamConn):
@@ -96,7 +84,7 @@ def _gone(up: Any) -> bool:
     return up.closed or up.transport.is_closing()
 
 
-class Request(ResponseMixin):
+class Request(ForwardMixin):
     """One request/response exchange. Slotted: a request sets more attributes
     than an instance dict shares keys for (30), and slot stores beat dict
     growth."""
@@ -107,40 +95,15 @@ class Request(ResponseMixin):
         "was_held", "up", "spare", "pending_len", "body_done", "sent_all", "status",
         "resp_chunked", "resp_eof", "resp_keep", "resp_buf", "resp_held", "interim", "no_resp_body", "tunnel", "deadline", "cout", "t0", "t_adm", "t_up")
 
-    def __init__(self, ctx: "ProxyContext", conn: "ClientConn") -> None:
-        self._start(ctx, conn)
-
-    def fresh(self, ctx: "ProxyContext", conn: "ClientConn") -> "Request":
-        """The connection's next exchange (``ClientConn.on_message_begin``, from the one before).
-        Compiled, ``tp_new`` (with a free list, exchange.pxd) and the C ``_start``: calling the type
-        was a Python-level call with ``__init__``'s argument parsing (bench_exchange_instr,
-        docs/compiled-build.md "Stop 39")."""
-        r = Request.__new__(Request)
-        r._start(ctx, conn)
-        return r
-
-    def _start(self, ctx: "ProxyContext", conn: "ClientConn") -> None:
-        # Compiled, the type's allocation already holds None / False / 0 / 0.0 in every field, so
-        # only the fields with another start value are set here; the plain build sets the rest in
-        # ``_zero`` (bench_exchange_instr: ~-0.5k instructions per request compiled).
-        self.ctx = ctx
-        self.conn = conn
-        self.ctransport = conn.transport
-        self.head = new_head()  # filled by the client connection's parser callbacks
-        self.pending: list[bytes] = []
-        self.keep_alive = True  # this connection carries another request after this one (from head.keep)
-        # routing and gating
-        self.partition = ""
-        self.phase = "none"
-        self.epoch = 0
-        self.placement = ""
-        self.decision = "-"
-        self.state = NEW  # the life cycle (_exstate): changed only through step()
-        if not _COMPILED:
-            self._zero()
+    def make(self, ctx: "ProxyContext", conn: "ClientConn") -> "Request":
+        """A new exchange for the connection's next request: ``new_request``, reached through the
+        template ``MAKER`` by ``conn.py``, which cannot cimport this module (docs/compiled-build.md
+        "Object makers")."""
+        return new_request(ctx, conn)
 
     def _zero(self) -> None:
-        """The fields whose start value is None, False or 0 (what the compiled type starts with)."""
+        """The fields whose start value is None, False or 0 (what the compiled type starts with;
+        ``new_request`` sets the others)."""
         self.charged = 0  # body bytes this request holds against ctx.budget (_limits)
         self.is_write = False
         self.admitted = False
@@ -333,168 +296,31 @@ class Request(ResponseMixin):
         self.spare = up
         self.route()
 
-    # ------------------------------------------------------------ request upstream
-    def attach(self, up: "UpstreamConn") -> None:
-        self.state = step(self.state, FORWARDING)
-        self.up = up
-        # compiled, an UpstreamConn's fields are C writes and reads here (an h2c node's bridge is not one)
-        uc = up if isinstance(up, UpstreamConn) else None
-        if uc is not None:
-            uc.exchange = self
-        else:
-            up.exchange = self
-        node = self.node
-        ctx = self.ctx
-        hd = self.head
-        parts = [hd.method_b, b" ", hd.url, b" HTTP/1.1\r\nHost: ", node.netloc, b"\r\n"]
-        parts.extend(hd.kept(hd.ctoks) if hd.ctoks else hd.fwd)  # (flat lines, or one block: ReqHead.fwd)
-        # the usual lines one append per piece: compiled, each is a C call, where ``parts += (…)``
-        # built a tuple and extended through the number protocol (~150 instructions a line)
-        if hd.xff is None:
-            parts.append(self.conn.xff_line)
-        else:
-            parts += (b"X-Forwarded-For: ", hd.xff, b", ", self.conn.peer, b"\r\n")
-        if hd.xfp is None:
-            parts.append(b"X-Forwarded-Proto: http\r\n")
-        if hd.xfh is None and hd.host is not None:
-            parts.append(b"X-Forwarded-Host: ")
-            parts.append(hd.host)
-            parts.append(b"\r\n")
-        if not hd.rid_given:
-            hd.rid = rid = ctx.request_id()  # (compiled: a C call, context.pxd)
-            parts.append(b"X-Request-Id: ")
-            parts.append(rid)
-            parts.append(b"\r\n")
-        parts.append(ctx.stamp(self.partition, self.placement, self.epoch))  # (compiled: a C call, context.pxd)
-        if hd.upgrade:
-            parts += (b"Connection: upgrade\r\nUpgrade: ", hd.upgrade, b"\r\n")
-        elif hd.chunked:
-            parts.append(b"Transfer-Encoding: chunked\r\n")
-        elif hd.clen is not None:
-            parts.append(b"Content-Length: ")
-            parts.append(hd.clen)
-            parts.append(b"\r\n")
-        if ctx.tracer is not None:  # this attempt's traceparent (sidecar/trace)
-            parts.append(ctx.tracer.attempt(self))
-        parts.append(b"\r\n")
-        if self.is_write and ctx.retry_body_max and not hd.upgrade:
-            if self.replay:
-                self.uncharge(self.replay_len)
-            self.replay = []
-            self.replay_len = 0
-        self.t_up = _clock() if _COMPILED else perf_counter()  # noqa: F821
-        self.deadline = ctx.now + ctx.read_timeout
-        ctx.waiting.add(self)
-        # head and the body bytes at hand leave in one send; compiled, joined in C (httpmsg.pxd's
-        # join_bytes, cimported as _cjoin: a name only the compiled module has)
-        self.uout = [_cjoin(parts) if _COMPILED else b"".join(parts)]  # noqa: F821
-        if self.conn.wpaused:
-            up.transport.pause_reading()
-        if hd.expect and not self.body_done and not self.pending:
-            self.ctransport.write(H.CONTINUE_100)
-        if self.pending and not hd.upgrade:  # an upgrade's bytes wait for the 101 (upstream_upgraded)
-            pending, self.pending, self.pending_len = self.pending, [], 0
-            self.uncharge(sum(map(len, pending)))
-            for data in pending:
-                self._send(data)
-        if self.conn.flags & P_HELD_OR_BUFFERED:
-            self.conn.resume(P_HELD_OR_BUFFERED)
-        if self.body_done:
-            self._send_end()
-        if uc.paused if uc is not None else up.paused:
-            self.conn.pause(P_UPSTREAM_FULL)
-        if not self.conn.in_feed:
-            self.flush_up()
+def new_request(ctx: "ProxyContext", conn: "ClientConn") -> Request:
+    """The one way a ``Request`` is made (the maker pattern, docs/compiled-build.md "Object makers"):
+    compiled, the type's ``tp_new`` and C field stores, no call
+    through the type and ``__init__``'s argument parsing (bench_exchange_instr, "Stop 39"). The
+    allocation already holds None / False / 0 / 0.0 in every field, so only the fields with
+    another start value are set here; the plain build sets the rest in ``_zero``."""
+    r = Request.__new__(Request)
+    r.ctx = ctx
+    r.conn = conn
+    r.ctransport = conn.transport
+    r.head = new_head()  # filled by the client connection's parser callbacks
+    r.pending = []
+    r.keep_alive = True  # this connection carries another request after this one (from head.keep)
+    # routing and gating
+    r.partition = ""
+    r.phase = "none"
+    r.epoch = 0
+    r.placement = ""
+    r.decision = "-"
+    r.state = NEW  # the life cycle (_exstate): changed only through step()
+    if not _COMPILED:
+        r._zero()
+    return r
 
-    def flush_up(self) -> None:
-        """Send what was batched for the upstream (one syscall per client read)."""
-        out = self.uout
-        self.uout = None
-        up = self.up
-        if out and up is not None:
-            _transport(up).write(out[0] if len(out) == 1 else _cjoin(out) if _COMPILED else b"".join(out))  # noqa: F821
 
-    def _uw(self, data: bytes) -> None:
-        out = self.uout
-        if out is not None:
-            out.append(data)
-        elif self.conn.in_feed:
-            self.uout = [data]
-        else:
-            self.up.transport.write(data)
-
-    def _send(self, data: bytes) -> None:
-        if self.head.upgrade:
-            self.flush_up()
-            self.up.transport.write(data)
-            return
-        self._uw(H.chunk(data) if self.head.chunked else data)
-        if self.replay is not None:
-            self.keep_for_replay(data)
-
-    def keep_for_replay(self, data: bytes) -> None:
-        """Keep ``data`` to replay the write, within ``--retry-body-max`` and the body budget."""
-        _keep_for_replay(self, data)
-
-    def uncharge(self, n: int) -> None:
-        _uncharge(self, n)
-
-    def _send_end(self) -> None:
-        if self.head.chunked:
-            self._uw(H.LAST_CHUNK)
-        self.sent_all = True
-
-    def client_body(self, data: bytes) -> None:
-        s = self.state
-        if s is DONE:
-            return
-        hd = self.head
-        if hd.upgrade:  # bytes after an upgrade head: they reach the upstream only after its 101
-            return self._park(data)
-        if self.up is not None and (s is FORWARDING or s is RESPONDING):
-            if hd.upgrade or hd.chunked:
-                return self._send(data)
-            out = self.uout  # self._send() → self._uw(), inlined for a plain body
-            if out is not None:
-                out.append(data)
-            elif self.conn.in_feed:
-                self.uout = [data]
-            else:
-                self.up.transport.write(data)
-            if self.replay is not None:
-                self.keep_for_replay(data)
-        else:
-            self._park(data)
-
-    def _park(self, data: bytes) -> None:
-        """Buffer body bytes until they can be sent (charged to the body budget)."""
-        n = len(data)
-        self.pending.append(data)
-        self.pending_len += n
-        _limits.charge(self, n)
-        if self.pending_len > PENDING_HIGH:
-            self.conn.pause(P_BUFFERED)
-
-    def client_body_end(self) -> None:
-        self.body_done = True
-        s = self.state
-        if self.up is not None and (s is FORWARDING or s is RESPONDING):
-            if self.head.chunked:  # self._send_end(), inlined
-                self._uw(H.LAST_CHUNK)
-            self.sent_all = True
-
-    def upstream_paused(self, paused: bool) -> None:
-        if paused:
-            self.conn.pause(P_UPSTREAM_FULL)
-        else:
-            self.conn.resume(P_UPSTREAM_FULL)
-
-    def replay_request(self) -> bool:
-        """Put the kept body back into ``pending`` for a retry; False if it was not kept whole."""
-        if self.replay is None or not self.body_done:
-            return False
-        self.pending = self.replay
-        self.pending_len = self.replay_len
-        self.replay = None
-        self.sent_all = False
-        return True
+#: the template ``conn.py`` makes each exchange through (``MAKER.make``: a C call through
+#: exbase.pxd's ``ClientExchange``, where conn.pxd cannot cimport this module's ``new_request``)
+MAKER = Request.__new__(Request)

@@ -4,8 +4,7 @@ cimport cython
 cdef bint _COMPILED
 
 
-# one per request: a free list keeps the last freed heads' memory for the next ones (no allocator call)
-@cython.freelist(8)
+# (no free list: measured not to pay, docs/compiled-build.md "Object makers")
 cdef class ReqHead:
     cdef public list fwd
     cdef public dict keyh
@@ -13,9 +12,10 @@ cdef class ReqHead:
     cdef public object xff, xfp, xfh, bad
     cdef public bint keep, chunked, expect, rid_given, conn_given
 
-    cdef _start(self)
     cpdef bint has_body(self)
 
 
+# the maker (docs/compiled-build.md "Object makers"): cpdef, as the exchange imports it by name in the
+# plain build; compiled, a C call from exchange.pxd's cimport
 @cython.locals(h=ReqHead)
-cpdef ReqHead new_head()  # a C call from the exchange (exchange.pxd)
+cpdef ReqHead new_head()

@@ -11,32 +11,13 @@ answers it when it is dispatched, in order with the requests before it.
 
 from __future__ import annotations
 
-#: this module runs compiled (an extension module's file is not the ``.py``): see ``ReqHead.__init__``
+#: this module runs compiled (an extension module's file is not the ``.py``): see ``new_head``
 _COMPILED = not __file__.endswith(".py")
 
 
 class ReqHead:
     __slots__ = ("url", "rpath", "fwd", "keyh", "method", "method_b", "version", "keep", "host", "clen", "te",
                  "chunked", "upgrade", "expect", "rid", "rid_given", "conn_given", "ctoks", "xff", "xfp", "xfh", "bad")
-
-    def __init__(self) -> None:
-        self._start()
-
-    def _start(self) -> None:
-        # Compiled, the type's allocation already holds None / False in every field: only the
-        # fields with another start value are set (the plain build sets the rest in ``_zero``).
-        self.url = b""
-        # headers to forward: flat (name, b": ", value, b"\r\n", … from httptools) or one
-        # ready-made block of those lines (the compiled parser, llreq); ``kept`` reads either
-        self.fwd: list[bytes] = []
-        self.keyh: dict[bytes, bytes] = {}  # partition-key headers (lower-case name → value)
-        self.method = "GET"
-        self.method_b = b"GET"
-        self.version = "1.1"
-        self.keep = True               # the client's keep-alive wish (the exchange's keep_alive starts here)
-        self.upgrade: bytes | bool = False
-        if not _COMPILED:
-            self._zero()
 
     def _zero(self) -> None:
         """The fields whose start value is None or False (what the compiled type starts with)."""
@@ -74,9 +55,21 @@ class ReqHead:
 
 
 def new_head() -> ReqHead:
-    """A fresh head for the exchange (``Request._start``): compiled, the type's ``tp_new`` and the
-    C ``_start``, without the Python-level call through the type and ``__init__`` (and a free list,
-    reqhead.pxd: bench_exchange_instr, docs/compiled-build.md "Stop 39")."""
+    """A new head for the exchange (``exchange.new_request``): the one way a ``ReqHead`` is made
+    (the maker pattern, docs/compiled-build.md "Object makers"). Compiled, the type's allocation
+    already holds None / False in every field, so only the fields with another start value are
+    set; the plain build sets the rest in ``_zero``."""
     h = ReqHead.__new__(ReqHead)
-    h._start()
+    h.url = b""
+    # headers to forward: flat (name, b": ", value, b"\r\n", … from httptools) or one
+    # ready-made block of those lines (the compiled parser, llreq); ``kept`` reads either
+    h.fwd = []
+    h.keyh = {}  # partition-key headers (lower-case name → value)
+    h.method = "GET"
+    h.method_b = b"GET"
+    h.version = "1.1"
+    h.keep = True               # the client's keep-alive wish (the exchange's keep_alive starts here)
+    h.upgrade = False
+    if not _COMPILED:
+        h._zero()
     return h

@@ -30,29 +30,34 @@ class _Hist:
     flush), and the bucket edges a C array that ``slot`` searches: a request's four observations
     cost C increments, not a Python int made and stored per bucket (``record``)."""
 
-    __slots__ = ("child", "bounds", "_counts", "sum", "n")
+    # (``tally``, ``edge``: C arrays compiled, lists as plain Python — one name and one use for both)
+    __slots__ = ("child", "bounds", "tally", "edge", "nb", "sum", "n")
+    tally: list[int]
+    edge: list[float]
 
     def __init__(self, child: Any) -> None:
         self.child = child
-        self.bounds = tuple(child._upper_bounds)
+        self.bounds: tuple[float, ...] = tuple(child._upper_bounds)
         nb = len(self.bounds)
         if nb > MAX_BUCKETS or not nb or self.bounds[-1] != float("inf"):
             raise ValueError(f"a histogram here has at most {MAX_BUCKETS} buckets, the last +Inf")
-        self._counts = [0] * nb
+        self.nb = nb
         self.sum = 0.0
         self.n = 0
-        if _COMPILED:
-            self.nb = nb
+        if _COMPILED:  # (the C arrays are there already: filled in place)
             for i in range(nb):
                 self.edge[i] = self.bounds[i]
                 self.tally[i] = 0
+        else:
+            tally: list[int] = [0] * nb  # (through names: Cython refuses `[0] * nb` into its C array even in
+            edge: list[float] = list(self.bounds)  # a branch that never runs compiled)
+            self.tally = tally
+            self.edge = edge
 
     @property
     def counts(self) -> list[int]:
         """The pending count per bucket (``bisect_left(bounds, v)`` for each value observed)."""
-        if _COMPILED:
-            return [self.tally[i] for i in range(self.nb)]
-        return self._counts
+        return [self.tally[i] for i in range(self.nb)]
 
     def slot(self, v: float) -> int:
         """``bisect_left(self.bounds, v)``; compiled, a C loop over the C array of edges (~40
@@ -72,11 +77,7 @@ class _Hist:
 
     def add(self, v: float) -> None:
         """Count ``v`` in its bucket (``n`` is the observe() count only; see flush)."""
-        i = self.slot(v)
-        if _COMPILED:
-            self.tally[i] += 1
-        else:
-            self._counts[i] += 1
+        self.tally[self.slot(v)] += 1
         self.sum += v
 
     def observe(self, v: float) -> None:
@@ -86,11 +87,8 @@ class _Hist:
     def _take(self) -> list[int]:
         """The pending counts, reset to zero."""
         counts = self.counts
-        if _COMPILED:
-            for i in range(self.nb):
-                self.tally[i] = 0
-        else:
-            self._counts = [0] * len(self.bounds)
+        for i in range(self.nb):
+            self.tally[i] = 0
         return counts
 
     def flush(self) -> None:
@@ -159,33 +157,21 @@ class Stats:
         if t_res:
             v = t_res - t0
             i = h_res.slot(v)
-            if _COMPILED:
-                h_res.tally[i] += 1
-            else:
-                h_res._counts[i] += 1
+            h_res.tally[i] += 1
             h_res.sum += v
             if t_adm:
                 v = t_adm - t_res
                 i = h_adm.slot(v)
-                if _COMPILED:
-                    h_adm.tally[i] += 1
-                else:
-                    h_adm._counts[i] += 1
+                h_adm.tally[i] += 1
                 h_adm.sum += v
         if t_up:
             v = t - t_up
             i = h_up.slot(v)
-            if _COMPILED:
-                h_up.tally[i] += 1
-            else:
-                h_up._counts[i] += 1
+            h_up.tally[i] += 1
             h_up.sum += v
         v = t - t0 if t0 else 0.0
         i = h_tot.slot(v)
-        if _COMPILED:
-            h_tot.tally[i] += 1
-        else:
-            h_tot._counts[i] += 1
+        h_tot.tally[i] += 1
         h_tot.sum += v
 
     def _count(self, write: bool, phase: str, outcome: str) -> None:

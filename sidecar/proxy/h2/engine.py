@@ -71,6 +71,14 @@ def code_name(code: int) -> str:
         return f"error code {code:#x}"
 
 
+#: fields every engine sends as never-indexed HPACK literals (RFC 7541 §6.2.3): the request id the
+#: sidecar stamps on every request and a trace's ``traceparent``, new in every message. Indexed, each
+#: went into the encoder's dynamic table and pushed out the fields that repeat (docs/figures-peers.md,
+#: "Stop 39: gRPC per call, the upstream leg and the engine"). The binding tests the same two names
+#: in C (``engine_nghttp2.pyx`` ``_nv_flags``); ngh2 gets them as ``NeverIndexedHeader``
+#: (``engine_ng.py``), h2 through ``hpack.CachingEncoder``
+NEVER_INDEXED = frozenset({b"x-request-id", b"traceparent"})
+
 _state: dict[str, object] = {"engine": None, "reason": "", "native": ""}
 
 

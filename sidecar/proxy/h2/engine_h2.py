@@ -4,7 +4,8 @@ engine interface (``engine.py``). The fallback when the compiled engine is absen
 
 ``h2`` raises on a malformed frame or header block, with GOAWAY queued: that becomes
 ``engine.ProtocolError``. Responses and trailers are ``send_headers`` calls here; outbound
-HPACK is ``hpack.CachingEncoder`` (no dynamic table, cached per header).
+HPACK is ``hpack.CachingEncoder`` (no dynamic table, cached per header; the request id's fields,
+``engine.NEVER_INDEXED``, never-indexed literals as on the libnghttp2 engines).
 """
 
 from __future__ import annotations

@@ -3,6 +3,12 @@
 cimport cython
 from sidecar.proxy.h2.conn cimport Engine, H2Base
 
+cdef frozenset _NEVER
+
+
+@cython.locals(out=list, i=Py_ssize_t)
+cpdef _marked(headers)
+
 
 cdef class NgConn(Engine):
     cdef public H2Base h   # the events go to its on_* as C method calls (conn.pxd)

@@ -25,6 +25,8 @@ What this adapter adds, because libnghttp2 does not do it the sidecar's way:
 * RST_STREAM NO_ERROR after an early response (``stream.py``) is held until the response
   is serialised: libnghttp2 would send it first (control frames jump the queue), and a
   client would then see no response at all.
+* the request id's fields (``engine.NEVER_INDEXED``) go to ngh2 as ``NeverIndexedHeader``, so
+  libnghttp2 sends them as never-indexed literals, as the binding does (``_marked``).
 * a stream libnghttp2 reset itself (malformed DATA, or a node's malformed response) is
   reported like a peer's reset, marked as not the peer's (the rapid-reset guard counts
   only the peer's) — also when its StreamClosed comes out of ``data_to_send`` (the reset
@@ -36,12 +38,13 @@ from __future__ import annotations
 from typing import Any
 
 import ngh2
-from ngh2 import (Configuration, Connection, DataReceived, GoAwayReceived, NGH2Error, RequestReceived,
-                  ResponseReceived, Role, SettingsReceived, StreamClosed, StreamReset, TrailersReceived, WindowUpdated)
+from ngh2 import (Configuration, Connection, DataReceived, GoAwayReceived, NeverIndexedHeader, NGH2Error,
+                  RequestReceived, ResponseReceived, Role, SettingsReceived, StreamClosed, StreamReset,
+                  TrailersReceived, WindowUpdated)
 
 from ..limits import H2_BLOCK_FACTOR
 from .conn import Engine
-from .engine import Code, ProtocolError, Setting
+from .engine import NEVER_INDEXED, Code, ProtocolError, Setting
 
 NAME = "ngh2"
 Error = NGH2Error
@@ -53,6 +56,21 @@ MAX_CONTINUATIONS = 64
 RESET_BUCKET = (10_000, 2_000)
 #: frames no bigger than this go to ``send_data`` at once (libnghttp2 cuts frames itself)
 SEND_MAX = 1 << 20
+_NEVER = NEVER_INDEXED  # (typed in engine_ng.pxd: the membership test is a C set look-up)
+
+
+def _marked(headers: Any) -> Any:
+    """``headers`` with the fields of ``engine.NEVER_INDEXED`` as ngh2's ``NeverIndexedHeader``
+    (libnghttp2 then sends them never-indexed, as the binding does); the same list when none is."""
+    out = None
+    i = 0
+    for h in headers:
+        if h[0] in _NEVER:
+            if out is None:
+                out = list(headers)
+            out[i] = NeverIndexedHeader(h[0], h[1])
+        i += 1
+    return headers if out is None else out
 
 
 
@@ -224,18 +242,20 @@ class NgConn(Engine):
     # ------------------------------------------------------------ sending
     def request(self, headers: list[tuple[bytes, bytes]], end: bool) -> int:
         # (end_stream is keyword-only: passed only when set, a keyword call costs a dict per call)
+        headers = _marked(headers)
         sid = self.c.send_request(headers, end_stream=True) if end else self.c.send_request(headers)
         self.fresh.add(sid)
         return sid
 
     def respond(self, sid: int, headers: Any, end: bool) -> None:
+        headers = _marked(headers)
         if end:
             self.c.send_response(sid, headers, end_stream=True)
         else:
             self.c.send_response(sid, headers)
 
     def trailers(self, sid: int, headers: Any) -> None:
-        self.c.send_trailers(sid, headers)
+        self.c.send_trailers(sid, _marked(headers))
 
     def send_data(self, sid: int, data: Any, end: bool = False) -> None:
         if end:

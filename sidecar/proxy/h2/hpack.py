@@ -6,7 +6,10 @@ encoder never inserts into the dynamic table (it announces a table size of 0
 once, RFC 7541 §6.3), so each header's encoding depends on the header alone
 and is cached: a block is a join of cached byte strings. Static-table matches
 are indexed, static names are referenced, everything else is a literal
-without indexing (Huffman-coded once, when cached). The cost is a few bytes
+without indexing (Huffman-coded once, when cached) — except the fields of
+``engine.NEVER_INDEXED`` and any ``hpack.NeverIndexedHeaderTuple``, which are
+never-indexed literals (as ``hpack.Encoder`` and libnghttp2 send them) and not
+cached (a request id is new in every block). The cost is a few bytes
 per header on the wire that a dynamic table would have saved; the decoders on
 the other side (clients, nodes) need nothing special. Drop-in for ``h2``:
 ``conn.encoder = CachingEncoder()``.
@@ -19,7 +22,10 @@ from typing import Iterable
 from hpack.hpack import encode_integer
 from hpack.huffman import HuffmanEncoder
 from hpack.huffman_constants import REQUEST_CODES, REQUEST_CODES_LENGTH
+from hpack.struct import NeverIndexedHeaderTuple
 from hpack.table import HeaderTable
+
+from .engine import NEVER_INDEXED
 
 _FULL: dict[tuple[bytes, bytes], int] = {}
 _NAME: dict[bytes, int] = {}
@@ -56,6 +62,17 @@ def encode_header(name: bytes, value: bytes) -> bytes:
     return b"\x00" + _string(name) + _string(value)
 
 
+def encode_never_indexed(name: bytes, value: bytes) -> bytes:
+    """A literal never indexed (0001xxxx, RFC 7541 §6.2.3): the name by its static index when
+    there is one."""
+    idx = _NAME.get(name)
+    if idx is not None:
+        b = encode_integer(idx, 4)
+        b[0] |= 0x10
+        return bytes(b) + _string(value)
+    return b"\x10" + _string(name) + _string(value)
+
+
 class CachingEncoder:
     """Stands in for ``hpack.Encoder`` inside an ``h2.H2Connection``."""
 
@@ -83,9 +100,15 @@ class CachingEncoder:
                 name = name.encode("utf-8")
             if isinstance(value, str):
                 value = value.encode("utf-8")
+            if type(h) is NeverIndexedHeaderTuple:  # (the caller's mark: even for a pair cached unmarked)
+                out.append(encode_never_indexed(name, value))
+                continue
             key = (name, value)
             e = cache.get(key)
             if e is None:
+                if name in NEVER_INDEXED:  # (never cached: so never found above)
+                    out.append(encode_never_indexed(name, value))
+                    continue
                 e = encode_header(name, value)
                 if len(cache) >= CACHE_MAX:  # bounded (values are client-chosen): start over
                     cache.clear()

@@ -31,7 +31,7 @@ cdef class H2ResponseMixin(ExchangeFields):
     # the response's events and the stream's end as C methods: the upstream leg's events and the
     # stream's own calls reach them through the vtable, not by attribute look-up and a Python call
     # (bench_grpc_instr: see the commit)
-    cpdef H2ResponseMixin spawn(self, ProxyContext ctx, H2ServerConn sconn, long sid, headers, bint ended)
+    cpdef H2ResponseMixin make(self, ProxyContext ctx, H2ServerConn sconn, long sid, headers, bint ended)
     cpdef dispatch(self)   # the request half's (stream.py's H2Exchange overrides them)
     cpdef client_data(self, data)
     cpdef client_end(self, trailers)

@@ -49,7 +49,8 @@ class H2ResponseMixin(ExchangeFields):
     # -- the request half's events (``H2Exchange`` in stream.py answers them): declared on this base
     # so that the client connection calls them as C methods in the Cython build (server.pxd types
     # its streams as this base: stream.pxd's type would be a cimport cycle)
-    def spawn(self, ctx: Any, sconn: Any, sid: int, headers: Any, ended: bool) -> Any:
+    def make(self, ctx: Any, sconn: Any, sid: int, headers: Any, ended: bool) -> Any:
+        """A new stream (called on stream.py's template ``MAKER``: docs/compiled-build.md "Object makers")."""
         raise NotImplementedError
 
     def dispatch(self) -> None:

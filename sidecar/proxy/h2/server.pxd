@@ -9,7 +9,7 @@ from sidecar.proxy.h2.response cimport H2ResponseMixin
 cimport cython
 
 
-# a stream that makes the others (stream.py's spawn): its spawn is a C call
+# stream.py's template MAKER (docs/compiled-build.md "Object makers"): its make is a C call
 cdef H2ResponseMixin _MAKER
 
 

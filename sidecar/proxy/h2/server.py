@@ -24,15 +24,15 @@ from ..context import ProxyContext
 from ..limits import H2_BLOCK_FACTOR, admit_connection
 from .conn import H2Base
 from .engine import Code, ProtocolError, Setting
-from .stream import H2Exchange
+from .stream import MAKER
 
 RESET_LIMIT = 200
 RESET_WINDOW_S = 1.0
 
 
-#: makes each stream (``spawn``, stream.py): compiled, a C call into the stream's module, where
-#: the type's allocation is a C call too, not the type's call and __init__'s argument parsing
-_MAKER = H2Exchange.__new__(H2Exchange)
+#: stream.py's template: ``_MAKER.make`` is ``new_stream`` (compiled, a C call through server.pxd's
+#: type; this module cannot cimport stream.py: docs/compiled-build.md "Object makers")
+_MAKER = MAKER
 
 #: the engine's own inbound header checks (tests turn them off to see fields.py's alone)
 VALIDATE_INBOUND = True
@@ -131,7 +131,7 @@ class H2ServerConn(H2Base):
         if self.goaway:
             self.h2.reset_stream(sid, Code.REFUSED_STREAM)
             return
-        ex = _MAKER.spawn(self.ctx, self, sid, headers, ended)
+        ex = _MAKER.make(self.ctx, self, sid, headers, ended)
         self.streams[sid] = ex
         ex.dispatch()
 

@@ -1,7 +1,8 @@
 # One HTTP/2 stream as an extension type for the Cython build (its state: response.pxd).
 cimport cython
 from sidecar.proxy.h2.response cimport H2ResponseMixin
-from sidecar.proxy.h2.fields cimport HeadMemo, same_fields  # the connection's remembered head: C fields
+from sidecar.proxy.h2.fields cimport HeadMemo  # the connection's remembered head: C fields
+from sidecar.proxy.h2.head cimport length_error, read_head  # the request head (head.py): C calls
 from sidecar.proxy.h2.server cimport H2ServerConn
 from sidecar.proxy.context cimport ProxyContext
 from sidecar.proxy.resolve cimport resolve  # a C call (both exchanges share it: exfields)
@@ -15,11 +16,7 @@ cdef bint _COMPILED
 
 
 cdef class H2Exchange(H2ResponseMixin):
-    @cython.locals(ex=H2Exchange)
-    cpdef H2ResponseMixin spawn(self, ProxyContext ctx, H2ServerConn sconn, long sid, headers, bint ended)
-    cpdef begin(self, ProxyContext ctx, H2ServerConn sconn, long sid, headers, bint ended)
-    @cython.locals(memo=HeadMemo)
-    cpdef _head(self, ProxyContext ctx, H2ServerConn sconn, headers, bint ended)
+    cpdef H2ResponseMixin make(self, ProxyContext ctx, H2ServerConn sconn, long sid, headers, bint ended)
     @cython.locals(known=HeadMemo)
     cpdef dispatch(self)
     @cython.locals(known=HeadMemo, before=list, stamp=list, extra=list)
@@ -27,7 +24,12 @@ cdef class H2Exchange(H2ResponseMixin):
     @cython.locals(wg=WriteGate)
     cpdef route(self)
     cpdef _send(self, data)
-    cpdef _length_error(self, long more, bint ended=*)
     cpdef client_data(self, data)
     cpdef client_end(self, trailers)
     cpdef req_sent(self, long n)
+
+
+# the maker (docs/compiled-build.md "Object makers"); MAKER, its template for server.py, stays a
+# Python-level module attribute
+@cython.locals(ex=H2Exchange)
+cdef H2Exchange new_stream(ProxyContext ctx, H2ServerConn sconn, long sid, headers, bint ended)

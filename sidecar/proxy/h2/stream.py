@@ -25,7 +25,8 @@ before the answer came, and, for gRPC, it is a single message (unary or
 server-streaming calls refused before their first response message: nothing
 reached the client and nothing committed). Calls that stream requests are
 never replayed. The response half (relay, refusal spotting, the proxy's own
-answers) is ``_h2_response.H2ResponseMixin``, with the stream's end (``finish``).
+answers) is ``_h2_response.H2ResponseMixin``, with the stream's end (``finish``); reading and
+checking the request head, ``head.py``.
 """
 
 from __future__ import annotations
@@ -35,8 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from gate import Phase, Reject, RejectReason, problem_document
 
-from . import fields as F
-from .fields import HeadMemo, same_fields
+from .head import length_error, read_head
 from .response import H2ResponseMixin
 from .upstream import h2pool
 from ..exstate import REROUTE_MAX
@@ -53,17 +53,6 @@ if TYPE_CHECKING:
 
 _HOLDABLE = (RejectReason.CUTOVER, RejectReason.STALE_EPOCH, RejectReason.FAIL_CLOSED)
 _PHASES = {p.value: p for p in Phase}
-_GOOD_FIELDS = F.GOOD_FIELDS
-# fields.py's checks as module globals: a look-up on the module object cost ~240 instructions
-# each, six a request (bench_grpc_instr, callgrind); F.length_error stays an attribute (tests
-# replace it to show its guard is load-bearing)
-_PSEUDO = F.PSEUDO
-_header_error = F.header_error
-_content_length = F.content_length
-_method_error = F.method_error
-_path_error = F.path_error
-_authority_error = F.authority_error
-_DROP = frozenset({b"x-partition", b"x-placement", b"x-placement-epoch", b"host", b"x-forwarded-for"})
 # compiled: time.perf_counter's clock read in C (stream.pxd's _clock, as exchange.py's), no call
 _COMPILED = not __file__.endswith(".py")
 
@@ -79,39 +68,14 @@ class H2Exchange(H2ResponseMixin):
         "head_sent", "to_ack", "status", "resp_started", "resp_held", "resp_buf",
         "resp_ended", "done", "deadline", "t0", "t_adm", "t_up", "sent")
 
-    def __init__(self, ctx: "ProxyContext", sconn: "H2ServerConn", sid: int, headers: list[tuple[bytes, bytes]],
-                 ended: bool) -> None:
-        self.begin(ctx, sconn, sid, headers, ended)
-
-    def spawn(self, ctx: "ProxyContext", sconn: "H2ServerConn", sid: int, headers: list[tuple[bytes, bytes]],
-              ended: bool) -> "H2Exchange":
-        """A new stream (the client connection's on_head calls it on server.py's ``_MAKER``): compiled,
-        a C call through response.pxd, and the type's allocation a C call here — not the type's call
-        and __init__'s argument parsing (callgrind, lone: see the commit)."""
-        ex = H2Exchange.__new__(H2Exchange)
-        ex.begin(ctx, sconn, sid, headers, ended)
-        return ex
-
-    def begin(self, ctx: "ProxyContext", sconn: "H2ServerConn", sid: int, headers: list[tuple[bytes, bytes]],
-              ended: bool) -> None:
-        """The stream's fields. Compiled, a field starts as None, 0, 0.0 or False (response.pxd's C
-        fields): only the others are set here (the rest, ``_defaults``, for the plain-Python build's slots)."""
-        self.ctx = ctx
-        self.sconn = sconn
-        self.sid = sid
-        if not _COMPILED:
-            self._defaults()
-        self.partition = ""
-        self.phase = "none"
-        self.epoch = 0
-        self.placement = ""
-        self.decision = "-"
-        self.pending: list[bytes] = []
-        self.body_done = ended
-        self._head(ctx, sconn, headers, ended)
+    def make(self, ctx: "ProxyContext", sconn: "H2ServerConn", sid: int, headers: list[tuple[bytes, bytes]],
+             ended: bool) -> "H2Exchange":
+        """A new stream: ``new_stream``, reached through the template ``MAKER`` by server.py's
+        ``on_head``, which cannot cimport this module (docs/compiled-build.md "Object makers")."""
+        return new_stream(ctx, sconn, sid, headers, ended)
 
     def _defaults(self) -> None:
-        """What a compiled stream's C fields start as (begin)."""
+        """What a compiled stream's C fields start as (``new_stream`` sets the others)."""
         self.bad: tuple[int, str, str] | None = None
         self.rcvd = 0                  # DATA bytes received from the client
         self.is_write = self.admitted = False
@@ -138,131 +102,6 @@ class H2Exchange(H2ResponseMixin):
         self.done = False
         self.deadline = 0.0
         self.t0 = self.t_res = self.t_adm = self.t_up = 0.0
-
-    def _head(self, ctx: "ProxyContext", sconn: "H2ServerConn", headers: Any, ended: bool) -> None:
-        """The request head: as the connection's last good one's (``HeadMemo``) when the header list
-        equals it, else read and checked (``_read_head``) and remembered when good."""
-        memo = sconn.head_memo
-        if memo is not None and memo.router is ctx.router and same_fields(memo.headers, headers):
-            # the same header list as this connection's last good head (a client sends the same
-            # fields on every call): the same checks give the same answers, and the same fields are
-            # forwarded (shared: nothing changes them in place). Only the body's length is this
-            # stream's own (bench_grpc_instr --lone: see the commit)
-            self.fwd = memo.fwd
-            self.keyh = memo.keyh
-            self.method_b = memo.method_b
-            self.path = memo.path
-            self.authority = memo.authority
-            self.rid = memo.rid
-            self.rid_given = memo.rid_given
-            self.xff = memo.xff
-            self.ctype = memo.ctype
-            self.clen = memo.clen
-            self.method = memo.method
-            self.grpc = memo.grpc
-            self.head_route = memo
-            err = self._length_error(0) if ended else None
-            if err is not None:
-                self.bad = (400, "malformed request", err)
-            return
-        self._read_head(ctx, headers, ended)
-        self.head_route = None
-        if self.bad is None:
-            # (one header list per connection kept: at most --max-header-bytes); its routing
-            # (``dispatch``) and added fields (``attach``) by the first stream that gets that far
-            memo = sconn.head_memo = HeadMemo(headers, ctx.router)
-            memo.fwd = self.fwd
-            memo.keyh = self.keyh
-            memo.method_b = self.method_b
-            memo.path = self.path
-            memo.authority = self.authority
-            memo.rid = self.rid
-            memo.rid_given = self.rid_given
-            memo.xff = self.xff
-            memo.ctype = self.ctype
-            memo.clen = self.clen
-            memo.method = self.method
-            memo.grpc = self.grpc
-            self.head_route = memo
-
-    def _read_head(self, ctx: "ProxyContext", headers: Any, ended: bool) -> None:
-        """The request head: the fields to forward, the partition key's, and every check (fields.py)."""
-        method_b: bytes | None = None
-        path: bytes | None = None
-        self.authority: bytes | None = None
-        self.fwd: list[tuple[bytes, bytes]] = []
-        self.keyh: dict[bytes, bytes] = {}
-        self.bad: tuple[int, str, str] | None = None
-        self.rid: bytes | None = None
-        self.rid_given = False
-        self.xff: bytes | None = None
-        self.ctype: bytes | None = None
-        self.clen: int | None = None   # the declared body length (fields.py: the DATA must add up to it)
-        keyn = ctx.router.header_names
-        host = None
-        size = 0
-        malformed = None   # the first reason this head must not be forwarded (fields.py)
-        pseudo: set[bytes] = set()
-        good = _GOOD_FIELDS
-        for field in headers:
-            name, value = field
-            size += len(name) + len(value) + 32  # (RFC 9113 §6.5.2 accounting)
-            if name[:1] == b":":
-                if self.fwd or name in pseudo or name not in _PSEUDO:
-                    malformed = malformed or f"pseudo-header {name.decode('latin-1')!r} unknown, repeated or late"
-                pseudo.add(name)
-                if name == b":method":
-                    method_b = value
-                elif name == b":path":
-                    path = value
-                elif name == b":authority":
-                    self.authority = value
-                elif name == b":protocol":
-                    self.bad = (405, "method not allowed", "extended CONNECT is not proxied")
-                continue
-            if field not in good:  # (most fields were checked on an earlier stream: fields.GOOD_FIELDS)
-                err = _header_error(field)
-                if err is not None:
-                    malformed = malformed or err
-            if name == b"content-length":
-                n = _content_length(value, self.clen)
-                if isinstance(n, str):
-                    malformed = malformed or n
-                else:
-                    self.clen = n
-                continue  # framing is the leg's: written once, from the checked number
-            if name in keyn:
-                old = self.keyh.get(name)
-                if old is not None and old != value:
-                    self.bad = (400, "conflicting partition keys", f"header {name.decode('latin-1')} given twice")
-                self.keyh[name] = value
-            elif name in _DROP or name[:11] == b"x-placement":  # (a slice: a method call cost 3x it)
-                if name == b"host":
-                    host = value
-                elif name == b"x-forwarded-for":
-                    self.xff = value
-                continue
-            elif name == b"x-request-id":
-                self.rid = value
-                self.rid_given = True
-            elif name == b"content-type":
-                self.ctype = value
-            self.fwd.append((name, value))
-        if self.authority is None:
-            self.authority = host
-        self.method_b = method_b or b"GET"
-        self.path = path or b"/"
-        malformed = (malformed or _method_error(method_b) or _path_error(path, self.method_b)
-                     or (_authority_error(self.authority) if self.authority is not None else None)
-                     or (self._length_error(0) if ended else None))
-        if malformed is not None:
-            self.bad = (400, "malformed request", malformed)
-        if size > ctx.max_header:
-            self.bad = (431, "request header fields too large", f"the header list exceeds {ctx.max_header} bytes")
-        self.method = self.method_b.decode("ascii", "replace")
-        if self.method == "CONNECT":
-            self.bad = (405, "method not allowed", "CONNECT is not proxied")
-        self.grpc = self.ctype is not None and self.ctype.startswith(b"application/grpc")
 
     # ------------------------------------------------------------ routing and gating
     def dispatch(self) -> None:
@@ -432,13 +271,6 @@ class H2Exchange(H2ResponseMixin):
             keep_for_replay(self, data)  # within --retry-body-max and --body-budget, as on HTTP/1.1
         self.leg.send(data)
 
-    def _length_error(self, more: int, ended: bool = True) -> str | None:
-        """``more`` DATA bytes arrived (``ended``: and the stream ended): see fields.length_error."""
-        self.rcvd += more
-        if self.clen is None:  # (no length declared: nothing to check; gRPC sends none — a call less per DATA and end)
-            return None
-        return F.length_error(self.clen, self.rcvd, ended)
-
     def malformed(self, detail: str) -> None:
         """A request found malformed after its head was accepted: never forwarded as it is.
         Before the head went upstream: the 400 problem; after: the upstream leg is cut (an
@@ -452,7 +284,7 @@ class H2Exchange(H2ResponseMixin):
     def client_data(self, data: bytes) -> None:
         self.to_ack += len(data)
         if not self.done:
-            err = self._length_error(len(data), False)
+            err = length_error(self, len(data), False)
             if err is not None:
                 self.malformed(err)
         if self.done:
@@ -473,7 +305,7 @@ class H2Exchange(H2ResponseMixin):
         self.trailers = trailers
         if self.done:
             return
-        err = self._length_error(0)
+        err = length_error(self, 0)
         if err is not None:
             return self.malformed(err)
         if self.leg is not None:
@@ -495,3 +327,32 @@ class H2Exchange(H2ResponseMixin):
         if not orphan_stream(self):
             self._drop_leg()
         self.finish("error")
+
+
+def new_stream(ctx: "ProxyContext", sconn: "H2ServerConn", sid: int, headers: list[tuple[bytes, bytes]],
+               ended: bool) -> H2Exchange:
+    """The one way an ``H2Exchange`` is made (the maker pattern, docs/compiled-build.md "Object
+    makers"): compiled, the type's allocation and C field stores, not the type's call and
+    ``__init__``'s argument parsing. A field starts as None, 0, 0.0 or False there (response.pxd's
+    C fields): only the others are set here (the rest, ``_defaults``, for the plain-Python build's
+    slots); then the head is read (``_head``)."""
+    ex = H2Exchange.__new__(H2Exchange)
+    ex.ctx = ctx
+    ex.sconn = sconn
+    ex.sid = sid
+    if not _COMPILED:
+        ex._defaults()
+    ex.partition = ""
+    ex.phase = "none"
+    ex.epoch = 0
+    ex.placement = ""
+    ex.decision = "-"
+    ex.pending = []
+    ex.body_done = ended
+    read_head(ex, ctx, sconn, headers, ended)
+    return ex
+
+
+#: the template server.py makes each stream through (``MAKER.make``: a C call through response.pxd's
+#: ``H2ResponseMixin``, where server.pxd cannot cimport this module's ``new_stream``)
+MAKER = H2Exchange.__new__(H2Exchange)

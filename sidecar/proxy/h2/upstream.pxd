@@ -46,6 +46,12 @@ cdef class H2Leg:
     cdef public long sid
 
 
+# the maker (docs/compiled-build.md "Object makers") and the rule it shares with H2Leg.ex's setter
+@cython.locals(leg=H2Leg)
+cdef H2Leg new_leg(H2UpstreamConn conn, long sid, ex)
+cdef _set_ex(H2Leg leg, ex)
+
+
 cdef class H2Pool:
     cdef public object ctx, loop, window, conn_window, _sweeper
     cdef public dict conns, connecting

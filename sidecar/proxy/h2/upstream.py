@@ -47,14 +47,9 @@ class H2Leg:
     """An exchange's stream on an upstream HTTP/2 connection. ``ex`` gets the stream's response:
     a client stream's exchange (then also ``rx``: typed in the Cython build, so each event is a C
     call, upstream.pxd), an HTTP/1.1 client's bridge stream (bridge.py) or an orphaned write's
-    ``LegOrphan`` (orphan.py, which sets ``ex``): for those ``rx`` is None."""
+    ``LegOrphan`` (orphan.py, which sets ``ex``): for those ``rx`` is None. Made by ``new_leg``."""
 
     __slots__ = ("conn", "sid", "_ex", "rx")
-
-    def __init__(self, conn: "H2UpstreamConn", sid: int, ex: Any) -> None:
-        self.conn = conn
-        self.sid = sid
-        self.ex = ex
 
     @property
     def ex(self) -> Any:
@@ -62,8 +57,7 @@ class H2Leg:
 
     @ex.setter
     def ex(self, ex: Any) -> None:  # (rx follows: an orphaned write's events must reach the orphan)
-        self._ex = ex
-        self.rx = ex if isinstance(ex, H2ResponseMixin) else None
+        _set_ex(self, ex)
 
     def send(self, data: bytes) -> None:
         self.conn.send_data(self.sid, data)
@@ -79,6 +73,23 @@ class H2Leg:
         if c.legs.pop(self.sid, None) is not None:
             c.reset(self.sid, Code.CANCEL)
             c.leg_done()
+
+
+def new_leg(conn: "H2UpstreamConn", sid: int, ex: Any) -> H2Leg:
+    """The one way an ``H2Leg`` is made (the maker pattern, docs/compiled-build.md "Object makers"):
+    compiled, the type's allocation and C field stores, no ``__init__`` argument parsing."""
+    leg = H2Leg.__new__(H2Leg)
+    leg.conn = conn
+    leg.sid = sid
+    _set_ex(leg, ex)
+    return leg
+
+
+def _set_ex(leg: H2Leg, ex: Any) -> None:
+    """``leg.ex = ex``, and ``rx`` with it: ``ex`` again when it is a client stream's exchange (its
+    events then C calls), else None (the one rule for the maker and the ``ex`` setter)."""
+    leg._ex = ex
+    leg.rx = ex if isinstance(ex, H2ResponseMixin) else None
 
 
 class H2UpstreamConn(H2Base):
@@ -133,12 +144,7 @@ class H2UpstreamConn(H2Base):
             m = self.head_memo = (fwd, path, method_b, netloc, clen, head)
         headers = m[5] + extra
         sid = self.h2.request(headers, ends)
-        # (made without __init__'s argument parsing: compiled, the type's allocation and C field stores)
-        leg = H2Leg.__new__(H2Leg)
-        leg.conn = self
-        leg.sid = sid
-        leg._ex = ex
-        leg.rx = rx
+        leg = new_leg(self, sid, ex)
         self.legs[sid] = leg
         if not ends:
             self.open_outbox(sid, ex.req_sent)
