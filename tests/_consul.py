@@ -36,15 +36,36 @@ def consul_binary() -> str:
     return out.stdout.strip().splitlines()[-1]
 
 
+# Every port free_ports handed out in this process, the most recent last. A port is free
+# only until its probe socket closes, and the process it is meant for binds it a second or
+# more later: in between, the kernel may pick the same port for the next probe (3 calls in a
+# row repeat one about 2 times in 10,000 on this VM). Two processes of one fleet were then
+# given one port; one failed to bind and the other answered for both (a drain test's kv node
+# "a" committed every write of node c's partitions, which its INV-M2 check reported).
+_HANDED_OUT: dict[int, None] = {}
+_HANDED_OUT_MAX = 4096   # far more than one test binds; older ones are bound or long given up
+
+
 def free_ports(n: int) -> list[int]:
+    """``n`` distinct loopback ports free now and not handed out before by this process."""
     socks, ports = [], []
-    for _ in range(n):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-        ports.append(s.getsockname()[1])
-    for s in socks:
-        s.close()
+    try:
+        while len(ports) < n:
+            s = socket.socket()
+            socks.append(s)   # held open until the end, so the kernel picks another one next
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+            if port not in _HANDED_OUT:
+                ports.append(port)
+            elif len(socks) > n + 1000:
+                raise RuntimeError(f"free_ports: no loopback port left that was not handed out ({len(socks)} tried)")
+    finally:
+        for s in socks:
+            s.close()
+    for port in ports:
+        _HANDED_OUT[port] = None
+    while len(_HANDED_OUT) > _HANDED_OUT_MAX:
+        del _HANDED_OUT[next(iter(_HANDED_OUT))]
     return ports
 
 

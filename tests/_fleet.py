@@ -41,8 +41,10 @@ class Proc:
     popen: subprocess.Popen | None = None
     info: dict = field(default_factory=dict)
     env: dict = field(default_factory=dict)   # added to the scrubbed environment
+    log_from: int = 0   # the log's size when this run started (a restart appends)
 
     def start(self) -> "Proc":
+        self.log_from = self.log_path.stat().st_size if self.log_path.exists() else 0
         with open(self.log_path, "ab") as log:
             self.popen = spawn_python(["-m", *self.args], cwd=ROOT, env={**_env(), **self.env}, stdout=log,
                                       stderr=subprocess.STDOUT)
@@ -68,6 +70,13 @@ class Proc:
         except OSError:
             return ""
 
+    def this_run(self) -> str:
+        """The log since the last ``start``."""
+        try:
+            return self.log_path.read_text(errors="replace")[self.log_from:]
+        except OSError:
+            return ""
+
 
 async def wait_http(url: str, timeout_s: float = 30.0, proc: Proc | None = None) -> None:
     end = time.monotonic() + timeout_s
@@ -85,6 +94,18 @@ async def wait_http(url: str, timeout_s: float = 30.0, proc: Proc | None = None)
     raise RuntimeError(f"{url} not ready after {timeout_s}s" + (f": {proc.tail()}" if proc else ""))
 
 
+async def _says(proc: Proc, line: str, timeout_s: float) -> bool:
+    """Wait until ``proc``'s log (this run's) has ``line``; False if it exits first."""
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        if line in proc.this_run():
+            return True
+        if proc.popen is not None and proc.popen.poll() is not None:
+            return False
+        await asyncio.sleep(0.05)
+    raise RuntimeError(f"{proc.name}: no {line!r} after {timeout_s}s: {proc.tail()}")
+
+
 class Fleet:
     def __init__(self, consul_url: str, prefix: str, tmp: Path) -> None:
         self.consul_url, self.prefix, self.tmp = consul_url, prefix, tmp
@@ -95,40 +116,75 @@ class Fleet:
         self.procs.append(p)
         return p.start()
 
-    async def node(self, name: str, env: dict | None = None) -> Proc:
-        (port,) = free_ports(1)
-        p = self._proc(f"node-{name}", ["examples.kv", "--node", name, "--listen", f"127.0.0.1:{port}",
-                                        "--data", str(self.tmp / f"data-{name}"), "--consul", self.consul_url,
-                                        "--prefix", self.prefix, "--participant-id", f"kv-{name}"], env)
-        p.info.update(url=f"http://127.0.0.1:{port}", data=self.tmp / f"data-{name}")
-        await wait_http(p.info["url"] + "/healthz", 30, p)
-        return p
+    def _lost_port(self, p: Proc, last: bool, why: str) -> None:
+        """``p`` exited: when it lost a port race (``free_ports`` cannot hold a port until its
+        process binds it, and any process on the machine may take it meanwhile) and this was not
+        the ``last`` attempt, drop it and return so the caller starts again on fresh ports."""
+        exited = p.popen is not None and p.popen.poll() is not None
+        if last or not exited or "already in use" not in p.this_run():
+            raise RuntimeError(why)
+        self.procs.remove(p)
+        p.stop()
+
+    async def node(self, name: str, env: dict | None = None, attempts: int = 3) -> Proc:
+        """An example KV node, returned once it said it listens on its own port: a /healthz
+        answer alone could come from another process that took the port first (the node
+        then fails to bind, and its URL reaches the other one: INV-M2 once reported every
+        write of node c's partitions committed on node a)."""
+        for attempt in range(attempts):
+            (port,) = free_ports(1)
+            url = f"http://127.0.0.1:{port}"
+            p = self._proc(f"node-{name}", ["examples.kv", "--node", name, "--listen", f"127.0.0.1:{port}",
+                                            "--data", str(self.tmp / f"data-{name}"), "--consul", self.consul_url,
+                                            "--prefix", self.prefix, "--participant-id", f"kv-{name}"], env)
+            p.info.update(url=url, data=self.tmp / f"data-{name}")
+            if await _says(p, f"examples.kv node {name} listening on {url}", 30):
+                await wait_http(url + "/healthz", 30, p)
+                return p
+            self._lost_port(p, attempt == attempts - 1, f"node {name} did not start on {url}: {p.tail()}")
+        raise AssertionError("unreachable")
 
     async def sidecar(self, pid: str, ports: tuple[int, int, int] | None = None, wait: bool = True,
-                      extra: list[str] | None = None) -> Proc:
-        listen, admin, control = ports or free_ports(3)
-        p = self._proc(f"sidecar-{pid}-{len(self.procs)}",
-                       ["sidecar", "--consul", self.consul_url, "--prefix", self.prefix,
-                        "--listen", f"127.0.0.1:{listen}", "--admin", f"127.0.0.1:{admin}",
-                        "--control", f"127.0.0.1:{control}", "--participant-id", pid, "--no-access-log",
-                        *(extra or [])])
-        p.info.update(url=f"http://127.0.0.1:{listen}", admin=f"http://127.0.0.1:{admin}",
-                      ports=(listen, admin, control), pid=pid)
-        if wait:
-            await wait_http(p.info["admin"] + "/readyz", 30, p)
-        return p
+                      extra: list[str] | None = None, attempts: int = 3) -> Proc:
+        """``ports`` given (or ``wait`` False): one attempt; else a lost port race starts it again."""
+        attempts = attempts if ports is None and wait else 1
+        for attempt in range(attempts):
+            listen, admin, control = ports or free_ports(3)
+            p = self._proc(f"sidecar-{pid}-{len(self.procs)}",
+                           ["sidecar", "--consul", self.consul_url, "--prefix", self.prefix,
+                            "--listen", f"127.0.0.1:{listen}", "--admin", f"127.0.0.1:{admin}",
+                            "--control", f"127.0.0.1:{control}", "--participant-id", pid, "--no-access-log",
+                            *(extra or [])])
+            p.info.update(url=f"http://127.0.0.1:{listen}", admin=f"http://127.0.0.1:{admin}",
+                          ports=(listen, admin, control), pid=pid)
+            if not wait:
+                return p
+            try:
+                await wait_http(p.info["admin"] + "/readyz", 30, p)
+                return p
+            except RuntimeError as exc:
+                self._lost_port(p, attempt == attempts - 1, str(exc))
+        raise AssertionError("unreachable")
 
     async def controller(self, name: str, deadline_s: float = 5.0, extra: list[str] | None = None,
-                         module: str = "sidecar", env: dict | None = None, control: int | None = None) -> Proc:
-        """``control``: a port reserved beforehand (sidecars started with ``--push-from`` it)."""
-        control, admin = (control, free_ports(1)[0]) if control else free_ports(2)
-        p = self._proc(f"controller-{name}", [module, "controller", "--consul", self.consul_url,
-                                              "--prefix", self.prefix, "--control", f"127.0.0.1:{control}",
-                                              "--admin", f"127.0.0.1:{admin}",
-                                              "--cutover-deadline", str(deadline_s), *(extra or [])], env)
-        p.info.update(control=f"127.0.0.1:{control}", admin=f"http://127.0.0.1:{admin}")
-        await wait_http(p.info["admin"] + "/healthz", 30, p)
-        return p
+                         module: str = "sidecar", env: dict | None = None, control: int | None = None,
+                         attempts: int = 3) -> Proc:
+        """``control``: a port reserved beforehand (sidecars started with ``--push-from`` it); then
+        one attempt, else a lost port race starts it again on fresh ports."""
+        attempts = attempts if control is None else 1
+        for attempt in range(attempts):
+            ctl, admin = (control, free_ports(1)[0]) if control else free_ports(2)
+            p = self._proc(f"controller-{name}", [module, "controller", "--consul", self.consul_url,
+                                                  "--prefix", self.prefix, "--control", f"127.0.0.1:{ctl}",
+                                                  "--admin", f"127.0.0.1:{admin}",
+                                                  "--cutover-deadline", str(deadline_s), *(extra or [])], env)
+            p.info.update(control=f"127.0.0.1:{ctl}", admin=f"http://127.0.0.1:{admin}")
+            try:
+                await wait_http(p.info["admin"] + "/healthz", 30, p)
+                return p
+            except RuntimeError as exc:
+                self._lost_port(p, attempt == attempts - 1, str(exc))
+        raise AssertionError("unreachable")
 
     def stop(self) -> None:
         for p in reversed(self.procs):
