@@ -44,6 +44,7 @@ if _typing.TYPE_CHECKING:
         EpochgateError,
         GateUnavailable,
         MigrationError,
+        MisdirectedWrite,
         NoOpMove,
         NotCutover,
         NotDraining,
@@ -71,6 +72,7 @@ if _typing.TYPE_CHECKING:
         PROBLEM_TYPE_PREFIX,
         ProblemDocument,
         is_stale_epoch_problem,
+        misdirected_problem,
         problem_document,
         unstamped_problem,
     )
@@ -116,7 +118,7 @@ _LAZY = {
     "_consul_consensus": "ConsulConsensus open_consul",
     "_exceptions": (
         "AlreadyMigrating BackendError ConfigError ConflictError ConsulUnreachable EpochgateError GateUnavailable "
-        "MigrationError NoOpMove NotCutover NotDraining NotMigrating PlacementFileError StaleEpoch "
+        "MigrationError MisdirectedWrite NoOpMove NotCutover NotDraining NotMigrating PlacementFileError StaleEpoch "
         "UnknownPartition UnstampedWrite"),
     "_fence": "FENCE_HEADER STALE_MOVER_TYPE MoverFence StaleAttempt StaleMover check_fence sqlite_fence",
     "_grpc_interceptor": "grpc_interceptor",
@@ -134,8 +136,8 @@ _LAZY = {
     "_push_link": "PushLink",
     "_placement_file": "PlacementConfig load_placement_file parse_placement validate_url",
     "_problem": (
-        "PROBLEM_CONTENT_TYPE PROBLEM_TYPE_PREFIX ProblemDocument is_stale_epoch_problem problem_document "
-        "unstamped_problem"),
+        "PROBLEM_CONTENT_TYPE PROBLEM_TYPE_PREFIX ProblemDocument is_stale_epoch_problem misdirected_problem "
+        "problem_document unstamped_problem"),
     "_backoff": "Backoff",
     "_replica": "Replica",
     "_kv": "KVEntry",

@@ -8,9 +8,9 @@ from __future__ import annotations
 import functools
 from typing import Any, Collection
 
-from ._exceptions import StaleEpoch, UnstampedWrite
-from ._guard import EPOCH_HEADER, PARTITION_HEADER, WRITE_METHODS, _current, request_guard
-from ._problem import ProblemDocument, problem_document, unstamped_problem
+from ._exceptions import MisdirectedWrite, StaleEpoch, UnstampedWrite
+from ._guard import EPOCH_HEADER, PARTITION_HEADER, PLACEMENT_HEADER, WRITE_METHODS, _current, request_guard
+from ._problem import ProblemDocument, misdirected_problem, problem_document, unstamped_problem
 
 
 
@@ -31,6 +31,7 @@ def aiohttp_middleware(
     allow_unstamped: bool = False,
     write_methods: Collection[str] = WRITE_METHODS,
     retry_after_s: int = 1,
+    node: str | None = None,
 ) -> Any:
     """An aiohttp middleware that gates writes at their commit point.
 
@@ -40,10 +41,17 @@ def aiohttp_middleware(
     without a valid stamp is answered ``428`` with a problem naming the header,
     unless ``allow_unstamped=True`` (local development: the guard then admits
     everything). A ``StaleEpoch`` raised by the handler becomes the stale-epoch
-    problem (503, ``Retry-After``), which the sidecar retries.
+    problem (503, ``Retry-After``), which the sidecar retries. With ``node`` (this
+    node's name, as in the placement table) a write whose ``X-Placement`` names
+    another node is answered ``421`` (``misdirected-write`` problem naming both)
+    before the handler runs; the sidecar relays it, never retries it.
     """
     from aiohttp import web
 
+    if node is not None:
+        from ._types import node_name
+
+        node = node_name(node, "node")
     methods = frozenset(m.upper() for m in write_methods)
     key = guard_key()
 
@@ -60,9 +68,13 @@ def aiohttp_middleware(
                 headers.get(PARTITION_HEADER),
                 headers.get(EPOCH_HEADER),
                 allow_unstamped=allow_unstamped,
+                node=node,
+                placement=None if node is None else headers.get(PLACEMENT_HEADER),
             )
         except UnstampedWrite as exc:
             return respond(unstamped_problem(exc.field, str(exc).split(": ", 1)[-1]))
+        except MisdirectedWrite as exc:
+            return respond(misdirected_problem(exc.partition, exc.placement, exc.node))
         request[key] = guard
         token = _current.set(guard)
         try:

@@ -15,7 +15,8 @@
     │   └── PlacementFileError         bad placement file; the message names the entry
     ├── GateUnavailable                the write gate could not be asked (fail closed)
     ├── StaleEpoch                     the commit-point admit refused the write; roll back
-    └── UnstampedWrite                 a write arrived without the sidecar's stamped headers
+    ├── UnstampedWrite                 a write arrived without the sidecar's stamped headers
+    └── MisdirectedWrite               a write stamped for another node reached this one (421)
 
 ``MigrationError.Backend`` is ``BackendError`` (DESIGN §3), so callers may write
 ``except MigrationError.Backend``.  Foreign exceptions (aiohttp, py-consul, grpc)
@@ -136,3 +137,20 @@ class UnstampedWrite(EpochgateError):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}")
         self.field = field
+
+
+class MisdirectedWrite(EpochgateError):
+    """A write whose ``X-Placement`` names another node reached this node.
+
+    Raised before the handler runs, only when the application configured its own
+    node name (``aiohttp_middleware(..., node=NAME)``): a swapped placement URL or a
+    node bound to another's port must not commit there. ``placement`` is the node
+    the sidecar stamped, ``node`` this one. The gate middleware answers 421
+    (``misdirected-write`` problem), which the sidecar relays and never retries.
+    """
+
+    def __init__(self, partition: str, placement: str, node: str) -> None:
+        super().__init__(f"write to partition {partition!r} stamped for node {placement!r} reached node {node!r}")
+        self.partition = partition
+        self.placement = placement
+        self.node = node

@@ -24,11 +24,12 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping, TypeVar
 
 from ._admission import FAIL_CLOSED
-from ._exceptions import ConfigError, StaleEpoch, UnstampedWrite
+from ._exceptions import ConfigError, MisdirectedWrite, StaleEpoch, UnstampedWrite
 from ._types import Epoch, Reject, WriteAdmission, partition_id
 
 PARTITION_HEADER = "X-Partition"
 EPOCH_HEADER = "X-Placement-Epoch"
+PLACEMENT_HEADER = "X-Placement"
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -233,12 +234,17 @@ def request_guard(
     epoch: str | bytes | None,
     *,
     allow_unstamped: bool = False,
+    node: str | None = None,
+    placement: str | bytes | None = None,
 ) -> CommitGuard:
     """The guard for one request, as every gate middleware builds it.
 
     Raises ``UnstampedWrite`` for a write whose stamp is missing or malformed
     (unless ``allow_unstamped``). A read with a bad stamp gets a no-op guard:
-    reads are not gated.
+    reads are not gated. When the application configured its ``node`` name, a
+    stamped write whose ``placement`` (``X-Placement``) names another node raises
+    ``MisdirectedWrite`` here, before the handler runs; without ``node``, or
+    without ``X-Placement``, nothing changes.
     """
     try:
         stamp = Stamp.parse(partition, epoch)
@@ -248,4 +254,9 @@ def request_guard(
         stamp = None
     if stamp is None and is_write and not allow_unstamped:
         raise UnstampedWrite(PARTITION_HEADER, f"missing, and so is {EPOCH_HEADER}")
+    if node is not None and placement is not None and stamp is not None and is_write:
+        if isinstance(placement, bytes):
+            placement = placement.decode("utf-8", "replace")
+        if placement != node:  # a swapped URL or a wrong port: committing here would misplace the write
+            raise MisdirectedWrite(stamp.partition, placement, node)
     return CommitGuard(admitter, stamp)

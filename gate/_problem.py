@@ -26,6 +26,7 @@ PROBLEM_CONTENT_TYPE = "application/problem+json"
 PROBLEM_TYPE_PREFIX = "urn:epochgate:problem:"
 STALE_EPOCH_TYPE = PROBLEM_TYPE_PREFIX + "stale-epoch"
 UNSTAMPED_WRITE_TYPE = PROBLEM_TYPE_PREFIX + "unstamped-write"
+MISDIRECTED_WRITE_TYPE = PROBLEM_TYPE_PREFIX + "misdirected-write"
 
 _TITLES = {
     RejectReason.STALE_EPOCH: "The partition's placement moved since the request was routed",
@@ -107,6 +108,26 @@ def unstamped_problem(field_name: str, message: str) -> ProblemDocument:
         "field": field_name,
     }
     return ProblemDocument(428, body)
+
+
+def misdirected_problem(partition: str, placement: str, node: str) -> ProblemDocument:
+    """The 421 problem for a write stamped for another node (``MisdirectedWrite``).
+
+    Not retryable, and not the stale-epoch problem: the sidecar relays it. A
+    placement entry or registration pointing at the wrong node's URL needs an
+    operator, and retrying would only repeat the misroute.
+    """
+    body = {
+        "type": MISDIRECTED_WRITE_TYPE,
+        "title": "Write stamped for another node",
+        "status": 421,
+        "detail": (f"write to partition {partition!r} is stamped X-Placement {placement!r} but reached node {node!r};"
+                   " check the placement's URL for these nodes"),
+        "partition": partition,
+        "placement": placement,
+        "node": node,
+    }
+    return ProblemDocument(421, body)
 
 
 def is_stale_epoch_problem(status: int, content_type: str | None, body: bytes | str | Mapping[str, object]) -> bool:

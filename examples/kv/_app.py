@@ -248,9 +248,10 @@ async def healthz(request: web.Request) -> web.StreamResponse:
     return web.Response(text="ok")
 
 
-def _gated(admitter: Any) -> Any:
-    """The gate middleware for the data path; the mover hooks and /healthz bypass it."""
-    gate_mw = aiohttp_middleware(admitter)
+def _gated(admitter: Any, node: str) -> Any:
+    """The gate middleware for the data path; the mover hooks and /healthz bypass it.
+    ``node`` makes it refuse (421) a write the sidecar stamped for another node."""
+    gate_mw = aiohttp_middleware(admitter, node=node)
 
     @web.middleware
     async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
@@ -267,7 +268,7 @@ def build_app(node: str, data_dir: str | Path, admitter: Any, mover_auth: MoverA
     ``mover_auth`` checks the hooks' credential (default: ``EPOCHGATE_MOVER_TOKEN``)."""
     data = Path(data_dir)
     data.mkdir(parents=True, exist_ok=True)
-    app = web.Application(middlewares=[_gated(admitter)], client_max_size=64 * 1024 * 1024)
+    app = web.Application(middlewares=[_gated(admitter, node)], client_max_size=64 * 1024 * 1024)
     app[NODE_KEY] = node
     app[AUTH_KEY] = mover_auth if mover_auth is not None else MoverAuth(mover_token_from_env())
     app[REGISTRY_KEY] = registry = CollectorRegistry()

@@ -1,0 +1,139 @@
+"""A write stamped for another node (``X-Placement`` names it) is refused 421 where the
+application knows its node name, before anything commits (a swapped placement URL or a
+node bound to another's port must not commit writes on the wrong node).
+
+Loopback only (aiohttp's test server); no sidecar, no Consul.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+import gate
+from examples.kv import build_app
+from examples.kv._app import STORE_KEY
+from gate import ADMIT, MisdirectedWrite, MoverAuth, aiohttp_middleware, current_guard, misdirected_problem
+from gate._guard import request_guard
+from sidecar.proxy import httpmsg as H
+
+
+class CountingAdmitter:
+    def __init__(self) -> None:
+        self.admits = 0
+
+    def admit(self, partition, epoch):
+        self.admits += 1
+        return ADMIT
+
+
+def stamp(partition: str, epoch: int, placement: str | None) -> dict[str, str]:
+    h = {"X-Partition": partition, "X-Placement-Epoch": str(epoch)}
+    if placement is not None:
+        h["X-Placement"] = placement
+    return h
+
+
+def test_misdirected_write_is_in_the_one_tree_and_not_the_retryable_problem():
+    assert issubclass(MisdirectedWrite, gate.EpochgateError)
+    doc = misdirected_problem("t1", "c", "a")
+    assert doc.status == 421 and doc.body["placement"] == "c" and doc.body["node"] == "a"
+    assert doc.body["type"].endswith("misdirected-write") and "'c'" in doc.body["detail"] and "'a'" in doc.body["detail"]
+    # what the sidecar retries is only the stale-epoch problem: a 421 is relayed to the client
+    ctype = doc.headers["Content-Type"]
+    assert not gate.is_stale_epoch_problem(doc.status, ctype, doc.encode())
+    assert not H.is_stale_epoch_problem(doc.status, ctype.encode(), doc.encode())
+
+
+def test_request_guard_checks_the_placement_only_when_the_node_is_configured():
+    adm = CountingAdmitter()
+    with pytest.raises(MisdirectedWrite) as ei:
+        request_guard(adm, True, "t1", "3", node="a", placement=b"c")
+    assert (ei.value.partition, ei.value.placement, ei.value.node) == ("t1", "c", "a")
+    assert request_guard(adm, True, "t1", "3", node="a", placement="a").partition == "t1"
+    assert request_guard(adm, True, "t1", "3", placement="c").partition == "t1"       # no node configured
+    assert request_guard(adm, True, "t1", "3", node="a").partition == "t1"            # no X-Placement
+    assert request_guard(adm, False, "t1", "3", node="a", placement="c").stamp is not None  # reads are not gated
+    assert adm.admits == 0
+
+
+@pytest.fixture
+async def kv(tmp_path):
+    adm = CountingAdmitter()
+    app = build_app("a", tmp_path / "a", adm, mover_auth=MoverAuth("tok"))
+    async with TestClient(TestServer(app)) as client:
+        yield client, app, adm, tmp_path / "a" / "commits.jsonl"
+
+
+async def test_kv_refuses_a_write_stamped_for_another_node_and_commits_nothing(kv):
+    client, app, adm, log = kv
+    store = app[STORE_KEY]
+    resp = await client.put("/kv/k1", data=b"v1", headers=stamp("t1", 3, "c"))
+    assert resp.status == 421
+    assert resp.content_type == "application/problem+json"
+    body = json.loads(await resp.read())
+    assert body["type"].endswith("misdirected-write") and body["placement"] == "c" and body["node"] == "a"
+    assert body["partition"] == "t1" and body["status"] == 421
+    assert store.get("t1", "k1") is None      # not committed
+    assert log.read_text() == ""              # nothing in the commit log
+    assert adm.admits == 0                    # refused before the commit point was even reached
+
+
+async def test_kv_commits_a_write_stamped_for_this_node(kv):
+    client, app, adm, log = kv
+    store = app[STORE_KEY]
+    resp = await client.put("/kv/k1", data=b"v1", headers=stamp("t1", 3, "a"))
+    assert resp.status == 200, await resp.text()
+    assert store.get("t1", "k1") == "v1" and adm.admits == 1
+    assert [json.loads(x)["node"] for x in log.read_text().splitlines()] == ["a"]
+
+
+async def test_kv_stamp_without_x_placement_commits_as_before(kv):
+    client, app, adm, _ = kv
+    store = app[STORE_KEY]
+    resp = await client.put("/kv/k2", data=b"v2", headers=stamp("t1", 3, None))
+    assert resp.status == 200 and store.get("t1", "k2") == "v2"
+
+
+async def test_kv_reads_are_not_refused(kv):
+    client, _, _, _ = kv
+    await client.put("/kv/k3", data=b"v3", headers=stamp("t1", 3, "a"))
+    resp = await client.get("/kv/k3", headers=stamp("t1", 3, "c"))
+    assert resp.status == 200 and await resp.text() == "v3"
+
+
+async def test_middleware_without_a_node_name_is_unchanged():
+    adm = CountingAdmitter()
+    committed: list[str] = []
+
+    async def put(request: web.Request) -> web.Response:
+        async with current_guard():
+            committed.append(await request.text())
+        return web.Response(text="ok")
+
+    app = web.Application(middlewares=[aiohttp_middleware(adm)])
+    app.router.add_put("/x", put)
+    async with TestClient(TestServer(app)) as client:
+        resp = await client.put("/x", data=b"v", headers=stamp("t1", 1, "someone-else"))
+        assert resp.status == 200 and committed == ["v"]
+
+
+async def test_middleware_with_a_node_name_refuses_before_the_handler():
+    adm = CountingAdmitter()
+    committed: list[str] = []
+
+    async def put(request: web.Request) -> web.Response:
+        async with current_guard():
+            committed.append(await request.text())
+        return web.Response(text="ok")
+
+    app = web.Application(middlewares=[aiohttp_middleware(adm, node="b")])
+    app.router.add_put("/x", put)
+    async with TestClient(TestServer(app)) as client:
+        resp = await client.put("/x", data=b"v", headers=stamp("t1", 1, "c"))
+        assert resp.status == 421 and committed == []
+        resp = await client.put("/x", data=b"w", headers=stamp("t1", 1, "b"))
+        assert resp.status == 200 and committed == ["w"]
