@@ -105,8 +105,8 @@ async def test_kv_reads_are_not_refused(kv):
     assert resp.status == 200 and await resp.text() == "v3"
 
 
-async def test_middleware_without_a_node_name_is_unchanged():
-    adm = CountingAdmitter()
+def _guarded_app(**mw: str) -> tuple[web.Application, list[str]]:
+    """A PUT handler committing under the commit-point guard, behind the gate middleware."""
     committed: list[str] = []
 
     async def put(request: web.Request) -> web.Response:
@@ -114,24 +114,20 @@ async def test_middleware_without_a_node_name_is_unchanged():
             committed.append(await request.text())
         return web.Response(text="ok")
 
-    app = web.Application(middlewares=[aiohttp_middleware(adm)])
+    app = web.Application(middlewares=[aiohttp_middleware(CountingAdmitter(), **mw)])
     app.router.add_put("/x", put)
+    return app, committed
+
+
+async def test_middleware_without_a_node_name_is_unchanged():
+    app, committed = _guarded_app()
     async with TestClient(TestServer(app)) as client:
         resp = await client.put("/x", data=b"v", headers=stamp("t1", 1, "someone-else"))
         assert resp.status == 200 and committed == ["v"]
 
 
 async def test_middleware_with_a_node_name_refuses_before_the_handler():
-    adm = CountingAdmitter()
-    committed: list[str] = []
-
-    async def put(request: web.Request) -> web.Response:
-        async with current_guard():
-            committed.append(await request.text())
-        return web.Response(text="ok")
-
-    app = web.Application(middlewares=[aiohttp_middleware(adm, node="b")])
-    app.router.add_put("/x", put)
+    app, committed = _guarded_app(node="b")
     async with TestClient(TestServer(app)) as client:
         resp = await client.put("/x", data=b"v", headers=stamp("t1", 1, "c"))
         assert resp.status == 421 and committed == []
