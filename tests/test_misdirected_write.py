@@ -133,3 +133,37 @@ async def test_middleware_with_a_node_name_refuses_before_the_handler():
         assert resp.status == 421 and committed == []
         resp = await client.put("/x", data=b"w", headers=stamp("t1", 1, "b"))
         assert resp.status == 200 and committed == ["w"]
+
+
+async def _asgi_put(mw, headers: dict[str, str]) -> tuple[int, dict]:
+    """One PUT through the ASGI middleware, socket-free: (status, problem body or {})."""
+    sent: list[dict] = []
+
+    async def receive():
+        return {"type": "http.request", "body": b"v", "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "method": "PUT", "path": "/x",
+             "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()]}
+    await mw(scope, receive, send)
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return sent[0]["status"], json.loads(body) if sent[0]["status"] != 200 else {}
+
+
+async def test_asgi_middleware_with_a_node_name_refuses_before_the_app():
+    committed: list[str] = []
+
+    async def app(scope, receive, send):
+        async with current_guard():
+            committed.append((await receive())["body"].decode())
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    refusing = gate.AsgiGateMiddleware(app, admitter=CountingAdmitter(), node="b")
+    status, doc = await _asgi_put(refusing, stamp("t1", 1, "c"))
+    assert status == 421 and doc["placement"] == "c" and doc["node"] == "b" and committed == []
+    assert (await _asgi_put(refusing, stamp("t1", 1, "b")))[0] == 200 and committed == ["v"]
+    unnamed = gate.AsgiGateMiddleware(app, admitter=CountingAdmitter())  # no node name: unchanged
+    assert (await _asgi_put(unnamed, stamp("t1", 1, "c")))[0] == 200 and committed == ["v", "v"]
