@@ -44,7 +44,7 @@ from _peers import binary, group_threads, haproxy_proc, stop_targets, tools_miss
 from bench_grpc import grpc_args, grpc_upstream, nginx_grpc_proxy  # noqa: E402
 from bench_latency import run_h2load  # noqa: E402
 from bench_proxy import TICK, free_port, nginx_proxy, nginx_upstream  # noqa: E402
-from bench_tail import start_sidecar  # noqa: E402
+from bench_tail import parse_variants, start_sidecar  # noqa: E402
 
 ROW = re.compile(r"^\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:(\d+)\s+)?(\w+)\s*$")
 
@@ -212,10 +212,7 @@ def main() -> int:
     a = ap.parse_args()
     if tools_missing("bench_syscalls", "h2load", "nginx", a.tool, *(["strace"] if a.order else [])):
         return 2
-    variants = {}
-    for v in a.variant or ["sidecar"]:
-        name, *kvs = v.split(";")
-        variants[name] = dict(kv.split("=", 1) for kv in kvs if kv)
+    variants = parse_variants(a.variant)
     tmp = Path(tempfile.mkdtemp(prefix="bench-syscalls-"))
     procs: dict = {}
     upstream = None

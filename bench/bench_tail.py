@@ -63,6 +63,15 @@ def start_sidecar(tmp: Path, name: str, node: str, env: dict[str, str], probe: b
     return p
 
 
+def parse_variants(given: list[str]) -> dict[str, dict[str, str]]:
+    """``--variant 'NAME;K=V;...'`` values → {NAME: {K: V}} (one plain ``sidecar`` when none given)."""
+    variants = {}
+    for v in given or ["sidecar"]:
+        name, *kvs = v.split(";")
+        variants[name] = dict(kv.split("=", 1) for kv in kvs if kv)
+    return variants
+
+
 def overlap_share(rows: list[tuple[int, int]], spans: list[tuple[float, float]]) -> float:
     """Share of requests (start µs, duration µs) whose interval overlaps one of ``spans`` (sorted (start, end) s)."""
     if not rows:
@@ -97,10 +106,7 @@ def main() -> int:
     a = ap.parse_args()
     if tools_missing("bench_tail", "h2load", "nginx"):
         return 2
-    variants = {}
-    for v in a.variant or ["sidecar"]:
-        name, *kvs = v.split(";")
-        variants[name] = dict(kv.split("=", 1) for kv in kvs if kv)
+    variants = parse_variants(a.variant)
     tmp = Path(tempfile.mkdtemp(prefix="bench-tail-"))
     split = cpu_split(a.pin)
     if split:
