@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,6 +59,148 @@ class Proc:
         """SIGKILL (its whole process group), as when a pod dies."""
         if self.popen is not None:
             kill_group(self.popen)
+
+    def stop(self) -> None:
+        """SIGTERM (after SIGCONT), SIGKILL after 5 s; its process group with it."""
+        if self.popen is not None:
+            reap(self.popen, grace_s=5.0)
+
+    def tail(self, n: int = 3000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-n:]
+        except OSError:
+            return ""
+
+    def this_run(self) -> str:
+        """The log since the last ``start``."""
+        try:
+            return self.log_path.read_text(errors="replace")[self.log_from:]
+        except OSError:
+            return ""
+
+
+async def wait_http(url: str, timeout_s: float = 30.0, proc: Proc | None = None) -> None:
+    end = time.monotonic() + timeout_s
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1)) as http:
+        while time.monotonic() < end:
+            if proc is not None and proc.popen is not None and proc.popen.poll() is not None:
+                raise RuntimeError(f"{proc.name} exited: {proc.tail()}")
+            try:
+                async with http.get(url) as r:
+                    if r.status == 200:
+                        return
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+                pass
+            await asyncio.sleep(0.1)
+    raise RuntimeError(f"{url} not ready after {timeout_s}s" + (f": {proc.tail()}" if proc else ""))
+
+
+async def _says(proc: Proc, line: str, timeout_s: float) -> bool:
+    """Wait until ``proc``'s log (this run's) has ``line``; False if it exits first."""
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        if line in proc.this_run():
+            return True
+        if proc.popen is not None and proc.popen.poll() is not None:
+            return False
+        await asyncio.sleep(0.05)
+    raise RuntimeError(f"{proc.name}: no {line!r} after {timeout_s}s: {proc.tail()}")
+
+
+class Fleet:
+    def __init__(self, consul_url: str, prefix: str, tmp: Path) -> None:
+        self.consul_url, self.prefix, self.tmp = consul_url, prefix, tmp
+        self.procs: list[Proc] = []
+
+    def _proc(self, name: str, args: list[str], env: dict | None = None) -> Proc:
+        p = Proc(name, args, self.tmp / f"{name}.log", env=dict(env or {}))
+        self.procs.append(p)
+        return p.start()
+
+    def _lost_port(self, p: Proc, last: bool, why: str) -> None:
+        """``p`` exited: when it lost a port race (``free_ports`` cannot hold a port until its
+        process binds it, and any process on the machine may take it meanwhile) and this was not
+        the ``last`` attempt, drop it and return so the caller starts again on fresh ports."""
+        exited = p.popen is not None and p.popen.poll() is not None
+        if last or not exited or "already in use" not in p.this_run():
+            raise RuntimeError(why)
+        self.procs.remove(p)
+        p.stop()
+
+    async def _start(self, attempts: int, start: Callable[[], Proc],
+                     ready: Callable[[Proc], Awaitable[None]]) -> Proc:
+        """``start()`` a process and ``await ready(p)``; one that lost a port race (``_lost_port``)
+        is started again on fresh ports, up to ``attempts`` times."""
+        for attempt in range(attempts):
+            p = start()
+            try:
+                await ready(p)
+                return p
+            except RuntimeError as exc:
+                self._lost_port(p, attempt == attempts - 1, str(exc))
+        raise AssertionError("unreachable")
+
+    async def node(self, name: str, env: dict | None = None, attempts: int = 3) -> Proc:
+        """An example KV node, returned once it said it listens on its own port: a /healthz
+        answer alone could come from another process that took the port first (the node
+        then fails to bind, and its URL reaches the other one: INV-M2 once reported every
+        write of node c's partitions committed on node a)."""
+        def start() -> Proc:
+            (port,) = free_ports(1)
+            p = self._proc(f"node-{name}", ["examples.kv", "--node", name, "--listen", f"127.0.0.1:{port}",
+                                            "--data", str(self.tmp / f"data-{name}"), "--consul", self.consul_url,
+                                            "--prefix", self.prefix, "--participant-id", f"kv-{name}"], env)
+            p.info.update(url=f"http://127.0.0.1:{port}", data=self.tmp / f"data-{name}")
+            return p
+
+        async def ready(p: Proc) -> None:
+            url = p.info["url"]
+            if not await _says(p, f"examples.kv node {name} listening on {url}", 30):
+                raise RuntimeError(f"node {name} did not start on {url}: {p.tail()}")
+            await wait_http(url + "/healthz", 30, p)
+
+        return await self._start(attempts, start, ready)
+
+    async def sidecar(self, pid: str, ports: tuple[int, int, int] | None = None, wait: bool = True,
+                      extra: list[str] | None = None, attempts: int = 3) -> Proc:
+        """``ports`` given (or ``wait`` False): one attempt; else a lost port race starts it again."""
+        def start() -> Proc:
+            listen, admin, control = ports or free_ports(3)
+            p = self._proc(f"sidecar-{pid}-{len(self.procs)}",
+                           ["sidecar", "--consul", self.consul_url, "--prefix", self.prefix,
+                            "--listen", f"127.0.0.1:{listen}", "--admin", f"127.0.0.1:{admin}",
+                            "--control", f"127.0.0.1:{control}", "--participant-id", pid, "--no-access-log",
+                            *(extra or [])])
+            p.info.update(url=f"http://127.0.0.1:{listen}", admin=f"http://127.0.0.1:{admin}",
+                          ports=(listen, admin, control), pid=pid)
+            return p
+
+        if not wait:
+            return start()
+
+        async def ready(p: Proc) -> None:
+            await wait_http(p.info["admin"] + "/readyz", 30, p)
+
+        return await self._start(attempts if ports is None else 1, start, ready)
+
+    async def controller(self, name: str, deadline_s: float = 5.0, extra: list[str] | None = None,
+                         module: str = "sidecar", env: dict | None = None, control: int | None = None,
+                         attempts: int = 3) -> Proc:
+        """``control``: a port reserved beforehand (sidecars started with ``--push-from`` it); then
+        one attempt, else a lost port race starts it again on fresh ports."""
+        def start() -> Proc:
+            ctl, admin = (control, free_ports(1)[0]) if control else free_ports(2)
+            p = self._proc(f"controller-{name}", [module, "controller", "--consul", self.consul_url,
+                                                  "--prefix", self.prefix, "--control", f"127.0.0.1:{ctl}",
+                                                  "--admin", f"127.0.0.1:{admin}",
+                                                  "--cutover-deadline", str(deadline_s), *(extra or [])], env)
+            p.info.update(control=f"127.0.0.1:{ctl}", admin=f"http://127.0.0.1:{admin}")
+            return p
+
+        async def ready(p: Proc) -> None:
+            await wait_http(p.info["admin"] + "/healthz", 30, p)
+
+        return await self._start(attempts if control is None else 1, start, ready)
 
     def stop(self) -> None:
         """SIGTERM (after SIGCONT), SIGKILL after 5 s; its process group with it."""
