@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import asyncio
 
+import h2.events
+
 from tests._hostile import h11_nodes, hostile_sidecar, send_raw, statuses  # noqa: F401
 from tests._sidecar_util import until
+from tests.test_h2_accounting import Raw
 
 KIB = 1024
 
@@ -51,3 +54,71 @@ async def test_no_write_is_held_while_the_budget_is_spent(tmp_path, h11_nodes):
         a.stale_writes = 0  # the application accepts again: A's next retry goes through
         assert statuses(await first) == [200]
         assert sc.ctx.budget.used == 0 and sc.ctx.hold.count == 0
+
+
+async def test_a_held_write_keeps_its_body_when_another_request_parks_bytes(tmp_path, h11_nodes):
+    """A write refused by the application is held with its body kept for replay. Between two of
+    its attempts another request's body is parked, charged whatever the room (held B below).
+    The kept body goes to the node again and stays kept: it was checked against the budget once,
+    when first kept. Re-charging it piece by piece at each attempt found the budget full, dropped
+    the replay, and relayed the application's next refusal to A's client (a 503 it need not see)."""
+    a, _ = h11_nodes
+    a.stale_writes = 10_000
+    async with hostile_sidecar(tmp_path, h11_nodes, body_budget=100 * KIB) as sc:
+        await sc.store.begin("t2", "a")
+        await sc.store.enter_cutover("t2")  # B's write to t2 is held, its body parked
+        first = asyncio.ensure_future(send_raw(sc.port, put(b"t1", b"x" * (60 * KIB)), timeout=15))
+        await until(lambda: len(a.seen) >= 1 and sc.ctx.budget.used == 60 * KIB)
+        second = asyncio.ensure_future(send_raw(sc.port, put(b"t2", b"y" * (50 * KIB)), timeout=15))
+        await until(lambda: sc.ctx.budget.used == 110 * KIB or first.done())  # B parked beside A's body
+        seen = len(a.seen)
+        # A goes to the node again after B's bytes came, is refused again, and is held, not answered
+        await until(lambda: len(a.seen) >= seen + 2 or first.done())
+        assert not first.done(), first.result()
+        a.stale_writes = 0
+        assert statuses(await first) == [200]
+        await sc.store.abort("t2")  # B is woken: t2 is writable on b again
+        assert statuses(await second) == [200]
+        assert sc.ctx.budget.used == 0 and sc.ctx.hold.count == 0
+
+
+def _status(raw: Raw, sid: int) -> int | None:
+    for e in raw.events:
+        if isinstance(e, h2.events.ResponseReceived) and e.stream_id == sid:
+            return int(dict(e.headers)[b":status"])
+    return None
+
+
+def _ended(raw: Raw, sid: int) -> bool:
+    return any(isinstance(e, (h2.events.StreamEnded, h2.events.StreamReset)) and e.stream_id == sid
+               for e in raw.events)
+
+
+async def test_h2_a_held_write_keeps_its_body_when_another_request_parks_bytes(tmp_path, h11_nodes):
+    """The same over HTTP/2 (h2/response.py's replay, h2/stream.py's attach)."""
+    a, _ = h11_nodes
+    a.stale_writes = 10_000
+    async with hostile_sidecar(tmp_path, h11_nodes, body_budget=100 * KIB) as sc:
+        await sc.store.begin("t2", "a")
+        await sc.store.enter_cutover("t2")
+        raw = await (await Raw().open(sc.port)).ready()
+        reading = asyncio.ensure_future(raw.until(lambda _: _ended(raw, 1) and _ended(raw, 3), timeout=15))
+        raw.put(1, "/kv/k", b"x" * (60 * KIB))                      # A: t1 on node a, refused there
+        await until(lambda: len(a.seen) >= 1 and sc.ctx.budget.used == 60 * KIB)
+        raw.conn.send_headers(3, [(":method", "PUT"), (":path", "/kv/k"), (":authority", "x"), (":scheme", "http"),
+                                  ("x-partition-key", "t2")])       # B: t2 in cutover, held
+        for i in range(0, 50 * KIB, 10 * KIB):
+            raw.conn.send_data(3, b"y" * (10 * KIB), end_stream=i == 40 * KIB)
+        raw.flush()
+        await until(lambda: sc.ctx.budget.used == 110 * KIB or _ended(raw, 1))
+        seen = len(a.seen)
+        await until(lambda: len(a.seen) >= seen + 2 or _ended(raw, 1))
+        assert not _ended(raw, 1), _status(raw, 1)  # refused again after B's bytes came: held, not answered
+        a.stale_writes = 0
+        await until(lambda: _ended(raw, 1))
+        assert _status(raw, 1) == 200
+        await sc.store.abort("t2")
+        await reading
+        assert _status(raw, 3) == 200
+        assert sc.ctx.budget.used == 0 and sc.ctx.hold.count == 0
+        raw.close()

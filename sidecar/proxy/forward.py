@@ -83,7 +83,7 @@ class ForwardMixin(ResponseMixin):
         if ctx.tracer is not None:  # this attempt's traceparent (sidecar/trace)
             parts.append(ctx.tracer.attempt(self))
         parts.append(b"\r\n")
-        if self.is_write and ctx.retry_body_max and not hd.upgrade:
+        if self.is_write and ctx.retry_body_max and not hd.upgrade and self.replay is not self.pending:
             if self.replay:
                 self.uncharge(self.replay_len)
             self.replay = []
@@ -100,9 +100,13 @@ class ForwardMixin(ResponseMixin):
             self.ctransport.write(H.CONTINUE_100)
         if self.pending and not hd.upgrade:  # an upgrade's bytes wait for the 101 (upstream_upgraded)
             pending, self.pending, self.pending_len = self.pending, [], 0
-            self.uncharge(sum(map(len, pending)))
-            for data in pending:
-                self._send(data)
+            if pending is self.replay:  # a replay (replay_request): the kept bytes go again, still kept
+                for data in pending:
+                    self._uw(H.chunk(data) if hd.chunked else data)
+            else:  # parked bytes leave the budget; the ones kept for replay are charged again (_send)
+                self.uncharge(sum(map(len, pending)))
+                for data in pending:
+                    self._send(data)
         if self.conn.flags & P_HELD_OR_BUFFERED:
             self.conn.resume(P_HELD_OR_BUFFERED)
         if self.body_done:
@@ -196,11 +200,13 @@ class ForwardMixin(ResponseMixin):
             self.conn.resume(P_UPSTREAM_FULL)
 
     def replay_request(self) -> bool:
-        """Put the kept body back into ``pending`` for a retry; False if it was not kept whole."""
+        """Send the kept body again (``pending`` is the ``replay`` list itself); False if it was not
+        kept whole. The bytes stay kept and charged once: the budget was checked when they were
+        first kept, so another request's parked bytes cannot push a held write's body out of the
+        budget between two of its attempts (which then let that other request be held in its place)."""
         if self.replay is None or not self.body_done:
             return False
         self.pending = self.replay
         self.pending_len = self.replay_len
-        self.replay = None
         self.sent_all = False
         return True

@@ -37,7 +37,10 @@ fail for the others.
   process, HTTP/1.1 requests and HTTP/2 streams alike (``charge``/``uncharge``/
   ``keep_for_replay``; the request's ``charged`` is what it holds). A body that
   would overrun it is not kept for replay, and while the others' bytes fill it
-  no write is held: it gets the 503 at once instead.
+  no write is held: it gets the 503 at once instead. A kept body is checked
+  once, when it is kept: a refused write's next attempts send the same list
+  (``pending is replay``) and it stays charged, so bytes parked by another
+  request between two attempts never cost the held write its replay.
 """
 
 from __future__ import annotations

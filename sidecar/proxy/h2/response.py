@@ -184,8 +184,8 @@ class H2ResponseMixin(ExchangeFields):
         ctx.gate.done(self.partition, self.epoch)
         self.resp_held = self.resp_buf = None
         self.status = 0
-        self.pending, self.replay = (self.replay or []), None
-        self.replay_len = 0
+        # the kept body goes again and stays kept, charged once (stream.attach: ``pending is replay``)
+        self.pending = [] if self.replay is None else self.replay
         self.head_sent = False
         if moved:
             self.route()
@@ -208,8 +208,7 @@ class H2ResponseMixin(ExchangeFields):
                     self.admitted = False
                     self.ctx.gate.done(self.partition, self.epoch)
                 self.ctx.waiting.discard(self)
-                self.pending, self.replay = (self.replay or []), None
-                self.replay_len = 0
+                self.pending = [] if self.replay is None else self.replay  # sent again, still kept
                 return self.route()
             return self.fail(502, "upstream-closed", "upstream closed the stream",
                              f"node {self.placement!r}: {msg}", outcome="upstream_error")

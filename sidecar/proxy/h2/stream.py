@@ -222,11 +222,14 @@ class H2Exchange(H2ResponseMixin):
     # ------------------------------------------------------------ request → upstream
     def attach(self, target: Any) -> None:
         ctx = self.ctx
-        if self.charged:  # parked bytes leave now; the ones kept for replay are charged again (_send)
-            uncharge(self, self.charged)
-        if self.is_write and ctx.retry_body_max:
-            self.replay = []
-            self.replay_len = 0
+        pending, self.pending = self.pending, []
+        carried = pending is self.replay  # a replay (response.py): the kept bytes go again, still kept
+        if not carried:
+            if self.charged:  # parked bytes leave now; the ones kept for replay are charged again (_send)
+                uncharge(self, self.charged)
+            if self.is_write and ctx.retry_body_max:
+                self.replay = []
+                self.replay_len = 0
         self.sent = 0
         known = self.head_route
         if known is not None and known.added and known.a_epoch == self.epoch and known.a_placement == self.placement:
@@ -253,15 +256,19 @@ class H2Exchange(H2ResponseMixin):
             extra.insert(len(before), (b"x-request-id", self.rid))
         if ctx.tracer is not None:  # this attempt's traceparent (sidecar/trace)
             ctx.tracer.h2_attempt(self, extra)
-        pending, self.pending = self.pending, []
         ends = self.body_done and not pending
         self.head_sent = True
         self.t_up = _clock() if _COMPILED else perf_counter()  # noqa: F821
         self.deadline = ctx.now + ctx.read_timeout
         ctx.waiting.add(self)
         self.leg = target.start(self, extra, ends)
-        for data in pending:
-            self._send(data)
+        if carried:
+            for data in pending:
+                self.sent += len(data)
+                self.leg.send(data)
+        else:
+            for data in pending:
+                self._send(data)
         if self.body_done and not ends:
             self.leg.end(None)  # (trailers go to no node: client_end)
 
