@@ -31,8 +31,8 @@ ROUTES = (r"POST ^/kv\.v1\.Store/(Get|Watch)$=read",)
 MD = (("x-partition-key", "t1"),)
 
 
-async def start_app(kv: KV, admitter: Any) -> tuple[grpc.aio.Server, str, dict[str, int]]:
-    calls = {"put": 0, "chat": 0}
+async def start_app(kv: KV, admitter: Any, node: str | None = None) -> tuple[grpc.aio.Server, str, dict[str, int]]:
+    calls = {"put": 0, "chat": 0, "intercepted": 0}
     lock = asyncio.Lock()  # one SQLite transaction at a time per node
 
     async def put(request: bytes, context: Any) -> bytes:
@@ -59,7 +59,12 @@ async def start_app(kv: KV, admitter: Any) -> tuple[grpc.aio.Server, str, dict[s
     handlers = grpc.method_handlers_generic_handler("kv.v1.Store", {
         "Put": grpc.unary_unary_rpc_method_handler(put), "Get": grpc.unary_unary_rpc_method_handler(get),
         "Watch": grpc.unary_stream_rpc_method_handler(watch), "Chat": grpc.stream_stream_rpc_method_handler(chat)})
-    server = grpc.aio.server(interceptors=[gate.grpc_interceptor(admitter, read_methods={GET, WATCH})])
+    class Count(grpc.aio.ServerInterceptor):  # every call that reached the application's server
+        async def intercept_service(self, continuation: Any, details: Any) -> Any:
+            calls["intercepted"] += 1
+            return await continuation(details)
+
+    server = grpc.aio.server(interceptors=[Count(), gate.grpc_interceptor(admitter, read_methods={GET, WATCH}, node=node)])
     server.add_generic_rpc_handlers((handlers,))
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
@@ -67,8 +72,9 @@ async def start_app(kv: KV, admitter: Any) -> tuple[grpc.aio.Server, str, dict[s
 
 
 class Fleet:
-    def __init__(self, tmp_path: Any) -> None:
+    def __init__(self, tmp_path: Any, nodes: dict[str, str] | None = None) -> None:
         self.tmp = tmp_path
+        self.nodes = nodes or {}  # app → the node name its interceptor is given (none: no check)
         self.kv = {"a": KV(tmp_path / "a.sqlite"), "b": KV(tmp_path / "b.sqlite")}
         self.servers: list[grpc.aio.Server] = []
         self.calls: dict[str, dict[str, int]] = {}
@@ -78,7 +84,7 @@ class Fleet:
         self.admitter = AdmitClient(f"127.0.0.1:{self.control_port}")
         urls = {}
         for name, kv in self.kv.items():
-            server, urls[name], self.calls[name] = await start_app(kv, self.admitter)
+            server, urls[name], self.calls[name] = await start_app(kv, self.admitter, self.nodes.get(name))
             self.servers.append(server)
         self.placement = write_placement(self.tmp / "p.toml", urls, {"t1": "a"})
         return self
@@ -123,6 +129,22 @@ async def test_interceptor_refusal_is_replayed_and_lands_once(tmp_path):
             assert sc.tracker.count() == 0
             got = json.loads(await s["get"](msg(key="k"), metadata=MD))
             assert got == {"values": ["v1"]}
+
+
+async def test_a_write_stamped_for_another_node_is_relayed_failed_precondition_once(tmp_path):
+    """App a's server believes it is node "b" (a swapped URL): its interceptor refuses t1's write,
+    stamped for "a", before the handler; the sidecar relays that and does not retry it."""
+    async with Fleet(tmp_path, nodes={"a": "b"}) as f, running_sidecar(f.config(hold_seconds=10)) as sc:
+        assert await f.admitter.wait_ready(), f.admitter.last_error
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{sc.port}") as ch:
+            with pytest.raises(grpc.aio.AioRpcError) as ei:
+                await stubs(ch)["put"](msg(key="k", value="v"), metadata=MD, timeout=20)
+            assert ei.value.code() is grpc.StatusCode.FAILED_PRECONDITION, ei.value
+            doc = json.loads(ei.value.details())
+            assert doc["type"].endswith("misdirected-write") and (doc["placement"], doc["node"]) == ("a", "b")
+            assert dict(ei.value.trailing_metadata())["x-epochgate-node"] == "b"
+        assert f.calls["a"]["intercepted"] == 1 and f.calls["a"]["put"] == 0  # refused once, not retried
+        assert f.kv["a"].rows() == [] and f.kv["b"].rows() == [] and sc.tracker.count() == 0
 
 
 async def test_writes_during_ten_migrations_land_exactly_once(tmp_path):

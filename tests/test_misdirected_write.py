@@ -2,7 +2,7 @@
 application knows its node name, before anything commits (a swapped placement URL or a
 node bound to another's port must not commit writes on the wrong node).
 
-Loopback only (aiohttp's test server); no sidecar, no Consul.
+Loopback only (aiohttp's test server, a grpc.aio server); no sidecar, no Consul.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from examples.kv._app import STORE_KEY
 from gate import ADMIT, MisdirectedWrite, MoverAuth, aiohttp_middleware, current_guard, misdirected_problem
 from gate._guard import request_guard
 from sidecar.proxy import httpmsg as H
+from tests._appgate_apps import GRPC_PUT, KV, start_grpc_app
 
 
 class CountingAdmitter:
@@ -167,3 +168,51 @@ async def test_asgi_middleware_with_a_node_name_refuses_before_the_app():
     assert (await _asgi_put(refusing, stamp("t1", 1, "b")))[0] == 200 and committed == ["v"]
     unnamed = gate.AsgiGateMiddleware(app, admitter=CountingAdmitter())  # no node name: unchanged
     assert (await _asgi_put(unnamed, stamp("t1", 1, "c")))[0] == 200 and committed == ["v", "v"]
+
+
+async def _grpc_put(target: str, placement: str | None) -> tuple[object, str, dict[str, str]]:
+    """One unary call to the KV app's Put over loopback: (status code, details, trailing metadata)."""
+    import grpc
+
+    async with grpc.aio.insecure_channel(target) as channel:
+        metadata = tuple((k.lower(), v) for k, v in stamp("t1", 1, placement).items())
+        call = channel.unary_unary(GRPC_PUT)(json.dumps({"key": "k", "value": "v"}).encode(), metadata=metadata)
+        try:
+            await call
+        except grpc.aio.AioRpcError as exc:
+            return exc.code(), exc.details() or "", dict(exc.trailing_metadata() or ())
+        return await call.code(), "", {}
+
+
+async def test_grpc_interceptor_with_a_node_name_refuses_before_the_handler(tmp_path):
+    import grpc
+
+    kv = KV(tmp_path / "kv.db")
+    server, target = await start_grpc_app(kv, CountingAdmitter(), node="b")
+    try:
+        code, details, trailing = await _grpc_put(target, "c")
+        # not ABORTED (what the sidecar retries): relayed as it is, and nothing committed
+        assert code is grpc.StatusCode.FAILED_PRECONDITION, (code, details)
+        doc = json.loads(details)
+        assert doc["type"].endswith("misdirected-write") and doc["placement"] == "c" and doc["node"] == "b"
+        assert trailing["x-epochgate-type"] == doc["type"] and trailing["x-placement"] == "c"
+        assert trailing["x-epochgate-node"] == "b" and trailing["x-partition"] == "t1"
+        assert kv.rows() == []
+        assert (await _grpc_put(target, "b"))[0] is grpc.StatusCode.OK
+        assert (await _grpc_put(target, None))[0] is grpc.StatusCode.OK  # a stamp without x-placement
+        assert kv.rows() == [("t1", "k", "v"), ("t1", "k", "v")]
+    finally:
+        await server.stop(None)
+        kv.close()
+
+
+async def test_grpc_interceptor_without_a_node_name_is_unchanged(tmp_path):
+    import grpc
+
+    kv = KV(tmp_path / "kv.db")
+    server, target = await start_grpc_app(kv, CountingAdmitter())
+    try:
+        assert (await _grpc_put(target, "c"))[0] is grpc.StatusCode.OK and kv.rows() == [("t1", "k", "v")]
+    finally:
+        await server.stop(None)
+        kv.close()
