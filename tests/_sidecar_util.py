@@ -163,10 +163,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+#: kept for a spawned process: which build runs is the test run's choice (a pure run's children pure too)
+KEEP_ENV = ("EPOCHGATE_PURE_PYTHON",)
+
+
 def clean_env() -> dict[str, str]:
     """The environment without EPOCHGATE_* settings (scripts/test exports EPOCHGATE_CONSUL as the
-    Consul *binary* path; to a sidecar that variable is its --consul URL)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EPOCHGATE_")}
+    Consul *binary* path; to a sidecar that variable is its --consul URL), but ``KEEP_ENV``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EPOCHGATE_") or k in KEEP_ENV}
     env["PYTHONPATH"] = str(ROOT)
     return env
 

@@ -105,22 +105,12 @@ async def _line(proc: subprocess.Popen) -> dict:
     return json.loads(line)
 
 
-def _env_keeping_the_build() -> dict[str, str]:
-    """``clean_env()`` but with ``EPOCHGATE_PURE_PYTHON`` as this process has it: the child must run
-    the build whose HTTP/2 engine this test expects (``engine.choice()`` here). Without it a pure run
-    of this file expected ``h2`` from a child that had loaded the libnghttp2 binding."""
-    env = clean_env()
-    if "EPOCHGATE_PURE_PYTHON" in os.environ:
-        env["EPOCHGATE_PURE_PYTHON"] = os.environ["EPOCHGATE_PURE_PYTHON"]
-    return env
-
-
 async def test_idle_embedded_sidecar_imports_only_what_it_needs(placement):
     listen, admin, control = free_port(), free_port(), free_port()
     proc = spawn_python(["-c", _DRIVER, "--placement", str(placement), "--listen", f"127.0.0.1:{listen}",
                          "--admin", f"127.0.0.1:{admin}", "--control", f"127.0.0.1:{control}", "--workers", "1",
                          "--no-access-log"],
-                        cwd=ROOT, env=_env_keeping_the_build(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                        cwd=ROOT, env=clean_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                         stderr=subprocess.PIPE, text=True)
     try:
         idle = await _line(proc)
