@@ -1,9 +1,10 @@
 """Where a proxy's added latency goes, hop by hop: the time from each read to the write it causes.
 
-    python bench/bench_hops.py [--rate 1650] [--seconds 3] [--rt 10] [--only nginx,haproxy,sidecar] [--no-pin]
+    python bench/bench_hops.py [--h1 GET|POST] [--rate N] [--seconds 3] [--rt 10] [--only nginx,haproxy,sidecar,ch1] [--no-pin]
 
 bench_grpc_latency.py's set-up and load (gRPC unary over h2c, h2load open loop per connection at a
-fixed rate, h2load and the upstream pinned apart from the proxy), one target at a time. While h2load
+fixed rate, h2load and the upstream pinned apart from the proxy), or with ``--h1`` bench_latency.py's
+(HTTP/1.1 GET or POST 1 KiB; ``ch1`` is its C-driven floor), one target at a time. While h2load
 runs, ``perf record`` takes the target's system calls (the ``raw_syscalls`` tracepoints, every
 thread of its process group) for ``--seconds``, and each socket is named by ``/proc``: a client's
 (its local port is the proxy's) or the upstream's. Per target it prints, p50 / p90 / p99 in µs:
@@ -11,11 +12,13 @@ thread of its process group) for ``--seconds``, and each socket is named by ``/p
 * **request hop**: a client read's return → the start of the next write to an upstream socket
   (parsing, routing, gating, re-framing: everything the proxy does before the call leaves it);
 * **response hop**: an upstream read's return → the start of the next write to a client socket;
+* **poll → read**: the loop's wake-up, from its poll's return to the read that follows it;
 * **write**: how long those two writes take. On loopback a write delivers to the peer's socket and
   wakes it, so it carries the kernel's share; it is slower when the code before it left the
   kernel's cache lines cold.
 
-The sum of the four medians is the proxy's share of a call's critical path. Tracing costs the same
+The sum of the medians (the wake-up counted twice, once per hop) is the proxy's share of a call's
+critical path; what it does after a write (its bookkeeping) is not in it, but delays the next call. Tracing costs the same
 few µs per system call for every target; the figures compare, they are not the untraced latency
 (bench_grpc_latency.py has that). Needs perf (Debian ``linux-perf``) and root.
 """
@@ -34,13 +37,16 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _compiled_copy import ch1_argv  # noqa: E402
 from _peers import binary, cpu_split, group_threads, haproxy_proc, missing, stop_targets, tools_missing  # noqa: E402
 from bench_grpc import grpc_args, grpc_peer, grpc_sidecar, grpc_upstream, nginx_grpc_proxy  # noqa: E402
 from bench_grpc_latency import PATH  # noqa: E402
 from bench_latency import RT, pin_targets, run_h2load  # noqa: E402
+from bench_proxy import Proc, free_port, nginx_proxy, nginx_upstream, sidecar_proc  # noqa: E402
 
 READS = {0, 17, 19, 45}         # read, pread64, readv, recvfrom
 WRITES = {1, 18, 20, 44, 46}    # write, pwrite64, writev, sendto, sendmsg
+POLLS = {7, 232, 281, 441}       # poll, epoll_wait, epoll_pwait, epoll_pwait2
 CONNECT, CLOSE, ACCEPTS = 42, 3, {43, 288}  # nginx makes new upstream connections as it goes (keepalive_requests)
 LINE = re.compile(r"\s*(\d+)/(\d+)\s+([\d.]+):\s+raw_syscalls:sys_(enter|exit): NR (\d+) (.*)")
 
@@ -98,10 +104,17 @@ def hops(trace: str, roles: dict[tuple[int, int], str]) -> dict[str, list[float]
             if nr in ACCEPTS and ret >= 0:
                 roles[(p, ret)] = "client"
             calls.append((t0, t, nr, p, roles.get((p, fd)), ret))
-    out: dict[str, list[float]] = {"request hop": [], "write upstream": [], "response hop": [], "write client": []}
-    for i, (_, end, nr, pid, role, ret) in enumerate(calls):
+    out: dict[str, list[float]] = {"poll → read": [], "request hop": [], "write upstream": [], "response hop": [],
+                                   "write client": []}
+    for i, (start, end, nr, pid, role, ret) in enumerate(calls):
         if nr not in READS or ret <= 0 or role is None:
             continue
+        for j in range(i - 1, max(-1, i - 4), -1):  # the loop's wake-up: its poll's return → this read
+            if calls[j][3] == pid and calls[j][2] in POLLS:
+                out["poll → read"].append(start - calls[j][1])
+                break
+            if calls[j][3] == pid and calls[j][2] not in READS:
+                break
         want = "upstream" if role == "client" else "client"
         for t0, t1, nr2, pid2, role2, _ in calls[i + 1:i + 40]:
             if nr2 in WRITES and pid2 == pid and role2 == want:
@@ -119,11 +132,12 @@ def q(v: list[float], p: float) -> float:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rate", type=int, default=1650, help="calls/s (default 1650: stop 40's half of Caddy's saturation)")
+    ap.add_argument("--h1", choices=("GET", "POST"), help="HTTP/1.1 requests instead of gRPC calls")
+    ap.add_argument("--rate", type=int, help="per s (default: 1650 gRPC calls, 1900 HTTP/1.1 requests: half of Caddy's saturation here)")
     ap.add_argument("--seconds", type=float, default=3.0, help="traced seconds per target (default 3)")
     ap.add_argument("--client-rps", type=int, default=50)
     ap.add_argument("--rt", type=int, default=0, metavar="PRIO", help="SCHED_FIFO for h2load, upstream, proxy (as bench_latency)")
-    ap.add_argument("--only", default="nginx,haproxy,sidecar", help="targets (default nginx,haproxy,sidecar)")
+    ap.add_argument("--only", default="nginx,haproxy,sidecar,ch1", help="targets (default nginx,haproxy,sidecar,ch1; ch1 with --h1)")
     ap.add_argument("--no-pin", dest="pin", action="store_false")
     a = ap.parse_args()
     perf = shutil.which("perf")
@@ -137,33 +151,45 @@ def main() -> int:
     if split:
         os.sched_setaffinity(0, split[0])
     want = a.only.split(",")
+    rate = a.rate or (1900 if a.h1 else 1650)
     try:
-        upstream = grpc_upstream(tmp, binary("nginx"))
-        h2, h1 = upstream.port, upstream.h1  # type: ignore[attr-defined]
-        if "nginx" in want:
-            procs["nginx"] = nginx_grpc_proxy(tmp, binary("nginx"), h2, h1, keepalive=256)
-        if "haproxy" in want:
-            if why := missing("haproxy"):
-                print(f"bench_hops: {why}", file=sys.stderr)
-            else:
-                procs["haproxy"] = grpc_peer(haproxy_proc, tmp, h2, h1)
-        if "sidecar" in want:
-            procs["sidecar"] = grpc_sidecar(tmp, h2, h1)
+        if a.h1:
+            upstream = nginx_upstream(tmp, binary("nginx"))
+            up = upstream.port
+            if "nginx" in want:
+                procs["nginx"] = nginx_proxy(tmp, binary("nginx"), free_port(), up, keepalive=256)
+            if "haproxy" in want and not missing("haproxy"):
+                procs["haproxy"] = haproxy_proc(tmp, free_port(), up)
+            if "ch1" in want and (argv := ch1_argv(tmp / "ch1")) is not None:
+                port = free_port()
+                procs["ch1"] = Proc("ch1", [*argv, str(port), str(up)], port, tmp)
+            if "sidecar" in want:
+                procs["sidecar"] = sidecar_proc(tmp, free_port(), up, 1)
+            args, path, what = None, "/kv/bench", f"HTTP/1.1 {a.h1}{' 1 KiB' if a.h1 == 'POST' else ''}"
+        else:
+            upstream = grpc_upstream(tmp, binary("nginx"))
+            up, h1 = upstream.port, upstream.h1  # type: ignore[attr-defined]
+            if "nginx" in want:
+                procs["nginx"] = nginx_grpc_proxy(tmp, binary("nginx"), up, h1, keepalive=256)
+            if "haproxy" in want and not missing("haproxy"):
+                procs["haproxy"] = grpc_peer(haproxy_proc, tmp, up, h1)
+            if "sidecar" in want:
+                procs["sidecar"] = grpc_sidecar(tmp, up, h1)
+            args, path, what = grpc_args(tmp), PATH, "gRPC unary (h2c, -m1)"
         RT["prio"] = a.rt
         pin_targets(procs, split, upstream, a.rt)
-        args = grpc_args(tmp)
-        print(f"gRPC unary (h2c, -m1) at {a.rate}/s, {a.seconds:g} s traced per target after 1 s of load; "
+        print(f"{what} at {rate}/s, {a.seconds:g} s traced per target after 1 s of load; "
               f"µs p50 / p90 / p99 (n = reads matched)")
-        print(f"{'target':10s} {'request hop':>18s} {'write upstream':>18s} {'response hop':>18s} {'write client':>18s}"
-              f" {'sum of p50':>10s} {'n':>6s}")
+        print(f"{'target':10s} {'poll → read':>18s} {'request hop':>18s} {'write upstream':>18s} {'response hop':>18s}"
+              f" {'write client':>18s} {'sum of p50':>10s} {'n':>6s}")
         for name, p in procs.items():
-            url = f"http://127.0.0.1:{p.port}{PATH}"
-            load = threading.Thread(target=run_h2load, args=(url, "POST", a.rate, a.client_rps, a.seconds + 3, tmp),
+            url = f"http://127.0.0.1:{p.port}{path}"
+            load = threading.Thread(target=run_h2load, args=(url, a.h1 or "POST", rate, a.client_rps, a.seconds + 3, tmp),
                                     kwargs={"h2": args}, daemon=True)
             load.start()
             time.sleep(1.0)
             pids = sorted({pid for pid, _ in group_threads(p.p.pid)})
-            roles = socket_roles(pids, p.port, h2)  # the sockets open when the trace starts
+            roles = socket_roles(pids, p.port, up)  # the sockets open when the trace starts
             data = tmp / f"{name}.perf"
             subprocess.run([perf, "record", "-q", "-e", "raw_syscalls:sys_enter,raw_syscalls:sys_exit",
                             "-p", ",".join(map(str, pids)), "-o", str(data), "--", "sleep", str(a.seconds)],
@@ -173,7 +199,10 @@ def main() -> int:
                                    capture_output=True, text=True, timeout=300).stdout
             s = hops(trace, roles)
             cells = " ".join(f"{q(v, .5):5.0f} {q(v, .9):5.0f} {q(v, .99):5.0f}" for v in s.values())
-            print(f"{name:10s} {cells} {sum(q(v, .5) for v in s.values()):10.0f} {len(s['request hop']):6d}", flush=True)
+            # the sum: the two hops and their writes, and one wake-up per hop (each read follows one poll at most)
+            wake = q(s["poll → read"], .5)  # nan where no read follows a poll directly (HAProxy: *, left out)
+            total = sum(q(v, .5) for k, v in s.items() if k != "poll → read") + (2 * wake if wake == wake else 0)
+            print(f"{name:10s} {cells} {total:9.0f}{' ' if wake == wake else '*'} {len(s['request hop']):6d}", flush=True)
     finally:
         stop_targets(procs, upstream, tmp)
     return 0
