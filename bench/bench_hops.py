@@ -1,10 +1,13 @@
 """Where a proxy's added latency goes, hop by hop: the time from each read to the write it causes.
 
-    python bench/bench_hops.py [--h1 GET|POST] [--rate N] [--seconds 3] [--rt 10] [--only nginx,haproxy,sidecar,ch1] [--no-pin]
+    python bench/bench_hops.py [--h1 GET|POST] [--rate N] [--seconds 3] [--rt 10] [--only nginx,haproxy,sidecar,ch1]
+                               [--variant 'NAME;K=V;...'] [--no-pin]
 
-bench_grpc_latency.py's set-up and load (gRPC unary over h2c, h2load open loop per connection at a
-fixed rate, h2load and the upstream pinned apart from the proxy), or with ``--h1`` bench_latency.py's
-(HTTP/1.1 GET or POST 1 KiB; ``ch1`` is its C-driven floor), one target at a time. While h2load
+bench_tail.py's targets (its upstream answering gRPC-shaped unary calls on h2c, or with ``--h1``
+HTTP/1.1 GET or POST 1 KiB; nginx and HAProxy as bench_syscalls.py starts them; the sidecar, 1
+worker, and any ``--variant``; with ``--h1`` also ``ch1``, bench_latency's C-driven floor) and the
+latency benches' load (h2load open loop per connection at a fixed rate, h2load and the upstream
+pinned apart from the proxy), one target at a time. While h2load
 runs, ``perf record`` takes the target's system calls (the ``raw_syscalls`` tracepoints, every
 thread of its process group) for ``--seconds``, and each socket is named by ``/proc``: a client's
 (its local port is the proxy's) or the upstream's. Per target it prints, p50 / p90 / p99 in µs:
@@ -38,11 +41,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _compiled_copy import ch1_argv  # noqa: E402
-from _peers import binary, cpu_split, group_threads, haproxy_proc, missing, stop_targets, tools_missing  # noqa: E402
-from bench_grpc import grpc_args, grpc_peer, grpc_sidecar, grpc_upstream, nginx_grpc_proxy  # noqa: E402
-from bench_grpc_latency import PATH  # noqa: E402
+from _peers import cpu_split, group_threads, stop_targets, tools_missing  # noqa: E402
 from bench_latency import RT, pin_targets, run_h2load  # noqa: E402
-from bench_proxy import Proc, free_port, nginx_proxy, nginx_upstream, sidecar_proc  # noqa: E402
+from bench_proxy import Proc, free_port  # noqa: E402
+from bench_tail import parse_variants, start_peers, start_sidecar, start_upstream  # noqa: E402
 
 READS = {0, 17, 19, 45}         # read, pread64, readv, recvfrom
 WRITES = {1, 18, 20, 44, 46}    # write, pwrite64, writev, sendto, sendmsg
@@ -138,6 +140,9 @@ def main() -> int:
     ap.add_argument("--client-rps", type=int, default=50)
     ap.add_argument("--rt", type=int, default=0, metavar="PRIO", help="SCHED_FIFO for h2load, upstream, proxy (as bench_latency)")
     ap.add_argument("--only", default="nginx,haproxy,sidecar,ch1", help="targets (default nginx,haproxy,sidecar,ch1; ch1 with --h1)")
+    ap.add_argument("--variant", action="append", metavar="'NAME;K=V;...'",
+                    help="a sidecar with these environment variables, ROOT=DIR: another checkout (bench_tail's; "
+                         "repeatable; default one plain sidecar)")
     ap.add_argument("--no-pin", dest="pin", action="store_false")
     a = ap.parse_args()
     perf = shutil.which("perf")
@@ -153,29 +158,18 @@ def main() -> int:
     want = a.only.split(",")
     rate = a.rate or (1900 if a.h1 else 1650)
     try:
-        if a.h1:
-            upstream = nginx_upstream(tmp, binary("nginx"))
-            up = upstream.port
-            if "nginx" in want:
-                procs["nginx"] = nginx_proxy(tmp, binary("nginx"), free_port(), up, keepalive=256)
-            if "haproxy" in want and not missing("haproxy"):
-                procs["haproxy"] = haproxy_proc(tmp, free_port(), up)
-            if "ch1" in want and (argv := ch1_argv(tmp / "ch1")) is not None:
-                port = free_port()
-                procs["ch1"] = Proc("ch1", [*argv, str(port), str(up)], port, tmp)
-            if "sidecar" in want:
-                procs["sidecar"] = sidecar_proc(tmp, free_port(), up, 1)
-            args, path, what = None, "/kv/bench", f"HTTP/1.1 {a.h1}{' 1 KiB' if a.h1 == 'POST' else ''}"
-        else:
-            upstream = grpc_upstream(tmp, binary("nginx"))
-            up, h1 = upstream.port, upstream.h1  # type: ignore[attr-defined]
-            if "nginx" in want:
-                procs["nginx"] = nginx_grpc_proxy(tmp, binary("nginx"), up, h1, keepalive=256)
-            if "haproxy" in want and not missing("haproxy"):
-                procs["haproxy"] = grpc_peer(haproxy_proc, tmp, up, h1)
-            if "sidecar" in want:
-                procs["sidecar"] = grpc_sidecar(tmp, up, h1)
-            args, path, what = grpc_args(tmp), PATH, "gRPC unary (h2c, -m1)"
+        upstream, node, args, path = start_upstream(tmp, grpc=not a.h1)
+        ports: dict[str, int] = {}
+        for name, (p, port) in start_peers(tmp, upstream, not a.h1, set(want)).items():
+            procs[name], ports[name] = p, port
+        if a.h1 and "ch1" in want and (argv := ch1_argv(tmp / "ch1")) is not None:
+            port = free_port()
+            procs["ch1"], ports["ch1"] = Proc("ch1", [*argv, str(port), str(upstream.port)], port, tmp), port
+        if "sidecar" in want:
+            for name, env in parse_variants(a.variant).items():
+                procs[name] = start_sidecar(tmp, name, node, dict(env), probe=False)
+                ports[name] = procs[name].port
+        what = f"HTTP/1.1 {a.h1}{' 1 KiB' if a.h1 == 'POST' else ''}" if a.h1 else "gRPC unary (h2c, -m1)"
         RT["prio"] = a.rt
         pin_targets(procs, split, upstream, a.rt)
         print(f"{what} at {rate}/s, {a.seconds:g} s traced per target after 1 s of load; "
@@ -183,13 +177,13 @@ def main() -> int:
         print(f"{'target':10s} {'poll → read':>18s} {'request hop':>18s} {'write upstream':>18s} {'response hop':>18s}"
               f" {'write client':>18s} {'sum of p50':>10s} {'n':>6s}")
         for name, p in procs.items():
-            url = f"http://127.0.0.1:{p.port}{path}"
+            url = f"http://127.0.0.1:{ports[name]}{path}"
             load = threading.Thread(target=run_h2load, args=(url, a.h1 or "POST", rate, a.client_rps, a.seconds + 3, tmp),
                                     kwargs={"h2": args}, daemon=True)
             load.start()
             time.sleep(1.0)
             pids = sorted({pid for pid, _ in group_threads(p.p.pid)})
-            roles = socket_roles(pids, p.port, up)  # the sockets open when the trace starts
+            roles = socket_roles(pids, ports[name], upstream.port)  # the sockets open when the trace starts
             data = tmp / f"{name}.perf"
             subprocess.run([perf, "record", "-q", "-e", "raw_syscalls:sys_enter,raw_syscalls:sys_exit",
                             "-p", ",".join(map(str, pids)), "-o", str(data), "--", "sleep", str(a.seconds)],

@@ -40,11 +40,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _peers import binary, group_threads, haproxy_proc, stop_targets, tools_missing  # noqa: E402
-from bench_grpc import grpc_args, grpc_upstream, nginx_grpc_proxy  # noqa: E402
+from _peers import group_threads, stop_targets, tools_missing  # noqa: E402
 from bench_latency import run_h2load  # noqa: E402
-from bench_proxy import TICK, free_port, nginx_proxy, nginx_upstream  # noqa: E402
-from bench_tail import parse_variants, start_sidecar  # noqa: E402
+from bench_proxy import TICK  # noqa: E402
+from bench_tail import parse_variants, start_peers, start_sidecar, start_upstream  # noqa: E402
 
 ROW = re.compile(r"^\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:(\d+)\s+)?(\w+)\s*$")
 
@@ -216,34 +215,15 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench-syscalls-"))
     procs: dict = {}
     upstream = None
-    nginx = binary("nginx") or "nginx"  # (tools_missing checked it)
     try:
-        if a.grpc:
-            upstream = grpc_upstream(tmp, nginx)
-            node, h2, path = f"h2c://127.0.0.1:{upstream.port}", grpc_args(tmp), "/kv.v1.Store/Put"
-        else:
-            upstream = nginx_upstream(tmp, nginx)
-            node, h2, path = f"http://127.0.0.1:{upstream.port}", None, "/kv/bench"
+        upstream, node, h2, path = start_upstream(tmp, a.grpc)
         ports: dict[str, int] = {}
         for name, env in variants.items():
             procs[name] = start_sidecar(tmp, name, node, dict(env), probe=False)
             ports[name] = procs[name].port
         if a.peers:
-            if a.grpc:
-                h1 = upstream.h1  # type: ignore[attr-defined]
-                procs["nginx"] = nginx_grpc_proxy(tmp, nginx, upstream.port, h1, keepalive=256)
-                ports["nginx"] = procs["nginx"].port
-            else:
-                procs["nginx"] = nginx_proxy(tmp, nginx, free_port(), upstream.port, keepalive=256)
-                ports["nginx"] = procs["nginx"].port
-            if binary("haproxy"):
-                if a.grpc:
-                    procs["haproxy"] = haproxy_proc(tmp, free_port(), upstream.h1,  # type: ignore[attr-defined]
-                                                    upstream.port)
-                    ports["haproxy"] = procs["haproxy"].h2
-                else:
-                    procs["haproxy"] = haproxy_proc(tmp, free_port(), upstream.port)
-                    ports["haproxy"] = procs["haproxy"].port
+            for name, (p, port) in start_peers(tmp, upstream, a.grpc, {"nginx", "haproxy"}).items():
+                procs[name], ports[name] = p, port
         for name in procs:  # warm-up
             run_h2load(f"http://127.0.0.1:{ports[name]}{path}", a.method, a.rate, a.client_rps, 1.0, tmp, h2=h2)
         idle = {name: idle_counts(p.p.pid, a, tmp, name) for name, p in procs.items()} if a.idle else {}

@@ -38,12 +38,43 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _peers import binary, cpu_split, group_wait_s, spread, stop_targets, tools_missing  # noqa: E402
-from bench_grpc import grpc_args, grpc_upstream  # noqa: E402
+from _peers import binary, cpu_split, group_wait_s, haproxy_proc, spread, stop_targets, tools_missing  # noqa: E402
+from bench_grpc import grpc_args, grpc_upstream, nginx_grpc_proxy  # noqa: E402
 from bench_latency import PCTS, RT, pct, pin_targets, pinning, rotate, run_h2load  # noqa: E402
-from bench_proxy import ROOT, Proc, free_port, group_cpu_s, nginx_upstream  # noqa: E402
+from bench_proxy import ROOT, Proc, free_port, group_cpu_s, nginx_proxy, nginx_upstream  # noqa: E402
 
 PROBE = Path(__file__).resolve().parent / "_tail_probe.py"
+
+
+def start_upstream(tmp: Path, grpc: bool) -> tuple[Proc, str, list[str] | None, str]:
+    """The fixed-rate benches' upstream (nginx answering 1 KiB, or gRPC-shaped unary calls on h2c
+    with ``grpc``) and what drives it: (upstream, a sidecar's node URL for it, h2load's HTTP/2
+    arguments (None: HTTP/1.1), the request path)."""
+    if grpc:
+        upstream = grpc_upstream(tmp, binary("nginx"))
+        return upstream, f"h2c://127.0.0.1:{upstream.port}", grpc_args(tmp), "/kv.v1.Store/Put"
+    upstream = nginx_upstream(tmp, binary("nginx"))
+    return upstream, f"http://127.0.0.1:{upstream.port}", None, "/kv/bench"
+
+
+def start_peers(tmp: Path, upstream: Proc, grpc: bool, want: set[str]) -> dict[str, tuple[Proc, int]]:
+    """nginx (``proxy_pass`` / ``grpc_pass``, 256 idle upstream connections, access log buffered)
+    and HAProxy (one thread, access log on; when installed) in front of ``start_upstream``'s
+    upstream, those named in ``want``: name → (process, the port h2load drives)."""
+    out: dict[str, tuple[Proc, int]] = {}
+    nginx = binary("nginx")
+    if "nginx" in want:
+        p = (nginx_grpc_proxy(tmp, nginx, upstream.port, upstream.h1, keepalive=256) if grpc  # type: ignore[attr-defined]
+             else nginx_proxy(tmp, nginx, free_port(), upstream.port, keepalive=256))
+        out["nginx"] = (p, p.port)
+    if "haproxy" in want and binary("haproxy"):
+        if grpc:
+            p = haproxy_proc(tmp, free_port(), upstream.h1, upstream.port)  # type: ignore[attr-defined]
+            out["haproxy"] = (p, p.h2)  # type: ignore[attr-defined]
+        else:
+            p = haproxy_proc(tmp, free_port(), upstream.port)
+            out["haproxy"] = (p, p.port)
+    return out
 
 
 def start_sidecar(tmp: Path, name: str, node: str, env: dict[str, str], probe: bool) -> Proc:
@@ -114,13 +145,7 @@ def main() -> int:
     procs: dict[str, Proc | None] = {"direct": None}
     upstream = None
     try:
-        if a.grpc:
-            upstream = grpc_upstream(tmp, binary("nginx"))
-            node, h2 = f"h2c://127.0.0.1:{upstream.port}", grpc_args(tmp)
-            path = "/kv.v1.Store/Put"
-        else:
-            upstream = nginx_upstream(tmp, binary("nginx"))
-            node, h2, path = f"http://127.0.0.1:{upstream.port}", None, "/kv/bench"
+        upstream, node, h2, path = start_upstream(tmp, a.grpc)
         for name, env in variants.items():
             procs[name] = start_sidecar(tmp, name, node, dict(env), a.probe)
         RT["prio"] = a.rt
